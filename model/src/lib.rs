@@ -1,0 +1,18 @@
+//! Pure domain types shared by the hub, the spoke, the renderer and the CLI.
+//!
+//! This crate owns names, labels, label selectors, bundle states and status summaries.
+//! **Architecture Invariant:** it does no I/O and knows nothing about gRPC, git, files or
+//! Kubernetes clients; wire types are converted into these at the edges.
+#![forbid(unsafe_code)]
+
+pub mod digest;
+pub mod labels;
+pub mod names;
+pub mod selector;
+pub mod state;
+
+pub use digest::{ContentDigest, DeploymentId};
+pub use labels::{Labels, parse_labels};
+pub use names::{ClusterName, NameError};
+pub use selector::{LabelSelector, Operator, Requirement, SelectorError};
+pub use state::{State, Summary};

@@ -1,0 +1,1 @@
+//! Bundle discovery and rendering. (Being built: see issue 3.)
