@@ -11,13 +11,17 @@
 
 pub mod ca;
 pub mod channel;
+pub mod client_config;
 pub mod csr;
 pub mod files;
+pub mod join;
 pub mod pin;
 pub mod san;
 
 pub use ca::{Ca, IssuedCert};
 pub use channel::{Credentials, connect};
+pub use client_config::ClientConfig;
+pub use join::JoinString;
 pub use san::Identity;
 
 /// The DNS name every hub serving certificate carries; clients verify against it so the
