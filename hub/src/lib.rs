@@ -1,1 +1,19 @@
-//! hub
+//! The flotilla hub: polls git, renders bundles, targets clusters by label, serves the
+//! Registration, Spoke and Admin gRPC services, and keeps fleet state in an embedded store.
+//!
+//! Start reading at `cli::run` (what `flotilla-hub init|run` do), then `fleet` (the state
+//! and reconcile), `sources` (git polling and publishing), and `server` (gRPC).
+//!
+//! **Architecture Invariant:** the hub never holds a cluster credential and never dials a
+//! cluster; spokes dial in. It knows clusters only by their certificates.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+mod fleet;
+mod git;
+mod layout;
+mod records;
+mod server;
+mod sources;
+mod store;
+mod tokens;

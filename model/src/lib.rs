@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod digest;
+pub mod duration;
 pub mod labels;
 pub mod names;
 pub mod selector;

@@ -1,0 +1,410 @@
+//! `Fleet`: the hub's in-memory state and the reconcile that turns sources, bundles and
+//! cluster labels into per-cluster assignments.
+//!
+//! Who writes what:
+//! - `clusters`: registration (insert), Hello (spoke labels, last seen), admin (hub labels).
+//! - `sources`: admin add/remove; each source's poller publishes new revisions into it.
+//! - `assignments`: only `reconcile_cluster`.
+//! - `status`: only the cluster's own Sync session.
+//! - `sessions`: the Sync handler, one entry per connected cluster.
+//!
+//! **Architecture Invariant:** memory mirrors the store; every change to a persisted map
+//! is queued to the store in the same function that makes it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use flotilla_identity::Ca;
+use flotilla_model::{ClusterName, ContentDigest, DeploymentId, LabelSelector, State, Summary};
+use flotilla_render as render;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc};
+
+use crate::records::{
+    ClusterRecord, DeployOptions, Desired, SourceSpec, StatusRecord, TokenRecord, status_key,
+};
+use crate::store::{Op, Snapshot, Store, StoreError, Table};
+
+/// What one cluster should run for one bundle, or why it cannot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub source: String,
+    /// The deployment to enforce: the current render, or the last good one.
+    pub desired: Option<Desired>,
+    /// Load or render error of the current revision for this cluster.
+    pub error: Option<String>,
+}
+
+pub type Assignments = BTreeMap<String, Assignment>;
+
+/// One bundle of a source's published revision.
+pub struct BundleEntry {
+    pub name: String,
+    pub path: String,
+    /// The bundle to deploy: this revision's, or the last good one if this one is broken.
+    pub bundle: Option<Arc<render::Bundle>>,
+    /// Errors of this revision (file:line: message), empty when it loaded.
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    renders: Mutex<HashMap<render::RenderKey, Result<Content, String>>>,
+}
+
+impl BundleEntry {
+    pub fn new(
+        name: String,
+        path: String,
+        bundle: Option<Arc<render::Bundle>>,
+        errors: Vec<String>,
+        warnings: Vec<String>,
+    ) -> Self {
+        BundleEntry {
+            name,
+            path,
+            bundle,
+            errors,
+            warnings,
+            renders: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Rendered bytes, shared by every cluster whose customization is the same.
+#[derive(Clone)]
+pub struct Content {
+    pub digest: ContentDigest,
+    pub bytes: Bytes,
+}
+
+#[derive(Default)]
+pub struct SourceRuntime {
+    pub commit: Option<String>,
+    pub error: Option<String>,
+    pub error_since: i64,
+    pub last_poll: i64,
+    /// `None` until the first revision is published since the hub started; until then
+    /// reconcile keeps this source's persisted assignments untouched.
+    pub bundles: Option<Vec<Arc<BundleEntry>>>,
+}
+
+pub struct SourceState {
+    pub spec: SourceSpec,
+    pub selector: LabelSelector,
+    pub runtime: RwLock<SourceRuntime>,
+    /// Wakes the poller: a forced poll, or removal.
+    pub poke: Notify,
+}
+
+/// A connected Sync stream.
+pub struct SessionHandle {
+    pub id: u64,
+    /// Tells the session its cluster's assignments changed.
+    pub notify: Arc<Notify>,
+}
+
+pub enum Trigger {
+    All,
+    Cluster(ClusterName),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub struct Fleet {
+    pub store: Store,
+    pub ca: Ca,
+    pub advertise: String,
+    pub cert_lifetime: Duration,
+    pub data_dir: std::path::PathBuf,
+    pub limits: render::Limits,
+    pub clusters: DashMap<ClusterName, ClusterRecord>,
+    pub tokens: Mutex<HashMap<String, TokenRecord>>,
+    pub sources: DashMap<String, Arc<SourceState>>,
+    pub assignments: DashMap<ClusterName, Arc<Assignments>>,
+    pub contents: DashMap<ContentDigest, Bytes>,
+    pub status: DashMap<(ClusterName, String), StatusRecord>,
+    pub sessions: DashMap<ClusterName, SessionHandle>,
+    session_ids: AtomicU64,
+    reconcile_tx: mpsc::UnboundedSender<Trigger>,
+}
+
+pub struct FleetParts {
+    pub store: Store,
+    pub ca: Ca,
+    pub advertise: String,
+    pub cert_lifetime: Duration,
+    pub data_dir: std::path::PathBuf,
+}
+
+impl Fleet {
+    /// Builds the fleet from the store snapshot. Returns the receiver the reconciler
+    /// task drains.
+    pub fn restore(
+        parts: FleetParts,
+        snapshot: &Snapshot,
+    ) -> Result<(Arc<Fleet>, mpsc::UnboundedReceiver<Trigger>), FleetError> {
+        let (reconcile_tx, rx) = mpsc::unbounded_channel();
+        let fleet = Fleet {
+            store: parts.store,
+            ca: parts.ca,
+            advertise: parts.advertise,
+            cert_lifetime: parts.cert_lifetime,
+            data_dir: parts.data_dir,
+            limits: render::Limits::default(),
+            clusters: DashMap::new(),
+            tokens: Mutex::new(HashMap::new()),
+            sources: DashMap::new(),
+            assignments: DashMap::new(),
+            contents: DashMap::new(),
+            status: DashMap::new(),
+            sessions: DashMap::new(),
+            session_ids: AtomicU64::new(1),
+            reconcile_tx,
+        };
+        for (_, c) in snapshot.records::<ClusterRecord>(Table::Clusters)? {
+            fleet.clusters.insert(c.name.clone(), c);
+        }
+        if let Ok(mut tokens) = fleet.tokens.lock() {
+            for (id, t) in snapshot.records::<TokenRecord>(Table::Tokens)? {
+                tokens.insert(id, t);
+            }
+        }
+        for (_, s) in snapshot.records::<SourceSpec>(Table::Sources)? {
+            fleet.insert_source(s)?;
+        }
+        for (key, st) in snapshot.records::<StatusRecord>(Table::Status)? {
+            if let Some((c, b)) = key.split_once('/')
+                && let Ok(c) = ClusterName::new(c)
+            {
+                fleet.status.insert((c, b.to_string()), st);
+            }
+        }
+        for (key, a) in snapshot.records::<Assignments>(Table::Desired)? {
+            if let Ok(c) = ClusterName::new(&key) {
+                fleet.assignments.insert(c, Arc::new(a));
+            }
+        }
+        for (digest, bytes) in snapshot.raw(Table::Content) {
+            if let Some(d) = ContentDigest::parse(digest) {
+                fleet.contents.insert(d, Bytes::copy_from_slice(bytes));
+            }
+        }
+        Ok((Arc::new(fleet), rx))
+    }
+
+    pub fn trigger(&self, t: Trigger) {
+        // The receiver lives as long as the hub; a send error only happens at shutdown.
+        let _ = self.reconcile_tx.send(t);
+    }
+
+    /// Adds a source to memory (not the store); returns it for the caller to start polling.
+    pub fn insert_source(&self, spec: SourceSpec) -> Result<Arc<SourceState>, FleetError> {
+        let selector: LabelSelector = spec
+            .selector
+            .parse()
+            .map_err(|e: flotilla_model::SelectorError| FleetError::Invalid(e.to_string()))?;
+        let state = Arc::new(SourceState {
+            spec: spec.clone(),
+            selector,
+            runtime: RwLock::new(SourceRuntime::default()),
+            poke: Notify::new(),
+        });
+        self.sources.insert(spec.name.clone(), state.clone());
+        Ok(state)
+    }
+
+    pub fn next_session_id(&self) -> u64 {
+        self.session_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_connected(&self, c: &ClusterName) -> bool {
+        self.sessions.contains_key(c)
+    }
+
+    pub fn assignments_of(&self, c: &ClusterName) -> Arc<Assignments> {
+        self.assignments
+            .get(c)
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
+    /// Recomputes one cluster's assignments; persists and notifies its session on change.
+    pub fn reconcile_cluster(&self, name: &ClusterName) {
+        let Some(record) = self.clusters.get(name).map(|r| r.clone()) else {
+            if self.assignments.remove(name).is_some() {
+                self.store
+                    .submit(vec![Op::delete(Table::Desired, name.as_str())]);
+            }
+            return;
+        };
+        let old = self.assignments_of(name);
+        let new = self.compute_assignments(&record, &old);
+        if *old != new {
+            self.store
+                .submit(vec![Op::put_json(Table::Desired, name.as_str(), &new)]);
+            self.assignments.insert(name.clone(), Arc::new(new));
+            if let Some(s) = self.sessions.get(name) {
+                s.notify.notify_one();
+            }
+        }
+    }
+
+    fn compute_assignments(&self, cluster: &ClusterRecord, old: &Assignments) -> Assignments {
+        let labels = cluster.labels();
+        let info = render::ClusterInfo {
+            name: cluster.name.to_string(),
+            labels: labels.clone(),
+            groups: Vec::new(),
+        };
+        let mut out = Assignments::new();
+        let mut sources: Vec<Arc<SourceState>> =
+            self.sources.iter().map(|s| s.value().clone()).collect();
+        sources.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        for src in sources {
+            if !src.selector.matches(&labels) {
+                continue;
+            }
+            let Ok(rt) = src.runtime.read() else { continue };
+            let Some(bundles) = &rt.bundles else {
+                // Not loaded since start: keep what was assigned from it.
+                out.extend(
+                    old.iter()
+                        .filter(|(_, a)| a.source == src.spec.name)
+                        .map(|(k, a)| (k.clone(), a.clone())),
+                );
+                continue;
+            };
+            for entry in bundles {
+                let last_good = old.get(&entry.name).and_then(|a| a.desired.clone());
+                let mut assignment = Assignment {
+                    source: src.spec.name.clone(),
+                    desired: last_good,
+                    error: (!entry.errors.is_empty()).then(|| entry.errors.join("\n")),
+                };
+                let Some(bundle) = &entry.bundle else {
+                    out.insert(entry.name.clone(), assignment);
+                    continue;
+                };
+                let render::Selection::Deploy(key) = bundle.select(&info) else {
+                    continue;
+                };
+                match self.render_cached(entry, bundle, key, &info) {
+                    Ok(content) => {
+                        let opts = bundle.options();
+                        assignment.desired = Some(Desired {
+                            deployment_id: DeploymentId::compute(
+                                &content.digest,
+                                &opts.canonical_json(),
+                            ),
+                            digest: content.digest,
+                            options: DeployOptions {
+                                correct_drift: opts.correct_drift.enabled,
+                                keep_resources: opts.keep_resources,
+                                force: opts.correct_drift.force,
+                            },
+                        });
+                    }
+                    Err(e) => {
+                        assignment.error = Some(match assignment.error {
+                            Some(prev) => format!("{prev}\n{e}"),
+                            None => e,
+                        });
+                    }
+                }
+                out.insert(entry.name.clone(), assignment);
+            }
+        }
+        out
+    }
+
+    fn render_cached(
+        &self,
+        entry: &BundleEntry,
+        bundle: &render::Bundle,
+        key: render::RenderKey,
+        info: &render::ClusterInfo,
+    ) -> Result<Content, String> {
+        let Ok(mut cache) = entry.renders.lock() else {
+            return Err("internal: render cache poisoned".into());
+        };
+        if let Some(hit) = cache.get(&key) {
+            return hit.clone();
+        }
+        let result = match bundle.render(info) {
+            Ok(rendered) => {
+                let digest = rendered.digest.clone();
+                let bytes = self
+                    .contents
+                    .entry(digest.clone())
+                    .or_insert_with(|| {
+                        let bytes = Bytes::from(rendered.manifest.into_bytes());
+                        self.store.submit(vec![Op::Put {
+                            table: Table::Content,
+                            key: digest.to_string(),
+                            value: bytes.to_vec(),
+                        }]);
+                        bytes
+                    })
+                    .clone();
+                Ok(Content { digest, bytes })
+            }
+            Err(diags) => Err(diags
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")),
+        };
+        cache.insert(key, result.clone());
+        result
+    }
+
+    /// Records a status reported by a cluster's own session.
+    pub fn record_status(&self, cluster: &ClusterName, bundle: &str, st: StatusRecord) {
+        self.store.submit(vec![Op::put_json(
+            Table::Status,
+            status_key(cluster, bundle),
+            &st,
+        )]);
+        self.status.insert((cluster.clone(), bundle.to_string()), st);
+    }
+
+    /// The state a user sees for one bundle on one cluster.
+    pub fn row_state(&self, cluster: &ClusterName, bundle: &str, a: &Assignment) -> (State, String) {
+        if let Some(err) = &a.error {
+            return (State::ErrApplied, err.clone());
+        }
+        let status = self.status.get(&(cluster.clone(), bundle.to_string()));
+        if !self.is_connected(cluster) {
+            let msg = status
+                .map(|s| format!("cluster offline; last reported {}", s.state))
+                .unwrap_or_else(|| "cluster offline".into());
+            return (State::Offline, msg);
+        }
+        match (&a.desired, status) {
+            (Some(d), Some(s)) if s.deployment_id == d.deployment_id.as_str() => {
+                (s.state, s.message.clone())
+            }
+            (Some(d), _) => (
+                State::WaitApplied,
+                format!("waiting for the spoke to apply {}", d.deployment_id),
+            ),
+            (None, _) => (State::ErrApplied, "no deployable revision".into()),
+        }
+    }
+
+    /// Worst-state summary of one cluster's bundles.
+    pub fn cluster_summary(&self, c: &ClusterName) -> Summary {
+        self.assignments_of(c)
+            .iter()
+            .map(|(b, a)| self.row_state(c, b, a).0)
+            .collect()
+    }
+}

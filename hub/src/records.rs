@@ -1,0 +1,116 @@
+//! The records the hub persists, one per store table. Plain data with serde; no logic
+//! beyond what a record can say about itself.
+
+use flotilla_model::{ClusterName, ContentDigest, DeploymentId, Labels, State};
+use serde::{Deserialize, Serialize};
+
+/// Seconds since the Unix epoch; all persisted times use it.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 for the API; empty for "never".
+pub fn rfc3339(unix: i64) -> String {
+    if unix <= 0 {
+        return String::new();
+    }
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub name: ClusterName,
+    /// Labels the spoke reported (at registration, then in each Hello).
+    pub spoke_labels: Labels,
+    /// Labels an admin set on the hub; they win over the spoke's.
+    #[serde(default)]
+    pub hub_labels: Labels,
+    pub registered_at: i64,
+    #[serde(default)]
+    pub agent_version: String,
+    #[serde(default)]
+    pub last_seen: i64,
+}
+
+impl ClusterRecord {
+    /// The labels targeting uses: the spoke's, overridden key by key by the hub's.
+    pub fn labels(&self) -> Labels {
+        let mut l = self.spoke_labels.clone();
+        l.extend(self.hub_labels.clone());
+        l
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    /// SHA-256 of the token secret; the secret itself is never stored.
+    pub hash: String,
+    pub expires_at: i64,
+    pub max_uses: u32,
+    pub uses: u32,
+    #[serde(default)]
+    pub description: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSpec {
+    pub name: String,
+    pub repo: String,
+    pub branch: String,
+    pub paths: Vec<String>,
+    pub interval_secs: u64,
+    /// `kubectl -l` form; empty targets every cluster.
+    #[serde(default)]
+    pub selector: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRecord {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub state: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    pub deployment_id: String,
+    pub state: State,
+    pub message: String,
+    #[serde(default)]
+    pub resources: Vec<ResourceRecord>,
+    pub updated_at: i64,
+}
+
+/// Per-deployment options the spoke needs; part of the deployment id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployOptions {
+    pub correct_drift: bool,
+    pub keep_resources: bool,
+    pub force: bool,
+}
+
+/// What one cluster should run for one bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    pub deployment_id: DeploymentId,
+    pub digest: ContentDigest,
+    pub options: DeployOptions,
+}
+
+pub fn status_key(cluster: &ClusterName, bundle: &str) -> String {
+    format!("{cluster}/{bundle}")
+}

@@ -1,0 +1,375 @@
+//! The Admin API: what `flotilla` (the CLI) calls. Every call requires an admin
+//! certificate.
+
+use std::sync::Arc;
+
+use flotilla_identity::JoinString;
+use flotilla_model::{ClusterName, LabelSelector, State, Summary, labels};
+use flotilla_proto::v1 as pb;
+use flotilla_proto::v1::admin_server::Admin;
+use tonic::{Request, Response, Status};
+
+use crate::fleet::{Fleet, Trigger};
+use crate::records::{SourceSpec, now_unix, rfc3339};
+use crate::server::peer;
+use crate::sources;
+use crate::store::{Op, Table};
+use crate::tokens;
+
+pub struct AdminService {
+    fleet: Arc<Fleet>,
+}
+
+impl AdminService {
+    pub fn new(fleet: Arc<Fleet>) -> Self {
+        AdminService { fleet }
+    }
+
+    fn cluster_view(&self, name: &ClusterName) -> Option<pb::Cluster> {
+        let rec = self.fleet.clusters.get(name)?.clone();
+        let connected = self.fleet.is_connected(name);
+        let summary = self.fleet.cluster_summary(name);
+        let state = if !connected {
+            State::Offline
+        } else {
+            summary.worst().unwrap_or(State::Ready)
+        };
+        Some(pb::Cluster {
+            name: name.to_string(),
+            labels: rec.labels(),
+            connected,
+            state: state.to_string(),
+            bundles: u32::try_from(summary.total()).unwrap_or(u32::MAX),
+            bundles_ready: u32::try_from(summary.ready()).unwrap_or(u32::MAX),
+            agent_version: rec.agent_version.clone(),
+            last_seen: rfc3339(rec.last_seen),
+            registered: rfc3339(rec.registered_at),
+        })
+    }
+
+    fn source_view(&self, s: &crate::fleet::SourceState) -> pb::Source {
+        let rt = s.runtime.read();
+        let (commit, error, error_since, last_poll, bundles) = match &rt {
+            Ok(rt) => (
+                rt.commit.clone().unwrap_or_default(),
+                rt.error.clone().unwrap_or_default(),
+                if rt.error.is_some() { rfc3339(rt.error_since) } else { String::new() },
+                rfc3339(rt.last_poll),
+                rt.bundles.as_ref().map_or(0, Vec::len),
+            ),
+            Err(_) => Default::default(),
+        };
+        pb::Source {
+            name: s.spec.name.clone(),
+            repo: s.spec.repo.clone(),
+            branch: s.spec.branch.clone(),
+            paths: s.spec.paths.clone(),
+            interval_seconds: s.spec.interval_secs,
+            selector: s.spec.selector.clone(),
+            commit,
+            error,
+            error_since,
+            last_poll,
+            bundles: u32::try_from(bundles).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn sorted_clusters(&self) -> Vec<ClusterName> {
+        let mut names: Vec<ClusterName> =
+            self.fleet.clusters.iter().map(|c| c.key().clone()).collect();
+        names.sort();
+        names
+    }
+}
+
+fn validate_source(s: &pb::Source) -> Result<SourceSpec, Status> {
+    if !flotilla_model::names::is_dns_label(&s.name) {
+        return Err(Status::invalid_argument(format!(
+            "source name {:?} must be a DNS label (lowercase letters, digits, '-')",
+            s.name
+        )));
+    }
+    if s.repo.trim().is_empty() {
+        return Err(Status::invalid_argument("--repo is required"));
+    }
+    let branch = if s.branch.is_empty() { "main".to_string() } else { s.branch.clone() };
+    if branch.contains("..") || branch.starts_with('-') || branch.contains(char::is_whitespace) {
+        return Err(Status::invalid_argument(format!("invalid branch {branch:?}")));
+    }
+    let paths = if s.paths.is_empty() { vec![".".to_string()] } else { s.paths.clone() };
+    s.selector
+        .parse::<LabelSelector>()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(SourceSpec {
+        name: s.name.clone(),
+        repo: s.repo.trim().to_string(),
+        branch,
+        paths,
+        interval_secs: if s.interval_seconds == 0 { 15 } else { s.interval_seconds },
+        selector: s.selector.clone(),
+    })
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn list_clusters(
+        &self,
+        request: Request<pb::ListClustersRequest>,
+    ) -> Result<Response<pb::ListClustersResponse>, Status> {
+        peer::require_admin(&request)?;
+        let clusters = self
+            .sorted_clusters()
+            .iter()
+            .filter_map(|c| self.cluster_view(c))
+            .collect();
+        Ok(Response::new(pb::ListClustersResponse { clusters }))
+    }
+
+    async fn label_cluster(
+        &self,
+        request: Request<pb::LabelClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        peer::require_admin(&request)?;
+        let req = request.into_inner();
+        let name = ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        for (k, v) in &req.set {
+            labels::validate_key(k)
+                .and_then(|_| labels::validate_value(v))
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let rec = {
+            let mut rec = self
+                .fleet
+                .clusters
+                .get_mut(&name)
+                .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))?;
+            rec.hub_labels.extend(req.set.clone());
+            for k in &req.remove {
+                rec.hub_labels.remove(k);
+            }
+            rec.clone()
+        };
+        self.fleet
+            .store
+            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.fleet.trigger(Trigger::Cluster(name.clone()));
+        self.cluster_view(&name)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))
+    }
+
+    async fn list_sources(
+        &self,
+        request: Request<pb::ListSourcesRequest>,
+    ) -> Result<Response<pb::ListSourcesResponse>, Status> {
+        peer::require_admin(&request)?;
+        let mut sources: Vec<pb::Source> = self
+            .fleet
+            .sources
+            .iter()
+            .map(|s| self.source_view(s.value()))
+            .collect();
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(pb::ListSourcesResponse { sources }))
+    }
+
+    async fn add_source(
+        &self,
+        request: Request<pb::AddSourceRequest>,
+    ) -> Result<Response<pb::Source>, Status> {
+        peer::require_admin(&request)?;
+        let src = request
+            .into_inner()
+            .source
+            .ok_or_else(|| Status::invalid_argument("source is required"))?;
+        let spec = validate_source(&src)?;
+        if self.fleet.sources.contains_key(&spec.name) {
+            return Err(Status::already_exists(format!(
+                "source {} already exists; remove it first",
+                spec.name
+            )));
+        }
+        self.fleet
+            .store
+            .commit(vec![Op::put_json(Table::Sources, spec.name.clone(), &spec)])
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let state = self
+            .fleet
+            .insert_source(spec)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tokio::spawn(sources::run_poller(self.fleet.clone(), state.clone()));
+        Ok(Response::new(self.source_view(&state)))
+    }
+
+    async fn remove_source(
+        &self,
+        request: Request<pb::RemoveSourceRequest>,
+    ) -> Result<Response<pb::RemoveSourceResponse>, Status> {
+        peer::require_admin(&request)?;
+        let name = request.into_inner().name;
+        let (_, state) = self
+            .fleet
+            .sources
+            .remove(&name)
+            .ok_or_else(|| Status::not_found(format!("source {name} not found")))?;
+        self.fleet
+            .store
+            .commit(vec![Op::delete(Table::Sources, name.clone())])
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        state.poke.notify_one();
+        self.fleet.trigger(Trigger::All);
+        Ok(Response::new(pb::RemoveSourceResponse {}))
+    }
+
+    async fn list_bundles(
+        &self,
+        request: Request<pb::ListBundlesRequest>,
+    ) -> Result<Response<pb::ListBundlesResponse>, Status> {
+        peer::require_admin(&request)?;
+        let clusters = self.sorted_clusters();
+        let mut bundles = Vec::new();
+        let sources: Vec<_> = self.fleet.sources.iter().map(|s| s.value().clone()).collect();
+        for src in sources {
+            let Ok(rt) = src.runtime.read() else { continue };
+            for entry in rt.bundles.iter().flatten() {
+                let summary: Summary = clusters
+                    .iter()
+                    .filter_map(|c| {
+                        let a = self.fleet.assignments_of(c);
+                        a.get(&entry.name).map(|a| self.fleet.row_state(c, &entry.name, a).0)
+                    })
+                    .collect();
+                let state = if !entry.errors.is_empty() {
+                    State::ErrApplied
+                } else {
+                    summary.worst().unwrap_or(State::Ready)
+                };
+                bundles.push(pb::Bundle {
+                    name: entry.name.clone(),
+                    source: src.spec.name.clone(),
+                    path: entry.path.clone(),
+                    commit: rt.commit.clone().unwrap_or_default(),
+                    clusters: u32::try_from(summary.total()).unwrap_or(u32::MAX),
+                    ready: u32::try_from(summary.ready()).unwrap_or(u32::MAX),
+                    state: state.to_string(),
+                    error: entry.errors.join("\n"),
+                    warnings: entry.warnings.clone(),
+                });
+            }
+        }
+        bundles.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(pb::ListBundlesResponse { bundles }))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        peer::require_admin(&request)?;
+        let req = request.into_inner();
+        let mut rows = Vec::new();
+        for c in self.sorted_clusters() {
+            if !req.cluster.is_empty() && req.cluster != c.as_str() {
+                continue;
+            }
+            for (bundle, a) in self.fleet.assignments_of(&c).iter() {
+                if !req.bundle.is_empty() && req.bundle != *bundle {
+                    continue;
+                }
+                let (state, message) = self.fleet.row_state(&c, bundle, a);
+                let st = self.fleet.status.get(&(c.clone(), bundle.clone()));
+                rows.push(pb::StatusRow {
+                    cluster: c.to_string(),
+                    bundle: bundle.clone(),
+                    state: state.to_string(),
+                    message,
+                    deployment_id: a
+                        .desired
+                        .as_ref()
+                        .map(|d| d.deployment_id.to_string())
+                        .unwrap_or_default(),
+                    updated: st.as_ref().map(|s| rfc3339(s.updated_at)).unwrap_or_default(),
+                    resources: st
+                        .map(|s| {
+                            s.resources
+                                .iter()
+                                .map(|r| pb::ResourceStatus {
+                                    api_version: r.api_version.clone(),
+                                    kind: r.kind.clone(),
+                                    namespace: r.namespace.clone(),
+                                    name: r.name.clone(),
+                                    state: r.state.clone(),
+                                    message: r.message.clone(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        Ok(Response::new(pb::GetStatusResponse { rows }))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        peer::require_admin(&request)?;
+        let req = request.into_inner();
+        if req.ttl_seconds == 0 || req.max_uses == 0 {
+            return Err(Status::invalid_argument("ttl and max uses must be positive"));
+        }
+        let (record, token) = tokens::generate(req.ttl_seconds, req.max_uses, &req.description, now_unix());
+        self.fleet
+            .store
+            .commit(vec![Op::put_json(Table::Tokens, record.id.clone(), &record)])
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let id = record.id.clone();
+        let expires = rfc3339(record.expires_at);
+        self.fleet
+            .tokens
+            .lock()
+            .map_err(|_| Status::internal("token table poisoned"))?
+            .insert(id.clone(), record);
+        tracing::info!(token = %id, "join token created");
+        let join = JoinString {
+            token,
+            hub: self.fleet.advertise.clone(),
+            ca_sha256: self.fleet.ca.fingerprint(),
+        };
+        Ok(Response::new(pb::CreateTokenResponse {
+            id,
+            join: join.to_string(),
+            expires,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_validation_fills_defaults_and_refuses_bad_input() {
+        let ok = validate_source(&pb::Source {
+            name: "apps".into(),
+            repo: "git://127.0.0.1/x".into(),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!((ok.branch.as_str(), ok.paths.clone(), ok.interval_secs), ("main", vec![".".to_string()], 15));
+        for bad in [
+            pb::Source { name: "Bad Name".into(), repo: "x".into(), ..Default::default() },
+            pb::Source { name: "a".into(), repo: "".into(), ..Default::default() },
+            pb::Source { name: "a".into(), repo: "x".into(), selector: "env in (".into(), ..Default::default() },
+            pb::Source { name: "a".into(), repo: "x".into(), branch: "--upload-pack=x".into(), ..Default::default() },
+        ] {
+            assert!(validate_source(&bad).is_err(), "{bad:?}");
+        }
+    }
+}

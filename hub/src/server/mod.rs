@@ -1,0 +1,76 @@
+//! The hub's gRPC server: Registration, Spoke and Admin on one TLS port, plus gRPC health
+//! and reflection so `grpcurl` works.
+//!
+//! Client certificates are optional at the TLS layer (registration has none yet); every
+//! service other than Registration refuses a caller without a verified certificate of
+//! the right kind (see `peer`).
+
+mod admin;
+mod peer;
+mod registration;
+mod sync;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use flotilla_proto::v1::{
+    admin_server::AdminServer, registration_server::RegistrationServer, spoke_server::SpokeServer,
+};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::fleet::Fleet;
+
+/// Largest message the hub accepts from a client. Spoke messages are small (status,
+/// CSRs); this bounds what a misbehaving client can make the hub buffer.
+pub const MAX_INBOUND_MESSAGE: usize = 4 * 1024 * 1024;
+/// Largest message the hub sends: an Assign carries a whole bundle (16 MiB by default).
+pub const MAX_OUTBOUND_MESSAGE: usize = 20 * 1024 * 1024;
+
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+}
+
+pub async fn serve(
+    fleet: Arc<Fleet>,
+    listen: SocketAddr,
+    tls: ServerTls,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let tls_config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+        .client_ca_root(Certificate::from_pem(&tls.ca_pem))
+        .client_auth_optional(true);
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<SpokeServer<sync::SpokeService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(flotilla_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+
+    Server::builder()
+        .tls_config(tls_config)?
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_optional_service(reflection.ok())
+        .add_service(
+            RegistrationServer::new(registration::RegistrationService::new(fleet.clone()))
+                .max_decoding_message_size(MAX_INBOUND_MESSAGE),
+        )
+        .add_service(
+            SpokeServer::new(sync::SpokeService::new(fleet.clone()))
+                .max_decoding_message_size(MAX_INBOUND_MESSAGE)
+                .max_encoding_message_size(MAX_OUTBOUND_MESSAGE),
+        )
+        .add_service(
+            AdminServer::new(admin::AdminService::new(fleet))
+                .max_decoding_message_size(MAX_INBOUND_MESSAGE)
+                .max_encoding_message_size(MAX_OUTBOUND_MESSAGE),
+        )
+        .serve_with_shutdown(listen, shutdown)
+        .await
+}

@@ -1,0 +1,308 @@
+//! `Spoke.Sync`: one task per connected spoke.
+//!
+//! The session is level-triggered: it remembers what it has told the spoke (`sent`) and,
+//! whenever its cluster's assignments change, sends only the difference. On (re)connect
+//! `sent` starts from the spoke's own `Hello.applied`, so an unchanged spoke receives
+//! nothing, and content the spoke already holds is never resent.
+//!
+//! **Architecture Invariant:** the cluster is the one named by the verified client
+//! certificate. A message that names another cluster, or reports on a bundle not
+//! assigned to this one, closes the stream.
+
+use std::collections::{BTreeMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use flotilla_model::{ClusterName, ContentDigest, State};
+use flotilla_proto::v1::{
+    Assign, BundleOptions, HubMsg, SpokeMsg, Unassign, hub_msg, spoke_msg, spoke_server::Spoke,
+};
+use futures::Stream;
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::fleet::{Fleet, SessionHandle, Trigger};
+use crate::records::{ResourceRecord, StatusRecord, now_unix};
+use crate::server::peer;
+use crate::store::{Op, Table};
+
+/// Outbound messages buffered per spoke before the session waits: explicit backpressure.
+const OUTBOUND_BUFFER: usize = 16;
+
+pub struct SpokeService {
+    fleet: Arc<Fleet>,
+}
+
+impl SpokeService {
+    pub fn new(fleet: Arc<Fleet>) -> Self {
+        SpokeService { fleet }
+    }
+}
+
+type HubStream = Pin<Box<dyn Stream<Item = Result<HubMsg, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Spoke for SpokeService {
+    type SyncStream = HubStream;
+
+    async fn sync(
+        &self,
+        request: Request<Streaming<SpokeMsg>>,
+    ) -> Result<Response<HubStream>, Status> {
+        let cluster = peer::require_cluster(&request)?;
+        if !self.fleet.clusters.contains_key(&cluster) {
+            return Err(Status::permission_denied(format!(
+                "cluster {cluster} is not registered with this hub"
+            )));
+        }
+        let mut inbound = request.into_inner();
+        let hello = match inbound.next().await {
+            Some(Ok(SpokeMsg {
+                msg: Some(spoke_msg::Msg::Hello(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        check_claimed_name(&cluster, &hello.cluster_name)?;
+
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let notify = Arc::new(Notify::new());
+        let id = self.fleet.next_session_id();
+        self.fleet.sessions.insert(
+            cluster.clone(),
+            SessionHandle {
+                id,
+                notify: notify.clone(),
+            },
+        );
+        self.accept_hello(&cluster, &hello);
+        let session = Session {
+            fleet: self.fleet.clone(),
+            cluster: cluster.clone(),
+            id,
+            tx,
+            notify,
+            sent: hello
+                .applied
+                .iter()
+                .map(|a| (a.bundle.clone(), a.deployment_id.clone()))
+                .collect(),
+            digests: hello
+                .digests
+                .iter()
+                .filter_map(|d| ContentDigest::parse(d))
+                .collect(),
+        };
+        tracing::info!(cluster = %cluster, session = id, applied = hello.applied.len(), "spoke connected");
+        tokio::spawn(session.run(inbound));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl SpokeService {
+    fn accept_hello(&self, cluster: &ClusterName, hello: &flotilla_proto::v1::Hello) {
+        let valid_labels = hello.labels.iter().all(|(k, v)| {
+            flotilla_model::labels::validate_key(k).is_ok()
+                && flotilla_model::labels::validate_value(v).is_ok()
+        });
+        let Some(mut rec) = self.fleet.clusters.get_mut(cluster) else {
+            return;
+        };
+        let labels_changed = valid_labels && rec.spoke_labels != hello.labels;
+        if labels_changed {
+            rec.spoke_labels = hello.labels.clone();
+        }
+        rec.agent_version = hello.agent_version.chars().take(64).collect();
+        rec.last_seen = now_unix();
+        self.fleet.store.submit(vec![Op::put_json(
+            Table::Clusters,
+            cluster.as_str(),
+            &*rec,
+        )]);
+        drop(rec);
+        // Always reconcile on connect: labels may have changed while it was away.
+        self.fleet.trigger(Trigger::Cluster(cluster.clone()));
+    }
+}
+
+fn check_claimed_name(cluster: &ClusterName, claimed: &str) -> Result<(), Status> {
+    if claimed.is_empty() || claimed == cluster.as_str() {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "certificate identifies cluster {cluster}, but the message claims {claimed:?}"
+        )))
+    }
+}
+
+struct Session {
+    fleet: Arc<Fleet>,
+    cluster: ClusterName,
+    id: u64,
+    tx: mpsc::Sender<Result<HubMsg, Status>>,
+    notify: Arc<Notify>,
+    /// bundle -> deployment id the spoke has been told to run.
+    sent: BTreeMap<String, String>,
+    /// Content the spoke holds; never resent.
+    digests: HashSet<ContentDigest>,
+}
+
+impl Session {
+    async fn run(mut self, mut inbound: Streaming<SpokeMsg>) {
+        // Send whatever differs right away; later changes arrive through `notify`.
+        let mut alive = self.push_diff().await;
+        while alive {
+            tokio::select! {
+                msg = inbound.next() => {
+                    alive = match msg {
+                        Some(Ok(m)) => match self.handle(m) {
+                            Ok(()) => true,
+                            Err(status) => {
+                                tracing::warn!(cluster = %self.cluster, error = %status.message(), "closing spoke stream");
+                                let _ = self.tx.send(Err(status)).await;
+                                false
+                            }
+                        },
+                        Some(Err(e)) => {
+                            tracing::info!(cluster = %self.cluster, error = %e.message(), "spoke stream error");
+                            false
+                        }
+                        None => false,
+                    };
+                }
+                _ = self.notify.notified() => alive = self.push_diff().await,
+                _ = self.tx.closed() => alive = false,
+            }
+        }
+        self.fleet
+            .sessions
+            .remove_if(&self.cluster, |_, s| s.id == self.id);
+        if let Some(mut rec) = self.fleet.clusters.get_mut(&self.cluster) {
+            rec.last_seen = now_unix();
+        }
+        tracing::info!(cluster = %self.cluster, session = self.id, "spoke disconnected");
+    }
+
+    fn handle(&mut self, msg: SpokeMsg) -> Result<(), Status> {
+        match msg.msg {
+            Some(spoke_msg::Msg::Status(s)) => self.on_status(s),
+            Some(spoke_msg::Msg::Heartbeat(_)) => {
+                if let Some(mut rec) = self.fleet.clusters.get_mut(&self.cluster) {
+                    rec.last_seen = now_unix();
+                }
+                Ok(())
+            }
+            Some(spoke_msg::Msg::Hello(_)) => {
+                Err(Status::invalid_argument("Hello may only be sent once"))
+            }
+            Some(spoke_msg::Msg::Renew(_)) => Err(Status::unimplemented(
+                "certificate renewal over the stream is not implemented yet",
+            )),
+            None => Err(Status::invalid_argument("empty message")),
+        }
+    }
+
+    fn on_status(&mut self, s: flotilla_proto::v1::Status) -> Result<(), Status> {
+        check_claimed_name(&self.cluster, &s.cluster_name)?;
+        let assigned = self.fleet.assignments_of(&self.cluster);
+        if !assigned.contains_key(&s.bundle) && !self.sent.contains_key(&s.bundle) {
+            return Err(Status::permission_denied(format!(
+                "bundle {:?} is not assigned to cluster {}",
+                s.bundle, self.cluster
+            )));
+        }
+        let state: State = s.state.parse().map_err(Status::invalid_argument)?;
+        let clip = |t: &str| t.chars().take(4096).collect::<String>();
+        let record = StatusRecord {
+            deployment_id: clip(&s.deployment_id),
+            state,
+            message: clip(&s.message),
+            resources: s
+                .resources
+                .iter()
+                .take(10_000)
+                .map(|r| ResourceRecord {
+                    api_version: clip(&r.api_version),
+                    kind: clip(&r.kind),
+                    namespace: clip(&r.namespace),
+                    name: clip(&r.name),
+                    state: clip(&r.state),
+                    message: clip(&r.message),
+                })
+                .collect(),
+            updated_at: now_unix(),
+        };
+        self.fleet.record_status(&self.cluster, &s.bundle, record);
+        Ok(())
+    }
+
+    /// Sends Assign/Unassign for everything that differs from what the spoke runs.
+    /// Returns false once the spoke is gone.
+    async fn push_diff(&mut self) -> bool {
+        let desired = self.fleet.assignments_of(&self.cluster);
+        let mut out = Vec::new();
+        for (bundle, a) in desired.iter() {
+            let Some(d) = &a.desired else { continue };
+            if self.sent.get(bundle) == Some(&d.deployment_id.to_string()) {
+                continue;
+            }
+            let content = if self.digests.contains(&d.digest) {
+                Default::default()
+            } else {
+                match self.fleet.contents.get(&d.digest) {
+                    Some(c) => c.clone(),
+                    None => {
+                        tracing::error!(cluster = %self.cluster, bundle, digest = %d.digest, "content missing from the hub's store");
+                        continue;
+                    }
+                }
+            };
+            self.digests.insert(d.digest.clone());
+            self.sent
+                .insert(bundle.clone(), d.deployment_id.to_string());
+            out.push(hub_msg::Msg::Assign(Assign {
+                bundle: bundle.clone(),
+                deployment_id: d.deployment_id.to_string(),
+                content_digest: d.digest.to_string(),
+                content,
+                options: Some(BundleOptions {
+                    correct_drift: d.options.correct_drift,
+                    keep_resources: d.options.keep_resources,
+                    force: d.options.force,
+                }),
+            }));
+        }
+        let gone: Vec<String> = self
+            .sent
+            .keys()
+            .filter(|b| !desired.get(*b).is_some_and(|a| a.desired.is_some()))
+            .cloned()
+            .collect();
+        for bundle in gone {
+            self.sent.remove(&bundle);
+            out.push(hub_msg::Msg::Unassign(Unassign { bundle }));
+        }
+        for msg in out {
+            if self.tx.send(Ok(HubMsg { msg: Some(msg) })).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_claiming_another_cluster_is_refused() {
+        let c = ClusterName::new("dev").expect("name");
+        assert!(check_claimed_name(&c, "").is_ok());
+        assert!(check_claimed_name(&c, "dev").is_ok());
+        let err = check_claimed_name(&c, "prod").err().expect("refused");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    }
+}

@@ -1,0 +1,176 @@
+//! Source pollers and the reconciler task.
+//!
+//! One poller task per source fetches its branch at the source's interval (or at once
+//! when poked), checks out a new commit, loads every bundle with the renderer, and
+//! publishes the revision whole. A bundle that fails to load keeps its last good version
+//! deployed and carries the error. The reconciler task coalesces triggers and recomputes
+//! assignments off the async runtime.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_model::ClusterName;
+use flotilla_render as render;
+use tokio::sync::mpsc;
+
+use crate::fleet::{BundleEntry, Fleet, SourceState, Trigger};
+use crate::git;
+use crate::records::now_unix;
+
+fn source_dir(fleet: &Fleet, name: &str) -> PathBuf {
+    fleet.data_dir.join("sources").join(name)
+}
+
+/// Polls one source until it is removed from the fleet.
+pub async fn run_poller(fleet: Arc<Fleet>, source: Arc<SourceState>) {
+    let name = source.spec.name.clone();
+    loop {
+        let still_current = fleet
+            .sources
+            .get(&name)
+            .is_some_and(|s| Arc::ptr_eq(s.value(), &source));
+        if !still_current {
+            tracing::info!(source = %name, "source removed; poller stops");
+            let _ = tokio::fs::remove_dir_all(source_dir(&fleet, &name)).await;
+            return;
+        }
+        poll_once(&fleet, &source).await;
+        let interval = Duration::from_secs(source.spec.interval_secs.max(1));
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = source.poke.notified() => {}
+        }
+    }
+}
+
+async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
+    let spec = source.spec.clone();
+    let dir = source_dir(fleet, &spec.name);
+    let previous_commit = source.runtime.read().ok().and_then(|r| r.commit.clone());
+    let limits = fleet.limits.clone();
+    let fetched = tokio::task::spawn_blocking(move || -> Result<Option<Loaded>, String> {
+        let commit = git::fetch_branch(&dir.join("mirror.git"), &spec.repo, &spec.branch)
+            .map_err(|e| e.to_string())?;
+        if previous_commit.as_deref() == Some(commit.as_str()) {
+            return Ok(None);
+        }
+        let checkout = dir.join(format!("checkout-{commit}"));
+        if !checkout.exists() {
+            git::checkout(&dir.join("mirror.git"), &commit, &checkout)
+                .map_err(|e| e.to_string())?;
+        }
+        let bundles = render::discover(&checkout, &spec.name, &spec.paths, &limits);
+        remove_other_checkouts(&dir, &checkout);
+        Ok(Some(Loaded { commit, bundles }))
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("poller task failed: {e}")));
+
+    let now = now_unix();
+    let Ok(mut rt) = source.runtime.write() else {
+        return;
+    };
+    rt.last_poll = now;
+    match fetched {
+        Err(e) => {
+            if rt.error.is_none() {
+                rt.error_since = now;
+            }
+            tracing::warn!(source = %source.spec.name, error = %e, "git poll failed; keeping the last good revision");
+            rt.error = Some(e);
+        }
+        Ok(None) => rt.error = None,
+        Ok(Some(loaded)) => {
+            let previous: HashMap<String, Arc<BundleEntry>> = rt
+                .bundles
+                .iter()
+                .flatten()
+                .map(|b| (b.name.clone(), b.clone()))
+                .collect();
+            let entries = publish_entries(loaded.bundles, &previous);
+            let broken = entries.iter().filter(|e| !e.errors.is_empty()).count();
+            tracing::info!(source = %source.spec.name, commit = %loaded.commit, bundles = entries.len(), broken, "published revision");
+            rt.commit = Some(loaded.commit);
+            rt.bundles = Some(entries);
+            rt.error = None;
+            drop(rt);
+            fleet.trigger(Trigger::All);
+        }
+    }
+}
+
+struct Loaded {
+    commit: String,
+    bundles: Vec<render::LoadedBundle>,
+}
+
+/// Turns a freshly loaded revision into entries; a broken bundle keeps the previous
+/// revision's good bundle so it stays deployed.
+fn publish_entries(
+    loaded: Vec<render::LoadedBundle>,
+    previous: &HashMap<String, Arc<BundleEntry>>,
+) -> Vec<Arc<BundleEntry>> {
+    loaded
+        .into_iter()
+        .map(|lb| {
+            let (bundle, errors, warnings) = match lb.result {
+                Ok(b) => {
+                    let warnings = b.warnings().iter().map(ToString::to_string).collect();
+                    (Some(Arc::new(b)), Vec::new(), warnings)
+                }
+                Err(diags) => (
+                    previous.get(&lb.name).and_then(|p| p.bundle.clone()),
+                    diags.iter().map(ToString::to_string).collect(),
+                    Vec::new(),
+                ),
+            };
+            Arc::new(BundleEntry::new(lb.name, lb.path, bundle, errors, warnings))
+        })
+        .collect()
+}
+
+fn remove_other_checkouts(dir: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let is_checkout = e.file_name().to_string_lossy().starts_with("checkout-");
+        if is_checkout && p != keep {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+}
+
+/// Drains reconcile triggers, coalescing bursts, and recomputes assignments on a
+/// blocking thread (rendering is CPU work).
+pub async fn run_reconciler(fleet: Arc<Fleet>, mut rx: mpsc::UnboundedReceiver<Trigger>) {
+    while let Some(first) = rx.recv().await {
+        let mut all = false;
+        let mut some = BTreeSet::new();
+        let mut take = |t: Trigger| match t {
+            Trigger::All => all = true,
+            Trigger::Cluster(c) => {
+                some.insert(c);
+            }
+        };
+        take(first);
+        while let Ok(t) = rx.try_recv() {
+            take(t);
+        }
+        let targets: Vec<ClusterName> = if all {
+            fleet.clusters.iter().map(|c| c.key().clone()).collect()
+        } else {
+            some.into_iter().collect()
+        };
+        let f = fleet.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for c in &targets {
+                f.reconcile_cluster(c);
+            }
+        })
+        .await;
+    }
+}

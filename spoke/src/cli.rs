@@ -1,0 +1,94 @@
+//! `flotilla-spoke`: the binary edge of the spoke agent.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use flotilla_identity::JoinString;
+use flotilla_model::{ClusterName, parse_labels};
+
+use crate::enroll::enroll;
+use crate::session::{Agent, run_forever};
+use crate::state_dir::StateDir;
+use crate::target::TargetSpec;
+
+#[derive(Debug, Parser)]
+#[command(name = "flotilla-spoke", version, about = "The flotilla spoke agent: dials out to the hub, applies bundles, reports status")]
+pub struct Args {
+    /// Join string from `flotilla token create`; needed only for the first start.
+    #[arg(long, env = "FLOTILLA_JOIN", hide_env_values = true)]
+    pub join: Option<String>,
+    /// This cluster's name (a DNS label).
+    #[arg(long)]
+    pub name: String,
+    /// Labels reported to the hub, k=v,k2=v2.
+    #[arg(long, default_value = "")]
+    pub labels: String,
+    /// Where bundles go: dir:PATH.
+    #[arg(long)]
+    pub target: TargetSpec,
+    /// Holds the key (0600), certificate and the assignment cache.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
+    pub log_level: String,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn init_tracing(args: &Args) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let name = ClusterName::new(&args.name)?;
+    let labels = parse_labels(&args.labels).context("--labels")?;
+    let state = StateDir::new(&args.state_dir);
+    if !state.is_enrolled() {
+        let Some(join) = &args.join else {
+            bail!(
+                "{} holds no identity yet; pass --join with a join string from `flotilla token create`",
+                args.state_dir.display()
+            );
+        };
+        let join: JoinString = join.parse()?;
+        enroll(&state, &join, name.as_str(), &labels).await?;
+    }
+    let identity = state.load_identity()?;
+    if identity.cluster != name.as_str() {
+        bail!(
+            "{} belongs to cluster {:?}, not {:?}; use another --state-dir",
+            args.state_dir.display(),
+            identity.cluster,
+            name
+        );
+    }
+    let target = args.target.build()?;
+    let agent = Arc::new(Agent::new(
+        identity.cluster,
+        identity.hub,
+        labels,
+        state,
+        target,
+    )?);
+    tokio::select! {
+        _ = run_forever(agent) => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+    }
+    Ok(())
+}

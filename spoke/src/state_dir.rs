@@ -1,0 +1,141 @@
+//! The spoke's `--state-dir`: its identity (key 0600, certificate, pinned CA, hub address)
+//! and its cache of assignments, which lets it keep enforcing while the hub is away and
+//! tell the hub on reconnect what it already runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use flotilla_identity::{Credentials, files};
+use flotilla_model::{ContentDigest, State};
+use serde::{Deserialize, Serialize};
+
+pub struct StateDir(PathBuf);
+
+/// Who this spoke is, as enrolled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityFile {
+    pub cluster: String,
+    pub hub: String,
+}
+
+/// One bundle this spoke enforces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedAssignment {
+    pub bundle: String,
+    pub deployment_id: String,
+    pub digest: ContentDigest,
+    pub keep_resources: bool,
+    pub correct_drift: bool,
+    pub state: State,
+    pub message: String,
+}
+
+impl StateDir {
+    pub fn new(p: &Path) -> Self {
+        StateDir(p.to_path_buf())
+    }
+    fn key(&self) -> PathBuf {
+        self.0.join("key.pem")
+    }
+    fn cert(&self) -> PathBuf {
+        self.0.join("cert.pem")
+    }
+    fn ca(&self) -> PathBuf {
+        self.0.join("ca.pem")
+    }
+    fn identity(&self) -> PathBuf {
+        self.0.join("identity.json")
+    }
+    fn assignments(&self) -> PathBuf {
+        self.0.join("assignments.json")
+    }
+    fn content(&self, digest: &ContentDigest) -> PathBuf {
+        let hex = digest.as_str().trim_start_matches("sha256:");
+        self.0.join("content").join(format!("{hex}.yaml"))
+    }
+
+    pub fn is_enrolled(&self) -> bool {
+        self.cert().exists() && self.identity().exists()
+    }
+
+    pub fn save_enrollment(
+        &self,
+        id: &IdentityFile,
+        key_pem: &str,
+        cert_pem: &str,
+        ca_pem: &str,
+    ) -> Result<()> {
+        files::write_secret(&self.key(), key_pem.as_bytes())?;
+        files::write_public(&self.cert(), cert_pem.as_bytes())?;
+        files::write_public(&self.ca(), ca_pem.as_bytes())?;
+        files::write_public(&self.identity(), &serde_json::to_vec_pretty(id)?)?;
+        Ok(())
+    }
+
+    pub fn load_identity(&self) -> Result<IdentityFile> {
+        let text = files::read_public(&self.identity())?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is corrupt", self.identity().display()))
+    }
+
+    pub fn credentials(&self) -> Result<Credentials> {
+        Ok(Credentials {
+            ca_pem: files::read_public(&self.ca())?,
+            cert_pem: Some(files::read_public(&self.cert())?),
+            key_pem: Some(files::read_secret(&self.key())?),
+        })
+    }
+
+    pub fn load_assignments(&self) -> Result<BTreeMap<String, CachedAssignment>> {
+        let path = self.assignments();
+        if !path.exists() {
+            return Ok(BTreeMap::new());
+        }
+        let text = files::read_public(&path)?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is corrupt; remove it and the spoke will resync from the hub",
+                path.display()
+            )
+        })
+    }
+
+    pub fn save_assignments(&self, a: &BTreeMap<String, CachedAssignment>) -> Result<()> {
+        files::write_public(&self.assignments(), &serde_json::to_vec_pretty(a)?)?;
+        Ok(())
+    }
+
+    /// Content from the cache, only if it still hashes to its digest.
+    pub fn load_content(&self, digest: &ContentDigest) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.content(digest)).ok()?;
+        (ContentDigest::of(&bytes) == *digest).then_some(bytes)
+    }
+
+    pub fn save_content(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<()> {
+        files::write_public(&self.content(digest), bytes)?;
+        Ok(())
+    }
+
+    /// Cached digests that are intact.
+    pub fn digests(&self, assignments: &BTreeMap<String, CachedAssignment>) -> Vec<ContentDigest> {
+        assignments
+            .values()
+            .map(|a| a.digest.clone())
+            .filter(|d| self.load_content(d).is_some())
+            .collect()
+    }
+
+    /// Removes cached content no assignment refers to.
+    pub fn prune_content(&self, assignments: &BTreeMap<String, CachedAssignment>) {
+        let Ok(entries) = std::fs::read_dir(self.0.join("content")) else {
+            return;
+        };
+        let keep: Vec<PathBuf> = assignments.values().map(|a| self.content(&a.digest)).collect();
+        for e in entries.flatten() {
+            if !keep.contains(&e.path()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The directory target: each bundle becomes `PATH/<bundle>.yaml`, written atomically
+//! (temp file + rename), so a reader such as k3s's auto-deploy never sees half a file.
+//! A header line marks the file as flotilla's and names the deployment; only files
+//! carrying it are ever pruned.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::{Target, check_bundle_name};
+
+const HEADER_PREFIX: &str = "# managed by flotilla: bundle=";
+
+pub struct DirTarget {
+    root: PathBuf,
+}
+
+impl DirTarget {
+    pub fn new(root: &Path) -> Result<Self> {
+        fs::create_dir_all(root)
+            .with_context(|| format!("creating target dir {}", root.display()))?;
+        Ok(DirTarget {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn file(&self, bundle: &str) -> Result<PathBuf> {
+        check_bundle_name(bundle)?;
+        Ok(self.root.join(format!("{bundle}.yaml")))
+    }
+
+    fn render(bundle: &str, deployment_id: &str, content: &[u8]) -> Vec<u8> {
+        let mut out =
+            format!("{HEADER_PREFIX}{bundle} deployment={deployment_id}\n").into_bytes();
+        out.extend_from_slice(content);
+        out
+    }
+}
+
+impl Target for DirTarget {
+    fn apply(&self, bundle: &str, deployment_id: &str, content: &[u8]) -> Result<()> {
+        let path = self.file(bundle)?;
+        let tmp = self.root.join(format!(".{bundle}.yaml.tmp"));
+        let mut f = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(&Self::render(bundle, deployment_id, content))
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))
+    }
+
+    fn remove(&self, bundle: &str) -> Result<()> {
+        let path = self.file(bundle)?;
+        match fs::read_to_string(&path) {
+            Ok(text) if !text.starts_with(HEADER_PREFIX) => {
+                tracing::warn!(file = %path.display(), "not removing a file flotilla did not write");
+                Ok(())
+            }
+            Ok(_) => fs::remove_file(&path).with_context(|| format!("removing {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn in_sync(&self, bundle: &str, deployment_id: &str, content: &[u8]) -> bool {
+        let Ok(path) = self.file(bundle) else {
+            return false;
+        };
+        fs::read(path).is_ok_and(|b| b == Self::render(bundle, deployment_id, content))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_detect_drift_and_remove() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = DirTarget::new(dir.path()).expect("target");
+        t.apply("web", "d-1", b"kind: ConfigMap\n").expect("apply");
+        assert!(t.in_sync("web", "d-1", b"kind: ConfigMap\n"));
+        fs::write(dir.path().join("web.yaml"), "tampered").expect("tamper");
+        assert!(!t.in_sync("web", "d-1", b"kind: ConfigMap\n"));
+        t.apply("web", "d-1", b"kind: ConfigMap\n").expect("re-apply");
+        t.remove("web").expect("remove");
+        assert!(!dir.path().join("web.yaml").exists());
+        t.remove("web").expect("removing twice is fine");
+    }
+
+    #[test]
+    fn files_flotilla_did_not_write_are_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = DirTarget::new(dir.path()).expect("target");
+        fs::write(dir.path().join("mine.yaml"), "hand written").expect("write");
+        t.remove("mine").expect("no error");
+        assert!(dir.path().join("mine.yaml").exists());
+        assert!(t.apply("../escape", "d", b"x").is_err());
+    }
+}
