@@ -74,7 +74,10 @@ mod tests {
     fn display_omits_missing_parts() {
         let d = Diagnostic::at("a/b.yaml", 3, "bad").with_column(Some(7));
         assert_eq!(d.to_string(), "a/b.yaml:3:7: bad");
-        assert_eq!(Diagnostic::at("a.yaml", 3, "bad").to_string(), "a.yaml:3: bad");
+        assert_eq!(
+            Diagnostic::at("a.yaml", 3, "bad").to_string(),
+            "a.yaml:3: bad"
+        );
         assert_eq!(Diagnostic::new("a.yaml", "bad").to_string(), "a.yaml: bad");
         assert_eq!(Diagnostic::new("", "bad").to_string(), "bad");
     }

@@ -1,15 +1,147 @@
-//! scratch
-#[cfg(test)]
-mod t {
-    #[test]
-    fn x() {
-        let mut o = serde_saphyr::Options::default();
-        o.legacy_octal_numbers = true;
-        for src in ["a: 1\nb: [\n", "a: 1\na: 2\n", "a: b: c\n", "mode: 0644\nv: yes\nn: ~\nf: 1.0\nt: 2021-01-01\n", "# only\n", "", "--- |\n  hello\n"] {
-            match serde_saphyr::from_str_with_options::<serde_json::Value>(src, o.clone()) {
-                Ok(v) => println!("OK {v:?}"),
-                Err(e) => { let l = e.location(); println!("ERR {:?} || {}", l.map(|l| (l.line(), l.column())), e.without_snippet()); }
-            }
+//! Bundle discovery and rendering: turns the folders of a fleet repo (Rancher Fleet's
+//! `fleet.yaml`, raw YAML, overlays, a kustomize subset) into the exact objects one
+//! cluster receives.
+//!
+//! **Architecture Invariant:** a pure library. No network, no child processes, no clock;
+//! it reads files only under the repo root it is given, and only while loading: a loaded
+//! [`Bundle`] holds a snapshot of what it read, so [`Bundle::render`] is a pure function
+//! of the bundle and the cluster. Rendering is deterministic: the same input gives
+//! byte-identical manifests and digests.
+//!
+//! Entry points: [`discover`] (the hub, for a source's paths), [`load_bundle_dir`]
+//! (`flotilla render DIR`), then [`Bundle::select`] and [`Bundle::render`] per cluster.
+//! The format is described in `docs/bundles.md`.
+#![forbid(unsafe_code)]
+
+mod bundle;
+mod diagnostic;
+mod discovery;
+mod fleet_yaml;
+mod json_patch;
+mod kustomize;
+mod output;
+mod overlay;
+mod repo_fs;
+mod scope;
+mod sources;
+mod strategic_merge;
+mod values;
+mod yaml;
+
+use std::path::Path;
+
+pub use bundle::Bundle;
+pub use diagnostic::Diagnostic;
+pub use fleet_yaml::{
+    BundleOptions, ComparePatch, CorrectDrift, DependsOn, Diff, IntOrString, Partition,
+    PatchOperation, RolloutStrategy,
+};
+
+/// Size limits on what a bundle may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest single file.
+    pub max_file_bytes: u64,
+    /// Largest total of all files one bundle reads.
+    pub max_bundle_bytes: u64,
+    /// Most objects one render may produce.
+    pub max_objects: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_bytes: 4 << 20,
+            max_bundle_bytes: 16 << 20,
+            max_objects: 5000,
         }
     }
+}
+
+/// What the renderer knows about a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterInfo {
+    pub name: String,
+    pub labels: flotilla_model::Labels,
+    pub groups: Vec<GroupInfo>,
+}
+
+/// A cluster group the cluster belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub name: String,
+    pub labels: flotilla_model::Labels,
+}
+
+/// One bundle found by [`discover`]; a broken bundle carries its diagnostics.
+#[derive(Debug, Clone)]
+pub struct LoadedBundle {
+    pub name: String,
+    /// Bundle folder relative to the repo root ("" for the root).
+    pub path: String,
+    pub result: Result<Bundle, Vec<Diagnostic>>,
+}
+
+/// The outcome of [`Bundle::select`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Selection {
+    /// A matching `targetCustomizations[]` entry says `doNotDeploy: true`.
+    DoNotDeploy,
+    Deploy(RenderKey),
+}
+
+/// Names one distinct render of a bundle: equal keys give byte-identical output. It holds
+/// the customization and, only for bundles with `clusterValues: true`, the values used.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RenderKey {
+    variant: Option<(usize, String)>,
+    values: Vec<(String, Option<String>)>,
+}
+
+impl RenderKey {
+    /// The chosen `targetCustomizations[]` name (`#N` when unnamed), `None` for the default.
+    pub fn customization(&self) -> Option<&str> {
+        self.variant.as_ref().map(|(_, n)| n.as_str())
+    }
+}
+
+/// The result of rendering a bundle for a cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// Objects in manifest order.
+    pub objects: Vec<RenderedObject>,
+    /// Multi-document YAML, each document opened by `---`.
+    pub manifest: String,
+    /// `ContentDigest::of(manifest)`.
+    pub digest: flotilla_model::ContentDigest,
+}
+
+/// One object of a render.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedObject {
+    /// The repo-relative file it came from.
+    pub source: String,
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub value: serde_json::Value,
+}
+
+/// Finds and loads every bundle under `paths` (relative to `repo_root`; empty means the
+/// root). Never panics; a broken bundle is an `Err` in its own [`LoadedBundle`] and the
+/// others are unaffected. Bundles come back sorted by path.
+pub fn discover(
+    repo_root: &Path,
+    source_name: &str,
+    paths: &[String],
+    limits: &Limits,
+) -> Vec<LoadedBundle> {
+    discovery::discover(repo_root, source_name, paths, limits)
+}
+
+/// Loads `dir` as one bundle whose repo root is `dir` itself (for `flotilla render DIR`).
+/// Nested bundle folders below it are left out, with a warning.
+pub fn load_bundle_dir(dir: &Path, name: &str, limits: &Limits) -> Result<Bundle, Vec<Diagnostic>> {
+    bundle::load(dir, "", name, limits)
 }

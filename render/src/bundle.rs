@@ -1,0 +1,337 @@
+//! A loaded bundle: loading (parse `fleet.yaml`, snapshot the files, validate every
+//! variant), choosing the customization for a cluster (`select`), and rendering. A variant
+//! is the default or one `targetCustomizations[]` entry; without cluster values each
+//! variant renders once at load and `render` hands out that result.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::diagnostic::{Diagnostic, Diags};
+use crate::discovery::{self, KUSTOMIZATION_FILES};
+use crate::fleet_yaml::{self, BundleOptions, Customization, RenderSpec};
+use crate::output::{self, Object};
+use crate::repo_fs::{DiskFs, Fs, Kind, Snapshot, join};
+use crate::scope::Scope;
+use crate::sources::Sources;
+use crate::values::{self, ValueKey, Values};
+use crate::{ClusterInfo, Limits, RenderKey, Rendered, Selection, kustomize, overlay};
+
+/// A bundle read from a repo, ready to render for any cluster.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    name: String,
+    dir: String,
+    fleet_file: String,
+    spec: RenderSpec,
+    options: BundleOptions,
+    warnings: Vec<Diagnostic>,
+    snapshot: Snapshot,
+    limits: Limits,
+    /// Cluster values the bundle's YAML uses (empty unless it opted in).
+    value_keys: BTreeSet<ValueKey>,
+    /// Renders made at load, by variant, when they cannot depend on the cluster.
+    cache: BTreeMap<Option<usize>, Rendered>,
+}
+
+/// What a variant renders: after applying the customization over the defaults.
+struct VariantSpec<'a> {
+    namespace: Option<&'a str>,
+    default_namespace: Option<&'a str>,
+    overlays: &'a [String],
+    kustomize_dir: Option<&'a str>,
+}
+
+impl Bundle {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The bundle folder, relative to the repo root ("" for the root).
+    pub fn path(&self) -> &str {
+        &self.dir
+    }
+
+    pub fn options(&self) -> &BundleOptions {
+        &self.options
+    }
+
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+
+    /// Which customization a cluster gets (first match wins), or `DoNotDeploy`.
+    pub fn select(&self, cluster: &ClusterInfo) -> Selection {
+        let variant = self
+            .spec
+            .customizations
+            .iter()
+            .position(|c| matches(c, cluster));
+        if let Some(i) = variant
+            && self.spec.customizations[i].do_not_deploy
+        {
+            return Selection::DoNotDeploy;
+        }
+        let values = if self.spec.cluster_values {
+            values::resolve(&self.value_keys, cluster)
+                .into_iter()
+                .map(|(k, v)| (k.placeholder(), v))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Selection::Deploy(RenderKey {
+            variant: variant.map(|i| (i, self.spec.customizations[i].name.clone())),
+            values,
+        })
+    }
+
+    /// The objects a cluster receives. A `DoNotDeploy` cluster gets an empty render.
+    pub fn render(&self, cluster: &ClusterInfo) -> Result<Rendered, Vec<Diagnostic>> {
+        let variant = match self.select(cluster) {
+            Selection::DoNotDeploy => return output::finish(Vec::new()),
+            Selection::Deploy(key) => key.variant.map(|(i, _)| i),
+        };
+        if let Some(hit) = self.cache.get(&variant) {
+            return Ok(hit.clone());
+        }
+        let values = self
+            .spec
+            .cluster_values
+            .then(|| values::resolve(&self.value_keys, cluster));
+        self.render_variant(&self.snapshot, variant, values.as_ref())
+    }
+
+    fn variant_spec(&self, variant: Option<usize>) -> VariantSpec<'_> {
+        let c = variant.and_then(|i| self.spec.customizations.get(i));
+        VariantSpec {
+            namespace: c
+                .and_then(|c| c.namespace.as_deref())
+                .or(self.spec.namespace.as_deref()),
+            default_namespace: c
+                .and_then(|c| c.default_namespace.as_deref())
+                .or(self.spec.default_namespace.as_deref()),
+            overlays: c
+                .and_then(|c| c.overlays.as_deref())
+                .unwrap_or(&self.spec.overlays),
+            kustomize_dir: c
+                .and_then(|c| c.kustomize_dir.as_deref())
+                .or(self.spec.kustomize_dir.as_deref()),
+        }
+    }
+
+    fn render_variant(
+        &self,
+        fs: &dyn Fs,
+        variant: Option<usize>,
+        values: Option<&Values>,
+    ) -> Diags<Rendered> {
+        let vs = self.variant_spec(variant);
+        let mut sources = Sources::new(fs, values);
+        overlay::apply_overlays(&mut sources, &self.dir, &self.fleet_file, vs.overlays)?;
+        let kustomize_dir = match vs.kustomize_dir {
+            Some(d) => {
+                Some(join(&self.dir, d).map_err(|m| vec![Diagnostic::new(&self.fleet_file, m)])?)
+            }
+            None => KUSTOMIZATION_FILES
+                .iter()
+                .any(|f| join(&self.dir, f).is_ok_and(|p| fs.kind(&p) == Kind::File))
+                .then(|| self.dir.clone()),
+        };
+        let mut objects = match kustomize_dir {
+            Some(dir) => kustomize::build(&sources, &dir)?,
+            None => raw_objects(&sources, &self.dir)?,
+        };
+        if objects.len() > self.limits.max_objects {
+            return Err(vec![Diagnostic::new(
+                &self.fleet_file,
+                format!(
+                    "bundle renders {} objects, over the limit of {}",
+                    objects.len(),
+                    self.limits.max_objects
+                ),
+            )]);
+        }
+        let mut scope = Scope::new(&self.spec.cluster_scoped_kinds);
+        scope.learn_crds(objects.iter().map(|o| &o.value));
+        set_namespaces(&mut objects, &scope, vs.namespace, vs.default_namespace);
+        output::finish(objects)
+    }
+}
+
+fn raw_objects(sources: &Sources<'_>, dir: &str) -> Diags<Vec<Object>> {
+    let (mut files, _nested) = discovery::resource_files(sources.fs, dir)?;
+    // Files an overlay adds to the bundle.
+    for path in sources.layer.keys() {
+        let inside = dir.is_empty() || path.starts_with(&format!("{dir}/"));
+        if inside && !files.contains(path) {
+            files.push(path.clone());
+        }
+    }
+    files.sort();
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    for f in files {
+        match sources.objects(&f) {
+            Ok(o) => objects.extend(o),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(objects)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `namespace` forces, `defaultNamespace` fills in; both on namespaced objects only.
+fn set_namespaces(
+    objects: &mut [Object],
+    scope: &Scope,
+    forced: Option<&str>,
+    default: Option<&str>,
+) {
+    for o in objects {
+        if scope.is_cluster_scoped(o.api_version(), o.kind()) {
+            continue;
+        }
+        let ns = match (forced, o.namespace()) {
+            (Some(f), _) => f.to_string(),
+            (None, Some(_)) => continue,
+            (None, None) => match default {
+                Some(d) => d.to_string(),
+                None => continue,
+            },
+        };
+        if let Some(meta) = o.value.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("namespace".to_string(), Value::String(ns));
+        }
+    }
+}
+
+fn matches(c: &Customization, cluster: &ClusterInfo) -> bool {
+    if c.cluster_name.is_none()
+        && c.cluster_selector.is_none()
+        && c.cluster_group.is_none()
+        && c.cluster_group_selector.is_none()
+    {
+        return false;
+    }
+    c.cluster_name.as_ref().is_none_or(|n| *n == cluster.name)
+        && c.cluster_selector
+            .as_ref()
+            .is_none_or(|s| s.matches(&cluster.labels))
+        && c.cluster_group
+            .as_ref()
+            .is_none_or(|g| cluster.groups.iter().any(|cg| cg.name == *g))
+        && c.cluster_group_selector
+            .as_ref()
+            .is_none_or(|s| cluster.groups.iter().any(|cg| s.matches(&cg.labels)))
+}
+
+/// Loads the bundle at `dir` (repo-relative) of the repo at `repo_root`.
+pub(crate) fn load(
+    repo_root: &Path,
+    dir: &str,
+    name: &str,
+    limits: &Limits,
+) -> Result<Bundle, Vec<Diagnostic>> {
+    let fs = DiskFs::new(repo_root, limits);
+    if fs.kind(dir) != Kind::Dir {
+        return Err(vec![Diagnostic::new(dir, "bundle folder not found")]);
+    }
+    let mut warnings = Vec::new();
+    let present: Vec<String> = discovery::BUNDLE_FILES
+        .iter()
+        .filter_map(|f| join(dir, f).ok())
+        .filter(|p| fs.kind(p) == Kind::File)
+        .collect();
+    if present.len() > 1 {
+        warnings.push(Diagnostic::new(
+            &present[1],
+            format!("ignored: {} takes precedence", present[0]),
+        ));
+    }
+    let (fleet_file, parsed) = match present.first() {
+        Some(f) => {
+            let text = fs.read(f).map_err(|d| vec![d])?;
+            (f.clone(), fleet_yaml::parse(f, &text)?)
+        }
+        None => (
+            join(dir, "fleet.yaml").unwrap_or_default(),
+            fleet_yaml::parse("", "")?,
+        ),
+    };
+    warnings.extend(parsed.warnings);
+    let mut bundle = Bundle {
+        name: name.to_string(),
+        dir: dir.to_string(),
+        fleet_file,
+        spec: parsed.spec,
+        options: parsed.options,
+        warnings,
+        snapshot: Snapshot::default(),
+        limits: limits.clone(),
+        value_keys: BTreeSet::new(),
+        cache: BTreeMap::new(),
+    };
+    if let Ok((_, nested)) = discovery::resource_files(&fs, dir) {
+        for n in nested {
+            bundle.warnings.push(Diagnostic::new(
+                &n,
+                "nested bundle is not part of this bundle; it is rendered on its own",
+            ));
+        }
+    }
+
+    // Render every variant once: this validates the bundle whole, and records every
+    // file a later render can read.
+    let mut variants: Vec<Option<usize>> = vec![None];
+    variants.extend(
+        bundle
+            .spec
+            .customizations
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.do_not_deploy)
+            .map(|(i, _)| Some(i)),
+    );
+    let mut errors = Vec::new();
+    let mut cache = BTreeMap::new();
+    for v in variants {
+        match bundle.render_variant(&fs, v, None) {
+            Ok(r) => {
+                cache.insert(v, r);
+            }
+            Err(e) => {
+                for d in e {
+                    if !errors.contains(&d) {
+                        errors.push(d);
+                    }
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    bundle.snapshot = fs.into_snapshot();
+    if bundle.spec.cluster_values {
+        bundle.value_keys = placeholders(&bundle.snapshot).map_err(|d| vec![d])?;
+    } else {
+        bundle.cache = cache;
+    }
+    Ok(bundle)
+}
+
+/// Every cluster value named in the bundle's YAML files.
+fn placeholders(snapshot: &Snapshot) -> Result<BTreeSet<ValueKey>, Diagnostic> {
+    let mut keys = BTreeSet::new();
+    for (path, text) in snapshot.texts() {
+        if path.ends_with(".yaml") || path.ends_with(".yml") {
+            keys.extend(values::scan(path, text)?.into_iter().map(|f| f.key));
+        }
+    }
+    Ok(keys)
+}

@@ -1,0 +1,314 @@
+//! Read-only file access confined to one repo root. Owns path normalisation (repo-relative
+//! `/`-separated paths), the "escapes the repo" check (`..` or a symlink pointing outside),
+//! size limits, and the snapshot a loaded bundle keeps so rendering later never touches
+//! the disk again. Nothing else in the crate opens files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::Limits;
+use crate::diagnostic::Diagnostic;
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub name: String,
+    pub is_dir: bool,
+    /// Symlinked directories are listed but never walked into (no loops).
+    pub is_symlink: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File,
+    Dir,
+    Missing,
+}
+
+/// What the renderer needs from a file tree.
+pub(crate) trait Fs {
+    fn read(&self, rel: &str) -> Result<Arc<str>, Diagnostic>;
+    fn list(&self, rel: &str) -> Result<Arc<Vec<Entry>>, Diagnostic>;
+    fn kind(&self, rel: &str) -> Kind;
+}
+
+/// Joins `rel` onto the repo-relative directory `base`, resolving `.` and `..` lexically.
+/// `Err` when the result would leave the repo root. Absolute paths are refused.
+pub(crate) fn join(base: &str, rel: &str) -> Result<String, String> {
+    if rel.starts_with('/') || rel.starts_with('\\') || rel.contains(":\\") {
+        return Err(format!(
+            "absolute path {rel:?} is not allowed; use a path inside the repo"
+        ));
+    }
+    let mut parts: Vec<&str> = base
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    for part in rel.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(format!("path {rel:?} escapes the repo"));
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// The last component of a repo-relative path.
+pub(crate) fn file_name(rel: &str) -> &str {
+    rel.rsplit_once('/').map(|(_, n)| n).unwrap_or(rel)
+}
+
+#[derive(Default, Debug, Clone)]
+pub(crate) struct Snapshot {
+    files: BTreeMap<String, Result<Arc<str>, Diagnostic>>,
+    dirs: BTreeMap<String, Result<Arc<Vec<Entry>>, Diagnostic>>,
+    kinds: BTreeMap<String, Kind>,
+}
+
+impl Snapshot {
+    /// Every file read successfully, by repo-relative path.
+    pub(crate) fn texts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.files
+            .iter()
+            .filter_map(|(p, r)| r.as_ref().ok().map(|t| (p.as_str(), &**t)))
+    }
+}
+
+impl Fs for Snapshot {
+    fn read(&self, rel: &str) -> Result<Arc<str>, Diagnostic> {
+        self.files
+            .get(rel)
+            .cloned()
+            .unwrap_or_else(|| Err(Diagnostic::new(rel, "file was not loaded with the bundle")))
+    }
+    fn list(&self, rel: &str) -> Result<Arc<Vec<Entry>>, Diagnostic> {
+        self.dirs.get(rel).cloned().unwrap_or_else(|| {
+            Err(Diagnostic::new(
+                rel,
+                "directory was not loaded with the bundle",
+            ))
+        })
+    }
+    fn kind(&self, rel: &str) -> Kind {
+        self.kinds.get(rel).copied().unwrap_or(Kind::Missing)
+    }
+}
+
+/// Reads the disk under a root and records everything it served into a `Snapshot`.
+pub(crate) struct DiskFs {
+    root: PathBuf,
+    canonical_root: Option<PathBuf>,
+    limits: Limits,
+    state: Mutex<(Snapshot, u64)>,
+}
+
+impl DiskFs {
+    pub(crate) fn new(root: &Path, limits: &Limits) -> Self {
+        DiskFs {
+            root: root.to_path_buf(),
+            canonical_root: std::fs::canonicalize(root).ok(),
+            limits: limits.clone(),
+            state: Mutex::new((Snapshot::default(), 0)),
+        }
+    }
+
+    pub(crate) fn into_snapshot(self) -> Snapshot {
+        match self.state.into_inner() {
+            Ok((snap, _)) => snap,
+            Err(poisoned) => poisoned.into_inner().0,
+        }
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&mut (Snapshot, u64)) -> R) -> R {
+        match self.state.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// The on-disk path of `rel`, checked to stay under the root after symlinks.
+    fn resolve(&self, rel: &str) -> Result<PathBuf, Diagnostic> {
+        let path = if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        };
+        let canonical = std::fs::canonicalize(&path)
+            .map_err(|e| Diagnostic::new(rel, format!("cannot read: {}", io_reason(&e))))?;
+        match &self.canonical_root {
+            Some(root) if canonical.starts_with(root) => Ok(canonical),
+            Some(_) => Err(Diagnostic::new(
+                rel,
+                "path escapes the repo through a symlink; only targets inside the repo are allowed",
+            )),
+            None => Err(Diagnostic::new("", "repo root cannot be read")),
+        }
+    }
+
+    fn read_uncached(&self, rel: &str) -> Result<Arc<str>, Diagnostic> {
+        let path = self.resolve(rel)?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| Diagnostic::new(rel, format!("cannot read: {}", io_reason(&e))))?;
+        if !meta.is_file() {
+            return Err(Diagnostic::new(rel, "is not a regular file"));
+        }
+        if meta.len() > self.limits.max_file_bytes {
+            return Err(Diagnostic::new(
+                rel,
+                format!(
+                    "file is {} bytes, over the limit of {} bytes per file",
+                    meta.len(),
+                    self.limits.max_file_bytes
+                ),
+            ));
+        }
+        let total = self.with_state(|s| s.1) + meta.len();
+        if total > self.limits.max_bundle_bytes {
+            return Err(Diagnostic::new(
+                rel,
+                format!(
+                    "bundle reads more than the limit of {} bytes",
+                    self.limits.max_bundle_bytes
+                ),
+            ));
+        }
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Diagnostic::new(rel, format!("cannot read: {}", io_reason(&e))))?;
+        self.with_state(|s| s.1 += bytes.len() as u64);
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Diagnostic::new(rel, "file is not valid UTF-8 text"))?;
+        Ok(Arc::from(text))
+    }
+
+    fn list_uncached(&self, rel: &str) -> Result<Arc<Vec<Entry>>, Diagnostic> {
+        let path = self.resolve(rel)?;
+        let rd = std::fs::read_dir(&path)
+            .map_err(|e| Diagnostic::new(rel, format!("cannot list: {}", io_reason(&e))))?;
+        let mut entries = Vec::new();
+        for entry in rd.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Ok(lmeta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let is_symlink = lmeta.file_type().is_symlink();
+            let is_dir = if is_symlink {
+                std::fs::metadata(entry.path())
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false)
+            } else {
+                lmeta.is_dir()
+            };
+            entries.push(Entry {
+                name,
+                is_dir,
+                is_symlink,
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Arc::new(entries))
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+impl Fs for DiskFs {
+    fn read(&self, rel: &str) -> Result<Arc<str>, Diagnostic> {
+        if let Some(hit) = self.with_state(|s| s.0.files.get(rel).cloned()) {
+            return hit;
+        }
+        let result = self.read_uncached(rel);
+        self.with_state(|s| {
+            s.0.files.insert(rel.to_string(), result.clone());
+        });
+        result
+    }
+
+    fn list(&self, rel: &str) -> Result<Arc<Vec<Entry>>, Diagnostic> {
+        if let Some(hit) = self.with_state(|s| s.0.dirs.get(rel).cloned()) {
+            return hit;
+        }
+        let result = self.list_uncached(rel);
+        self.with_state(|s| {
+            s.0.dirs.insert(rel.to_string(), result.clone());
+        });
+        result
+    }
+
+    fn kind(&self, rel: &str) -> Kind {
+        if let Some(hit) = self.with_state(|s| s.0.kinds.get(rel).copied()) {
+            return hit;
+        }
+        let kind = match self.resolve(rel) {
+            Ok(p) => match std::fs::metadata(p) {
+                Ok(m) if m.is_dir() => Kind::Dir,
+                Ok(_) => Kind::File,
+                Err(_) => Kind::Missing,
+            },
+            // An escaping path reports as a file so that reading it gives the error.
+            Err(_) if self.root.join(rel).symlink_metadata().is_ok() => Kind::File,
+            Err(_) => Kind::Missing,
+        };
+        self.with_state(|s| {
+            s.0.kinds.insert(rel.to_string(), kind);
+        });
+        kind
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_resolves_dots_and_refuses_escape() {
+        assert_eq!(join("a/b", "../c/./d.yaml"), Ok("a/c/d.yaml".to_string()));
+        assert_eq!(join("", "x"), Ok("x".to_string()));
+        assert!(join("a", "../../x").is_err());
+        assert!(join("a", "/etc/passwd").is_err());
+    }
+
+    #[test]
+    fn symlink_out_of_the_repo_is_refused() {
+        let outside = tempfile::tempdir().expect("tmp");
+        std::fs::write(outside.path().join("secret.yaml"), "a: 1\n").expect("write");
+        let repo = tempfile::tempdir().expect("tmp");
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(
+                outside.path().join("secret.yaml"),
+                repo.path().join("link.yaml"),
+            )
+            .expect("symlink");
+            let fs = DiskFs::new(repo.path(), &Limits::default());
+            let err = fs.read("link.yaml").expect_err("refused");
+            assert!(err.message.contains("escapes the repo"), "{err}");
+        }
+    }
+
+    #[test]
+    fn files_over_the_limit_are_refused() {
+        let repo = tempfile::tempdir().expect("tmp");
+        std::fs::write(repo.path().join("big.yaml"), "a: 12345678\n").expect("write");
+        let limits = Limits {
+            max_file_bytes: 4,
+            ..Limits::default()
+        };
+        let fs = DiskFs::new(repo.path(), &limits);
+        let err = fs.read("big.yaml").expect_err("refused");
+        assert!(err.message.contains("over the limit"), "{err}");
+    }
+}

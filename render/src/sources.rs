@@ -1,0 +1,97 @@
+//! The files of one render as the pipeline sees them: the bundle snapshot, with the
+//! variant's overlays laid over it and, for bundles that opt in, the cluster's values
+//! substituted. Every resource or patch document is read through here.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::diagnostic::{Diagnostic, Diags};
+use crate::output::Object;
+use crate::repo_fs::{Fs, Kind};
+use crate::values::{self, Values};
+use crate::yaml::{self, Doc};
+
+/// A file as an overlay left it.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerFile {
+    /// The file the documents now come from (the overlay file, or the patched base).
+    pub file: String,
+    pub docs: Vec<Doc>,
+}
+
+pub(crate) struct Sources<'a> {
+    pub fs: &'a dyn Fs,
+    /// `None`: substitute nothing (the bundle did not opt in, or this is validation).
+    pub values: Option<&'a Values>,
+    /// Repo-relative path -> documents, for files added, replaced or patched by overlays.
+    pub layer: BTreeMap<String, LayerFile>,
+}
+
+impl<'a> Sources<'a> {
+    pub(crate) fn new(fs: &'a dyn Fs, values: Option<&'a Values>) -> Self {
+        Sources {
+            fs,
+            values,
+            layer: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn exists(&self, rel: &str) -> bool {
+        self.layer.contains_key(rel) || self.fs.kind(rel) == Kind::File
+    }
+
+    /// The documents of a file before overlays, with cluster values substituted.
+    pub(crate) fn base_docs(&self, rel: &str) -> Diags<Vec<Doc>> {
+        let text = self.fs.read(rel).map_err(|d| vec![d])?;
+        let mut docs = yaml::parse_documents(rel, &text).map_err(|d| vec![d])?;
+        if let Some(vals) = self.values {
+            values::check(rel, &text, vals)?;
+            for d in &mut docs {
+                values::substitute(&mut d.value, vals);
+            }
+        }
+        Ok(docs)
+    }
+
+    /// The documents of a file after overlays, with the file they now come from.
+    pub(crate) fn docs(&self, rel: &str) -> Diags<(String, Vec<Doc>)> {
+        match self.layer.get(rel) {
+            Some(l) => Ok((l.file.clone(), l.docs.clone())),
+            None => Ok((rel.to_string(), self.base_docs(rel)?)),
+        }
+    }
+
+    /// The Kubernetes objects of a resource file (a `kind: List` is unpacked).
+    pub(crate) fn objects(&self, rel: &str) -> Diags<Vec<Object>> {
+        let (file, docs) = self.docs(rel)?;
+        let mut out = Vec::new();
+        for d in docs {
+            let is_list = d.value.get("kind").and_then(Value::as_str) == Some("List")
+                && d.value.get("items").is_some_and(Value::is_array);
+            if is_list {
+                if let Some(items) = d.value.get("items").and_then(Value::as_array) {
+                    out.extend(items.iter().map(|v| Object {
+                        file: file.clone(),
+                        line: d.line,
+                        value: v.clone(),
+                    }));
+                }
+            } else {
+                if !d.value.is_object() {
+                    return Err(vec![Diagnostic::at(
+                        &file,
+                        d.line,
+                        "a resource document must be a YAML mapping",
+                    )]);
+                }
+                out.push(Object {
+                    file: file.clone(),
+                    line: d.line,
+                    value: d.value,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
