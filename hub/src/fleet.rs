@@ -50,7 +50,8 @@ pub struct BundleEntry {
     /// Errors of this revision (file:line: message), empty when it loaded.
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
-    renders: Mutex<HashMap<render::RenderKey, Result<Content, String>>>,
+    /// Digest of each distinct customization's render; the bytes live in `Fleet::contents`.
+    renders: Mutex<HashMap<render::RenderKey, Result<ContentDigest, String>>>,
 }
 
 impl BundleEntry {
@@ -70,13 +71,6 @@ impl BundleEntry {
             renders: Mutex::new(HashMap::new()),
         }
     }
-}
-
-/// Rendered bytes, shared by every cluster whose customization is the same.
-#[derive(Clone)]
-pub struct Content {
-    pub digest: ContentDigest,
-    pub bytes: Bytes,
 }
 
 #[derive(Default)]
@@ -297,14 +291,11 @@ impl Fleet {
                     continue;
                 };
                 match self.render_cached(entry, bundle, key, &info) {
-                    Ok(content) => {
+                    Ok(digest) => {
                         let opts = bundle.options();
                         assignment.desired = Some(Desired {
-                            deployment_id: DeploymentId::compute(
-                                &content.digest,
-                                &opts.canonical_json(),
-                            ),
-                            digest: content.digest,
+                            deployment_id: DeploymentId::compute(&digest, &opts.canonical_json()),
+                            digest,
                             options: DeployOptions {
                                 correct_drift: opts.correct_drift.enabled,
                                 keep_resources: opts.keep_resources,
@@ -331,7 +322,7 @@ impl Fleet {
         bundle: &render::Bundle,
         key: render::RenderKey,
         info: &render::ClusterInfo,
-    ) -> Result<Content, String> {
+    ) -> Result<ContentDigest, String> {
         let Ok(mut cache) = entry.renders.lock() else {
             return Err("internal: render cache poisoned".into());
         };
@@ -341,20 +332,16 @@ impl Fleet {
         let result = match bundle.render(info) {
             Ok(rendered) => {
                 let digest = rendered.digest.clone();
-                let bytes = self
-                    .contents
-                    .entry(digest.clone())
-                    .or_insert_with(|| {
-                        let bytes = Bytes::from(rendered.manifest.into_bytes());
-                        self.store.submit(vec![Op::Put {
-                            table: Table::Content,
-                            key: digest.to_string(),
-                            value: bytes.to_vec(),
-                        }]);
-                        bytes
-                    })
-                    .clone();
-                Ok(Content { digest, bytes })
+                self.contents.entry(digest.clone()).or_insert_with(|| {
+                    let bytes = Bytes::from(rendered.manifest.into_bytes());
+                    self.store.submit(vec![Op::Put {
+                        table: Table::Content,
+                        key: digest.to_string(),
+                        value: bytes.to_vec(),
+                    }]);
+                    bytes
+                });
+                Ok(digest)
             }
             Err(diags) => Err(diags
                 .iter()

@@ -1,0 +1,263 @@
+//! Commands that talk to the hub's Admin API.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use flotilla_identity::ClientConfig;
+use flotilla_model::duration::parse_duration;
+use flotilla_model::{LabelSelector, parse_labels};
+use flotilla_proto::v1 as pb;
+use flotilla_proto::v1::admin_client::AdminClient;
+use tonic::transport::Channel;
+
+use crate::output::{Format, print};
+use crate::views::{BundleView, ClusterView, SourceView, StatusView};
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Set hub-side labels (they win over the spoke's): k=v to set, k- to remove.
+    Label {
+        name: String,
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Add a git source.
+    Add(SourceAddArgs),
+    /// Remove a source; its bundles are unassigned from every cluster.
+    Remove { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct SourceAddArgs {
+    pub name: String,
+    /// git URL: file://, git:// or https://.
+    #[arg(long)]
+    pub repo: String,
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Folder in the repo to read bundles from; repeatable.
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+    /// Polling interval.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Clusters that get this source's bundles (kubectl -l form); default: all.
+    #[arg(long, default_value = "")]
+    pub selector: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this bundle.
+    pub bundle: Option<String>,
+    /// Only this cluster.
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token; prints only the join string on stdout.
+    Create {
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+        #[arg(long, default_value_t = 1)]
+        max_uses: u32,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+}
+
+#[derive(Debug)]
+pub enum AdminCommand {
+    Clusters,
+    Cluster(ClusterCommand),
+    Sources,
+    Source(SourceCommand),
+    Bundles,
+    Status(StatusArgs),
+    Token(TokenCommand),
+}
+
+pub struct Client {
+    inner: AdminClient<Channel>,
+}
+
+fn default_config() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let p = Path::new(&home).join(".config/flotilla/admin.conf");
+    p.exists().then_some(p)
+}
+
+fn status_err(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{} ({:?})", s.message(), s.code())
+}
+
+impl Client {
+    pub async fn connect(config: Option<&Path>) -> Result<Client> {
+        let path = config.map(Path::to_path_buf).or_else(default_config).ok_or_else(|| {
+            anyhow!("no client config: pass --config D/admin.conf or set FLOTILLA_CONFIG (flotilla-hub init writes one)")
+        })?;
+        let cfg = ClientConfig::load(&path)?;
+        let creds = cfg.credentials()?;
+        let channel = flotilla_identity::connect(&cfg.server, &creds)
+            .await
+            .with_context(|| format!("connecting to the hub at {} (from {})", cfg.server, path.display()))?;
+        Ok(Client {
+            inner: AdminClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
+        })
+    }
+
+    pub async fn clusters(&mut self) -> Result<Vec<ClusterView>> {
+        let r = self
+            .inner
+            .list_clusters(pb::ListClustersRequest {})
+            .await
+            .map_err(status_err)?;
+        Ok(r.into_inner().clusters.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn status(&mut self, bundle: &str, cluster: &str) -> Result<Vec<StatusView>> {
+        let r = self
+            .inner
+            .get_status(pb::GetStatusRequest {
+                bundle: bundle.to_string(),
+                cluster: cluster.to_string(),
+            })
+            .await
+            .map_err(status_err)?;
+        Ok(r.into_inner().rows.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn add_source(&mut self, a: &SourceAddArgs) -> Result<SourceView> {
+        a.selector
+            .parse::<LabelSelector>()
+            .with_context(|| format!("--selector {:?}", a.selector))?;
+        let r = self
+            .inner
+            .add_source(pb::AddSourceRequest {
+                source: Some(pb::Source {
+                    name: a.name.clone(),
+                    repo: a.repo.clone(),
+                    branch: a.branch.clone(),
+                    paths: a.paths.clone(),
+                    interval_seconds: a.interval.as_secs().max(1),
+                    selector: a.selector.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map_err(status_err)?;
+        Ok(r.into_inner().into())
+    }
+
+    pub async fn create_token(&mut self, ttl: Duration, max_uses: u32, description: &str) -> Result<String> {
+        let r = self
+            .inner
+            .create_token(pb::CreateTokenRequest {
+                ttl_seconds: ttl.as_secs(),
+                max_uses,
+                description: description.to_string(),
+            })
+            .await
+            .map_err(status_err)?;
+        Ok(r.into_inner().join)
+    }
+}
+
+/// Splits `k=v` (set) and `k-` (remove) arguments, as `kubectl label` does.
+fn parse_label_changes(args: &[String]) -> Result<(std::collections::BTreeMap<String, String>, Vec<String>)> {
+    let mut set = std::collections::BTreeMap::new();
+    let mut remove = Vec::new();
+    for a in args {
+        if let Some(k) = a.strip_suffix('-').filter(|k| !k.contains('=')) {
+            remove.push(k.to_string());
+        } else {
+            set.extend(parse_labels(a)?);
+        }
+    }
+    if set.is_empty() && remove.is_empty() {
+        bail!("give at least one label: k=v to set or k- to remove");
+    }
+    Ok((set, remove))
+}
+
+pub async fn dispatch(mut client: Client, cmd: AdminCommand, format: Format) -> Result<()> {
+    match cmd {
+        AdminCommand::Clusters => print(&client.clusters().await?, format),
+        AdminCommand::Status(a) => print(
+            &client
+                .status(a.bundle.as_deref().unwrap_or(""), a.cluster.as_deref().unwrap_or(""))
+                .await?,
+            format,
+        ),
+        AdminCommand::Sources => {
+            let r = client
+                .inner
+                .list_sources(pb::ListSourcesRequest {})
+                .await
+                .map_err(status_err)?;
+            let v: Vec<SourceView> = r.into_inner().sources.into_iter().map(Into::into).collect();
+            print(&v, format)
+        }
+        AdminCommand::Bundles => {
+            let r = client
+                .inner
+                .list_bundles(pb::ListBundlesRequest {})
+                .await
+                .map_err(status_err)?;
+            let v: Vec<BundleView> = r.into_inner().bundles.into_iter().map(Into::into).collect();
+            print(&v, format)
+        }
+        AdminCommand::Source(SourceCommand::Add(a)) => {
+            let v = client.add_source(&a).await?;
+            print(&[v], format)
+        }
+        AdminCommand::Source(SourceCommand::Remove { name }) => {
+            client
+                .inner
+                .remove_source(pb::RemoveSourceRequest { name: name.clone() })
+                .await
+                .map_err(status_err)?;
+            eprintln!("source {name} removed");
+            Ok(())
+        }
+        AdminCommand::Cluster(ClusterCommand::Label { name, labels }) => {
+            let (set, remove) = parse_label_changes(&labels)?;
+            let r = client
+                .inner
+                .label_cluster(pb::LabelClusterRequest { name, set, remove })
+                .await
+                .map_err(status_err)?;
+            print(&[ClusterView::from(r.into_inner())], format)
+        }
+        AdminCommand::Token(TokenCommand::Create {
+            ttl,
+            max_uses,
+            description,
+        }) => {
+            println!("{}", client.create_token(ttl, max_uses, &description).await?);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_changes_follow_kubectl_syntax() {
+        let (set, remove) =
+            parse_label_changes(&["env=prod".into(), "tier-".into()]).expect("valid");
+        assert_eq!(set.get("env").map(String::as_str), Some("prod"));
+        assert_eq!(remove, vec!["tier".to_string()]);
+        assert!(parse_label_changes(&["bad label".into()]).is_err());
+    }
+}

@@ -1,0 +1,250 @@
+//! Serializable views of Admin API replies: what `-o json|yaml` print and tables show.
+//! Field names are a contract that scripts rely on.
+
+use std::collections::BTreeMap;
+
+use flotilla_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::output::{Row, labels_cell, short};
+
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub connected: bool,
+    pub state: String,
+    pub bundles: u32,
+    pub bundles_ready: u32,
+    pub agent_version: String,
+    pub last_seen: String,
+    pub registered: String,
+}
+
+impl From<pb::Cluster> for ClusterView {
+    fn from(c: pb::Cluster) -> Self {
+        ClusterView {
+            name: c.name,
+            labels: c.labels,
+            connected: c.connected,
+            state: c.state,
+            bundles: c.bundles,
+            bundles_ready: c.bundles_ready,
+            agent_version: c.agent_version,
+            last_seen: c.last_seen,
+            registered: c.registered,
+        }
+    }
+}
+
+impl Row for ClusterView {
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["NAME", "CONNECTED", "STATE", "READY", "LABELS"];
+        if wide {
+            h.extend(["AGENT", "LAST-SEEN"]);
+        }
+        h
+    }
+    fn cells(&self, wide: bool) -> Vec<String> {
+        let mut c = vec![
+            self.name.clone(),
+            self.connected.to_string(),
+            self.state.clone(),
+            format!("{}/{}", self.bundles_ready, self.bundles),
+            labels_cell(&self.labels),
+        ];
+        if wide {
+            c.extend([self.agent_version.clone(), self.last_seen.clone()]);
+        }
+        c
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceView {
+    pub name: String,
+    pub repo: String,
+    pub branch: String,
+    pub paths: Vec<String>,
+    pub interval_seconds: u64,
+    pub selector: String,
+    pub commit: String,
+    pub bundles: u32,
+    pub error: String,
+    pub error_since: String,
+    pub last_poll: String,
+}
+
+impl From<pb::Source> for SourceView {
+    fn from(s: pb::Source) -> Self {
+        SourceView {
+            name: s.name,
+            repo: s.repo,
+            branch: s.branch,
+            paths: s.paths,
+            interval_seconds: s.interval_seconds,
+            selector: s.selector,
+            commit: s.commit,
+            bundles: s.bundles,
+            error: s.error,
+            error_since: s.error_since,
+            last_poll: s.last_poll,
+        }
+    }
+}
+
+impl Row for SourceView {
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["NAME", "REPO", "BRANCH", "COMMIT", "BUNDLES", "ERROR"];
+        if wide {
+            h.extend(["PATHS", "SELECTOR", "LAST-POLL"]);
+        }
+        h
+    }
+    fn cells(&self, wide: bool) -> Vec<String> {
+        let mut c = vec![
+            self.name.clone(),
+            self.repo.clone(),
+            self.branch.clone(),
+            self.commit.chars().take(12).collect(),
+            self.bundles.to_string(),
+            if self.error.is_empty() {
+                String::new()
+            } else {
+                format!("{} (since {})", short(&self.error, 60), self.error_since)
+            },
+        ];
+        if wide {
+            c.extend([
+                self.paths.join(","),
+                if self.selector.is_empty() { "<all>".into() } else { self.selector.clone() },
+                self.last_poll.clone(),
+            ]);
+        }
+        c
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct BundleView {
+    pub name: String,
+    pub source: String,
+    pub path: String,
+    pub commit: String,
+    pub clusters: u32,
+    pub ready: u32,
+    pub state: String,
+    pub error: String,
+    pub warnings: Vec<String>,
+}
+
+impl From<pb::Bundle> for BundleView {
+    fn from(b: pb::Bundle) -> Self {
+        BundleView {
+            name: b.name,
+            source: b.source,
+            path: b.path,
+            commit: b.commit,
+            clusters: b.clusters,
+            ready: b.ready,
+            state: b.state,
+            error: b.error,
+            warnings: b.warnings,
+        }
+    }
+}
+
+impl Row for BundleView {
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["NAME", "SOURCE", "READY", "STATE", "ERROR"];
+        if wide {
+            h.extend(["PATH", "COMMIT", "WARNINGS"]);
+        }
+        h
+    }
+    fn cells(&self, wide: bool) -> Vec<String> {
+        let mut c = vec![
+            self.name.clone(),
+            self.source.clone(),
+            format!("{}/{}", self.ready, self.clusters),
+            self.state.clone(),
+            short(&self.error, 80),
+        ];
+        if wide {
+            c.extend([
+                self.path.clone(),
+                self.commit.chars().take(12).collect(),
+                self.warnings.len().to_string(),
+            ]);
+        }
+        c
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResourceView {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub state: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    pub cluster: String,
+    pub bundle: String,
+    pub state: String,
+    pub message: String,
+    pub deployment_id: String,
+    pub updated: String,
+    pub resources: Vec<ResourceView>,
+}
+
+impl From<pb::StatusRow> for StatusView {
+    fn from(r: pb::StatusRow) -> Self {
+        StatusView {
+            cluster: r.cluster,
+            bundle: r.bundle,
+            state: r.state,
+            message: r.message,
+            deployment_id: r.deployment_id,
+            updated: r.updated,
+            resources: r
+                .resources
+                .into_iter()
+                .map(|x| ResourceView {
+                    api_version: x.api_version,
+                    kind: x.kind,
+                    namespace: x.namespace,
+                    name: x.name,
+                    state: x.state,
+                    message: x.message,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Row for StatusView {
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["CLUSTER", "BUNDLE", "STATE", "MESSAGE"];
+        if wide {
+            h.extend(["DEPLOYMENT", "UPDATED"]);
+        }
+        h
+    }
+    fn cells(&self, wide: bool) -> Vec<String> {
+        let mut c = vec![
+            self.cluster.clone(),
+            self.bundle.clone(),
+            self.state.clone(),
+            short(&self.message, 80),
+        ];
+        if wide {
+            c.extend([self.deployment_id.clone(), self.updated.clone()]);
+        }
+        c
+    }
+}
