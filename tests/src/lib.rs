@@ -1,1 +1,369 @@
-//! e2e harness
+//! Harness for flotilla's end-to-end tests: starts the real `flotilla-hub`,
+//! `flotilla-spoke` and `flotilla` binaries as processes, serves git over `git daemon` on
+//! loopback, and waits on conditions (never on fixed sleeps).
+//!
+//! The binaries are found next to the test executable (`target/debug`). `cargo test
+//! --workspace` builds them; when running this package alone, `cargo build --bins` first.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Generous: CI machines are small and busy. Tests never assert on time.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Path of a workspace binary, e.g. `flotilla-hub`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps layout");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found; run `cargo build --bins` first (cargo test --workspace does it)",
+        p.display()
+    );
+    p
+}
+
+/// Polls `probe` until it returns `Some`, or panics naming `what` and the last state.
+pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < TIMEOUT {
+        match probe() {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}; last observation: {last}");
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process killed on drop; its stderr goes to a log file shown on failure.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn process");
+        Proc { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit on its own; returns whether it succeeded.
+    pub fn wait_exit(&mut self) -> bool {
+        wait_until("process exit", || match self.child.try_wait() {
+            Ok(Some(status)) => Ok(status.success()),
+            Ok(None) => Err("still running".into()),
+            Err(e) => Err(e.to_string()),
+        })
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=flotilla-test",
+            "-c",
+            "user.email=test@flotilla.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git is installed");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `git daemon` serving every repo under `root` on a loopback port.
+pub struct GitServer {
+    pub root: PathBuf,
+    pub port: u16,
+    _daemon: Proc,
+}
+
+impl GitServer {
+    pub fn start(root: &Path) -> GitServer {
+        std::fs::create_dir_all(root).expect("git root");
+        let port = free_port();
+        let daemon = Proc::spawn(
+            Command::new("git")
+                .arg("daemon")
+                .arg("--reuseaddr")
+                .arg("--export-all")
+                .arg(format!("--base-path={}", root.display()))
+                .arg("--listen=127.0.0.1")
+                .arg(format!("--port={port}"))
+                .arg(root),
+            root.with_extension("git-daemon.log"),
+        );
+        wait_until("git daemon to listen", || {
+            TcpStream::connect(("127.0.0.1", port))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        GitServer {
+            root: root.to_path_buf(),
+            port,
+            _daemon: daemon,
+        }
+    }
+
+    /// A working repo under the served root, initialised from `src`'s files.
+    pub fn repo_from(&self, name: &str, src: &Path) -> Repo {
+        let dir = self.root.join(name);
+        copy_dir(src, &dir);
+        git(&dir, &["init", "-q", "-b", "main"]);
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "-m", "initial"]);
+        Repo {
+            dir,
+            url: format!("git://127.0.0.1:{}/{name}", self.port),
+        }
+    }
+}
+
+pub struct Repo {
+    pub dir: PathBuf,
+    pub url: String,
+}
+
+impl Repo {
+    pub fn commit_file(&self, rel: &str, content: &str, message: &str) {
+        let p = self.dir.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, content).expect("write file");
+        git(&self.dir, &["add", "-A"]);
+        git(&self.dir, &["commit", "-q", "-m", message]);
+    }
+}
+
+pub fn copy_dir(src: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).expect("mkdir");
+    for e in std::fs::read_dir(src).expect("read dir").flatten() {
+        let to = dest.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).expect("copy");
+        }
+    }
+}
+
+/// The example fleet repo in `examples/`, which the quickstart uses too.
+pub fn example_repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet-repo")
+}
+
+/// A running hub process with its data dir.
+pub struct Hub {
+    pub dir: PathBuf,
+    pub addr: String,
+    pub config: PathBuf,
+    pub proc: Proc,
+}
+
+impl Hub {
+    pub fn start(base: &Path) -> Hub {
+        let dir = base.join("hub");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let out = Command::new(bin("flotilla-hub"))
+            .args(["init", "--data-dir"])
+            .arg(&dir)
+            .args(["--advertise", &addr])
+            .output()
+            .expect("run flotilla-hub init");
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hub = Hub {
+            proc: Self::spawn(&dir, &addr, base),
+            config: dir.join("admin.conf"),
+            dir,
+            addr,
+        };
+        hub.wait_ready();
+        hub
+    }
+
+    fn spawn(dir: &Path, addr: &str, base: &Path) -> Proc {
+        Proc::spawn(
+            Command::new(bin("flotilla-hub"))
+                .args(["run", "--data-dir"])
+                .arg(dir)
+                .args(["--listen", addr, "--log-level", "debug"]),
+            base.join(format!("hub-{}.log", free_port())),
+        )
+    }
+
+    fn wait_ready(&self) {
+        wait_until("the hub to answer", || {
+            let out = self.cli(&["clusters"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).to_string())
+            }
+        });
+    }
+
+    /// Runs the `flotilla` CLI against this hub.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("flotilla"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run flotilla")
+    }
+
+    /// Runs the CLI with `-o json`, asserting success.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "flotilla {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("CLI prints JSON")
+    }
+
+    pub fn token(&self, ttl: &str, max_uses: u32) -> String {
+        let out = self.cli(&[
+            "token",
+            "create",
+            "--ttl",
+            ttl,
+            "--max-uses",
+            &max_uses.to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn add_source(&self, name: &str, repo: &str, selector: &str) {
+        let out = self.cli(&[
+            "source", "add", name, "--repo", repo, "--branch", "main", "--path", ".",
+            "--interval", "1s", "--selector", selector,
+        ]);
+        assert!(
+            out.status.success(),
+            "source add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Status rows as (cluster, bundle, state).
+    pub fn status(&self) -> Vec<(String, String, String)> {
+        let v = self.json(&["status"]);
+        v.as_array()
+            .expect("status is an array")
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                (s("cluster"), s("bundle"), s("state"))
+            })
+            .collect()
+    }
+
+    /// Waits until `cluster` has exactly `bundles`, all Ready.
+    pub fn wait_ready_bundles(&self, cluster: &str, bundles: &[&str]) {
+        wait_until(&format!("{cluster} to have {bundles:?} Ready"), || {
+            let rows: Vec<_> = self
+                .status()
+                .into_iter()
+                .filter(|(c, _, _)| c == cluster)
+                .collect();
+            let names: Vec<&str> = rows.iter().map(|(_, b, _)| b.as_str()).collect();
+            let all_ready = rows.iter().all(|(_, _, s)| s == "Ready");
+            if names == bundles && all_ready {
+                Ok(())
+            } else {
+                Err(format!("{rows:?}"))
+            }
+        });
+    }
+}
+
+/// A running spoke process with a directory target.
+pub struct Spoke {
+    pub name: String,
+    pub target: PathBuf,
+    pub state: PathBuf,
+    pub proc: Proc,
+}
+
+impl Spoke {
+    pub fn start(base: &Path, join: &str, name: &str, labels: &str) -> Spoke {
+        let target = base.join("targets").join(name);
+        let state = base.join("spokes").join(name);
+        let proc = Proc::spawn(
+            Command::new(bin("flotilla-spoke"))
+                .args(["--join", join, "--name", name, "--labels", labels])
+                .arg("--target")
+                .arg(format!("dir:{}", target.display()))
+                .arg("--state-dir")
+                .arg(&state)
+                .args(["--log-level", "debug"]),
+            base.join(format!("spoke-{name}-{}.log", free_port())),
+        );
+        Spoke {
+            name: name.to_string(),
+            target,
+            state,
+            proc,
+        }
+    }
+
+    pub fn file(&self, bundle: &str) -> Option<String> {
+        std::fs::read_to_string(self.target.join(format!("{bundle}.yaml"))).ok()
+    }
+}

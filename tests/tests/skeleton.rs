@@ -1,0 +1,177 @@
+//! The walking skeleton end to end: git daemon → hub → mTLS Sync → spoke → files, with
+//! status read back through the CLI as a user would.
+
+use std::os::unix::fs::PermissionsExt;
+
+use flotilla_e2e::{GitServer, Hub, Spoke, example_repo, wait_until};
+
+#[test]
+fn a_spoke_registers_receives_its_bundles_and_reports_ready() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &example_repo());
+    let hub = Hub::start(tmp.path());
+    hub.add_source("examples", &repo.url, "");
+    let join = hub.token("1h", 1);
+    let dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+
+    let hello = dev.file("examples-hello").expect("hello bundle written");
+    assert!(hello.contains("hello from flotilla"), "{hello}");
+    assert!(hello.contains("namespace: hello"), "defaultNamespace applied: {hello}");
+    let web = dev.file("examples-web").expect("web bundle written");
+    assert!(web.contains("replicas: 1"), "dev gets the base: {web}");
+
+    let clusters = hub.json(&["clusters"]);
+    let dev_row = &clusters[0];
+    assert_eq!(dev_row["name"], "dev");
+    assert_eq!(dev_row["connected"], true);
+    assert_eq!(dev_row["state"], "Ready");
+    assert_eq!(dev_row["labels"]["env"], "dev");
+
+    let key_mode = std::fs::metadata(dev.state.join("key.pem"))
+        .expect("spoke key exists")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600, "the spoke's private key is 0600");
+    let sources = hub.json(&["sources"]);
+    assert_eq!(sources[0]["bundles"], 2);
+    assert_eq!(sources[0]["error"], "");
+}
+
+#[test]
+fn a_restarted_spoke_keeps_its_identity_and_gets_nothing_it_already_has() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &example_repo());
+    let hub = Hub::start(tmp.path());
+    hub.add_source("examples", &repo.url, "");
+    // One use only: a restart must not need the token again.
+    let join = hub.token("1h", 1);
+    let mut dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    dev.proc.kill();
+    let before = dev.file("examples-web").expect("written");
+
+    let dev2 = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    wait_until("the restarted spoke to reconnect", || {
+        let c = hub.json(&["clusters"]);
+        (c[0]["connected"] == true).then_some(()).ok_or(c.to_string())
+    });
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    assert_eq!(dev2.file("examples-web").expect("still there"), before);
+    assert!(
+        !dev2.proc.log_text().contains("applied"),
+        "an unchanged spoke re-applies nothing on reconnect:\n{}",
+        dev2.proc.log_text()
+    );
+    assert_eq!(hub.json(&["clusters"]).as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn a_new_commit_reaches_only_the_spokes_it_targets() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &example_repo());
+    let hub = Hub::start(tmp.path());
+    hub.add_source("examples", &repo.url, "");
+    hub.add_source("devonly", &repo.url, "env=dev");
+    let join = hub.token("1h", 2);
+    let dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    let test = Spoke::start(tmp.path(), &join, "test", "env=test");
+    hub.wait_ready_bundles(
+        "dev",
+        &["devonly-hello", "devonly-web", "examples-hello", "examples-web"],
+    );
+    hub.wait_ready_bundles("test", &["examples-hello"]);
+    let test_hello_before = test.file("examples-hello").expect("written");
+
+    let deployment = std::fs::read_to_string(repo.dir.join("web/deployment.yaml"))
+        .expect("example deployment");
+    repo.commit_file(
+        "web/deployment.yaml",
+        &deployment.replace("nginx:1.27", "nginx:1.28"),
+        "bump nginx",
+    );
+
+    wait_until("dev to receive the new image", || {
+        dev.file("examples-web")
+            .filter(|w| w.contains("nginx:1.28"))
+            .ok_or_else(|| "old content".to_string())
+    });
+    hub.wait_ready_bundles(
+        "dev",
+        &["devonly-hello", "devonly-web", "examples-hello", "examples-web"],
+    );
+    assert!(test.file("examples-web").is_none(), "test is doNotDeploy for web");
+    assert!(test.file("devonly-hello").is_none(), "devonly targets env=dev only");
+    assert_eq!(test.file("examples-hello").expect("kept"), test_hello_before);
+}
+
+#[test]
+fn a_label_change_on_the_hub_retargets_a_cluster() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &example_repo());
+    let hub = Hub::start(tmp.path());
+    hub.add_source("examples", &repo.url, "");
+    let join = hub.token("1h", 1);
+    let spoke = Spoke::start(tmp.path(), &join, "edge", "env=test");
+    hub.wait_ready_bundles("edge", &["examples-hello"]);
+    assert!(spoke.file("examples-web").is_none());
+
+    let out = hub.cli(&["cluster", "label", "edge", "env=prod"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    hub.wait_ready_bundles("edge", &["examples-hello", "examples-web"]);
+    let web = spoke.file("examples-web").expect("web arrives with env=prod");
+    assert!(web.contains("replicas: 3"), "prod overlay applied: {web}");
+    assert_eq!(hub.json(&["clusters"])[0]["labels"]["env"], "prod", "hub labels win");
+
+    let out = hub.cli(&["cluster", "label", "edge", "env-"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    hub.wait_ready_bundles("edge", &["examples-hello"]);
+    wait_until("web to be pruned from edge", || {
+        spoke
+            .file("examples-web")
+            .map_or(Ok(()), |_| Err("still there".to_string()))
+    });
+}
+
+#[test]
+fn a_broken_bundle_fails_alone_and_its_last_good_revision_stays_deployed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &example_repo());
+    let hub = Hub::start(tmp.path());
+    hub.add_source("examples", &repo.url, "");
+    let join = hub.token("1h", 1);
+    let dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    let good_web = dev.file("examples-web").expect("written");
+
+    repo.commit_file("web/service.yaml", "kind: Service\nmetadata: [unclosed\n", "break web");
+    repo.commit_file(
+        "hello/configmap.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\ndata:\n  greeting: changed\n",
+        "change hello",
+    );
+    wait_until("hello to update while web is broken", || {
+        dev.file("examples-hello")
+            .filter(|h| h.contains("changed"))
+            .ok_or_else(|| "old hello".to_string())
+    });
+    let rows = wait_until("web to show its error", || {
+        let v = hub.json(&["status", "examples-web"]);
+        let msg = v[0]["message"].as_str().unwrap_or_default().to_string();
+        (v[0]["state"] == "ErrApplied" && msg.contains("service.yaml"))
+            .then_some(v.clone())
+            .ok_or(v.to_string())
+    });
+    assert!(
+        rows[0]["message"].as_str().unwrap_or_default().contains("web/service.yaml:"),
+        "the error names file:line: {rows}"
+    );
+    assert_eq!(dev.file("examples-web").expect("kept"), good_web, "last good stays");
+}
