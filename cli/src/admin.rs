@@ -108,7 +108,13 @@ impl Client {
         let creds = cfg.credentials()?;
         let channel = flotilla_identity::connect(&cfg.server, &creds)
             .await
-            .with_context(|| format!("connecting to the hub at {} (from {})", cfg.server, path.display()))?;
+            .with_context(|| {
+                format!(
+                    "connecting to the hub at {} (from {})",
+                    cfg.server,
+                    path.display()
+                )
+            })?;
         Ok(Client {
             inner: AdminClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
         })
@@ -120,7 +126,11 @@ impl Client {
             .list_clusters(pb::ListClustersRequest {})
             .await
             .map_err(status_err)?;
-        Ok(r.into_inner().clusters.into_iter().map(Into::into).collect())
+        Ok(r.into_inner()
+            .clusters
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     pub async fn status(&mut self, bundle: &str, cluster: &str) -> Result<Vec<StatusView>> {
@@ -157,7 +167,12 @@ impl Client {
         Ok(r.into_inner().into())
     }
 
-    pub async fn create_token(&mut self, ttl: Duration, max_uses: u32, description: &str) -> Result<String> {
+    pub async fn create_token(
+        &mut self,
+        ttl: Duration,
+        max_uses: u32,
+        description: &str,
+    ) -> Result<String> {
         let r = self
             .inner
             .create_token(pb::CreateTokenRequest {
@@ -172,7 +187,9 @@ impl Client {
 }
 
 /// Splits `k=v` (set) and `k-` (remove) arguments, as `kubectl label` does.
-fn parse_label_changes(args: &[String]) -> Result<(std::collections::BTreeMap<String, String>, Vec<String>)> {
+fn parse_label_changes(
+    args: &[String],
+) -> Result<(std::collections::BTreeMap<String, String>, Vec<String>)> {
     let mut set = std::collections::BTreeMap::new();
     let mut remove = Vec::new();
     for a in args {
@@ -193,7 +210,10 @@ pub async fn dispatch(mut client: Client, cmd: AdminCommand, format: Format) -> 
         AdminCommand::Clusters => print(&client.clusters().await?, format),
         AdminCommand::Status(a) => print(
             &client
-                .status(a.bundle.as_deref().unwrap_or(""), a.cluster.as_deref().unwrap_or(""))
+                .status(
+                    a.bundle.as_deref().unwrap_or(""),
+                    a.cluster.as_deref().unwrap_or(""),
+                )
                 .await?,
             format,
         ),
@@ -242,7 +262,10 @@ pub async fn dispatch(mut client: Client, cmd: AdminCommand, format: Format) -> 
             max_uses,
             description,
         }) => {
-            println!("{}", client.create_token(ttl, max_uses, &description).await?);
+            println!(
+                "{}",
+                client.create_token(ttl, max_uses, &description).await?
+            );
             Ok(())
         }
     }

@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand};
 use crate::output::Format;
 
 #[derive(Debug, Parser)]
-#[command(name = "flotilla", version, about = "GitOps for fleets of Kubernetes clusters: the operator CLI")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "GitOps for fleets of Kubernetes clusters: the operator CLI"
+)]
 struct Cli {
     /// Client config written by `flotilla-hub init` (admin.conf).
     #[arg(long, global = true, env = "FLOTILLA_CONFIG")]

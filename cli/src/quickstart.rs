@@ -20,7 +20,11 @@ use crate::admin::{Client, SourceAddArgs};
 use crate::output::{Format, print, table};
 use crate::views::StatusView;
 
-const SPOKES: [(&str, &str); 3] = [("dev", "env=dev"), ("test", "env=test"), ("prod", "env=prod")];
+const SPOKES: [(&str, &str); 3] = [
+    ("dev", "env=dev"),
+    ("test", "env=test"),
+    ("prod", "env=prod"),
+];
 
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
@@ -76,15 +80,27 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
     if !status.success() {
         bail!("flotilla hub init failed");
     }
-    let mut fleet = Fleet { children: Vec::new() };
+    let mut fleet = Fleet {
+        children: Vec::new(),
+    };
     fleet.children.push(spawn(
         &exe,
-        &["hub", "run", "--data-dir", &path_str(&hub_dir), "--listen", &addr],
+        &[
+            "hub",
+            "run",
+            "--data-dir",
+            &path_str(&hub_dir),
+            "--listen",
+            &addr,
+        ],
         &dir.join("logs/hub.log"),
     )?);
     let config = hub_dir.join("admin.conf");
     let mut client = wait_for_hub(&config, Duration::from_secs(30)).await?;
-    println!("hub listening on {addr} (log: {})", dir.join("logs/hub.log").display());
+    println!(
+        "hub listening on {addr} (log: {})",
+        dir.join("logs/hub.log").display()
+    );
 
     client
         .add_source(&SourceAddArgs {
@@ -125,14 +141,21 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
     let rows = client.status("", "").await.unwrap_or_default();
     print(&rows, Format::Table)?;
     if let Err(reason) = ready {
-        bail!("not Ready after {:?}: {reason}\n(logs are in {})", args.timeout, dir.join("logs").display());
+        bail!(
+            "not Ready after {:?}: {reason}\n(logs are in {})",
+            args.timeout,
+            dir.join("logs").display()
+        );
     }
     println!();
     print!("{}", where_things_are(&dir, &config, &repo));
     if args.exit_when_ready {
         return Ok(());
     }
-    println!("\nwatching status; commit to {} to see changes roll out. Ctrl-C stops everything.", repo.display());
+    println!(
+        "\nwatching status; commit to {} to see changes roll out. Ctrl-C stops everything.",
+        repo.display()
+    );
     watch(&mut client).await;
     Ok(())
 }
@@ -153,19 +176,33 @@ fn spawn(exe: &Path, args: &[&str], log: &Path) -> Result<Child> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Copies the example repo into `dest` and commits it on `main` with the git CLI.
 fn make_repo(src: &Path, dest: &Path) -> Result<()> {
     if !src.is_dir() {
-        bail!("example repo {} not found; pass --examples DIR", src.display());
+        bail!(
+            "example repo {} not found; pass --examples DIR",
+            src.display()
+        );
     }
     copy_dir(src, dest)?;
     for args in [
         vec!["init", "-q", "-b", "main"],
         vec!["add", "-A"],
-        vec!["-c", "user.name=flotilla quickstart", "-c", "user.email=quickstart@flotilla.invalid", "commit", "-q", "-m", "example fleet"],
+        vec![
+            "-c",
+            "user.name=flotilla quickstart",
+            "-c",
+            "user.email=quickstart@flotilla.invalid",
+            "commit",
+            "-q",
+            "-m",
+            "example fleet",
+        ],
     ] {
         let out = std::process::Command::new("git")
             .args(&args)
@@ -173,7 +210,11 @@ fn make_repo(src: &Path, dest: &Path) -> Result<()> {
             .output()
             .context("running git (is it installed?)")?;
         if !out.status.success() {
-            bail!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "git {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
     Ok(())
@@ -214,7 +255,10 @@ async fn wait_until_ready(client: &mut Client, timeout: Duration) -> Result<(), 
             let connected = clusters.iter().filter(|c| c.connected).count();
             let with_bundles: BTreeSet<&str> = rows.iter().map(|r| r.cluster.as_str()).collect();
             let not_ready: Vec<&StatusView> = rows.iter().filter(|r| r.state != "Ready").collect();
-            if connected == SPOKES.len() && with_bundles.len() == SPOKES.len() && not_ready.is_empty() {
+            if connected == SPOKES.len()
+                && with_bundles.len() == SPOKES.len()
+                && not_ready.is_empty()
+            {
                 return Ok(());
             }
             last = format!(
@@ -224,7 +268,10 @@ async fn wait_until_ready(client: &mut Client, timeout: Duration) -> Result<(), 
                 rows.len(),
                 not_ready
                     .first()
-                    .map(|r| format!(" (e.g. {}/{}: {} {})", r.cluster, r.bundle, r.state, r.message))
+                    .map(|r| format!(
+                        " (e.g. {}/{}: {} {})",
+                        r.cluster, r.bundle, r.state, r.message
+                    ))
                     .unwrap_or_default()
             );
         }
@@ -249,7 +296,12 @@ fn where_things_are(dir: &Path, config: &Path, repo: &Path) -> String {
                     f.join(",")
                 })
                 .unwrap_or_default();
-            vec![name.to_string(), labels.to_string(), target.display().to_string(), files]
+            vec![
+                name.to_string(),
+                labels.to_string(),
+                target.display().to_string(),
+                files,
+            ]
         })
         .collect();
     format!(

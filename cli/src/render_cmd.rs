@@ -53,7 +53,10 @@ pub fn run(args: &RenderArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     if let render::Selection::DoNotDeploy = bundle.select(&info) {
-        eprintln!("# this cluster gets nothing from {}: doNotDeploy", args.dir.display());
+        eprintln!(
+            "# this cluster gets nothing from {}: doNotDeploy",
+            args.dir.display()
+        );
         return Ok(());
     }
     match bundle.render(&info) {

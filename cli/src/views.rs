@@ -117,7 +117,11 @@ impl Row for SourceView {
         if wide {
             c.extend([
                 self.paths.join(","),
-                if self.selector.is_empty() { "<all>".into() } else { self.selector.clone() },
+                if self.selector.is_empty() {
+                    "<all>".into()
+                } else {
+                    self.selector.clone()
+                },
                 self.last_poll.clone(),
             ]);
         }

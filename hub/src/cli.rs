@@ -17,7 +17,11 @@ use crate::sources;
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "flotilla-hub", version, about = "The flotilla hub: git → bundles → spokes over mTLS gRPC")]
+#[command(
+    name = "flotilla-hub",
+    version,
+    about = "The flotilla hub: git → bundles → spokes over mTLS gRPC"
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
@@ -194,13 +198,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

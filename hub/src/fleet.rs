@@ -360,11 +360,17 @@ impl Fleet {
             status_key(cluster, bundle),
             &st,
         )]);
-        self.status.insert((cluster.clone(), bundle.to_string()), st);
+        self.status
+            .insert((cluster.clone(), bundle.to_string()), st);
     }
 
     /// The state a user sees for one bundle on one cluster.
-    pub fn row_state(&self, cluster: &ClusterName, bundle: &str, a: &Assignment) -> (State, String) {
+    pub fn row_state(
+        &self,
+        cluster: &ClusterName,
+        bundle: &str,
+        a: &Assignment,
+    ) -> (State, String) {
         if let Some(err) = &a.error {
             return (State::ErrApplied, err.clone());
         }

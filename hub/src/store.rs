@@ -117,7 +117,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// Decodes the JSON records of one table; a record that does not decode is an error
     /// naming it, never a silent drop.
-    pub fn records<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>, StoreError> {
+    pub fn records<T: DeserializeOwned>(
+        &self,
+        table: Table,
+    ) -> Result<Vec<(String, T)>, StoreError> {
         self.rows
             .iter()
             .filter(|(t, _, _)| *t == table)

@@ -23,7 +23,12 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// Makes a token; returns the record to store and the `ID.SECRET` string to show once.
-pub fn generate(ttl_secs: u64, max_uses: u32, description: &str, now: i64) -> (TokenRecord, String) {
+pub fn generate(
+    ttl_secs: u64,
+    max_uses: u32,
+    description: &str,
+    now: i64,
+) -> (TokenRecord, String) {
     let mut rng = rand::rng();
     let id: [u8; 4] = rng.random();
     let secret: [u8; 16] = rng.random();
@@ -88,7 +93,12 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_refused() {
-        for bad in ["", "abc", "zzzzzzzz.00000000000000000000000000000000", "0000000.1"] {
+        for bad in [
+            "",
+            "abc",
+            "zzzzzzzz.00000000000000000000000000000000",
+            "0000000.1",
+        ] {
             assert_eq!(parse(bad), Err(TokenError::Malformed), "{bad:?}");
         }
     }

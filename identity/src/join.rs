@@ -48,7 +48,9 @@ impl std::str::FromStr for JoinString {
             .strip_prefix("flotilla://")
             .ok_or_else(|| bad("missing flotilla:// prefix"))?;
         let (token, rest) = rest.split_once('@').ok_or_else(|| bad("missing TOKEN@"))?;
-        let (hub, query) = rest.split_once('?').ok_or_else(|| bad("missing ?ca-sha256="))?;
+        let (hub, query) = rest
+            .split_once('?')
+            .ok_or_else(|| bad("missing ?ca-sha256="))?;
         let ca_sha256 = query
             .strip_prefix("ca-sha256=")
             .ok_or_else(|| bad("missing ca-sha256="))?
@@ -88,6 +90,9 @@ mod tests {
         ] {
             assert!(bad.parse::<JoinString>().is_err(), "{bad:?}");
         }
-        assert!(!format!("{j:?}").contains("abc.def"), "Debug must hide the token");
+        assert!(
+            !format!("{j:?}").contains("abc.def"),
+            "Debug must hide the token"
+        );
     }
 }

@@ -34,7 +34,9 @@ pub enum Error {
     Certificate(String),
     #[error("file {path}: {message}")]
     File { path: String, message: String },
-    #[error("hub CA pin mismatch: the join string expects sha256 {expected}, the hub presented {presented:?}")]
+    #[error(
+        "hub CA pin mismatch: the join string expects sha256 {expected}, the hub presented {presented:?}"
+    )]
     PinMismatch {
         expected: String,
         presented: Vec<String>,

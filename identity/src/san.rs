@@ -82,7 +82,9 @@ mod tests {
     fn parses_only_well_formed_identity_uris() {
         assert_eq!(
             Identity::from_uri("flotilla://cluster/prod-1"),
-            Some(Identity::Cluster(ClusterName::new("prod-1").expect("valid")))
+            Some(Identity::Cluster(
+                ClusterName::new("prod-1").expect("valid")
+            ))
         );
         assert_eq!(
             Identity::from_uri("flotilla://admin/ops"),

@@ -14,7 +14,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n.checked_mul(60),
         "h" => n.checked_mul(3600),
         "d" => n.checked_mul(86_400),
-        _ => return Err(format!("invalid duration unit {unit:?} in {s:?}: use s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {s:?}: use s, m, h or d"
+            ));
+        }
     }
     .ok_or_else(|| format!("duration {s:?} is too large"))?;
     Ok(Duration::from_secs(secs))

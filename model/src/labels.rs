@@ -44,7 +44,10 @@ pub fn validate_key(key: &str) -> Result<(), SelectorError> {
                     && !seg.ends_with('-')
             });
         if !ok {
-            return Err(SelectorError::new(key, "label key prefix must be a DNS subdomain"));
+            return Err(SelectorError::new(
+                key,
+                "label key prefix must be a DNS subdomain",
+            ));
         }
     }
     if name.is_empty() || !is_label_token(name) {
@@ -74,8 +77,7 @@ fn is_label_token(s: &str) -> bool {
         && !b.is_empty()
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 

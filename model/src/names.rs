@@ -60,8 +60,7 @@ pub fn is_dns_label(s: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
@@ -72,7 +71,16 @@ mod tests {
     #[test]
     fn accepts_dns_labels_only() {
         assert!(ClusterName::new("prod-eu-1").is_ok());
-        for bad in ["", "Prod", "a_b", "-a", "a-", "a/b", "../x", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Prod",
+            "a_b",
+            "-a",
+            "a-",
+            "a/b",
+            "../x",
+            &"a".repeat(64),
+        ] {
             assert!(ClusterName::new(bad).is_err(), "{bad:?} should be refused");
         }
     }

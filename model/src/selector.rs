@@ -118,7 +118,9 @@ impl LabelSelector {
             validate_key(k)?;
             validate_value(v)?;
         }
-        self.match_expressions.iter().try_for_each(Requirement::validate)
+        self.match_expressions
+            .iter()
+            .try_for_each(Requirement::validate)
     }
 }
 
@@ -257,7 +259,11 @@ mod tests {
         assert!(sel.matches(&labels(&[("env", "prod"), ("region", "eu")])));
         assert!(!sel.matches(&labels(&[("env", "prod"), ("region", "ap")])));
         assert!(!sel.matches(&labels(&[("env", "dev"), ("region", "eu")])));
-        assert!(!sel.matches(&labels(&[("env", "prod"), ("region", "eu"), ("canary", "")])));
+        assert!(!sel.matches(&labels(&[
+            ("env", "prod"),
+            ("region", "eu"),
+            ("canary", "")
+        ])));
     }
 
     #[test]

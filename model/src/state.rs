@@ -129,10 +129,24 @@ mod tests {
     #[test]
     fn worst_state_wins_in_the_designed_order() {
         use State::*;
-        let order = [Ready, NotReady, Pending, OutOfSync, Modified, WaitApplied, ErrApplied];
+        let order = [
+            Ready,
+            NotReady,
+            Pending,
+            OutOfSync,
+            Modified,
+            WaitApplied,
+            ErrApplied,
+        ];
         for pair in order.windows(2) {
             let s: Summary = [pair[0], pair[1]].into_iter().collect();
-            assert_eq!(s.worst(), Some(pair[1]), "{:?} must beat {:?}", pair[1], pair[0]);
+            assert_eq!(
+                s.worst(),
+                Some(pair[1]),
+                "{:?} must beat {:?}",
+                pair[1],
+                pair[0]
+            );
         }
         assert_eq!(Summary::default().worst(), None);
         let s: Summary = [Ready, Ready, NotReady].into_iter().collect();

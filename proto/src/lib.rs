@@ -9,5 +9,6 @@ pub mod v1 {
     tonic::include_proto!("flotilla.v1");
 
     /// Encoded `FileDescriptorSet`, served through gRPC reflection so `grpcurl` works.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("flotilla_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("flotilla_descriptor");
 }

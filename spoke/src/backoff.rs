@@ -52,7 +52,10 @@ mod tests {
         for _ in 0..10 {
             let ceiling = b.ceiling();
             let d = b.next_delay();
-            assert!(d >= ceiling / 2 && d <= ceiling + Duration::from_millis(1), "{d:?} vs {ceiling:?}");
+            assert!(
+                d >= ceiling / 2 && d <= ceiling + Duration::from_millis(1),
+                "{d:?} vs {ceiling:?}"
+            );
             assert!(ceiling >= last_ceiling);
             last_ceiling = ceiling;
         }

@@ -14,7 +14,11 @@ use crate::state_dir::StateDir;
 use crate::target::TargetSpec;
 
 #[derive(Debug, Parser)]
-#[command(name = "flotilla-spoke", version, about = "The flotilla spoke agent: dials out to the hub, applies bundles, reports status")]
+#[command(
+    name = "flotilla-spoke",
+    version,
+    about = "The flotilla spoke agent: dials out to the hub, applies bundles, reports status"
+)]
 pub struct Args {
     /// Join string from `flotilla token create`; needed only for the first start.
     #[arg(long, env = "FLOTILLA_JOIN", hide_env_values = true)]

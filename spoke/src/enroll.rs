@@ -41,10 +41,7 @@ pub async fn enroll(
         .map_err(|s| anyhow::anyhow!("registration refused: {}", s.message()))?
         .into_inner();
     if resp.cluster_id != name {
-        bail!(
-            "hub registered us as {:?}, not {name:?}",
-            resp.cluster_id
-        );
+        bail!("hub registered us as {:?}, not {name:?}", resp.cluster_id);
     }
     state.save_enrollment(
         &IdentityFile {

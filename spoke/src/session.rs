@@ -139,10 +139,7 @@ impl Agent {
     }
 
     fn unassign(&self, bundle: &str) -> Result<()> {
-        let keep = self
-            .cache()
-            .get(bundle)
-            .is_some_and(|a| a.keep_resources);
+        let keep = self.cache().get(bundle).is_some_and(|a| a.keep_resources);
         if !keep {
             self.target.remove(bundle)?;
         }
@@ -163,13 +160,17 @@ impl Agent {
             let next = match (in_sync, a.state, a.correct_drift) {
                 (true, State::Modified, _) => Some((State::Ready, String::new())),
                 (true, _, _) => None,
-                (false, _, true) => match self.target.apply(&a.bundle, &a.deployment_id, &content) {
-                    Ok(()) => {
-                        tracing::info!(bundle = %a.bundle, "drift corrected");
-                        (a.state != State::Ready).then(|| (State::Ready, String::new()))
+                (false, _, true) => {
+                    match self.target.apply(&a.bundle, &a.deployment_id, &content) {
+                        Ok(()) => {
+                            tracing::info!(bundle = %a.bundle, "drift corrected");
+                            (a.state != State::Ready).then(|| (State::Ready, String::new()))
+                        }
+                        Err(e) => {
+                            Some((State::ErrApplied, format!("re-applying after drift: {e:#}")))
+                        }
                     }
-                    Err(e) => Some((State::ErrApplied, format!("re-applying after drift: {e:#}"))),
-                },
+                }
                 (false, State::Modified, false) => None,
                 (false, _, false) => Some((
                     State::Modified,
@@ -207,7 +208,9 @@ pub async fn run_forever(agent: Arc<Agent>) {
         let started = Instant::now();
         match sync_once(&agent).await {
             Ok(()) => tracing::info!(hub = %agent.hub, "hub closed the stream"),
-            Err(e) => tracing::warn!(hub = %agent.hub, error = %format!("{e:#}"), "sync stream failed"),
+            Err(e) => {
+                tracing::warn!(hub = %agent.hub, error = %format!("{e:#}"), "sync stream failed")
+            }
         }
         if let Ok(mut o) = agent.outbound.lock() {
             *o = None;
@@ -216,7 +219,10 @@ pub async fn run_forever(agent: Arc<Agent>) {
             backoff.reset();
         }
         let delay = backoff.next_delay();
-        tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting after backoff");
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting after backoff"
+        );
         tokio::time::sleep(delay).await;
     }
 }
@@ -289,9 +295,11 @@ async fn handle(agent: &Arc<Agent>, msg: HubMsg) -> Result<()> {
                 .context("apply task")?
                 .with_context(|| format!("assignment of {bundle}"))
         }
-        Some(hub_msg::Msg::Unassign(u)) => tokio::task::spawn_blocking(move || a.unassign(&u.bundle))
-            .await
-            .context("unassign task")?,
+        Some(hub_msg::Msg::Unassign(u)) => {
+            tokio::task::spawn_blocking(move || a.unassign(&u.bundle))
+                .await
+                .context("unassign task")?
+        }
         Some(hub_msg::Msg::Certificate(_)) | Some(hub_msg::Msg::Ping(_)) | None => Ok(()),
     }
 }

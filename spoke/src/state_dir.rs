@@ -131,7 +131,10 @@ impl StateDir {
         let Ok(entries) = std::fs::read_dir(self.0.join("content")) else {
             return;
         };
-        let keep: Vec<PathBuf> = assignments.values().map(|a| self.content(&a.digest)).collect();
+        let keep: Vec<PathBuf> = assignments
+            .values()
+            .map(|a| self.content(&a.digest))
+            .collect();
         for e in entries.flatten() {
             if !keep.contains(&e.path()) {
                 let _ = std::fs::remove_file(e.path());

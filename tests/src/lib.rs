@@ -291,8 +291,19 @@ impl Hub {
 
     pub fn add_source(&self, name: &str, repo: &str, selector: &str) {
         let out = self.cli(&[
-            "source", "add", name, "--repo", repo, "--branch", "main", "--path", ".",
-            "--interval", "1s", "--selector", selector,
+            "source",
+            "add",
+            name,
+            "--repo",
+            repo,
+            "--branch",
+            "main",
+            "--path",
+            ".",
+            "--interval",
+            "1s",
+            "--selector",
+            selector,
         ]);
         assert!(
             out.status.success(),

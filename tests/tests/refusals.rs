@@ -81,7 +81,10 @@ fn a_certificate_from_another_ca_is_refused() {
     let err = runtime().block_on(sync_error(&hub.addr, &creds, vec![hello("dev")]));
     assert_ne!(err.code(), Code::Ok, "must be refused: {err:?}");
     assert!(
-        matches!(err.code(), Code::Unavailable | Code::Unknown | Code::Unauthenticated),
+        matches!(
+            err.code(),
+            Code::Unavailable | Code::Unknown | Code::Unauthenticated
+        ),
         "the TLS handshake rejects the certificate: {err:?}"
     );
 }
@@ -100,7 +103,11 @@ fn an_expired_token_is_refused() {
     });
     let mut spoke = Spoke::start(tmp.path(), &join, "late", "env=dev");
     assert!(!spoke.proc.wait_exit(), "enrollment must fail");
-    assert!(spoke.proc.log_text().contains("expired"), "{}", spoke.proc.log_text());
+    assert!(
+        spoke.proc.log_text().contains("expired"),
+        "{}",
+        spoke.proc.log_text()
+    );
     assert!(!spoke.state.join("cert.pem").exists());
     assert_eq!(hub.json(&["clusters"]).as_array().map(Vec::len), Some(0));
 }
@@ -113,11 +120,17 @@ fn a_token_with_no_uses_left_is_refused() {
     let _first = Spoke::start(tmp.path(), &join, "first", "env=dev");
     wait_until("the first spoke to register", || {
         let c = hub.json(&["clusters"]);
-        (c.as_array().map(Vec::len) == Some(1)).then_some(()).ok_or(c.to_string())
+        (c.as_array().map(Vec::len) == Some(1))
+            .then_some(())
+            .ok_or(c.to_string())
     });
     let mut second = Spoke::start(tmp.path(), &join, "second", "env=dev");
     assert!(!second.proc.wait_exit(), "enrollment must fail");
-    assert!(second.proc.log_text().contains("no uses left"), "{}", second.proc.log_text());
+    assert!(
+        second.proc.log_text().contains("no uses left"),
+        "{}",
+        second.proc.log_text()
+    );
     assert_eq!(hub.json(&["clusters"]).as_array().map(Vec::len), Some(1));
 }
 

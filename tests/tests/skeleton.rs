@@ -19,7 +19,10 @@ fn a_spoke_registers_receives_its_bundles_and_reports_ready() {
 
     let hello = dev.file("examples-hello").expect("hello bundle written");
     assert!(hello.contains("hello from flotilla"), "{hello}");
-    assert!(hello.contains("namespace: hello"), "defaultNamespace applied: {hello}");
+    assert!(
+        hello.contains("namespace: hello"),
+        "defaultNamespace applied: {hello}"
+    );
     let web = dev.file("examples-web").expect("web bundle written");
     assert!(web.contains("replicas: 1"), "dev gets the base: {web}");
 
@@ -58,7 +61,9 @@ fn a_restarted_spoke_keeps_its_identity_and_gets_nothing_it_already_has() {
     let dev2 = Spoke::start(tmp.path(), &join, "dev", "env=dev");
     wait_until("the restarted spoke to reconnect", || {
         let c = hub.json(&["clusters"]);
-        (c[0]["connected"] == true).then_some(()).ok_or(c.to_string())
+        (c[0]["connected"] == true)
+            .then_some(())
+            .ok_or(c.to_string())
     });
     hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
     assert_eq!(dev2.file("examples-web").expect("still there"), before);
@@ -83,13 +88,18 @@ fn a_new_commit_reaches_only_the_spokes_it_targets() {
     let test = Spoke::start(tmp.path(), &join, "test", "env=test");
     hub.wait_ready_bundles(
         "dev",
-        &["devonly-hello", "devonly-web", "examples-hello", "examples-web"],
+        &[
+            "devonly-hello",
+            "devonly-web",
+            "examples-hello",
+            "examples-web",
+        ],
     );
     hub.wait_ready_bundles("test", &["examples-hello"]);
     let test_hello_before = test.file("examples-hello").expect("written");
 
-    let deployment = std::fs::read_to_string(repo.dir.join("web/deployment.yaml"))
-        .expect("example deployment");
+    let deployment =
+        std::fs::read_to_string(repo.dir.join("web/deployment.yaml")).expect("example deployment");
     repo.commit_file(
         "web/deployment.yaml",
         &deployment.replace("nginx:1.27", "nginx:1.28"),
@@ -103,11 +113,25 @@ fn a_new_commit_reaches_only_the_spokes_it_targets() {
     });
     hub.wait_ready_bundles(
         "dev",
-        &["devonly-hello", "devonly-web", "examples-hello", "examples-web"],
+        &[
+            "devonly-hello",
+            "devonly-web",
+            "examples-hello",
+            "examples-web",
+        ],
     );
-    assert!(test.file("examples-web").is_none(), "test is doNotDeploy for web");
-    assert!(test.file("devonly-hello").is_none(), "devonly targets env=dev only");
-    assert_eq!(test.file("examples-hello").expect("kept"), test_hello_before);
+    assert!(
+        test.file("examples-web").is_none(),
+        "test is doNotDeploy for web"
+    );
+    assert!(
+        test.file("devonly-hello").is_none(),
+        "devonly targets env=dev only"
+    );
+    assert_eq!(
+        test.file("examples-hello").expect("kept"),
+        test_hello_before
+    );
 }
 
 #[test]
@@ -123,14 +147,28 @@ fn a_label_change_on_the_hub_retargets_a_cluster() {
     assert!(spoke.file("examples-web").is_none());
 
     let out = hub.cli(&["cluster", "label", "edge", "env=prod"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     hub.wait_ready_bundles("edge", &["examples-hello", "examples-web"]);
-    let web = spoke.file("examples-web").expect("web arrives with env=prod");
+    let web = spoke
+        .file("examples-web")
+        .expect("web arrives with env=prod");
     assert!(web.contains("replicas: 3"), "prod overlay applied: {web}");
-    assert_eq!(hub.json(&["clusters"])[0]["labels"]["env"], "prod", "hub labels win");
+    assert_eq!(
+        hub.json(&["clusters"])[0]["labels"]["env"],
+        "prod",
+        "hub labels win"
+    );
 
     let out = hub.cli(&["cluster", "label", "edge", "env-"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     hub.wait_ready_bundles("edge", &["examples-hello"]);
     wait_until("web to be pruned from edge", || {
         spoke
@@ -151,7 +189,11 @@ fn a_broken_bundle_fails_alone_and_its_last_good_revision_stays_deployed() {
     hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
     let good_web = dev.file("examples-web").expect("written");
 
-    repo.commit_file("web/service.yaml", "kind: Service\nmetadata: [unclosed\n", "break web");
+    repo.commit_file(
+        "web/service.yaml",
+        "kind: Service\nmetadata: [unclosed\n",
+        "break web",
+    );
     repo.commit_file(
         "hello/configmap.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\ndata:\n  greeting: changed\n",
@@ -170,8 +212,15 @@ fn a_broken_bundle_fails_alone_and_its_last_good_revision_stays_deployed() {
             .ok_or(v.to_string())
     });
     assert!(
-        rows[0]["message"].as_str().unwrap_or_default().contains("web/service.yaml:"),
+        rows[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("web/service.yaml:"),
         "the error names file:line: {rows}"
     );
-    assert_eq!(dev.file("examples-web").expect("kept"), good_web, "last good stays");
+    assert_eq!(
+        dev.file("examples-web").expect("kept"),
+        good_web,
+        "last good stays"
+    );
 }

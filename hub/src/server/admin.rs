@@ -53,7 +53,11 @@ impl AdminService {
             Ok(rt) => (
                 rt.commit.clone().unwrap_or_default(),
                 rt.error.clone().unwrap_or_default(),
-                if rt.error.is_some() { rfc3339(rt.error_since) } else { String::new() },
+                if rt.error.is_some() {
+                    rfc3339(rt.error_since)
+                } else {
+                    String::new()
+                },
                 rfc3339(rt.last_poll),
                 rt.bundles.as_ref().map_or(0, Vec::len),
             ),
@@ -75,8 +79,12 @@ impl AdminService {
     }
 
     fn sorted_clusters(&self) -> Vec<ClusterName> {
-        let mut names: Vec<ClusterName> =
-            self.fleet.clusters.iter().map(|c| c.key().clone()).collect();
+        let mut names: Vec<ClusterName> = self
+            .fleet
+            .clusters
+            .iter()
+            .map(|c| c.key().clone())
+            .collect();
         names.sort();
         names
     }
@@ -92,11 +100,21 @@ fn validate_source(s: &pb::Source) -> Result<SourceSpec, Status> {
     if s.repo.trim().is_empty() {
         return Err(Status::invalid_argument("--repo is required"));
     }
-    let branch = if s.branch.is_empty() { "main".to_string() } else { s.branch.clone() };
+    let branch = if s.branch.is_empty() {
+        "main".to_string()
+    } else {
+        s.branch.clone()
+    };
     if branch.contains("..") || branch.starts_with('-') || branch.contains(char::is_whitespace) {
-        return Err(Status::invalid_argument(format!("invalid branch {branch:?}")));
+        return Err(Status::invalid_argument(format!(
+            "invalid branch {branch:?}"
+        )));
     }
-    let paths = if s.paths.is_empty() { vec![".".to_string()] } else { s.paths.clone() };
+    let paths = if s.paths.is_empty() {
+        vec![".".to_string()]
+    } else {
+        s.paths.clone()
+    };
     s.selector
         .parse::<LabelSelector>()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -105,7 +123,11 @@ fn validate_source(s: &pb::Source) -> Result<SourceSpec, Status> {
         repo: s.repo.trim().to_string(),
         branch,
         paths,
-        interval_secs: if s.interval_seconds == 0 { 15 } else { s.interval_seconds },
+        interval_secs: if s.interval_seconds == 0 {
+            15
+        } else {
+            s.interval_seconds
+        },
         selector: s.selector.clone(),
     })
 }
@@ -131,7 +153,8 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Cluster>, Status> {
         peer::require_admin(&request)?;
         let req = request.into_inner();
-        let name = ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let name =
+            ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
         for (k, v) in &req.set {
             labels::validate_key(k)
                 .and_then(|_| labels::validate_value(v))
@@ -232,7 +255,12 @@ impl Admin for AdminService {
         peer::require_admin(&request)?;
         let clusters = self.sorted_clusters();
         let mut bundles = Vec::new();
-        let sources: Vec<_> = self.fleet.sources.iter().map(|s| s.value().clone()).collect();
+        let sources: Vec<_> = self
+            .fleet
+            .sources
+            .iter()
+            .map(|s| s.value().clone())
+            .collect();
         for src in sources {
             let Ok(rt) = src.runtime.read() else { continue };
             for entry in rt.bundles.iter().flatten() {
@@ -240,7 +268,8 @@ impl Admin for AdminService {
                     .iter()
                     .filter_map(|c| {
                         let a = self.fleet.assignments_of(c);
-                        a.get(&entry.name).map(|a| self.fleet.row_state(c, &entry.name, a).0)
+                        a.get(&entry.name)
+                            .map(|a| self.fleet.row_state(c, &entry.name, a).0)
                     })
                     .collect();
                 let state = if !entry.errors.is_empty() {
@@ -292,7 +321,10 @@ impl Admin for AdminService {
                         .as_ref()
                         .map(|d| d.deployment_id.to_string())
                         .unwrap_or_default(),
-                    updated: st.as_ref().map(|s| rfc3339(s.updated_at)).unwrap_or_default(),
+                    updated: st
+                        .as_ref()
+                        .map(|s| rfc3339(s.updated_at))
+                        .unwrap_or_default(),
                     resources: st
                         .map(|s| {
                             s.resources
@@ -321,12 +353,19 @@ impl Admin for AdminService {
         peer::require_admin(&request)?;
         let req = request.into_inner();
         if req.ttl_seconds == 0 || req.max_uses == 0 {
-            return Err(Status::invalid_argument("ttl and max uses must be positive"));
+            return Err(Status::invalid_argument(
+                "ttl and max uses must be positive",
+            ));
         }
-        let (record, token) = tokens::generate(req.ttl_seconds, req.max_uses, &req.description, now_unix());
+        let (record, token) =
+            tokens::generate(req.ttl_seconds, req.max_uses, &req.description, now_unix());
         self.fleet
             .store
-            .commit(vec![Op::put_json(Table::Tokens, record.id.clone(), &record)])
+            .commit(vec![Op::put_json(
+                Table::Tokens,
+                record.id.clone(),
+                &record,
+            )])
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         let id = record.id.clone();
@@ -362,12 +401,33 @@ mod tests {
             ..Default::default()
         })
         .expect("valid");
-        assert_eq!((ok.branch.as_str(), ok.paths.clone(), ok.interval_secs), ("main", vec![".".to_string()], 15));
+        assert_eq!(
+            (ok.branch.as_str(), ok.paths.clone(), ok.interval_secs),
+            ("main", vec![".".to_string()], 15)
+        );
         for bad in [
-            pb::Source { name: "Bad Name".into(), repo: "x".into(), ..Default::default() },
-            pb::Source { name: "a".into(), repo: "".into(), ..Default::default() },
-            pb::Source { name: "a".into(), repo: "x".into(), selector: "env in (".into(), ..Default::default() },
-            pb::Source { name: "a".into(), repo: "x".into(), branch: "--upload-pack=x".into(), ..Default::default() },
+            pb::Source {
+                name: "Bad Name".into(),
+                repo: "x".into(),
+                ..Default::default()
+            },
+            pb::Source {
+                name: "a".into(),
+                repo: "".into(),
+                ..Default::default()
+            },
+            pb::Source {
+                name: "a".into(),
+                repo: "x".into(),
+                selector: "env in (".into(),
+                ..Default::default()
+            },
+            pb::Source {
+                name: "a".into(),
+                repo: "x".into(),
+                branch: "--upload-pack=x".into(),
+                ..Default::default()
+            },
         ] {
             assert!(validate_source(&bad).is_err(), "{bad:?}");
         }

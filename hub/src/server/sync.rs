@@ -116,11 +116,9 @@ impl SpokeService {
         }
         rec.agent_version = hello.agent_version.chars().take(64).collect();
         rec.last_seen = now_unix();
-        self.fleet.store.submit(vec![Op::put_json(
-            Table::Clusters,
-            cluster.as_str(),
-            &*rec,
-        )]);
+        self.fleet
+            .store
+            .submit(vec![Op::put_json(Table::Clusters, cluster.as_str(), &*rec)]);
         drop(rec);
         // Always reconcile on connect: labels may have changed while it was away.
         self.fleet.trigger(Trigger::Cluster(cluster.clone()));

@@ -32,8 +32,7 @@ impl DirTarget {
     }
 
     fn render(bundle: &str, deployment_id: &str, content: &[u8]) -> Vec<u8> {
-        let mut out =
-            format!("{HEADER_PREFIX}{bundle} deployment={deployment_id}\n").into_bytes();
+        let mut out = format!("{HEADER_PREFIX}{bundle} deployment={deployment_id}\n").into_bytes();
         out.extend_from_slice(content);
         out
     }
@@ -83,7 +82,8 @@ mod tests {
         assert!(t.in_sync("web", "d-1", b"kind: ConfigMap\n"));
         fs::write(dir.path().join("web.yaml"), "tampered").expect("tamper");
         assert!(!t.in_sync("web", "d-1", b"kind: ConfigMap\n"));
-        t.apply("web", "d-1", b"kind: ConfigMap\n").expect("re-apply");
+        t.apply("web", "d-1", b"kind: ConfigMap\n")
+            .expect("re-apply");
         t.remove("web").expect("remove");
         assert!(!dir.path().join("web.yaml").exists());
         t.remove("web").expect("removing twice is fine");
