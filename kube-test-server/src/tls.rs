@@ -73,25 +73,27 @@ pub fn server_config(c: &Certificates) -> Result<Arc<rustls::ServerConfig>, Erro
 /// A kubeconfig with one cluster, user and context, all named `flotilla-kube-test-server`.
 pub fn kubeconfig(server_url: &str, ca_pem: &str, token: &str) -> String {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    format!(
-        "# Written by flotilla-kube-test-server, a Kubernetes API TEST SERVER (not for production).\n\
-apiVersion: v1\n\
-kind: Config\n\
-clusters:\n\
-- name: flotilla-kube-test-server\n\
-  cluster:\n\
-    server: {server_url}\n\
-    certificate-authority-data: {ca}\n\
-users:\n\
-- name: flotilla-kube-test-server\n\
-  user:\n\
-    token: {token}\n\
-contexts:\n\
-- name: flotilla-kube-test-server\n\
-  context:\n\
-    cluster: flotilla-kube-test-server\n\
-    user: flotilla-kube-test-server\n\
-    namespace: default\n\
-current-context: flotilla-kube-test-server\n"
-    )
+    [
+        "# Written by flotilla-kube-test-server, a Kubernetes API TEST SERVER (not for production).",
+        "apiVersion: v1",
+        "kind: Config",
+        "clusters:",
+        "- name: flotilla-kube-test-server",
+        "  cluster:",
+        &format!("    server: {server_url}"),
+        &format!("    certificate-authority-data: {ca}"),
+        "users:",
+        "- name: flotilla-kube-test-server",
+        "  user:",
+        &format!("    token: {token}"),
+        "contexts:",
+        "- name: flotilla-kube-test-server",
+        "  context:",
+        "    cluster: flotilla-kube-test-server",
+        "    user: flotilla-kube-test-server",
+        "    namespace: default",
+        "current-context: flotilla-kube-test-server",
+        "",
+    ]
+    .join("\n")
 }
