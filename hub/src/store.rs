@@ -293,8 +293,7 @@ mod tests {
         };
         let err = snap
             .records::<serde_json::Value>(Table::Tokens)
-            .err()
-            .expect("corrupt");
+            .expect_err("corrupt");
         assert!(err.to_string().contains("t1"), "{err}");
     }
 }

@@ -189,8 +189,7 @@ mod tests {
         let id = Identity::Admin("x".into());
         let err = ca
             .sign_csr("not a csr", &id, Duration::from_secs(1))
-            .err()
-            .expect("must fail");
+            .expect_err("must fail");
         assert!(err.to_string().contains("invalid CSR"), "{err}");
     }
 

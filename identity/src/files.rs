@@ -83,7 +83,7 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert_eq!(read_secret(&p).expect("read"), "secret");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = read_secret(&p).err().expect("refused");
+        let err = read_secret(&p).expect_err("refused");
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 }

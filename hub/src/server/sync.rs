@@ -275,7 +275,7 @@ impl Session {
         let gone: Vec<String> = self
             .sent
             .keys()
-            .filter(|b| !desired.get(*b).is_some_and(|a| a.desired.is_some()))
+            .filter(|b| desired.get(*b).is_none_or(|a| a.desired.is_none()))
             .cloned()
             .collect();
         for bundle in gone {
@@ -300,7 +300,7 @@ mod tests {
         let c = ClusterName::new("dev").expect("name");
         assert!(check_claimed_name(&c, "").is_ok());
         assert!(check_claimed_name(&c, "dev").is_ok());
-        let err = check_claimed_name(&c, "prod").err().expect("refused");
+        let err = check_claimed_name(&c, "prod").expect_err("refused");
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
     }
 }
