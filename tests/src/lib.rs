@@ -238,6 +238,18 @@ impl Hub {
         )
     }
 
+    /// Stops the hub process (SIGKILL) and starts it again on the same data dir and port.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        let base = self
+            .dir
+            .parent()
+            .expect("hub dir has a parent")
+            .to_path_buf();
+        self.proc = Self::spawn(&self.dir, &self.addr, &base);
+        self.wait_ready();
+    }
+
     fn wait_ready(&self) {
         wait_until("the hub to answer", || {
             let out = self.cli(&["clusters"]);

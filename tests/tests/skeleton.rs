@@ -224,3 +224,32 @@ fn a_broken_bundle_fails_alone_and_its_last_good_revision_stays_deployed() {
         "last good stays"
     );
 }
+
+#[test]
+fn a_hub_restart_loses_no_cluster_source_or_status() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &example_repo());
+    let mut hub = Hub::start(tmp.path());
+    hub.add_source("examples", &repo.url, "");
+    let join = hub.token("1h", 1);
+    let dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    let out = hub.cli(&["cluster", "label", "dev", "tier=gold"]);
+    assert!(out.status.success());
+
+    hub.restart();
+
+    let clusters = hub.json(&["clusters"]);
+    assert_eq!(clusters[0]["name"], "dev");
+    assert_eq!(clusters[0]["labels"]["tier"], "gold", "hub labels survive");
+    assert_eq!(hub.json(&["sources"])[0]["name"], "examples");
+    wait_until("dev to reconnect to the restarted hub", || {
+        let c = hub.json(&["clusters"]);
+        (c[0]["connected"] == true)
+            .then_some(())
+            .ok_or(c.to_string())
+    });
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    assert!(dev.file("examples-web").is_some());
+}
