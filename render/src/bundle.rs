@@ -236,6 +236,7 @@ pub(crate) fn load(
     dir: &str,
     name: &str,
     limits: &Limits,
+    warn_nested: bool,
 ) -> Result<Bundle, Vec<Diagnostic>> {
     let fs = DiskFs::new(repo_root, limits);
     if fs.kind(dir) != Kind::Dir {
@@ -276,7 +277,7 @@ pub(crate) fn load(
         value_keys: BTreeSet::new(),
         cache: BTreeMap::new(),
     };
-    if let Ok((_, nested)) = discovery::resource_files(&fs, dir) {
+    if warn_nested && let Ok((_, nested)) = discovery::resource_files(&fs, dir) {
         for n in nested {
             bundle.warnings.push(Diagnostic::new(
                 &n,

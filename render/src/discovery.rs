@@ -382,7 +382,7 @@ pub(crate) fn discover(
             .unwrap_or_else(|| bundle_name(source, d));
         let result = match broken.get(d) {
             Some(diag) => Err(vec![diag.clone()]),
-            None => crate::bundle::load(repo_root, d, &name, limits),
+            None => crate::bundle::load(repo_root, d, &name, limits, false),
         };
         out.push(crate::LoadedBundle {
             name,

@@ -143,5 +143,5 @@ pub fn discover(
 /// Loads `dir` as one bundle whose repo root is `dir` itself (for `flotilla render DIR`).
 /// Nested bundle folders below it are left out, with a warning.
 pub fn load_bundle_dir(dir: &Path, name: &str, limits: &Limits) -> Result<Bundle, Vec<Diagnostic>> {
-    bundle::load(dir, "", name, limits)
+    bundle::load(dir, "", name, limits, true)
 }

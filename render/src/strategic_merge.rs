@@ -14,6 +14,20 @@ pub(crate) enum Outcome {
     Deleted,
 }
 
+/// Whose strategic merge to reproduce. They differ in list order and in what a list of
+/// a kind without a schema does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Schema {
+    /// apimachinery's (kubectl patch, Fleet overlays): merged lists keep the original
+    /// order and new elements are appended.
+    Builtin,
+    /// kustomize's (kyaml) for built-in kinds: patch elements come first, in patch order,
+    /// then the original elements the patch did not mention.
+    Kustomize,
+    /// kustomize's for kinds it has no schema for: every list is replaced.
+    KustomizeUnknownKind,
+}
+
 enum ListStrategy {
     Replace,
     MergeBy(&'static str),
@@ -58,12 +72,23 @@ fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
 
 /// Applies `patch` to `doc` (an object of kind `kind`).
 pub(crate) fn apply(doc: &mut Value, patch: &Value, kind: &str) -> Result<Outcome, String> {
+    apply_with(doc, patch, kind, Schema::Builtin)
+}
+
+/// Applies `patch` with list merge keys taken from `schema`. All or nothing.
+pub(crate) fn apply_with(
+    doc: &mut Value,
+    patch: &Value,
+    kind: &str,
+    schema: Schema,
+) -> Result<Outcome, String> {
     if directive(patch) == Some("delete") {
         return Ok(Outcome::Deleted);
     }
     let mut path = Vec::new();
     let mut work = doc.clone();
-    merge_value(&mut work, patch, kind, &mut path)?;
+    let ctx = Ctx { kind, schema };
+    merge_value(&mut work, patch, &ctx, &mut path)?;
     *doc = work;
     Ok(Outcome::Kept)
 }
@@ -91,10 +116,15 @@ fn strip(v: &Value) -> Value {
     }
 }
 
+struct Ctx<'a> {
+    kind: &'a str,
+    schema: Schema,
+}
+
 fn merge_value(
     target: &mut Value,
     patch: &Value,
-    kind: &str,
+    kind: &Ctx<'_>,
     path: &mut Vec<String>,
 ) -> Result<(), String> {
     match patch {
@@ -123,7 +153,7 @@ fn merge_value(
 fn merge_map(
     target: &mut Value,
     pm: &Map<String, Value>,
-    kind: &str,
+    kind: &Ctx<'_>,
     path: &mut Vec<String>,
 ) -> Result<(), String> {
     let Value::Object(tm) = target else {
@@ -168,7 +198,7 @@ fn merge_map(
 fn merge_list(
     target: &mut Value,
     patch: &Value,
-    kind: &str,
+    kind: &Ctx<'_>,
     path: &mut Vec<String>,
 ) -> Result<(), String> {
     let Some(items) = patch.as_array() else {
@@ -176,7 +206,12 @@ fn merge_list(
     };
     let replace_all = items.iter().any(|e| directive(e) == Some("replace"));
     let field = path.last().cloned().unwrap_or_default();
-    match list_strategy(kind, path) {
+    let strategy = match kind.schema {
+        Schema::Builtin | Schema::Kustomize => list_strategy(kind.kind, path),
+        Schema::KustomizeUnknownKind => ListStrategy::Replace,
+    };
+    let patch_first = kind.schema == Schema::Kustomize;
+    match strategy {
         _ if replace_all || !target.is_array() => {
             *target = strip(patch);
             Ok(())
@@ -187,11 +222,18 @@ fn merge_list(
         }
         ListStrategy::PrimitiveUnion => {
             if let Value::Array(existing) = target {
-                for item in items {
-                    if !existing.contains(item) {
-                        existing.push(item.clone());
+                let mut merged: Vec<Value> = Vec::new();
+                let (first, second) = if patch_first {
+                    (items.as_slice(), existing.as_slice())
+                } else {
+                    (existing.as_slice(), items.as_slice())
+                };
+                for item in first.iter().chain(second) {
+                    if !merged.contains(item) {
+                        merged.push(item.clone());
                     }
                 }
+                *existing = merged;
             }
             Ok(())
         }
@@ -199,25 +241,47 @@ fn merge_list(
             let Value::Array(existing) = target else {
                 return Ok(());
             };
+            // Each original element, and whether the patch mentioned it.
+            let mut original: Vec<(Value, bool)> = existing.drain(..).map(|e| (e, false)).collect();
+            let mut from_patch: Vec<Value> = Vec::new();
             for item in items {
                 let Some(key_value) = item.get(key) else {
                     if item.is_object() {
                         return Err(format!("an element of {field} has no merge key {key:?}"));
                     }
-                    existing.push(item.clone());
+                    from_patch.push(item.clone());
                     continue;
                 };
-                let pos = existing.iter().position(|e| e.get(key) == Some(key_value));
+                let pos = original
+                    .iter()
+                    .position(|(e, seen)| !seen && e.get(key) == Some(key_value));
                 match (directive(item), pos) {
                     (Some("delete"), Some(i)) => {
-                        existing.remove(i);
+                        original.remove(i);
                     }
                     (Some("delete"), None) => {}
-                    (Some("replace"), Some(i)) => existing[i] = strip(item),
-                    (_, Some(i)) => merge_value(&mut existing[i], item, kind, path)?,
-                    (_, None) => existing.push(strip(item)),
+                    (Some("replace"), Some(i)) => {
+                        original[i] = (strip(item), true);
+                        if patch_first {
+                            from_patch.push(original.remove(i).0);
+                        }
+                    }
+                    (_, Some(i)) => {
+                        merge_value(&mut original[i].0, item, kind, path)?;
+                        original[i].1 = true;
+                        if patch_first {
+                            from_patch.push(original.remove(i).0);
+                        }
+                    }
+                    (_, None) => from_patch.push(strip(item)),
                 }
             }
+            let rest = original.into_iter().map(|(e, _)| e);
+            *existing = if patch_first {
+                from_patch.into_iter().chain(rest).collect()
+            } else {
+                rest.chain(from_patch).collect()
+            };
             Ok(())
         }
     }
