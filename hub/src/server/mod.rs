@@ -9,6 +9,7 @@ mod admin;
 mod peer;
 mod registration;
 mod sync;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +17,8 @@ use std::sync::Arc;
 use flotilla_proto::v1::{
     admin_server::AdminServer, registration_server::RegistrationServer, spoke_server::SpokeServer,
 };
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Server;
 
 use crate::fleet::Fleet;
 
@@ -32,16 +34,22 @@ pub struct ServerTls {
     pub ca_pem: String,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
 pub async fn serve(
     fleet: Arc<Fleet>,
     listen: SocketAddr,
     tls: ServerTls,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
-    let tls_config = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
-        .client_ca_root(Certificate::from_pem(&tls.ca_pem))
-        .client_auth_optional(true);
+) -> Result<(), ServeError> {
+    let config = tls::server_config(&tls.cert_pem, &tls.key_pem, &tls.ca_pem)?;
+    let incoming = tls::incoming(listen, config).await?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -53,7 +61,6 @@ pub async fn serve(
         .build_v1();
 
     Server::builder()
-        .tls_config(tls_config)?
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(health_service)
         .add_optional_service(reflection.ok())
@@ -71,6 +78,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_INBOUND_MESSAGE)
                 .max_encoding_message_size(MAX_OUTBOUND_MESSAGE),
         )
-        .serve_with_shutdown(listen, shutdown)
-        .await
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
+        .await?;
+    Ok(())
 }
