@@ -161,7 +161,12 @@ impl Cluster {
     }
 
     /// LIST with selectors and `limit`/`continue` pagination.
-    pub fn list(&self, rt: &ResourceType, namespace: Option<&str>, o: &ListOptions) -> ApiResult<Value> {
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        o: &ListOptions,
+    ) -> ApiResult<Value> {
         let store = self.lock();
         let rv = store.current_rv();
         if o.resource_version_match.as_deref() == Some("Exact") {
@@ -187,9 +192,13 @@ impl Cluster {
                 continue;
             }
             if o.limit.is_some_and(|l| l > 0 && items.len() >= l) {
-                more = items
-                    .last()
-                    .map(|last: &Value| format!("{}/{}", last["metadata"]["namespace"].as_str().unwrap_or_default(), last["metadata"]["name"].as_str().unwrap_or_default()));
+                more = items.last().map(|last: &Value| {
+                    format!(
+                        "{}/{}",
+                        last["metadata"]["namespace"].as_str().unwrap_or_default(),
+                        last["metadata"]["name"].as_str().unwrap_or_default()
+                    )
+                });
                 break;
             }
             items.push(present(v, rt));
@@ -216,7 +225,9 @@ impl Cluster {
     ) -> ApiResult<Value> {
         let mut obj = body;
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
+            return Err(ApiError::bad_request(
+                "the body must be a JSON or YAML object",
+            ));
         }
         check_type_meta(&mut obj, rt)?;
         let name = match obj["metadata"]["name"].as_str().filter(|n| !n.is_empty()) {
@@ -228,7 +239,10 @@ impl Cluster {
                         &rt.kind,
                         &rt.group,
                         "",
-                        &[("metadata.name", "Required value: name or generateName is required".into())],
+                        &[(
+                            "metadata.name",
+                            "Required value: name or generateName is required".into(),
+                        )],
                     ));
                 }
             },
@@ -272,11 +286,15 @@ impl Cluster {
             .ok_or_else(|| ApiError::not_found(t.subject()))?;
         let mut new = body;
         if !new.is_object() {
-            return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
+            return Err(ApiError::bad_request(
+                "the body must be a JSON or YAML object",
+            ));
         }
         check_type_meta(&mut new, &t.rt)?;
         check_identity(&new, t)?;
-        let sent_rv = new["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+        let sent_rv = new["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default();
         if !sent_rv.is_empty() && old["metadata"]["resourceVersion"] != sent_rv {
             return Err(ApiError::conflict_modified(t.subject()));
         }
@@ -326,12 +344,15 @@ impl Cluster {
         }
         check_type_meta(&mut new, &t.rt)?;
         check_identity(&new, t)?;
-        let sent_rv = patch_doc["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+        let sent_rv = patch_doc["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default();
         if !sent_rv.is_empty() && old["metadata"]["resourceVersion"] != sent_rv {
             return Err(ApiError::conflict_modified(t.subject()));
         }
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-        self.finish_update(&mut store, t, old, new, o).map(|v| (200, v))
+        self.finish_update(&mut store, t, old, new, o)
+            .map(|v| (200, v))
     }
 
     /// Server-side apply (`application/apply-patch+yaml`).
@@ -346,10 +367,15 @@ impl Cluster {
         };
         let mut config = parse_yaml_or_json(body)?;
         if !config.is_object() {
-            return Err(ApiError::bad_request("the applied configuration must be an object"));
+            return Err(ApiError::bad_request(
+                "the applied configuration must be an object",
+            ));
         }
         let (av, kind) = (
-            config["apiVersion"].as_str().unwrap_or_default().to_string(),
+            config["apiVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             config["kind"].as_str().unwrap_or_default().to_string(),
         );
         if av.is_empty() || kind.is_empty() {
@@ -360,7 +386,9 @@ impl Cluster {
         check_type_meta(&mut config, &t.rt)?;
         check_identity(&config, t)?;
         if config["metadata"]["name"].as_str().is_none() {
-            return Err(ApiError::bad_request("metadata.name must be set in an applied configuration"));
+            return Err(ApiError::bad_request(
+                "metadata.name must be set in an applied configuration",
+            ));
         }
         if config["metadata"]["managedFields"].is_array() {
             return Err(ApiError::bad_request(
@@ -388,7 +416,10 @@ impl Cluster {
         }
         let mut store = self.lock();
         let live = store.get(&t.key()).cloned();
-        let sent_rv = config["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
+        let sent_rv = config["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if !sent_rv.is_empty() {
             match &live {
                 Some(l) if l["metadata"]["resourceVersion"] == sent_rv.as_str() => {}
@@ -427,11 +458,13 @@ impl Cluster {
             None => {
                 self.prepare_create(&store, t, &mut new)?;
                 set_managers(&mut new, &managers);
-                self.commit(&mut store, t, None, new, o.dry_run).map(|v| (201, v))
+                self.commit(&mut store, t, None, new, o.dry_run)
+                    .map(|v| (201, v))
             }
             Some(old) => {
                 let new = self.prepare_update(t, &old, new)?;
-                self.commit(&mut store, t, Some(old), new, o.dry_run).map(|v| (200, v))
+                self.commit(&mut store, t, Some(old), new, o.dry_run)
+                    .map(|v| (200, v))
             }
         }
     }
@@ -507,7 +540,12 @@ impl Cluster {
             .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
         meta.insert("uid".into(), json!(new_uid()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
-        for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
             meta.remove(k);
         }
         if rt.tracks_generation {
@@ -534,7 +572,11 @@ impl Cluster {
                     spec["type"] = json!("ClusterIP");
                 }
                 if spec["type"] != "ExternalName" && spec["clusterIP"].is_null() {
-                    let ip = format!("10.96.{}.{}", rand::random::<u8>(), rand::random::<u8>().max(1));
+                    let ip = format!(
+                        "10.96.{}.{}",
+                        rand::random::<u8>(),
+                        rand::random::<u8>().max(1)
+                    );
                     spec["clusterIP"] = json!(ip);
                     spec["clusterIPs"] = json!([ip]);
                 }
@@ -628,7 +670,9 @@ impl Cluster {
             return Ok(present(old, &t.rt));
         }
         if dry_run {
-            if old.is_none() && let Some(m) = new["metadata"].as_object_mut() {
+            if old.is_none()
+                && let Some(m) = new["metadata"].as_object_mut()
+            {
                 m.remove("resourceVersion");
             }
             return Ok(present(&new, &t.rt));
@@ -702,21 +746,28 @@ impl Cluster {
             let t = Target {
                 rt: rt.clone(),
                 namespace: item["metadata"]["namespace"].as_str().map(str::to_string),
-                name: item["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                name: item["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 subresource: None,
             };
             if let Ok((_, v)) = self.delete(&t, &Value::Null, o) {
                 deleted.push(v);
             }
         }
-        Ok(json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(),
-            "metadata": {"resourceVersion": self.lock().current_rv().to_string()}, "items": deleted}))
+        Ok(
+            json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(),
+            "metadata": {"resourceVersion": self.lock().current_rv().to_string()}, "items": deleted}),
+        )
     }
 
     /// Removes an object now, with its namespace contents, CRD instances and
     /// (when `cascade`) owner-referenced dependents.
     fn remove_now(&self, store: &mut Store, key: &Key, cascade: bool) -> Option<Value> {
-        let uid = store.get(key)?["metadata"]["uid"].as_str().map(str::to_string);
+        let uid = store.get(key)?["metadata"]["uid"]
+            .as_str()
+            .map(str::to_string);
         if key.group.is_empty() && key.resource == "namespaces" {
             for k in store.keys_in_namespace(&key.name) {
                 store.delete(&k);
@@ -730,7 +781,10 @@ impl Cluster {
                 crd["spec"]["names"]["plural"].as_str().map(str::to_string),
             )
         {
-            let keys: Vec<Key> = store.list(&group, &plural, None).map(|(k, _)| k.clone()).collect();
+            let keys: Vec<Key> = store
+                .list(&group, &plural, None)
+                .map(|(k, _)| k.clone())
+                .collect();
             for k in keys {
                 store.delete(&k);
             }
@@ -849,14 +903,19 @@ fn validate_name(rt: &ResourceType, name: &str) -> ApiResult<()> {
     let dns_label = |s: &str| {
         !s.is_empty()
             && s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
     };
     let ok = if rt.group.is_empty() && rt.kind == "Namespace" {
         dns_label(name)
     } else if rt.group == "rbac.authorization.k8s.io" {
-        !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('%')
+        !name.is_empty()
+            && name != "."
+            && name != ".."
+            && !name.contains('/')
+            && !name.contains('%')
     } else {
         name.len() <= 253 && name.split('.').all(dns_label)
     };
@@ -869,7 +928,9 @@ fn validate_name(rt: &ResourceType, name: &str) -> ApiResult<()> {
             name,
             &[(
                 "metadata.name",
-                format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+                format!(
+                    "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                ),
             )],
         ))
     }
@@ -934,7 +995,10 @@ fn crd_status(crd: &mut Value, t: &Target, old: Option<&Value>) -> ApiResult<()>
         names["singular"] = json!(names["kind"].as_str().unwrap_or_default().to_lowercase());
     }
     if names["listKind"].is_null() {
-        names["listKind"] = json!(format!("{}List", names["kind"].as_str().unwrap_or_default()));
+        names["listKind"] = json!(format!(
+            "{}List",
+            names["kind"].as_str().unwrap_or_default()
+        ));
     }
     let storage = crd["spec"]["versions"]
         .as_array()
@@ -967,8 +1031,8 @@ pub fn parse_yaml_or_json(body: &[u8]) -> ApiResult<Value> {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         return Ok(v);
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
     serde_saphyr::from_str::<Value>(text)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
 }
@@ -1004,7 +1068,10 @@ mod tests {
     }
 
     fn rt(c: &Cluster, g: &str, v: &str, plural: &str) -> ResourceType {
-        c.registry().lookup(g, v, plural).cloned().expect("known resource")
+        c.registry()
+            .lookup(g, v, plural)
+            .cloned()
+            .expect("known resource")
     }
 
     fn opts(m: &str) -> WriteOptions {
@@ -1019,7 +1086,12 @@ mod tests {
         let c = cluster();
         let cm = rt(&c, "", "v1", "configmaps");
         let err = c
-            .create(&cm, Some("nope"), json!({"metadata": {"name": "a"}}), &opts("t"))
+            .create(
+                &cm,
+                Some("nope"),
+                json!({"metadata": {"name": "a"}}),
+                &opts("t"),
+            )
             .expect_err("missing namespace");
         assert_eq!((err.code, err.reason), (404, "NotFound"));
         assert_eq!(err.message, "namespaces \"nope\" not found");
@@ -1030,19 +1102,45 @@ mod tests {
         let c = cluster();
         let d = rt(&c, "apps", "v1", "deployments");
         let created = c
-            .create(&d, Some("default"), json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}, "status": {"x": 1}}), &opts("t"))
+            .create(
+                &d,
+                Some("default"),
+                json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}, "status": {"x": 1}}),
+                &opts("t"),
+            )
             .expect("created");
         assert_eq!(created["metadata"]["generation"], 1);
-        assert!(object_map(&created).get("status").is_none(), "status is dropped on create");
-        let t = Target { rt: d.clone(), namespace: Some("default".into()), name: "web".into(), subresource: Some("status".into()) };
+        assert!(
+            object_map(&created).get("status").is_none(),
+            "status is dropped on create"
+        );
+        let t = Target {
+            rt: d.clone(),
+            namespace: Some("default".into()),
+            name: "web".into(),
+            subresource: Some("status".into()),
+        };
         let (_, s) = c
-            .patch(&t, PatchType::Merge, br#"{"status": {"readyReplicas": 1}}"#, &opts("ctl"))
+            .patch(
+                &t,
+                PatchType::Merge,
+                br#"{"status": {"readyReplicas": 1}}"#,
+                &opts("ctl"),
+            )
             .expect("status patch");
         assert_eq!(s["metadata"]["generation"], 1);
         assert_eq!(s["status"]["readyReplicas"], 1);
-        let main = Target { subresource: None, ..t };
+        let main = Target {
+            subresource: None,
+            ..t
+        };
         let (_, m) = c
-            .patch(&main, PatchType::Merge, br#"{"spec": {"replicas": 2}, "status": {"readyReplicas": 9}}"#, &opts("ctl"))
+            .patch(
+                &main,
+                PatchType::Merge,
+                br#"{"spec": {"replicas": 2}, "status": {"readyReplicas": 9}}"#,
+                &opts("ctl"),
+            )
             .expect("main patch");
         assert_eq!(m["metadata"]["generation"], 2);
         assert_eq!(m["status"]["readyReplicas"], 1, "main writes ignore status");

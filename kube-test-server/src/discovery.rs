@@ -56,7 +56,10 @@ pub fn group_list(reg: &Registry) -> Value {
 
 /// `GET /apis/GROUP`.
 pub fn group(reg: &Registry, name: &str) -> Option<Value> {
-    let (g, vs) = reg.groups().into_iter().find(|(g, _)| g == name && !g.is_empty())?;
+    let (g, vs) = reg
+        .groups()
+        .into_iter()
+        .find(|(g, _)| g == name && !g.is_empty())?;
     let mut doc = group_doc(&g, &vs);
     doc["kind"] = json!("APIGroup");
     doc["apiVersion"] = json!("v1");
@@ -174,8 +177,13 @@ pub fn openapi_v3_group_version(reg: &Registry, group: &str, version: &str) -> O
                 "responses": {"200": {"description": "OK"}},
             })
         };
-        let write_params =
-            || vec![param("dryRun"), param("fieldManager"), param("fieldValidation")];
+        let write_params = || {
+            vec![
+                param("dryRun"),
+                param("fieldManager"),
+                param("fieldValidation"),
+            ]
+        };
         let mut patch_params = write_params();
         patch_params.push(param("force"));
         let base = if t.namespaced {

@@ -105,7 +105,7 @@ pub fn item_key(item: &Value, keys: &[String], list_schema: &Schema) -> PathElem
 pub fn item_matches(item: &Value, pe: &PathElement, keys: &[String], list_schema: &Schema) -> bool {
     match pe {
         PathElement::Key(_) => item_key(item, keys, list_schema) == *pe,
-        PathElement::Value(v) => item.to_string() == *v,
+        PathElement::Value(v) => serde_json::from_str::<Value>(v).is_ok_and(|x| x == *item),
         _ => false,
     }
 }
@@ -243,7 +243,12 @@ mod tests {
         let obj = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx",
             "ports": [{"containerPort": 80}]}]}}}});
         let mut out = BTreeMap::new();
-        collect(&obj, &Schema::root("Deployment", None), &mut Vec::new(), &mut out);
+        collect(
+            &obj,
+            &Schema::root("Deployment", None),
+            &mut Vec::new(),
+            &mut out,
+        );
         let paths: Vec<String> = out.keys().map(|p| display_path(p)).collect();
         assert!(paths.contains(&".spec.template.spec.containers[name=\"web\"].image".to_string()));
         assert!(paths.contains(

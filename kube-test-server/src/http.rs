@@ -118,7 +118,10 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;
@@ -166,7 +169,9 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
             if e.is::<http_body_util::LengthLimitError>() {
                 Err(ApiError::too_large("the request body is larger than 3 MiB"))
             } else {
-                Err(ApiError::bad_request(format!("reading the request body: {e}")))
+                Err(ApiError::bad_request(format!(
+                    "reading the request body: {e}"
+                )))
             }
         }
     }
@@ -181,10 +186,13 @@ async fn route(state: &ServerState, req: Request<Incoming>) -> Result<Response<B
         if !get {
             return Err(ApiError::method_not_allowed(req.method().as_str()));
         }
-        v.map(|v| json_response(200, &v)).ok_or_else(ApiError::no_route)
+        v.map(|v| json_response(200, &v))
+            .ok_or_else(ApiError::no_route)
     };
     match segs.as_slice() {
-        [] => only_get(Some(json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}))),
+        [] => only_get(Some(
+            json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}),
+        )),
         ["healthz" | "livez" | "readyz"] => Ok(text_response("ok")),
         ["version"] => only_get(Some(discovery::version())),
         ["api"] => only_get(Some(discovery::core_versions(&state.address))),
@@ -192,7 +200,9 @@ async fn route(state: &ServerState, req: Request<Incoming>) -> Result<Response<B
         ["apis", g] => only_get(discovery::group(&reg, g)),
         ["openapi", "v3"] => only_get(Some(discovery::openapi_v3_index(&reg))),
         ["openapi", "v3", "api", v] => only_get(discovery::openapi_v3_group_version(&reg, "", v)),
-        ["openapi", "v3", "apis", g, v] => only_get(discovery::openapi_v3_group_version(&reg, g, v)),
+        ["openapi", "v3", "apis", g, v] => {
+            only_get(discovery::openapi_v3_group_version(&reg, g, v))
+        }
         ["api", v] => only_get(discovery::resource_list(&reg, "", v)),
         ["apis", g, v] => only_get(discovery::resource_list(&reg, g, v)),
         ["api", v, rest @ ..] => {
@@ -297,7 +307,10 @@ async fn resource(
             let list = cluster.list(&p.rt, p.namespace.as_deref(), &lo)?;
             if table::wants_table(&accept) {
                 let items = list["items"].as_array().cloned().unwrap_or_default();
-                let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
+                let include = q
+                    .get("includeObject")
+                    .map(String::as_str)
+                    .unwrap_or("Metadata");
                 return Ok(json_response(
                     200,
                     &table::to_table(&p.rt, &items, list["metadata"].clone(), include),
@@ -308,9 +321,15 @@ async fn resource(
         (Method::GET, Some(name)) => {
             let obj = cluster.get(&target(name))?;
             if table::wants_table(&accept) {
-                let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata");
+                let include = q
+                    .get("includeObject")
+                    .map(String::as_str)
+                    .unwrap_or("Metadata");
                 let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
-                return Ok(json_response(200, &table::to_table(&p.rt, &[obj], meta, include)));
+                return Ok(json_response(
+                    200,
+                    &table::to_table(&p.rt, &[obj], meta, include),
+                ));
             }
             Ok(json_response(200, &obj))
         }
@@ -321,7 +340,10 @@ async fn resource(
         }
         (Method::PUT, Some(name)) => {
             let body = decode_body(&content_type, &read_body(req).await?)?;
-            Ok(json_response(200, &cluster.update(&target(name), body, &wo)?))
+            Ok(json_response(
+                200,
+                &cluster.update(&target(name), body, &wo)?,
+            ))
         }
         (Method::PATCH, Some(name)) => {
             let kind = PatchType::from_content_type(&content_type)

@@ -164,7 +164,9 @@ impl TestServer {
         }
         tracing::info!(
             "kube test server (a TEST SERVER, not a Kubernetes API server for production) listening on https://{https_addr}{}",
-            http_addr.map(|a| format!(" and http://{a}")).unwrap_or_default()
+            http_addr
+                .map(|a| format!(" and http://{a}"))
+                .unwrap_or_default()
         );
         Ok(RunningServer {
             https_addr,

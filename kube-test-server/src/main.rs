@@ -58,7 +58,10 @@ async fn main() -> anyhow::Result<()> {
         server.write_kubeconfig(path)?;
         tracing::info!("kube test server: kubeconfig written to {}", path.display());
     }
-    println!("flotilla-kube-test-server (TEST SERVER) https: {}", server.https_url());
+    println!(
+        "flotilla-kube-test-server (TEST SERVER) https: {}",
+        server.https_url()
+    );
     if let Some(u) = server.http_url() {
         println!("flotilla-kube-test-server (TEST SERVER) http: {u}");
     }

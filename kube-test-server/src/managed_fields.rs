@@ -152,31 +152,26 @@ pub fn owned_path(path: &[PathElement], scope: Scope) -> bool {
         Some(PathElement::Field(s)) => Some(s.as_str()),
         _ => None,
     };
-    match field(0) {
-        Some("apiVersion" | "kind") => return false,
-        Some("metadata") => {
-            if path.len() == 1
-                || matches!(
-                    field(1),
-                    Some(
-                        "name"
-                            | "namespace"
-                            | "creationTimestamp"
-                            | "selfLink"
-                            | "uid"
-                            | "clusterName"
-                            | "generation"
-                            | "managedFields"
-                            | "resourceVersion"
-                            | "deletionTimestamp"
-                            | "deletionGracePeriodSeconds"
-                    )
-                )
-            {
-                return false;
-            }
-        }
-        _ => {}
+    const SERVER_SET: &[&str] = &[
+        "name",
+        "namespace",
+        "creationTimestamp",
+        "selfLink",
+        "uid",
+        "clusterName",
+        "generation",
+        "managedFields",
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ];
+    let server_set = match field(0) {
+        Some("apiVersion" | "kind") => true,
+        Some("metadata") => path.len() == 1 || field(1).is_some_and(|f| SERVER_SET.contains(&f)),
+        _ => false,
+    };
+    if server_set {
+        return false;
     }
     match scope {
         Scope::Main {
@@ -242,7 +237,9 @@ pub fn record_update(
     }
     for e in managers.0.iter_mut() {
         if !e.is(who.manager, Operation::Update, who.subresource) {
-            e.set.0.retain(|p| !changed.contains(p) && !c.removed.contains(p));
+            e.set
+                .0
+                .retain(|p| !changed.contains(p) && !c.removed.contains(p));
         }
     }
     if !changed.is_empty() {
@@ -433,9 +430,7 @@ pub fn get_path<'v>(v: &'v Value, path: &[PathElement], schema: &Schema) -> Opti
         return Some(v);
     };
     match (pe, v) {
-        (PathElement::Field(f), Value::Object(m)) => {
-            get_path(m.get(f)?, rest, &schema.field(f))
-        }
+        (PathElement::Field(f), Value::Object(m)) => get_path(m.get(f)?, rest, &schema.field(f)),
         (PathElement::Key(_) | PathElement::Value(_), Value::Array(items)) => {
             let keys = list_keys(schema);
             let item = items
@@ -507,8 +502,16 @@ mod tests {
     #[test]
     fn fields_a_manager_stops_applying_are_removed() {
         let first = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "labels": {"x": "1"}}, "data": {"a": "1", "b": "2"}});
-        let (obj, m) = apply(None, &first, &Managers::default(), &cm(), MAIN, &who("m1"), false)
-            .expect("no conflict");
+        let (obj, m) = apply(
+            None,
+            &first,
+            &Managers::default(),
+            &cm(),
+            MAIN,
+            &who("m1"),
+            false,
+        )
+        .expect("no conflict");
         let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"a": "1"}});
         let (obj, m) =
             apply(Some(&obj), &second, &m, &cm(), MAIN, &who("m1"), false).expect("no conflict");
@@ -520,12 +523,20 @@ mod tests {
     #[test]
     fn fields_shared_with_another_manager_survive_when_one_drops_them() {
         let cfg = json!({"data": {"a": "1"}});
-        let (obj, m) = apply(None, &cfg, &Managers::default(), &cm(), MAIN, &who("m1"), false)
-            .expect("ok");
+        let (obj, m) = apply(
+            None,
+            &cfg,
+            &Managers::default(),
+            &cm(),
+            MAIN,
+            &who("m1"),
+            false,
+        )
+        .expect("ok");
         let (obj, m) = apply(Some(&obj), &cfg, &m, &cm(), MAIN, &who("m2"), false)
             .expect("same value is shared, not a conflict");
-        let (obj, _) = apply(Some(&obj), &json!({}), &m, &cm(), MAIN, &who("m1"), false)
-            .expect("ok");
+        let (obj, _) =
+            apply(Some(&obj), &json!({}), &m, &cm(), MAIN, &who("m1"), false).expect("ok");
         assert_eq!(obj["data"]["a"], "1");
     }
 
@@ -542,8 +553,8 @@ mod tests {
         )
         .expect("ok");
         let change = json!({"data": {"a": "2"}});
-        let err = apply(Some(&obj), &change, &m, &cm(), MAIN, &who("m2"), false)
-            .expect_err("conflict");
+        let err =
+            apply(Some(&obj), &change, &m, &cm(), MAIN, &who("m2"), false).expect_err("conflict");
         assert_eq!(err[0].0, "m1");
         let (obj, m) =
             apply(Some(&obj), &change, &m, &cm(), MAIN, &who("m2"), true).expect("forced");
@@ -568,10 +579,7 @@ mod tests {
         edited["data"]["a"] = json!("changed");
         record_update(&mut m, Some(&obj), &edited, &cm(), MAIN, &who("editor"));
         let editor = m.0.iter().find(|e| e.manager == "editor").expect("entry");
-        assert_eq!(
-            editor.set.to_fields_v1(),
-            json!({"f:data": {"f:a": {}}})
-        );
+        assert_eq!(editor.set.to_fields_v1(), json!({"f:data": {"f:a": {}}}));
         let err = apply(
             Some(&edited),
             &json!({"data": {"a": "1", "b": "1"}}),
@@ -595,10 +603,26 @@ mod tests {
                 .collect();
             json!({"spec": {"template": {"spec": {"containers": cs}}}})
         };
-        let (obj, m) = apply(None, &cfg(&["a", "b"]), &Managers::default(), &schema, MAIN, &who("m"), false)
-            .expect("ok");
-        let (obj, _) = apply(Some(&obj), &cfg(&["b"]), &m, &schema, MAIN, &who("m"), false)
-            .expect("ok");
+        let (obj, m) = apply(
+            None,
+            &cfg(&["a", "b"]),
+            &Managers::default(),
+            &schema,
+            MAIN,
+            &who("m"),
+            false,
+        )
+        .expect("ok");
+        let (obj, _) = apply(
+            Some(&obj),
+            &cfg(&["b"]),
+            &m,
+            &schema,
+            MAIN,
+            &who("m"),
+            false,
+        )
+        .expect("ok");
         assert_eq!(
             obj["spec"]["template"]["spec"]["containers"],
             json!([{"name": "b", "image": "img"}])

@@ -43,15 +43,28 @@ pub fn json_patch(target: &Value, ops: &Value) -> Result<Value, String> {
         let path = op["path"]
             .as_str()
             .ok_or_else(|| format!("operation {i} ({name}) has no path"))?;
-        let fail = |why: &str| format!("the server rejected our request due to an error in our request: operation {i} ({name} {path}): {why}");
+        let fail = |why: &str| {
+            format!(
+                "the server rejected our request due to an error in our request: operation {i} ({name} {path}): {why}"
+            )
+        };
         match name {
-            "add" => add(&mut doc, path, op.get("value").cloned().ok_or_else(|| fail("missing value"))?)
-                .map_err(|e| fail(&e))?,
+            "add" => add(
+                &mut doc,
+                path,
+                op.get("value")
+                    .cloned()
+                    .ok_or_else(|| fail("missing value"))?,
+            )
+            .map_err(|e| fail(&e))?,
             "remove" => {
                 remove(&mut doc, path).map_err(|e| fail(&e))?;
             }
             "replace" => {
-                let value = op.get("value").cloned().ok_or_else(|| fail("missing value"))?;
+                let value = op
+                    .get("value")
+                    .cloned()
+                    .ok_or_else(|| fail("missing value"))?;
                 remove(&mut doc, path).map_err(|e| fail(&e))?;
                 add(&mut doc, path, value).map_err(|e| fail(&e))?;
             }
@@ -60,7 +73,9 @@ pub fn json_patch(target: &Value, ops: &Value) -> Result<Value, String> {
                 let value = if name == "move" {
                     remove(&mut doc, from).map_err(|e| fail(&e))?
                 } else {
-                    doc.pointer(from).cloned().ok_or_else(|| fail("from path not found"))?
+                    doc.pointer(from)
+                        .cloned()
+                        .ok_or_else(|| fail("from path not found"))?
                 };
                 add(&mut doc, path, value).map_err(|e| fail(&e))?;
             }
@@ -126,14 +141,22 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
 /// Strategic merge patch: like a merge patch, but lists with a merge key merge
 /// item by item, and the `$patch`, `$retainKeys`, `$deleteFromPrimitiveList` and
 /// `$setElementOrder` directives are honoured.
-pub fn strategic_merge_patch(target: &Value, patch: &Value, schema: &Schema) -> Result<Value, String> {
+pub fn strategic_merge_patch(
+    target: &Value,
+    patch: &Value,
+    schema: &Schema,
+) -> Result<Value, String> {
     match smp_value(Some(target), patch, schema)? {
         Some(v) => Ok(v),
         None => Ok(Value::Object(Map::new())),
     }
 }
 
-fn smp_value(target: Option<&Value>, patch: &Value, schema: &Schema) -> Result<Option<Value>, String> {
+fn smp_value(
+    target: Option<&Value>,
+    patch: &Value,
+    schema: &Schema,
+) -> Result<Option<Value>, String> {
     let Value::Object(p) = patch else {
         return Ok(Some(patch.clone()));
     };
@@ -189,7 +212,10 @@ fn smp_value(target: Option<&Value>, patch: &Value, schema: &Schema) -> Result<O
 }
 
 fn smp_list(cur: &[Value], items: &[Value], schema: &Schema) -> Result<Value, String> {
-    if items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace")) {
+    if items
+        .iter()
+        .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
         return Ok(Value::Array(
             items
                 .iter()
@@ -200,7 +226,11 @@ fn smp_list(cur: &[Value], items: &[Value], schema: &Schema) -> Result<Value, St
     }
     match schema.list_type() {
         ListType::Atomic => Ok(Value::Array(
-            items.iter().filter(|i| i.get("$patch").is_none()).cloned().collect(),
+            items
+                .iter()
+                .filter(|i| i.get("$patch").is_none())
+                .cloned()
+                .collect(),
         )),
         ListType::Set => {
             let mut out = cur.to_vec();
@@ -217,7 +247,9 @@ fn smp_list(cur: &[Value], items: &[Value], schema: &Schema) -> Result<Value, St
             let item_schema = schema.item();
             for pi in items {
                 let key = item_key(pi, merge_key, schema);
-                let pos = out.iter().position(|ci| item_key(ci, merge_key, schema) == key);
+                let pos = out
+                    .iter()
+                    .position(|ci| item_key(ci, merge_key, schema) == key);
                 match (pos, smp_value(pos.map(|i| &out[i]), pi, &item_schema)?) {
                     (Some(i), Some(v)) => out[i] = v,
                     (Some(i), None) => {
@@ -241,7 +273,10 @@ mod tests {
     fn merge_patch_deletes_with_null() {
         let t = json!({"a": {"b": 1, "c": 2}, "d": [1]});
         let p = json!({"a": {"b": null, "e": 3}, "d": [2]});
-        assert_eq!(merge_patch(&t, &p), json!({"a": {"c": 2, "e": 3}, "d": [2]}));
+        assert_eq!(
+            merge_patch(&t, &p),
+            json!({"a": {"c": 2, "e": 3}, "d": [2]})
+        );
     }
 
     #[test]
@@ -253,7 +288,10 @@ mod tests {
             {"op": "test", "path": "/b", "value": "y"},
             {"op": "remove", "path": "/a/0"}
         ]);
-        assert_eq!(json_patch(&t, &ops).expect("applies"), json!({"a": [2, 3], "b": "y"}));
+        assert_eq!(
+            json_patch(&t, &ops).expect("applies"),
+            json!({"a": [2, 3], "b": "y"})
+        );
         assert!(json_patch(&t, &json!([{"op": "test", "path": "/b", "value": "z"}])).is_err());
     }
 

@@ -67,7 +67,16 @@ const STATUS: u8 = 2;
 const GEN: u8 = 4;
 
 /// (group, version, kind, plural, short names, flags)
-const BUILTINS: &[(&str, &str, &str, &str, &[&str], u8)] = &[
+type BuiltinRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    u8,
+);
+
+const BUILTINS: &[BuiltinRow] = &[
     ("", "v1", "Namespace", "namespaces", &["ns"], STATUS),
     ("", "v1", "ConfigMap", "configmaps", &["cm"], NS),
     ("", "v1", "Secret", "secrets", &[], NS),
@@ -82,20 +91,90 @@ const BUILTINS: &[(&str, &str, &str, &str, &[&str], u8)] = &[
         &["pvc"],
         NS | STATUS,
     ),
-    ("", "v1", "PersistentVolume", "persistentvolumes", &["pv"], STATUS),
+    (
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        &["pv"],
+        STATUS,
+    ),
     ("", "v1", "Event", "events", &["ev"], NS),
     ("", "v1", "Endpoints", "endpoints", &["ep"], NS),
     ("", "v1", "LimitRange", "limitranges", &["limits"], NS),
-    ("", "v1", "ResourceQuota", "resourcequotas", &["quota"], NS | STATUS),
-    ("apps", "v1", "Deployment", "deployments", &["deploy"], NS | STATUS | GEN),
-    ("apps", "v1", "StatefulSet", "statefulsets", &["sts"], NS | STATUS | GEN),
-    ("apps", "v1", "DaemonSet", "daemonsets", &["ds"], NS | STATUS | GEN),
-    ("apps", "v1", "ReplicaSet", "replicasets", &["rs"], NS | STATUS | GEN),
+    (
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        &["quota"],
+        NS | STATUS,
+    ),
+    (
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        &["deploy"],
+        NS | STATUS | GEN,
+    ),
+    (
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        &["sts"],
+        NS | STATUS | GEN,
+    ),
+    (
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        &["ds"],
+        NS | STATUS | GEN,
+    ),
+    (
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        &["rs"],
+        NS | STATUS | GEN,
+    ),
     ("batch", "v1", "Job", "jobs", &[], NS | STATUS | GEN),
-    ("batch", "v1", "CronJob", "cronjobs", &["cj"], NS | STATUS | GEN),
-    ("networking.k8s.io", "v1", "Ingress", "ingresses", &["ing"], NS | STATUS | GEN),
-    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", &["netpol"], NS | GEN),
-    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", &["pdb"], NS | STATUS | GEN),
+    (
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        &["cj"],
+        NS | STATUS | GEN,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        &["ing"],
+        NS | STATUS | GEN,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        &["netpol"],
+        NS | GEN,
+    ),
+    (
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        &["pdb"],
+        NS | STATUS | GEN,
+    ),
     (
         "autoscaling",
         "v2",
@@ -105,11 +184,46 @@ const BUILTINS: &[(&str, &str, &str, &str, &[&str], u8)] = &[
         NS | STATUS,
     ),
     ("rbac.authorization.k8s.io", "v1", "Role", "roles", &[], NS),
-    ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", &[], NS),
-    ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", &[], 0),
-    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", &[], 0),
-    ("storage.k8s.io", "v1", "StorageClass", "storageclasses", &["sc"], 0),
-    ("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", &["pc"], 0),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        &[],
+        NS,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        &[],
+        0,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        &[],
+        0,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        &["sc"],
+        0,
+    ),
+    (
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        &["pc"],
+        0,
+    ),
     ("coordination.k8s.io", "v1", "Lease", "leases", &[], NS),
     (
         "apiextensions.k8s.io",
@@ -124,28 +238,37 @@ const BUILTINS: &[(&str, &str, &str, &str, &[&str], u8)] = &[
 fn builtins() -> Vec<ResourceType> {
     BUILTINS
         .iter()
-        .map(|(group, version, kind, plural, short, flags)| ResourceType {
-            group: group.to_string(),
-            version: version.to_string(),
-            kind: kind.to_string(),
-            plural: plural.to_string(),
-            singular: kind.to_lowercase(),
-            namespaced: flags & NS != 0,
-            short_names: short.iter().map(|s| s.to_string()).collect(),
-            categories: if matches!(
-                *kind,
-                "Pod" | "Service" | "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "CronJob"
-            ) {
-                vec!["all".to_string()]
-            } else {
-                vec![]
+        .map(
+            |(group, version, kind, plural, short, flags)| ResourceType {
+                group: group.to_string(),
+                version: version.to_string(),
+                kind: kind.to_string(),
+                plural: plural.to_string(),
+                singular: kind.to_lowercase(),
+                namespaced: flags & NS != 0,
+                short_names: short.iter().map(|s| s.to_string()).collect(),
+                categories: if matches!(
+                    *kind,
+                    "Pod"
+                        | "Service"
+                        | "Deployment"
+                        | "StatefulSet"
+                        | "DaemonSet"
+                        | "ReplicaSet"
+                        | "Job"
+                        | "CronJob"
+                ) {
+                    vec!["all".to_string()]
+                } else {
+                    vec![]
+                },
+                status_subresource: flags & STATUS != 0,
+                tracks_generation: flags & GEN != 0,
+                schema: None,
+                printer_columns: vec![],
+                is_crd: false,
             },
-            status_subresource: flags & STATUS != 0,
-            tracks_generation: flags & GEN != 0,
-            schema: None,
-            printer_columns: vec![],
-            is_crd: false,
-        })
+        )
         .collect()
 }
 
@@ -187,7 +310,12 @@ pub fn types_from_crd(crd: &Value) -> Result<Vec<ResourceType>, (String, String)
     let Some(versions) = spec["versions"].as_array().filter(|v| !v.is_empty()) else {
         return Err(("spec.versions".into(), "Required value".into()));
     };
-    if versions.iter().filter(|v| v["storage"] == Value::Bool(true)).count() != 1 {
+    if versions
+        .iter()
+        .filter(|v| v["storage"] == Value::Bool(true))
+        .count()
+        != 1
+    {
         return Err((
             "spec.versions".into(),
             "Invalid value: must have exactly one version marked as storage version".into(),
@@ -195,7 +323,11 @@ pub fn types_from_crd(crd: &Value) -> Result<Vec<ResourceType>, (String, String)
     }
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut out = Vec::new();
@@ -323,6 +455,9 @@ mod tests {
     fn a_crd_whose_name_does_not_match_is_invalid() {
         let crd = json!({"metadata": {"name": "x"}, "spec": {"group": "g.io", "scope": "Cluster",
             "names": {"plural": "ws", "kind": "W"}, "versions": [{"name": "v1", "served": true, "storage": true}]}});
-        assert_eq!(types_from_crd(&crd).unwrap_err().0, "metadata.name");
+        assert_eq!(
+            types_from_crd(&crd).expect_err("invalid name").0,
+            "metadata.name"
+        );
     }
 }

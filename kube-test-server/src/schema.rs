@@ -154,9 +154,9 @@ impl Schema {
                 .node()
                 .is_some_and(|n| n["x-kubernetes-map-type"] == "atomic"),
             // Label selectors are `+structType=atomic` / `+mapType=atomic` in the API.
-            Schema::Builtin { trail, .. } => trail
-                .last()
-                .is_some_and(|l| matches!(l.as_str(), "selector" | "podSelector" | "namespaceSelector")),
+            Schema::Builtin { trail, .. } => trail.last().is_some_and(|l| {
+                matches!(l.as_str(), "selector" | "podSelector" | "namespaceSelector")
+            }),
             Schema::Deduced => false,
         }
     }
@@ -222,15 +222,20 @@ mod tests {
             containers.item().field("ports").list_type(),
             ListType::Map(vec!["containerPort".into(), "protocol".into()])
         );
-        assert_eq!(containers.item().field("args").list_type(), ListType::Atomic);
+        assert_eq!(
+            containers.item().field("args").list_type(),
+            ListType::Atomic
+        );
     }
 
     #[test]
     fn crd_schemas_declare_their_own_list_types() {
-        let root = Arc::new(json!({"type": "object", "properties": {"spec": {"type": "object",
+        let root = Arc::new(
+            json!({"type": "object", "properties": {"spec": {"type": "object",
             "properties": {"items": {"type": "array", "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["id"], "items": {"type": "object"}},
-                "tags": {"type": "array", "x-kubernetes-list-type": "set"}}}}}));
+                "tags": {"type": "array", "x-kubernetes-list-type": "set"}}}}}),
+        );
         let s = Schema::root("Widget", Some(root));
         assert_eq!(
             s.field("spec").field("items").list_type(),

@@ -49,12 +49,12 @@ impl LabelSelector {
             LabelRequirement::NotIn(k, vs) => get(k).is_none_or(|x| !vs.contains(x)),
             LabelRequirement::Exists(k) => get(k).is_some(),
             LabelRequirement::DoesNotExist(k) => get(k).is_none(),
-            LabelRequirement::GreaterThan(k, n) => {
-                get(k).and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x > *n)
-            }
-            LabelRequirement::LessThan(k, n) => {
-                get(k).and_then(|x| x.parse::<i64>().ok()).is_some_and(|x| x < *n)
-            }
+            LabelRequirement::GreaterThan(k, n) => get(k)
+                .and_then(|x| x.parse::<i64>().ok())
+                .is_some_and(|x| x > *n),
+            LabelRequirement::LessThan(k, n) => get(k)
+                .and_then(|x| x.parse::<i64>().ok())
+                .is_some_and(|x| x < *n),
         })
     }
 }
@@ -205,7 +205,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = term.split_once('=') {
                 (f, true, v)
             } else {
-                return Err(format!("invalid selector: '{s}'; can't understand '{term}'"));
+                return Err(format!(
+                    "invalid selector: '{s}'; can't understand '{term}'"
+                ));
             };
             let field = field.trim();
             if field != "metadata.name"
@@ -237,7 +239,6 @@ impl FieldSelector {
             (actual == r.value) == r.equals
         })
     }
-
 }
 
 #[cfg(test)]

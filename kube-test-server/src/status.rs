@@ -65,7 +65,11 @@ impl ApiError {
 
     /// The answer for a path that names no resource this server knows.
     pub fn no_route() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn already_exists(s: Subject<'_>) -> Self {
@@ -106,7 +110,9 @@ impl ApiError {
             }));
         }
         let message = if let [(manager, version, field)] = conflicts {
-            format!("Apply failed with 1 conflict: conflict with \"{manager}\" using {version}: {field}")
+            format!(
+                "Apply failed with 1 conflict: conflict with \"{manager}\" using {version}: {field}"
+            )
         } else {
             let mut by_manager: Vec<(String, Vec<&str>)> = Vec::new();
             for (manager, version, field) in conflicts {
@@ -200,7 +206,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/apply-patch+yaml, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json (got {content_type:?})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/apply-patch+yaml, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json (got {content_type:?})"
+            ),
         )
     }
 

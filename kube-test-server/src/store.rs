@@ -100,13 +100,11 @@ impl Store {
             namespace: namespace.unwrap_or_default().to_string(),
             name: String::new(),
         };
-        self.objects
-            .range(start..)
-            .take_while(move |(k, _)| {
-                k.group == group
-                    && k.resource == resource
-                    && namespace.is_none_or(|ns| k.namespace == ns)
-            })
+        self.objects.range(start..).take_while(move |(k, _)| {
+            k.group == group
+                && k.resource == resource
+                && namespace.is_none_or(|ns| k.namespace == ns)
+        })
     }
 
     /// Every key in a namespace, across resources.
@@ -228,7 +226,13 @@ mod tests {
         let mut s = Store::new(10);
         let a = s.put(key("a"), json!({"metadata": {"name": "a"}}));
         let b = s.put(key("a"), json!({"metadata": {"name": "a"}}));
-        let rv = |v: &Value| v["metadata"]["resourceVersion"].as_str().unwrap_or_default().parse::<u64>().unwrap_or_default();
+        let rv = |v: &Value| {
+            v["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .parse::<u64>()
+                .unwrap_or_default()
+        };
         assert!(rv(&b) > rv(&a));
         let d = s.delete(&key("a")).expect("exists");
         assert!(rv(&d) > rv(&b));

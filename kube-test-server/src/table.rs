@@ -18,7 +18,12 @@ pub fn wants_table(accept: &str) -> bool {
 }
 
 /// A Table of `items` (a list body's items, or one object).
-pub fn to_table(rt: &ResourceType, items: &[Value], list_meta: Value, include_object: &str) -> Value {
+pub fn to_table(
+    rt: &ResourceType,
+    items: &[Value],
+    list_meta: Value,
+    include_object: &str,
+) -> Value {
     let mut columns = vec![json!({"name": "Name", "type": "string", "format": "name",
         "description": "Name must be unique within a namespace.", "priority": 0})];
     for c in &rt.printer_columns {
@@ -35,17 +40,25 @@ pub fn to_table(rt: &ResourceType, items: &[Value], list_meta: Value, include_ob
             for c in &rt.printer_columns {
                 let path = c["jsonPath"].as_str().unwrap_or_default();
                 let mut cur = obj;
-                for part in path.trim_start_matches('.').split('.').filter(|p| !p.is_empty()) {
+                for part in path
+                    .trim_start_matches('.')
+                    .split('.')
+                    .filter(|p| !p.is_empty())
+                {
                     cur = &cur[part];
                 }
                 cells.push(if c["type"] == "date" {
-                    cur.as_str().map(|s| json!(human_age(s))).unwrap_or(Value::Null)
+                    cur.as_str()
+                        .map(|s| json!(human_age(s)))
+                        .unwrap_or(Value::Null)
                 } else {
                     cur.clone()
                 });
             }
             cells.push(json!(human_age(
-                obj["metadata"]["creationTimestamp"].as_str().unwrap_or_default()
+                obj["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or_default()
             )));
             let object = match include_object {
                 "None" => Value::Null,

@@ -132,7 +132,10 @@ pub fn spawn(
 fn translate(spec: &WatchSpec, e: &Event) -> Option<Bytes> {
     if e.key.group != spec.rt.group
         || e.key.resource != spec.rt.plural
-        || spec.namespace.as_ref().is_some_and(|ns| *ns != e.key.namespace)
+        || spec
+            .namespace
+            .as_ref()
+            .is_some_and(|ns| *ns != e.key.namespace)
     {
         return None;
     }
@@ -150,9 +153,10 @@ fn translate(spec: &WatchSpec, e: &Event) -> Option<Bytes> {
         EventType::Added if now => Some(line("ADDED", with_rv(&e.object))),
         EventType::Modified if now && before => Some(line("MODIFIED", with_rv(&e.object))),
         EventType::Modified if now => Some(line("ADDED", with_rv(&e.object))),
-        EventType::Modified if before => {
-            Some(line("DELETED", with_rv(e.prev.as_ref().unwrap_or(&e.object))))
-        }
+        EventType::Modified if before => Some(line(
+            "DELETED",
+            with_rv(e.prev.as_ref().unwrap_or(&e.object)),
+        )),
         EventType::Deleted if before => Some(line("DELETED", with_rv(&e.object))),
         _ => None,
     }

@@ -16,8 +16,16 @@ use common::start;
 use serde_json::Value;
 
 fn kubectl_bin() -> Option<PathBuf> {
-    let bin = std::env::var_os("KUBECTL").map(PathBuf::from).unwrap_or_else(|| "kubectl".into());
-    match Command::new(&bin).arg("version").arg("--client").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+    let bin = std::env::var_os("KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "kubectl".into());
+    match Command::new(&bin)
+        .arg("version")
+        .arg("--client")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
         Ok(_) => Some(bin),
         Err(e) => {
             if std::env::var("CI").as_deref() == Ok("true") {
@@ -39,17 +47,29 @@ impl Kubectl {
     /// Runs kubectl off the async runtime and returns its output.
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(&self.cache);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache);
         cmd.args(args);
         let stdin = stdin.map(str::to_string);
         tokio::task::spawn_blocking(move || {
-            cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
+            cmd.stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
             let mut child = cmd.spawn().expect("kubectl starts");
             if let Some(input) = stdin {
                 use std::io::Write;
-                child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(input.as_bytes())
+                    .expect("write stdin");
             }
             child.wait_with_output().expect("kubectl finishes")
         })
@@ -59,8 +79,12 @@ impl Kubectl {
 
     async fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.run(args, stdin).await;
-        assert!(out.status.success(), "kubectl {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -74,8 +98,14 @@ impl Kubectl {
 fn setup(dir: &Path, server: &flotilla_kube_test_server::RunningServer) -> Option<Kubectl> {
     let bin = kubectl_bin()?;
     let kubeconfig = dir.join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).expect("kubeconfig written");
-    Some(Kubectl { bin, kubeconfig, cache: dir.join("cache") })
+    server
+        .write_kubeconfig(&kubeconfig)
+        .expect("kubeconfig written");
+    Some(Kubectl {
+        bin,
+        kubeconfig,
+        cache: dir.join("cache"),
+    })
 }
 
 const MANIFESTS: &str = r#"
@@ -114,57 +144,130 @@ spec:
 async fn kubectl_gets_applies_server_side_and_deletes() {
     let server = start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(k) = setup(dir.path(), &server) else { return };
+    let Some(k) = setup(dir.path(), &server) else {
+        return;
+    };
 
     let out = k.ok(&["get", "namespaces"], None).await;
-    assert!(out.contains("NAME") && out.contains("default") && out.contains("kube-system"), "{out}");
+    assert!(
+        out.contains("NAME") && out.contains("default") && out.contains("kube-system"),
+        "{out}"
+    );
 
-    let out = k.ok(&["apply", "--server-side", "-f", "-"], Some(MANIFESTS)).await;
+    let out = k
+        .ok(&["apply", "--server-side", "-f", "-"], Some(MANIFESTS))
+        .await;
     assert!(out.contains("namespace/shop serverside-applied"), "{out}");
-    assert!(out.contains("configmap/settings serverside-applied"), "{out}");
-    assert!(out.contains("deployment.apps/web serverside-applied"), "{out}");
+    assert!(
+        out.contains("configmap/settings serverside-applied"),
+        "{out}"
+    );
+    assert!(
+        out.contains("deployment.apps/web serverside-applied"),
+        "{out}"
+    );
 
-    let cm = k.json(&["get", "configmap", "settings", "-n", "shop", "--show-managed-fields"]).await;
+    let cm = k
+        .json(&[
+            "get",
+            "configmap",
+            "settings",
+            "-n",
+            "shop",
+            "--show-managed-fields",
+        ])
+        .await;
     assert_eq!(cm["data"]["color"], "blue");
     assert_eq!(cm["metadata"]["managedFields"][0]["manager"], "kubectl");
     assert_eq!(cm["metadata"]["managedFields"][0]["operation"], "Apply");
 
-    let listed = k.ok(&["get", "deploy", "-n", "shop", "-l", "app notin (db)"], None).await;
+    let listed = k
+        .ok(
+            &["get", "deploy", "-n", "shop", "-l", "app notin (db)"],
+            None,
+        )
+        .await;
     assert!(listed.contains("web"), "{listed}");
-    let by_field = k.json(&["get", "cm", "-A", "--field-selector", "metadata.name=settings"]).await;
+    let by_field = k
+        .json(&[
+            "get",
+            "cm",
+            "-A",
+            "--field-selector",
+            "metadata.name=settings",
+        ])
+        .await;
     assert_eq!(by_field["items"].as_array().map(Vec::len), Some(1));
 
     // A different manager edits the field; kubectl's next apply conflicts, then forces.
-    k.ok(&["patch", "cm", "settings", "-n", "shop", "--type", "merge", "-p", r#"{"data":{"color":"red"}}"#], None).await;
-    let conflict = k.run(&["apply", "--server-side", "-f", "-"], Some(MANIFESTS)).await;
+    k.ok(
+        &[
+            "patch",
+            "cm",
+            "settings",
+            "-n",
+            "shop",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"color":"red"}}"#,
+        ],
+        None,
+    )
+    .await;
+    let conflict = k
+        .run(&["apply", "--server-side", "-f", "-"], Some(MANIFESTS))
+        .await;
     assert!(!conflict.status.success());
     let err = String::from_utf8_lossy(&conflict.stderr);
-    assert!(err.contains("conflict") && err.contains(".data.color") && err.contains("kubectl-patch"), "{err}");
-    k.ok(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(MANIFESTS)).await;
-    let cm = k.json(&["get", "configmap", "settings", "-n", "shop"]).await;
+    assert!(
+        err.contains("conflict") && err.contains(".data.color") && err.contains("kubectl-patch"),
+        "{err}"
+    );
+    k.ok(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(MANIFESTS),
+    )
+    .await;
+    let cm = k
+        .json(&["get", "configmap", "settings", "-n", "shop"])
+        .await;
     assert_eq!(cm["data"]["color"], "blue");
 
     // Dropping a key from the manifest removes it on the next apply.
     let fewer = MANIFESTS.replace("  labels: {app: shop}\n", "");
-    k.ok(&["apply", "--server-side", "-f", "-"], Some(&fewer)).await;
-    let cm = k.json(&["get", "configmap", "settings", "-n", "shop"]).await;
+    k.ok(&["apply", "--server-side", "-f", "-"], Some(&fewer))
+        .await;
+    let cm = k
+        .json(&["get", "configmap", "settings", "-n", "shop"])
+        .await;
     assert!(cm["metadata"].get("labels").is_none(), "{}", cm["metadata"]);
 
-    let out = k.ok(&["delete", "deployment", "web", "-n", "shop"], None).await;
+    let out = k
+        .ok(&["delete", "deployment", "web", "-n", "shop"], None)
+        .await;
     assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
-    let gone = k.run(&["get", "deployment", "web", "-n", "shop"], None).await;
+    let gone = k
+        .run(&["get", "deployment", "web", "-n", "shop"], None)
+        .await;
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
     k.ok(&["delete", "namespace", "shop"], None).await;
     let cms = k.json(&["get", "cm", "-A"]).await;
-    assert_eq!(cms["items"].as_array().map(Vec::len), Some(0), "the namespace took its ConfigMap");
+    assert_eq!(
+        cms["items"].as_array().map(Vec::len),
+        Some(0),
+        "the namespace took its ConfigMap"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_applies_a_crd_waits_for_it_and_applies_its_objects() {
     let server = start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(k) = setup(dir.path(), &server) else { return };
+    let Some(k) = setup(dir.path(), &server) else {
+        return;
+    };
     let crd = r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -182,11 +285,25 @@ spec:
     schema:
       openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
-    k.ok(&["apply", "--server-side", "-f", "-"], Some(crd)).await;
-    k.ok(&["wait", "--for", "condition=established", "crd/widgets.example.com", "--timeout=20s"], None).await;
+    k.ok(&["apply", "--server-side", "-f", "-"], Some(crd))
+        .await;
+    k.ok(
+        &[
+            "wait",
+            "--for",
+            "condition=established",
+            "crd/widgets.example.com",
+            "--timeout=20s",
+        ],
+        None,
+    )
+    .await;
     let w = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1, namespace: default}\nspec: {size: 3}\n";
     let out = k.ok(&["apply", "--server-side", "-f", "-"], Some(w)).await;
-    assert!(out.contains("widget.example.com/w1 serverside-applied"), "{out}");
+    assert!(
+        out.contains("widget.example.com/w1 serverside-applied"),
+        "{out}"
+    );
     let got = k.json(&["get", "wd", "w1"]).await;
     assert_eq!(got["spec"]["size"], 3);
     k.ok(&["delete", "widget", "w1"], None).await;
@@ -210,7 +327,11 @@ async fn the_binary_writes_a_kubeconfig_that_kubectl_can_use() {
         assert!(Instant::now() < deadline, "kubeconfig not written in 20s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let k = Kubectl { bin, kubeconfig: kc, cache: dir.path().join("cache") };
+    let k = Kubectl {
+        bin,
+        kubeconfig: kc,
+        cache: dir.path().join("cache"),
+    };
     let out = k.ok(&["get", "ns", "default", "-o", "name"], None).await;
     let _ = child.kill();
     let _ = child.wait();
