@@ -19,6 +19,8 @@ mod discovery;
 mod fleet_yaml;
 mod json_patch;
 mod kustomize;
+#[cfg(test)]
+mod laws;
 mod output;
 mod overlay;
 mod repo_fs;

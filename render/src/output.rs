@@ -119,13 +119,14 @@ pub(crate) fn finish(objects: Vec<Object>) -> Diags<Rendered> {
         }
         let id = id_of(&o);
         if let Some((file, line)) = seen.get(&id) {
+            let place = if id.2.is_empty() {
+                String::new()
+            } else {
+                format!(" in namespace {}", id.2)
+            };
             errors.push(o.diag(format!(
-                "duplicate object {}/{} {}{} (apiVersion {}): first defined at {file}:{line}",
-                id.1,
-                id.3,
-                if id.2.is_empty() { "" } else { "in namespace " },
-                id.2,
-                id.0,
+                "duplicate object {}/{}{place} (apiVersion {}): first defined at {file}:{line}",
+                id.1, id.3, id.0,
             )));
             continue;
         }
