@@ -434,7 +434,8 @@ fn watch(
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
         .filter(|t| *t > 0)
-        .map(Duration::from_secs)
+        // Clamped so that no client value can overflow the deadline arithmetic.
+        .map(|t| Duration::from_secs(t.min(86_400)))
         .unwrap_or(Duration::from_secs(1800));
     let spec = WatchSpec {
         rt: p.rt.clone(),

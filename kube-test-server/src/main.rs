@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         http_addr: cfg.http_listen,
         token: cfg.token,
         watch_history: cfg.watch_history,
-        bookmark_interval: Duration::from_secs(cfg.bookmark_interval_secs.max(1)),
+        bookmark_interval: Duration::from_secs(cfg.bookmark_interval_secs.clamp(1, 86_400)),
         seed_namespaces: true,
     })
     .await?;

@@ -80,11 +80,11 @@ pub fn spawn(
                 rv
             }
         };
-        let deadline = Instant::now() + spec.timeout;
-        let mut tick = tokio::time::interval_at(
-            Instant::now() + spec.bookmark_interval,
-            spec.bookmark_interval.max(Duration::from_millis(10)),
-        );
+        let deadline = Instant::now() + spec.timeout.min(Duration::from_secs(86_400));
+        let period = spec
+            .bookmark_interval
+            .clamp(Duration::from_millis(10), Duration::from_secs(86_400));
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
         loop {
             notify.borrow_and_update();
             match cluster.events_since(last_rv) {

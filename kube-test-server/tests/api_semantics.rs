@@ -1008,3 +1008,102 @@ async fn tables_are_served_when_asked_for() {
     assert_eq!(t["columnDefinitions"][0]["name"], "Name");
     assert_eq!(t["rows"][0]["cells"][0], "a");
 }
+
+// Robustness: malformed input is answered with Status errors, never a crash.
+// https://kubernetes.io/docs/reference/using-api/api-concepts/#status-codes
+#[tokio::test]
+async fn malformed_requests_get_status_errors_and_the_server_keeps_serving() {
+    let s = start().await;
+    let c = client(&s).await;
+    let cases: &[(&str, &str, &str, &str, u16)] = &[
+        ("POST", CM, "application/json", "{not json", 400),
+        ("POST", CM, "application/vnd.kubernetes.protobuf", "x", 415),
+        (
+            "PATCH",
+            &format!("{CM}/x"),
+            "application/json-patch+json",
+            "[]",
+            404,
+        ),
+        (
+            "GET",
+            &format!("{CM}?labelSelector=a%20in%20b"),
+            "",
+            "",
+            400,
+        ),
+        ("GET", &format!("{CM}?limit=-1"), "", "", 400),
+        ("GET", &format!("{CM}?continue=%%%"), "", "", 400),
+        (
+            "GET",
+            &format!("{CM}?watch=1&resourceVersion=abc"),
+            "",
+            "",
+            400,
+        ),
+        ("GET", "/api/v1/namespaces/default/nothings", "", "", 404),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps/a/b/c",
+            "",
+            "",
+            404,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps/a",
+            "application/json",
+            "{}",
+            405,
+        ),
+    ];
+    for (method, path, ct, body, code) in cases {
+        let r = raw(&c, method, path, ct, body).await;
+        assert_eq!(r.code, *code, "{method} {path}: {}", r.body);
+        assert_eq!(r.body["kind"], "Status", "{method} {path}");
+    }
+    raw(&c, "POST", CM, "application/json", &cm("a", json!({}))).await;
+    let bad_patch = raw(
+        &c,
+        "PATCH",
+        &format!("{CM}/a"),
+        "application/json-patch+json",
+        r#"[{"op": "remove", "path": "/nope/deeper"}]"#,
+    )
+    .await;
+    assert_eq!(bad_patch.code, 400);
+    let huge_timeout = open_watch(
+        &c,
+        &format!("{CM}?watch=1&timeoutSeconds=18446744073709551615"),
+    )
+    .await;
+    drop(huge_timeout);
+    assert_eq!(raw(&c, "GET", &format!("{CM}/a"), "", "").await.code, 200);
+}
+
+// https://kubernetes.io/docs/reference/using-api/api-concepts/#dry-run
+#[tokio::test]
+async fn dry_run_writes_are_not_stored() {
+    let s = start().await;
+    let c = client(&s).await;
+    let r = raw(
+        &c,
+        "POST",
+        &format!("{CM}?dryRun=All"),
+        "application/json",
+        &cm("dry", json!({})),
+    )
+    .await;
+    assert_eq!(r.code, 201);
+    assert_eq!(r.body["metadata"]["name"], "dry");
+    assert_eq!(raw(&c, "GET", &format!("{CM}/dry"), "", "").await.code, 404);
+}
+
+#[test]
+fn a_blocking_server_runs_on_its_own_runtime() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let s =
+        flotilla_kube_test_server::TestServer::start_blocking(Options::default()).expect("starts");
+    assert!(s.https_url().starts_with("https://127.0.0.1:"));
+    assert!(s.kubeconfig_yaml().contains(s.token()));
+}
