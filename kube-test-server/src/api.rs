@@ -355,6 +355,64 @@ impl Cluster {
             .map(|v| (200, v))
     }
 
+    /// GET `/scale`: the autoscaling/v1 Scale view of a workload (`t` names the main resource).
+    pub fn get_scale(&self, t: &Target) -> ApiResult<Value> {
+        self.get(t).map(|obj| scale_of(&obj))
+    }
+
+    /// PUT (`kind` None) or PATCH `/scale`: only `spec.replicas` reaches the workload.
+    pub fn write_scale(
+        &self,
+        t: &Target,
+        kind: Option<PatchType>,
+        body: &[u8],
+        o: &WriteOptions,
+    ) -> ApiResult<Value> {
+        let doc = || {
+            serde_json::from_slice::<Value>(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding Scale: {e}")))
+        };
+        let mut store = self.lock();
+        let old = store
+            .get(&t.key())
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(t.subject()))?;
+        let current = scale_of(&old);
+        let wanted = match kind {
+            None => doc()?,
+            Some(PatchType::Merge | PatchType::Strategic) => patch::merge_patch(&current, &doc()?),
+            Some(PatchType::Json) => {
+                patch::json_patch(&current, &doc()?).map_err(ApiError::bad_request)?
+            }
+            Some(PatchType::Apply) => {
+                return Err(ApiError::unsupported_media_type(
+                    "application/apply-patch+yaml (apply to /scale is not supported by this test server)",
+                ));
+            }
+        };
+        let sent_rv = wanted["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default();
+        if !sent_rv.is_empty() && old["metadata"]["resourceVersion"] != sent_rv {
+            return Err(ApiError::conflict_modified(t.subject()));
+        }
+        let replicas = wanted["spec"]["replicas"]
+            .as_i64()
+            .filter(|r| *r >= 0)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "Scale",
+                    "autoscaling",
+                    &t.name,
+                    &[("spec.replicas", "must be a non-negative integer".into())],
+                )
+            })?;
+        let mut new = old.clone();
+        new["spec"]["replicas"] = json!(replicas);
+        let stored = self.finish_update(&mut store, t, old, new, o)?;
+        Ok(scale_of(&stored))
+    }
+
     /// Server-side apply (`application/apply-patch+yaml`).
     fn apply(&self, t: &Target, body: &[u8], o: &WriteOptions) -> ApiResult<(u16, Value)> {
         let manager = match &o.field_manager {
@@ -664,6 +722,12 @@ impl Cluster {
         if t.rt.group == "apiextensions.k8s.io" && t.rt.plural == "customresourcedefinitions" {
             crd_status(&mut new, t, old.as_ref())?;
         }
+        if t.rt.group.is_empty() && t.rt.kind == "Secret" {
+            fold_string_data(&mut new);
+            if new["type"].is_null() {
+                new["type"] = json!("Opaque");
+            }
+        }
         if let Some(old) = &old
             && same_ignoring_times(old, &new)
         {
@@ -818,6 +882,44 @@ impl Cluster {
             if let Err(e) = self.create(&rt, None, body, &o) {
                 tracing::warn!("kube test server: seeding namespace {ns}: {e}");
             }
+        }
+    }
+}
+
+/// The autoscaling/v1 Scale view of a Deployment, StatefulSet or ReplicaSet.
+fn scale_of(obj: &Value) -> Value {
+    let m = &obj["metadata"];
+    let selector: Vec<String> = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|l| {
+            l.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"]},
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector.join(",")},
+    })
+}
+
+/// Secret `stringData` is write-only: the API server folds it into base64 `data`.
+fn fold_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(string_data) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
+    if let Value::Object(entries) = string_data {
+        for (k, v) in entries {
+            let text = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
         }
     }
 }

@@ -257,7 +257,7 @@ fn parse_resource_path(
     let name = rest.get(1).cloned();
     let subresource = rest.get(2).cloned();
     if let Some(sub) = &subresource
-        && (sub != "status" || !rt.status_subresource)
+        && !((sub == "status" && rt.status_subresource) || (sub == "scale" && rt.has_scale()))
     {
         return Err(ApiError::no_route());
     }
@@ -298,6 +298,32 @@ async fn resource(
         subresource: p.subresource.clone(),
     };
     let method = req.method().clone();
+    if let (Some("scale"), Some(name)) = (p.subresource.as_deref(), &p.name) {
+        let t = Target {
+            subresource: None,
+            ..target(name)
+        };
+        return match method {
+            Method::GET => Ok(json_response(200, &cluster.get_scale(&t)?)),
+            Method::PUT => {
+                let body = read_body(req).await?;
+                Ok(json_response(
+                    200,
+                    &cluster.write_scale(&t, None, &body, &wo)?,
+                ))
+            }
+            Method::PATCH => {
+                let kind = PatchType::from_content_type(&content_type)
+                    .ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
+                let body = read_body(req).await?;
+                Ok(json_response(
+                    200,
+                    &cluster.write_scale(&t, Some(kind), &body, &wo)?,
+                ))
+            }
+            m => Err(ApiError::method_not_allowed(m.as_str())),
+        };
+    }
     match (method, &p.name) {
         (Method::GET, None) => {
             let lo = list_options(&q, &p.rt)?;

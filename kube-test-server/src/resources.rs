@@ -42,6 +42,15 @@ impl ResourceType {
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
     }
+
+    /// Whether `/scale` (autoscaling/v1 Scale) is served: the built-in scalable workloads.
+    pub fn has_scale(&self) -> bool {
+        self.group == "apps"
+            && matches!(
+                self.kind.as_str(),
+                "Deployment" | "StatefulSet" | "ReplicaSet"
+            )
+    }
 }
 
 /// `v1` for the core group, `group/version` otherwise.

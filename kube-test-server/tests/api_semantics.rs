@@ -1107,3 +1107,64 @@ fn a_blocking_server_runs_on_its_own_runtime() {
     assert!(s.https_url().starts_with("https://127.0.0.1:"));
     assert!(s.kubeconfig_yaml().contains(s.token()));
 }
+
+// https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/deployment-v1/#replace-scale-of-the-specified-deployment
+#[tokio::test]
+async fn the_scale_subresource_reads_and_writes_replicas() {
+    let s = start().await;
+    let c = client(&s).await;
+    raw(
+        &c,
+        "POST",
+        DEPLOY,
+        "application/json",
+        &deployment("web").to_string(),
+    )
+    .await;
+    let scale = raw(&c, "GET", &format!("{DEPLOY}/web/scale"), "", "").await;
+    assert_eq!(
+        (
+            scale.body["kind"].as_str(),
+            scale.body["spec"]["replicas"].as_i64()
+        ),
+        (Some("Scale"), Some(1))
+    );
+    assert_eq!(scale.body["status"]["selector"], "app=web");
+    let r = raw(
+        &c,
+        "PATCH",
+        &format!("{DEPLOY}/web/scale"),
+        "application/merge-patch+json",
+        r#"{"spec":{"replicas":4}}"#,
+    )
+    .await;
+    assert_eq!(r.body["spec"]["replicas"], 4, "{}", r.body);
+    let d = raw(&c, "GET", &format!("{DEPLOY}/web"), "", "").await.body;
+    assert_eq!(
+        (
+            d["spec"]["replicas"].as_i64(),
+            d["metadata"]["generation"].as_i64()
+        ),
+        (Some(4), Some(2))
+    );
+}
+
+// https://kubernetes.io/docs/concepts/configuration/secret/#restriction-names-data
+// ("stringData ... is merged into the data field ... write-only")
+#[tokio::test]
+async fn secret_string_data_is_folded_into_data() {
+    let s = start().await;
+    let c = client(&s).await;
+    let r = raw(
+        &c,
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        "application/json",
+        r#"{"metadata":{"name":"s"},"stringData":{"password":"hunter2"}}"#,
+    )
+    .await;
+    assert_eq!(r.code, 201);
+    assert_eq!(r.body["data"]["password"], "aHVudGVyMg==");
+    assert!(r.body.get("stringData").is_none());
+    assert_eq!(r.body["type"], "Opaque");
+}
