@@ -13,7 +13,7 @@ use flotilla_proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
 
 use crate::output::{Format, print};
-use crate::views::{BundleView, ClusterView, SourceView, StatusView};
+use crate::views::{BundleView, ClusterView, SourceView, StatusView, TokenView};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -23,6 +23,10 @@ pub enum ClusterCommand {
         #[arg(required = true)]
         labels: Vec<String>,
     },
+    /// Close the cluster's stream now and refuse its certificates from then on.
+    Revoke { name: String },
+    /// Forget the cluster and its status; joining again needs a new token.
+    Delete { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +76,10 @@ pub enum TokenCommand {
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// List tokens (never their secrets: those are shown once, at creation).
+    List,
+    /// Revoke a token by id so it can no longer be used to join.
+    Revoke { id: String },
 }
 
 #[derive(Debug)]
@@ -256,6 +264,41 @@ pub async fn dispatch(mut client: Client, cmd: AdminCommand, format: Format) -> 
                 .await
                 .map_err(status_err)?;
             print(&[ClusterView::from(r.into_inner())], format)
+        }
+        AdminCommand::Cluster(ClusterCommand::Revoke { name }) => {
+            let r = client
+                .inner
+                .revoke_cluster(pb::RevokeClusterRequest { name })
+                .await
+                .map_err(status_err)?;
+            print(&[ClusterView::from(r.into_inner())], format)
+        }
+        AdminCommand::Cluster(ClusterCommand::Delete { name }) => {
+            client
+                .inner
+                .delete_cluster(pb::DeleteClusterRequest { name: name.clone() })
+                .await
+                .map_err(status_err)?;
+            eprintln!("cluster {name} deleted");
+            Ok(())
+        }
+        AdminCommand::Token(TokenCommand::List) => {
+            let r = client
+                .inner
+                .list_tokens(pb::ListTokensRequest {})
+                .await
+                .map_err(status_err)?;
+            let v: Vec<TokenView> = r.into_inner().tokens.into_iter().map(Into::into).collect();
+            print(&v, format)
+        }
+        AdminCommand::Token(TokenCommand::Revoke { id }) => {
+            client
+                .inner
+                .revoke_token(pb::RevokeTokenRequest { id: id.clone() })
+                .await
+                .map_err(status_err)?;
+            eprintln!("token {id} revoked");
+            Ok(())
         }
         AdminCommand::Token(TokenCommand::Create {
             ttl,

@@ -19,6 +19,8 @@ pub struct ClusterView {
     pub agent_version: String,
     pub last_seen: String,
     pub registered: String,
+    pub revoked: bool,
+    pub cert_expires: String,
 }
 
 impl From<pb::Cluster> for ClusterView {
@@ -33,6 +35,8 @@ impl From<pb::Cluster> for ClusterView {
             agent_version: c.agent_version,
             last_seen: c.last_seen,
             registered: c.registered,
+            revoked: c.revoked,
+            cert_expires: c.cert_expires,
         }
     }
 }
@@ -41,7 +45,7 @@ impl Row for ClusterView {
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["NAME", "CONNECTED", "STATE", "READY", "LABELS"];
         if wide {
-            h.extend(["AGENT", "LAST-SEEN"]);
+            h.extend(["AGENT", "LAST-SEEN", "CERT-EXPIRES", "REVOKED"]);
         }
         h
     }
@@ -54,7 +58,12 @@ impl Row for ClusterView {
             labels_cell(&self.labels),
         ];
         if wide {
-            c.extend([self.agent_version.clone(), self.last_seen.clone()]);
+            c.extend([
+                self.agent_version.clone(),
+                self.last_seen.clone(),
+                self.cert_expires.clone(),
+                self.revoked.to_string(),
+            ]);
         }
         c
     }
@@ -250,5 +259,45 @@ impl Row for StatusView {
             c.extend([self.deployment_id.clone(), self.updated.clone()]);
         }
         c
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    pub id: String,
+    pub description: String,
+    pub created: String,
+    pub expires: String,
+    pub max_uses: u32,
+    pub uses: u32,
+    pub expired: bool,
+}
+
+impl From<pb::Token> for TokenView {
+    fn from(t: pb::Token) -> Self {
+        TokenView {
+            id: t.id,
+            description: t.description,
+            created: t.created,
+            expires: t.expires,
+            max_uses: t.max_uses,
+            uses: t.uses,
+            expired: t.expired,
+        }
+    }
+}
+
+impl Row for TokenView {
+    fn headers(_wide: bool) -> Vec<&'static str> {
+        vec!["ID", "USES", "EXPIRES", "EXPIRED", "DESCRIPTION"]
+    }
+    fn cells(&self, _wide: bool) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            format!("{}/{}", self.uses, self.max_uses),
+            self.expires.clone(),
+            self.expired.to_string(),
+            self.description.clone(),
+        ]
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
-use flotilla_identity::{Ca, ClientConfig, files};
+use flotilla_identity::{Ca, ClientConfig, Role, files};
 use flotilla_model::duration::parse_duration;
 
 use crate::fleet::{Fleet, FleetParts};
@@ -50,6 +50,34 @@ pub enum Command {
     Init(InitArgs),
     /// Serve spokes and admins.
     Run(RunArgs),
+    /// Operator certificates.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Issue an operator certificate and write a client config for it.
+    Issue(IssueArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct IssueArgs {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// viewer (read only) or admin.
+    #[arg(long)]
+    pub role: Role,
+    /// Who the certificate is for (a DNS label), shown in the hub's logs.
+    #[arg(long, default_value = "operator")]
+    pub name: String,
+    /// Client config to write; the certificate and key go beside it.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "365d", value_parser = parse_duration)]
+    pub lifetime: Duration,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -77,6 +105,7 @@ pub fn init_tracing(log: &LogArgs) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match log.log_format {
         LogFormat::Text => builder.init(),
@@ -89,7 +118,75 @@ pub async fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Init(a) => init(&a),
         Command::Run(a) => serve(a).await,
+        Command::Admin {
+            command: AdminCommand::Issue(a),
+        } => issue_operator(&a),
     }
+}
+
+/// Writes an operator certificate, its key (0600) and a client config naming them.
+fn write_operator(
+    ca: &Ca,
+    server: &str,
+    name: &str,
+    role: Role,
+    lifetime: Duration,
+    conf_path: &std::path::Path,
+) -> Result<()> {
+    if !flotilla_model::names::is_dns_label(name) {
+        bail!("--name {name:?} must be a DNS label");
+    }
+    let dir = conf_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let stem = conf_path
+        .file_stem()
+        .context("--out needs a file name")?
+        .to_string_lossy()
+        .to_string();
+    let issued = ca.issue_operator(name, role, lifetime)?;
+    let (cert, key) = (format!("{stem}.pem"), format!("{stem}-key.pem"));
+    files::write_public(&dir.join(&cert), issued.cert_pem.as_bytes())?;
+    files::write_secret(&dir.join(&key), issued.key_pem.as_bytes())?;
+    let conf = ClientConfig {
+        server: server.to_string(),
+        ca: "ca.pem".into(),
+        cert: cert.into(),
+        key: key.into(),
+    };
+    if !dir.join("ca.pem").exists() {
+        files::write_public(&dir.join("ca.pem"), ca.cert_pem().as_bytes())?;
+    }
+    files::write_public(conf_path, conf.to_yaml().as_bytes())?;
+    Ok(())
+}
+
+fn load_ca(dir: &DataDir) -> Result<Ca> {
+    let ca_pem = files::read_public(&dir.ca_cert())?;
+    Ok(Ca::load(&ca_pem, &files::read_secret(&dir.ca_key())?)?)
+}
+
+fn issue_operator(args: &IssueArgs) -> Result<()> {
+    let dir = DataDir::new(&args.data_dir);
+    let ca = load_ca(&dir)?;
+    let server = read_advertise(&dir)?;
+    write_operator(
+        &ca,
+        &server,
+        &args.name,
+        args.role,
+        args.lifetime,
+        &args.out,
+    )?;
+    println!(
+        "wrote {} ({} {}); use it with: flotilla --config {} clusters",
+        args.out.display(),
+        args.role,
+        args.name,
+        args.out.display()
+    );
+    Ok(())
 }
 
 pub fn init(args: &InitArgs) -> Result<()> {
@@ -114,16 +211,14 @@ pub fn init(args: &InitArgs) -> Result<()> {
     let server = ca.issue_server(&[host])?;
     files::write_public(&dir.server_cert(), server.cert_pem.as_bytes())?;
     files::write_secret(&dir.server_key(), server.key_pem.as_bytes())?;
-    let admin = ca.issue_admin("admin", Duration::from_secs(365 * 24 * 3600))?;
-    files::write_public(&dir.admin_cert(), admin.cert_pem.as_bytes())?;
-    files::write_secret(&dir.admin_key(), admin.key_pem.as_bytes())?;
-    let conf = ClientConfig {
-        server: args.advertise.clone(),
-        ca: "ca.pem".into(),
-        cert: "admin.pem".into(),
-        key: "admin-key.pem".into(),
-    };
-    files::write_public(&dir.admin_conf(), conf.to_yaml().as_bytes())?;
+    write_operator(
+        &ca,
+        &args.advertise,
+        "admin",
+        Role::Admin,
+        Duration::from_secs(365 * 24 * 3600),
+        &dir.admin_conf(),
+    )?;
     files::write_public(
         &dir.hub_conf(),
         format!("advertise: {}\n", args.advertise).as_bytes(),
@@ -158,12 +253,11 @@ async fn serve(args: RunArgs) -> Result<()> {
             dir.root().display()
         );
     }
-    let ca_pem = files::read_public(&dir.ca_cert())?;
-    let ca = Ca::load(&ca_pem, &files::read_secret(&dir.ca_key())?)?;
+    let ca = load_ca(&dir)?;
     let tls = ServerTls {
         cert_pem: files::read_public(&dir.server_cert())?,
         key_pem: files::read_secret(&dir.server_key())?,
-        ca_pem,
+        ca_pem: ca.cert_pem().to_string(),
     };
     let advertise = read_advertise(&dir)?;
     let state_path = dir.state();

@@ -97,6 +97,15 @@ pub struct SessionHandle {
     pub id: u64,
     /// Tells the session its cluster's assignments changed.
     pub notify: Arc<Notify>,
+    /// Tells the session to end the stream now (revocation, deletion).
+    pub close: Arc<Notify>,
+    pub close_reason: Arc<Mutex<Option<String>>>,
+}
+
+pub struct IssuedClusterCert {
+    pub chain: String,
+    pub serial: String,
+    pub expires: i64,
 }
 
 pub enum Trigger {
@@ -213,6 +222,44 @@ impl Fleet {
         });
         self.sources.insert(spec.name.clone(), state.clone());
         Ok(state)
+    }
+
+    /// Signs a cluster's CSR; returns (chain PEM, serial hex, expiry unix seconds).
+    pub fn issue_cluster_cert(
+        &self,
+        name: &ClusterName,
+        csr_pem: &str,
+    ) -> Result<IssuedClusterCert, FleetError> {
+        let invalid = |e: flotilla_identity::Error| FleetError::Invalid(e.to_string());
+        let chain = self
+            .ca
+            .sign_csr(
+                csr_pem,
+                &flotilla_identity::Identity::Cluster(name.clone()),
+                self.cert_lifetime,
+            )
+            .map_err(invalid)?;
+        let ders = flotilla_identity::pem_to_ders(&chain).map_err(invalid)?;
+        let leaf = ders
+            .first()
+            .ok_or_else(|| FleetError::Invalid("signing produced no certificate".into()))?;
+        let serial = flotilla_identity::Identity::serial_hex(leaf).map_err(invalid)?;
+        let (_, expires) = flotilla_identity::Identity::validity(leaf).map_err(invalid)?;
+        Ok(IssuedClusterCert {
+            chain,
+            serial,
+            expires,
+        })
+    }
+
+    /// Closes the cluster's Sync stream, if it has one, with `reason`.
+    pub fn disconnect(&self, c: &ClusterName, reason: &str) {
+        if let Some((_, s)) = self.sessions.remove(c) {
+            if let Ok(mut r) = s.close_reason.lock() {
+                *r = Some(reason.to_string());
+            }
+            s.close.notify_one();
+        }
     }
 
     pub fn next_session_id(&self) -> u64 {

@@ -23,12 +23,6 @@ impl DataDir {
     pub fn server_key(&self) -> PathBuf {
         self.0.join("hub-key.pem")
     }
-    pub fn admin_cert(&self) -> PathBuf {
-        self.0.join("admin.pem")
-    }
-    pub fn admin_key(&self) -> PathBuf {
-        self.0.join("admin-key.pem")
-    }
     pub fn admin_conf(&self) -> PathBuf {
         self.0.join("admin.conf")
     }

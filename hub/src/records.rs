@@ -39,9 +39,28 @@ pub struct ClusterRecord {
     pub agent_version: String,
     #[serde(default)]
     pub last_seen: i64,
+    /// Serials (hex) of the certificates this cluster may connect with: the newest and,
+    /// during a renewal, the one before it. Anything else is refused.
+    #[serde(default)]
+    pub serials: Vec<String>,
+    /// Expiry of the newest certificate (unix seconds).
+    #[serde(default)]
+    pub cert_expires: i64,
+    /// Set by `flotilla cluster revoke`: every certificate of this cluster is refused.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 impl ClusterRecord {
+    /// Records a newly issued certificate; keeps the previous one valid so a renewal
+    /// never strands a spoke between writing its new certificate and reconnecting.
+    pub fn add_serial(&mut self, serial: String, expires: i64) {
+        self.serials.push(serial);
+        let excess = self.serials.len().saturating_sub(2);
+        self.serials.drain(..excess);
+        self.cert_expires = expires;
+    }
+
     /// The labels targeting uses: the spoke's, overridden key by key by the hub's.
     pub fn labels(&self) -> Labels {
         let mut l = self.spoke_labels.clone();

@@ -91,10 +91,20 @@ impl Ca {
         })
     }
 
-    /// An admin client certificate with a freshly generated key (used locally at init).
-    pub fn issue_admin(&self, name: &str, lifetime: Duration) -> Result<IssuedCert, Error> {
+    /// An operator client certificate with a freshly generated key (issued locally on
+    /// the hub machine: `init` and `flotilla-hub admin issue`).
+    pub fn issue_operator(
+        &self,
+        name: &str,
+        role: crate::san::Role,
+        lifetime: Duration,
+    ) -> Result<IssuedCert, Error> {
         let key = KeyPair::generate()?;
-        let cert = self.client_cert(&key, &Identity::Admin(name.to_string()), lifetime)?;
+        let identity = Identity::Operator {
+            name: name.to_string(),
+            role,
+        };
+        let cert = self.client_cert(&key, &identity, lifetime)?;
         Ok(IssuedCert {
             cert_pem: cert,
             key_pem: key.serialize_pem(),
@@ -121,7 +131,7 @@ impl Ca {
     ) -> Result<String, Error> {
         let cn = match identity {
             Identity::Cluster(c) => c.to_string(),
-            Identity::Admin(a) => format!("admin:{a}"),
+            Identity::Operator { name, role } => format!("{role}:{name}"),
         };
         let mut params = leaf_params(&cn, lifetime);
         let uri = identity
@@ -154,8 +164,10 @@ fn leaf_params(cn: &str, lifetime: Duration) -> CertificateParams {
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let now = OffsetDateTime::now_utc();
-    // A little backdating tolerates clock skew between hub and spoke.
-    params.not_before = now - time::Duration::minutes(5);
+    // A little backdating tolerates clock skew between hub and spoke; a tenth of the
+    // lifetime at most, so renewal at two thirds of it still happens after issue.
+    let backdate = (lifetime / 10).min(Duration::from_secs(300));
+    params.not_before = now - time::Duration::seconds(backdate.as_secs() as i64);
     params.not_after = now + lifetime;
     let mut serial: [u8; 16] = rand::random();
     // Positive, as RFC 5280 requires of serial numbers.
@@ -186,7 +198,7 @@ mod tests {
     #[test]
     fn garbage_csr_is_a_clear_error() {
         let (ca, _) = Ca::generate("test-ca").expect("ca");
-        let id = Identity::Admin("x".into());
+        let id = Identity::admin("x");
         let err = ca
             .sign_csr("not a csr", &id, Duration::from_secs(1))
             .expect_err("must fail");

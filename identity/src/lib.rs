@@ -22,7 +22,7 @@ pub use ca::{Ca, IssuedCert};
 pub use channel::{Credentials, connect};
 pub use client_config::ClientConfig;
 pub use join::JoinString;
-pub use san::Identity;
+pub use san::{Identity, Role};
 
 /// The DNS name every hub serving certificate carries; clients verify against it so the
 /// hub's advertised address can be an IP, a NAT'd name, or anything else.

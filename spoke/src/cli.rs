@@ -52,6 +52,7 @@ pub fn init_tracing(args: &Args) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
@@ -63,6 +64,7 @@ pub async fn run(args: Args) -> Result<()> {
     let name = ClusterName::new(&args.name)?;
     let labels = parse_labels(&args.labels).context("--labels")?;
     let state = StateDir::new(&args.state_dir);
+    state.recover()?;
     if !state.is_enrolled() {
         let Some(join) = &args.join else {
             bail!(
@@ -92,7 +94,23 @@ pub async fn run(args: Args) -> Result<()> {
     )?);
     tokio::select! {
         _ = run_forever(agent) => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+        _ = shutdown_signal() => tracing::info!("stopping"),
     }
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what systemd and Kubernetes send).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

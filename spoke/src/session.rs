@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use flotilla_identity::Identity;
 use flotilla_model::{ContentDigest, Labels, State};
 use flotilla_proto::v1::{
-    Applied, Hello, HubMsg, SpokeMsg, Status as StatusMsg, hub_msg, spoke_client::SpokeClient,
-    spoke_msg,
+    Applied, Hello, HubMsg, Renew, SpokeMsg, Status as StatusMsg, hub_msg,
+    spoke_client::SpokeClient, spoke_msg,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -18,6 +19,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::backoff::Backoff;
 use crate::state_dir::{CachedAssignment, StateDir};
 use crate::target::{Target, check_bundle_name};
+
+/// Content the hub expected us to hold is gone: reconnect so Hello tells it the truth.
+#[derive(Debug)]
+struct Resync(String);
 
 /// Largest Assign the spoke accepts (a 16 MiB bundle plus framing).
 const MAX_INBOUND_MESSAGE: usize = 20 * 1024 * 1024;
@@ -94,22 +99,52 @@ impl Agent {
         }));
     }
 
-    /// Applies one assignment to the target. Blocking (file I/O).
-    fn assign(&self, msg: flotilla_proto::v1::Assign) -> Result<()> {
+    /// Applies one assignment. A bad assignment is reported as ErrApplied and the stream
+    /// goes on; only content we were expected to hold but lost forces a resync (a new
+    /// stream, whose Hello tells the hub what we really hold). Blocking (file I/O).
+    fn assign(&self, msg: flotilla_proto::v1::Assign) -> Result<(), Resync> {
+        let digest = ContentDigest::parse(&msg.content_digest);
+        if msg.content.is_empty()
+            && digest
+                .as_ref()
+                .is_some_and(|d| self.state.load_content(d).is_none())
+        {
+            return Err(Resync(format!(
+                "hub assumed we hold {} for {}, but it is not in the cache",
+                msg.content_digest, msg.bundle
+            )));
+        }
+        if let Err(e) = self.try_assign(&msg) {
+            let failed = CachedAssignment {
+                bundle: msg.bundle.clone(),
+                deployment_id: msg.deployment_id.clone(),
+                digest: digest.unwrap_or_else(|| ContentDigest::of(b"")),
+                keep_resources: false,
+                correct_drift: false,
+                state: State::ErrApplied,
+                message: format!("{e:#}"),
+            };
+            tracing::warn!(bundle = %msg.bundle, error = %failed.message, "assignment refused");
+            self.report(&failed);
+        }
+        Ok(())
+    }
+
+    fn try_assign(&self, msg: &flotilla_proto::v1::Assign) -> Result<()> {
         check_bundle_name(&msg.bundle)?;
         let digest = ContentDigest::parse(&msg.content_digest)
             .ok_or_else(|| anyhow!("malformed content digest {:?}", msg.content_digest))?;
         let content = if msg.content.is_empty() {
-            self.state.load_content(&digest).ok_or_else(|| {
-                anyhow!("hub assumed we hold {digest}, but it is not in the cache")
-            })?
+            self.state
+                .load_content(&digest)
+                .ok_or_else(|| anyhow!("content {digest} is not in the cache"))?
         } else {
             if ContentDigest::of(&msg.content) != digest {
                 bail!("content of bundle {} does not match its digest", msg.bundle);
             }
             msg.content.to_vec()
         };
-        let opts = msg.options.unwrap_or_default();
+        let opts = msg.options.clone().unwrap_or_default();
         let mut entry = CachedAssignment {
             bundle: msg.bundle.clone(),
             deployment_id: msg.deployment_id.clone(),
@@ -227,7 +262,77 @@ pub async fn run_forever(agent: Arc<Agent>) {
     }
 }
 
+/// When to renew: at two thirds of the current certificate's lifetime.
+fn renewal_due(state: &StateDir) -> Result<tokio::time::Instant> {
+    let (not_before, not_after) = Identity::validity(&state.leaf_der()?)?;
+    let now = unix_now();
+    let due = not_before + (not_after - not_before) * 2 / 3;
+    let wait = u64::try_from(due - now).unwrap_or(0);
+    Ok(tokio::time::Instant::now() + Duration::from_secs(wait))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Refuses to dial with an expired certificate, saying how to recover.
+fn check_not_expired(agent: &Agent) -> Result<()> {
+    let (_, not_after) = Identity::validity(&agent.state.leaf_der()?)?;
+    if not_after <= unix_now() {
+        bail!(
+            "the client certificate of cluster {} expired (unix time {not_after}) and can no longer be renewed; \
+             to re-join, ask an admin to run `flotilla cluster delete {}` and `flotilla token create`, \
+             then remove {} and start again with --join",
+            agent.cluster,
+            agent.cluster,
+            agent.state.path().display()
+        );
+    }
+    Ok(())
+}
+
+/// A certificate renewal on the open stream: a new key is generated here, only its CSR
+/// is sent, and the key is installed together with the certificate the hub returns.
+struct Renewal {
+    /// The new key, while its certificate is on the way.
+    pending: Option<String>,
+    due: tokio::time::Instant,
+}
+
+impl Renewal {
+    fn start(&mut self, agent: &Agent) -> Result<()> {
+        let (key_pem, csr_pem) = flotilla_identity::csr::generate_csr(&agent.cluster)?;
+        self.pending = Some(key_pem);
+        tracing::info!(cluster = %agent.cluster, "renewing the client certificate");
+        agent.send(spoke_msg::Msg::Renew(Renew { csr_pem }));
+        Ok(())
+    }
+
+    fn install(&mut self, agent: &Agent, chain_pem: &str) -> Result<()> {
+        let Some(key_pem) = self.pending.take() else {
+            bail!("hub sent a certificate we did not ask for");
+        };
+        let ders = flotilla_identity::pem_to_ders(chain_pem)?;
+        let leaf = ders.first().context("empty certificate chain")?;
+        match Identity::from_cert_der(leaf)? {
+            Identity::Cluster(c) if c.as_str() == agent.cluster => {}
+            other => bail!(
+                "hub sent a certificate for {other}, not cluster {}",
+                agent.cluster
+            ),
+        }
+        agent.state.save_renewed(&key_pem, chain_pem)?;
+        self.due = renewal_due(&agent.state)?;
+        tracing::info!(cluster = %agent.cluster, "client certificate renewed; the stream stays up");
+        Ok(())
+    }
+}
+
 async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
+    check_not_expired(agent)?;
     let creds = agent.state.credentials()?;
     let channel = flotilla_identity::connect(&agent.hub, &creds).await?;
     let mut client = SpokeClient::new(channel).max_decoding_message_size(MAX_INBOUND_MESSAGE);
@@ -271,12 +376,19 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
         agent.report(a);
     }
     let mut heartbeat = tokio::time::interval(agent.heartbeat);
+    let mut renewal = Renewal {
+        pending: None,
+        due: renewal_due(&agent.state)?,
+    };
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(renewal.due), if renewal.pending.is_none() => {
+                renewal.start(agent)?;
+            }
             msg = inbound.message() => {
                 let msg: Option<HubMsg> = msg.map_err(|s| anyhow!("stream: {}", s.message()))?;
                 let Some(msg) = msg else { return Ok(()) };
-                handle(agent, msg).await?;
+                handle(agent, msg, &mut renewal).await?;
             }
             _ = heartbeat.tick() => {
                 agent.send(spoke_msg::Msg::Heartbeat(Default::default()));
@@ -285,21 +397,19 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
     }
 }
 
-async fn handle(agent: &Arc<Agent>, msg: HubMsg) -> Result<()> {
+async fn handle(agent: &Arc<Agent>, msg: HubMsg, renewal: &mut Renewal) -> Result<()> {
     let a = agent.clone();
     match msg.msg {
-        Some(hub_msg::Msg::Assign(assign)) => {
-            let bundle = assign.bundle.clone();
-            tokio::task::spawn_blocking(move || a.assign(assign))
-                .await
-                .context("apply task")?
-                .with_context(|| format!("assignment of {bundle}"))
-        }
+        Some(hub_msg::Msg::Assign(assign)) => tokio::task::spawn_blocking(move || a.assign(assign))
+            .await
+            .context("apply task")?
+            .map_err(|Resync(why)| anyhow!("resyncing: {why}")),
         Some(hub_msg::Msg::Unassign(u)) => {
             tokio::task::spawn_blocking(move || a.unassign(&u.bundle))
                 .await
                 .context("unassign task")?
         }
-        Some(hub_msg::Msg::Certificate(_)) | Some(hub_msg::Msg::Ping(_)) | None => Ok(()),
+        Some(hub_msg::Msg::Certificate(c)) => renewal.install(agent, &c.cert_chain_pem),
+        Some(hub_msg::Msg::Ping(_)) | None => Ok(()),
     }
 }

@@ -73,6 +73,50 @@ impl StateDir {
         Ok(())
     }
 
+    /// Stores a renewed key and certificate. Both are written beside the current ones
+    /// first, then renamed key-then-certificate; `recover` finishes an interrupted swap,
+    /// so a crash never leaves a key that does not match its certificate.
+    pub fn save_renewed(&self, key_pem: &str, cert_pem: &str) -> Result<()> {
+        let (key_next, cert_next) = (self.next(&self.key()), self.next(&self.cert()));
+        files::write_secret(&key_next, key_pem.as_bytes())?;
+        files::write_public(&cert_next, cert_pem.as_bytes())?;
+        self.recover()
+    }
+
+    /// Completes a renewal interrupted between its two renames.
+    pub fn recover(&self) -> Result<()> {
+        let (key_next, cert_next) = (self.next(&self.key()), self.next(&self.cert()));
+        if !cert_next.exists() {
+            // No renewal in flight; a lone key.next is from a write that never finished.
+            let _ = std::fs::remove_file(&key_next);
+            return Ok(());
+        }
+        if key_next.exists() {
+            std::fs::rename(&key_next, self.key())
+                .with_context(|| format!("installing {}", key_next.display()))?;
+        }
+        std::fs::rename(&cert_next, self.cert())
+            .with_context(|| format!("installing {}", cert_next.display()))?;
+        Ok(())
+    }
+
+    fn next(&self, p: &Path) -> PathBuf {
+        p.with_extension("pem.next")
+    }
+
+    /// DER of our current leaf certificate.
+    pub fn leaf_der(&self) -> Result<Vec<u8>> {
+        let pem = files::read_public(&self.cert())?;
+        flotilla_identity::pem_to_ders(&pem)?
+            .into_iter()
+            .next()
+            .context("cert.pem holds no certificate")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
     pub fn load_identity(&self) -> Result<IdentityFile> {
         let text = files::read_public(&self.identity())?;
         serde_json::from_str(&text)
@@ -140,5 +184,36 @@ impl StateDir {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_renewal_is_completed_on_recover() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = StateDir::new(dir.path());
+        files::write_secret(&dir.path().join("key.pem"), b"old-key").expect("write");
+        files::write_public(&dir.path().join("cert.pem"), b"old-cert").expect("write");
+        // Crash after the key rename, before the certificate rename.
+        files::write_public(&dir.path().join("cert.pem.next"), b"new-cert").expect("write");
+        files::write_secret(&dir.path().join("key.pem"), b"new-key").expect("write");
+        s.recover().expect("recover");
+        assert_eq!(
+            std::fs::read(dir.path().join("cert.pem")).expect("cert"),
+            b"new-cert"
+        );
+        assert_eq!(
+            files::read_secret(&dir.path().join("key.pem")).expect("key"),
+            "new-key"
+        );
+        s.save_renewed("k2", "c2").expect("renew");
+        assert_eq!(
+            files::read_secret(&dir.path().join("key.pem")).expect("key"),
+            "k2"
+        );
+        assert!(!dir.path().join("key.pem.next").exists());
     }
 }

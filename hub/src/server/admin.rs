@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use flotilla_identity::JoinString;
+use flotilla_identity::{JoinString, Role};
 use flotilla_model::{ClusterName, LabelSelector, State, Summary, labels};
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
 use crate::fleet::{Fleet, Trigger};
-use crate::records::{SourceSpec, now_unix, rfc3339};
+use crate::records::{SourceSpec, now_unix, rfc3339, status_key};
 use crate::server::peer;
 use crate::sources;
 use crate::store::{Op, Table};
@@ -44,6 +44,8 @@ impl AdminService {
             agent_version: rec.agent_version.clone(),
             last_seen: rfc3339(rec.last_seen),
             registered: rfc3339(rec.registered_at),
+            revoked: rec.revoked,
+            cert_expires: rfc3339(rec.cert_expires),
         })
     }
 
@@ -138,7 +140,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
-        peer::require_admin(&request)?;
+        peer::require_operator(&request, Role::Viewer)?;
         let clusters = self
             .sorted_clusters()
             .iter()
@@ -151,7 +153,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::LabelClusterRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
-        peer::require_admin(&request)?;
+        peer::require_operator(&request, Role::Admin)?;
         let req = request.into_inner();
         let name =
             ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -187,7 +189,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListSourcesRequest>,
     ) -> Result<Response<pb::ListSourcesResponse>, Status> {
-        peer::require_admin(&request)?;
+        peer::require_operator(&request, Role::Viewer)?;
         let mut sources: Vec<pb::Source> = self
             .fleet
             .sources
@@ -202,7 +204,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::AddSourceRequest>,
     ) -> Result<Response<pb::Source>, Status> {
-        peer::require_admin(&request)?;
+        peer::require_operator(&request, Role::Admin)?;
         let src = request
             .into_inner()
             .source
@@ -231,7 +233,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RemoveSourceRequest>,
     ) -> Result<Response<pb::RemoveSourceResponse>, Status> {
-        peer::require_admin(&request)?;
+        peer::require_operator(&request, Role::Admin)?;
         let name = request.into_inner().name;
         let (_, state) = self
             .fleet
@@ -252,7 +254,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListBundlesRequest>,
     ) -> Result<Response<pb::ListBundlesResponse>, Status> {
-        peer::require_admin(&request)?;
+        peer::require_operator(&request, Role::Viewer)?;
         let clusters = self.sorted_clusters();
         let mut bundles = Vec::new();
         let sources: Vec<_> = self
@@ -272,10 +274,11 @@ impl Admin for AdminService {
                             .map(|a| self.fleet.row_state(c, &entry.name, a).0)
                     })
                     .collect();
+                // A bundle that targets no cluster has no state to show.
                 let state = if !entry.errors.is_empty() {
-                    State::ErrApplied
+                    State::ErrApplied.to_string()
                 } else {
-                    summary.worst().unwrap_or(State::Ready)
+                    summary.worst().map(|s| s.to_string()).unwrap_or_default()
                 };
                 bundles.push(pb::Bundle {
                     name: entry.name.clone(),
@@ -284,7 +287,7 @@ impl Admin for AdminService {
                     commit: rt.commit.clone().unwrap_or_default(),
                     clusters: u32::try_from(summary.total()).unwrap_or(u32::MAX),
                     ready: u32::try_from(summary.ready()).unwrap_or(u32::MAX),
-                    state: state.to_string(),
+                    state,
                     error: entry.errors.join("\n"),
                     warnings: entry.warnings.clone(),
                 });
@@ -298,7 +301,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
-        peer::require_admin(&request)?;
+        peer::require_operator(&request, Role::Viewer)?;
         let req = request.into_inner();
         let mut rows = Vec::new();
         for c in self.sorted_clusters() {
@@ -350,7 +353,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        peer::require_admin(&request)?;
+        peer::require_operator(&request, Role::Admin)?;
         let req = request.into_inner();
         if req.ttl_seconds == 0 || req.max_uses == 0 {
             return Err(Status::invalid_argument(
@@ -386,6 +389,122 @@ impl Admin for AdminService {
             join: join.to_string(),
             expires,
         }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        peer::require_operator(&request, Role::Viewer)?;
+        let now = now_unix();
+        let mut tokens: Vec<pb::Token> = self
+            .fleet
+            .tokens
+            .lock()
+            .map_err(|_| Status::internal("token table poisoned"))?
+            .values()
+            .map(|t| pb::Token {
+                id: t.id.clone(),
+                description: t.description.clone(),
+                created: rfc3339(t.created_at),
+                expires: rfc3339(t.expires_at),
+                max_uses: t.max_uses,
+                uses: t.uses,
+                expired: now >= t.expires_at,
+            })
+            .collect();
+        tokens.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(Response::new(pb::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        peer::require_operator(&request, Role::Admin)?;
+        let id = request.into_inner().id;
+        let removed = self
+            .fleet
+            .tokens
+            .lock()
+            .map_err(|_| Status::internal("token table poisoned"))?
+            .remove(&id);
+        if removed.is_none() {
+            return Err(Status::not_found(format!("token {id} not found")));
+        }
+        self.fleet
+            .store
+            .commit(vec![Op::delete(Table::Tokens, id.clone())])
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(token = %id, "join token revoked");
+        Ok(Response::new(pb::RevokeTokenResponse {}))
+    }
+
+    async fn revoke_cluster(
+        &self,
+        request: Request<pb::RevokeClusterRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        peer::require_operator(&request, Role::Admin)?;
+        let name = ClusterName::new(&request.into_inner().name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let rec = {
+            let mut rec = self
+                .fleet
+                .clusters
+                .get_mut(&name)
+                .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))?;
+            rec.revoked = true;
+            rec.clone()
+        };
+        self.fleet
+            .store
+            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.fleet
+            .disconnect(&name, &format!("cluster {name} has been revoked"));
+        tracing::warn!(cluster = %name, "cluster revoked");
+        self.cluster_view(&name)
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))
+    }
+
+    async fn delete_cluster(
+        &self,
+        request: Request<pb::DeleteClusterRequest>,
+    ) -> Result<Response<pb::DeleteClusterResponse>, Status> {
+        peer::require_operator(&request, Role::Admin)?;
+        let name = ClusterName::new(&request.into_inner().name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self.fleet.clusters.remove(&name).is_none() {
+            return Err(Status::not_found(format!("cluster {name} not found")));
+        }
+        self.fleet
+            .disconnect(&name, &format!("cluster {name} has been deleted"));
+        let mut ops = vec![
+            Op::delete(Table::Clusters, name.as_str()),
+            Op::delete(Table::Desired, name.as_str()),
+        ];
+        self.fleet.assignments.remove(&name);
+        let bundles: Vec<String> = self
+            .fleet
+            .status
+            .iter()
+            .filter(|e| e.key().0 == name)
+            .map(|e| e.key().1.clone())
+            .collect();
+        for b in bundles {
+            self.fleet.status.remove(&(name.clone(), b.clone()));
+            ops.push(Op::delete(Table::Status, status_key(&name, &b)));
+        }
+        self.fleet
+            .store
+            .commit(ops)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::warn!(cluster = %name, "cluster deleted");
+        Ok(Response::new(pb::DeleteClusterResponse {}))
     }
 }
 

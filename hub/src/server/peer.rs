@@ -1,32 +1,62 @@
 //! Who is calling: the identity in the caller's verified client certificate, and nothing
-//! else. tonic has already verified the chain against the hub CA during the handshake.
+//! else. The TLS layer has already verified the chain against the hub's trusted CAs;
+//! here we read the identity and check it against the fleet (revocation, superseded
+//! certificates) and the operator's role.
 
-use flotilla_identity::Identity;
+use flotilla_identity::{Identity, Role};
 use flotilla_model::ClusterName;
 use tonic::{Request, Status};
 
-fn identity<T>(req: &Request<T>) -> Result<Identity, Status> {
+use crate::fleet::Fleet;
+
+fn leaf<T>(req: &Request<T>) -> Result<(Identity, Vec<u8>), Status> {
     let certs = req.peer_certs().ok_or_else(|| {
         Status::unauthenticated("a client certificate is required; join the fleet first")
     })?;
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-    Identity::from_cert_der(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
+    let id = Identity::from_cert_der(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    Ok((id, leaf.to_vec()))
 }
 
-pub fn require_cluster<T>(req: &Request<T>) -> Result<ClusterName, Status> {
-    match identity(req)? {
-        Identity::Cluster(c) => Ok(c),
-        other => Err(Status::permission_denied(format!(
-            "{other} may not open a spoke stream"
-        ))),
+/// The calling cluster, if its certificate is one the hub currently honours.
+pub fn require_cluster<T>(fleet: &Fleet, req: &Request<T>) -> Result<ClusterName, Status> {
+    let (id, der) = leaf(req)?;
+    let Identity::Cluster(name) = id else {
+        return Err(Status::permission_denied(format!(
+            "{id} may not open a spoke stream"
+        )));
+    };
+    let serial = Identity::serial_hex(&der).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    let rec = fleet.clusters.get(&name).ok_or_else(|| {
+        Status::permission_denied(format!("cluster {name} is not registered with this hub"))
+    })?;
+    if rec.revoked {
+        return Err(Status::permission_denied(format!(
+            "cluster {name} has been revoked; an admin must delete it before it can join again"
+        )));
     }
+    if !rec.serials.contains(&serial) {
+        return Err(Status::permission_denied(format!(
+            "this certificate of cluster {name} has been superseded or revoked"
+        )));
+    }
+    Ok(name)
 }
 
-pub fn require_admin<T>(req: &Request<T>) -> Result<String, Status> {
-    match identity(req)? {
-        Identity::Admin(a) => Ok(a),
+/// The calling operator, if their role allows `needed`.
+pub fn require_operator<T>(req: &Request<T>, needed: Role) -> Result<String, Status> {
+    match leaf(req)?.0 {
+        Identity::Operator { name, role } => {
+            if needed == Role::Admin && role != Role::Admin {
+                Err(Status::permission_denied(format!(
+                    "{role}/{name} may only read; this call needs the admin role"
+                )))
+            } else {
+                Ok(name)
+            }
+        }
         other => Err(Status::permission_denied(format!(
             "{other} may not call the admin API"
         ))),

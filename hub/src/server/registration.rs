@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use flotilla_identity::Identity;
 use flotilla_model::{ClusterName, Labels, labels};
 use flotilla_proto::v1::{RegisterRequest, RegisterResponse, registration_server::Registration};
 use tonic::{Request, Response, Status};
@@ -66,24 +65,23 @@ impl Registration for RegistrationService {
             rec.clone()
         };
 
-        let chain = self
+        let issued = self
             .fleet
-            .ca
-            .sign_csr(
-                &req.csr_pem,
-                &Identity::Cluster(name.clone()),
-                self.fleet.cert_lifetime,
-            )
+            .issue_cluster_cert(&name, &req.csr_pem)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let now = now_unix();
-        let record = ClusterRecord {
+        let mut record = ClusterRecord {
             name: name.clone(),
             spoke_labels,
             hub_labels: Labels::new(),
             registered_at: now,
             agent_version: req.agent_version,
             last_seen: now,
+            serials: Vec::new(),
+            cert_expires: 0,
+            revoked: false,
         };
+        record.add_serial(issued.serial, issued.expires);
         // Durable before we answer: a spoke holding a certificate must exist after a crash.
         self.fleet
             .store
@@ -98,7 +96,7 @@ impl Registration for RegistrationService {
         self.fleet.trigger(Trigger::Cluster(name.clone()));
         Ok(Response::new(RegisterResponse {
             cluster_id: name.to_string(),
-            cert_chain_pem: chain,
+            cert_chain_pem: issued.chain,
             ca_pem: self.fleet.ca.cert_pem().to_string(),
         }))
     }

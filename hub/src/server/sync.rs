@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use flotilla_model::{ClusterName, ContentDigest, State};
 use flotilla_proto::v1::{
-    Assign, BundleOptions, HubMsg, SpokeMsg, Unassign, hub_msg, spoke_msg, spoke_server::Spoke,
+    Assign, BundleOptions, Certificate, HubMsg, SpokeMsg, Unassign, hub_msg, spoke_msg,
+    spoke_server::Spoke,
 };
 use futures::Stream;
 use tokio::sync::{Notify, mpsc};
@@ -51,12 +52,7 @@ impl Spoke for SpokeService {
         &self,
         request: Request<Streaming<SpokeMsg>>,
     ) -> Result<Response<HubStream>, Status> {
-        let cluster = peer::require_cluster(&request)?;
-        if !self.fleet.clusters.contains_key(&cluster) {
-            return Err(Status::permission_denied(format!(
-                "cluster {cluster} is not registered with this hub"
-            )));
-        }
+        let cluster = peer::require_cluster(&self.fleet, &request)?;
         let mut inbound = request.into_inner();
         let hello = match inbound.next().await {
             Some(Ok(SpokeMsg {
@@ -69,14 +65,21 @@ impl Spoke for SpokeService {
 
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let notify = Arc::new(Notify::new());
+        let close = Arc::new(Notify::new());
+        let close_reason = Arc::new(std::sync::Mutex::new(None));
         let id = self.fleet.next_session_id();
-        self.fleet.sessions.insert(
+        if let Some(old) = self.fleet.sessions.insert(
             cluster.clone(),
             SessionHandle {
                 id,
                 notify: notify.clone(),
+                close: close.clone(),
+                close_reason: close_reason.clone(),
             },
-        );
+        ) {
+            // A reconnect replaces a stream the hub has not noticed is dead yet.
+            old.close.notify_one();
+        }
         self.accept_hello(&cluster, &hello);
         let session = Session {
             fleet: self.fleet.clone(),
@@ -84,10 +87,15 @@ impl Spoke for SpokeService {
             id,
             tx,
             notify,
+            close,
+            close_reason,
             sent: hello
                 .applied
                 .iter()
-                .map(|a| (a.bundle.clone(), a.deployment_id.clone()))
+                .map(|a| {
+                    let digest = ContentDigest::parse(&a.content_digest);
+                    (a.bundle.clone(), (a.deployment_id.clone(), digest))
+                })
                 .collect(),
             digests: hello
                 .digests
@@ -141,9 +149,12 @@ struct Session {
     id: u64,
     tx: mpsc::Sender<Result<HubMsg, Status>>,
     notify: Arc<Notify>,
-    /// bundle -> deployment id the spoke has been told to run.
-    sent: BTreeMap<String, String>,
-    /// Content the spoke holds; never resent.
+    close: Arc<Notify>,
+    close_reason: Arc<std::sync::Mutex<Option<String>>>,
+    /// bundle -> (deployment id, content digest) the spoke has been told to run.
+    sent: BTreeMap<String, (String, Option<ContentDigest>)>,
+    /// Content the spoke holds; never resent. The spoke keeps only content that an
+    /// assignment refers to, so this shrinks to match `sent` after every change.
     digests: HashSet<ContentDigest>,
 }
 
@@ -155,7 +166,7 @@ impl Session {
             tokio::select! {
                 msg = inbound.next() => {
                     alive = match msg {
-                        Some(Ok(m)) => match self.handle(m) {
+                        Some(Ok(m)) => match self.handle(m).await {
                             Ok(()) => true,
                             Err(status) => {
                                 tracing::warn!(cluster = %self.cluster, error = %status.message(), "closing spoke stream");
@@ -171,6 +182,17 @@ impl Session {
                     };
                 }
                 _ = self.notify.notified() => alive = self.push_diff().await,
+                _ = self.close.notified() => {
+                    let reason = self
+                        .close_reason
+                        .lock()
+                        .ok()
+                        .and_then(|r| r.clone())
+                        .unwrap_or_else(|| "replaced by a newer stream".into());
+                    tracing::info!(cluster = %self.cluster, session = self.id, %reason, "closing spoke stream");
+                    let _ = self.tx.send(Err(Status::permission_denied(reason))).await;
+                    alive = false;
+                }
                 _ = self.tx.closed() => alive = false,
             }
         }
@@ -183,7 +205,7 @@ impl Session {
         tracing::info!(cluster = %self.cluster, session = self.id, "spoke disconnected");
     }
 
-    fn handle(&mut self, msg: SpokeMsg) -> Result<(), Status> {
+    async fn handle(&mut self, msg: SpokeMsg) -> Result<(), Status> {
         match msg.msg {
             Some(spoke_msg::Msg::Status(s)) => self.on_status(s),
             Some(spoke_msg::Msg::Heartbeat(_)) => {
@@ -195,11 +217,46 @@ impl Session {
             Some(spoke_msg::Msg::Hello(_)) => {
                 Err(Status::invalid_argument("Hello may only be sent once"))
             }
-            Some(spoke_msg::Msg::Renew(_)) => Err(Status::unimplemented(
-                "certificate renewal over the stream is not implemented yet",
-            )),
+            Some(spoke_msg::Msg::Renew(r)) => self.on_renew(&r.csr_pem).await,
             None => Err(Status::invalid_argument("empty message")),
         }
+    }
+
+    /// Issues a fresh certificate for a new key, on the open stream. The new serial is
+    /// durable before the certificate leaves, so a crash cannot strand the spoke.
+    async fn on_renew(&mut self, csr_pem: &str) -> Result<(), Status> {
+        let issued = self
+            .fleet
+            .issue_cluster_cert(&self.cluster, csr_pem)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let record = {
+            let mut rec = self
+                .fleet
+                .clusters
+                .get_mut(&self.cluster)
+                .ok_or_else(|| Status::permission_denied("cluster was deleted"))?;
+            rec.add_serial(issued.serial.clone(), issued.expires);
+            rec.clone()
+        };
+        self.fleet
+            .store
+            .commit(vec![Op::put_json(
+                Table::Clusters,
+                self.cluster.as_str(),
+                &record,
+            )])
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(cluster = %self.cluster, serial = %issued.serial, "certificate renewed");
+        let msg = HubMsg {
+            msg: Some(hub_msg::Msg::Certificate(Certificate {
+                cert_chain_pem: issued.chain,
+            })),
+        };
+        self.tx
+            .send(Ok(msg))
+            .await
+            .map_err(|_| Status::cancelled("spoke went away"))
     }
 
     fn on_status(&mut self, s: flotilla_proto::v1::Status) -> Result<(), Status> {
@@ -243,7 +300,11 @@ impl Session {
         let mut out = Vec::new();
         for (bundle, a) in desired.iter() {
             let Some(d) = &a.desired else { continue };
-            if self.sent.get(bundle) == Some(&d.deployment_id.to_string()) {
+            if self
+                .sent
+                .get(bundle)
+                .is_some_and(|(id, _)| *id == d.deployment_id.as_str())
+            {
                 continue;
             }
             let content = if self.digests.contains(&d.digest) {
@@ -258,8 +319,10 @@ impl Session {
                 }
             };
             self.digests.insert(d.digest.clone());
-            self.sent
-                .insert(bundle.clone(), d.deployment_id.to_string());
+            self.sent.insert(
+                bundle.clone(),
+                (d.deployment_id.to_string(), Some(d.digest.clone())),
+            );
             out.push(hub_msg::Msg::Assign(Assign {
                 bundle: bundle.clone(),
                 deployment_id: d.deployment_id.to_string(),
@@ -282,6 +345,9 @@ impl Session {
             self.sent.remove(&bundle);
             out.push(hub_msg::Msg::Unassign(Unassign { bundle }));
         }
+        let referenced: HashSet<&ContentDigest> =
+            self.sent.values().filter_map(|(_, d)| d.as_ref()).collect();
+        self.digests.retain(|d| referenced.contains(d));
         for msg in out {
             if self.tx.send(Ok(HubMsg { msg: Some(msg) })).await.is_err() {
                 return false;

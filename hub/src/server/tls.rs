@@ -50,11 +50,10 @@ pub fn server_config(
     for ca in CertificateDer::pem_slice_iter(trusted_cas_pem.as_bytes()) {
         roots.add(ca.map_err(cfg_err)?).map_err(cfg_err)?;
     }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(cfg_err)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(cfg_err)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(cfg_err)?
