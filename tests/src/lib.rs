@@ -201,10 +201,16 @@ pub struct Hub {
     pub addr: String,
     pub config: PathBuf,
     pub proc: Proc,
+    run_args: Vec<String>,
 }
 
 impl Hub {
     pub fn start(base: &Path) -> Hub {
+        Self::start_with(base, &[])
+    }
+
+    /// Starts a hub with extra `flotilla-hub run` flags, e.g. `--cert-lifetime 6s`.
+    pub fn start_with(base: &Path, run_args: &[&str]) -> Hub {
         let dir = base.join("hub");
         let addr = format!("127.0.0.1:{}", free_port());
         let out = Command::new(bin("flotilla-hub"))
@@ -219,21 +225,23 @@ impl Hub {
             String::from_utf8_lossy(&out.stderr)
         );
         let hub = Hub {
-            proc: Self::spawn(&dir, &addr, base),
+            proc: Self::spawn(&dir, &addr, base, run_args),
             config: dir.join("admin.conf"),
             dir,
             addr,
+            run_args: run_args.iter().map(ToString::to_string).collect(),
         };
         hub.wait_ready();
         hub
     }
 
-    fn spawn(dir: &Path, addr: &str, base: &Path) -> Proc {
+    fn spawn(dir: &Path, addr: &str, base: &Path, run_args: &[&str]) -> Proc {
         Proc::spawn(
             Command::new(bin("flotilla-hub"))
                 .args(["run", "--data-dir"])
                 .arg(dir)
-                .args(["--listen", addr, "--log-level", "debug"]),
+                .args(["--listen", addr, "--log-level", "debug"])
+                .args(run_args),
             base.join(format!("hub-{}.log", free_port())),
         )
     }
@@ -246,7 +254,8 @@ impl Hub {
             .parent()
             .expect("hub dir has a parent")
             .to_path_buf();
-        self.proc = Self::spawn(&self.dir, &self.addr, &base);
+        let args: Vec<&str> = self.run_args.iter().map(String::as_str).collect();
+        self.proc = Self::spawn(&self.dir, &self.addr, &base, &args);
         self.wait_ready();
     }
 
@@ -261,14 +270,9 @@ impl Hub {
         });
     }
 
-    /// Runs the `flotilla` CLI against this hub.
+    /// Runs the `flotilla` CLI against this hub as its admin.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("flotilla"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("run flotilla")
+        cli_as(&self.config, args)
     }
 
     /// Runs the CLI with `-o json`, asserting success.
@@ -354,6 +358,16 @@ impl Hub {
             }
         });
     }
+}
+
+/// Runs the `flotilla` CLI with the client config at `config`.
+pub fn cli_as(config: &Path, args: &[&str]) -> Output {
+    Command::new(bin("flotilla"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run flotilla")
 }
 
 /// A running spoke process with a directory target.
