@@ -76,6 +76,8 @@ pub async fn run(args: Args) -> Result<()> {
         enroll(&state, &join, name.as_str(), &labels).await?;
     }
     let identity = state.load_identity()?;
+    // Fail at start, not on every reconnect, when the key is unreadable or too open.
+    state.credentials()?;
     if identity.cluster != name.as_str() {
         bail!(
             "{} belongs to cluster {:?}, not {:?}; use another --state-dir",

@@ -370,7 +370,7 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
     if let Ok(mut o) = agent.outbound.lock() {
         *o = Some(tx.clone());
     }
-    tracing::info!(hub = %agent.hub, cluster = %agent.cluster, "connected");
+    tracing::info!(hub = %agent.hub, cluster = %agent.cluster, "sync stream open");
     // Tell the hub what happened while we were away.
     for a in cache.values() {
         agent.report(a);

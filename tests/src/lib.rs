@@ -60,6 +60,9 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir).expect("log dir");
+        }
         let file = std::fs::File::create(&log).expect("log file");
         let child = cmd
             .stdout(Stdio::null())

@@ -175,7 +175,10 @@ impl Session {
                             }
                         },
                         Some(Err(e)) => {
+                            // e.g. an oversized or undecodable message: tell this spoke why
+                            // and end only its stream.
                             tracing::info!(cluster = %self.cluster, error = %e.message(), "spoke stream error");
+                            let _ = self.tx.send(Err(e)).await;
                             false
                         }
                         None => false,
