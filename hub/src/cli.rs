@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
-use flotilla_identity::{Ca, ClientConfig, Role, files};
+use flotilla_identity::{Role, files};
 use flotilla_model::duration::parse_duration;
 
 use crate::fleet::{Fleet, FleetParts};
 use crate::layout::DataDir;
+use crate::pki::{self, HubPki};
 use crate::server::{self, ServerTls};
 use crate::sources;
 use crate::store::Store;
@@ -54,6 +55,33 @@ pub enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// The hub CA: rotate it without stranding spokes.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Start a rotation: a new signing CA, the old one still trusted. Restart the hub after.
+    Rotate {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Show which clusters still depend on the previous CA (hub stopped).
+    Status {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Finish a rotation once no cluster depends on the previous CA (hub stopped).
+    Retire {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Retire even if some clusters would be stranded.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -121,64 +149,13 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Admin {
             command: AdminCommand::Issue(a),
         } => issue_operator(&a),
+        Command::Ca { command } => ca_command(command),
     }
-}
-
-/// Writes an operator certificate, its key (0600) and a client config naming them.
-fn write_operator(
-    ca: &Ca,
-    server: &str,
-    name: &str,
-    role: Role,
-    lifetime: Duration,
-    conf_path: &std::path::Path,
-) -> Result<()> {
-    if !flotilla_model::names::is_dns_label(name) {
-        bail!("--name {name:?} must be a DNS label");
-    }
-    let dir = conf_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let stem = conf_path
-        .file_stem()
-        .context("--out needs a file name")?
-        .to_string_lossy()
-        .to_string();
-    let issued = ca.issue_operator(name, role, lifetime)?;
-    let (cert, key) = (format!("{stem}.pem"), format!("{stem}-key.pem"));
-    files::write_public(&dir.join(&cert), issued.cert_pem.as_bytes())?;
-    files::write_secret(&dir.join(&key), issued.key_pem.as_bytes())?;
-    let conf = ClientConfig {
-        server: server.to_string(),
-        ca: "ca.pem".into(),
-        cert: cert.into(),
-        key: key.into(),
-    };
-    if !dir.join("ca.pem").exists() {
-        files::write_public(&dir.join("ca.pem"), ca.cert_pem().as_bytes())?;
-    }
-    files::write_public(conf_path, conf.to_yaml().as_bytes())?;
-    Ok(())
-}
-
-fn load_ca(dir: &DataDir) -> Result<Ca> {
-    let ca_pem = files::read_public(&dir.ca_cert())?;
-    Ok(Ca::load(&ca_pem, &files::read_secret(&dir.ca_key())?)?)
 }
 
 fn issue_operator(args: &IssueArgs) -> Result<()> {
     let dir = DataDir::new(&args.data_dir);
-    let ca = load_ca(&dir)?;
-    let server = read_advertise(&dir)?;
-    write_operator(
-        &ca,
-        &server,
-        &args.name,
-        args.role,
-        args.lifetime,
-        &args.out,
-    )?;
+    pki::issue_operator(&dir, &args.name, args.role, args.lifetime, &args.out)?;
     println!(
         "wrote {} ({} {}); use it with: flotilla --config {} clusters",
         args.out.display(),
@@ -187,6 +164,58 @@ fn issue_operator(args: &IssueArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+fn open_store_records(dir: &DataDir) -> Result<Vec<crate::records::ClusterRecord>> {
+    let (_, snapshot) = Store::open(&dir.state()).with_context(|| {
+        format!(
+            "opening {} (stop the hub first: the store allows one process)",
+            dir.state().display()
+        )
+    })?;
+    Ok(snapshot
+        .records::<crate::records::ClusterRecord>(crate::store::Table::Clusters)?
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect())
+}
+
+fn ca_command(cmd: CaCommand) -> Result<()> {
+    match cmd {
+        CaCommand::Rotate { data_dir } => {
+            let dir = DataDir::new(&data_dir);
+            let fp = pki::rotate(&dir)?;
+            println!("new signing CA sha256 {fp}; the previous CA stays trusted.");
+            println!("restart the hub; spokes move to the new CA at their next renewal.");
+            println!(
+                "then: flotilla-hub ca retire --data-dir {}",
+                data_dir.display()
+            );
+            Ok(())
+        }
+        CaCommand::Status { data_dir } => {
+            let dir = DataDir::new(&data_dir);
+            let waiting = pki::depending_on_previous(&dir, &open_store_records(&dir)?)?;
+            if !dir.ca_previous().exists() {
+                println!("no CA rotation in progress");
+            } else if waiting.is_empty() {
+                println!("every cluster holds a certificate from the new CA: ready to retire");
+            } else {
+                println!(
+                    "waiting for {} cluster(s) to renew: {}",
+                    waiting.len(),
+                    waiting.join(", ")
+                );
+            }
+            Ok(())
+        }
+        CaCommand::Retire { data_dir, force } => {
+            let dir = DataDir::new(&data_dir);
+            pki::retire(&dir, &open_store_records(&dir)?, force)?;
+            println!("previous CA retired; the hub now serves with the new CA. Restart the hub.");
+            Ok(())
+        }
+    }
 }
 
 pub fn init(args: &InitArgs) -> Result<()> {
@@ -200,29 +229,11 @@ pub fn init(args: &InitArgs) -> Result<()> {
     }
     std::fs::create_dir_all(dir.root())
         .with_context(|| format!("creating {}", dir.root().display()))?;
-    let (ca, ca_key) = Ca::generate("flotilla hub CA")?;
-    files::write_public(&dir.ca_cert(), ca.cert_pem().as_bytes())?;
-    files::write_secret(&dir.ca_key(), ca_key.as_bytes())?;
-    let host = args
-        .advertise
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-        .context("--advertise must be host:port")?;
-    let server = ca.issue_server(&[host])?;
-    files::write_public(&dir.server_cert(), server.cert_pem.as_bytes())?;
-    files::write_secret(&dir.server_key(), server.key_pem.as_bytes())?;
-    write_operator(
-        &ca,
-        &args.advertise,
-        "admin",
-        Role::Admin,
-        Duration::from_secs(365 * 24 * 3600),
-        &dir.admin_conf(),
-    )?;
     files::write_public(
         &dir.hub_conf(),
         format!("advertise: {}\n", args.advertise).as_bytes(),
     )?;
+    let ca = pki::init(&dir, &args.advertise)?;
     drop(Store::open(&dir.state())?);
     println!("initialised hub in {}", dir.root().display());
     println!("  CA sha256:   {}", ca.fingerprint());
@@ -236,7 +247,7 @@ pub fn init(args: &InitArgs) -> Result<()> {
     Ok(())
 }
 
-fn read_advertise(dir: &DataDir) -> Result<String> {
+pub(crate) fn read_advertise(dir: &DataDir) -> Result<String> {
     let text = files::read_public(&dir.hub_conf())?;
     text.lines()
         .find_map(|l| l.strip_prefix("advertise:").map(|v| v.trim().to_string()))
@@ -253,11 +264,11 @@ async fn serve(args: RunArgs) -> Result<()> {
             dir.root().display()
         );
     }
-    let ca = load_ca(&dir)?;
+    let pki = HubPki::load(&dir)?;
     let tls = ServerTls {
-        cert_pem: files::read_public(&dir.server_cert())?,
-        key_pem: files::read_secret(&dir.server_key())?,
-        ca_pem: ca.cert_pem().to_string(),
+        cert_pem: pki.serving_cert_pem,
+        key_pem: pki.serving_key_pem,
+        ca_pem: pki.trust_pem.clone(),
     };
     let advertise = read_advertise(&dir)?;
     let state_path = dir.state();
@@ -267,7 +278,9 @@ async fn serve(args: RunArgs) -> Result<()> {
     let (fleet, reconcile_rx) = Fleet::restore(
         FleetParts {
             store,
-            ca,
+            ca: pki.signing,
+            trust_pem: pki.trust_pem,
+            pin: pki.pin,
             advertise,
             cert_lifetime: args.cert_lifetime,
             data_dir: dir.root().to_path_buf(),

@@ -106,6 +106,7 @@ pub struct IssuedClusterCert {
     pub chain: String,
     pub serial: String,
     pub expires: i64,
+    pub issuer: String,
 }
 
 pub enum Trigger {
@@ -123,7 +124,12 @@ pub enum FleetError {
 
 pub struct Fleet {
     pub store: Store,
+    /// Signs every new client certificate.
     pub ca: Ca,
+    /// Every CA the hub trusts (two during a rotation); handed to spokes.
+    pub trust_pem: String,
+    /// Digest of the CA that issued the serving certificate: what join strings pin.
+    pub pin: String,
     pub advertise: String,
     pub cert_lifetime: Duration,
     pub data_dir: std::path::PathBuf,
@@ -142,6 +148,8 @@ pub struct Fleet {
 pub struct FleetParts {
     pub store: Store,
     pub ca: Ca,
+    pub trust_pem: String,
+    pub pin: String,
     pub advertise: String,
     pub cert_lifetime: Duration,
     pub data_dir: std::path::PathBuf,
@@ -158,6 +166,8 @@ impl Fleet {
         let fleet = Fleet {
             store: parts.store,
             ca: parts.ca,
+            trust_pem: parts.trust_pem,
+            pin: parts.pin,
             advertise: parts.advertise,
             cert_lifetime: parts.cert_lifetime,
             data_dir: parts.data_dir,
@@ -249,6 +259,7 @@ impl Fleet {
             chain,
             serial,
             expires,
+            issuer: self.ca.fingerprint(),
         })
     }
 

@@ -17,6 +17,12 @@ impl DataDir {
     pub fn ca_key(&self) -> PathBuf {
         self.0.join("ca-key.pem")
     }
+    pub fn ca_previous(&self) -> PathBuf {
+        self.0.join("ca-previous.pem")
+    }
+    pub fn trust(&self) -> PathBuf {
+        self.0.join("trust.pem")
+    }
     pub fn server_cert(&self) -> PathBuf {
         self.0.join("hub.pem")
     }

@@ -12,6 +12,7 @@ pub mod cli;
 mod fleet;
 mod git;
 mod layout;
+mod pki;
 mod records;
 mod server;
 mod sources;

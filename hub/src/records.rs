@@ -49,16 +49,21 @@ pub struct ClusterRecord {
     /// Set by `flotilla cluster revoke`: every certificate of this cluster is refused.
     #[serde(default)]
     pub revoked: bool,
+    /// SHA-256 of the CA that issued the newest certificate; tells a CA rotation which
+    /// clusters have moved to the new CA.
+    #[serde(default)]
+    pub issuer: String,
 }
 
 impl ClusterRecord {
     /// Records a newly issued certificate; keeps the previous one valid so a renewal
     /// never strands a spoke between writing its new certificate and reconnecting.
-    pub fn add_serial(&mut self, serial: String, expires: i64) {
+    pub fn add_serial(&mut self, serial: String, expires: i64, issuer: String) {
         self.serials.push(serial);
         let excess = self.serials.len().saturating_sub(2);
         self.serials.drain(..excess);
         self.cert_expires = expires;
+        self.issuer = issuer;
     }
 
     /// The labels targeting uses: the spoke's, overridden key by key by the hub's.

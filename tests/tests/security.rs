@@ -486,3 +486,111 @@ fn an_oversized_message_closes_only_that_stream() {
     assert_eq!(test_row["connected"], true, "{clusters}");
     assert!(test.file("examples-hello").is_some());
 }
+
+fn hub_tool(hub: &Hub, args: &[&str]) -> std::process::Output {
+    Command::new(bin("flotilla-hub"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(&hub.dir)
+        .output()
+        .expect("run flotilla-hub")
+}
+
+fn fingerprint_of_file(path: &std::path::Path) -> String {
+    let pem = files::read_public(path).expect("pem");
+    flotilla_identity::fingerprint(&flotilla_identity::pem_to_ders(&pem).expect("pem")[0])
+}
+
+#[test]
+fn a_ca_rotation_moves_every_spoke_to_the_new_ca_without_stranding_any() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &example_repo());
+    let mut hub = Hub::start_with(tmp.path(), &["--cert-lifetime", "6s"]);
+    hub.add_source("examples", &repo.url, "");
+    let join = hub.token("1h", 2);
+    let dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    let mut away = Spoke::start(tmp.path(), &join, "away", "env=test");
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    hub.wait_ready_bundles("away", &["examples-hello"]);
+    away.proc.kill();
+    let old_ca = fingerprint_of_file(&hub.dir.join("ca.pem"));
+
+    hub.proc.kill();
+    let out = hub_tool(&hub, &["ca", "rotate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_ca = fingerprint_of_file(&hub.dir.join("ca.pem"));
+    assert_ne!(old_ca, new_ca);
+    hub.restart();
+
+    wait_until("dev to renew from the new CA", || {
+        let pem = files::read_public(&dev.state.join("cert.pem")).unwrap_or_default();
+        let ders = flotilla_identity::pem_to_ders(&pem).unwrap_or_default();
+        let issuer = ders.get(1).map(|d| flotilla_identity::fingerprint(d));
+        (issuer.as_deref() == Some(new_ca.as_str()))
+            .then_some(())
+            .ok_or(format!("issuer {issuer:?}"))
+    });
+    let trusted =
+        flotilla_identity::pem_to_ders(&files::read_public(&dev.state.join("ca.pem")).expect("ca"))
+            .expect("pem");
+    assert_eq!(
+        trusted.len(),
+        2,
+        "during the overlap the spoke trusts both CAs"
+    );
+
+    // `away` never renewed: retiring now would strand it, so it is refused.
+    hub.proc.kill();
+    let out = hub_tool(&hub, &["ca", "retire"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("away") && stderr.contains("stranded"),
+        "{stderr}"
+    );
+
+    // Once `away` reconnects and renews, retirement goes through.
+    hub.restart();
+    let away = Spoke::start(tmp.path(), &join, "away", "env=test");
+    wait_until("away to renew from the new CA", || {
+        let pem = files::read_public(&away.state.join("cert.pem")).unwrap_or_default();
+        let ders = flotilla_identity::pem_to_ders(&pem).unwrap_or_default();
+        let issuer = ders.get(1).map(|d| flotilla_identity::fingerprint(d));
+        (issuer.as_deref() == Some(new_ca.as_str()))
+            .then_some(())
+            .ok_or(format!("issuer {issuer:?}"))
+    });
+    hub.proc.kill();
+    let out = hub_tool(&hub, &["ca", "retire"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    hub.restart();
+
+    wait_until(
+        "both spokes to reconnect to the hub serving with the new CA",
+        || {
+            let c = hub.json(&["clusters"]);
+            let all = c
+                .as_array()
+                .map(|a| a.iter().all(|x| x["connected"] == true));
+            (all == Some(true)).then_some(()).ok_or(c.to_string())
+        },
+    );
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    let new_join = hub.token("1h", 1);
+    assert!(
+        new_join.ends_with(&new_ca),
+        "new join strings pin the new CA: {new_join}"
+    );
+    let late = Spoke::start(tmp.path(), &new_join, "late", "env=dev");
+    hub.wait_ready_bundles("late", &["examples-hello", "examples-web"]);
+    assert!(late.file("examples-hello").is_some());
+}

@@ -382,7 +382,7 @@ impl Admin for AdminService {
         let join = JoinString {
             token,
             hub: self.fleet.advertise.clone(),
-            ca_sha256: self.fleet.ca.fingerprint(),
+            ca_sha256: self.fleet.pin.clone(),
         };
         Ok(Response::new(pb::CreateTokenResponse {
             id,

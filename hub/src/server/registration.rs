@@ -80,8 +80,9 @@ impl Registration for RegistrationService {
             serials: Vec::new(),
             cert_expires: 0,
             revoked: false,
+            issuer: String::new(),
         };
-        record.add_serial(issued.serial, issued.expires);
+        record.add_serial(issued.serial, issued.expires, issued.issuer);
         // Durable before we answer: a spoke holding a certificate must exist after a crash.
         self.fleet
             .store
@@ -97,7 +98,7 @@ impl Registration for RegistrationService {
         Ok(Response::new(RegisterResponse {
             cluster_id: name.to_string(),
             cert_chain_pem: issued.chain,
-            ca_pem: self.fleet.ca.cert_pem().to_string(),
+            ca_pem: self.fleet.trust_pem.clone(),
         }))
     }
 }

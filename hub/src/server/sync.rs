@@ -238,7 +238,7 @@ impl Session {
                 .clusters
                 .get_mut(&self.cluster)
                 .ok_or_else(|| Status::permission_denied("cluster was deleted"))?;
-            rec.add_serial(issued.serial.clone(), issued.expires);
+            rec.add_serial(issued.serial.clone(), issued.expires, issued.issuer);
             rec.clone()
         };
         self.fleet
@@ -254,6 +254,7 @@ impl Session {
         let msg = HubMsg {
             msg: Some(hub_msg::Msg::Certificate(Certificate {
                 cert_chain_pem: issued.chain,
+                ca_bundle_pem: self.fleet.trust_pem.clone(),
             })),
         };
         self.tx
