@@ -92,7 +92,8 @@ fn main() {
     let runs: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(15);
+        .unwrap_or(15)
+        .max(1);
     let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_string());
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../render/tests/fixtures");
     let mut dirs: Vec<(String, PathBuf)> = std::fs::read_dir(&fixtures)
