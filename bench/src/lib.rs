@@ -1,1 +1,26 @@
-//! Benchmarks and load generators (see bench/README.md).
+//! Benchmarks and load generators (see bench/README.md and docs/benchmarks.md).
+//!
+//! `flotilla-bench` drives real `flotilla-hub` and `flotilla-spoke` processes over
+//! loopback and prints comparable tables:
+//! - `fleet` (module `fleet`): N simulated spokes (`sim`) against one hub: registration,
+//!   idle memory per spoke, B bundles from empty, single-bundle fan-outs and their bytes.
+//! - `spoke-rss` (module `spoke_rss`): a real spoke's memory, idle and loaded.
+//!
+//! Module map: `hub` starts and talks to the hub process; `repo` generates the git repo;
+//! `net` opens counted, unshared TLS connections; `machine` reads `/proc`; `stats` and
+//! `report` turn samples into tables.
+//!
+//! **Invariant:** tests built on this assert convergence, never wall-clock time; every
+//! wait here is bounded, and all traffic stays on 127.0.0.0/8. This is a tool crate:
+//! errors are `anyhow`, as in a binary.
+#![forbid(unsafe_code)]
+
+pub mod fleet;
+pub mod hub;
+pub mod machine;
+pub mod net;
+pub mod repo;
+pub mod report;
+pub mod sim;
+pub mod spoke_rss;
+pub mod stats;

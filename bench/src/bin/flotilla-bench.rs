@@ -1,0 +1,152 @@
+//! `flotilla-bench`: fleet-scale benchmarks against real hub and spoke processes.
+//! Parses arguments, runs a scenario from the library, prints its table.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+use flotilla_bench::fleet::{self, FleetConfig};
+use flotilla_bench::machine::Machine;
+use flotilla_bench::{report, spoke_rss};
+use flotilla_model::duration::parse_duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flotilla-bench",
+    about = "Fleet-scale benchmarks for flotilla (see docs/benchmarks.md)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Everything on one hub: registration, idle memory, B bundles from empty, fan-outs, bytes.
+    Fleet(FleetArgs),
+    /// Registration and idle hub memory only (no bundles).
+    Register(FleetArgs),
+    /// One bundle, then single-bundle commits: fan-out latency and bytes.
+    Fanout(FleetArgs),
+    /// A real flotilla-spoke's RSS, idle and after B bundles to a directory target.
+    SpokeRss(SpokeRssArgs),
+}
+
+#[derive(Debug, Args)]
+struct FleetArgs {
+    #[arg(long, default_value_t = 1000)]
+    spokes: usize,
+    /// Bundles in the generated repo (fleet: default 50; fanout: 1; register: 0).
+    #[arg(long)]
+    bundles: Option<usize>,
+    /// ConfigMap payload per bundle, bytes.
+    #[arg(long, default_value_t = 4096)]
+    bundle_bytes: usize,
+    /// Fresh hubs to repeat the scenario on; the tables show each run and the median.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Single-bundle commits per run.
+    #[arg(long, default_value_t = 3)]
+    fanouts: usize,
+    /// Enrollments and first connects in flight at once.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Source poll interval: the fan-out trigger (there is no webhook yet).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    interval: Duration,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    heartbeat: Duration,
+    /// Spread connections over source addresses 127.0.0.1..=127.0.0.K (0: kernel's choice).
+    #[arg(long, default_value_t = 0)]
+    source_ips: u8,
+    /// Write each bundle into a per-spoke directory instead of a no-op apply.
+    #[arg(long)]
+    write_dir: bool,
+    /// Where flotilla-hub and flotilla-spoke are (default: beside this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where hub data, the repo and logs go (default: a temporary directory).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Longest any phase may take.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    phase_timeout: Duration,
+    /// Pause with all spokes idle before reading the hub's RSS.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    idle_settle: Duration,
+}
+
+#[derive(Debug, Args)]
+struct SpokeRssArgs {
+    #[arg(long, default_value_t = 50)]
+    bundles: usize,
+    #[arg(long, default_value_t = 4096)]
+    bundle_bytes: usize,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// RSS sampling window in each state.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    window: Duration,
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+fn fleet_config(a: FleetArgs, default_bundles: usize) -> FleetConfig {
+    let bundles = a.bundles.unwrap_or(default_bundles);
+    FleetConfig {
+        spokes: a.spokes,
+        bundles,
+        bundle_bytes: a.bundle_bytes,
+        runs: a.runs,
+        fanouts: if bundles == 0 { 0 } else { a.fanouts },
+        concurrency: a.concurrency,
+        interval_secs: a.interval.as_secs().max(1),
+        heartbeat: a.heartbeat,
+        source_ips: a.source_ips,
+        write_dir: a.write_dir,
+        bin_dir: a.bin_dir,
+        work_dir: a.work_dir,
+        phase_timeout: a.phase_timeout,
+        idle_settle: a.idle_settle,
+        verbose: true,
+    }
+}
+
+fn main() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let limit = flotilla_bench::machine::raise_nofile_limit();
+    eprintln!("[flotilla-bench] open-file limit {limit}");
+    let machine = Machine::describe();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match cli.command {
+            Cmd::Fleet(a) | Cmd::Register(a) | Cmd::Fanout(a) if a.spokes == 0 => {
+                bail!("--spokes must be at least 1")
+            }
+            Cmd::Fleet(a) => print_fleet(&machine, fleet_config(a, 50)).await,
+            Cmd::Register(a) => print_fleet(&machine, fleet_config(a, 0)).await,
+            Cmd::Fanout(a) => print_fleet(&machine, fleet_config(a, 1)).await,
+            Cmd::SpokeRss(a) => {
+                let cfg = spoke_rss::SpokeRssConfig {
+                    bundles: a.bundles,
+                    bundle_bytes: a.bundle_bytes,
+                    runs: a.runs,
+                    window: a.window,
+                    bin_dir: a.bin_dir,
+                    timeout: Duration::from_secs(300),
+                };
+                let runs = spoke_rss::run(&cfg).await?;
+                println!("{}", spoke_rss::report(&cfg, &machine, &runs));
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn print_fleet(machine: &Machine, cfg: FleetConfig) -> Result<()> {
+    let runs = fleet::run(&cfg).await?;
+    println!("{}", report::fleet(&cfg, machine, &runs));
+    Ok(())
+}
