@@ -175,6 +175,7 @@ async fn wait_for(
 
 /// Runs the whole scenario `cfg.runs` times, each on a fresh hub.
 pub async fn run(cfg: &FleetConfig) -> Result<Vec<RunResult>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     machine::raise_nofile_limit();
     let mut out = Vec::new();
     for r in 0..cfg.runs.max(1) {
