@@ -23,13 +23,30 @@ fn two_hundred_simulated_spokes_converge_on_five_bundles_and_a_one_bundle_commit
         .expect("the fleet scenario converges");
     let run = &runs[0];
 
-    assert_eq!(run.failed_spokes, 0, "first failure: {:?}", run.first_failure);
-    assert_eq!(run.register.connected, 200, "the hub sees every spoke connected");
+    assert_eq!(
+        run.failed_spokes, 0,
+        "first failure: {:?}",
+        run.first_failure
+    );
+    assert_eq!(
+        run.register.connected, 200,
+        "the hub sees every spoke connected"
+    );
     let initial = run.initial.as_ref().expect("the bundles were rolled out");
-    assert_eq!(initial.pairs, 200 * 5, "every spoke reported every bundle Ready");
-    assert!(initial.hub_confirmed.is_some(), "the hub agrees they are Ready");
+    assert_eq!(
+        initial.pairs,
+        200 * 5,
+        "every spoke reported every bundle Ready"
+    );
+    assert!(
+        initial.hub_confirmed.is_some(),
+        "the hub agrees they are Ready"
+    );
     let fan = run.fanouts.first().expect("the commit fanned out");
-    assert_eq!(fan.spokes, 200, "every spoke reported the new deployment Ready");
+    assert_eq!(
+        fan.spokes, 200,
+        "every spoke reported the new deployment Ready"
+    );
     assert!(fan.hub_confirmed.is_some(), "the hub agrees");
     assert!(
         fan.assign_bytes >= fan.min_bytes && fan.min_bytes > 0,
