@@ -13,7 +13,9 @@ use flotilla_proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
 
 use crate::output::{Format, print};
-use crate::views::{BundleView, ClusterView, SourceView, StatusView, TokenView};
+use crate::views::{
+    BundleView, ClusterView, GroupView, SourceView, StatusView, TargetView, TokenView,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -51,9 +53,67 @@ pub struct SourceAddArgs {
     /// Polling interval.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Clusters that get this source's bundles (kubectl -l form); default: all.
-    #[arg(long, default_value = "")]
-    pub selector: String,
+    /// A target by cluster labels (kubectl -l form); repeatable, targets are ORed.
+    #[arg(long = "selector")]
+    pub selectors: Vec<String>,
+    /// A target by cluster group; repeatable.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// A target by cluster group labels; repeatable.
+    #[arg(long = "group-selector")]
+    pub group_selectors: Vec<String>,
+    /// A target by cluster name; repeatable.
+    #[arg(long = "cluster")]
+    pub clusters: Vec<String>,
+}
+
+impl SourceAddArgs {
+    /// One target per flag given; none means the group `default`, as in Fleet.
+    pub fn targets(&self) -> Result<Vec<pb::Target>> {
+        for s in self.selectors.iter().chain(&self.group_selectors) {
+            s.parse::<LabelSelector>()
+                .with_context(|| format!("selector {s:?}"))?;
+        }
+        let mut t: Vec<pb::Target> = Vec::new();
+        t.extend(
+            self.selectors
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| pb::Target {
+                    cluster_selector: s.clone(),
+                    ..Default::default()
+                }),
+        );
+        t.extend(self.groups.iter().map(|g| pb::Target {
+            cluster_group: g.clone(),
+            ..Default::default()
+        }));
+        t.extend(self.group_selectors.iter().map(|s| pb::Target {
+            cluster_group_selector: s.clone(),
+            ..Default::default()
+        }));
+        t.extend(self.clusters.iter().map(|c| pb::Target {
+            cluster_name: c.clone(),
+            ..Default::default()
+        }));
+        Ok(t)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Add (or replace) a cluster group: a named label selector.
+    Add {
+        name: String,
+        /// Which clusters belong (kubectl -l form); empty: every cluster.
+        #[arg(long, default_value = "")]
+        selector: String,
+        /// Labels of the group itself, k=v (for clusterGroupSelector); repeatable.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Remove a cluster group.
+    Remove { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +151,9 @@ pub enum AdminCommand {
     Bundles,
     Status(StatusArgs),
     Token(TokenCommand),
+    Groups,
+    Group(GroupCommand),
+    Targets(String),
 }
 
 pub struct Client {
@@ -154,9 +217,7 @@ impl Client {
     }
 
     pub async fn add_source(&mut self, a: &SourceAddArgs) -> Result<SourceView> {
-        a.selector
-            .parse::<LabelSelector>()
-            .with_context(|| format!("--selector {:?}", a.selector))?;
+        let targets = a.targets()?;
         let r = self
             .inner
             .add_source(pb::AddSourceRequest {
@@ -166,7 +227,7 @@ impl Client {
                     branch: a.branch.clone(),
                     paths: a.paths.clone(),
                     interval_seconds: a.interval.as_secs().max(1),
-                    selector: a.selector.clone(),
+                    targets,
                     ..Default::default()
                 }),
             })
@@ -264,6 +325,61 @@ pub async fn dispatch(mut client: Client, cmd: AdminCommand, format: Format) -> 
                 .await
                 .map_err(status_err)?;
             print(&[ClusterView::from(r.into_inner())], format)
+        }
+        AdminCommand::Groups => {
+            let r = client
+                .inner
+                .list_groups(pb::ListGroupsRequest {})
+                .await
+                .map_err(status_err)?;
+            let v: Vec<GroupView> = r.into_inner().groups.into_iter().map(Into::into).collect();
+            print(&v, format)
+        }
+        AdminCommand::Group(GroupCommand::Add {
+            name,
+            selector,
+            labels,
+        }) => {
+            selector
+                .parse::<LabelSelector>()
+                .with_context(|| format!("--selector {selector:?}"))?;
+            let mut l = std::collections::BTreeMap::new();
+            for x in &labels {
+                l.extend(parse_labels(x)?);
+            }
+            let r = client
+                .inner
+                .add_group(pb::Group {
+                    name,
+                    selector,
+                    labels: l,
+                    ..Default::default()
+                })
+                .await
+                .map_err(status_err)?;
+            print(&[GroupView::from(r.into_inner())], format)
+        }
+        AdminCommand::Group(GroupCommand::Remove { name }) => {
+            client
+                .inner
+                .remove_group(pb::RemoveGroupRequest { name: name.clone() })
+                .await
+                .map_err(status_err)?;
+            eprintln!("group {name} removed");
+            Ok(())
+        }
+        AdminCommand::Targets(spec) => {
+            let (source, bundle) = spec.split_once('/').unwrap_or((spec.as_str(), ""));
+            let r = client
+                .inner
+                .targets(pb::TargetsRequest {
+                    source: source.to_string(),
+                    bundle: bundle.to_string(),
+                })
+                .await
+                .map_err(status_err)?;
+            let v: Vec<TargetView> = r.into_inner().rows.into_iter().map(Into::into).collect();
+            print(&v, format)
         }
         AdminCommand::Cluster(ClusterCommand::Revoke { name }) => {
             let r = client

@@ -52,6 +52,15 @@ enum Command {
     Bundles,
     /// Per-cluster status of every bundle, or of one.
     Status(admin::StatusArgs),
+    /// List cluster groups with their status.
+    Groups,
+    /// Cluster group operations.
+    Group {
+        #[command(subcommand)]
+        command: admin::GroupCommand,
+    },
+    /// Dry run: which clusters get which bundles of SOURCE (or SOURCE/BUNDLE), and why.
+    Targets { source: String },
     /// Join tokens.
     Token {
         #[command(subcommand)]
@@ -100,6 +109,9 @@ fn command_to_admin(c: Command) -> admin::AdminCommand {
         Command::Bundles => admin::AdminCommand::Bundles,
         Command::Status(a) => admin::AdminCommand::Status(a),
         Command::Token { command } => admin::AdminCommand::Token(command),
+        Command::Groups => admin::AdminCommand::Groups,
+        Command::Group { command } => admin::AdminCommand::Group(command),
+        Command::Targets { source } => admin::AdminCommand::Targets(source),
         Command::Hub(_) | Command::Spoke(_) | Command::Render(_) | Command::Quickstart(_) => {
             unreachable!("handled before connecting")
         }

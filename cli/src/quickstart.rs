@@ -109,7 +109,10 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
             branch: "main".into(),
             paths: vec![".".into()],
             interval: Duration::from_secs(2),
-            selector: String::new(),
+            selectors: Vec::new(),
+            groups: Vec::new(),
+            group_selectors: Vec::new(),
+            clusters: Vec::new(),
         })
         .await?;
     let join = client

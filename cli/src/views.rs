@@ -76,7 +76,7 @@ pub struct SourceView {
     pub branch: String,
     pub paths: Vec<String>,
     pub interval_seconds: u64,
-    pub selector: String,
+    pub targets: Vec<TargetSpecView>,
     pub commit: String,
     pub bundles: u32,
     pub error: String,
@@ -92,7 +92,7 @@ impl From<pb::Source> for SourceView {
             branch: s.branch,
             paths: s.paths,
             interval_seconds: s.interval_seconds,
-            selector: s.selector,
+            targets: s.targets.into_iter().map(Into::into).collect(),
             commit: s.commit,
             bundles: s.bundles,
             error: s.error,
@@ -106,7 +106,7 @@ impl Row for SourceView {
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["NAME", "REPO", "BRANCH", "COMMIT", "BUNDLES", "ERROR"];
         if wide {
-            h.extend(["PATHS", "SELECTOR", "LAST-POLL"]);
+            h.extend(["PATHS", "TARGETS", "LAST-POLL"]);
         }
         h
     }
@@ -126,10 +126,14 @@ impl Row for SourceView {
         if wide {
             c.extend([
                 self.paths.join(","),
-                if self.selector.is_empty() {
-                    "<all>".into()
+                if self.targets.is_empty() {
+                    "group default".into()
                 } else {
-                    self.selector.clone()
+                    self.targets
+                        .iter()
+                        .map(TargetSpecView::short)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
                 },
                 self.last_poll.clone(),
             ]);
@@ -299,5 +303,154 @@ impl Row for TokenView {
             self.expired.to_string(),
             self.description.clone(),
         ]
+    }
+}
+
+/// One source target; empty fields are left out of JSON/YAML.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSpecView {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster_selector: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster_group: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster_group_selector: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster_name: String,
+}
+
+impl TargetSpecView {
+    fn short(&self) -> String {
+        let mut p = Vec::new();
+        if !self.cluster_selector.is_empty() {
+            p.push(format!("labels {}", self.cluster_selector));
+        }
+        if !self.cluster_group.is_empty() {
+            p.push(format!("group {}", self.cluster_group));
+        }
+        if !self.cluster_group_selector.is_empty() {
+            p.push(format!("groups {}", self.cluster_group_selector));
+        }
+        if !self.cluster_name.is_empty() {
+            p.push(format!("cluster {}", self.cluster_name));
+        }
+        p.join(" & ")
+    }
+}
+
+impl From<pb::Target> for TargetSpecView {
+    fn from(t: pb::Target) -> Self {
+        TargetSpecView {
+            name: t.name,
+            cluster_selector: t.cluster_selector,
+            cluster_group: t.cluster_group,
+            cluster_group_selector: t.cluster_group_selector,
+            cluster_name: t.cluster_name,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupView {
+    pub name: String,
+    pub selector: String,
+    pub labels: BTreeMap<String, String>,
+    pub clusters: u32,
+    pub bundles: u32,
+    pub bundles_ready: u32,
+    pub state: String,
+}
+
+impl From<pb::Group> for GroupView {
+    fn from(g: pb::Group) -> Self {
+        GroupView {
+            name: g.name,
+            selector: g.selector,
+            labels: g.labels,
+            clusters: g.clusters,
+            bundles: g.bundles,
+            bundles_ready: g.bundles_ready,
+            state: g.state,
+        }
+    }
+}
+
+impl Row for GroupView {
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["NAME", "CLUSTERS", "READY", "STATE", "SELECTOR"];
+        if wide {
+            h.push("LABELS");
+        }
+        h
+    }
+    fn cells(&self, wide: bool) -> Vec<String> {
+        let mut c = vec![
+            self.name.clone(),
+            self.clusters.to_string(),
+            format!("{}/{}", self.bundles_ready, self.bundles),
+            self.state.clone(),
+            if self.selector.is_empty() {
+                "<all>".into()
+            } else {
+                self.selector.clone()
+            },
+        ];
+        if wide {
+            c.push(labels_cell(&self.labels));
+        }
+        c
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetView {
+    pub cluster: String,
+    pub bundle: String,
+    pub deployed: bool,
+    pub customization: String,
+    pub reason: String,
+    pub deployment_id: String,
+}
+
+impl From<pb::TargetRow> for TargetView {
+    fn from(r: pb::TargetRow) -> Self {
+        TargetView {
+            cluster: r.cluster,
+            bundle: r.bundle,
+            deployed: r.deployed,
+            customization: r.customization,
+            reason: r.reason,
+            deployment_id: r.deployment_id,
+        }
+    }
+}
+
+impl Row for TargetView {
+    fn headers(wide: bool) -> Vec<&'static str> {
+        let mut h = vec!["CLUSTER", "BUNDLE", "DEPLOYED", "CUSTOMIZATION", "REASON"];
+        if wide {
+            h.push("DEPLOYMENT");
+        }
+        h
+    }
+    fn cells(&self, wide: bool) -> Vec<String> {
+        let mut c = vec![
+            self.cluster.clone(),
+            self.bundle.clone(),
+            self.deployed.to_string(),
+            if self.customization.is_empty() {
+                "-".into()
+            } else {
+                self.customization.clone()
+            },
+            self.reason.clone(),
+        ];
+        if wide {
+            c.push(self.deployment_id.clone());
+        }
+        c
     }
 }

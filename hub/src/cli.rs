@@ -15,7 +15,8 @@ use crate::layout::DataDir;
 use crate::pki::{self, HubPki};
 use crate::server::{self, ServerTls};
 use crate::sources;
-use crate::store::Store;
+use crate::store::{Op, Store, Table};
+use crate::targeting::{DEFAULT_GROUP, GroupSpec};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -144,7 +145,7 @@ pub fn init_tracing(log: &LogArgs) {
 /// Entry point shared by `flotilla-hub` and the quickstart.
 pub async fn run(args: Args) -> Result<()> {
     match args.command {
-        Command::Init(a) => init(&a),
+        Command::Init(a) => init(&a).await,
         Command::Run(a) => serve(a).await,
         Command::Admin {
             command: AdminCommand::Issue(a),
@@ -218,7 +219,7 @@ fn ca_command(cmd: CaCommand) -> Result<()> {
     }
 }
 
-pub fn init(args: &InitArgs) -> Result<()> {
+pub async fn init(args: &InitArgs) -> Result<()> {
     let dir = DataDir::new(&args.data_dir);
     if dir.ca_cert().exists() {
         bail!(
@@ -234,7 +235,21 @@ pub fn init(args: &InitArgs) -> Result<()> {
         format!("advertise: {}\n", args.advertise).as_bytes(),
     )?;
     let ca = pki::init(&dir, &args.advertise)?;
-    drop(Store::open(&dir.state())?);
+    // Sources without targets go to the group `default`; out of the box it holds every
+    // cluster, as in Fleet.
+    let (store, _) = Store::open(&dir.state())?;
+    let default_group = GroupSpec {
+        name: DEFAULT_GROUP.to_string(),
+        selector: Default::default(),
+        labels: Default::default(),
+    };
+    store
+        .commit(vec![Op::put_json(
+            Table::Groups,
+            DEFAULT_GROUP,
+            &default_group,
+        )])
+        .await?;
     println!("initialised hub in {}", dir.root().display());
     println!("  CA sha256:   {}", ca.fingerprint());
     println!("  advertise:   {}", args.advertise);

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::DashMap;
 use flotilla_identity::Ca;
-use flotilla_model::{ClusterName, ContentDigest, DeploymentId, LabelSelector, State, Summary};
+use flotilla_model::{ClusterName, ContentDigest, DeploymentId, State, Summary};
 use flotilla_render as render;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
@@ -28,6 +28,7 @@ use crate::records::{
     ClusterRecord, DeployOptions, Desired, SourceSpec, StatusRecord, TokenRecord, status_key,
 };
 use crate::store::{Op, Snapshot, Store, StoreError, Table};
+use crate::targeting::{self, GroupSpec};
 
 /// What one cluster should run for one bundle, or why it cannot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +87,6 @@ pub struct SourceRuntime {
 
 pub struct SourceState {
     pub spec: SourceSpec,
-    pub selector: LabelSelector,
     pub runtime: RwLock<SourceRuntime>,
     /// Wakes the poller: a forced poll, or removal.
     pub poke: Notify,
@@ -137,6 +137,8 @@ pub struct Fleet {
     pub clusters: DashMap<ClusterName, ClusterRecord>,
     pub tokens: Mutex<HashMap<String, TokenRecord>>,
     pub sources: DashMap<String, Arc<SourceState>>,
+    /// Written by the admin API only.
+    pub groups: DashMap<String, GroupSpec>,
     pub assignments: DashMap<ClusterName, Arc<Assignments>>,
     pub contents: DashMap<ContentDigest, Bytes>,
     pub status: DashMap<(ClusterName, String), StatusRecord>,
@@ -175,6 +177,7 @@ impl Fleet {
             clusters: DashMap::new(),
             tokens: Mutex::new(HashMap::new()),
             sources: DashMap::new(),
+            groups: DashMap::new(),
             assignments: DashMap::new(),
             contents: DashMap::new(),
             status: DashMap::new(),
@@ -189,6 +192,9 @@ impl Fleet {
             for (id, t) in snapshot.records::<TokenRecord>(Table::Tokens)? {
                 tokens.insert(id, t);
             }
+        }
+        for (name, g) in snapshot.records::<GroupSpec>(Table::Groups)? {
+            fleet.groups.insert(name, g);
         }
         for (_, s) in snapshot.records::<SourceSpec>(Table::Sources)? {
             fleet.insert_source(s)?;
@@ -220,13 +226,8 @@ impl Fleet {
 
     /// Adds a source to memory (not the store); returns it for the caller to start polling.
     pub fn insert_source(&self, spec: SourceSpec) -> Result<Arc<SourceState>, FleetError> {
-        let selector: LabelSelector = spec
-            .selector
-            .parse()
-            .map_err(|e: flotilla_model::SelectorError| FleetError::Invalid(e.to_string()))?;
         let state = Arc::new(SourceState {
             spec: spec.clone(),
-            selector,
             runtime: RwLock::new(SourceRuntime::default()),
             poke: Notify::new(),
         });
@@ -309,19 +310,52 @@ impl Fleet {
         }
     }
 
-    fn compute_assignments(&self, cluster: &ClusterRecord, old: &Assignments) -> Assignments {
-        let labels = cluster.labels();
-        let info = render::ClusterInfo {
+    /// All groups, by name.
+    pub fn group_list(&self) -> Vec<GroupSpec> {
+        let mut g: Vec<GroupSpec> = self.groups.iter().map(|g| g.value().clone()).collect();
+        g.sort_by(|a, b| a.name.cmp(&b.name));
+        g
+    }
+
+    /// What the renderer knows of a cluster: name, effective labels, groups.
+    pub fn cluster_info(
+        &self,
+        cluster: &ClusterRecord,
+        groups: &[&GroupSpec],
+    ) -> render::ClusterInfo {
+        render::ClusterInfo {
             name: cluster.name.to_string(),
-            labels: labels.clone(),
-            groups: Vec::new(),
-        };
-        let mut out = Assignments::new();
+            labels: cluster.labels(),
+            groups: groups
+                .iter()
+                .map(|g| render::GroupInfo {
+                    name: g.name.clone(),
+                    labels: g.labels.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn sorted_sources(&self) -> Vec<Arc<SourceState>> {
         let mut sources: Vec<Arc<SourceState>> =
             self.sources.iter().map(|s| s.value().clone()).collect();
         sources.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-        for src in sources {
-            if !src.selector.matches(&labels) {
+        sources
+    }
+
+    fn compute_assignments(&self, cluster: &ClusterRecord, old: &Assignments) -> Assignments {
+        let labels = cluster.labels();
+        let all_groups = self.group_list();
+        let groups = targeting::groups_of(&labels, &all_groups);
+        let info = self.cluster_info(cluster, &groups);
+        let facts = targeting::ClusterFacts {
+            name: cluster.name.as_str(),
+            labels: &labels,
+            groups: &groups,
+        };
+        let mut out = Assignments::new();
+        for src in self.sorted_sources() {
+            if !targeting::match_source(&src.spec.targets, &facts).is_yes() {
                 continue;
             }
             let Ok(rt) = src.runtime.read() else { continue };

@@ -17,4 +17,5 @@ mod records;
 mod server;
 mod sources;
 mod store;
+mod targeting;
 mod tokens;

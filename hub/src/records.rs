@@ -94,9 +94,9 @@ pub struct SourceSpec {
     pub branch: String,
     pub paths: Vec<String>,
     pub interval_secs: u64,
-    /// `kubectl -l` form; empty targets every cluster.
+    /// ORed; empty means the group `default`.
     #[serde(default)]
-    pub selector: String,
+    pub targets: Vec<crate::targeting::TargetSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

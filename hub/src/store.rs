@@ -24,16 +24,18 @@ pub enum Table {
     Status,
     Desired,
     Content,
+    Groups,
 }
 
 impl Table {
-    const ALL: [Table; 6] = [
+    const ALL: [Table; 7] = [
         Table::Clusters,
         Table::Tokens,
         Table::Sources,
         Table::Status,
         Table::Desired,
         Table::Content,
+        Table::Groups,
     ];
 
     fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -44,6 +46,7 @@ impl Table {
             Table::Status => "status",
             Table::Desired => "desired",
             Table::Content => "content",
+            Table::Groups => "groups",
         })
     }
 }

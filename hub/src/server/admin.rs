@@ -14,6 +14,7 @@ use crate::records::{SourceSpec, now_unix, rfc3339, status_key};
 use crate::server::peer;
 use crate::sources;
 use crate::store::{Op, Table};
+use crate::targeting::{self, GroupSpec, TargetSpec};
 use crate::tokens;
 
 pub struct AdminService {
@@ -71,7 +72,7 @@ impl AdminService {
             branch: s.spec.branch.clone(),
             paths: s.spec.paths.clone(),
             interval_seconds: s.spec.interval_secs,
-            selector: s.spec.selector.clone(),
+            targets: s.spec.targets.iter().map(target_to_pb).collect(),
             commit,
             error,
             error_since,
@@ -89,6 +90,58 @@ impl AdminService {
             .collect();
         names.sort();
         names
+    }
+}
+
+fn parse_selector(field: &str, text: &str) -> Result<Option<LabelSelector>, Status> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.parse::<LabelSelector>()
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.trim().is_empty()).then(|| s.trim().to_string())
+}
+
+fn target_from_pb(t: &pb::Target) -> Result<TargetSpec, Status> {
+    let spec = TargetSpec {
+        name: t.name.clone(),
+        cluster_selector: parse_selector("clusterSelector", &t.cluster_selector)?,
+        cluster_group: non_empty(&t.cluster_group),
+        cluster_group_selector: parse_selector("clusterGroupSelector", &t.cluster_group_selector)?,
+        cluster_name: non_empty(&t.cluster_name),
+    };
+    if spec
+        == (TargetSpec {
+            name: spec.name.clone(),
+            ..Default::default()
+        })
+    {
+        return Err(Status::invalid_argument(
+            "a target needs at least one of clusterSelector, clusterGroup, clusterGroupSelector, clusterName",
+        ));
+    }
+    Ok(spec)
+}
+
+fn target_to_pb(t: &TargetSpec) -> pb::Target {
+    pb::Target {
+        name: t.name.clone(),
+        cluster_selector: t
+            .cluster_selector
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        cluster_group: t.cluster_group.clone().unwrap_or_default(),
+        cluster_group_selector: t
+            .cluster_group_selector
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        cluster_name: t.cluster_name.clone().unwrap_or_default(),
     }
 }
 
@@ -117,9 +170,11 @@ fn validate_source(s: &pb::Source) -> Result<SourceSpec, Status> {
     } else {
         s.paths.clone()
     };
-    s.selector
-        .parse::<LabelSelector>()
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let targets = s
+        .targets
+        .iter()
+        .map(target_from_pb)
+        .collect::<Result<Vec<_>, Status>>()?;
     Ok(SourceSpec {
         name: s.name.clone(),
         repo: s.repo.trim().to_string(),
@@ -130,7 +185,7 @@ fn validate_source(s: &pb::Source) -> Result<SourceSpec, Status> {
         } else {
             s.interval_seconds
         },
-        selector: s.selector.clone(),
+        targets,
     })
 }
 
@@ -441,6 +496,166 @@ impl Admin for AdminService {
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 
+    async fn list_groups(
+        &self,
+        request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        peer::require_operator(&request, Role::Viewer)?;
+        let clusters: Vec<_> = self
+            .fleet
+            .clusters
+            .iter()
+            .map(|c| c.value().clone())
+            .collect();
+        let groups = self
+            .fleet
+            .group_list()
+            .into_iter()
+            .map(|g| {
+                let members: Vec<&ClusterName> = clusters
+                    .iter()
+                    .filter(|c| g.contains(&c.labels()))
+                    .map(|c| &c.name)
+                    .collect();
+                let mut summary = Summary::default();
+                for c in &members {
+                    for s in self.fleet.cluster_summary(c).counts {
+                        *summary.counts.entry(s.0).or_default() += s.1;
+                    }
+                }
+                group_to_pb(&g, members.len(), &summary)
+            })
+            .collect();
+        Ok(Response::new(pb::ListGroupsResponse { groups }))
+    }
+
+    async fn add_group(&self, request: Request<pb::Group>) -> Result<Response<pb::Group>, Status> {
+        peer::require_operator(&request, Role::Admin)?;
+        let g = request.into_inner();
+        if !flotilla_model::names::is_dns_label(&g.name) {
+            return Err(Status::invalid_argument(format!(
+                "group name {:?} must be a DNS label",
+                g.name
+            )));
+        }
+        for (k, v) in &g.labels {
+            labels::validate_key(k)
+                .and_then(|_| labels::validate_value(v))
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let spec = GroupSpec {
+            name: g.name.clone(),
+            selector: parse_selector("selector", &g.selector)?.unwrap_or_default(),
+            labels: g.labels.clone(),
+        };
+        self.fleet
+            .store
+            .commit(vec![Op::put_json(Table::Groups, spec.name.clone(), &spec)])
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.fleet.groups.insert(spec.name.clone(), spec.clone());
+        self.fleet.trigger(Trigger::All);
+        Ok(Response::new(group_to_pb(&spec, 0, &Summary::default())))
+    }
+
+    async fn remove_group(
+        &self,
+        request: Request<pb::RemoveGroupRequest>,
+    ) -> Result<Response<pb::RemoveGroupResponse>, Status> {
+        peer::require_operator(&request, Role::Admin)?;
+        let name = request.into_inner().name;
+        if self.fleet.groups.remove(&name).is_none() {
+            return Err(Status::not_found(format!("group {name} not found")));
+        }
+        self.fleet
+            .store
+            .commit(vec![Op::delete(Table::Groups, name)])
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.fleet.trigger(Trigger::All);
+        Ok(Response::new(pb::RemoveGroupResponse {}))
+    }
+
+    async fn targets(
+        &self,
+        request: Request<pb::TargetsRequest>,
+    ) -> Result<Response<pb::TargetsResponse>, Status> {
+        peer::require_operator(&request, Role::Viewer)?;
+        let req = request.into_inner();
+        let src = self
+            .fleet
+            .sources
+            .get(&req.source)
+            .map(|s| s.value().clone())
+            .ok_or_else(|| Status::not_found(format!("source {} not found", req.source)))?;
+        let all_groups = self.fleet.group_list();
+        let entries: Vec<_> = src
+            .runtime
+            .read()
+            .map_err(|_| Status::internal("source lock poisoned"))?
+            .bundles
+            .iter()
+            .flatten()
+            .filter(|e| req.bundle.is_empty() || e.name == req.bundle)
+            .cloned()
+            .collect();
+        if !req.bundle.is_empty() && entries.is_empty() {
+            return Err(Status::not_found(format!(
+                "bundle {} not found in source {}",
+                req.bundle, req.source
+            )));
+        }
+        let mut rows = Vec::new();
+        for name in self.sorted_clusters() {
+            let Some(rec) = self.fleet.clusters.get(&name).map(|r| r.clone()) else {
+                continue;
+            };
+            let labels = rec.labels();
+            let groups = targeting::groups_of(&labels, &all_groups);
+            let facts = targeting::ClusterFacts {
+                name: name.as_str(),
+                labels: &labels,
+                groups: &groups,
+            };
+            let matched = targeting::match_source(&src.spec.targets, &facts);
+            let info = self.fleet.cluster_info(&rec, &groups);
+            let assigned = self.fleet.assignments_of(&name);
+            for e in &entries {
+                let (deployed, reason, customization) = match (&matched, &e.bundle) {
+                    (targeting::Match::No(why), _) => (false, why.clone(), String::new()),
+                    (targeting::Match::Yes(why), None) => (
+                        false,
+                        format!("{why}; bundle has no good revision"),
+                        String::new(),
+                    ),
+                    (targeting::Match::Yes(why), Some(b)) => match b.select(&info) {
+                        flotilla_render::Selection::DoNotDeploy => {
+                            (false, format!("{why}; doNotDeploy"), String::new())
+                        }
+                        flotilla_render::Selection::Deploy(key) => (
+                            true,
+                            why.clone(),
+                            key.customization().unwrap_or("").to_string(),
+                        ),
+                    },
+                };
+                rows.push(pb::TargetRow {
+                    cluster: name.to_string(),
+                    bundle: e.name.clone(),
+                    deployed,
+                    reason,
+                    customization,
+                    deployment_id: assigned
+                        .get(&e.name)
+                        .and_then(|a| a.desired.as_ref())
+                        .map(|d| d.deployment_id.to_string())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        Ok(Response::new(pb::TargetsResponse { rows }))
+    }
+
     async fn revoke_cluster(
         &self,
         request: Request<pb::RevokeClusterRequest>,
@@ -508,6 +723,18 @@ impl Admin for AdminService {
     }
 }
 
+fn group_to_pb(g: &GroupSpec, clusters: usize, summary: &Summary) -> pb::Group {
+    pb::Group {
+        name: g.name.clone(),
+        selector: g.selector.to_string(),
+        labels: g.labels.clone(),
+        clusters: u32::try_from(clusters).unwrap_or(u32::MAX),
+        bundles: u32::try_from(summary.total()).unwrap_or(u32::MAX),
+        bundles_ready: u32::try_from(summary.ready()).unwrap_or(u32::MAX),
+        state: summary.worst().map(|s| s.to_string()).unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,7 +765,16 @@ mod tests {
             pb::Source {
                 name: "a".into(),
                 repo: "x".into(),
-                selector: "env in (".into(),
+                targets: vec![pb::Target {
+                    cluster_selector: "env in (".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            pb::Source {
+                name: "a".into(),
+                repo: "x".into(),
+                targets: vec![pb::Target::default()],
                 ..Default::default()
             },
             pb::Source {
