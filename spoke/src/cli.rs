@@ -11,7 +11,7 @@ use flotilla_model::{ClusterName, parse_labels};
 use crate::enroll::enroll;
 use crate::session::{Agent, run_forever};
 use crate::state_dir::StateDir;
-use crate::target::TargetSpec;
+use crate::target::{KubeOptions, Policy, TargetSpec, kubernetes};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,9 +29,22 @@ pub struct Args {
     /// Labels reported to the hub, k=v,k2=v2.
     #[arg(long, default_value = "")]
     pub labels: String,
-    /// Where bundles go: dir:PATH.
+    /// Where bundles go: `kubernetes` (server-side apply into the cluster) or `dir:PATH`.
+    /// Default: kubernetes when a kubeconfig (--kubeconfig, KUBECONFIG, ~/.kube/config)
+    /// or an in-cluster config is found.
     #[arg(long)]
-    pub target: TargetSpec,
+    pub target: Option<TargetSpec>,
+    /// Kubeconfig for --target kubernetes (default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Spoke policy: only these namespaces may be written (comma-separated); other
+    /// cluster-scoped objects are then refused. A bundle that breaks it is refused whole.
+    #[arg(long, default_value = "")]
+    pub allow_namespaces: String,
+    /// Spoke policy: kinds refused whatever the hub sends, `Kind.group` (`Kind` for the
+    /// core group), comma-separated, e.g. `ClusterRoleBinding.rbac.authorization.k8s.io,Secret`.
+    #[arg(long, default_value = "")]
+    pub deny_kinds: String,
     /// Holds the key (0600), certificate and the assignment cache.
     #[arg(long)]
     pub state_dir: PathBuf,
@@ -86,7 +99,25 @@ pub async fn run(args: Args) -> Result<()> {
             name
         );
     }
-    let target = args.target.build()?;
+    let spec = match &args.target {
+        Some(t) => t.clone(),
+        None if kubernetes::config_available(args.kubeconfig.as_deref()) => TargetSpec::Kubernetes,
+        None => bail!(
+            "no --target given and no Kubernetes config found (--kubeconfig, KUBECONFIG, \
+             ~/.kube/config, in-cluster); pass --target kubernetes or --target dir:PATH"
+        ),
+    };
+    let policy =
+        Policy::parse(&args.allow_namespaces, &args.deny_kinds).map_err(anyhow::Error::msg)?;
+    if matches!(spec, TargetSpec::Dir(_)) && policy != Policy::default() {
+        bail!("--allow-namespaces and --deny-kinds apply to --target kubernetes only");
+    }
+    let target = spec
+        .build(KubeOptions {
+            kubeconfig: args.kubeconfig.clone(),
+            policy,
+        })
+        .await?;
     let agent = Arc::new(Agent::new(
         identity.cluster,
         identity.hub,

@@ -14,4 +14,4 @@ pub mod cli;
 mod enroll;
 mod session;
 mod state_dir;
-mod target;
+pub mod target;

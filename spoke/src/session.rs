@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use flotilla_identity::Identity;
 use flotilla_model::{ContentDigest, Labels, State};
 use flotilla_proto::v1::{
-    Applied, Hello, HubMsg, Renew, SpokeMsg, Status as StatusMsg, hub_msg,
+    Applied, Hello, HubMsg, Renew, ResourceStatus, SpokeMsg, Status as StatusMsg, hub_msg,
     spoke_client::SpokeClient, spoke_msg,
 };
 use tokio::sync::mpsc;
@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::Backoff;
 use crate::state_dir::{CachedAssignment, StateDir};
-use crate::target::{Target, check_bundle_name};
+use crate::target::{Desired, Target, check_bundle_name};
 
 /// Content the hub expected us to hold is gone: reconnect so Hello tells it the truth.
 #[derive(Debug)]
@@ -40,6 +40,9 @@ pub struct Agent {
     cache: Mutex<BTreeMap<String, CachedAssignment>>,
     /// The outbound half of the current stream, if connected.
     outbound: Mutex<Option<mpsc::Sender<SpokeMsg>>>,
+    /// Serialises everything that changes the target (assign, unassign, enforcement), so
+    /// an enforcement round never re-applies a deployment an Assign just replaced.
+    apply_lock: tokio::sync::Mutex<()>,
 }
 
 impl Agent {
@@ -61,6 +64,7 @@ impl Agent {
             enforce_every: Duration::from_secs(5),
             cache: Mutex::new(cache),
             outbound: Mutex::new(None),
+            apply_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -79,6 +83,17 @@ impl Agent {
         Ok(())
     }
 
+    /// Runs `f` on a blocking thread (state-dir file I/O stays off the runtime).
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Agent) -> T + Send + 'static,
+    ) -> Result<T> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .context("state dir task")
+    }
+
     fn send(&self, msg: spoke_msg::Msg) {
         let tx = self.outbound.lock().ok().and_then(|o| o.clone());
         if let Some(tx) = tx {
@@ -94,15 +109,61 @@ impl Agent {
             deployment_id: a.deployment_id.clone(),
             state: a.state.to_string(),
             message: a.message.clone(),
-            resources: Vec::new(),
+            resources: a
+                .resources
+                .iter()
+                .map(|r| ResourceStatus {
+                    api_version: r.api_version.clone(),
+                    kind: r.kind.clone(),
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                    state: r.state.to_string(),
+                    message: r.message.clone(),
+                })
+                .collect(),
             cluster_name: String::new(),
         }));
     }
 
     /// Applies one assignment. A bad assignment is reported as ErrApplied and the stream
     /// goes on; only content we were expected to hold but lost forces a resync (a new
-    /// stream, whose Hello tells the hub what we really hold). Blocking (file I/O).
-    fn assign(&self, msg: flotilla_proto::v1::Assign) -> Result<(), Resync> {
+    /// stream, whose Hello tells the hub what we really hold).
+    async fn assign(self: &Arc<Self>, msg: flotilla_proto::v1::Assign) -> Result<(), Resync> {
+        let _serial = self.apply_lock.lock().await;
+        let msg = Arc::new(msg);
+        let m = msg.clone();
+        let prepared = self
+            .blocking(move |a| a.prepare(&m))
+            .await
+            .map_err(|e| Resync(format!("{e:#}")))?;
+        let result = match prepared? {
+            Ok(desired) => self.apply_desired(desired).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            let failed = CachedAssignment {
+                bundle: msg.bundle.clone(),
+                deployment_id: msg.deployment_id.clone(),
+                digest: ContentDigest::parse(&msg.content_digest)
+                    .unwrap_or_else(|| ContentDigest::of(b"")),
+                keep_resources: false,
+                correct_drift: false,
+                force: false,
+                state: State::ErrApplied,
+                message: format!("{e:#}"),
+                resources: Vec::new(),
+            };
+            tracing::warn!(bundle = %msg.bundle, error = %failed.message, "assignment refused");
+            self.report(&failed);
+        }
+        Ok(())
+    }
+
+    /// Checks an Assign and stores its content. Blocking (file I/O).
+    fn prepare(
+        &self,
+        msg: &flotilla_proto::v1::Assign,
+    ) -> Result<Result<(CachedAssignment, Desired)>, Resync> {
         let digest = ContentDigest::parse(&msg.content_digest);
         if msg.content.is_empty()
             && digest
@@ -114,23 +175,10 @@ impl Agent {
                 msg.content_digest, msg.bundle
             )));
         }
-        if let Err(e) = self.try_assign(&msg) {
-            let failed = CachedAssignment {
-                bundle: msg.bundle.clone(),
-                deployment_id: msg.deployment_id.clone(),
-                digest: digest.unwrap_or_else(|| ContentDigest::of(b"")),
-                keep_resources: false,
-                correct_drift: false,
-                state: State::ErrApplied,
-                message: format!("{e:#}"),
-            };
-            tracing::warn!(bundle = %msg.bundle, error = %failed.message, "assignment refused");
-            self.report(&failed);
-        }
-        Ok(())
+        Ok(self.try_prepare(msg))
     }
 
-    fn try_assign(&self, msg: &flotilla_proto::v1::Assign) -> Result<()> {
+    fn try_prepare(&self, msg: &flotilla_proto::v1::Assign) -> Result<(CachedAssignment, Desired)> {
         check_bundle_name(&msg.bundle)?;
         let digest = ContentDigest::parse(&msg.content_digest)
             .ok_or_else(|| anyhow!("malformed content digest {:?}", msg.content_digest))?;
@@ -144,85 +192,100 @@ impl Agent {
             }
             msg.content.to_vec()
         };
-        let opts = msg.options.clone().unwrap_or_default();
-        let mut entry = CachedAssignment {
+        let opts = msg.options.unwrap_or_default();
+        let entry = CachedAssignment {
             bundle: msg.bundle.clone(),
             deployment_id: msg.deployment_id.clone(),
             digest: digest.clone(),
             keep_resources: opts.keep_resources,
             correct_drift: opts.correct_drift,
+            force: opts.force,
             state: State::WaitApplied,
             message: String::new(),
+            resources: Vec::new(),
         };
         self.report(&entry);
         self.state.save_content(&digest, &content)?;
-        match self.target.apply(&msg.bundle, &msg.deployment_id, &content) {
-            Ok(()) => {
-                entry.state = State::Ready;
-                tracing::info!(bundle = %msg.bundle, deployment = %msg.deployment_id, "applied");
+        let desired = entry.desired(content);
+        Ok((entry, desired))
+    }
+
+    async fn apply_desired(
+        self: &Arc<Self>,
+        (mut entry, desired): (CachedAssignment, Desired),
+    ) -> Result<()> {
+        match self.target.apply(&desired).await {
+            Ok(outcome) => {
+                tracing::info!(bundle = %entry.bundle, deployment = %entry.deployment_id, state = %outcome.state, "applied");
+                entry.set(outcome);
             }
             Err(e) => {
                 entry.state = State::ErrApplied;
                 entry.message = format!("{e:#}");
-                tracing::warn!(bundle = %msg.bundle, error = %entry.message, "apply failed");
+                tracing::warn!(bundle = %entry.bundle, error = %entry.message, "apply failed");
             }
         }
         self.report(&entry);
-        self.update_cache(|c| {
-            c.insert(entry.bundle.clone(), entry);
+        self.blocking(move |a| {
+            a.update_cache(|c| {
+                c.insert(entry.bundle.clone(), entry);
+            })
         })
+        .await?
     }
 
-    fn unassign(&self, bundle: &str) -> Result<()> {
-        let keep = self.cache().get(bundle).is_some_and(|a| a.keep_resources);
-        if !keep {
-            self.target.remove(bundle)?;
-        }
+    async fn unassign(self: &Arc<Self>, bundle: String) -> Result<()> {
+        let _serial = self.apply_lock.lock().await;
+        let keep = self.cache().get(&bundle).is_some_and(|a| a.keep_resources);
+        self.target.remove(&bundle, keep).await?;
         tracing::info!(bundle, kept = keep, "unassigned");
-        self.update_cache(|c| {
-            c.remove(bundle);
+        self.blocking(move |a| {
+            a.update_cache(|c| {
+                c.remove(&bundle);
+            })
         })
+        .await?
     }
 
-    /// Compares the target with the cache; re-applies drifted bundles that opted into
-    /// correctDrift, reports the others Modified. Blocking.
-    pub fn enforce(&self) {
+    /// One enforcement round over every cached bundle (`target::enforce`): drifted
+    /// bundles that opted into correctDrift are re-applied, the others reported
+    /// Modified; health changes are reported as they happen.
+    pub async fn enforce(self: &Arc<Self>) {
+        let _serial = self.apply_lock.lock().await;
         for a in self.cache().into_values() {
-            let Some(content) = self.state.load_content(&a.digest) else {
+            let digest = a.digest.clone();
+            let Ok(Some(content)) = self
+                .blocking(move |ag| ag.state.load_content(&digest))
+                .await
+            else {
                 continue;
             };
-            let in_sync = self.target.in_sync(&a.bundle, &a.deployment_id, &content);
-            let next = match (in_sync, a.state, a.correct_drift) {
-                (true, State::Modified, _) => Some((State::Ready, String::new())),
-                (true, _, _) => None,
-                (false, _, true) => {
-                    match self.target.apply(&a.bundle, &a.deployment_id, &content) {
-                        Ok(()) => {
-                            tracing::info!(bundle = %a.bundle, "drift corrected");
-                            (a.state != State::Ready).then(|| (State::Ready, String::new()))
-                        }
-                        Err(e) => {
-                            Some((State::ErrApplied, format!("re-applying after drift: {e:#}")))
-                        }
-                    }
-                }
-                (false, State::Modified, false) => None,
-                (false, _, false) => Some((
-                    State::Modified,
-                    "target differs from the applied deployment".to_string(),
-                )),
+            let desired = a.desired(content);
+            let Some(outcome) =
+                crate::target::enforce(self.target.as_ref(), &desired, a.state).await
+            else {
+                continue;
             };
-            if let Some((state, message)) = next {
-                let updated = CachedAssignment {
-                    state,
-                    message,
-                    ..a
-                };
-                self.report(&updated);
-                let _ = self.update_cache(|c| {
-                    c.insert(updated.bundle.clone(), updated);
-                });
+            if outcome.state == a.state
+                && outcome.message == a.message
+                && outcome.resources == a.resources
+            {
+                continue;
             }
+            let mut updated = a;
+            updated.set(outcome);
+            tracing::info!(bundle = %updated.bundle, state = %updated.state, message = %updated.message, "bundle state changed");
+            self.report(&updated);
+            let _ = self
+                .blocking(move |ag| {
+                    ag.update_cache(|c| {
+                        // An Unassign may have raced this round; do not bring it back.
+                        if c.contains_key(&updated.bundle) {
+                            c.insert(updated.bundle.clone(), updated);
+                        }
+                    })
+                })
+                .await;
         }
     }
 }
@@ -231,11 +294,20 @@ impl Agent {
 pub async fn run_forever(agent: Arc<Agent>) {
     let enforcer = agent.clone();
     tokio::spawn(async move {
+        // A round runs at every tick, and at once when the target's watches see a change.
+        let changes = enforcer.target.changes();
         let mut tick = tokio::time::interval(enforcer.enforce_every);
         loop {
-            tick.tick().await;
-            let a = enforcer.clone();
-            let _ = tokio::task::spawn_blocking(move || a.enforce()).await;
+            match &changes {
+                Some(changed) => tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = changed.notified() => {}
+                },
+                None => {
+                    tick.tick().await;
+                }
+            }
+            enforcer.enforce().await;
         }
     });
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -311,7 +383,7 @@ impl Renewal {
         Ok(())
     }
 
-    fn install(&mut self, agent: &Agent, chain_pem: &str) -> Result<()> {
+    fn install(&mut self, agent: &Agent, chain_pem: &str, ca_bundle_pem: &str) -> Result<()> {
         let Some(key_pem) = self.pending.take() else {
             bail!("hub sent a certificate we did not ask for");
         };
@@ -323,6 +395,12 @@ impl Renewal {
                 "hub sent a certificate for {other}, not cluster {}",
                 agent.cluster
             ),
+        }
+        if !ca_bundle_pem.is_empty() {
+            // During a CA rotation this adds the new CA before the hub starts serving
+            // with it; it never removes the CA the current connection relies on.
+            flotilla_identity::pem_to_ders(ca_bundle_pem)?;
+            agent.state.save_trust(ca_bundle_pem)?;
         }
         agent.state.save_renewed(&key_pem, chain_pem)?;
         self.due = renewal_due(&agent.state)?;
@@ -400,16 +478,14 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
 async fn handle(agent: &Arc<Agent>, msg: HubMsg, renewal: &mut Renewal) -> Result<()> {
     let a = agent.clone();
     match msg.msg {
-        Some(hub_msg::Msg::Assign(assign)) => tokio::task::spawn_blocking(move || a.assign(assign))
+        Some(hub_msg::Msg::Assign(assign)) => a
+            .assign(assign)
             .await
-            .context("apply task")?
             .map_err(|Resync(why)| anyhow!("resyncing: {why}")),
-        Some(hub_msg::Msg::Unassign(u)) => {
-            tokio::task::spawn_blocking(move || a.unassign(&u.bundle))
-                .await
-                .context("unassign task")?
+        Some(hub_msg::Msg::Unassign(u)) => a.unassign(u.bundle).await,
+        Some(hub_msg::Msg::Certificate(c)) => {
+            renewal.install(agent, &c.cert_chain_pem, &c.ca_bundle_pem)
         }
-        Some(hub_msg::Msg::Certificate(c)) => renewal.install(agent, &c.cert_chain_pem),
         Some(hub_msg::Msg::Ping(_)) | None => Ok(()),
     }
 }

@@ -10,6 +10,8 @@ use flotilla_identity::{Credentials, files};
 use flotilla_model::{ContentDigest, State};
 use serde::{Deserialize, Serialize};
 
+use crate::target::{ApplyOptions, Desired, Outcome, ResourceReport};
+
 pub struct StateDir(PathBuf);
 
 /// Who this spoke is, as enrolled.
@@ -27,8 +29,38 @@ pub struct CachedAssignment {
     pub digest: ContentDigest,
     pub keep_resources: bool,
     pub correct_drift: bool,
+    /// Server-side apply `force` (older state dirs lack it: false).
+    #[serde(default)]
+    pub force: bool,
     pub state: State,
     pub message: String,
+    /// The objects that are not Ready, as last reported.
+    #[serde(default)]
+    pub resources: Vec<ResourceReport>,
+}
+
+impl CachedAssignment {
+    /// The bundle as the target needs it, with its content.
+    pub fn desired(&self, content: Vec<u8>) -> Desired {
+        Desired {
+            bundle: self.bundle.clone(),
+            deployment_id: self.deployment_id.clone(),
+            content,
+            options: ApplyOptions {
+                force: self.force,
+                correct_drift: self.correct_drift,
+                keep_resources: self.keep_resources,
+                ignore: Vec::new(),
+            },
+        }
+    }
+
+    /// Takes over a target's verdict.
+    pub fn set(&mut self, outcome: Outcome) {
+        self.state = outcome.state;
+        self.message = outcome.message;
+        self.resources = outcome.resources;
+    }
 }
 
 impl StateDir {
@@ -81,6 +113,12 @@ impl StateDir {
         files::write_secret(&key_next, key_pem.as_bytes())?;
         files::write_public(&cert_next, cert_pem.as_bytes())?;
         self.recover()
+    }
+
+    /// Replaces the trusted CA bundle (the hub's, delivered with a renewed certificate).
+    pub fn save_trust(&self, ca_bundle_pem: &str) -> Result<()> {
+        files::write_public(&self.ca(), ca_bundle_pem.as_bytes())?;
+        Ok(())
     }
 
     /// Completes a renewal interrupted between its two renames.

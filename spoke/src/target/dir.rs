@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::{Target, check_bundle_name};
+use flotilla_model::State;
+use futures::future::BoxFuture;
+
+use super::{Desired, Outcome, Target, check_bundle_name};
 
 const HEADER_PREFIX: &str = "# managed by flotilla: bundle=";
 
@@ -38,8 +41,8 @@ impl DirTarget {
     }
 }
 
-impl Target for DirTarget {
-    fn apply(&self, bundle: &str, deployment_id: &str, content: &[u8]) -> Result<()> {
+impl DirTarget {
+    fn write(&self, bundle: &str, deployment_id: &str, content: &[u8]) -> Result<()> {
         let path = self.file(bundle)?;
         let tmp = self.root.join(format!(".{bundle}.yaml.tmp"));
         let mut f = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
@@ -49,7 +52,7 @@ impl Target for DirTarget {
         fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))
     }
 
-    fn remove(&self, bundle: &str) -> Result<()> {
+    fn delete(&self, bundle: &str) -> Result<()> {
         let path = self.file(bundle)?;
         match fs::read_to_string(&path) {
             Ok(text) if !text.starts_with(HEADER_PREFIX) => {
@@ -68,6 +71,56 @@ impl Target for DirTarget {
         };
         fs::read(path).is_ok_and(|b| b == Self::render(bundle, deployment_id, content))
     }
+
+    /// Runs `f` on a blocking thread: file writes stay off the async runtime.
+    fn blocking<'a, T: Send + 'static>(
+        &'a self,
+        f: impl FnOnce(&DirTarget) -> Result<T> + Send + 'static,
+    ) -> BoxFuture<'a, Result<T>> {
+        let me = DirTarget {
+            root: self.root.clone(),
+        };
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&me))
+                .await
+                .context("directory target task")?
+        })
+    }
+}
+
+impl Target for DirTarget {
+    fn apply<'a>(&'a self, d: &'a Desired) -> BoxFuture<'a, Result<Outcome>> {
+        let d = d.clone();
+        self.blocking(move |t| {
+            t.write(&d.bundle, &d.deployment_id, &d.content)?;
+            Ok(Outcome::ready())
+        })
+    }
+
+    fn remove<'a>(&'a self, bundle: &'a str, keep_resources: bool) -> BoxFuture<'a, Result<()>> {
+        let bundle = bundle.to_string();
+        self.blocking(move |t| {
+            if keep_resources {
+                return Ok(());
+            }
+            t.delete(&bundle)
+        })
+    }
+
+    fn check<'a>(&'a self, d: &'a Desired) -> BoxFuture<'a, Result<Outcome>> {
+        let d = d.clone();
+        self.blocking(move |t| {
+            Ok(if t.in_sync(&d.bundle, &d.deployment_id, &d.content) {
+                Outcome::ready()
+            } else {
+                Outcome {
+                    state: State::Modified,
+                    message: "target differs from the applied deployment".to_string(),
+                    resources: Vec::new(),
+                }
+            })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -78,15 +131,15 @@ mod tests {
     fn apply_detect_drift_and_remove() {
         let dir = tempfile::tempdir().expect("tempdir");
         let t = DirTarget::new(dir.path()).expect("target");
-        t.apply("web", "d-1", b"kind: ConfigMap\n").expect("apply");
+        t.write("web", "d-1", b"kind: ConfigMap\n").expect("apply");
         assert!(t.in_sync("web", "d-1", b"kind: ConfigMap\n"));
         fs::write(dir.path().join("web.yaml"), "tampered").expect("tamper");
         assert!(!t.in_sync("web", "d-1", b"kind: ConfigMap\n"));
-        t.apply("web", "d-1", b"kind: ConfigMap\n")
+        t.write("web", "d-1", b"kind: ConfigMap\n")
             .expect("re-apply");
-        t.remove("web").expect("remove");
+        t.delete("web").expect("remove");
         assert!(!dir.path().join("web.yaml").exists());
-        t.remove("web").expect("removing twice is fine");
+        t.delete("web").expect("removing twice is fine");
     }
 
     #[test]
@@ -94,8 +147,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let t = DirTarget::new(dir.path()).expect("target");
         fs::write(dir.path().join("mine.yaml"), "hand written").expect("write");
-        t.remove("mine").expect("no error");
+        t.delete("mine").expect("no error");
         assert!(dir.path().join("mine.yaml").exists());
-        assert!(t.apply("../escape", "d", b"x").is_err());
+        assert!(t.write("../escape", "d", b"x").is_err());
     }
 }

@@ -1,26 +1,138 @@
-//! Appliers: where a spoke puts its bundles. `dir` writes manifests into a folder; a
-//! Kubernetes applier (server-side apply) will sit beside it behind the same trait.
+//! Appliers: where a spoke puts its bundles. `dir` writes manifests into a folder;
+//! `kubernetes` server-side applies them into a cluster. Both sit behind [`Target`], and
+//! the agent (`session.rs`) only ever talks to that trait.
+//!
+//! A target returns its verdict as data ([`Outcome`]: a state, a message and the
+//! objects that are not ready); the agent decides what to report and when to re-apply.
 
 pub mod dir;
+pub mod kubernetes;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Result, bail};
+use flotilla_model::State;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+pub use kubernetes::{DriftIgnore, KubeOptions, Policy};
+
+/// Per-bundle options from the hub.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Take ownership of fields other managers hold (server-side apply `force`).
+    pub force: bool,
+    pub correct_drift: bool,
+    pub keep_resources: bool,
+    /// `diff.comparePatches`: fields that drift detection ignores. The hub does not send
+    /// them yet (`BundleOptions` has no field for them), so this is empty in production.
+    pub ignore: Vec<DriftIgnore>,
+}
+
+/// One bundle as the hub wants it.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub bundle: String,
+    pub deployment_id: String,
+    /// Rendered multi-document YAML.
+    pub content: Vec<u8>,
+    pub options: ApplyOptions,
+}
+
+/// The state of one object, for the objects that are not Ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceReport {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub namespace: String,
+    pub name: String,
+    pub state: State,
+    pub message: String,
+}
+
+/// What a target found: the bundle's state, a summary, and every object that is not
+/// Ready with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub state: State,
+    pub message: String,
+    pub resources: Vec<ResourceReport>,
+}
+
+impl Outcome {
+    pub fn ready() -> Self {
+        Outcome {
+            state: State::Ready,
+            message: String::new(),
+            resources: Vec::new(),
+        }
+    }
+}
 
 /// What a spoke does with a bundle's rendered manifests.
+///
+/// `apply` errors mean ErrApplied; their message names the bundle and the object.
 pub trait Target: Send + Sync {
-    /// Makes the target hold exactly `content` for `bundle`.
-    fn apply(&self, bundle: &str, deployment_id: &str, content: &[u8]) -> Result<()>;
-    /// Removes what `bundle` put there (pruning).
-    fn remove(&self, bundle: &str) -> Result<()>;
-    /// Whether the target still holds exactly what was applied (drift detection).
-    fn in_sync(&self, bundle: &str, deployment_id: &str, content: &[u8]) -> bool;
+    /// Makes the target hold exactly `desired` (pruning what the bundle no longer
+    /// holds), then reports its health.
+    fn apply<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Outcome>>;
+    /// Removes what `bundle` put there; with `keep_resources` only forgets it.
+    fn remove<'a>(&'a self, bundle: &'a str, keep_resources: bool) -> BoxFuture<'a, Result<()>>;
+    /// Compares the target with `desired` without changing anything: Modified (with the
+    /// differences), NotReady (with reasons) or Ready.
+    fn check<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Outcome>>;
+    /// Signalled when something the target watches changed, so the agent checks at once
+    /// instead of at its next tick. None for targets without watches.
+    fn changes(&self) -> Option<Arc<Notify>> {
+        None
+    }
+}
+
+/// One enforcement step for one bundle, returned as the outcome to report: a bundle
+/// whose last apply failed is applied again; otherwise the target is checked, and a
+/// Modified bundle that opted into correctDrift is re-applied with `force` (correcting
+/// drift means taking back the fields someone else changed). None when the target could
+/// not be read (the last state stands; the next round tries again).
+pub async fn enforce(target: &dyn Target, desired: &Desired, last: State) -> Option<Outcome> {
+    let reapply = |why: &'static str, force: bool| {
+        let mut d = desired.clone();
+        d.options.force |= force;
+        async move {
+            match target.apply(&d).await {
+                Ok(o) => o,
+                Err(e) => Outcome {
+                    state: State::ErrApplied,
+                    message: format!("{why}: {e:#}"),
+                    resources: Vec::new(),
+                },
+            }
+        }
+    };
+    if last == State::ErrApplied {
+        return Some(reapply("re-applying", false).await);
+    }
+    let checked = match target.check(desired).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(bundle = %desired.bundle, error = %format!("{e:#}"), "cannot check the target");
+            return None;
+        }
+    };
+    if checked.state == State::Modified && desired.options.correct_drift {
+        tracing::info!(bundle = %desired.bundle, drift = %checked.message, "correcting drift");
+        return Some(reapply("re-applying after drift", true).await);
+    }
+    Some(checked)
 }
 
 /// `--target` values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetSpec {
     Dir(PathBuf),
+    Kubernetes,
 }
 
 impl std::str::FromStr for TargetSpec {
@@ -28,25 +140,25 @@ impl std::str::FromStr for TargetSpec {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
             Some(("dir", path)) if !path.is_empty() => Ok(TargetSpec::Dir(PathBuf::from(path))),
-            _ if s == "kubernetes" => Err(
-                "--target kubernetes is not available in this build yet; use --target dir:PATH"
-                    .into(),
-            ),
-            _ => Err(format!("unknown target {s:?}; expected dir:PATH")),
+            _ if s == "kubernetes" => Ok(TargetSpec::Kubernetes),
+            _ => Err(format!(
+                "unknown target {s:?}; expected dir:PATH or kubernetes"
+            )),
         }
     }
 }
 
 impl TargetSpec {
-    pub fn build(&self) -> Result<Box<dyn Target>> {
+    pub async fn build(&self, kube: KubeOptions) -> Result<Box<dyn Target>> {
         match self {
             TargetSpec::Dir(p) => Ok(Box::new(dir::DirTarget::new(p)?)),
+            TargetSpec::Kubernetes => Ok(Box::new(kubernetes::KubeTarget::connect(kube).await?)),
         }
     }
 }
 
-/// Bundle names become file names: allow only DNS-1123 subdomains, which cannot contain
-/// `/` or `..`.
+/// Bundle names become file names and object names: allow only DNS-1123 subdomains,
+/// which cannot contain `/` or `..`.
 pub fn check_bundle_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 253
@@ -75,6 +187,10 @@ mod tests {
         assert_eq!(
             "dir:/tmp/x".parse::<TargetSpec>(),
             Ok(TargetSpec::Dir("/tmp/x".into()))
+        );
+        assert_eq!(
+            "kubernetes".parse::<TargetSpec>(),
+            Ok(TargetSpec::Kubernetes)
         );
         assert!("dir:".parse::<TargetSpec>().is_err());
         assert!("s3://x".parse::<TargetSpec>().is_err());

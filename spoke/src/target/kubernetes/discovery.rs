@@ -1,0 +1,108 @@
+//! The discovery cache: which resource (plural, scope) serves a kind at an API version.
+//! Filled from the API server's discovery and refreshed when a bundle names a kind the
+//! cache does not know; kinds whose CRD sits in the same bundle are resolved from that
+//! CRD, so the whole bundle can be checked before anything is applied.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use anyhow::{Context, Result};
+use kube::Client;
+use kube::core::ApiResource;
+use kube::discovery::{Discovery, Scope};
+use serde_json::Value;
+
+/// Where a kind is served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub ar: ApiResource,
+    pub namespaced: bool,
+}
+
+type Key = (String, String, String);
+
+pub struct Resolver {
+    client: Client,
+    /// (group, version, kind) → resource. Written by `refresh` only.
+    cache: RwLock<HashMap<Key, Resolved>>,
+}
+
+impl Resolver {
+    pub fn new(client: Client) -> Self {
+        Resolver {
+            client,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn cached(&self, group: &str, version: &str, kind: &str) -> Option<Resolved> {
+        let key = (group.to_string(), version.to_string(), kind.to_string());
+        self.cache.read().ok()?.get(&key).cloned()
+    }
+
+    /// Runs discovery again and replaces the cache.
+    pub async fn refresh(&self) -> Result<()> {
+        let discovery = Discovery::new(self.client.clone())
+            .run()
+            .await
+            .context("API discovery")?;
+        let mut fresh = HashMap::new();
+        for group in discovery.groups() {
+            for version in group.versions() {
+                for (ar, caps) in group.versioned_resources(version) {
+                    let key = (ar.group.clone(), ar.version.clone(), ar.kind.clone());
+                    let namespaced = caps.scope == Scope::Namespaced;
+                    fresh.insert(key, Resolved { ar, namespaced });
+                }
+            }
+        }
+        if let Ok(mut cache) = self.cache.write() {
+            *cache = fresh;
+        }
+        Ok(())
+    }
+}
+
+/// Resolves `group/version kind` from a CRD manifest, if the CRD defines it.
+pub fn from_crd(crd: &Value, group: &str, version: &str, kind: &str) -> Option<Resolved> {
+    let spec = crd.get("spec")?;
+    let text = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+    if text(spec, "/group")? != group || text(spec, "/names/kind")? != kind {
+        return None;
+    }
+    let served = spec.get("versions")?.as_array()?.iter().any(|v| {
+        v.get("name").and_then(Value::as_str) == Some(version)
+            && v.get("served").and_then(Value::as_bool) != Some(false)
+    });
+    if !served {
+        return None;
+    }
+    Some(Resolved {
+        ar: ApiResource {
+            group: group.to_string(),
+            version: version.to_string(),
+            api_version: format!("{group}/{version}"),
+            kind: kind.to_string(),
+            plural: text(spec, "/names/plural")?,
+        },
+        namespaced: text(spec, "/scope").as_deref() != Some("Cluster"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_crd_in_the_bundle_resolves_its_kind() {
+        let crd = json!({"spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true}, {"name": "v0", "served": false}]}});
+        let r = from_crd(&crd, "example.com", "v1", "Gadget").expect("resolves");
+        assert_eq!(r.ar.plural, "gadgets");
+        assert!(r.namespaced);
+        assert!(from_crd(&crd, "example.com", "v0", "Gadget").is_none());
+        assert!(from_crd(&crd, "example.com", "v1", "Widget").is_none());
+    }
+}

@@ -1,0 +1,333 @@
+//! Drift: the fields flotilla applied that differ in the live object, as JSON-pointer
+//! paths with the applied (`old`) and live (`new`) values. Only fields present in the
+//! applied manifest are compared, which under server-side apply are the fields the
+//! `flotilla` field manager owns: defaults and fields other managers add are not drift.
+//! Pure.
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::manifest::ObjectRef;
+
+/// One differing field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// JSON pointer into the applied manifest (`/spec/template/spec/containers/0/image`).
+    pub path: String,
+    /// What flotilla applied (`null` if the applied value is absent).
+    pub old: Value,
+    /// What the cluster holds (`null` when the field is gone).
+    pub new: Value,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} -> {}", self.path, self.old, self.new)
+    }
+}
+
+/// A `diff.comparePatches` entry (Rancher Fleet's format): fields of matching objects that
+/// drift detection ignores, as `jsonPointers` or `remove` operations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftIgnore {
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub operations: Vec<Operation>,
+    #[serde(default)]
+    pub json_pointers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Operation {
+    pub op: String,
+    pub path: String,
+}
+
+impl DriftIgnore {
+    fn matches(&self, r: &ObjectRef) -> bool {
+        let ok = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        ok(&self.api_version, &r.api_version)
+            && ok(&self.kind, &r.kind)
+            && ok(&self.name, &r.name)
+            && ok(&self.namespace, &r.namespace)
+    }
+
+    fn pointers(&self) -> impl Iterator<Item = &str> {
+        self.json_pointers.iter().map(String::as_str).chain(
+            self.operations
+                .iter()
+                .filter(|o| o.op == "remove")
+                .map(|o| o.path.as_str()),
+        )
+    }
+}
+
+/// The pointers ignored for `r`.
+pub fn ignored_for<'a>(ignore: &'a [DriftIgnore], r: &ObjectRef) -> Vec<&'a str> {
+    ignore
+        .iter()
+        .filter(|i| i.matches(r))
+        .flat_map(DriftIgnore::pointers)
+        .collect()
+}
+
+/// Compares what was applied with the live object.
+pub fn diff(kind: &str, applied: &Value, live: &Value, ignored: &[&str]) -> Vec<Change> {
+    let applied = normalize(kind, applied);
+    let mut out = Vec::new();
+    if let (Value::Object(a), Value::Object(l)) = (&applied, live) {
+        for (k, v) in a {
+            // Identity is compared by the GET itself; status is never applied.
+            if matches!(k.as_str(), "apiVersion" | "kind" | "status") {
+                continue;
+            }
+            walk(&format!("/{}", escape(k)), v, l.get(k), ignored, &mut out);
+        }
+    }
+    if kind == "Secret" {
+        // Drift reports travel to the hub; secret values do not.
+        let redact = |v: &mut Value| {
+            if !v.is_null() {
+                *v = Value::String("(redacted)".into());
+            }
+        };
+        for c in out.iter_mut().filter(|c| c.path.starts_with("/data")) {
+            redact(&mut c.old);
+            redact(&mut c.new);
+        }
+    }
+    out
+}
+
+/// Secrets: `stringData` is write-only; the server folds it into base64 `data`.
+fn normalize(kind: &str, applied: &Value) -> Value {
+    let mut v = applied.clone();
+    if kind == "Secret"
+        && let Some(Value::Object(string_data)) =
+            v.as_object_mut().and_then(|o| o.remove("stringData"))
+        && let Some(obj) = v.as_object_mut()
+    {
+        let data = obj
+            .entry("data")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(data) = data {
+            for (k, s) in string_data {
+                let text = s
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| s.to_string());
+                data.insert(
+                    k,
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(text)),
+                );
+            }
+        }
+    }
+    v
+}
+
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn is_ignored(path: &str, ignored: &[&str]) -> bool {
+    ignored.iter().any(|i| {
+        path == *i
+            || path
+                .strip_prefix(i)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+fn walk(
+    path: &str,
+    applied: &Value,
+    live: Option<&Value>,
+    ignored: &[&str],
+    out: &mut Vec<Change>,
+) {
+    if is_ignored(path, ignored) {
+        return;
+    }
+    let Some(live) = live else {
+        if !applied.is_null() {
+            out.push(Change {
+                path: path.to_string(),
+                old: applied.clone(),
+                new: Value::Null,
+            });
+        }
+        return;
+    };
+    match (applied, live) {
+        (Value::Object(a), Value::Object(l)) => {
+            for (k, v) in a {
+                walk(&format!("{path}/{}", escape(k)), v, l.get(k), ignored, out);
+            }
+        }
+        (Value::Array(a), Value::Array(l)) => walk_list(path, a, l, ignored, out),
+        (Value::Number(a), Value::Number(l)) if a.as_f64() == l.as_f64() => {}
+        (a, l) if a == l => {}
+        (a, l) => out.push(Change {
+            path: path.to_string(),
+            old: a.clone(),
+            new: l.clone(),
+        }),
+    }
+}
+
+/// The key that identifies items of an associative list (containers by `name`, mounts
+/// by `mountPath`, ports by `containerPort`...), if every applied item has it.
+fn merge_key(items: &[Value]) -> Option<&'static str> {
+    [
+        "mountPath",
+        "devicePath",
+        "containerPort",
+        "name",
+        "port",
+        "ip",
+        "type",
+    ]
+    .into_iter()
+    .find(|k| !items.is_empty() && items.iter().all(|i| i.get(k).is_some_and(|v| !v.is_null())))
+}
+
+fn walk_list(
+    path: &str,
+    applied: &[Value],
+    live: &[Value],
+    ignored: &[&str],
+    out: &mut Vec<Change>,
+) {
+    let objects = applied.iter().all(Value::is_object);
+    match merge_key(applied).filter(|_| objects) {
+        Some(key) => {
+            for (i, item) in applied.iter().enumerate() {
+                let found = live.iter().find(|l| l.get(key) == item.get(key));
+                walk(&format!("{path}/{i}"), item, found, ignored, out);
+            }
+        }
+        // Atomic and set lists are owned whole: compare them item by item.
+        None if applied.len() == live.len() => {
+            for (i, (a, l)) in applied.iter().zip(live).enumerate() {
+                walk(&format!("{path}/{i}"), a, Some(l), ignored, out);
+            }
+        }
+        None => out.push(Change {
+            path: path.to_string(),
+            old: Value::Array(applied.to_vec()),
+            new: Value::Array(live.to_vec()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deployment(replicas: i64, image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": [
+                {"name": "sidecar", "image": "envoy"}, {"name": "web", "image": image}]}}}})
+    }
+
+    #[test]
+    fn only_applied_fields_count_and_changes_are_json_pointers() {
+        let applied = deployment(2, "nginx:1");
+        let mut live = deployment(5, "nginx:2");
+        live["metadata"]["uid"] = json!("u");
+        live["metadata"]["labels"]["extra"] = json!("added by someone else");
+        live["spec"]["template"]["spec"]["containers"][1]["imagePullPolicy"] = json!("Always");
+        // The server may return items in another order; they match by name.
+        live["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .expect("list")
+            .reverse();
+        live["status"] = json!({"replicas": 5});
+        let changes = diff("Deployment", &applied, &live, &[]);
+        assert_eq!(
+            changes,
+            vec![
+                Change {
+                    path: "/spec/replicas".into(),
+                    old: json!(2),
+                    new: json!(5)
+                },
+                Change {
+                    path: "/spec/template/spec/containers/1/image".into(),
+                    old: json!("nginx:1"),
+                    new: json!("nginx:2")
+                },
+            ]
+        );
+        assert_eq!(changes[0].to_string(), "/spec/replicas: 2 -> 5");
+    }
+
+    #[test]
+    fn removed_fields_and_list_items_are_reported() {
+        let applied = json!({"metadata": {"labels": {"a/b": "1"}}, "data": {"k": "v"},
+            "spec": {"args": ["x", "y"]}});
+        let live = json!({"metadata": {"labels": {}}, "data": {}, "spec": {"args": ["x"]}});
+        let paths: Vec<String> = diff("ConfigMap", &applied, &live, &[])
+            .into_iter()
+            .map(|c| c.path)
+            .collect();
+        assert_eq!(
+            paths,
+            vec!["/data/k", "/metadata/labels/a~1b", "/spec/args"]
+        );
+    }
+
+    #[test]
+    fn compare_patches_ignore_matching_objects_only() {
+        let applied = deployment(2, "nginx:1");
+        let live = deployment(5, "nginx:1");
+        let ignore: Vec<DriftIgnore> = serde_json::from_value(json!([
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
+             "operations": [{"op": "remove", "path": "/spec/replicas"}]},
+            {"kind": "Deployment", "name": "other", "jsonPointers": ["/spec"]}
+        ]))
+        .expect("parses");
+        let r = ObjectRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+        };
+        let ignored = ignored_for(&ignore, &r);
+        assert_eq!(ignored, vec!["/spec/replicas"]);
+        assert!(diff("Deployment", &applied, &live, &ignored).is_empty());
+        assert_eq!(diff("Deployment", &applied, &live, &[]).len(), 1);
+    }
+
+    #[test]
+    fn secret_string_data_compares_with_the_stored_data() {
+        let applied = json!({"kind": "Secret", "stringData": {"password": "hunter2"}});
+        let live = json!({"kind": "Secret", "data": {"password": "aHVudGVyMg=="}});
+        assert!(diff("Secret", &applied, &live, &[]).is_empty());
+        let changed = json!({"kind": "Secret", "data": {"password": "b3RoZXI="}});
+        let c = &diff("Secret", &applied, &changed, &[])[0];
+        assert_eq!(c.path, "/data/password");
+        assert_eq!(
+            (&c.old, &c.new),
+            (&json!("(redacted)"), &json!("(redacted)")),
+            "values never leave the spoke"
+        );
+    }
+
+    #[test]
+    fn numbers_compare_by_value() {
+        assert!(diff("X", &json!({"a": 1}), &json!({"a": 1.0}), &[]).is_empty());
+    }
+}

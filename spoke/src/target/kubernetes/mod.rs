@@ -1,0 +1,445 @@
+//! The Kubernetes target: server-side apply (field manager `flotilla`) through kube-rs's
+//! dynamic API, with an inventory per bundle in the cluster for pruning, health from
+//! object status, drift as field-level diffs, watches that wake the agent, and a spoke
+//! policy checked before anything is applied.
+//!
+//! The pure parts have their own modules: `manifest` (parsing, stamping), `order`
+//! (phases), `policy`, `health`, `drift`, `report` (folding verdicts into an
+//! [`Outcome`]). `discovery`, `inventory` and `watch` own the API calls of their concern;
+//! this module sequences them.
+//!
+//! **Invariant:** a bundle is checked whole (parse, kinds, policy) before its first
+//! object is applied, and the inventory is written before objects are created, so a
+//! crash half-way never leaves an object that no inventory tracks.
+
+mod discovery;
+mod drift;
+mod health;
+mod inventory;
+mod manifest;
+mod order;
+mod policy;
+mod report;
+mod watch;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use futures::future::BoxFuture;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use self::discovery::{Resolved, Resolver};
+use self::health::Health;
+use self::manifest::{BUNDLE_ANNOTATION, Manifest, ObjectRef};
+use self::order::Phase;
+use self::report::Verdict;
+use super::{Desired, Outcome, Target};
+
+pub use self::drift::DriftIgnore;
+pub use self::inventory::NAMESPACE as INVENTORY_NAMESPACE;
+pub use self::policy::{GroupKind, Policy};
+
+/// The server-side apply field manager.
+pub const FIELD_MANAGER: &str = "flotilla";
+/// How long a CRD may take to become Established.
+const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to reach the cluster and what to refuse.
+#[derive(Debug, Clone, Default)]
+pub struct KubeOptions {
+    /// A kubeconfig file; None infers (`KUBECONFIG`, `~/.kube/config`, in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    pub policy: Policy,
+}
+
+/// Where a kubeconfig would be found without `--kubeconfig`, if anywhere: the first
+/// `KUBECONFIG` entry that exists, `~/.kube/config`, or the in-cluster service account.
+pub fn config_available(explicit: Option<&std::path::Path>) -> bool {
+    if explicit.is_some() {
+        return true;
+    }
+    if let Some(paths) = std::env::var_os("KUBECONFIG")
+        && std::env::split_paths(&paths).any(|p| p.is_file())
+    {
+        return true;
+    }
+    if let Some(home) = std::env::var_os("HOME")
+        && PathBuf::from(home).join(".kube/config").is_file()
+    {
+        return true;
+    }
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        && std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").is_file()
+}
+
+/// One object of a planned apply.
+struct Planned {
+    r: ObjectRef,
+    resolved: Resolved,
+    phase: Phase,
+    /// The manifest as applied: stamped with flotilla's label, annotation and namespace.
+    value: Value,
+}
+
+pub struct KubeTarget {
+    client: Client,
+    resolver: Resolver,
+    watches: watch::Watches,
+    policy: Policy,
+    notify: Arc<Notify>,
+}
+
+impl KubeTarget {
+    /// Builds a client from the kubeconfig (or infers one) and checks that the server
+    /// answers discovery.
+    pub async fn connect(opts: KubeOptions) -> Result<Self> {
+        let config = match &opts.kubeconfig {
+            Some(path) => {
+                let kc = Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                    .await
+                    .with_context(|| format!("using kubeconfig {}", path.display()))?
+            }
+            None => Config::infer()
+                .await
+                .context("no kubeconfig (KUBECONFIG, ~/.kube/config) or in-cluster config")?,
+        };
+        let client = Client::try_from(config).context("building the Kubernetes client")?;
+        let target = KubeTarget::new(client, opts.policy);
+        target
+            .resolver
+            .refresh()
+            .await
+            .context("the Kubernetes API server does not answer")?;
+        Ok(target)
+    }
+
+    pub fn new(client: Client, policy: Policy) -> Self {
+        let notify = Arc::new(Notify::new());
+        KubeTarget {
+            resolver: Resolver::new(client.clone()),
+            watches: watch::Watches::new(client.clone(), notify.clone()),
+            client,
+            policy,
+            notify,
+        }
+    }
+
+    fn api(&self, p: &Planned) -> Api<DynamicObject> {
+        if p.resolved.namespaced {
+            Api::namespaced_with(self.client.clone(), &p.r.namespace, &p.resolved.ar)
+        } else {
+            Api::all_with(self.client.clone(), &p.resolved.ar)
+        }
+    }
+
+    /// Parses, resolves, stamps, checks against the policy and orders a bundle. Nothing
+    /// is written.
+    async fn plan(&self, d: &Desired) -> Result<Vec<Planned>> {
+        let bundle = &d.bundle;
+        let manifests = manifest::parse(bundle, &d.content).map_err(|e| anyhow!(e))?;
+        let crds: Vec<&Value> = manifests
+            .iter()
+            .filter(|m| {
+                m.r.group() == "apiextensions.k8s.io" && m.r.kind == "CustomResourceDefinition"
+            })
+            .map(|m| &m.value)
+            .collect();
+        let lookup = |m: &Manifest| {
+            let (g, v, k) = (m.r.group(), m.r.version(), m.r.kind.as_str());
+            self.resolver
+                .cached(g, v, k)
+                .or_else(|| crds.iter().find_map(|c| discovery::from_crd(c, g, v, k)))
+        };
+        if manifests.iter().any(|m| lookup(m).is_none()) {
+            self.resolver
+                .refresh()
+                .await
+                .with_context(|| format!("bundle {bundle}: refreshing API discovery"))?;
+        }
+        let mut planned = Vec::with_capacity(manifests.len());
+        let mut refusals = Vec::new();
+        for m in &manifests {
+            let Some(resolved) = lookup(m) else {
+                return Err(anyhow!(
+                    "bundle {bundle}: {}: the API server does not serve kind {} in {}",
+                    m.r,
+                    m.r.kind,
+                    m.r.api_version
+                ));
+            };
+            let mut r = m.r.clone();
+            if resolved.namespaced {
+                if r.namespace.is_empty() {
+                    r.namespace = "default".into();
+                }
+            } else {
+                r.namespace.clear();
+            }
+            if let Some(why) = self.policy.refusal(&r, resolved.namespaced) {
+                refusals.push(why);
+            }
+            let mut value = m.value.clone();
+            manifest::stamp(
+                &mut value,
+                bundle,
+                resolved.namespaced.then_some(r.namespace.as_str()),
+            );
+            planned.push(Planned {
+                phase: order::phase(r.group(), &r.kind, resolved.namespaced),
+                r,
+                resolved,
+                value,
+            });
+        }
+        if !refusals.is_empty() {
+            return Err(anyhow!(
+                "bundle {bundle} refused by spoke policy, nothing applied: {}",
+                refusals.join("; ")
+            ));
+        }
+        planned.sort_by_key(|p| p.phase);
+        Ok(planned)
+    }
+
+    async fn apply_bundle(&self, d: &Desired) -> Result<Outcome> {
+        let bundle = &d.bundle;
+        let plan = self.plan(d).await?;
+        inventory::ensure_namespace(&self.client)
+            .await
+            .with_context(|| format!("bundle {bundle}"))?;
+        let old = inventory::load(&self.client, bundle)
+            .await?
+            .map(|i| i.objects)
+            .unwrap_or_default();
+        let new: Vec<ObjectRef> = plan.iter().map(|p| p.r.clone()).collect();
+        inventory::store(
+            &self.client,
+            &inventory::Inventory {
+                bundle: bundle.clone(),
+                deployment_id: d.deployment_id.clone(),
+                objects: inventory::union(&old, &new),
+            },
+        )
+        .await?;
+
+        let declared: BTreeSet<&str> = plan
+            .iter()
+            .filter(|p| p.phase == Phase::Namespace)
+            .map(|p| p.r.name.as_str())
+            .collect();
+        let used: BTreeSet<&str> = plan
+            .iter()
+            .filter(|p| p.resolved.namespaced)
+            .map(|p| p.r.namespace.as_str())
+            .collect();
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.force = d.options.force;
+        let mut verdicts = Vec::with_capacity(plan.len());
+        let mut crds_waited = false;
+        for p in &plan {
+            if p.phase > Phase::Crd && !crds_waited {
+                crds_waited = true;
+                self.wait_established(bundle, &plan).await?;
+                for ns in used.difference(&declared) {
+                    inventory::ensure_namespace_named(&self.client, ns)
+                        .await
+                        .with_context(|| format!("bundle {bundle}"))?;
+                }
+            }
+            let live = self
+                .api(p)
+                .patch(&p.r.name, &params, &Patch::Apply(&p.value))
+                .await
+                .map_err(|e| anyhow!("bundle {bundle}: applying {}: {}", p.r, api_error(e)))?;
+            self.watches.ensure(&p.resolved.ar);
+            verdicts.push((p.r.clone(), verdict_of_health(p, &live.data_value())));
+        }
+        if !crds_waited {
+            self.wait_established(bundle, &plan).await?;
+        }
+        if !d.options.keep_resources {
+            self.prune(bundle, inventory::stale(&old, &new)).await?;
+        }
+        inventory::store(
+            &self.client,
+            &inventory::Inventory {
+                bundle: bundle.clone(),
+                deployment_id: d.deployment_id.clone(),
+                objects: new,
+            },
+        )
+        .await?;
+        Ok(report::summarize(verdicts))
+    }
+
+    /// Waits until every CRD of the plan is Established, so its kinds can be applied.
+    async fn wait_established(&self, bundle: &str, plan: &[Planned]) -> Result<()> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        for p in plan.iter().filter(|p| p.phase == Phase::Crd) {
+            let name = &p.r.name;
+            tokio::time::timeout(
+                ESTABLISHED_TIMEOUT,
+                await_condition(api.clone(), name, conditions::is_crd_established()),
+            )
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "bundle {bundle}: {}: not Established after {}s",
+                    p.r,
+                    ESTABLISHED_TIMEOUT.as_secs()
+                )
+            })?
+            .map_err(|e| anyhow!("bundle {bundle}: waiting for {}: {e}", p.r))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes objects in reverse apply order. An object whose bundle annotation names
+    /// another bundle (it moved) is left alone; one that is already gone is fine.
+    async fn prune(&self, bundle: &str, mut objects: Vec<ObjectRef>) -> Result<()> {
+        let phase_of = |r: &ObjectRef| order::phase(r.group(), &r.kind, !r.namespace.is_empty());
+        objects.sort_by_key(|r| std::cmp::Reverse(phase_of(r)));
+        let mut refreshed = false;
+        for r in objects {
+            let (g, v, k) = (r.group(), r.version(), r.kind.as_str());
+            let resolved = match self.resolver.cached(g, v, k) {
+                Some(x) => Some(x),
+                None if !refreshed => {
+                    refreshed = true;
+                    self.resolver
+                        .refresh()
+                        .await
+                        .with_context(|| format!("bundle {bundle}: refreshing API discovery"))?;
+                    self.resolver.cached(g, v, k)
+                }
+                None => None,
+            };
+            let Some(resolved) = resolved else {
+                // The kind is gone (its CRD was removed), and its objects with it.
+                tracing::info!(bundle, object = %r, "not pruning: the kind is no longer served");
+                continue;
+            };
+            let api: Api<DynamicObject> = if resolved.namespaced {
+                Api::namespaced_with(self.client.clone(), &r.namespace, &resolved.ar)
+            } else {
+                Api::all_with(self.client.clone(), &resolved.ar)
+            };
+            let live = api.get_opt(&r.name).await.map_err(|e| {
+                anyhow!(
+                    "bundle {bundle}: reading {r} before pruning: {}",
+                    api_error(e)
+                )
+            })?;
+            let Some(live) = live else { continue };
+            let owner = live
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(BUNDLE_ANNOTATION));
+            if owner.is_some_and(|o| o != bundle) {
+                tracing::info!(bundle, object = %r, owner = ?owner, "not pruning: another bundle owns it now");
+                continue;
+            }
+            match api.delete(&r.name, &DeleteParams::background()).await {
+                Ok(_) => tracing::info!(bundle, object = %r, "pruned"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(anyhow!("bundle {bundle}: pruning {r}: {}", api_error(e))),
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_bundle(&self, bundle: &str, keep_resources: bool) -> Result<()> {
+        let Some(inv) = inventory::load(&self.client, bundle).await? else {
+            return Ok(());
+        };
+        if !keep_resources {
+            self.prune(bundle, inv.objects).await?;
+        }
+        inventory::delete(&self.client, bundle).await
+    }
+
+    async fn check_bundle(&self, d: &Desired) -> Result<Outcome> {
+        let bundle = &d.bundle;
+        let plan = self.plan(d).await?;
+        let mut verdicts = Vec::with_capacity(plan.len());
+        for p in &plan {
+            self.watches.ensure(&p.resolved.ar);
+            let live = self
+                .api(p)
+                .get_opt(&p.r.name)
+                .await
+                .map_err(|e| anyhow!("bundle {bundle}: reading {}: {}", p.r, api_error(e)))?;
+            let verdict = match live {
+                None => Verdict::Deleted,
+                Some(live) => {
+                    let live = live.data_value();
+                    let ignored = drift::ignored_for(&d.options.ignore, &p.r);
+                    let changes = drift::diff(&p.r.kind, &p.value, &live, &ignored);
+                    if changes.is_empty() {
+                        verdict_of_health(p, &live)
+                    } else {
+                        Verdict::Modified(changes)
+                    }
+                }
+            };
+            verdicts.push((p.r.clone(), verdict));
+        }
+        Ok(report::summarize(verdicts))
+    }
+}
+
+/// A dynamic object as plain JSON, the way the pure modules read objects.
+trait DataValue {
+    fn data_value(&self) -> Value;
+}
+
+impl DataValue for DynamicObject {
+    fn data_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+fn verdict_of_health(p: &Planned, live: &Value) -> Verdict {
+    match health::health(p.r.group(), &p.r.kind, live) {
+        Health::Ready => Verdict::Ready,
+        Health::NotReady(why) => Verdict::NotReady(why),
+    }
+}
+
+/// The API server's own words for a failed call.
+fn api_error(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}
+
+impl Target for KubeTarget {
+    fn apply<'a>(&'a self, d: &'a Desired) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(self.apply_bundle(d))
+    }
+
+    fn remove<'a>(&'a self, bundle: &'a str, keep_resources: bool) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.remove_bundle(bundle, keep_resources))
+    }
+
+    fn check<'a>(&'a self, d: &'a Desired) -> BoxFuture<'a, Result<Outcome>> {
+        Box::pin(self.check_bundle(d))
+    }
+
+    fn changes(&self) -> Option<Arc<Notify>> {
+        Some(self.notify.clone())
+    }
+}

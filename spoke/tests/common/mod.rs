@@ -1,0 +1,120 @@
+//! Shared setup for the Kubernetes applier's component tests.
+//!
+//! By default every test starts its own in-process Kubernetes API **test server**
+//! (`flotilla-kube-test-server`). With `FLOTILLA_E2E_KUBECONFIG=/path/to/kubeconfig` the
+//! same tests run against that real cluster instead (kind, k3d; see
+//! `docs/e2e-real-cluster.md`). Names carry a per-test suffix so tests can share a cluster,
+//! and each test removes its bundles at the end.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use flotilla_kube_test_server::{Options, RunningServer, TestServer};
+use flotilla_spoke::target::kubernetes::KubeTarget;
+use flotilla_spoke::target::{ApplyOptions, Desired, Policy};
+use kube::Client;
+use kube::api::{Api, DynamicObject, GroupVersionKind};
+use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+use kube::core::ApiResource;
+
+pub const REAL_CLUSTER_ENV: &str = "FLOTILLA_E2E_KUBECONFIG";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct Cluster {
+    /// None when the tests run against a real cluster.
+    pub server: Option<RunningServer>,
+    pub client: Client,
+    /// A suffix that makes this test's names unique on a shared cluster.
+    pub id: String,
+}
+
+pub async fn cluster() -> Cluster {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let id = format!("{:08x}", rand::random::<u32>());
+    let (server, yaml) = match std::env::var(REAL_CLUSTER_ENV) {
+        Ok(path) if !path.is_empty() => {
+            let yaml = std::fs::read_to_string(&path).expect("FLOTILLA_E2E_KUBECONFIG is readable");
+            (None, yaml)
+        }
+        _ => {
+            let s = TestServer::start(Options::default())
+                .await
+                .expect("test server starts");
+            let yaml = s.kubeconfig_yaml();
+            (Some(s), yaml)
+        }
+    };
+    let kc = Kubeconfig::from_yaml(&yaml).expect("kubeconfig parses");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    let client = Client::try_from(cfg).expect("client builds");
+    Cluster { server, client, id }
+}
+
+impl Cluster {
+    pub fn is_test_server(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// A new applier, as a freshly started spoke would build it.
+    pub fn target(&self, policy: Policy) -> KubeTarget {
+        KubeTarget::new(self.client.clone(), policy)
+    }
+
+    /// `name` made unique for this test.
+    pub fn n(&self, name: &str) -> String {
+        format!("{name}-{}", self.id)
+    }
+
+    pub fn api(
+        &self,
+        api_version: &str,
+        kind: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> Api<DynamicObject> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let ar =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        }
+    }
+
+    pub fn configmaps(&self, namespace: &str) -> Api<DynamicObject> {
+        self.api("v1", "ConfigMap", "configmaps", Some(namespace))
+    }
+
+    pub async fn exists(&self, api: &Api<DynamicObject>, name: &str) -> bool {
+        api.get_opt(name).await.expect("GET works").is_some()
+    }
+}
+
+pub fn desired(bundle: &str, deployment: &str, yaml: &str, options: ApplyOptions) -> Desired {
+    Desired {
+        bundle: bundle.to_string(),
+        deployment_id: deployment.to_string(),
+        content: yaml.as_bytes().to_vec(),
+        options,
+    }
+}
+
+/// Polls `check` until it returns Some, failing the test after a deadline.
+pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
