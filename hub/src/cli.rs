@@ -127,6 +127,10 @@ pub struct RunArgs {
     /// Lifetime of the client certificates issued to spokes.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub cert_lifetime: Duration,
+    /// A connected spoke that sends nothing for this long is marked Offline and its
+    /// stream closed. Spokes send a heartbeat every 10 s, so keep this above that.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_window: Duration,
 }
 
 pub fn init_tracing(log: &LogArgs) {
@@ -304,6 +308,10 @@ async fn serve(args: RunArgs) -> Result<()> {
     )?;
     drop(snapshot);
     tokio::spawn(sources::run_reconciler(fleet.clone(), reconcile_rx));
+    tokio::spawn(server::watch_heartbeats(
+        fleet.clone(),
+        args.heartbeat_window,
+    ));
     let all_sources: Vec<_> = fleet.sources.iter().map(|s| s.value().clone()).collect();
     for s in all_sources {
         tokio::spawn(sources::run_poller(fleet.clone(), s));

@@ -24,6 +24,7 @@ use flotilla_render as render;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
+use crate::depends;
 use crate::records::{
     ClusterRecord, DeployOptions, Desired, SourceSpec, StatusRecord, TokenRecord, status_key,
 };
@@ -38,6 +39,10 @@ pub struct Assignment {
     pub desired: Option<Desired>,
     /// Load or render error of the current revision for this cluster.
     pub error: Option<String>,
+    /// Why the current revision is held back (dependsOn); `desired` is then the last
+    /// deployed one, if any.
+    #[serde(default)]
+    pub waiting: Option<String>,
 }
 
 pub type Assignments = BTreeMap<String, Assignment>;
@@ -354,6 +359,7 @@ impl Fleet {
             groups: &groups,
         };
         let mut out = Assignments::new();
+        let mut live: BTreeMap<String, Arc<render::Bundle>> = BTreeMap::new();
         for src in self.sorted_sources() {
             if !targeting::match_source(&src.spec.targets, &facts).is_yes() {
                 continue;
@@ -374,6 +380,7 @@ impl Fleet {
                     source: src.spec.name.clone(),
                     desired: last_good,
                     error: (!entry.errors.is_empty()).then(|| entry.errors.join("\n")),
+                    waiting: None,
                 };
                 let Some(bundle) = &entry.bundle else {
                     out.insert(entry.name.clone(), assignment);
@@ -382,6 +389,7 @@ impl Fleet {
                 let render::Selection::Deploy(key) = bundle.select(&info) else {
                     continue;
                 };
+                live.insert(entry.name.clone(), bundle.clone());
                 match self.render_cached(entry, bundle, key, &info) {
                     Ok(digest) => {
                         let opts = bundle.options();
@@ -405,7 +413,51 @@ impl Fleet {
                 out.insert(entry.name.clone(), assignment);
             }
         }
+        self.apply_depends_on(&cluster.name, &mut out, &live, old);
         out
+    }
+
+    /// Holds back bundles whose dependencies are not Ready on this cluster: they keep
+    /// their last deployed revision (or none) and show why.
+    fn apply_depends_on(
+        &self,
+        cluster: &ClusterName,
+        out: &mut Assignments,
+        live: &BTreeMap<String, Arc<render::Bundle>>,
+        old: &Assignments,
+    ) {
+        if live.values().all(|b| b.options().depends_on.is_empty()) {
+            return;
+        }
+        let nodes: Vec<depends::Node<'_>> = live
+            .iter()
+            .map(|(n, b)| depends::Node {
+                name: n,
+                labels: &b.options().labels,
+                depends_on: &b.options().depends_on,
+            })
+            .collect();
+        let is_ready = |dep: &str| {
+            let Some(d) = out.get(dep).and_then(|a| a.desired.as_ref()) else {
+                return false;
+            };
+            self.status
+                .get(&(cluster.clone(), dep.to_string()))
+                .is_some_and(|s| {
+                    s.deployment_id == d.deployment_id.as_str() && s.state == State::Ready
+                })
+        };
+        let holds = depends::holds(&nodes, is_ready);
+        for (name, hold) in holds {
+            let Some(a) = out.get_mut(&name) else {
+                continue;
+            };
+            a.desired = old.get(&name).and_then(|o| o.desired.clone());
+            match hold {
+                depends::Hold::Waiting(why) => a.waiting = Some(why),
+                depends::Hold::Cycle(why) => a.error = Some(why),
+            }
+        }
     }
 
     fn render_cached(
@@ -452,8 +504,19 @@ impl Fleet {
             status_key(cluster, bundle),
             &st,
         )]);
-        self.status
-            .insert((cluster.clone(), bundle.to_string()), st);
+        let changed = self
+            .status
+            .insert((cluster.clone(), bundle.to_string()), st.clone())
+            .is_none_or(|prev| prev.state != st.state || prev.deployment_id != st.deployment_id);
+        // A bundle held by dependsOn may now go ahead.
+        if changed
+            && self
+                .assignments_of(cluster)
+                .values()
+                .any(|a| a.waiting.is_some())
+        {
+            self.trigger(Trigger::Cluster(cluster.clone()));
+        }
     }
 
     /// The state a user sees for one bundle on one cluster.
@@ -465,6 +528,11 @@ impl Fleet {
     ) -> (State, String) {
         if let Some(err) = &a.error {
             return (State::ErrApplied, err.clone());
+        }
+        if let Some(why) = &a.waiting
+            && self.is_connected(cluster)
+        {
+            return (State::Pending, why.clone());
         }
         let status = self.status.get(&(cluster.clone(), bundle.to_string()));
         if !self.is_connected(cluster) {

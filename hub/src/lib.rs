@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+mod depends;
 mod fleet;
 mod git;
 mod layout;

@@ -100,13 +100,14 @@ fn write_admin_conf(dir: &DataDir, ca: &Ca, advertise: &str) -> Result<()> {
         Role::Admin,
         Duration::from_secs(365 * 24 * 3600),
         &dir.admin_conf(),
-        Some(&dir.trust()),
+        // admin.conf sits beside trust.pem; config paths are relative to their file.
+        Some(Path::new("trust.pem")),
     )
 }
 
 /// Writes an operator certificate, its key (0600) and a client config naming them. The
-/// config trusts `trust` when given (the data dir's bundle), or a copy of the bundle
-/// written beside it.
+/// config trusts `trust` when given (a path relative to the config's folder), or a copy
+/// of the CA written beside it.
 pub fn write_operator(
     ca: &Ca,
     server: &str,
@@ -135,9 +136,9 @@ pub fn write_operator(
     let ca_path = match trust {
         Some(t) => t.to_path_buf(),
         None => {
-            let copy = dir.join(format!("{stem}-ca.pem"));
-            files::write_public(&copy, ca.cert_pem().as_bytes())?;
-            copy
+            let name = format!("{stem}-ca.pem");
+            files::write_public(&dir.join(&name), ca.cert_pem().as_bytes())?;
+            name.into()
         }
     };
     let conf = ClientConfig {

@@ -28,6 +28,32 @@ pub const MAX_INBOUND_MESSAGE: usize = 4 * 1024 * 1024;
 /// Largest message the hub sends: an Assign carries a whole bundle (16 MiB by default).
 pub const MAX_OUTBOUND_MESSAGE: usize = 20 * 1024 * 1024;
 
+/// Marks spokes that stopped talking Offline: their stream is closed, so the status
+/// shows Offline and a reconnect starts from a fresh Hello.
+pub async fn watch_heartbeats(fleet: Arc<Fleet>, window: std::time::Duration) {
+    let mut tick = tokio::time::interval((window / 3).max(std::time::Duration::from_secs(1)));
+    loop {
+        tick.tick().await;
+        let now = crate::records::now_unix();
+        let limit = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+        let silent: Vec<_> = fleet
+            .sessions
+            .iter()
+            .filter(|s| {
+                fleet
+                    .clusters
+                    .get(s.key())
+                    .is_some_and(|c| now.saturating_sub(c.last_seen) > limit)
+            })
+            .map(|s| s.key().clone())
+            .collect();
+        for c in silent {
+            tracing::warn!(cluster = %c, window_secs = window.as_secs(), "no heartbeat; marking the cluster Offline");
+            fleet.disconnect(&c, &format!("no heartbeat for {}s", window.as_secs()));
+        }
+    }
+}
+
 pub struct ServerTls {
     pub cert_pem: String,
     pub key_pem: String,

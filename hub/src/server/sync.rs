@@ -265,6 +265,9 @@ impl Session {
 
     fn on_status(&mut self, s: flotilla_proto::v1::Status) -> Result<(), Status> {
         check_claimed_name(&self.cluster, &s.cluster_name)?;
+        if let Some(mut rec) = self.fleet.clusters.get_mut(&self.cluster) {
+            rec.last_seen = now_unix();
+        }
         let assigned = self.fleet.assignments_of(&self.cluster);
         if !assigned.contains_key(&s.bundle) && !self.sent.contains_key(&s.bundle) {
             return Err(Status::permission_denied(format!(

@@ -1,0 +1,253 @@
+//! Fleet-scale targeting and status, end to end: cluster groups, source targets, the
+//! `targets` dry run, dependsOn ordering and cycles, and Offline detection.
+
+use std::path::Path;
+use std::process::Command;
+
+use flotilla_e2e::{GitServer, Hub, Spoke, wait_until};
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, text).expect("write");
+}
+
+fn configmap(name: &str, value: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  v: \"{value}\"\n")
+}
+
+fn ok(out: std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn groups_and_source_targets_decide_who_gets_what_and_targets_explains_why() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    write(&src, "apps/fleet.yaml", "defaultNamespace: apps\n");
+    write(&src, "apps/cm.yaml", &configmap("apps", "1"));
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &src);
+    let hub = Hub::start(tmp.path());
+    ok(hub.cli(&[
+        "group",
+        "add",
+        "eu",
+        "--selector",
+        "region=eu",
+        "--label",
+        "tier=gold",
+    ]));
+    ok(hub.cli(&[
+        "source",
+        "add",
+        "bygroup",
+        "--repo",
+        &repo.url,
+        "--path",
+        ".",
+        "--interval",
+        "1s",
+        "--group",
+        "eu",
+    ]));
+    ok(hub.cli(&[
+        "source",
+        "add",
+        "bygrouplabels",
+        "--repo",
+        &repo.url,
+        "--path",
+        ".",
+        "--interval",
+        "1s",
+        "--group-selector",
+        "tier=gold",
+    ]));
+    ok(hub.cli(&[
+        "source",
+        "add",
+        "byname",
+        "--repo",
+        &repo.url,
+        "--path",
+        ".",
+        "--interval",
+        "1s",
+        "--cluster",
+        "us1",
+    ]));
+    let join = hub.token("1h", 2);
+    let eu = Spoke::start(tmp.path(), &join, "eu1", "region=eu");
+    let us = Spoke::start(tmp.path(), &join, "us1", "region=us");
+    hub.wait_ready_bundles("eu1", &["bygroup-apps", "bygrouplabels-apps"]);
+    hub.wait_ready_bundles("us1", &["byname-apps"]);
+    assert!(us.file("bygroup-apps").is_none());
+    assert!(eu.file("byname-apps").is_none());
+
+    let groups = hub.json(&["groups"]);
+    let eu_group = groups
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|g| g["name"] == "eu")
+        .cloned()
+        .expect("eu group");
+    assert_eq!(eu_group["clusters"], 1);
+    assert_eq!(eu_group["state"], "Ready");
+    let default = groups
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|g| g["name"] == "default")
+        .cloned()
+        .expect("init creates the default group");
+    assert_eq!(default["clusters"], 2);
+
+    let rows = hub.json(&["targets", "bygroup/bygroup-apps"]);
+    let rows = rows.as_array().expect("array");
+    let row = |c: &str| {
+        rows.iter()
+            .find(|r| r["cluster"] == c)
+            .cloned()
+            .expect("row")
+    };
+    assert_eq!(row("eu1")["deployed"], true);
+    assert!(
+        row("eu1")["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("clusterGroup eu"),
+        "{rows:?}"
+    );
+    assert_eq!(row("us1")["deployed"], false);
+    assert!(
+        row("us1")["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("none of 1 target"),
+        "{rows:?}"
+    );
+
+    // Moving a cluster into the group retargets it.
+    ok(hub.cli(&["cluster", "label", "us1", "region=eu"]));
+    hub.wait_ready_bundles(
+        "us1",
+        &["bygroup-apps", "bygrouplabels-apps", "byname-apps"],
+    );
+}
+
+#[test]
+fn depends_on_holds_a_bundle_until_its_dependency_is_ready_and_cycles_are_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    write(&src, "db/fleet.yaml", "labels:\n  role: db\n");
+    write(&src, "db/cm.yaml", &configmap("db", "1"));
+    write(
+        &src,
+        "app/fleet.yaml",
+        "dependsOn:\n  - selector:\n      matchLabels:\n        role: db\n",
+    );
+    write(&src, "app/cm.yaml", &configmap("app", "1"));
+    write(
+        &src,
+        "loop-a/fleet.yaml",
+        "dependsOn:\n  - name: deps-loop-b\n",
+    );
+    write(&src, "loop-a/cm.yaml", &configmap("a", "1"));
+    write(
+        &src,
+        "loop-b/fleet.yaml",
+        "dependsOn:\n  - name: deps-loop-a\n",
+    );
+    write(&src, "loop-b/cm.yaml", &configmap("b", "1"));
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &src);
+    let hub = Hub::start(tmp.path());
+    let join = hub.token("1h", 1);
+    // Make the db bundle fail to apply: a folder squats on its file name.
+    let target = tmp.path().join("targets/dev");
+    std::fs::create_dir_all(target.join("deps-db.yaml/blocker")).expect("squat");
+    let dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    hub.add_source("deps", &repo.url, "");
+
+    let status = |bundle: &str| {
+        let v = hub.json(&["status", bundle]);
+        (
+            v[0]["state"].as_str().unwrap_or_default().to_string(),
+            v[0]["message"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    wait_until("db to fail and app to wait for it", || {
+        let (db, _) = status("deps-db");
+        let (app, why) = status("deps-app");
+        (db == "ErrApplied"
+            && app == "Pending"
+            && why.contains("waiting for dependencies: deps-db"))
+        .then_some(())
+        .ok_or(format!("db {db}, app {app}: {why}"))
+    });
+    assert!(
+        dev.file("deps-app").is_none(),
+        "app must not be applied before db is Ready"
+    );
+    let (a, why) = status("deps-loop-a");
+    assert_eq!(a, "ErrApplied");
+    assert!(why.contains("dependsOn cycle"), "{why}");
+    assert_eq!(status("deps-loop-b").0, "ErrApplied");
+
+    // Unblock db with a new commit; app follows once db is Ready.
+    std::fs::remove_dir_all(target.join("deps-db.yaml")).expect("unsquat");
+    repo.commit_file("db/cm.yaml", &configmap("db", "2"), "db v2");
+    wait_until("app to be applied after db is Ready", || {
+        let (db, _) = status("deps-db");
+        let (app, why) = status("deps-app");
+        (db == "Ready" && app == "Ready")
+            .then_some(())
+            .ok_or(format!("db {db}, app {app}: {why}"))
+    });
+    assert!(dev.file("deps-app").is_some());
+}
+
+#[test]
+fn a_spoke_that_stops_heartbeating_goes_offline_and_comes_back() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    write(&src, "apps/cm.yaml", &configmap("apps", "1"));
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &src);
+    let hub = Hub::start_with(tmp.path(), &["--heartbeat-window", "12s"]);
+    hub.add_source("s", &repo.url, "");
+    let join = hub.token("1h", 1);
+    let dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    hub.wait_ready_bundles("dev", &["s"]);
+
+    // Freeze the spoke: its TCP connection stays open, but it goes silent.
+    let pid = dev.proc.child.id().to_string();
+    ok(Command::new("kill")
+        .args(["-STOP", &pid])
+        .output()
+        .expect("kill"));
+    wait_until("dev to be marked Offline", || {
+        let c = hub.json(&["clusters"]);
+        let s = hub.json(&["status"]);
+        (c[0]["state"] == "Offline" && s[0]["state"] == "Offline")
+            .then_some(())
+            .ok_or(format!("{c} {s}"))
+    });
+    ok(Command::new("kill")
+        .args(["-CONT", &pid])
+        .output()
+        .expect("kill"));
+    wait_until("dev to reconnect", || {
+        let c = hub.json(&["clusters"]);
+        (c[0]["connected"] == true)
+            .then_some(())
+            .ok_or(c.to_string())
+    });
+    hub.wait_ready_bundles("dev", &["s"]);
+}
