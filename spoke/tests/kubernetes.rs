@@ -669,12 +669,15 @@ async fn errors_name_the_bundle_and_the_object() {
     );
 
     // A field another manager owns: a conflict without force, taken over with force.
-    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned, namespace: default}\ndata: {k: mine}\n";
-    let other = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owned, namespace: default}\ndata: {k: theirs}\n";
-    let other: serde_json::Value = serde_yaml_value(other);
+    let owned = c.n("owned");
+    let cm = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {owned}, namespace: default}}\ndata: {{k: mine}}\n"
+    );
+    let other = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": owned, "namespace": "default"}, "data": {"k": "theirs"}});
     c.configmaps("default")
         .patch(
-            "owned",
+            &owned,
             &PatchParams::apply("someone-else"),
             &Patch::Apply(&other),
         )
@@ -682,13 +685,13 @@ async fn errors_name_the_bundle_and_the_object() {
         .expect("someone else applies first");
     let err = format!(
         "{:#}",
-        t.apply(&desired(&bundle, "d-1", cm, ApplyOptions::default()))
+        t.apply(&desired(&bundle, "d-1", &cm, ApplyOptions::default()))
             .await
             .expect_err("conflict")
     );
     assert!(
         err.contains(&format!(
-            "bundle {bundle}: applying v1 ConfigMap default/owned"
+            "bundle {bundle}: applying v1 ConfigMap default/{owned}"
         )),
         "{err}"
     );
@@ -696,7 +699,7 @@ async fn errors_name_the_bundle_and_the_object() {
     t.apply(&desired(
         &bundle,
         "d-1",
-        cm,
+        &cm,
         ApplyOptions {
             force: true,
             ..Default::default()
@@ -705,7 +708,7 @@ async fn errors_name_the_bundle_and_the_object() {
     .await
     .expect("force takes the field");
     assert_eq!(
-        c.configmaps("default").get("owned").await.expect("cm").data["data"]["k"],
+        c.configmaps("default").get(&owned).await.expect("cm").data["data"]["k"],
         "mine"
     );
     cleanup(&c, &t, &[&bundle]).await;
@@ -735,6 +738,59 @@ async fn an_object_another_bundle_took_over_is_not_pruned() {
     assert!(!c.exists(&c.configmaps("default"), &name).await);
 }
 
-fn serde_yaml_value(yaml: &str) -> serde_json::Value {
-    serde_saphyr::from_str(yaml).expect("yaml")
+#[tokio::test]
+async fn a_missing_target_namespace_is_created_and_is_not_pruned() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let bundle = c.n("ns");
+    let ns = c.n("elsewhere");
+    let yaml = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: {ns}}}\n");
+    t.apply(&desired(&bundle, "d-1", &yaml, ApplyOptions::default()))
+        .await
+        .expect("applies into a namespace the bundle does not declare");
+    assert!(c.exists(&c.configmaps(&ns), "c").await);
+    t.remove(&bundle, false).await.expect("removed");
+    let namespaces = c.api("v1", "Namespace", "namespaces", None);
+    assert!(
+        c.exists(&namespaces, &ns).await,
+        "the namespace was not the bundle's to delete"
+    );
+    if !c.is_test_server() {
+        let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_bundle_is_applied_again_once_the_cause_is_gone() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let bundle = c.n("retry");
+    let name = c.n("contested");
+    let cm = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\ndata: {{k: mine}}\n"
+    );
+    let other = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default"}, "data": {"k": "theirs"}});
+    c.configmaps("default")
+        .patch(
+            &name,
+            &PatchParams::apply("someone-else"),
+            &Patch::Apply(&other),
+        )
+        .await
+        .expect("someone else applies first");
+    let d = desired(&bundle, "d-1", &cm, ApplyOptions::default());
+    let first = format!("{:#}", t.apply(&d).await.expect_err("conflict"));
+
+    let again = enforce(&t, &d, State::ErrApplied).await.expect("retried");
+    assert_eq!(again.state, State::ErrApplied);
+    assert_eq!(again.message, first, "an unchanged failure reads the same");
+
+    c.configmaps("default")
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("the other owner goes away");
+    let fixed = enforce(&t, &d, State::ErrApplied).await.expect("retried");
+    assert_eq!(fixed.state, State::Ready, "{fixed:?}");
+    cleanup(&c, &t, &[&bundle]).await;
 }

@@ -105,14 +105,19 @@ pub async fn enforce(target: &dyn Target, desired: &Desired, last: State) -> Opt
                 Ok(o) => o,
                 Err(e) => Outcome {
                     state: State::ErrApplied,
-                    message: format!("{why}: {e:#}"),
+                    message: if why.is_empty() {
+                        format!("{e:#}")
+                    } else {
+                        format!("{why}: {e:#}")
+                    },
                     resources: Vec::new(),
                 },
             }
         }
     };
     if last == State::ErrApplied {
-        return Some(reapply("re-applying", false).await);
+        // The same words as the first failure, so an unchanged failure is not re-reported.
+        return Some(reapply("", false).await);
     }
     let checked = match target.check(desired).await {
         Ok(o) => o,
