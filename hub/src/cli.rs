@@ -131,6 +131,13 @@ pub struct RunArgs {
     /// stream closed. Spokes send a heartbeat every 10 s, so keep this above that.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub heartbeat_window: Duration,
+    /// Plain-HTTP listener for /metrics, /healthz and /webhooks/{github,gitlab,gitea}.
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
+    /// Shared secret for webhook signatures (GitHub/Gitea HMAC, GitLab token); a 0600
+    /// file. Without it, webhooks are refused.
+    #[arg(long)]
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 pub fn init_tracing(log: &LogArgs) {
@@ -312,6 +319,18 @@ async fn serve(args: RunArgs) -> Result<()> {
         fleet.clone(),
         args.heartbeat_window,
     ));
+    if let Some(listen) = args.http_listen {
+        let secret = match &args.webhook_secret_file {
+            Some(p) => Some(files::read_secret(p)?.trim().to_string()),
+            None => None,
+        };
+        let f = fleet.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(f, listen, secret).await {
+                tracing::error!(%listen, error = %e, "HTTP listener failed");
+            }
+        });
+    }
     let all_sources: Vec<_> = fleet.sources.iter().map(|s| s.value().clone()).collect();
     for s in all_sources {
         tokio::spawn(sources::run_poller(fleet.clone(), s));

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
 use crate::depends;
+use crate::metrics::HubMetrics;
 use crate::records::{
     ClusterRecord, DeployOptions, Desired, SourceSpec, StatusRecord, TokenRecord, status_key,
 };
@@ -148,6 +149,10 @@ pub struct Fleet {
     pub contents: DashMap<ContentDigest, Bytes>,
     pub status: DashMap<(ClusterName, String), StatusRecord>,
     pub sessions: DashMap<ClusterName, SessionHandle>,
+    pub metrics: HubMetrics,
+    /// When each cluster was handed its current deployment of a bundle, until it reports
+    /// Ready: the fan-out latency histogram's start times.
+    assigned_at: DashMap<(ClusterName, String), (DeploymentId, std::time::Instant)>,
     session_ids: AtomicU64,
     reconcile_tx: mpsc::UnboundedSender<Trigger>,
 }
@@ -187,6 +192,8 @@ impl Fleet {
             contents: DashMap::new(),
             status: DashMap::new(),
             sessions: DashMap::new(),
+            metrics: HubMetrics::default(),
+            assigned_at: DashMap::new(),
             session_ids: AtomicU64::new(1),
             reconcile_tx,
         };
@@ -306,6 +313,20 @@ impl Fleet {
         let old = self.assignments_of(name);
         let new = self.compute_assignments(&record, &old);
         if *old != new {
+            let now = std::time::Instant::now();
+            for (bundle, a) in &new {
+                let Some(d) = &a.desired else { continue };
+                let changed = old
+                    .get(bundle)
+                    .and_then(|o| o.desired.as_ref())
+                    .is_none_or(|o| o.deployment_id != d.deployment_id);
+                if changed {
+                    self.assigned_at.insert(
+                        (name.clone(), bundle.clone()),
+                        (d.deployment_id.clone(), now),
+                    );
+                }
+            }
             self.store
                 .submit(vec![Op::put_json(Table::Desired, name.as_str(), &new)]);
             self.assignments.insert(name.clone(), Arc::new(new));
@@ -504,6 +525,18 @@ impl Fleet {
             status_key(cluster, bundle),
             &st,
         )]);
+        if st.state == State::Ready {
+            let key = (cluster.clone(), bundle.to_string());
+            if let Some((_, (id, since))) = self
+                .assigned_at
+                .remove_if(&key, |_, (id, _)| id.as_str() == st.deployment_id)
+            {
+                let _ = id;
+                self.metrics
+                    .fanout_seconds
+                    .observe(since.elapsed().as_secs_f64());
+            }
+        }
         let changed = self
             .status
             .insert((cluster.clone(), bundle.to_string()), st.clone())
@@ -551,6 +584,43 @@ impl Fleet {
             ),
             (None, _) => (State::ErrApplied, "no deployable revision".into()),
         }
+    }
+
+    /// Refreshes the fleet-state gauges and renders every metric.
+    pub fn scrape_metrics(&self) -> String {
+        use crate::metrics::StateLabel;
+        let mut clusters: BTreeMap<State, i64> = BTreeMap::new();
+        let mut deployments: BTreeMap<State, i64> = BTreeMap::new();
+        let names: Vec<ClusterName> = self.clusters.iter().map(|c| c.key().clone()).collect();
+        for c in &names {
+            let summary = self.cluster_summary(c);
+            for (s, n) in &summary.counts {
+                *deployments.entry(*s).or_default() += i64::try_from(*n).unwrap_or(i64::MAX);
+            }
+            let state = if self.is_connected(c) {
+                summary.worst().unwrap_or(State::Ready)
+            } else {
+                State::Offline
+            };
+            *clusters.entry(state).or_default() += 1;
+        }
+        for s in State::ALL {
+            let label = StateLabel {
+                state: s.to_string(),
+            };
+            self.metrics
+                .clusters
+                .get_or_create(&label)
+                .set(clusters.get(&s).copied().unwrap_or(0));
+            self.metrics
+                .deployments
+                .get_or_create(&label)
+                .set(deployments.get(&s).copied().unwrap_or(0));
+        }
+        self.metrics
+            .connected_spokes
+            .set(i64::try_from(self.sessions.len()).unwrap_or(i64::MAX));
+        self.metrics.encode()
     }
 
     /// Worst-state summary of one cluster's bundles.

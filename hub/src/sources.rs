@@ -50,6 +50,7 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
     let dir = source_dir(fleet, &spec.name);
     let previous_commit = source.runtime.read().ok().and_then(|r| r.commit.clone());
     let limits = fleet.limits.clone();
+    let started = std::time::Instant::now();
     let fetched = tokio::task::spawn_blocking(move || -> Result<Option<Loaded>, String> {
         let commit = git::fetch_branch(&dir.join("mirror.git"), &spec.repo, &spec.branch)
             .map_err(|e| e.to_string())?;
@@ -68,6 +69,13 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
     .await
     .unwrap_or_else(|e| Err(format!("poller task failed: {e}")));
 
+    fleet
+        .metrics
+        .git_poll_seconds
+        .observe(started.elapsed().as_secs_f64());
+    if fetched.is_err() {
+        fleet.metrics.git_poll_errors.inc();
+    }
     let now = now_unix();
     let Ok(mut rt) = source.runtime.write() else {
         return;

@@ -325,6 +325,11 @@ impl Session {
                     }
                 }
             };
+            self.fleet.metrics.assigns_sent.inc();
+            self.fleet
+                .metrics
+                .assign_content_bytes
+                .inc_by(content.len() as u64);
             self.digests.insert(d.digest.clone());
             self.sent.insert(
                 bundle.clone(),

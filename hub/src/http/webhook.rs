@@ -1,0 +1,209 @@
+//! Push webhooks from GitHub, GitLab and Gitea. A delivery with a valid signature (HMAC-
+//! SHA256 for GitHub and Gitea, the shared token for GitLab) starts an immediate poll of
+//! every source whose repository and branch it names. Anything else is refused, and a
+//! refusal says why without echoing secrets.
+
+use hmac::{Hmac, Mac};
+use hyper::HeaderMap;
+use hyper::StatusCode;
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::fleet::Fleet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    GitHub,
+    GitLab,
+    Gitea,
+}
+
+fn json(v: Value) -> String {
+    v.to_string() + "\n"
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn hmac_hex_matches(secret: &str, body: &[u8], hex_sig: &str) -> bool {
+    let Ok(sig) = hex::decode(hex_sig.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    // verify_slice compares in constant time.
+    mac.verify_slice(&sig).is_ok()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn verify(p: Provider, secret: &str, h: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
+    let ok = match p {
+        Provider::GitHub => header(h, "x-hub-signature-256")
+            .and_then(|s| s.strip_prefix("sha256="))
+            .is_some_and(|sig| hmac_hex_matches(secret, body, sig)),
+        Provider::Gitea => {
+            header(h, "x-gitea-signature").is_some_and(|sig| hmac_hex_matches(secret, body, sig))
+        }
+        Provider::GitLab => header(h, "x-gitlab-token")
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), secret.as_bytes())),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err("signature or token does not match")
+    }
+}
+
+/// `host/owner/repo` for any of https://, git://, ssh:// and scp-like `git@host:owner/repo`
+/// forms, so a webhook's clone URL matches however the source spelled its repo.
+pub fn normalize_repo(url: &str) -> String {
+    let s = url.trim().trim_end_matches('/');
+    let s = s.strip_suffix(".git").unwrap_or(s);
+    let s = match s.split_once("://") {
+        Some((_, rest)) => rest.to_string(),
+        None => s.replacen(':', "/", 1),
+    };
+    let s = s
+        .rsplit_once('@')
+        .map_or(s.as_str(), |(_, host)| host)
+        .to_string();
+    // Drop a port: webhooks report the canonical clone URL.
+    let (host, path) = s.split_once('/').unwrap_or((s.as_str(), ""));
+    let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+    format!("{host}/{path}")
+}
+
+fn repo_urls(p: Provider, v: &Value) -> Vec<String> {
+    let obj = match p {
+        Provider::GitLab => &v["project"],
+        Provider::GitHub | Provider::Gitea => &v["repository"],
+    };
+    let keys: &[&str] = match p {
+        Provider::GitLab => &["git_http_url", "git_ssh_url", "web_url", "http_url", "url"],
+        _ => &["clone_url", "ssh_url", "git_url", "html_url", "url"],
+    };
+    keys.iter()
+        .filter_map(|k| obj[*k].as_str())
+        .map(normalize_repo)
+        .collect()
+}
+
+/// Handles one delivery; returns the HTTP status and a JSON body.
+pub fn handle(
+    fleet: &Fleet,
+    secret: Option<&str>,
+    provider: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (StatusCode, String) {
+    let p = match provider {
+        "github" => Provider::GitHub,
+        "gitlab" => Provider::GitLab,
+        "gitea" => Provider::Gitea,
+        other => {
+            return (
+                StatusCode::NOT_FOUND,
+                json(
+                    serde_json::json!({"error": format!("unknown webhook provider {other:?}; use github, gitlab or gitea")}),
+                ),
+            );
+        }
+    };
+    let Some(secret) = secret else {
+        return (
+            StatusCode::FORBIDDEN,
+            json(
+                serde_json::json!({"error": "webhooks are disabled: start the hub with --webhook-secret-file"}),
+            ),
+        );
+    };
+    if let Err(why) = verify(p, secret, headers, body) {
+        tracing::warn!(provider, "webhook refused: {why}");
+        return (
+            StatusCode::UNAUTHORIZED,
+            json(serde_json::json!({"error": why})),
+        );
+    }
+    if p == Provider::GitHub && header(headers, "x-github-event") == Some("ping") {
+        return (StatusCode::OK, json(serde_json::json!({"pong": true})));
+    }
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                json(serde_json::json!({"error": format!("payload is not JSON: {e}")})),
+            );
+        }
+    };
+    let Some(git_ref) = v["ref"].as_str() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            json(serde_json::json!({"error": "payload has no ref; only push events are handled"})),
+        );
+    };
+    let urls = repo_urls(p, &v);
+    let mut triggered = Vec::new();
+    for s in fleet.sorted_sources() {
+        let same_repo = urls.contains(&normalize_repo(&s.spec.repo));
+        let same_branch = git_ref == format!("refs/heads/{}", s.spec.branch);
+        if same_repo && same_branch {
+            s.poke.notify_one();
+            triggered.push(s.spec.name.clone());
+        }
+    }
+    tracing::info!(provider, git_ref, ?triggered, "webhook accepted");
+    (
+        StatusCode::ACCEPTED,
+        json(serde_json::json!({"triggered": triggered})),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_urls_normalize_across_schemes() {
+        let want = "example.com/team/fleet";
+        for u in [
+            "https://example.com/team/fleet.git",
+            "https://user@Example.com/team/fleet/",
+            "git@example.com:team/fleet.git",
+            "ssh://git@example.com:22/team/fleet.git",
+            "git://example.com/team/fleet",
+        ] {
+            assert_eq!(normalize_repo(u), want, "{u}");
+        }
+    }
+
+    #[test]
+    fn signatures_are_checked_per_provider() {
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").expect("key");
+        mac.update(body);
+        let sig = hex::encode(mac.finalize().into_bytes());
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-hub-signature-256",
+            format!("sha256={sig}").parse().expect("hv"),
+        );
+        assert!(verify(Provider::GitHub, "s3cret", &h, body).is_ok());
+        assert!(verify(Provider::GitHub, "other", &h, body).is_err());
+        assert!(verify(Provider::GitHub, "s3cret", &h, b"tampered").is_err());
+        let mut g = HeaderMap::new();
+        g.insert("x-gitea-signature", sig.parse().expect("hv"));
+        assert!(verify(Provider::Gitea, "s3cret", &g, body).is_ok());
+        let mut l = HeaderMap::new();
+        l.insert("x-gitlab-token", "s3cret".parse().expect("hv"));
+        assert!(verify(Provider::GitLab, "s3cret", &l, body).is_ok());
+        assert!(verify(Provider::GitLab, "s3cre", &l, body).is_err());
+        assert!(verify(Provider::GitHub, "s3cret", &HeaderMap::new(), body).is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! The hub's Prometheus metrics. Counters and histograms are updated where things happen;
+//! gauges that summarise fleet state (clusters and deployments by state, connected
+//! spokes) are computed from `Fleet` at scrape time, so they can never drift.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+pub struct HubMetrics {
+    registry: Registry,
+    pub connected_spokes: Gauge,
+    pub clusters: Family<StateLabel, Gauge>,
+    pub deployments: Family<StateLabel, Gauge>,
+    /// Seconds from a new deployment being assigned to a cluster until it reports Ready.
+    pub fanout_seconds: Histogram,
+    pub git_poll_seconds: Histogram,
+    pub git_poll_errors: Counter,
+    pub assigns_sent: Counter,
+    /// Rendered content bytes carried in Assign messages (zero when the spoke had it).
+    pub assign_content_bytes: Counter,
+    pub webhooks_accepted: Counter,
+    pub webhooks_rejected: Counter,
+}
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("flotilla_hub");
+        let m = HubMetrics {
+            connected_spokes: Gauge::default(),
+            clusters: Family::default(),
+            deployments: Family::default(),
+            fanout_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            git_poll_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            git_poll_errors: Counter::default(),
+            assigns_sent: Counter::default(),
+            assign_content_bytes: Counter::default(),
+            webhooks_accepted: Counter::default(),
+            webhooks_rejected: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connected_spokes",
+            "Spokes with an open Sync stream",
+            m.connected_spokes.clone(),
+        );
+        registry.register(
+            "clusters",
+            "Registered clusters by worst bundle state",
+            m.clusters.clone(),
+        );
+        registry.register(
+            "bundle_deployments",
+            "Bundle deployments by state",
+            m.deployments.clone(),
+        );
+        registry.register(
+            "fanout_seconds",
+            "Time from assigning a deployment to the spoke reporting it Ready",
+            m.fanout_seconds.clone(),
+        );
+        registry.register(
+            "git_poll_seconds",
+            "Duration of git polls (fetch, checkout, load)",
+            m.git_poll_seconds.clone(),
+        );
+        registry.register(
+            "git_poll_errors",
+            "Failed git polls",
+            m.git_poll_errors.clone(),
+        );
+        registry.register(
+            "assigns_sent",
+            "Assign messages sent to spokes",
+            m.assigns_sent.clone(),
+        );
+        registry.register(
+            "assign_content_bytes",
+            "Rendered content bytes sent in Assign messages",
+            m.assign_content_bytes.clone(),
+        );
+        registry.register(
+            "webhooks_accepted",
+            "Webhook deliveries with a valid signature",
+            m.webhooks_accepted.clone(),
+        );
+        registry.register(
+            "webhooks_rejected",
+            "Webhook deliveries refused",
+            m.webhooks_rejected.clone(),
+        );
+        HubMetrics { registry, ..m }
+    }
+}
+
+impl HubMetrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

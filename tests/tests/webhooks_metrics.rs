@@ -1,0 +1,250 @@
+//! Webhooks (GitHub, GitLab, Gitea; valid and invalid signatures) and Prometheus metrics,
+//! including the content-addressed promise: a reconnecting spoke gets zero content bytes.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use flotilla_e2e::{GitServer, Hub, Spoke, example_repo, free_port, wait_until};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const SECRET: &str = "webhook-s3cret";
+
+/// One HTTP/1.1 request over a plain socket; returns (status, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    s.write_all(body).expect("write body");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn metric(addr: &str, name: &str) -> f64 {
+    let (status, text) = http(addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}
+
+fn start_hub(tmp: &std::path::Path) -> (Hub, String) {
+    let secret_file = tmp.join("webhook.secret");
+    std::fs::write(&secret_file, SECRET).expect("write secret");
+    std::fs::set_permissions(
+        &secret_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let http_addr = format!("127.0.0.1:{}", free_port());
+    let hub = Hub::start_with(
+        tmp,
+        &[
+            "--http-listen",
+            &http_addr,
+            "--webhook-secret-file",
+            secret_file.to_str().expect("utf-8 path"),
+        ],
+    );
+    wait_until("the HTTP listener", || {
+        TcpStream::connect(&http_addr)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    (hub, http_addr)
+}
+
+#[test]
+fn signed_push_webhooks_trigger_a_poll_and_bad_signatures_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &example_repo());
+    let (hub, http_addr) = start_hub(tmp.path());
+    // Poll once an hour: only a webhook can bring the next commit in quickly.
+    let out = hub.cli(&[
+        "source",
+        "add",
+        "examples",
+        "--repo",
+        &repo.url,
+        "--path",
+        ".",
+        "--interval",
+        "1h",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let join = hub.token("1h", 1);
+    let dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+
+    let clone_url = format!("http://127.0.0.1/{}.git", "fleet");
+    let github =
+        serde_json::json!({"ref": "refs/heads/main", "repository": {"clone_url": clone_url}})
+            .to_string();
+    let gitlab =
+        serde_json::json!({"ref": "refs/heads/main", "project": {"git_http_url": clone_url}})
+            .to_string();
+
+    // Refusals first: nothing may be triggered by them.
+    let bad = [
+        (
+            "/webhooks/github",
+            vec![
+                ("X-Hub-Signature-256", "sha256=00".to_string()),
+                ("X-GitHub-Event", "push".into()),
+            ],
+            github.clone(),
+        ),
+        ("/webhooks/github", vec![], github.clone()),
+        (
+            "/webhooks/gitea",
+            vec![("X-Gitea-Signature", sign(b"other body"))],
+            github.clone(),
+        ),
+        (
+            "/webhooks/gitlab",
+            vec![("X-Gitlab-Token", "wrong".to_string())],
+            gitlab.clone(),
+        ),
+    ];
+    for (path, headers, body) in &bad {
+        let (status, text) = http(&http_addr, "POST", path, headers, body.as_bytes());
+        assert_eq!(status, 401, "{path}: {text}");
+        assert!(!text.contains(SECRET));
+    }
+    let (status, _) = http(&http_addr, "POST", "/webhooks/bitbucket", &[], b"{}");
+    assert_eq!(status, 404);
+    assert_eq!(
+        metric(&http_addr, "flotilla_hub_webhooks_rejected_total"),
+        5.0
+    );
+
+    for (round, (path, headers, body)) in [
+        (
+            "/webhooks/github",
+            vec![
+                (
+                    "X-Hub-Signature-256",
+                    format!("sha256={}", sign(github.as_bytes())),
+                ),
+                ("X-GitHub-Event", "push".to_string()),
+            ],
+            github.clone(),
+        ),
+        (
+            "/webhooks/gitea",
+            vec![("X-Gitea-Signature", sign(github.as_bytes()))],
+            github.clone(),
+        ),
+        (
+            "/webhooks/gitlab",
+            vec![("X-Gitlab-Token", SECRET.to_string())],
+            gitlab.clone(),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let greeting = format!("hello round {round}");
+        repo.commit_file(
+            "hello/configmap.yaml",
+            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\ndata:\n  greeting: \"{greeting}\"\n"),
+            "change greeting",
+        );
+        let (status, text) = http(&http_addr, "POST", path, &headers, body.as_bytes());
+        assert_eq!(status, 202, "{path}: {text}");
+        assert!(
+            text.contains("\"examples\""),
+            "{path} triggers the source: {text}"
+        );
+        wait_until(&format!("{path} to bring the commit to dev"), || {
+            dev.file("examples-hello")
+                .filter(|f| f.contains(&greeting))
+                .ok_or_else(|| "old content".to_string())
+        });
+    }
+    assert_eq!(
+        metric(&http_addr, "flotilla_hub_webhooks_accepted_total"),
+        3.0
+    );
+}
+
+#[test]
+fn metrics_count_fan_out_and_a_reconnect_sends_no_content_bytes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &example_repo());
+    let (hub, http_addr) = start_hub(tmp.path());
+    hub.add_source("examples", &repo.url, "");
+    let join = hub.token("1h", 1);
+    let mut dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    wait_until("fan-out latency to be observed", || {
+        let n = metric(&http_addr, "flotilla_hub_fanout_seconds_count");
+        (n >= 2.0).then_some(()).ok_or(format!("{n}"))
+    });
+    let bytes = metric(&http_addr, "flotilla_hub_assign_content_bytes_total");
+    let assigns = metric(&http_addr, "flotilla_hub_assigns_sent_total");
+    assert!(bytes > 0.0 && assigns == 2.0, "{bytes} {assigns}");
+    assert_eq!(metric(&http_addr, "flotilla_hub_connected_spokes"), 1.0);
+    assert!(metric(&http_addr, "flotilla_hub_git_poll_seconds_count") >= 1.0);
+
+    dev.proc.kill();
+    wait_until("dev to drop", || {
+        let n = metric(&http_addr, "flotilla_hub_connected_spokes");
+        (n == 0.0).then_some(()).ok_or(format!("{n}"))
+    });
+    let _dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    wait_until("dev to reconnect", || {
+        let n = metric(&http_addr, "flotilla_hub_connected_spokes");
+        (n == 1.0).then_some(()).ok_or(format!("{n}"))
+    });
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    assert_eq!(
+        metric(&http_addr, "flotilla_hub_assign_content_bytes_total"),
+        bytes,
+        "an unchanged spoke receives zero content bytes on reconnect"
+    );
+    assert_eq!(
+        metric(&http_addr, "flotilla_hub_assigns_sent_total"),
+        assigns
+    );
+}
