@@ -590,6 +590,27 @@ subjects: [{{kind: ServiceAccount, name: default, namespace: {allowed}}}]
         )
         .await
     );
+
+    // A bundle applied before the policy was tightened is reported refused on the next
+    // check, in the same words.
+    let open = c.target(Policy::default());
+    let outside = c.n("outside");
+    let earlier =
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: {outside}}}\n");
+    let d = desired(&bundle, "d-1", &earlier, ApplyOptions::default());
+    open.apply(&d).await.expect("no policy, no refusal");
+    let first = format!("{:#}", t.apply(&d).await.expect_err("refused now"));
+    assert!(
+        first.contains(&format!("v1 ConfigMap {outside}/c: namespace")),
+        "{first}"
+    );
+    let checked = t.check(&d).await.expect("check runs");
+    assert_eq!(checked.state, State::ErrApplied);
+    assert_eq!(checked.message, first);
+    open.remove(&bundle, false).await.expect("cleanup");
+    if !c.is_test_server() {
+        let _ = namespaces.delete(&outside, &DeleteParams::default()).await;
+    }
 }
 
 #[tokio::test]
@@ -792,5 +813,59 @@ async fn a_failed_bundle_is_applied_again_once_the_cause_is_gone() {
         .expect("the other owner goes away");
     let fixed = enforce(&t, &d, State::ErrApplied).await.expect("retried");
     assert_eq!(fixed.state, State::Ready, "{fixed:?}");
+    cleanup(&c, &t, &[&bundle]).await;
+}
+
+#[tokio::test]
+async fn a_new_revision_with_correct_drift_takes_back_fields_edited_by_hand() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let bundle = c.n("hand");
+    let name = c.n("edited");
+    let cm = |v: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\ndata: {{k: {v}, n: \"1\"}}\n"
+        )
+    };
+    t.apply(&desired(
+        &bundle,
+        "d-1",
+        &cm("one"),
+        ApplyOptions::default(),
+    ))
+    .await
+    .expect("applies");
+    c.configmaps("default")
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"data": {"k": "by hand"}})),
+        )
+        .await
+        .expect("edited by hand");
+
+    let plain = desired(&bundle, "d-2", &cm("two"), ApplyOptions::default());
+    let err = format!("{:#}", t.apply(&plain).await.expect_err("conflict"));
+    assert!(err.contains("kubectl-edit"), "{err}");
+
+    let correcting = desired(
+        &bundle,
+        "d-2",
+        &cm("two"),
+        ApplyOptions {
+            correct_drift: true,
+            ..Default::default()
+        },
+    );
+    t.apply(&correcting)
+        .await
+        .expect("correctDrift applies over the hand edit");
+    assert_eq!(
+        c.configmaps("default").get(&name).await.expect("cm").data["data"]["k"],
+        "two"
+    );
     cleanup(&c, &t, &[&bundle]).await;
 }

@@ -81,6 +81,11 @@ pub fn config_available(explicit: Option<&std::path::Path>) -> bool {
         && std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").is_file()
 }
 
+/// A bundle the spoke policy refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
 /// One object of a planned apply.
 struct Planned {
     r: ObjectRef,
@@ -203,10 +208,11 @@ impl KubeTarget {
             });
         }
         if !refusals.is_empty() {
-            return Err(anyhow!(
+            return Err(Refused(format!(
                 "bundle {bundle} refused by spoke policy, nothing applied: {}",
                 refusals.join("; ")
-            ));
+            ))
+            .into());
         }
         planned.sort_by_key(|p| p.phase);
         Ok(planned)
@@ -244,7 +250,9 @@ impl KubeTarget {
             .map(|p| p.r.namespace.as_str())
             .collect();
         let mut params = PatchParams::apply(FIELD_MANAGER);
-        params.force = d.options.force;
+        // correctDrift means flotilla's values win, also over a field someone took over
+        // by hand before this revision arrived.
+        params.force = d.options.force || d.options.correct_drift;
         let mut verdicts = Vec::with_capacity(plan.len());
         let mut crds_waited = false;
         for p in &plan {
@@ -372,7 +380,18 @@ impl KubeTarget {
 
     async fn check_bundle(&self, d: &Desired) -> Result<Outcome> {
         let bundle = &d.bundle;
-        let plan = self.plan(d).await?;
+        let plan = match self.plan(d).await {
+            Ok(plan) => plan,
+            // A policy tightened since the last apply: the bundle is refused now.
+            Err(e) if e.downcast_ref::<Refused>().is_some() => {
+                return Ok(Outcome {
+                    state: flotilla_model::State::ErrApplied,
+                    message: format!("{e:#}"),
+                    resources: Vec::new(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let mut verdicts = Vec::with_capacity(plan.len());
         for p in &plan {
             self.watches.ensure(&p.resolved.ar);
