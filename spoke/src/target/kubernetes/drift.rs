@@ -159,7 +159,8 @@ fn walk(
         return;
     }
     let Some(live) = live else {
-        if !applied.is_null() {
+        // The server omits empty maps and lists (`labels: {}`); that is not drift.
+        if !is_empty(applied) {
             out.push(Change {
                 path: path.to_string(),
                 old: applied.clone(),
@@ -177,12 +178,75 @@ fn walk(
         (Value::Array(a), Value::Array(l)) => walk_list(path, a, l, ignored, out),
         (Value::Number(a), Value::Number(l)) if a.as_f64() == l.as_f64() => {}
         (a, l) if a == l => {}
+        (a, l) if is_quantity_path(path) && same_quantity(a, l) => {}
         (a, l) => out.push(Change {
             path: path.to_string(),
             old: a.clone(),
             new: l.clone(),
         }),
     }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// Fields that hold resource quantities, which the server rewrites in canonical form
+/// (`cpu: 1` becomes `"1"`, `0.5` becomes `"500m"`).
+fn is_quantity_path(path: &str) -> bool {
+    [
+        "/limits/",
+        "/requests/",
+        "/hard/",
+        "/capacity/",
+        "/overhead/",
+    ]
+    .iter()
+    .any(|p| path.contains(p))
+        || path.ends_with("/storage")
+        || path.ends_with("/sizeLimit")
+}
+
+fn same_quantity(a: &Value, b: &Value) -> bool {
+    match (quantity(a), quantity(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()).max(1.0),
+        _ => false,
+    }
+}
+
+/// A Kubernetes quantity (`500m`, `1.5Gi`, `2e3`, `1`) as a number of base units.
+fn quantity(v: &Value) -> Option<f64> {
+    let s = match v {
+        Value::Number(n) => return n.as_f64(),
+        Value::String(s) => s.trim(),
+        _ => return None,
+    };
+    const SUFFIXES: [(&str, f64); 13] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    for (suffix, factor) in SUFFIXES {
+        if let Some(n) = s.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| n * factor);
+        }
+    }
+    s.parse::<f64>().ok()
 }
 
 /// The key that identifies items of an associative list (containers by `name`, mounts
@@ -323,6 +387,31 @@ mod tests {
             (&c.old, &c.new),
             (&json!("(redacted)"), &json!("(redacted)")),
             "values never leave the spoke"
+        );
+    }
+
+    #[test]
+    fn server_normalisation_is_not_drift() {
+        let applied = json!({"metadata": {"labels": {}}, "spec": {"containers": [{"name": "c",
+            "resources": {"limits": {"cpu": 1, "memory": "1Gi"}, "requests": {"cpu": "0.5"}}}]}});
+        let live = json!({"metadata": {}, "spec": {"containers": [{"name": "c",
+            "resources": {"limits": {"cpu": "1", "memory": "1024Mi"}, "requests": {"cpu": "500m"}}}]}});
+        assert!(diff("Deployment", &applied, &live, &[]).is_empty());
+        let scaled = json!({"metadata": {}, "spec": {"containers": [{"name": "c",
+            "resources": {"limits": {"cpu": "2", "memory": "1Gi"}, "requests": {"cpu": "500m"}}}]}});
+        let changes = diff("Deployment", &applied, &scaled, &[]);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].path, "/spec/containers/0/resources/limits/cpu");
+        // Outside quantity fields, "1" and 1 stay different.
+        assert_eq!(
+            diff(
+                "ConfigMap",
+                &json!({"data": {"k": "1.0"}}),
+                &json!({"data": {"k": "1"}}),
+                &[]
+            )
+            .len(),
+            1
         );
     }
 
