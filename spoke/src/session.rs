@@ -2,7 +2,7 @@
 //! and an enforcement loop that keeps the target equal to the cached desired state
 //! whether or not the hub is reachable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -247,12 +247,16 @@ impl Agent {
         .await?
     }
 
-    /// One enforcement round over every cached bundle (`target::enforce`): drifted
+    /// One enforcement round over the cached bundles (all, or `only` these;
+    /// `target::enforce`): drifted
     /// bundles that opted into correctDrift are re-applied, the others reported
     /// Modified; health changes are reported as they happen.
-    pub async fn enforce(self: &Arc<Self>) {
+    pub async fn enforce(self: &Arc<Self>, only: Option<&BTreeSet<String>>) {
         let _serial = self.apply_lock.lock().await;
         for a in self.cache().into_values() {
+            if only.is_some_and(|o| !o.contains(&a.bundle)) {
+                continue;
+            }
             let digest = a.digest.clone();
             let Ok(Some(content)) = self
                 .blocking(move |ag| ag.state.load_content(&digest))
@@ -298,16 +302,18 @@ pub async fn run_forever(agent: Arc<Agent>) {
         let changes = enforcer.target.changes();
         let mut tick = tokio::time::interval(enforcer.enforce_every);
         loop {
-            match &changes {
+            // A tick checks every bundle; a watch event only the bundles it touched.
+            let only = match &changes {
                 Some(changed) => tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = changed.notified() => {}
+                    _ = tick.tick() => None,
+                    _ = changed.notified() => enforcer.target.changed_bundles(),
                 },
                 None => {
                     tick.tick().await;
+                    None
                 }
-            }
-            enforcer.enforce().await;
+            };
+            enforcer.enforce(only.as_ref()).await;
         }
     });
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));

@@ -328,10 +328,16 @@ async fn out_of_band_edits_and_deletions_are_modified_with_a_field_diff_then_cor
         .delete("extra", &DeleteParams::default())
         .await
         .expect("out-of-band delete");
-    // The watches see it and wake the agent.
+    // The watches see it, wake the agent and name the bundle.
     tokio::time::timeout(Duration::from_secs(20), changed.notified())
         .await
         .expect("a drift watch fires");
+    wait_until("a drift watch names the bundle", || async {
+        t.changed_bundles()
+            .is_some_and(|b| b.contains(&bundle))
+            .then_some(())
+    })
+    .await;
 
     let out = t.check(&plain).await.expect("check works");
     assert_eq!(out.state, State::Modified, "{out:?}");

@@ -8,6 +8,7 @@
 pub mod dir;
 pub mod kubernetes;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -87,6 +88,11 @@ pub trait Target: Send + Sync {
     /// Signalled when something the target watches changed, so the agent checks at once
     /// instead of at its next tick. None for targets without watches.
     fn changes(&self) -> Option<Arc<Notify>> {
+        None
+    }
+    /// The bundles whose objects changed since the last call (drained), so a round woken
+    /// by `changes` checks only those. None means "not known: check all".
+    fn changed_bundles(&self) -> Option<BTreeSet<String>> {
         None
     }
 }

@@ -101,6 +101,7 @@ pub struct KubeTarget {
     watches: watch::Watches,
     policy: Policy,
     notify: Arc<Notify>,
+    dirty: watch::Dirty,
 }
 
 impl KubeTarget {
@@ -131,12 +132,14 @@ impl KubeTarget {
 
     pub fn new(client: Client, policy: Policy) -> Self {
         let notify = Arc::new(Notify::new());
+        let dirty = watch::Dirty::default();
         KubeTarget {
             resolver: Resolver::new(client.clone()),
-            watches: watch::Watches::new(client.clone(), notify.clone()),
+            watches: watch::Watches::new(client.clone(), notify.clone(), dirty.clone()),
             client,
             policy,
             notify,
+            dirty,
         }
     }
 
@@ -460,5 +463,9 @@ impl Target for KubeTarget {
 
     fn changes(&self) -> Option<Arc<Notify>> {
         Some(self.notify.clone())
+    }
+
+    fn changed_bundles(&self) -> Option<BTreeSet<String>> {
+        self.dirty.lock().ok().map(|mut d| std::mem::take(&mut *d))
     }
 }

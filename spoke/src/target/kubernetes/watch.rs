@@ -1,9 +1,10 @@
 //! Drift watches: one kube-runtime watcher per kind that flotilla applied, selecting the
-//! objects that carry flotilla's managed-by label. A watch only wakes the agent (a
+//! objects that carry flotilla's managed-by label. A watch only notes which bundle's
+//! object changed (its `flotilla.dev/bundle` annotation) and wakes the agent (a
 //! `Notify`); what changed is worked out by `KubeTarget::check`, so a missed or
 //! duplicated event costs one extra comparison and nothing else.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -14,20 +15,26 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::manifest::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use super::manifest::{BUNDLE_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+/// Bundles whose objects changed since the agent last asked. Written by the watcher
+/// tasks, drained by `KubeTarget::changed_bundles`.
+pub type Dirty = Arc<Mutex<BTreeSet<String>>>;
 
 pub struct Watches {
     client: Client,
     notify: Arc<Notify>,
+    dirty: Dirty,
     /// `group/version/plural` → its watcher task. Written by `ensure` only.
     running: Mutex<HashMap<String, JoinHandle<()>>>,
 }
 
 impl Watches {
-    pub fn new(client: Client, notify: Arc<Notify>) -> Self {
+    pub fn new(client: Client, notify: Arc<Notify>, dirty: Dirty) -> Self {
         Watches {
             client,
             notify,
+            dirty,
             running: Mutex::new(HashMap::new()),
         }
     }
@@ -44,17 +51,22 @@ impl Watches {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), ar);
         let cfg =
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-        let notify = self.notify.clone();
-        let name = key.clone();
+        let (notify, dirty, name) = (self.notify.clone(), self.dirty.clone(), key.clone());
         let task = tokio::spawn(async move {
             let mut events = watcher(api, cfg).default_backoff().boxed();
             while let Some(event) = events.next().await {
                 match event {
-                    Ok(
-                        watcher::Event::Apply(_)
-                        | watcher::Event::Delete(_)
-                        | watcher::Event::InitDone,
-                    ) => notify.notify_one(),
+                    Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => {
+                        let bundle = obj
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(BUNDLE_ANNOTATION));
+                        if let (Some(b), Ok(mut d)) = (bundle, dirty.lock()) {
+                            d.insert(b.clone());
+                        }
+                        notify.notify_one();
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(kind = %name, error = %e, "drift watch error; retrying")
