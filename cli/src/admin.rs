@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use crate::output::{Format, print};
 use crate::views::{
-    BundleView, ClusterView, GroupView, SourceView, StatusView, TargetView, TokenView,
+    BundleView, ClusterView, GroupView, RolloutView, SourceView, StatusView, TargetView, TokenView,
 };
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +101,23 @@ impl SourceAddArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Partition-by-partition progress of a bundle's rollout.
+    Status {
+        bundle: String,
+        /// Follow it live; exit 0 when Done, non-zero when Halted.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Stop handing the new deployment to more clusters.
+    Pause { bundle: String },
+    /// Let a paused rollout go on.
+    Resume { bundle: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum GroupCommand {
     /// Add (or replace) a cluster group: a named label selector.
     Add {
@@ -154,6 +171,11 @@ pub enum AdminCommand {
     Groups,
     Group(GroupCommand),
     Targets(String),
+    Rollout(RolloutCommand),
+    Watch {
+        until_ready: bool,
+        timeout: Duration,
+    },
 }
 
 pub struct Client {
@@ -202,6 +224,26 @@ impl Client {
             .into_iter()
             .map(Into::into)
             .collect())
+    }
+
+    pub async fn bundles(&mut self) -> Result<Vec<BundleView>> {
+        let r = self
+            .inner
+            .list_bundles(pb::ListBundlesRequest {})
+            .await
+            .map_err(status_err)?;
+        Ok(r.into_inner().bundles.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn rollout(&mut self, bundle: &str) -> Result<RolloutView> {
+        let r = self
+            .inner
+            .rollout_status(pb::RolloutRequest {
+                bundle: bundle.to_string(),
+            })
+            .await
+            .map_err(status_err)?;
+        Ok(r.into_inner().into())
     }
 
     pub async fn status(&mut self, bundle: &str, cluster: &str) -> Result<Vec<StatusView>> {
@@ -295,15 +337,7 @@ pub async fn dispatch(mut client: Client, cmd: AdminCommand, format: Format) -> 
             let v: Vec<SourceView> = r.into_inner().sources.into_iter().map(Into::into).collect();
             print(&v, format)
         }
-        AdminCommand::Bundles => {
-            let r = client
-                .inner
-                .list_bundles(pb::ListBundlesRequest {})
-                .await
-                .map_err(status_err)?;
-            let v: Vec<BundleView> = r.into_inner().bundles.into_iter().map(Into::into).collect();
-            print(&v, format)
-        }
+        AdminCommand::Bundles => print(&client.bundles().await?, format),
         AdminCommand::Source(SourceCommand::Add(a)) => {
             let v = client.add_source(&a).await?;
             print(&[v], format)
@@ -325,6 +359,37 @@ pub async fn dispatch(mut client: Client, cmd: AdminCommand, format: Format) -> 
                 .await
                 .map_err(status_err)?;
             print(&[ClusterView::from(r.into_inner())], format)
+        }
+        AdminCommand::Watch {
+            until_ready,
+            timeout,
+        } => crate::progress::watch_bundles(&mut client, until_ready, timeout).await,
+        AdminCommand::Rollout(RolloutCommand::Status {
+            bundle,
+            watch,
+            timeout,
+        }) => {
+            if watch {
+                crate::progress::watch_rollout(&mut client, &bundle, timeout).await
+            } else {
+                print(&[client.rollout(&bundle).await?], format)
+            }
+        }
+        AdminCommand::Rollout(RolloutCommand::Pause { bundle }) => {
+            let r = client
+                .inner
+                .pause_rollout(pb::RolloutRequest { bundle })
+                .await
+                .map_err(status_err)?;
+            print(&[RolloutView::from(r.into_inner())], format)
+        }
+        AdminCommand::Rollout(RolloutCommand::Resume { bundle }) => {
+            let r = client
+                .inner
+                .resume_rollout(pb::RolloutRequest { bundle })
+                .await
+                .map_err(status_err)?;
+            print(&[RolloutView::from(r.into_inner())], format)
         }
         AdminCommand::Groups => {
             let r = client

@@ -4,6 +4,7 @@
 
 mod admin;
 mod output;
+mod progress;
 mod quickstart;
 mod render_cmd;
 mod views;
@@ -59,6 +60,19 @@ enum Command {
         #[command(subcommand)]
         command: admin::GroupCommand,
     },
+    /// Staged rollouts: status (optionally live), pause, resume.
+    Rollout {
+        #[command(subcommand)]
+        command: admin::RolloutCommand,
+    },
+    /// Live progress of every bundle (clusters Ready/total, by state).
+    Watch {
+        /// Exit 0 once every bundle is Ready (non-zero after --timeout).
+        #[arg(long)]
+        until_ready: bool,
+        #[arg(long, default_value = "10m", value_parser = flotilla_model::duration::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Dry run: which clusters get which bundles of SOURCE (or SOURCE/BUNDLE), and why.
     Targets { source: String },
     /// Join tokens.
@@ -112,6 +126,14 @@ fn command_to_admin(c: Command) -> admin::AdminCommand {
         Command::Groups => admin::AdminCommand::Groups,
         Command::Group { command } => admin::AdminCommand::Group(command),
         Command::Targets { source } => admin::AdminCommand::Targets(source),
+        Command::Rollout { command } => admin::AdminCommand::Rollout(command),
+        Command::Watch {
+            until_ready,
+            timeout,
+        } => admin::AdminCommand::Watch {
+            until_ready,
+            timeout,
+        },
         Command::Hub(_) | Command::Spoke(_) | Command::Render(_) | Command::Quickstart(_) => {
             unreachable!("handled before connecting")
         }

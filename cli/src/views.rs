@@ -454,3 +454,67 @@ impl Row for TargetView {
         c
     }
 }
+
+#[derive(Debug, Serialize)]
+pub struct RolloutPartitionView {
+    pub name: String,
+    pub clusters: u32,
+    pub done: u32,
+    pub updating: u32,
+    pub waiting: u32,
+    pub max_unavailable: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RolloutView {
+    pub bundle: String,
+    pub phase: String,
+    pub message: String,
+    pub paused: bool,
+    pub partitions: Vec<RolloutPartitionView>,
+}
+
+impl From<pb::Rollout> for RolloutView {
+    fn from(r: pb::Rollout) -> Self {
+        RolloutView {
+            bundle: r.bundle,
+            phase: r.phase,
+            message: r.message,
+            paused: r.paused,
+            partitions: r
+                .partitions
+                .into_iter()
+                .map(|p| RolloutPartitionView {
+                    name: p.name,
+                    clusters: p.clusters,
+                    done: p.done,
+                    updating: p.updating,
+                    waiting: p.waiting,
+                    max_unavailable: p.max_unavailable,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Row for RolloutView {
+    fn headers(_wide: bool) -> Vec<&'static str> {
+        vec!["BUNDLE", "PHASE", "PARTITIONS", "MESSAGE"]
+    }
+    fn cells(&self, _wide: bool) -> Vec<String> {
+        vec![
+            self.bundle.clone(),
+            if self.paused && self.phase != "Paused" {
+                format!("{} (paused)", self.phase)
+            } else {
+                self.phase.clone()
+            },
+            self.partitions
+                .iter()
+                .map(|p| format!("{} {}/{}", p.name, p.done, p.clusters))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.message.clone(),
+        ]
+    }
+}

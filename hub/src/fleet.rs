@@ -29,6 +29,7 @@ use crate::metrics::HubMetrics;
 use crate::records::{
     ClusterRecord, DeployOptions, Desired, SourceSpec, StatusRecord, TokenRecord, status_key,
 };
+use crate::rollout;
 use crate::store::{Op, Snapshot, Store, StoreError, Table};
 use crate::targeting::{self, GroupSpec};
 
@@ -150,6 +151,11 @@ pub struct Fleet {
     pub status: DashMap<(ClusterName, String), StatusRecord>,
     pub sessions: DashMap<ClusterName, SessionHandle>,
     pub metrics: HubMetrics,
+    /// Bundles whose rollout an admin paused (persisted in `Table::Rollouts`).
+    pub paused_rollouts: DashMap<String, ()>,
+    /// Rollout plans computed in the current reconcile batch; cleared at each batch so
+    /// every cluster in a batch sees the same plan.
+    rollout_plans: Mutex<HashMap<String, Arc<rollout::Plan>>>,
     /// When each cluster was handed its current deployment of a bundle, until it reports
     /// Ready: the fan-out latency histogram's start times.
     assigned_at: DashMap<(ClusterName, String), (DeploymentId, std::time::Instant)>,
@@ -193,6 +199,8 @@ impl Fleet {
             status: DashMap::new(),
             sessions: DashMap::new(),
             metrics: HubMetrics::default(),
+            paused_rollouts: DashMap::new(),
+            rollout_plans: Mutex::new(HashMap::new()),
             assigned_at: DashMap::new(),
             session_ids: AtomicU64::new(1),
             reconcile_tx,
@@ -204,6 +212,9 @@ impl Fleet {
             for (id, t) in snapshot.records::<TokenRecord>(Table::Tokens)? {
                 tokens.insert(id, t);
             }
+        }
+        for (bundle, _) in snapshot.records::<serde_json::Value>(Table::Rollouts)? {
+            fleet.paused_rollouts.insert(bundle, ());
         }
         for (name, g) in snapshot.records::<GroupSpec>(Table::Groups)? {
             fleet.groups.insert(name, g);
@@ -435,7 +446,168 @@ impl Fleet {
             }
         }
         self.apply_depends_on(&cluster.name, &mut out, &live, old);
+        self.apply_rollouts(&cluster.name, &mut out, &live, old);
         out
+    }
+
+    fn is_paused(&self, bundle_name: &str, bundle: &render::Bundle) -> bool {
+        bundle.options().paused || self.paused_rollouts.contains_key(bundle_name)
+    }
+
+    /// Holds clusters back from a new deployment until the bundle's rollout lets them
+    /// have it; they keep running their live deployment meanwhile.
+    fn apply_rollouts(
+        &self,
+        cluster: &ClusterName,
+        out: &mut Assignments,
+        live: &BTreeMap<String, Arc<render::Bundle>>,
+        old: &Assignments,
+    ) {
+        for (name, bundle) in live {
+            if bundle.options().rollout_strategy.is_none() && !self.is_paused(name, bundle) {
+                continue;
+            }
+            let Some(a) = out.get_mut(name) else { continue };
+            let (Some(staged), live_id) = (
+                a.desired.as_ref(),
+                old.get(name).and_then(|o| o.desired.as_ref()),
+            ) else {
+                continue;
+            };
+            if live_id.is_some_and(|l| l.deployment_id == staged.deployment_id) {
+                continue;
+            }
+            let plan = self.rollout_plan(name);
+            if let Some(why) = plan.held.get(cluster.as_str()) {
+                a.desired = old.get(name).and_then(|o| o.desired.clone());
+                a.waiting.get_or_insert_with(|| why.clone());
+            }
+        }
+    }
+
+    /// Forgets the plans of the previous reconcile batch.
+    pub fn start_reconcile_batch(&self) {
+        if let Ok(mut p) = self.rollout_plans.lock() {
+            p.clear();
+        }
+    }
+
+    /// The bundle's rollout plan for this batch (computed on first use).
+    fn rollout_plan(&self, bundle: &str) -> Arc<rollout::Plan> {
+        if let Some(p) = self
+            .rollout_plans
+            .lock()
+            .ok()
+            .and_then(|p| p.get(bundle).cloned())
+        {
+            return p;
+        }
+        let plan = Arc::new(self.plan_rollout(bundle).unwrap_or_default());
+        if let Ok(mut p) = self.rollout_plans.lock() {
+            p.insert(bundle.to_string(), plan.clone());
+        }
+        plan
+    }
+
+    /// Computes a bundle's rollout from scratch: every cluster its source targets, with
+    /// the deployment it runs and the one the current revision wants for it.
+    pub fn plan_rollout(&self, bundle_name: &str) -> Option<rollout::Plan> {
+        let (src, entry) = self.sorted_sources().into_iter().find_map(|s| {
+            let e = s
+                .runtime
+                .read()
+                .ok()?
+                .bundles
+                .as_ref()?
+                .iter()
+                .find(|e| e.name == bundle_name)
+                .cloned()?;
+            Some((s, e))
+        })?;
+        let bundle = entry.bundle.clone()?;
+        let all_groups = self.group_list();
+        struct Row {
+            name: String,
+            labels: flotilla_model::Labels,
+            groups: Vec<(String, flotilla_model::Labels)>,
+            live: Option<String>,
+            staged: String,
+            state: Option<State>,
+            message: String,
+        }
+        let mut rows = Vec::new();
+        let records: Vec<ClusterRecord> = self.clusters.iter().map(|c| c.value().clone()).collect();
+        for rec in records {
+            let labels = rec.labels();
+            let groups = targeting::groups_of(&labels, &all_groups);
+            let facts = targeting::ClusterFacts {
+                name: rec.name.as_str(),
+                labels: &labels,
+                groups: &groups,
+            };
+            if !targeting::match_source(&src.spec.targets, &facts).is_yes() {
+                continue;
+            }
+            let info = self.cluster_info(&rec, &groups);
+            let render::Selection::Deploy(key) = bundle.select(&info) else {
+                continue;
+            };
+            let Ok(digest) = self.render_cached(&entry, &bundle, key, &info) else {
+                continue;
+            };
+            let staged = DeploymentId::compute(&digest, &bundle.options().canonical_json());
+            let live = self
+                .assignments_of(&rec.name)
+                .get(bundle_name)
+                .and_then(|a| a.desired.as_ref())
+                .map(|d| d.deployment_id.to_string());
+            let status = self
+                .status
+                .get(&(rec.name.clone(), bundle_name.to_string()));
+            let (state, message) = match (&status, &live) {
+                (Some(s), Some(l)) if s.deployment_id == *l => (Some(s.state), s.message.clone()),
+                _ => (None, String::new()),
+            };
+            rows.push(Row {
+                name: rec.name.to_string(),
+                groups: groups
+                    .iter()
+                    .map(|g| (g.name.clone(), g.labels.clone()))
+                    .collect(),
+                labels,
+                live,
+                staged: staged.to_string(),
+                state,
+                message,
+            });
+        }
+        let states: Vec<rollout::ClusterState<'_>> = rows
+            .iter()
+            .map(|r| rollout::ClusterState {
+                name: &r.name,
+                labels: &r.labels,
+                groups: &r.groups,
+                live: r.live.as_deref(),
+                staged: &r.staged,
+                state: r.state,
+                message: &r.message,
+            })
+            .collect();
+        // Without a strategy every cluster is one partition (nothing is gated; this only
+        // reports progress).
+        let strategy = bundle
+            .options()
+            .rollout_strategy
+            .clone()
+            .unwrap_or_else(|| render::RolloutStrategy {
+                auto_partition_size: Some(render::IntOrString::String("100%".into())),
+                ..Default::default()
+            });
+        Some(rollout::plan(
+            &strategy,
+            self.is_paused(bundle_name, &bundle),
+            &states,
+        ))
     }
 
     /// Holds back bundles whose dependencies are not Ready on this cluster: they keep
@@ -537,10 +709,20 @@ impl Fleet {
                     .observe(since.elapsed().as_secs_f64());
             }
         }
+        // A rollout in progress may advance when a cluster's state changes.
+        let rolling = self
+            .rollout_plans
+            .lock()
+            .ok()
+            .and_then(|p| p.get(bundle).map(|plan| plan.report.phase != "Done"))
+            .unwrap_or(false);
         let changed = self
             .status
             .insert((cluster.clone(), bundle.to_string()), st.clone())
             .is_none_or(|prev| prev.state != st.state || prev.deployment_id != st.deployment_id);
+        if changed && rolling {
+            self.trigger(Trigger::All);
+        }
         // A bundle held by dependsOn may now go ahead.
         if changed
             && self

@@ -17,6 +17,7 @@ mod layout;
 mod metrics;
 mod pki;
 mod records;
+mod rollout;
 mod server;
 mod sources;
 mod store;

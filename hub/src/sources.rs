@@ -175,6 +175,7 @@ pub async fn run_reconciler(fleet: Arc<Fleet>, mut rx: mpsc::UnboundedReceiver<T
         };
         let f = fleet.clone();
         let _ = tokio::task::spawn_blocking(move || {
+            f.start_reconcile_batch();
             for c in &targets {
                 f.reconcile_cluster(c);
             }

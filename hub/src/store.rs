@@ -25,10 +25,11 @@ pub enum Table {
     Desired,
     Content,
     Groups,
+    Rollouts,
 }
 
 impl Table {
-    const ALL: [Table; 7] = [
+    const ALL: [Table; 8] = [
         Table::Clusters,
         Table::Tokens,
         Table::Sources,
@@ -36,6 +37,7 @@ impl Table {
         Table::Desired,
         Table::Content,
         Table::Groups,
+        Table::Rollouts,
     ];
 
     fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -47,6 +49,7 @@ impl Table {
             Table::Desired => "desired",
             Table::Content => "content",
             Table::Groups => "groups",
+            Table::Rollouts => "rollouts",
         })
     }
 }

@@ -163,12 +163,12 @@ mod tests {
             cluster_group: Some("eu".into()),
             ..Default::default()
         };
-        assert!(match_source(&[both.clone()], &c).is_yes());
+        assert!(match_source(std::slice::from_ref(&both), &c).is_yes());
         let wrong_group = TargetSpec {
             cluster_group: Some("us".into()),
             ..both.clone()
         };
-        assert!(!match_source(&[wrong_group.clone()], &c).is_yes());
+        assert!(!match_source(std::slice::from_ref(&wrong_group), &c).is_yes());
         let by_name = TargetSpec {
             cluster_name: Some("p1".into()),
             ..Default::default()

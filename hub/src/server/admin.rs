@@ -81,6 +81,34 @@ impl AdminService {
         }
     }
 
+    fn rollout_view(&self, bundle: &str) -> Result<pb::Rollout, Status> {
+        let plan = self.fleet.plan_rollout(bundle).ok_or_else(|| {
+            Status::not_found(format!(
+                "bundle {bundle} not found (or it has no good revision)"
+            ))
+        })?;
+        let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+        Ok(pb::Rollout {
+            bundle: bundle.to_string(),
+            phase: plan.report.phase,
+            message: plan.report.message,
+            partitions: plan
+                .report
+                .partitions
+                .iter()
+                .map(|p| pb::RolloutPartition {
+                    name: p.name.clone(),
+                    clusters: n(p.clusters),
+                    done: n(p.done),
+                    updating: n(p.updating),
+                    waiting: n(p.waiting),
+                    max_unavailable: n(p.max_unavailable),
+                })
+                .collect(),
+            paused: self.fleet.paused_rollouts.contains_key(bundle),
+        })
+    }
+
     fn sorted_clusters(&self) -> Vec<ClusterName> {
         let mut names: Vec<ClusterName> = self
             .fleet
@@ -654,6 +682,53 @@ impl Admin for AdminService {
             }
         }
         Ok(Response::new(pb::TargetsResponse { rows }))
+    }
+
+    async fn rollout_status(
+        &self,
+        request: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        peer::require_operator(&request, Role::Viewer)?;
+        self.rollout_view(&request.into_inner().bundle)
+            .map(Response::new)
+    }
+
+    async fn pause_rollout(
+        &self,
+        request: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        peer::require_operator(&request, Role::Admin)?;
+        let bundle = request.into_inner().bundle;
+        self.rollout_view(&bundle)?;
+        self.fleet
+            .store
+            .commit(vec![Op::put_json(
+                Table::Rollouts,
+                bundle.clone(),
+                &serde_json::json!({"paused": true}),
+            )])
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.fleet.paused_rollouts.insert(bundle.clone(), ());
+        self.fleet.trigger(Trigger::All);
+        self.rollout_view(&bundle).map(Response::new)
+    }
+
+    async fn resume_rollout(
+        &self,
+        request: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::Rollout>, Status> {
+        peer::require_operator(&request, Role::Admin)?;
+        let bundle = request.into_inner().bundle;
+        self.rollout_view(&bundle)?;
+        self.fleet
+            .store
+            .commit(vec![Op::delete(Table::Rollouts, bundle.clone())])
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.fleet.paused_rollouts.remove(&bundle);
+        self.fleet.trigger(Trigger::All);
+        self.rollout_view(&bundle).map(Response::new)
     }
 
     async fn revoke_cluster(
