@@ -140,6 +140,15 @@ pub struct StatusArgs {
     /// Only this cluster.
     #[arg(long)]
     pub cluster: Option<String>,
+    /// Only rows that are not Ready, each with every non-ready resource.
+    #[arg(long)]
+    pub not_ready: bool,
+    /// At most this many rows; the next page's token is printed on stderr.
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Page token from a previous --limit call.
+    #[arg(long = "continue")]
+    pub continue_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +244,16 @@ impl Client {
         Ok(r.into_inner().bundles.into_iter().map(Into::into).collect())
     }
 
+    /// Fleet events, for redrawing live views.
+    pub async fn watch(&mut self) -> Result<tonic::Streaming<pb::Event>> {
+        Ok(self
+            .inner
+            .watch(pb::WatchRequest {})
+            .await
+            .map_err(status_err)?
+            .into_inner())
+    }
+
     pub async fn rollout(&mut self, bundle: &str) -> Result<RolloutView> {
         let r = self
             .inner
@@ -252,6 +271,7 @@ impl Client {
             .get_status(pb::GetStatusRequest {
                 bundle: bundle.to_string(),
                 cluster: cluster.to_string(),
+                ..Default::default()
             })
             .await
             .map_err(status_err)?;
@@ -319,15 +339,26 @@ fn parse_label_changes(
 pub async fn dispatch(mut client: Client, cmd: AdminCommand, format: Format) -> Result<()> {
     match cmd {
         AdminCommand::Clusters => print(&client.clusters().await?, format),
-        AdminCommand::Status(a) => print(
-            &client
-                .status(
-                    a.bundle.as_deref().unwrap_or(""),
-                    a.cluster.as_deref().unwrap_or(""),
-                )
-                .await?,
-            format,
-        ),
+        AdminCommand::Status(a) => {
+            let r = client
+                .inner
+                .get_status(pb::GetStatusRequest {
+                    bundle: a.bundle.clone().unwrap_or_default(),
+                    cluster: a.cluster.clone().unwrap_or_default(),
+                    not_ready: a.not_ready,
+                    page_size: a.limit.unwrap_or(0),
+                    page_token: a.continue_token.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            let rows: Vec<StatusView> = r.rows.into_iter().map(Into::into).collect();
+            print(&rows, format)?;
+            if !r.next_page_token.is_empty() {
+                eprintln!("more rows: --continue {}", r.next_page_token);
+            }
+            Ok(())
+        }
         AdminCommand::Sources => {
             let r = client
                 .inner

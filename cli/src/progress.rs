@@ -43,6 +43,8 @@ pub async fn watch_bundles(
 ) -> Result<()> {
     let start = Instant::now();
     let mut last = String::new();
+    // Redraw when the hub reports an event; a slow tick covers anything missed.
+    let mut events = client.watch().await?;
     loop {
         let bundles = client.bundles().await?;
         let frame: String = bundles.iter().map(|b| bundle_line(b) + "\n").collect();
@@ -62,7 +64,16 @@ pub async fn watch_bundles(
         }
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            e = events.message() => {
+                if !matches!(e, Ok(Some(_))) {
+                    // The stream ended or failed: fall back to polling with a fresh one.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    events = client.watch().await?;
+                }
+                // Let a burst of events settle before redrawing.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
 }

@@ -215,6 +215,7 @@ pub struct StatusView {
     pub state: String,
     pub message: String,
     pub deployment_id: String,
+    pub staged_deployment_id: String,
     pub updated: String,
     pub resources: Vec<ResourceView>,
 }
@@ -227,6 +228,7 @@ impl From<pb::StatusRow> for StatusView {
             state: r.state,
             message: r.message,
             deployment_id: r.deployment_id,
+            staged_deployment_id: r.staged_deployment_id,
             updated: r.updated,
             resources: r
                 .resources
@@ -248,7 +250,7 @@ impl Row for StatusView {
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["CLUSTER", "BUNDLE", "STATE", "MESSAGE"];
         if wide {
-            h.extend(["DEPLOYMENT", "UPDATED"]);
+            h.extend(["DEPLOYMENT", "STAGED", "UPDATED", "RESOURCES"]);
         }
         h
     }
@@ -260,7 +262,12 @@ impl Row for StatusView {
             short(&self.message, 80),
         ];
         if wide {
-            c.extend([self.deployment_id.clone(), self.updated.clone()]);
+            c.extend([
+                self.deployment_id.clone(),
+                self.staged_deployment_id.clone(),
+                self.updated.clone(),
+                self.resources.len().to_string(),
+            ]);
         }
         c
     }

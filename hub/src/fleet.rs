@@ -41,10 +41,13 @@ pub struct Assignment {
     pub desired: Option<Desired>,
     /// Load or render error of the current revision for this cluster.
     pub error: Option<String>,
-    /// Why the current revision is held back (dependsOn); `desired` is then the last
-    /// deployed one, if any.
+    /// Why the current revision is held back (dependsOn, rollout); `desired` is then the
+    /// last deployed one, if any.
     #[serde(default)]
     pub waiting: Option<String>,
+    /// The deployment the current revision wants, when it is held back.
+    #[serde(default)]
+    pub staged: Option<DeploymentId>,
 }
 
 pub type Assignments = BTreeMap<String, Assignment>;
@@ -116,6 +119,32 @@ pub struct IssuedClusterCert {
     pub issuer: String,
 }
 
+/// Something a watcher may want to redraw for.
+#[derive(Debug, Clone)]
+pub struct FleetEvent {
+    pub kind: &'static str,
+    pub cluster: String,
+    pub bundle: String,
+    pub source: String,
+    pub state: String,
+    pub message: String,
+    pub time: i64,
+}
+
+impl FleetEvent {
+    pub fn new(kind: &'static str) -> Self {
+        FleetEvent {
+            kind,
+            cluster: String::new(),
+            bundle: String::new(),
+            source: String::new(),
+            state: String::new(),
+            message: String::new(),
+            time: crate::records::now_unix(),
+        }
+    }
+}
+
 pub enum Trigger {
     All,
     Cluster(ClusterName),
@@ -151,6 +180,8 @@ pub struct Fleet {
     pub status: DashMap<(ClusterName, String), StatusRecord>,
     pub sessions: DashMap<ClusterName, SessionHandle>,
     pub metrics: HubMetrics,
+    /// Fleet events for `Admin.Watch`; nobody listening is fine.
+    pub events: tokio::sync::broadcast::Sender<FleetEvent>,
     /// Bundles whose rollout an admin paused (persisted in `Table::Rollouts`).
     pub paused_rollouts: DashMap<String, ()>,
     /// Rollout plans computed in the current reconcile batch; cleared at each batch so
@@ -199,6 +230,7 @@ impl Fleet {
             status: DashMap::new(),
             sessions: DashMap::new(),
             metrics: HubMetrics::default(),
+            events: tokio::sync::broadcast::channel(1024).0,
             paused_rollouts: DashMap::new(),
             rollout_plans: Mutex::new(HashMap::new()),
             assigned_at: DashMap::new(),
@@ -285,6 +317,14 @@ impl Fleet {
             expires,
             issuer: self.ca.fingerprint(),
         })
+    }
+
+    pub fn emit_cluster(&self, kind: &'static str, c: &ClusterName, message: &str) {
+        let _ = self.events.send(FleetEvent {
+            cluster: c.to_string(),
+            message: message.to_string(),
+            ..FleetEvent::new(kind)
+        });
     }
 
     /// Closes the cluster's Sync stream, if it has one, with `reason`.
@@ -413,6 +453,7 @@ impl Fleet {
                     desired: last_good,
                     error: (!entry.errors.is_empty()).then(|| entry.errors.join("\n")),
                     waiting: None,
+                    staged: None,
                 };
                 let Some(bundle) = &entry.bundle else {
                     out.insert(entry.name.clone(), assignment);
@@ -479,6 +520,7 @@ impl Fleet {
             }
             let plan = self.rollout_plan(name);
             if let Some(why) = plan.held.get(cluster.as_str()) {
+                a.staged = Some(staged.deployment_id.clone());
                 a.desired = old.get(name).and_then(|o| o.desired.clone());
                 a.waiting.get_or_insert_with(|| why.clone());
             }
@@ -645,6 +687,7 @@ impl Fleet {
             let Some(a) = out.get_mut(&name) else {
                 continue;
             };
+            a.staged = a.desired.as_ref().map(|d| d.deployment_id.clone());
             a.desired = old.get(&name).and_then(|o| o.desired.clone());
             match hold {
                 depends::Hold::Waiting(why) => a.waiting = Some(why),
@@ -720,6 +763,15 @@ impl Fleet {
             .status
             .insert((cluster.clone(), bundle.to_string()), st.clone())
             .is_none_or(|prev| prev.state != st.state || prev.deployment_id != st.deployment_id);
+        if changed {
+            let _ = self.events.send(FleetEvent {
+                cluster: cluster.to_string(),
+                bundle: bundle.to_string(),
+                state: st.state.to_string(),
+                message: st.message.clone(),
+                ..FleetEvent::new("StatusChanged")
+            });
+        }
         if changed && rolling {
             self.trigger(Trigger::All);
         }

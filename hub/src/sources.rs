@@ -100,6 +100,11 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
             let entries = publish_entries(loaded.bundles, &previous);
             let broken = entries.iter().filter(|e| !e.errors.is_empty()).count();
             tracing::info!(source = %source.spec.name, commit = %loaded.commit, bundles = entries.len(), broken, "published revision");
+            let _ = fleet.events.send(crate::fleet::FleetEvent {
+                source: source.spec.name.clone(),
+                message: format!("commit {}", loaded.commit),
+                ..crate::fleet::FleetEvent::new("RevisionPublished")
+            });
             rt.commit = Some(loaded.commit);
             rt.bundles = Some(entries);
             rt.error = None;

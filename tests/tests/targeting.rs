@@ -251,3 +251,72 @@ fn a_spoke_that_stops_heartbeating_goes_offline_and_comes_back() {
     });
     hub.wait_ready_bundles("dev", &["s"]);
 }
+
+#[test]
+fn status_pages_through_every_row_and_filters_not_ready_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &flotilla_e2e::example_repo());
+    let hub = Hub::start(tmp.path());
+    let join = hub.token("1h", 3);
+    // dev's web bundle cannot be written: a folder squats on its file.
+    let squat = tmp.path().join("targets/dev/examples-web.yaml/blocker");
+    std::fs::create_dir_all(&squat).expect("squat");
+    let _spokes: Vec<Spoke> = [
+        ("dev", "env=dev"),
+        ("prod", "env=prod"),
+        ("edge", "env=prod"),
+    ]
+    .iter()
+    .map(|(n, l)| Spoke::start(tmp.path(), &join, n, l))
+    .collect();
+    hub.add_source("examples", &repo.url, "");
+    hub.wait_ready_bundles("prod", &["examples-hello", "examples-web"]);
+    hub.wait_ready_bundles("edge", &["examples-hello", "examples-web"]);
+
+    let not_ready = wait_until("dev's web bundle to fail", || {
+        let v = hub.json(&["status", "--not-ready"]);
+        (v.as_array().map(Vec::len) == Some(1) && v[0]["state"] == "ErrApplied")
+            .then_some(v.clone())
+            .ok_or(v.to_string())
+    });
+    assert_eq!(not_ready[0]["cluster"], "dev");
+    assert_eq!(not_ready[0]["bundle"], "examples-web");
+
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..10 {
+        let mut args = vec!["status", "--limit", "4", "-o", "json"];
+        if let Some(t) = &token {
+            args.extend(["--continue", t.as_str()]);
+        }
+        let out = hub.cli(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let page: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let page = page.as_array().expect("array").clone();
+        assert!(page.len() <= 4);
+        all.extend(page);
+        token = String::from_utf8_lossy(&out.stderr)
+            .split("--continue ")
+            .nth(1)
+            .map(|t| t.trim().to_string());
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        all.len(),
+        6,
+        "3 clusters x 2 bundles, each row once: {all:?}"
+    );
+    let mut keys: Vec<String> = all
+        .iter()
+        .map(|r| format!("{}/{}", r["cluster"], r["bundle"]))
+        .collect();
+    keys.dedup();
+    assert_eq!(keys.len(), 6);
+}

@@ -7,6 +7,7 @@ use flotilla_identity::{JoinString, Role};
 use flotilla_model::{ClusterName, LabelSelector, State, Summary, labels};
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::admin_server::Admin;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::fleet::{Fleet, Trigger};
@@ -386,8 +387,22 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
         let req = request.into_inner();
+        let offset: usize = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token
+                .parse()
+                .map_err(|_| Status::invalid_argument("malformed page token"))?
+        };
+        let limit = if req.page_size == 0 {
+            usize::MAX
+        } else {
+            req.page_size as usize
+        };
         let mut rows = Vec::new();
-        for c in self.sorted_clusters() {
+        let mut seen = 0usize;
+        let mut more = false;
+        'clusters: for c in self.sorted_clusters() {
             if !req.cluster.is_empty() && req.cluster != c.as_str() {
                 continue;
             }
@@ -396,8 +411,25 @@ impl Admin for AdminService {
                     continue;
                 }
                 let (state, message) = self.fleet.row_state(&c, bundle, a);
+                if req.not_ready && state == State::Ready {
+                    continue;
+                }
+                seen += 1;
+                if seen <= offset {
+                    continue;
+                }
+                if rows.len() == limit {
+                    more = true;
+                    break 'clusters;
+                }
                 let st = self.fleet.status.get(&(c.clone(), bundle.clone()));
                 rows.push(pb::StatusRow {
+                    staged_deployment_id: a
+                        .staged
+                        .as_ref()
+                        .or(a.desired.as_ref().map(|d| &d.deployment_id))
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                     cluster: c.to_string(),
                     bundle: bundle.clone(),
                     state: state.to_string(),
@@ -415,6 +447,7 @@ impl Admin for AdminService {
                         .map(|s| {
                             s.resources
                                 .iter()
+                                .filter(|r| !req.not_ready || r.state != "Ready")
                                 .map(|r| pb::ResourceStatus {
                                     api_version: r.api_version.clone(),
                                     kind: r.kind.clone(),
@@ -429,7 +462,15 @@ impl Admin for AdminService {
                 });
             }
         }
-        Ok(Response::new(pb::GetStatusResponse { rows }))
+        let next_page_token = if more {
+            (offset + rows.len()).to_string()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::GetStatusResponse {
+            rows,
+            next_page_token,
+        }))
     }
 
     async fn create_token(
@@ -682,6 +723,39 @@ impl Admin for AdminService {
             }
         }
         Ok(Response::new(pb::TargetsResponse { rows }))
+    }
+
+    type WatchStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::Event, Status>> + Send + 'static>>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        peer::require_operator(&request, Role::Viewer)?;
+        let rx = self.fleet.events.subscribe();
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).map(|e| {
+            Ok(match e {
+                Ok(e) => pb::Event {
+                    kind: e.kind.to_string(),
+                    cluster: e.cluster,
+                    bundle: e.bundle,
+                    source: e.source,
+                    state: e.state,
+                    message: e.message,
+                    time: rfc3339(e.time),
+                },
+                // A slow watcher skipped events: tell it to re-read the state.
+                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                    pb::Event {
+                        kind: "Lagged".into(),
+                        message: format!("{n} events skipped; re-read the state"),
+                        ..Default::default()
+                    }
+                }
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn rollout_status(

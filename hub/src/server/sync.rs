@@ -104,6 +104,7 @@ impl Spoke for SpokeService {
                 .collect(),
         };
         tracing::info!(cluster = %cluster, session = id, applied = hello.applied.len(), "spoke connected");
+        self.fleet.emit_cluster("ClusterConnected", &cluster, "");
         tokio::spawn(session.run(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -206,6 +207,8 @@ impl Session {
             rec.last_seen = now_unix();
         }
         tracing::info!(cluster = %self.cluster, session = self.id, "spoke disconnected");
+        self.fleet
+            .emit_cluster("ClusterDisconnected", &self.cluster, "");
     }
 
     async fn handle(&mut self, msg: SpokeMsg) -> Result<(), Status> {
