@@ -464,6 +464,13 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
         pending: None,
         due: renewal_due(&agent.state)?,
     };
+    // Applying can take long (a CRD waits to be Established, an enforcement round holds
+    // the target), so assignments run in a worker of this stream, in the order they came,
+    // while this loop keeps heartbeats and renewal going. The worker ends when the
+    // stream does (its queue closes) or asks for a resync.
+    let (work, queue) = mpsc::channel::<Work>(WORK_BUFFER);
+    let (failed_tx, mut failed) = mpsc::channel::<String>(1);
+    tokio::spawn(work_through(agent.clone(), queue, failed_tx));
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(renewal.due), if renewal.pending.is_none() => {
@@ -472,8 +479,16 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
             msg = inbound.message() => {
                 let msg: Option<HubMsg> = msg.map_err(|s| anyhow!("stream: {}", s.message()))?;
                 let Some(msg) = msg else { return Ok(()) };
-                handle(agent, msg, &mut renewal).await?;
+                match msg.msg {
+                    Some(hub_msg::Msg::Assign(a)) => queue_work(&work, Work::Assign(a)).await?,
+                    Some(hub_msg::Msg::Unassign(u)) => queue_work(&work, Work::Unassign(u.bundle)).await?,
+                    Some(hub_msg::Msg::Certificate(c)) => {
+                        renewal.install(agent, &c.cert_chain_pem, &c.ca_bundle_pem)?
+                    }
+                    Some(hub_msg::Msg::Ping(_)) | None => {}
+                }
             }
+            Some(why) = failed.recv() => bail!("{why}"),
             _ = heartbeat.tick() => {
                 agent.send(spoke_msg::Msg::Heartbeat(Default::default()));
             }
@@ -481,17 +496,39 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
     }
 }
 
-async fn handle(agent: &Arc<Agent>, msg: HubMsg, renewal: &mut Renewal) -> Result<()> {
-    let a = agent.clone();
-    match msg.msg {
-        Some(hub_msg::Msg::Assign(assign)) => a
-            .assign(assign)
-            .await
-            .map_err(|Resync(why)| anyhow!("resyncing: {why}")),
-        Some(hub_msg::Msg::Unassign(u)) => a.unassign(u.bundle).await,
-        Some(hub_msg::Msg::Certificate(c)) => {
-            renewal.install(agent, &c.cert_chain_pem, &c.ca_bundle_pem)
+/// Assignments queued per stream before the stream stops reading from the hub.
+const WORK_BUFFER: usize = 64;
+
+/// What the hub asked the target to do.
+enum Work {
+    Assign(flotilla_proto::v1::Assign),
+    Unassign(String),
+}
+
+async fn queue_work(work: &mpsc::Sender<Work>, w: Work) -> Result<()> {
+    work.send(w)
+        .await
+        .map_err(|_| anyhow!("the assignment worker stopped"))
+}
+
+/// Carries out one stream's assignments in order. A failure that needs a new stream
+/// (lost content, an unassign that could not be carried out) is sent on `failed`.
+async fn work_through(
+    agent: Arc<Agent>,
+    mut queue: mpsc::Receiver<Work>,
+    failed: mpsc::Sender<String>,
+) {
+    while let Some(w) = queue.recv().await {
+        let result = match w {
+            Work::Assign(a) => agent
+                .assign(a)
+                .await
+                .map_err(|Resync(why)| format!("resyncing: {why}")),
+            Work::Unassign(bundle) => agent.unassign(bundle).await.map_err(|e| format!("{e:#}")),
+        };
+        if let Err(why) = result {
+            let _ = failed.send(why).await;
+            return;
         }
-        Some(hub_msg::Msg::Ping(_)) | None => Ok(()),
     }
 }
