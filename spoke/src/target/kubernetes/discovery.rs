@@ -4,7 +4,8 @@
 //! CRD, so the whole bundle can be checked before anything is applied.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use kube::Client;
@@ -21,10 +22,16 @@ pub struct Resolved {
 
 type Key = (String, String, String);
 
+/// A refresh asked for within this long of the last one is skipped: a bundle naming a
+/// kind that never appears must not turn every check into a full discovery.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
 pub struct Resolver {
     client: Client,
     /// (group, version, kind) → resource. Written by `refresh` only.
     cache: RwLock<HashMap<Key, Resolved>>,
+    /// When the last successful refresh finished.
+    refreshed: Mutex<Option<Instant>>,
 }
 
 impl Resolver {
@@ -32,6 +39,7 @@ impl Resolver {
         Resolver {
             client,
             cache: RwLock::new(HashMap::new()),
+            refreshed: Mutex::new(None),
         }
     }
 
@@ -40,8 +48,17 @@ impl Resolver {
         self.cache.read().ok()?.get(&key).cloned()
     }
 
-    /// Runs discovery again and replaces the cache.
+    /// Runs discovery again and replaces the cache (unless it just did).
     pub async fn refresh(&self) -> Result<()> {
+        let recent = self
+            .refreshed
+            .lock()
+            .ok()
+            .and_then(|r| *r)
+            .is_some_and(|at| at.elapsed() < MIN_REFRESH_INTERVAL);
+        if recent {
+            return Ok(());
+        }
         let discovery = Discovery::new(self.client.clone())
             .run()
             .await
@@ -58,6 +75,9 @@ impl Resolver {
         }
         if let Ok(mut cache) = self.cache.write() {
             *cache = fresh;
+        }
+        if let Ok(mut at) = self.refreshed.lock() {
+            *at = Some(Instant::now());
         }
         Ok(())
     }

@@ -122,11 +122,11 @@ impl KubeTarget {
         };
         let client = Client::try_from(config).context("building the Kubernetes client")?;
         let target = KubeTarget::new(client, opts.policy);
-        target
-            .resolver
-            .refresh()
-            .await
-            .context("the Kubernetes API server does not answer")?;
+        // An API server that is down at start is not fatal: the spoke still talks to the
+        // hub, and each bundle reports its own error until the server answers.
+        if let Err(e) = target.resolver.refresh().await {
+            tracing::warn!(error = %format!("{e:#}"), "the Kubernetes API server does not answer yet");
+        }
         Ok(target)
     }
 
