@@ -38,6 +38,18 @@ pub fn fetch_branch(mirror: &Path, url: &str, branch: &str) -> Result<String, Gi
         std::fs::create_dir_all(mirror).map_err(|e| remote_err("init", &e))?;
         gix::init_bare(mirror).map_err(|e| remote_err("init", &e))?
     };
+    // gix reports a branch the remote does not have as a refspec that matched nothing;
+    // say it in the user's terms.
+    let fetch_err = |e: &dyn std::fmt::Display| {
+        if e.to_string().contains("matched any of") {
+            GitError::BranchNotFound {
+                url: url.to_string(),
+                branch: branch.to_string(),
+            }
+        } else {
+            remote_err("fetch", e)
+        }
+    };
     let local_ref = format!("refs/flotilla/{branch}");
     let spec = format!("+refs/heads/{branch}:{local_ref}");
     let remote = repo
@@ -49,9 +61,9 @@ pub fn fetch_branch(mirror: &Path, url: &str, branch: &str) -> Result<String, Gi
         .connect(gix::remote::Direction::Fetch)
         .map_err(|e| remote_err("connect", &e))?
         .prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(|e| remote_err("fetch", &e))?
+        .map_err(|e| fetch_err(&e))?
         .receive(gix::progress::Discard, &AtomicBool::new(false))
-        .map_err(|e| remote_err("fetch", &e))?;
+        .map_err(|e| fetch_err(&e))?;
     if outcome.ref_map.mappings.is_empty() {
         return Err(GitError::BranchNotFound {
             url: url.to_string(),

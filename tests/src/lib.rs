@@ -127,9 +127,15 @@ impl GitServer {
     pub fn start(root: &Path) -> GitServer {
         std::fs::create_dir_all(root).expect("git root");
         let port = free_port();
+        // Run git-daemon itself, not `git daemon`: the `git` wrapper forks the daemon as a
+        // child, so killing the wrapper would leave the daemon listening.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .expect("git --exec-path");
         let daemon = Proc::spawn(
-            Command::new("git")
-                .arg("daemon")
+            Command::new(Path::new(&exec_path).join("git-daemon"))
                 .arg("--reuseaddr")
                 .arg("--export-all")
                 .arg(format!("--base-path={}", root.display()))
