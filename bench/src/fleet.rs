@@ -62,6 +62,8 @@ pub struct FleetConfig {
     pub idle_settle: Duration,
     /// Print progress to stderr.
     pub verbose: bool,
+    /// Record a `perf` profile of the hub for each phase into this directory.
+    pub profile: Option<PathBuf>,
 }
 
 impl FleetConfig {
@@ -82,6 +84,7 @@ impl FleetConfig {
             phase_timeout: Duration::from_secs(900),
             idle_settle: Duration::from_secs(3),
             verbose: true,
+            profile: None,
         }
     }
 }
@@ -141,6 +144,49 @@ pub struct RunResult {
     pub failed_spokes: usize,
     pub errors: u64,
     pub first_failure: Option<String>,
+}
+
+/// `perf record` attached to the hub for one phase; stopped (SIGINT, so it writes its
+/// file) when dropped.
+struct Profile(Option<std::process::Child>);
+
+impl Profile {
+    fn start(cfg: &FleetConfig, pid: u32, phase: &str) -> Profile {
+        let Some(dir) = &cfg.profile else {
+            return Profile(None);
+        };
+        let _ = std::fs::create_dir_all(dir);
+        let child = std::process::Command::new("perf")
+            .args([
+                "record",
+                "-F",
+                "199",
+                "--call-graph",
+                "dwarf,16384",
+                "-p",
+                &pid.to_string(),
+                "-o",
+            ])
+            .arg(dir.join(format!("{phase}.data")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if let Err(e) = &child {
+            eprintln!("[flotilla-bench] perf record did not start: {e}");
+        }
+        Profile(child.ok())
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
 }
 
 fn log(cfg: &FleetConfig, msg: impl AsRef<str>) {
@@ -231,6 +277,7 @@ async fn drive(cfg: &FleetConfig, hub: &HubProcess, work: &std::path::Path) -> R
     let hub_rss_before = machine::rss_bytes(pid).unwrap_or(0);
     let cpu0 = machine::cpu_seconds(pid).unwrap_or(0.0);
     let gate = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let profile = Profile::start(cfg, pid, "register");
     let start = Instant::now();
     for (i, st) in stats.iter().enumerate() {
         let (settings, st, gate, stop) =
@@ -311,6 +358,7 @@ async fn drive(cfg: &FleetConfig, hub: &HubProcess, work: &std::path::Path) -> R
         .filter(|s| s.first_connected.get().is_some())
         .count();
     let reg_cpu = machine::cpu_seconds(pid).unwrap_or(0.0) - cpu0;
+    drop(profile);
     log(
         cfg,
         format!(
@@ -356,6 +404,7 @@ async fn drive(cfg: &FleetConfig, hub: &HubProcess, work: &std::path::Path) -> R
         let wire0 = sum(&live, |s| s.received_bytes.load(Ordering::Relaxed));
         let content0 = sum(&live, |s| s.assign_content_bytes.load(Ordering::Relaxed));
         let cpu0 = machine::cpu_seconds(pid).unwrap_or(0.0);
+        let profile = Profile::start(cfg, pid, "initial");
         let t0 = Instant::now();
         hub.add_source(SOURCE, &repo.url(), cfg.interval_secs)
             .await?;
@@ -379,12 +428,14 @@ async fn drive(cfg: &FleetConfig, hub: &HubProcess, work: &std::path::Path) -> R
             .max()
             .unwrap_or(t0);
         let duration = last.duration_since(t0);
+        let hub_cpu_secs = machine::cpu_seconds(pid).unwrap_or(0.0) - cpu0;
+        drop(profile);
         let hub_confirmed = wait_hub_ready(hub, b, live.len(), cfg.phase_timeout).await?;
         let initial = InitialResult {
             pairs: live.len() * b,
             duration,
             hub_confirmed: Some(hub_confirmed.saturating_duration_since(t0)),
-            hub_cpu_secs: machine::cpu_seconds(pid).unwrap_or(0.0) - cpu0,
+            hub_cpu_secs,
             hub_rss_after: machine::rss_bytes(pid).unwrap_or(0),
             wire_bytes: sum(&live, |s| s.received_bytes.load(Ordering::Relaxed)) - wire0,
             content_bytes: sum(&live, |s| s.assign_content_bytes.load(Ordering::Relaxed))
@@ -462,6 +513,7 @@ async fn fanout(
         .map_or(0, |d| d.subsec_nanos());
     let phase = Duration::from_secs(cfg.interval_secs).mul_f64(f64::from(nanos) / 1e9);
     tokio::time::sleep(phase).await;
+    let profile = Profile::start(cfg, pid, &format!("fanout-{generation}"));
     let cpu0 = machine::cpu_seconds(pid).unwrap_or(0.0);
     let commit = repo.change_bundle(0, generation)?;
     let is_new = |i: usize, s: &SpokeStats| match s.ready_of(bundle) {
@@ -485,6 +537,8 @@ async fn fanout(
         },
     )
     .await?;
+    let hub_cpu_secs = machine::cpu_seconds(pid).unwrap_or(0.0) - cpu0;
+    drop(profile);
     let wire_bytes = sum(live, |s| s.received_bytes.load(Ordering::Relaxed)) - wire0;
     let assign_bytes = sum(live, |s| s.assign_encoded_bytes.load(Ordering::Relaxed)) - assign0;
     let mut lat: Vec<Duration> = live
@@ -516,7 +570,7 @@ async fn fanout(
         p99: percentile(&lat, 99.0).unwrap_or_default(),
         max: lat.last().copied().unwrap_or_default(),
         hub_confirmed: Some(confirmed.saturating_duration_since(commit.at)),
-        hub_cpu_secs: machine::cpu_seconds(pid).unwrap_or(0.0) - cpu0,
+        hub_cpu_secs,
         wire_bytes,
         assign_bytes,
         min_bytes,

@@ -75,6 +75,9 @@ struct FleetArgs {
     /// Pause with all spokes idle before reading the hub's RSS.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     idle_settle: Duration,
+    /// Record a `perf` profile of the hub per phase into DIR/<phase>.data.
+    #[arg(long, value_name = "DIR")]
+    profile: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +113,7 @@ fn fleet_config(a: FleetArgs, default_bundles: usize) -> FleetConfig {
         phase_timeout: a.phase_timeout,
         idle_settle: a.idle_settle,
         verbose: true,
+        profile: a.profile,
     }
 }
 
