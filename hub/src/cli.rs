@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use clap::{Args as ClapArgs, Parser, Subcommand};
 use flotilla_identity::{Role, files};
 use flotilla_model::duration::parse_duration;
+use flotilla_telemetry::LogFormat;
 
 use crate::fleet::{Fleet, FleetParts};
 use crate::layout::DataDir;
@@ -38,12 +39,6 @@ pub struct LogArgs {
     pub log_level: String,
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,16 +136,7 @@ pub struct RunArgs {
 }
 
 pub fn init_tracing(log: &LogArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match log.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    flotilla_telemetry::init_tracing(&log.log_level, log.log_format);
 }
 
 /// Entry point shared by `flotilla-hub` and the quickstart.

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use flotilla_identity::JoinString;
 use flotilla_model::{ClusterName, parse_labels};
+use flotilla_telemetry::LogFormat;
 
 use crate::enroll::enroll;
 use crate::session::{Agent, run_forever};
@@ -52,25 +53,13 @@ pub struct Args {
     pub log_level: String,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
+    /// Plain-HTTP listener for Prometheus /metrics and /healthz.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub fn init_tracing(args: &Args) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    flotilla_telemetry::init_tracing(&args.log_level, args.log_format);
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -125,6 +114,15 @@ pub async fn run(args: Args) -> Result<()> {
         state,
         target,
     )?);
+    if let Some(listen) = args.metrics_listen {
+        let a = agent.clone();
+        let scrape = Arc::new(move || a.scrape_metrics());
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listen, scrape).await {
+                tracing::error!(%listen, error = %e, "metrics listener failed");
+            }
+        });
+    }
     tokio::select! {
         _ = run_forever(agent) => {}
         _ = shutdown_signal() => tracing::info!("stopping"),

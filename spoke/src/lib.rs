@@ -12,6 +12,7 @@
 mod backoff;
 pub mod cli;
 mod enroll;
+mod metrics;
 mod session;
 mod state_dir;
 pub mod target;

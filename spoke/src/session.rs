@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::Backoff;
+use crate::metrics::{SpokeMetrics, StateLabel};
 use crate::state_dir::{CachedAssignment, StateDir};
 use crate::target::{Desired, Target, check_bundle_name};
 
@@ -43,9 +44,29 @@ pub struct Agent {
     /// Serialises everything that changes the target (assign, unassign, enforcement), so
     /// an enforcement round never re-applies a deployment an Assign just replaced.
     apply_lock: tokio::sync::Mutex<()>,
+    pub metrics: SpokeMetrics,
+    /// Streams opened so far; every one after the first counts as a reconnect.
+    streams_opened: std::sync::atomic::AtomicU64,
 }
 
 impl Agent {
+    /// Refreshes the per-state bundle gauge and encodes every metric.
+    pub fn scrape_metrics(&self) -> String {
+        let mut by_state: BTreeMap<State, i64> = BTreeMap::new();
+        for a in self.cache().values() {
+            *by_state.entry(a.state).or_default() += 1;
+        }
+        for s in State::ALL {
+            self.metrics
+                .bundles
+                .get_or_create(&StateLabel {
+                    state: s.to_string(),
+                })
+                .set(by_state.get(&s).copied().unwrap_or(0));
+        }
+        self.metrics.encode()
+    }
+
     pub fn new(
         cluster: String,
         hub: String,
@@ -65,6 +86,8 @@ impl Agent {
             cache: Mutex::new(cache),
             outbound: Mutex::new(None),
             apply_lock: tokio::sync::Mutex::new(()),
+            metrics: SpokeMetrics::default(),
+            streams_opened: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -214,7 +237,12 @@ impl Agent {
         self: &Arc<Self>,
         (mut entry, desired): (CachedAssignment, Desired),
     ) -> Result<()> {
-        match self.target.apply(&desired).await {
+        let started = Instant::now();
+        let applied = self.target.apply(&desired).await;
+        self.metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match applied {
             Ok(outcome) => {
                 tracing::info!(bundle = %entry.bundle, deployment = %entry.deployment_id, state = %outcome.state, "applied");
                 entry.set(outcome);
@@ -266,7 +294,10 @@ impl Agent {
             };
             let desired = a.desired(content);
             let Some(outcome) =
-                crate::target::enforce(self.target.as_ref(), &desired, a.state).await
+                crate::target::enforce(self.target.as_ref(), &desired, a.state, &|| {
+                    self.metrics.drift_events.inc();
+                })
+                .await
             else {
                 continue;
             };
@@ -455,6 +486,13 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
         *o = Some(tx.clone());
     }
     tracing::info!(hub = %agent.hub, cluster = %agent.cluster, "sync stream open");
+    if agent
+        .streams_opened
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        > 0
+    {
+        agent.metrics.reconnects.inc();
+    }
     // Tell the hub what happened while we were away.
     for a in cache.values() {
         agent.report(a);

@@ -362,7 +362,9 @@ async fn out_of_band_edits_and_deletions_are_modified_with_a_field_diff_then_cor
     assert_eq!(settings.state, State::Modified);
 
     // Without correctDrift the agent only reports.
-    let still = enforce(&t, &plain, State::NotReady).await.expect("checked");
+    let still = enforce(&t, &plain, State::NotReady, &|| {})
+        .await
+        .expect("checked");
     assert_eq!(still.state, State::Modified);
     assert_eq!(
         c.configmaps(&ns).get("settings").await.expect("cm").data["data"]["mode"],
@@ -379,7 +381,7 @@ async fn out_of_band_edits_and_deletions_are_modified_with_a_field_diff_then_cor
             ..Default::default()
         },
     );
-    let fixed = enforce(&t, &correcting, State::Modified)
+    let fixed = enforce(&t, &correcting, State::Modified, &|| {})
         .await
         .expect("corrected");
     assert_ne!(fixed.state, State::Modified, "{fixed:?}");
@@ -809,7 +811,9 @@ async fn a_failed_bundle_is_applied_again_once_the_cause_is_gone() {
     let d = desired(&bundle, "d-1", &cm, ApplyOptions::default());
     let first = format!("{:#}", t.apply(&d).await.expect_err("conflict"));
 
-    let again = enforce(&t, &d, State::ErrApplied).await.expect("retried");
+    let again = enforce(&t, &d, State::ErrApplied, &|| {})
+        .await
+        .expect("retried");
     assert_eq!(again.state, State::ErrApplied);
     assert_eq!(again.message, first, "an unchanged failure reads the same");
 
@@ -817,7 +821,9 @@ async fn a_failed_bundle_is_applied_again_once_the_cause_is_gone() {
         .delete(&name, &DeleteParams::default())
         .await
         .expect("the other owner goes away");
-    let fixed = enforce(&t, &d, State::ErrApplied).await.expect("retried");
+    let fixed = enforce(&t, &d, State::ErrApplied, &|| {})
+        .await
+        .expect("retried");
     assert_eq!(fixed.state, State::Ready, "{fixed:?}");
     cleanup(&c, &t, &[&bundle]).await;
 }

@@ -389,6 +389,11 @@ pub struct Spoke {
 
 impl Spoke {
     pub fn start(base: &Path, join: &str, name: &str, labels: &str) -> Spoke {
+        Self::start_with(base, join, name, labels, &[])
+    }
+
+    /// Starts a spoke with extra flags, e.g. `--metrics-listen ADDR`.
+    pub fn start_with(base: &Path, join: &str, name: &str, labels: &str, extra: &[&str]) -> Spoke {
         let target = base.join("targets").join(name);
         let state = base.join("spokes").join(name);
         let proc = Proc::spawn(
@@ -398,7 +403,8 @@ impl Spoke {
                 .arg(format!("dir:{}", target.display()))
                 .arg("--state-dir")
                 .arg(&state)
-                .args(["--log-level", "debug"]),
+                .args(["--log-level", "debug"])
+                .args(extra),
             base.join(format!("spoke-{name}-{}.log", free_port())),
         );
         Spoke {

@@ -248,3 +248,52 @@ fn metrics_count_fan_out_and_a_reconnect_sends_no_content_bytes() {
         assigns
     );
 }
+
+#[test]
+fn spoke_metrics_count_applies_drift_and_reconnects() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &example_repo());
+    let mut hub = Hub::start(tmp.path());
+    hub.add_source("examples", &repo.url, "");
+    let join = hub.token("1h", 1);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let dev = Spoke::start_with(
+        tmp.path(),
+        &join,
+        "dev",
+        "env=dev",
+        &["--metrics-listen", &metrics_addr],
+    );
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    wait_until("the spoke's metrics listener", || {
+        TcpStream::connect(&metrics_addr)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    assert_eq!(
+        metric(&metrics_addr, "flotilla_spoke_apply_seconds_count"),
+        2.0
+    );
+    assert_eq!(
+        metric(&metrics_addr, "flotilla_spoke_reconnects_total"),
+        0.0
+    );
+
+    // Drift (the example bundles do not correct it): the file is changed by hand.
+    std::fs::write(dev.target.join("examples-hello.yaml"), "edited by hand\n").expect("tamper");
+    wait_until("the drift to be counted", || {
+        let n = metric(&metrics_addr, "flotilla_spoke_drift_events_total");
+        (n >= 1.0).then_some(()).ok_or(format!("{n}"))
+    });
+    hub.restart();
+    wait_until("a reconnect to be counted", || {
+        let n = metric(&metrics_addr, "flotilla_spoke_reconnects_total");
+        (n >= 1.0).then_some(()).ok_or(format!("{n}"))
+    });
+    let (_, text) = http(&metrics_addr, "GET", "/metrics", &[], b"");
+    assert!(
+        text.contains("flotilla_spoke_bundles{state=\"Modified\"} 1"),
+        "{text}"
+    );
+}

@@ -3,9 +3,8 @@
 //! every source whose repository and branch it names. Anything else is refused, and a
 //! refusal says why without echoing secrets.
 
+use flotilla_telemetry::hyper::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
-use hyper::HeaderMap;
-use hyper::StatusCode;
 use serde_json::Value;
 use sha2::Sha256;
 

@@ -102,7 +102,12 @@ pub trait Target: Send + Sync {
 /// Modified bundle that opted into correctDrift is re-applied with `force` (correcting
 /// drift means taking back the fields someone else changed). None when the target could
 /// not be read (the last state stands; the next round tries again).
-pub async fn enforce(target: &dyn Target, desired: &Desired, last: State) -> Option<Outcome> {
+pub async fn enforce(
+    target: &dyn Target,
+    desired: &Desired,
+    last: State,
+    on_drift: &(dyn Fn() + Sync),
+) -> Option<Outcome> {
     let reapply = |why: &'static str, force: bool| {
         let mut d = desired.clone();
         d.options.force |= force;
@@ -132,6 +137,9 @@ pub async fn enforce(target: &dyn Target, desired: &Desired, last: State) -> Opt
             return None;
         }
     };
+    if checked.state == State::Modified && last != State::Modified {
+        on_drift();
+    }
     if checked.state == State::Modified && desired.options.correct_drift {
         tracing::info!(bundle = %desired.bundle, drift = %checked.message, "correcting drift");
         return Some(reapply("re-applying after drift", true).await);
