@@ -178,7 +178,7 @@ fn fifty_kill_9s_under_status_load_lose_no_registration_and_corrupt_nothing() {
         .filter_map(|t| t["uses"].as_u64())
         .sum();
     assert!(
-        uses >= 1 + acknowledged.len() as u64,
+        uses > acknowledged.len() as u64,
         "token uses survive: {tokens}"
     );
     let rows = hub.json(&["status", "--cluster", "dev"]);
