@@ -473,6 +473,12 @@ impl Fleet {
                                 correct_drift: opts.correct_drift.enabled,
                                 keep_resources: opts.keep_resources,
                                 force: opts.correct_drift.force,
+                                compare_patches_json: if opts.diff.compare_patches.is_empty() {
+                                    String::new()
+                                } else {
+                                    serde_json::to_string(&opts.diff.compare_patches)
+                                        .unwrap_or_default()
+                                },
                             },
                         });
                     }

@@ -125,6 +125,9 @@ pub struct DeployOptions {
     pub correct_drift: bool,
     pub keep_resources: bool,
     pub force: bool,
+    /// `diff.comparePatches` as JSON; empty when the bundle has none.
+    #[serde(default)]
+    pub compare_patches_json: String,
 }
 
 /// What one cluster should run for one bundle.

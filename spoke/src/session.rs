@@ -175,6 +175,7 @@ impl Agent {
                 state: State::ErrApplied,
                 message: format!("{e:#}"),
                 resources: Vec::new(),
+                compare_patches_json: String::new(),
             };
             tracing::warn!(bundle = %msg.bundle, error = %failed.message, "assignment refused");
             self.report(&failed);
@@ -215,7 +216,7 @@ impl Agent {
             }
             msg.content.to_vec()
         };
-        let opts = msg.options.unwrap_or_default();
+        let opts = msg.options.clone().unwrap_or_default();
         let entry = CachedAssignment {
             bundle: msg.bundle.clone(),
             deployment_id: msg.deployment_id.clone(),
@@ -226,6 +227,7 @@ impl Agent {
             state: State::WaitApplied,
             message: String::new(),
             resources: Vec::new(),
+            compare_patches_json: opts.compare_patches_json.clone(),
         };
         self.report(&entry);
         self.state.save_content(&digest, &content)?;

@@ -37,6 +37,9 @@ pub struct CachedAssignment {
     /// The objects that are not Ready, as last reported.
     #[serde(default)]
     pub resources: Vec<ResourceReport>,
+    /// `diff.comparePatches` as the hub sent it (JSON, Fleet's format).
+    #[serde(default)]
+    pub compare_patches_json: String,
 }
 
 impl CachedAssignment {
@@ -50,9 +53,21 @@ impl CachedAssignment {
                 force: self.force,
                 correct_drift: self.correct_drift,
                 keep_resources: self.keep_resources,
-                ignore: Vec::new(),
+                ignore: self.drift_ignores(),
             },
         }
+    }
+
+    /// The comparePatches entries; malformed ones are logged and ignored, so a bad hint
+    /// never blocks applying.
+    fn drift_ignores(&self) -> Vec<crate::target::DriftIgnore> {
+        if self.compare_patches_json.is_empty() {
+            return Vec::new();
+        }
+        serde_json::from_str(&self.compare_patches_json).unwrap_or_else(|e| {
+            tracing::warn!(bundle = %self.bundle, error = %e, "ignoring malformed comparePatches");
+            Vec::new()
+        })
     }
 
     /// Takes over a target's verdict.

@@ -347,6 +347,7 @@ impl Session {
                     correct_drift: d.options.correct_drift,
                     keep_resources: d.options.keep_resources,
                     force: d.options.force,
+                    compare_patches_json: d.options.compare_patches_json.clone(),
                 }),
             }));
         }

@@ -27,8 +27,7 @@ pub struct ApplyOptions {
     pub force: bool,
     pub correct_drift: bool,
     pub keep_resources: bool,
-    /// `diff.comparePatches`: fields that drift detection ignores. The hub does not send
-    /// them yet (`BundleOptions` has no field for them), so this is empty in production.
+    /// `diff.comparePatches`: fields that drift detection ignores, as the hub sent them.
     pub ignore: Vec<DriftIgnore>,
 }
 
