@@ -61,8 +61,9 @@ pub struct BundleEntry {
     /// Errors of this revision (file:line: message), empty when it loaded.
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
-    /// Digest of each distinct customization's render; the bytes live in `Fleet::contents`.
-    renders: Mutex<HashMap<render::RenderKey, Result<ContentDigest, String>>>,
+    /// The deployment of each distinct customization, computed once (render, digest,
+    /// options, deployment id); the bytes live in `Fleet::contents`.
+    renders: Mutex<HashMap<render::RenderKey, Result<Desired, String>>>,
 }
 
 impl BundleEntry {
@@ -100,6 +101,26 @@ pub struct SourceState {
     pub runtime: RwLock<SourceRuntime>,
     /// Wakes the poller: a forced poll, or removal.
     pub poke: Notify,
+}
+
+/// What a cluster runs for a render of `bundle`: the digest plus the options the spoke
+/// needs, and the deployment id over both.
+fn desired_for(bundle: &render::Bundle, digest: ContentDigest) -> Desired {
+    let opts = bundle.options();
+    Desired {
+        deployment_id: DeploymentId::compute(&digest, &opts.canonical_json()),
+        digest,
+        options: DeployOptions {
+            correct_drift: opts.correct_drift.enabled,
+            keep_resources: opts.keep_resources,
+            force: opts.correct_drift.force,
+            compare_patches_json: if opts.diff.compare_patches.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&opts.diff.compare_patches).unwrap_or_default()
+            },
+        },
+    }
 }
 
 /// A connected Sync stream.
@@ -464,24 +485,7 @@ impl Fleet {
                 };
                 live.insert(entry.name.clone(), bundle.clone());
                 match self.render_cached(entry, bundle, key, &info) {
-                    Ok(digest) => {
-                        let opts = bundle.options();
-                        assignment.desired = Some(Desired {
-                            deployment_id: DeploymentId::compute(&digest, &opts.canonical_json()),
-                            digest,
-                            options: DeployOptions {
-                                correct_drift: opts.correct_drift.enabled,
-                                keep_resources: opts.keep_resources,
-                                force: opts.correct_drift.force,
-                                compare_patches_json: if opts.diff.compare_patches.is_empty() {
-                                    String::new()
-                                } else {
-                                    serde_json::to_string(&opts.diff.compare_patches)
-                                        .unwrap_or_default()
-                                },
-                            },
-                        });
-                    }
+                    Ok(desired) => assignment.desired = Some(desired),
                     Err(e) => {
                         assignment.error = Some(match assignment.error {
                             Some(prev) => format!("{prev}\n{e}"),
@@ -600,10 +604,12 @@ impl Fleet {
             let render::Selection::Deploy(key) = bundle.select(&info) else {
                 continue;
             };
-            let Ok(digest) = self.render_cached(&entry, &bundle, key, &info) else {
+            let Ok(staged) = self
+                .render_cached(&entry, &bundle, key, &info)
+                .map(|d| d.deployment_id)
+            else {
                 continue;
             };
-            let staged = DeploymentId::compute(&digest, &bundle.options().canonical_json());
             let live = self
                 .assignments_of(&rec.name)
                 .get(bundle_name)
@@ -708,7 +714,7 @@ impl Fleet {
         bundle: &render::Bundle,
         key: render::RenderKey,
         info: &render::ClusterInfo,
-    ) -> Result<ContentDigest, String> {
+    ) -> Result<Desired, String> {
         let Ok(mut cache) = entry.renders.lock() else {
             return Err("internal: render cache poisoned".into());
         };
@@ -727,7 +733,7 @@ impl Fleet {
                     }]);
                     bytes
                 });
-                Ok(digest)
+                Ok(desired_for(bundle, digest))
             }
             Err(diags) => Err(diags
                 .iter()

@@ -178,13 +178,24 @@ pub async fn run_reconciler(fleet: Arc<Fleet>, mut rx: mpsc::UnboundedReceiver<T
         } else {
             some.into_iter().collect()
         };
-        let f = fleet.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            f.start_reconcile_batch();
-            for c in &targets {
-                f.reconcile_cluster(c);
-            }
-        })
-        .await;
+        // Reconcile on every core: clusters are independent, and the shared caches
+        // (renders, rollout plans) are behind their own locks.
+        fleet.start_reconcile_batch();
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = targets.len().div_ceil(workers).max(1);
+        let jobs: Vec<_> = targets
+            .chunks(chunk)
+            .map(|part| {
+                let (f, part) = (fleet.clone(), part.to_vec());
+                tokio::task::spawn_blocking(move || {
+                    for c in &part {
+                        f.reconcile_cluster(c);
+                    }
+                })
+            })
+            .collect();
+        for j in jobs {
+            let _ = j.await;
+        }
     }
 }

@@ -229,6 +229,17 @@ fn writer_loop(db: Database, rx: std_mpsc::Receiver<Batch>) {
 }
 
 fn apply(db: &Database, batches: &[Batch]) -> Result<(), StoreError> {
+    // Within one group commit only the last write to a key matters (a WaitApplied status
+    // is often overwritten by Ready in the same batch): skip the ones it replaces.
+    let ops: Vec<&Op> = batches.iter().flat_map(|b| &b.ops).collect();
+    let mut last: std::collections::HashMap<(usize, &str), usize> =
+        std::collections::HashMap::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let (table, key) = match op {
+            Op::Put { table, key, .. } | Op::Delete { table, key } => (*table, key.as_str()),
+        };
+        last.insert((table as usize, key), i);
+    }
     let txn = db.begin_write().map_err(db_err)?;
     {
         let mut tables = Table::ALL
@@ -236,10 +247,13 @@ fn apply(db: &Database, batches: &[Batch]) -> Result<(), StoreError> {
             .map(|t| txn.open_table(t.def()).map(|tab| (*t, tab)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(db_err)?;
-        for op in batches.iter().flat_map(|b| &b.ops) {
+        for (i, op) in ops.iter().enumerate() {
             let (table, key) = match op {
                 Op::Put { table, key, .. } | Op::Delete { table, key } => (*table, key),
             };
+            if last.get(&(table as usize, key.as_str())) != Some(&i) {
+                continue;
+            }
             let Some((_, tab)) = tables.iter_mut().find(|(t, _)| *t == table) else {
                 continue;
             };
