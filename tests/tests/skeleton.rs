@@ -253,3 +253,40 @@ fn a_hub_restart_loses_no_cluster_source_or_status() {
     hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
     assert!(dev.file("examples-web").is_some());
 }
+
+#[test]
+fn the_readme_quickstart_brings_three_spokes_to_ready_and_exits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("qs");
+    let out = std::process::Command::new(flotilla_e2e::bin("flotilla"))
+        .args([
+            "quickstart",
+            "--exit-when-ready",
+            "--timeout",
+            "120s",
+            "--dir",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run quickstart");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "dev       examples-web     Ready",
+        "prod      examples-web     Ready",
+        "test      examples-hello   Ready",
+    ] {
+        assert!(stdout.contains(row), "missing {row:?} in:\n{stdout}");
+    }
+    assert!(
+        !stdout.contains("test      examples-web"),
+        "test is doNotDeploy for web"
+    );
+    let prod_web =
+        std::fs::read_to_string(dir.join("targets/prod/examples-web.yaml")).expect("prod got web");
+    assert!(prod_web.contains("replicas: 3"));
+}
