@@ -198,6 +198,9 @@ pub struct Fleet {
     pub groups: DashMap<String, GroupSpec>,
     pub assignments: DashMap<ClusterName, Arc<Assignments>>,
     pub contents: DashMap<ContentDigest, Bytes>,
+    /// Assign messages encoded once, shared by every session that sends them
+    /// (`server::sync::encoded_assign`), with the content bytes each carries.
+    pub encoded_assigns: DashMap<(String, DeploymentId, bool), (Bytes, usize)>,
     pub status: DashMap<(ClusterName, String), StatusRecord>,
     pub sessions: DashMap<ClusterName, SessionHandle>,
     pub metrics: HubMetrics,
@@ -248,6 +251,7 @@ impl Fleet {
             groups: DashMap::new(),
             assignments: DashMap::new(),
             contents: DashMap::new(),
+            encoded_assigns: DashMap::new(),
             status: DashMap::new(),
             sessions: DashMap::new(),
             metrics: HubMetrics::default(),

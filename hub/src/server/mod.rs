@@ -10,13 +10,12 @@ mod peer;
 mod registration;
 mod sync;
 mod tls;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use flotilla_proto::v1::{
-    admin_server::AdminServer, registration_server::RegistrationServer, spoke_server::SpokeServer,
-};
+use flotilla_proto::v1::{admin_server::AdminServer, registration_server::RegistrationServer};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 
@@ -79,7 +78,7 @@ pub async fn serve(
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<SpokeServer<sync::SpokeService>>()
+        .set_serving::<wire::SpokeWireServer<sync::SpokeService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(flotilla_proto::v1::FILE_DESCRIPTOR_SET)
@@ -94,11 +93,11 @@ pub async fn serve(
             RegistrationServer::new(registration::RegistrationService::new(fleet.clone()))
                 .max_decoding_message_size(MAX_INBOUND_MESSAGE),
         )
-        .add_service(
-            SpokeServer::new(sync::SpokeService::new(fleet.clone()))
-                .max_decoding_message_size(MAX_INBOUND_MESSAGE)
-                .max_encoding_message_size(MAX_OUTBOUND_MESSAGE),
-        )
+        .add_service(wire::SpokeWireServer::new(
+            sync::SpokeService::new(fleet.clone()),
+            MAX_INBOUND_MESSAGE,
+            MAX_OUTBOUND_MESSAGE,
+        ))
         .add_service(
             AdminServer::new(admin::AdminService::new(fleet))
                 .max_decoding_message_size(MAX_INBOUND_MESSAGE)

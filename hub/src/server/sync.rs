@@ -10,15 +10,12 @@
 //! assigned to this one, closes the stream.
 
 use std::collections::{BTreeMap, HashSet};
-use std::pin::Pin;
 use std::sync::Arc;
 
 use flotilla_model::{ClusterName, ContentDigest, State};
 use flotilla_proto::v1::{
     Assign, BundleOptions, Certificate, HubMsg, SpokeMsg, Unassign, hub_msg, spoke_msg,
-    spoke_server::Spoke,
 };
-use futures::Stream;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,6 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::fleet::{Fleet, SessionHandle, Trigger};
 use crate::records::{ResourceRecord, StatusRecord, now_unix};
 use crate::server::peer;
+use crate::server::wire::{self, Outbound, OutboundStream, SyncHandler};
 use crate::store::{Op, Table};
 
 /// Outbound messages buffered per spoke before the session waits: explicit backpressure.
@@ -42,16 +40,12 @@ impl SpokeService {
     }
 }
 
-type HubStream = Pin<Box<dyn Stream<Item = Result<HubMsg, Status>> + Send>>;
-
 #[tonic::async_trait]
-impl Spoke for SpokeService {
-    type SyncStream = HubStream;
-
+impl SyncHandler for SpokeService {
     async fn sync(
         &self,
         request: Request<Streaming<SpokeMsg>>,
-    ) -> Result<Response<HubStream>, Status> {
+    ) -> Result<Response<OutboundStream>, Status> {
         let cluster = peer::require_cluster(&self.fleet, &request)?;
         let mut inbound = request.into_inner();
         let hello = match inbound.next().await {
@@ -148,7 +142,7 @@ struct Session {
     fleet: Arc<Fleet>,
     cluster: ClusterName,
     id: u64,
-    tx: mpsc::Sender<Result<HubMsg, Status>>,
+    tx: mpsc::Sender<Result<Outbound, Status>>,
     notify: Arc<Notify>,
     close: Arc<Notify>,
     close_reason: Arc<std::sync::Mutex<Option<String>>>,
@@ -261,7 +255,7 @@ impl Session {
             })),
         };
         self.tx
-            .send(Ok(msg))
+            .send(Ok(Outbound::Msg(msg)))
             .await
             .map_err(|_| Status::cancelled("spoke went away"))
     }
@@ -317,39 +311,23 @@ impl Session {
             {
                 continue;
             }
-            let content = if self.digests.contains(&d.digest) {
-                Default::default()
-            } else {
-                match self.fleet.contents.get(&d.digest) {
-                    Some(c) => c.clone(),
-                    None => {
-                        tracing::error!(cluster = %self.cluster, bundle, digest = %d.digest, "content missing from the hub's store");
-                        continue;
-                    }
-                }
+            let with_content = !self.digests.contains(&d.digest);
+            let Some((encoded, content_len)) = encoded_assign(&self.fleet, bundle, d, with_content)
+            else {
+                tracing::error!(cluster = %self.cluster, bundle, digest = %d.digest, "content missing from the hub's store");
+                continue;
             };
             self.fleet.metrics.assigns_sent.inc();
             self.fleet
                 .metrics
                 .assign_content_bytes
-                .inc_by(content.len() as u64);
+                .inc_by(content_len as u64);
             self.digests.insert(d.digest.clone());
             self.sent.insert(
                 bundle.clone(),
                 (d.deployment_id.to_string(), Some(d.digest.clone())),
             );
-            out.push(hub_msg::Msg::Assign(Assign {
-                bundle: bundle.clone(),
-                deployment_id: d.deployment_id.to_string(),
-                content_digest: d.digest.to_string(),
-                content,
-                options: Some(BundleOptions {
-                    correct_drift: d.options.correct_drift,
-                    keep_resources: d.options.keep_resources,
-                    force: d.options.force,
-                    compare_patches_json: d.options.compare_patches_json.clone(),
-                }),
-            }));
+            out.push(Outbound::Encoded(encoded));
         }
         let gone: Vec<String> = self
             .sent
@@ -359,18 +337,61 @@ impl Session {
             .collect();
         for bundle in gone {
             self.sent.remove(&bundle);
-            out.push(hub_msg::Msg::Unassign(Unassign { bundle }));
+            out.push(Outbound::Msg(HubMsg {
+                msg: Some(hub_msg::Msg::Unassign(Unassign { bundle })),
+            }));
         }
         let referenced: HashSet<&ContentDigest> =
             self.sent.values().filter_map(|(_, d)| d.as_ref()).collect();
         self.digests.retain(|d| referenced.contains(d));
         for msg in out {
-            if self.tx.send(Ok(HubMsg { msg: Some(msg) })).await.is_err() {
+            if self.tx.send(Ok(msg)).await.is_err() {
                 return false;
             }
         }
         true
     }
+}
+
+/// The Assign for `bundle` at deployment `d`, encoded once per (bundle, deployment,
+/// with or without content) and shared by every session that sends it. Returns the
+/// encoded message and the content bytes it carries; `None` if the content is missing.
+fn encoded_assign(
+    fleet: &Fleet,
+    bundle: &str,
+    d: &crate::records::Desired,
+    with_content: bool,
+) -> Option<(bytes::Bytes, usize)> {
+    let key = (bundle.to_string(), d.deployment_id.clone(), with_content);
+    if let Some(hit) = fleet.encoded_assigns.get(&key) {
+        return Some(hit.clone());
+    }
+    let content = if with_content {
+        fleet.contents.get(&d.digest)?.clone()
+    } else {
+        Default::default()
+    };
+    let len = content.len();
+    let encoded = wire::encode(&HubMsg {
+        msg: Some(hub_msg::Msg::Assign(Assign {
+            bundle: bundle.to_string(),
+            deployment_id: d.deployment_id.to_string(),
+            content_digest: d.digest.to_string(),
+            content,
+            options: Some(BundleOptions {
+                correct_drift: d.options.correct_drift,
+                keep_resources: d.options.keep_resources,
+                force: d.options.force,
+                compare_patches_json: d.options.compare_patches_json.clone(),
+            }),
+        })),
+    });
+    // Bounded: old deployments fall out; a miss only costs one encode.
+    if fleet.encoded_assigns.len() >= 4096 {
+        fleet.encoded_assigns.clear();
+    }
+    fleet.encoded_assigns.insert(key, (encoded.clone(), len));
+    Some((encoded, len))
 }
 
 #[cfg(test)]
