@@ -51,6 +51,11 @@ impl AdminService {
         })
     }
 
+    fn found_cluster(&self, name: &ClusterName) -> Result<pb::Cluster, Status> {
+        self.cluster_view(name)
+            .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))
+    }
+
     fn source_view(&self, s: &crate::fleet::SourceState) -> pb::Source {
         let rt = s.runtime.read();
         let (commit, error, error_since, last_poll, bundles) = match &rt {
@@ -261,12 +266,9 @@ impl Admin for AdminService {
         self.fleet
             .store
             .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         self.fleet.trigger(Trigger::Cluster(name.clone()));
-        self.cluster_view(&name)
-            .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))
+        self.found_cluster(&name).map(Response::new)
     }
 
     async fn list_sources(
@@ -303,8 +305,7 @@ impl Admin for AdminService {
         self.fleet
             .store
             .commit(vec![Op::put_json(Table::Sources, spec.name.clone(), &spec)])
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         let state = self
             .fleet
             .insert_source(spec)
@@ -327,8 +328,7 @@ impl Admin for AdminService {
         self.fleet
             .store
             .commit(vec![Op::delete(Table::Sources, name.clone())])
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         state.poke.notify_one();
         self.fleet.trigger(Trigger::All);
         Ok(Response::new(pb::RemoveSourceResponse {}))
@@ -493,8 +493,7 @@ impl Admin for AdminService {
                 record.id.clone(),
                 &record,
             )])
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         let id = record.id.clone();
         let expires = rfc3339(record.expires_at);
         self.fleet
@@ -559,8 +558,7 @@ impl Admin for AdminService {
         self.fleet
             .store
             .commit(vec![Op::delete(Table::Tokens, id.clone())])
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         tracing::info!(token = %id, "join token revoked");
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }
@@ -620,8 +618,7 @@ impl Admin for AdminService {
         self.fleet
             .store
             .commit(vec![Op::put_json(Table::Groups, spec.name.clone(), &spec)])
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         self.fleet.groups.insert(spec.name.clone(), spec.clone());
         self.fleet.trigger(Trigger::All);
         Ok(Response::new(group_to_pb(&spec, 0, &Summary::default())))
@@ -639,8 +636,7 @@ impl Admin for AdminService {
         self.fleet
             .store
             .commit(vec![Op::delete(Table::Groups, name)])
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         self.fleet.trigger(Trigger::All);
         Ok(Response::new(pb::RemoveGroupResponse {}))
     }
@@ -781,8 +777,7 @@ impl Admin for AdminService {
                 bundle.clone(),
                 &serde_json::json!({"paused": true}),
             )])
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         self.fleet.paused_rollouts.insert(bundle.clone(), ());
         self.fleet.trigger(Trigger::All);
         self.rollout_view(&bundle).map(Response::new)
@@ -798,8 +793,7 @@ impl Admin for AdminService {
         self.fleet
             .store
             .commit(vec![Op::delete(Table::Rollouts, bundle.clone())])
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         self.fleet.paused_rollouts.remove(&bundle);
         self.fleet.trigger(Trigger::All);
         self.rollout_view(&bundle).map(Response::new)
@@ -824,14 +818,11 @@ impl Admin for AdminService {
         self.fleet
             .store
             .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         self.fleet
             .disconnect(&name, &format!("cluster {name} has been revoked"));
         tracing::warn!(cluster = %name, "cluster revoked");
-        self.cluster_view(&name)
-            .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))
+        self.found_cluster(&name).map(Response::new)
     }
 
     async fn delete_cluster(
@@ -862,11 +853,7 @@ impl Admin for AdminService {
             self.fleet.status.remove(&(name.clone(), b.clone()));
             ops.push(Op::delete(Table::Status, status_key(&name, &b)));
         }
-        self.fleet
-            .store
-            .commit(ops)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        self.fleet.store.commit(ops).await?;
         tracing::warn!(cluster = %name, "cluster deleted");
         Ok(Response::new(pb::DeleteClusterResponse {}))
     }

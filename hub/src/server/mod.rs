@@ -53,6 +53,13 @@ pub async fn watch_heartbeats(fleet: Arc<Fleet>, window: std::time::Duration) {
     }
 }
 
+/// A store failure seen by a gRPC caller is the hub's fault, not theirs.
+impl From<crate::store::StoreError> for tonic::Status {
+    fn from(e: crate::store::StoreError) -> Self {
+        tonic::Status::internal(e.to_string())
+    }
+}
+
 pub struct ServerTls {
     pub cert_pem: String,
     pub key_pem: String,

@@ -90,8 +90,7 @@ impl Registration for RegistrationService {
                 Op::put_json(Table::Tokens, token_record.id.clone(), &token_record),
                 Op::put_json(Table::Clusters, name.as_str(), &record),
             ])
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         self.fleet.clusters.insert(name.clone(), record);
         tracing::info!(cluster = %name, token = %token_record.id, "cluster registered");
         self.fleet.trigger(Trigger::Cluster(name.clone()));

@@ -245,8 +245,7 @@ impl Session {
                 self.cluster.as_str(),
                 &record,
             )])
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .await?;
         tracing::info!(cluster = %self.cluster, serial = %issued.serial, "certificate renewed");
         let msg = HubMsg {
             msg: Some(hub_msg::Msg::Certificate(Certificate {
