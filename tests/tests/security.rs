@@ -277,6 +277,10 @@ fn a_viewer_can_read_but_every_mutating_call_is_refused() {
         vec!["cluster", "label", "dev", "env=prod"],
         vec!["cluster", "revoke", "dev"],
         vec!["cluster", "delete", "dev"],
+        vec!["group", "add", "eu", "--selector", "region=eu"],
+        vec!["group", "remove", "default"],
+        vec!["rollout", "pause", "x"],
+        vec!["rollout", "resume", "x"],
     ];
     for m in &mutations {
         let out = cli_as(&viewer, m);
