@@ -295,6 +295,14 @@ fn a_viewer_can_read_but_every_mutating_call_is_refused() {
         hub.json(&["token", "list"]).as_array().map(Vec::len),
         Some(1)
     );
+    let groups = hub.json(&["groups"]);
+    let names: Vec<&str> = groups
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["default"], "no group added or removed: {groups}");
 }
 
 #[test]
