@@ -302,7 +302,11 @@ fn a_viewer_can_read_but_every_mutating_call_is_refused() {
         .iter()
         .filter_map(|g| g["name"].as_str())
         .collect();
-    assert_eq!(names, vec!["default"], "no group added or removed: {groups}");
+    assert_eq!(
+        names,
+        vec!["default"],
+        "no group added or removed: {groups}"
+    );
 }
 
 #[test]
