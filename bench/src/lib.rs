@@ -20,6 +20,7 @@ pub mod hub;
 pub mod machine;
 pub mod net;
 pub mod repo;
+pub mod repo_bench;
 pub mod report;
 pub mod sim;
 pub mod spoke_rss;

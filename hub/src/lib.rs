@@ -11,7 +11,7 @@
 pub mod cli;
 mod depends;
 mod fleet;
-mod git;
+pub mod git;
 mod http;
 mod layout;
 mod metrics;

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use flotilla_bench::fleet::{self, FleetConfig};
 use flotilla_bench::machine::Machine;
-use flotilla_bench::{report, spoke_rss};
+use flotilla_bench::{repo_bench, report, spoke_rss};
 use flotilla_model::duration::parse_duration;
 
 #[derive(Debug, Parser)]
@@ -31,6 +31,20 @@ enum Cmd {
     Fanout(FleetArgs),
     /// A real flotilla-spoke's RSS, idle and after B bundles to a directory target.
     SpokeRss(SpokeRssArgs),
+    /// (f) Renderer throughput on a generated repo of B bundles.
+    Render(RepoArgs),
+    /// (g) The hub's gix fetch of a new commit against `git fetch`, same repo.
+    Git(RepoArgs),
+}
+
+#[derive(Debug, Args)]
+struct RepoArgs {
+    #[arg(long, default_value_t = 1000)]
+    bundles: usize,
+    #[arg(long, default_value_t = 4096)]
+    bundle_bytes: usize,
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +146,27 @@ fn main() -> Result<()> {
             Cmd::Fleet(a) => print_fleet(&machine, fleet_config(a, 50)).await,
             Cmd::Register(a) => print_fleet(&machine, fleet_config(a, 0)).await,
             Cmd::Fanout(a) => print_fleet(&machine, fleet_config(a, 1)).await,
+            Cmd::Render(a) => {
+                let dir = tempfile::tempdir()?;
+                let runs =
+                    repo_bench::render_throughput(dir.path(), a.bundles, a.bundle_bytes, a.runs)?;
+                println!(
+                    "{}\n{}",
+                    machine_line(&machine),
+                    repo_bench::report_render(&runs)
+                );
+                Ok(())
+            }
+            Cmd::Git(a) => {
+                let dir = tempfile::tempdir()?;
+                let runs = repo_bench::fetch_ratio(dir.path(), a.bundles, a.bundle_bytes, a.runs)?;
+                println!(
+                    "{}\n{}",
+                    machine_line(&machine),
+                    repo_bench::report_fetch(&runs)
+                );
+                Ok(())
+            }
             Cmd::SpokeRss(a) => {
                 let cfg = spoke_rss::SpokeRssConfig {
                     bundles: a.bundles,
@@ -147,6 +182,10 @@ fn main() -> Result<()> {
             }
         }
     })
+}
+
+fn machine_line(m: &Machine) -> String {
+    m.to_string()
 }
 
 async fn print_fleet(machine: &Machine, cfg: FleetConfig) -> Result<()> {
