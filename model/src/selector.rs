@@ -226,6 +226,8 @@ impl fmt::Display for LabelSelector {
         for r in &self.match_expressions {
             parts.push(match r.operator {
                 Operator::In => format!("{} in ({})", r.key, r.values.join(",")),
+                // `k!=v` is the only way to say "not the empty value" (`k!=`).
+                Operator::NotIn if r.values.len() == 1 => format!("{}!={}", r.key, r.values[0]),
                 Operator::NotIn => format!("{} notin ({})", r.key, r.values.join(",")),
                 Operator::Exists => r.key.clone(),
                 Operator::DoesNotExist => format!("!{}", r.key),
@@ -317,6 +319,13 @@ mod tests {
             }],
         };
         assert!(wrong_arity.validate().is_err());
+    }
+
+    #[test]
+    fn not_equal_to_the_empty_value_round_trips() {
+        // Found by the selector_parse fuzz target: `n!=` printed as `n notin ()`.
+        let sel: LabelSelector = "n!=".parse().expect("valid");
+        assert_eq!(sel.to_string().parse::<LabelSelector>(), Ok(sel));
     }
 
     proptest! {
