@@ -116,6 +116,47 @@ impl HubProcess {
         self.child.id()
     }
 
+    /// SIGKILLs the hub (a crash, not a shutdown).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the hub again on the same data dir and address; returns once it listens.
+    pub async fn restart(&mut self, bin_dir: Option<&Path>) -> Result<()> {
+        self.kill();
+        let hub_bin = find_bin(bin_dir, "flotilla-hub")?;
+        self.child = Command::new(&hub_bin)
+            .args(["run", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--listen", &self.addr, "--log-format", "json"])
+            .args(["--log-level", HUB_LOG_FILTER])
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&self.log)
+                    .context("hub log file")?,
+            )
+            .spawn()
+            .context("restarting flotilla-hub")?;
+        let config = ClientConfig::load(&self.dir.join("admin.conf"))?;
+        let creds = config.credentials()?;
+        let started = Instant::now();
+        loop {
+            match flotilla_identity::connect(&config.server, &creds).await {
+                Ok(ch) => {
+                    self.admin = AdminClient::new(ch).max_decoding_message_size(256 << 20);
+                    return Ok(());
+                }
+                Err(e) if started.elapsed() > Duration::from_secs(60) => {
+                    return Err(anyhow::Error::from(e).context("the hub did not come back"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     /// Creates a join token good for `max_uses` registrations; returns the join string.
     pub async fn token(&self, max_uses: u32) -> Result<String> {
         let resp = self

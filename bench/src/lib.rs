@@ -22,6 +22,7 @@ pub mod net;
 pub mod repo;
 pub mod repo_bench;
 pub mod report;
+pub mod restart;
 pub mod sim;
 pub mod spoke_rss;
 pub mod stats;

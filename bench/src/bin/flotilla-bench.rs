@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use flotilla_bench::fleet::{self, FleetConfig};
 use flotilla_bench::machine::Machine;
-use flotilla_bench::{repo_bench, report, spoke_rss};
+use flotilla_bench::{repo_bench, report, restart, spoke_rss};
 use flotilla_model::duration::parse_duration;
 
 #[derive(Debug, Parser)]
@@ -35,6 +35,21 @@ enum Cmd {
     Render(RepoArgs),
     /// (g) The hub's gix fetch of a new commit against `git fetch`, same repo.
     Git(RepoArgs),
+    /// Reconnect spread of real spokes after the hub is SIGKILLed and restarted.
+    Restart(RestartArgs),
+}
+
+#[derive(Debug, Args)]
+struct RestartArgs {
+    #[arg(long, default_value_t = 100)]
+    spokes: usize,
+    /// How long the hub stays down.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    down: Duration,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +161,21 @@ fn main() -> Result<()> {
             Cmd::Fleet(a) => print_fleet(&machine, fleet_config(a, 50)).await,
             Cmd::Register(a) => print_fleet(&machine, fleet_config(a, 0)).await,
             Cmd::Fanout(a) => print_fleet(&machine, fleet_config(a, 1)).await,
+            Cmd::Restart(a) => {
+                let cfg = restart::RestartConfig {
+                    spokes: a.spokes,
+                    down: a.down,
+                    runs: a.runs,
+                    bin_dir: a.bin_dir,
+                };
+                let runs = restart::run(&cfg).await?;
+                println!(
+                    "{}\n{}",
+                    machine_line(&machine),
+                    restart::report(&cfg, &runs)
+                );
+                Ok(())
+            }
             Cmd::Render(a) => {
                 let dir = tempfile::tempdir()?;
                 let runs =
