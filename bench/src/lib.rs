@@ -24,5 +24,6 @@ pub mod repo_bench;
 pub mod report;
 pub mod restart;
 pub mod sim;
+pub mod soak;
 pub mod spoke_rss;
 pub mod stats;

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use flotilla_bench::fleet::{self, FleetConfig};
 use flotilla_bench::machine::Machine;
-use flotilla_bench::{repo_bench, report, restart, spoke_rss};
+use flotilla_bench::{repo_bench, report, restart, soak, spoke_rss};
 use flotilla_model::duration::parse_duration;
 
 #[derive(Debug, Parser)]
@@ -37,6 +37,28 @@ enum Cmd {
     Git(RepoArgs),
     /// Reconnect spread of real spokes after the hub is SIGKILLed and restarted.
     Restart(RestartArgs),
+    /// Long run with periodic commits and random spoke restarts; nothing may be lost.
+    Soak(SoakArgs),
+}
+
+#[derive(Debug, Args)]
+struct SoakArgs {
+    #[arg(long, default_value_t = 1000)]
+    spokes: usize,
+    #[arg(long, default_value_t = 10)]
+    bundles: usize,
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    duration: Duration,
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    commit_every: Duration,
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    restart_every: Duration,
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    sample_every: Duration,
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    warm_up: Duration,
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +183,21 @@ fn main() -> Result<()> {
             Cmd::Fleet(a) => print_fleet(&machine, fleet_config(a, 50)).await,
             Cmd::Register(a) => print_fleet(&machine, fleet_config(a, 0)).await,
             Cmd::Fanout(a) => print_fleet(&machine, fleet_config(a, 1)).await,
+            Cmd::Soak(a) => {
+                let cfg = soak::SoakConfig {
+                    spokes: a.spokes,
+                    bundles: a.bundles,
+                    duration: a.duration,
+                    commit_every: a.commit_every,
+                    restart_every: a.restart_every,
+                    sample_every: a.sample_every,
+                    warm_up: a.warm_up,
+                    bin_dir: a.bin_dir,
+                };
+                let r = soak::run(&cfg).await?;
+                println!("{}\n{}", machine_line(&machine), soak::report(&cfg, &r));
+                Ok(())
+            }
             Cmd::Restart(a) => {
                 let cfg = restart::RestartConfig {
                     spokes: a.spokes,

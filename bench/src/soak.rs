@@ -1,0 +1,231 @@
+//! Issue 8's soak: N simulated spokes against a real hub for a long time, with periodic
+//! commits and random spoke restarts. At the end every spoke must have converged on the
+//! latest revision of every bundle (nothing lost), and the hub's memory, sampled
+//! throughout, should stay flat after warm-up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use flotilla_identity::{Credentials, JoinString};
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::hub::HubProcess;
+use crate::machine;
+use crate::net::Dial;
+use crate::repo::FleetRepo;
+use crate::sim::{self, SimSettings, SpokeStats};
+
+pub struct SoakConfig {
+    pub spokes: usize,
+    pub bundles: usize,
+    pub duration: Duration,
+    pub commit_every: Duration,
+    pub restart_every: Duration,
+    pub sample_every: Duration,
+    pub warm_up: Duration,
+    pub bin_dir: Option<std::path::PathBuf>,
+}
+
+pub struct SoakResult {
+    /// (seconds since start, hub RSS bytes).
+    pub rss: Vec<(f64, u64)>,
+    pub commits: u64,
+    pub restarts: u64,
+    pub converged: usize,
+    pub failed: usize,
+    pub hub_ready_pairs: u64,
+}
+
+struct Sim {
+    name: String,
+    creds: Credentials,
+    stats: Arc<SpokeStats>,
+    stop: watch::Sender<bool>,
+}
+
+fn spawn(settings: &Arc<SimSettings>, dial: &Dial, s: &Sim) {
+    let rx = s.stop.subscribe();
+    tokio::spawn(sim::run(
+        settings.clone(),
+        s.name.clone(),
+        dial.clone(),
+        s.creds.clone(),
+        s.stats.clone(),
+        rx,
+    ));
+}
+
+pub async fn run(cfg: &SoakConfig) -> Result<SoakResult> {
+    machine::raise_nofile_limit();
+    let tmp = tempfile::Builder::new()
+        .prefix("flotilla-bench-soak")
+        .tempdir()?;
+    let work = tmp.path();
+    let hub = HubProcess::start(cfg.bin_dir.as_deref(), work).await?;
+    let repo_dir = work.join("repo");
+    let (bundles, repo_dir2) = (cfg.bundles, repo_dir.clone());
+    let repo =
+        tokio::task::spawn_blocking(move || FleetRepo::create(&repo_dir2, bundles, 1024)).await??;
+    let repo = Arc::new(repo);
+    hub.add_source("soak", &repo.url(), 1).await?;
+    let join: JoinString = hub
+        .token(u32::try_from(cfg.spokes).unwrap_or(u32::MAX))
+        .await?
+        .parse()?;
+    let settings = Arc::new(SimSettings {
+        join,
+        labels: [("bench".to_string(), "true".to_string())].into(),
+        heartbeat: Duration::from_secs(10),
+        write_dir: None,
+    });
+    let dial = Dial {
+        hub: hub.addr.parse().context("hub address")?,
+        source: None,
+    };
+    let mut sims = Vec::with_capacity(cfg.spokes);
+    for chunk in (0..cfg.spokes).collect::<Vec<_>>().chunks(64) {
+        let mut set = tokio::task::JoinSet::new();
+        for &i in chunk {
+            let (settings, dial) = (settings.clone(), dial.clone());
+            set.spawn(async move {
+                let name = format!("soak-{i:05}");
+                let creds = sim::enroll(&settings, &name, &dial).await;
+                (name, creds)
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            let (name, creds) = r?;
+            let creds = creds.with_context(|| format!("enrolling {name}"))?;
+            let (stop, _) = watch::channel(false);
+            let s = Sim {
+                name,
+                creds,
+                stats: Arc::new(SpokeStats::default()),
+                stop,
+            };
+            spawn(&settings, &dial, &s);
+            sims.push(s);
+        }
+    }
+    let started = Instant::now();
+    let pid = hub.pid();
+    let mut rss = Vec::new();
+    let (mut commits, mut restarts, mut generation) = (0u64, 0u64, 0u64);
+    let mut next_commit = started + cfg.commit_every;
+    let mut next_restart = started + cfg.restart_every;
+    let mut next_sample = started;
+    while started.elapsed() < cfg.duration {
+        let now = Instant::now();
+        if now >= next_sample {
+            rss.push((
+                started.elapsed().as_secs_f64(),
+                machine::rss_bytes(pid).unwrap_or(0),
+            ));
+            next_sample += cfg.sample_every;
+        }
+        if now >= next_commit {
+            generation += 1;
+            let (repo, i, g) = (
+                repo.clone(),
+                rand::rng().random_range(0..cfg.bundles.max(1)),
+                generation,
+            );
+            tokio::task::spawn_blocking(move || repo.change_bundle(i, g)).await??;
+            commits += 1;
+            next_commit += cfg.commit_every;
+        }
+        if now >= next_restart && !sims.is_empty() {
+            let s = &mut sims[rand::rng().random_range(0..cfg.spokes)];
+            let _ = s.stop.send(true);
+            let (stop, _) = watch::channel(false);
+            s.stop = stop;
+            spawn(&settings, &dial, s);
+            restarts += 1;
+            next_restart += cfg.restart_every;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing lost: every cluster ends on every bundle, Ready, as the hub sees it.
+    let want = u32::try_from(cfg.bundles).unwrap_or(u32::MAX);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut ready_pairs;
+    loop {
+        let clusters = hub.clusters().await?;
+        ready_pairs = clusters.iter().map(|c| u64::from(c.bundles_ready)).sum();
+        let all = clusters.len() == cfg.spokes
+            && clusters
+                .iter()
+                .all(|c| c.connected && c.bundles == want && c.bundles_ready == want);
+        if all {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "after the soak only {ready_pairs} of {} bundle deployments are Ready",
+                cfg.spokes * cfg.bundles
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    rss.push((
+        started.elapsed().as_secs_f64(),
+        machine::rss_bytes(pid).unwrap_or(0),
+    ));
+    let converged = sims
+        .iter()
+        .filter(|s| s.stats.ready_count().0 == cfg.bundles)
+        .count();
+    let failed = sims
+        .iter()
+        .filter(|s| s.stats.failed.get().is_some())
+        .count();
+    for s in &sims {
+        let _ = s.stop.send(true);
+    }
+    Ok(SoakResult {
+        rss,
+        commits,
+        restarts,
+        converged,
+        failed,
+        hub_ready_pairs: ready_pairs,
+    })
+}
+
+pub fn report(cfg: &SoakConfig, r: &SoakResult) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut s = format!(
+        "Soak: {} simulated spokes, {} bundles, {:.0} min; a commit every {:.0} s, a spoke restart every {:.0} s\n\n",
+        cfg.spokes,
+        cfg.bundles,
+        cfg.duration.as_secs_f64() / 60.0,
+        cfg.commit_every.as_secs_f64(),
+        cfg.restart_every.as_secs_f64()
+    );
+    s.push_str(&format!(
+        "commits {}, spoke restarts {}, spokes converged on every bundle {}/{}, failed {}, Ready pairs on the hub {}\n\n| t | hub RSS |\n|---|---|\n",
+        r.commits, r.restarts, r.converged, cfg.spokes, r.failed, r.hub_ready_pairs
+    ));
+    for (t, b) in &r.rss {
+        s.push_str(&format!("| {t:.0} s | {:.1} MiB |\n", mib(*b)));
+    }
+    let warm: Vec<&(f64, u64)> = r
+        .rss
+        .iter()
+        .filter(|(t, _)| *t >= cfg.warm_up.as_secs_f64())
+        .collect();
+    if let (Some(first), Some(last)) = (warm.first(), warm.last()) {
+        let max = warm.iter().map(|(_, b)| *b).max().unwrap_or(0);
+        s.push_str(&format!(
+            "\nafter warm-up ({:.0} s): {:.1} MiB -> {:.1} MiB (max {:.1} MiB), change {:+.1}%\n",
+            cfg.warm_up.as_secs_f64(),
+            mib(first.1),
+            mib(last.1),
+            mib(max),
+            (last.1 as f64 / first.1.max(1) as f64 - 1.0) * 100.0
+        ));
+    }
+    s
+}
