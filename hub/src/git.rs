@@ -41,11 +41,15 @@ pub fn fetch_branch(mirror: &Path, url: &str, branch: &str) -> Result<String, Gi
     // gix reports a branch the remote does not have as a refspec that matched nothing;
     // say it in the user's terms.
     let fetch_err = |e: &dyn std::fmt::Display| {
-        if e.to_string().contains("matched any of") {
+        let text = e.to_string();
+        if text.contains("matched any of") {
             GitError::BranchNotFound {
                 url: url.to_string(),
                 branch: branch.to_string(),
             }
+        } else if text.contains("credentials") {
+            // The server answered 401 and no credentials were configured or accepted.
+            remote_err("fetch", &format!("authentication failed: {text}"))
         } else {
             remote_err("fetch", e)
         }

@@ -44,6 +44,8 @@ pub fn init_tracing(level: &str, format: LogFormat) {
 pub struct HttpRequest {
     pub method: hyper::Method,
     pub path: String,
+    /// The query string, without `?` (empty when there is none).
+    pub query: String,
     pub headers: hyper::HeaderMap,
     pub body: Option<Bytes>,
 }
@@ -99,6 +101,7 @@ where
                     let r = HttpRequest {
                         method: parts.method,
                         path: parts.uri.path().to_string(),
+                        query: parts.uri.query().unwrap_or("").to_string(),
                         headers: parts.headers,
                         body,
                     };
