@@ -322,9 +322,29 @@ async fn serve(args: RunArgs) -> Result<()> {
         tokio::spawn(sources::run_poller(fleet.clone(), s));
     }
     tracing::info!(listen = %args.listen, clusters = fleet.clusters.len(), sources = fleet.sources.len(), "flotilla hub serving");
-    server::serve(Arc::clone(&fleet), args.listen, tls, shutdown_signal())
-        .await
-        .context("gRPC server")?;
+    // On SIGTERM/Ctrl-C: stop accepting, end every spoke stream (spokes reconnect with
+    // backoff to whichever hub comes back), and give connections a bounded time to drain.
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let f = fleet.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: closing spoke streams");
+        let names: Vec<_> = f.sessions.iter().map(|s| s.key().clone()).collect();
+        for n in names {
+            f.disconnect(&n, "hub shutting down");
+        }
+        let _ = stopping_tx.send(());
+    };
+    tokio::select! {
+        r = server::serve(Arc::clone(&fleet), args.listen, tls, shutdown) => r.context("gRPC server")?,
+        _ = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => tracing::warn!("connections did not drain within 5 s; stopping anyway"),
+    }
     tracing::info!("flotilla hub stopped");
     Ok(())
 }

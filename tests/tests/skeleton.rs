@@ -237,21 +237,31 @@ fn a_hub_restart_loses_no_cluster_source_or_status() {
     hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
     let out = hub.cli(&["cluster", "label", "dev", "tier=gold"]);
     assert!(out.status.success());
+    let applied = |s: &Spoke| s.proc.log_text().matches("applied bundle=").count();
+    assert_eq!(applied(&dev), 2);
 
-    hub.restart();
-
-    let clusters = hub.json(&["clusters"]);
-    assert_eq!(clusters[0]["name"], "dev");
-    assert_eq!(clusters[0]["labels"]["tier"], "gold", "hub labels survive");
-    assert_eq!(hub.json(&["sources"])[0]["name"], "examples");
-    wait_until("dev to reconnect to the restarted hub", || {
-        let c = hub.json(&["clusters"]);
-        (c[0]["connected"] == true)
-            .then_some(())
-            .ok_or(c.to_string())
-    });
-    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    // First a graceful stop (SIGTERM), then a crash (SIGKILL): both lose nothing.
+    assert!(hub.proc.terminate(), "the hub exits cleanly on SIGTERM");
+    for _ in 0..2 {
+        hub.restart();
+        let clusters = hub.json(&["clusters"]);
+        assert_eq!(clusters[0]["name"], "dev");
+        assert_eq!(clusters[0]["labels"]["tier"], "gold", "hub labels survive");
+        assert_eq!(hub.json(&["sources"])[0]["name"], "examples");
+        wait_until("dev to reconnect to the restarted hub", || {
+            let c = hub.json(&["clusters"]);
+            (c[0]["connected"] == true)
+                .then_some(())
+                .ok_or(c.to_string())
+        });
+        hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    }
     assert!(dev.file("examples-web").is_some());
+    assert_eq!(
+        applied(&dev),
+        2,
+        "resumed by difference: nothing was re-applied"
+    );
 }
 
 #[test]
