@@ -153,7 +153,13 @@ impl Snapshot {
 impl Store {
     /// Opens (or creates) the store and reads it whole. Starts the writer thread.
     pub fn open(path: &Path) -> Result<(Store, Snapshot), StoreError> {
-        let db = Database::create(path).map_err(db_err)?;
+        // redb caches up to 1 GiB by default, and copy-on-write commits keep filling it:
+        // under steady status writes the hub's memory would creep toward that. The
+        // fleet's state is small; bound the cache.
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(path)
+            .map_err(db_err)?;
         // Create every table so readers never meet a missing one.
         let txn = db.begin_write().map_err(db_err)?;
         for t in Table::ALL {
@@ -203,6 +209,9 @@ impl Store {
             .map_err(StoreError::Db)
     }
 }
+
+/// redb page cache: enough for the whole state of a large fleet, far below the default.
+const STORE_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Max batches folded into one transaction; bounds the latency of a waiting `commit`.
 const GROUP_COMMIT_MAX: usize = 4096;
