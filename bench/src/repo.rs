@@ -37,7 +37,7 @@ fn configmap(i: usize, generation: u64, bytes: usize) -> String {
     )
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("git")
         .args([
             "-c",

@@ -3,13 +3,12 @@
 //! the same repo, in the same run.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use flotilla_model::Labels;
 
-use crate::repo::FleetRepo;
+use crate::repo::{FleetRepo, git};
 use crate::stats::median;
 
 pub struct RenderRun {
@@ -65,18 +64,6 @@ pub fn render_throughput(
 pub struct FetchRun {
     pub gix: Duration,
     pub git_cli: Duration,
-}
-
-fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .context("running git")?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
 }
 
 /// For each run: commit a change, then fetch it with the hub's gix code into one mirror

@@ -107,7 +107,8 @@ impl Drop for Proc {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) {
+/// Runs git in `dir` as a test author, asserting success.
+pub fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
         .args([
             "-c",
@@ -124,6 +125,20 @@ fn git(dir: &Path, args: &[&str]) {
         "git {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Writes `text` to `dir/rel`, creating folders.
+pub fn write_file(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(p, text).expect("write file");
+}
+
+/// A ConfigMap named `name` whose `data.v` is `value`.
+pub fn configmap(name: &str, value: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  v: \"{value}\"\n")
 }
 
 /// `git daemon` serving every repo under `root` on a loopback port.

@@ -4,38 +4,14 @@
 
 use std::path::Path;
 
-use flotilla_e2e::{GitServer, Hub, Spoke, wait_until};
-
-fn write(dir: &Path, rel: &str, text: &str) {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, text).expect("write");
-}
-
-fn configmap(name: &str, v: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  v: \"{v}\"\n")
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use flotilla_e2e::{GitServer, Hub, Spoke, configmap, git, wait_until, write_file};
 
 fn two_bundle_repo(tmp: &Path) -> std::path::PathBuf {
     let src = tmp.join("src");
-    write(&src, "a/fleet.yaml", "defaultNamespace: a\n");
-    write(&src, "a/cm.yaml", &configmap("a", "1"));
-    write(&src, "b/fleet.yaml", "defaultNamespace: b\n");
-    write(&src, "b/cm.yaml", &configmap("b", "1"));
+    write_file(&src, "a/fleet.yaml", "defaultNamespace: a\n");
+    write_file(&src, "a/cm.yaml", &configmap("a", "1"));
+    write_file(&src, "b/fleet.yaml", "defaultNamespace: b\n");
+    write_file(&src, "b/cm.yaml", &configmap("b", "1"));
     src
 }
 
@@ -87,7 +63,7 @@ fn a_force_push_is_followed_and_a_deleted_branch_keeps_the_last_good_revision() 
     hub.wait_ready_bundles("dev", &["s-a", "s-b"]);
 
     // Rewrite history: amend the only commit with different content.
-    write(&repo.dir, "a/cm.yaml", &configmap("a", "rewritten"));
+    write_file(&repo.dir, "a/cm.yaml", &configmap("a", "rewritten"));
     git(
         &repo.dir,
         &["commit", "-q", "-a", "--amend", "-m", "rewritten"],
@@ -129,8 +105,8 @@ fn a_huge_file_fails_only_its_bundle_while_the_others_update() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n  blob: \"{}\"\n",
         "x".repeat(5 * 1024 * 1024)
     );
-    write(&repo.dir, "a/big.yaml", &big);
-    write(&repo.dir, "b/cm.yaml", &configmap("b", "2"));
+    write_file(&repo.dir, "a/big.yaml", &big);
+    write_file(&repo.dir, "b/cm.yaml", &configmap("b", "2"));
     git(&repo.dir, &["add", "-A"]);
     git(
         &repo.dir,
@@ -164,8 +140,8 @@ fn a_huge_file_fails_only_its_bundle_while_the_others_update() {
 fn a_spoke_corrects_drift_while_the_hub_is_down_and_reports_it_when_back() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("src");
-    write(&src, "a/fleet.yaml", "correctDrift:\n  enabled: true\n");
-    write(&src, "a/cm.yaml", &configmap("a", "1"));
+    write_file(&src, "a/fleet.yaml", "correctDrift:\n  enabled: true\n");
+    write_file(&src, "a/cm.yaml", &configmap("a", "1"));
     let git_server = GitServer::start(&tmp.path().join("git"));
     let repo = git_server.repo_from("fleet", &src);
     let mut hub = Hub::start(tmp.path());

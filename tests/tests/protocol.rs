@@ -1,29 +1,22 @@
 //! What goes over the wire, read by a raw gRPC client holding a real spoke's credentials.
 
-use std::path::Path;
 use std::time::Duration;
 
-use flotilla_e2e::{GitServer, Hub, Spoke};
+use flotilla_e2e::{GitServer, Hub, Spoke, write_file};
 use flotilla_identity::{Credentials, files};
 use flotilla_proto::v1::{Hello, SpokeMsg, hub_msg, spoke_client::SpokeClient, spoke_msg};
-
-fn write(dir: &Path, rel: &str, text: &str) {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, text).expect("write");
-}
 
 #[test]
 fn assign_carries_the_options_the_spoke_needs_including_compare_patches() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("src");
-    write(
+    write_file(
         &src,
         "app/fleet.yaml",
         "correctDrift:\n  enabled: true\nkeepResources: true\ndiff:\n  comparePatches:\n    - apiVersion: apps/v1\n      kind: Deployment\n      name: app\n      jsonPointers:\n        - /spec/replicas\n",
     );
-    write(
+    write_file(
         &src,
         "app/cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  v: \"1\"\n",

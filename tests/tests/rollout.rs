@@ -1,19 +1,7 @@
 //! Staged rollouts end to end: partitions go in order, a failing canary halts the
 //! rollout with the reason, a fix resumes it, and pause/resume hold and release it.
 
-use std::path::Path;
-
-use flotilla_e2e::{GitServer, Hub, Spoke, wait_until};
-
-fn write(dir: &Path, rel: &str, text: &str) {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, text).expect("write");
-}
-
-fn configmap(v: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\ndata:\n  version: \"{v}\"\n")
-}
+use flotilla_e2e::{GitServer, Hub, Spoke, configmap, wait_until, write_file};
 
 const FLEET_YAML: &str = "rolloutStrategy:
   partitions:
@@ -31,8 +19,8 @@ const FLEET_YAML: &str = "rolloutStrategy:
 fn a_partitioned_rollout_halts_at_a_failing_canary_and_resumes_after_a_fix() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("src");
-    write(&src, "app/fleet.yaml", FLEET_YAML);
-    write(&src, "app/cm.yaml", &configmap("v1"));
+    write_file(&src, "app/fleet.yaml", FLEET_YAML);
+    write_file(&src, "app/cm.yaml", &configmap("app", "v1"));
     let git = GitServer::start(&tmp.path().join("git"));
     let repo = git.repo_from("fleet", &src);
     let hub = Hub::start(tmp.path());
@@ -52,7 +40,7 @@ fn a_partitioned_rollout_halts_at_a_failing_canary_and_resumes_after_a_fix() {
     let squat = canary.target.join("s-app.yaml");
     std::fs::remove_file(&squat).expect("remove");
     std::fs::create_dir_all(squat.join("blocker")).expect("squat");
-    repo.commit_file("app/cm.yaml", &configmap("v2"), "v2");
+    repo.commit_file("app/cm.yaml", &configmap("app", "v2"), "v2");
     let halted = wait_until("the rollout to halt at the canary", || {
         let r = rollout();
         (r["phase"] == "Halted")
@@ -88,7 +76,7 @@ fn a_partitioned_rollout_halts_at_a_failing_canary_and_resumes_after_a_fix() {
 
     // The fix: unblock the canary and ship v3; the rollout goes on to prod.
     std::fs::remove_dir_all(&squat).expect("unsquat");
-    repo.commit_file("app/cm.yaml", &configmap("v3"), "v3");
+    repo.commit_file("app/cm.yaml", &configmap("app", "v3"), "v3");
     wait_until("the hub to pick up the fix", || {
         let r = rollout();
         (r["phase"] != "Halted").then_some(()).ok_or(r.to_string())
@@ -111,7 +99,7 @@ fn a_partitioned_rollout_halts_at_a_failing_canary_and_resumes_after_a_fix() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    repo.commit_file("app/cm.yaml", &configmap("v4"), "v4");
+    repo.commit_file("app/cm.yaml", &configmap("app", "v4"), "v4");
     wait_until("the paused rollout to report Paused", || {
         let r = rollout();
         (r["phase"] == "Paused").then_some(()).ok_or(r.to_string())

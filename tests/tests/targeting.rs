@@ -1,20 +1,9 @@
 //! Fleet-scale targeting and status, end to end: cluster groups, source targets, the
 //! `targets` dry run, dependsOn ordering and cycles, and Offline detection.
 
-use std::path::Path;
 use std::process::Command;
 
-use flotilla_e2e::{GitServer, Hub, Spoke, wait_until};
-
-fn write(dir: &Path, rel: &str, text: &str) {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, text).expect("write");
-}
-
-fn configmap(name: &str, value: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  v: \"{value}\"\n")
-}
+use flotilla_e2e::{GitServer, Hub, Spoke, configmap, wait_until, write_file};
 
 fn ok(out: std::process::Output) {
     assert!(
@@ -28,8 +17,8 @@ fn ok(out: std::process::Output) {
 fn groups_and_source_targets_decide_who_gets_what_and_targets_explains_why() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("src");
-    write(&src, "apps/fleet.yaml", "defaultNamespace: apps\n");
-    write(&src, "apps/cm.yaml", &configmap("apps", "1"));
+    write_file(&src, "apps/fleet.yaml", "defaultNamespace: apps\n");
+    write_file(&src, "apps/cm.yaml", &configmap("apps", "1"));
     let git = GitServer::start(&tmp.path().join("git"));
     let repo = git.repo_from("fleet", &src);
     let hub = Hub::start(tmp.path());
@@ -145,26 +134,26 @@ fn groups_and_source_targets_decide_who_gets_what_and_targets_explains_why() {
 fn depends_on_holds_a_bundle_until_its_dependency_is_ready_and_cycles_are_errors() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("src");
-    write(&src, "db/fleet.yaml", "labels:\n  role: db\n");
-    write(&src, "db/cm.yaml", &configmap("db", "1"));
-    write(
+    write_file(&src, "db/fleet.yaml", "labels:\n  role: db\n");
+    write_file(&src, "db/cm.yaml", &configmap("db", "1"));
+    write_file(
         &src,
         "app/fleet.yaml",
         "dependsOn:\n  - selector:\n      matchLabels:\n        role: db\n",
     );
-    write(&src, "app/cm.yaml", &configmap("app", "1"));
-    write(
+    write_file(&src, "app/cm.yaml", &configmap("app", "1"));
+    write_file(
         &src,
         "loop-a/fleet.yaml",
         "dependsOn:\n  - name: deps-loop-b\n",
     );
-    write(&src, "loop-a/cm.yaml", &configmap("a", "1"));
-    write(
+    write_file(&src, "loop-a/cm.yaml", &configmap("a", "1"));
+    write_file(
         &src,
         "loop-b/fleet.yaml",
         "dependsOn:\n  - name: deps-loop-a\n",
     );
-    write(&src, "loop-b/cm.yaml", &configmap("b", "1"));
+    write_file(&src, "loop-b/cm.yaml", &configmap("b", "1"));
     let git = GitServer::start(&tmp.path().join("git"));
     let repo = git.repo_from("fleet", &src);
     let hub = Hub::start(tmp.path());
@@ -217,7 +206,7 @@ fn depends_on_holds_a_bundle_until_its_dependency_is_ready_and_cycles_are_errors
 fn a_spoke_that_stops_heartbeating_goes_offline_and_comes_back() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("src");
-    write(&src, "apps/cm.yaml", &configmap("apps", "1"));
+    write_file(&src, "apps/cm.yaml", &configmap("apps", "1"));
     let git = GitServer::start(&tmp.path().join("git"));
     let repo = git.repo_from("fleet", &src);
     let hub = Hub::start_with(tmp.path(), &["--heartbeat-window", "12s"]);
