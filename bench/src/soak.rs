@@ -25,6 +25,8 @@ pub struct SoakConfig {
     pub restart_every: Duration,
     pub sample_every: Duration,
     pub warm_up: Duration,
+    /// Largest RSS growth after warm-up, in percent, that still counts as flat.
+    pub max_growth_pct: f64,
     pub bin_dir: Option<std::path::PathBuf>,
 }
 
@@ -136,7 +138,7 @@ pub async fn run(cfg: &SoakConfig) -> Result<SoakResult> {
             commits += 1;
             next_commit += cfg.commit_every;
         }
-        if now >= next_restart && !sims.is_empty() {
+        while now >= next_restart && !sims.is_empty() {
             let s = &mut sims[rand::rng().random_range(0..cfg.spokes)];
             let _ = s.stop.send(true);
             let (stop, _) = watch::channel(false);
@@ -194,38 +196,122 @@ pub async fn run(cfg: &SoakConfig) -> Result<SoakResult> {
     })
 }
 
+/// Hub RSS from the first sample after the warm-up to the last one.
+pub struct Growth {
+    pub from: u64,
+    pub to: u64,
+    pub max: u64,
+    pub percent: f64,
+}
+
+pub fn growth_after_warm_up(cfg: &SoakConfig, r: &SoakResult) -> Option<Growth> {
+    let warm: Vec<u64> = r
+        .rss
+        .iter()
+        .filter(|(t, _)| *t >= cfg.warm_up.as_secs_f64())
+        .map(|(_, b)| *b)
+        .collect();
+    let (from, to) = (*warm.first()?, *warm.last()?);
+    Some(Growth {
+        from,
+        to,
+        max: warm.iter().copied().max().unwrap_or(0),
+        percent: (to as f64 / from.max(1) as f64 - 1.0) * 100.0,
+    })
+}
+
 pub fn report(cfg: &SoakConfig, r: &SoakResult) -> String {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let secs = |d: Duration| {
+        let s = d.as_secs_f64();
+        if s < 1.0 {
+            format!("{:.0} ms", s * 1000.0)
+        } else {
+            format!("{s:.0} s")
+        }
+    };
     let mut s = format!(
-        "Soak: {} simulated spokes, {} bundles, {:.0} min; a commit every {:.0} s, a spoke restart every {:.0} s\n\n",
+        "Soak: {} simulated spokes, {} bundles, {:.0} min; a commit every {}, a spoke restart every {}\n\n",
         cfg.spokes,
         cfg.bundles,
         cfg.duration.as_secs_f64() / 60.0,
-        cfg.commit_every.as_secs_f64(),
-        cfg.restart_every.as_secs_f64()
+        secs(cfg.commit_every),
+        secs(cfg.restart_every)
     );
     s.push_str(&format!(
-        "commits {}, spoke restarts {}, spokes converged on every bundle {}/{}, failed {}, Ready pairs on the hub {}\n\n| t | hub RSS |\n|---|---|\n",
-        r.commits, r.restarts, r.converged, cfg.spokes, r.failed, r.hub_ready_pairs
+        "commits {}, spoke restarts {} ({:.1} per spoke), spokes converged on every bundle {}/{}, failed {}, Ready pairs on the hub {}\n\n| t | hub RSS |\n|---|---|\n",
+        r.commits,
+        r.restarts,
+        r.restarts as f64 / cfg.spokes.max(1) as f64,
+        r.converged,
+        cfg.spokes,
+        r.failed,
+        r.hub_ready_pairs
     ));
     for (t, b) in &r.rss {
         s.push_str(&format!("| {t:.0} s | {:.1} MiB |\n", mib(*b)));
     }
-    let warm: Vec<&(f64, u64)> = r
-        .rss
-        .iter()
-        .filter(|(t, _)| *t >= cfg.warm_up.as_secs_f64())
-        .collect();
-    if let (Some(first), Some(last)) = (warm.first(), warm.last()) {
-        let max = warm.iter().map(|(_, b)| *b).max().unwrap_or(0);
+    if let Some(g) = growth_after_warm_up(cfg, r) {
         s.push_str(&format!(
-            "\nafter warm-up ({:.0} s): {:.1} MiB -> {:.1} MiB (max {:.1} MiB), change {:+.1}%\n",
+            "\nafter warm-up ({:.0} s): {:.1} MiB -> {:.1} MiB (max {:.1} MiB), change {:+.1}%: {}\n",
             cfg.warm_up.as_secs_f64(),
-            mib(first.1),
-            mib(last.1),
-            mib(max),
-            (last.1 as f64 / first.1.max(1) as f64 - 1.0) * 100.0
+            mib(g.from),
+            mib(g.to),
+            mib(g.max),
+            g.percent,
+            if g.percent <= cfg.max_growth_pct {
+                format!("flat (within {:.1}%)", cfg.max_growth_pct)
+            } else {
+                format!("NOT flat (more than {:.1}%)", cfg.max_growth_pct)
+            }
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(warm_up_secs: u64) -> SoakConfig {
+        SoakConfig {
+            spokes: 10,
+            bundles: 1,
+            duration: Duration::from_secs(600),
+            commit_every: Duration::from_secs(30),
+            restart_every: Duration::from_millis(100),
+            sample_every: Duration::from_secs(30),
+            warm_up: Duration::from_secs(warm_up_secs),
+            max_growth_pct: 2.0,
+            bin_dir: None,
+        }
+    }
+
+    fn result(rss: &[(f64, u64)]) -> SoakResult {
+        SoakResult {
+            rss: rss.to_vec(),
+            commits: 0,
+            restarts: 0,
+            converged: 10,
+            failed: 0,
+            hub_ready_pairs: 10,
+        }
+    }
+
+    #[test]
+    fn growth_is_measured_from_the_first_sample_after_warm_up() {
+        let r = result(&[(0.0, 50), (30.0, 100), (60.0, 110), (90.0, 101)]);
+        let g = growth_after_warm_up(&cfg(30), &r).expect("samples after warm-up");
+        assert_eq!((g.from, g.to, g.max), (100, 101, 110));
+        assert!((g.percent - 1.0).abs() < 1e-9, "{}", g.percent);
+        assert!(report(&cfg(30), &r).contains("flat (within 2.0%)"));
+        let grew = result(&[(30.0, 100), (60.0, 103)]);
+        assert!(report(&cfg(30), &grew).contains("NOT flat"));
+    }
+
+    #[test]
+    fn no_samples_after_warm_up_gives_no_verdict() {
+        let r = result(&[(0.0, 100), (30.0, 120)]);
+        assert!(growth_after_warm_up(&cfg(60), &r).is_none());
+    }
 }

@@ -83,6 +83,18 @@ impl BundleEntry {
             renders: Mutex::new(HashMap::new()),
         }
     }
+
+    /// The deployments this revision has rendered so far (kept by the content GC).
+    pub fn rendered(&self) -> Vec<Desired> {
+        self.renders
+            .lock()
+            .map(|r| {
+                r.values()
+                    .filter_map(|d| d.as_ref().ok().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Default)]
@@ -198,6 +210,9 @@ pub struct Fleet {
     pub groups: DashMap<String, GroupSpec>,
     pub assignments: DashMap<ClusterName, Arc<Assignments>>,
     pub contents: DashMap<ContentDigest, Bytes>,
+    /// Content no revision or assignment referenced at the last GC; removed if still
+    /// unreferenced at the next one (two passes, so a render racing a GC is never cut).
+    gc_candidates: Mutex<std::collections::HashSet<ContentDigest>>,
     /// Assign messages encoded once, shared by every session that sends them
     /// (`server::sync::encoded_assign`), with the content bytes each carries.
     pub encoded_assigns: DashMap<(String, DeploymentId, bool), (Bytes, usize)>,
@@ -251,6 +266,7 @@ impl Fleet {
             groups: DashMap::new(),
             assignments: DashMap::new(),
             contents: DashMap::new(),
+            gc_candidates: Mutex::default(),
             encoded_assigns: DashMap::new(),
             status: DashMap::new(),
             sessions: DashMap::new(),
@@ -546,6 +562,61 @@ impl Fleet {
         if let Ok(mut p) = self.rollout_plans.lock() {
             p.clear();
         }
+    }
+
+    /// Drops rendered content that neither a current revision nor any cluster's
+    /// assignment (deployed, last good, or held back by a rollout) refers to, from memory
+    /// and the store, so each commit does not add to the hub's memory for good. A digest
+    /// goes on its second unreferenced pass. Returns how many were dropped.
+    pub fn collect_content_garbage(&self) -> usize {
+        let mut live_digests = std::collections::HashSet::new();
+        let mut live_deployments = std::collections::HashSet::new();
+        for src in self.sorted_sources() {
+            let entries: Vec<Arc<BundleEntry>> = match src.runtime.read() {
+                Ok(rt) => rt.bundles.iter().flatten().cloned().collect(),
+                Err(_) => continue,
+            };
+            for e in entries {
+                for d in e.rendered() {
+                    live_digests.insert(d.digest);
+                    live_deployments.insert(d.deployment_id);
+                }
+            }
+        }
+        for a in self.assignments.iter() {
+            for d in a.value().values().filter_map(|a| a.desired.as_ref()) {
+                live_digests.insert(d.digest.clone());
+                live_deployments.insert(d.deployment_id.clone());
+            }
+        }
+        self.encoded_assigns
+            .retain(|(_, d, _), _| live_deployments.contains(d));
+        let unreferenced: Vec<ContentDigest> = self
+            .contents
+            .iter()
+            .map(|c| c.key().clone())
+            .filter(|d| !live_digests.contains(d))
+            .collect();
+        let Ok(mut candidates) = self.gc_candidates.lock() else {
+            return 0;
+        };
+        let mut ops = Vec::new();
+        let mut next = std::collections::HashSet::new();
+        for d in unreferenced {
+            if candidates.contains(&d) {
+                self.contents.remove(&d);
+                ops.push(Op::delete(Table::Content, d.to_string()));
+            } else {
+                next.insert(d);
+            }
+        }
+        *candidates = next;
+        let dropped = ops.len();
+        if dropped > 0 {
+            self.store.submit(ops);
+            tracing::debug!(dropped, "content GC");
+        }
+        dropped
     }
 
     /// The bundle's rollout plan for this batch (computed on first use).
@@ -870,6 +941,9 @@ impl Fleet {
         self.metrics
             .connected_spokes
             .set(i64::try_from(self.sessions.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .contents
+            .set(i64::try_from(self.contents.len()).unwrap_or(i64::MAX));
         self.metrics.encode()
     }
 

@@ -17,6 +17,8 @@ pub struct StateLabel {
 pub struct HubMetrics {
     registry: Registry,
     pub connected_spokes: Gauge,
+    /// Distinct rendered contents held (current and last-good revisions only, after GC).
+    pub contents: Gauge,
     pub clusters: Family<StateLabel, Gauge>,
     pub deployments: Family<StateLabel, Gauge>,
     /// Seconds from a new deployment being assigned to a cluster until it reports Ready.
@@ -35,6 +37,7 @@ impl Default for HubMetrics {
         let mut registry = Registry::with_prefix("flotilla_hub");
         let m = HubMetrics {
             connected_spokes: Gauge::default(),
+            contents: Gauge::default(),
             clusters: Family::default(),
             deployments: Family::default(),
             fanout_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
@@ -50,6 +53,11 @@ impl Default for HubMetrics {
             "connected_spokes",
             "Spokes with an open Sync stream",
             m.connected_spokes.clone(),
+        );
+        registry.register(
+            "rendered_contents",
+            "Distinct rendered bundle contents held in memory and the store",
+            m.contents.clone(),
         );
         registry.register(
             "clusters",

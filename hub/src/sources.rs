@@ -197,5 +197,10 @@ pub async fn run_reconciler(fleet: Arc<Fleet>, mut rx: mpsc::UnboundedReceiver<T
         for j in jobs {
             let _ = j.await;
         }
+        if all {
+            // A new revision (or targeting change) may have orphaned old renders.
+            let f = fleet.clone();
+            let _ = tokio::task::spawn_blocking(move || f.collect_content_garbage()).await;
+        }
     }
 }

@@ -297,3 +297,55 @@ fn spoke_metrics_count_applies_drift_and_reconnects() {
         "{text}"
     );
 }
+
+#[test]
+fn content_of_replaced_revisions_is_collected_in_memory_and_in_the_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &example_repo());
+    let (mut hub, http_addr) = start_hub(tmp.path());
+    hub.add_source("examples", &repo.url, "");
+    let join = hub.token("1h", 1);
+    let dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    assert_eq!(metric(&http_addr, "flotilla_hub_rendered_contents"), 2.0);
+
+    for v in ["v1", "v2", "v3", "v4"] {
+        repo.commit_file(
+            "hello/configmap.yaml",
+            &flotilla_e2e::configmap("hello", v),
+            v,
+        );
+        wait_until(&format!("dev to get hello {v}"), || {
+            let f = dev.file("examples-hello").unwrap_or_default();
+            f.contains(v).then_some(()).ok_or(f)
+        });
+    }
+    // Live: hello v4 and web. A replaced render goes on the second GC pass after it
+    // lost its last reference, so at most one more (v3) may still be held.
+    let held = || metric(&http_addr, "flotilla_hub_rendered_contents");
+    wait_until("replaced renders to be collected", || {
+        let n = held();
+        (n <= 3.0).then_some(()).ok_or(format!("{n} contents held"))
+    });
+    assert!(held() >= 2.0, "live content was collected: {}", held());
+
+    // After a restart (loading from the store) live content still deploys, and what the
+    // store held is collected the same way.
+    hub.restart();
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+    repo.commit_file(
+        "hello/configmap.yaml",
+        &flotilla_e2e::configmap("hello", "v5"),
+        "v5",
+    );
+    wait_until("dev to get hello v5", || {
+        let f = dev.file("examples-hello").unwrap_or_default();
+        f.contains("v5").then_some(()).ok_or(f)
+    });
+    wait_until("renders to be collected after the restart", || {
+        let n = held();
+        (n <= 3.0).then_some(()).ok_or(format!("{n} contents held"))
+    });
+    assert!(held() >= 2.0, "live content was collected: {}", held());
+}

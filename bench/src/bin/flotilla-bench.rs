@@ -47,16 +47,21 @@ struct SoakArgs {
     spokes: usize,
     #[arg(long, default_value_t = 10)]
     bundles: usize,
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
     duration: Duration,
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     commit_every: Duration,
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// One random spoke is restarted this often. The default cycles every spoke about
+    /// five times during the warm-up, so the hub's allocator reaches its steady state.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     restart_every: Duration,
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     sample_every: Duration,
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, default_value = "8m", value_parser = parse_duration)]
     warm_up: Duration,
+    /// Largest hub RSS growth after warm-up, in percent, that still counts as flat.
+    #[arg(long, default_value_t = 2.0)]
+    max_growth: f64,
     #[arg(long)]
     bin_dir: Option<PathBuf>,
 }
@@ -192,11 +197,20 @@ fn main() -> Result<()> {
                     restart_every: a.restart_every,
                     sample_every: a.sample_every,
                     warm_up: a.warm_up,
+                    max_growth_pct: a.max_growth,
                     bin_dir: a.bin_dir,
                 };
                 let r = soak::run(&cfg).await?;
                 println!("{}\n{}", machine_line(&machine), soak::report(&cfg, &r));
-                Ok(())
+                match soak::growth_after_warm_up(&cfg, &r) {
+                    Some(g) if g.percent > cfg.max_growth_pct => bail!(
+                        "hub memory grew {:+.1}% after warm-up (more than {:.1}%)",
+                        g.percent,
+                        cfg.max_growth_pct
+                    ),
+                    Some(_) => Ok(()),
+                    None => bail!("no memory samples after the warm-up; lengthen --duration"),
+                }
             }
             Cmd::Restart(a) => {
                 let cfg = restart::RestartConfig {
