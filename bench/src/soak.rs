@@ -196,7 +196,9 @@ pub async fn run(cfg: &SoakConfig) -> Result<SoakResult> {
     })
 }
 
-/// Hub RSS from the first sample after the warm-up to the last one.
+/// Hub RSS after the warm-up: the first sample, the last, the peak, and how far the peak
+/// rose above the first. The verdict judges the peak, so a bulge that shrinks again
+/// before the end still counts.
 pub struct Growth {
     pub from: u64,
     pub to: u64,
@@ -212,11 +214,12 @@ pub fn growth_after_warm_up(cfg: &SoakConfig, r: &SoakResult) -> Option<Growth> 
         .map(|(_, b)| *b)
         .collect();
     let (from, to) = (*warm.first()?, *warm.last()?);
+    let max = warm.iter().copied().max().unwrap_or(from);
     Some(Growth {
         from,
         to,
-        max: warm.iter().copied().max().unwrap_or(0),
-        percent: (to as f64 / from.max(1) as f64 - 1.0) * 100.0,
+        max,
+        percent: (max as f64 / from.max(1) as f64 - 1.0) * 100.0,
     })
 }
 
@@ -253,7 +256,7 @@ pub fn report(cfg: &SoakConfig, r: &SoakResult) -> String {
     }
     if let Some(g) = growth_after_warm_up(cfg, r) {
         s.push_str(&format!(
-            "\nafter warm-up ({:.0} s): {:.1} MiB -> {:.1} MiB (max {:.1} MiB), change {:+.1}%: {}\n",
+            "\nafter warm-up ({:.0} s): {:.1} MiB -> {:.1} MiB, peak {:.1} MiB ({:+.1}%): {}\n",
             cfg.warm_up.as_secs_f64(),
             mib(g.from),
             mib(g.to),
@@ -299,14 +302,22 @@ mod tests {
     }
 
     #[test]
-    fn growth_is_measured_from_the_first_sample_after_warm_up() {
-        let r = result(&[(0.0, 50), (30.0, 100), (60.0, 110), (90.0, 101)]);
+    fn growth_is_the_peak_above_the_first_sample_after_warm_up() {
+        let r = result(&[(0.0, 50), (30.0, 100), (60.0, 101), (90.0, 99)]);
         let g = growth_after_warm_up(&cfg(30), &r).expect("samples after warm-up");
-        assert_eq!((g.from, g.to, g.max), (100, 101, 110));
+        assert_eq!((g.from, g.to, g.max), (100, 99, 101));
         assert!((g.percent - 1.0).abs() < 1e-9, "{}", g.percent);
         assert!(report(&cfg(30), &r).contains("flat (within 2.0%)"));
         let grew = result(&[(30.0, 100), (60.0, 103)]);
         assert!(report(&cfg(30), &grew).contains("NOT flat"));
+    }
+
+    #[test]
+    fn a_bulge_that_shrinks_before_the_end_is_not_flat() {
+        let r = result(&[(30.0, 100), (60.0, 110), (90.0, 100)]);
+        let g = growth_after_warm_up(&cfg(30), &r).expect("samples after warm-up");
+        assert!((g.percent - 10.0).abs() < 1e-9, "{}", g.percent);
+        assert!(report(&cfg(30), &r).contains("NOT flat"));
     }
 
     #[test]
