@@ -52,9 +52,9 @@ struct SoakArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     commit_every: Duration,
     /// One random spoke is restarted this often. The hub's RSS settles once every spoke
-    /// has been restarted about 15 times (allocator fragmentation reaches its steady
-    /// state); the default gets there in the warm-up, 15 restarts per spoke in 5 minutes.
-    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    /// has been restarted about 20 times (allocator fragmentation reaches its steady
+    /// state); the default restarts every spoke 30 times in the 5-minute warm-up.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     restart_every: Duration,
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     sample_every: Duration,
