@@ -36,7 +36,8 @@ use crate::targeting::{self, GroupSpec};
 /// What one cluster should run for one bundle, or why it cannot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
-    pub source: String,
+    /// Shared with every other cluster's assignment from the same source.
+    pub source: Arc<str>,
     /// The deployment to enforce: the current render, or the last good one.
     pub desired: Option<Desired>,
     /// Load or render error of the current revision for this cluster.
@@ -50,11 +51,13 @@ pub struct Assignment {
     pub staged: Option<DeploymentId>,
 }
 
-pub type Assignments = BTreeMap<String, Assignment>;
+/// Keyed by bundle name, shared with the source's `BundleEntry::name`: a fleet holds one
+/// of these per cluster, so per-pair copies of the same strings add up.
+pub type Assignments = BTreeMap<Arc<str>, Assignment>;
 
 /// One bundle of a source's published revision.
 pub struct BundleEntry {
-    pub name: String,
+    pub name: Arc<str>,
     pub path: String,
     /// The bundle to deploy: this revision's, or the last good one if this one is broken.
     pub bundle: Option<Arc<render::Bundle>>,
@@ -75,7 +78,7 @@ impl BundleEntry {
         warnings: Vec<String>,
     ) -> Self {
         BundleEntry {
-            name,
+            name: name.into(),
             path,
             bundle,
             errors,
@@ -110,6 +113,8 @@ pub struct SourceRuntime {
 
 pub struct SourceState {
     pub spec: SourceSpec,
+    /// `spec.name`, shared by every assignment from this source.
+    pub name: Arc<str>,
     pub runtime: RwLock<SourceRuntime>,
     /// Wakes the poller: a forced poll, or removal.
     pub poke: Notify,
@@ -323,6 +328,7 @@ impl Fleet {
     /// Adds a source to memory (not the store); returns it for the caller to start polling.
     pub fn insert_source(&self, spec: SourceSpec) -> Result<Arc<SourceState>, FleetError> {
         let state = Arc::new(SourceState {
+            name: spec.name.as_str().into(),
             spec: spec.clone(),
             runtime: RwLock::new(SourceRuntime::default()),
             poke: Notify::new(),
@@ -414,7 +420,7 @@ impl Fleet {
                     .is_none_or(|o| o.deployment_id != d.deployment_id);
                 if changed {
                     self.assigned_at.insert(
-                        (name.clone(), bundle.clone()),
+                        (name.clone(), bundle.to_string()),
                         (d.deployment_id.clone(), now),
                     );
                 }
@@ -472,7 +478,7 @@ impl Fleet {
             groups: &groups,
         };
         let mut out = Assignments::new();
-        let mut live: BTreeMap<String, Arc<render::Bundle>> = BTreeMap::new();
+        let mut live: BTreeMap<Arc<str>, Arc<render::Bundle>> = BTreeMap::new();
         for src in self.sorted_sources() {
             if !targeting::match_source(&src.spec.targets, &facts).is_yes() {
                 continue;
@@ -482,7 +488,7 @@ impl Fleet {
                 // Not loaded since start: keep what was assigned from it.
                 out.extend(
                     old.iter()
-                        .filter(|(_, a)| a.source == src.spec.name)
+                        .filter(|(_, a)| *a.source == *src.spec.name)
                         .map(|(k, a)| (k.clone(), a.clone())),
                 );
                 continue;
@@ -490,7 +496,7 @@ impl Fleet {
             for entry in bundles {
                 let last_good = old.get(&entry.name).and_then(|a| a.desired.clone());
                 let mut assignment = Assignment {
-                    source: src.spec.name.clone(),
+                    source: src.name.clone(),
                     desired: last_good,
                     error: (!entry.errors.is_empty()).then(|| entry.errors.join("\n")),
                     waiting: None,
@@ -531,7 +537,7 @@ impl Fleet {
         &self,
         cluster: &ClusterName,
         out: &mut Assignments,
-        live: &BTreeMap<String, Arc<render::Bundle>>,
+        live: &BTreeMap<Arc<str>, Arc<render::Bundle>>,
         old: &Assignments,
     ) {
         for (name, bundle) in live {
@@ -647,7 +653,7 @@ impl Fleet {
                 .bundles
                 .as_ref()?
                 .iter()
-                .find(|e| e.name == bundle_name)
+                .find(|e| *e.name == *bundle_name)
                 .cloned()?;
             Some((s, e))
         })?;
@@ -745,7 +751,7 @@ impl Fleet {
         &self,
         cluster: &ClusterName,
         out: &mut Assignments,
-        live: &BTreeMap<String, Arc<render::Bundle>>,
+        live: &BTreeMap<Arc<str>, Arc<render::Bundle>>,
         old: &Assignments,
     ) {
         if live.values().all(|b| b.options().depends_on.is_empty()) {
@@ -771,11 +777,11 @@ impl Fleet {
         };
         let holds = depends::holds(&nodes, is_ready);
         for (name, hold) in holds {
-            let Some(a) = out.get_mut(&name) else {
+            let Some(a) = out.get_mut(name.as_str()) else {
                 continue;
             };
             a.staged = a.desired.as_ref().map(|d| d.deployment_id.clone());
-            a.desired = old.get(&name).and_then(|o| o.desired.clone());
+            a.desired = old.get(name.as_str()).and_then(|o| o.desired.clone());
             match hold {
                 depends::Hold::Waiting(why) => a.waiting = Some(why),
                 depends::Hold::Cycle(why) => a.error = Some(why),

@@ -91,7 +91,7 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
         }
         Ok(None) => rt.error = None,
         Ok(Some(loaded)) => {
-            let previous: HashMap<String, Arc<BundleEntry>> = rt
+            let previous: HashMap<Arc<str>, Arc<BundleEntry>> = rt
                 .bundles
                 .iter()
                 .flatten()
@@ -123,7 +123,7 @@ struct Loaded {
 /// revision's good bundle so it stays deployed.
 fn publish_entries(
     loaded: Vec<render::LoadedBundle>,
-    previous: &HashMap<String, Arc<BundleEntry>>,
+    previous: &HashMap<Arc<str>, Arc<BundleEntry>>,
 ) -> Vec<Arc<BundleEntry>> {
     loaded
         .into_iter()
@@ -134,7 +134,9 @@ fn publish_entries(
                     (Some(Arc::new(b)), Vec::new(), warnings)
                 }
                 Err(diags) => (
-                    previous.get(&lb.name).and_then(|p| p.bundle.clone()),
+                    previous
+                        .get(lb.name.as_str())
+                        .and_then(|p| p.bundle.clone()),
                     diags.iter().map(ToString::to_string).collect(),
                     Vec::new(),
                 ),

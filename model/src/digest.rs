@@ -4,18 +4,20 @@
 //! it is deployed with, so a spoke re-applies exactly when one of the two changed.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// `sha256:<hex>` of some bytes.
+/// `sha256:<hex>` of some bytes. Shared, not copied, when cloned: the hub holds one per
+/// (cluster, bundle) pair in several maps, all naming the same few renders.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ContentDigest(String);
+pub struct ContentDigest(Arc<str>);
 
 impl ContentDigest {
     pub fn of(bytes: &[u8]) -> Self {
-        ContentDigest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+        ContentDigest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))).into())
     }
 
     /// Wraps a digest received from the wire or the store. Returns `None` unless it has
@@ -26,7 +28,7 @@ impl ContentDigest {
             && hex_part
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        ok.then(|| ContentDigest(s.to_string()))
+        ok.then(|| ContentDigest(s.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -41,9 +43,10 @@ impl fmt::Display for ContentDigest {
 }
 
 /// Digest of (content digest + canonical options). Short enough to show in tables.
+/// Shared when cloned, like [`ContentDigest`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct DeploymentId(String);
+pub struct DeploymentId(Arc<str>);
 
 impl DeploymentId {
     pub fn compute(content: &ContentDigest, options_canonical: &str) -> Self {
@@ -51,14 +54,14 @@ impl DeploymentId {
         h.update(content.as_str().as_bytes());
         h.update([0u8]);
         h.update(options_canonical.as_bytes());
-        DeploymentId(format!("d-{}", &hex::encode(h.finalize())[..20]))
+        DeploymentId(format!("d-{}", &hex::encode(h.finalize())[..20]).into())
     }
 
     /// Wraps an id received from the wire; `None` if it is not shaped like one we made.
     pub fn parse(s: &str) -> Option<Self> {
         let rest = s.strip_prefix("d-")?;
         (rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| DeploymentId(s.to_string()))
+            .then(|| DeploymentId(s.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -97,5 +100,15 @@ mod tests {
         let b = DeploymentId::compute(&c, "{\"correctDrift\":true}");
         assert_ne!(a, b);
         assert_eq!(DeploymentId::parse(a.as_str()), Some(a));
+    }
+
+    #[test]
+    fn stored_form_is_the_plain_string_so_existing_data_dirs_still_load() {
+        let d = ContentDigest::of(b"x");
+        let id = DeploymentId::compute(&d, "{}");
+        let json = serde_json::to_string(&(&d, &id)).expect("serialize");
+        assert_eq!(json, format!("[\"{d}\",\"{id}\"]"));
+        let back: (ContentDigest, DeploymentId) = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, (d, id));
     }
 }

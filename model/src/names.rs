@@ -2,6 +2,7 @@
 //! names, so it is held to the DNS-1123 label rules before anything else sees it.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,14 +14,15 @@ pub struct NameError {
 }
 
 /// A cluster's name: a DNS-1123 label (lowercase alphanumerics and `-`, at most 63).
+/// Shared when cloned: the hub keys several per-(cluster, bundle) maps by it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ClusterName(String);
+pub struct ClusterName(Arc<str>);
 
 impl ClusterName {
     pub fn new(name: &str) -> Result<Self, NameError> {
         if is_dns_label(name) {
-            Ok(ClusterName(name.to_string()))
+            Ok(ClusterName(name.into()))
         } else {
             Err(NameError {
                 name: name.to_string(),
@@ -43,7 +45,7 @@ impl TryFrom<String> for ClusterName {
 
 impl From<ClusterName> for String {
     fn from(c: ClusterName) -> String {
-        c.0
+        c.0.to_string()
     }
 }
 

@@ -365,7 +365,7 @@ impl Admin for AdminService {
                     summary.worst().map(|s| s.to_string()).unwrap_or_default()
                 };
                 bundles.push(pb::Bundle {
-                    name: entry.name.clone(),
+                    name: entry.name.to_string(),
                     source: src.spec.name.clone(),
                     path: entry.path.clone(),
                     commit: rt.commit.clone().unwrap_or_default(),
@@ -407,7 +407,7 @@ impl Admin for AdminService {
                 continue;
             }
             for (bundle, a) in self.fleet.assignments_of(&c).iter() {
-                if !req.bundle.is_empty() && req.bundle != *bundle {
+                if !req.bundle.is_empty() && *req.bundle != **bundle {
                     continue;
                 }
                 let (state, message) = self.fleet.row_state(&c, bundle, a);
@@ -422,7 +422,7 @@ impl Admin for AdminService {
                     more = true;
                     break 'clusters;
                 }
-                let st = self.fleet.status.get(&(c.clone(), bundle.clone()));
+                let st = self.fleet.status.get(&(c.clone(), bundle.to_string()));
                 rows.push(pb::StatusRow {
                     staged_deployment_id: a
                         .staged
@@ -431,7 +431,7 @@ impl Admin for AdminService {
                         .map(ToString::to_string)
                         .unwrap_or_default(),
                     cluster: c.to_string(),
-                    bundle: bundle.clone(),
+                    bundle: bundle.to_string(),
                     state: state.to_string(),
                     message,
                     deployment_id: a
@@ -661,7 +661,7 @@ impl Admin for AdminService {
             .bundles
             .iter()
             .flatten()
-            .filter(|e| req.bundle.is_empty() || e.name == req.bundle)
+            .filter(|e| req.bundle.is_empty() || *e.name == *req.bundle)
             .cloned()
             .collect();
         if !req.bundle.is_empty() && entries.is_empty() {
@@ -706,7 +706,7 @@ impl Admin for AdminService {
                 };
                 rows.push(pb::TargetRow {
                     cluster: name.to_string(),
-                    bundle: e.name.clone(),
+                    bundle: e.name.to_string(),
                     deployed,
                     reason,
                     customization,

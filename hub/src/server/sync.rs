@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use flotilla_model::{ClusterName, ContentDigest, State};
+use flotilla_model::{ClusterName, ContentDigest, DeploymentId, State};
 use flotilla_proto::v1::{
     Assign, BundleOptions, Certificate, HubMsg, SpokeMsg, Unassign, hub_msg, spoke_msg,
 };
@@ -87,8 +87,11 @@ impl SyncHandler for SpokeService {
                 .applied
                 .iter()
                 .map(|a| {
-                    let digest = ContentDigest::parse(&a.content_digest);
-                    (a.bundle.clone(), (a.deployment_id.clone(), digest))
+                    let sent = Sent {
+                        deployment_id: DeploymentId::parse(&a.deployment_id),
+                        digest: ContentDigest::parse(&a.content_digest),
+                    };
+                    (Arc::from(a.bundle.as_str()), sent)
                 })
                 .collect(),
             digests: hello
@@ -138,6 +141,13 @@ fn check_claimed_name(cluster: &ClusterName, claimed: &str) -> Result<(), Status
     }
 }
 
+/// One bundle as the spoke was told to run it. Either part is `None` when the spoke
+/// reported something malformed in its Hello, which then never matches and is resent.
+struct Sent {
+    deployment_id: Option<DeploymentId>,
+    digest: Option<ContentDigest>,
+}
+
 struct Session {
     fleet: Arc<Fleet>,
     cluster: ClusterName,
@@ -146,8 +156,9 @@ struct Session {
     notify: Arc<Notify>,
     close: Arc<Notify>,
     close_reason: Arc<std::sync::Mutex<Option<String>>>,
-    /// bundle -> (deployment id, content digest) the spoke has been told to run.
-    sent: BTreeMap<String, (String, Option<ContentDigest>)>,
+    /// What the spoke has been told to run, by bundle. Keys and ids are shared with the
+    /// fleet's assignments once the hub has sent them.
+    sent: BTreeMap<Arc<str>, Sent>,
     /// Content the spoke holds; never resent. The spoke keeps only content that an
     /// assignment refers to, so this shrinks to match `sent` after every change.
     digests: HashSet<ContentDigest>,
@@ -265,7 +276,7 @@ impl Session {
             rec.last_seen = now_unix();
         }
         let assigned = self.fleet.assignments_of(&self.cluster);
-        if !assigned.contains_key(&s.bundle) && !self.sent.contains_key(&s.bundle) {
+        if !assigned.contains_key(s.bundle.as_str()) && !self.sent.contains_key(s.bundle.as_str()) {
             return Err(Status::permission_denied(format!(
                 "bundle {:?} is not assigned to cluster {}",
                 s.bundle, self.cluster
@@ -306,14 +317,14 @@ impl Session {
             if self
                 .sent
                 .get(bundle)
-                .is_some_and(|(id, _)| *id == d.deployment_id.as_str())
+                .is_some_and(|s| s.deployment_id.as_ref() == Some(&d.deployment_id))
             {
                 continue;
             }
             let with_content = !self.digests.contains(&d.digest);
             let Some((encoded, content_len)) = encoded_assign(&self.fleet, bundle, d, with_content)
             else {
-                tracing::error!(cluster = %self.cluster, bundle, digest = %d.digest, "content missing from the hub's store");
+                tracing::error!(cluster = %self.cluster, bundle = &**bundle, digest = %d.digest, "content missing from the hub's store");
                 continue;
             };
             self.fleet.metrics.assigns_sent.inc();
@@ -324,24 +335,32 @@ impl Session {
             self.digests.insert(d.digest.clone());
             self.sent.insert(
                 bundle.clone(),
-                (d.deployment_id.to_string(), Some(d.digest.clone())),
+                Sent {
+                    deployment_id: Some(d.deployment_id.clone()),
+                    digest: Some(d.digest.clone()),
+                },
             );
             out.push(Outbound::Encoded(encoded));
         }
-        let gone: Vec<String> = self
+        let gone: Vec<Arc<str>> = self
             .sent
             .keys()
-            .filter(|b| desired.get(*b).is_none_or(|a| a.desired.is_none()))
+            .filter(|b| desired.get(&***b).is_none_or(|a| a.desired.is_none()))
             .cloned()
             .collect();
         for bundle in gone {
             self.sent.remove(&bundle);
             out.push(Outbound::Msg(HubMsg {
-                msg: Some(hub_msg::Msg::Unassign(Unassign { bundle })),
+                msg: Some(hub_msg::Msg::Unassign(Unassign {
+                    bundle: bundle.to_string(),
+                })),
             }));
         }
-        let referenced: HashSet<&ContentDigest> =
-            self.sent.values().filter_map(|(_, d)| d.as_ref()).collect();
+        let referenced: HashSet<&ContentDigest> = self
+            .sent
+            .values()
+            .filter_map(|s| s.digest.as_ref())
+            .collect();
         self.digests.retain(|d| referenced.contains(d));
         for msg in out {
             if self.tx.send(Ok(msg)).await.is_err() {
