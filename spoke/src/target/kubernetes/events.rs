@@ -239,9 +239,8 @@ enum Message {
     Forget(String),
 }
 
-/// The handle the Kubernetes target records through. Cheap to clone; the publisher
-/// task ends when the last handle is dropped.
-#[derive(Clone)]
+/// The handle the Kubernetes target records through; the publisher task ends when it
+/// is dropped.
 pub struct Events {
     tx: mpsc::Sender<Message>,
 }

@@ -475,17 +475,16 @@ impl KubeTarget {
 
     async fn remove_bundle(&self, bundle: &str, keep_resources: bool) -> Result<()> {
         self.drift_seen().remove(bundle);
-        let Some(inv) = inventory::load(&self.client, bundle).await? else {
-            return Ok(());
-        };
-        if !keep_resources {
-            let pruned = self.prune(bundle, inv.objects).await?;
-            if !pruned.is_empty() {
-                self.events
-                    .record(BundleEvent::pruned(bundle, None, &pruned).on(inv.uid));
+        if let Some(inv) = inventory::load(&self.client, bundle).await? {
+            if !keep_resources {
+                let pruned = self.prune(bundle, inv.objects).await?;
+                if !pruned.is_empty() {
+                    self.events
+                        .record(BundleEvent::pruned(bundle, None, &pruned).on(inv.uid));
+                }
             }
+            inventory::delete(&self.client, bundle).await?;
         }
-        inventory::delete(&self.client, bundle).await?;
         self.events.forget(bundle);
         Ok(())
     }
