@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::events;
 use crate::fieldpath::display_path;
 use crate::managed_fields::{self, Managers, Scope, Who};
 use crate::meta::{new_uid, now_rfc3339};
@@ -96,7 +97,7 @@ pub struct Target {
 impl Target {
     fn key(&self) -> Key {
         Key {
-            group: self.rt.group.clone(),
+            group: self.rt.storage_group().to_string(),
             resource: self.rt.plural.clone(),
             namespace: self.namespace.clone().unwrap_or_default(),
             name: self.name.clone(),
@@ -183,7 +184,7 @@ impl Cluster {
         };
         let mut items = Vec::new();
         let mut more = None;
-        for (k, v) in store.list(&rt.group, &rt.plural, namespace) {
+        for (k, v) in store.list(rt.storage_group(), &rt.plural, namespace) {
             let pos = format!("{}/{}", k.namespace, k.name);
             if start_after.as_ref().is_some_and(|s| pos <= *s) {
                 continue;
@@ -280,10 +281,7 @@ impl Cluster {
     /// PUT: replace the object (or its status) with optimistic concurrency.
     pub fn update(&self, t: &Target, body: Value, o: &WriteOptions) -> ApiResult<Value> {
         let mut store = self.lock();
-        let old = store
-            .get(&t.key())
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(t.subject()))?;
+        let old = load(&store, t).ok_or_else(|| ApiError::not_found(t.subject()))?;
         let mut new = body;
         if !new.is_object() {
             return Err(ApiError::bad_request(
@@ -315,10 +313,7 @@ impl Cluster {
         let patch_doc: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
         let mut store = self.lock();
-        let old = store
-            .get(&t.key())
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(t.subject()))?;
+        let old = load(&store, t).ok_or_else(|| ApiError::not_found(t.subject()))?;
         let mut new = match kind {
             PatchType::Merge => patch::merge_patch(&old, &patch_doc),
             PatchType::Json => patch::json_patch(&old, &patch_doc).map_err(|e| {
@@ -473,7 +468,7 @@ impl Cluster {
             Scope::Main { .. } => {}
         }
         let mut store = self.lock();
-        let live = store.get(&t.key()).cloned();
+        let live = load(&store, t);
         let sent_rv = config["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or_default()
@@ -722,6 +717,18 @@ impl Cluster {
         if t.rt.group == "apiextensions.k8s.io" && t.rt.plural == "customresourcedefinitions" {
             crd_status(&mut new, t, old.as_ref())?;
         }
+        if t.rt.is_events_view() {
+            let errors = match &old {
+                None => events::validate_create(&new),
+                Some(old) => events::validate_update(
+                    &events::to_storage(old.clone()),
+                    &events::to_storage(new.clone()),
+                ),
+            };
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(&t.rt.kind, &t.rt.group, &t.name, &errors));
+            }
+        }
         if t.rt.group.is_empty() && t.rt.kind == "Secret" {
             fold_string_data(&mut new);
             if new["type"].is_null() {
@@ -731,7 +738,7 @@ impl Cluster {
         if let Some(old) = &old
             && same_ignoring_times(old, &new)
         {
-            return Ok(present(old, &t.rt));
+            return Ok(served(old, &t.rt));
         }
         if dry_run {
             if old.is_none()
@@ -739,12 +746,17 @@ impl Cluster {
             {
                 m.remove("resourceVersion");
             }
-            return Ok(present(&new, &t.rt));
+            return Ok(served(&new, &t.rt));
         }
         let finalized = new["metadata"]["deletionTimestamp"].is_string()
             && new["metadata"]["finalizers"]
                 .as_array()
                 .is_none_or(|f| f.is_empty());
+        let new = if t.rt.is_events_view() {
+            events::to_storage(new)
+        } else {
+            new
+        };
         let stored = store.put(t.key(), new);
         if finalized {
             self.remove_now(store, &t.key(), true);
@@ -924,12 +936,33 @@ fn fold_string_data(obj: &mut Value) {
     }
 }
 
-/// The object as served at `rt`'s version.
+/// A stored object as served at `rt`'s version (an Event converted for the
+/// `events.k8s.io/v1` view).
 pub fn present(obj: &Value, rt: &ResourceType) -> Value {
+    if rt.is_events_view() {
+        served(&events::to_view(obj), rt)
+    } else {
+        served(obj, rt)
+    }
+}
+
+/// An object already in the shape `rt` serves, with `rt`'s apiVersion and kind.
+fn served(obj: &Value, rt: &ResourceType) -> Value {
     let mut v = obj.clone();
     v["apiVersion"] = json!(rt.api_version());
     v["kind"] = json!(rt.kind);
     v
+}
+
+/// The object `t` addresses, in the shape `t.rt` serves, so that writes through the
+/// `events.k8s.io/v1` view patch and compare what that view shows.
+fn load(store: &Store, t: &Target) -> Option<Value> {
+    let obj = store.get(&t.key())?;
+    Some(if t.rt.is_events_view() {
+        present(obj, &t.rt)
+    } else {
+        obj.clone()
+    })
 }
 
 /// Whether `obj` passes both selectors.

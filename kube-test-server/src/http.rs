@@ -2,12 +2,14 @@
 //! on [`Cluster`], and results into JSON responses or streamed watch bodies.
 //!
 //! URL layout per <https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-uris>.
-//! The only transport concerns here: bearer-token check on HTTPS, content types,
-//! query parameters, body size limit. Never panics on request input.
+//! The only transport concerns here: bearer-token check on HTTPS (and the
+//! `forbid_writes` stand-in for RBAC), content types, query parameters, body size
+//! limit. Never panics on request input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +24,7 @@ use crate::api::{Cluster, ListOptions, PatchType, Target, WriteOptions, parse_ya
 use crate::discovery;
 use crate::resources::ResourceType;
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::status::ApiError;
+use crate::status::{ApiError, Subject};
 use crate::table;
 use crate::watch::{Start, WatchSpec};
 
@@ -41,6 +43,66 @@ pub struct ServerState {
     pub shutdown: watch::Receiver<bool>,
     /// `host:port` of the HTTPS listener, for `/api`'s serverAddressByClientCIDRs.
     pub address: String,
+    pub forbidden: Forbidden,
+}
+
+/// The user the bearer token stands for (the kubeconfig's user name).
+const USER: &str = "flotilla-kube-test-server";
+
+/// A stand-in for RBAC, which this server does not have: resources whose writes are
+/// refused on the HTTPS listener, as for a user whose role grants only get, list and
+/// watch on them. Set through `RunningServer::forbid_writes`, so that tests can see how
+/// a client copes with missing permissions.
+#[derive(Default)]
+pub struct Forbidden {
+    /// `(group, plural)`.
+    resources: Mutex<BTreeSet<(String, String)>>,
+    refused: AtomicU64,
+}
+
+impl Forbidden {
+    fn resources(&self) -> std::sync::MutexGuard<'_, BTreeSet<(String, String)>> {
+        self.resources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn forbid(&self, group: &str, plural: &str) {
+        self.resources()
+            .insert((group.to_string(), plural.to_string()));
+    }
+
+    pub fn allow(&self, group: &str, plural: &str) {
+        self.resources()
+            .remove(&(group.to_string(), plural.to_string()));
+    }
+
+    /// How many writes were refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// 403 when `verb` is a write on a forbidden resource.
+    fn check(&self, verb: &str, p: &ResourcePath) -> Result<(), ApiError> {
+        let write = matches!(
+            verb,
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        );
+        let key = (p.rt.group.clone(), p.rt.plural.clone());
+        if !write || p.subresource.is_some() || !self.resources().contains(&key) {
+            return Ok(());
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let subject = Subject {
+            group: &p.rt.group,
+            resource: &p.rt.plural,
+            name: p.name.as_deref().unwrap_or_default(),
+        };
+        Err(ApiError::forbidden_verb(
+            subject,
+            USER,
+            verb,
+            p.namespace.as_deref(),
+        ))
+    }
 }
 
 /// Handles one request. `secure` is true on the HTTPS listener, where a bearer
@@ -56,7 +118,7 @@ pub async fn handle(
     let resp = if secure && !authorized(&req, &state.token) {
         error_response(&ApiError::unauthorized())
     } else {
-        match route(&state, req).await {
+        match route(&state, req, secure).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
         }
@@ -177,7 +239,11 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     }
 }
 
-async fn route(state: &ServerState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    state: &ServerState,
+    req: Request<Incoming>,
+    secure: bool,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let reg = state.cluster.registry();
@@ -207,11 +273,11 @@ async fn route(state: &ServerState, req: Request<Incoming>) -> Result<Response<B
         ["apis", g, v] => only_get(discovery::resource_list(&reg, g, v)),
         ["api", v, rest @ ..] => {
             let (g, v, rest) = ("".to_string(), v.to_string(), owned(rest));
-            resource(state, req, &g, &v, &rest).await
+            resource(state, req, secure, &g, &v, &rest).await
         }
         ["apis", g, v, rest @ ..] => {
             let (g, v, rest) = (g.to_string(), v.to_string(), owned(rest));
-            resource(state, req, &g, &v, &rest).await
+            resource(state, req, secure, &g, &v, &rest).await
         }
         _ => Err(ApiError::no_route()),
     }
@@ -275,11 +341,24 @@ fn parse_resource_path(
 async fn resource(
     state: &ServerState,
     req: Request<Incoming>,
+    secure: bool,
     group: &str,
     version: &str,
     rest: &[String],
 ) -> Result<Response<Body>, ApiError> {
     let p = parse_resource_path(state, group, version, rest)?;
+    // Like the old insecure port, the plain HTTP listener skips authorization.
+    if secure {
+        let verb = match (req.method().clone(), &p.name) {
+            (Method::POST, _) => "create",
+            (Method::PUT, _) => "update",
+            (Method::PATCH, _) => "patch",
+            (Method::DELETE, Some(_)) => "delete",
+            (Method::DELETE, None) => "deletecollection",
+            _ => "get",
+        };
+        state.forbidden.check(verb, &p)?;
+    }
     let q = parse_query(req.uri().query());
     let accept = header_str(&req, header::ACCEPT);
     check_accept(&accept)?;
@@ -417,6 +496,7 @@ fn list_options(q: &BTreeMap<String, String>, rt: &ResourceType) -> Result<ListO
         .map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(
         q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        &rt.group,
         &rt.kind,
     )
     .map_err(ApiError::bad_request)?;

@@ -23,13 +23,16 @@
 //!
 //! Code map: `store` (objects, resourceVersion, event history), `api` (request
 //! semantics), `managed_fields` + `fieldpath` + `schema` (server-side apply),
-//! `patch` (merge/JSON/strategic patches), `selectors`, `watch`, `discovery`,
-//! `table`, `http` (routing), `tls` (certificates and kubeconfig).
+//! `patch` (merge/JSON/strategic patches), `selectors`, `events` (the
+//! `events.k8s.io/v1` view of Events), `watch`, `discovery`, `table`, `http`
+//! (routing, authentication, the `forbid_writes` stand-in for RBAC), `tls`
+//! (certificates and kubeconfig).
 
 #![forbid(unsafe_code)]
 
 mod api;
 mod discovery;
+mod events;
 mod fieldpath;
 mod http;
 mod managed_fields;
@@ -152,6 +155,7 @@ impl TestServer {
             bookmark_interval: opts.bookmark_interval,
             shutdown: shutdown_rx.clone(),
             address: https_addr.to_string(),
+            forbidden: http::Forbidden::default(),
         });
         let mut tasks = vec![tokio::spawn(serve(
             https,
@@ -160,7 +164,7 @@ impl TestServer {
             shutdown_rx.clone(),
         ))];
         if let Some(l) = http {
-            tasks.push(tokio::spawn(serve(l, None, state, shutdown_rx)));
+            tasks.push(tokio::spawn(serve(l, None, state.clone(), shutdown_rx)));
         }
         tracing::info!(
             "kube test server (a TEST SERVER, not a Kubernetes API server for production) listening on https://{https_addr}{}",
@@ -175,6 +179,7 @@ impl TestServer {
             ca_pem: certs.ca_pem,
             shutdown: shutdown_tx,
             tasks,
+            state,
         })
     }
 
@@ -242,9 +247,28 @@ pub struct RunningServer {
     ca_pem: String,
     shutdown: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    state: Arc<http::ServerState>,
 }
 
 impl RunningServer {
+    /// Refuses writes (create, update, patch, delete) to `group`'s `plural` over HTTPS
+    /// with 403 Forbidden, in the words of the RBAC authorizer, until
+    /// [`Self::allow_writes`]. The server has no RBAC; this stands in for a role that
+    /// lacks those verbs, so tests can see how a client copes (the core group is `""`).
+    pub fn forbid_writes(&self, group: &str, plural: &str) {
+        self.state.forbidden.forbid(group, plural);
+    }
+
+    /// Lifts [`Self::forbid_writes`].
+    pub fn allow_writes(&self, group: &str, plural: &str) {
+        self.state.forbidden.allow(group, plural);
+    }
+
+    /// How many writes [`Self::forbid_writes`] refused so far.
+    pub fn refused_writes(&self) -> u64 {
+        self.state.forbidden.refused()
+    }
+
     /// `https://127.0.0.1:PORT`.
     pub fn https_url(&self) -> String {
         format!("https://{}", self.https_addr)

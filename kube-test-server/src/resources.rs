@@ -43,6 +43,22 @@ impl ResourceType {
         format!("{}List", self.kind)
     }
 
+    /// Whether this is `events.k8s.io/v1` Event, a view of the core v1 Events (see
+    /// `events.rs`).
+    pub fn is_events_view(&self) -> bool {
+        !self.is_crd && self.group == "events.k8s.io" && self.plural == "events"
+    }
+
+    /// The group its objects are stored under: the core group for the
+    /// `events.k8s.io/v1` view of Events, its own group for everything else.
+    pub fn storage_group(&self) -> &str {
+        if self.is_events_view() {
+            ""
+        } else {
+            &self.group
+        }
+    }
+
     /// Whether `/scale` (autoscaling/v1 Scale) is served: the built-in scalable workloads.
     pub fn has_scale(&self) -> bool {
         self.group == "apps"
@@ -109,6 +125,7 @@ const BUILTINS: &[BuiltinRow] = &[
         STATUS,
     ),
     ("", "v1", "Event", "events", &["ev"], NS),
+    ("events.k8s.io", "v1", "Event", "events", &["ev"], NS),
     ("", "v1", "Endpoints", "endpoints", &["ep"], NS),
     ("", "v1", "LimitRange", "limitranges", &["limits"], NS),
     (

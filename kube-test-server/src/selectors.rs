@@ -148,9 +148,11 @@ fn parse_requirement(term: &str) -> Result<LabelRequirement, String> {
         .ok_or_else(bad)
 }
 
-/// One field requirement: a JSON path into the object, `=` or `!=`, a value.
+/// One field requirement: a JSON path into the stored object, `=` or `!=`, a value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldRequirement {
+    /// The path in the stored object (for `events.k8s.io/v1`, the core v1 field its
+    /// label maps to).
     pub field: String,
     pub equals: bool,
     pub value: String,
@@ -193,9 +195,9 @@ fn extra_fields(kind: &str) -> &'static [&'static str] {
 }
 
 impl FieldSelector {
-    /// Parses and checks every field label is supported for `kind`, as the API
-    /// server does (`field label not supported: x`).
-    pub fn parse(s: &str, kind: &str) -> Result<Self, String> {
+    /// Parses and checks every field label is supported for `group`'s `kind`, as the
+    /// API server does (`field label not supported: x`).
+    pub fn parse(s: &str, group: &str, kind: &str) -> Result<Self, String> {
         let mut reqs = Vec::new();
         for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             let (field, equals, value) = if let Some((f, v)) = term.split_once("!=") {
@@ -210,14 +212,19 @@ impl FieldSelector {
                 ));
             };
             let field = field.trim();
-            if field != "metadata.name"
-                && field != "metadata.namespace"
-                && !extra_fields(kind).contains(&field)
-            {
+            let path = if group == "events.k8s.io" && kind == "Event" {
+                crate::events::field_label(field)
+            } else {
+                (field == "metadata.name"
+                    || field == "metadata.namespace"
+                    || extra_fields(kind).contains(&field))
+                .then_some(field)
+            };
+            let Some(path) = path else {
                 return Err(format!("field label not supported: {field}"));
-            }
+            };
             reqs.push(FieldRequirement {
-                field: field.to_string(),
+                field: path.to_string(),
                 equals,
                 value: value.trim().to_string(),
             });
@@ -273,10 +280,25 @@ mod tests {
     #[test]
     fn field_selectors_support_name_and_namespace_and_reject_unknown_labels() {
         let obj = json!({"metadata": {"name": "a", "namespace": "ns"}});
-        let fs = FieldSelector::parse("metadata.name=a,metadata.namespace!=other", "ConfigMap")
+        let fs = FieldSelector::parse("metadata.name=a,metadata.namespace!=other", "", "ConfigMap")
             .expect("parses");
         assert!(fs.matches(&obj));
-        assert!(FieldSelector::parse("spec.foo=x", "ConfigMap").is_err());
-        assert!(FieldSelector::parse("type=Opaque", "Secret").is_ok());
+        assert!(FieldSelector::parse("spec.foo=x", "", "ConfigMap").is_err());
+        assert!(FieldSelector::parse("type=Opaque", "", "Secret").is_ok());
+    }
+
+    #[test]
+    fn events_k8s_io_field_labels_select_the_stored_core_fields() {
+        let stored = json!({"metadata": {"name": "e"}, "involvedObject": {"name": "cm"},
+            "reportingComponent": "flotilla.dev/spoke"});
+        let fs = FieldSelector::parse(
+            "regarding.name=cm,reportingController=flotilla.dev/spoke",
+            "events.k8s.io",
+            "Event",
+        )
+        .expect("parses");
+        assert!(fs.matches(&stored));
+        assert!(FieldSelector::parse("involvedObject.name=cm", "events.k8s.io", "Event").is_err());
+        assert!(FieldSelector::parse("regarding.name=cm", "", "Event").is_err());
     }
 }

@@ -181,6 +181,37 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// A write the authorizer refuses, in the words of the API server's RBAC
+    /// authorizer. `user` is who asked; `namespace` None means cluster scope.
+    pub fn forbidden_verb(s: Subject<'_>, user: &str, verb: &str, namespace: Option<&str>) -> Self {
+        let what = if s.name.is_empty() {
+            s.qualified()
+        } else {
+            format!("{} \"{}\"", s.qualified(), s.name)
+        };
+        let scope = match namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_string(),
+        };
+        let mut details = s.details();
+        if s.name.is_empty()
+            && let Some(d) = details.as_object_mut()
+        {
+            d.remove("name");
+        }
+        ApiError {
+            details: Some(details),
+            ..Self::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{what} is forbidden: User \"{user}\" cannot {verb} resource \"{}\" in API group \"{}\" {scope}",
+                    s.resource, s.group
+                ),
+            )
+        }
+    }
+
     pub fn method_not_allowed(method: &str) -> Self {
         Self::new(
             405,

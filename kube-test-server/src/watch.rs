@@ -63,7 +63,11 @@ pub fn spawn(
                 let (items, rv) = {
                     let store = cluster.lock();
                     let items: Vec<Value> = store
-                        .list(&spec.rt.group, &spec.rt.plural, spec.namespace.as_deref())
+                        .list(
+                            spec.rt.storage_group(),
+                            &spec.rt.plural,
+                            spec.namespace.as_deref(),
+                        )
                         .filter(|(_, v)| matches(v, &spec.labels, &spec.fields))
                         .map(|(_, v)| present(v, &spec.rt))
                         .collect();
@@ -130,7 +134,7 @@ pub fn spawn(
 /// The line a watcher sees for a store event, if any (selector transitions
 /// become ADDED/DELETED, as in the API server's watch cache).
 fn translate(spec: &WatchSpec, e: &Event) -> Option<Bytes> {
-    if e.key.group != spec.rt.group
+    if e.key.group != spec.rt.storage_group()
         || e.key.resource != spec.rt.plural
         || spec
             .namespace

@@ -1168,3 +1168,213 @@ async fn secret_string_data_is_folded_into_data() {
     assert!(r.body.get("stringData").is_none());
     assert_eq!(r.body["type"], "Opaque");
 }
+
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+const CORE_EVENTS: &str = "/api/v1/namespaces/default/events";
+
+fn event(name: &str, note: &str) -> Value {
+    json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": name},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "type": "Normal", "reason": "Applied", "action": "Apply", "note": note,
+        "reportingController": "flotilla.dev/spoke", "reportingInstance": "c1",
+        "regarding": {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default",
+            "name": "cm", "uid": "u-1"}})
+}
+
+// https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/event-v1/
+// (events.k8s.io/v1 and core v1 Events are two views of one storage: "regarding" is
+// "involvedObject", "note" is "message", "reportingController" is "reportingComponent")
+#[tokio::test]
+async fn events_written_through_events_k8s_io_are_the_core_v1_events_too() {
+    let s = start().await;
+    let c = client(&s).await;
+    let discovery = raw(&c, "GET", "/apis/events.k8s.io/v1", "", "").await;
+    assert_eq!(
+        discovery.body["resources"][0]["name"], "events",
+        "{}",
+        discovery.body
+    );
+    let r = raw(
+        &c,
+        "POST",
+        EVENTS,
+        "application/json",
+        &event("cm.1", "applied it").to_string(),
+    )
+    .await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    assert_eq!(r.body["regarding"]["name"], "cm");
+    assert_eq!(r.body["note"], "applied it");
+
+    let core = raw(&c, "GET", &format!("{CORE_EVENTS}/cm.1"), "", "").await;
+    assert_eq!(core.body["apiVersion"], "v1");
+    assert_eq!(core.body["involvedObject"]["uid"], "u-1");
+    assert_eq!(core.body["message"], "applied it");
+    assert_eq!(core.body["reportingComponent"], "flotilla.dev/spoke");
+    assert!(core.body.get("note").is_none() && core.body.get("regarding").is_none());
+
+    let by_regarding = raw(
+        &c,
+        "GET",
+        &format!("{EVENTS}?fieldSelector=regarding.name%3Dcm"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(
+        by_regarding.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        by_regarding.body
+    );
+    let by_involved = raw(
+        &c,
+        "GET",
+        &format!("{CORE_EVENTS}?fieldSelector=involvedObject.uid%3Du-1"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(by_involved.body["items"].as_array().map(Vec::len), Some(1));
+    let wrong_label = raw(
+        &c,
+        "GET",
+        &format!("{EVENTS}?fieldSelector=involvedObject.name%3Dcm"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(wrong_label.code, 400, "{}", wrong_label.body);
+
+    // And the other way: an Event written through core v1 is served by events.k8s.io.
+    let legacy = json!({"metadata": {"name": "old.1"}, "message": "legacy",
+        "involvedObject": {"kind": "Pod", "namespace": "default", "name": "p"},
+        "reason": "Pulled", "type": "Normal", "count": 3});
+    let r = raw(
+        &c,
+        "POST",
+        CORE_EVENTS,
+        "application/json",
+        &legacy.to_string(),
+    )
+    .await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    let viewed = raw(&c, "GET", &format!("{EVENTS}/old.1"), "", "").await;
+    assert_eq!(viewed.body["note"], "legacy");
+    assert_eq!(viewed.body["deprecatedCount"], 3);
+    assert_eq!(viewed.body["regarding"]["name"], "p");
+}
+
+// https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/event-v1/
+// (required fields and limits for new events; an update may only change the series)
+#[tokio::test]
+async fn events_k8s_io_validates_new_events_and_lets_updates_change_only_the_series() {
+    let s = start().await;
+    let c = client(&s).await;
+    let mut incomplete = event("bad.1", &"x".repeat(1025));
+    incomplete["reportingController"] = json!("");
+    let r = raw(
+        &c,
+        "POST",
+        EVENTS,
+        "application/json",
+        &incomplete.to_string(),
+    )
+    .await;
+    assert_eq!((r.code, r.body["reason"].as_str()), (422, Some("Invalid")));
+    let message = r.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("reportingController: Required value")
+            && message.contains("note: Invalid value")
+            && message.contains("can have at most 1024 characters"),
+        "{message}"
+    );
+
+    let r = raw(
+        &c,
+        "POST",
+        EVENTS,
+        "application/json",
+        &event("cm.2", "once").to_string(),
+    )
+    .await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    let series = raw(
+        &c,
+        "PATCH",
+        &format!("{EVENTS}/cm.2"),
+        "application/merge-patch+json",
+        r#"{"series": {"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000000Z"}}"#,
+    )
+    .await;
+    assert_eq!(series.code, 200, "{}", series.body);
+    assert_eq!(series.body["series"]["count"], 2);
+    let renote = raw(
+        &c,
+        "PATCH",
+        &format!("{EVENTS}/cm.2"),
+        "application/merge-patch+json",
+        r#"{"note": "changed"}"#,
+    )
+    .await;
+    assert_eq!(renote.code, 422, "{}", renote.body);
+    assert!(
+        renote.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("message: Invalid value: \"\": field is immutable")),
+        "{}",
+        renote.body
+    );
+}
+
+// https://kubernetes.io/docs/reference/access-authn-authz/rbac/ (a role without a verb:
+// 403 Forbidden from the authorizer; the test server has no RBAC, forbid_writes stands in)
+#[tokio::test]
+async fn forbidden_writes_get_403_in_the_words_of_the_rbac_authorizer() {
+    let s = start().await;
+    let c = client(&s).await;
+    s.forbid_writes("events.k8s.io", "events");
+    let r = raw(
+        &c,
+        "POST",
+        EVENTS,
+        "application/json",
+        &event("cm.3", "n").to_string(),
+    )
+    .await;
+    assert_eq!(
+        (r.code, r.body["reason"].as_str()),
+        (403, Some("Forbidden"))
+    );
+    assert_eq!(
+        r.body["message"],
+        "events.events.k8s.io is forbidden: User \"flotilla-kube-test-server\" cannot create \
+         resource \"events\" in API group \"events.k8s.io\" in the namespace \"default\""
+    );
+    assert_eq!(r.body["details"]["group"], "events.k8s.io");
+    assert_eq!(s.refused_writes(), 1);
+    assert_eq!(
+        raw(&c, "GET", EVENTS, "", "").await.code,
+        200,
+        "reads stay allowed"
+    );
+    assert_eq!(
+        raw(&c, "POST", CM, "application/json", &cm("other", json!({})))
+            .await
+            .code,
+        201,
+        "other resources stay writable"
+    );
+
+    s.allow_writes("events.k8s.io", "events");
+    let r = raw(
+        &c,
+        "POST",
+        EVENTS,
+        "application/json",
+        &event("cm.3", "n").to_string(),
+    )
+    .await;
+    assert_eq!(r.code, 201, "{}", r.body);
+}

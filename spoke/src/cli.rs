@@ -105,6 +105,7 @@ pub async fn run(args: Args) -> Result<()> {
         .build(KubeOptions {
             kubeconfig: args.kubeconfig.clone(),
             policy,
+            cluster: identity.cluster.clone(),
         })
         .await?;
     let agent = Arc::new(Agent::new(

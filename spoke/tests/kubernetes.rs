@@ -1,14 +1,15 @@
 //! The Kubernetes applier against a Kubernetes API test server (or a real cluster with
 //! `FLOTILLA_E2E_KUBECONFIG`): apply order, inventory and pruning, drift and its
-//! correction, health through status updates, spoke policy, and pruning after a restart.
+//! correction, health through status updates, spoke policy, pruning after a restart, and
+//! the Kubernetes Events the applier records.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, cluster, desired, wait_until};
+use common::{Cluster, TEST_CLUSTER, cluster, desired, wait_until};
 use flotilla_model::State;
-use flotilla_spoke::target::kubernetes::INVENTORY_NAMESPACE;
+use flotilla_spoke::target::kubernetes::{INVENTORY_NAMESPACE, REPORTING_CONTROLLER};
 use flotilla_spoke::target::{ApplyOptions, DriftIgnore, Policy, Target, enforce};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -879,5 +880,337 @@ async fn a_new_revision_with_correct_drift_takes_back_fields_edited_by_hand() {
         c.configmaps("default").get(&name).await.expect("cm").data["data"]["k"],
         "two"
     );
+    cleanup(&c, &t, &[&bundle]).await;
+}
+
+/// A bundle of one ConfigMap, `c-<bundle>` in `default`, with `data.k`.
+fn one_configmap(bundle: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c-{bundle}, namespace: default}}\ndata: {{k: {value}}}\n"
+    )
+}
+
+#[tokio::test]
+async fn an_applied_bundle_records_applied_and_pruned_events_on_its_inventory() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let bundle = c.n("shop");
+    let ns = c.n("shop");
+    t.apply(&desired(
+        &bundle,
+        "d-1",
+        &full_bundle(&c, "fast", true),
+        ApplyOptions::default(),
+    ))
+    .await
+    .expect("applies");
+
+    let applied = c.wait_for_event(&bundle, "Applied", "d-1").await;
+    assert_eq!(
+        applied.note.as_deref(),
+        Some(format!("Applied deployment d-1 of bundle {bundle}: 6 objects").as_str())
+    );
+    assert_eq!(applied.type_.as_deref(), Some("Normal"));
+    assert_eq!(applied.action.as_deref(), Some("Apply"));
+    assert_eq!(
+        applied.reporting_controller.as_deref(),
+        Some(REPORTING_CONTROLLER)
+    );
+    let instance = applied.reporting_instance.clone().unwrap_or_default();
+    assert!(instance.starts_with(TEST_CLUSTER), "{instance}");
+    let inventory = c
+        .configmaps(INVENTORY_NAMESPACE)
+        .get(&format!("bundle-{bundle}"))
+        .await
+        .expect("inventory exists");
+    let regarding = applied.regarding.clone().expect("regarding");
+    assert_eq!(
+        (
+            regarding.kind.as_deref(),
+            regarding.namespace.as_deref(),
+            regarding.name.as_deref()
+        ),
+        (
+            Some("ConfigMap"),
+            Some(INVENTORY_NAMESPACE),
+            Some(format!("bundle-{bundle}").as_str())
+        )
+    );
+    assert_eq!(
+        regarding.uid, inventory.metadata.uid,
+        "the uid lets kubectl describe find it"
+    );
+
+    // The next revision drops an object: applied and pruned, each said once.
+    t.apply(&desired(
+        &bundle,
+        "d-2",
+        &full_bundle(&c, "fast", false),
+        ApplyOptions::default(),
+    ))
+    .await
+    .expect("applies");
+    let pruned = c.wait_for_event(&bundle, "Pruned", "d-2").await;
+    assert!(
+        pruned
+            .note
+            .as_deref()
+            .is_some_and(|n| n.ends_with(&format!("no longer holds: v1 ConfigMap {ns}/extra"))),
+        "{:?}",
+        pruned.note
+    );
+    assert_eq!(pruned.action.as_deref(), Some("Prune"));
+    let reasons: Vec<String> = c
+        .events_of(&bundle)
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert_eq!(reasons, vec!["Applied", "Applied", "Pruned"]);
+
+    // kubectl get events and kubectl describe read the core v1 view of the same Events.
+    let core = c
+        .api("v1", "Event", "events", Some(INVENTORY_NAMESPACE))
+        .list(&kube::api::ListParams::default().fields(&format!(
+            "involvedObject.uid={}",
+            inventory.metadata.uid.clone().unwrap_or_default()
+        )))
+        .await
+        .expect("core v1 events list");
+    assert_eq!(core.items.len(), 3);
+    assert!(
+        core.items
+            .iter()
+            .any(|e| e.data["message"] == applied.note.clone().unwrap_or_default().as_str())
+    );
+
+    // Unassigning prunes everything, and says so.
+    t.remove(&bundle, false).await.expect("removed");
+    c.wait_for_event(&bundle, "Pruned", "no longer assigned")
+        .await;
+}
+
+#[tokio::test]
+async fn a_failing_apply_records_one_warning_with_the_error_however_often_it_is_retried() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let bundle = c.n("fails");
+    let name = format!("c-{bundle}");
+    let theirs = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default"}, "data": {"k": "theirs"}});
+    c.configmaps("default")
+        .patch(
+            &name,
+            &PatchParams::apply("someone-else"),
+            &Patch::Apply(&theirs),
+        )
+        .await
+        .expect("someone else applies first");
+    let d = desired(
+        &bundle,
+        "d-1",
+        &one_configmap(&bundle, "mine"),
+        ApplyOptions::default(),
+    );
+    let error = format!("{:#}", t.apply(&d).await.expect_err("conflict"));
+
+    let failed = c.wait_for_event(&bundle, "ApplyFailed", "d-1").await;
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        failed.note.as_deref(),
+        Some(format!("Applying deployment d-1 failed: {error}").as_str())
+    );
+    // The agent retries a failed bundle at every tick; the same failure is no news.
+    for _ in 0..3 {
+        let again = enforce(&t, &d, State::ErrApplied, &|| {})
+            .await
+            .expect("retried");
+        assert_eq!(again.state, State::ErrApplied);
+    }
+    c.configmaps("default")
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("the other owner goes away");
+    let fixed = enforce(&t, &d, State::ErrApplied, &|| {})
+        .await
+        .expect("retried");
+    assert_eq!(fixed.state, State::Ready, "{fixed:?}");
+    // Events are published in order, so once the recovery is there the retries would be.
+    c.wait_for_event(&bundle, "Applied", "d-1").await;
+    let failures: Vec<_> = c
+        .events_of(&bundle)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ApplyFailed"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].series.is_none(), "{:?}", failures[0].series);
+    cleanup(&c, &t, &[&bundle]).await;
+}
+
+#[tokio::test]
+async fn corrected_drift_records_a_drift_corrected_event_naming_the_fields() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let bundle = c.n("drift");
+    let name = format!("c-{bundle}");
+    let d = desired(
+        &bundle,
+        "d-1",
+        &one_configmap(&bundle, "one"),
+        ApplyOptions {
+            correct_drift: true,
+            ..Default::default()
+        },
+    );
+    t.apply(&d).await.expect("applies");
+    c.configmaps("default")
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"data": {"k": "by-hand"}})),
+        )
+        .await
+        .expect("edited by hand");
+
+    let fixed = enforce(&t, &d, State::Ready, &|| {})
+        .await
+        .expect("corrected");
+    assert_eq!(fixed.state, State::Ready, "{fixed:?}");
+
+    let corrected = c.wait_for_event(&bundle, "DriftCorrected", "d-1").await;
+    assert_eq!(corrected.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        corrected.note.as_deref(),
+        Some(
+            format!(
+                "Re-applied deployment d-1 of bundle {bundle} over drift: \
+                 v1 ConfigMap default/{name}: /data/k: \"one\" -> \"by-hand\""
+            )
+            .as_str()
+        )
+    );
+    cleanup(&c, &t, &[&bundle]).await;
+}
+
+#[tokio::test]
+async fn a_reconcile_that_changes_nothing_records_no_event() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let bundle = c.n("quiet");
+    let d = desired(
+        &bundle,
+        "d-1",
+        &one_configmap(&bundle, "one"),
+        ApplyOptions::default(),
+    );
+    t.apply(&d).await.expect("applies");
+    c.wait_for_event(&bundle, "Applied", "d-1").await;
+
+    for _ in 0..3 {
+        let same = enforce(&t, &d, State::Ready, &|| {})
+            .await
+            .expect("checked");
+        assert_eq!(same.state, State::Ready, "{same:?}");
+    }
+    // Events are published in order: once d-2's is there, any from the rounds above
+    // would be too.
+    t.apply(&desired(
+        &bundle,
+        "d-2",
+        &one_configmap(&bundle, "two"),
+        ApplyOptions::default(),
+    ))
+    .await
+    .expect("applies");
+    c.wait_for_event(&bundle, "Applied", "d-2").await;
+    let events = c.events_of(&bundle).await;
+    let notes: Vec<&str> = events.iter().filter_map(|e| e.note.as_deref()).collect();
+    assert_eq!(
+        notes,
+        vec![
+            format!("Applied deployment d-1 of bundle {bundle}: 1 object"),
+            format!("Applied deployment d-2 of bundle {bundle}: 1 object"),
+        ],
+        "a new deployment is a new Event, not a repeat of the first"
+    );
+    assert!(events.iter().all(|e| e.series.is_none()));
+    cleanup(&c, &t, &[&bundle]).await;
+}
+
+#[tokio::test]
+async fn a_bundle_refused_by_the_spoke_policy_records_policy_refused() {
+    let c = cluster().await;
+    let t = c.target(Policy::parse("", "Secret").expect("policy parses"));
+    let bundle = c.n("refused");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: s-{bundle}, namespace: default}}\n"
+    );
+    let error = format!(
+        "{:#}",
+        t.apply(&desired(&bundle, "d-1", &yaml, ApplyOptions::default()))
+            .await
+            .expect_err("refused")
+    );
+    // On a fresh cluster this is the first Event, before any inventory namespace exists.
+    let refused = c.wait_for_event(&bundle, "PolicyRefused", "d-1").await;
+    assert_eq!(refused.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        refused.note.as_deref(),
+        Some(format!("Deployment d-1 refused: {error}").as_str())
+    );
+    assert!(error.contains("refused by spoke policy"), "{error}");
+}
+
+#[tokio::test]
+async fn an_events_api_that_refuses_events_does_not_fail_the_apply() {
+    let c = cluster().await;
+    let Some(server) = &c.server else {
+        eprintln!("SKIP: refusing Events needs the test server's forbid_writes");
+        return;
+    };
+    let t = c.target(Policy::default());
+    let bundle = c.n("no-events");
+    let name = format!("c-{bundle}");
+    // As for a spoke whose role lacks create and patch on events.k8s.io events.
+    server.forbid_writes("events.k8s.io", "events");
+    let out = t
+        .apply(&desired(
+            &bundle,
+            "d-1",
+            &one_configmap(&bundle, "one"),
+            ApplyOptions::default(),
+        ))
+        .await
+        .expect("the apply succeeds without Events");
+    assert_eq!(out.state, State::Ready, "{out:?}");
+    assert!(c.exists(&c.configmaps("default"), &name).await);
+    wait_until("the Event was refused", || async {
+        (server.refused_writes() > 0).then_some(())
+    })
+    .await;
+
+    // The publisher carries on: once allowed, the next Event is recorded, and the
+    // refused one is gone for good rather than queued.
+    server.allow_writes("events.k8s.io", "events");
+    t.apply(&desired(
+        &bundle,
+        "d-2",
+        &one_configmap(&bundle, "two"),
+        ApplyOptions::default(),
+    ))
+    .await
+    .expect("applies");
+    c.wait_for_event(&bundle, "Applied", "d-2").await;
+    let notes: Vec<String> = c
+        .events_of(&bundle)
+        .await
+        .into_iter()
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(notes.iter().all(|n| !n.contains("d-1")), "{notes:?}");
     cleanup(&c, &t, &[&bundle]).await;
 }

@@ -12,14 +12,17 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use flotilla_kube_test_server::{Options, RunningServer, TestServer};
-use flotilla_spoke::target::kubernetes::KubeTarget;
+use flotilla_spoke::target::kubernetes::{INVENTORY_NAMESPACE, KubeTarget};
 use flotilla_spoke::target::{ApplyOptions, Desired, Policy};
+use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, DynamicObject, GroupVersionKind};
+use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use kube::core::ApiResource;
 
 pub const REAL_CLUSTER_ENV: &str = "FLOTILLA_E2E_KUBECONFIG";
+/// The cluster name the tests' appliers run as.
+pub const TEST_CLUSTER: &str = "test-cluster";
 const DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Cluster {
@@ -59,9 +62,10 @@ impl Cluster {
         self.server.is_some()
     }
 
-    /// A new applier, as a freshly started spoke would build it.
+    /// A new applier, as a freshly started spoke would build it. Its Events carry the
+    /// cluster name [`TEST_CLUSTER`].
     pub fn target(&self, policy: Policy) -> KubeTarget {
-        KubeTarget::new(self.client.clone(), policy)
+        KubeTarget::new(self.client.clone(), policy, TEST_CLUSTER)
     }
 
     /// `name` made unique for this test.
@@ -91,6 +95,35 @@ impl Cluster {
 
     pub async fn exists(&self, api: &Api<DynamicObject>, name: &str) -> bool {
         api.get_opt(name).await.expect("GET works").is_some()
+    }
+
+    /// The `events.k8s.io/v1` Events that regard `bundle`'s inventory, oldest first.
+    pub async fn events_of(&self, bundle: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), INVENTORY_NAMESPACE);
+        let selector = format!("regarding.name=bundle-{bundle}");
+        let mut events = match api.list(&ListParams::default().fields(&selector)).await {
+            Ok(list) => list.items,
+            // Nothing has created the inventory namespace yet.
+            Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+            Err(e) => panic!("listing the Events of {bundle}: {e}"),
+        };
+        events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        events
+    }
+
+    /// Waits until an Event with `reason` whose note contains `text` regards `bundle`'s
+    /// inventory, and returns it.
+    pub async fn wait_for_event(&self, bundle: &str, reason: &str, text: &str) -> Event {
+        wait_until(
+            &format!("a {reason} Event about {bundle} says {text:?}"),
+            || async {
+                self.events_of(bundle).await.into_iter().find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.note.as_deref().is_some_and(|n| n.contains(text))
+                })
+            },
+        )
+        .await
     }
 }
 

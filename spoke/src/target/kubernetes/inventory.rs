@@ -27,6 +27,10 @@ pub struct Inventory {
     pub bundle: String,
     pub deployment_id: String,
     pub objects: Vec<ObjectRef>,
+    /// The ConfigMap's uid once it is stored (what the bundle's Events regard); not part
+    /// of its data.
+    #[serde(skip)]
+    pub uid: Option<String>,
 }
 
 /// The ConfigMap's name: `bundle-<bundle>`, or a digest when that would be too long.
@@ -114,6 +118,7 @@ pub async fn load(client: &Client, bundle: &str) -> Result<Option<Inventory>> {
         objects: serde_json::from_str(objects).map_err(|e| {
             anyhow!("bundle {bundle}: inventory {NAMESPACE}/{name} is corrupt: {e}")
         })?,
+        uid: cm.metadata.uid,
     };
     if inv.bundle != bundle {
         return Err(anyhow!(
@@ -124,7 +129,8 @@ pub async fn load(client: &Client, bundle: &str) -> Result<Option<Inventory>> {
     Ok(Some(inv))
 }
 
-pub async fn store(client: &Client, inv: &Inventory) -> Result<()> {
+/// Writes the inventory and returns the ConfigMap's uid.
+pub async fn store(client: &Client, inv: &Inventory) -> Result<Option<String>> {
     let name = configmap_name(&inv.bundle);
     let objects = serde_json::to_string(&inv.objects).context("encoding inventory")?;
     let cm = json!({
@@ -132,7 +138,7 @@ pub async fn store(client: &Client, inv: &Inventory) -> Result<()> {
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {INVENTORY_LABEL: "true"}},
         "data": {"bundle": inv.bundle, "deploymentID": inv.deployment_id, "objects": objects},
     });
-    api(client)
+    let stored = api(client)
         .patch(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -145,7 +151,7 @@ pub async fn store(client: &Client, inv: &Inventory) -> Result<()> {
                 inv.bundle
             )
         })?;
-    Ok(())
+    Ok(stored.metadata.uid)
 }
 
 pub async fn delete(client: &Client, bundle: &str) -> Result<()> {

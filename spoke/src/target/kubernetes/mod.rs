@@ -1,12 +1,13 @@
 //! The Kubernetes target: server-side apply (field manager `flotilla`) through kube-rs's
 //! dynamic API, with an inventory per bundle in the cluster for pruning, health from
-//! object status, drift as field-level diffs, watches that wake the agent, and a spoke
-//! policy checked before anything is applied.
+//! object status, drift as field-level diffs, watches that wake the agent, a spoke
+//! policy checked before anything is applied, and Kubernetes Events that tell what was
+//! done.
 //!
 //! The pure parts have their own modules: `manifest` (parsing, stamping), `order`
 //! (phases), `policy`, `health`, `drift`, `report` (folding verdicts into an
-//! [`Outcome`]). `discovery`, `inventory` and `watch` own the API calls of their concern;
-//! this module sequences them.
+//! [`Outcome`]). `discovery`, `inventory`, `watch` and `events` own the API calls of
+//! their concern; this module sequences them.
 //!
 //! **Invariant:** a bundle is checked whole (parse, kinds, policy) before its first
 //! object is applied, and the inventory is written before objects are created, so a
@@ -14,6 +15,7 @@
 
 mod discovery;
 mod drift;
+mod events;
 mod health;
 mod inventory;
 mod manifest;
@@ -22,9 +24,9 @@ mod policy;
 mod report;
 mod watch;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -38,6 +40,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use self::discovery::{Resolved, Resolver};
+use self::events::{BundleEvent, Events};
 use self::health::Health;
 use self::manifest::{BUNDLE_ANNOTATION, Manifest, ObjectRef};
 use self::order::Phase;
@@ -45,6 +48,7 @@ use self::report::Verdict;
 use super::{Desired, Outcome, Target};
 
 pub use self::drift::DriftIgnore;
+pub use self::events::REPORTING_CONTROLLER;
 pub use self::inventory::NAMESPACE as INVENTORY_NAMESPACE;
 pub use self::policy::{GroupKind, Policy};
 
@@ -59,6 +63,9 @@ pub struct KubeOptions {
     /// A kubeconfig file; None infers (`KUBECONFIG`, `~/.kube/config`, in-cluster).
     pub kubeconfig: Option<PathBuf>,
     pub policy: Policy,
+    /// This cluster's name, which the Events the spoke records carry as their
+    /// reporting instance.
+    pub cluster: String,
 }
 
 /// Where a kubeconfig would be found without `--kubeconfig`, if anywhere: the first
@@ -86,6 +93,22 @@ pub fn config_available(explicit: Option<&std::path::Path>) -> bool {
 #[error("{0}")]
 struct Refused(String);
 
+/// What an apply did, for the caller's Events.
+struct Applied {
+    outcome: Outcome,
+    objects: usize,
+    /// The objects deleted because the bundle no longer holds them.
+    pruned: Vec<ObjectRef>,
+    inventory_uid: Option<String>,
+}
+
+/// What the last `check` of a bundle found drifted, so that the next apply of the same
+/// deployment is recorded as a correction of that drift.
+struct DriftSeen {
+    deployment_id: String,
+    summary: String,
+}
+
 /// One object of a planned apply.
 struct Planned {
     r: ObjectRef,
@@ -102,6 +125,9 @@ pub struct KubeTarget {
     policy: Policy,
     notify: Arc<Notify>,
     dirty: watch::Dirty,
+    events: Events,
+    /// Bundle → the drift its last `check` found. Written by `check` and `apply`.
+    drift_seen: Mutex<HashMap<String, DriftSeen>>,
 }
 
 impl KubeTarget {
@@ -121,7 +147,7 @@ impl KubeTarget {
                 .context("no kubeconfig (KUBECONFIG, ~/.kube/config) or in-cluster config")?,
         };
         let client = Client::try_from(config).context("building the Kubernetes client")?;
-        let target = KubeTarget::new(client, opts.policy);
+        let target = KubeTarget::new(client, opts.policy, &opts.cluster);
         // An API server that is down at start is not fatal: the spoke still talks to the
         // hub, and each bundle reports its own error until the server answers.
         if let Err(e) = target.resolver.refresh().await {
@@ -130,17 +156,78 @@ impl KubeTarget {
         Ok(target)
     }
 
-    pub fn new(client: Client, policy: Policy) -> Self {
+    /// An applier for `cluster` (the name its Events carry). Starts the Events
+    /// publisher, so it must be called on a tokio runtime.
+    pub fn new(client: Client, policy: Policy, cluster: &str) -> Self {
         let notify = Arc::new(Notify::new());
         let dirty = watch::Dirty::default();
         KubeTarget {
             resolver: Resolver::new(client.clone()),
             watches: watch::Watches::new(client.clone(), notify.clone(), dirty.clone()),
+            events: Events::start(client.clone(), events::reporter(cluster)),
             client,
             policy,
             notify,
             dirty,
+            drift_seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn drift_seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, DriftSeen>> {
+        // The map holds no invariant a panic could break half-way.
+        self.drift_seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies, then records what happened as Events (best-effort: recording never
+    /// changes the result).
+    async fn apply_recorded(&self, d: &Desired) -> Result<Outcome> {
+        let (bundle, id) = (d.bundle.as_str(), d.deployment_id.as_str());
+        let drift = self
+            .drift_seen()
+            .remove(bundle)
+            .filter(|seen| seen.deployment_id == id);
+        match self.apply_bundle(d).await {
+            Ok(done) => {
+                let event = match drift {
+                    Some(seen) => BundleEvent::drift_corrected(bundle, id, &seen.summary),
+                    None => BundleEvent::applied(bundle, id, done.objects),
+                };
+                self.events.record(event.on(done.inventory_uid.clone()));
+                if !done.pruned.is_empty() {
+                    self.events.record(
+                        BundleEvent::pruned(bundle, Some(id), &done.pruned).on(done.inventory_uid),
+                    );
+                }
+                Ok(done.outcome)
+            }
+            Err(e) => {
+                self.events
+                    .record(if e.downcast_ref::<Refused>().is_some() {
+                        BundleEvent::policy_refused(bundle, id, &e)
+                    } else {
+                        BundleEvent::apply_failed(bundle, id, &e)
+                    });
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks, and remembers any drift for the next apply's Event.
+    async fn check_recorded(&self, d: &Desired) -> Result<Outcome> {
+        let out = self.check_bundle(d).await?;
+        let mut seen = self.drift_seen();
+        if out.state == flotilla_model::State::Modified {
+            seen.insert(
+                d.bundle.clone(),
+                DriftSeen {
+                    deployment_id: d.deployment_id.clone(),
+                    summary: events::drift_summary(&out.resources),
+                },
+            );
+        } else {
+            seen.remove(&d.bundle);
+        }
+        Ok(out)
     }
 
     fn api(&self, p: &Planned) -> Api<DynamicObject> {
@@ -221,7 +308,7 @@ impl KubeTarget {
         Ok(planned)
     }
 
-    async fn apply_bundle(&self, d: &Desired) -> Result<Outcome> {
+    async fn apply_bundle(&self, d: &Desired) -> Result<Applied> {
         let bundle = &d.bundle;
         let plan = self.plan(d).await?;
         inventory::ensure_namespace(&self.client)
@@ -238,6 +325,7 @@ impl KubeTarget {
                 bundle: bundle.clone(),
                 deployment_id: d.deployment_id.clone(),
                 objects: inventory::union(&old, &new),
+                uid: None,
             },
         )
         .await?;
@@ -279,19 +367,28 @@ impl KubeTarget {
         if !crds_waited {
             self.wait_established(bundle, &plan).await?;
         }
-        if !d.options.keep_resources {
-            self.prune(bundle, inventory::stale(&old, &new)).await?;
-        }
-        inventory::store(
+        let pruned = if d.options.keep_resources {
+            Vec::new()
+        } else {
+            self.prune(bundle, inventory::stale(&old, &new)).await?
+        };
+        let objects = new.len();
+        let inventory_uid = inventory::store(
             &self.client,
             &inventory::Inventory {
                 bundle: bundle.clone(),
                 deployment_id: d.deployment_id.clone(),
                 objects: new,
+                uid: None,
             },
         )
         .await?;
-        Ok(report::summarize(verdicts))
+        Ok(Applied {
+            outcome: report::summarize(verdicts),
+            objects,
+            pruned,
+            inventory_uid,
+        })
     }
 
     /// Waits until every CRD of the plan is Established, so its kinds can be applied.
@@ -316,12 +413,14 @@ impl KubeTarget {
         Ok(())
     }
 
-    /// Deletes objects in reverse apply order. An object whose bundle annotation names
-    /// another bundle (it moved) is left alone; one that is already gone is fine.
-    async fn prune(&self, bundle: &str, mut objects: Vec<ObjectRef>) -> Result<()> {
+    /// Deletes objects in reverse apply order and returns the ones it deleted. An object
+    /// whose bundle annotation names another bundle (it moved) is left alone; one that
+    /// is already gone is fine.
+    async fn prune(&self, bundle: &str, mut objects: Vec<ObjectRef>) -> Result<Vec<ObjectRef>> {
         let phase_of = |r: &ObjectRef| order::phase(r.group(), &r.kind, !r.namespace.is_empty());
         objects.sort_by_key(|r| std::cmp::Reverse(phase_of(r)));
         let mut refreshed = false;
+        let mut deleted = Vec::new();
         for r in objects {
             let (g, v, k) = (r.group(), r.version(), r.kind.as_str());
             let resolved = match self.resolver.cached(g, v, k) {
@@ -363,22 +462,31 @@ impl KubeTarget {
                 continue;
             }
             match api.delete(&r.name, &DeleteParams::background()).await {
-                Ok(_) => tracing::info!(bundle, object = %r, "pruned"),
+                Ok(_) => {
+                    tracing::info!(bundle, object = %r, "pruned");
+                    deleted.push(r);
+                }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(anyhow!("bundle {bundle}: pruning {r}: {}", api_error(e))),
             }
         }
-        Ok(())
+        Ok(deleted)
     }
 
     async fn remove_bundle(&self, bundle: &str, keep_resources: bool) -> Result<()> {
-        let Some(inv) = inventory::load(&self.client, bundle).await? else {
-            return Ok(());
-        };
-        if !keep_resources {
-            self.prune(bundle, inv.objects).await?;
+        self.drift_seen().remove(bundle);
+        if let Some(inv) = inventory::load(&self.client, bundle).await? {
+            if !keep_resources {
+                let pruned = self.prune(bundle, inv.objects).await?;
+                if !pruned.is_empty() {
+                    self.events
+                        .record(BundleEvent::pruned(bundle, None, &pruned).on(inv.uid));
+                }
+            }
+            inventory::delete(&self.client, bundle).await?;
         }
-        inventory::delete(&self.client, bundle).await
+        self.events.forget(bundle);
+        Ok(())
     }
 
     async fn check_bundle(&self, d: &Desired) -> Result<Outcome> {
@@ -450,7 +558,7 @@ fn api_error(e: kube::Error) -> String {
 
 impl Target for KubeTarget {
     fn apply<'a>(&'a self, d: &'a Desired) -> BoxFuture<'a, Result<Outcome>> {
-        Box::pin(self.apply_bundle(d))
+        Box::pin(self.apply_recorded(d))
     }
 
     fn remove<'a>(&'a self, bundle: &'a str, keep_resources: bool) -> BoxFuture<'a, Result<()>> {
@@ -458,7 +566,7 @@ impl Target for KubeTarget {
     }
 
     fn check<'a>(&'a self, d: &'a Desired) -> BoxFuture<'a, Result<Outcome>> {
-        Box::pin(self.check_bundle(d))
+        Box::pin(self.check_recorded(d))
     }
 
     fn changes(&self) -> Option<Arc<Notify>> {
