@@ -769,6 +769,50 @@ async fn an_object_another_bundle_took_over_is_not_pruned() {
 }
 
 #[tokio::test]
+async fn an_object_whose_apply_failed_is_not_pruned_when_the_bundle_drops_it() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let bundle = c.n("never-mine");
+    let (theirs, mine) = (c.n("theirs"), c.n("mine"));
+    let foreign = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": theirs, "namespace": "default"}, "data": {"k": "theirs"}});
+    c.configmaps("default")
+        .patch(
+            &theirs,
+            &PatchParams::apply("someone-else"),
+            &Patch::Apply(&foreign),
+        )
+        .await
+        .expect("someone else applies first");
+    let own = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {mine}, namespace: default}}\n"
+    );
+    let both = format!(
+        "{own}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {theirs}, namespace: default}}\ndata: {{k: mine}}\n"
+    );
+    t.apply(&desired(&bundle, "d-1", &both, ApplyOptions::default()))
+        .await
+        .expect_err("the other manager's field conflicts");
+    t.apply(&desired(&bundle, "d-2", &own, ApplyOptions::default()))
+        .await
+        .expect("the revision without it applies");
+    let cm = c
+        .configmaps("default")
+        .get_opt(&theirs)
+        .await
+        .expect("read")
+        .expect("the object flotilla never applied is still there");
+    assert_eq!(cm.data["data"]["k"], "theirs");
+    cleanup(&c, &t, &[&bundle]).await;
+    if !c.is_test_server() {
+        let _ = c
+            .configmaps("default")
+            .delete(&theirs, &DeleteParams::default())
+            .await;
+    }
+}
+
+#[tokio::test]
 async fn a_missing_target_namespace_is_created_and_is_not_pruned() {
     let c = cluster().await;
     let t = c.target(Policy::default());

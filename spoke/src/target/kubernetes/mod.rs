@@ -457,9 +457,20 @@ impl KubeTarget {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(BUNDLE_ANNOTATION));
-            if owner.is_some_and(|o| o != bundle) {
-                tracing::info!(bundle, object = %r, owner = ?owner, "not pruning: another bundle owns it now");
-                continue;
+            // Only what this bundle applied is deleted. The inventory can also list an
+            // object whose apply failed (it is written before the apply, so a crash never
+            // strands an object), e.g. one another field manager owns: that one was never
+            // ours, and has no annotation naming this bundle.
+            match owner {
+                Some(o) if o == bundle => {}
+                Some(o) => {
+                    tracing::info!(bundle, object = %r, owner = %o, "not pruning: another bundle owns it now");
+                    continue;
+                }
+                None => {
+                    tracing::info!(bundle, object = %r, "not pruning: flotilla never applied it");
+                    continue;
+                }
             }
             match api.delete(&r.name, &DeleteParams::background()).await {
                 Ok(_) => {
