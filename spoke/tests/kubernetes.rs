@@ -1141,6 +1141,96 @@ async fn corrected_drift_records_a_drift_corrected_event_naming_the_fields() {
 }
 
 #[tokio::test]
+async fn drift_left_alone_records_one_drift_detected_warning_until_it_clears() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let bundle = c.n("drift-kept");
+    let name = format!("c-{bundle}");
+    let d = desired(
+        &bundle,
+        "d-1",
+        &one_configmap(&bundle, "one"),
+        ApplyOptions::default(),
+    );
+    t.apply(&d).await.expect("applies");
+    let edit = |value: &'static str| {
+        let api = c.configmaps("default");
+        let name = name.clone();
+        async move {
+            api.patch(
+                &name,
+                &PatchParams {
+                    field_manager: Some("kubectl-edit".into()),
+                    ..Default::default()
+                },
+                &Patch::Merge(json!({"data": {"k": value}})),
+            )
+            .await
+            .expect("edited by hand");
+        }
+    };
+    let detected = |events: Vec<k8s_openapi::api::events::v1::Event>| {
+        events
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("DriftDetected"))
+            .count()
+    };
+
+    edit("by-hand").await;
+    for _ in 0..3 {
+        let drifted = enforce(&t, &d, State::Ready, &|| {})
+            .await
+            .expect("checked");
+        assert_eq!(drifted.state, State::Modified, "{drifted:?}");
+    }
+    let warning = c.wait_for_event(&bundle, "DriftDetected", "d-1").await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(
+        warning
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("/data/k: \"one\" -> \"by-hand\"")),
+        "{warning:?}"
+    );
+    assert_eq!(
+        c.configmaps("default").get(&name).await.expect("cm").data["data"]["k"],
+        "by-hand",
+        "without correctDrift the change is left as is"
+    );
+
+    // Put back by hand, then the same drift again: that is a new occurrence.
+    edit("one").await;
+    let clean = enforce(&t, &d, State::Modified, &|| {})
+        .await
+        .expect("checked");
+    assert_eq!(clean.state, State::Ready, "{clean:?}");
+    edit("by-hand").await;
+    enforce(&t, &d, State::Ready, &|| {})
+        .await
+        .expect("checked");
+    wait_until("a second DriftDetected Event", || async {
+        (detected(c.events_of(&bundle).await) == 2).then_some(())
+    })
+    .await;
+    // Events are published in order: a d-2 Event proves no third one was queued before.
+    // (d-2 forces: kubectl-edit owns data.k now.)
+    t.apply(&desired(
+        &bundle,
+        "d-2",
+        &one_configmap(&bundle, "two"),
+        ApplyOptions {
+            force: true,
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("applies");
+    c.wait_for_event(&bundle, "Applied", "d-2").await;
+    assert_eq!(detected(c.events_of(&bundle).await), 2);
+    cleanup(&c, &t, &[&bundle]).await;
+}
+
+#[tokio::test]
 async fn a_reconcile_that_changes_nothing_records_no_event() {
     let c = cluster().await;
     let t = c.target(Policy::default());

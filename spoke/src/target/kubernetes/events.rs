@@ -1,6 +1,6 @@
 //! Kubernetes Events about bundles, for whoever runs `kubectl get events -n
 //! flotilla-system` or `kubectl describe configmap bundle-<bundle>`: `Applied`,
-//! `ApplyFailed`, `PolicyRefused`, `DriftCorrected` and `Pruned`. Each one regards the
+//! `ApplyFailed`, `PolicyRefused`, `DriftDetected`, `DriftCorrected` and `Pruned`. Each one regards the
 //! bundle's inventory ConfigMap (`flotilla-system/bundle-<bundle>`), so the events of
 //! one bundle are found together, with the reporting controller `flotilla.dev/spoke`.
 //!
@@ -49,6 +49,8 @@ pub enum Reason {
     Applied,
     ApplyFailed,
     PolicyRefused,
+    /// Drift in a bundle without `correctDrift`: reported, left alone.
+    DriftDetected,
     DriftCorrected,
     Pruned,
 }
@@ -59,9 +61,10 @@ impl Reason {
             Reason::Applied | Reason::Pruned => EventType::Normal,
             // DriftCorrected is a Warning although the cluster is right again: someone or
             // something changed a managed object outside git, which is worth a look.
-            Reason::ApplyFailed | Reason::PolicyRefused | Reason::DriftCorrected => {
-                EventType::Warning
-            }
+            Reason::ApplyFailed
+            | Reason::PolicyRefused
+            | Reason::DriftDetected
+            | Reason::DriftCorrected => EventType::Warning,
         }
     }
 
@@ -69,13 +72,18 @@ impl Reason {
     fn action(self) -> &'static str {
         match self {
             Reason::Pruned => "Prune",
+            Reason::DriftDetected => "Check",
             _ => "Apply",
         }
     }
 
-    /// A failure seen again is the same condition, not a new occurrence.
-    fn is_failure(self) -> bool {
-        matches!(self, Reason::ApplyFailed | Reason::PolicyRefused)
+    /// A failure (or uncorrected drift) seen again is the same condition, not a new
+    /// occurrence.
+    fn is_condition(self) -> bool {
+        matches!(
+            self,
+            Reason::ApplyFailed | Reason::PolicyRefused | Reason::DriftDetected
+        )
     }
 }
 
@@ -85,6 +93,7 @@ impl fmt::Display for Reason {
             Reason::Applied => "Applied",
             Reason::ApplyFailed => "ApplyFailed",
             Reason::PolicyRefused => "PolicyRefused",
+            Reason::DriftDetected => "DriftDetected",
             Reason::DriftCorrected => "DriftCorrected",
             Reason::Pruned => "Pruned",
         })
@@ -139,6 +148,18 @@ impl BundleEvent {
             bundle,
             Reason::PolicyRefused,
             format!("Deployment {deployment_id} refused: {error:#}"),
+        )
+    }
+
+    /// `drift`: as for [`BundleEvent::drift_corrected`]; the bundle has no `correctDrift`,
+    /// so the cluster keeps the change until the next deployment.
+    pub fn drift_detected(bundle: &str, deployment_id: &str, drift: &str) -> Self {
+        Self::new(
+            bundle,
+            Reason::DriftDetected,
+            format!(
+                "Deployment {deployment_id} of bundle {bundle} drifted (correctDrift is off, left as is): {drift}"
+            ),
         )
     }
 
@@ -267,7 +288,8 @@ impl Events {
         }
     }
 
-    /// Forgets a removed bundle (after its last Event).
+    /// Forgets what was last recorded for a bundle: it was removed (after its last
+    /// Event), or the condition it was in cleared, so the same Event again is news.
     pub fn forget(&self, bundle: &str) {
         let _ = self.tx.try_send(Message::Forget(bundle.to_string()));
     }
@@ -310,7 +332,7 @@ impl Publisher {
             .get(&ev.bundle)
             .filter(|l| l.reason == ev.reason && l.note == ev.note);
         let recorder = match repeat {
-            Some(_) if ev.reason.is_failure() => return,
+            Some(_) if ev.reason.is_condition() => return,
             Some(last) => last.recorder.clone(),
             None => Recorder::new(self.client.clone(), self.reporter.clone()),
         };

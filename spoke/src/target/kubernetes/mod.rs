@@ -212,20 +212,30 @@ impl KubeTarget {
         }
     }
 
-    /// Checks, and remembers any drift for the next apply's Event.
+    /// Checks, and remembers any drift for the next apply's Event. Drift that will not be
+    /// corrected (no `correctDrift`) is recorded now, once while it stays the same.
     async fn check_recorded(&self, d: &Desired) -> Result<Outcome> {
         let out = self.check_bundle(d).await?;
         let mut seen = self.drift_seen();
         if out.state == flotilla_model::State::Modified {
+            let summary = events::drift_summary(&out.resources);
+            if !d.options.correct_drift {
+                self.events.record(BundleEvent::drift_detected(
+                    &d.bundle,
+                    &d.deployment_id,
+                    &summary,
+                ));
+            }
             seen.insert(
                 d.bundle.clone(),
                 DriftSeen {
                     deployment_id: d.deployment_id.clone(),
-                    summary: events::drift_summary(&out.resources),
+                    summary,
                 },
             );
-        } else {
-            seen.remove(&d.bundle);
+        } else if seen.remove(&d.bundle).is_some() && !d.options.correct_drift {
+            // The drift went away by hand: the same drift coming back is news again.
+            self.events.forget(&d.bundle);
         }
         Ok(out)
     }
