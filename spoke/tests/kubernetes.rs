@@ -314,17 +314,8 @@ async fn out_of_band_edits_and_deletions_are_modified_with_a_field_diff_then_cor
     t.apply(&plain).await.expect("applies");
 
     // Someone edits a field flotilla owns and deletes an object.
-    c.configmaps(&ns)
-        .patch(
-            "settings",
-            &PatchParams {
-                field_manager: Some("kubectl-edit".into()),
-                ..Default::default()
-            },
-            &Patch::Merge(json!({"data": {"mode": "hacked"}})),
-        )
-        .await
-        .expect("out-of-band edit");
+    c.edit_by_hand(&ns, "settings", json!({"mode": "hacked"}))
+        .await;
     c.configmaps(&ns)
         .delete("extra", &DeleteParams::default())
         .await
@@ -703,16 +694,8 @@ async fn errors_name_the_bundle_and_the_object() {
     let cm = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {owned}, namespace: default}}\ndata: {{k: mine}}\n"
     );
-    let other = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": owned, "namespace": "default"}, "data": {"k": "theirs"}});
-    c.configmaps("default")
-        .patch(
-            &owned,
-            &PatchParams::apply("someone-else"),
-            &Patch::Apply(&other),
-        )
-        .await
-        .expect("someone else applies first");
+    c.someone_else_applies("default", &owned, json!({"k": "theirs"}))
+        .await;
     let err = format!(
         "{:#}",
         t.apply(&desired(&bundle, "d-1", &cm, ApplyOptions::default()))
@@ -774,16 +757,8 @@ async fn an_object_whose_apply_failed_is_not_pruned_when_the_bundle_drops_it() {
     let t = c.target(Policy::default());
     let bundle = c.n("never-mine");
     let (theirs, mine) = (c.n("theirs"), c.n("mine"));
-    let foreign = json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": theirs, "namespace": "default"}, "data": {"k": "theirs"}});
-    c.configmaps("default")
-        .patch(
-            &theirs,
-            &PatchParams::apply("someone-else"),
-            &Patch::Apply(&foreign),
-        )
-        .await
-        .expect("someone else applies first");
+    c.someone_else_applies("default", &theirs, json!({"k": "theirs"}))
+        .await;
     let own = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {mine}, namespace: default}}\n"
     );
@@ -843,16 +818,8 @@ async fn a_failed_bundle_is_applied_again_once_the_cause_is_gone() {
     let cm = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\ndata: {{k: mine}}\n"
     );
-    let other = json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": "default"}, "data": {"k": "theirs"}});
-    c.configmaps("default")
-        .patch(
-            &name,
-            &PatchParams::apply("someone-else"),
-            &Patch::Apply(&other),
-        )
-        .await
-        .expect("someone else applies first");
+    c.someone_else_applies("default", &name, json!({"k": "theirs"}))
+        .await;
     let d = desired(&bundle, "d-1", &cm, ApplyOptions::default());
     let first = format!("{:#}", t.apply(&d).await.expect_err("conflict"));
 
@@ -892,17 +859,8 @@ async fn a_new_revision_with_correct_drift_takes_back_fields_edited_by_hand() {
     ))
     .await
     .expect("applies");
-    c.configmaps("default")
-        .patch(
-            &name,
-            &PatchParams {
-                field_manager: Some("kubectl-edit".into()),
-                ..Default::default()
-            },
-            &Patch::Merge(json!({"data": {"k": "by hand"}})),
-        )
-        .await
-        .expect("edited by hand");
+    c.edit_by_hand("default", &name, json!({"k": "by hand"}))
+        .await;
 
     let plain = desired(&bundle, "d-2", &cm("two"), ApplyOptions::default());
     let err = format!("{:#}", t.apply(&plain).await.expect_err("conflict"));
@@ -1040,16 +998,8 @@ async fn a_failing_apply_records_one_warning_with_the_error_however_often_it_is_
     let t = c.target(Policy::default());
     let bundle = c.n("fails");
     let name = format!("c-{bundle}");
-    let theirs = json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": "default"}, "data": {"k": "theirs"}});
-    c.configmaps("default")
-        .patch(
-            &name,
-            &PatchParams::apply("someone-else"),
-            &Patch::Apply(&theirs),
-        )
-        .await
-        .expect("someone else applies first");
+    c.someone_else_applies("default", &name, json!({"k": "theirs"}))
+        .await;
     let d = desired(
         &bundle,
         "d-1",
@@ -1108,17 +1058,8 @@ async fn corrected_drift_records_a_drift_corrected_event_naming_the_fields() {
         },
     );
     t.apply(&d).await.expect("applies");
-    c.configmaps("default")
-        .patch(
-            &name,
-            &PatchParams {
-                field_manager: Some("kubectl-edit".into()),
-                ..Default::default()
-            },
-            &Patch::Merge(json!({"data": {"k": "by-hand"}})),
-        )
-        .await
-        .expect("edited by hand");
+    c.edit_by_hand("default", &name, json!({"k": "by-hand"}))
+        .await;
 
     let fixed = enforce(&t, &d, State::Ready, &|| {})
         .await
@@ -1153,22 +1094,7 @@ async fn drift_left_alone_records_one_drift_detected_warning_until_it_clears() {
         ApplyOptions::default(),
     );
     t.apply(&d).await.expect("applies");
-    let edit = |value: &'static str| {
-        let api = c.configmaps("default");
-        let name = name.clone();
-        async move {
-            api.patch(
-                &name,
-                &PatchParams {
-                    field_manager: Some("kubectl-edit".into()),
-                    ..Default::default()
-                },
-                &Patch::Merge(json!({"data": {"k": value}})),
-            )
-            .await
-            .expect("edited by hand");
-        }
-    };
+    let edit = |value: &'static str| c.edit_by_hand("default", &name, json!({ "k": value }));
     let detected = |events: Vec<k8s_openapi::api::events::v1::Event>| {
         events
             .into_iter()

@@ -16,7 +16,7 @@ use flotilla_spoke::target::kubernetes::{INVENTORY_NAMESPACE, KubeTarget};
 use flotilla_spoke::target::{ApplyOptions, Desired, Policy};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use kube::core::ApiResource;
 
@@ -91,6 +91,36 @@ impl Cluster {
 
     pub fn configmaps(&self, namespace: &str) -> Api<DynamicObject> {
         self.api("v1", "ConfigMap", "configmaps", Some(namespace))
+    }
+
+    /// Another field manager (`someone-else`) server-side applies ConfigMap `name` with
+    /// `data`, so it owns those fields before flotilla comes.
+    pub async fn someone_else_applies(&self, namespace: &str, name: &str, data: serde_json::Value) {
+        let theirs = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace}, "data": data});
+        self.configmaps(namespace)
+            .patch(
+                name,
+                &PatchParams::apply("someone-else"),
+                &Patch::Apply(&theirs),
+            )
+            .await
+            .expect("someone else applies first");
+    }
+
+    /// `kubectl edit` of ConfigMap `name`: a merge patch of `data` by `kubectl-edit`.
+    pub async fn edit_by_hand(&self, namespace: &str, name: &str, data: serde_json::Value) {
+        self.configmaps(namespace)
+            .patch(
+                name,
+                &PatchParams {
+                    field_manager: Some("kubectl-edit".into()),
+                    ..Default::default()
+                },
+                &Patch::Merge(serde_json::json!({ "data": data })),
+            )
+            .await
+            .expect("edited by hand");
     }
 
     pub async fn exists(&self, api: &Api<DynamicObject>, name: &str) -> bool {
