@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, open_watch, raw, start, start_with};
+use common::{Raw, client, open_watch, raw, start, start_with};
 use flotilla_kube_test_server::Options;
 use serde_json::{Value, json};
 
@@ -1172,6 +1172,11 @@ async fn secret_string_data_is_folded_into_data() {
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 const CORE_EVENTS: &str = "/api/v1/namespaces/default/events";
 
+/// POSTs `body` as JSON to `path`.
+async fn post_json(c: &kube::Client, path: &str, body: &Value) -> Raw {
+    raw(c, "POST", path, "application/json", &body.to_string()).await
+}
+
 fn event(name: &str, note: &str) -> Value {
     json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
         "metadata": {"name": name},
@@ -1195,14 +1200,7 @@ async fn events_written_through_events_k8s_io_are_the_core_v1_events_too() {
         "{}",
         discovery.body
     );
-    let r = raw(
-        &c,
-        "POST",
-        EVENTS,
-        "application/json",
-        &event("cm.1", "applied it").to_string(),
-    )
-    .await;
+    let r = post_json(&c, EVENTS, &event("cm.1", "applied it")).await;
     assert_eq!(r.code, 201, "{}", r.body);
     assert_eq!(r.body["regarding"]["name"], "cm");
     assert_eq!(r.body["note"], "applied it");
@@ -1251,14 +1249,7 @@ async fn events_written_through_events_k8s_io_are_the_core_v1_events_too() {
     let legacy = json!({"metadata": {"name": "old.1"}, "message": "legacy",
         "involvedObject": {"kind": "Pod", "namespace": "default", "name": "p"},
         "reason": "Pulled", "type": "Normal", "count": 3});
-    let r = raw(
-        &c,
-        "POST",
-        CORE_EVENTS,
-        "application/json",
-        &legacy.to_string(),
-    )
-    .await;
+    let r = post_json(&c, CORE_EVENTS, &legacy).await;
     assert_eq!(r.code, 201, "{}", r.body);
     let viewed = raw(&c, "GET", &format!("{EVENTS}/old.1"), "", "").await;
     assert_eq!(viewed.body["note"], "legacy");
@@ -1274,14 +1265,7 @@ async fn events_k8s_io_validates_new_events_and_lets_updates_change_only_the_ser
     let c = client(&s).await;
     let mut incomplete = event("bad.1", &"x".repeat(1025));
     incomplete["reportingController"] = json!("");
-    let r = raw(
-        &c,
-        "POST",
-        EVENTS,
-        "application/json",
-        &incomplete.to_string(),
-    )
-    .await;
+    let r = post_json(&c, EVENTS, &incomplete).await;
     assert_eq!((r.code, r.body["reason"].as_str()), (422, Some("Invalid")));
     let message = r.body["message"].as_str().unwrap_or_default();
     assert!(
@@ -1291,14 +1275,7 @@ async fn events_k8s_io_validates_new_events_and_lets_updates_change_only_the_ser
         "{message}"
     );
 
-    let r = raw(
-        &c,
-        "POST",
-        EVENTS,
-        "application/json",
-        &event("cm.2", "once").to_string(),
-    )
-    .await;
+    let r = post_json(&c, EVENTS, &event("cm.2", "once")).await;
     assert_eq!(r.code, 201, "{}", r.body);
     let series = raw(
         &c,
@@ -1335,14 +1312,7 @@ async fn forbidden_writes_get_403_in_the_words_of_the_rbac_authorizer() {
     let s = start().await;
     let c = client(&s).await;
     s.forbid_writes("events.k8s.io", "events");
-    let r = raw(
-        &c,
-        "POST",
-        EVENTS,
-        "application/json",
-        &event("cm.3", "n").to_string(),
-    )
-    .await;
+    let r = post_json(&c, EVENTS, &event("cm.3", "n")).await;
     assert_eq!(
         (r.code, r.body["reason"].as_str()),
         (403, Some("Forbidden"))
@@ -1368,13 +1338,6 @@ async fn forbidden_writes_get_403_in_the_words_of_the_rbac_authorizer() {
     );
 
     s.allow_writes("events.k8s.io", "events");
-    let r = raw(
-        &c,
-        "POST",
-        EVENTS,
-        "application/json",
-        &event("cm.3", "n").to_string(),
-    )
-    .await;
+    let r = post_json(&c, EVENTS, &event("cm.3", "n")).await;
     assert_eq!(r.code, 201, "{}", r.body);
 }
