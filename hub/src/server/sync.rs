@@ -86,13 +86,7 @@ impl SyncHandler for SpokeService {
             sent: hello
                 .applied
                 .iter()
-                .map(|a| {
-                    let sent = Sent {
-                        deployment_id: DeploymentId::parse(&a.deployment_id),
-                        digest: ContentDigest::parse(&a.content_digest),
-                    };
-                    (Arc::from(a.bundle.as_str()), sent)
-                })
+                .map(|a| (Arc::from(a.bundle.as_str()), Sent::from_hello(a)))
                 .collect(),
             digests: hello
                 .digests
@@ -146,6 +140,20 @@ fn check_claimed_name(cluster: &ClusterName, claimed: &str) -> Result<(), Status
 struct Sent {
     deployment_id: Option<DeploymentId>,
     digest: Option<ContentDigest>,
+}
+
+impl Sent {
+    fn from_hello(a: &flotilla_proto::v1::Applied) -> Self {
+        Sent {
+            deployment_id: DeploymentId::parse(&a.deployment_id),
+            digest: ContentDigest::parse(&a.content_digest),
+        }
+    }
+
+    /// Whether the spoke runs deployment `id`, so there is nothing to send.
+    fn runs(&self, id: &DeploymentId) -> bool {
+        self.deployment_id.as_ref() == Some(id)
+    }
 }
 
 struct Session {
@@ -317,7 +325,7 @@ impl Session {
             if self
                 .sent
                 .get(bundle)
-                .is_some_and(|s| s.deployment_id.as_ref() == Some(&d.deployment_id))
+                .is_some_and(|s| s.runs(&d.deployment_id))
             {
                 continue;
             }
@@ -423,5 +431,27 @@ mod tests {
         assert!(check_claimed_name(&c, "dev").is_ok());
         let err = check_claimed_name(&c, "prod").expect_err("refused");
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    }
+
+    #[test]
+    fn a_malformed_id_or_digest_in_hello_never_matches_so_the_bundle_is_resent() {
+        let digest = ContentDigest::of(b"content");
+        let id = DeploymentId::compute(&digest, "{}");
+        let applied = |deployment_id: &str, content_digest: &str| flotilla_proto::v1::Applied {
+            bundle: "web".into(),
+            deployment_id: deployment_id.into(),
+            content_digest: content_digest.into(),
+            ..Default::default()
+        };
+        let good = Sent::from_hello(&applied(id.as_str(), digest.as_str()));
+        assert!(good.runs(&id));
+        assert_eq!(good.digest.as_ref(), Some(&digest));
+
+        let bad = Sent::from_hello(&applied(&format!("{id}../"), "sha256:nothex"));
+        assert!(!bad.runs(&id), "a malformed id must not count as deployed");
+        assert_eq!(
+            bad.digest, None,
+            "a malformed digest is not content the spoke holds"
+        );
     }
 }
