@@ -441,7 +441,6 @@ mod tests {
             bundle: "web".into(),
             deployment_id: deployment_id.into(),
             content_digest: content_digest.into(),
-            ..Default::default()
         };
         let good = Sent::from_hello(&applied(id.as_str(), digest.as_str()));
         assert!(good.runs(&id));
