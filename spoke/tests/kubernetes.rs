@@ -17,7 +17,7 @@ use serde_json::json;
 /// A bundle with a Namespace, a CRD and one of its objects, a Deployment and ConfigMaps.
 fn full_bundle(c: &Cluster, config_value: &str, with_extra: bool) -> String {
     let ns = c.n("shop");
-    let group = format!("{}.example.com", c.id);
+    let (group, plural, kind) = gadget_names(c);
     let mut yaml = format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -33,7 +33,7 @@ spec:
         image: nginx:1.27
 ---
 apiVersion: {group}/v1
-kind: Gadget
+kind: {kind}
 metadata: {{name: g1, namespace: {ns}}}
 spec: {{size: 3}}
 ---
@@ -44,11 +44,11 @@ data: {{mode: "{config_value}"}}
 ---
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
-metadata: {{name: gadgets.{group}}}
+metadata: {{name: {plural}.{group}}}
 spec:
   group: {group}
   scope: Namespaced
-  names: {{plural: gadgets, singular: gadget, kind: Gadget}}
+  names: {{plural: {plural}, singular: {singular}, kind: {kind}}}
   versions:
   - name: v1
     served: true
@@ -61,7 +61,8 @@ spec:
 apiVersion: v1
 kind: Namespace
 metadata: {{name: {ns}}}
-"#
+"#,
+        singular = plural.trim_end_matches('s'),
     );
     if with_extra {
         yaml.push_str(&format!(
@@ -71,13 +72,20 @@ metadata: {{name: {ns}}}
     yaml
 }
 
-fn gadgets(c: &Cluster) -> kube::Api<kube::api::DynamicObject> {
-    c.api(
-        &format!("{}.example.com/v1", c.id),
-        "Gadget",
-        "gadgets",
-        Some(&c.n("shop")),
+/// The test CRD's group, plural and kind. The group is fixed so that the spoke's
+/// ClusterRole (`examples/spoke-rbac.yaml`) can grant it; the names carry the test's
+/// suffix so tests sharing a cluster do not collide.
+fn gadget_names(c: &Cluster) -> (String, String, String) {
+    (
+        "test.flotilla.dev".to_string(),
+        format!("gadgets{}", c.id),
+        format!("Gadget{}", c.id),
     )
+}
+
+fn gadgets(c: &Cluster) -> kube::Api<kube::api::DynamicObject> {
+    let (group, plural, kind) = gadget_names(c);
+    c.api(&format!("{group}/v1"), &kind, &plural, Some(&c.n("shop")))
 }
 
 fn deployments(c: &Cluster, ns: &str) -> kube::Api<kube::api::DynamicObject> {
@@ -155,7 +163,7 @@ async fn a_bundle_with_a_namespace_a_crd_and_its_object_a_deployment_and_a_confi
             "Namespace",
             "CustomResourceDefinition",
             "Deployment",
-            "Gadget",
+            gadget_names(&c).2.as_str(),
             "ConfigMap",
             "ConfigMap"
         ]
@@ -263,9 +271,12 @@ async fn unassigning_deletes_the_bundles_objects_unless_keep_resources() {
         None,
     );
     wait_until("the namespace and the CRD are gone", || async {
-        (!c.exists(&namespaces, &ns).await
+        (c.deleted(&namespaces, &ns).await
             && !c
-                .exists(&crds, &format!("gadgets.{}.example.com", c.id))
+                .exists(&crds, &{
+                    let (group, plural, _) = gadget_names(&c);
+                    format!("{plural}.{group}")
+                })
                 .await)
             .then_some(())
     })
@@ -456,58 +467,71 @@ async fn compare_patches_make_drift_detection_ignore_fields() {
 #[tokio::test]
 async fn health_moves_from_not_ready_to_ready_through_status_updates() {
     let c = cluster().await;
-    if !c.is_test_server() {
-        eprintln!("SKIP: status is patched by hand here; on a real cluster controllers own it");
+    if c.controllers_run() {
+        eprintln!("SKIP: status is set by hand here; on a cluster with controllers they own it");
         return;
     }
+    // No kubelet and no controllers run (the test server, or the etcd + kube-apiserver of
+    // tests/k8s/up), so the test writes status through the status subresource, as the
+    // Deployment and Job controllers would, with the admin's credentials.
     let t = c.target(Policy::default());
-    let yaml = r#"apiVersion: apps/v1
+    let ns = c.n("health");
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: apps/v1
 kind: Deployment
-metadata: {name: api, namespace: default}
+metadata: {{name: api, namespace: {ns}}}
 spec:
   replicas: 2
-  selector: {matchLabels: {app: api}}
+  selector: {{matchLabels: {{app: api}}}}
   template:
-    metadata: {labels: {app: api}}
-    spec: {containers: [{name: api, image: api:1}]}
+    metadata: {{labels: {{app: api}}}}
+    spec: {{containers: [{{name: api, image: api:1}}]}}
 ---
 apiVersion: batch/v1
 kind: Job
-metadata: {name: migrate, namespace: default}
+metadata: {{name: migrate, namespace: {ns}}}
 spec:
   template:
     spec:
       restartPolicy: Never
-      containers: [{name: m, image: migrate:1}]
-"#;
-    let d = desired("app", "d-1", yaml, ApplyOptions::default());
+      containers: [{{name: m, image: migrate:1}}]
+"#
+    );
+    let bundle = c.n("app");
+    let d = desired(&bundle, "d-1", &yaml, ApplyOptions::default());
     let out = t.apply(&d).await.expect("applies");
     assert_eq!(out.state, State::NotReady);
     assert!(
-        out.message.contains("apps/v1 Deployment default/api"),
+        out.message
+            .contains(&format!("apps/v1 Deployment {ns}/api")),
         "{}",
         out.message
     );
     assert!(
         out.message
-            .contains("batch/v1 Job default/migrate: job has not completed"),
+            .contains(&format!("batch/v1 Job {ns}/migrate: job has not completed")),
         "{}",
         out.message
     );
 
-    let deploy = deployments(&c, "default");
+    let deploy = c.admin_api("apps/v1", "Deployment", "deployments", Some(&ns));
     deploy
         .patch_status(
             "api",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}})),
+            &Patch::Merge(json!({"status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}})),
         )
         .await
         .expect("status");
     let out = t.check(&d).await.expect("check");
     assert!(
-        out.message
-            .contains("apps/v1 Deployment default/api: 1 of 2 updated replicas available"),
+        out.message.contains(&format!(
+            "apps/v1 Deployment {ns}/api: 1 of 2 updated replicas available"
+        )),
         "{}",
         out.message
     );
@@ -515,24 +539,36 @@ spec:
         .patch_status(
             "api",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"availableReplicas": 2}})),
+            &Patch::Merge(json!({"status": {"readyReplicas": 2, "availableReplicas": 2}})),
         )
         .await
         .expect("status");
     let out = t.check(&d).await.expect("check");
     assert_eq!(out.resources.len(), 1, "only the Job is left: {out:?}");
 
-    c.api("batch/v1", "Job", "jobs", Some("default"))
+    // What the Job controller writes when a Job succeeds: the API server requires the
+    // start and completion times and SuccessCriteriaMet before Complete.
+    let now = "2026-01-01T00:00:00Z";
+    c.admin_api("batch/v1", "Job", "jobs", Some(&ns))
         .patch_status(
             "migrate",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}})),
+            &Patch::Merge(json!({"status": {
+                "startTime": now,
+                "completionTime": now,
+                "succeeded": 1,
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now, "lastProbeTime": now},
+                    {"type": "Complete", "status": "True", "lastTransitionTime": now, "lastProbeTime": now}
+                ]
+            }})),
         )
         .await
         .expect("status");
     let out = t.check(&d).await.expect("check");
     assert_eq!(out.state, State::Ready, "{out:?}");
     assert!(out.resources.is_empty());
+    cleanup(&c, &t, &[&bundle]).await;
 }
 
 #[tokio::test]

@@ -21,6 +21,12 @@ use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use kube::core::ApiResource;
 
 pub const REAL_CLUSTER_ENV: &str = "FLOTILLA_E2E_KUBECONFIG";
+/// An admin kubeconfig for what the tests do as someone other than the spoke (setting
+/// status as a kubelet or controller would). Unset: the spoke's own credentials.
+pub const ADMIN_ENV: &str = "FLOTILLA_E2E_ADMIN_KUBECONFIG";
+/// Set by `tests/k8s/up`: the control plane runs no controllers, so status is the tests'
+/// to set.
+pub const NO_CONTROLLERS_ENV: &str = "FLOTILLA_E2E_NO_CONTROLLERS";
 /// The cluster name the tests' appliers run as.
 pub const TEST_CLUSTER: &str = "test-cluster";
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -29,6 +35,8 @@ pub struct Cluster {
     /// None when the tests run against a real cluster.
     pub server: Option<RunningServer>,
     pub client: Client,
+    /// Acts as the cluster's other parties (kubelet, controllers, an admin).
+    pub admin: Client,
     /// A suffix that makes this test's names unique on a shared cluster.
     pub id: String,
 }
@@ -49,17 +57,39 @@ pub async fn cluster() -> Cluster {
             (Some(s), yaml)
         }
     };
-    let kc = Kubeconfig::from_yaml(&yaml).expect("kubeconfig parses");
+    let client = client_from(&yaml).await;
+    let admin = match std::env::var(ADMIN_ENV) {
+        Ok(path) if !path.is_empty() && server.is_none() => {
+            let yaml = std::fs::read_to_string(&path).expect("the admin kubeconfig is readable");
+            client_from(&yaml).await
+        }
+        _ => client.clone(),
+    };
+    Cluster {
+        server,
+        client,
+        admin,
+        id,
+    }
+}
+
+async fn client_from(kubeconfig_yaml: &str) -> Client {
+    let kc = Kubeconfig::from_yaml(kubeconfig_yaml).expect("kubeconfig parses");
     let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .expect("kubeconfig is usable");
-    let client = Client::try_from(cfg).expect("client builds");
-    Cluster { server, client, id }
+    Client::try_from(cfg).expect("client builds")
 }
 
 impl Cluster {
     pub fn is_test_server(&self) -> bool {
         self.server.is_some()
+    }
+
+    /// Whether controllers own status here. Not on the test server, and not on the
+    /// control plane of `tests/k8s/up` (etcd and kube-apiserver only).
+    pub fn controllers_run(&self) -> bool {
+        !self.is_test_server() && std::env::var_os(NO_CONTROLLERS_ENV).is_none()
     }
 
     /// A new applier, as a freshly started spoke would build it. Its Events carry the
@@ -80,13 +110,19 @@ impl Cluster {
         plural: &str,
         namespace: Option<&str>,
     ) -> Api<DynamicObject> {
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let ar =
-            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
-        match namespace {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
-            None => Api::all_with(self.client.clone(), &ar),
-        }
+        dynamic_api(&self.client, api_version, kind, plural, namespace)
+    }
+
+    /// Like [`Cluster::api`], as the cluster's admin: for what a kubelet or a controller
+    /// would write, which the spoke's role does not allow.
+    pub fn admin_api(
+        &self,
+        api_version: &str,
+        kind: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> Api<DynamicObject> {
+        dynamic_api(&self.admin, api_version, kind, plural, namespace)
     }
 
     pub fn configmaps(&self, namespace: &str) -> Api<DynamicObject> {
@@ -125,6 +161,16 @@ impl Cluster {
 
     pub async fn exists(&self, api: &Api<DynamicObject>, name: &str) -> bool {
         api.get_opt(name).await.expect("GET works").is_some()
+    }
+
+    /// Gone, or its deletion accepted (`deletionTimestamp` set). A Namespace on a control
+    /// plane without kube-controller-manager (`tests/k8s/up`) stays Terminating for good,
+    /// because the namespace controller that empties and finalizes it does not run.
+    pub async fn deleted(&self, api: &Api<DynamicObject>, name: &str) -> bool {
+        api.get_opt(name)
+            .await
+            .expect("GET works")
+            .is_none_or(|o| o.metadata.deletion_timestamp.is_some())
     }
 
     /// The `events.k8s.io/v1` Events that regard `bundle`'s inventory, oldest first.
@@ -179,5 +225,21 @@ where
         }
         assert!(start.elapsed() < DEADLINE, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn dynamic_api(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+    plural: &str,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
     }
 }

@@ -59,10 +59,22 @@ impl Resolver {
         if recent {
             return Ok(());
         }
-        let discovery = Discovery::new(self.client.clone())
-            .run()
-            .await
-            .context("API discovery")?;
+        // Aggregated discovery reads every group in two requests, as one consistent
+        // snapshot. Group by group, a CRD deleted between listing the groups and reading
+        // one of them fails the whole run with a 404. Servers before 1.26 lack it, and
+        // some answer the request with the plain group list, which reads as no groups.
+        let discovery = match Discovery::new(self.client.clone()).run_aggregated().await {
+            Ok(d) if d.has_group("") => d,
+            other => {
+                if let Err(e) = other {
+                    tracing::debug!(error = %e, "aggregated discovery unavailable; discovering group by group");
+                }
+                Discovery::new(self.client.clone())
+                    .run()
+                    .await
+                    .context("API discovery")?
+            }
+        };
         let mut fresh = HashMap::new();
         for group in discovery.groups() {
             for version in group.versions() {
