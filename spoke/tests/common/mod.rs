@@ -1,24 +1,32 @@
 //! Shared setup for the Kubernetes applier's component tests.
 //!
-//! By default every test starts its own in-process Kubernetes API **test server**
-//! (`flotilla-kube-test-server`). With `FLOTILLA_E2E_KUBECONFIG=/path/to/kubeconfig` the
-//! same tests run against that real cluster instead (kind, k3d; see
-//! `docs/e2e-real-cluster.md`). Names carry a per-test suffix so tests can share a cluster,
-//! and each test removes its bundles at the end.
+//! The tests run against a real kube-apiserver. `.ci/run` starts one with `tests/k8s/up`
+//! and passes its settings in the environment (`FLOTILLA_E2E_KUBECONFIG` and the rest,
+//! from `DIR/env`). Without them, the first test starts one itself with `tests/k8s/up`
+//! under the system temp dir, owned by this test process: it stops when the process
+//! exits. `FLOTILLA_E2E_KUBECONFIG` may also name any other cluster (kind, k3d; see
+//! `docs/e2e-real-cluster.md`). Names carry a per-test suffix so tests can share a
+//! cluster, and each test removes its bundles at the end.
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use flotilla_kube_test_server::{Options, RunningServer, TestServer};
 use flotilla_spoke::target::kubernetes::{INVENTORY_NAMESPACE, KubeTarget};
 use flotilla_spoke::target::{ApplyOptions, Desired, Policy};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use kube::core::ApiResource;
+use serde_json::json;
 
 pub const REAL_CLUSTER_ENV: &str = "FLOTILLA_E2E_KUBECONFIG";
 /// An admin kubeconfig for what the tests do as someone other than the spoke (setting
@@ -32,64 +40,101 @@ pub const TEST_CLUSTER: &str = "test-cluster";
 const DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Cluster {
-    /// None when the tests run against a real cluster.
-    pub server: Option<RunningServer>,
+    /// Applies as the spoke would: the restricted ServiceAccount of
+    /// `examples/spoke-rbac.yaml` on the control plane of `tests/k8s/up`.
     pub client: Client,
     /// Acts as the cluster's other parties (kubelet, controllers, an admin).
     pub admin: Client,
+    /// The admin's kubeconfig, for clients with other credentials to the same server.
+    admin_config: Config,
+    /// Whether controllers run and own status (false on `tests/k8s/up`'s control plane).
+    controllers: bool,
     /// A suffix that makes this test's names unique on a shared cluster.
     pub id: String,
+}
+
+/// The settings `tests/k8s/up` writes to `DIR/env`, from the environment when set there.
+struct Settings(HashMap<String, String>);
+
+impl Settings {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn settings() -> &'static Settings {
+    static SETTINGS: OnceLock<Settings> = OnceLock::new();
+    SETTINGS.get_or_init(|| {
+        let from_env: HashMap<String, String> = [REAL_CLUSTER_ENV, ADMIN_ENV, NO_CONTROLLERS_ENV]
+            .into_iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect();
+        if from_env.contains_key(REAL_CLUSTER_ENV) {
+            return Settings(from_env);
+        }
+        Settings(start_control_plane())
+    })
+}
+
+/// Runs `tests/k8s/up` for this test process and reads the `env` file it writes.
+fn start_control_plane() -> HashMap<String, String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir: PathBuf = std::env::temp_dir().join(format!("flotilla-k8s-{}", std::process::id()));
+    let status = std::process::Command::new(repo.join("tests/k8s/up"))
+        .arg(&dir)
+        .arg("--owner-pid")
+        .arg(std::process::id().to_string())
+        .status()
+        .expect("tests/k8s/up runs (it needs Go to build the control plane once)");
+    assert!(
+        status.success(),
+        "tests/k8s/up {} failed; see its output above",
+        dir.display()
+    );
+    let text = std::fs::read_to_string(dir.join("env")).expect("tests/k8s/up wrote DIR/env");
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 pub async fn cluster() -> Cluster {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let id = format!("{:08x}", rand::random::<u32>());
-    let (server, yaml) = match std::env::var(REAL_CLUSTER_ENV) {
-        Ok(path) if !path.is_empty() => {
-            let yaml = std::fs::read_to_string(&path).expect("FLOTILLA_E2E_KUBECONFIG is readable");
-            (None, yaml)
-        }
-        _ => {
-            let s = TestServer::start(Options::default())
-                .await
-                .expect("test server starts");
-            let yaml = s.kubeconfig_yaml();
-            (Some(s), yaml)
-        }
-    };
-    let client = client_from(&yaml).await;
-    let admin = match std::env::var(ADMIN_ENV) {
-        Ok(path) if !path.is_empty() && server.is_none() => {
-            let yaml = std::fs::read_to_string(&path).expect("the admin kubeconfig is readable");
-            client_from(&yaml).await
-        }
-        _ => client.clone(),
-    };
+    let settings = tokio::task::spawn_blocking(settings)
+        .await
+        .expect("the control plane starts");
+    let kubeconfig = settings
+        .get(REAL_CLUSTER_ENV)
+        .expect("a kubeconfig for the tests");
+    let client = Client::try_from(config_from_file(kubeconfig).await).expect("client builds");
+    let admin_config = config_from_file(settings.get(ADMIN_ENV).unwrap_or(kubeconfig)).await;
+    let admin = Client::try_from(admin_config.clone()).expect("client builds");
     Cluster {
-        server,
         client,
         admin,
+        admin_config,
+        controllers: settings.get(NO_CONTROLLERS_ENV).is_none(),
         id,
     }
 }
 
-async fn client_from(kubeconfig_yaml: &str) -> Client {
-    let kc = Kubeconfig::from_yaml(kubeconfig_yaml).expect("kubeconfig parses");
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+async fn config_from_file(path: &str) -> Config {
+    let yaml = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    let kc = Kubeconfig::from_yaml(&yaml).expect("kubeconfig parses");
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .expect("kubeconfig is usable");
-    Client::try_from(cfg).expect("client builds")
+        .expect("kubeconfig is usable")
 }
 
 impl Cluster {
-    pub fn is_test_server(&self) -> bool {
-        self.server.is_some()
-    }
-
-    /// Whether controllers own status here. Not on the test server, and not on the
-    /// control plane of `tests/k8s/up` (etcd and kube-apiserver only).
+    /// Whether controllers own status here: not on the control plane of `tests/k8s/up`
+    /// (etcd and kube-apiserver only), where the tests set status themselves.
     pub fn controllers_run(&self) -> bool {
-        !self.is_test_server() && std::env::var_os(NO_CONTROLLERS_ENV).is_none()
+        self.controllers
     }
 
     /// A new applier, as a freshly started spoke would build it. Its Events carry the
@@ -123,6 +168,127 @@ impl Cluster {
         namespace: Option<&str>,
     ) -> Api<DynamicObject> {
         dynamic_api(&self.admin, api_version, kind, plural, namespace)
+    }
+
+    /// A ServiceAccount with the spoke's ClusterRoles and its inventory Role, but not the
+    /// Events Role (`examples/spoke-rbac.yaml`), and a client that uses its token.
+    pub async fn spoke_without_events(&self) -> (String, Client) {
+        let name = self.n("no-events");
+        self.admin_applies(json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": INVENTORY_NAMESPACE}
+        }))
+        .await;
+        for role in ["flotilla-spoke", "flotilla-spoke-apply"] {
+            self.admin_applies(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": format!("{name}-{role}")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": INVENTORY_NAMESPACE}]
+            }))
+            .await;
+        }
+        self.bind_role(&name, "flotilla-spoke-inventory").await;
+        let token = Api::<ServiceAccount>::namespaced(self.admin.clone(), INVENTORY_NAMESPACE)
+            .create_token_request(&name, &Default::default(), &TokenRequest::default())
+            .await
+            .expect("a token for the ServiceAccount")
+            .status
+            .expect("the token request has a status")
+            .token
+            .expect("the token request returned a token");
+        let mut cfg = self.admin_config.clone();
+        cfg.auth_info = kube::config::AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
+        (name, Client::try_from(cfg).expect("client builds"))
+    }
+
+    /// Binds `role` in the inventory namespace to ServiceAccount `sa`, and waits until
+    /// the API server's authorizer lets `sa` do what the role allows.
+    pub async fn bind_role(&self, sa: &str, role: &str) {
+        self.admin_applies(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": format!("{sa}-{role}"), "namespace": INVENTORY_NAMESPACE},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": INVENTORY_NAMESPACE}]
+        }))
+        .await;
+    }
+
+    /// Whether `sa` may create `events.k8s.io` Events in the inventory namespace, as the
+    /// API server's authorizer answers now.
+    pub async fn may_record_events(&self, sa: &str) -> bool {
+        let review: SubjectAccessReview = serde_json::from_value(json!({
+            "spec": {
+                "user": format!("system:serviceaccount:{INVENTORY_NAMESPACE}:{sa}"),
+                "groups": ["system:serviceaccounts", "system:authenticated"],
+                "resourceAttributes": {
+                    "group": "events.k8s.io", "resource": "events", "verb": "create",
+                    "namespace": INVENTORY_NAMESPACE
+                }
+            }
+        }))
+        .expect("a SubjectAccessReview");
+        Api::<SubjectAccessReview>::all(self.admin.clone())
+            .create(&Default::default(), &review)
+            .await
+            .expect("the API server reviews access")
+            .status
+            .is_some_and(|s| s.allowed)
+    }
+
+    /// Requests the API server's authorizer has refused so far, from its own
+    /// `authorization_attempts_total` (RBAC alone answers "no opinion" to what it does
+    /// not allow, and the request is then forbidden). Refusals are not counted in
+    /// `apiserver_request_total`, which starts after authorization.
+    pub async fn refused_requests(&self) -> u64 {
+        let req = http::Request::get("/metrics")
+            .body(Vec::new())
+            .expect("a request");
+        let text = self
+            .admin
+            .request_text(req)
+            .await
+            .expect("the API server's metrics");
+        text.lines()
+            .filter(|l| {
+                l.starts_with("authorization_attempts_total{")
+                    && (l.contains("result=\"no-opinion\"") || l.contains("result=\"denied\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    }
+
+    async fn admin_applies(&self, object: serde_json::Value) {
+        let obj: DynamicObject = serde_json::from_value(object).expect("an object");
+        let (api_version, kind) = (
+            obj.types
+                .as_ref()
+                .map(|t| t.api_version.clone())
+                .unwrap_or_default(),
+            obj.types
+                .as_ref()
+                .map(|t| t.kind.clone())
+                .unwrap_or_default(),
+        );
+        let plural = format!("{}s", kind.to_lowercase());
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        let api = self.admin_api(
+            &api_version,
+            &kind,
+            &plural,
+            obj.metadata.namespace.as_deref(),
+        );
+        api.patch(
+            &name,
+            &PatchParams::apply("flotilla-tests").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {kind} {name} as admin: {e}"));
     }
 
     pub fn configmaps(&self, namespace: &str) -> Api<DynamicObject> {

@@ -359,7 +359,7 @@ impl KubeTarget {
         for p in &plan {
             if p.phase > Phase::Crd && !crds_waited {
                 crds_waited = true;
-                self.wait_established(bundle, &plan).await?;
+                self.wait_established(bundle, &plan, &mut verdicts).await?;
                 for ns in used.difference(&declared) {
                     inventory::ensure_namespace_named(&self.client, ns)
                         .await
@@ -375,7 +375,7 @@ impl KubeTarget {
             verdicts.push((p.r.clone(), verdict_of_health(p, &live.data_value())));
         }
         if !crds_waited {
-            self.wait_established(bundle, &plan).await?;
+            self.wait_established(bundle, &plan, &mut verdicts).await?;
         }
         let pruned = if d.options.keep_resources {
             Vec::new()
@@ -401,12 +401,19 @@ impl KubeTarget {
         })
     }
 
-    /// Waits until every CRD of the plan is Established, so its kinds can be applied.
-    async fn wait_established(&self, bundle: &str, plan: &[Planned]) -> Result<()> {
+    /// Waits until every CRD of the plan is Established, so its kinds can be applied,
+    /// and judges each CRD's health again from the object that showed it Established
+    /// (the apply's answer came before the API server had established it).
+    async fn wait_established(
+        &self,
+        bundle: &str,
+        plan: &[Planned],
+        verdicts: &mut [(ObjectRef, Verdict)],
+    ) -> Result<()> {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         for p in plan.iter().filter(|p| p.phase == Phase::Crd) {
             let name = &p.r.name;
-            tokio::time::timeout(
+            let established = tokio::time::timeout(
                 ESTABLISHED_TIMEOUT,
                 await_condition(api.clone(), name, conditions::is_crd_established()),
             )
@@ -419,6 +426,10 @@ impl KubeTarget {
                 )
             })?
             .map_err(|e| anyhow!("bundle {bundle}: waiting for {}: {e}", p.r))?;
+            let live = established.and_then(|crd| serde_json::to_value(crd).ok());
+            if let (Some(live), Some(slot)) = (live, verdicts.iter_mut().find(|(r, _)| *r == p.r)) {
+                slot.1 = verdict_of_health(p, &live);
+            }
         }
         Ok(())
     }
