@@ -225,8 +225,7 @@ pub async fn init(args: &InitArgs) -> Result<()> {
             dir.ca_cert().display()
         );
     }
-    std::fs::create_dir_all(dir.root())
-        .with_context(|| format!("creating {}", dir.root().display()))?;
+    files::private_dir(dir.root()).with_context(|| format!("creating {}", dir.root().display()))?;
     files::write_public(
         &dir.hub_conf(),
         format!("advertise: {}\n", args.advertise).as_bytes(),
@@ -276,6 +275,9 @@ async fn serve(args: RunArgs) -> Result<()> {
             dir.root().display()
         );
     }
+    // Keys, the store and the source mirrors live here: owner-only, also for a data dir
+    // that an older version created 0755.
+    flotilla_identity::files::private_dir(dir.root())?;
     let pki = HubPki::load(&dir)?;
     let tls = ServerTls {
         cert_pem: pki.serving_cert_pem,
@@ -307,7 +309,18 @@ async fn serve(args: RunArgs) -> Result<()> {
     ));
     if let Some(listen) = args.http_listen {
         let secret = match &args.webhook_secret_file {
-            Some(p) => Some(files::read_secret(p)?.trim().to_string()),
+            Some(p) => {
+                let secret = files::read_secret(p)?.trim().to_string();
+                // An empty key would sign anyone's payload: refuse to start rather than
+                // accept unauthenticated webhooks.
+                if secret.is_empty() {
+                    bail!(
+                        "--webhook-secret-file {} is empty; put the shared secret your git host signs with in it",
+                        p.display()
+                    );
+                }
+                Some(secret)
+            }
             None => None,
         };
         let f = fleet.clone();

@@ -156,6 +156,9 @@ impl Store {
         // redb caches up to 1 GiB by default, and copy-on-write commits keep filling it:
         // under steady status writes the hub's memory would creep toward that. The
         // fleet's state is small; bound the cache.
+        // The store holds rendered manifests, Secrets among them: owner-only, also
+        // for a store that an older version created 0644.
+        flotilla_identity::files::private_file(path).map_err(db_err)?;
         let db = Database::builder()
             .set_cache_size(STORE_CACHE_BYTES)
             .create(path)

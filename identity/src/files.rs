@@ -66,6 +66,26 @@ pub fn read_secret(path: &Path) -> Result<String, Error> {
     fs::read_to_string(path).map_err(|e| file_err(path, e.to_string()))
 }
 
+/// Creates `path` (and its parents) and makes it owner-only (0700), also when it
+/// existed with a looser mode: what lives in it (keys, cached manifests with Secrets)
+/// is for this process's user alone.
+pub fn private_dir(path: &Path) -> Result<(), Error> {
+    fs::create_dir_all(path).map_err(|e| file_err(path, e.to_string()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        .map_err(|e| file_err(path, e.to_string()))
+}
+
+/// Makes an existing or new file owner-only (0600) without touching its contents.
+pub fn private_file(path: &Path) -> Result<(), Error> {
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|f| f.set_permissions(fs::Permissions::from_mode(0o600)))
+        .map_err(|e| file_err(path, e.to_string()))
+}
+
 pub fn read_public(path: &Path) -> Result<String, Error> {
     fs::read_to_string(path).map_err(|e| file_err(path, e.to_string()))
 }
@@ -85,5 +105,22 @@ mod tests {
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = read_secret(&p).expect_err("refused");
         assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn private_dirs_and_files_are_owner_only_even_when_they_existed_looser() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().join("state");
+        fs::create_dir(&d).expect("mkdir");
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).expect("chmod");
+        private_dir(&d).expect("private dir");
+        let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&d), 0o700);
+        let f = d.join("state.redb");
+        fs::write(&f, b"data").expect("write");
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).expect("chmod");
+        private_file(&f).expect("private file");
+        assert_eq!(mode(&f), 0o600);
+        assert_eq!(fs::read(&f).expect("read"), b"data", "contents untouched");
     }
 }

@@ -21,9 +21,13 @@ use crate::target::{KubeOptions, Policy, TargetSpec, kubernetes};
     about = "The flotilla spoke agent: dials out to the hub, applies bundles, reports status"
 )]
 pub struct Args {
-    /// Join string from `flotilla token create`; needed only for the first start.
+    /// Join string from `flotilla token create`; needed only for the first start. Prefer
+    /// `--join-file` or `FLOTILLA_JOIN`: a command line is visible to every local user.
     #[arg(long, env = "FLOTILLA_JOIN", hide_env_values = true)]
     pub join: Option<String>,
+    /// A file holding the join string (a mounted Secret, say); read on the first start.
+    #[arg(long, conflicts_with = "join")]
+    pub join_file: Option<PathBuf>,
     /// This cluster's name (a DNS label).
     #[arg(long)]
     pub name: String,
@@ -65,16 +69,21 @@ pub fn init_tracing(args: &Args) {
 pub async fn run(args: Args) -> Result<()> {
     let name = ClusterName::new(&args.name)?;
     let labels = parse_labels(&args.labels).context("--labels")?;
+    // The key, the assignment cache (manifests with Secrets) and the content live here.
+    flotilla_identity::files::private_dir(&args.state_dir)?;
     let state = StateDir::new(&args.state_dir);
     state.recover()?;
     if !state.is_enrolled() {
-        let Some(join) = &args.join else {
-            bail!(
-                "{} holds no identity yet; pass --join with a join string from `flotilla token create`",
+        let join = match (&args.join, &args.join_file) {
+            (Some(join), _) => join.clone(),
+            (None, Some(path)) => read_join_file(path)?,
+            (None, None) => bail!(
+                "{} holds no identity yet; pass --join-file (or FLOTILLA_JOIN) with a join \
+                 string from `flotilla token create`",
                 args.state_dir.display()
-            );
+            ),
         };
-        let join: JoinString = join.parse()?;
+        let join: JoinString = join.trim().parse()?;
         enroll(&state, &join, name.as_str(), &labels).await?;
     }
     let identity = state.load_identity()?;
@@ -145,4 +154,24 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// A join string is a few hundred bytes; a larger file is not one.
+const MAX_JOIN_FILE: u64 = 16 * 1024;
+
+fn read_join_file(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("--join-file {}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_JOIN_FILE + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("--join-file {}: not UTF-8 text", path.display()))?;
+    if text.len() as u64 > MAX_JOIN_FILE {
+        bail!(
+            "--join-file {}: larger than {MAX_JOIN_FILE} bytes; it should hold one join string",
+            path.display()
+        );
+    }
+    Ok(text)
 }

@@ -199,7 +199,7 @@ impl StateDir {
     }
 
     pub fn save_assignments(&self, a: &BTreeMap<String, CachedAssignment>) -> Result<()> {
-        files::write_public(&self.assignments(), &serde_json::to_vec_pretty(a)?)?;
+        files::write_secret(&self.assignments(), &serde_json::to_vec_pretty(a)?)?;
         Ok(())
     }
 
@@ -210,7 +210,7 @@ impl StateDir {
     }
 
     pub fn save_content(&self, digest: &ContentDigest, bytes: &[u8]) -> Result<()> {
-        files::write_public(&self.content(digest), bytes)?;
+        files::write_secret(&self.content(digest), bytes)?;
         Ok(())
     }
 

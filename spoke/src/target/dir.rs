@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -45,7 +46,22 @@ impl DirTarget {
     fn write(&self, bundle: &str, deployment_id: &str, content: &[u8]) -> Result<()> {
         let path = self.file(bundle)?;
         let tmp = self.root.join(format!(".{bundle}.yaml.tmp"));
-        let mut f = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        // Manifests may carry Secrets: owner-only. create_new (O_EXCL) never follows a
+        // link someone left at the temp path; a stale temp file from a crash goes first.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", tmp.display()));
+            }
+            _ => {}
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(&Self::render(bundle, deployment_id, content))
             .and_then(|_| f.sync_all())
             .with_context(|| format!("writing {}", tmp.display()))?;
@@ -140,6 +156,24 @@ mod tests {
         t.delete("web").expect("remove");
         assert!(!dir.path().join("web.yaml").exists());
         t.delete("web").expect("removing twice is fine");
+    }
+
+    #[test]
+    fn bundle_files_are_owner_only_and_a_link_at_the_temp_path_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let outside = tempfile::tempdir().expect("tmp");
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "untouched").expect("write");
+        std::os::unix::fs::symlink(&victim, dir.path().join(".web.yaml.tmp")).expect("link");
+        let t = DirTarget::new(dir.path()).expect("target");
+        t.write("web", "d-1", b"kind: Secret\n").expect("apply");
+        let mode = fs::metadata(dir.path().join("web.yaml"))
+            .expect("written")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read_to_string(&victim).expect("read"), "untouched");
     }
 
     #[test]
