@@ -9,11 +9,13 @@ pub mod digest;
 pub mod duration;
 pub mod labels;
 pub mod names;
+pub mod redact;
 pub mod selector;
 pub mod state;
 
 pub use digest::{ContentDigest, DeploymentId};
 pub use labels::{Labels, parse_labels};
 pub use names::{ClusterName, NameError};
+pub use redact::{redact_in, redact_url};
 pub use selector::{LabelSelector, Operator, Requirement, SelectorError};
 pub use state::{State, Summary};

@@ -74,7 +74,8 @@ impl AdminService {
         };
         pb::Source {
             name: s.spec.name.clone(),
-            repo: s.spec.repo.clone(),
+            // The URL may carry a password or token; nobody reads it back.
+            repo: flotilla_model::redact_url(&s.spec.repo),
             branch: s.spec.branch.clone(),
             paths: s.spec.paths.clone(),
             interval_seconds: s.spec.interval_secs,
