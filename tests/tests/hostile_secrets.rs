@@ -125,3 +125,42 @@ fn an_empty_webhook_secret_file_stops_the_hub_from_starting() {
         "{stderr}"
     );
 }
+
+#[test]
+fn source_urls_are_redacted_everywhere() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hub = Hub::start(tmp.path());
+    // Nothing listens there: the fetch fails with an error that quotes the URL.
+    let url = format!(
+        "http://bob:s3cr3t-pw@127.0.0.1:{}/fleet.git?private_token=tok-9876",
+        free_port()
+    );
+    hub.add_source("private", &url, "");
+    let sources = wait_until("the fetch to fail", || {
+        let v = hub.json(&["sources"]);
+        if v[0]["error"].as_str().is_some_and(|e| !e.is_empty()) {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    });
+    let wide = hub.cli(&["sources", "-o", "wide"]);
+    let yaml = hub.cli(&["sources", "-o", "yaml"]);
+    let shown = [
+        sources.to_string(),
+        String::from_utf8_lossy(&wide.stdout).to_string(),
+        String::from_utf8_lossy(&yaml.stdout).to_string(),
+        hub.proc.log_text(),
+    ];
+    for text in &shown {
+        assert!(
+            !text.contains("s3cr3t-pw") && !text.contains("tok-9876"),
+            "a secret of the URL is shown: {text}"
+        );
+    }
+    assert_eq!(
+        sources[0]["repo"],
+        url.replace("s3cr3t-pw", "***").replace("tok-9876", "***"),
+        "the URL is shown with its secrets redacted"
+    );
+}
