@@ -251,6 +251,23 @@ const BUILTINS: &[BuiltinRow] = &[
         0,
     ),
     ("coordination.k8s.io", "v1", "Lease", "leases", &[], NS),
+    // Served (stored, never called): spoke policies name them.
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        &[],
+        GEN,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        &[],
+        GEN,
+    ),
     (
         "apiextensions.k8s.io",
         "v1",
