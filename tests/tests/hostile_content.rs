@@ -20,7 +20,9 @@ fn rows(hub: &Hub, cluster: &str) -> Vec<Value> {
 }
 
 fn row(hub: &Hub, cluster: &str, bundle: &str) -> Option<Value> {
-    rows(hub, cluster).into_iter().find(|r| r["bundle"] == bundle)
+    rows(hub, cluster)
+        .into_iter()
+        .find(|r| r["bundle"] == bundle)
 }
 
 /// A fleet repo with one bundle per (folder, file, text).
@@ -54,13 +56,7 @@ fn an_empty_bundle_is_ready_beside_a_normal_one_and_twins_with_one_digest_are_bo
     let hub = Hub::start(tmp.path());
     hub.add_source("t", &repo.url, "");
     let dev = Spoke::start(tmp.path(), &hub.token("1h", 1), "dev", "env=dev");
-    let all = [
-        "t-empty",
-        "t-normal",
-        "t-nothing",
-        "t-twin-a",
-        "t-twin-b",
-    ];
+    let all = ["t-empty", "t-normal", "t-nothing", "t-twin-a", "t-twin-b"];
     hub.wait_ready_bundles("dev", &all);
 
     // Nothing to apply is a file holding only flotilla's header (the dir target's
@@ -70,12 +66,23 @@ fn an_empty_bundle_is_ready_beside_a_normal_one_and_twins_with_one_digest_are_bo
         assert_eq!(text.lines().count(), 1, "{empty}: {text:?}");
         assert!(text.starts_with("# managed by flotilla"), "{text:?}");
     }
-    assert!(dev.file("t-normal").expect("normal").contains("name: normal"));
+    assert!(
+        dev.file("t-normal")
+            .expect("normal")
+            .contains("name: normal")
+    );
     let (a, b) = (dev.file("t-twin-a"), dev.file("t-twin-b"));
-    assert!(a.as_deref().is_some_and(|t| t.contains("name: twin")), "{a:?}");
+    assert!(
+        a.as_deref().is_some_and(|t| t.contains("name: twin")),
+        "{a:?}"
+    );
     assert_eq!(
-        a.as_deref().and_then(|t| t.split_once('\n')).map(|(_, body)| body),
-        b.as_deref().and_then(|t| t.split_once('\n')).map(|(_, body)| body),
+        a.as_deref()
+            .and_then(|t| t.split_once('\n'))
+            .map(|(_, body)| body),
+        b.as_deref()
+            .and_then(|t| t.split_once('\n'))
+            .map(|(_, body)| body),
         "twins carry the same content"
     );
 
@@ -128,12 +135,13 @@ fn a_spoke_that_lost_or_corrupted_its_cached_content_gets_it_again_and_converges
             None => std::fs::remove_file(&file).expect("delete the cached content"),
             Some(bad) => std::fs::write(&file, bad).expect("corrupt the cached content"),
         }
-        wait_until(&format!("{how} content to be sent again"), || {
-            match std::fs::read(&file) {
+        wait_until(
+            &format!("{how} content to be sent again"),
+            || match std::fs::read(&file) {
                 Ok(bytes) if bytes == good => Ok(()),
                 other => Err(format!("{other:?}")),
-            }
-        });
+            },
+        );
         hub.wait_ready_bundles("dev", &["t-app"]);
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_kube_test_server::{Options, RunningServer, TestServer};
 use flotilla_spoke::target::kubernetes::{INVENTORY_NAMESPACE, KubeTarget};
-use flotilla_spoke::target::{ApplyOptions, Desired, Policy};
+use flotilla_spoke::target::{ApplyOptions, Desired, Policy, PolicySpec};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
@@ -66,6 +66,12 @@ impl Cluster {
     /// cluster name [`TEST_CLUSTER`].
     pub fn target(&self, policy: Policy) -> KubeTarget {
         KubeTarget::new(self.client.clone(), policy, TEST_CLUSTER)
+    }
+
+    /// A new applier enforcing `spec`, resolved against this cluster's discovery as a
+    /// starting spoke resolves it.
+    pub async fn target_with(&self, spec: &PolicySpec) -> anyhow::Result<KubeTarget> {
+        KubeTarget::with_policy(self.client.clone(), spec, TEST_CLUSTER).await
     }
 
     /// `name` made unique for this test.

@@ -349,7 +349,10 @@ mod tests {
             gk("ClusterRoleBinding", RBAC_GROUP),
             gk("RoleBinding", RBAC_GROUP),
             gk("Deployment", "apps"),
-            gk("ValidatingWebhookConfiguration", "admissionregistration.k8s.io"),
+            gk(
+                "ValidatingWebhookConfiguration",
+                "admissionregistration.k8s.io",
+            ),
         ]
     }
 
@@ -401,7 +404,11 @@ mod tests {
                 format!("{group}/v1")
             };
             let why = refused(&p, &r(&api_version, kind, "a", "x"), true);
-            assert_eq!(why.is_some(), want, "{flag} vs {api_version} {kind}: {why:?}");
+            assert_eq!(
+                why.is_some(),
+                want,
+                "{flag} vs {api_version} {kind}: {why:?}"
+            );
             if let Some(why) = why {
                 assert!(why.contains("denied by this spoke's policy"), "{why}");
             }
@@ -413,7 +420,10 @@ mod tests {
         // (flag, text the error must hold)
         let cases = [
             ("Secrets", "Secret"),
-            ("ClusterRoleBindin", "ClusterRoleBinding.rbac.authorization.k8s.io"),
+            (
+                "ClusterRoleBindin",
+                "ClusterRoleBinding.rbac.authorization.k8s.io",
+            ),
             ("Secret.example.com", "Secret.example.com"),
             ("Gadget", "denies kind Gadget"),
         ];
@@ -432,7 +442,10 @@ mod tests {
             .expect("parses")
             .resolve(&served())
             .expect_err("unknown");
-        assert!(err.to_string().contains("nearest served kinds: Secret"), "{err}");
+        assert!(
+            err.to_string().contains("nearest served kinds: Secret"),
+            "{err}"
+        );
         for bad in ["a/b", ".apps", "Kind.", "Ki nd"] {
             assert!(PolicySpec::from_flags("", bad).is_err(), "{bad}");
         }
@@ -447,14 +460,21 @@ mod tests {
             (r("v1", "ConfigMap", "kube-system", "c"), true, true),
             (r("v1", "Namespace", "", "team-b"), false, false),
             (r("v1", "Namespace", "", "other"), false, true),
-            (r("rbac.authorization.k8s.io/v1", "ClusterRole", "", "x"), false, true),
+            (
+                r("rbac.authorization.k8s.io/v1", "ClusterRole", "", "x"),
+                false,
+                true,
+            ),
         ];
         for (obj, namespaced, want) in cases {
             let why = refused(&p, &obj, namespaced);
             assert_eq!(why.is_some(), want, "{obj}: {why:?}");
         }
         let why = refused(&p, &r("v1", "ConfigMap", "kube-system", "c"), true).expect("refused");
-        assert!(why.contains("kube-system") && why.contains("team-a,team-b"), "{why}");
+        assert!(
+            why.contains("kube-system") && why.contains("team-a,team-b"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -468,7 +488,16 @@ mod tests {
             (r("v1", "ConfigMap", "kube-system", "c"), true, true),
             (r("v1", "Namespace", "", "kube-system"), false, true),
             (r("v1", "ConfigMap", "app", "c"), true, false),
-            (r("rbac.authorization.k8s.io/v1", "ClusterRole", "", "kube-system"), false, false),
+            (
+                r(
+                    "rbac.authorization.k8s.io/v1",
+                    "ClusterRole",
+                    "",
+                    "kube-system",
+                ),
+                false,
+                false,
+            ),
         ];
         for (obj, namespaced, want) in cases {
             assert_eq!(refused(&p, &obj, namespaced).is_some(), want, "{obj}");
@@ -522,7 +551,10 @@ mod tests {
         );
         let err = PolicySpec::from_yaml(path, "denyKinds: [a/b]\n").expect_err("bad kind");
         assert!(err.to_string().contains("not Kind or Kind.group"), "{err}");
-        assert!(PolicySpec::from_yaml(path, "\n").is_err(), "an empty file is a mistake");
+        assert!(
+            PolicySpec::from_yaml(path, "\n").is_err(),
+            "an empty file is a mistake"
+        );
     }
 
     #[test]
