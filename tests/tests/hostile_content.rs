@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use flotilla_e2e::{GitServer, Hub, Spoke, configmap, wait_until, write_file};
+use flotilla_e2e::{GitServer, Hub, Spoke, configmap, free_port, metric, wait_until, write_file};
 use serde_json::Value;
 
 /// `flotilla status` rows of `cluster`, as JSON.
@@ -53,7 +53,8 @@ fn an_empty_bundle_is_ready_beside_a_normal_one_and_twins_with_one_digest_are_bo
     );
     let git = GitServer::start(&tmp.path().join("git"));
     let repo = git.repo_from("fleet", &src);
-    let hub = Hub::start(tmp.path());
+    let http = format!("127.0.0.1:{}", free_port());
+    let hub = Hub::start_with(tmp.path(), &["--http-listen", &http]);
     hub.add_source("t", &repo.url, "");
     let dev = Spoke::start(tmp.path(), &hub.token("1h", 1), "dev", "env=dev");
     let all = ["t-empty", "t-normal", "t-nothing", "t-twin-a", "t-twin-b"];
@@ -84,6 +85,18 @@ fn an_empty_bundle_is_ready_beside_a_normal_one_and_twins_with_one_digest_are_bo
             .and_then(|t| t.split_once('\n'))
             .map(|(_, body)| body),
         "twins carry the same content"
+    );
+    // Five Assigns, but the twins' bytes went once and the empty bundles carry none.
+    let body_len = |bundle: &str| {
+        dev.file(bundle)
+            .and_then(|t| t.split_once('\n').map(|(_, body)| body.len()))
+            .unwrap_or_default() as f64
+    };
+    assert_eq!(metric(&http, "flotilla_hub_assigns_sent_total"), 5.0);
+    assert_eq!(
+        metric(&http, "flotilla_hub_assign_content_bytes_total"),
+        body_len("t-normal") + body_len("t-twin-a"),
+        "content is sent once per digest"
     );
 
     // The cluster keeps syncing: a later change to the normal bundle arrives.

@@ -431,6 +431,7 @@ impl Session {
             .collect();
         for bundle in gone {
             self.sent.remove(&bundle);
+            self.too_large.remove(&bundle);
             out.push(Outbound::Msg(HubMsg {
                 msg: Some(hub_msg::Msg::Unassign(Unassign {
                     bundle: bundle.to_string(),
