@@ -72,6 +72,8 @@ pub fn init_tracing(args: &Args) {
 pub async fn run(args: Args) -> Result<()> {
     let name = ClusterName::new(&args.name)?;
     let labels = parse_labels(&args.labels).context("--labels")?;
+    // Read before joining, so a mistake in it never uses up a join token.
+    let policy = policy_spec(&args)?;
     let state = StateDir::new(&args.state_dir);
     state.recover()?;
     if !state.is_enrolled() {
@@ -103,7 +105,6 @@ pub async fn run(args: Args) -> Result<()> {
              ~/.kube/config, in-cluster); pass --target kubernetes or --target dir:PATH"
         ),
     };
-    let policy = policy_spec(&args)?;
     if matches!(spec, TargetSpec::Dir(_)) && !policy.is_empty() {
         bail!("--allow-namespaces, --deny-kinds and --policy apply to --target kubernetes only");
     }
