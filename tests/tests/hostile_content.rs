@@ -99,6 +99,25 @@ fn an_empty_bundle_is_ready_beside_a_normal_one_and_twins_with_one_digest_are_bo
         "content is sent once per digest"
     );
 
+    // The same bundle re-assigned with the same content (only an option changed): a
+    // new deployment, sent without content, and Ready.
+    let sent_bytes = metric(&http, "flotilla_hub_assign_content_bytes_total");
+    repo.commit_file(
+        "normal/fleet.yaml",
+        "defaultNamespace: normal\ncorrectDrift: {enabled: true}\n",
+        "correct drift",
+    );
+    wait_until("the re-assignment to be sent", || {
+        let n = metric(&http, "flotilla_hub_assigns_sent_total");
+        (n == 6.0).then_some(()).ok_or(format!("{n}"))
+    });
+    hub.wait_ready_bundles("dev", &all);
+    assert_eq!(
+        metric(&http, "flotilla_hub_assign_content_bytes_total"),
+        sent_bytes,
+        "the spoke already held that content"
+    );
+
     // The cluster keeps syncing: a later change to the normal bundle arrives.
     repo.commit_file("normal/cm.yaml", &configmap("normal", "v2"), "v2");
     wait_until("v2 to reach dev", || {
