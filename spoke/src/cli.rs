@@ -12,7 +12,7 @@ use flotilla_telemetry::LogFormat;
 use crate::enroll::enroll;
 use crate::session::{Agent, run_forever};
 use crate::state_dir::StateDir;
-use crate::target::{KubeOptions, Policy, TargetSpec, kubernetes};
+use crate::target::{KubeOptions, PolicySpec, TargetSpec, kubernetes};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,10 +46,17 @@ pub struct Args {
     /// cluster-scoped objects are then refused. A bundle that breaks it is refused whole.
     #[arg(long, default_value = "")]
     pub allow_namespaces: String,
-    /// Spoke policy: kinds refused whatever the hub sends, `Kind.group` (`Kind` for the
-    /// core group), comma-separated, e.g. `ClusterRoleBinding.rbac.authorization.k8s.io,Secret`.
+    /// Spoke policy: kinds refused whatever the hub sends, comma-separated, any case.
+    /// `Kind` is that kind in every group the cluster serves it in (`Event` is core and
+    /// events.k8s.io); `Kind.group` is one group. A kind the cluster does not serve
+    /// stops the spoke at start.
     #[arg(long, default_value = "")]
     pub deny_kinds: String,
+    /// Spoke policy file (YAML: allowNamespaces, denyNamespaces, denyKinds,
+    /// denyBindingsToClusterRoles); merged with the flags. See
+    /// examples/spoke-policy/default-deny.yaml.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     /// Holds the key (0600), certificate and the assignment cache.
     #[arg(long)]
     pub state_dir: PathBuf,
@@ -69,6 +76,8 @@ pub fn init_tracing(args: &Args) {
 pub async fn run(args: Args) -> Result<()> {
     let name = ClusterName::new(&args.name)?;
     let labels = parse_labels(&args.labels).context("--labels")?;
+    // Read before joining, so a mistake in it never uses up a join token.
+    let policy = policy_spec(&args)?;
     // The key, the assignment cache (manifests with Secrets) and the content live here.
     flotilla_identity::files::private_dir(&args.state_dir)?;
     let state = StateDir::new(&args.state_dir);
@@ -105,10 +114,8 @@ pub async fn run(args: Args) -> Result<()> {
              ~/.kube/config, in-cluster); pass --target kubernetes or --target dir:PATH"
         ),
     };
-    let policy =
-        Policy::parse(&args.allow_namespaces, &args.deny_kinds).map_err(anyhow::Error::msg)?;
-    if matches!(spec, TargetSpec::Dir(_)) && policy != Policy::default() {
-        bail!("--allow-namespaces and --deny-kinds apply to --target kubernetes only");
+    if matches!(spec, TargetSpec::Dir(_)) && !policy.is_empty() {
+        bail!("--allow-namespaces, --deny-kinds and --policy apply to --target kubernetes only");
     }
     let target = spec
         .build(KubeOptions {
@@ -138,6 +145,34 @@ pub async fn run(args: Args) -> Result<()> {
         _ = shutdown_signal() => tracing::info!("stopping"),
     }
     Ok(())
+}
+
+/// A policy file larger than this is not a policy someone wrote by hand.
+const MAX_POLICY_FILE: u64 = 1024 * 1024;
+
+/// The spoke policy from the flags and the `--policy` file together.
+fn policy_spec(args: &Args) -> Result<PolicySpec> {
+    let flags = PolicySpec::from_flags(&args.allow_namespaces, &args.deny_kinds)?;
+    let Some(path) = &args.policy else {
+        return Ok(flags);
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(
+            std::fs::File::open(path)
+                .with_context(|| format!("opening policy file {}", path.display()))?,
+            MAX_POLICY_FILE + 1,
+        ),
+        &mut text,
+    )
+    .with_context(|| format!("reading policy file {}", path.display()))?;
+    if text.len() as u64 > MAX_POLICY_FILE {
+        bail!(
+            "policy file {} is larger than {MAX_POLICY_FILE} bytes",
+            path.display()
+        );
+    }
+    Ok(flags.merge(PolicySpec::from_yaml(path, &text)?)?)
 }
 
 /// Ctrl-C or SIGTERM (what systemd and Kubernetes send).

@@ -47,6 +47,9 @@ pub struct Agent {
     pub metrics: SpokeMetrics,
     /// Streams opened so far; every one after the first counts as a reconnect.
     streams_opened: std::sync::atomic::AtomicU64,
+    /// Woken by an enforcement round that found a bundle's cached content gone: the
+    /// open stream ends, and the next Hello tells the hub which content we lack.
+    lost_content: tokio::sync::Notify,
 }
 
 impl Agent {
@@ -88,6 +91,7 @@ impl Agent {
             apply_lock: tokio::sync::Mutex::new(()),
             metrics: SpokeMetrics::default(),
             streams_opened: std::sync::atomic::AtomicU64::new(0),
+            lost_content: tokio::sync::Notify::new(),
         })
     }
 
@@ -189,7 +193,7 @@ impl Agent {
         msg: &flotilla_proto::v1::Assign,
     ) -> Result<Result<(CachedAssignment, Desired)>, Resync> {
         let digest = ContentDigest::parse(&msg.content_digest);
-        if msg.content.is_empty()
+        if !content_included(msg)
             && digest
                 .as_ref()
                 .is_some_and(|d| self.state.load_content(d).is_none())
@@ -206,15 +210,15 @@ impl Agent {
         check_bundle_name(&msg.bundle)?;
         let digest = ContentDigest::parse(&msg.content_digest)
             .ok_or_else(|| anyhow!("malformed content digest {:?}", msg.content_digest))?;
-        let content = if msg.content.is_empty() {
-            self.state
-                .load_content(&digest)
-                .ok_or_else(|| anyhow!("content {digest} is not in the cache"))?
-        } else {
+        let content = if content_included(msg) {
             if ContentDigest::of(&msg.content) != digest {
                 bail!("content of bundle {} does not match its digest", msg.bundle);
             }
             msg.content.to_vec()
+        } else {
+            self.state
+                .load_content(&digest)
+                .ok_or_else(|| anyhow!("content {digest} is not in the cache"))?
         };
         let opts = msg.options.clone().unwrap_or_default();
         let entry = CachedAssignment {
@@ -288,11 +292,18 @@ impl Agent {
                 continue;
             }
             let digest = a.digest.clone();
-            let Ok(Some(content)) = self
+            let content = match self
                 .blocking(move |ag| ag.state.load_content(&digest))
                 .await
-            else {
-                continue;
+            {
+                Ok(Some(content)) => content,
+                Ok(None) => {
+                    // Deleted or corrupt: only the hub can give it back.
+                    tracing::warn!(bundle = %a.bundle, digest = %a.digest, "cached content is missing or corrupt; resyncing with the hub");
+                    self.lost_content.notify_waiters();
+                    continue;
+                }
+                Err(_) => continue,
             };
             let desired = a.desired(content);
             let Some(outcome) =
@@ -529,11 +540,18 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
                 }
             }
             Some(why) = failed.recv() => bail!("{why}"),
+            _ = agent.lost_content.notified() => bail!("resyncing: cached content was lost"),
             _ = heartbeat.tick() => {
                 agent.send(spoke_msg::Msg::Heartbeat(Default::default()));
             }
         }
     }
+}
+
+/// Whether an Assign carries its content. Hubs that predate `content_included` sent
+/// content only when it was not empty, so non-empty content counts as included.
+fn content_included(msg: &flotilla_proto::v1::Assign) -> bool {
+    msg.content_included || !msg.content.is_empty()
 }
 
 /// Assignments queued per stream before the stream stops reading from the hub.
@@ -570,5 +588,79 @@ async fn work_through(
             let _ = failed.send(why).await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_proto::v1::Assign;
+
+    fn agent(dir: &std::path::Path) -> Agent {
+        let target = crate::target::dir::DirTarget::new(&dir.join("out")).expect("dir target");
+        Agent::new(
+            "dev".into(),
+            "127.0.0.1:1".into(),
+            Labels::default(),
+            StateDir::new(&dir.join("state")),
+            Box::new(target),
+        )
+        .expect("agent")
+    }
+
+    fn assign(content: &[u8], digest: &ContentDigest, content_included: bool) -> Assign {
+        Assign {
+            bundle: "b".into(),
+            deployment_id: flotilla_model::DeploymentId::compute(digest, "{}").to_string(),
+            content_digest: digest.to_string(),
+            content: content.to_vec().into(),
+            options: None,
+            content_included,
+        }
+    }
+
+    #[test]
+    fn an_empty_bundle_is_prepared_as_nothing_to_apply_not_as_lost_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = agent(dir.path());
+        let empty = ContentDigest::of(b"");
+        for included in [true, false] {
+            let (entry, desired) = a
+                .prepare(&assign(b"", &empty, included))
+                .unwrap_or_else(|Resync(why)| panic!("included={included}: resync: {why}"))
+                .expect("prepared");
+            assert_eq!(entry.digest, empty);
+            assert!(desired.content.is_empty());
+        }
+    }
+
+    #[test]
+    fn content_the_hub_thinks_we_hold_but_we_do_not_asks_for_a_resync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = agent(dir.path());
+        let digest = ContentDigest::of(b"kind: ConfigMap\n");
+        let Err(Resync(why)) = a.prepare(&assign(b"", &digest, false)) else {
+            panic!("lost content must resync");
+        };
+        assert!(why.contains("not in the cache"), "{why}");
+        let (_, desired) = a
+            .prepare(&assign(b"kind: ConfigMap\n", &digest, true))
+            .unwrap_or_else(|Resync(why)| panic!("resync: {why}"))
+            .expect("prepared");
+        assert_eq!(desired.content, b"kind: ConfigMap\n");
+    }
+
+    #[test]
+    fn included_content_that_does_not_match_its_digest_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = agent(dir.path());
+        let err = a
+            .prepare(&assign(b"", &ContentDigest::of(b"other"), true))
+            .unwrap_or_else(|Resync(why)| panic!("resync: {why}"))
+            .expect_err("refused");
+        assert!(
+            format!("{err:#}").contains("does not match its digest"),
+            "{err:#}"
+        );
     }
 }

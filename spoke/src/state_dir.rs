@@ -203,8 +203,13 @@ impl StateDir {
         Ok(())
     }
 
-    /// Content from the cache, only if it still hashes to its digest.
+    /// Content from the cache, only if it still hashes to its digest. The empty
+    /// content (a bundle that renders nothing) is known by its digest alone and is
+    /// always held, cache file or not.
     pub fn load_content(&self, digest: &ContentDigest) -> Option<Vec<u8>> {
+        if *digest == ContentDigest::of(b"") {
+            return Some(Vec::new());
+        }
         let bytes = std::fs::read(self.content(digest)).ok()?;
         (ContentDigest::of(&bytes) == *digest).then_some(bytes)
     }
@@ -268,5 +273,20 @@ mod tests {
             "k2"
         );
         assert!(!dir.path().join("key.pem.next").exists());
+    }
+
+    #[test]
+    fn the_empty_content_is_held_without_a_file_and_lost_or_corrupt_content_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = StateDir::new(dir.path());
+        assert_eq!(s.load_content(&ContentDigest::of(b"")), Some(Vec::new()));
+
+        let content = b"kind: ConfigMap\n";
+        let digest = ContentDigest::of(content);
+        assert_eq!(s.load_content(&digest), None, "never saved");
+        s.save_content(&digest, content).expect("save");
+        assert_eq!(s.load_content(&digest).as_deref(), Some(&content[..]));
+        std::fs::write(s.content(&digest), b"tampered").expect("corrupt");
+        assert_eq!(s.load_content(&digest), None, "corrupt content is not held");
     }
 }

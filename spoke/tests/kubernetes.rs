@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{Cluster, TEST_CLUSTER, cluster, desired, wait_until};
 use flotilla_model::State;
 use flotilla_spoke::target::kubernetes::{INVENTORY_NAMESPACE, KubeTarget, REPORTING_CONTROLLER};
-use flotilla_spoke::target::{ApplyOptions, DriftIgnore, Policy, Target, enforce};
+use flotilla_spoke::target::{ApplyOptions, DriftIgnore, Policy, PolicySpec, Target, enforce};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -573,9 +573,9 @@ spec:
 async fn a_bundle_that_breaks_the_spoke_policy_is_refused_whole_and_nothing_is_applied() {
     let c = cluster().await;
     let allowed = c.n("team-a");
-    let policy = Policy::parse(&allowed, "ClusterRoleBinding.rbac.authorization.k8s.io")
+    let policy = PolicySpec::from_flags(&allowed, "ClusterRoleBinding.rbac.authorization.k8s.io")
         .expect("policy parses");
-    let t = c.target(policy);
+    let t = c.target_with(&policy).await.expect("policy resolves");
     let bundle = c.n("sneaky");
     let yaml = format!(
         r#"apiVersion: v1
@@ -1232,7 +1232,10 @@ async fn a_reconcile_that_changes_nothing_records_no_event() {
 #[tokio::test]
 async fn a_bundle_refused_by_the_spoke_policy_records_policy_refused() {
     let c = cluster().await;
-    let t = c.target(Policy::parse("", "Secret").expect("policy parses"));
+    let t = c
+        .target_with(&PolicySpec::from_flags("", "Secret").expect("policy parses"))
+        .await
+        .expect("policy resolves");
     let bundle = c.n("refused");
     let yaml = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: s-{bundle}, namespace: default}}\n"
@@ -1302,5 +1305,188 @@ async fn an_events_api_that_refuses_events_does_not_fail_the_apply() {
         .filter_map(|e| e.note)
         .collect();
     assert!(notes.iter().all(|n| !n.contains("d-1")), "{notes:?}");
+    cleanup(&c, &t, &[&bundle]).await;
+}
+
+/// Applies `yaml` as bundle `bundle` and returns the refusal, or None if it applied.
+async fn refusal(t: &dyn Target, bundle: &str, yaml: &str) -> Option<String> {
+    t.apply(&desired(bundle, "d-1", yaml, ApplyOptions::default()))
+        .await
+        .err()
+        .map(|e| format!("{e:#}"))
+}
+
+#[tokio::test]
+async fn deny_kinds_without_a_group_in_any_case_refuse_cluster_role_bindings_and_secrets() {
+    let c = cluster().await;
+    let spec = PolicySpec::from_flags("", "ClusterRoleBinding,secret").expect("parses");
+    let t = c.target_with(&spec).await.expect("policy resolves");
+    let (crb, secret, fine) = (c.n("crb"), c.n("secret"), c.n("fine"));
+    let why = refusal(
+        &t,
+        &crb,
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
+             metadata: {{name: {crb}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}}\n"
+        ),
+    )
+    .await
+    .expect("a ClusterRoleBinding is refused");
+    assert!(
+        why.contains("kind ClusterRoleBinding.rbac.authorization.k8s.io is denied"),
+        "{why}"
+    );
+    let why = refusal(
+        &t,
+        &secret,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {secret}, namespace: default}}\n"
+        ),
+    )
+    .await
+    .expect("a Secret is refused");
+    assert!(why.contains("kind Secret is denied"), "{why}");
+    assert_eq!(
+        refusal(
+            &t,
+            &fine,
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {fine}, namespace: default}}\n"
+            ),
+        )
+        .await,
+        None,
+        "a ConfigMap is not denied"
+    );
+    assert!(c.exists(&c.configmaps("default"), &fine).await);
+    assert!(
+        !c.exists(
+            &c.admin_api("v1", "Secret", "secrets", Some("default")),
+            &secret
+        )
+        .await
+    );
+    cleanup(&c, &t, &[&fine]).await;
+}
+
+#[tokio::test]
+async fn a_policy_denying_a_kind_the_cluster_does_not_serve_is_a_startup_error() {
+    let c = cluster().await;
+    for (flag, named, nearest) in [
+        ("ConfigMap,Secrets", "Secrets", "Secret"),
+        ("Deployment.app", "Deployment.app", "Deployment.apps"),
+    ] {
+        let spec = PolicySpec::from_flags("", flag).expect("parses");
+        let err = match c.target_with(&spec).await {
+            Ok(_) => panic!("{flag}: accepted a kind the cluster does not serve"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            err.contains(&format!(
+                "denies kind {named}, which this cluster does not serve"
+            )) && err.contains("nearest served kinds:")
+                && err.contains(nearest),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_default_deny_example_refuses_cluster_admin_bindings_webhooks_and_system_namespaces() {
+    let c = cluster().await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/spoke-policy/default-deny.yaml");
+    let text = std::fs::read_to_string(&path).expect("the example policy");
+    let spec = PolicySpec::from_yaml(&path, &text).expect("the example parses");
+    let t = c.target_with(&spec).await.expect("the example resolves");
+    let name = c.n("x");
+    let refused = [
+        (
+            "a ClusterRoleBinding to cluster-admin",
+            format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
+                 metadata: {{name: {name}}}\n\
+                 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}}\n\
+                 subjects: [{{kind: ServiceAccount, name: default, namespace: default}}]\n"
+            ),
+            "binds ClusterRole \"cluster-admin\"",
+        ),
+        (
+            "a RoleBinding to cluster-admin",
+            format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+                 metadata: {{name: {name}, namespace: default}}\n\
+                 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}}\n"
+            ),
+            "binds ClusterRole \"cluster-admin\"",
+        ),
+        (
+            "a validating webhook",
+            format!(
+                "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\n\
+                 metadata: {{name: {name}}}\nwebhooks: []\n"
+            ),
+            "kind ValidatingWebhookConfiguration.admissionregistration.k8s.io is denied",
+        ),
+        (
+            "a mutating webhook",
+            format!(
+                "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n\
+                 metadata: {{name: {name}}}\nwebhooks: []\n"
+            ),
+            "kind MutatingWebhookConfiguration.admissionregistration.k8s.io is denied",
+        ),
+        (
+            "a ConfigMap in kube-system",
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: kube-system}}\n"
+            ),
+            "namespace \"kube-system\" is denied",
+        ),
+    ];
+    for (what, yaml, expected) in refused {
+        let why = refusal(&t, &c.n("bad"), &yaml)
+            .await
+            .unwrap_or_else(|| panic!("{what} was applied"));
+        assert!(why.contains(expected), "{what}: {why}");
+    }
+    let app = c.n("app");
+    let deployment = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}, namespace: default}}\n\
+         spec:\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n    metadata: {{labels: {{app: {app}}}}}\n    spec:\n      containers: [{{name: web, image: nginx}}]\n"
+    );
+    assert_eq!(
+        refusal(&t, &app, &deployment).await,
+        None,
+        "a normal Deployment applies"
+    );
+    assert!(c.exists(&deployments(&c, "default"), &app).await);
+    cleanup(&c, &t, &[&app]).await;
+}
+
+#[tokio::test]
+async fn an_empty_bundle_is_ready_and_prunes_what_the_bundle_held_before() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let bundle = c.n("emptied");
+    let cm = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {bundle}, namespace: default}}\n"
+    );
+    t.apply(&desired(&bundle, "d-1", &cm, ApplyOptions::default()))
+        .await
+        .expect("applies");
+    assert!(c.exists(&c.configmaps("default"), &bundle).await);
+    let out = t
+        .apply(&desired(&bundle, "d-2", "", ApplyOptions::default()))
+        .await
+        .expect("nothing to apply is not an error");
+    assert_eq!(out.state, State::Ready, "{}", out.message);
+    assert!(!c.exists(&c.configmaps("default"), &bundle).await, "pruned");
+    let checked = t
+        .check(&desired(&bundle, "d-2", "", ApplyOptions::default()))
+        .await
+        .expect("check runs");
+    assert_eq!(checked.state, State::Ready, "{}", checked.message);
     cleanup(&c, &t, &[&bundle]).await;
 }

@@ -444,3 +444,22 @@ impl Spoke {
         std::fs::read_to_string(self.target.join(format!("{bundle}.yaml"))).ok()
     }
 }
+
+/// The value of Prometheus metric `name` (its first sample) from `GET http://ADDR/metrics`.
+pub fn metric(addr: &str, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).expect("connect to the metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}

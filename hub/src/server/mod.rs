@@ -25,6 +25,8 @@ use crate::fleet::Fleet;
 /// CSRs); this bounds what a misbehaving client can make the hub buffer.
 pub const MAX_INBOUND_MESSAGE: usize = 4 * 1024 * 1024;
 /// Largest message the hub sends: an Assign carries a whole bundle (16 MiB by default).
+/// It is also the largest message a spoke accepts; an Assign that would exceed
+/// `--max-assign-bytes` (at most this) is never sent (`sync::push_diff`).
 pub const MAX_OUTBOUND_MESSAGE: usize = 20 * 1024 * 1024;
 
 /// Marks spokes that stopped talking Offline: their stream is closed, so the status
@@ -78,6 +80,7 @@ pub async fn serve(
     fleet: Arc<Fleet>,
     listen: SocketAddr,
     tls: ServerTls,
+    max_assign_bytes: usize,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let config = tls::server_config(&tls.cert_pem, &tls.key_pem, &tls.ca_pem)?;
@@ -101,7 +104,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_INBOUND_MESSAGE),
         )
         .add_service(wire::SpokeWireServer::new(
-            sync::SpokeService::new(fleet.clone()),
+            sync::SpokeService::new(fleet.clone(), max_assign_bytes.min(MAX_OUTBOUND_MESSAGE)),
             MAX_INBOUND_MESSAGE,
             MAX_OUTBOUND_MESSAGE,
         ))

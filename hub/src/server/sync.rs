@@ -5,11 +5,17 @@
 //! `sent` starts from the spoke's own `Hello.applied`, so an unchanged spoke receives
 //! nothing, and content the spoke already holds is never resent.
 //!
+//! Content addressing (`docs/protocol.md`): an Assign says whether it carries the
+//! content (`content_included`), so the empty bundle is no special case; a bundle the
+//! spoke runs but whose content it no longer holds (its Hello leaves the digest out) is
+//! sent again with content; an Assign larger than `--max-assign-bytes` is never sent,
+//! and only that bundle shows ErrApplied on that cluster.
+//!
 //! **Architecture Invariant:** the cluster is the one named by the verified client
 //! certificate. A message that names another cluster, or reports on a bundle not
 //! assigned to this one, closes the stream.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use flotilla_model::{ClusterName, ContentDigest, DeploymentId, State};
@@ -32,11 +38,16 @@ const OUTBOUND_BUFFER: usize = 16;
 
 pub struct SpokeService {
     fleet: Arc<Fleet>,
+    /// Largest encoded Assign sent to a spoke.
+    max_assign_bytes: usize,
 }
 
 impl SpokeService {
-    pub fn new(fleet: Arc<Fleet>) -> Self {
-        SpokeService { fleet }
+    pub fn new(fleet: Arc<Fleet>, max_assign_bytes: usize) -> Self {
+        SpokeService {
+            fleet,
+            max_assign_bytes,
+        }
     }
 }
 
@@ -75,6 +86,11 @@ impl SyncHandler for SpokeService {
             old.close.notify_one();
         }
         self.accept_hello(&cluster, &hello);
+        let digests: HashSet<ContentDigest> = hello
+            .digests
+            .iter()
+            .filter_map(|d| ContentDigest::parse(d))
+            .collect();
         let session = Session {
             fleet: self.fleet.clone(),
             cluster: cluster.clone(),
@@ -86,13 +102,11 @@ impl SyncHandler for SpokeService {
             sent: hello
                 .applied
                 .iter()
-                .map(|a| (Arc::from(a.bundle.as_str()), Sent::from_hello(a)))
+                .map(|a| (Arc::from(a.bundle.as_str()), Sent::from_hello(a, &digests)))
                 .collect(),
-            digests: hello
-                .digests
-                .iter()
-                .filter_map(|d| ContentDigest::parse(d))
-                .collect(),
+            digests,
+            max_assign_bytes: self.max_assign_bytes,
+            too_large: HashMap::new(),
         };
         tracing::info!(cluster = %cluster, session = id, applied = hello.applied.len(), "spoke connected");
         self.fleet.emit_cluster("ClusterConnected", &cluster, "");
@@ -143,10 +157,17 @@ struct Sent {
 }
 
 impl Sent {
-    fn from_hello(a: &flotilla_proto::v1::Applied) -> Self {
+    /// A bundle the spoke says it runs. Unless it also lists the content among the
+    /// digests it holds (`held`), it lost that content (a deleted or corrupt cache
+    /// file) and cannot enforce it: the deployment does not count, so it is resent
+    /// with its content.
+    fn from_hello(a: &flotilla_proto::v1::Applied, held: &HashSet<ContentDigest>) -> Self {
+        let digest = ContentDigest::parse(&a.content_digest);
+        let deployment_id = DeploymentId::parse(&a.deployment_id)
+            .filter(|_| digest.as_ref().is_some_and(|d| held.contains(d)));
         Sent {
-            deployment_id: DeploymentId::parse(&a.deployment_id),
-            digest: ContentDigest::parse(&a.content_digest),
+            deployment_id,
+            digest,
         }
     }
 
@@ -170,6 +191,12 @@ struct Session {
     /// Content the spoke holds; never resent. The spoke keeps only content that an
     /// assignment refers to, so this shrinks to match `sent` after every change.
     digests: HashSet<ContentDigest>,
+    /// Largest encoded Assign this session sends.
+    max_assign_bytes: usize,
+    /// Deployments not sent because their Assign is over `max_assign_bytes`, by bundle.
+    /// The spoke still runs (and reports) the bundle's previous deployment; those
+    /// reports must not replace the ErrApplied the hub recorded for this one.
+    too_large: HashMap<Arc<str>, DeploymentId>,
 }
 
 impl Session {
@@ -291,6 +318,13 @@ impl Session {
             )));
         }
         let state: State = s.state.parse().map_err(Status::invalid_argument)?;
+        if self
+            .too_large
+            .get(s.bundle.as_str())
+            .is_some_and(|id| id.as_str() != s.deployment_id)
+        {
+            return Ok(());
+        }
         let clip = |t: &str| t.chars().take(4096).collect::<String>();
         let record = StatusRecord {
             deployment_id: clip(&s.deployment_id),
@@ -315,6 +349,40 @@ impl Session {
         Ok(())
     }
 
+    /// Records that deployment `id` of `bundle` is not sent: its Assign is `len` bytes,
+    /// over what this hub sends and a spoke accepts. Sending it would end the stream
+    /// (and every other bundle's updates with it) on each reconnect.
+    fn refuse_too_large(&mut self, bundle: &Arc<str>, id: &DeploymentId, len: usize) {
+        let message = format!(
+            "deployment {id} of bundle {bundle} is {len} bytes as an Assign, over the {} bytes \
+             the hub sends to a spoke (--max-assign-bytes); not sent, the cluster keeps its \
+             previous deployment",
+            self.max_assign_bytes
+        );
+        tracing::warn!(cluster = %self.cluster, bundle = &**bundle, deployment = %id, bytes = len, limit = self.max_assign_bytes, "Assign too large; not sent");
+        self.too_large.insert(bundle.clone(), id.clone());
+        // Counted as told, so it is not retried until the deployment changes or the
+        // spoke reconnects; the spoke's own reports are about its previous deployment.
+        self.sent.insert(
+            bundle.clone(),
+            Sent {
+                deployment_id: Some(id.clone()),
+                digest: None,
+            },
+        );
+        self.fleet.record_status(
+            &self.cluster,
+            bundle,
+            StatusRecord {
+                deployment_id: id.to_string(),
+                state: State::ErrApplied,
+                message,
+                resources: Vec::new(),
+                updated_at: now_unix(),
+            },
+        );
+    }
+
     /// Sends Assign/Unassign for everything that differs from what the spoke runs.
     /// Returns false once the spoke is gone.
     async fn push_diff(&mut self) -> bool {
@@ -335,6 +403,11 @@ impl Session {
                 tracing::error!(cluster = %self.cluster, bundle = &**bundle, digest = %d.digest, "content missing from the hub's store");
                 continue;
             };
+            if encoded.len() > self.max_assign_bytes {
+                self.refuse_too_large(bundle, &d.deployment_id, encoded.len());
+                continue;
+            }
+            self.too_large.remove(bundle);
             self.fleet.metrics.assigns_sent.inc();
             self.fleet
                 .metrics
@@ -358,6 +431,7 @@ impl Session {
             .collect();
         for bundle in gone {
             self.sent.remove(&bundle);
+            self.too_large.remove(&bundle);
             out.push(Outbound::Msg(HubMsg {
                 msg: Some(hub_msg::Msg::Unassign(Unassign {
                     bundle: bundle.to_string(),
@@ -404,6 +478,7 @@ fn encoded_assign(
             deployment_id: d.deployment_id.to_string(),
             content_digest: d.digest.to_string(),
             content,
+            content_included: with_content,
             options: Some(BundleOptions {
                 correct_drift: d.options.correct_drift,
                 keep_resources: d.options.keep_resources,
@@ -442,15 +517,34 @@ mod tests {
             deployment_id: deployment_id.into(),
             content_digest: content_digest.into(),
         };
-        let good = Sent::from_hello(&applied(id.as_str(), digest.as_str()));
+        let held = HashSet::from([digest.clone()]);
+        let good = Sent::from_hello(&applied(id.as_str(), digest.as_str()), &held);
         assert!(good.runs(&id));
         assert_eq!(good.digest.as_ref(), Some(&digest));
 
-        let bad = Sent::from_hello(&applied(&format!("{id}../"), "sha256:nothex"));
+        let bad = Sent::from_hello(&applied(&format!("{id}../"), "sha256:nothex"), &held);
         assert!(!bad.runs(&id), "a malformed id must not count as deployed");
         assert_eq!(
             bad.digest, None,
             "a malformed digest is not content the spoke holds"
+        );
+    }
+
+    #[test]
+    fn a_bundle_whose_content_the_spoke_no_longer_holds_does_not_count_as_deployed() {
+        let digest = ContentDigest::of(b"content");
+        let id = DeploymentId::compute(&digest, "{}");
+        let applied = flotilla_proto::v1::Applied {
+            bundle: "web".into(),
+            deployment_id: id.to_string(),
+            content_digest: digest.to_string(),
+        };
+        let lost = Sent::from_hello(&applied, &HashSet::new());
+        assert!(!lost.runs(&id), "lost content must be resent");
+        assert_eq!(
+            lost.digest.as_ref(),
+            Some(&digest),
+            "the bundle stays known, so an Unassign still reaches it"
         );
     }
 }

@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-pub use kubernetes::{DriftIgnore, KubeOptions, Policy};
+pub use kubernetes::{DriftIgnore, KubeOptions, Policy, PolicySpec};
 
 /// Per-bundle options from the hub.
 #[derive(Debug, Clone, Default)]

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use flotilla_spoke::target::kubernetes::{INVENTORY_NAMESPACE, KubeTarget};
-use flotilla_spoke::target::{ApplyOptions, Desired, Policy};
+use flotilla_spoke::target::{ApplyOptions, Desired, Policy, PolicySpec};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -141,6 +141,12 @@ impl Cluster {
     /// cluster name [`TEST_CLUSTER`].
     pub fn target(&self, policy: Policy) -> KubeTarget {
         KubeTarget::new(self.client.clone(), policy, TEST_CLUSTER)
+    }
+
+    /// A new applier enforcing `spec`, resolved against this cluster's discovery as a
+    /// starting spoke resolves it.
+    pub async fn target_with(&self, spec: &PolicySpec) -> anyhow::Result<KubeTarget> {
+        KubeTarget::with_policy(self.client.clone(), spec, TEST_CLUSTER).await
     }
 
     /// `name` made unique for this test.

@@ -48,6 +48,22 @@ impl Resolver {
         self.cache.read().ok()?.get(&key).cloned()
     }
 
+    /// Every (group, kind) the cache holds, once each: what a spoke policy resolves
+    /// against.
+    pub fn served_kinds(&self) -> Vec<super::GroupKind> {
+        let Ok(cache) = self.cache.read() else {
+            return Vec::new();
+        };
+        let kinds: std::collections::BTreeSet<super::GroupKind> = cache
+            .keys()
+            .map(|(group, _, kind)| super::GroupKind {
+                kind: kind.clone(),
+                group: group.clone(),
+            })
+            .collect();
+        kinds.into_iter().collect()
+    }
+
     /// Runs discovery again and replaces the cache (unless it just did).
     pub async fn refresh(&self) -> Result<()> {
         let recent = self

@@ -50,7 +50,7 @@ use super::{Desired, Outcome, Target};
 pub use self::drift::DriftIgnore;
 pub use self::events::REPORTING_CONTROLLER;
 pub use self::inventory::NAMESPACE as INVENTORY_NAMESPACE;
-pub use self::policy::{GroupKind, Policy};
+pub use self::policy::{GroupKind, KindName, Policy, PolicyError, PolicySpec};
 
 /// The server-side apply field manager.
 pub const FIELD_MANAGER: &str = "flotilla";
@@ -62,7 +62,8 @@ const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct KubeOptions {
     /// A kubeconfig file; None infers (`KUBECONFIG`, `~/.kube/config`, in-cluster).
     pub kubeconfig: Option<PathBuf>,
-    pub policy: Policy,
+    /// Resolved against the cluster's discovery at start.
+    pub policy: PolicySpec,
     /// This cluster's name, which the Events the spoke records carry as their
     /// reporting instance.
     pub cluster: String,
@@ -147,12 +148,23 @@ impl KubeTarget {
                 .context("no kubeconfig (KUBECONFIG, ~/.kube/config) or in-cluster config")?,
         };
         let client = Client::try_from(config).context("building the Kubernetes client")?;
-        let target = KubeTarget::new(client, opts.policy, &opts.cluster);
-        // An API server that is down at start is not fatal: the spoke still talks to the
-        // hub, and each bundle reports its own error until the server answers.
-        if let Err(e) = target.resolver.refresh().await {
+        KubeTarget::with_policy(client, &opts.policy, &opts.cluster).await
+    }
+
+    /// An applier enforcing `spec`, resolved against the API server's discovery. A
+    /// policy that denies kinds cannot be resolved without discovery, so then an API
+    /// server that does not answer is an error (the policy fails closed); otherwise the
+    /// spoke starts anyway and each bundle reports its own error until the server
+    /// answers.
+    pub async fn with_policy(client: Client, spec: &PolicySpec, cluster: &str) -> Result<Self> {
+        let mut target = KubeTarget::new(client, Policy::default(), cluster);
+        let discovered = target.resolver.refresh().await;
+        if !spec.deny_kinds.is_empty() {
+            discovered.context("resolving the spoke policy's kinds")?;
+        } else if let Err(e) = discovered {
             tracing::warn!(error = %format!("{e:#}"), "the Kubernetes API server does not answer yet");
         }
+        target.policy = spec.resolve(&target.resolver.served_kinds())?;
         Ok(target)
     }
 
@@ -291,7 +303,7 @@ impl KubeTarget {
             } else {
                 r.namespace.clear();
             }
-            if let Some(why) = self.policy.refusal(&r, resolved.namespaced) {
+            if let Some(why) = self.policy.refusal(&r, resolved.namespaced, &m.value) {
                 refusals.push(why);
             }
             let mut value = m.value.clone();
