@@ -1,11 +1,13 @@
 //! The files of one render as the pipeline sees them: the bundle snapshot, with the
 //! variant's overlays laid over it and, for bundles that opt in, the cluster's values
-//! substituted. Every resource or patch document is read through here.
+//! substituted. Every resource or patch document is read through here, and the render's
+//! [`Budget`] travels with it so every stage can charge what it builds.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::budget::Budget;
 use crate::diagnostic::{Diagnostic, Diags};
 use crate::output::Object;
 use crate::repo_fs::{Fs, Kind};
@@ -26,14 +28,16 @@ pub(crate) struct Sources<'a> {
     pub values: Option<&'a Values>,
     /// Repo-relative path -> documents, for files added, replaced or patched by overlays.
     pub layer: BTreeMap<String, LayerFile>,
+    pub budget: &'a Budget,
 }
 
 impl<'a> Sources<'a> {
-    pub(crate) fn new(fs: &'a dyn Fs, values: Option<&'a Values>) -> Self {
+    pub(crate) fn new(fs: &'a dyn Fs, values: Option<&'a Values>, budget: &'a Budget) -> Self {
         Sources {
             fs,
             values,
             layer: BTreeMap::new(),
+            budget,
         }
     }
 
@@ -44,6 +48,9 @@ impl<'a> Sources<'a> {
     /// The documents of a file before overlays, with cluster values substituted.
     pub(crate) fn base_docs(&self, rel: &str) -> Diags<Vec<Doc>> {
         let text = self.fs.read(rel).map_err(|d| vec![d])?;
+        self.budget
+            .parse(text.len())
+            .map_err(|e| vec![Diagnostic::new(rel, e.to_string())])?;
         let mut docs = yaml::parse_documents(rel, &text).map_err(|d| vec![d])?;
         if let Some(vals) = self.values {
             values::check(rel, &text, vals)?;
@@ -62,20 +69,29 @@ impl<'a> Sources<'a> {
         }
     }
 
-    /// The Kubernetes objects of a resource file (a `kind: List` is unpacked).
+    /// The Kubernetes objects of a resource file (a `kind: List` is unpacked), each
+    /// charged to the budget as it is made.
     pub(crate) fn objects(&self, rel: &str) -> Diags<Vec<Object>> {
         let (file, docs) = self.docs(rel)?;
         let mut out = Vec::new();
+        let charge = |o: Object| -> Result<Object, Vec<Diagnostic>> {
+            self.budget
+                .object(&o.value)
+                .map_err(|e| vec![Diagnostic::at(&o.file, o.line, e.to_string())])?;
+            Ok(o)
+        };
         for d in docs {
             let is_list = d.value.get("kind").and_then(Value::as_str) == Some("List")
                 && d.value.get("items").is_some_and(Value::is_array);
             if is_list {
                 if let Some(items) = d.value.get("items").and_then(Value::as_array) {
-                    out.extend(items.iter().map(|v| Object {
-                        file: file.clone(),
-                        line: d.line,
-                        value: v.clone(),
-                    }));
+                    for v in items {
+                        out.push(charge(Object {
+                            file: file.clone(),
+                            line: d.line,
+                            value: v.clone(),
+                        })?);
+                    }
                 }
             } else {
                 if !d.value.is_object() {
@@ -85,11 +101,11 @@ impl<'a> Sources<'a> {
                         "a resource document must be a YAML mapping",
                     )]);
                 }
-                out.push(Object {
+                out.push(charge(Object {
                     file: file.clone(),
                     line: d.line,
                     value: d.value,
-                });
+                })?);
             }
         }
         Ok(out)
