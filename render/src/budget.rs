@@ -21,22 +21,38 @@ use serde_json::Value;
 
 use crate::Limits;
 
+/// The budget's limits, each a `Limits` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Objects,
+    Bytes,
+    Work,
+    Depth,
+}
+
 /// A refused charge: which limit, and its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Exceeded {
-    /// The `Limits` field that was hit.
-    field: &'static str,
-    limit: u64,
-    what: &'static str,
+    limit: Limit,
+    value: u64,
 }
 
 impl fmt::Display for Exceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "render budget exceeded: {} over the limit of {} (Limits::{})",
-            self.what, self.limit, self.field
-        )
+        let n = self.value;
+        let (what, field) = match self.limit {
+            Limit::Objects => (format!("more than {n} objects"), "max_objects"),
+            Limit::Bytes => (
+                format!("more than {n} bytes of objects built or copied"),
+                "max_render_bytes",
+            ),
+            Limit::Work => (format!("more than {n} work steps"), "max_render_work"),
+            Limit::Depth => (
+                format!("kustomizations nested more than {n} deep"),
+                "max_kustomize_depth",
+            ),
+        };
+        write!(f, "render budget exceeded: {what} (Limits::{field})")
     }
 }
 
@@ -81,16 +97,15 @@ impl Budget {
         &self,
         counter: &Cell<u64>,
         n: u64,
-        limit: u64,
-        field: &'static str,
-        what: &'static str,
+        value: u64,
+        limit: Limit,
     ) -> Result<(), Exceeded> {
         if let Some(e) = self.exceeded.get() {
             return Err(e);
         }
         let total = counter.get().saturating_add(n);
-        if total > limit {
-            let e = Exceeded { field, limit, what };
+        if total > value {
+            let e = Exceeded { limit, value };
             self.exceeded.set(Some(e));
             return Err(e);
         }
@@ -100,41 +115,23 @@ impl Budget {
 
     /// One more object, of `value`'s size, enters the render.
     pub(crate) fn object(&self, value: &Value) -> Result<(), Exceeded> {
-        self.charge(
-            &self.objects,
-            1,
-            self.max_objects,
-            "max_objects",
-            "more objects",
-        )?;
+        self.charge(&self.objects, 1, self.max_objects, Limit::Objects)?;
         self.bytes(json_size(value))
     }
 
     /// `n` bytes are materialised or copied.
     pub(crate) fn bytes(&self, n: u64) -> Result<(), Exceeded> {
-        self.charge(
-            &self.bytes,
-            n,
-            self.max_bytes,
-            "max_render_bytes",
-            "more bytes of objects",
-        )
+        self.charge(&self.bytes, n, self.max_bytes, Limit::Bytes)
     }
 
     /// `n` steps of work (see the module doc for what a step is).
     pub(crate) fn work(&self, n: u64) -> Result<(), Exceeded> {
-        self.charge(
-            &self.work,
-            n,
-            self.max_work,
-            "max_render_work",
-            "more work steps",
-        )
+        self.charge(&self.work, n, self.max_work, Limit::Work)
     }
 
-    /// Work for parsing `len` bytes of YAML: a step per 16 bytes (parsing costs about as
-    /// much as moving one small object through a transformer), at least one, since
-    /// parsing the same small file again and again costs too.
+    /// Work for parsing (or copying parsed) `len` bytes of YAML: a step per 16 bytes
+    /// (parsing costs about as much as moving one small object through a transformer),
+    /// at least one, since parsing the same small file again and again costs too.
     pub(crate) fn parse(&self, len: usize) -> Result<(), Exceeded> {
         self.work(1 + len as u64 / 16)
     }
@@ -146,9 +143,8 @@ impl Budget {
         }
         if depth > self.max_depth {
             let e = Exceeded {
-                field: "max_kustomize_depth",
-                limit: self.max_depth as u64,
-                what: "kustomization nesting (resources and bases) is deeper",
+                limit: Limit::Depth,
+                value: self.max_depth as u64,
             };
             self.exceeded.set(Some(e));
             return Err(e);

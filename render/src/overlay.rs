@@ -72,13 +72,9 @@ fn apply_file(sources: &mut Sources<'_>, bundle_dir: &str, file: &str, rel: &str
     let Some((stem, _)) = patch_target(rel) else {
         let target = join(bundle_dir, rel).map_err(|m| vec![Diagnostic::new(file, m)])?;
         let docs = sources.base_docs(file)?;
-        sources.layer.insert(
-            target,
-            LayerFile {
-                file: file.to_string(),
-                docs,
-            },
-        );
+        sources
+            .layer
+            .insert(target, LayerFile::new(file.to_string(), docs));
         return Ok(());
     };
     let candidates: Vec<String> = [".yaml", ".yml"]
@@ -99,13 +95,9 @@ fn apply_file(sources: &mut Sources<'_>, bundle_dir: &str, file: &str, rel: &str
     for p in &patches {
         patch_docs(&mut docs, p, file, sources.budget)?;
     }
-    sources.layer.insert(
-        target,
-        LayerFile {
-            file: target_file,
-            docs,
-        },
-    );
+    sources
+        .layer
+        .insert(target, LayerFile::new(target_file, docs));
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::budget::Budget;
+use crate::budget::{Budget, json_size};
 use crate::diagnostic::{Diagnostic, Diags};
 use crate::output::Object;
 use crate::repo_fs::{Fs, Kind};
@@ -20,6 +20,15 @@ pub(crate) struct LayerFile {
     /// The file the documents now come from (the overlay file, or the patched base).
     pub file: String,
     pub docs: Vec<Doc>,
+    /// The documents' JSON size: each read copies them, and is charged for it.
+    size: u64,
+}
+
+impl LayerFile {
+    pub(crate) fn new(file: String, docs: Vec<Doc>) -> Self {
+        let size = docs.iter().map(|d| json_size(&d.value)).sum();
+        LayerFile { file, docs, size }
+    }
 }
 
 pub(crate) struct Sources<'a> {
@@ -64,7 +73,12 @@ impl<'a> Sources<'a> {
     /// The documents of a file after overlays, with the file they now come from.
     pub(crate) fn docs(&self, rel: &str) -> Diags<(String, Vec<Doc>)> {
         match self.layer.get(rel) {
-            Some(l) => Ok((l.file.clone(), l.docs.clone())),
+            Some(l) => {
+                self.budget
+                    .parse(usize::try_from(l.size).unwrap_or(usize::MAX))
+                    .map_err(|e| vec![Diagnostic::new(&l.file, e.to_string())])?;
+                Ok((l.file.clone(), l.docs.clone()))
+            }
             None => Ok((rel.to_string(), self.base_docs(rel)?)),
         }
     }

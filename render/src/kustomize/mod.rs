@@ -464,7 +464,12 @@ fn build_dir(sources: &Sources<'_>, dir: &str, walk: &mut Walk, scope: &Scope) -
         // A rename keeps the old name too (for references), so it grows by a name.
         let longest = resources.iter().map(|r| r.obj.name().len()).max();
         let grow = prefix.len() + suffix.len() + longest.unwrap_or(0);
-        pass("namePrefix", resources.len(), grow as u64)?;
+        let key = if prefix.is_empty() {
+            "nameSuffix"
+        } else {
+            "namePrefix"
+        };
+        pass(key, resources.len(), grow as u64)?;
     }
     transformers::add_prefix_suffix(&mut resources, prefix, suffix);
     let common_labels = LabelSpec {
@@ -476,13 +481,14 @@ fn build_dir(sources: &Sources<'_>, dir: &str, walk: &mut Walk, scope: &Scope) -
         .chain(k.labels.iter().map(|l| ("labels", l)))
     {
         if !l.pairs.is_empty() {
-            // Metadata, selectors and templates: at most three copies per object.
-            pass(key, resources.len(), 3 * pairs_size(&l.pairs))?;
+            let places = transformers::label_places(l) as u64;
+            pass(key, resources.len(), places * pairs_size(&l.pairs))?;
             transformers::add_labels(&mut resources, l);
         }
     }
     if !k.common_annotations.is_empty() {
-        let grow = 2 * pairs_size(&k.common_annotations);
+        let places = transformers::annotation_places() as u64;
+        let grow = places * pairs_size(&k.common_annotations);
         pass("commonAnnotations", resources.len(), grow)?;
         transformers::add_annotations(&mut resources, &k.common_annotations);
     }

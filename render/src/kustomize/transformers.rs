@@ -285,10 +285,7 @@ pub(crate) struct LabelSpec {
     pub include_templates: bool,
 }
 
-pub(crate) fn add_labels(resources: &mut [Res], labels: &LabelSpec) {
-    if labels.pairs.is_empty() {
-        return;
-    }
+fn label_specs(labels: &LabelSpec) -> Vec<&'static FieldSpec> {
     let mut specs: Vec<&FieldSpec> = vec![&METADATA_LABELS];
     if labels.include_selectors || labels.include_templates {
         specs.extend(TEMPLATE_LABEL_SPECS.iter());
@@ -296,9 +293,28 @@ pub(crate) fn add_labels(resources: &mut [Res], labels: &LabelSpec) {
     if labels.include_selectors {
         specs.extend(SELECTOR_SPECS.iter());
     }
+    specs
+}
+
+/// How many places of one object `labels` can be written to: the most copies of its
+/// pairs one object gains (lists of selector terms aside).
+pub(crate) fn label_places(labels: &LabelSpec) -> usize {
+    label_specs(labels).len()
+}
+
+pub(crate) fn add_labels(resources: &mut [Res], labels: &LabelSpec) {
+    if labels.pairs.is_empty() {
+        return;
+    }
+    let specs = label_specs(labels);
     for r in resources {
         put_all(r, &specs, &labels.pairs);
     }
+}
+
+/// How many places of one object annotations can be written to.
+pub(crate) fn annotation_places() -> usize {
+    ANNOTATION_SPECS.len()
 }
 
 pub(crate) fn add_annotations(resources: &mut [Res], pairs: &BTreeMap<String, String>) {
