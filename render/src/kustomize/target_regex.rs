@@ -6,7 +6,8 @@
 //! The two dialects are nearly the same. Where they differ, a pattern is refused with a
 //! clear message rather than read differently from kustomize: Rust-only flags (`x`, `u`,
 //! `R`), Rust's class set operations (`&&`, `--`, `~~`) and nested classes, which Go
-//! reads as literal characters. Size is bounded before and during compilation.
+//! reads as literal characters; and RE2's `\Q...\E` quoting, which the `regex` crate
+//! lacks. Size is bounded before and during compilation.
 
 use regex::{Regex, RegexBuilder};
 
@@ -53,6 +54,13 @@ fn not_go_compatible(pattern: &str) -> Option<String> {
     let mut class_depth = 0usize;
     while i < b.len() {
         match b[i] {
+            b'\\' if b.get(i + 1) == Some(&b'Q') => {
+                return Some(
+                    "\\Q...\\E quoting is RE2 syntax that Rust's regex does not have; \
+                     escape each character instead"
+                        .into(),
+                );
+            }
             b'\\' => i += 1,
             b'[' if class_depth > 0 && b.get(i + 1) == Some(&b':') => {
                 // A POSIX class `[:alpha:]`, the same in both.
@@ -148,6 +156,7 @@ mod tests {
             ("[a~~b]", "set operation"),
             ("[[a]]", "nested class"),
             ("(?x)a b", "flag 'x'"),
+            ("\\Qa.b\\E", "quoting"),
         ] {
             let e = compile("name", p).expect_err(p);
             assert!(e.contains(why), "{p}: {e}");
