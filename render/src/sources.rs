@@ -125,3 +125,38 @@ impl<'a> Sources<'a> {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Limits;
+    use crate::repo_fs::Snapshot;
+
+    #[test]
+    fn every_read_of_an_overlaid_file_is_charged_for_the_copy_it_makes() {
+        let limits = Limits {
+            max_render_work: 10_000,
+            ..Limits::default()
+        };
+        let budget = Budget::new(&limits);
+        let fs = Snapshot::default();
+        let mut sources = Sources::new(&fs, None, &budget);
+        let big = serde_json::json!({"data": "x".repeat(4000)});
+        let docs = vec![Doc {
+            line: 1,
+            value: big,
+        }];
+        sources.layer.insert(
+            "a.yaml".into(),
+            LayerFile::new("overlays/o/a.yaml".into(), docs),
+        );
+        // A kustomize diamond can read one overlaid file exponentially often.
+        let reads = (0..1000)
+            .take_while(|_| sources.docs("a.yaml").is_ok())
+            .count();
+        assert!(reads < 100, "{reads} copies of 4 KB for 10,000 steps");
+        let e = sources.docs("a.yaml").expect_err("over budget");
+        assert!(e[0].message.contains("Limits::max_render_work"), "{e:?}");
+        assert!(budget.spent().work <= limits.max_render_work);
+    }
+}

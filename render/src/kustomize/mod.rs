@@ -360,10 +360,7 @@ fn build_dir(sources: &Sources<'_>, dir: &str, walk: &mut Walk, scope: &Scope) -
     for (g, kind) in gens {
         let generated =
             generators::generate(sources, dir, kfile, g, kind, k.generator_options.as_ref())
-                .map_err(|d| match sources.budget.refused() {
-                    Some(e) => vec![at(&g.name, e.to_string())],
-                    None => vec![d],
-                })?;
+                .map_err(|d| over_budget_at(sources, kfile, line_of(text, &g.name), vec![d]))?;
         let kind_name = if kind == GenKind::ConfigMap {
             "ConfigMap"
         } else {
@@ -436,7 +433,10 @@ fn build_dir(sources: &Sources<'_>, dir: &str, walk: &mut Walk, scope: &Scope) -
             yaml::parse_documents(kfile, p).map_err(|d| vec![d])?
         } else {
             let path = join(dir, p).map_err(|m| vec![at(p, m)])?;
-            sources.docs(&path)?.1
+            sources
+                .docs(&path)
+                .map_err(|d| over_budget_at(sources, kfile, line_of(text, p), d))?
+                .1
         };
         for patch in patches {
             apply_smp(
@@ -607,6 +607,20 @@ fn describe_missing(patch: &Value, target: Option<&Target>) -> String {
     }
 }
 
+/// A budget refusal while reading a file, moved to the kustomization line that asked for
+/// the file; other errors stay at the file.
+fn over_budget_at(
+    sources: &Sources<'_>,
+    kfile: &str,
+    line: u32,
+    errors: Vec<Diagnostic>,
+) -> Vec<Diagnostic> {
+    match sources.budget.refused() {
+        Some(e) => vec![Diagnostic::at(kfile, line, e.to_string())],
+        None => errors,
+    }
+}
+
 fn apply_patch_spec(
     sources: &Sources<'_>,
     dir: &str,
@@ -627,7 +641,9 @@ fn apply_patch_spec(
                     format!("patch file {path:?} not found"),
                 )]);
             }
-            let (file, docs) = sources.docs(&rel)?;
+            let (file, docs) = sources
+                .docs(&rel)
+                .map_err(|d| over_budget_at(sources, kfile, line_of(text, path), d))?;
             (file, docs, None)
         }
         (None, Some(inline)) => {
