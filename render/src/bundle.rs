@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::budget::Budget;
 use crate::diagnostic::{Diagnostic, Diags};
 use crate::discovery::{self, KUSTOMIZATION_FILES};
 use crate::fleet_yaml::{self, BundleOptions, Customization, RenderSpec};
@@ -100,7 +101,8 @@ impl Bundle {
             .spec
             .cluster_values
             .then(|| values::resolve(&self.value_keys, cluster));
-        self.render_variant(&self.snapshot, variant, values.as_ref())
+        let budget = Budget::new(&self.limits);
+        self.render_variant(&self.snapshot, variant, values.as_ref(), &budget)
     }
 
     fn variant_spec(&self, variant: Option<usize>) -> VariantSpec<'_> {
@@ -126,9 +128,10 @@ impl Bundle {
         fs: &dyn Fs,
         variant: Option<usize>,
         values: Option<&Values>,
+        budget: &Budget,
     ) -> Diags<Rendered> {
         let vs = self.variant_spec(variant);
-        let mut sources = Sources::new(fs, values);
+        let mut sources = Sources::new(fs, values, budget);
         overlay::apply_overlays(&mut sources, &self.dir, &self.fleet_file, vs.overlays)?;
         let kustomize_dir = match vs.kustomize_dir {
             Some(d) => {
@@ -143,16 +146,6 @@ impl Bundle {
             Some(dir) => kustomize::build(&sources, &dir)?,
             None => raw_objects(&sources, &self.dir)?,
         };
-        if objects.len() > self.limits.max_objects {
-            return Err(vec![Diagnostic::new(
-                &self.fleet_file,
-                format!(
-                    "bundle renders {} objects, over the limit of {}",
-                    objects.len(),
-                    self.limits.max_objects
-                ),
-            )]);
-        }
         let mut scope = Scope::new(&self.spec.cluster_scoped_kinds);
         scope.learn_crds(objects.iter().map(|o| &o.value));
         set_namespaces(&mut objects, &scope, vs.namespace, vs.default_namespace);
@@ -175,7 +168,12 @@ fn raw_objects(sources: &Sources<'_>, dir: &str) -> Diags<Vec<Object>> {
     for f in files {
         match sources.objects(&f) {
             Ok(o) => objects.extend(o),
-            Err(e) => errors.extend(e),
+            Err(e) => {
+                errors.extend(e);
+                if sources.budget.refused().is_some() {
+                    break;
+                }
+            }
         }
     }
     if errors.is_empty() {
@@ -300,8 +298,14 @@ pub(crate) fn load(
     );
     let mut errors = Vec::new();
     let mut cache = BTreeMap::new();
+    // One budget of bytes and work for all variants, since the cache keeps them all.
+    let budget = Budget::new(limits);
     for v in variants {
-        match bundle.render_variant(&fs, v, None) {
+        if budget.refused().is_some() {
+            break;
+        }
+        budget.next_render();
+        match bundle.render_variant(&fs, v, None, &budget) {
             Ok(r) => {
                 cache.insert(v, r);
             }

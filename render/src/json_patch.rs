@@ -3,12 +3,17 @@
 
 use serde_json::{Map, Value};
 
+use crate::budget::{Budget, json_size};
+
 /// Applies an RFC 6902 patch (a list of operations). All or nothing: on error `doc` is
-/// left untouched.
-pub(crate) fn apply(doc: &mut Value, patch: &[Value]) -> Result<(), String> {
+/// left untouched. Every value an operation adds or copies is charged to `budget`
+/// before it is made, since a list of `copy` operations can double a document each time.
+pub(crate) fn apply(doc: &mut Value, patch: &[Value], budget: &Budget) -> Result<(), String> {
+    budget.bytes(json_size(doc)).map_err(|e| e.to_string())?;
     let mut work = doc.clone();
     for (i, op) in patch.iter().enumerate() {
-        apply_one(&mut work, op).map_err(|e| format!("operation {i}: {e}"))?;
+        budget.work(1).map_err(|e| e.to_string())?;
+        apply_one(&mut work, op, budget).map_err(|e| format!("operation {i}: {e}"))?;
     }
     *doc = work;
     Ok(())
@@ -24,15 +29,21 @@ fn str_field<'a>(op: &'a Value, name: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("{name:?} must be a string"))
 }
 
-fn apply_one(doc: &mut Value, op: &Value) -> Result<(), String> {
+/// The value an operation is about to clone, charged first.
+fn charged<'a>(v: &'a Value, budget: &Budget) -> Result<&'a Value, String> {
+    budget.bytes(json_size(v)).map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
+fn apply_one(doc: &mut Value, op: &Value, budget: &Budget) -> Result<(), String> {
     let kind = str_field(op, "op")?;
     let path = parse_pointer(str_field(op, "path")?)?;
     match kind {
-        "add" => add(doc, &path, field(op, "value")?.clone()),
+        "add" => add(doc, &path, charged(field(op, "value")?, budget)?.clone()),
         "remove" => remove(doc, &path).map(|_| ()),
         "replace" => {
             let target = get_mut(doc, &path)?;
-            *target = field(op, "value")?.clone();
+            *target = charged(field(op, "value")?, budget)?.clone();
             Ok(())
         }
         "move" => {
@@ -45,7 +56,7 @@ fn apply_one(doc: &mut Value, op: &Value) -> Result<(), String> {
         }
         "copy" => {
             let from = parse_pointer(str_field(op, "from")?)?;
-            let v = get_mut(doc, &from)?.clone();
+            let v = charged(get_mut(doc, &from)?, budget)?.clone();
             add(doc, &path, v)
         }
         "test" => {
@@ -195,7 +206,8 @@ mod tests {
             {"op": "test", "path": "/e", "value": "y"},
             {"op": "add", "path": "/k~1v", "value": true}
         ]);
-        apply(&mut doc, patch.as_array().expect("list")).expect("applies");
+        let budget = Budget::new(&crate::Limits::default());
+        apply(&mut doc, patch.as_array().expect("list"), &budget).expect("applies");
         assert_eq!(
             doc,
             json!({"a": {"b": [0, 2, 3]}, "c": "y", "e": "y", "k/v": true})
@@ -207,9 +219,27 @@ mod tests {
         let mut doc = json!({"a": 1});
         let patch =
             json!([{"op": "replace", "path": "/a", "value": 2}, {"op": "remove", "path": "/zz"}]);
-        let err = apply(&mut doc, patch.as_array().expect("list")).expect_err("fails");
+        let budget = Budget::new(&crate::Limits::default());
+        let err = apply(&mut doc, patch.as_array().expect("list"), &budget).expect_err("fails");
         assert_eq!(err, "operation 1: path /zz does not exist");
         assert_eq!(doc, json!({"a": 1}));
+    }
+
+    #[test]
+    fn copies_that_double_a_document_stop_at_the_byte_budget() {
+        let mut doc = json!({"a": "x".repeat(1000)});
+        // Each copy doubles the document: 40 of them would need a terabyte.
+        let ops: Vec<Value> = (0..40)
+            .map(|i| json!({"op": "copy", "from": "", "path": format!("/c{i}")}))
+            .collect();
+        let budget = Budget::new(&crate::Limits {
+            max_render_bytes: 1 << 20,
+            ..crate::Limits::default()
+        });
+        let err = apply(&mut doc, &ops, &budget).expect_err("over budget");
+        assert!(err.contains("Limits::max_render_bytes"), "{err}");
+        assert!(budget.spent().bytes <= 1 << 20);
+        assert_eq!(doc, json!({"a": "x".repeat(1000)}));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! The format is described in `docs/bundles.md`.
 #![forbid(unsafe_code)]
 
+mod budget;
 mod bundle;
 mod diagnostic;
 mod discovery;
@@ -46,8 +47,15 @@ pub struct Limits {
     pub max_file_bytes: u64,
     /// Largest total of all files one bundle reads.
     pub max_bundle_bytes: u64,
-    /// Most objects one render may produce.
+    /// Most objects one render may produce, counted as they are built.
     pub max_objects: usize,
+    /// Most bytes of objects one bundle's renders may build or copy (see `budget.rs`).
+    pub max_render_bytes: u64,
+    /// Most work steps one bundle's renders may take: one object through one
+    /// transformer, one patch tried on one object, one file parsed (per 256 bytes).
+    pub max_render_work: u64,
+    /// Deepest chain of kustomizations (resources and bases) below the bundle's own.
+    pub max_kustomize_depth: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +64,9 @@ impl Default for Limits {
             max_file_bytes: 4 << 20,
             max_bundle_bytes: 16 << 20,
             max_objects: 5000,
+            max_render_bytes: 64 << 20,
+            max_render_work: 2_000_000,
+            max_kustomize_depth: 20,
         }
     }
 }

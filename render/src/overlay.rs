@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use crate::budget::{Budget, json_size};
 use crate::diagnostic::{Diagnostic, Diags};
 use crate::repo_fs::{Kind, join};
 use crate::sources::{LayerFile, Sources};
@@ -71,13 +72,9 @@ fn apply_file(sources: &mut Sources<'_>, bundle_dir: &str, file: &str, rel: &str
     let Some((stem, _)) = patch_target(rel) else {
         let target = join(bundle_dir, rel).map_err(|m| vec![Diagnostic::new(file, m)])?;
         let docs = sources.base_docs(file)?;
-        sources.layer.insert(
-            target,
-            LayerFile {
-                file: file.to_string(),
-                docs,
-            },
-        );
+        sources
+            .layer
+            .insert(target, LayerFile::new(file.to_string(), docs));
         return Ok(());
     };
     let candidates: Vec<String> = [".yaml", ".yml"]
@@ -96,15 +93,11 @@ fn apply_file(sources: &mut Sources<'_>, bundle_dir: &str, file: &str, rel: &str
     let (target_file, mut docs) = sources.docs(&target)?;
     let patches = sources.base_docs(file)?;
     for p in &patches {
-        patch_docs(&mut docs, p, file)?;
+        patch_docs(&mut docs, p, file, sources.budget)?;
     }
-    sources.layer.insert(
-        target,
-        LayerFile {
-            file: target_file,
-            docs,
-        },
-    );
+    sources
+        .layer
+        .insert(target, LayerFile::new(target_file, docs));
     Ok(())
 }
 
@@ -118,17 +111,19 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 
 /// Applies one patch document to the documents of a file. A map patch that names a kind
 /// or name applies to the matching documents only; otherwise to every document.
-fn patch_docs(docs: &mut Vec<Doc>, patch: &Doc, file: &str) -> Diags<()> {
+fn patch_docs(docs: &mut Vec<Doc>, patch: &Doc, file: &str, budget: &Budget) -> Diags<()> {
     let err = |m: String| vec![Diagnostic::at(file, patch.line, m)];
     match &patch.value {
         Value::Array(ops) => {
             for d in docs.iter_mut() {
-                json_patch::apply(&mut d.value, ops)
+                json_patch::apply(&mut d.value, ops, budget)
                     .map_err(|e| err(format!("JSON patch failed: {e}")))?;
             }
             Ok(())
         }
         Value::Object(_) => {
+            // A merge adds at most the patch to each document it touches.
+            let patch_bytes = json_size(&patch.value);
             let want_kind = str_at(&patch.value, &["kind"]);
             let want_name = str_at(&patch.value, &["metadata", "name"]);
             let mut matched = false;
@@ -141,6 +136,10 @@ fn patch_docs(docs: &mut Vec<Doc>, patch: &Doc, file: &str) -> Diags<()> {
                     continue;
                 }
                 matched = true;
+                budget
+                    .work(1)
+                    .and_then(|()| budget.bytes(patch_bytes))
+                    .map_err(|e| err(e.to_string()))?;
                 let api_version = str_at(&d.value, &["apiVersion"]).unwrap_or("").to_string();
                 let kind = str_at(&d.value, &["kind"]).unwrap_or("").to_string();
                 if scope::is_builtin(&api_version) {

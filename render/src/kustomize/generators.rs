@@ -77,6 +77,15 @@ pub(crate) fn generate(
         Some(other) => return Err(err(format!("unknown behavior {other:?}"))),
     };
     let mut data: BTreeMap<String, String> = BTreeMap::new();
+    // Every value is charged before it is copied in: listing one big file under a
+    // thousand keys must stop at the byte budget, not after a thousand copies.
+    let charge = |n: usize| {
+        sources
+            .budget
+            .bytes(n as u64)
+            .and_then(|()| sources.budget.work(1))
+            .map_err(|e| err(e.to_string()))
+    };
     let mut put = |k: String, v: String| -> Result<(), Diagnostic> {
         if data.insert(k.clone(), v).is_some() {
             return Err(err(format!("key {k:?} is defined twice")));
@@ -89,6 +98,7 @@ pub(crate) fn generate(
     };
     for env_file in spec.envs.iter().chain(spec.env.iter()) {
         let text = read(env_file)?;
+        charge(text.len())?;
         for line in text.lines() {
             let line = line.trim_start();
             if line.is_empty() || line.starts_with('#') {
@@ -104,6 +114,7 @@ pub(crate) fn generate(
         let Some((k, v)) = lit.split_once('=') else {
             return Err(err(format!("literal {lit:?} is not KEY=VALUE")));
         };
+        charge(lit.len())?;
         put(k.to_string(), unquote(v).to_string())?;
     }
     for f in &spec.files {
@@ -111,7 +122,9 @@ pub(crate) fn generate(
             Some((k, p)) => (k.to_string(), p),
             None => (file_name(f).to_string(), f.as_str()),
         };
-        put(key, read(path)?.to_string())?;
+        let text = read(path)?;
+        charge(key.len() + text.len())?;
+        put(key, text.to_string())?;
     }
 
     let mut labels = BTreeMap::new();

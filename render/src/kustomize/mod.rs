@@ -3,17 +3,24 @@
 //! generators, then the transformers in kustomize's order (strategic-merge patches,
 //! patches, namespace, prefix/suffix, labels, annotations, JSON 6902 patches, replicas,
 //! images), and at the very end hash suffixes and name references. Remote bases, cycles
-//! and fields we do not implement are errors, never silently ignored.
+//! and fields we do not implement are errors, never silently ignored. Every stage charges
+//! the render's `Budget` before it builds, so a hostile graph stops at its first step
+//! over a limit, with the kustomization and the limit named.
 
 mod generators;
+#[cfg(test)]
+mod hostile_graphs;
 mod select;
+mod target_regex;
 mod transformers;
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::budget::{Exceeded, json_size};
 use crate::diagnostic::{Diagnostic, Diags};
 use crate::discovery::KUSTOMIZATION_FILES;
 use crate::fleet_yaml::line_of_key;
@@ -144,8 +151,12 @@ const FIELDS: &[&str] = &[
 /// Builds the kustomization in `dir` (repo-relative).
 pub(crate) fn build(sources: &Sources<'_>, dir: &str) -> Diags<Vec<Object>> {
     let scope = Scope::default();
-    let mut stack = Vec::new();
-    let mut resources = build_dir(sources, dir, &mut stack, &scope)?;
+    let mut resources = build_dir(sources, dir, &mut Walk::default(), &scope)?;
+    // The hash suffixes and the reference pass each touch every object once.
+    sources
+        .budget
+        .work(2 * resources.len() as u64)
+        .map_err(|e| vec![Diagnostic::new(dir, e.to_string())])?;
     for r in &mut resources {
         if r.needs_hash {
             let hash = generators::content_hash(&r.obj.value);
@@ -175,12 +186,23 @@ fn line_of(text: &str, needle: &str) -> u32 {
         .unwrap_or(1)
 }
 
-fn build_dir(
-    sources: &Sources<'_>,
-    dir: &str,
-    stack: &mut Vec<String>,
-    scope: &Scope,
-) -> Diags<Vec<Res>> {
+/// A kustomization file, read and parsed once per render however many times the graph
+/// reaches it (a diamond reaches its lower levels exponentially often).
+struct Parsed {
+    kfile: String,
+    text: std::sync::Arc<str>,
+    k: Kustomization,
+}
+
+/// The state of one walk down the kustomization graph.
+#[derive(Default)]
+struct Walk {
+    /// The folders being built, outermost first: for cycles and the depth limit.
+    stack: Vec<String>,
+    parsed: BTreeMap<String, Rc<Parsed>>,
+}
+
+fn parse(sources: &Sources<'_>, dir: &str) -> Diags<Parsed> {
     let Some(kfile) = KUSTOMIZATION_FILES
         .iter()
         .filter_map(|f| join(dir, f).ok())
@@ -192,6 +214,10 @@ fn build_dir(
         )]);
     };
     let text = sources.fs.read(&kfile).map_err(|d| vec![d])?;
+    sources
+        .budget
+        .parse(text.len())
+        .map_err(|e| vec![Diagnostic::at(&kfile, 1, e.to_string())])?;
     let value = yaml::parse_single(&kfile, &text).map_err(|d| vec![d])?;
     let mut errors = Vec::new();
     if let Some(m) = value.as_object() {
@@ -230,10 +256,40 @@ fn build_dir(
             ]
         })?
     };
-    let at = |needle: &str, msg: String| Diagnostic::at(&kfile, line_of(&text, needle), msg);
+    Ok(Parsed { kfile, text, k })
+}
+
+fn build_dir(sources: &Sources<'_>, dir: &str, walk: &mut Walk, scope: &Scope) -> Diags<Vec<Res>> {
+    let parsed = match walk.parsed.get(dir) {
+        Some(p) => p.clone(),
+        None => {
+            let p = Rc::new(parse(sources, dir)?);
+            walk.parsed.insert(dir.to_string(), p.clone());
+            p
+        }
+    };
+    let Parsed { kfile, text, k } = &*parsed;
+    let (kfile, text) = (kfile.as_str(), &**text);
+    // Every visit costs, even of a folder that builds nothing: about four object steps.
+    sources
+        .budget
+        .work(4)
+        .map_err(|e| vec![Diagnostic::at(kfile, 1, e.to_string())])?;
+    let mut errors = Vec::new();
+    let at = |needle: &str, msg: String| Diagnostic::at(kfile, line_of(text, needle), msg);
+    // A refused charge, located at the field of this kustomization that made it.
+    let over =
+        |key: &str, e: Exceeded| vec![Diagnostic::at(kfile, line_of_key(text, key), e.to_string())];
+    // One transformer pass: a step per object, and `grow` bytes added to each.
+    let pass = |key: &str, n: usize, grow: u64| -> Diags<()> {
+        let b = sources.budget;
+        b.work(n as u64)
+            .and_then(|()| b.bytes(grow.saturating_mul(n as u64)))
+            .map_err(|e| over(key, e))
+    };
 
     // Resources, recursively.
-    stack.push(dir.to_string());
+    walk.stack.push(dir.to_string());
     let mut resources: Vec<Res> = Vec::new();
     for entry in k.resources.iter().chain(&k.bases) {
         if is_remote(entry) {
@@ -252,8 +308,9 @@ fn build_dir(
         };
         match sources.fs.kind(&path) {
             Kind::Dir => {
-                if let Some(pos) = stack.iter().position(|d| *d == path) {
-                    let mut chain: Vec<&str> = stack[pos..].iter().map(String::as_str).collect();
+                if let Some(pos) = walk.stack.iter().position(|d| *d == path) {
+                    let mut chain: Vec<&str> =
+                        walk.stack[pos..].iter().map(String::as_str).collect();
                     chain.push(&path);
                     errors.push(at(
                         entry,
@@ -261,19 +318,35 @@ fn build_dir(
                     ));
                     continue;
                 }
-                match build_dir(sources, &path, stack, scope) {
+                if let Err(e) = sources.budget.depth(walk.stack.len()) {
+                    return Err(vec![at(entry, e.to_string())]);
+                }
+                match build_dir(sources, &path, walk, scope) {
                     Ok(r) => resources.extend(r),
-                    Err(e) => errors.extend(e),
+                    // The deeper kustomization already named the budget it blew.
+                    Err(e) if sources.budget.refused().is_some() => return Err(e),
+                    // A folder reached twice fails twice: report it once.
+                    Err(e) => {
+                        for d in e {
+                            if !errors.contains(&d) {
+                                errors.push(d);
+                            }
+                        }
+                    }
                 }
             }
             _ if sources.exists(&path) => match sources.objects(&path) {
                 Ok(objs) => resources.extend(objs.into_iter().map(Res::new)),
-                Err(e) => errors.extend(e),
+                Err(e) => match sources.budget.refused() {
+                    // Named at the entry of this kustomization that went over.
+                    Some(over) => return Err(vec![at(entry, over.to_string())]),
+                    None => errors.extend(e),
+                },
             },
             _ => errors.push(at(entry, format!("resource {entry:?} not found ({path})"))),
         }
     }
-    stack.pop();
+    walk.stack.pop();
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -286,8 +359,8 @@ fn build_dir(
         .chain(k.secret_generator.iter().map(|g| (g, GenKind::Secret)));
     for (g, kind) in gens {
         let generated =
-            generators::generate(sources, dir, &kfile, g, kind, k.generator_options.as_ref())
-                .map_err(|d| vec![d])?;
+            generators::generate(sources, dir, kfile, g, kind, k.generator_options.as_ref())
+                .map_err(|d| over_budget_at(sources, kfile, line_of(text, &g.name), vec![d]))?;
         let kind_name = if kind == GenKind::ConfigMap {
             "ConfigMap"
         } else {
@@ -300,9 +373,13 @@ fn build_dir(
         });
         match (generated.behavior, existing) {
             (Behavior::Create, None) => {
+                sources
+                    .budget
+                    .object(&generated.value)
+                    .map_err(|e| vec![at(&g.name, e.to_string())])?;
                 let mut r = Res::new(Object {
-                    file: kfile.clone(),
-                    line: line_of(&text, &g.name),
+                    file: kfile.to_string(),
+                    line: line_of(text, &g.name),
                     value: generated.value,
                 });
                 r.needs_hash = generated.needs_hash;
@@ -349,57 +426,101 @@ fn build_dir(
     // Transformers, in kustomize's order.
     for p in &k.patches_strategic_merge {
         let patches = if p.trim_start().contains('\n') || p.contains(": ") {
-            yaml::parse_documents(&kfile, p).map_err(|d| vec![d])?
+            sources
+                .budget
+                .parse(p.len())
+                .map_err(|e| over("patchesStrategicMerge", e))?;
+            yaml::parse_documents(kfile, p).map_err(|d| vec![d])?
         } else {
             let path = join(dir, p).map_err(|m| vec![at(p, m)])?;
-            sources.docs(&path)?.1
+            sources
+                .docs(&path)
+                .map_err(|d| over_budget_at(sources, kfile, line_of(text, p), d))?
+                .1
         };
         for patch in patches {
             apply_smp(
+                sources,
                 &mut resources,
                 &patch.value,
                 None,
-                &kfile,
-                line_of(&text, p),
+                kfile,
+                line_of(text, p),
             )?;
         }
     }
     for p in &k.patches {
-        apply_patch_spec(sources, dir, &kfile, &text, &mut resources, p, false)?;
+        apply_patch_spec(sources, dir, kfile, text, &mut resources, p, false)?;
     }
     if let Some(ns) = k.namespace.as_deref().filter(|n| !n.is_empty()) {
+        pass("namespace", resources.len(), ns.len() as u64)?;
         let mut scope = scope.clone();
         scope.learn_crds(resources.iter().map(|r| &r.obj.value));
         transformers::set_namespace(&mut resources, ns, &scope);
     }
-    transformers::add_prefix_suffix(
-        &mut resources,
-        k.name_prefix.as_deref().unwrap_or(""),
-        k.name_suffix.as_deref().unwrap_or(""),
-    );
-    transformers::add_labels(
-        &mut resources,
-        &LabelSpec {
-            pairs: k.common_labels.clone(),
-            include_selectors: true,
-            include_templates: true,
-        },
-    );
-    for l in &k.labels {
-        transformers::add_labels(&mut resources, l);
+    let prefix = k.name_prefix.as_deref().unwrap_or("");
+    let suffix = k.name_suffix.as_deref().unwrap_or("");
+    if !prefix.is_empty() || !suffix.is_empty() {
+        // A rename keeps the old name too (for references), so it grows by a name.
+        let longest = resources.iter().map(|r| r.obj.name().len()).max();
+        let grow = prefix.len() + suffix.len() + longest.unwrap_or(0);
+        let key = if prefix.is_empty() {
+            "nameSuffix"
+        } else {
+            "namePrefix"
+        };
+        pass(key, resources.len(), grow as u64)?;
     }
-    transformers::add_annotations(&mut resources, &k.common_annotations);
+    transformers::add_prefix_suffix(&mut resources, prefix, suffix);
+    let common_labels = LabelSpec {
+        pairs: k.common_labels.clone(),
+        include_selectors: true,
+        include_templates: true,
+    };
+    for (key, l) in std::iter::once(("commonLabels", &common_labels))
+        .chain(k.labels.iter().map(|l| ("labels", l)))
+    {
+        if !l.pairs.is_empty() {
+            let places = transformers::label_places(l) as u64;
+            pass(key, resources.len(), places * pairs_size(&l.pairs))?;
+            transformers::add_labels(&mut resources, l);
+        }
+    }
+    if !k.common_annotations.is_empty() {
+        let places = transformers::annotation_places() as u64;
+        let grow = places * pairs_size(&k.common_annotations);
+        pass("commonAnnotations", resources.len(), grow)?;
+        transformers::add_annotations(&mut resources, &k.common_annotations);
+    }
     for p in &k.patches_json6902 {
-        apply_patch_spec(sources, dir, &kfile, &text, &mut resources, p, true)?;
+        apply_patch_spec(sources, dir, kfile, text, &mut resources, p, true)?;
     }
-    transformers::set_replicas(&mut resources, &k.replicas);
-    transformers::set_images(&mut resources, &k.images);
+    if !k.replicas.is_empty() {
+        pass("replicas", resources.len() * k.replicas.len(), 0)?;
+        transformers::set_replicas(&mut resources, &k.replicas);
+    }
+    if !k.images.is_empty() {
+        let grow: usize = k
+            .images
+            .iter()
+            .flat_map(|i| [&i.new_name, &i.new_tag, &i.digest, &i.tag_suffix])
+            .map(|o| o.as_deref().map_or(0, str::len))
+            .sum();
+        pass("images", resources.len() * k.images.len(), grow as u64)?;
+        transformers::set_images(&mut resources, &k.images);
+    }
     Ok(resources)
+}
+
+/// Bytes of the keys and values of a label or annotation map.
+fn pairs_size(pairs: &BTreeMap<String, String>) -> u64 {
+    pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
 }
 
 /// Applies a strategic-merge patch to its target(s): the `target` selector when given,
 /// otherwise the object the patch names. No target at all is an error.
 fn apply_smp(
+    sources: &Sources<'_>,
     resources: &mut Vec<Res>,
     patch: &Value,
     target: Option<&Target>,
@@ -410,6 +531,13 @@ fn apply_smp(
     if !patch.is_object() {
         return Err(err("a strategic-merge patch must be a mapping".into()));
     }
+    let matcher = target.map(Target::compile).transpose().map_err(&err)?;
+    // Trying the patch on every object is a step each; merging adds at most the patch.
+    sources
+        .budget
+        .work(resources.len() as u64)
+        .map_err(|e| err(e.to_string()))?;
+    let patch_bytes = json_size(patch);
     let mut body = patch.clone();
     if target.is_some()
         && let Some(m) = body.as_object_mut()
@@ -424,8 +552,8 @@ fn apply_smp(
     let mut matched = 0;
     let mut keep = Vec::with_capacity(resources.len());
     for mut r in std::mem::take(resources) {
-        let hit = match target {
-            Some(t) => t.matches(&r).map_err(&err)?,
+        let hit = match &matcher {
+            Some(m) => m.matches(&r),
             None => select::patch_names(patch, &r),
         };
         if !hit {
@@ -433,6 +561,10 @@ fn apply_smp(
             continue;
         }
         matched += 1;
+        sources
+            .budget
+            .bytes(patch_bytes)
+            .map_err(|e| err(e.to_string()))?;
         let schema = if scope::is_builtin(r.obj.api_version()) {
             Schema::Kustomize
         } else {
@@ -475,6 +607,20 @@ fn describe_missing(patch: &Value, target: Option<&Target>) -> String {
     }
 }
 
+/// A budget refusal while reading a file, moved to the kustomization line that asked for
+/// the file; other errors stay at the file.
+fn over_budget_at(
+    sources: &Sources<'_>,
+    kfile: &str,
+    line: u32,
+    errors: Vec<Diagnostic>,
+) -> Vec<Diagnostic> {
+    match sources.budget.refused() {
+        Some(e) => vec![Diagnostic::at(kfile, line, e.to_string())],
+        None => errors,
+    }
+}
+
 fn apply_patch_spec(
     sources: &Sources<'_>,
     dir: &str,
@@ -495,11 +641,17 @@ fn apply_patch_spec(
                     format!("patch file {path:?} not found"),
                 )]);
             }
-            let (file, docs) = sources.docs(&rel)?;
+            let (file, docs) = sources
+                .docs(&rel)
+                .map_err(|d| over_budget_at(sources, kfile, line_of(text, path), d))?;
             (file, docs, None)
         }
         (None, Some(inline)) => {
             let line = line_of(text, inline.lines().next().unwrap_or(""));
+            sources
+                .budget
+                .parse(inline.len())
+                .map_err(|e| vec![Diagnostic::at(kfile, line, e.to_string())])?;
             let docs = yaml::parse_documents(kfile, inline).map_err(|mut d| {
                 d.line = Some(line + d.line.unwrap_or(1));
                 vec![d]
@@ -532,14 +684,17 @@ fn apply_patch_spec(
                         "a JSON 6902 patch needs a target",
                     )]);
                 };
+                let err = |m: String| vec![Diagnostic::at(&file, line, m)];
+                let matcher = target.compile().map_err(err)?;
+                sources
+                    .budget
+                    .work(resources.len() as u64)
+                    .map_err(|e| err(e.to_string()))?;
                 let mut matched = 0;
                 for r in resources.iter_mut() {
-                    if target
-                        .matches(r)
-                        .map_err(|m| vec![Diagnostic::at(&file, line, m)])?
-                    {
+                    if matcher.matches(r) {
                         matched += 1;
-                        json_patch::apply(&mut r.obj.value, ops).map_err(|e| {
+                        json_patch::apply(&mut r.obj.value, ops, sources.budget).map_err(|e| {
                             vec![Diagnostic::at(
                                 &file,
                                 line,
@@ -561,7 +716,14 @@ fn apply_patch_spec(
                 }
             }
             Value::Object(_) if !json6902_only => {
-                apply_smp(resources, &doc.value, p.target.as_ref(), &file, line)?;
+                apply_smp(
+                    sources,
+                    resources,
+                    &doc.value,
+                    p.target.as_ref(),
+                    &file,
+                    line,
+                )?;
             }
             _ => {
                 return Err(vec![Diagnostic::at(

@@ -285,10 +285,7 @@ pub(crate) struct LabelSpec {
     pub include_templates: bool,
 }
 
-pub(crate) fn add_labels(resources: &mut [Res], labels: &LabelSpec) {
-    if labels.pairs.is_empty() {
-        return;
-    }
+fn label_specs(labels: &LabelSpec) -> Vec<&'static FieldSpec> {
     let mut specs: Vec<&FieldSpec> = vec![&METADATA_LABELS];
     if labels.include_selectors || labels.include_templates {
         specs.extend(TEMPLATE_LABEL_SPECS.iter());
@@ -296,9 +293,28 @@ pub(crate) fn add_labels(resources: &mut [Res], labels: &LabelSpec) {
     if labels.include_selectors {
         specs.extend(SELECTOR_SPECS.iter());
     }
+    specs
+}
+
+/// How many places of one object `labels` can be written to: the most copies of its
+/// pairs one object gains (lists of selector terms aside).
+pub(crate) fn label_places(labels: &LabelSpec) -> usize {
+    label_specs(labels).len()
+}
+
+pub(crate) fn add_labels(resources: &mut [Res], labels: &LabelSpec) {
+    if labels.pairs.is_empty() {
+        return;
+    }
+    let specs = label_specs(labels);
     for r in resources {
         put_all(r, &specs, &labels.pairs);
     }
+}
+
+/// How many places of one object annotations can be written to.
+pub(crate) fn annotation_places() -> usize {
+    ANNOTATION_SPECS.len()
 }
 
 pub(crate) fn add_annotations(resources: &mut [Res], pairs: &BTreeMap<String, String>) {
@@ -471,6 +487,38 @@ struct Renamed {
     namespace: Option<String>,
 }
 
+/// The renamed objects by (kind, earlier name), so a reference is resolved with one
+/// lookup instead of a scan of every renamed object (quadratic on large bundles).
+struct RenamedIndex<'a> {
+    /// kind -> earlier name -> the objects that had it.
+    by_kind: BTreeMap<&'a str, BTreeMap<&'a str, Vec<&'a Renamed>>>,
+}
+
+impl<'a> RenamedIndex<'a> {
+    fn new(renamed: &'a [Renamed]) -> Self {
+        let mut by_kind: BTreeMap<&str, BTreeMap<&str, Vec<&Renamed>>> = BTreeMap::new();
+        for x in renamed {
+            let names = by_kind.entry(x.kind.as_str()).or_default();
+            for n in &x.names {
+                let hits = names.entry(n.as_str()).or_default();
+                // An object can hold one name in several namespaces: list it once.
+                if !hits.last().is_some_and(|h| std::ptr::eq(*h, x)) {
+                    hits.push(x);
+                }
+            }
+        }
+        RenamedIndex { by_kind }
+    }
+
+    fn get(&self, kind: &str, name: &str) -> &[&'a Renamed] {
+        self.by_kind
+            .get(kind)
+            .and_then(|names| names.get(name))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+}
+
 /// Points references at objects whose names changed (prefix, suffix, hash).
 pub(crate) fn fix_references(resources: &mut [Res]) {
     let renamed: Vec<Renamed> = resources
@@ -487,15 +535,17 @@ pub(crate) fn fix_references(resources: &mut [Res]) {
     if renamed.is_empty() {
         return;
     }
+    let index = RenamedIndex::new(&renamed);
     for r in resources.iter_mut() {
         let ns = r.obj.namespace().map(str::to_string);
         let kind = r.obj.kind().to_string();
         let lookup = |k: &str, name: &str| -> Option<String> {
             let cluster_scoped = matches!(k, "ClusterRole");
-            let hits: Vec<&Renamed> = renamed
+            let hits: Vec<&Renamed> = index
+                .get(k, name)
                 .iter()
-                .filter(|x| x.kind == k && x.names.iter().any(|n| n == name))
                 .filter(|x| cluster_scoped || x.namespace == ns)
+                .copied()
                 .collect();
             match hits.as_slice() {
                 [one] => Some(one.current.clone()),
@@ -570,7 +620,7 @@ pub(crate) fn fix_references(resources: &mut [Res]) {
                 set_ref(v, &["roleRef", "name"], &role_kind, &lookup);
                 if let Some(subjects) = v.get_mut("subjects").and_then(Value::as_array_mut) {
                     for s in subjects {
-                        fix_subject(s, &renamed);
+                        fix_subject(s, &index);
                     }
                 }
             }
@@ -579,7 +629,7 @@ pub(crate) fn fix_references(resources: &mut [Res]) {
     }
 }
 
-fn fix_subject(s: &mut Value, renamed: &[Renamed]) {
+fn fix_subject(s: &mut Value, index: &RenamedIndex<'_>) {
     if s.get("kind").and_then(Value::as_str) != Some("ServiceAccount") {
         return;
     }
@@ -590,10 +640,11 @@ fn fix_subject(s: &mut Value, renamed: &[Renamed]) {
         .get("namespace")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let hits: Vec<&Renamed> = renamed
+    let hits: Vec<&Renamed> = index
+        .get("ServiceAccount", name)
         .iter()
-        .filter(|x| x.kind == "ServiceAccount" && x.names.iter().any(|n| n == name))
         .filter(|x| ns.is_none() || x.namespaces.contains(&ns))
+        .copied()
         .collect();
     if let [one] = hits.as_slice()
         && let Some(m) = s.as_object_mut()
