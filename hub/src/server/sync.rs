@@ -104,13 +104,16 @@ impl SyncHandler for SpokeService {
 
 impl SpokeService {
     fn accept_hello(&self, cluster: &ClusterName, hello: &flotilla_proto::v1::Hello) {
-        let valid_labels = label_trust::validate_report(&hello.labels).is_ok();
+        let report = label_trust::validate_report(&hello.labels);
+        if let Err(e) = &report {
+            tracing::warn!(cluster = %cluster, error = %e, "ignoring the labels in Hello");
+        }
         let Some(mut rec) = self.fleet.clusters.get_mut(cluster) else {
             return;
         };
         // What a spoke says about itself is only reported; `label_trust` decides what,
         // if anything, targeting may use.
-        if valid_labels {
+        if report.is_ok() {
             label_trust::report(&mut rec, &hello.labels, &self.fleet.self_label_keys);
         }
         rec.agent_version = hello.agent_version.chars().take(64).collect();
