@@ -169,3 +169,53 @@ fn with_self_label_keys_a_named_key_moves_the_cluster_and_another_does_not() {
         "{c}"
     );
 }
+
+/// As many racers as the brief's red team used; the component test in
+/// `hub/src/server/registration.rs` forces the overlap with a barrier, this one shows
+/// what real spokes see.
+const RACERS: usize = 20;
+
+fn exited(s: &mut Spoke) -> Option<&mut Spoke> {
+    matches!(s.proc.child.try_wait(), Ok(Some(_))).then_some(s)
+}
+
+#[test]
+fn twenty_spokes_racing_for_one_name_with_their_own_tokens_register_it_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hub = Hub::start(tmp.path());
+    let joins: Vec<String> = (0..RACERS).map(|_| hub.token("1h", 1)).collect();
+    let mut racers: Vec<Spoke> = joins
+        .iter()
+        .enumerate()
+        .map(|(i, join)| {
+            let base = tmp.path().join(format!("racer-{i}"));
+            Spoke::start(&base, join, "contested", "env=dev")
+        })
+        .collect();
+
+    // Every loser gives up on its own; the winner stays connected.
+    wait_until("all racers but one to give up", || {
+        let gave_up = racers.iter_mut().filter_map(exited).count();
+        (gave_up == RACERS - 1)
+            .then_some(())
+            .ok_or(format!("{gave_up} gave up"))
+    });
+    for loser in racers.iter_mut().filter_map(exited) {
+        let log = loser.proc.log_text();
+        assert!(log.contains("already registered"), "{log}");
+    }
+    wait_until("the winner to be connected", || {
+        let c = cluster(&hub, "contested");
+        (c["connected"] == true).then_some(()).ok_or(c.to_string())
+    });
+    let clusters = hub.json(&["clusters"]);
+    assert_eq!(clusters.as_array().map(Vec::len), Some(1), "{clusters}");
+    let tokens = hub.json(&["token", "list"]);
+    let uses: u64 = tokens
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|t| t["uses"].as_u64())
+        .sum();
+    assert_eq!(uses, 1, "one name, one token use: {tokens}");
+}
