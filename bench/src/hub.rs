@@ -166,6 +166,10 @@ impl HubProcess {
                 ttl_seconds: 3600,
                 max_uses,
                 description: "flotilla-bench".into(),
+                // The label bench spokes report: fixed by the token, since targeting
+                // trusts no label a spoke sets on itself.
+                labels: [("bench".to_string(), "true".to_string())].into(),
+                ..Default::default()
             })
             .await
             .context("creating a join token")?;

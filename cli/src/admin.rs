@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use flotilla_identity::ClientConfig;
 use flotilla_model::duration::parse_duration;
-use flotilla_model::{LabelSelector, parse_labels};
+use flotilla_model::{LabelSelector, Labels, parse_labels};
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
@@ -19,12 +19,15 @@ use crate::views::{
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Set hub-side labels (they win over the spoke's): k=v to set, k- to remove.
+    /// Set hub-side labels (they win over all others): k=v to set, k- to remove.
     Label {
         name: String,
         #[arg(required = true)]
         labels: Vec<String>,
     },
+    /// Trust labels the spoke reported (see PENDING-LABELS in `clusters -o wide`): the
+    /// named keys, or every pending one. A named key it no longer reports is removed.
+    AcceptLabels { name: String, keys: Vec<String> },
     /// Close the cluster's stream now and refuse its certificates from then on.
     Revoke { name: String },
     /// Forget the cluster and its status; joining again needs a new token.
@@ -161,6 +164,14 @@ pub enum TokenCommand {
         max_uses: u32,
         #[arg(long, default_value = "")]
         description: String,
+        /// Labels fixed on every cluster that joins with this token, k=v[,k=v]; they
+        /// win over whatever the spoke asks for.
+        #[arg(long, value_parser = parse_labels, default_value = "")]
+        labels: Labels,
+        /// Label keys whose value the joining spoke may choose itself (its --labels),
+        /// at registration only; comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        allow_spoke_labels: Vec<String>,
     },
     /// List tokens (never their secrets: those are shown once, at creation).
     List,
@@ -298,23 +309,30 @@ impl Client {
         Ok(r.into_inner().into())
     }
 
-    pub async fn create_token(
-        &mut self,
-        ttl: Duration,
-        max_uses: u32,
-        description: &str,
-    ) -> Result<String> {
+    pub async fn create_token(&mut self, spec: TokenSpec) -> Result<String> {
         let r = self
             .inner
             .create_token(pb::CreateTokenRequest {
-                ttl_seconds: ttl.as_secs(),
-                max_uses,
-                description: description.to_string(),
+                ttl_seconds: spec.ttl.as_secs(),
+                max_uses: spec.max_uses,
+                description: spec.description,
+                labels: spec.labels,
+                spoke_label_keys: spec.allow_spoke_labels,
             })
             .await
             .map_err(status_err)?;
         Ok(r.into_inner().join)
     }
+}
+
+/// What a join token grants; see `TokenCommand::Create`.
+#[derive(Debug)]
+pub struct TokenSpec {
+    pub ttl: Duration,
+    pub max_uses: u32,
+    pub description: String,
+    pub labels: Labels,
+    pub allow_spoke_labels: Vec<String>,
 }
 
 /// Splits `k=v` (set) and `k-` (remove) arguments, as `kubectl label` does.
@@ -477,6 +495,14 @@ pub async fn dispatch(mut client: Client, cmd: AdminCommand, format: Format) -> 
             let v: Vec<TargetView> = r.into_inner().rows.into_iter().map(Into::into).collect();
             print(&v, format)
         }
+        AdminCommand::Cluster(ClusterCommand::AcceptLabels { name, keys }) => {
+            let r = client
+                .inner
+                .accept_cluster_labels(pb::AcceptClusterLabelsRequest { name, keys })
+                .await
+                .map_err(status_err)?;
+            print(&[ClusterView::from(r.into_inner())], format)
+        }
         AdminCommand::Cluster(ClusterCommand::Revoke { name }) => {
             let r = client
                 .inner
@@ -516,11 +542,17 @@ pub async fn dispatch(mut client: Client, cmd: AdminCommand, format: Format) -> 
             ttl,
             max_uses,
             description,
+            labels,
+            allow_spoke_labels,
         }) => {
-            println!(
-                "{}",
-                client.create_token(ttl, max_uses, &description).await?
-            );
+            let spec = TokenSpec {
+                ttl,
+                max_uses,
+                description,
+                labels,
+                allow_spoke_labels,
+            };
+            println!("{}", client.create_token(spec).await?);
             Ok(())
         }
     }

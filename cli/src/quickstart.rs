@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokio::process::{Child, Command};
 
-use crate::admin::{Client, SourceAddArgs};
+use crate::admin::{Client, SourceAddArgs, TokenSpec};
 use crate::output::{Format, print, table};
 use crate::views::StatusView;
 
@@ -115,10 +115,18 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
             clusters: Vec::new(),
         })
         .await?;
-    let join = client
-        .create_token(Duration::from_secs(3600), SPOKES.len() as u32, "quickstart")
-        .await?;
     for (name, labels) in SPOKES {
+        // One token per spoke, carrying the spoke's labels: targeting trusts labels the
+        // hub handed out, not what a spoke says about itself.
+        let join = client
+            .create_token(TokenSpec {
+                ttl: Duration::from_secs(3600),
+                max_uses: 1,
+                description: format!("quickstart {name}"),
+                labels: flotilla_model::parse_labels(labels)?,
+                allow_spoke_labels: Vec::new(),
+            })
+            .await?;
         let target = dir.join("targets").join(name);
         fleet.children.push(spawn(
             &exe,

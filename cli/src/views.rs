@@ -21,6 +21,14 @@ pub struct ClusterView {
     pub registered: String,
     pub revoked: bool,
     pub cert_expires: String,
+    /// What the spoke says about itself; not used for targeting.
+    pub reported_labels: BTreeMap<String, String>,
+    /// Reported labels `flotilla cluster accept-labels` would apply.
+    pub pending_labels: BTreeMap<String, String>,
+    /// Where `labels` come from: accepted spoke labels < token labels < hub labels.
+    pub accepted_labels: BTreeMap<String, String>,
+    pub token_labels: BTreeMap<String, String>,
+    pub hub_labels: BTreeMap<String, String>,
 }
 
 impl From<pb::Cluster> for ClusterView {
@@ -37,6 +45,11 @@ impl From<pb::Cluster> for ClusterView {
             registered: c.registered,
             revoked: c.revoked,
             cert_expires: c.cert_expires,
+            reported_labels: c.reported_labels,
+            pending_labels: c.pending_labels,
+            accepted_labels: c.accepted_labels,
+            token_labels: c.token_labels,
+            hub_labels: c.hub_labels,
         }
     }
 }
@@ -45,7 +58,13 @@ impl Row for ClusterView {
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["NAME", "CONNECTED", "STATE", "READY", "LABELS"];
         if wide {
-            h.extend(["AGENT", "LAST-SEEN", "CERT-EXPIRES", "REVOKED"]);
+            h.extend([
+                "PENDING-LABELS",
+                "AGENT",
+                "LAST-SEEN",
+                "CERT-EXPIRES",
+                "REVOKED",
+            ]);
         }
         h
     }
@@ -59,6 +78,7 @@ impl Row for ClusterView {
         ];
         if wide {
             c.extend([
+                labels_cell(&self.pending_labels),
                 self.agent_version.clone(),
                 self.last_seen.clone(),
                 self.cert_expires.clone(),
@@ -282,6 +302,8 @@ pub struct TokenView {
     pub max_uses: u32,
     pub uses: u32,
     pub expired: bool,
+    pub labels: BTreeMap<String, String>,
+    pub spoke_label_keys: Vec<String>,
 }
 
 impl From<pb::Token> for TokenView {
@@ -294,13 +316,15 @@ impl From<pb::Token> for TokenView {
             max_uses: t.max_uses,
             uses: t.uses,
             expired: t.expired,
+            labels: t.labels,
+            spoke_label_keys: t.spoke_label_keys,
         }
     }
 }
 
 impl Row for TokenView {
     fn headers(_wide: bool) -> Vec<&'static str> {
-        vec!["ID", "USES", "EXPIRES", "EXPIRED", "DESCRIPTION"]
+        vec!["ID", "USES", "EXPIRES", "EXPIRED", "LABELS", "DESCRIPTION"]
     }
     fn cells(&self, _wide: bool) -> Vec<String> {
         vec![
@@ -308,6 +332,7 @@ impl Row for TokenView {
             format!("{}/{}", self.uses, self.max_uses),
             self.expires.clone(),
             self.expired.to_string(),
+            labels_cell(&self.labels),
             self.description.clone(),
         ]
     }

@@ -139,6 +139,17 @@ pub struct RunArgs {
     /// file. Without it, webhooks are refused.
     #[arg(long)]
     pub webhook_secret_file: Option<PathBuf>,
+    /// Label keys a spoke may set on itself (comma-separated, e.g. `region,zone`): its
+    /// reported value moves the cluster at once. Any other label a spoke reports waits
+    /// for `flotilla cluster accept-labels`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_label_key)]
+    pub self_label_keys: Vec<String>,
+}
+
+fn parse_label_key(s: &str) -> Result<String, String> {
+    flotilla_model::labels::validate_key(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 pub fn init_tracing(log: &LogArgs) {
@@ -304,6 +315,7 @@ async fn serve(args: RunArgs) -> Result<()> {
             advertise,
             cert_lifetime: args.cert_lifetime,
             data_dir: dir.root().to_path_buf(),
+            self_label_keys: args.self_label_keys.iter().cloned().collect(),
         },
         &snapshot,
     )?;

@@ -2,7 +2,8 @@
 //! cluster labels into per-cluster assignments.
 //!
 //! Who writes what:
-//! - `clusters`: registration (insert), Hello (spoke labels, last seen), admin (hub labels).
+//! - `clusters`: registration (insert), Hello (reported labels, last seen), admin (hub
+//!   labels, accepted labels). Which labels count is `label_trust`'s rule.
 //! - `sources`: admin add/remove; each source's poller publishes new revisions into it.
 //! - `assignments`: only `reconcile_cluster`.
 //! - `status`: only the cluster's own Sync session.
@@ -209,6 +210,11 @@ pub struct Fleet {
     pub data_dir: std::path::PathBuf,
     pub limits: render::Limits,
     pub clusters: DashMap<ClusterName, ClusterRecord>,
+    /// Names whose registration is between the token check and the store commit; taken
+    /// under the `tokens` lock so two registrations of one name cannot both pass.
+    pub registering: Mutex<std::collections::HashSet<ClusterName>>,
+    /// Label keys spokes may set themselves (`flotilla-hub run --self-label-keys`).
+    pub self_label_keys: std::collections::BTreeSet<String>,
     pub tokens: Mutex<HashMap<String, TokenRecord>>,
     pub sources: DashMap<String, Arc<SourceState>>,
     /// Written by the admin API only.
@@ -246,6 +252,7 @@ pub struct FleetParts {
     pub advertise: String,
     pub cert_lifetime: Duration,
     pub data_dir: std::path::PathBuf,
+    pub self_label_keys: std::collections::BTreeSet<String>,
 }
 
 impl Fleet {
@@ -266,6 +273,8 @@ impl Fleet {
             data_dir: parts.data_dir,
             limits: render::Limits::default(),
             clusters: DashMap::new(),
+            registering: Mutex::default(),
+            self_label_keys: parts.self_label_keys,
             tokens: Mutex::new(HashMap::new()),
             sources: DashMap::new(),
             groups: DashMap::new(),

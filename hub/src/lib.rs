@@ -13,6 +13,7 @@ mod depends;
 mod fleet;
 pub mod git;
 mod http;
+mod label_trust;
 mod layout;
 mod metrics;
 mod pki;

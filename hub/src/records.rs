@@ -29,9 +29,20 @@ pub fn rfc3339(unix: i64) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterRecord {
     pub name: ClusterName,
-    /// Labels the spoke reported (at registration, then in each Hello).
-    pub spoke_labels: Labels,
-    /// Labels an admin set on the hub; they win over the spoke's.
+    /// Spoke labels the hub trusts: accepted by an admin, allowed by the join token at
+    /// registration, or named by `--self-label-keys`. Hubs before label trust stored the
+    /// spoke's registration labels here as `spoke_labels`; they were trusted then and
+    /// stay trusted.
+    #[serde(default, alias = "spoke_labels")]
+    pub accepted_labels: Labels,
+    /// What the spoke last said about itself (registration, then each Hello). Never used
+    /// for targeting on its own; see `label_trust`.
+    #[serde(default)]
+    pub reported_labels: Labels,
+    /// Labels the join token fixed at registration; they win over the spoke's.
+    #[serde(default)]
+    pub token_labels: Labels,
+    /// Labels an admin set on the hub; they win over everything else.
     #[serde(default)]
     pub hub_labels: Labels,
     pub registered_at: i64,
@@ -66,9 +77,11 @@ impl ClusterRecord {
         self.issuer = issuer;
     }
 
-    /// The labels targeting uses: the spoke's, overridden key by key by the hub's.
+    /// The labels targeting uses, all of them trusted: accepted spoke labels, overridden
+    /// key by key by the token's, overridden by the hub's. Reported labels never count.
     pub fn labels(&self) -> Labels {
-        let mut l = self.spoke_labels.clone();
+        let mut l = self.accepted_labels.clone();
+        l.extend(self.token_labels.clone());
         l.extend(self.hub_labels.clone());
         l
     }
@@ -85,6 +98,12 @@ pub struct TokenRecord {
     #[serde(default)]
     pub description: String,
     pub created_at: i64,
+    /// Fixed on every cluster that joins with this token.
+    #[serde(default)]
+    pub labels: Labels,
+    /// Keys whose value the spoke may choose itself, at registration only.
+    #[serde(default)]
+    pub spoke_label_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,6 +41,8 @@ pub fn generate(
         uses: 0,
         description: description.to_string(),
         created_at: now,
+        labels: flotilla_model::Labels::new(),
+        spoke_label_keys: Vec::new(),
     };
     (record, format!("{id}.{secret}"))
 }

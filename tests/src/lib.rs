@@ -322,15 +322,25 @@ impl Hub {
         serde_json::from_slice(&out.stdout).expect("CLI prints JSON")
     }
 
+    /// A join token whose spokes choose their own `env`, `region` and `tier` at join,
+    /// as the fixture's spokes do (`Spoke::start(.., "env=dev")`). Those labels are
+    /// trusted only because the token says so, and only at registration: what a spoke
+    /// reports later waits for an admin (`tests/hostile_claims.rs`).
     pub fn token(&self, ttl: &str, max_uses: u32) -> String {
-        let out = self.cli(&[
-            "token",
-            "create",
-            "--ttl",
+        self.token_with(
             ttl,
-            "--max-uses",
-            &max_uses.to_string(),
-        ]);
+            max_uses,
+            &["--allow-spoke-labels", SPOKE_CHOSEN_LABEL_KEYS],
+        )
+    }
+
+    /// A join token with extra `flotilla token create` flags, e.g. `--labels env=prod`.
+    pub fn token_with(&self, ttl: &str, max_uses: u32, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create", "--ttl", ttl, "--max-uses"];
+        let max_uses = max_uses.to_string();
+        args.push(&max_uses);
+        args.extend(extra);
+        let out = self.cli(&args);
         assert!(
             out.status.success(),
             "token create: {}",
@@ -403,6 +413,10 @@ pub fn cli_as(config: &Path, args: &[&str]) -> Output {
         .output()
         .expect("run flotilla")
 }
+
+/// The label keys `Hub::token` lets a joining spoke choose: the ones the fixture's
+/// tests give their spokes.
+pub const SPOKE_CHOSEN_LABEL_KEYS: &str = "env,region,tier";
 
 /// A running spoke process with a directory target.
 pub struct Spoke {

@@ -275,6 +275,7 @@ fn a_viewer_can_read_but_every_mutating_call_is_refused() {
         vec!["source", "add", "x", "--repo", "git://127.0.0.1:1/x"],
         vec!["source", "remove", "x"],
         vec!["cluster", "label", "dev", "env=prod"],
+        vec!["cluster", "accept-labels", "dev"],
         vec!["cluster", "revoke", "dev"],
         vec!["cluster", "delete", "dev"],
         vec!["group", "add", "eu", "--selector", "region=eu"],

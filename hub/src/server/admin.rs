@@ -11,6 +11,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::fleet::{Fleet, Trigger};
+use crate::label_trust;
 use crate::records::{SourceSpec, now_unix, rfc3339, status_key};
 use crate::server::peer;
 use crate::sources;
@@ -48,6 +49,11 @@ impl AdminService {
             registered: rfc3339(rec.registered_at),
             revoked: rec.revoked,
             cert_expires: rfc3339(rec.cert_expires),
+            pending_labels: label_trust::pending(&rec),
+            reported_labels: rec.reported_labels,
+            accepted_labels: rec.accepted_labels,
+            token_labels: rec.token_labels,
+            hub_labels: rec.hub_labels,
         })
     }
 
@@ -272,6 +278,37 @@ impl Admin for AdminService {
         self.found_cluster(&name).map(Response::new)
     }
 
+    async fn accept_cluster_labels(
+        &self,
+        request: Request<pb::AcceptClusterLabelsRequest>,
+    ) -> Result<Response<pb::Cluster>, Status> {
+        peer::require_operator(&request, Role::Admin)?;
+        let req = request.into_inner();
+        let name =
+            ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        for k in &req.keys {
+            labels::validate_key(k).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let (rec, accepted) = {
+            let mut rec = self
+                .fleet
+                .clusters
+                .get_mut(&name)
+                .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))?;
+            // `accept` refuses before it changes anything.
+            let accepted = label_trust::accept(&mut rec, &req.keys)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            (rec.clone(), accepted)
+        };
+        self.fleet
+            .store
+            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
+            .await?;
+        tracing::info!(cluster = %name, keys = ?accepted, "reported labels accepted");
+        self.fleet.trigger(Trigger::Cluster(name.clone()));
+        self.found_cluster(&name).map(Response::new)
+    }
+
     async fn list_sources(
         &self,
         request: Request<pb::ListSourcesRequest>,
@@ -485,8 +522,18 @@ impl Admin for AdminService {
                 "ttl and max uses must be positive",
             ));
         }
-        let (record, token) =
+        for (k, v) in &req.labels {
+            labels::validate_key(k)
+                .and_then(|_| labels::validate_value(v))
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        for k in &req.spoke_label_keys {
+            labels::validate_key(k).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let (mut record, token) =
             tokens::generate(req.ttl_seconds, req.max_uses, &req.description, now_unix());
+        record.labels = req.labels;
+        record.spoke_label_keys = req.spoke_label_keys;
         self.fleet
             .store
             .commit(vec![Op::put_json(
@@ -535,6 +582,8 @@ impl Admin for AdminService {
                 max_uses: t.max_uses,
                 uses: t.uses,
                 expired: now >= t.expires_at,
+                labels: t.labels.clone(),
+                spoke_label_keys: t.spoke_label_keys.clone(),
             })
             .collect();
         tokens.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));

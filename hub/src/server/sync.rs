@@ -28,6 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::fleet::{Fleet, SessionHandle, Trigger};
+use crate::label_trust;
 use crate::records::{ResourceRecord, StatusRecord, now_unix};
 use crate::server::peer;
 use crate::server::wire::{self, Outbound, OutboundStream, SyncHandler};
@@ -117,16 +118,17 @@ impl SyncHandler for SpokeService {
 
 impl SpokeService {
     fn accept_hello(&self, cluster: &ClusterName, hello: &flotilla_proto::v1::Hello) {
-        let valid_labels = hello.labels.iter().all(|(k, v)| {
-            flotilla_model::labels::validate_key(k).is_ok()
-                && flotilla_model::labels::validate_value(v).is_ok()
-        });
+        let report = label_trust::validate_report(&hello.labels);
+        if let Err(e) = &report {
+            tracing::warn!(cluster = %cluster, error = %e, "ignoring the labels in Hello");
+        }
         let Some(mut rec) = self.fleet.clusters.get_mut(cluster) else {
             return;
         };
-        let labels_changed = valid_labels && rec.spoke_labels != hello.labels;
-        if labels_changed {
-            rec.spoke_labels = hello.labels.clone();
+        // What a spoke says about itself is only reported; `label_trust` decides what,
+        // if anything, targeting may use.
+        if report.is_ok() {
+            label_trust::report(&mut rec, &hello.labels, &self.fleet.self_label_keys);
         }
         rec.agent_version = hello.agent_version.chars().take(64).collect();
         rec.last_seen = now_unix();
