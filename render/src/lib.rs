@@ -24,6 +24,7 @@ mod laws;
 mod output;
 mod overlay;
 mod repo_fs;
+mod repo_tree;
 mod scope;
 mod sources;
 mod strategic_merge;
@@ -38,6 +39,7 @@ pub use fleet_yaml::{
     BundleOptions, ComparePatch, CorrectDrift, DependsOn, Diff, IntOrString, Partition,
     PatchOperation, RolloutStrategy,
 };
+pub use repo_tree::{MAX_LINK_TARGET_BYTES, ReadBlob, RepoTree, TreeError};
 
 /// Size limits on what a bundle may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,15 @@ pub struct Limits {
     pub max_bundle_bytes: u64,
     /// Most objects one render may produce.
     pub max_objects: usize,
+    /// Git trees ([`RepoTree`]), checked from object headers before any blob is read:
+    /// most entries in the whole tree,
+    pub max_tree_entries: usize,
+    /// deepest folder nesting,
+    pub max_tree_depth: usize,
+    /// largest blob under the source's paths,
+    pub max_tree_blob_bytes: u64,
+    /// and most blob bytes under the source's paths.
+    pub max_tree_total_bytes: u64,
 }
 
 impl Default for Limits {
@@ -56,6 +67,10 @@ impl Default for Limits {
             max_file_bytes: 4 << 20,
             max_bundle_bytes: 16 << 20,
             max_objects: 5000,
+            max_tree_entries: 100_000,
+            max_tree_depth: 64,
+            max_tree_blob_bytes: 64 << 20,
+            max_tree_total_bytes: 512 << 20,
         }
     }
 }
@@ -139,11 +154,29 @@ pub fn discover(
     paths: &[String],
     limits: &Limits,
 ) -> Vec<LoadedBundle> {
-    discovery::discover(repo_root, source_name, paths, limits)
+    discovery::discover(repo_fs::DiskFs::new(repo_root), source_name, paths, limits)
+}
+
+/// Like [`discover`], for a repo given as a git tree: nothing is checked out, and a blob is
+/// read through `blobs` only when a bundle reads that file, after its size was checked.
+/// Symlinks resolve inside the tree only. `paths` should be those the tree was built for.
+pub fn discover_tree<K>(
+    tree: &RepoTree<K>,
+    blobs: &dyn ReadBlob<K>,
+    source_name: &str,
+    paths: &[String],
+    limits: &Limits,
+) -> Vec<LoadedBundle> {
+    discovery::discover(
+        repo_tree::TreeFs::new(tree, blobs),
+        source_name,
+        paths,
+        limits,
+    )
 }
 
 /// Loads `dir` as one bundle whose repo root is `dir` itself (for `flotilla render DIR`).
 /// Nested bundle folders below it are left out, with a warning.
 pub fn load_bundle_dir(dir: &Path, name: &str, limits: &Limits) -> Result<Bundle, Vec<Diagnostic>> {
-    bundle::load(dir, "", name, limits, true)
+    bundle::load(repo_fs::DiskFs::new(dir), "", name, limits, true)
 }
