@@ -246,6 +246,7 @@ pub struct FleetParts {
     pub advertise: String,
     pub cert_lifetime: Duration,
     pub data_dir: std::path::PathBuf,
+    pub limits: render::Limits,
 }
 
 impl Fleet {
@@ -264,7 +265,7 @@ impl Fleet {
             advertise: parts.advertise,
             cert_lifetime: parts.cert_lifetime,
             data_dir: parts.data_dir,
-            limits: render::Limits::default(),
+            limits: parts.limits,
             clusters: DashMap::new(),
             tokens: Mutex::new(HashMap::new()),
             sources: DashMap::new(),
