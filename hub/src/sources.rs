@@ -58,12 +58,12 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
         if previous_commit.as_deref() == Some(commit.as_str()) {
             return Ok(None);
         }
+        remove_checkouts(&dir);
         // Rendered straight from the object database: nothing of the repo is written to
         // disk, so no tree entry can point a write anywhere.
         let (tree, blobs) = git::load_tree(&dir.join("mirror.git"), &commit, &spec.paths, &limits)
             .map_err(|e| e.to_string())?;
         let bundles = render::discover_tree(&tree, &blobs, &spec.name, &spec.paths, &limits);
-        remove_checkouts(&dir);
         Ok(Some(Loaded { commit, bundles }))
     })
     .await
