@@ -2,13 +2,14 @@
 //! `fleet.yaml`, raw YAML, overlays, a kustomize subset) into the exact objects one
 //! cluster receives.
 //!
-//! **Architecture Invariant:** a pure library. No network, no child processes, no clock;
-//! it reads files only under the repo root it is given, and only while loading: a loaded
-//! [`Bundle`] holds a snapshot of what it read, so [`Bundle::render`] is a pure function
-//! of the bundle and the cluster. Rendering is deterministic: the same input gives
+//! **Architecture Invariant:** a pure library. No network, no child processes, no clock,
+//! no git library; it reads files only under the repo root or tree it is given, and only
+//! while loading: a loaded [`Bundle`] holds a snapshot of what it read, so
+//! [`Bundle::render`] is a pure function of the bundle and the cluster. Rendering is deterministic: the same input gives
 //! byte-identical manifests and digests.
 //!
-//! Entry points: [`discover`] (the hub, for a source's paths), [`load_bundle_dir`]
+//! Entry points: [`discover_tree`] (the hub, for a source's paths in a git tree indexed as
+//! a [`RepoTree`]), [`discover`] (the same over a folder), [`load_bundle_dir`]
 //! (`flotilla render DIR`), then [`Bundle::select`] and [`Bundle::render`] per cluster.
 //! The format is described in `docs/bundles.md`.
 #![forbid(unsafe_code)]
