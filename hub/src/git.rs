@@ -386,6 +386,19 @@ mod tests {
     }
 
     #[test]
+    fn a_name_holding_nul_leaves_a_tree_that_does_not_parse_and_is_refused() {
+        let repo = new_repo();
+        let pwned = blob(repo.path(), b"pwned");
+        let root = tree(repo.path(), &[("100644", b"x\0../../pwned", &pwned)]);
+        let c = commit(repo.path(), &root);
+        let err = load_tree(repo.path(), &c, &[], &Limits::default()).expect_err("refused");
+        assert!(
+            err.to_string().starts_with(&format!("commit {c}: ")),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_symlink_blob_larger_than_a_path_is_refused_before_it_is_read() {
         let repo = new_repo();
         let long = blob(repo.path(), &vec![b'a'; 5000]);
