@@ -38,23 +38,39 @@ const MAX_COMMIT_BYTES: u64 = 1 << 20;
 const MAX_TREE_ENTRY_BYTES: u64 = 7 + 255 + 1 + 32;
 
 /// Fetches `branch` from `url` into the bare mirror at `mirror` and returns the commit
-/// the branch points at. A force-push is followed (the refspec is forced).
-pub fn fetch_branch(mirror: &Path, url: &str, branch: &str) -> Result<String, GitError> {
+/// the branch points at. A force-push is followed (the refspec is forced). The fetch
+/// refuses any object over `max_object_bytes`: gix inflates each received object whole
+/// to index it, so a small pack with a huge, well-compressed blob would otherwise cost
+/// that blob's size in memory.
+pub fn fetch_branch(
+    mirror: &Path,
+    url: &str,
+    branch: &str,
+    max_object_bytes: u64,
+) -> Result<String, GitError> {
     let remote_err = |op, e: &dyn std::fmt::Display| GitError::Remote {
         op,
         url: url.to_string(),
         message: e.to_string(),
     };
-    let repo = if mirror.join("HEAD").exists() {
-        gix::open(mirror).map_err(|e| remote_err("open", &e))?
-    } else {
+    if !mirror.join("HEAD").exists() {
         std::fs::create_dir_all(mirror).map_err(|e| remote_err("init", &e))?;
-        gix::init_bare(mirror).map_err(|e| remote_err("init", &e))?
-    };
+        gix::init_bare(mirror).map_err(|e| remote_err("init", &e))?;
+    }
+    let options = gix::open::Options::default()
+        .config_overrides([format!("gitoxide.objects.allocLimit={max_object_bytes}")]);
+    let repo = gix::open_opts(mirror, options).map_err(|e| remote_err("open", &e))?;
     // gix reports a branch the remote does not have as a refspec that matched nothing;
     // say it in the user's terms.
-    let fetch_err = |e: &dyn std::fmt::Display| {
-        let text = e.to_string();
+    let fetch_err = |e: &dyn std::error::Error| {
+        // The outermost message is generic ("Failed to consume the pack"); the reason,
+        // such as an object over the size limit, is further down the chain.
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text = format!("{text}: {c}");
+            cause = c.source();
+        }
         if text.contains("matched any of") {
             GitError::BranchNotFound {
                 url: url.to_string(),
@@ -63,8 +79,13 @@ pub fn fetch_branch(mirror: &Path, url: &str, branch: &str) -> Result<String, Gi
         } else if text.contains("credentials") {
             // The server answered 401 and no credentials were configured or accepted.
             remote_err("fetch", &format!("authentication failed: {text}"))
+        } else if text.contains("too large to fit in memory") {
+            remote_err(
+                "fetch",
+                &format!("{text}: an object is over the limit of {max_object_bytes} bytes"),
+            )
         } else {
-            remote_err("fetch", e)
+            remote_err("fetch", &text)
         }
     };
     let local_ref = format!("refs/flotilla/{branch}");
@@ -396,6 +417,26 @@ mod tests {
             err.to_string().starts_with(&format!("commit {c}: ")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_fetch_refuses_an_object_over_the_blob_budget() {
+        let work = tempfile::tempdir().expect("tmp");
+        git(work.path(), &["init", "-q", "-b", "main"], b"");
+        std::fs::write(work.path().join("zeros.bin"), vec![0u8; 3 << 20]).expect("write");
+        git(work.path(), &["add", "-A"], b"");
+        git(work.path(), &["commit", "-q", "-m", "zeros"], b"");
+        let url = format!("file://{}", work.path().display());
+        let mirrors = tempfile::tempdir().expect("tmp");
+
+        let err = fetch_branch(&mirrors.path().join("small"), &url, "main", 1 << 20)
+            .expect_err("over the budget");
+        assert!(
+            err.to_string()
+                .contains("an object is over the limit of 1048576 bytes"),
+            "{err}"
+        );
+        fetch_branch(&mirrors.path().join("big"), &url, "main", 4 << 20).expect("within");
     }
 
     #[test]

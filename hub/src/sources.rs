@@ -53,8 +53,13 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
     let limits = fleet.limits.clone();
     let started = std::time::Instant::now();
     let fetched = tokio::task::spawn_blocking(move || -> Result<Option<Loaded>, String> {
-        let commit = git::fetch_branch(&dir.join("mirror.git"), &spec.repo, &spec.branch)
-            .map_err(|e| e.to_string())?;
+        let commit = git::fetch_branch(
+            &dir.join("mirror.git"),
+            &spec.repo,
+            &spec.branch,
+            limits.max_tree_blob_bytes,
+        )
+        .map_err(|e| e.to_string())?;
         if previous_commit.as_deref() == Some(commit.as_str()) {
             return Ok(None);
         }
