@@ -144,7 +144,7 @@ pub struct TreeBudgetArgs {
     /// Most entries (files, folders, links) in one commit's tree.
     #[arg(long, default_value_t = flotilla_render::Limits::default().max_tree_entries)]
     pub max_tree_entries: usize,
-    /// Largest blob under a source's paths, in bytes.
+    /// Largest object a fetch accepts, and largest blob under a source's paths, in bytes.
     #[arg(long, default_value_t = flotilla_render::Limits::default().max_tree_blob_bytes)]
     pub max_blob_bytes: u64,
     /// Most blob bytes in total under a source's paths.

@@ -356,22 +356,10 @@ fn a_tree_whose_entry_name_holds_nul_is_refused_as_corrupt() {
 }
 
 #[test]
-fn a_huge_zero_blob_fails_the_source_from_its_header() {
-    // 32 MiB of zeros compress to a few KiB in git: a tiny repo, a huge file. The hub's
-    // budget is lowered so that the blob is over it by far.
+fn a_huge_zero_blob_is_refused_while_fetching_and_the_hub_stays_small() {
+    // 200 MiB of zeros compress to about 200 KiB in git: a tiny repo, a huge file.
     let s = Scenario::start_with(&["--max-blob-bytes", "1048576"]);
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("head -c 32M /dev/zero | git hash-object -w --stdin")
-        .current_dir(&s.repo.dir)
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let zeros = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let zeros = zero_blob(&s, "200M");
     let app = s.tree(&[
         ("100644", b"cm.yaml", &s.good("app/cm.yaml")),
         ("100644", b"fleet.yaml", &s.good("app/fleet.yaml")),
@@ -380,7 +368,59 @@ fn a_huge_zero_blob_fails_the_source_from_its_header() {
     let tree = s.tree(&[("40000", b"app", &app)]);
     s.push_tree(&tree);
 
-    let error = s.wait_source_error("app/zeros.yaml is 33554432 bytes");
-    assert!(error.contains("over the limit of 1048576 bytes"), "{error}");
+    let error = s.wait_source_error("an object is over the limit of 1048576 bytes");
+    assert!(error.starts_with("git fetch"), "{error}");
     s.assert_unharmed();
+    let peak = peak_rss_bytes(s.hub.proc.child.id());
+    assert!(
+        peak < 100 << 20,
+        "the hub never held the blob: peak RSS {peak} bytes"
+    );
+}
+
+#[test]
+fn files_over_the_total_budget_fail_the_source_from_their_headers() {
+    let s = Scenario::start_with(&["--max-tree-bytes", "1048576"]);
+    let zeros = zero_blob(&s, "600K");
+    let app = s.tree(&[
+        ("100644", b"a.bin", &zeros),
+        ("100644", b"b.bin", &zeros),
+        ("100644", b"cm.yaml", &s.good("app/cm.yaml")),
+        ("100644", b"fleet.yaml", &s.good("app/fleet.yaml")),
+    ]);
+    let tree = s.tree(&[("40000", b"app", &app)]);
+    s.push_tree(&tree);
+
+    let error = s.wait_source_error("add up to more than 1048576 bytes");
+    assert!(error.contains("(at app/b.bin)"), "{error}");
+    s.assert_unharmed();
+}
+
+/// A blob of `size` zeros (`head -c` syntax), written straight into the repo.
+fn zero_blob(s: &Scenario, size: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c {size} /dev/zero | git hash-object -w --stdin"
+        ))
+        .current_dir(&s.repo.dir)
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The peak resident set size of a process (`VmHWM`), in bytes.
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmHWM in /proc status")
 }
