@@ -79,13 +79,13 @@ pub fn fetch_ratio(
     let gix_mirror = work.join("gix-mirror.git");
     let cli_mirror = work.join("cli-mirror.git");
     // Initial copies, not timed.
-    flotilla_hub::git::fetch_branch(&gix_mirror, &url, "main")?;
+    flotilla_hub::git::fetch_branch(&gix_mirror, &url, "main", u64::MAX)?;
     git(work, &["clone", "-q", "--bare", &url, "cli-mirror.git"])?;
     let mut out = Vec::new();
     for run in 0..runs {
         repo.change_bundle(run % bundles.max(1), run as u64 + 1)?;
         let t = Instant::now();
-        flotilla_hub::git::fetch_branch(&gix_mirror, &url, "main")?;
+        flotilla_hub::git::fetch_branch(&gix_mirror, &url, "main", u64::MAX)?;
         let gix = t.elapsed();
         let t = Instant::now();
         git(

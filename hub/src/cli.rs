@@ -144,6 +144,34 @@ pub struct RunArgs {
     /// for `flotilla cluster accept-labels`.
     #[arg(long, value_delimiter = ',', value_parser = parse_label_key)]
     pub self_label_keys: Vec<String>,
+    #[command(flatten)]
+    pub tree_budget: TreeBudgetArgs,
+}
+
+/// A source's git tree budget, checked from object headers before any blob is read. A
+/// commit over it fails its source's revision; the previous one stays deployed.
+#[derive(Debug, ClapArgs)]
+pub struct TreeBudgetArgs {
+    /// Most entries (files, folders, links) in one commit's tree.
+    #[arg(long, default_value_t = flotilla_render::Limits::default().max_tree_entries)]
+    pub max_tree_entries: usize,
+    /// Largest object a fetch accepts, and largest blob under a source's paths, in bytes.
+    #[arg(long, default_value_t = flotilla_render::Limits::default().max_tree_blob_bytes)]
+    pub max_blob_bytes: u64,
+    /// Most blob bytes in total under a source's paths.
+    #[arg(long, default_value_t = flotilla_render::Limits::default().max_tree_total_bytes)]
+    pub max_tree_bytes: u64,
+}
+
+impl TreeBudgetArgs {
+    fn limits(&self) -> flotilla_render::Limits {
+        flotilla_render::Limits {
+            max_tree_entries: self.max_tree_entries,
+            max_tree_blob_bytes: self.max_blob_bytes,
+            max_tree_total_bytes: self.max_tree_bytes,
+            ..flotilla_render::Limits::default()
+        }
+    }
 }
 
 fn parse_label_key(s: &str) -> Result<String, String> {
@@ -316,6 +344,7 @@ async fn serve(args: RunArgs) -> Result<()> {
             cert_lifetime: args.cert_lifetime,
             data_dir: dir.root().to_path_buf(),
             self_label_keys: args.self_label_keys.iter().cloned().collect(),
+            limits: args.tree_budget.limits(),
         },
         &snapshot,
     )?;

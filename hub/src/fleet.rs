@@ -253,6 +253,7 @@ pub struct FleetParts {
     pub cert_lifetime: Duration,
     pub data_dir: std::path::PathBuf,
     pub self_label_keys: std::collections::BTreeSet<String>,
+    pub limits: render::Limits,
 }
 
 impl Fleet {
@@ -271,7 +272,7 @@ impl Fleet {
             advertise: parts.advertise,
             cert_lifetime: parts.cert_lifetime,
             data_dir: parts.data_dir,
-            limits: render::Limits::default(),
+            limits: parts.limits,
             clusters: DashMap::new(),
             registering: Mutex::default(),
             self_label_keys: parts.self_label_keys,

@@ -1,14 +1,20 @@
-//! Git access with gix: fetch one branch of a remote into a bare mirror, and materialise
-//! a commit's tree into a folder for the renderer.
+//! Git access with gix: fetch one branch of a remote into a bare mirror, and read a
+//! commit's tree for the renderer straight from the object database.
+//!
+//! Nothing from a repo is ever written to disk (no checkout): `load_tree` indexes the
+//! commit's tree into a [`RepoTree`] (which refuses hostile names and enforces the tree
+//! budgets), reading every object's size from its header before reading the object, and
+//! `GitBlobs` reads a blob only when the renderer asks for it.
 //!
 //! Everything here is blocking (gix has no tokio client); callers run it in
-//! `spawn_blocking`. File writes stay inside the target folder: tree entry names are
-//! checked so a hostile repo cannot write outside it.
+//! `spawn_blocking`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use gix::bstr::ByteSlice;
+use flotilla_render::{Limits, MAX_LINK_TARGET_BYTES, ReadBlob, RepoTree, TreeError};
+use gix::ObjectId;
+use gix::object::tree::EntryKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -20,28 +26,51 @@ pub enum GitError {
     },
     #[error("branch {branch:?} not found in {url}")]
     BranchNotFound { url: String, branch: String },
-    #[error("git checkout of {commit}: {message}")]
-    Checkout { commit: String, message: String },
+    #[error("commit {commit}: {message}")]
+    Object { commit: String, message: String },
+    #[error("commit {commit}: {source}")]
+    Tree { commit: String, source: TreeError },
 }
 
+/// Largest commit object read (its message included).
+const MAX_COMMIT_BYTES: u64 = 1 << 20;
+/// Largest encoding of one tree entry: mode, space, a 255-byte name, NUL, a SHA-256 id.
+const MAX_TREE_ENTRY_BYTES: u64 = 7 + 255 + 1 + 32;
+
 /// Fetches `branch` from `url` into the bare mirror at `mirror` and returns the commit
-/// the branch points at. A force-push is followed (the refspec is forced).
-pub fn fetch_branch(mirror: &Path, url: &str, branch: &str) -> Result<String, GitError> {
+/// the branch points at. A force-push is followed (the refspec is forced). The fetch
+/// refuses any object over `max_object_bytes`: gix inflates each received object whole
+/// to index it, so a small pack with a huge, well-compressed blob would otherwise cost
+/// that blob's size in memory.
+pub fn fetch_branch(
+    mirror: &Path,
+    url: &str,
+    branch: &str,
+    max_object_bytes: u64,
+) -> Result<String, GitError> {
     let remote_err = |op, e: &dyn std::fmt::Display| GitError::Remote {
         op,
         url: url.to_string(),
         message: e.to_string(),
     };
-    let repo = if mirror.join("HEAD").exists() {
-        gix::open(mirror).map_err(|e| remote_err("open", &e))?
-    } else {
+    if !mirror.join("HEAD").exists() {
         std::fs::create_dir_all(mirror).map_err(|e| remote_err("init", &e))?;
-        gix::init_bare(mirror).map_err(|e| remote_err("init", &e))?
-    };
+        gix::init_bare(mirror).map_err(|e| remote_err("init", &e))?;
+    }
+    let options = gix::open::Options::default()
+        .config_overrides([format!("gitoxide.objects.allocLimit={max_object_bytes}")]);
+    let repo = gix::open_opts(mirror, options).map_err(|e| remote_err("open", &e))?;
     // gix reports a branch the remote does not have as a refspec that matched nothing;
     // say it in the user's terms.
-    let fetch_err = |e: &dyn std::fmt::Display| {
-        let text = e.to_string();
+    let fetch_err = |e: &dyn std::error::Error| {
+        // The outermost message is generic ("Failed to consume the pack"); the reason,
+        // such as an object over the size limit, is further down the chain.
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text = format!("{text}: {c}");
+            cause = c.source();
+        }
         if text.contains("matched any of") {
             GitError::BranchNotFound {
                 url: url.to_string(),
@@ -50,8 +79,13 @@ pub fn fetch_branch(mirror: &Path, url: &str, branch: &str) -> Result<String, Gi
         } else if text.contains("credentials") {
             // The server answered 401 and no credentials were configured or accepted.
             remote_err("fetch", &format!("authentication failed: {text}"))
+        } else if text.contains("too large to fit in memory") {
+            remote_err(
+                "fetch",
+                &format!("{text}: an object is over the limit of {max_object_bytes} bytes"),
+            )
         } else {
-            remote_err("fetch", e)
+            remote_err("fetch", &text)
         }
     };
     let local_ref = format!("refs/flotilla/{branch}");
@@ -82,77 +116,353 @@ pub fn fetch_branch(mirror: &Path, url: &str, branch: &str) -> Result<String, Gi
     Ok(id.to_string())
 }
 
-/// Writes the tree of `commit` into `dest` (which must not exist yet). Symlinks are
-/// written as symlinks so the renderer can refuse ones that leave the repo; submodules
-/// are skipped.
-pub fn checkout(mirror: &Path, commit: &str, dest: &Path) -> Result<(), GitError> {
-    let err = |e: &dyn std::fmt::Display| GitError::Checkout {
+/// Reads the blobs of a mirror on the renderer's demand.
+#[derive(Debug)]
+pub struct GitBlobs {
+    repo: gix::Repository,
+}
+
+impl ReadBlob<ObjectId> for GitBlobs {
+    fn read_blob(&self, key: &ObjectId) -> Result<Vec<u8>, String> {
+        let object = self.repo.find_object(*key).map_err(|e| e.to_string())?;
+        Ok(object.detach().data)
+    }
+}
+
+/// Indexes the tree of `commit` in the mirror: every entry's name and, from the object
+/// headers, every blob's size, against the tree budgets in `limits` for the source's
+/// `paths`. No blob is read here, except symlink targets (at most 4 KiB each).
+pub fn load_tree(
+    mirror: &Path,
+    commit: &str,
+    paths: &[String],
+    limits: &Limits,
+) -> Result<(RepoTree<ObjectId>, GitBlobs), GitError> {
+    let err = |e: &dyn std::fmt::Display| GitError::Object {
         commit: commit.to_string(),
         message: e.to_string(),
     };
+    let tree_err = |source| GitError::Tree {
+        commit: commit.to_string(),
+        source,
+    };
     let repo = gix::open(mirror).map_err(|e| err(&e))?;
-    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| err(&e))?;
-    let tree = repo
-        .find_commit(id)
-        .map_err(|e| err(&e))?
-        .tree()
-        .map_err(|e| err(&e))?;
-    let mut recorder = gix::traverse::tree::Recorder::default();
-    tree.traverse()
-        .breadthfirst(&mut recorder)
-        .map_err(|e| err(&e))?;
-    let tmp = dest.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| err(&e))?;
-    for entry in recorder.records {
-        let rel = entry.filepath.to_str().map_err(|e| err(&e))?;
-        let path = safe_join(&tmp, rel).ok_or_else(|| err(&format!("unsafe path {rel:?}")))?;
-        use gix::object::tree::EntryKind;
-        match entry.mode.kind() {
-            EntryKind::Tree => std::fs::create_dir_all(&path).map_err(|e| err(&e))?,
-            EntryKind::Blob | EntryKind::BlobExecutable => {
-                let blob = repo.find_object(entry.oid).map_err(|e| err(&e))?;
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| err(&e))?;
-                }
-                std::fs::write(&path, &blob.data).map_err(|e| err(&e))?;
-            }
-            EntryKind::Link => {
-                let blob = repo.find_object(entry.oid).map_err(|e| err(&e))?;
-                let target = blob.data.to_str().map_err(|e| err(&e))?.to_string();
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| err(&e))?;
-                }
-                std::os::unix::fs::symlink(target, &path).map_err(|e| err(&e))?;
-            }
-            EntryKind::Commit => {}
+    let id = ObjectId::from_hex(commit.as_bytes()).map_err(|e| err(&e))?;
+    let read = |id: ObjectId, kind: gix::object::Kind, max: u64, what: &str| {
+        let header = repo.find_header(id).map_err(|e| err(&e))?;
+        if header.kind() != kind {
+            return Err(err(&format!("{what} {id} is a {}", header.kind())));
         }
-    }
-    std::fs::rename(&tmp, dest).map_err(|e| err(&e))
-}
+        if header.size() > max {
+            return Err(err(&format!(
+                "{what} {id} is {} bytes, over the limit of {max} bytes",
+                header.size()
+            )));
+        }
+        let object = repo.find_object(id).map_err(|e| err(&e))?;
+        Ok(object.detach().data)
+    };
+    let commit_data = read(id, gix::object::Kind::Commit, MAX_COMMIT_BYTES, "commit")?;
+    let root = gix::objs::CommitRefIter::from_bytes(&commit_data, repo.object_hash())
+        .tree_id()
+        .map_err(|e| err(&e))?;
 
-/// Joins a repo-relative path, refusing absolute paths and `..` components.
-fn safe_join(base: &Path, rel: &str) -> Option<PathBuf> {
-    let mut out = base.to_path_buf();
-    for part in rel.split('/') {
-        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
-            return None;
+    let mut tree = RepoTree::new(limits, paths);
+    // A tree object cannot hold more entries than the whole tree may: this bounds what
+    // is read before a single entry is counted.
+    let tree_bytes_budget = (limits.max_tree_entries as u64).saturating_mul(MAX_TREE_ENTRY_BYTES);
+    let mut tree_bytes_read = 0u64;
+    let mut pending = vec![(root, String::new())];
+    while let Some((tree_id, dir)) = pending.pop() {
+        let remaining = tree_bytes_budget.saturating_sub(tree_bytes_read);
+        let data = read(tree_id, gix::object::Kind::Tree, remaining, "tree")?;
+        tree_bytes_read += data.len() as u64;
+        for entry in gix::objs::TreeRefIter::from_bytes(&data, repo.object_hash()) {
+            let entry = entry.map_err(|e| err(&e))?;
+            let name: &[u8] = entry.filename;
+            let oid = entry.oid.to_owned();
+            match entry.mode.kind() {
+                EntryKind::Tree => {
+                    let path = tree.add_dir(&dir, name).map_err(tree_err)?;
+                    pending.push((oid, path));
+                }
+                EntryKind::Blob | EntryKind::BlobExecutable => {
+                    let header = repo.find_header(oid).map_err(|e| err(&e))?;
+                    tree.add_file(&dir, name, header.size(), oid)
+                        .map_err(tree_err)?;
+                }
+                EntryKind::Link => {
+                    let target = read(
+                        oid,
+                        gix::object::Kind::Blob,
+                        MAX_LINK_TARGET_BYTES,
+                        "symlink",
+                    )?;
+                    tree.add_symlink(&dir, name, &target).map_err(tree_err)?;
+                }
+                // Submodules are not followed.
+                EntryKind::Commit => {}
+            }
         }
-        out.push(part);
     }
-    Some(out)
+    Ok((tree, GitBlobs { repo }))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::process::{Command, Stdio};
+
     use super::*;
+    use flotilla_render::discover_tree;
+
+    /// Runs git in `dir` with `input` on stdin and returns its trimmed stdout.
+    fn git(dir: &Path, args: &[&str], input: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid"])
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("git is installed");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input).expect("stdin");
+        }
+        let out = child.wait_with_output().expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn blob(repo: &Path, content: &[u8]) -> String {
+        git(repo, &["hash-object", "-w", "--stdin"], content)
+    }
+
+    /// Writes a tree object byte by byte, so that it may hold names `git mktree` refuses.
+    fn tree(repo: &Path, entries: &[(&str, &[u8], &str)]) -> String {
+        let mut raw = Vec::new();
+        for (mode, name, oid) in entries {
+            raw.extend_from_slice(mode.as_bytes());
+            raw.push(b' ');
+            raw.extend_from_slice(name);
+            raw.push(0);
+            raw.extend(hex::decode(oid).expect("hex id"));
+        }
+        git(
+            repo,
+            &["hash-object", "-t", "tree", "--literally", "-w", "--stdin"],
+            &raw,
+        )
+    }
+
+    fn commit(repo: &Path, tree: &str) -> String {
+        git(repo, &["commit-tree", tree, "-m", "hostile"], b"")
+    }
+
+    fn new_repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tmp");
+        git(dir.path(), &["init", "-q", "--bare"], b"");
+        dir
+    }
+
+    const FLEET: &[u8] = b"defaultNamespace: x\n";
+    const CM: &[u8] = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n";
+
+    /// A bundle folder `fleet.yaml` + `cm.yaml`, plus `extra` entries.
+    fn bundle(repo: &Path, extra: &[(&str, &[u8], &str)]) -> String {
+        let (fleet, cm) = (blob(repo, FLEET), blob(repo, CM));
+        let mut entries = vec![
+            ("100644", &b"cm.yaml"[..], cm.as_str()),
+            ("100644", b"fleet.yaml", fleet.as_str()),
+        ];
+        entries.extend_from_slice(extra);
+        tree(repo, &entries)
+    }
 
     #[test]
-    fn tree_paths_cannot_escape_the_checkout() {
-        let base = Path::new("/tmp/x");
-        assert_eq!(safe_join(base, "a/b.yaml"), Some(base.join("a/b.yaml")));
-        assert_eq!(safe_join(base, "../etc/passwd"), None);
-        assert_eq!(safe_join(base, "a//b"), None);
-        assert_eq!(safe_join(base, "/abs"), None);
+    fn a_good_tree_renders_from_the_object_database_without_writing_a_file() {
+        let repo = new_repo();
+        let app = bundle(repo.path(), &[]);
+        let root = tree(repo.path(), &[("40000", b"app", &app)]);
+        let c = commit(repo.path(), &root);
+        let before = list_files(repo.path());
+        let (tree, blobs) = load_tree(repo.path(), &c, &[], &Limits::default()).expect("loads");
+        let bundles = discover_tree(&tree, &blobs, "s", &[], &Limits::default());
+        assert_eq!(bundles.len(), 1);
+        assert!(bundles[0].result.is_ok(), "{:?}", bundles[0].result);
+        assert_eq!(list_files(repo.path()), before, "nothing was written");
+    }
+
+    fn list_files(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    todo.push(e.path());
+                }
+                out.push(e.path());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_name_with_a_slash_behind_a_symlink_fails_the_whole_tree() {
+        let repo = new_repo();
+        let outside = tempfile::tempdir().expect("tmp");
+        let link = blob(repo.path(), outside.path().to_string_lossy().as_bytes());
+        let pwned = blob(repo.path(), b"pwned");
+        let root = tree(
+            repo.path(),
+            &[("120000", b"a", &link), ("100644", b"a/pwned", &pwned)],
+        );
+        let c = commit(repo.path(), &root);
+        let err = load_tree(repo.path(), &c, &[], &Limits::default()).expect_err("refused");
+        assert!(
+            err.to_string().contains("\"a/pwned\" is refused") && err.to_string().contains("'/'"),
+            "{err}"
+        );
+        assert!(list_files(outside.path()).is_empty());
+    }
+
+    #[test]
+    fn dot_git_entries_in_any_case_fail_the_whole_tree() {
+        let repo = new_repo();
+        let hooks = bundle(repo.path(), &[]);
+        for name in [&b".git"[..], b".GIT", b".Git."] {
+            let root = tree(repo.path(), &[("40000", name, &hooks)]);
+            let c = commit(repo.path(), &root);
+            let err = load_tree(repo.path(), &c, &[], &Limits::default()).expect_err("refused");
+            assert!(err.to_string().contains("'.git' entry"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_symlink_out_of_the_tree_fails_only_the_bundle_that_reads_it() {
+        let repo = new_repo();
+        let up = blob(repo.path(), b"../../../etc/hostname");
+        let abs = blob(repo.path(), b"/etc/hostname");
+        let bad_up = bundle(repo.path(), &[("120000", b"leak.yaml", &up)]);
+        let bad_abs = bundle(repo.path(), &[("120000", b"leak.yaml", &abs)]);
+        let good = bundle(repo.path(), &[]);
+        let root = tree(
+            repo.path(),
+            &[
+                ("40000", b"abs", &bad_abs),
+                ("40000", b"good", &good),
+                ("40000", b"up", &bad_up),
+            ],
+        );
+        let c = commit(repo.path(), &root);
+        let (tree, blobs) = load_tree(repo.path(), &c, &[], &Limits::default()).expect("loads");
+        let bundles = discover_tree(&tree, &blobs, "s", &[], &Limits::default());
+        let outcome: Vec<(&str, String)> = bundles
+            .iter()
+            .map(|b| {
+                let text = match &b.result {
+                    Ok(_) => "ok".to_string(),
+                    Err(d) => d.iter().map(ToString::to_string).collect(),
+                };
+                (b.path.as_str(), text)
+            })
+            .collect();
+        assert_eq!(outcome[1], ("good", "ok".to_string()));
+        assert!(outcome[0].1.contains("absolute path"), "{outcome:?}");
+        assert!(outcome[2].1.contains("escapes the repo"), "{outcome:?}");
+    }
+
+    #[test]
+    fn blob_sizes_are_read_from_headers_and_a_repo_over_budget_fails_with_a_clear_error() {
+        let repo = new_repo();
+        let zeros = blob(repo.path(), &vec![0u8; 3 << 20]);
+        let app = bundle(repo.path(), &[("100644", b"zeros.bin", &zeros)]);
+        let root = tree(repo.path(), &[("40000", b"app", &app)]);
+        let c = commit(repo.path(), &root);
+        let limits = Limits {
+            max_tree_blob_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let err = load_tree(repo.path(), &c, &["app".into()], &limits).expect_err("over budget");
+        assert!(
+            err.to_string()
+                .contains("app/zeros.bin is 3145728 bytes, over the limit of 1048576"),
+            "{err}"
+        );
+        // Outside the source's paths the blob costs nothing until a bundle reads it.
+        let docs = tree(repo.path(), &[("100644", b"zeros.bin", &zeros)]);
+        let good = bundle(repo.path(), &[]);
+        let root = tree(
+            repo.path(),
+            &[("40000", b"app", &good), ("40000", b"docs", &docs)],
+        );
+        let c = commit(repo.path(), &root);
+        load_tree(repo.path(), &c, &["app".into()], &limits).expect("docs/ is not budgeted");
+    }
+
+    #[test]
+    fn a_name_holding_nul_leaves_a_tree_that_does_not_parse_and_is_refused() {
+        let repo = new_repo();
+        let pwned = blob(repo.path(), b"pwned");
+        let root = tree(repo.path(), &[("100644", b"x\0../../pwned", &pwned)]);
+        let c = commit(repo.path(), &root);
+        let err = load_tree(repo.path(), &c, &[], &Limits::default()).expect_err("refused");
+        assert!(
+            err.to_string().starts_with(&format!("commit {c}: ")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_fetch_refuses_an_object_over_the_blob_budget() {
+        let work = tempfile::tempdir().expect("tmp");
+        git(work.path(), &["init", "-q", "-b", "main"], b"");
+        std::fs::write(work.path().join("zeros.bin"), vec![0u8; 3 << 20]).expect("write");
+        git(work.path(), &["add", "-A"], b"");
+        git(work.path(), &["commit", "-q", "-m", "zeros"], b"");
+        let url = format!("file://{}", work.path().display());
+        let mirrors = tempfile::tempdir().expect("tmp");
+
+        let err = fetch_branch(&mirrors.path().join("small"), &url, "main", 1 << 20)
+            .expect_err("over the budget");
+        assert!(
+            err.to_string()
+                .contains("an object is over the limit of 1048576 bytes"),
+            "{err}"
+        );
+        fetch_branch(&mirrors.path().join("big"), &url, "main", 4 << 20).expect("within");
+    }
+
+    #[test]
+    fn a_symlink_blob_larger_than_a_path_is_refused_before_it_is_read() {
+        let repo = new_repo();
+        let long = blob(repo.path(), &vec![b'a'; 5000]);
+        let root = tree(repo.path(), &[("120000", b"link", &long)]);
+        let c = commit(repo.path(), &root);
+        let err = load_tree(repo.path(), &c, &[], &Limits::default()).expect_err("refused");
+        assert!(
+            err.to_string().contains("over the limit of 4096 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_tree_with_too_many_entries_is_refused_before_its_object_is_read() {
+        let repo = new_repo();
+        let app = bundle(repo.path(), &[]);
+        let root = tree(repo.path(), &[("40000", b"app", &app)]);
+        let c = commit(repo.path(), &root);
+        let limits = Limits {
+            max_tree_entries: 1,
+            ..Limits::default()
+        };
+        let err = load_tree(repo.path(), &c, &[], &limits).expect_err("refused");
+        assert!(err.to_string().contains("more than 1 entries"), "{err}");
     }
 }

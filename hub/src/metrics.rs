@@ -76,7 +76,7 @@ impl Default for HubMetrics {
         );
         registry.register(
             "git_poll_seconds",
-            "Duration of git polls (fetch, checkout, load)",
+            "Duration of git polls (fetch, tree index, load)",
             m.git_poll_seconds.clone(),
         );
         registry.register(

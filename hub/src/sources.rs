@@ -1,8 +1,9 @@
 //! Source pollers and the reconciler task.
 //!
 //! One poller task per source fetches its branch at the source's interval (or at once
-//! when poked), checks out a new commit, loads every bundle with the renderer, and
-//! publishes the revision whole. A bundle that fails to load keeps its last good version
+//! when poked), indexes a new commit's tree from the object database (no checkout; a tree
+//! over its budgets or with a hostile entry name is a source error), loads every bundle
+//! with the renderer, and publishes the revision whole. A bundle that fails to load keeps its last good version
 //! deployed and carries the error. The reconciler task coalesces triggers and recomputes
 //! assignments off the async runtime.
 
@@ -52,22 +53,29 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
     let limits = fleet.limits.clone();
     let started = std::time::Instant::now();
     let fetched = tokio::task::spawn_blocking(move || -> Result<Option<Loaded>, String> {
-        let commit = git::fetch_branch(&dir.join("mirror.git"), &spec.repo, &spec.branch)
-            .map_err(|e| e.to_string())?;
+        let commit = git::fetch_branch(
+            &dir.join("mirror.git"),
+            &spec.repo,
+            &spec.branch,
+            limits.max_tree_blob_bytes,
+        )
+        .map_err(|e| e.to_string())?;
         if previous_commit.as_deref() == Some(commit.as_str()) {
             return Ok(None);
         }
-        let checkout = dir.join(format!("checkout-{commit}"));
-        if !checkout.exists() {
-            git::checkout(&dir.join("mirror.git"), &commit, &checkout)
-                .map_err(|e| e.to_string())?;
-        }
-        let bundles = render::discover(&checkout, &spec.name, &spec.paths, &limits);
-        remove_other_checkouts(&dir, &checkout);
+        remove_checkouts(&dir);
+        // Rendered straight from the object database: nothing of the repo is written to
+        // disk, so no tree entry can point a write anywhere.
+        let (tree, blobs) = git::load_tree(&dir.join("mirror.git"), &commit, &spec.paths, &limits)
+            .map_err(|e| e.to_string())?;
+        let bundles = render::discover_tree(&tree, &blobs, &spec.name, &spec.paths, &limits);
         Ok(Some(Loaded { commit, bundles }))
     })
     .await
-    .unwrap_or_else(|e| Err(format!("poller task failed: {e}")));
+    .unwrap_or_else(|e| Err(format!("poller task failed: {e}")))
+    // Errors from git and the network may quote the URL, credentials and all; nothing
+    // past this point (status, the Admin API, logs) sees them.
+    .map_err(|e| flotilla_model::redact_in(&e, &source.spec.repo));
 
     fleet
         .metrics
@@ -146,15 +154,18 @@ fn publish_entries(
         .collect()
 }
 
-fn remove_other_checkouts(dir: &Path, keep: &Path) {
+/// Removes the `checkout-<commit>` folders that earlier hubs wrote next to the mirror.
+fn remove_checkouts(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
-        let p = e.path();
         let is_checkout = e.file_name().to_string_lossy().starts_with("checkout-");
-        if is_checkout && p != keep {
-            let _ = std::fs::remove_dir_all(&p);
+        // A symlink planted by an old checkout is removed, never followed.
+        if is_checkout && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        } else if is_checkout {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
@@ -204,5 +215,33 @@ pub async fn run_reconciler(fleet: Arc<Fleet>, mut rx: mpsc::UnboundedReceiver<T
             let f = fleet.clone();
             let _ = tokio::task::spawn_blocking(move || f.collect_content_garbage()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_checkouts_are_removed_without_following_their_symlinks() {
+        let source = tempfile::tempdir().expect("tmp");
+        let outside = tempfile::tempdir().expect("tmp");
+        std::fs::write(outside.path().join("keep.pem"), "x").expect("write");
+        let old = source.path().join("checkout-abc");
+        std::fs::create_dir_all(&old).expect("mkdir");
+        std::os::unix::fs::symlink(outside.path(), old.join("d")).expect("symlink");
+        std::os::unix::fs::symlink(outside.path(), source.path().join("checkout-def"))
+            .expect("symlink");
+        std::fs::create_dir_all(source.path().join("mirror.git")).expect("mkdir");
+
+        remove_checkouts(source.path());
+
+        let left: Vec<_> = std::fs::read_dir(source.path())
+            .expect("read")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec!["mirror.git"]);
+        assert!(outside.path().join("keep.pem").exists());
     }
 }

@@ -4,7 +4,6 @@
 //! variant renders once at load and `render` hands out that result.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use serde_json::Value;
 
@@ -13,7 +12,7 @@ use crate::diagnostic::{Diagnostic, Diags};
 use crate::discovery::{self, KUSTOMIZATION_FILES};
 use crate::fleet_yaml::{self, BundleOptions, Customization, RenderSpec};
 use crate::output::{self, Object};
-use crate::repo_fs::{DiskFs, Fs, Kind, Snapshot, join};
+use crate::repo_fs::{Backend, Fs, Kind, Recorder, Snapshot, join};
 use crate::scope::Scope;
 use crate::sources::Sources;
 use crate::values::{self, ValueKey, Values};
@@ -228,15 +227,15 @@ fn matches(c: &Customization, cluster: &ClusterInfo) -> bool {
             .is_none_or(|s| cluster.groups.iter().any(|cg| s.matches(&cg.labels)))
 }
 
-/// Loads the bundle at `dir` (repo-relative) of the repo at `repo_root`.
+/// Loads the bundle at `dir` (repo-relative) of the repo served by `repo`.
 pub(crate) fn load(
-    repo_root: &Path,
+    repo: impl Backend,
     dir: &str,
     name: &str,
     limits: &Limits,
     warn_nested: bool,
 ) -> Result<Bundle, Vec<Diagnostic>> {
-    let fs = DiskFs::new(repo_root, limits);
+    let fs = Recorder::new(repo, limits);
     if fs.kind(dir) != Kind::Dir {
         return Err(vec![Diagnostic::new(dir, "bundle folder not found")]);
     }

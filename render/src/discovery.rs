@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::diagnostic::Diagnostic;
-use crate::repo_fs::{Fs, Kind, join};
+use crate::repo_fs::{Backend, Fs, Kind, join};
 
 pub(crate) const BUNDLE_FILES: &[&str] = &["flotilla.yaml", "fleet.yaml"];
 pub(crate) const KUSTOMIZATION_FILES: &[&str] =
@@ -318,16 +318,16 @@ pub(crate) fn with_hash(name: &str, source: &str, path: &str) -> String {
     format!("{head}-{}", &hash[..8])
 }
 
-/// Finds the bundles under `paths` and loads each on its own.
-pub(crate) fn discover(
-    repo_root: &std::path::Path,
+/// Finds the bundles under `paths` of the repo served by `repo` and loads each on its own.
+pub(crate) fn discover<B: Backend + Clone>(
+    repo: B,
     source: &str,
     paths: &[String],
     limits: &crate::Limits,
 ) -> Vec<crate::LoadedBundle> {
     use std::collections::{BTreeMap, BTreeSet};
 
-    let fs = crate::repo_fs::DiskFs::new(repo_root, limits);
+    let fs = crate::repo_fs::Recorder::new(repo.clone(), limits);
     let roots: Vec<String> = if paths.is_empty() {
         vec![String::new()]
     } else {
@@ -382,7 +382,7 @@ pub(crate) fn discover(
             .unwrap_or_else(|| bundle_name(source, d));
         let result = match broken.get(d) {
             Some(diag) => Err(vec![diag.clone()]),
-            None => crate::bundle::load(repo_root, d, &name, limits, false),
+            None => crate::bundle::load(repo.clone(), d, &name, limits, false),
         };
         out.push(crate::LoadedBundle {
             name,

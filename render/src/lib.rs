@@ -2,13 +2,14 @@
 //! `fleet.yaml`, raw YAML, overlays, a kustomize subset) into the exact objects one
 //! cluster receives.
 //!
-//! **Architecture Invariant:** a pure library. No network, no child processes, no clock;
-//! it reads files only under the repo root it is given, and only while loading: a loaded
-//! [`Bundle`] holds a snapshot of what it read, so [`Bundle::render`] is a pure function
-//! of the bundle and the cluster. Rendering is deterministic: the same input gives
+//! **Architecture Invariant:** a pure library. No network, no child processes, no clock,
+//! no git library; it reads files only under the repo root or tree it is given, and only
+//! while loading: a loaded [`Bundle`] holds a snapshot of what it read, so
+//! [`Bundle::render`] is a pure function of the bundle and the cluster. Rendering is deterministic: the same input gives
 //! byte-identical manifests and digests.
 //!
-//! Entry points: [`discover`] (the hub, for a source's paths), [`load_bundle_dir`]
+//! Entry points: [`discover_tree`] (the hub, for a source's paths in a git tree indexed as
+//! a [`RepoTree`]), [`discover`] (the same over a folder), [`load_bundle_dir`]
 //! (`flotilla render DIR`), then [`Bundle::select`] and [`Bundle::render`] per cluster.
 //! The format is described in `docs/bundles.md`.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ mod laws;
 mod output;
 mod overlay;
 mod repo_fs;
+mod repo_tree;
 mod scope;
 mod sources;
 mod strategic_merge;
@@ -39,6 +41,7 @@ pub use fleet_yaml::{
     BundleOptions, ComparePatch, CorrectDrift, DependsOn, Diff, IntOrString, Partition,
     PatchOperation, RolloutStrategy,
 };
+pub use repo_tree::{MAX_LINK_TARGET_BYTES, ReadBlob, RepoTree, TreeError};
 
 /// Size limits on what a bundle may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +59,15 @@ pub struct Limits {
     pub max_render_work: u64,
     /// Deepest chain of kustomizations (resources and bases) below the bundle's own.
     pub max_kustomize_depth: usize,
+    /// Git trees ([`RepoTree`]), checked from object headers before any blob is read:
+    /// most entries in the whole tree,
+    pub max_tree_entries: usize,
+    /// deepest folder nesting,
+    pub max_tree_depth: usize,
+    /// largest blob under the source's paths,
+    pub max_tree_blob_bytes: u64,
+    /// and most blob bytes under the source's paths.
+    pub max_tree_total_bytes: u64,
 }
 
 impl Default for Limits {
@@ -67,6 +79,10 @@ impl Default for Limits {
             max_render_bytes: 64 << 20,
             max_render_work: 2_000_000,
             max_kustomize_depth: 20,
+            max_tree_entries: 100_000,
+            max_tree_depth: 64,
+            max_tree_blob_bytes: 64 << 20,
+            max_tree_total_bytes: 512 << 20,
         }
     }
 }
@@ -150,11 +166,29 @@ pub fn discover(
     paths: &[String],
     limits: &Limits,
 ) -> Vec<LoadedBundle> {
-    discovery::discover(repo_root, source_name, paths, limits)
+    discovery::discover(repo_fs::DiskFs::new(repo_root), source_name, paths, limits)
+}
+
+/// Like [`discover`], for a repo given as a git tree: nothing is checked out, and a blob is
+/// read through `blobs` only when a bundle reads that file, after its size was checked.
+/// Symlinks resolve inside the tree only. `paths` should be those the tree was built for.
+pub fn discover_tree<K>(
+    tree: &RepoTree<K>,
+    blobs: &dyn ReadBlob<K>,
+    source_name: &str,
+    paths: &[String],
+    limits: &Limits,
+) -> Vec<LoadedBundle> {
+    discovery::discover(
+        repo_tree::TreeFs::new(tree, blobs),
+        source_name,
+        paths,
+        limits,
+    )
 }
 
 /// Loads `dir` as one bundle whose repo root is `dir` itself (for `flotilla render DIR`).
 /// Nested bundle folders below it are left out, with a warning.
 pub fn load_bundle_dir(dir: &Path, name: &str, limits: &Limits) -> Result<Bundle, Vec<Diagnostic>> {
-    bundle::load(dir, "", name, limits, true)
+    bundle::load(repo_fs::DiskFs::new(dir), "", name, limits, true)
 }

@@ -1,7 +1,9 @@
 //! Read-only file access confined to one repo root. Owns path normalisation (repo-relative
 //! `/`-separated paths), the "escapes the repo" check (`..` or a symlink pointing outside),
-//! size limits, and the snapshot a loaded bundle keeps so rendering later never touches
-//! the disk again. Nothing else in the crate opens files.
+//! size limits (checked before a file is read), and the snapshot a loaded bundle keeps so
+//! rendering later never touches the repo again. A repo is a [`Backend`]: a folder on disk
+//! ([`DiskFs`], the only code in the crate that opens files) or a git tree
+//! (`repo_tree::TreeFs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -100,19 +102,29 @@ impl Fs for Snapshot {
     }
 }
 
-/// Reads the disk under a root and records everything it served into a `Snapshot`.
-pub(crate) struct DiskFs {
-    root: PathBuf,
-    canonical_root: Option<PathBuf>,
+/// Where a repo's files come from (a folder on disk, or a git tree): uncached and
+/// unrecorded. Paths are repo-relative; symlinks are resolved inside the repo only.
+pub(crate) trait Backend {
+    /// The size of the regular file at `rel`, known before any byte of it is read.
+    fn file_size(&self, rel: &str) -> Result<u64, Diagnostic>;
+    /// The bytes of the file at `rel`; never more than `max` (an error instead).
+    fn read_bytes(&self, rel: &str, max: u64) -> Result<Vec<u8>, Diagnostic>;
+    fn list(&self, rel: &str) -> Result<Arc<Vec<Entry>>, Diagnostic>;
+    fn kind(&self, rel: &str) -> Kind;
+}
+
+/// Serves a [`Backend`] under the size [`Limits`], caching and recording everything it
+/// served into a `Snapshot`.
+pub(crate) struct Recorder<B> {
+    backend: B,
     limits: Limits,
     state: Mutex<(Snapshot, u64)>,
 }
 
-impl DiskFs {
-    pub(crate) fn new(root: &Path, limits: &Limits) -> Self {
-        DiskFs {
-            root: root.to_path_buf(),
-            canonical_root: std::fs::canonicalize(root).ok(),
+impl<B: Backend> Recorder<B> {
+    pub(crate) fn new(backend: B, limits: &Limits) -> Self {
+        Recorder {
+            backend,
             limits: limits.clone(),
             state: Mutex::new((Snapshot::default(), 0)),
         }
@@ -132,6 +144,86 @@ impl DiskFs {
         }
     }
 
+    fn read_uncached(&self, rel: &str) -> Result<Arc<str>, Diagnostic> {
+        // The size is checked before a byte is read: a huge file costs nothing.
+        let size = self.backend.file_size(rel)?;
+        if size > self.limits.max_file_bytes {
+            return Err(Diagnostic::new(
+                rel,
+                format!(
+                    "file is {size} bytes, over the limit of {} bytes per file",
+                    self.limits.max_file_bytes
+                ),
+            ));
+        }
+        let total = self.with_state(|s| s.1) + size;
+        if total > self.limits.max_bundle_bytes {
+            return Err(Diagnostic::new(
+                rel,
+                format!(
+                    "bundle reads more than the limit of {} bytes",
+                    self.limits.max_bundle_bytes
+                ),
+            ));
+        }
+        let bytes = self.backend.read_bytes(rel, size)?;
+        self.with_state(|s| s.1 += bytes.len() as u64);
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Diagnostic::new(rel, "file is not valid UTF-8 text"))?;
+        Ok(Arc::from(text))
+    }
+}
+
+impl<B: Backend> Fs for Recorder<B> {
+    fn read(&self, rel: &str) -> Result<Arc<str>, Diagnostic> {
+        if let Some(hit) = self.with_state(|s| s.0.files.get(rel).cloned()) {
+            return hit;
+        }
+        let result = self.read_uncached(rel);
+        self.with_state(|s| {
+            s.0.files.insert(rel.to_string(), result.clone());
+        });
+        result
+    }
+
+    fn list(&self, rel: &str) -> Result<Arc<Vec<Entry>>, Diagnostic> {
+        if let Some(hit) = self.with_state(|s| s.0.dirs.get(rel).cloned()) {
+            return hit;
+        }
+        let result = self.backend.list(rel);
+        self.with_state(|s| {
+            s.0.dirs.insert(rel.to_string(), result.clone());
+        });
+        result
+    }
+
+    fn kind(&self, rel: &str) -> Kind {
+        if let Some(hit) = self.with_state(|s| s.0.kinds.get(rel).copied()) {
+            return hit;
+        }
+        let kind = self.backend.kind(rel);
+        self.with_state(|s| {
+            s.0.kinds.insert(rel.to_string(), kind);
+        });
+        kind
+    }
+}
+
+/// A repo checked out in a folder (`flotilla render DIR`).
+#[derive(Debug, Clone)]
+pub(crate) struct DiskFs {
+    root: PathBuf,
+    canonical_root: Option<PathBuf>,
+}
+
+impl DiskFs {
+    pub(crate) fn new(root: &Path) -> Self {
+        DiskFs {
+            root: root.to_path_buf(),
+            canonical_root: std::fs::canonicalize(root).ok(),
+        }
+    }
+
     /// The on-disk path of `rel`, checked to stay under the root after symlinks.
     fn resolve(&self, rel: &str) -> Result<PathBuf, Diagnostic> {
         let path = if rel.is_empty() {
@@ -143,50 +235,54 @@ impl DiskFs {
             .map_err(|e| Diagnostic::new(rel, format!("cannot read: {}", io_reason(&e))))?;
         match &self.canonical_root {
             Some(root) if canonical.starts_with(root) => Ok(canonical),
-            Some(_) => Err(Diagnostic::new(
-                rel,
-                "path escapes the repo through a symlink; only targets inside the repo are allowed",
-            )),
+            Some(_) => Err(Diagnostic::new(rel, ESCAPES_THROUGH_SYMLINK)),
             None => Err(Diagnostic::new("", "repo root cannot be read")),
         }
     }
+}
 
-    fn read_uncached(&self, rel: &str) -> Result<Arc<str>, Diagnostic> {
+/// The message for a path that leaves the repo through a symlink.
+pub(crate) const ESCAPES_THROUGH_SYMLINK: &str =
+    "path escapes the repo through a symlink; only targets inside the repo are allowed";
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+impl Backend for DiskFs {
+    fn file_size(&self, rel: &str) -> Result<u64, Diagnostic> {
         let path = self.resolve(rel)?;
         let meta = std::fs::metadata(&path)
             .map_err(|e| Diagnostic::new(rel, format!("cannot read: {}", io_reason(&e))))?;
         if !meta.is_file() {
             return Err(Diagnostic::new(rel, "is not a regular file"));
         }
-        if meta.len() > self.limits.max_file_bytes {
-            return Err(Diagnostic::new(
-                rel,
-                format!(
-                    "file is {} bytes, over the limit of {} bytes per file",
-                    meta.len(),
-                    self.limits.max_file_bytes
-                ),
-            ));
-        }
-        let total = self.with_state(|s| s.1) + meta.len();
-        if total > self.limits.max_bundle_bytes {
-            return Err(Diagnostic::new(
-                rel,
-                format!(
-                    "bundle reads more than the limit of {} bytes",
-                    self.limits.max_bundle_bytes
-                ),
-            ));
-        }
-        let bytes = std::fs::read(&path)
-            .map_err(|e| Diagnostic::new(rel, format!("cannot read: {}", io_reason(&e))))?;
-        self.with_state(|s| s.1 += bytes.len() as u64);
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Diagnostic::new(rel, "file is not valid UTF-8 text"))?;
-        Ok(Arc::from(text))
+        Ok(meta.len())
     }
 
-    fn list_uncached(&self, rel: &str) -> Result<Arc<Vec<Entry>>, Diagnostic> {
+    fn read_bytes(&self, rel: &str, max: u64) -> Result<Vec<u8>, Diagnostic> {
+        use std::io::Read;
+        let path = self.resolve(rel)?;
+        let cannot =
+            |e: std::io::Error| Diagnostic::new(rel, format!("cannot read: {}", io_reason(&e)));
+        let mut bytes = Vec::new();
+        // The file may have grown since its size was checked: never read past `max`.
+        std::fs::File::open(&path)
+            .map_err(cannot)?
+            .take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(cannot)?;
+        if bytes.len() as u64 > max {
+            return Err(Diagnostic::new(rel, "file grew while it was read"));
+        }
+        Ok(bytes)
+    }
+
+    fn list(&self, rel: &str) -> Result<Arc<Vec<Entry>>, Diagnostic> {
         let path = self.resolve(rel)?;
         let rd = std::fs::read_dir(&path)
             .map_err(|e| Diagnostic::new(rel, format!("cannot list: {}", io_reason(&e))))?;
@@ -215,44 +311,9 @@ impl DiskFs {
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Arc::new(entries))
     }
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => e.to_string(),
-    }
-}
-
-impl Fs for DiskFs {
-    fn read(&self, rel: &str) -> Result<Arc<str>, Diagnostic> {
-        if let Some(hit) = self.with_state(|s| s.0.files.get(rel).cloned()) {
-            return hit;
-        }
-        let result = self.read_uncached(rel);
-        self.with_state(|s| {
-            s.0.files.insert(rel.to_string(), result.clone());
-        });
-        result
-    }
-
-    fn list(&self, rel: &str) -> Result<Arc<Vec<Entry>>, Diagnostic> {
-        if let Some(hit) = self.with_state(|s| s.0.dirs.get(rel).cloned()) {
-            return hit;
-        }
-        let result = self.list_uncached(rel);
-        self.with_state(|s| {
-            s.0.dirs.insert(rel.to_string(), result.clone());
-        });
-        result
-    }
 
     fn kind(&self, rel: &str) -> Kind {
-        if let Some(hit) = self.with_state(|s| s.0.kinds.get(rel).copied()) {
-            return hit;
-        }
-        let kind = match self.resolve(rel) {
+        match self.resolve(rel) {
             Ok(p) => match std::fs::metadata(p) {
                 Ok(m) if m.is_dir() => Kind::Dir,
                 Ok(_) => Kind::File,
@@ -261,11 +322,7 @@ impl Fs for DiskFs {
             // An escaping path reports as a file so that reading it gives the error.
             Err(_) if self.root.join(rel).symlink_metadata().is_ok() => Kind::File,
             Err(_) => Kind::Missing,
-        };
-        self.with_state(|s| {
-            s.0.kinds.insert(rel.to_string(), kind);
-        });
-        kind
+        }
     }
 }
 
@@ -293,7 +350,7 @@ mod tests {
                 repo.path().join("link.yaml"),
             )
             .expect("symlink");
-            let fs = DiskFs::new(repo.path(), &Limits::default());
+            let fs = Recorder::new(DiskFs::new(repo.path()), &Limits::default());
             let err = fs.read("link.yaml").expect_err("refused");
             assert!(err.message.contains("escapes the repo"), "{err}");
         }
@@ -307,7 +364,7 @@ mod tests {
             max_file_bytes: 4,
             ..Limits::default()
         };
-        let fs = DiskFs::new(repo.path(), &limits);
+        let fs = Recorder::new(DiskFs::new(repo.path()), &limits);
         let err = fs.read("big.yaml").expect_err("refused");
         assert!(err.message.contains("over the limit"), "{err}");
     }

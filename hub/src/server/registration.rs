@@ -180,6 +180,7 @@ mod tests {
                 cert_lifetime: std::time::Duration::from_secs(3600),
                 data_dir: dir.to_path_buf(),
                 self_label_keys: BTreeSet::new(),
+                limits: flotilla_render::Limits::default(),
             },
             &snapshot,
         )

@@ -14,7 +14,7 @@ use crate::Limits;
 use crate::budget::{Budget, Spent};
 use crate::diagnostic::Diagnostic;
 use crate::output::Object;
-use crate::repo_fs::DiskFs;
+use crate::repo_fs::{DiskFs, Recorder};
 use crate::sources::Sources;
 
 fn write(root: &Path, rel: &str, text: &str) {
@@ -71,7 +71,7 @@ const CONFIG_MAP: &str =
 /// Builds the kustomization at the root of `root` under `limits`: the result and what
 /// the render spent.
 fn build_root(root: &Path, limits: &Limits) -> (Result<Vec<Object>, Vec<Diagnostic>>, Spent) {
-    let fs = DiskFs::new(root, limits);
+    let fs = Recorder::new(DiskFs::new(root), limits);
     let budget = Budget::new(limits);
     let sources = Sources::new(&fs, None, &budget);
     let result = build(&sources, "");
