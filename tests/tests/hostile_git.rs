@@ -171,6 +171,13 @@ impl Scenario {
     fn assert_unharmed_after_restart(&mut self, needle: &str) {
         self.hub.restart();
         self.wait_source_error(needle);
+        // The spoke reconnects after its backoff; until then the bundle shows Offline.
+        wait_until("the spoke to reconnect after the restart", || {
+            let c = self.hub.json(&["clusters"]);
+            (c[0]["connected"] == true)
+                .then_some(())
+                .ok_or(c.to_string())
+        });
         self.assert_unharmed();
     }
 }
