@@ -12,7 +12,7 @@ pub mod cli;
 mod depends;
 mod fleet;
 pub mod git;
-mod http;
+pub mod http;
 mod layout;
 mod metrics;
 mod pki;

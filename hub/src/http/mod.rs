@@ -3,7 +3,7 @@
 //! data beyond aggregate metrics and accepts only signed webhook deliveries; put it behind
 //! your ingress's TLS like any webhook endpoint.
 
-mod webhook;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
