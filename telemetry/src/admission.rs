@@ -65,23 +65,23 @@ impl std::fmt::Debug for Admission {
 impl Admission {
     /// A pool of at most `cap` connections (at least one).
     pub fn new(cap: usize) -> Admission {
+        Admission::with(cap, None)
+    }
+
+    /// Calls `f` each time a member is evicted (for a metrics counter).
+    pub fn on_evict(cap: usize, f: impl Fn() + Send + Sync + 'static) -> Admission {
+        Admission::with(cap, Some(Arc::new(f)))
+    }
+
+    fn with(cap: usize, on_evict: Option<OnEvict>) -> Admission {
         Admission {
             inner: Arc::new(Pool {
                 cap: cap.max(1),
                 next_id: AtomicU64::new(0),
                 members: Mutex::new(BTreeMap::new()),
-                on_evict: None,
+                on_evict,
             }),
         }
-    }
-
-    /// Calls `f` each time a member is evicted (for a metrics counter).
-    pub fn on_evict(cap: usize, f: impl Fn() + Send + Sync + 'static) -> Admission {
-        let mut a = Admission::new(cap);
-        if let Some(pool) = Arc::get_mut(&mut a.inner) {
-            pool.on_evict = Some(Arc::new(f));
-        }
-        a
     }
 
     /// Admits a connection, evicting the oldest member when the pool is full.
