@@ -326,3 +326,49 @@ fn idle_and_half_open_connections_are_closed_once_their_deadlines_pass() {
     );
     drop(rt);
 }
+
+#[test]
+fn a_certified_connection_over_its_budget_is_closed_and_its_place_comes_back_when_one_ends() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (hub, http) = start_hub(tmp.path(), &["--max-authenticated-connections", "3"]);
+    let admin = ClientConfig::load(&hub.config).expect("admin.conf");
+    let rt = runtime();
+    let (held, over) = (Closed::default(), Closed::default());
+    let as_admin = tls(&hub, Some(&admin));
+    let first_three = Attacker {
+        grpc: &hub.addr,
+        http: &http,
+        closed: held.clone(),
+    };
+    let fourth = Attacker {
+        grpc: &hub.addr,
+        http: &http,
+        closed: over.clone(),
+    };
+    rt.block_on(first_three.tls_sessions(&as_admin, H2_PREFACE_AND_SETTINGS, 3));
+    rt.block_on(fourth.tls_sessions(&as_admin, H2_PREFACE_AND_SETTINGS, 1));
+    wait_until("the hub to close the fourth certified connection", || {
+        (over.count() == 1)
+            .then_some(())
+            .ok_or_else(|| "still open".to_string())
+    });
+    assert_eq!(held.count(), 0, "the three within budget are kept");
+    let scrape = http_get(&http, "/metrics");
+    let refused = metric(
+        &scrape,
+        "flotilla_hub_connections_dropped_total",
+        r#"reason="over_budget""#,
+    );
+    assert_eq!(refused, Some(1.0), "{scrape}");
+
+    // Ending the held connections gives the budget back to the admin's CLI.
+    drop(rt);
+    wait_until("the admin CLI to get a place again", || {
+        let out = hub.cli(&["clusters"]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+}
