@@ -146,6 +146,8 @@ pub struct RunArgs {
     pub self_label_keys: Vec<String>,
     #[command(flatten)]
     pub tree_budget: TreeBudgetArgs,
+    #[command(flatten)]
+    pub ports: PortLimitArgs,
 }
 
 /// A source's git tree budget, checked from object headers before any blob is read. A
@@ -174,10 +176,80 @@ impl TreeBudgetArgs {
     }
 }
 
+/// Budgets and deadlines that keep the hub's ports available to spokes and operators
+/// when anyone else can reach them (see `docs/operations.md`, "Connection limits").
+#[derive(Debug, Clone, ClapArgs)]
+pub struct PortLimitArgs {
+    /// gRPC port: time for a new connection to finish its TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// gRPC port: time for a TLS connection to send its HTTP/2 preface.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub http2_preface_timeout: Duration,
+    /// gRPC port: lifetime of a connection without a client certificate (registration,
+    /// health checks).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub unauthenticated_max_age: Duration,
+    /// gRPC port: connections without a verified client certificate held at once; a new
+    /// one over the cap evicts the oldest.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_unauthenticated_connections: u32,
+    /// gRPC port: connections with a verified client certificate (spokes, operators)
+    /// held at once; a new one over the budget is closed. Keep the fd limit above this.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_authenticated_connections: u32,
+    /// gRPC port: HTTP/2 PING interval to every connection.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+    /// gRPC port: a connection that does not answer a PING within this is closed.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+    /// gRPC port: concurrent calls (HTTP/2 streams) per connection.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+    /// HTTP port: time for a request head to arrive, and for an idle kept-alive
+    /// connection to start its next request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+    /// HTTP port: time for a request body to arrive once its head is read.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub http_body_timeout: Duration,
+    /// HTTP port: connections held at once; a new one over the cap evicts the oldest.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+}
+
+impl PortLimitArgs {
+    fn grpc(&self) -> server::ConnectionLimits {
+        server::ConnectionLimits {
+            handshake_timeout: self.tls_handshake_timeout,
+            preface_timeout: self.http2_preface_timeout,
+            unauthenticated_max_age: self.unauthenticated_max_age,
+            max_unauthenticated: usize_from(self.max_unauthenticated_connections),
+            max_authenticated: usize_from(self.max_authenticated_connections),
+            keepalive_interval: self.http2_keepalive_interval,
+            keepalive_timeout: self.http2_keepalive_timeout,
+            max_streams_per_connection: self.max_streams_per_connection,
+        }
+    }
+
+    fn http(&self) -> crate::http::HttpPortLimits {
+        crate::http::HttpPortLimits {
+            header_timeout: self.http_header_timeout,
+            body_timeout: self.http_body_timeout,
+            max_connections: usize_from(self.http_max_connections),
+        }
+    }
+}
+
 fn parse_label_key(s: &str) -> Result<String, String> {
     flotilla_model::labels::validate_key(s)
         .map(|_| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+fn usize_from(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 pub fn init_tracing(log: &LogArgs) {
@@ -371,8 +443,9 @@ async fn serve(args: RunArgs) -> Result<()> {
             None => None,
         };
         let f = fleet.clone();
+        let limits = args.ports.http();
         tokio::spawn(async move {
-            if let Err(e) = crate::http::serve(f, listen, secret).await {
+            if let Err(e) = crate::http::serve(f, listen, secret, limits).await {
                 tracing::error!(%listen, error = %e, "HTTP listener failed");
             }
         });
@@ -396,7 +469,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         let _ = stopping_tx.send(());
     };
     tokio::select! {
-        r = server::serve(Arc::clone(&fleet), args.listen, tls, usize::try_from(args.max_assign_bytes).unwrap_or(server::MAX_OUTBOUND_MESSAGE), shutdown) => r.context("gRPC server")?,
+        r = server::serve(Arc::clone(&fleet), args.listen, tls, usize::try_from(args.max_assign_bytes).unwrap_or(server::MAX_OUTBOUND_MESSAGE), args.ports.grpc(), shutdown) => r.context("gRPC server")?,
         _ = async {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(Duration::from_secs(5)).await;

@@ -12,7 +12,7 @@ pub mod cli;
 mod depends;
 mod fleet;
 pub mod git;
-mod http;
+pub mod http;
 mod label_trust;
 mod layout;
 mod metrics;

@@ -14,6 +14,24 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// Which port a connection came in on (`grpc`, `http`) and how far it has got
+/// (`unauthenticated`: TCP or TLS without a client certificate; `authenticated`: a
+/// verified client certificate; `open` on the HTTP port, which has no such distinction).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub listener: &'static str,
+    pub state: &'static str,
+}
+
+/// Why the hub closed a connection before its peer did: `evicted` (a newer
+/// unauthenticated connection took its place in a full pool) or `over_budget` (the
+/// authenticated budget was full).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedLabels {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
 pub struct HubMetrics {
     registry: Registry,
     pub connected_spokes: Gauge,
@@ -30,6 +48,10 @@ pub struct HubMetrics {
     pub assign_content_bytes: Counter,
     pub webhooks_accepted: Counter,
     pub webhooks_rejected: Counter,
+    /// Open connections by listener and state (see `ConnectionLabels`).
+    pub connections: Family<ConnectionLabels, Gauge>,
+    /// Connections the hub closed to stay within its connection budgets.
+    pub connections_dropped: Family<DroppedLabels, Counter>,
 }
 
 impl Default for HubMetrics {
@@ -47,6 +69,8 @@ impl Default for HubMetrics {
             assign_content_bytes: Counter::default(),
             webhooks_accepted: Counter::default(),
             webhooks_rejected: Counter::default(),
+            connections: Family::default(),
+            connections_dropped: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -103,6 +127,16 @@ impl Default for HubMetrics {
             "webhooks_rejected",
             "Webhook deliveries refused",
             m.webhooks_rejected.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open connections by listener and state",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_dropped",
+            "Connections closed by the hub to stay within its connection budgets",
+            m.connections_dropped.clone(),
         );
         HubMetrics { registry, ..m }
     }

@@ -10,11 +10,77 @@ use sha2::Sha256;
 
 use crate::fleet::Fleet;
 
+/// Who sent a delivery, from the last segment of `/webhooks/{provider}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Provider {
+pub enum Provider {
     GitHub,
     GitLab,
     Gitea,
+}
+
+impl Provider {
+    pub fn from_path(segment: &str) -> Result<Provider, Refusal> {
+        match segment {
+            "github" => Ok(Provider::GitHub),
+            "gitlab" => Ok(Provider::GitLab),
+            "gitea" => Ok(Provider::Gitea),
+            other => Err(Refusal::UnknownProvider(other.to_string())),
+        }
+    }
+}
+
+/// What a delivery with a valid signature asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// GitHub's test delivery when a webhook is created.
+    Ping,
+    /// A push to `git_ref` of the repository, named in each of the spellings the
+    /// payload carries, normalised (`normalize_repo`).
+    Push { git_ref: String, repos: Vec<String> },
+}
+
+/// Why a delivery is refused. Messages never echo secrets or signatures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("unknown webhook provider {0:?}; use github, gitlab or gitea")]
+    UnknownProvider(String),
+    #[error("signature or token does not match")]
+    BadSignature,
+    #[error("payload is not JSON: {0}")]
+    NotJson(String),
+    #[error("payload has no ref; only push events are handled")]
+    NoRef,
+}
+
+impl Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::UnknownProvider(_) => StatusCode::NOT_FOUND,
+            Refusal::BadSignature => StatusCode::UNAUTHORIZED,
+            Refusal::NotJson(_) | Refusal::NoRef => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Checks a delivery's signature against `secret`, then reads what it asks for. Pure: no
+/// I/O and no fleet, so it can be fuzzed (`fuzz/fuzz_targets/webhook_delivery.rs`).
+pub fn read_delivery(
+    p: Provider,
+    secret: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Delivery, Refusal> {
+    verify(p, secret, headers, body)?;
+    if p == Provider::GitHub && header(headers, "x-github-event") == Some("ping") {
+        return Ok(Delivery::Ping);
+    }
+    // serde_json bounds nesting (128 levels), so a deep body cannot overflow the stack.
+    let v: Value = serde_json::from_slice(body).map_err(|e| Refusal::NotJson(e.to_string()))?;
+    let git_ref = v["ref"].as_str().ok_or(Refusal::NoRef)?.to_string();
+    Ok(Delivery::Push {
+        git_ref,
+        repos: repo_urls(p, &v),
+    })
 }
 
 fn json(v: Value) -> String {
@@ -41,7 +107,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn verify(p: Provider, secret: &str, h: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
+fn verify(p: Provider, secret: &str, h: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
     let ok = match p {
         Provider::GitHub => header(h, "x-hub-signature-256")
             .and_then(|s| s.strip_prefix("sha256="))
@@ -55,7 +121,7 @@ fn verify(p: Provider, secret: &str, h: &HeaderMap, body: &[u8]) -> Result<(), &
     if ok {
         Ok(())
     } else {
-        Err("signature or token does not match")
+        Err(Refusal::BadSignature)
     }
 }
 
@@ -101,18 +167,15 @@ pub fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> (StatusCode, String) {
-    let p = match provider {
-        "github" => Provider::GitHub,
-        "gitlab" => Provider::GitLab,
-        "gitea" => Provider::Gitea,
-        other => {
-            return (
-                StatusCode::NOT_FOUND,
-                json(
-                    serde_json::json!({"error": format!("unknown webhook provider {other:?}; use github, gitlab or gitea")}),
-                ),
-            );
-        }
+    let refused = |r: Refusal| {
+        (
+            r.status(),
+            json(serde_json::json!({"error": r.to_string()})),
+        )
+    };
+    let p = match Provider::from_path(provider) {
+        Ok(p) => p,
+        Err(r) => return refused(r),
     };
     let Some(secret) = secret else {
         return (
@@ -122,32 +185,16 @@ pub fn handle(
             ),
         );
     };
-    if let Err(why) = verify(p, secret, headers, body) {
-        tracing::warn!(provider, "webhook refused: {why}");
-        return (
-            StatusCode::UNAUTHORIZED,
-            json(serde_json::json!({"error": why})),
-        );
-    }
-    if p == Provider::GitHub && header(headers, "x-github-event") == Some("ping") {
-        return (StatusCode::OK, json(serde_json::json!({"pong": true})));
-    }
-    let v: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                json(serde_json::json!({"error": format!("payload is not JSON: {e}")})),
-            );
+    let (git_ref, urls) = match read_delivery(p, secret, headers, body) {
+        Ok(Delivery::Ping) => return (StatusCode::OK, json(serde_json::json!({"pong": true}))),
+        Ok(Delivery::Push { git_ref, repos }) => (git_ref, repos),
+        Err(r) => {
+            if r == Refusal::BadSignature {
+                tracing::warn!(provider, "webhook refused: {r}");
+            }
+            return refused(r);
         }
     };
-    let Some(git_ref) = v["ref"].as_str() else {
-        return (
-            StatusCode::BAD_REQUEST,
-            json(serde_json::json!({"error": "payload has no ref; only push events are handled"})),
-        );
-    };
-    let urls = repo_urls(p, &v);
     let mut triggered = Vec::new();
     for s in fleet.sorted_sources() {
         let same_repo = urls.contains(&normalize_repo(&s.spec.repo));
@@ -204,5 +251,43 @@ mod tests {
         assert!(verify(Provider::GitLab, "s3cret", &l, body).is_ok());
         assert!(verify(Provider::GitLab, "s3cre", &l, body).is_err());
         assert!(verify(Provider::GitHub, "s3cret", &HeaderMap::new(), body).is_err());
+    }
+
+    fn github_headers(secret: &str, body: &[u8]) -> HeaderMap {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(body);
+        let sig = hex::encode(mac.finalize().into_bytes());
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-hub-signature-256",
+            format!("sha256={sig}").parse().expect("hv"),
+        );
+        h
+    }
+
+    #[test]
+    fn a_signed_push_names_its_ref_and_normalised_repositories() {
+        let body = br#"{"ref":"refs/heads/main","repository":{"clone_url":"https://Example.com/team/fleet.git"}}"#;
+        let got = read_delivery(Provider::GitHub, "k", &github_headers("k", body), body);
+        assert_eq!(
+            got,
+            Ok(Delivery::Push {
+                git_ref: "refs/heads/main".into(),
+                repos: vec!["example.com/team/fleet".into()],
+            })
+        );
+    }
+
+    #[test]
+    fn a_signed_body_nested_beyond_serde_json_limits_is_refused_not_a_crash() {
+        let body = "[".repeat(100_000).into_bytes();
+        let got = read_delivery(Provider::GitHub, "k", &github_headers("k", &body), &body);
+        assert!(matches!(got, Err(Refusal::NotJson(_))), "{got:?}");
+    }
+
+    #[test]
+    fn an_unsigned_body_is_refused_before_it_is_parsed() {
+        let got = read_delivery(Provider::Gitea, "k", &HeaderMap::new(), b"not json");
+        assert_eq!(got, Err(Refusal::BadSignature));
     }
 }

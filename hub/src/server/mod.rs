@@ -4,6 +4,11 @@
 //! Client certificates are optional at the TLS layer (registration has none yet); every
 //! service other than Registration refuses a caller without a verified certificate of
 //! the right kind (see `peer`).
+//!
+//! Every connection lives under `ConnectionLimits`: budgets and deadlines at the TLS
+//! layer (`tls`), HTTP/2 keepalive that reaps peers which stop answering, and a cap on
+//! concurrent streams per connection. A cluster holds one Sync stream at a time: a new
+//! stream replaces the old one (`sync`).
 
 mod admin;
 mod peer;
@@ -62,6 +67,30 @@ impl From<crate::store::StoreError> for tonic::Status {
     }
 }
 
+/// How much of the gRPC port one peer, and all peers without a certificate together,
+/// may hold. Set by `flotilla-hub run` flags (see `docs/operations.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time for a TCP connection to complete its TLS handshake.
+    pub handshake_timeout: std::time::Duration,
+    /// Time for a TLS connection to send its HTTP/2 preface.
+    pub preface_timeout: std::time::Duration,
+    /// Lifetime of a connection without a client certificate (registration, health).
+    pub unauthenticated_max_age: std::time::Duration,
+    /// Connections without a verified client certificate held at once; a newcomer over
+    /// the cap evicts the oldest.
+    pub max_unauthenticated: usize,
+    /// Connections with a verified client certificate (spokes, operators) held at once;
+    /// over it, a new one is closed.
+    pub max_authenticated: usize,
+    /// HTTP/2 PING interval; a peer that does not answer within `keepalive_timeout` is
+    /// dropped.
+    pub keepalive_interval: std::time::Duration,
+    pub keepalive_timeout: std::time::Duration,
+    /// Concurrent HTTP/2 streams (calls) per connection.
+    pub max_streams_per_connection: u32,
+}
+
 pub struct ServerTls {
     pub cert_pem: String,
     pub key_pem: String,
@@ -81,10 +110,11 @@ pub async fn serve(
     listen: SocketAddr,
     tls: ServerTls,
     max_assign_bytes: usize,
+    limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let config = tls::server_config(&tls.cert_pem, &tls.key_pem, &tls.ca_pem)?;
-    let incoming = tls::incoming(listen, config).await?;
+    let incoming = tls::incoming(listen, config, limits, &fleet.metrics).await?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -96,7 +126,9 @@ pub async fn serve(
         .build_v1();
 
     Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_concurrent_streams(limits.max_streams_per_connection)
         .add_service(health_service)
         .add_optional_service(reflection.ok())
         .add_service(

@@ -2,21 +2,40 @@
 //! TLS 1.3 only, client certificates optional at the handshake (registration has none
 //! yet) but always verified against the trusted CA bundle when presented, and handshakes
 //! run in their own tasks so a slow or hostile client cannot stall the accept loop.
+//!
+//! It also owns the port's connection budgets (see `ConnectionLimits`): a connection
+//! that has not presented a verified client certificate sits in a capped pool where the
+//! oldest is evicted by a newcomer, and must finish its handshake, send its HTTP/2
+//! preface and end within deadlines; a connection with a verified certificate moves to a
+//! separate, larger budget, so nobody without a certificate can starve spokes and admins.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use flotilla_telemetry::admission::{Admission, Guarded};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use super::ConnectionLimits;
+use crate::metrics::{ConnectionLabels, DroppedLabels, HubMetrics};
+
+/// Length of the HTTP/2 client connection preface (`PRI * HTTP/2.0...`), which every
+/// gRPC client sends first.
+const H2_PREFACE_LEN: usize = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -64,12 +83,88 @@ pub fn server_config(
     Ok(config)
 }
 
+/// One gRPC connection: the TLS stream under its budget and deadlines.
+pub struct GrpcConn(Guarded<TlsStream<TcpStream>>);
+
+impl Connected for GrpcConn {
+    type ConnectInfo = <TlsStream<TcpStream> as Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        // The peer's verified certificates come from here (`Request::peer_certs`).
+        self.0.get_ref().connect_info()
+    }
+}
+
+impl AsyncRead for GrpcConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for GrpcConn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, b)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+/// Counts a connection in a gauge for as long as it lives.
+struct Counted(Gauge);
+
+impl Counted {
+    fn new(gauge: Gauge) -> Counted {
+        gauge.inc();
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn gauge(connections: &Family<ConnectionLabels, Gauge>, state: &'static str) -> Gauge {
+    connections
+        .get_or_create(&ConnectionLabels {
+            listener: "grpc",
+            state,
+        })
+        .clone()
+}
+
 /// Accepts TCP connections on `listen`, completes TLS handshakes concurrently, and yields
-/// established streams. Failed handshakes are logged and dropped.
+/// established streams within the budgets and deadlines of `limits`. Failed, slow and
+/// evicted handshakes are logged and dropped.
 pub async fn incoming(
     listen: SocketAddr,
     config: rustls::ServerConfig,
-) -> Result<mpsc::Receiver<Result<TlsStream<TcpStream>, std::io::Error>>, TlsSetupError> {
+    limits: ConnectionLimits,
+    metrics: &HubMetrics,
+) -> Result<mpsc::Receiver<Result<GrpcConn, std::io::Error>>, TlsSetupError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| TlsSetupError::Listen {
@@ -77,6 +172,18 @@ pub async fn incoming(
             source,
         })?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
+    let connections = metrics.connections.clone();
+    let dropped = metrics.connections_dropped.clone();
+    let evicted = dropped
+        .get_or_create(&DroppedLabels {
+            listener: "grpc",
+            reason: "evicted",
+        })
+        .clone();
+    let unauthenticated = Admission::on_evict(limits.max_unauthenticated, move || {
+        evicted.inc();
+    });
+    let authenticated = Arc::new(Semaphore::new(limits.max_authenticated));
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
         loop {
@@ -93,16 +200,60 @@ pub async fn incoming(
             if tx.is_closed() {
                 return;
             }
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
+            let admitted = unauthenticated.admit();
+            let pending = Counted::new(gauge(&connections, "unauthenticated"));
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let authenticated = authenticated.clone();
+            let (connections, dropped) = (connections.clone(), dropped.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                let mut admitted = admitted;
+                let handshake = tokio::select! {
+                    r = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)) => r,
+                    () = admitted.evicted() => {
+                        tracing::debug!(%peer, "evicted during the TLS handshake by newer connections");
+                        return;
                     }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
+                };
+                let stream = match handshake {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let has_cert = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty());
+                let conn = if has_cert {
+                    // Verified by rustls against the trusted CAs: leave the pool.
+                    drop((admitted, pending));
+                    let Ok(permit) = authenticated.try_acquire_owned() else {
+                        tracing::warn!(%peer, max = limits.max_authenticated, "authenticated connection budget full; closing");
+                        dropped
+                            .get_or_create(&DroppedLabels {
+                                listener: "grpc",
+                                reason: "over_budget",
+                            })
+                            .inc();
+                        return;
+                    };
+                    Guarded::new(stream)
+                        .holding(permit)
+                        .holding(Counted::new(gauge(&connections, "authenticated")))
+                } else {
+                    Guarded::new(stream)
+                        .evictable(admitted)
+                        .max_age(limits.unauthenticated_max_age)
+                        .holding(pending)
+                };
+                let conn = conn.first_bytes(H2_PREFACE_LEN, limits.preface_timeout);
+                let _ = tx.send(Ok(GrpcConn(conn))).await;
             });
         }
     });
