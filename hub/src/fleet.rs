@@ -237,6 +237,10 @@ pub struct Fleet {
     /// Rollout plans computed in the current reconcile batch; cleared at each batch so
     /// every cluster in a batch sees the same plan.
     rollout_plans: Mutex<HashMap<String, Arc<rollout::Plan>>>,
+    /// The previous batch's plans, for a status that arrives after a batch cleared its
+    /// plans and before it planned that bundle again: without them such a status looks
+    /// like "no rollout", triggers nothing, and the rollout waits for another event.
+    previous_rollout_plans: Mutex<HashMap<String, Arc<rollout::Plan>>>,
     /// When each cluster was handed its current deployment of a bundle, until it reports
     /// Ready: the fan-out latency histogram's start times.
     assigned_at: DashMap<(ClusterName, String), (DeploymentId, std::time::Instant)>,
@@ -289,6 +293,7 @@ impl Fleet {
             events: tokio::sync::broadcast::channel(1024).0,
             paused_rollouts: DashMap::new(),
             rollout_plans: Mutex::new(HashMap::new()),
+            previous_rollout_plans: Mutex::new(HashMap::new()),
             assigned_at: DashMap::new(),
             session_ids: AtomicU64::new(1),
             reconcile_tx,
@@ -575,8 +580,12 @@ impl Fleet {
 
     /// Forgets the plans of the previous reconcile batch.
     pub fn start_reconcile_batch(&self) {
-        if let Ok(mut p) = self.rollout_plans.lock() {
-            p.clear();
+        let previous = match self.rollout_plans.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => return,
+        };
+        if let Ok(mut p) = self.previous_rollout_plans.lock() {
+            *p = previous;
         }
     }
 
@@ -856,11 +865,14 @@ impl Fleet {
             }
         }
         // A rollout in progress may advance when a cluster's state changes.
-        let rolling = self
-            .rollout_plans
-            .lock()
-            .ok()
-            .and_then(|p| p.get(bundle).map(|plan| plan.report.phase != "Done"))
+        let in_progress = |plans: &Mutex<HashMap<String, Arc<rollout::Plan>>>| {
+            plans
+                .lock()
+                .ok()
+                .and_then(|p| p.get(bundle).map(|plan| plan.report.phase != "Done"))
+        };
+        let rolling = in_progress(&self.rollout_plans)
+            .or_else(|| in_progress(&self.previous_rollout_plans))
             .unwrap_or(false);
         let changed = self
             .status
