@@ -46,7 +46,7 @@ pub enum Command {
     /// Create the hub's CA, serving and admin certificates, admin.conf and the state store.
     Init(InitArgs),
     /// Serve spokes and admins.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Operator certificates.
     Admin {
         #[command(subcommand)]
@@ -260,7 +260,7 @@ pub fn init_tracing(log: &LogArgs) {
 pub async fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Init(a) => init(&a).await,
-        Command::Run(a) => serve(a).await,
+        Command::Run(a) => serve(*a).await,
         Command::Admin {
             command: AdminCommand::Issue(a),
         } => issue_operator(&a),
