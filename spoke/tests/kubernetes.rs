@@ -1337,3 +1337,103 @@ async fn an_events_api_that_refuses_events_does_not_fail_the_apply() {
     assert!(notes.iter().all(|n| !n.contains("d-1")), "{notes:?}");
     cleanup(&c, &t, &[&bundle]).await;
 }
+
+/// A bundle of a CRD of the fixed test group with a plural unique to this test, and
+/// `count` of its objects, so that the API server's request counters for that plural
+/// count this test's requests alone.
+fn idlers(c: &Cluster, count: usize) -> (String, String) {
+    let (group, plural, kind) = (
+        "test.flotilla.dev",
+        format!("idlers{}", c.id),
+        format!("Idler{}", c.id),
+    );
+    let mut yaml = format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: {plural}.{group}}}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: {plural}, singular: idler{id}, kind: {kind}}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#,
+        id = c.id,
+    );
+    for i in 0..count {
+        yaml.push_str(&format!(
+            "---\napiVersion: {group}/v1\nkind: {kind}\nmetadata: {{name: i{i}, namespace: default}}\nspec: {{n: {i}}}\n"
+        ));
+    }
+    (plural, yaml)
+}
+
+#[tokio::test]
+async fn an_idle_applier_checks_from_its_watch_caches_and_sends_no_requests() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let bundle = c.n("idle");
+    let (plural, yaml) = idlers(&c, 20);
+    let d = desired(&bundle, "d-1", &yaml, ApplyOptions::default());
+    let applied = t.apply(&d).await.expect("applies");
+    assert_eq!(applied.state, State::Ready, "{applied:?}");
+    let requests = || c.requests_to("test.flotilla.dev", &plural);
+    let one_round = || async {
+        let out = enforce(&t, &d, State::Ready, &|| {})
+            .await
+            .expect("checked");
+        assert_eq!(out.state, State::Ready, "{out:?}");
+    };
+
+    // The caches fill with one LIST and catch up with the apply through their watch.
+    wait_until("a round is answered from the caches alone", || async {
+        let before = requests().await;
+        one_round().await;
+        (requests().await == before).then_some(())
+    })
+    .await;
+    let idle = requests().await;
+    for _ in 0..10 {
+        one_round().await;
+    }
+    assert_eq!(
+        requests().await,
+        idle,
+        "ten idle rounds of checks sent no GET, LIST or write for {plural}"
+    );
+
+    // A change by someone else is confirmed with one GET, then read from the cache again.
+    c.admin_api(
+        "test.flotilla.dev/v1",
+        &format!("Idler{}", c.id),
+        &plural,
+        Some("default"),
+    )
+    .patch(
+        "i3",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"n": 33}})),
+    )
+    .await
+    .expect("edited by hand");
+    check_until(&t, &d, "the edit is seen", |out| {
+        out.message.contains("/spec/n: 3 -> 33")
+    })
+    .await;
+    for _ in 0..5 {
+        t.check(&d).await.expect("check works");
+    }
+    // The hand edit's PATCH, and the spoke's one GET.
+    let mut expected = idle.clone();
+    for verb in ["PATCH", "GET"] {
+        *expected.entry(verb.to_string()).or_default() += 1;
+    }
+    assert_eq!(requests().await, expected);
+    cleanup(&c, &t, &[&bundle]).await;
+}
