@@ -1060,7 +1060,7 @@ async fn a_failing_apply_records_one_warning_with_the_error_however_often_it_is_
         failed.note.as_deref(),
         Some(format!("Applying deployment d-1 failed: {error}").as_str())
     );
-    // The agent retries a failed bundle at every tick; the same failure is no news.
+    // The agent retries a failed bundle (after a growing backoff); the same failure is no news.
     for _ in 0..3 {
         let again = enforce(&t, &d, State::ErrApplied, &|| {})
             .await
