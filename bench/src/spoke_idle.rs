@@ -50,6 +50,8 @@ pub struct SpokeIdleResult {
     /// Watches open on the API server at the end (`apiserver_longrunning_requests`), by
     /// resource.
     pub watches_open: BTreeMap<String, u64>,
+    /// The spoke's RSS at the end, caches included.
+    pub spoke_rss: u64,
 }
 
 /// What the spoke reads and writes here: the ConfigMaps it applies and its inventory
@@ -187,7 +189,7 @@ pub async fn run(cfg: &SpokeIdleConfig) -> Result<SpokeIdleResult> {
 
     let hub = HubProcess::start(cfg.bin_dir.as_deref(), work).await?;
     let join = hub.token(1).await?;
-    let _spoke = Killed(
+    let spoke = Killed(
         Command::new(find_bin(cfg.bin_dir.as_deref(), "flotilla-spoke")?)
             .args(["--join", &join, "--name", "idle-spoke"])
             .args(["--target", "kubernetes", "--kubeconfig"])
@@ -232,6 +234,7 @@ pub async fn run(cfg: &SpokeIdleConfig) -> Result<SpokeIdleResult> {
         baseline,
         idle,
         watches_open,
+        spoke_rss: crate::machine::rss_bytes(spoke.0.id()).unwrap_or(0),
     })
 }
 
@@ -265,6 +268,11 @@ pub fn report(cfg: &SpokeIdleConfig, machine: &Machine, r: &SpokeIdleResult) -> 
         o,
         "\nThe spoke's requests on what it uses ({}): {mutating} mutating, {reads} GET/LIST.\n",
         SPOKE_RESOURCES.join(", ")
+    );
+    let _ = writeln!(
+        o,
+        "The spoke's RSS at the end: {:.1} MiB.\n",
+        r.spoke_rss as f64 / (1u64 << 20) as f64
     );
     let _ = writeln!(o, "Watches open at the end:\n");
     let _ = writeln!(o, "| resource | watches |");
