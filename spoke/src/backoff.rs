@@ -61,6 +61,9 @@ struct Retry {
     deployment_id: String,
     backoff: Backoff,
     due: Instant,
+    /// `take_due` handed it out since it last failed: the agent is not woken for it
+    /// again (if the retry could not run, the next tick tries it).
+    taken: bool,
 }
 
 impl BundleRetries {
@@ -83,12 +86,14 @@ impl BundleRetries {
                 deployment_id: deployment_id.to_string(),
                 backoff: Backoff::new(base, max),
                 due: now,
+                taken: false,
             });
         if retry.deployment_id != deployment_id {
             retry.deployment_id = deployment_id.to_string();
             retry.backoff.reset();
         }
         retry.due = now + retry.backoff.next_delay();
+        retry.taken = false;
         retry.due
     }
 
@@ -106,17 +111,26 @@ impl BundleRetries {
         self.failing.remove(bundle);
     }
 
-    /// The earliest time a failing bundle is due, so the agent wakes for it.
+    /// The earliest time a failing bundle is due and not yet taken, so the agent wakes
+    /// for it.
     pub fn next_due(&self) -> Option<Instant> {
-        self.failing.values().map(|r| r.due).min()
+        self.failing
+            .values()
+            .filter(|r| !r.taken)
+            .map(|r| r.due)
+            .min()
     }
 
-    /// The bundles due at `now`.
-    pub fn due_now(&self, now: Instant) -> std::collections::BTreeSet<String> {
+    /// The bundles due at `now` that were not taken yet, marked taken: the agent wakes
+    /// once per failure, even if a retry cannot run (its content is gone, say).
+    pub fn take_due(&mut self, now: Instant) -> std::collections::BTreeSet<String> {
         self.failing
-            .iter()
-            .filter(|(_, r)| r.due <= now)
-            .map(|(b, _)| b.clone())
+            .iter_mut()
+            .filter(|(_, r)| r.due <= now && !r.taken)
+            .map(|(b, r)| {
+                r.taken = true;
+                b.clone()
+            })
             .collect()
     }
 }
@@ -142,8 +156,12 @@ mod tests {
             assert!(!r.due("b", "d-1", now), "not retried at once");
             assert!(r.due("b", "d-1", due));
             assert_eq!(r.next_due(), Some(due));
-            assert!(r.due_now(now).is_empty());
-            assert_eq!(r.due_now(due).into_iter().collect::<Vec<_>>(), ["b"]);
+            assert!(r.take_due(now).is_empty());
+            assert_eq!(r.take_due(due).into_iter().collect::<Vec<_>>(), ["b"]);
+            // Taken once: no second wake-up for the same failure, but still due.
+            assert!(r.take_due(due).is_empty());
+            assert_eq!(r.next_due(), None);
+            assert!(r.due("b", "d-1", due));
             last_wait = wait;
             now = due;
         }

@@ -380,7 +380,8 @@ pub async fn run_forever(agent: Arc<Agent>) {
     let enforcer = agent.clone();
     tokio::spawn(async move {
         // A round runs at every tick, and at once when the target's watches see a change.
-        let changes = enforcer.target.changes();
+        // A target without watches never signals.
+        let changes = enforcer.target.changes().unwrap_or_default();
         let mut tick = tokio::time::interval(enforcer.enforce_every);
         loop {
             // A tick checks every bundle; a watch event only the bundles it touched; a
@@ -388,11 +389,9 @@ pub async fn run_forever(agent: Arc<Agent>) {
             let next_retry = enforcer.retries().next_due();
             let only = tokio::select! {
                 _ = tick.tick() => None,
-                _ = async { changes.as_ref()?.notified().await; Some(()) }, if changes.is_some() => {
-                    enforcer.target.changed_bundles()
-                }
+                _ = changes.notified() => enforcer.target.changed_bundles(),
                 _ = tokio::time::sleep_until(next_retry.unwrap_or_else(Instant::now).into()), if next_retry.is_some() => {
-                    Some(enforcer.retries().due_now(Instant::now()))
+                    Some(enforcer.retries().take_due(Instant::now()))
                 }
                 // A new retry may be due before the one slept for: look again.
                 _ = enforcer.retry_scheduled.notified() => continue,
@@ -691,7 +690,7 @@ mod tests {
         let started = Instant::now();
         while count() < 2 {
             assert!(started.elapsed() < RETRY_BASE * 10, "the retry never came");
-            let only = agent.retries().due_now(Instant::now());
+            let only = agent.retries().take_due(Instant::now());
             agent.enforce(Some(&only)).await;
             tokio::task::yield_now().await;
         }
