@@ -5,6 +5,8 @@
 //! - `fleet` (module `fleet`): N simulated spokes (`sim`) against one hub: registration,
 //!   idle memory per spoke, B bundles from empty, single-bundle fan-outs and their bytes.
 //! - `spoke-rss` (module `spoke_rss`): a real spoke's memory, idle and loaded.
+//! - `spoke-idle` (module `spoke_idle`): the Kubernetes API requests of a real spoke
+//!   holding many bundles while idle, counted by kube-apiserver itself.
 //!
 //! Module map: `hub` starts and talks to the hub process; `repo` generates the git repo;
 //! `net` opens counted, unshared TLS connections; `machine` reads `/proc`; `stats` and
@@ -25,5 +27,6 @@ pub mod report;
 pub mod restart;
 pub mod sim;
 pub mod soak;
+pub mod spoke_idle;
 pub mod spoke_rss;
 pub mod stats;

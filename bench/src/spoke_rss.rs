@@ -34,7 +34,8 @@ pub struct SpokeRssResult {
     pub applied_files: usize,
 }
 
-struct Killed(Child);
+/// A child process killed when dropped.
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -53,7 +54,12 @@ async fn sample_max(pid: u32, window: Duration) -> u64 {
     max
 }
 
-async fn wait_cluster(hub: &HubProcess, timeout: Duration, ready_bundles: u32) -> Result<()> {
+/// Waits until the one cluster is connected with at least `ready_bundles` Ready.
+pub(crate) async fn wait_cluster(
+    hub: &HubProcess,
+    timeout: Duration,
+    ready_bundles: u32,
+) -> Result<()> {
     let start = Instant::now();
     loop {
         let c = hub.clusters().await?;

@@ -1,6 +1,9 @@
 //! The agent: one Sync stream to the hub at a time, reconnecting with jittered backoff,
 //! and an enforcement loop that keeps the target equal to the cached desired state
-//! whether or not the hub is reachable.
+//! whether or not the hub is reachable. A bundle whose apply fails is retried with its
+//! own jittered backoff (`backoff::BundleRetries`), not at every round: a watch event
+//! does not bring it forward (a failing apply's own writes make watch events), a new
+//! Assign from the hub is applied at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -16,7 +19,7 @@ use flotilla_proto::v1::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, BundleRetries};
 use crate::metrics::{SpokeMetrics, StateLabel};
 use crate::state_dir::{CachedAssignment, StateDir};
 use crate::target::{Desired, Target, check_bundle_name};
@@ -29,6 +32,10 @@ struct Resync(String);
 const MAX_INBOUND_MESSAGE: usize = 20 * 1024 * 1024;
 /// A connection that lasted this long resets the backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(30);
+/// A failing bundle's first retry comes after about this long...
+const RETRY_BASE: Duration = Duration::from_secs(1);
+/// ...and the delay doubles up to this.
+const RETRY_MAX: Duration = Duration::from_secs(300);
 
 pub struct Agent {
     pub cluster: String,
@@ -44,6 +51,12 @@ pub struct Agent {
     /// Serialises everything that changes the target (assign, unassign, enforcement), so
     /// an enforcement round never re-applies a deployment an Assign just replaced.
     apply_lock: tokio::sync::Mutex<()>,
+    /// When each failing bundle may be applied again. Written by `apply_desired`,
+    /// `unassign` and `enforce`, which hold `apply_lock`.
+    retries: Mutex<BundleRetries>,
+    /// Wakes the enforcement loop when a retry was scheduled, so it sleeps until the
+    /// earliest one.
+    retry_scheduled: tokio::sync::Notify,
     pub metrics: SpokeMetrics,
     /// Streams opened so far; every one after the first counts as a reconnect.
     streams_opened: std::sync::atomic::AtomicU64,
@@ -89,10 +102,32 @@ impl Agent {
             cache: Mutex::new(cache),
             outbound: Mutex::new(None),
             apply_lock: tokio::sync::Mutex::new(()),
+            retries: Mutex::new(BundleRetries::new(RETRY_BASE, RETRY_MAX)),
+            retry_scheduled: tokio::sync::Notify::new(),
             metrics: SpokeMetrics::default(),
             streams_opened: std::sync::atomic::AtomicU64::new(0),
             lost_content: tokio::sync::Notify::new(),
         })
+    }
+
+    fn retries(&self) -> std::sync::MutexGuard<'_, BundleRetries> {
+        // Each call leaves the schedule whole; a panic elsewhere cannot break it.
+        self.retries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Schedules the next try of a bundle that just failed, or forgets its failures.
+    fn note_result(&self, bundle: &str, deployment_id: &str, state: State) {
+        if state == State::ErrApplied {
+            let due = self.retries().failed(bundle, deployment_id, Instant::now());
+            tracing::info!(
+                bundle,
+                retry_in_ms = due.saturating_duration_since(Instant::now()).as_millis() as u64,
+                "apply failed; retrying after a backoff"
+            );
+            self.retry_scheduled.notify_one();
+        } else {
+            self.retries().forget(bundle);
+        }
     }
 
     fn cache(&self) -> BTreeMap<String, CachedAssignment> {
@@ -259,6 +294,7 @@ impl Agent {
                 tracing::warn!(bundle = %entry.bundle, error = %entry.message, "apply failed");
             }
         }
+        self.note_result(&entry.bundle, &entry.deployment_id, entry.state);
         self.report(&entry);
         self.blocking(move |a| {
             a.update_cache(|c| {
@@ -272,6 +308,7 @@ impl Agent {
         let _serial = self.apply_lock.lock().await;
         let keep = self.cache().get(&bundle).is_some_and(|a| a.keep_resources);
         self.target.remove(&bundle, keep).await?;
+        self.retries().forget(&bundle);
         tracing::info!(bundle, kept = keep, "unassigned");
         self.blocking(move |a| {
             a.update_cache(|c| {
@@ -284,11 +321,19 @@ impl Agent {
     /// One enforcement round over the cached bundles (all, or `only` these;
     /// `target::enforce`): drifted
     /// bundles that opted into correctDrift are re-applied, the others reported
-    /// Modified; health changes are reported as they happen.
+    /// Modified; health changes are reported as they happen. A failed bundle is applied
+    /// again only once its retry is due.
     pub async fn enforce(self: &Arc<Self>, only: Option<&BTreeSet<String>>) {
         let _serial = self.apply_lock.lock().await;
         for a in self.cache().into_values() {
             if only.is_some_and(|o| !o.contains(&a.bundle)) {
+                continue;
+            }
+            if a.state == State::ErrApplied
+                && !self
+                    .retries()
+                    .due(&a.bundle, &a.deployment_id, Instant::now())
+            {
                 continue;
             }
             let digest = a.digest.clone();
@@ -314,6 +359,9 @@ impl Agent {
             else {
                 continue;
             };
+            if a.state == State::ErrApplied || outcome.state == State::ErrApplied {
+                self.note_result(&a.bundle, &a.deployment_id, outcome.state);
+            }
             if outcome.state == a.state
                 && outcome.message == a.message
                 && outcome.resources == a.resources
@@ -343,19 +391,21 @@ pub async fn run_forever(agent: Arc<Agent>) {
     let enforcer = agent.clone();
     tokio::spawn(async move {
         // A round runs at every tick, and at once when the target's watches see a change.
-        let changes = enforcer.target.changes();
+        // A target without watches never signals.
+        let changes = enforcer.target.changes().unwrap_or_default();
         let mut tick = tokio::time::interval(enforcer.enforce_every);
         loop {
-            // A tick checks every bundle; a watch event only the bundles it touched.
-            let only = match &changes {
-                Some(changed) => tokio::select! {
-                    _ = tick.tick() => None,
-                    _ = changed.notified() => enforcer.target.changed_bundles(),
-                },
-                None => {
-                    tick.tick().await;
-                    None
+            // A tick checks every bundle; a watch event only the bundles it touched; a
+            // retry only the failed bundles that are due.
+            let next_retry = enforcer.retries().next_due();
+            let only = tokio::select! {
+                _ = tick.tick() => None,
+                _ = changes.notified() => enforcer.target.changed_bundles(),
+                _ = tokio::time::sleep_until(next_retry.unwrap_or_else(Instant::now).into()), if next_retry.is_some() => {
+                    Some(enforcer.retries().take_due(Instant::now()))
                 }
+                // A new retry may be due before the one slept for: look again.
+                _ = enforcer.retry_scheduled.notified() => continue,
             };
             enforcer.enforce(only.as_ref()).await;
         }
@@ -593,8 +643,13 @@ async fn work_through(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use flotilla_proto::v1::Assign;
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::target::Outcome;
 
     fn agent(dir: &std::path::Path) -> Agent {
         let target = crate::target::dir::DirTarget::new(&dir.join("out")).expect("dir target");
@@ -662,5 +717,84 @@ mod tests {
             format!("{err:#}").contains("does not match its digest"),
             "{err:#}"
         );
+    }
+
+    /// A target whose every apply fails, as one refused by the API server would; it
+    /// counts the applies.
+    struct Refusing(Arc<AtomicUsize>);
+
+    impl Target for Refusing {
+        fn apply<'a>(&'a self, d: &'a Desired) -> BoxFuture<'a, Result<Outcome>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move { Err(anyhow!("bundle {}: refused", d.bundle)) })
+        }
+        fn remove<'a>(&'a self, _: &'a str, _: bool) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn check<'a>(&'a self, _: &'a Desired) -> BoxFuture<'a, Result<Outcome>> {
+            Box::pin(async { Ok(Outcome::ready()) })
+        }
+    }
+
+    fn assign_deployment(deployment_id: &str) -> flotilla_proto::v1::Assign {
+        let content = format!("# {deployment_id}\n").into_bytes();
+        flotilla_proto::v1::Assign {
+            bundle: "web".into(),
+            deployment_id: deployment_id.into(),
+            content_digest: ContentDigest::of(&content).to_string(),
+            content: content.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_bundle_is_retried_after_a_backoff_not_at_every_round() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let applies = Arc::new(AtomicUsize::new(0));
+        let agent = Arc::new(
+            Agent::new(
+                "c".into(),
+                "hub".into(),
+                Labels::default(),
+                StateDir::new(dir.path()),
+                Box::new(Refusing(applies.clone())),
+            )
+            .expect("an agent"),
+        );
+        let count = || applies.load(Ordering::SeqCst);
+        agent
+            .assign(assign_deployment("d-1"))
+            .await
+            .expect("assigned");
+        assert_eq!(count(), 1);
+        assert_eq!(agent.cache()["web"].state, State::ErrApplied);
+
+        // Rounds (ticks, watch events) before the retry is due leave the bundle alone.
+        for _ in 0..5 {
+            agent.enforce(None).await;
+        }
+        assert_eq!(count(), 1, "not re-applied at every round");
+
+        // Once due, one retry, and the next one waits longer.
+        let due = agent.retries().next_due().expect("a retry is scheduled");
+        let started = Instant::now();
+        while count() < 2 {
+            assert!(started.elapsed() < RETRY_BASE * 10, "the retry never came");
+            let only = agent.retries().take_due(Instant::now());
+            agent.enforce(Some(&only)).await;
+            tokio::task::yield_now().await;
+        }
+        assert!(Instant::now() >= due);
+        agent.enforce(None).await;
+        assert_eq!(count(), 2);
+        let next = agent.retries().next_due().expect("rescheduled");
+        assert!(next > due);
+
+        // A new deployment from the hub is applied at once.
+        agent
+            .assign(assign_deployment("d-2"))
+            .await
+            .expect("assigned");
+        assert_eq!(count(), 3);
     }
 }

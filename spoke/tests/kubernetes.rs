@@ -10,7 +10,9 @@ use std::time::Duration;
 use common::{Cluster, TEST_CLUSTER, cluster, desired, wait_until};
 use flotilla_model::State;
 use flotilla_spoke::target::kubernetes::{INVENTORY_NAMESPACE, KubeTarget, REPORTING_CONTROLLER};
-use flotilla_spoke::target::{ApplyOptions, DriftIgnore, Policy, PolicySpec, Target, enforce};
+use flotilla_spoke::target::{
+    ApplyOptions, Desired, DriftIgnore, Outcome, Policy, PolicySpec, Target, enforce,
+};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -90,6 +92,22 @@ fn gadgets(c: &Cluster) -> kube::Api<kube::api::DynamicObject> {
 
 fn deployments(c: &Cluster, ns: &str) -> kube::Api<kube::api::DynamicObject> {
     c.api("apps/v1", "Deployment", "deployments", Some(ns))
+}
+
+/// Checks `d` until the outcome is what `want` says. Checks read the watch caches, which
+/// hold an out-of-band change a moment after the API server accepted it (the watch event
+/// that delivers it also wakes the agent, which then checks again).
+async fn check_until(
+    t: &KubeTarget,
+    d: &Desired,
+    what: &str,
+    want: impl Fn(&Outcome) -> bool,
+) -> Outcome {
+    wait_until(what, || async {
+        let out = t.check(d).await.expect("check works");
+        want(&out).then_some(out)
+    })
+    .await
 }
 
 async fn cleanup(c: &Cluster, t: &dyn Target, bundles: &[&str]) {
@@ -446,19 +464,20 @@ async fn compare_patches_make_drift_detection_ignore_fields() {
         )
         .await
         .expect("scaled");
-    assert_ne!(t.check(&d).await.expect("check").state, State::Modified);
     let strict = desired(
         &bundle,
         "d-1",
         &full_bundle(&c, "fast", false),
         ApplyOptions::default(),
     );
-    let out = t.check(&strict).await.expect("check");
-    assert!(
-        out.message.contains("/spec/replicas: 2 -> 7"),
-        "{}",
-        out.message
-    );
+    check_until(
+        &t,
+        &strict,
+        "the scaling is drift without comparePatches",
+        |out| out.message.contains("/spec/replicas: 2 -> 7"),
+    )
+    .await;
+    assert_ne!(t.check(&d).await.expect("check").state, State::Modified);
     cleanup(&c, &t, &[&bundle]).await;
 }
 
@@ -525,14 +544,8 @@ spec:
         )
         .await
         .expect("status");
-    let out = t.check(&d).await.expect("check");
-    assert!(
-        out.message.contains(&format!(
-            "apps/v1 Deployment {ns}/api: 1 of 2 updated replicas available"
-        )),
-        "{}",
-        out.message
-    );
+    let half = format!("apps/v1 Deployment {ns}/api: 1 of 2 updated replicas available");
+    check_until(&t, &d, &half, |out| out.message.contains(&half)).await;
     deploy
         .patch_status(
             "api",
@@ -541,7 +554,10 @@ spec:
         )
         .await
         .expect("status");
-    let out = t.check(&d).await.expect("check");
+    let out = check_until(&t, &d, "the Deployment is ready", |out| {
+        !out.message.contains("Deployment")
+    })
+    .await;
     assert_eq!(out.resources.len(), 1, "only the Job is left: {out:?}");
 
     // What the Job controller writes when a Job succeeds: the API server requires the
@@ -563,8 +579,10 @@ spec:
         )
         .await
         .expect("status");
-    let out = t.check(&d).await.expect("check");
-    assert_eq!(out.state, State::Ready, "{out:?}");
+    let out = check_until(&t, &d, "the Job is complete", |out| {
+        out.state == State::Ready
+    })
+    .await;
     assert!(out.resources.is_empty());
     cleanup(&c, &t, &[&bundle]).await;
 }
@@ -1042,7 +1060,7 @@ async fn a_failing_apply_records_one_warning_with_the_error_however_often_it_is_
         failed.note.as_deref(),
         Some(format!("Applying deployment d-1 failed: {error}").as_str())
     );
-    // The agent retries a failed bundle at every tick; the same failure is no news.
+    // The agent retries a failed bundle (after a growing backoff); the same failure is no news.
     for _ in 0..3 {
         let again = enforce(&t, &d, State::ErrApplied, &|| {})
             .await
@@ -1088,6 +1106,10 @@ async fn corrected_drift_records_a_drift_corrected_event_naming_the_fields() {
     t.apply(&d).await.expect("applies");
     c.edit_by_hand("default", &name, json!({"k": "by-hand"}))
         .await;
+    check_until(&t, &d, "the edit is seen", |out| {
+        out.state == State::Modified
+    })
+    .await;
 
     let fixed = enforce(&t, &d, State::Ready, &|| {})
         .await
@@ -1131,6 +1153,10 @@ async fn drift_left_alone_records_one_drift_detected_warning_until_it_clears() {
     };
 
     edit("by-hand").await;
+    check_until(&t, &d, "the edit is seen", |out| {
+        out.state == State::Modified
+    })
+    .await;
     for _ in 0..3 {
         let drifted = enforce(&t, &d, State::Ready, &|| {})
             .await
@@ -1154,14 +1180,21 @@ async fn drift_left_alone_records_one_drift_detected_warning_until_it_clears() {
 
     // Put back by hand, then the same drift again: that is a new occurrence.
     edit("one").await;
-    let clean = enforce(&t, &d, State::Modified, &|| {})
-        .await
-        .expect("checked");
-    assert_eq!(clean.state, State::Ready, "{clean:?}");
+    wait_until("the edit back is seen", || async {
+        let clean = enforce(&t, &d, State::Modified, &|| {})
+            .await
+            .expect("checked");
+        (clean.state == State::Ready).then_some(())
+    })
+    .await;
     edit("by-hand").await;
-    enforce(&t, &d, State::Ready, &|| {})
-        .await
-        .expect("checked");
+    wait_until("the same edit again is seen", || async {
+        let drifted = enforce(&t, &d, State::Ready, &|| {})
+            .await
+            .expect("checked");
+        (drifted.state == State::Modified).then_some(())
+    })
+    .await;
     wait_until("a second DriftDetected Event", || async {
         (detected(c.events_of(&bundle).await) == 2).then_some(())
     })
@@ -1488,5 +1521,105 @@ async fn an_empty_bundle_is_ready_and_prunes_what_the_bundle_held_before() {
         .await
         .expect("check runs");
     assert_eq!(checked.state, State::Ready, "{}", checked.message);
+    cleanup(&c, &t, &[&bundle]).await;
+}
+
+/// A bundle of a CRD of the fixed test group with a plural unique to this test, and
+/// `count` of its objects, so that the API server's request counters for that plural
+/// count this test's requests alone.
+fn idlers(c: &Cluster, count: usize) -> (String, String) {
+    let (group, plural, kind) = (
+        "test.flotilla.dev",
+        format!("idlers{}", c.id),
+        format!("Idler{}", c.id),
+    );
+    let mut yaml = format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: {plural}.{group}}}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: {plural}, singular: idler{id}, kind: {kind}}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#,
+        id = c.id,
+    );
+    for i in 0..count {
+        yaml.push_str(&format!(
+            "---\napiVersion: {group}/v1\nkind: {kind}\nmetadata: {{name: i{i}, namespace: default}}\nspec: {{n: {i}}}\n"
+        ));
+    }
+    (plural, yaml)
+}
+
+#[tokio::test]
+async fn an_idle_applier_checks_from_its_watch_caches_and_sends_no_requests() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let bundle = c.n("idle");
+    let (plural, yaml) = idlers(&c, 20);
+    let d = desired(&bundle, "d-1", &yaml, ApplyOptions::default());
+    let applied = t.apply(&d).await.expect("applies");
+    assert_eq!(applied.state, State::Ready, "{applied:?}");
+    let requests = || c.requests_to("test.flotilla.dev", &plural);
+    let one_round = || async {
+        let out = enforce(&t, &d, State::Ready, &|| {})
+            .await
+            .expect("checked");
+        assert_eq!(out.state, State::Ready, "{out:?}");
+    };
+
+    // The caches fill with one LIST and catch up with the apply through their watch.
+    wait_until("a round is answered from the caches alone", || async {
+        let before = requests().await;
+        one_round().await;
+        (requests().await == before).then_some(())
+    })
+    .await;
+    let idle = requests().await;
+    for _ in 0..10 {
+        one_round().await;
+    }
+    assert_eq!(
+        requests().await,
+        idle,
+        "ten idle rounds of checks sent no GET, LIST or write for {plural}"
+    );
+
+    // A change by someone else is confirmed with one GET, then read from the cache again.
+    c.admin_api(
+        "test.flotilla.dev/v1",
+        &format!("Idler{}", c.id),
+        &plural,
+        Some("default"),
+    )
+    .patch(
+        "i3",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"n": 33}})),
+    )
+    .await
+    .expect("edited by hand");
+    check_until(&t, &d, "the edit is seen", |out| {
+        out.message.contains("/spec/n: 3 -> 33")
+    })
+    .await;
+    for _ in 0..5 {
+        t.check(&d).await.expect("check works");
+    }
+    // The hand edit's PATCH, and the spoke's one GET.
+    let mut expected = idle.clone();
+    for verb in ["PATCH", "GET"] {
+        *expected.entry(verb.to_string()).or_default() += 1;
+    }
+    assert_eq!(requests().await, expected);
     cleanup(&c, &t, &[&bundle]).await;
 }

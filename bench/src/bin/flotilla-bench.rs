@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use flotilla_bench::fleet::{self, FleetConfig};
 use flotilla_bench::machine::Machine;
-use flotilla_bench::{repo_bench, report, restart, soak, spoke_rss};
+use flotilla_bench::{repo_bench, report, restart, soak, spoke_idle, spoke_rss};
 use flotilla_model::duration::parse_duration;
 
 #[derive(Debug, Parser)]
@@ -31,6 +31,9 @@ enum Cmd {
     Fanout(FleetArgs),
     /// A real flotilla-spoke's RSS, idle and after B bundles to a directory target.
     SpokeRss(SpokeRssArgs),
+    /// A real flotilla-spoke's Kubernetes API requests while idle with B bundles of N
+    /// objects, from kube-apiserver's own metrics (needs `tests/k8s/up DIR`).
+    SpokeIdle(SpokeIdleArgs),
     /// (f) Renderer throughput on a generated repo of B bundles.
     Render(RepoArgs),
     /// (g) The hub's gix fetch of a new commit against `git fetch`, same repo.
@@ -137,6 +140,26 @@ struct FleetArgs {
     /// Record a `perf` profile of the hub per phase into DIR/<phase>.data.
     #[arg(long, value_name = "DIR")]
     profile: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct SpokeIdleArgs {
+    /// The control plane's folder, as given to `tests/k8s/up`.
+    #[arg(long)]
+    k8s_dir: PathBuf,
+    #[arg(long, default_value_t = 50)]
+    bundles: usize,
+    /// Objects (ConfigMaps) per bundle.
+    #[arg(long, default_value_t = 20)]
+    objects: usize,
+    /// The idle window, measured with the API server alone and with the spoke.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    window: Duration,
+    /// Wait after the last bundle is Ready before the window starts.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    settle: Duration,
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -262,6 +285,20 @@ fn main() -> Result<()> {
                 };
                 let runs = spoke_rss::run(&cfg).await?;
                 println!("{}", spoke_rss::report(&cfg, &machine, &runs));
+                Ok(())
+            }
+            Cmd::SpokeIdle(a) => {
+                let cfg = spoke_idle::SpokeIdleConfig {
+                    bundles: a.bundles,
+                    objects: a.objects,
+                    window: a.window,
+                    settle: a.settle,
+                    k8s_dir: a.k8s_dir,
+                    bin_dir: a.bin_dir,
+                    timeout: Duration::from_secs(600),
+                };
+                let result = spoke_idle::run(&cfg).await?;
+                println!("{}", spoke_idle::report(&cfg, &machine, &result));
                 Ok(())
             }
         }

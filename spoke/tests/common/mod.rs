@@ -10,7 +10,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -266,6 +266,45 @@ impl Cluster {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .map(|v| v as u64)
             .sum()
+    }
+
+    /// Requests the API server has served for `resource` (a plural; the tests make it
+    /// unique to one test) in `group`, by verb, from its own `apiserver_request_total`.
+    /// WATCH is left out: it is how the spoke is meant to learn of changes.
+    pub async fn requests_to(&self, group: &str, resource: &str) -> BTreeMap<String, u64> {
+        let req = http::Request::get("/metrics")
+            .body(Vec::new())
+            .expect("a request");
+        let text = self
+            .admin
+            .request_text(req)
+            .await
+            .expect("the API server's metrics");
+        let mut by_verb = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.rsplit_once("} ") else {
+                continue;
+            };
+            let label = |name: &str| {
+                labels
+                    .split("\",")
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                    .map(|v| v.trim_end_matches('"'))
+            };
+            let verb = label("verb").unwrap_or_default();
+            if label("group") != Some(group)
+                || label("resource") != Some(resource)
+                || verb == "WATCH"
+            {
+                continue;
+            }
+            let n = value.trim().parse::<f64>().expect("a counter value") as u64;
+            *by_verb.entry(verb.to_string()).or_default() += n;
+        }
+        by_verb
     }
 
     async fn admin_applies(&self, object: serde_json::Value) {

@@ -86,7 +86,7 @@ pub fn diff(kind: &str, applied: &Value, live: &Value, ignored: &[&str]) -> Vec<
     let mut out = Vec::new();
     if let (Value::Object(a), Value::Object(l)) = (&applied, live) {
         for (k, v) in a {
-            // Identity is compared by the GET itself; status is never applied.
+            // Identity is matched by the lookup itself (cache key or GET); status is never applied.
             if matches!(k.as_str(), "apiVersion" | "kind" | "status") {
                 continue;
             }

@@ -6,8 +6,9 @@
 //!
 //! The pure parts have their own modules: `manifest` (parsing, stamping), `order`
 //! (phases), `policy`, `health`, `drift`, `report` (folding verdicts into an
-//! [`Outcome`]). `discovery`, `inventory`, `watch` and `events` own the API calls of
-//! their concern; this module sequences them.
+//! [`Outcome`]). `discovery`, `inventory`, `watch`, `live` and `events` own the API
+//! calls of their concern; this module sequences them. Checks read live objects from the
+//! watches' caches (`live`), so an idle spoke makes no request but its watches.
 //!
 //! **Invariant:** a bundle is checked whole (parse, kinds, policy) before its first
 //! object is applied, and the inventory is written before objects are created, so a
@@ -18,6 +19,7 @@ mod drift;
 mod events;
 mod health;
 mod inventory;
+mod live;
 mod manifest;
 mod order;
 mod policy;
@@ -126,6 +128,8 @@ pub struct KubeTarget {
     policy: Policy,
     notify: Arc<Notify>,
     dirty: watch::Dirty,
+    /// What the spoke last knew of each applied object, so checks can trust the caches.
+    live: live::LiveObjects,
     events: Events,
     /// Bundle → the drift its last `check` found. Written by `check` and `apply`.
     drift_seen: Mutex<HashMap<String, DriftSeen>>,
@@ -181,6 +185,7 @@ impl KubeTarget {
             policy,
             notify,
             dirty,
+            live: live::LiveObjects::default(),
             drift_seen: Mutex::new(HashMap::new()),
         }
     }
@@ -384,15 +389,18 @@ impl KubeTarget {
                 .await
                 .map_err(|e| anyhow!("bundle {bundle}: applying {}: {}", p.r, api_error(e)))?;
             self.watches.ensure(&p.resolved.ar);
+            self.live.applied(&p.r, &live);
             verdicts.push((p.r.clone(), verdict_of_health(p, &live.data_value())));
         }
         if !crds_waited {
             self.wait_established(bundle, &plan, &mut verdicts).await?;
         }
+        let stale = inventory::stale(&old, &new);
+        self.live.forget(&stale);
         let pruned = if d.options.keep_resources {
             Vec::new()
         } else {
-            self.prune(bundle, inventory::stale(&old, &new)).await?
+            self.prune(bundle, stale).await?
         };
         let objects = new.len();
         let inventory_uid = inventory::store(
@@ -520,6 +528,7 @@ impl KubeTarget {
     async fn remove_bundle(&self, bundle: &str, keep_resources: bool) -> Result<()> {
         self.drift_seen().remove(bundle);
         if let Some(inv) = inventory::load(&self.client, bundle).await? {
+            self.live.forget(&inv.objects);
             if !keep_resources {
                 let pruned = self.prune(bundle, inv.objects).await?;
                 if !pruned.is_empty() {
@@ -550,9 +559,10 @@ impl KubeTarget {
         let mut verdicts = Vec::with_capacity(plan.len());
         for p in &plan {
             self.watches.ensure(&p.resolved.ar);
+            let store = self.watches.ready_store(&p.resolved.ar);
             let live = self
-                .api(p)
-                .get_opt(&p.r.name)
+                .live
+                .read(&p.r, &p.resolved.ar, store.as_ref(), &self.api(p))
                 .await
                 .map_err(|e| anyhow!("bundle {bundle}: reading {}: {}", p.r, api_error(e)))?;
             let verdict = match live {
