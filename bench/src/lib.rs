@@ -7,6 +7,9 @@
 //! - `spoke-rss` (module `spoke_rss`): a real spoke's memory, idle and loaded.
 //! - `spoke-idle` (module `spoke_idle`): the Kubernetes API requests of a real spoke
 //!   holding many bundles while idle, counted by kube-apiserver itself.
+//! - `kube-apply` (module `kube_apply`): the spoke's applier against `kubectl apply
+//!   --server-side` on a real kube-apiserver (first apply of 1,000 objects), and the time
+//!   from an out-of-band edit to its correction.
 //!
 //! Module map: `hub` starts and talks to the hub process; `repo` generates the git repo;
 //! `net` opens counted, unshared TLS connections; `machine` reads `/proc`; `stats` and
@@ -19,6 +22,7 @@
 
 pub mod fleet;
 pub mod hub;
+pub mod kube_apply;
 pub mod machine;
 pub mod net;
 pub mod repo;

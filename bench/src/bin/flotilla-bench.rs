@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use flotilla_bench::fleet::{self, FleetConfig};
 use flotilla_bench::machine::Machine;
-use flotilla_bench::{repo_bench, report, restart, soak, spoke_idle, spoke_rss};
+use flotilla_bench::{kube_apply, repo_bench, report, restart, soak, spoke_idle, spoke_rss};
 use flotilla_model::duration::parse_duration;
 
 #[derive(Debug, Parser)]
@@ -34,6 +34,9 @@ enum Cmd {
     /// A real flotilla-spoke's Kubernetes API requests while idle with B bundles of N
     /// objects, from kube-apiserver's own metrics (needs `tests/k8s/up DIR`).
     SpokeIdle(SpokeIdleArgs),
+    /// The spoke's applier against `kubectl apply --server-side` on a real API server
+    /// (first apply of 1,000 objects), and edit-to-correction time (needs `tests/k8s/up DIR`).
+    KubeApply(KubeApplyArgs),
     /// (f) Renderer throughput on a generated repo of B bundles.
     Render(RepoArgs),
     /// (g) The hub's gix fetch of a new commit against `git fetch`, same repo.
@@ -140,6 +143,26 @@ struct FleetArgs {
     /// Record a `perf` profile of the hub per phase into DIR/<phase>.data.
     #[arg(long, value_name = "DIR")]
     profile: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct KubeApplyArgs {
+    /// The control plane's folder, as given to `tests/k8s/up`.
+    #[arg(long)]
+    k8s_dir: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long, default_value_t = 300)]
+    deployments: usize,
+    #[arg(long, default_value_t = 300)]
+    services: usize,
+    #[arg(long, default_value_t = 100)]
+    custom_resources: usize,
+    #[arg(long, default_value_t = 298)]
+    configmaps: usize,
+    /// Out-of-band edits timed to their correction.
+    #[arg(long, default_value_t = 20)]
+    edits: usize,
 }
 
 #[derive(Debug, Args)]
@@ -285,6 +308,20 @@ fn main() -> Result<()> {
                 };
                 let runs = spoke_rss::run(&cfg).await?;
                 println!("{}", spoke_rss::report(&cfg, &machine, &runs));
+                Ok(())
+            }
+            Cmd::KubeApply(a) => {
+                let cfg = kube_apply::KubeApplyConfig {
+                    k8s_dir: a.k8s_dir,
+                    runs: a.runs.max(1),
+                    deployments: a.deployments,
+                    services: a.services,
+                    custom_resources: a.custom_resources,
+                    configmaps: a.configmaps,
+                    edits: a.edits.max(1),
+                };
+                let result = kube_apply::run(&cfg).await?;
+                println!("{}\n{}", machine_line(&machine), kube_apply::report(&cfg, &result));
                 Ok(())
             }
             Cmd::SpokeIdle(a) => {
