@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -58,6 +59,10 @@ pub use self::policy::{GroupKind, KindName, Policy, PolicyError, PolicySpec};
 pub const FIELD_MANAGER: &str = "flotilla";
 /// How long a CRD may take to become Established.
 const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
+/// Server-side applies in flight at once within one phase of a bundle. Sixteen keeps a
+/// 2-core API server busy without queueing behind its max-in-flight limits (400 by
+/// default), and a bundle's first apply several times faster than one at a time.
+const APPLY_CONCURRENCY: usize = 16;
 
 /// How to reach the cluster and what to refuse.
 #[derive(Debug, Clone, Default)]
@@ -373,8 +378,11 @@ impl KubeTarget {
         params.force = d.options.force || d.options.correct_drift;
         let mut verdicts = Vec::with_capacity(plan.len());
         let mut crds_waited = false;
-        for p in &plan {
-            if p.phase > Phase::Crd && !crds_waited {
+        // The plan is sorted by phase. Phases go one after the other; the objects of one
+        // phase do not depend on each other, so they are applied APPLY_CONCURRENCY at a
+        // time (an SSA round trip each), and their answers are taken in plan order.
+        for phase_objects in plan.chunk_by(|a, b| a.phase == b.phase) {
+            if phase_objects[0].phase > Phase::Crd && !crds_waited {
                 crds_waited = true;
                 self.wait_established(bundle, &plan, &mut verdicts).await?;
                 for ns in used.difference(&declared) {
@@ -383,14 +391,19 @@ impl KubeTarget {
                         .with_context(|| format!("bundle {bundle}"))?;
                 }
             }
-            let live = self
-                .api(p)
-                .patch(&p.r.name, &params, &Patch::Apply(&p.value))
-                .await
-                .map_err(|e| anyhow!("bundle {bundle}: applying {}: {}", p.r, api_error(e)))?;
-            self.watches.ensure(&p.resolved.ar);
-            self.live.applied(&p.r, &live);
-            verdicts.push((p.r.clone(), verdict_of_health(p, &live.data_value())));
+            let calls: Vec<_> = phase_objects
+                .iter()
+                .map(|p| self.apply_one(bundle, p, &params))
+                .collect();
+            let applied: Vec<DynamicObject> = futures::stream::iter(calls)
+                .buffered(APPLY_CONCURRENCY)
+                .try_collect()
+                .await?;
+            for (p, live) in phase_objects.iter().zip(applied) {
+                self.watches.ensure(&p.resolved.ar);
+                self.live.applied(&p.r, &live);
+                verdicts.push((p.r.clone(), verdict_of_health(p, &live.data_value())));
+            }
         }
         if !crds_waited {
             self.wait_established(bundle, &plan, &mut verdicts).await?;
@@ -419,6 +432,19 @@ impl KubeTarget {
             pruned,
             inventory_uid,
         })
+    }
+
+    /// One server-side apply.
+    async fn apply_one(
+        &self,
+        bundle: &str,
+        p: &Planned,
+        params: &PatchParams,
+    ) -> Result<DynamicObject> {
+        self.api(p)
+            .patch(&p.r.name, params, &Patch::Apply(&p.value))
+            .await
+            .map_err(|e| anyhow!("bundle {bundle}: applying {}: {}", p.r, api_error(e)))
     }
 
     /// Waits until every CRD of the plan is Established, so its kinds can be applied,
