@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use flotilla_spoke::target::kubernetes::{INVENTORY_NAMESPACE, KubeTarget};
+use flotilla_spoke::target::kubernetes::{self, INVENTORY_NAMESPACE, KubeTarget};
 use flotilla_spoke::target::{ApplyOptions, Desired, Policy, PolicySpec};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
-use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+use kube::config::Config;
 use kube::core::ApiResource;
 use serde_json::json;
 
@@ -123,11 +123,9 @@ pub async fn cluster() -> Cluster {
 }
 
 async fn config_from_file(path: &str) -> Config {
-    let yaml = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    let kc = Kubeconfig::from_yaml(&yaml).expect("kubeconfig parses");
-    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+    kubernetes::client_config(Some(Path::new(path)))
         .await
-        .expect("kubeconfig is usable")
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 impl Cluster {
@@ -250,21 +248,16 @@ impl Cluster {
     /// not allow, and the request is then forbidden). Refusals are not counted in
     /// `apiserver_request_total`, which starts after authorization.
     pub async fn refused_requests(&self) -> u64 {
-        let req = http::Request::get("/metrics")
-            .body(Vec::new())
-            .expect("a request");
-        let text = self
-            .admin
-            .request_text(req)
+        self.metric("authorization_attempts_total")
             .await
-            .expect("the API server's metrics");
-        text.lines()
-            .filter(|l| {
-                l.starts_with("authorization_attempts_total{")
-                    && (l.contains("result=\"no-opinion\"") || l.contains("result=\"denied\""))
+            .into_iter()
+            .filter(|(labels, _)| {
+                matches!(
+                    labels.get("result").map(String::as_str),
+                    Some("no-opinion" | "denied")
+                )
             })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .map(|v| v as u64)
+            .map(|(_, n)| n)
             .sum()
     }
 
@@ -272,6 +265,23 @@ impl Cluster {
     /// unique to one test) in `group`, by verb, from its own `apiserver_request_total`.
     /// WATCH is left out: it is how the spoke is meant to learn of changes.
     pub async fn requests_to(&self, group: &str, resource: &str) -> BTreeMap<String, u64> {
+        let mut by_verb = BTreeMap::new();
+        for (labels, n) in self.metric("apiserver_request_total").await {
+            let label = |name: &str| labels.get(name).map(String::as_str);
+            let verb = label("verb").unwrap_or_default();
+            if label("group") == Some(group)
+                && label("resource") == Some(resource)
+                && verb != "WATCH"
+            {
+                *by_verb.entry(verb.to_string()).or_default() += n;
+            }
+        }
+        by_verb
+    }
+
+    /// The samples of counter `name` in the API server's own `/metrics`, as
+    /// (labels, value).
+    async fn metric(&self, name: &str) -> Vec<(BTreeMap<String, String>, u64)> {
         let req = http::Request::get("/metrics")
             .body(Vec::new())
             .expect("a request");
@@ -280,31 +290,18 @@ impl Cluster {
             .request_text(req)
             .await
             .expect("the API server's metrics");
-        let mut by_verb = BTreeMap::new();
-        for line in text.lines() {
-            let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-                continue;
-            };
-            let Some((labels, value)) = rest.rsplit_once("} ") else {
-                continue;
-            };
-            let label = |name: &str| {
-                labels
+        let prefix = format!("{name}{{");
+        text.lines()
+            .filter_map(|line| {
+                let (labels, value) = line.strip_prefix(&prefix)?.rsplit_once("} ")?;
+                let labels = labels
                     .split("\",")
-                    .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                    .map(|v| v.trim_end_matches('"'))
-            };
-            let verb = label("verb").unwrap_or_default();
-            if label("group") != Some(group)
-                || label("resource") != Some(resource)
-                || verb == "WATCH"
-            {
-                continue;
-            }
-            let n = value.trim().parse::<f64>().expect("a counter value") as u64;
-            *by_verb.entry(verb.to_string()).or_default() += n;
-        }
-        by_verb
+                    .filter_map(|kv| kv.split_once("=\""))
+                    .map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string()))
+                    .collect();
+                Some((labels, value.trim().parse::<f64>().ok()? as u64))
+            })
+            .collect()
     }
 
     async fn admin_applies(&self, object: serde_json::Value) {

@@ -96,6 +96,23 @@ pub fn config_available(explicit: Option<&std::path::Path>) -> bool {
         && std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").is_file()
 }
 
+/// The client configuration from a kubeconfig file, or inferred without one
+/// (`KUBECONFIG`, `~/.kube/config`, in-cluster).
+pub async fn client_config(kubeconfig: Option<&std::path::Path>) -> Result<Config> {
+    match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))
+        }
+        None => Config::infer()
+            .await
+            .context("no kubeconfig (KUBECONFIG, ~/.kube/config) or in-cluster config"),
+    }
+}
+
 /// A bundle the spoke policy refuses.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -144,18 +161,7 @@ impl KubeTarget {
     /// Builds a client from the kubeconfig (or infers one) and checks that the server
     /// answers discovery.
     pub async fn connect(opts: KubeOptions) -> Result<Self> {
-        let config = match &opts.kubeconfig {
-            Some(path) => {
-                let kc = Kubeconfig::read_from(path)
-                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                    .await
-                    .with_context(|| format!("using kubeconfig {}", path.display()))?
-            }
-            None => Config::infer()
-                .await
-                .context("no kubeconfig (KUBECONFIG, ~/.kube/config) or in-cluster config")?,
-        };
+        let config = client_config(opts.kubeconfig.as_deref()).await?;
         let client = Client::try_from(config).context("building the Kubernetes client")?;
         KubeTarget::with_policy(client, &opts.policy, &opts.cluster).await
     }
