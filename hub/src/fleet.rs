@@ -104,6 +104,9 @@ impl BundleEntry {
 #[derive(Default)]
 pub struct SourceRuntime {
     pub commit: Option<String>,
+    /// The branch's head when its tree was refused as a whole (a hostile name, over its
+    /// budgets): the poller does not index it again until the branch moves.
+    pub refused_commit: Option<String>,
     pub error: Option<String>,
     pub error_since: i64,
     pub last_poll: i64,

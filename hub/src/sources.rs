@@ -27,6 +27,8 @@ fn source_dir(fleet: &Fleet, name: &str) -> PathBuf {
 /// Polls one source until it is removed from the fleet.
 pub async fn run_poller(fleet: Arc<Fleet>, source: Arc<SourceState>) {
     let name = source.spec.name.clone();
+    let dir = source_dir(&fleet, &name);
+    let _ = tokio::task::spawn_blocking(move || remove_checkouts(&dir)).await;
     loop {
         let still_current = fleet
             .sources
@@ -49,10 +51,14 @@ pub async fn run_poller(fleet: Arc<Fleet>, source: Arc<SourceState>) {
 async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
     let spec = source.spec.clone();
     let dir = source_dir(fleet, &spec.name);
-    let previous_commit = source.runtime.read().ok().and_then(|r| r.commit.clone());
+    let (previous_commit, refused_commit) = source
+        .runtime
+        .read()
+        .map(|r| (r.commit.clone(), r.refused_commit.clone()))
+        .unwrap_or_default();
     let limits = fleet.limits.clone();
     let started = std::time::Instant::now();
-    let fetched = tokio::task::spawn_blocking(move || -> Result<Option<Loaded>, String> {
+    let polled = tokio::task::spawn_blocking(move || -> Result<Polled, String> {
         let commit = git::fetch_branch(
             &dir.join("mirror.git"),
             &spec.repo,
@@ -61,27 +67,39 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
         )
         .map_err(|e| e.to_string())?;
         if previous_commit.as_deref() == Some(commit.as_str()) {
-            return Ok(None);
+            return Ok(Polled::Unchanged);
         }
-        remove_checkouts(&dir);
+        if refused_commit.as_deref() == Some(commit.as_str()) {
+            return Ok(Polled::StillRefused);
+        }
         // Rendered straight from the object database: nothing of the repo is written to
         // disk, so no tree entry can point a write anywhere.
-        let (tree, blobs) = git::load_tree(&dir.join("mirror.git"), &commit, &spec.paths, &limits)
-            .map_err(|e| e.to_string())?;
-        let bundles = render::discover_tree(&tree, &blobs, &spec.name, &spec.paths, &limits);
-        Ok(Some(Loaded { commit, bundles }))
+        match git::load_tree(&dir.join("mirror.git"), &commit, &spec.paths, &limits) {
+            Ok((tree, blobs)) => {
+                let bundles =
+                    render::discover_tree(&tree, &blobs, &spec.name, &spec.paths, &limits);
+                Ok(Polled::Loaded(Loaded { commit, bundles }))
+            }
+            Err(e) => Ok(Polled::Refused {
+                commit,
+                error: e.to_string(),
+            }),
+        }
     })
     .await
-    .unwrap_or_else(|e| Err(format!("poller task failed: {e}")))
+    .unwrap_or_else(|e| Err(format!("poller task failed: {e}")));
     // Errors from git and the network may quote the URL, credentials and all; nothing
     // past this point (status, the Admin API, logs) sees them.
-    .map_err(|e| flotilla_model::redact_in(&e, &source.spec.repo));
+    let redact = |e: &str| flotilla_model::redact_in(e, &source.spec.repo);
 
     fleet
         .metrics
         .git_poll_seconds
         .observe(started.elapsed().as_secs_f64());
-    if fetched.is_err() {
+    if matches!(
+        polled,
+        Err(_) | Ok(Polled::Refused { .. } | Polled::StillRefused)
+    ) {
         fleet.metrics.git_poll_errors.inc();
     }
     let now = now_unix();
@@ -89,16 +107,26 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
         return;
     };
     rt.last_poll = now;
-    match fetched {
-        Err(e) => {
-            if rt.error.is_none() {
-                rt.error_since = now;
-            }
-            tracing::warn!(source = %source.spec.name, error = %e, "git poll failed; keeping the last good revision");
-            rt.error = Some(e);
+    let failed = |rt: &mut crate::fleet::SourceRuntime, e: String| {
+        if rt.error.is_none() {
+            rt.error_since = now;
         }
-        Ok(None) => rt.error = None,
-        Ok(Some(loaded)) => {
+        tracing::warn!(source = %source.spec.name, error = %e, "git poll failed; keeping the last good revision");
+        rt.error = Some(e);
+    };
+    match polled {
+        Err(e) => failed(&mut rt, redact(&e)),
+        Ok(Polled::Refused { commit, error }) => {
+            failed(&mut rt, redact(&error));
+            rt.refused_commit = Some(commit);
+        }
+        // The error it was refused with stands.
+        Ok(Polled::StillRefused) => {}
+        Ok(Polled::Unchanged) => {
+            rt.error = None;
+            rt.refused_commit = None;
+        }
+        Ok(Polled::Loaded(loaded)) => {
             let previous: HashMap<Arc<str>, Arc<BundleEntry>> = rt
                 .bundles
                 .iter()
@@ -116,10 +144,23 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
             rt.commit = Some(loaded.commit);
             rt.bundles = Some(entries);
             rt.error = None;
+            rt.refused_commit = None;
             drop(rt);
             fleet.trigger(Trigger::All);
         }
     }
+}
+
+/// What one poll found at the branch's head.
+enum Polled {
+    /// The published revision.
+    Unchanged,
+    /// A new revision, loaded.
+    Loaded(Loaded),
+    /// A new head whose tree is refused as a whole.
+    Refused { commit: String, error: String },
+    /// The head refused at an earlier poll: not indexed again.
+    StillRefused,
 }
 
 struct Loaded {
