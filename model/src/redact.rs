@@ -12,48 +12,14 @@ pub const REDACTED: &str = "***";
 /// scp-like `git@host:path`) is a name, not a secret, and stays. Text that is not a URL
 /// comes back unchanged.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = match rest.find(['/', '?', '#']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:{REDACTED}@{host}"),
-            None if lone_user_is_secret(scheme) => format!("{REDACTED}@{host}"),
-            None => authority.to_string(),
-        },
-        None => authority.to_string(),
-    };
-    format!("{scheme}://{authority}{}", redact_query(path))
-}
-
-fn lone_user_is_secret(scheme: &str) -> bool {
-    scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
-}
-
-fn redact_query(path: &str) -> String {
-    let Some((before, query)) = path.split_once('?') else {
-        return path.to_string();
-    };
-    let (query, fragment) = match query.split_once('#') {
-        Some((q, f)) => (q, Some(f)),
-        None => (query, None),
-    };
-    let redacted: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) => format!("{k}={REDACTED}"),
-            None => pair.to_string(),
-        })
-        .collect();
-    let mut out = format!("{before}?{}", redacted.join("&"));
-    if let Some(f) = fragment {
-        out.push('#');
-        out.push_str(f);
+    let mut out = String::with_capacity(url.len());
+    let mut at = 0;
+    for span in secret_spans(url) {
+        out.push_str(&url[at..span.start]);
+        out.push_str(REDACTED);
+        at = span.end;
     }
+    out.push_str(&url[at..]);
     out
 }
 
@@ -61,38 +27,54 @@ fn redact_query(path: &str) -> String {
 /// from git or the network may quote the URL whole, or only its host and user).
 pub fn redact_in(text: &str, url: &str) -> String {
     let mut out = text.replace(url, &redact_url(url));
-    for secret in secrets_of(url) {
-        out = out.replace(&secret, REDACTED);
+    let mut secrets: Vec<&str> = secret_spans(url)
+        .into_iter()
+        .map(|span| &url[span])
+        // A one- or two-character value would redact unrelated text; no real secret is.
+        .filter(|s| s.len() >= 3)
+        .collect();
+    // Longest first, so a secret that contains another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
+        out = out.replace(secret, REDACTED);
     }
     out
 }
 
-/// The userinfo secret and the query values of `url`, longest first.
-fn secrets_of(url: &str) -> Vec<String> {
+/// Where the secrets of `url` are, in order: the userinfo's password (or, over http(s),
+/// a lone user) and each query value.
+fn secret_spans(url: &str) -> Vec<std::ops::Range<usize>> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Vec::new();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let mut secrets = Vec::new();
-    if let Some((userinfo, _)) = rest[..authority_end].rsplit_once('@') {
-        match userinfo.split_once(':') {
-            Some((_, password)) => secrets.push(password.to_string()),
-            None if lone_user_is_secret(scheme) => secrets.push(userinfo.to_string()),
+    let base = scheme.len() + 3;
+    let authority_end = base + rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let mut spans = Vec::new();
+    if let Some(userinfo_end) = url[base..authority_end].rfind('@').map(|i| base + i) {
+        match url[base..userinfo_end].find(':') {
+            Some(colon) => spans.push(base + colon + 1..userinfo_end),
+            None if lone_user_is_secret(scheme) => spans.push(base..userinfo_end),
             None => {}
         }
     }
-    if let Some((_, query)) = rest[authority_end..].split_once('?') {
-        let query = query.split('#').next().unwrap_or("");
-        secrets.extend(
-            query
-                .split('&')
-                .filter_map(|p| p.split_once('=').map(|(_, v)| v.to_string())),
-        );
+    if let Some(q) = url[authority_end..]
+        .find('?')
+        .map(|i| authority_end + i + 1)
+    {
+        let query_end = url[q..].find('#').map_or(url.len(), |i| q + i);
+        let mut start = q;
+        for pair in url[q..query_end].split('&') {
+            if let Some(eq) = pair.find('=') {
+                spans.push(start + eq + 1..start + pair.len());
+            }
+            start += pair.len() + 1;
+        }
     }
-    // A one- or two-character value would redact unrelated text; no real secret is one.
-    secrets.retain(|s| s.len() >= 3);
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    secrets
+    spans
+}
+
+fn lone_user_is_secret(scheme: &str) -> bool {
+    scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
 }
 
 #[cfg(test)]

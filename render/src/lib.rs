@@ -43,7 +43,7 @@ pub use fleet_yaml::{
 };
 pub use repo_tree::{MAX_LINK_TARGET_BYTES, ReadBlob, RepoTree, TreeError};
 
-/// Size limits on what a bundle may read.
+/// What a bundle may read, build and spend, and how large a source's git tree may be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest single file.
@@ -55,7 +55,8 @@ pub struct Limits {
     /// Most bytes of objects one bundle's renders may build or copy (see `budget.rs`).
     pub max_render_bytes: u64,
     /// Most work steps one bundle's renders may take: one object through one
-    /// transformer, one patch tried on one object, one file parsed (per 256 bytes).
+    /// transformer, one patch tried on one object, one visit of a kustomization, and a
+    /// step per 16 bytes of YAML parsed (see `budget.rs`).
     pub max_render_work: u64,
     /// Deepest chain of kustomizations (resources and bases) below the bundle's own.
     pub max_kustomize_depth: usize,
