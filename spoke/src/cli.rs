@@ -156,22 +156,7 @@ fn policy_spec(args: &Args) -> Result<PolicySpec> {
     let Some(path) = &args.policy else {
         return Ok(flags);
     };
-    let mut text = String::new();
-    std::io::Read::read_to_string(
-        &mut std::io::Read::take(
-            std::fs::File::open(path)
-                .with_context(|| format!("opening policy file {}", path.display()))?,
-            MAX_POLICY_FILE + 1,
-        ),
-        &mut text,
-    )
-    .with_context(|| format!("reading policy file {}", path.display()))?;
-    if text.len() as u64 > MAX_POLICY_FILE {
-        bail!(
-            "policy file {} is larger than {MAX_POLICY_FILE} bytes",
-            path.display()
-        );
-    }
+    let text = read_small_file(path, MAX_POLICY_FILE, "policy file")?;
     Ok(flags.merge(PolicySpec::from_yaml(path, &text)?)?)
 }
 
@@ -195,18 +180,57 @@ async fn shutdown_signal() {
 const MAX_JOIN_FILE: u64 = 16 * 1024;
 
 fn read_join_file(path: &std::path::Path) -> Result<String> {
+    read_small_file(path, MAX_JOIN_FILE, "--join-file")
+}
+
+/// A text file an operator wrote, read only up to `max` bytes: a larger one is refused
+/// before it is read whole.
+fn read_small_file(path: &std::path::Path, max: u64, what: &str) -> Result<String> {
     use std::io::Read;
     let file =
-        std::fs::File::open(path).with_context(|| format!("--join-file {}", path.display()))?;
+        std::fs::File::open(path).with_context(|| format!("opening {what} {}", path.display()))?;
     let mut text = String::new();
-    file.take(MAX_JOIN_FILE + 1)
+    file.take(max + 1)
         .read_to_string(&mut text)
-        .with_context(|| format!("--join-file {}: not UTF-8 text", path.display()))?;
-    if text.len() as u64 > MAX_JOIN_FILE {
-        bail!(
-            "--join-file {}: larger than {MAX_JOIN_FILE} bytes; it should hold one join string",
-            path.display()
-        );
+        .with_context(|| format!("reading {what} {} (UTF-8 text)", path.display()))?;
+    if text.len() as u64 > max {
+        bail!("{what} {} is larger than {max} bytes", path.display());
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_files_that_are_too_large_missing_or_not_text_are_clear_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = dir.path().join("big.join");
+        std::fs::write(&big, vec![b'a'; MAX_JOIN_FILE as usize + 1]).expect("write");
+        let err = format!("{:#}", read_join_file(&big).expect_err("refused"));
+        assert!(
+            err.contains("--join-file") && err.contains("larger than 16384 bytes"),
+            "{err}"
+        );
+
+        let missing = dir.path().join("missing.yaml");
+        let err = format!(
+            "{:#}",
+            read_small_file(&missing, 10, "policy file").expect_err("refused")
+        );
+        assert!(
+            err.contains("opening policy file") && err.contains("missing.yaml"),
+            "{err}"
+        );
+
+        let binary = dir.path().join("binary.join");
+        std::fs::write(&binary, [0xff, 0xfe, 0x00]).expect("write");
+        let err = format!("{:#}", read_join_file(&binary).expect_err("refused"));
+        assert!(err.contains("UTF-8"), "{err}");
+
+        let ok = dir.path().join("ok.join");
+        std::fs::write(&ok, "abcd1234.secret\n").expect("write");
+        assert_eq!(read_join_file(&ok).expect("read"), "abcd1234.secret\n");
+    }
 }
