@@ -15,6 +15,16 @@ use serde_json::Value;
 /// Generous: CI machines are small and busy. Tests never assert on time.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The permission bits of `path` (`0o600` for a private key), or a panic naming it.
+pub fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
 /// Path of a workspace binary, e.g. `flotilla-hub`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

@@ -6,15 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use flotilla_e2e::{GitServer, Hub, Proc, bin, example_repo, free_port, wait_until};
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
+use flotilla_e2e::{
+    GitServer, Hub, Proc, bin, example_repo, file_mode as mode, free_port, wait_until,
+};
 
 /// Every regular file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {

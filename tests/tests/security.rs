@@ -59,11 +59,7 @@ fn certificates_are_renewed_on_the_open_stream_without_reapplying_anything() {
         "each bundle applied once:\n{log}"
     );
     assert!(log.contains("client certificate renewed"), "{log}");
-    let mode = std::fs::metadata(dev.state.join("key.pem"))
-        .expect("key")
-        .permissions()
-        .mode()
-        & 0o777;
+    let mode = flotilla_e2e::file_mode(&dev.state.join("key.pem"));
     assert_eq!(mode, 0o600, "the renewed key is 0600 too");
     hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
 }
@@ -236,11 +232,7 @@ fn a_viewer_can_read_but_every_mutating_call_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let key_mode = std::fs::metadata(tmp.path().join("viewer/viewer-key.pem"))
-        .expect("key")
-        .permissions()
-        .mode()
-        & 0o777;
+    let key_mode = flotilla_e2e::file_mode(&tmp.path().join("viewer/viewer-key.pem"));
     assert_eq!(key_mode, 0o600);
     let join = hub.token("1h", 1);
     let _dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");

@@ -1,7 +1,6 @@
 //! The walking skeleton end to end: git daemon → hub → mTLS Sync → spoke → files, with
 //! status read back through the CLI as a user would.
 
-use std::os::unix::fs::PermissionsExt;
 
 use flotilla_e2e::{GitServer, Hub, Spoke, example_repo, wait_until};
 
@@ -33,11 +32,7 @@ fn a_spoke_registers_receives_its_bundles_and_reports_ready() {
     assert_eq!(dev_row["state"], "Ready");
     assert_eq!(dev_row["labels"]["env"], "dev");
 
-    let key_mode = std::fs::metadata(dev.state.join("key.pem"))
-        .expect("spoke key exists")
-        .permissions()
-        .mode()
-        & 0o777;
+    let key_mode = flotilla_e2e::file_mode(&dev.state.join("key.pem"));
     assert_eq!(key_mode, 0o600, "the spoke's private key is 0600");
     let sources = hub.json(&["sources"]);
     assert_eq!(sources[0]["bundles"], 2);
