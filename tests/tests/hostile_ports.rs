@@ -76,6 +76,28 @@ impl Closed {
     fn count(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Waits until the hub has closed at least `n` of the connections watched.
+    fn wait_for(&self, what: &str, n: usize, opened: usize) {
+        wait_until(what, || {
+            let c = self.count();
+            if c >= n {
+                Ok(())
+            } else {
+                Err(format!("{c} of {opened} closed"))
+            }
+        });
+    }
+}
+
+/// `flotilla clusters` answers: the admin API is still served.
+fn assert_admin_answers(hub: &Hub) {
+    let clusters = hub.cli(&["clusters"]);
+    assert!(
+        clusters.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clusters.stderr)
+    );
 }
 
 /// The attacker's moves, each opening `n` connections and handing them to `closed`.
@@ -224,25 +246,14 @@ fn thousands_of_idle_and_half_open_connections_leave_the_hub_to_its_admins_and_s
             Err(format!("{fds} fds open, bound {bound}"))
         }
     });
-    wait_until(
+    closed.wait_for(
         "the hub to close all but the newest parked connections",
-        || {
-            let n = closed.count();
-            if n >= opened - UNAUTHENTICATED_CAP - HTTP_CAP {
-                Ok(())
-            } else {
-                Err(format!("{n} of {opened} closed"))
-            }
-        },
+        opened - UNAUTHENTICATED_CAP - HTTP_CAP,
+        opened,
     );
 
     // While the newest ones are still parked, admins and new spokes get through.
-    let clusters = hub.cli(&["clusters"]);
-    assert!(
-        clusters.status.success(),
-        "{}",
-        String::from_utf8_lossy(&clusters.stderr)
-    );
+    assert_admin_answers(&hub);
     let join = hub.token("1h", 1);
     let _dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
     hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
@@ -310,20 +321,8 @@ fn idle_and_half_open_connections_are_closed_once_their_deadlines_pass() {
         attacker.half_headers(n).await;
     });
     let opened = 7 * n;
-    wait_until("the hub to close every idle connection", || {
-        let c = closed.count();
-        if c == opened {
-            Ok(())
-        } else {
-            Err(format!("{c} of {opened} closed"))
-        }
-    });
-    let clusters = hub.cli(&["clusters"]);
-    assert!(
-        clusters.status.success(),
-        "{}",
-        String::from_utf8_lossy(&clusters.stderr)
-    );
+    closed.wait_for("the hub to close every idle connection", opened, opened);
+    assert_admin_answers(&hub);
     drop(rt);
 }
 

@@ -1,7 +1,6 @@
 //! The walking skeleton end to end: git daemon → hub → mTLS Sync → spoke → files, with
 //! status read back through the CLI as a user would.
 
-
 use flotilla_e2e::{GitServer, Hub, Spoke, example_repo, wait_until};
 
 #[test]
