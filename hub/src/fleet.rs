@@ -338,6 +338,32 @@ impl Fleet {
         Ok((Arc::new(fleet), rx))
     }
 
+    /// A fleet on a fresh store under `dir`, with a new CA and default settings, and the
+    /// channel its reconcile triggers go to.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        dir: &std::path::Path,
+    ) -> (Arc<Fleet>, mpsc::UnboundedReceiver<Trigger>) {
+        let (store, snapshot) =
+            crate::store::Store::open(&dir.join("state.redb")).expect("store opens");
+        let (ca, _key) = flotilla_identity::Ca::generate("test CA").expect("CA");
+        Fleet::restore(
+            FleetParts {
+                store,
+                trust_pem: ca.cert_pem().to_string(),
+                pin: ca.fingerprint(),
+                ca,
+                advertise: "127.0.0.1:1".into(),
+                cert_lifetime: std::time::Duration::from_secs(3600),
+                data_dir: dir.to_path_buf(),
+                self_label_keys: Default::default(),
+                limits: render::Limits::default(),
+            },
+            &snapshot,
+        )
+        .expect("fleet restores")
+    }
+
     pub fn trigger(&self, t: Trigger) {
         // The receiver lives as long as the hub; a send error only happens at shutdown.
         let _ = self.reconcile_tx.send(t);
@@ -984,5 +1010,52 @@ impl Fleet {
             .iter()
             .map(|(b, a)| self.row_state(c, b, a).0)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(deployment: &str) -> StatusRecord {
+        StatusRecord {
+            deployment_id: deployment.to_string(),
+            state: State::Ready,
+            message: String::new(),
+            resources: Vec::new(),
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_status_between_a_batch_clearing_its_plans_and_planning_again_advances_the_rollout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fleet, mut triggers) = Fleet::for_tests(dir.path());
+        let plan = rollout::Plan {
+            report: rollout::RolloutReport {
+                phase: "InProgress".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        fleet
+            .rollout_plans
+            .lock()
+            .expect("plans")
+            .insert("web".into(), Arc::new(plan));
+        // A new batch begins: its plans are computed as its clusters are reconciled.
+        fleet.start_reconcile_batch();
+        let canary = ClusterName::new("canary").expect("name");
+        fleet.record_status(&canary, "web", ready("d-2"));
+        assert!(
+            matches!(triggers.try_recv(), Ok(Trigger::All)),
+            "the canary's Ready must let the rollout move on"
+        );
+
+        // A bundle without a rollout in progress triggers nothing.
+        fleet.start_reconcile_batch();
+        fleet.start_reconcile_batch();
+        fleet.record_status(&canary, "web", ready("d-3"));
+        assert!(triggers.try_recv().is_err());
     }
 }

@@ -233,4 +233,21 @@ mod tests {
         std::fs::write(&ok, "abcd1234.secret\n").expect("write");
         assert_eq!(read_join_file(&ok).expect("read"), "abcd1234.secret\n");
     }
+
+    #[test]
+    fn a_join_string_given_both_inline_and_as_a_file_is_refused() {
+        let err = Args::try_parse_from([
+            "flotilla-spoke",
+            "--name",
+            "dev",
+            "--state-dir",
+            "/tmp/x",
+            "--join",
+            "abcd1234.secret",
+            "--join-file",
+            "/tmp/dev.join",
+        ])
+        .expect_err("refused");
+        assert!(err.to_string().contains("cannot be used with"), "{err}");
+    }
 }

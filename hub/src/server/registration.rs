@@ -161,31 +161,12 @@ impl Registration for RegistrationService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::FleetParts;
-    use crate::store::Store;
     use tonic::Code;
 
     const ROUNDS: usize = 40;
 
     fn fleet(dir: &std::path::Path) -> Arc<Fleet> {
-        let (store, snapshot) = Store::open(&dir.join("state.redb")).expect("store opens");
-        let (ca, _key) = flotilla_identity::Ca::generate("test CA").expect("CA");
-        let (fleet, _reconcile) = Fleet::restore(
-            FleetParts {
-                store,
-                trust_pem: ca.cert_pem().to_string(),
-                pin: ca.fingerprint(),
-                ca,
-                advertise: "127.0.0.1:1".into(),
-                cert_lifetime: std::time::Duration::from_secs(3600),
-                data_dir: dir.to_path_buf(),
-                self_label_keys: BTreeSet::new(),
-                limits: flotilla_render::Limits::default(),
-            },
-            &snapshot,
-        )
-        .expect("fleet restores");
-        fleet
+        Fleet::for_tests(dir).0
     }
 
     /// A fresh token with uses to spare, so only the name can stop a registration.
