@@ -1,5 +1,8 @@
-//! Commands that talk to the hub's Admin API.
+//! Commands that talk to the hub's Admin API: their clap tree (`AdminCommand`, flattened
+//! into `flotilla`'s), the typed `Client` every one of them goes through (one deadline
+//! per call, `--request-timeout`), and `dispatch`, which runs one command and prints it.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,26 +15,105 @@ use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
 
-use crate::output::{Format, print};
+use crate::output::Printer;
 use crate::views::{
-    BundleView, ClusterView, GroupView, RolloutView, SourceView, StatusView, TargetView, TokenView,
+    BundleView, ClusterView, GroupView, RolloutView, SourceView, StatusView, TargetView,
+    TokenCreatedView, TokenView,
 };
+
+/// Every command that needs a hub.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// List registered clusters, or show one.
+    Clusters {
+        /// A cluster name: show only it (an error if there is none).
+        name: Option<String>,
+    },
+    /// Cluster operations.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// List git sources, or show one.
+    Sources {
+        /// A source name: show only it (an error if there is none).
+        name: Option<String>,
+    },
+    /// Source operations.
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
+    },
+    /// List bundles with their fleet-wide state, or show one.
+    Bundles {
+        /// A bundle name (SOURCE-PATH): show only it (an error if there is none).
+        name: Option<String>,
+    },
+    /// Per-cluster status of every bundle, or of one.
+    Status(StatusArgs),
+    /// List cluster groups with their status, or show one.
+    Groups {
+        /// A group name: show only it (an error if there is none).
+        name: Option<String>,
+    },
+    /// Cluster group operations.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Staged rollouts: status (optionally live), pause, resume.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+    /// Live progress of every bundle (clusters Ready/total, states, deployments).
+    Watch(WatchArgs),
+    /// Dry run: which clusters get which bundles of SOURCE (or SOURCE/BUNDLE), and why.
+    Targets {
+        /// A source name, or SOURCE/BUNDLE for one bundle of it.
+        source: String,
+    },
+    /// List join tokens, or show one (the same as `token list [ID]`).
+    Tokens {
+        /// A token id: show only it (an error if there is none).
+        id: Option<String>,
+    },
+    /// Join tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Set hub-side labels (they win over all others): k=v to set, k- to remove.
+    /// Set hub-side labels (they win over all others): k=v to set, k- to remove the key
+    /// wherever it came from (join token, accepted or spoke-set) until it is set again.
     Label {
+        /// The cluster.
         name: String,
+        /// Changes: key=value to set, key- to remove.
         #[arg(required = true)]
         labels: Vec<String>,
     },
     /// Trust labels the spoke reported (see PENDING-LABELS in `clusters -o wide`): the
     /// named keys, or every pending one. A named key it no longer reports is removed.
-    AcceptLabels { name: String, keys: Vec<String> },
+    AcceptLabels {
+        /// The cluster.
+        name: String,
+        /// Label keys to accept; none accepts every pending label.
+        keys: Vec<String>,
+    },
     /// Close the cluster's stream now and refuse its certificates from then on.
-    Revoke { name: String },
+    Revoke {
+        /// The cluster.
+        name: String,
+    },
     /// Forget the cluster and its status; joining again needs a new token.
-    Delete { name: String },
+    Delete {
+        /// The cluster.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,15 +121,20 @@ pub enum SourceCommand {
     /// Add a git source.
     Add(SourceAddArgs),
     /// Remove a source; its bundles are unassigned from every cluster.
-    Remove { name: String },
+    Remove {
+        /// The source.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct SourceAddArgs {
+    /// The source's name (a DNS label); its bundles are named NAME-PATH.
     pub name: String,
     /// git URL: file://, git:// or https://.
     #[arg(long)]
     pub repo: String,
+    /// The branch to follow.
     #[arg(long, default_value = "main")]
     pub branch: String,
     /// Folder in the repo to read bundles from; repeatable.
@@ -107,23 +194,36 @@ impl SourceAddArgs {
 pub enum RolloutCommand {
     /// Partition-by-partition progress of a bundle's rollout.
     Status {
+        /// The bundle (SOURCE-PATH).
         bundle: String,
-        /// Follow it live; exit 0 when Done, non-zero when Halted.
+        /// Follow it until the revision current when the command starts (or --revision)
+        /// is Done (exit 0); exit 1 when it halts or on --timeout.
         #[arg(long)]
         watch: bool,
+        /// With --watch: wait for this commit (a prefix of its hash) instead.
+        #[arg(long, requires = "watch")]
+        revision: Option<String>,
+        /// With --watch: give up after this long, listing what is not Ready and why.
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
     },
     /// Stop handing the new deployment to more clusters.
-    Pause { bundle: String },
+    Pause {
+        /// The bundle (SOURCE-PATH).
+        bundle: String,
+    },
     /// Let a paused rollout go on.
-    Resume { bundle: String },
+    Resume {
+        /// The bundle (SOURCE-PATH).
+        bundle: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
     /// Add (or replace) a cluster group: a named label selector.
     Add {
+        /// The group's name (a DNS label).
         name: String,
         /// Which clusters belong (kubectl -l form); empty: every cluster.
         #[arg(long, default_value = "")]
@@ -133,14 +233,17 @@ pub enum GroupCommand {
         labels: Vec<String>,
     },
     /// Remove a cluster group.
-    Remove { name: String },
+    Remove {
+        /// The group.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Only this bundle.
+    /// Only this bundle (an error if there is none).
     pub bundle: Option<String>,
-    /// Only this cluster.
+    /// Only this cluster (an error if there is none).
     #[arg(long)]
     pub cluster: Option<String>,
     /// Only rows that are not Ready, each with every non-ready resource.
@@ -154,14 +257,27 @@ pub struct StatusArgs {
     pub continue_token: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Exit 0 once every bundle is Ready; exit 1 after --timeout, listing what is not.
+    #[arg(long)]
+    pub until_ready: bool,
+    /// With --until-ready: how long to wait.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create a join token; prints only the join string on stdout.
+    /// Create a join token; prints only the join string (`-o json`: id, join, expires).
     Create {
+        /// How long the token can be used.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
+        /// How many spokes can join with it.
         #[arg(long, default_value_t = 1)]
         max_uses: u32,
+        /// Free text shown by `token list`.
         #[arg(long, default_value = "")]
         description: String,
         /// Labels fixed on every cluster that joins with this token, k=v[,k=v]; they
@@ -173,33 +289,26 @@ pub enum TokenCommand {
         #[arg(long, value_delimiter = ',')]
         allow_spoke_labels: Vec<String>,
     },
-    /// List tokens (never their secrets: those are shown once, at creation).
-    List,
+    /// List tokens (never their secrets: those are shown once, at creation), or one.
+    List {
+        /// A token id: show only it (an error if there is none).
+        id: Option<String>,
+    },
     /// Revoke a token by id so it can no longer be used to join.
-    Revoke { id: String },
-}
-
-#[derive(Debug)]
-pub enum AdminCommand {
-    Clusters,
-    Cluster(ClusterCommand),
-    Sources,
-    Source(SourceCommand),
-    Bundles,
-    Status(StatusArgs),
-    Token(TokenCommand),
-    Groups,
-    Group(GroupCommand),
-    Targets(String),
-    Rollout(RolloutCommand),
-    Watch {
-        until_ready: bool,
-        timeout: Duration,
+    Revoke {
+        /// The token's id (see `token list`).
+        id: String,
     },
 }
 
+/// The hub's Admin API, typed: every call has the `--request-timeout` deadline and
+/// turns a gRPC status into one readable error.
 pub struct Client {
     inner: AdminClient<Channel>,
+    /// Where the client config came from, to connect again after a hub restart.
+    config: PathBuf,
+    server: String,
+    timeout: Option<Duration>,
 }
 
 fn default_config() -> Option<PathBuf> {
@@ -208,121 +317,351 @@ fn default_config() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn status_err(s: tonic::Status) -> anyhow::Error {
-    anyhow!("{} ({:?})", s.message(), s.code())
+/// Whether an error means the hub went away (restart, network) rather than refused.
+pub fn is_unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<tonic::Status>().is_some_and(|s| {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+            )
+        }) || c.downcast_ref::<Unreachable>().is_some()
+    })
 }
 
+/// The hub did not answer or could not be dialled.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(String);
+
+/// Runs `fut` under `timeout` (none: wait for ever), naming `what` timed out.
+async fn deadline<T>(
+    timeout: Option<Duration>,
+    what: impl FnOnce() -> String,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match timeout {
+        None => fut.await,
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Unreachable(format!(
+                "{}: no answer within {t:?} (--request-timeout)",
+                what()
+            ))
+            .into()),
+        },
+    }
+}
+
+fn status_err(s: tonic::Status) -> anyhow::Error {
+    let text = if s.message().is_empty() {
+        format!("{:?}", s.code())
+    } else {
+        s.message().to_string()
+    };
+    anyhow::Error::new(s).context(text)
+}
+
+/// The hub's reply to a call, or its status as an error.
+type Reply<T> = std::result::Result<tonic::Response<T>, tonic::Status>;
+
 impl Client {
-    pub async fn connect(config: Option<&Path>) -> Result<Client> {
+    pub async fn connect(config: Option<&Path>, timeout: Option<Duration>) -> Result<Client> {
         let path = config.map(Path::to_path_buf).or_else(default_config).ok_or_else(|| {
             anyhow!("no client config: pass --config D/admin.conf or set FLOTILLA_CONFIG (flotilla-hub init writes one)")
         })?;
         let cfg = ClientConfig::load(&path)?;
         let creds = cfg.credentials()?;
-        let channel = flotilla_identity::connect(&cfg.server, &creds)
-            .await
-            .with_context(|| {
-                format!(
-                    "connecting to the hub at {} (from {})",
-                    cfg.server,
-                    path.display()
-                )
-            })?;
+        let what = || {
+            format!(
+                "connecting to the hub at {} (from {})",
+                cfg.server,
+                path.display()
+            )
+        };
+        let channel = deadline(timeout, what, async {
+            flotilla_identity::connect(&cfg.server, &creds)
+                .await
+                .map_err(|e| Unreachable(e.to_string()).into())
+        })
+        .await
+        .with_context(what)?;
         Ok(Client {
             inner: AdminClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
+            config: path,
+            server: cfg.server,
+            timeout,
         })
     }
 
-    pub async fn clusters(&mut self) -> Result<Vec<ClusterView>> {
-        let r = self
-            .inner
-            .list_clusters(pb::ListClustersRequest {})
-            .await
-            .map_err(status_err)?;
-        Ok(r.into_inner()
-            .clusters
-            .into_iter()
-            .map(Into::into)
-            .collect())
+    /// Dials the hub again with the same config, e.g. after it restarted.
+    pub async fn reconnect(&mut self) -> Result<()> {
+        *self = Client::connect(Some(&self.config.clone()), self.timeout).await?;
+        Ok(())
     }
 
-    pub async fn bundles(&mut self) -> Result<Vec<BundleView>> {
-        let r = self
-            .inner
-            .list_bundles(pb::ListBundlesRequest {})
-            .await
-            .map_err(status_err)?;
-        Ok(r.into_inner().bundles.into_iter().map(Into::into).collect())
+    /// One unary call with the deadline; `call` gets its own handle on the channel.
+    async fn call<T, F>(
+        &self,
+        what: &str,
+        call: impl FnOnce(AdminClient<Channel>) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Reply<T>>,
+    {
+        let what = || format!("{what} (hub at {})", self.server);
+        deadline(self.timeout, what, async {
+            call(self.inner.clone())
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(status_err)
+        })
+        .await
     }
 
-    /// Fleet events, for redrawing live views.
-    pub async fn watch(&mut self) -> Result<tonic::Streaming<pb::Event>> {
-        Ok(self
-            .inner
-            .watch(pb::WatchRequest {})
-            .await
-            .map_err(status_err)?
-            .into_inner())
-    }
-
-    pub async fn rollout(&mut self, bundle: &str) -> Result<RolloutView> {
+    pub async fn clusters(&self) -> Result<Vec<ClusterView>> {
         let r = self
-            .inner
-            .rollout_status(pb::RolloutRequest {
-                bundle: bundle.to_string(),
+            .call("listing clusters", |mut c| async move {
+                c.list_clusters(pb::ListClustersRequest {}).await
             })
-            .await
-            .map_err(status_err)?;
-        Ok(r.into_inner().into())
+            .await?;
+        Ok(r.clusters.into_iter().map(Into::into).collect())
     }
 
-    pub async fn status(&mut self, bundle: &str, cluster: &str) -> Result<Vec<StatusView>> {
-        let r = self
-            .inner
-            .get_status(pb::GetStatusRequest {
-                bundle: bundle.to_string(),
-                cluster: cluster.to_string(),
-                ..Default::default()
-            })
-            .await
-            .map_err(status_err)?;
-        Ok(r.into_inner().rows.into_iter().map(Into::into).collect())
+    pub async fn cluster(&self, name: &str) -> Result<ClusterView> {
+        named(self.clusters().await?, "cluster", name, |c| &c.name)
     }
 
-    pub async fn add_source(&mut self, a: &SourceAddArgs) -> Result<SourceView> {
-        let targets = a.targets()?;
+    pub async fn label_cluster(
+        &self,
+        name: String,
+        set: Labels,
+        remove: Vec<String>,
+    ) -> Result<ClusterView> {
         let r = self
-            .inner
-            .add_source(pb::AddSourceRequest {
-                source: Some(pb::Source {
-                    name: a.name.clone(),
-                    repo: a.repo.clone(),
-                    branch: a.branch.clone(),
-                    paths: a.paths.clone(),
-                    interval_seconds: a.interval.as_secs().max(1),
-                    targets,
-                    ..Default::default()
-                }),
+            .call("labelling the cluster", |mut c| async move {
+                c.label_cluster(pb::LabelClusterRequest { name, set, remove })
+                    .await
             })
-            .await
-            .map_err(status_err)?;
-        Ok(r.into_inner().into())
+            .await?;
+        Ok(r.into())
     }
 
-    pub async fn create_token(&mut self, spec: TokenSpec) -> Result<String> {
+    pub async fn accept_labels(&self, name: String, keys: Vec<String>) -> Result<ClusterView> {
         let r = self
-            .inner
-            .create_token(pb::CreateTokenRequest {
-                ttl_seconds: spec.ttl.as_secs(),
-                max_uses: spec.max_uses,
-                description: spec.description,
-                labels: spec.labels,
-                spoke_label_keys: spec.allow_spoke_labels,
+            .call("accepting labels", |mut c| async move {
+                c.accept_cluster_labels(pb::AcceptClusterLabelsRequest { name, keys })
+                    .await
             })
-            .await
-            .map_err(status_err)?;
-        Ok(r.into_inner().join)
+            .await?;
+        Ok(r.into())
     }
+
+    pub async fn revoke_cluster(&self, name: String) -> Result<ClusterView> {
+        let r = self
+            .call("revoking the cluster", |mut c| async move {
+                c.revoke_cluster(pb::RevokeClusterRequest { name }).await
+            })
+            .await?;
+        Ok(r.into())
+    }
+
+    pub async fn delete_cluster(&self, name: String) -> Result<()> {
+        self.call("deleting the cluster", |mut c| async move {
+            c.delete_cluster(pb::DeleteClusterRequest { name }).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn sources(&self) -> Result<Vec<SourceView>> {
+        let r = self
+            .call("listing sources", |mut c| async move {
+                c.list_sources(pb::ListSourcesRequest {}).await
+            })
+            .await?;
+        Ok(r.sources.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn add_source(&self, a: &SourceAddArgs) -> Result<SourceView> {
+        let source = pb::Source {
+            name: a.name.clone(),
+            repo: a.repo.clone(),
+            branch: a.branch.clone(),
+            paths: a.paths.clone(),
+            interval_seconds: a.interval.as_secs().max(1),
+            targets: a.targets()?,
+            ..Default::default()
+        };
+        let r = self
+            .call("adding the source", |mut c| async move {
+                c.add_source(pb::AddSourceRequest {
+                    source: Some(source),
+                })
+                .await
+            })
+            .await?;
+        Ok(r.into())
+    }
+
+    pub async fn remove_source(&self, name: String) -> Result<()> {
+        self.call("removing the source", |mut c| async move {
+            c.remove_source(pb::RemoveSourceRequest { name }).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn bundles(&self) -> Result<Vec<BundleView>> {
+        let r = self
+            .call("listing bundles", |mut c| async move {
+                c.list_bundles(pb::ListBundlesRequest {}).await
+            })
+            .await?;
+        Ok(r.bundles.into_iter().map(Into::into).collect())
+    }
+
+    /// Status rows and the next page's token. A bundle or cluster named in the query
+    /// that does not exist is an error, not an empty table.
+    pub async fn status(&self, q: pb::GetStatusRequest) -> Result<(Vec<StatusView>, String)> {
+        let (bundle, cluster) = (q.bundle.clone(), q.cluster.clone());
+        let r = self
+            .call(
+                "getting status",
+                |mut c| async move { c.get_status(q).await },
+            )
+            .await?;
+        if r.rows.is_empty() {
+            if !bundle.is_empty() {
+                named(self.bundles().await?, "bundle", &bundle, |b| &b.name)?;
+            }
+            if !cluster.is_empty() {
+                self.cluster(&cluster).await?;
+            }
+        }
+        Ok((
+            r.rows.into_iter().map(Into::into).collect(),
+            r.next_page_token,
+        ))
+    }
+
+    /// Every status row, of every bundle and cluster.
+    pub async fn all_status(&self) -> Result<Vec<StatusView>> {
+        Ok(self.status(pb::GetStatusRequest::default()).await?.0)
+    }
+
+    pub async fn create_token(&self, spec: TokenSpec) -> Result<TokenCreatedView> {
+        let r = self
+            .call("creating a token", |mut c| async move {
+                c.create_token(pb::CreateTokenRequest {
+                    ttl_seconds: spec.ttl.as_secs(),
+                    max_uses: spec.max_uses,
+                    description: spec.description,
+                    labels: spec.labels,
+                    spoke_label_keys: spec.allow_spoke_labels,
+                })
+                .await
+            })
+            .await?;
+        Ok(r.into())
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenView>> {
+        let r = self
+            .call("listing tokens", |mut c| async move {
+                c.list_tokens(pb::ListTokensRequest {}).await
+            })
+            .await?;
+        Ok(r.tokens.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn revoke_token(&self, id: String) -> Result<()> {
+        self.call("revoking the token", |mut c| async move {
+            c.revoke_token(pb::RevokeTokenRequest { id }).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn groups(&self) -> Result<Vec<GroupView>> {
+        let r = self
+            .call("listing groups", |mut c| async move {
+                c.list_groups(pb::ListGroupsRequest {}).await
+            })
+            .await?;
+        Ok(r.groups.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn add_group(&self, group: pb::Group) -> Result<GroupView> {
+        let r = self
+            .call("adding the group", |mut c| async move {
+                c.add_group(group).await
+            })
+            .await?;
+        Ok(r.into())
+    }
+
+    pub async fn remove_group(&self, name: String) -> Result<()> {
+        self.call("removing the group", |mut c| async move {
+            c.remove_group(pb::RemoveGroupRequest { name }).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn targets(&self, source: String, bundle: String) -> Result<Vec<TargetView>> {
+        let r = self
+            .call("computing targets", |mut c| async move {
+                c.targets(pb::TargetsRequest { source, bundle }).await
+            })
+            .await?;
+        Ok(r.rows.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn rollout(&self, bundle: &str) -> Result<RolloutView> {
+        let bundle = bundle.to_string();
+        let r = self
+            .call("getting the rollout", |mut c| async move {
+                c.rollout_status(pb::RolloutRequest { bundle }).await
+            })
+            .await?;
+        Ok(r.into())
+    }
+
+    pub async fn pause_rollout(&self, bundle: String) -> Result<RolloutView> {
+        let r = self
+            .call("pausing the rollout", |mut c| async move {
+                c.pause_rollout(pb::RolloutRequest { bundle }).await
+            })
+            .await?;
+        Ok(r.into())
+    }
+
+    pub async fn resume_rollout(&self, bundle: String) -> Result<RolloutView> {
+        let r = self
+            .call("resuming the rollout", |mut c| async move {
+                c.resume_rollout(pb::RolloutRequest { bundle }).await
+            })
+            .await?;
+        Ok(r.into())
+    }
+
+    /// Fleet events, for redrawing live views. The deadline covers opening the stream,
+    /// not its life.
+    pub async fn watch(&self) -> Result<tonic::Streaming<pb::Event>> {
+        self.call("opening the event stream", |mut c| async move {
+            c.watch(pb::WatchRequest {}).await
+        })
+        .await
+    }
+}
+
+/// The item of `items` called `name`, or kubectl's `KIND "NAME" not found`.
+fn named<T>(items: Vec<T>, kind: &str, name: &str, key: impl Fn(&T) -> &str) -> Result<T> {
+    items
+        .into_iter()
+        .find(|i| key(i) == name)
+        .ok_or_else(|| anyhow!("{kind} {name:?} not found"))
 }
 
 /// What a join token grants; see `TokenCommand::Create`.
@@ -336,13 +675,12 @@ pub struct TokenSpec {
 }
 
 /// Splits `k=v` (set) and `k-` (remove) arguments, as `kubectl label` does.
-fn parse_label_changes(
-    args: &[String],
-) -> Result<(std::collections::BTreeMap<String, String>, Vec<String>)> {
-    let mut set = std::collections::BTreeMap::new();
+fn parse_label_changes(args: &[String]) -> Result<(Labels, Vec<String>)> {
+    let mut set = Labels::new();
     let mut remove = Vec::new();
     for a in args {
         if let Some(k) = a.strip_suffix('-').filter(|k| !k.contains('=')) {
+            flotilla_model::labels::validate_key(k)?;
             remove.push(k.to_string());
         } else {
             set.extend(parse_labels(a)?);
@@ -354,197 +692,159 @@ fn parse_label_changes(
     Ok((set, remove))
 }
 
-pub async fn dispatch(mut client: Client, cmd: AdminCommand, format: Format) -> Result<()> {
+/// Prints one object by name or the whole list.
+async fn get<T: crate::output::Row>(
+    out: Printer,
+    all: impl Future<Output = Result<Vec<T>>>,
+    kind: &str,
+    name: Option<String>,
+    key: impl Fn(&T) -> &str,
+) -> Result<()> {
+    let all = all.await?;
+    match name {
+        None => out.list(&all),
+        Some(n) => out.one(&named(all, kind, &n, key)?),
+    }
+}
+
+pub async fn dispatch(client: Client, cmd: AdminCommand, out: Printer) -> Result<()> {
     match cmd {
-        AdminCommand::Clusters => print(&client.clusters().await?, format),
+        AdminCommand::Clusters { name } => {
+            get(out, client.clusters(), "cluster", name, |c| &c.name).await
+        }
+        AdminCommand::Sources { name } => {
+            get(out, client.sources(), "source", name, |s| &s.name).await
+        }
+        AdminCommand::Bundles { name } => {
+            get(out, client.bundles(), "bundle", name, |b| &b.name).await
+        }
+        AdminCommand::Groups { name } => {
+            get(out, client.groups(), "group", name, |g| &g.name).await
+        }
+        AdminCommand::Tokens { id }
+        | AdminCommand::Token {
+            command: TokenCommand::List { id },
+        } => get(out, client.tokens(), "token", id, |t| &t.id).await,
         AdminCommand::Status(a) => {
-            let r = client
-                .inner
-                .get_status(pb::GetStatusRequest {
-                    bundle: a.bundle.clone().unwrap_or_default(),
-                    cluster: a.cluster.clone().unwrap_or_default(),
+            let (rows, next) = client
+                .status(pb::GetStatusRequest {
+                    bundle: a.bundle.unwrap_or_default(),
+                    cluster: a.cluster.unwrap_or_default(),
                     not_ready: a.not_ready,
                     page_size: a.limit.unwrap_or(0),
-                    page_token: a.continue_token.clone().unwrap_or_default(),
+                    page_token: a.continue_token.unwrap_or_default(),
                 })
-                .await
-                .map_err(status_err)?
-                .into_inner();
-            let rows: Vec<StatusView> = r.rows.into_iter().map(Into::into).collect();
-            print(&rows, format)?;
-            if !r.next_page_token.is_empty() {
-                eprintln!("more rows: --continue {}", r.next_page_token);
+                .await?;
+            out.list(&rows)?;
+            if !next.is_empty() {
+                eprintln!("more rows: --continue {next}");
             }
             Ok(())
         }
-        AdminCommand::Sources => {
-            let r = client
-                .inner
-                .list_sources(pb::ListSourcesRequest {})
-                .await
-                .map_err(status_err)?;
-            let v: Vec<SourceView> = r.into_inner().sources.into_iter().map(Into::into).collect();
-            print(&v, format)
+        AdminCommand::Source {
+            command: SourceCommand::Add(a),
+        } => out.changed(&client.add_source(&a).await?, "added"),
+        AdminCommand::Source {
+            command: SourceCommand::Remove { name },
+        } => {
+            client.remove_source(name.clone()).await?;
+            out.done("source", &name, "removed")
         }
-        AdminCommand::Bundles => print(&client.bundles().await?, format),
-        AdminCommand::Source(SourceCommand::Add(a)) => {
-            let v = client.add_source(&a).await?;
-            print(&[v], format)
-        }
-        AdminCommand::Source(SourceCommand::Remove { name }) => {
-            client
-                .inner
-                .remove_source(pb::RemoveSourceRequest { name: name.clone() })
-                .await
-                .map_err(status_err)?;
-            eprintln!("source {name} removed");
-            Ok(())
-        }
-        AdminCommand::Cluster(ClusterCommand::Label { name, labels }) => {
+        AdminCommand::Cluster {
+            command: ClusterCommand::Label { name, labels },
+        } => {
             let (set, remove) = parse_label_changes(&labels)?;
-            let r = client
-                .inner
-                .label_cluster(pb::LabelClusterRequest { name, set, remove })
-                .await
-                .map_err(status_err)?;
-            print(&[ClusterView::from(r.into_inner())], format)
+            out.changed(&client.label_cluster(name, set, remove).await?, "labeled")
         }
-        AdminCommand::Watch {
-            until_ready,
-            timeout,
-        } => crate::progress::watch_bundles(&mut client, until_ready, timeout).await,
-        AdminCommand::Rollout(RolloutCommand::Status {
-            bundle,
-            watch,
-            timeout,
-        }) => {
+        AdminCommand::Cluster {
+            command: ClusterCommand::AcceptLabels { name, keys },
+        } => out.changed(&client.accept_labels(name, keys).await?, "labels accepted"),
+        AdminCommand::Cluster {
+            command: ClusterCommand::Revoke { name },
+        } => out.changed(&client.revoke_cluster(name).await?, "revoked"),
+        AdminCommand::Cluster {
+            command: ClusterCommand::Delete { name },
+        } => {
+            client.delete_cluster(name.clone()).await?;
+            out.done("cluster", &name, "deleted")
+        }
+        AdminCommand::Watch(a) => crate::progress::watch_bundles(client, &a, out).await,
+        AdminCommand::Rollout {
+            command:
+                RolloutCommand::Status {
+                    bundle,
+                    watch,
+                    revision,
+                    timeout,
+                },
+        } => {
             if watch {
-                crate::progress::watch_rollout(&mut client, &bundle, timeout).await
+                crate::progress::watch_rollout(client, &bundle, revision.as_deref(), timeout).await
             } else {
-                print(&[client.rollout(&bundle).await?], format)
+                out.list(&[client.rollout(&bundle).await?])
             }
         }
-        AdminCommand::Rollout(RolloutCommand::Pause { bundle }) => {
-            let r = client
-                .inner
-                .pause_rollout(pb::RolloutRequest { bundle })
-                .await
-                .map_err(status_err)?;
-            print(&[RolloutView::from(r.into_inner())], format)
-        }
-        AdminCommand::Rollout(RolloutCommand::Resume { bundle }) => {
-            let r = client
-                .inner
-                .resume_rollout(pb::RolloutRequest { bundle })
-                .await
-                .map_err(status_err)?;
-            print(&[RolloutView::from(r.into_inner())], format)
-        }
-        AdminCommand::Groups => {
-            let r = client
-                .inner
-                .list_groups(pb::ListGroupsRequest {})
-                .await
-                .map_err(status_err)?;
-            let v: Vec<GroupView> = r.into_inner().groups.into_iter().map(Into::into).collect();
-            print(&v, format)
-        }
-        AdminCommand::Group(GroupCommand::Add {
-            name,
-            selector,
-            labels,
-        }) => {
+        AdminCommand::Rollout {
+            command: RolloutCommand::Pause { bundle },
+        } => out.changed(&client.pause_rollout(bundle).await?, "paused"),
+        AdminCommand::Rollout {
+            command: RolloutCommand::Resume { bundle },
+        } => out.changed(&client.resume_rollout(bundle).await?, "resumed"),
+        AdminCommand::Group {
+            command:
+                GroupCommand::Add {
+                    name,
+                    selector,
+                    labels,
+                },
+        } => {
             selector
                 .parse::<LabelSelector>()
                 .with_context(|| format!("--selector {selector:?}"))?;
-            let mut l = std::collections::BTreeMap::new();
+            let mut l = Labels::new();
             for x in &labels {
                 l.extend(parse_labels(x)?);
             }
-            let r = client
-                .inner
+            let g = client
                 .add_group(pb::Group {
                     name,
                     selector,
                     labels: l,
                     ..Default::default()
                 })
-                .await
-                .map_err(status_err)?;
-            print(&[GroupView::from(r.into_inner())], format)
+                .await?;
+            out.changed(&g, "added")
         }
-        AdminCommand::Group(GroupCommand::Remove { name }) => {
-            client
-                .inner
-                .remove_group(pb::RemoveGroupRequest { name: name.clone() })
-                .await
-                .map_err(status_err)?;
-            eprintln!("group {name} removed");
-            Ok(())
+        AdminCommand::Group {
+            command: GroupCommand::Remove { name },
+        } => {
+            client.remove_group(name.clone()).await?;
+            out.done("group", &name, "removed")
         }
-        AdminCommand::Targets(spec) => {
-            let (source, bundle) = spec.split_once('/').unwrap_or((spec.as_str(), ""));
-            let r = client
-                .inner
-                .targets(pb::TargetsRequest {
-                    source: source.to_string(),
-                    bundle: bundle.to_string(),
-                })
-                .await
-                .map_err(status_err)?;
-            let v: Vec<TargetView> = r.into_inner().rows.into_iter().map(Into::into).collect();
-            print(&v, format)
+        AdminCommand::Targets { source } => {
+            let (source, bundle) = source.split_once('/').unwrap_or((source.as_str(), ""));
+            out.list(
+                &client
+                    .targets(source.to_string(), bundle.to_string())
+                    .await?,
+            )
         }
-        AdminCommand::Cluster(ClusterCommand::AcceptLabels { name, keys }) => {
-            let r = client
-                .inner
-                .accept_cluster_labels(pb::AcceptClusterLabelsRequest { name, keys })
-                .await
-                .map_err(status_err)?;
-            print(&[ClusterView::from(r.into_inner())], format)
+        AdminCommand::Token {
+            command: TokenCommand::Revoke { id },
+        } => {
+            client.revoke_token(id.clone()).await?;
+            out.done("token", &id, "revoked")
         }
-        AdminCommand::Cluster(ClusterCommand::Revoke { name }) => {
-            let r = client
-                .inner
-                .revoke_cluster(pb::RevokeClusterRequest { name })
-                .await
-                .map_err(status_err)?;
-            print(&[ClusterView::from(r.into_inner())], format)
-        }
-        AdminCommand::Cluster(ClusterCommand::Delete { name }) => {
-            client
-                .inner
-                .delete_cluster(pb::DeleteClusterRequest { name: name.clone() })
-                .await
-                .map_err(status_err)?;
-            eprintln!("cluster {name} deleted");
-            Ok(())
-        }
-        AdminCommand::Token(TokenCommand::List) => {
-            let r = client
-                .inner
-                .list_tokens(pb::ListTokensRequest {})
-                .await
-                .map_err(status_err)?;
-            let v: Vec<TokenView> = r.into_inner().tokens.into_iter().map(Into::into).collect();
-            print(&v, format)
-        }
-        AdminCommand::Token(TokenCommand::Revoke { id }) => {
-            client
-                .inner
-                .revoke_token(pb::RevokeTokenRequest { id: id.clone() })
-                .await
-                .map_err(status_err)?;
-            eprintln!("token {id} revoked");
-            Ok(())
-        }
-        AdminCommand::Token(TokenCommand::Create {
-            ttl,
-            max_uses,
-            description,
-            labels,
-            allow_spoke_labels,
-        }) => {
+        AdminCommand::Token {
+            command:
+                TokenCommand::Create {
+                    ttl,
+                    max_uses,
+                    description,
+                    labels,
+                    allow_spoke_labels,
+                },
+        } => {
             let spec = TokenSpec {
                 ttl,
                 max_uses,
@@ -552,8 +852,12 @@ pub async fn dispatch(mut client: Client, cmd: AdminCommand, format: Format) -> 
                 labels,
                 allow_spoke_labels,
             };
-            println!("{}", client.create_token(spec).await?);
-            Ok(())
+            let created = client.create_token(spec).await?;
+            match out.format {
+                // The join string alone, so `JOIN=$(flotilla token create)` works.
+                None => crate::output::emit(&format!("{}\n", created.join)),
+                Some(_) => out.one(&created),
+            }
         }
     }
 }
@@ -568,6 +872,9 @@ mod tests {
             parse_label_changes(&["env=prod".into(), "tier-".into()]).expect("valid");
         assert_eq!(set.get("env").map(String::as_str), Some("prod"));
         assert_eq!(remove, vec!["tier".to_string()]);
-        assert!(parse_label_changes(&["bad label".into()]).is_err());
+        let err = parse_label_changes(&["bad label".into()]).expect_err("refused");
+        assert!(err.to_string().contains("label"), "{err}");
+        assert!(!err.to_string().contains("selector"), "{err}");
+        assert!(parse_label_changes(&["Bad Key-".into()]).is_err());
     }
 }

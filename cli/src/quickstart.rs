@@ -5,7 +5,8 @@
 //!
 //! The hub and spokes are separate processes: this binary re-executes itself as
 //! `flotilla hub …` and `flotilla spoke …`, which run exactly the code of
-//! `flotilla-hub` and `flotilla-spoke`.
+//! `flotilla-hub` and `flotilla-spoke`. Whatever ends the quickstart (SIGINT, SIGTERM,
+//! an error, `--exit-when-ready`), it stops and reaps every process it started.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use clap::Args;
 use tokio::process::{Child, Command};
 
 use crate::admin::{Client, SourceAddArgs, TokenSpec};
-use crate::output::{Format, print, table};
+use crate::output::{Printer, emit, table};
 use crate::views::StatusView;
 
 const SPOKES: [(&str, &str); 3] = [
@@ -42,19 +43,58 @@ pub struct QuickstartArgs {
     pub timeout: Duration,
 }
 
+/// The processes the quickstart started.
+#[derive(Default)]
 struct Fleet {
     children: Vec<Child>,
 }
 
-impl Drop for Fleet {
-    fn drop(&mut self) {
+impl Fleet {
+    /// Kills every child and waits for it, so none outlives the quickstart.
+    async fn stop(&mut self) {
         for c in &mut self.children {
             let _ = c.start_kill();
+        }
+        for c in &mut self.children {
+            let _ = c.wait().await;
+        }
+        self.children.clear();
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, with the signal's name.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        // No handler: only Ctrl-C as tokio sees it.
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
         }
     }
 }
 
 pub async fn run(args: QuickstartArgs) -> Result<()> {
+    let mut fleet = Fleet::default();
+    let result = tokio::select! {
+        r = run_fleet(&args, &mut fleet) => r,
+        sig = stop_signal() => {
+            eprintln!("{sig}: stopping the hub and spokes");
+            Ok(())
+        }
+    };
+    fleet.stop().await;
+    result
+}
+
+async fn run_fleet(args: &QuickstartArgs, fleet: &mut Fleet) -> Result<()> {
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("flotilla-quickstart-{}", std::process::id())),
@@ -69,20 +109,18 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let hub_dir = dir.join("hub");
-    println!("quickstart in {}", dir.display());
+    emit(&format!("quickstart in {}\n", dir.display()))?;
 
-    let status = std::process::Command::new(&exe)
+    let status = Command::new(&exe)
         .args(["hub", "init", "--data-dir"])
         .arg(&hub_dir)
         .args(["--advertise", &addr])
         .stdout(Stdio::null())
-        .status()?;
+        .status()
+        .await?;
     if !status.success() {
         bail!("flotilla hub init failed");
     }
-    let mut fleet = Fleet {
-        children: Vec::new(),
-    };
     fleet.children.push(spawn(
         &exe,
         &[
@@ -96,11 +134,11 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
         &dir.join("logs/hub.log"),
     )?);
     let config = hub_dir.join("admin.conf");
-    let mut client = wait_for_hub(&config, Duration::from_secs(30)).await?;
-    println!(
-        "hub listening on {addr} (log: {})",
+    let client = wait_for_hub(&config, Duration::from_secs(30)).await?;
+    emit(&format!(
+        "hub listening on {addr} (log: {})\n",
         dir.join("logs/hub.log").display()
-    );
+    ))?;
 
     client
         .add_source(&SourceAddArgs {
@@ -126,7 +164,8 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
                 labels: flotilla_model::parse_labels(labels)?,
                 allow_spoke_labels: Vec::new(),
             })
-            .await?;
+            .await?
+            .join;
         let target = dir.join("targets").join(name);
         fleet.children.push(spawn(
             &exe,
@@ -146,29 +185,38 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
             &dir.join("logs").join(format!("spoke-{name}.log")),
         )?);
     }
-    println!("started spokes dev, test, prod; waiting for every bundle to be Ready…");
+    emit("started spokes dev, test, prod; waiting for every bundle to be Ready…\n")?;
 
-    let ready = wait_until_ready(&mut client, args.timeout).await;
-    let rows = client.status("", "").await.unwrap_or_default();
-    print(&rows, Format::Table)?;
+    let table_out = Printer {
+        format: None,
+        no_headers: false,
+    };
+    let ready = wait_until_ready(&client, args.timeout).await;
+    let rows = client.all_status().await.unwrap_or_default();
+    table_out.list(&rows)?;
     if let Err(reason) = ready {
-        bail!(
-            "not Ready after {:?}: {reason}\n(logs are in {})",
-            args.timeout,
-            dir.join("logs").display()
-        );
+        bail!("{reason} (logs are in {})", dir.join("logs").display());
     }
-    println!();
-    print!("{}", where_things_are(&dir, &config, &repo));
+    emit("\n")?;
     if args.exit_when_ready {
+        // The hub and spokes stop with us: name only what outlives them.
+        emit(&format!(
+            "{}\nthe hub and spokes have stopped; their files stay in {}\n",
+            where_things_are(&dir, &repo),
+            dir.display()
+        ))?;
         return Ok(());
     }
-    println!(
-        "\nwatching status; commit to {} to see changes roll out. Ctrl-C stops everything.",
+    emit(&format!(
+        "{}admin CLI:  flotilla --config {} status\n",
+        where_things_are(&dir, &repo),
+        config.display()
+    ))?;
+    emit(&format!(
+        "\nwatching status; commit to {} to see changes roll out. Ctrl-C stops everything.\n",
         repo.display()
-    );
-    watch(&mut client).await;
-    Ok(())
+    ))?;
+    watch(&client).await
 }
 
 fn path_str(p: &Path) -> String {
@@ -248,7 +296,7 @@ fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
 async fn wait_for_hub(config: &Path, timeout: Duration) -> Result<Client> {
     let start = Instant::now();
     loop {
-        match Client::connect(Some(config)).await {
+        match Client::connect(Some(config), Some(Duration::from_secs(5))).await {
             Ok(c) => return Ok(c),
             Err(e) if start.elapsed() > timeout => return Err(e.context("hub did not come up")),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -257,12 +305,23 @@ async fn wait_for_hub(config: &Path, timeout: Duration) -> Result<Client> {
 }
 
 /// Ready means: all three clusters connected, each has at least one bundle, and every
-/// status row is Ready.
-async fn wait_until_ready(client: &mut Client, timeout: Duration) -> Result<(), String> {
+/// status row is Ready. A broken bundle or an unreadable repo fails at once with its
+/// error: nothing would fix it while we wait.
+async fn wait_until_ready(client: &Client, timeout: Duration) -> Result<(), String> {
     let start = Instant::now();
     let mut last = String::from("no status yet");
     while start.elapsed() < timeout {
-        if let (Ok(clusters), Ok(rows)) = (client.clusters().await, client.status("", "").await) {
+        if let Ok(sources) = client.sources().await
+            && let Some(s) = sources.iter().find(|s| !s.error.is_empty())
+        {
+            return Err(format!("source {} failed: {}", s.name, s.error));
+        }
+        if let Ok(bundles) = client.bundles().await
+            && let Some(b) = bundles.iter().find(|b| !b.error.is_empty())
+        {
+            return Err(format!("bundle {} is broken: {}", b.name, b.error));
+        }
+        if let (Ok(clusters), Ok(rows)) = (client.clusters().await, client.all_status().await) {
             let connected = clusters.iter().filter(|c| c.connected).count();
             let with_bundles: BTreeSet<&str> = rows.iter().map(|r| r.cluster.as_str()).collect();
             let not_ready: Vec<&StatusView> = rows.iter().filter(|r| r.state != "Ready").collect();
@@ -288,10 +347,10 @@ async fn wait_until_ready(client: &mut Client, timeout: Duration) -> Result<(), 
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(last)
+    Err(format!("not Ready after {timeout:?}: {last}"))
 }
 
-fn where_things_are(dir: &Path, config: &Path, repo: &Path) -> String {
+fn where_things_are(dir: &Path, repo: &Path) -> String {
     let rows: Vec<Vec<String>> = SPOKES
         .iter()
         .map(|(name, labels)| {
@@ -316,30 +375,36 @@ fn where_things_are(dir: &Path, config: &Path, repo: &Path) -> String {
         })
         .collect();
     format!(
-        "{}\nadmin CLI:  flotilla --config {} status\nfleet repo: {}\n",
+        "{}\nfleet repo: {}\n",
         table(&["SPOKE", "LABELS", "TARGET DIR", "FILES"], &rows),
-        config.display(),
         repo.display()
     )
 }
 
-async fn watch(client: &mut Client) {
+/// Redraws the status table whenever a state or deployment changes, until a signal
+/// (handled in `run`) ends the quickstart.
+async fn watch(client: &Client) -> Result<()> {
+    let out = Printer {
+        format: None,
+        no_headers: false,
+    };
     let mut last = String::new();
     loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
-                println!("stopping hub and spokes");
-                return;
-            }
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {
-                if let Ok(rows) = client.status("", "").await {
-                    let now: String = rows.iter().map(|r| format!("{} {} {} {}\n", r.cluster, r.bundle, r.state, r.deployment_id)).collect();
-                    if now != last {
-                        println!("\n{}", chrono_free_now());
-                        let _ = print(&rows, Format::Table);
-                        last = now;
-                    }
-                }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Ok(rows) = client.all_status().await {
+            let now: String = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} {} {}\n",
+                        r.cluster, r.bundle, r.state, r.deployment_id
+                    )
+                })
+                .collect();
+            if now != last {
+                emit(&format!("\n{}\n", chrono_free_now()))?;
+                out.list(&rows)?;
+                last = now;
             }
         }
     }

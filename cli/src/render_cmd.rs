@@ -1,4 +1,6 @@
 //! `flotilla render DIR`: what a cluster with these labels would receive, without a hub.
+//! YAML by default; `-o json` prints a kubectl-style `List`, `-o name` one `kind/name`
+//! per object.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,13 +10,16 @@ use clap::Args;
 use flotilla_model::parse_labels;
 use flotilla_render as render;
 
+use crate::output::{Format, Printer, emit};
+
 #[derive(Debug, Args)]
 pub struct RenderArgs {
     /// A bundle folder (with fleet.yaml, flotilla.yaml, or raw YAML).
     pub dir: PathBuf,
-    /// Cluster labels, key=value; repeatable.
+    /// Cluster labels, key=value[,key=value]; repeatable.
     #[arg(short = 'l', long = "label")]
     pub labels: Vec<String>,
+    /// The cluster's name, for `${cluster.name}` and clusterName customizations.
     #[arg(long, default_value = "local")]
     pub cluster_name: String,
     /// Cluster groups the cluster belongs to; repeatable.
@@ -22,7 +27,7 @@ pub struct RenderArgs {
     pub cluster_groups: Vec<String>,
 }
 
-pub fn run(args: &RenderArgs) -> Result<()> {
+pub fn run(args: &RenderArgs, out: Printer) -> Result<()> {
     let mut labels = BTreeMap::new();
     for l in &args.labels {
         labels.extend(parse_labels(l)?);
@@ -60,10 +65,21 @@ pub fn run(args: &RenderArgs) -> Result<()> {
         return Ok(());
     }
     match bundle.render(&info) {
-        Ok(r) => {
-            print!("{}", r.manifest);
-            Ok(())
-        }
+        Ok(r) => match out.format {
+            None | Some(Format::Yaml | Format::Table | Format::Wide) => emit(&r.manifest),
+            Some(Format::Name) => emit(
+                &r.objects
+                    .iter()
+                    .map(|o| format!("{}/{}\n", o.kind.to_lowercase(), o.name))
+                    .collect::<String>(),
+            ),
+            Some(Format::Json) => {
+                let items: Vec<&serde_json::Value> = r.objects.iter().map(|o| &o.value).collect();
+                let list =
+                    serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": items });
+                emit(&(serde_json::to_string_pretty(&list)? + "\n"))
+            }
+        },
         Err(diags) => fail(&diags),
     }
 }

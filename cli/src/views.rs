@@ -29,11 +29,43 @@ pub struct ClusterView {
     pub accepted_labels: BTreeMap<String, String>,
     pub token_labels: BTreeMap<String, String>,
     pub hub_labels: BTreeMap<String, String>,
+    /// Where each effective label comes from: `hub`, `token` or `spoke` (accepted).
+    pub label_origins: BTreeMap<String, LabelOrigin>,
+    /// Keys removed on the hub (`cluster label NAME KEY-`), whatever set them.
+    pub removed_labels: Vec<String>,
+}
+
+/// Which of a cluster's label sources an effective label comes from; the first that
+/// has the key wins, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelOrigin {
+    Hub,
+    Token,
+    Spoke,
+}
+
+fn label_origins(c: &pb::Cluster) -> BTreeMap<String, LabelOrigin> {
+    c.labels
+        .keys()
+        .map(|k| {
+            let origin = if c.hub_labels.contains_key(k) {
+                LabelOrigin::Hub
+            } else if c.token_labels.contains_key(k) {
+                LabelOrigin::Token
+            } else {
+                LabelOrigin::Spoke
+            };
+            (k.clone(), origin)
+        })
+        .collect()
 }
 
 impl From<pb::Cluster> for ClusterView {
     fn from(c: pb::Cluster) -> Self {
         ClusterView {
+            label_origins: label_origins(&c),
+            removed_labels: c.removed_labels,
             name: c.name,
             labels: c.labels,
             connected: c.connected,
@@ -55,6 +87,10 @@ impl From<pb::Cluster> for ClusterView {
 }
 
 impl Row for ClusterView {
+    const KIND: &'static str = "cluster";
+    fn name(&self) -> String {
+        self.name.clone()
+    }
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["NAME", "CONNECTED", "STATE", "READY", "LABELS"];
         if wide {
@@ -123,6 +159,10 @@ impl From<pb::Source> for SourceView {
 }
 
 impl Row for SourceView {
+    const KIND: &'static str = "source";
+    fn name(&self) -> String {
+        self.name.clone()
+    }
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["NAME", "REPO", "BRANCH", "COMMIT", "BUNDLES", "ERROR"];
         if wide {
@@ -192,6 +232,10 @@ impl From<pb::Bundle> for BundleView {
 }
 
 impl Row for BundleView {
+    const KIND: &'static str = "bundle";
+    fn name(&self) -> String {
+        self.name.clone()
+    }
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["NAME", "SOURCE", "READY", "STATE", "ERROR"];
         if wide {
@@ -267,6 +311,10 @@ impl From<pb::StatusRow> for StatusView {
 }
 
 impl Row for StatusView {
+    const KIND: &'static str = "status";
+    fn name(&self) -> String {
+        format!("{}/{}", self.cluster, self.bundle)
+    }
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["CLUSTER", "BUNDLE", "STATE", "MESSAGE"];
         if wide {
@@ -306,6 +354,37 @@ pub struct TokenView {
     pub spoke_label_keys: Vec<String>,
 }
 
+/// A token just created: the only time its join string (its secret) is shown.
+#[derive(Debug, Serialize)]
+pub struct TokenCreatedView {
+    pub id: String,
+    pub join: String,
+    pub expires: String,
+}
+
+impl From<pb::CreateTokenResponse> for TokenCreatedView {
+    fn from(t: pb::CreateTokenResponse) -> Self {
+        TokenCreatedView {
+            id: t.id,
+            join: t.join,
+            expires: t.expires,
+        }
+    }
+}
+
+impl Row for TokenCreatedView {
+    const KIND: &'static str = "token";
+    fn name(&self) -> String {
+        self.id.clone()
+    }
+    fn headers(_wide: bool) -> Vec<&'static str> {
+        vec!["ID", "EXPIRES", "JOIN"]
+    }
+    fn cells(&self, _wide: bool) -> Vec<String> {
+        vec![self.id.clone(), self.expires.clone(), self.join.clone()]
+    }
+}
+
 impl From<pb::Token> for TokenView {
     fn from(t: pb::Token) -> Self {
         TokenView {
@@ -323,6 +402,10 @@ impl From<pb::Token> for TokenView {
 }
 
 impl Row for TokenView {
+    const KIND: &'static str = "token";
+    fn name(&self) -> String {
+        self.id.clone()
+    }
     fn headers(_wide: bool) -> Vec<&'static str> {
         vec!["ID", "USES", "EXPIRES", "EXPIRED", "LABELS", "DESCRIPTION"]
     }
@@ -411,6 +494,10 @@ impl From<pb::Group> for GroupView {
 }
 
 impl Row for GroupView {
+    const KIND: &'static str = "group";
+    fn name(&self) -> String {
+        self.name.clone()
+    }
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["NAME", "CLUSTERS", "READY", "STATE", "SELECTOR"];
         if wide {
@@ -461,6 +548,10 @@ impl From<pb::TargetRow> for TargetView {
 }
 
 impl Row for TargetView {
+    const KIND: &'static str = "target";
+    fn name(&self) -> String {
+        format!("{}/{}", self.cluster, self.bundle)
+    }
     fn headers(wide: bool) -> Vec<&'static str> {
         let mut h = vec!["CLUSTER", "BUNDLE", "DEPLOYED", "CUSTOMIZATION", "REASON"];
         if wide {
@@ -530,6 +621,10 @@ impl From<pb::Rollout> for RolloutView {
 }
 
 impl Row for RolloutView {
+    const KIND: &'static str = "rollout";
+    fn name(&self) -> String {
+        self.bundle.clone()
+    }
     fn headers(_wide: bool) -> Vec<&'static str> {
         vec!["BUNDLE", "PHASE", "PARTITIONS", "MESSAGE"]
     }

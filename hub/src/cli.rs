@@ -368,11 +368,22 @@ pub async fn init(args: &InitArgs) -> Result<()> {
     println!("  advertise:   {}", args.advertise);
     println!("  admin config: {}", dir.admin_conf().display());
     println!(
-        "next: flotilla-hub run --data-dir {}   then: flotilla --config {} token create",
+        "next: flotilla-hub run --data-dir {} --listen {}   then: flotilla --config {} token create",
         dir.root().display(),
+        listen_for(&args.advertise),
         dir.admin_conf().display()
     );
     Ok(())
+}
+
+/// The `--listen` that serves what `--advertise` names: the address itself when it is
+/// one (127.0.0.1:7443), otherwise every interface on its port (hub.example.com:443).
+fn listen_for(advertise: &str) -> String {
+    if advertise.parse::<SocketAddr>().is_ok() {
+        return advertise.to_string();
+    }
+    let port = advertise.rsplit_once(':').map_or("7443", |(_, p)| p);
+    format!("0.0.0.0:{port}")
 }
 
 pub(crate) fn read_advertise(dir: &DataDir) -> Result<String> {
@@ -501,4 +512,16 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen_for;
+
+    #[test]
+    fn the_printed_next_command_listens_where_init_advertised() {
+        assert_eq!(listen_for("127.0.0.1:9443"), "127.0.0.1:9443");
+        assert_eq!(listen_for("[::1]:9443"), "[::1]:9443");
+        assert_eq!(listen_for("hub.example.com:443"), "0.0.0.0:443");
+    }
 }

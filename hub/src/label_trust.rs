@@ -5,7 +5,8 @@
 //! accepts it (`accept`), or its key is one the spoke may set itself (`report` with
 //! `self_keys`: the hub's `--self-label-keys`, plus the token's `spoke_label_keys` at
 //! registration). This is what stops a compromised spoke from relabelling itself into
-//! another environment's bundles.
+//! another environment's bundles. An admin's `relabel` sets hub labels, and removes a key
+//! wherever it came from with a hub-side tombstone (`removed_labels`).
 
 use std::collections::BTreeSet;
 
@@ -36,8 +37,8 @@ pub fn validate_report(reported: &Labels) -> Result<(), String> {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AcceptError {
     #[error(
-        "label {key} of cluster {cluster} is fixed by its join token or set on the hub; \
-         change it with `flotilla cluster label {cluster} {key}=VALUE`"
+        "label {key} of cluster {cluster} is fixed by its join token or set (or removed) \
+         on the hub; change it with `flotilla cluster label {cluster} {key}=VALUE`"
     )]
     FixedByHub { cluster: String, key: String },
 }
@@ -86,8 +87,29 @@ pub fn accept(rec: &mut ClusterRecord, keys: &[String]) -> Result<Vec<String>, A
     Ok(keys)
 }
 
+/// An admin's `flotilla cluster label`: `set` become hub labels and lift any tombstone
+/// on their keys; each key of `remove` loses its hub label and gets a tombstone, so it
+/// leaves the effective labels whatever set it (the token, an accepted report, a
+/// self-label key the spoke reports again) until an admin sets it. Returns whether the
+/// effective labels changed.
+pub fn relabel(rec: &mut ClusterRecord, set: &Labels, remove: &[String]) -> bool {
+    let before = rec.labels();
+    for (k, v) in set {
+        rec.removed_labels.remove(k);
+        rec.hub_labels.insert(k.clone(), v.clone());
+    }
+    for k in remove {
+        rec.hub_labels.remove(k);
+        rec.removed_labels.insert(k.clone());
+    }
+    rec.labels() != before
+}
+
+/// Keys only an admin's `relabel` moves: the token's, the hub's and the removed ones.
 fn fixed(rec: &ClusterRecord, key: &str) -> bool {
-    rec.token_labels.contains_key(key) || rec.hub_labels.contains_key(key)
+    rec.token_labels.contains_key(key)
+        || rec.hub_labels.contains_key(key)
+        || rec.removed_labels.contains(key)
 }
 
 fn take_reported(rec: &mut ClusterRecord, key: &str) {
@@ -125,6 +147,7 @@ mod tests {
             reported_labels: labels(accepted),
             token_labels: labels(token),
             hub_labels: labels(hub),
+            removed_labels: BTreeSet::new(),
             registered_at: 0,
             agent_version: String::new(),
             last_seen: 0,
@@ -254,6 +277,44 @@ mod tests {
             );
             assert_eq!(rec.labels(), labels("env=dev"));
             assert!(rec.accepted_labels.is_empty());
+        }
+    }
+
+    #[test]
+    fn removing_a_label_hides_it_whatever_its_origin_until_it_is_set_again() {
+        // (accepted, token, hub, self keys, removed key, effective after removal)
+        let cases = [
+            ("tier=gold,env=dev", "", "", "", "tier", "env=dev"),
+            ("env=dev", "tier=gold", "", "", "tier", "env=dev"),
+            ("env=dev", "", "tier=gold", "", "tier", "env=dev"),
+            ("env=dev", "tier=silver", "tier=gold", "", "tier", "env=dev"),
+            // A self-label key the spoke keeps reporting stays removed.
+            ("env=dev,tier=gold", "", "", "tier", "tier", "env=dev"),
+            // Removing a key nobody set changes nothing but is remembered.
+            ("env=dev", "", "", "", "tier", "env=dev"),
+        ];
+        for (accepted, token, hub, self_keys, key, after) in cases {
+            let case = format!("{accepted}|{token}|{hub}|{self_keys} - {key}");
+            let mut rec = cluster(accepted, token, hub);
+            let before = rec.labels();
+            let changed = relabel(&mut rec, &Labels::new(), &[key.to_string()]);
+            assert_eq!(changed, before != labels(after), "{case}");
+            assert_eq!(rec.labels(), labels(after), "{case}");
+            // The spoke reporting it again moves nothing, and it is not pending.
+            let mut reported = rec.reported_labels.clone();
+            reported.insert(key.to_string(), "platinum".to_string());
+            report(&mut rec, &reported, &keys(self_keys));
+            assert_eq!(rec.labels(), labels(after), "{case}");
+            assert!(!pending(&rec).contains_key(key), "{case}");
+            assert!(accept(&mut rec, &[key.to_string()]).is_err(), "{case}");
+            // Setting it again lifts the tombstone.
+            relabel(&mut rec, &labels(&format!("{key}=bronze")), &[]);
+            assert_eq!(
+                rec.labels().get(key).map(String::as_str),
+                Some("bronze"),
+                "{case}"
+            );
+            assert!(rec.removed_labels.is_empty(), "{case}");
         }
     }
 

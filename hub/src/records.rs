@@ -45,6 +45,10 @@ pub struct ClusterRecord {
     /// Labels an admin set on the hub; they win over everything else.
     #[serde(default)]
     pub hub_labels: Labels,
+    /// Keys an admin removed (`flotilla cluster label NAME KEY-`): tombstones that hide
+    /// the key from `labels()` whatever it came from, until an admin sets it again.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub removed_labels: std::collections::BTreeSet<String>,
     pub registered_at: i64,
     #[serde(default)]
     pub agent_version: String,
@@ -78,11 +82,13 @@ impl ClusterRecord {
     }
 
     /// The labels targeting uses, all of them trusted: accepted spoke labels, overridden
-    /// key by key by the token's, overridden by the hub's. Reported labels never count.
+    /// key by key by the token's, overridden by the hub's, less the keys an admin
+    /// removed. Reported labels never count.
     pub fn labels(&self) -> Labels {
         let mut l = self.accepted_labels.clone();
         l.extend(self.token_labels.clone());
         l.extend(self.hub_labels.clone());
+        l.retain(|k, _| !self.removed_labels.contains(k));
         l
     }
 }

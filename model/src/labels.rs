@@ -4,21 +4,49 @@ use std::collections::BTreeMap;
 
 use crate::selector::SelectorError;
 
+/// A malformed label (`key=value`, key or value). Says "label", not "selector": a user
+/// who typed `flotilla cluster label c1 "bad key=v"` wrote no selector. Inside a
+/// selector it becomes a [`SelectorError`].
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("invalid label {input:?}: {reason}")]
+pub struct LabelError {
+    pub input: String,
+    pub reason: String,
+}
+
+impl LabelError {
+    fn new(input: &str, reason: impl Into<String>) -> Self {
+        LabelError {
+            input: input.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<LabelError> for SelectorError {
+    fn from(e: LabelError) -> Self {
+        SelectorError {
+            input: e.input,
+            reason: e.reason,
+        }
+    }
+}
+
 /// Labels are kept sorted so that everything derived from them is deterministic.
 pub type Labels = BTreeMap<String, String>;
 
 /// Parses `k=v,k2=v2` (as given to `--labels`). Empty input is an empty set.
-pub fn parse_labels(s: &str) -> Result<Labels, SelectorError> {
+pub fn parse_labels(s: &str) -> Result<Labels, LabelError> {
     let mut out = Labels::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part
             .split_once('=')
-            .ok_or_else(|| SelectorError::new(part, "expected key=value"))?;
+            .ok_or_else(|| LabelError::new(part, "expected key=value"))?;
         let (k, v) = (k.trim(), v.trim());
         validate_key(k)?;
         validate_value(v)?;
         if out.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(SelectorError::new(part, "label key given twice"));
+            return Err(LabelError::new(part, "label key given twice"));
         }
     }
     Ok(out)
@@ -26,7 +54,7 @@ pub fn parse_labels(s: &str) -> Result<Labels, SelectorError> {
 
 /// A label key: optional DNS-subdomain prefix and `/`, then a name of at most 63
 /// characters of `[A-Za-z0-9._-]` that starts and ends alphanumeric.
-pub fn validate_key(key: &str) -> Result<(), SelectorError> {
+pub fn validate_key(key: &str) -> Result<(), LabelError> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -44,14 +72,14 @@ pub fn validate_key(key: &str) -> Result<(), SelectorError> {
                     && !seg.ends_with('-')
             });
         if !ok {
-            return Err(SelectorError::new(
+            return Err(LabelError::new(
                 key,
                 "label key prefix must be a DNS subdomain",
             ));
         }
     }
     if name.is_empty() || !is_label_token(name) {
-        return Err(SelectorError::new(
+        return Err(LabelError::new(
             key,
             "label key name must be 1-63 characters of [A-Za-z0-9._-], starting and ending alphanumeric",
         ));
@@ -60,11 +88,11 @@ pub fn validate_key(key: &str) -> Result<(), SelectorError> {
 }
 
 /// A label value: empty, or a token of at most 63 characters like a key name.
-pub fn validate_value(value: &str) -> Result<(), SelectorError> {
+pub fn validate_value(value: &str) -> Result<(), LabelError> {
     if value.is_empty() || is_label_token(value) {
         Ok(())
     } else {
-        Err(SelectorError::new(
+        Err(LabelError::new(
             value,
             "label value must be at most 63 characters of [A-Za-z0-9._-], starting and ending alphanumeric",
         ))

@@ -14,7 +14,7 @@ pub mod selector;
 pub mod state;
 
 pub use digest::{ContentDigest, DeploymentId};
-pub use labels::{Labels, parse_labels};
+pub use labels::{LabelError, Labels, parse_labels};
 pub use names::{ClusterName, NameError};
 pub use redact::{redact_in, redact_url};
 pub use selector::{LabelSelector, Operator, Requirement, SelectorError};

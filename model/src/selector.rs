@@ -80,7 +80,11 @@ impl Requirement {
                     format!("operator {} takes no values", self.operator),
                 ))
             }
-            _ => self.values.iter().try_for_each(|v| validate_value(v)),
+            _ => self
+                .values
+                .iter()
+                .try_for_each(|v| validate_value(v))
+                .map_err(Into::into),
         }
     }
 }

@@ -54,6 +54,7 @@ impl AdminService {
             accepted_labels: rec.accepted_labels,
             token_labels: rec.token_labels,
             hub_labels: rec.hub_labels,
+            removed_labels: rec.removed_labels.into_iter().collect(),
         })
     }
 
@@ -258,16 +259,21 @@ impl Admin for AdminService {
                 .and_then(|_| labels::validate_value(v))
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
+        for k in &req.remove {
+            labels::validate_key(k).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if req.set.contains_key(k) {
+                return Err(Status::invalid_argument(format!(
+                    "label {k} is both set and removed"
+                )));
+            }
+        }
         let rec = {
             let mut rec = self
                 .fleet
                 .clusters
                 .get_mut(&name)
                 .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))?;
-            rec.hub_labels.extend(req.set.clone());
-            for k in &req.remove {
-                rec.hub_labels.remove(k);
-            }
+            label_trust::relabel(&mut rec, &req.set, &req.remove);
             rec.clone()
         };
         self.fleet

@@ -118,6 +118,7 @@ impl Registration for RegistrationService {
             reported_labels: Labels::new(),
             token_labels: token_record.labels.clone(),
             hub_labels: Labels::new(),
+            removed_labels: Default::default(),
             registered_at: now,
             agent_version: req.agent_version,
             last_seen: now,
