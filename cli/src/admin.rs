@@ -317,12 +317,13 @@ fn default_config() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// Whether an error means the hub went away (restart, network) rather than refused.
+/// Whether an error means the hub went away (restart, network, no answer) rather than
+/// refused the call.
 pub fn is_unreachable(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<tonic::Status>().is_some_and(|s| {
+        c.downcast_ref::<HubError>().is_some_and(|h| {
             matches!(
-                s.code(),
+                h.code,
                 tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
             )
         }) || c.downcast_ref::<Unreachable>().is_some()
@@ -333,6 +334,15 @@ pub fn is_unreachable(e: &anyhow::Error) -> bool {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Unreachable(String);
+
+/// The hub answered a call with an error status: its message, and the code kept for
+/// telling a refusal from an outage.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct HubError {
+    pub code: tonic::Code,
+    message: String,
+}
 
 /// Runs `fut` under `timeout` (none: wait for ever), naming `what` timed out.
 async fn deadline<T>(
@@ -354,12 +364,16 @@ async fn deadline<T>(
 }
 
 fn status_err(s: tonic::Status) -> anyhow::Error {
-    let text = if s.message().is_empty() {
+    let message = if s.message().is_empty() {
         format!("{:?}", s.code())
     } else {
         s.message().to_string()
     };
-    anyhow::Error::new(s).context(text)
+    HubError {
+        code: s.code(),
+        message,
+    }
+    .into()
 }
 
 /// The hub's reply to a call, or its status as an error.
@@ -382,10 +396,9 @@ impl Client {
         let channel = deadline(timeout, what, async {
             flotilla_identity::connect(&cfg.server, &creds)
                 .await
-                .map_err(|e| Unreachable(e.to_string()).into())
+                .map_err(|e| Unreachable(format!("{}: {e}", what())).into())
         })
-        .await
-        .with_context(what)?;
+        .await?;
         Ok(Client {
             inner: AdminClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
             config: path,

@@ -172,8 +172,9 @@ async fn ride_out(client: &mut Client, e: anyhow::Error, backoff: &mut Backoff) 
     let wait = backoff.next();
     eprintln!("hub unreachable ({e:#}); reconnecting in {wait:?}");
     tokio::time::sleep(wait).await;
-    if let Err(e) = client.reconnect().await {
-        eprintln!("reconnecting: {e:#}");
+    match client.reconnect().await {
+        Ok(()) => eprintln!("reconnected to the hub"),
+        Err(e) => eprintln!("reconnecting: {e:#}"),
     }
     Ok(())
 }
