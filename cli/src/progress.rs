@@ -239,6 +239,7 @@ async fn next_event(events: &mut Option<tonic::Streaming<pb::Event>>) {
     match events {
         Some(s) => {
             if !matches!(s.message().await, Ok(Some(_))) {
+                eprintln!("the hub's event stream ended; reconnecting");
                 *events = None;
             }
         }
