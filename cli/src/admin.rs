@@ -748,7 +748,12 @@ pub async fn dispatch(client: Client, cmd: AdminCommand, out: Printer) -> Result
                     page_token: a.continue_token.unwrap_or_default(),
                 })
                 .await?;
-            out.list(&rows)?;
+            if a.not_ready {
+                // Every non-ready resource, not only the row's cut message.
+                out.list_with_details(&rows, |r| r.resources.iter().map(|x| x.line()).collect())?;
+            } else {
+                out.list(&rows)?;
+            }
             if !next.is_empty() {
                 eprintln!("more rows: --continue {next}");
             }

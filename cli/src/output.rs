@@ -39,6 +39,17 @@ impl Printer {
 
     /// Prints a list of rows.
     pub fn list<T: Row>(&self, items: &[T]) -> Result<()> {
+        self.list_with_details(items, |_| Vec::new())
+    }
+
+    /// `list`, with a table row followed by its `details` lines, indented (e.g. every
+    /// non-ready resource under its status row). JSON and YAML carry the same data as
+    /// fields, so they ignore `details`.
+    pub fn list_with_details<T: Row>(
+        &self,
+        items: &[T],
+        details: impl Fn(&T) -> Vec<String>,
+    ) -> Result<()> {
         match self.read_format() {
             Format::Json => emit(&(serde_json::to_string_pretty(items)? + "\n")),
             Format::Yaml => emit(&serde_saphyr::to_string(&items)?),
@@ -52,9 +63,12 @@ impl Printer {
                 let wide = f == Format::Wide;
                 let rows: Vec<Vec<String>> = items.iter().map(|i| i.cells(wide)).collect();
                 let headers = T::headers(wide);
-                emit(&table_with(
-                    (!self.no_headers).then_some(headers.as_slice()),
-                    &rows,
+                let headers = (!self.no_headers).then_some(headers.as_slice());
+                let details: Vec<Vec<String>> = items.iter().map(details).collect();
+                emit(&with_details(
+                    &table_with(headers, &rows),
+                    headers.is_some(),
+                    &details,
                 ))
             }
         }
@@ -154,6 +168,25 @@ fn table_with(headers: Option<&[&str]>, rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Puts each row's `details` under it, indented; `header` says whether the first line
+/// of `table` is a header line.
+fn with_details(table: &str, header: bool, details: &[Vec<String>]) -> String {
+    let mut lines = table.lines();
+    let mut out = String::new();
+    if header && let Some(h) = lines.next() {
+        out.push_str(h);
+        out.push('\n');
+    }
+    for (i, line) in lines.enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        for d in details.get(i).into_iter().flatten() {
+            out.push_str(&format!("  {d}\n"));
+        }
+    }
+    out
+}
+
 /// `k=v,k2=v2` for table cells.
 pub fn labels_cell(labels: &std::collections::BTreeMap<String, String>) -> String {
     if labels.is_empty() {
@@ -194,6 +227,20 @@ mod tests {
         assert_eq!(
             table_with(None, &rows),
             "dev          Ready\nproduction   NotReady\n"
+        );
+    }
+
+    #[test]
+    fn details_go_under_their_row() {
+        let rows = [
+            vec!["c1".into(), "NotReady".into()],
+            vec!["c2".into(), "Ready".into()],
+        ];
+        let details = [vec!["Deployment web/web: NotReady".to_string()], vec![]];
+        let t = table(&["CLUSTER", "STATE"], &rows);
+        assert_eq!(
+            with_details(&t, true, &details),
+            "CLUSTER   STATE\nc1        NotReady\n  Deployment web/web: NotReady\nc2        Ready\n"
         );
     }
 

@@ -202,16 +202,7 @@ fn not_ready_lines(rows: &[StatusView]) -> String {
         }
         out.push('\n');
         for x in &r.resources {
-            let ns = if x.namespace.is_empty() {
-                String::new()
-            } else {
-                format!("{}/", x.namespace)
-            };
-            out.push_str(&format!("    {} {ns}{}: {}", x.kind, x.name, x.state));
-            if !x.message.is_empty() {
-                out.push_str(&format!(": {}", crate::output::short(&x.message, 200)));
-            }
-            out.push('\n');
+            out.push_str(&format!("    {}\n", x.line()));
         }
     }
     out

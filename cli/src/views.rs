@@ -310,6 +310,21 @@ impl From<pb::StatusRow> for StatusView {
     }
 }
 
+impl ResourceView {
+    /// `Deployment web/frontend: NotReady: 0/3 replicas available`.
+    pub fn line(&self) -> String {
+        let mut out = format!("{} ", self.kind);
+        if !self.namespace.is_empty() {
+            out.push_str(&format!("{}/", self.namespace));
+        }
+        out.push_str(&format!("{}: {}", self.name, self.state));
+        if !self.message.is_empty() {
+            out.push_str(&format!(": {}", short(&self.message, 200)));
+        }
+        out
+    }
+}
+
 impl Row for StatusView {
     const KIND: &'static str = "status";
     fn name(&self) -> String {
