@@ -750,7 +750,7 @@ pub async fn dispatch(client: Client, cmd: AdminCommand, out: Printer) -> Result
                 .await?;
             if a.not_ready {
                 // Every non-ready resource, not only the row's cut message.
-                out.list_with_details(&rows, |r| r.resources.iter().map(|x| x.line()).collect())?;
+                out.list_with_details(&rows, StatusView::not_ready_details)?;
             } else {
                 out.list(&rows)?;
             }

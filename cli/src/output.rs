@@ -132,6 +132,7 @@ pub trait Row: Serialize {
 }
 
 /// Left-aligned columns separated by three spaces, like kubectl.
+#[cfg(feature = "quickstart")]
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     table_with(Some(headers), rows)
 }
@@ -221,7 +222,7 @@ mod tests {
             vec!["production".into(), "NotReady".into()],
         ];
         assert_eq!(
-            table(&["NAME", "STATE"], &rows),
+            table_with(Some(&["NAME", "STATE"]), &rows),
             "NAME         STATE\ndev          Ready\nproduction   NotReady\n"
         );
         assert_eq!(
@@ -237,7 +238,7 @@ mod tests {
             vec!["c2".into(), "Ready".into()],
         ];
         let details = [vec!["Deployment web/web: NotReady".to_string()], vec![]];
-        let t = table(&["CLUSTER", "STATE"], &rows);
+        let t = table_with(Some(&["CLUSTER", "STATE"]), &rows);
         assert_eq!(
             with_details(&t, true, &details),
             "CLUSTER   STATE\nc1        NotReady\n  Deployment web/web: NotReady\nc2        Ready\n"

@@ -325,6 +325,22 @@ impl ResourceView {
     }
 }
 
+impl StatusView {
+    /// Under a `status --not-ready` row: the whole message when the MESSAGE cell cuts
+    /// it, then every non-ready resource.
+    pub fn not_ready_details(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if short(&self.message, MESSAGE_CELL) != self.message {
+            lines.push(format!("message: {}", self.message.replace('\n', " ")));
+        }
+        lines.extend(self.resources.iter().map(ResourceView::line));
+        lines
+    }
+}
+
+/// Characters of a status message shown in the MESSAGE column.
+const MESSAGE_CELL: usize = 80;
+
 impl Row for StatusView {
     const KIND: &'static str = "status";
     fn name(&self) -> String {
@@ -342,7 +358,7 @@ impl Row for StatusView {
             self.cluster.clone(),
             self.bundle.clone(),
             self.state.clone(),
-            short(&self.message, 80),
+            short(&self.message, MESSAGE_CELL),
         ];
         if wide {
             c.extend([
