@@ -76,6 +76,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A panic is a bug in flotilla, not the user's: one line that says so, and no
+    // backtrace whatever RUST_BACKTRACE says.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let what = info.payload_as_str().unwrap_or("panic").replace('\n', " ");
+        eprintln!("error: internal error{at} (a bug in flotilla; please report it): {what}");
+    }));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
