@@ -157,7 +157,25 @@ fn a_label_change_on_the_hub_retargets_a_cluster() {
         "hub labels win"
     );
 
+    // `env-` removes env wherever it came from (here also the spoke's env=test): the
+    // cluster matches no customization and gets web's default.
     let out = hub.cli(&["cluster", "label", "edge", "env-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("web's default to reach edge", || {
+        let web = spoke.file("examples-web").unwrap_or_default();
+        web.contains("replicas: 1").then_some(()).ok_or(web)
+    });
+    assert!(
+        hub.json(&["clusters", "edge"])["labels"]
+            .get("env")
+            .is_none()
+    );
+
+    let out = hub.cli(&["cluster", "label", "edge", "env=test"]);
     assert!(
         out.status.success(),
         "{}",
