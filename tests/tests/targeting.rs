@@ -163,6 +163,14 @@ fn depends_on_holds_a_bundle_until_its_dependency_is_ready_and_cycles_are_errors
     std::fs::create_dir_all(target.join("deps-db.yaml/blocker")).expect("squat");
     let dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
     hub.add_source("deps", &repo.url, "");
+    // `status BUNDLE` is an error until the bundle exists.
+    wait_until("the source's first revision", || {
+        let out = hub.cli(&["bundles", "deps-db"]);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).to_string())
+    });
 
     let status = |bundle: &str| {
         let v = hub.json(&["status", bundle]);
