@@ -558,9 +558,26 @@ impl Client {
         ))
     }
 
-    /// Every status row, of every bundle and cluster.
+    /// Every status row, of every bundle and cluster, fetched a page at a time so a
+    /// large fleet never makes one reply over the message size limit.
     pub async fn all_status(&self) -> Result<Vec<StatusView>> {
-        Ok(self.status(pb::GetStatusRequest::default()).await?.0)
+        const PAGE: u32 = 5000;
+        let mut rows = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let (page, next) = self
+                .status(pb::GetStatusRequest {
+                    page_size: PAGE,
+                    page_token,
+                    ..Default::default()
+                })
+                .await?;
+            rows.extend(page);
+            if next.is_empty() {
+                return Ok(rows);
+            }
+            page_token = next;
+        }
     }
 
     pub async fn create_token(&self, spec: TokenSpec) -> Result<TokenCreatedView> {

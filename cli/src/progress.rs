@@ -348,6 +348,9 @@ async fn current_revision(
                     _ => {}
                 }
                 if polls >= 2 {
+                    if !s.error.is_empty() {
+                        bail!("source {source} cannot be fetched: {}", s.error);
+                    }
                     return Ok(s.commit);
                 }
                 if !told {
