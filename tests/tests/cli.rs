@@ -114,6 +114,20 @@ fn names_that_do_not_exist_are_errors_and_output_follows_kubectl() {
     let id = created["id"].as_str().expect("id");
     assert!(created["join"].as_str().is_some_and(|j| j.contains(id)));
     assert_eq!(hub.json(&["tokens", id])["id"], id);
+
+    // `flotilla token list | true`: the reader is gone before the table is written.
+    let mut child = Command::new(bin("flotilla"))
+        .arg("--config")
+        .arg(&hub.config)
+        .args(["token", "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run flotilla");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stderr.is_empty(), "quiet: {}", stderr(&out));
 }
 
 /// Sends SIGCONT to a stopped process when the test ends, however it ends.
