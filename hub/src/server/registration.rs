@@ -184,10 +184,8 @@ impl Registration for RegistrationService {
             tracing::warn!(cluster = %name, refusal = %r, "recovery refused: {why}");
             r.status(format!("recovery of cluster {name} refused: {why}"))
         };
-        let now = now_unix();
-        let grace = i64::try_from(self.fleet.renewals.policy.recovery_grace.as_secs())
-            .unwrap_or(i64::MAX);
-        if now.saturating_sub(claim.not_after) > grace {
+        let grace = self.fleet.renewals.policy.recovery_grace;
+        if !within_grace(claim.not_after, now_unix(), grace) {
             return Err(refuse(
                 Refusal::BeyondGrace,
                 format!(
@@ -196,7 +194,7 @@ impl Registration for RegistrationService {
                      and `flotilla token create`, then start the spoke with --rejoin and the \
                      new join string",
                     crate::records::rfc3339(claim.not_after),
-                    grace
+                    grace.as_secs()
                 ),
             ));
         }
@@ -259,6 +257,13 @@ impl Registration for RegistrationService {
             ca_pem: self.fleet.trust_pem.clone(),
         }))
     }
+}
+
+/// Whether a certificate that expired at `not_after` may still be recovered at `now`
+/// (unix seconds). A certificate that has not expired yet always may.
+fn within_grace(not_after: i64, now: i64, grace: std::time::Duration) -> bool {
+    let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+    now.saturating_sub(not_after) <= grace
 }
 
 /// A cluster certificate chain or a CSR is about a kilobyte; anything far larger is not one.
@@ -334,6 +339,96 @@ mod tests {
         }
         assert_eq!(fleet.clusters.len(), ROUNDS);
         assert!(fleet.registering.lock().expect("lock").is_empty());
+    }
+
+    fn recover_request(cert: &str, key: &str) -> Request<RecoverRequest> {
+        Request::new(RecoverRequest {
+            cert_pem: cert.to_string(),
+            csr_pem: flotilla_identity::csr::csr_for_key_pem(key, "edge").expect("CSR"),
+            agent_version: "test".into(),
+        })
+    }
+
+    fn refusal_of(result: Result<Response<RegisterResponse>, Status>) -> Refusal {
+        let status = result.expect_err("refused");
+        Refusal::of(&status).unwrap_or_else(|| panic!("not a named refusal: {status:?}"))
+    }
+
+    #[tokio::test]
+    async fn a_certificate_is_recovered_by_the_holder_of_its_key_only_while_it_is_current() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let fleet = fleet(tmp.path());
+        let service = RegistrationService::new(fleet.clone());
+        let (_, token) = token(&fleet);
+        let (key, csr) = flotilla_identity::csr::generate_csr("edge").expect("CSR");
+        let first = service
+            .register(request(&token, "edge", &csr))
+            .await
+            .expect("registered")
+            .into_inner()
+            .cert_chain_pem;
+
+        let second = service
+            .recover(recover_request(&first, &key))
+            .await
+            .expect("recovered")
+            .into_inner();
+        assert_eq!(second.cluster_id, "edge");
+        let name = ClusterName::new("edge").expect("name");
+        assert_eq!(fleet.clusters.get(&name).expect("record").serials.len(), 2);
+
+        // Whoever holds the certificate but not its key.
+        let (other_key, _) = flotilla_identity::csr::generate_csr("edge").expect("CSR");
+        let wrong = service
+            .recover(recover_request(&second.cert_chain_pem, &other_key))
+            .await;
+        assert_eq!(refusal_of(wrong), Refusal::WrongKey);
+
+        // Two issues later, the first certificate is no longer honoured.
+        let third = service
+            .recover(recover_request(&second.cert_chain_pem, &key))
+            .await
+            .expect("recovered again")
+            .into_inner();
+        let stale = service.recover(recover_request(&first, &key)).await;
+        assert_eq!(refusal_of(stale), Refusal::Superseded);
+
+        if let Some(mut rec) = fleet.clusters.get_mut(&name) {
+            rec.revoked = true;
+        }
+        let revoked = service
+            .recover(recover_request(&third.cert_chain_pem, &key))
+            .await;
+        assert_eq!(refusal_of(revoked), Refusal::Revoked);
+
+        fleet.clusters.remove(&name);
+        let deleted = service
+            .recover(recover_request(&third.cert_chain_pem, &key))
+            .await;
+        assert_eq!(refusal_of(deleted), Refusal::NotRegistered);
+
+        // A certificate from another hub's CA.
+        let (stranger, _) = flotilla_identity::Ca::generate("other hub").expect("CA");
+        let (key, csr) = flotilla_identity::csr::generate_csr("edge").expect("CSR");
+        let foreign = stranger
+            .sign_csr(
+                &csr,
+                &flotilla_identity::Identity::Cluster(name),
+                std::time::Duration::from_secs(60),
+            )
+            .expect("signed");
+        let foreign = service.recover(recover_request(&foreign, &key)).await;
+        assert_eq!(refusal_of(foreign), Refusal::UnknownIssuer);
+    }
+
+    #[test]
+    fn the_recovery_grace_counts_from_expiry() {
+        let day = std::time::Duration::from_secs(24 * 3600);
+        let expired = 1_000_000;
+        assert!(within_grace(expired, expired - 10, day), "not expired yet");
+        assert!(within_grace(expired, expired + 24 * 3600, day));
+        assert!(!within_grace(expired, expired + 24 * 3600 + 1, day));
+        assert!(!within_grace(expired, expired + 1, std::time::Duration::ZERO));
     }
 
     #[tokio::test]
