@@ -170,7 +170,10 @@ mod tests {
         let at = r.schedule(&c, Duration::from_secs(60));
         assert!((before..=now_ms() + 60_000).contains(&at), "{at}");
         let again = r.schedule(&c, Duration::from_secs(3600));
-        assert!(again <= at, "a later schedule never postpones an earlier one");
+        assert!(
+            again <= at,
+            "a later schedule never postpones an earlier one"
+        );
         assert_eq!(r.due(&c), Some(again));
         r.clear(&c);
         assert_eq!(r.due(&c), None);

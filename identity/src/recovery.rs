@@ -61,8 +61,12 @@ pub fn verify_recovery(
             format!("unparseable certificate: {e}"),
         )
     })?;
-    let cas = crate::pem_to_ders(trusted_cas_pem)
-        .map_err(|e| refused(Refusal::UnknownIssuer, format!("the hub's trust bundle: {e}")))?;
+    let cas = crate::pem_to_ders(trusted_cas_pem).map_err(|e| {
+        refused(
+            Refusal::UnknownIssuer,
+            format!("the hub's trust bundle: {e}"),
+        )
+    })?;
     let issuer = cas
         .iter()
         .find(|ca_der| {

@@ -255,10 +255,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         Some(Refusal::Revoked) => 3,
         Some(Refusal::NotRegistered) => 4,
         Some(
-            Refusal::BeyondGrace
-            | Refusal::Superseded
-            | Refusal::WrongKey
-            | Refusal::UnknownIssuer,
+            Refusal::BeyondGrace | Refusal::Superseded | Refusal::WrongKey | Refusal::UnknownIssuer,
         ) => 5,
         Some(Refusal::Token | Refusal::NameTaken) => 6,
     }

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 use flotilla_identity::{Credentials, JoinString, Refusal, csr, pin};
-use flotilla_proto::v1::{RecoverRequest, RegisterRequest, registration_client::RegistrationClient};
+use flotilla_proto::v1::{
+    RecoverRequest, RegisterRequest, registration_client::RegistrationClient,
+};
 
 use crate::state_dir::{IdentityFile, StateDir};
 

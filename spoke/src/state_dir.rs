@@ -315,7 +315,10 @@ mod tests {
             join_sha256: String::new(),
             ..id
         };
-        assert!(old.enrolled_with("anything", "hub:7443"), "same hub, no digest");
+        assert!(
+            old.enrolled_with("anything", "hub:7443"),
+            "same hub, no digest"
+        );
         assert!(!old.enrolled_with("anything", "other:7443"));
     }
 

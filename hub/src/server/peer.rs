@@ -31,9 +31,7 @@ pub fn require_cluster<T>(fleet: &Fleet, req: &Request<T>) -> Result<ClusterName
     let serial = Identity::serial_hex(&der).map_err(|e| Status::unauthenticated(e.to_string()))?;
     // Each refusal is named (`Refusal`), so the spoke stops instead of redialling.
     let rec = fleet.clusters.get(&name).ok_or_else(|| {
-        Refusal::NotRegistered.status(format!(
-            "cluster {name} is not registered with this hub"
-        ))
+        Refusal::NotRegistered.status(format!("cluster {name} is not registered with this hub"))
     })?;
     if rec.revoked {
         return Err(Refusal::Revoked.status(format!(

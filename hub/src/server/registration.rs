@@ -173,12 +173,9 @@ impl Registration for RegistrationService {
                 "a recovery certificate or CSR is at most {MAX_RECOVERY_PEM} bytes"
             )));
         }
-        let claim = flotilla_identity::verify_recovery(
-            &req.cert_pem,
-            &req.csr_pem,
-            &self.fleet.trust_pem,
-        )
-        .map_err(|e| e.refusal.status(format!("recovery refused: {}", e.message)))?;
+        let claim =
+            flotilla_identity::verify_recovery(&req.cert_pem, &req.csr_pem, &self.fleet.trust_pem)
+                .map_err(|e| e.refusal.status(format!("recovery refused: {}", e.message)))?;
         let name = claim.cluster.clone();
         let refuse = |r: Refusal, why: String| {
             tracing::warn!(cluster = %name, refusal = %r, "recovery refused: {why}");
@@ -208,8 +205,7 @@ impl Registration for RegistrationService {
             if rec.revoked {
                 return Err(refuse(
                     Refusal::Revoked,
-                    "it has been revoked; an admin must delete it before it can join again"
-                        .into(),
+                    "it has been revoked; an admin must delete it before it can join again".into(),
                 ));
             }
             // Only a certificate the hub still honours: a copy of an older one (stolen
@@ -428,7 +424,11 @@ mod tests {
         assert!(within_grace(expired, expired - 10, day), "not expired yet");
         assert!(within_grace(expired, expired + 24 * 3600, day));
         assert!(!within_grace(expired, expired + 24 * 3600 + 1, day));
-        assert!(!within_grace(expired, expired + 1, std::time::Duration::ZERO));
+        assert!(!within_grace(
+            expired,
+            expired + 1,
+            std::time::Duration::ZERO
+        ));
     }
 
     #[tokio::test]
