@@ -4,6 +4,11 @@
 //! own jittered backoff (`backoff::BundleRetries`), not at every round: a watch event
 //! does not bring it forward (a failing apply's own writes make watch events), a new
 //! Assign from the hub is applied at once.
+//!
+//! The stream also carries the certificate's renewal (at two thirds of its lifetime, or
+//! when the hub sends `RenewNow`); a certificate that expired while the hub was away is
+//! recovered (`enroll::recover`) before the next dial. A permanent refusal ends
+//! `run_forever` (or slows it to one try every 10 minutes under `--on-refusal retry`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

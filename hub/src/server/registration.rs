@@ -75,9 +75,8 @@ impl Registration for RegistrationService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         label_trust::validate_report(&req.labels).map_err(Status::invalid_argument)?;
         let requested_labels = req.labels;
-        let token_refused = |e: tokens::TokenError| {
-            Refusal::Token.tag(Status::unauthenticated(format!("join token: {e}")))
-        };
+        let token_refused =
+            |e: tokens::TokenError| Refusal::Token.tag(Status::unauthenticated(e.to_string()));
         let (token_id, secret) = tokens::parse(&req.token).map_err(token_refused)?;
 
         // Check the token, check and reserve the name, and consume a use, all under one
