@@ -26,21 +26,12 @@ pub struct Refused {
     pub message: String,
 }
 
-impl Refused {
-    /// `Some` when the hub named the status a permanent refusal.
-    pub fn from_status(what: &str, status: &tonic::Status) -> Option<Refused> {
-        Refusal::of(status).map(|refusal| Refused {
-            refusal,
-            message: format!("{what}: {}", status.message()),
-        })
-    }
-}
-
 /// An error from a call to the hub: a [`Refused`] when permanent, else a plain error.
-fn call_error(what: &str, status: tonic::Status) -> anyhow::Error {
-    match Refused::from_status(what, &status) {
-        Some(r) => r.into(),
-        None => anyhow::anyhow!("{what}: {}", status.message()),
+pub(crate) fn call_error(what: &str, status: tonic::Status) -> anyhow::Error {
+    let message = format!("{what}: {}", status.message());
+    match Refusal::of(&status) {
+        Some(refusal) => Refused { refusal, message }.into(),
+        None => anyhow::anyhow!(message),
     }
 }
 

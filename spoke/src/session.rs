@@ -568,12 +568,7 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
     let mut inbound = client
         .sync(ReceiverStream::new(rx))
         .await
-        .map_err(
-            |s| match Refused::from_status("hub refused the stream", &s) {
-                Some(r) => anyhow::Error::from(r),
-                None => anyhow!("hub refused the stream: {}", s.message()),
-            },
-        )?
+        .map_err(|s| crate::enroll::call_error("hub refused the stream", s))?
         .into_inner();
     if let Ok(mut o) = agent.outbound.lock() {
         *o = Some(tx.clone());
