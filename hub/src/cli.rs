@@ -343,18 +343,15 @@ async fn ca_command(cmd: CaCommand) -> Result<()> {
         }
         CaCommand::Status { data_dir } => {
             let dir = DataDir::new(&data_dir);
-            match admin_client(&dir).await {
-                Ok(mut admin) => {
-                    let status = admin
-                        .ca_status(flotilla_proto::v1::CaStatusRequest {})
-                        .await
-                        .map_err(|s| anyhow::anyhow!("Admin.CaStatus: {}", s.message()))?
-                        .into_inner();
-                    print!("{}", format_ca_status(&status));
-                }
-                Err(e) => {
-                    tracing::debug!(error = %format!("{e:#}"), "hub not answering; reading the store");
-                    print!("{}", offline_ca_status(&dir)?);
+            match running_ca_status(&dir).await {
+                Ok(status) => print!("{}", format_ca_status(&status)),
+                Err(running) => {
+                    // A stopped hub leaves the store to us; a running one that did not
+                    // answer keeps it locked, and then both reasons are worth reading.
+                    let offline = offline_ca_status(&dir).with_context(|| {
+                        format!("asking the running hub failed too: {running:#}")
+                    })?;
+                    print!("{offline}");
                 }
             }
             Ok(())
@@ -368,12 +365,13 @@ async fn ca_command(cmd: CaCommand) -> Result<()> {
             let mut admin = admin_client(&dir)
                 .await
                 .context("`ca renew` asks the running hub")?;
-            let reply = admin
-                .renew_certificates(flotilla_proto::v1::RenewCertificatesRequest {
-                    window_seconds: window.as_secs(),
-                    all,
-                })
+            let call = admin.renew_certificates(flotilla_proto::v1::RenewCertificatesRequest {
+                window_seconds: window.as_secs(),
+                all,
+            });
+            let reply = tokio::time::timeout(ADMIN_TIMEOUT, call)
                 .await
+                .context("Admin.RenewCertificates did not answer")?
                 .map_err(|s| anyhow::anyhow!("Admin.RenewCertificates: {}", s.message()))?
                 .into_inner();
             println!(
@@ -408,6 +406,19 @@ async fn admin_client(
     .await
     .with_context(|| format!("the hub at {} did not answer", conf.server))??;
     Ok(flotilla_proto::v1::admin_client::AdminClient::new(channel))
+}
+
+/// `Admin.CaStatus` from the running hub, within `ADMIN_TIMEOUT`.
+async fn running_ca_status(dir: &DataDir) -> Result<flotilla_proto::v1::CaStatusResponse> {
+    let mut admin = admin_client(dir).await?;
+    let reply = tokio::time::timeout(
+        ADMIN_TIMEOUT,
+        admin.ca_status(flotilla_proto::v1::CaStatusRequest {}),
+    )
+    .await
+    .context("Admin.CaStatus did not answer")?
+    .map_err(|s| anyhow::anyhow!("Admin.CaStatus: {}", s.message()))?;
+    Ok(reply.into_inner())
 }
 
 /// `ca status` from the running hub's answer.
