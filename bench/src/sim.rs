@@ -326,7 +326,11 @@ async fn handle(
                     tokio::fs::remove_file(dir.join(name).join(format!("{}.yaml", u.bundle))).await;
             }
         }
-        Some(hub_msg::Msg::Certificate(_)) | Some(hub_msg::Msg::Ping(_)) | None => {}
+        // Simulated spokes keep their first certificate for a whole run.
+        Some(hub_msg::Msg::Certificate(_))
+        | Some(hub_msg::Msg::RenewNow(_))
+        | Some(hub_msg::Msg::Ping(_))
+        | None => {}
     }
     Ok(())
 }

@@ -61,15 +61,31 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
-    /// Start a rotation: a new signing CA, the old one still trusted. Restart the hub after.
+    /// Start a rotation: a new signing CA, the old one still trusted. Restart the hub
+    /// after: each spoke still on the previous CA is then asked to renew within
+    /// `--rotation-window` of connecting.
     Rotate {
         #[arg(long)]
         data_dir: PathBuf,
     },
-    /// Show which clusters still depend on the previous CA (hub stopped).
+    /// A rotation's progress (clusters on the signing CA / all) and an estimate; asks
+    /// the running hub, or reads the store when the hub is stopped.
     Status {
         #[arg(long)]
         data_dir: PathBuf,
+    },
+    /// Ask every connected spoke still on the previous CA (or every connected spoke,
+    /// with --all) to renew now, each at a random moment within --window.
+    Renew {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Spread the renewals over this long, so the hub is not asked for every
+        /// certificate at once.
+        #[arg(long, default_value = "1m", value_parser = parse_duration)]
+        window: Duration,
+        /// Every connected spoke, not only those on the previous CA.
+        #[arg(long)]
+        all: bool,
     },
     /// Finish a rotation once no cluster depends on the previous CA (hub stopped).
     Retire {
@@ -119,9 +135,19 @@ pub struct RunArgs {
     pub data_dir: PathBuf,
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
-    /// Lifetime of the client certificates issued to spokes.
+    /// Lifetime of the client certificates issued to spokes (at least 1s; tests use
+    /// seconds).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub cert_lifetime: Duration,
+    /// How long after its certificate expired a spoke may still recover it by proving
+    /// it holds the key (a hub outage longer than the certificate lifetime). After it,
+    /// the cluster must join again. `0s` turns recovery off. See docs/security.md.
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    pub recovery_grace: Duration,
+    /// During a CA rotation, each spoke still on the previous CA is asked to renew at a
+    /// random moment within this long after it connects.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub rotation_window: Duration,
     /// A connected spoke that sends nothing for this long is marked Offline and its
     /// stream closed. Spokes send a heartbeat every 10 s, so keep this above that.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -264,7 +290,7 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Admin {
             command: AdminCommand::Issue(a),
         } => issue_operator(&a),
-        Command::Ca { command } => ca_command(command),
+        Command::Ca { command } => ca_command(command).await,
     }
 }
 
@@ -295,33 +321,64 @@ fn open_store_records(dir: &DataDir) -> Result<Vec<crate::records::ClusterRecord
         .collect())
 }
 
-fn ca_command(cmd: CaCommand) -> Result<()> {
+async fn ca_command(cmd: CaCommand) -> Result<()> {
     match cmd {
         CaCommand::Rotate { data_dir } => {
             let dir = DataDir::new(&data_dir);
             let fp = pki::rotate(&dir)?;
             println!("new signing CA sha256 {fp}; the previous CA stays trusted.");
-            println!("restart the hub; spokes move to the new CA at their next renewal.");
             println!(
-                "then: flotilla-hub ca retire --data-dir {}",
+                "restart the hub; each spoke still on the previous CA is asked to renew within \
+                 the hub's --rotation-window (default 5m) of connecting."
+            );
+            println!(
+                "watch: flotilla-hub ca status --data-dir {}",
+                data_dir.display()
+            );
+            println!(
+                "then:  flotilla-hub ca retire --data-dir {}",
                 data_dir.display()
             );
             Ok(())
         }
         CaCommand::Status { data_dir } => {
             let dir = DataDir::new(&data_dir);
-            let waiting = pki::depending_on_previous(&dir, &open_store_records(&dir)?)?;
-            if !dir.ca_previous().exists() {
-                println!("no CA rotation in progress");
-            } else if waiting.is_empty() {
-                println!("every cluster holds a certificate from the new CA: ready to retire");
-            } else {
-                println!(
-                    "waiting for {} cluster(s) to renew: {}",
-                    waiting.len(),
-                    waiting.join(", ")
-                );
+            match running_ca_status(&dir).await {
+                Ok(status) => print!("{}", format_ca_status(&status)),
+                Err(running) => {
+                    // A stopped hub leaves the store to us; a running one that did not
+                    // answer keeps it locked, and then both reasons are worth reading.
+                    let offline = offline_ca_status(&dir).with_context(|| {
+                        format!("asking the running hub failed too: {running:#}")
+                    })?;
+                    print!("{offline}");
+                }
             }
+            Ok(())
+        }
+        CaCommand::Renew {
+            data_dir,
+            window,
+            all,
+        } => {
+            let dir = DataDir::new(&data_dir);
+            let mut admin = admin_client(&dir)
+                .await
+                .context("`ca renew` asks the running hub")?;
+            let call = admin.renew_certificates(flotilla_proto::v1::RenewCertificatesRequest {
+                window_seconds: window.as_secs(),
+                all,
+            });
+            let reply = tokio::time::timeout(ADMIN_TIMEOUT, call)
+                .await
+                .context("Admin.RenewCertificates did not answer")?
+                .map_err(|s| anyhow::anyhow!("Admin.RenewCertificates: {}", s.message()))?
+                .into_inner();
+            println!(
+                "asked {} connected spoke(s) to renew within {}s",
+                reply.scheduled,
+                window.as_secs()
+            );
             Ok(())
         }
         CaCommand::Retire { data_dir, force } => {
@@ -331,6 +388,106 @@ fn ca_command(cmd: CaCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// How long `ca status` and `ca renew` wait for the hub before deciding it is stopped.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An Admin client for the hub whose data dir this is, as its admin (`admin.conf`).
+async fn admin_client(
+    dir: &DataDir,
+) -> Result<flotilla_proto::v1::admin_client::AdminClient<tonic::transport::Channel>> {
+    let conf = flotilla_identity::ClientConfig::load(&dir.admin_conf())?;
+    let creds = conf.credentials()?;
+    let channel = tokio::time::timeout(
+        ADMIN_TIMEOUT,
+        flotilla_identity::connect(&conf.server, &creds),
+    )
+    .await
+    .with_context(|| format!("the hub at {} did not answer", conf.server))??;
+    Ok(flotilla_proto::v1::admin_client::AdminClient::new(channel))
+}
+
+/// `Admin.CaStatus` from the running hub, within `ADMIN_TIMEOUT`.
+async fn running_ca_status(dir: &DataDir) -> Result<flotilla_proto::v1::CaStatusResponse> {
+    let mut admin = admin_client(dir).await?;
+    let reply = tokio::time::timeout(
+        ADMIN_TIMEOUT,
+        admin.ca_status(flotilla_proto::v1::CaStatusRequest {}),
+    )
+    .await
+    .context("Admin.CaStatus did not answer")?
+    .map_err(|s| anyhow::anyhow!("Admin.CaStatus: {}", s.message()))?;
+    Ok(reply.into_inner())
+}
+
+/// `ca status` from the running hub's answer.
+fn format_ca_status(s: &flotilla_proto::v1::CaStatusResponse) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let phase = if s.rotating {
+        "CA rotation in progress"
+    } else {
+        "no CA rotation in progress"
+    };
+    let _ = writeln!(
+        out,
+        "{phase}: {}/{} clusters on the signing CA (sha256 {})",
+        s.on_signing_ca, s.clusters, s.signing_ca_sha256
+    );
+    for p in &s.pending {
+        let when = match (p.connected, p.renew_at.is_empty()) {
+            (true, false) => format!("asked to renew at {}", p.renew_at),
+            (true, true) => "connected, not asked (run `flotilla-hub ca renew`)".to_string(),
+            (false, _) => "offline: asked to renew once it connects".to_string(),
+        };
+        let _ = writeln!(out, "  {:<24} {when}", p.name);
+    }
+    if s.pending.is_empty() {
+        if s.rotating {
+            let _ = writeln!(out, "ready: flotilla-hub ca retire");
+        }
+    } else if s.estimated_done.is_empty() {
+        let _ = writeln!(
+            out,
+            "estimate: unknown while a cluster is offline or not asked; a spoke renews within {}s of connecting",
+            s.rotation_window_seconds
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "estimate: every cluster asked by {} (renewal follows within seconds)",
+            s.estimated_done
+        );
+    }
+    out
+}
+
+/// `ca status` with the hub stopped: the store says who is on which CA.
+fn offline_ca_status(dir: &DataDir) -> Result<String> {
+    let clusters = open_store_records(dir)?;
+    let waiting = pki::depending_on_previous(dir, &clusters)?;
+    let total = clusters.iter().filter(|c| !c.revoked).count();
+    let rotating = dir.ca_previous().exists();
+    let mut out = format!(
+        "{}: {}/{total} clusters on the signing CA (hub stopped)\n",
+        if rotating {
+            "CA rotation in progress"
+        } else {
+            "no CA rotation in progress"
+        },
+        total - waiting.len(),
+    );
+    if !waiting.is_empty() {
+        out.push_str(&format!(
+            "waiting for {} cluster(s) to renew: {}\nestimate: within the hub's --rotation-window of each one connecting, once the hub runs\n",
+            waiting.len(),
+            waiting.join(", ")
+        ));
+    } else if rotating {
+        out.push_str("every cluster holds a certificate from the new CA: ready to retire\n");
+    }
+    Ok(out)
 }
 
 pub async fn init(args: &InitArgs) -> Result<()> {
@@ -425,6 +582,10 @@ async fn serve(args: RunArgs) -> Result<()> {
             pin: pki.pin,
             advertise,
             cert_lifetime: args.cert_lifetime,
+            renewal: crate::renewals::RenewalPolicy {
+                recovery_grace: args.recovery_grace,
+                rotation_window: args.rotation_window,
+            },
             data_dir: dir.root().to_path_buf(),
             self_label_keys: args.self_label_keys.iter().cloned().collect(),
             limits: args.tree_budget.limits(),

@@ -18,6 +18,7 @@ mod layout;
 mod metrics;
 mod pki;
 mod records;
+mod renewals;
 mod rollout;
 mod server;
 mod sources;

@@ -2,8 +2,10 @@
 //!
 //! This crate owns the hub's certificate authority (`ca`), spoke key and CSR generation
 //! (`csr`), the URI SAN that names a cluster or an admin (`san`), pinning the hub CA from
-//! a join string (`pin`), building mTLS channels (`channel`) and writing key files 0600
-//! (`files`). Callers ask for credentials; they never format SANs or touch modes themselves.
+//! a join string (`pin`), building mTLS channels (`channel`), writing key files 0600
+//! (`files`), checking a spoke's proof for recovering an expired certificate
+//! (`recovery`) and naming the refusals no retry can change (`refusal`). Callers ask for
+//! credentials; they never format SANs or touch modes themselves.
 //!
 //! **Architecture Invariant:** an identity is only ever derived from a certificate that
 //! the TLS layer verified against the hub CA. Nothing here reads identity from a message.
@@ -16,12 +18,16 @@ pub mod csr;
 pub mod files;
 pub mod join;
 pub mod pin;
+pub mod recovery;
+pub mod refusal;
 pub mod san;
 
 pub use ca::{Ca, IssuedCert};
 pub use channel::{Credentials, connect};
 pub use client_config::ClientConfig;
 pub use join::JoinString;
+pub use recovery::{RecoveryClaim, RecoveryRefused, verify_recovery};
+pub use refusal::Refusal;
 pub use san::{Identity, Role};
 
 /// The DNS name every hub serving certificate carries; clients verify against it so the

@@ -1,16 +1,22 @@
 //! `flotilla-spoke`: the binary edge of the spoke agent.
+//!
+//! Start-up checks everything local first (labels, policy, state dir against the join
+//! string, the target and, before registering, that the Kubernetes API answers), so a
+//! mistake never uses up a join token or leaves a phantom cluster on the hub. A
+//! permanent refusal by the hub ends the process with its own exit code
+//! ([`exit_code`], `docs/operations.md`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
-use flotilla_identity::JoinString;
+use flotilla_identity::{JoinString, Refusal};
 use flotilla_model::{ClusterName, parse_labels};
 use flotilla_telemetry::LogFormat;
 
-use crate::enroll::enroll;
-use crate::session::{Agent, run_forever};
+use crate::enroll::{Refused, enroll};
+use crate::session::{Agent, OnRefusal, run_forever};
 use crate::state_dir::StateDir;
 use crate::target::{KubeOptions, PolicySpec, TargetSpec, kubernetes};
 
@@ -28,6 +34,16 @@ pub struct Args {
     /// A file holding the join string (a mounted Secret, say); read on the first start.
     #[arg(long, conflicts_with = "join")]
     pub join_file: Option<PathBuf>,
+    /// Register again with the join string given, replacing the identity in
+    /// --state-dir (after `flotilla cluster delete`, or to move to another hub). Without
+    /// it, a join string other than the one the state dir was enrolled with is refused.
+    #[arg(long)]
+    pub rejoin: bool,
+    /// When the hub refuses this spoke for good (revoked, deleted, certificate expired
+    /// beyond the hub's recovery grace): `exit` with that refusal's exit code, or
+    /// `retry` every 10 minutes, logging the refusal, while enforcing the cached state.
+    #[arg(long, value_enum, default_value_t = OnRefusal::Exit)]
+    pub on_refusal: OnRefusal,
     /// This cluster's name (a DNS label).
     #[arg(long)]
     pub name: String,
@@ -76,36 +92,13 @@ pub fn init_tracing(args: &Args) {
 pub async fn run(args: Args) -> Result<()> {
     let name = ClusterName::new(&args.name)?;
     let labels = parse_labels(&args.labels).context("--labels")?;
-    // Read before joining, so a mistake in it never uses up a join token.
     let policy = policy_spec(&args)?;
     // The key, the assignment cache (manifests with Secrets) and the content live here.
     flotilla_identity::files::private_dir(&args.state_dir)?;
     let state = StateDir::new(&args.state_dir);
     state.recover()?;
-    if !state.is_enrolled() {
-        let join = match (&args.join, &args.join_file) {
-            (Some(join), _) => join.clone(),
-            (None, Some(path)) => read_join_file(path)?,
-            (None, None) => bail!(
-                "{} holds no identity yet; pass --join-file (or FLOTILLA_JOIN) with a join \
-                 string from `flotilla token create`",
-                args.state_dir.display()
-            ),
-        };
-        let join: JoinString = join.trim().parse()?;
-        enroll(&state, &join, name.as_str(), &labels).await?;
-    }
-    let identity = state.load_identity()?;
-    // Fail at start, not on every reconnect, when the key is unreadable or too open.
-    state.credentials()?;
-    if identity.cluster != name.as_str() {
-        bail!(
-            "{} belongs to cluster {:?}, not {:?}; use another --state-dir",
-            args.state_dir.display(),
-            identity.cluster,
-            name
-        );
-    }
+    let join = join_text(&args)?;
+    let registration = registration(&args, &state, &name, join)?;
     let spec = match &args.target {
         Some(t) => t.clone(),
         None if kubernetes::config_available(args.kubeconfig.as_deref()) => TargetSpec::Kubernetes,
@@ -121,9 +114,24 @@ pub async fn run(args: Args) -> Result<()> {
         .build(KubeOptions {
             kubeconfig: args.kubeconfig.clone(),
             policy,
-            cluster: identity.cluster.clone(),
+            cluster: name.to_string(),
         })
         .await?;
+    match &spec {
+        TargetSpec::Dir(dir) => check_writable(dir)?,
+        // An enrolled spoke starts while its API server is down and keeps trying; a new
+        // one does not register a cluster it cannot apply to.
+        TargetSpec::Kubernetes if registration.is_some() => {
+            check_api_answers(args.kubeconfig.as_deref()).await?
+        }
+        TargetSpec::Kubernetes => {}
+    }
+    if let Some((join, text)) = registration {
+        enroll(&state, &join, &text, name.as_str(), &labels).await?;
+    }
+    let identity = state.load_identity()?;
+    // Fail at start, not on every reconnect, when the key is unreadable or too open.
+    state.credentials()?;
     let agent = Arc::new(Agent::new(
         identity.cluster,
         identity.hub,
@@ -141,10 +149,116 @@ pub async fn run(args: Args) -> Result<()> {
         });
     }
     tokio::select! {
-        _ = run_forever(agent) => {}
+        refused = run_forever(agent, args.on_refusal) => return Err(refused.into()),
         _ = shutdown_signal() => tracing::info!("stopping"),
     }
     Ok(())
+}
+
+/// The join string from --join, FLOTILLA_JOIN or --join-file, if any.
+fn join_text(args: &Args) -> Result<Option<String>> {
+    Ok(match (&args.join, &args.join_file) {
+        (Some(join), _) => Some(join.clone()),
+        (None, Some(path)) => Some(read_join_file(path)?),
+        (None, None) => None,
+    })
+}
+
+/// Whether this start registers, and with which join string: the state dir has no
+/// identity yet, or `--rejoin` replaces it. A join string other than the one the
+/// identity came from is refused without `--rejoin`, instead of being ignored.
+fn registration(
+    args: &Args,
+    state: &StateDir,
+    name: &ClusterName,
+    join: Option<String>,
+) -> Result<Option<(JoinString, String)>> {
+    let dir = args.state_dir.display();
+    let parsed = match &join {
+        Some(text) => Some(text.trim().parse::<JoinString>()?),
+        None if args.rejoin => bail!("--rejoin needs a join string (--join-file or FLOTILLA_JOIN)"),
+        None => None,
+    };
+    if !state.is_enrolled() {
+        let (Some(join), Some(text)) = (parsed, join) else {
+            bail!(
+                "{dir} holds no identity yet; pass --join-file (or FLOTILLA_JOIN) with a join \
+                 string from `flotilla token create`"
+            );
+        };
+        return Ok(Some((join, text)));
+    }
+    let identity = state.load_identity()?;
+    if let (Some(join), Some(text)) = (parsed, join) {
+        if args.rejoin {
+            tracing::warn!(state_dir = %dir, old_cluster = %identity.cluster, "--rejoin: registering again, replacing the identity in the state dir");
+            return Ok(Some((join, text)));
+        }
+        if !identity.enrolled_with(&text, &join.hub) {
+            bail!(
+                "{dir} already holds the identity of cluster {:?} (hub {}), enrolled with \
+                 another join string than the one given; pass --rejoin to register again \
+                 with the new one (replacing that identity), or drop the join string to \
+                 keep it",
+                identity.cluster,
+                identity.hub
+            );
+        }
+    }
+    if identity.cluster != name.as_str() {
+        bail!(
+            "{dir} belongs to cluster {:?}, not {:?}; use another --state-dir",
+            identity.cluster,
+            name
+        );
+    }
+    Ok(None)
+}
+
+/// A directory target must take our files before anyone registers for it.
+fn check_writable(dir: &std::path::Path) -> Result<()> {
+    let probe = dir.join(format!(".flotilla-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("target dir {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// How long a new spoke waits for the Kubernetes API server before refusing to register.
+const API_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The kubeconfig loads and the API server it names answers.
+async fn check_api_answers(kubeconfig: Option<&std::path::Path>) -> Result<()> {
+    let config = kubernetes::client_config(kubeconfig).await?;
+    let server = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let version = tokio::time::timeout(API_CHECK_TIMEOUT, client.apiserver_version())
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "the Kubernetes API server {server} did not answer within {}s; not registering",
+                API_CHECK_TIMEOUT.as_secs()
+            )
+        })?
+        .with_context(|| {
+            format!("the Kubernetes API server {server} does not answer; not registering")
+        })?;
+    tracing::info!(%server, version = %version.git_version, "the Kubernetes API server answers");
+    Ok(())
+}
+
+/// The process exit code for an error from [`run`]: one per kind of permanent refusal
+/// (documented in `docs/operations.md`), 1 for everything else.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<Refused>().map(|r| r.refusal) {
+        None => 1,
+        Some(Refusal::Revoked) => 3,
+        Some(Refusal::NotRegistered) => 4,
+        Some(
+            Refusal::BeyondGrace | Refusal::Superseded | Refusal::WrongKey | Refusal::UnknownIssuer,
+        ) => 5,
+        Some(Refusal::Token | Refusal::NameTaken) => 6,
+    }
 }
 
 /// A policy file larger than this is not a policy someone wrote by hand.

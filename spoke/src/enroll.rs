@@ -1,17 +1,44 @@
-//! First start: pin the hub CA from the join string, generate a key locally, and trade a
-//! CSR plus the join token for a client certificate.
+//! Getting a certificate from the hub without a Sync stream, over server-authenticated
+//! TLS only: the first start (pin the hub CA from the join string, generate a key
+//! locally, trade a CSR plus the join token for a certificate) and recovery (the
+//! certificate expired while the hub was away: prove possession of the enrolled key and
+//! get a new certificate for it).
+//!
+//! A refusal that retrying cannot change comes back as [`Refused`], so the caller can
+//! stop with a distinct exit code instead of dialling forever.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use flotilla_identity::{Credentials, JoinString, csr, pin};
-use flotilla_proto::v1::{RegisterRequest, registration_client::RegistrationClient};
+use flotilla_identity::{Credentials, JoinString, Refusal, csr, pin};
+use flotilla_proto::v1::{
+    RecoverRequest, RegisterRequest, registration_client::RegistrationClient,
+};
 
 use crate::state_dir::{IdentityFile, StateDir};
+
+/// The hub refused this spoke for good (revoked, deleted, expired beyond the grace,
+/// token used up, ...); see `docs/operations.md` for the exit codes.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub refusal: Refusal,
+    pub message: String,
+}
+
+/// An error from a call to the hub: a [`Refused`] when permanent, else a plain error.
+pub(crate) fn call_error(what: &str, status: tonic::Status) -> anyhow::Error {
+    let message = format!("{what}: {}", status.message());
+    match Refusal::of(&status) {
+        Some(refusal) => Refused { refusal, message }.into(),
+        None => anyhow::anyhow!(message),
+    }
+}
 
 pub async fn enroll(
     state: &StateDir,
     join: &JoinString,
+    join_text: &str,
     name: &str,
     labels: &BTreeMap<String, String>,
 ) -> Result<()> {
@@ -38,7 +65,7 @@ pub async fn enroll(
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("registration refused: {}", s.message()))?
+        .map_err(|s| call_error("registration refused", s))?
         .into_inner();
     if resp.cluster_id != name {
         bail!("hub registered us as {:?}, not {name:?}", resp.cluster_id);
@@ -47,11 +74,56 @@ pub async fn enroll(
         &IdentityFile {
             cluster: resp.cluster_id,
             hub: join.hub.clone(),
+            join_sha256: IdentityFile::join_digest(join_text),
         },
         &key_pem,
         &resp.cert_chain_pem,
         &ca_pem,
     )?;
     tracing::info!(cluster = name, hub = %join.hub, "enrolled with the hub");
+    Ok(())
+}
+
+/// Trades the expired certificate in `state` for a new one for the same key. The proof
+/// is a CSR for the enrolled key, signed by it; the hub checks it against the
+/// certificate (`flotilla_identity::recovery`). The hub is authenticated by the CA
+/// bundle pinned at enrolment.
+pub async fn recover(state: &StateDir, cluster: &str, hub: &str) -> Result<()> {
+    let creds = state.credentials()?;
+    let (Some(cert_pem), Some(key_pem)) = (creds.cert_pem, creds.key_pem) else {
+        bail!("{} holds no certificate to recover", state.path().display());
+    };
+    let csr_pem = csr::csr_for_key_pem(&key_pem, cluster)?;
+    let channel = flotilla_identity::connect(
+        hub,
+        &Credentials {
+            ca_pem: creds.ca_pem,
+            cert_pem: None,
+            key_pem: None,
+        },
+    )
+    .await?;
+    tracing::info!(cluster, %hub, "the client certificate expired; recovering it");
+    let resp = RegistrationClient::new(channel)
+        .recover(RecoverRequest {
+            cert_pem,
+            csr_pem,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+        .await
+        .map_err(|s| call_error("certificate recovery refused", s))?
+        .into_inner();
+    let ders = flotilla_identity::pem_to_ders(&resp.cert_chain_pem)?;
+    let leaf = ders.first().context("empty certificate chain")?;
+    match flotilla_identity::Identity::from_cert_der(leaf)? {
+        flotilla_identity::Identity::Cluster(c) if c.as_str() == cluster => {}
+        other => bail!("hub recovered a certificate for {other}, not cluster {cluster}"),
+    }
+    // The hub's answer, not the old file, is what we trust from now on (a rotation may
+    // have happened while we were away).
+    flotilla_identity::pem_to_ders(&resp.ca_pem).context("the hub's CA bundle")?;
+    state.save_trust(&resp.ca_pem)?;
+    state.save_renewed(&key_pem, &resp.cert_chain_pem)?;
+    tracing::info!(cluster, "client certificate recovered");
     Ok(())
 }

@@ -4,6 +4,11 @@
 //! own jittered backoff (`backoff::BundleRetries`), not at every round: a watch event
 //! does not bring it forward (a failing apply's own writes make watch events), a new
 //! Assign from the hub is applied at once.
+//!
+//! The stream also carries the certificate's renewal (at two thirds of its lifetime, or
+//! when the hub sends `RenewNow`); a certificate that expired while the hub was away is
+//! recovered (`enroll::recover`) before the next dial. A permanent refusal ends
+//! `run_forever` (or slows it to one try every 10 minutes under `--on-refusal retry`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -20,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::{Backoff, BundleRetries};
+use crate::enroll::Refused;
 use crate::metrics::{SpokeMetrics, StateLabel};
 use crate::state_dir::{CachedAssignment, StateDir};
 use crate::target::{Desired, Target, check_bundle_name};
@@ -386,8 +392,22 @@ impl Agent {
     }
 }
 
-/// Runs until the process is stopped.
-pub async fn run_forever(agent: Arc<Agent>) {
+/// What the agent does when the hub refuses it for good (revoked, deleted, expired
+/// beyond the recovery grace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnRefusal {
+    /// Stop, with the refusal's exit code (`docs/operations.md`).
+    Exit,
+    /// Keep enforcing the cached state and ask the hub again every `REFUSED_RETRY`.
+    Retry,
+}
+
+/// How often a refused spoke asks again under `--on-refusal retry`.
+const REFUSED_RETRY: Duration = Duration::from_secs(600);
+
+/// Runs until the process is stopped, or until the hub refuses this spoke for good
+/// under `OnRefusal::Exit`.
+pub async fn run_forever(agent: Arc<Agent>, on_refusal: OnRefusal) -> Refused {
     let enforcer = agent.clone();
     tokio::spawn(async move {
         // A round runs at every tick, and at once when the target's watches see a change.
@@ -413,11 +433,19 @@ pub async fn run_forever(agent: Arc<Agent>) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let started = Instant::now();
+        let mut refused = false;
         match sync_once(&agent).await {
             Ok(()) => tracing::info!(hub = %agent.hub, "hub closed the stream"),
-            Err(e) => {
-                tracing::warn!(hub = %agent.hub, error = %format!("{e:#}"), "sync stream failed")
-            }
+            Err(e) => match e.downcast::<Refused>() {
+                Ok(r) if on_refusal == OnRefusal::Exit => return r,
+                Ok(r) => {
+                    refused = true;
+                    tracing::error!(hub = %agent.hub, refusal = %r.refusal, error = %r.message, retry_in_s = REFUSED_RETRY.as_secs(), "refused by the hub; still enforcing the cached state");
+                }
+                Err(e) => {
+                    tracing::warn!(hub = %agent.hub, error = %format!("{e:#}"), "sync stream failed")
+                }
+            },
         }
         if let Ok(mut o) = agent.outbound.lock() {
             *o = None;
@@ -425,7 +453,11 @@ pub async fn run_forever(agent: Arc<Agent>) {
         if started.elapsed() >= STABLE_CONNECTION {
             backoff.reset();
         }
-        let delay = backoff.next_delay();
+        let delay = if refused {
+            REFUSED_RETRY
+        } else {
+            backoff.next_delay()
+        };
         tracing::info!(
             delay_ms = delay.as_millis() as u64,
             "reconnecting after backoff"
@@ -450,18 +482,11 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Refuses to dial with an expired certificate, saying how to recover.
-fn check_not_expired(agent: &Agent) -> Result<()> {
-    let (_, not_after) = Identity::validity(&agent.state.leaf_der()?)?;
+/// Recovers an expired certificate before dialling with it: TLS would refuse it.
+async fn recover_if_expired(agent: &Agent) -> Result<()> {
+    let not_after = agent.state.leaf_expiry()?;
     if not_after <= unix_now() {
-        bail!(
-            "the client certificate of cluster {} expired (unix time {not_after}) and can no longer be renewed; \
-             to re-join, ask an admin to run `flotilla cluster delete {}` and `flotilla token create`, \
-             then remove {} and start again with --join",
-            agent.cluster,
-            agent.cluster,
-            agent.state.path().display()
-        );
+        crate::enroll::recover(&agent.state, &agent.cluster, &agent.hub).await?;
     }
     Ok(())
 }
@@ -510,7 +535,7 @@ impl Renewal {
 }
 
 async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
-    check_not_expired(agent)?;
+    recover_if_expired(agent).await?;
     let creds = agent.state.credentials()?;
     let channel = flotilla_identity::connect(&agent.hub, &creds).await?;
     let mut client = SpokeClient::new(channel).max_decoding_message_size(MAX_INBOUND_MESSAGE);
@@ -543,7 +568,7 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
     let mut inbound = client
         .sync(ReceiverStream::new(rx))
         .await
-        .map_err(|s| anyhow!("hub refused the stream: {}", s.message()))?
+        .map_err(|s| crate::enroll::call_error("hub refused the stream", s))?
         .into_inner();
     if let Ok(mut o) = agent.outbound.lock() {
         *o = Some(tx.clone());
@@ -585,6 +610,13 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
                     Some(hub_msg::Msg::Unassign(u)) => queue_work(&work, Work::Unassign(u.bundle)).await?,
                     Some(hub_msg::Msg::Certificate(c)) => {
                         renewal.install(agent, &c.cert_chain_pem, &c.ca_bundle_pem)?
+                    }
+                    Some(hub_msg::Msg::RenewNow(_)) => {
+                        // A CA rotation: renew at once unless a renewal is under way.
+                        if renewal.pending.is_none() {
+                            tracing::info!(cluster = %agent.cluster, "the hub asked for a renewal now");
+                            renewal.start(agent)?;
+                        }
                     }
                     Some(hub_msg::Msg::Ping(_)) | None => {}
                 }

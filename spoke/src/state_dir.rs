@@ -19,6 +19,28 @@ pub struct StateDir(PathBuf);
 pub struct IdentityFile {
     pub cluster: String,
     pub hub: String,
+    /// SHA-256 of the join string this identity was enrolled with, so a restart with
+    /// the same string is told apart from a new one (which needs `--rejoin`). State dirs
+    /// from before it have none.
+    #[serde(default)]
+    pub join_sha256: String,
+}
+
+impl IdentityFile {
+    pub fn join_digest(join_text: &str) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(join_text.trim().as_bytes()))
+    }
+
+    /// Whether `join_text` (for hub `hub`) is the join string this identity came from.
+    /// Without a recorded digest, the same hub address counts as the same join.
+    pub fn enrolled_with(&self, join_text: &str, hub: &str) -> bool {
+        if self.join_sha256.is_empty() {
+            self.hub == hub
+        } else {
+            self.join_sha256 == Self::join_digest(join_text)
+        }
+    }
 }
 
 /// One bundle this spoke enforces.
@@ -166,6 +188,11 @@ impl StateDir {
             .context("cert.pem holds no certificate")
     }
 
+    /// Expiry (unix seconds) of our current leaf certificate.
+    pub fn leaf_expiry(&self) -> Result<i64> {
+        Ok(flotilla_identity::Identity::validity(&self.leaf_der()?)?.1)
+    }
+
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -273,6 +300,26 @@ mod tests {
             "k2"
         );
         assert!(!dir.path().join("key.pem.next").exists());
+    }
+
+    #[test]
+    fn the_join_string_an_identity_came_from_is_recognised_and_another_is_not() {
+        let id = IdentityFile {
+            cluster: "edge".into(),
+            hub: "hub:7443".into(),
+            join_sha256: IdentityFile::join_digest("flotilla://a.b@hub:7443?ca-sha256=00\n"),
+        };
+        assert!(id.enrolled_with("flotilla://a.b@hub:7443?ca-sha256=00", "hub:7443"));
+        assert!(!id.enrolled_with("flotilla://c.d@hub:7443?ca-sha256=00", "hub:7443"));
+        let old = IdentityFile {
+            join_sha256: String::new(),
+            ..id
+        };
+        assert!(
+            old.enrolled_with("anything", "hub:7443"),
+            "same hub, no digest"
+        );
+        assert!(!old.enrolled_with("anything", "other:7443"));
     }
 
     #[test]

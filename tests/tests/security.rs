@@ -65,9 +65,14 @@ fn certificates_are_renewed_on_the_open_stream_without_reapplying_anything() {
 }
 
 #[test]
-fn a_spoke_whose_certificate_expired_says_how_to_rejoin() {
+fn a_spoke_whose_certificate_expired_beyond_the_grace_says_how_to_rejoin_and_exits_5() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let hub = Hub::start_with(tmp.path(), &["--cert-lifetime", "3s"]);
+    // No grace: an expired certificate cannot be recovered (tests/recovery.rs has one
+    // that can).
+    let hub = Hub::start_with(
+        tmp.path(),
+        &["--cert-lifetime", "3s", "--recovery-grace", "0s"],
+    );
     let join = hub.token("1h", 1);
     let mut dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
     wait_until("dev to enroll", || {
@@ -94,13 +99,17 @@ fn a_spoke_whose_certificate_expired_says_how_to_rejoin() {
             .then_some(())
             .ok_or(format!("{now} <= {not_after}"))
     });
-    let again = Spoke::start(tmp.path(), &join, "dev", "env=dev");
-    wait_until("the spoke to explain the expiry", || {
-        let log = again.proc.log_text();
-        (log.contains("expired") && log.contains("flotilla cluster delete dev"))
-            .then_some(())
-            .ok_or(log)
+    let mut again = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    let code = wait_until("the spoke to exit", || match again.proc.child.try_wait() {
+        Ok(Some(status)) => Ok(status.code()),
+        _ => Err(again.proc.log_text()),
     });
+    let log = again.proc.log_text();
+    assert_eq!(code, Some(5), "{log}");
+    assert!(
+        log.contains("recovery grace") && log.contains("flotilla cluster delete dev"),
+        "{log}"
+    );
 }
 
 #[test]

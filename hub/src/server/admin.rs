@@ -284,6 +284,36 @@ impl Admin for AdminService {
         self.found_cluster(&name).map(Response::new)
     }
 
+    async fn ca_status(
+        &self,
+        request: Request<pb::CaStatusRequest>,
+    ) -> Result<Response<pb::CaStatusResponse>, Status> {
+        peer::require_operator(&request, Role::Viewer)?;
+        Ok(Response::new(crate::renewals::ca_status(&self.fleet)))
+    }
+
+    async fn renew_certificates(
+        &self,
+        request: Request<pb::RenewCertificatesRequest>,
+    ) -> Result<Response<pb::RenewCertificatesResponse>, Status> {
+        let operator = peer::require_operator(&request, Role::Admin)?;
+        let req = request.into_inner();
+        // A day is already far longer than anyone watching a rotation waits.
+        const MAX_WINDOW: u64 = 24 * 3600;
+        if req.window_seconds > MAX_WINDOW {
+            return Err(Status::invalid_argument(format!(
+                "window_seconds {} is over {MAX_WINDOW}",
+                req.window_seconds
+            )));
+        }
+        let window = std::time::Duration::from_secs(req.window_seconds);
+        let scheduled = crate::renewals::ask_connected(&self.fleet, window, req.all);
+        tracing::info!(%operator, scheduled, window_s = req.window_seconds, all = req.all, "spokes asked to renew their certificates");
+        Ok(Response::new(pb::RenewCertificatesResponse {
+            scheduled: u32::try_from(scheduled).unwrap_or(u32::MAX),
+        }))
+    }
+
     async fn accept_cluster_labels(
         &self,
         request: Request<pb::AcceptClusterLabelsRequest>,

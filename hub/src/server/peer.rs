@@ -3,7 +3,7 @@
 //! here we read the identity and check it against the fleet (revocation, superseded
 //! certificates) and the operator's role.
 
-use flotilla_identity::{Identity, Role};
+use flotilla_identity::{Identity, Refusal, Role};
 use flotilla_model::ClusterName;
 use tonic::{Request, Status};
 
@@ -29,16 +29,17 @@ pub fn require_cluster<T>(fleet: &Fleet, req: &Request<T>) -> Result<ClusterName
         )));
     };
     let serial = Identity::serial_hex(&der).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    // Each refusal is named (`Refusal`), so the spoke stops instead of redialling.
     let rec = fleet.clusters.get(&name).ok_or_else(|| {
-        Status::permission_denied(format!("cluster {name} is not registered with this hub"))
+        Refusal::NotRegistered.status(format!("cluster {name} is not registered with this hub"))
     })?;
     if rec.revoked {
-        return Err(Status::permission_denied(format!(
+        return Err(Refusal::Revoked.status(format!(
             "cluster {name} has been revoked; an admin must delete it before it can join again"
         )));
     }
     if !rec.serials.contains(&serial) {
-        return Err(Status::permission_denied(format!(
+        return Err(Refusal::Superseded.status(format!(
             "this certificate of cluster {name} has been superseded or revoked"
         )));
     }

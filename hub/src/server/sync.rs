@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use flotilla_model::{ClusterName, ContentDigest, DeploymentId, State};
 use flotilla_proto::v1::{
-    Assign, BundleOptions, Certificate, HubMsg, SpokeMsg, Unassign, hub_msg, spoke_msg,
+    Assign, BundleOptions, Certificate, HubMsg, RenewNow, SpokeMsg, Unassign, hub_msg, spoke_msg,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::StreamExt;
@@ -108,6 +108,8 @@ impl SyncHandler for SpokeService {
             digests,
             max_assign_bytes: self.max_assign_bytes,
             too_large: HashMap::new(),
+            renew_due: None,
+            renew_asked: None,
         };
         tracing::info!(cluster = %cluster, session = id, applied = hello.applied.len(), "spoke connected");
         self.fleet.emit_cluster("ClusterConnected", &cluster, "");
@@ -199,14 +201,24 @@ struct Session {
     /// The spoke still runs (and reports) the bundle's previous deployment; those
     /// reports must not replace the ErrApplied the hub recorded for this one.
     too_large: HashMap<Arc<str>, DeploymentId>,
+    /// When to ask the spoke to renew now (unix ms; `renewals.rs`), and the due time
+    /// it was last asked for, so one request is sent once.
+    renew_due: Option<i64>,
+    renew_asked: Option<i64>,
 }
 
 impl Session {
     async fn run(mut self, mut inbound: Streaming<SpokeMsg>) {
+        crate::renewals::on_connect(&self.fleet, &self.cluster);
+        self.refresh_renewal();
         // Send whatever differs right away; later changes arrive through `notify`.
         let mut alive = self.push_diff().await;
         while alive {
+            let renew_in = self.renew_due.map(crate::renewals::Renewals::until);
             tokio::select! {
+                _ = tokio::time::sleep(renew_in.unwrap_or_default()), if renew_in.is_some() => {
+                    alive = self.ask_to_renew().await;
+                }
                 msg = inbound.next() => {
                     alive = match msg {
                         Some(Ok(m)) => match self.handle(m).await {
@@ -227,7 +239,10 @@ impl Session {
                         None => false,
                     };
                 }
-                _ = self.notify.notified() => alive = self.push_diff().await,
+                _ = self.notify.notified() => {
+                    self.refresh_renewal();
+                    alive = self.push_diff().await;
+                }
                 _ = self.close.notified() => {
                     let reason = self
                         .close_reason
@@ -242,9 +257,15 @@ impl Session {
                 _ = self.tx.closed() => alive = false,
             }
         }
-        self.fleet
+        let ours = self
+            .fleet
             .sessions
-            .remove_if(&self.cluster, |_, s| s.id == self.id);
+            .remove_if(&self.cluster, |_, s| s.id == self.id)
+            .is_some();
+        if ours {
+            // A newer stream of this cluster schedules its own renewal.
+            self.fleet.renewals.clear(&self.cluster);
+        }
         if let Some(mut rec) = self.fleet.clusters.get_mut(&self.cluster) {
             rec.last_seen = now_unix();
         }
@@ -268,6 +289,22 @@ impl Session {
             Some(spoke_msg::Msg::Renew(r)) => self.on_renew(&r.csr_pem).await,
             None => Err(Status::invalid_argument("empty message")),
         }
+    }
+
+    /// Takes over the renewal the hub wants of this cluster, unless already asked for.
+    fn refresh_renewal(&mut self) {
+        let due = self.fleet.renewals.due(&self.cluster);
+        self.renew_due = due.filter(|d| Some(*d) != self.renew_asked);
+    }
+
+    /// Sends `RenewNow`; the spoke answers with a `Renew` on this stream.
+    async fn ask_to_renew(&mut self) -> bool {
+        self.renew_asked = self.renew_due.take();
+        tracing::info!(cluster = %self.cluster, "asking the spoke to renew its certificate now");
+        let msg = HubMsg {
+            msg: Some(hub_msg::Msg::RenewNow(RenewNow {})),
+        };
+        self.tx.send(Ok(Outbound::Msg(msg))).await.is_ok()
     }
 
     /// Issues a fresh certificate for a new key, on the open stream. The new serial is
@@ -295,6 +332,8 @@ impl Session {
             )])
             .await?;
         tracing::info!(cluster = %self.cluster, serial = %issued.serial, "certificate renewed");
+        self.fleet.renewals.clear(&self.cluster);
+        self.renew_due = None;
         let msg = HubMsg {
             msg: Some(hub_msg::Msg::Certificate(Certificate {
                 cert_chain_pem: issued.chain,

@@ -1,0 +1,182 @@
+//! The certificate lifecycle after issue: how long an expired certificate may still be
+//! recovered (`--recovery-grace`), and asking connected spokes to renew *now*, each at a
+//! random moment within a window, so a CA rotation finishes in minutes instead of at
+//! every spoke's natural renewal (two thirds of its lifetime).
+//!
+//! A session owns the asking: it reads its cluster's due time from [`Renewals`] when it
+//! starts and whenever its `notify` fires, sends `RenewNow` when the time comes, and
+//! clears the entry when the spoke renews or the stream ends. During a rotation
+//! (`ca rotate` and a restart) every spoke still on the previous CA is scheduled as it
+//! connects; `Admin.RenewCertificates` schedules the connected ones on demand.
+
+use std::time::Duration;
+
+use dashmap::DashMap;
+use flotilla_model::ClusterName;
+use rand::Rng;
+
+use crate::fleet::Fleet;
+use crate::records::{now_unix, rfc3339};
+
+/// What `flotilla-hub run` sets for the certificate lifecycle.
+#[derive(Debug, Clone, Copy)]
+pub struct RenewalPolicy {
+    /// How long after expiry a cluster certificate may still be recovered.
+    pub recovery_grace: Duration,
+    /// The window over which spokes are asked to renew during a rotation.
+    pub rotation_window: Duration,
+}
+
+impl Default for RenewalPolicy {
+    fn default() -> Self {
+        RenewalPolicy {
+            recovery_grace: Duration::from_secs(30 * 24 * 3600),
+            rotation_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Renewals the hub asked for. Written by `schedule` (admin calls, sessions starting)
+/// and cleared by the cluster's own session.
+pub struct Renewals {
+    pub policy: RenewalPolicy,
+    /// When each connected cluster's session asks its spoke to renew, unix milliseconds.
+    due: DashMap<ClusterName, i64>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Renewals {
+    pub fn new(policy: RenewalPolicy) -> Self {
+        Renewals {
+            policy,
+            due: DashMap::new(),
+        }
+    }
+
+    /// Schedules `cluster` at a random moment within `window` from now, unless it is
+    /// already scheduled earlier. Returns the due time (unix ms).
+    fn schedule(&self, cluster: &ClusterName, window: Duration) -> i64 {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let at = now_ms().saturating_add(rand::rng().random_range(0..=window_ms));
+        let mut entry = self.due.entry(cluster.clone()).or_insert(at);
+        *entry = (*entry).min(at);
+        *entry
+    }
+
+    /// The due time of `cluster`, unix ms, if the hub wants it to renew.
+    pub fn due(&self, cluster: &ClusterName) -> Option<i64> {
+        self.due.get(cluster).map(|d| *d)
+    }
+
+    /// The spoke renewed, or its stream ended: nothing left to ask.
+    pub fn clear(&self, cluster: &ClusterName) {
+        self.due.remove(cluster);
+    }
+
+    /// How long from now until `due_ms` (zero when past).
+    pub fn until(due_ms: i64) -> Duration {
+        Duration::from_millis(u64::try_from(due_ms.saturating_sub(now_ms())).unwrap_or(0))
+    }
+}
+
+/// Whether a CA rotation is under way: the hub trusts more than its signing CA.
+pub fn rotating(fleet: &Fleet) -> bool {
+    flotilla_identity::pem_to_ders(&fleet.trust_pem).is_ok_and(|cas| cas.len() > 1)
+}
+
+/// Whether `cluster`'s newest certificate comes from another CA than the signing one.
+fn on_previous_ca(fleet: &Fleet, cluster: &ClusterName, signing: &str) -> bool {
+    fleet
+        .clusters
+        .get(cluster)
+        .is_some_and(|c| !c.revoked && c.issuer != signing)
+}
+
+/// Called by a session as it starts: during a rotation a spoke still on the previous CA
+/// is scheduled within the rotation window.
+pub fn on_connect(fleet: &Fleet, cluster: &ClusterName) {
+    if rotating(fleet) && on_previous_ca(fleet, cluster, &fleet.ca.fingerprint()) {
+        let at = fleet
+            .renewals
+            .schedule(cluster, fleet.renewals.policy.rotation_window);
+        tracing::info!(cluster = %cluster, renew_at = %rfc3339(at / 1000), "CA rotation: the spoke will be asked to renew");
+    }
+}
+
+/// Asks every connected spoke that is not on the signing CA (or every one, with `all`)
+/// to renew within `window`. Returns how many were scheduled.
+pub fn ask_connected(fleet: &Fleet, window: Duration, all: bool) -> usize {
+    let signing = fleet.ca.fingerprint();
+    let mut scheduled = 0;
+    for session in fleet.sessions.iter() {
+        let cluster = session.key();
+        if all || on_previous_ca(fleet, cluster, &signing) {
+            fleet.renewals.schedule(cluster, window);
+            session.notify.notify_one();
+            scheduled += 1;
+        }
+    }
+    scheduled
+}
+
+/// A CA rotation's progress, for `Admin.CaStatus`.
+pub fn ca_status(fleet: &Fleet) -> flotilla_proto::v1::CaStatusResponse {
+    let signing = fleet.ca.fingerprint();
+    let mut status = flotilla_proto::v1::CaStatusResponse {
+        rotating: rotating(fleet),
+        signing_ca_sha256: signing.clone(),
+        rotation_window_seconds: fleet.renewals.policy.rotation_window.as_secs(),
+        ..Default::default()
+    };
+    let mut latest = Some(now_unix());
+    for c in fleet.clusters.iter().filter(|c| !c.revoked) {
+        status.clusters += 1;
+        if c.issuer == signing {
+            status.on_signing_ca += 1;
+            continue;
+        }
+        let connected = fleet.sessions.contains_key(&c.name);
+        let due = fleet.renewals.due(&c.name).map(|ms| ms / 1000);
+        latest = match (latest, due, connected) {
+            (Some(l), Some(d), true) => Some(l.max(d)),
+            _ => None,
+        };
+        status.pending.push(flotilla_proto::v1::CaPendingCluster {
+            name: c.name.to_string(),
+            connected,
+            renew_at: due.map(rfc3339).unwrap_or_default(),
+        });
+    }
+    status.pending.sort_by(|a, b| a.name.cmp(&b.name));
+    status.estimated_done = latest.map(rfc3339).unwrap_or_default();
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewal_is_due_within_its_window_and_an_earlier_one_is_kept() {
+        let r = Renewals::new(RenewalPolicy::default());
+        let c = ClusterName::new("edge").expect("name");
+        let before = now_ms();
+        let at = r.schedule(&c, Duration::from_secs(60));
+        assert!((before..=now_ms() + 60_000).contains(&at), "{at}");
+        let again = r.schedule(&c, Duration::from_secs(3600));
+        assert!(
+            again <= at,
+            "a later schedule never postpones an earlier one"
+        );
+        assert_eq!(r.due(&c), Some(again));
+        r.clear(&c);
+        assert_eq!(r.due(&c), None);
+        assert_eq!(Renewals::until(now_ms() - 5), Duration::ZERO);
+    }
+}
