@@ -326,7 +326,11 @@ async fn handle(
                     tokio::fs::remove_file(dir.join(name).join(format!("{}.yaml", u.bundle))).await;
             }
         }
-        Some(hub_msg::Msg::Certificate(_)) | Some(hub_msg::Msg::Ping(_)) | None => {}
+        // The simulator's bundles are small enough to ride inline.
+        Some(hub_msg::Msg::ContentChunk(_))
+        | Some(hub_msg::Msg::Certificate(_))
+        | Some(hub_msg::Msg::Ping(_))
+        | None => {}
     }
     Ok(())
 }

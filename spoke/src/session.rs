@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use flotilla_identity::Identity;
 use flotilla_model::{ContentDigest, Labels, State};
+use flotilla_proto::limits::MAX_CONTENT_BYTES;
 use flotilla_proto::v1::{
     Applied, Hello, HubMsg, Renew, ResourceStatus, SpokeMsg, Status as StatusMsg, hub_msg,
     spoke_client::SpokeClient, spoke_msg,
@@ -21,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::{Backoff, BundleRetries};
 use crate::metrics::{SpokeMetrics, StateLabel};
+use crate::reassembly::Reassembly;
 use crate::state_dir::{CachedAssignment, StateDir};
 use crate::target::{Desired, Target, check_bundle_name};
 
@@ -28,7 +30,9 @@ use crate::target::{Desired, Target, check_bundle_name};
 #[derive(Debug)]
 struct Resync(String);
 
-/// Largest Assign the spoke accepts (a 16 MiB bundle plus framing).
+/// Largest message the spoke accepts: an Assign with up to 16 MiB of content inline
+/// (`MAX_INLINE_CONTENT_BYTES`) plus framing. Larger content comes in `ContentChunk`s,
+/// up to `MAX_CONTENT_BYTES` in all (`reassembly`).
 const MAX_INBOUND_MESSAGE: usize = 20 * 1024 * 1024;
 /// A connection that lasted this long resets the backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(30);
@@ -203,23 +207,29 @@ impl Agent {
             Err(e) => Err(e),
         };
         if let Err(e) = result {
-            let failed = CachedAssignment {
-                bundle: msg.bundle.clone(),
-                deployment_id: msg.deployment_id.clone(),
-                digest: ContentDigest::parse(&msg.content_digest)
-                    .unwrap_or_else(|| ContentDigest::of(b"")),
-                keep_resources: false,
-                correct_drift: false,
-                force: false,
-                state: State::ErrApplied,
-                message: format!("{e:#}"),
-                resources: Vec::new(),
-                compare_patches_json: String::new(),
-            };
-            tracing::warn!(bundle = %msg.bundle, error = %failed.message, "assignment refused");
-            self.report(&failed);
+            self.refuse(&msg, &format!("{e:#}"));
         }
         Ok(())
+    }
+
+    /// Reports an assignment that cannot be carried out as ErrApplied. The bundle's
+    /// previous deployment, if any, stays cached and enforced.
+    fn refuse(&self, msg: &flotilla_proto::v1::Assign, why: &str) {
+        let failed = CachedAssignment {
+            bundle: msg.bundle.clone(),
+            deployment_id: msg.deployment_id.clone(),
+            digest: ContentDigest::parse(&msg.content_digest)
+                .unwrap_or_else(|| ContentDigest::of(b"")),
+            keep_resources: false,
+            correct_drift: false,
+            force: false,
+            state: State::ErrApplied,
+            message: why.to_string(),
+            resources: Vec::new(),
+            compare_patches_json: String::new(),
+        };
+        tracing::warn!(bundle = %msg.bundle, error = %failed.message, "assignment refused");
+        self.report(&failed);
     }
 
     /// Checks an Assign and stores its content. Blocking (file I/O).
@@ -572,6 +582,7 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
     let (work, queue) = mpsc::channel::<Work>(WORK_BUFFER);
     let (failed_tx, mut failed) = mpsc::channel::<String>(1);
     tokio::spawn(work_through(agent.clone(), queue, failed_tx));
+    let mut chunks = Reassembly::new(MAX_CONTENT_BYTES);
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(renewal.due), if renewal.pending.is_none() => {
@@ -581,7 +592,25 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
                 let msg: Option<HubMsg> = msg.map_err(|s| anyhow!("stream: {}", s.message()))?;
                 let Some(msg) = msg else { return Ok(()) };
                 match msg.msg {
-                    Some(hub_msg::Msg::Assign(a)) => queue_work(&work, Work::Assign(a)).await?,
+                    Some(hub_msg::Msg::ContentChunk(c)) => chunks.push(c),
+                    Some(hub_msg::Msg::Assign(mut a)) => {
+                        let w = if a.content_chunked {
+                            match chunks.take(&a.content_digest) {
+                                Ok(content) => {
+                                    a.content = content.into();
+                                    a.content_included = true;
+                                    Work::Assign(a)
+                                }
+                                Err(why) => {
+                                    let why = format!("bundle {}: content refused: {why}", a.bundle);
+                                    Work::Refuse(a, why)
+                                }
+                            }
+                        } else {
+                            Work::Assign(a)
+                        };
+                        queue_work(&work, w).await?
+                    }
                     Some(hub_msg::Msg::Unassign(u)) => queue_work(&work, Work::Unassign(u.bundle)).await?,
                     Some(hub_msg::Msg::Certificate(c)) => {
                         renewal.install(agent, &c.cert_chain_pem, &c.ca_bundle_pem)?
@@ -610,6 +639,8 @@ const WORK_BUFFER: usize = 64;
 /// What the hub asked the target to do.
 enum Work {
     Assign(flotilla_proto::v1::Assign),
+    /// An Assign whose chunked content was refused, and why.
+    Refuse(flotilla_proto::v1::Assign, String),
     Unassign(String),
 }
 
@@ -632,6 +663,10 @@ async fn work_through(
                 .assign(a)
                 .await
                 .map_err(|Resync(why)| format!("resyncing: {why}")),
+            Work::Refuse(a, why) => {
+                agent.refuse(&a, &why);
+                Ok(())
+            }
             Work::Unassign(bundle) => agent.unassign(bundle).await.map_err(|e| format!("{e:#}")),
         };
         if let Err(why) = result {
