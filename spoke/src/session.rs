@@ -706,6 +706,7 @@ mod tests {
             content: content.to_vec().into(),
             options: None,
             content_included,
+            content_chunked: false,
         }
     }
 

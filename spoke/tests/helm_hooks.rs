@@ -278,6 +278,7 @@ async fn a_failed_hook_fails_the_apply_naming_it_and_hook_failed_deletes_it() {
         .expect("the apply task")
         .expect_err("a failed hook fails the apply");
     let message = format!("{err:#}");
+    eprintln!("the apply failed with: {message}");
     assert!(
         message.contains(&format!(
             "bundle {bundle}: Helm hook batch/v1 Job {ns}/check (pre-install) failed: job failed: BackoffLimitExceeded"

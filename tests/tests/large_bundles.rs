@@ -108,6 +108,7 @@ fn a_bundle_over_the_ceiling_fails_alone_while_a_chunked_one_beside_it_is_ready(
         }
     });
     let message = refused["message"].as_str().unwrap_or_default();
+    eprintln!("the refused bundle's status: {message}");
     assert!(
         message.contains("bundle t-over")
             && message.contains("--max-content-bytes")
