@@ -37,6 +37,13 @@ use crate::server::peer;
 use crate::server::wire::{self, Outbound, OutboundStream, SyncHandler};
 use crate::store::{Op, Table};
 
+// A chunk, and an Assign with its content inline, each fit in one message with room to
+// spare for the other fields.
+const _: () = assert!(
+    CONTENT_CHUNK_BYTES + 64 * 1024 < super::MAX_OUTBOUND_MESSAGE
+        && MAX_INLINE_CONTENT_BYTES + 64 * 1024 < super::MAX_OUTBOUND_MESSAGE
+);
+
 /// Outbound messages buffered per spoke before the session waits: explicit backpressure.
 const OUTBOUND_BUFFER: usize = 16;
 
@@ -568,6 +575,36 @@ fn assign_msg(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_cover_the_content_in_order_as_slices_of_the_one_copy() {
+        let content = Bytes::from(vec![7u8; 2 * CONTENT_CHUNK_BYTES + 10]);
+        let digest = ContentDigest::of(&content);
+        let chunks: Vec<ContentChunk> = content_chunks(&digest, &content).collect();
+        assert_eq!(
+            chunks
+                .iter()
+                .map(|c| (c.offset, c.data.len()))
+                .collect::<Vec<_>>(),
+            [
+                (0, CONTENT_CHUNK_BYTES),
+                (CONTENT_CHUNK_BYTES as u64, CONTENT_CHUNK_BYTES),
+                (2 * CONTENT_CHUNK_BYTES as u64, 10)
+            ]
+        );
+        let whole: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+        assert_eq!(ContentDigest::of(&whole), digest);
+        for c in &chunks {
+            assert_eq!(c.total_size, content.len() as u64);
+            assert_eq!(c.content_digest, digest.as_str());
+            let start = content.as_ptr() as usize;
+            let at = c.data.as_ptr() as usize;
+            assert!(
+                (start..start + content.len()).contains(&at),
+                "a chunk is a slice of the stored content, not a copy"
+            );
+        }
+    }
 
     #[test]
     fn a_message_claiming_another_cluster_is_refused() {

@@ -330,7 +330,7 @@ mod tests {
                 hook_failed: false,
             },
         };
-        let mut v = vec![
+        let mut v = [
             order_key(&h(5), Phase::Namespaced, "Job", "a"),
             order_key(&h(0), Phase::Namespaced, "Job", "b"),
             order_key(&h(0), Phase::Namespaced, "ConfigMap", "z"),
