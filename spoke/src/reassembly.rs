@@ -8,10 +8,18 @@
 //! The digest of the reassembled bytes is checked where every content is checked, when
 //! the `Assign` is prepared (`Agent::try_prepare`), so the bytes are hashed once.
 //!
-//! Pure: no I/O. At most one content is held, so a session holds at most this copy
-//! and the one the apply works on.
+//! Pure: no I/O, and no wire types (`session.rs` takes the `ContentChunk` apart). At
+//! most one content is held, so a session holds at most this copy and the one the apply
+//! works on.
 
-use flotilla_proto::v1::ContentChunk;
+/// One chunk, as `session.rs` reads it off the wire.
+pub struct Chunk<'a> {
+    pub digest: String,
+    /// The whole content's size, as announced.
+    pub total: u64,
+    pub offset: u64,
+    pub data: &'a [u8],
+}
 
 /// The content being received, or why it was refused.
 enum Slot {
@@ -43,10 +51,10 @@ impl Reassembly {
 
     /// Takes one chunk. A chunk at offset 0 starts a new content (dropping an unfinished
     /// one); any other must continue the content being received.
-    pub fn push(&mut self, chunk: ContentChunk) {
-        let ContentChunk {
-            content_digest: digest,
-            total_size: total,
+    pub fn push(&mut self, chunk: Chunk<'_>) {
+        let Chunk {
+            digest,
+            total,
             offset,
             data: bytes,
         } = chunk;
@@ -77,7 +85,7 @@ impl Reassembly {
                 if offset + bytes.len() as u64 > total {
                     format!("the chunks of content {digest} run past its announced {total} bytes")
                 } else {
-                    data.extend_from_slice(&bytes);
+                    data.extend_from_slice(bytes);
                     return;
                 }
             }
@@ -126,12 +134,12 @@ impl Reassembly {
 mod tests {
     use super::*;
 
-    fn chunk(digest: &str, total: u64, offset: u64, data: &[u8]) -> ContentChunk {
-        ContentChunk {
-            content_digest: digest.into(),
-            total_size: total,
+    fn chunk<'a>(digest: &str, total: u64, offset: u64, data: &'a [u8]) -> Chunk<'a> {
+        Chunk {
+            digest: digest.into(),
+            total,
             offset,
-            data: data.to_vec().into(),
+            data,
         }
     }
 

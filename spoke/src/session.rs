@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::{Backoff, BundleRetries};
 use crate::metrics::{SpokeMetrics, StateLabel};
-use crate::reassembly::Reassembly;
+use crate::reassembly::{Chunk, Reassembly};
 use crate::state_dir::{CachedAssignment, StateDir};
 use crate::target::{Desired, Target, check_bundle_name};
 
@@ -592,7 +592,12 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
                 let msg: Option<HubMsg> = msg.map_err(|s| anyhow!("stream: {}", s.message()))?;
                 let Some(msg) = msg else { return Ok(()) };
                 match msg.msg {
-                    Some(hub_msg::Msg::ContentChunk(c)) => chunks.push(c),
+                    Some(hub_msg::Msg::ContentChunk(c)) => chunks.push(Chunk {
+                        digest: c.content_digest,
+                        total: c.total_size,
+                        offset: c.offset,
+                        data: &c.data,
+                    }),
                     Some(hub_msg::Msg::Assign(mut a)) => {
                         let w = if a.content_chunked {
                             match chunks.take(&a.content_digest) {
