@@ -179,7 +179,7 @@ pub async fn run(
     api.patch(name, params, &Patch::Apply(value))
         .await
         .map_err(|e| format!("applying it: {}", super::api_error(e)))?;
-    let last = std::sync::Mutex::new(String::new());
+    let mut last = String::new();
     let outcome = wait_for(api, name, |live| {
         let Some(live) = live else {
             return Some(Err("it was deleted while running".to_string()));
@@ -189,18 +189,13 @@ pub async fn run(
             Progress::Succeeded => Some(Ok(())),
             Progress::Failed(why) => Some(Err(why)),
             Progress::Running(why) => {
-                if let Ok(mut l) = last.lock() {
-                    *l = why;
-                }
+                last = why;
                 None
             }
         }
     })
     .await
-    .map_err(|e| {
-        let why = last.lock().map(|l| l.clone()).unwrap_or_default();
-        format!("{e} (last seen: {why})")
-    })?;
+    .map_err(|e| format!("{e} (last seen: {last})"))?;
     let cleanup = match &outcome {
         Ok(()) => hook.delete.hook_succeeded,
         Err(_) => hook.delete.hook_failed,
