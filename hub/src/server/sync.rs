@@ -8,8 +8,10 @@
 //! Content addressing (`docs/protocol.md`): an Assign says whether it carries the
 //! content (`content_included`), so the empty bundle is no special case; a bundle the
 //! spoke runs but whose content it no longer holds (its Hello leaves the digest out) is
-//! sent again with content; an Assign larger than `--max-assign-bytes` is never sent,
-//! and only that bundle shows ErrApplied on that cluster.
+//! sent again with content; content over 16 MiB goes first in `ContentChunk`s (slices of
+//! the hub's one copy) and the Assign follows with `content_chunked`; content over
+//! `--max-content-bytes` (at most the 64 MiB ceiling) is never sent, and only that
+//! bundle shows ErrApplied on that cluster.
 //!
 //! **Architecture Invariant:** the cluster is the one named by the verified client
 //! certificate. A message that names another cluster, or reports on a bundle not
