@@ -19,7 +19,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A bundle in `dir/folder` that renders to about `mib` MiB: one ConfigMap whose
 /// generator lists one 1 MiB file under `mib` keys. The repo stays small, since fetching
-/// and reading tens of MiB from git takes minutes in a debug build on a busy machine;
+/// and reading tens of MiB from git took over a minute in a debug build on a busy machine;
 /// the renderer's limits are the same for bytes read and bytes generated.
 fn big_bundle(dir: &Path, folder: &str, mib: usize) {
     write_file(
