@@ -598,23 +598,8 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
                         offset: c.offset,
                         data: &c.data,
                     }),
-                    Some(hub_msg::Msg::Assign(mut a)) => {
-                        let w = if a.content_chunked {
-                            match chunks.take(&a.content_digest) {
-                                Ok(content) => {
-                                    a.content = content.into();
-                                    a.content_included = true;
-                                    Work::Assign(a)
-                                }
-                                Err(why) => {
-                                    let why = format!("bundle {}: content refused: {why}", a.bundle);
-                                    Work::Refuse(a, why)
-                                }
-                            }
-                        } else {
-                            Work::Assign(a)
-                        };
-                        queue_work(&work, w).await?
+                    Some(hub_msg::Msg::Assign(a)) => {
+                        queue_work(&work, assign_work(a, &mut chunks)).await?
                     }
                     Some(hub_msg::Msg::Unassign(u)) => queue_work(&work, Work::Unassign(u.bundle)).await?,
                     Some(hub_msg::Msg::Certificate(c)) => {
@@ -647,6 +632,26 @@ enum Work {
     /// An Assign whose chunked content was refused, and why.
     Refuse(flotilla_proto::v1::Assign, String),
     Unassign(String),
+}
+
+/// The work an Assign asks for. A chunked Assign takes the content its chunks just
+/// brought (the digest is checked when it is prepared); if the chunks were refused or
+/// did not arrive, it fails alone with the reason.
+fn assign_work(mut a: flotilla_proto::v1::Assign, chunks: &mut Reassembly) -> Work {
+    if !a.content_chunked {
+        return Work::Assign(a);
+    }
+    match chunks.take(&a.content_digest) {
+        Ok(content) => {
+            a.content = content.into();
+            a.content_included = true;
+            Work::Assign(a)
+        }
+        Err(why) => {
+            let why = format!("bundle {}: content refused: {why}", a.bundle);
+            Work::Refuse(a, why)
+        }
+    }
 }
 
 async fn queue_work(work: &mpsc::Sender<Work>, w: Work) -> Result<()> {
@@ -757,6 +762,52 @@ mod tests {
         assert!(
             format!("{err:#}").contains("does not match its digest"),
             "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_chunked_assign_takes_its_chunks_or_fails_alone_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = agent(dir.path());
+        let content = b"kind: ConfigMap\n".repeat(4);
+        let digest = ContentDigest::of(&content);
+        let chunked = Assign {
+            content: Default::default(),
+            content_chunked: true,
+            ..assign(b"", &digest, false)
+        };
+        let mut chunks = Reassembly::new(1024);
+        for (i, part) in content.chunks(10).enumerate() {
+            chunks.push(Chunk {
+                digest: digest.to_string(),
+                total: content.len() as u64,
+                offset: (i * 10) as u64,
+                data: part,
+            });
+        }
+        let Work::Assign(whole) = assign_work(chunked.clone(), &mut chunks) else {
+            panic!("the chunks make the content");
+        };
+        let (_, desired) = a
+            .prepare(&whole)
+            .unwrap_or_else(|Resync(why)| panic!("resync: {why}"))
+            .expect("prepared");
+        assert_eq!(desired.content, content);
+
+        // Over the ceiling: refused, for this bundle only, and nothing is kept.
+        let mut small = Reassembly::new(8);
+        small.push(Chunk {
+            digest: digest.to_string(),
+            total: content.len() as u64,
+            offset: 0,
+            data: &content[..8],
+        });
+        let Work::Refuse(_, why) = assign_work(chunked, &mut small) else {
+            panic!("refused");
+        };
+        assert!(
+            why.starts_with("bundle b: content refused:") && why.contains("over the 8 bytes"),
+            "{why}"
         );
     }
 
