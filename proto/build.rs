@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("flotilla_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .bytes(".flotilla.v1.Assign.content")
+        .bytes(".flotilla.v1.ContentChunk.data")
         .btree_map(".")
         .compile_fds(fds)?;
     Ok(())

@@ -326,9 +326,11 @@ async fn handle(
                     tokio::fs::remove_file(dir.join(name).join(format!("{}.yaml", u.bundle))).await;
             }
         }
-        // Simulated spokes keep their first certificate for a whole run.
+        // Simulated spokes keep their first certificate for a whole run, and their
+        // bundles are small enough to ride inline.
         Some(hub_msg::Msg::Certificate(_))
         | Some(hub_msg::Msg::RenewNow(_))
+        | Some(hub_msg::Msg::ContentChunk(_))
         | Some(hub_msg::Msg::Ping(_))
         | None => {}
     }

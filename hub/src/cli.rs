@@ -152,12 +152,13 @@ pub struct RunArgs {
     /// stream closed. Spokes send a heartbeat every 10 s, so keep this above that.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub heartbeat_window: Duration,
-    /// Largest Assign message (a bundle's rendered content plus framing) sent to a
-    /// spoke, in bytes; at most 20 MiB, which is what spokes accept. A deployment over
-    /// it is not sent: that bundle shows ErrApplied on that cluster, the others go on.
-    #[arg(long, default_value_t = server::MAX_OUTBOUND_MESSAGE as u64,
-          value_parser = clap::value_parser!(u64).range(1024..=server::MAX_OUTBOUND_MESSAGE as u64))]
-    pub max_assign_bytes: u64,
+    /// Largest bundle content sent to a spoke, in bytes (the rendered manifests; above
+    /// 16 MiB they go in chunks); at most 64 MiB, the ceiling a spoke accepts. A
+    /// deployment over it is not sent: that bundle shows ErrApplied on that cluster, the
+    /// others go on. `--max-assign-bytes` is its older name.
+    #[arg(long, alias = "max-assign-bytes", default_value_t = flotilla_proto::limits::MAX_CONTENT_BYTES,
+          value_parser = clap::value_parser!(u64).range(1024..=flotilla_proto::limits::MAX_CONTENT_BYTES))]
+    pub max_content_bytes: u64,
     /// Plain-HTTP listener for /metrics, /healthz and /webhooks/{github,gitlab,gitea}.
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
@@ -641,7 +642,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         let _ = stopping_tx.send(());
     };
     tokio::select! {
-        r = server::serve(Arc::clone(&fleet), args.listen, tls, usize::try_from(args.max_assign_bytes).unwrap_or(server::MAX_OUTBOUND_MESSAGE), args.ports.grpc(), shutdown) => r.context("gRPC server")?,
+        r = server::serve(Arc::clone(&fleet), args.listen, tls, args.max_content_bytes, args.ports.grpc(), shutdown) => r.context("gRPC server")?,
         _ = async {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(Duration::from_secs(5)).await;

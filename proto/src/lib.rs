@@ -12,3 +12,16 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("flotilla_descriptor");
 }
+
+/// Sizes both ends of `Spoke.Sync` agree on (`docs/protocol.md`, "Large contents").
+pub mod limits {
+    /// The ceiling: the largest bundle content a hub sends and a spoke accepts,
+    /// reassembled from its chunks.
+    pub const MAX_CONTENT_BYTES: u64 = 64 << 20;
+    /// Content up to this size rides inside its `Assign`, as it always did, so spokes
+    /// from before `ContentChunk` keep receiving every bundle they could before (they
+    /// accepted 20 MiB messages).
+    pub const MAX_INLINE_CONTENT_BYTES: usize = 16 << 20;
+    /// Larger content goes in `ContentChunk` messages of this size.
+    pub const CONTENT_CHUNK_BYTES: usize = 4 << 20;
+}

@@ -75,10 +75,13 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_file_bytes: 4 << 20,
-            max_bundle_bytes: 16 << 20,
+            // A bundle may render up to the 64 MiB a spoke accepts
+            // (`flotilla_proto::limits::MAX_CONTENT_BYTES`): it may read that much, build
+            // twice that (stamping and transformers copy), and parse it.
+            max_bundle_bytes: 64 << 20,
             max_objects: 5000,
-            max_render_bytes: 64 << 20,
-            max_render_work: 2_000_000,
+            max_render_bytes: 128 << 20,
+            max_render_work: 8_000_000,
             max_kustomize_depth: 20,
             max_tree_entries: 100_000,
             max_tree_depth: 64,

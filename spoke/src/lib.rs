@@ -13,6 +13,7 @@ mod backoff;
 pub mod cli;
 mod enroll;
 mod metrics;
+mod reassembly;
 mod session;
 mod state_dir;
 pub mod target;

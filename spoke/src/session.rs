@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use flotilla_identity::Identity;
 use flotilla_model::{ContentDigest, Labels, State};
+use flotilla_proto::limits::MAX_CONTENT_BYTES;
 use flotilla_proto::v1::{
     Applied, Hello, HubMsg, Renew, ResourceStatus, SpokeMsg, Status as StatusMsg, hub_msg,
     spoke_client::SpokeClient, spoke_msg,
@@ -27,6 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::backoff::{Backoff, BundleRetries};
 use crate::enroll::Refused;
 use crate::metrics::{SpokeMetrics, StateLabel};
+use crate::reassembly::{Chunk, Reassembly};
 use crate::state_dir::{CachedAssignment, StateDir};
 use crate::target::{Desired, Target, check_bundle_name};
 
@@ -34,7 +36,9 @@ use crate::target::{Desired, Target, check_bundle_name};
 #[derive(Debug)]
 struct Resync(String);
 
-/// Largest Assign the spoke accepts (a 16 MiB bundle plus framing).
+/// Largest message the spoke accepts: an Assign with up to 16 MiB of content inline
+/// (`MAX_INLINE_CONTENT_BYTES`) plus framing. Larger content comes in `ContentChunk`s,
+/// up to `MAX_CONTENT_BYTES` in all (`reassembly`).
 const MAX_INBOUND_MESSAGE: usize = 20 * 1024 * 1024;
 /// A connection that lasted this long resets the backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(30);
@@ -209,23 +213,29 @@ impl Agent {
             Err(e) => Err(e),
         };
         if let Err(e) = result {
-            let failed = CachedAssignment {
-                bundle: msg.bundle.clone(),
-                deployment_id: msg.deployment_id.clone(),
-                digest: ContentDigest::parse(&msg.content_digest)
-                    .unwrap_or_else(|| ContentDigest::of(b"")),
-                keep_resources: false,
-                correct_drift: false,
-                force: false,
-                state: State::ErrApplied,
-                message: format!("{e:#}"),
-                resources: Vec::new(),
-                compare_patches_json: String::new(),
-            };
-            tracing::warn!(bundle = %msg.bundle, error = %failed.message, "assignment refused");
-            self.report(&failed);
+            self.refuse(&msg, &format!("{e:#}"));
         }
         Ok(())
+    }
+
+    /// Reports an assignment that cannot be carried out as ErrApplied. The bundle's
+    /// previous deployment, if any, stays cached and enforced.
+    fn refuse(&self, msg: &flotilla_proto::v1::Assign, why: &str) {
+        let failed = CachedAssignment {
+            bundle: msg.bundle.clone(),
+            deployment_id: msg.deployment_id.clone(),
+            digest: ContentDigest::parse(&msg.content_digest)
+                .unwrap_or_else(|| ContentDigest::of(b"")),
+            keep_resources: false,
+            correct_drift: false,
+            force: false,
+            state: State::ErrApplied,
+            message: why.to_string(),
+            resources: Vec::new(),
+            compare_patches_json: String::new(),
+        };
+        tracing::warn!(bundle = %msg.bundle, error = %failed.message, "assignment refused");
+        self.report(&failed);
     }
 
     /// Checks an Assign and stores its content. Blocking (file I/O).
@@ -597,6 +607,7 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
     let (work, queue) = mpsc::channel::<Work>(WORK_BUFFER);
     let (failed_tx, mut failed) = mpsc::channel::<String>(1);
     tokio::spawn(work_through(agent.clone(), queue, failed_tx));
+    let mut chunks = Reassembly::new(MAX_CONTENT_BYTES);
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(renewal.due), if renewal.pending.is_none() => {
@@ -606,7 +617,15 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
                 let msg: Option<HubMsg> = msg.map_err(|s| anyhow!("stream: {}", s.message()))?;
                 let Some(msg) = msg else { return Ok(()) };
                 match msg.msg {
-                    Some(hub_msg::Msg::Assign(a)) => queue_work(&work, Work::Assign(a)).await?,
+                    Some(hub_msg::Msg::ContentChunk(c)) => chunks.push(Chunk {
+                        digest: c.content_digest,
+                        total: c.total_size,
+                        offset: c.offset,
+                        data: &c.data,
+                    }),
+                    Some(hub_msg::Msg::Assign(a)) => {
+                        queue_work(&work, assign_work(a, &mut chunks)).await?
+                    }
                     Some(hub_msg::Msg::Unassign(u)) => queue_work(&work, Work::Unassign(u.bundle)).await?,
                     Some(hub_msg::Msg::Certificate(c)) => {
                         renewal.install(agent, &c.cert_chain_pem, &c.ca_bundle_pem)?
@@ -642,7 +661,29 @@ const WORK_BUFFER: usize = 64;
 /// What the hub asked the target to do.
 enum Work {
     Assign(flotilla_proto::v1::Assign),
+    /// An Assign whose chunked content was refused, and why.
+    Refuse(flotilla_proto::v1::Assign, String),
     Unassign(String),
+}
+
+/// The work an Assign asks for. A chunked Assign takes the content its chunks just
+/// brought (the digest is checked when it is prepared); if the chunks were refused or
+/// did not arrive, it fails alone with the reason.
+fn assign_work(mut a: flotilla_proto::v1::Assign, chunks: &mut Reassembly) -> Work {
+    if !a.content_chunked {
+        return Work::Assign(a);
+    }
+    match chunks.take(&a.content_digest) {
+        Ok(content) => {
+            a.content = content.into();
+            a.content_included = true;
+            Work::Assign(a)
+        }
+        Err(why) => {
+            let why = format!("bundle {}: content refused: {why}", a.bundle);
+            Work::Refuse(a, why)
+        }
+    }
 }
 
 async fn queue_work(work: &mpsc::Sender<Work>, w: Work) -> Result<()> {
@@ -664,6 +705,10 @@ async fn work_through(
                 .assign(a)
                 .await
                 .map_err(|Resync(why)| format!("resyncing: {why}")),
+            Work::Refuse(a, why) => {
+                agent.refuse(&a, &why);
+                Ok(())
+            }
             Work::Unassign(bundle) => agent.unassign(bundle).await.map_err(|e| format!("{e:#}")),
         };
         if let Err(why) = result {
@@ -703,6 +748,7 @@ mod tests {
             content: content.to_vec().into(),
             options: None,
             content_included,
+            content_chunked: false,
         }
     }
 
@@ -748,6 +794,52 @@ mod tests {
         assert!(
             format!("{err:#}").contains("does not match its digest"),
             "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_chunked_assign_takes_its_chunks_or_fails_alone_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = agent(dir.path());
+        let content = b"kind: ConfigMap\n".repeat(4);
+        let digest = ContentDigest::of(&content);
+        let chunked = Assign {
+            content: Default::default(),
+            content_chunked: true,
+            ..assign(b"", &digest, false)
+        };
+        let mut chunks = Reassembly::new(1024);
+        for (i, part) in content.chunks(10).enumerate() {
+            chunks.push(Chunk {
+                digest: digest.to_string(),
+                total: content.len() as u64,
+                offset: (i * 10) as u64,
+                data: part,
+            });
+        }
+        let Work::Assign(whole) = assign_work(chunked.clone(), &mut chunks) else {
+            panic!("the chunks make the content");
+        };
+        let (_, desired) = a
+            .prepare(&whole)
+            .unwrap_or_else(|Resync(why)| panic!("resync: {why}"))
+            .expect("prepared");
+        assert_eq!(desired.content, content);
+
+        // Over the ceiling: refused, for this bundle only, and nothing is kept.
+        let mut small = Reassembly::new(8);
+        small.push(Chunk {
+            digest: digest.to_string(),
+            total: content.len() as u64,
+            offset: 0,
+            data: &content[..8],
+        });
+        let Work::Refuse(_, why) = assign_work(chunked, &mut small) else {
+            panic!("refused");
+        };
+        assert!(
+            why.starts_with("bundle b: content refused:") && why.contains("over the 8 bytes"),
+            "{why}"
         );
     }
 

@@ -42,10 +42,20 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Polls `probe` until it returns `Some`, or panics naming `what` and the last state.
-pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+pub fn wait_until<T>(what: &str, probe: impl FnMut() -> Result<T, String>) -> T {
+    wait_until_within(TIMEOUT, what, probe)
+}
+
+/// [`wait_until`] with a deadline of its own, for work that is slow in a debug build
+/// (rendering and hashing tens of MiB).
+pub fn wait_until_within<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
     let start = Instant::now();
     let mut last = String::new();
-    while start.elapsed() < TIMEOUT {
+    while start.elapsed() < timeout {
         match probe() {
             Ok(v) => return v,
             Err(e) => last = e,

@@ -225,12 +225,14 @@ fn content_larger_than_a_message_fails_alone_and_the_other_bundles_stay_ready() 
     });
     let message = refused["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("bundle t-big") && message.contains("--max-assign-bytes"),
+        message.contains("bundle t-big") && message.contains("--max-content-bytes"),
         "{message}"
     );
     assert_eq!(dev.file("t-big"), None, "nothing of it reached the spoke");
     assert!(
-        hub.proc.log_text().contains("Assign too large; not sent"),
+        hub.proc
+            .log_text()
+            .contains("bundle content too large; not sent"),
         "the hub warns in its log"
     );
 

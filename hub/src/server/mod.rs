@@ -29,9 +29,10 @@ use crate::fleet::Fleet;
 /// Largest message the hub accepts from a client. Spoke messages are small (status,
 /// CSRs); this bounds what a misbehaving client can make the hub buffer.
 pub const MAX_INBOUND_MESSAGE: usize = 4 * 1024 * 1024;
-/// Largest message the hub sends: an Assign carries a whole bundle (16 MiB by default).
-/// It is also the largest message a spoke accepts; an Assign that would exceed
-/// `--max-assign-bytes` (at most this) is never sent (`sync::push_diff`).
+/// Largest message the hub sends, on `Spoke` and `Admin`. An `Assign` carries content up
+/// to `flotilla_proto::limits::MAX_INLINE_CONTENT_BYTES` inline (spokes accept 20 MiB
+/// messages); a larger content goes in `ContentChunk`s, and one over
+/// `--max-content-bytes` is never sent (`sync::push_diff`).
 pub const MAX_OUTBOUND_MESSAGE: usize = 20 * 1024 * 1024;
 
 /// Marks spokes that stopped talking Offline: their stream is closed, so the status
@@ -109,7 +110,7 @@ pub async fn serve(
     fleet: Arc<Fleet>,
     listen: SocketAddr,
     tls: ServerTls,
-    max_assign_bytes: usize,
+    max_content_bytes: u64,
     limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -136,7 +137,10 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_INBOUND_MESSAGE),
         )
         .add_service(wire::SpokeWireServer::new(
-            sync::SpokeService::new(fleet.clone(), max_assign_bytes.min(MAX_OUTBOUND_MESSAGE)),
+            sync::SpokeService::new(
+                fleet.clone(),
+                max_content_bytes.min(flotilla_proto::limits::MAX_CONTENT_BYTES),
+            ),
             MAX_INBOUND_MESSAGE,
             MAX_OUTBOUND_MESSAGE,
         ))

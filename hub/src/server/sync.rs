@@ -8,8 +8,10 @@
 //! Content addressing (`docs/protocol.md`): an Assign says whether it carries the
 //! content (`content_included`), so the empty bundle is no special case; a bundle the
 //! spoke runs but whose content it no longer holds (its Hello leaves the digest out) is
-//! sent again with content; an Assign larger than `--max-assign-bytes` is never sent,
-//! and only that bundle shows ErrApplied on that cluster.
+//! sent again with content; content over 16 MiB goes first in `ContentChunk`s (slices of
+//! the hub's one copy) and the Assign follows with `content_chunked`; content over
+//! `--max-content-bytes` (at most the 64 MiB ceiling) is never sent, and only that
+//! bundle shows ErrApplied on that cluster.
 //!
 //! **Architecture Invariant:** the cluster is the one named by the verified client
 //! certificate. A message that names another cluster, or reports on a bundle not
@@ -18,9 +20,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use flotilla_model::{ClusterName, ContentDigest, DeploymentId, State};
+use flotilla_proto::limits::{CONTENT_CHUNK_BYTES, MAX_CONTENT_BYTES, MAX_INLINE_CONTENT_BYTES};
 use flotilla_proto::v1::{
-    Assign, BundleOptions, Certificate, HubMsg, RenewNow, SpokeMsg, Unassign, hub_msg, spoke_msg,
+    Assign, BundleOptions, Certificate, ContentChunk, HubMsg, RenewNow, SpokeMsg, Unassign,
+    hub_msg, spoke_msg,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::StreamExt;
@@ -34,20 +39,27 @@ use crate::server::peer;
 use crate::server::wire::{self, Outbound, OutboundStream, SyncHandler};
 use crate::store::{Op, Table};
 
+// A chunk, and an Assign with its content inline, each fit in one message with room to
+// spare for the other fields.
+const _: () = assert!(
+    CONTENT_CHUNK_BYTES + 64 * 1024 < super::MAX_OUTBOUND_MESSAGE
+        && MAX_INLINE_CONTENT_BYTES + 64 * 1024 < super::MAX_OUTBOUND_MESSAGE
+);
+
 /// Outbound messages buffered per spoke before the session waits: explicit backpressure.
 const OUTBOUND_BUFFER: usize = 16;
 
 pub struct SpokeService {
     fleet: Arc<Fleet>,
-    /// Largest encoded Assign sent to a spoke.
-    max_assign_bytes: usize,
+    /// Largest bundle content sent to a spoke.
+    max_content_bytes: u64,
 }
 
 impl SpokeService {
-    pub fn new(fleet: Arc<Fleet>, max_assign_bytes: usize) -> Self {
+    pub fn new(fleet: Arc<Fleet>, max_content_bytes: u64) -> Self {
         SpokeService {
             fleet,
-            max_assign_bytes,
+            max_content_bytes,
         }
     }
 }
@@ -106,7 +118,7 @@ impl SyncHandler for SpokeService {
                 .map(|a| (Arc::from(a.bundle.as_str()), Sent::from_hello(a, &digests)))
                 .collect(),
             digests,
-            max_assign_bytes: self.max_assign_bytes,
+            max_content_bytes: self.max_content_bytes,
             too_large: HashMap::new(),
             renew_due: None,
             renew_asked: None,
@@ -195,9 +207,9 @@ struct Session {
     /// Content the spoke holds; never resent. The spoke keeps only content that an
     /// assignment refers to, so this shrinks to match `sent` after every change.
     digests: HashSet<ContentDigest>,
-    /// Largest encoded Assign this session sends.
-    max_assign_bytes: usize,
-    /// Deployments not sent because their Assign is over `max_assign_bytes`, by bundle.
+    /// Largest bundle content this session sends.
+    max_content_bytes: u64,
+    /// Deployments not sent because their content is over `max_content_bytes`, by bundle.
     /// The spoke still runs (and reports) the bundle's previous deployment; those
     /// reports must not replace the ErrApplied the hub recorded for this one.
     too_large: HashMap<Arc<str>, DeploymentId>,
@@ -390,17 +402,18 @@ impl Session {
         Ok(())
     }
 
-    /// Records that deployment `id` of `bundle` is not sent: its Assign is `len` bytes,
-    /// over what this hub sends and a spoke accepts. Sending it would end the stream
-    /// (and every other bundle's updates with it) on each reconnect.
+    /// Records that deployment `id` of `bundle` is not sent: its content is `len` bytes,
+    /// over what this hub sends (`--max-content-bytes`, at most the 64 MiB a spoke
+    /// accepts). Only this bundle on this cluster fails; the stream and the cluster's
+    /// other bundles go on.
     fn refuse_too_large(&mut self, bundle: &Arc<str>, id: &DeploymentId, len: usize) {
         let message = format!(
-            "deployment {id} of bundle {bundle} is {len} bytes as an Assign, over the {} bytes \
-             the hub sends to a spoke (--max-assign-bytes); not sent, the cluster keeps its \
-             previous deployment",
-            self.max_assign_bytes
+            "deployment {id} of bundle {bundle} renders to {len} bytes, over the {} bytes \
+             the hub sends to a spoke (--max-content-bytes; the ceiling is {MAX_CONTENT_BYTES}); \
+             not sent, the cluster keeps its previous deployment",
+            self.max_content_bytes
         );
-        tracing::warn!(cluster = %self.cluster, bundle = &**bundle, deployment = %id, bytes = len, limit = self.max_assign_bytes, "Assign too large; not sent");
+        tracing::warn!(cluster = %self.cluster, bundle = &**bundle, deployment = %id, bytes = len, limit = self.max_content_bytes, "bundle content too large; not sent");
         self.too_large.insert(bundle.clone(), id.clone());
         // Counted as told, so it is not retried until the deployment changes or the
         // spoke reconnects; the spoke's own reports are about its previous deployment.
@@ -439,15 +452,27 @@ impl Session {
                 continue;
             }
             let with_content = !self.digests.contains(&d.digest);
-            let Some((encoded, content_len)) = encoded_assign(&self.fleet, bundle, d, with_content)
-            else {
+            let content_len = if with_content {
+                self.fleet.contents.get(&d.digest).map(|c| c.len())
+            } else {
+                Some(0)
+            };
+            let messages = match content_len {
+                Some(len) if len as u64 > self.max_content_bytes => {
+                    self.refuse_too_large(bundle, &d.deployment_id, len);
+                    continue;
+                }
+                Some(len) if len > MAX_INLINE_CONTENT_BYTES => {
+                    chunked_assign(&self.fleet, bundle, d).map(|m| (m, len))
+                }
+                Some(_) => encoded_assign(&self.fleet, bundle, d, with_content)
+                    .map(|(encoded, len)| (vec![Outbound::Encoded(encoded)], len)),
+                None => None,
+            };
+            let Some((messages, content_len)) = messages else {
                 tracing::error!(cluster = %self.cluster, bundle = &**bundle, digest = %d.digest, "content missing from the hub's store");
                 continue;
             };
-            if encoded.len() > self.max_assign_bytes {
-                self.refuse_too_large(bundle, &d.deployment_id, encoded.len());
-                continue;
-            }
             self.too_large.remove(bundle);
             self.fleet.metrics.assigns_sent.inc();
             self.fleet
@@ -462,7 +487,7 @@ impl Session {
                     digest: Some(d.digest.clone()),
                 },
             );
-            out.push(Outbound::Encoded(encoded));
+            out.extend(messages);
         }
         let gone: Vec<Arc<str>> = self
             .sent
@@ -513,21 +538,7 @@ fn encoded_assign(
         Default::default()
     };
     let len = content.len();
-    let encoded = wire::encode(&HubMsg {
-        msg: Some(hub_msg::Msg::Assign(Assign {
-            bundle: bundle.to_string(),
-            deployment_id: d.deployment_id.to_string(),
-            content_digest: d.digest.to_string(),
-            content,
-            content_included: with_content,
-            options: Some(BundleOptions {
-                correct_drift: d.options.correct_drift,
-                keep_resources: d.options.keep_resources,
-                force: d.options.force,
-                compare_patches_json: d.options.compare_patches_json.clone(),
-            }),
-        })),
-    });
+    let encoded = wire::encode(&assign_msg(bundle, d, content, with_content, false));
     // Bounded: old deployments fall out; a miss only costs one encode.
     if fleet.encoded_assigns.len() >= 4096 {
         fleet.encoded_assigns.clear();
@@ -536,9 +547,105 @@ fn encoded_assign(
     Some((encoded, len))
 }
 
+/// A content over one message: its chunks (slices of the hub's one copy, so every
+/// spoke that lacks the digest is sent the same bytes and nothing is copied per
+/// session), then the Assign that uses them. `None` if the content is missing.
+fn chunked_assign(
+    fleet: &Fleet,
+    bundle: &str,
+    d: &crate::records::Desired,
+) -> Option<Vec<Outbound>> {
+    let content = fleet.contents.get(&d.digest)?.clone();
+    let mut out: Vec<Outbound> = content_chunks(&d.digest, &content)
+        .map(|c| {
+            Outbound::Msg(HubMsg {
+                msg: Some(hub_msg::Msg::ContentChunk(c)),
+            })
+        })
+        .collect();
+    out.push(Outbound::Msg(assign_msg(
+        bundle,
+        d,
+        Bytes::new(),
+        false,
+        true,
+    )));
+    Some(out)
+}
+
+/// `content` cut into `CONTENT_CHUNK_BYTES` pieces, in order.
+fn content_chunks<'a>(
+    digest: &'a ContentDigest,
+    content: &'a Bytes,
+) -> impl Iterator<Item = ContentChunk> + 'a {
+    (0..content.len())
+        .step_by(CONTENT_CHUNK_BYTES)
+        .map(move |start| ContentChunk {
+            content_digest: digest.to_string(),
+            total_size: content.len() as u64,
+            offset: start as u64,
+            data: content.slice(start..(start + CONTENT_CHUNK_BYTES).min(content.len())),
+        })
+}
+
+fn assign_msg(
+    bundle: &str,
+    d: &crate::records::Desired,
+    content: Bytes,
+    content_included: bool,
+    content_chunked: bool,
+) -> HubMsg {
+    HubMsg {
+        msg: Some(hub_msg::Msg::Assign(Assign {
+            bundle: bundle.to_string(),
+            deployment_id: d.deployment_id.to_string(),
+            content_digest: d.digest.to_string(),
+            content,
+            content_included,
+            options: Some(BundleOptions {
+                correct_drift: d.options.correct_drift,
+                keep_resources: d.options.keep_resources,
+                force: d.options.force,
+                compare_patches_json: d.options.compare_patches_json.clone(),
+            }),
+            content_chunked,
+        })),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_cover_the_content_in_order_as_slices_of_the_one_copy() {
+        let content = Bytes::from(vec![7u8; 2 * CONTENT_CHUNK_BYTES + 10]);
+        let digest = ContentDigest::of(&content);
+        let chunks: Vec<ContentChunk> = content_chunks(&digest, &content).collect();
+        assert_eq!(
+            chunks
+                .iter()
+                .map(|c| (c.offset, c.data.len()))
+                .collect::<Vec<_>>(),
+            [
+                (0, CONTENT_CHUNK_BYTES),
+                (CONTENT_CHUNK_BYTES as u64, CONTENT_CHUNK_BYTES),
+                (2 * CONTENT_CHUNK_BYTES as u64, 10)
+            ]
+        );
+        let whole: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+        assert_eq!(ContentDigest::of(&whole), digest);
+        for c in &chunks {
+            assert_eq!(c.total_size, content.len() as u64);
+            assert_eq!(c.content_digest, digest.as_str());
+            let start = content.as_ptr() as usize;
+            let at = c.data.as_ptr() as usize;
+            assert!(
+                (start..start + content.len()).contains(&at),
+                "a chunk is a slice of the stored content, not a copy"
+            );
+        }
+    }
 
     #[test]
     fn a_message_claiming_another_cluster_is_refused() {

@@ -23,7 +23,9 @@ use tonic::{Request, Response, Status, Streaming};
 pub enum Outbound {
     /// A `HubMsg` encoded once and shared (Assign).
     Encoded(Bytes),
-    /// A `HubMsg` to encode for this stream only (Unassign, Certificate).
+    /// A `HubMsg` to encode for this stream only (Unassign, Certificate, and a
+    /// ContentChunk, whose `data` is a slice of the shared content: encoding it copies
+    /// the bytes once, into the frame, as sending `Encoded` does).
     Msg(HubMsg),
 }
 

@@ -79,6 +79,26 @@ pub fn health(group: &str, kind: &str, v: &Value) -> Health {
     }
 }
 
+/// Why an object that runs to an end (a Job, a Pod) failed, if it did; None for
+/// anything still running, succeeded, or of another kind.
+pub fn failed(group: &str, kind: &str, v: &Value) -> Option<String> {
+    match (group, kind) {
+        ("batch", "Job") => condition(v, "Failed")
+            .filter(|c| is_true(Some(c)) == Some(true))
+            .map(|c| format!("job failed: {}", reason_of(c))),
+        ("", "Pod") if v.pointer("/status/phase").and_then(Value::as_str) == Some("Failed") => {
+            Some(format!(
+                "pod failed: {}",
+                v.pointer("/status/message")
+                    .or_else(|| v.pointer("/status/reason"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// Any kind with `status.conditions`: a `Ready` (or else `Available`) condition that is
 /// not True makes it NotReady.
 fn generic(v: &Value) -> Health {
@@ -165,10 +185,8 @@ fn daemonset(v: &Value) -> Health {
 }
 
 fn job(v: &Value) -> Health {
-    if let Some(c) = condition(v, "Failed")
-        && is_true(Some(c)) == Some(true)
-    {
-        return Health::NotReady(format!("job failed: {}", reason_of(c)));
+    if let Some(why) = failed("batch", "Job", v) {
+        return Health::NotReady(why);
     }
     match is_true(condition(v, "Complete")) {
         Some(true) => Health::Ready,

@@ -27,10 +27,22 @@ pub struct Inventory {
     pub bundle: String,
     pub deployment_id: String,
     pub objects: Vec<ObjectRef>,
+    /// The deployments whose Helm hooks ran, so that a re-apply of the same deployment
+    /// (a retry, a drift correction, a restarted spoke) does not run them again.
+    #[serde(default)]
+    pub hooks_ran: HooksRan,
     /// The ConfigMap's uid once it is stored (what the bundle's Events regard); not part
     /// of its data.
     #[serde(skip)]
     pub uid: Option<String>,
+}
+
+/// The deployment id whose pre-install/pre-upgrade hooks all succeeded, and the one
+/// whose post-install/post-upgrade hooks did ("" for none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HooksRan {
+    pub pre: String,
+    pub post: String,
 }
 
 /// The ConfigMap's name: `bundle-<bundle>`, or a digest when that would be too long.
@@ -118,6 +130,10 @@ pub async fn load(client: &Client, bundle: &str) -> Result<Option<Inventory>> {
         objects: serde_json::from_str(objects).map_err(|e| {
             anyhow!("bundle {bundle}: inventory {NAMESPACE}/{name} is corrupt: {e}")
         })?,
+        hooks_ran: HooksRan {
+            pre: data.get("preHooksRan").cloned().unwrap_or_default(),
+            post: data.get("postHooksRan").cloned().unwrap_or_default(),
+        },
         uid: cm.metadata.uid,
     };
     if inv.bundle != bundle {
@@ -136,7 +152,10 @@ pub async fn store(client: &Client, inv: &Inventory) -> Result<Option<String>> {
     let cm = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {INVENTORY_LABEL: "true"}},
-        "data": {"bundle": inv.bundle, "deploymentID": inv.deployment_id, "objects": objects},
+        "data": {
+            "bundle": inv.bundle, "deploymentID": inv.deployment_id, "objects": objects,
+            "preHooksRan": inv.hooks_ran.pre, "postHooksRan": inv.hooks_ran.post,
+        },
     });
     let stored = api(client)
         .patch(

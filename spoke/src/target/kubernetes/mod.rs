@@ -18,6 +18,7 @@ mod discovery;
 mod drift;
 mod events;
 mod health;
+mod hooks;
 mod inventory;
 mod live;
 mod manifest;
@@ -45,6 +46,8 @@ use tokio::sync::Notify;
 use self::discovery::{Resolved, Resolver};
 use self::events::{BundleEvent, Events};
 use self::health::Health;
+use self::hooks::{Hook, HookPhase, Role};
+use self::inventory::Inventory;
 use self::manifest::{BUNDLE_ANNOTATION, Manifest, ObjectRef};
 use self::order::Phase;
 use self::report::Verdict;
@@ -141,6 +144,9 @@ struct Planned {
     phase: Phase,
     /// The manifest as applied: stamped with flotilla's label, annotation and namespace.
     value: Value,
+    /// Set for a Helm hook (`hooks`), which runs in its own phase and is not checked
+    /// for drift.
+    hook: Option<Hook>,
 }
 
 pub struct KubeTarget {
@@ -280,9 +286,21 @@ impl KubeTarget {
     /// is written.
     async fn plan(&self, d: &Desired) -> Result<Vec<Planned>> {
         let bundle = &d.bundle;
-        let manifests = manifest::parse(bundle, &d.content).map_err(|e| anyhow!(e))?;
+        let manifests: Vec<(Manifest, Option<Hook>)> = manifest::parse(bundle, &d.content)
+            .map_err(|e| anyhow!(e))?
+            .into_iter()
+            .filter_map(|m| match hooks::role(&m.value) {
+                Role::Resource => Some((m, None)),
+                Role::Hook(h) => Some((m, Some(h))),
+                Role::Skipped(events) => {
+                    tracing::debug!(bundle = %bundle, object = %m.r, hook = %events, "not applying a Helm hook of an event flotilla does not run");
+                    None
+                }
+            })
+            .collect();
         let crds: Vec<&Value> = manifests
             .iter()
+            .map(|(m, _)| m)
             .filter(|m| {
                 m.r.group() == "apiextensions.k8s.io" && m.r.kind == "CustomResourceDefinition"
             })
@@ -294,7 +312,7 @@ impl KubeTarget {
                 .cached(g, v, k)
                 .or_else(|| crds.iter().find_map(|c| discovery::from_crd(c, g, v, k)))
         };
-        if manifests.iter().any(|m| lookup(m).is_none()) {
+        if manifests.iter().any(|(m, _)| lookup(m).is_none()) {
             self.resolver
                 .refresh()
                 .await
@@ -302,7 +320,7 @@ impl KubeTarget {
         }
         let mut planned = Vec::with_capacity(manifests.len());
         let mut refusals = Vec::new();
-        for m in &manifests {
+        for (m, hook) in &manifests {
             let Some(resolved) = lookup(m) else {
                 return Err(anyhow!(
                     "bundle {bundle}: {}: the API server does not serve kind {} in {}",
@@ -333,6 +351,7 @@ impl KubeTarget {
                 r,
                 resolved,
                 value,
+                hook: hook.clone(),
             });
         }
         if !refusals.is_empty() {
@@ -348,25 +367,24 @@ impl KubeTarget {
 
     async fn apply_bundle(&self, d: &Desired) -> Result<Applied> {
         let bundle = &d.bundle;
+        let id = &d.deployment_id;
         let plan = self.plan(d).await?;
         inventory::ensure_namespace(&self.client)
             .await
             .with_context(|| format!("bundle {bundle}"))?;
-        let old = inventory::load(&self.client, bundle)
+        let (old, hooks_ran) = inventory::load(&self.client, bundle)
             .await?
-            .map(|i| i.objects)
+            .map(|i| (i.objects, i.hooks_ran))
             .unwrap_or_default();
         let new: Vec<ObjectRef> = plan.iter().map(|p| p.r.clone()).collect();
-        inventory::store(
-            &self.client,
-            &inventory::Inventory {
-                bundle: bundle.clone(),
-                deployment_id: d.deployment_id.clone(),
-                objects: inventory::union(&old, &new),
-                uid: None,
-            },
-        )
-        .await?;
+        let mut inv = Inventory {
+            bundle: bundle.clone(),
+            deployment_id: id.clone(),
+            objects: inventory::union(&old, &new),
+            hooks_ran,
+            uid: None,
+        };
+        inventory::store(&self.client, &inv).await?;
 
         let declared: BTreeSet<&str> = plan
             .iter()
@@ -382,19 +400,28 @@ impl KubeTarget {
         // correctDrift means flotilla's values win, also over a field someone took over
         // by hand before this revision arrived.
         params.force = d.options.force || d.options.correct_drift;
-        let mut verdicts = Vec::with_capacity(plan.len());
-        let mut crds_waited = false;
-        // The plan is sorted by phase. Phases go one after the other; the objects of one
-        // phase do not depend on each other, so they are applied APPLY_CONCURRENCY at a
-        // time (an SSA round trip each), and their answers are taken in plan order.
-        for phase_objects in plan.chunk_by(|a, b| a.phase == b.phase) {
-            if phase_objects[0].phase > Phase::Crd && !crds_waited {
-                crds_waited = true;
+        // Hooks run once per deployment: not again when the same deployment is applied
+        // again (a retry, a drift correction, a restarted spoke).
+        let (resources, pre, post) = split_hooks(&plan);
+        let run_pre = !pre.is_empty() && inv.hooks_ran.pre != *id;
+        let run_post = !post.is_empty() && inv.hooks_ran.post != *id;
+        let mut verdicts = Vec::with_capacity(resources.len());
+        let mut rest_prepared = false;
+        // The resources are sorted by phase. Phases go one after the other; the objects
+        // of one phase do not depend on each other, so they are applied
+        // APPLY_CONCURRENCY at a time (an SSA round trip each), and their answers are
+        // taken in plan order. Before the first phase after the CRDs: the CRDs are
+        // Established, the namespaces exist, and the pre-install hooks have succeeded.
+        for phase_objects in resources.chunk_by(|a, b| a.phase == b.phase) {
+            if phase_objects[0].phase > Phase::Crd && !rest_prepared {
+                rest_prepared = true;
                 self.wait_established(bundle, &plan, &mut verdicts).await?;
-                for ns in used.difference(&declared) {
-                    inventory::ensure_namespace_named(&self.client, ns)
-                        .await
-                        .with_context(|| format!("bundle {bundle}"))?;
+                self.ensure_namespaces(bundle, used.difference(&declared).copied().collect())
+                    .await?;
+                if run_pre {
+                    self.run_hooks(bundle, &pre, &params).await?;
+                    inv.hooks_ran.pre = id.clone();
+                    inventory::store(&self.client, &inv).await?;
                 }
             }
             let calls: Vec<_> = phase_objects
@@ -411,8 +438,14 @@ impl KubeTarget {
                 verdicts.push((p.r.clone(), verdict_of_health(p, &live.data_value())));
             }
         }
-        if !crds_waited {
+        if !rest_prepared {
             self.wait_established(bundle, &plan, &mut verdicts).await?;
+            self.ensure_namespaces(bundle, used.difference(&declared).copied().collect())
+                .await?;
+            if run_pre {
+                self.run_hooks(bundle, &pre, &params).await?;
+                inv.hooks_ran.pre = id.clone();
+            }
         }
         let stale = inventory::stale(&old, &new);
         self.live.forget(&stale);
@@ -422,22 +455,96 @@ impl KubeTarget {
             self.prune(bundle, stale).await?
         };
         let objects = new.len();
-        let inventory_uid = inventory::store(
-            &self.client,
-            &inventory::Inventory {
-                bundle: bundle.clone(),
-                deployment_id: d.deployment_id.clone(),
-                objects: new,
-                uid: None,
-            },
-        )
-        .await?;
+        inv.objects = new;
+        let mut inventory_uid = inventory::store(&self.client, &inv).await?;
+        if run_post {
+            self.wait_healthy(bundle, &resources, &mut verdicts).await?;
+            self.run_hooks(bundle, &post, &params).await?;
+            inv.hooks_ran.post = id.clone();
+            inventory_uid = inventory::store(&self.client, &inv).await?;
+        }
         Ok(Applied {
             outcome: report::summarize(verdicts),
             objects,
             pruned,
             inventory_uid,
         })
+    }
+
+    /// Creates the namespaces the bundle uses but does not declare (never pruned).
+    async fn ensure_namespaces(&self, bundle: &str, names: Vec<&str>) -> Result<()> {
+        for ns in names {
+            inventory::ensure_namespace_named(&self.client, ns)
+                .await
+                .with_context(|| format!("bundle {bundle}"))?;
+        }
+        Ok(())
+    }
+
+    /// Runs Helm hooks one at a time, in order; the first that fails fails the apply,
+    /// naming the hook.
+    async fn run_hooks(
+        &self,
+        bundle: &str,
+        hooks: &[&Planned],
+        params: &PatchParams,
+    ) -> Result<()> {
+        for p in hooks {
+            let Some(hook) = &p.hook else { continue };
+            tracing::info!(bundle, hook = %p.r, events = %hook.events, weight = hook.weight, "running Helm hook");
+            hooks::run(
+                &self.api(p),
+                (p.r.group(), &p.r.kind, &p.r.name),
+                &p.value,
+                hook,
+                params,
+            )
+            .await
+            .map_err(|why| {
+                anyhow!(
+                    "bundle {bundle}: Helm hook {} ({}) failed: {why}",
+                    p.r,
+                    hook.events
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every resource is healthy (before the post-install hooks), and
+    /// records the health it ends with.
+    async fn wait_healthy(
+        &self,
+        bundle: &str,
+        resources: &[&Planned],
+        verdicts: &mut [(ObjectRef, Verdict)],
+    ) -> Result<()> {
+        for (p, slot) in resources.iter().zip(verdicts.iter_mut()) {
+            if slot.1 == Verdict::Ready {
+                continue;
+            }
+            let (group, kind) = (p.r.group(), p.r.kind.as_str());
+            let mut last = String::new();
+            let live = hooks::wait_for(&self.api(p), &p.r.name, |live| {
+                let live = live?.data_value();
+                match health::health(group, kind, &live) {
+                    Health::Ready => Some(live),
+                    Health::NotReady(why) => {
+                        last = why;
+                        None
+                    }
+                }
+            })
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "bundle {bundle}: post-install/post-upgrade hooks not run: {} is not healthy: {e} (last seen: {last})",
+                    p.r
+                )
+            })?;
+            slot.1 = verdict_of_health(p, &live);
+        }
+        Ok(())
     }
 
     /// One server-side apply.
@@ -463,7 +570,10 @@ impl KubeTarget {
         verdicts: &mut [(ObjectRef, Verdict)],
     ) -> Result<()> {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        for p in plan.iter().filter(|p| p.phase == Phase::Crd) {
+        for p in plan
+            .iter()
+            .filter(|p| p.phase == Phase::Crd && p.hook.is_none())
+        {
             let name = &p.r.name;
             let established = tokio::time::timeout(
                 ESTABLISHED_TIMEOUT,
@@ -589,7 +699,9 @@ impl KubeTarget {
             Err(e) => return Err(e),
         };
         let mut verdicts = Vec::with_capacity(plan.len());
-        for p in &plan {
+        // Hooks are not checked: they ran for this deployment, and the ones their
+        // delete policy removed are meant to be gone.
+        for p in plan.iter().filter(|p| p.hook.is_none()) {
             self.watches.ensure(&p.resolved.ar);
             let store = self.watches.ready_store(&p.resolved.ar);
             let live = self
@@ -614,6 +726,30 @@ impl KubeTarget {
         }
         Ok(report::summarize(verdicts))
     }
+}
+
+/// The plan's ordinary objects (in phase order), its pre-install hooks and its
+/// post-install hooks (each in `hooks::order_key` order).
+fn split_hooks(plan: &[Planned]) -> (Vec<&Planned>, Vec<&Planned>, Vec<&Planned>) {
+    let mut resources = Vec::new();
+    let (mut pre, mut post) = (Vec::new(), Vec::new());
+    for p in plan {
+        match &p.hook {
+            None => resources.push(p),
+            Some(h) if h.phase == HookPhase::PreSync => pre.push(p),
+            Some(_) => post.push(p),
+        }
+    }
+    for hooks in [&mut pre, &mut post] {
+        hooks.sort_by(|a, b| key(a).cmp(&key(b)));
+    }
+    (resources, pre, post)
+}
+
+fn key(p: &Planned) -> Option<(i64, Phase, &str, &str)> {
+    p.hook
+        .as_ref()
+        .map(|h| hooks::order_key(h, p.phase, &p.r.kind, &p.r.name))
 }
 
 /// A dynamic object as plain JSON, the way the pure modules read objects.
