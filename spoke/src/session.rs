@@ -304,9 +304,11 @@ impl Agent {
         .await?
     }
 
-    async fn unassign(self: &Arc<Self>, bundle: String) -> Result<()> {
+    /// Forgets `bundle`; its objects stay when the hub says so (`source remove
+    /// --keep-resources`) or the bundle itself keeps its resources.
+    async fn unassign(self: &Arc<Self>, bundle: String, hub_keeps: bool) -> Result<()> {
         let _serial = self.apply_lock.lock().await;
-        let keep = self.cache().get(&bundle).is_some_and(|a| a.keep_resources);
+        let keep = hub_keeps || self.cache().get(&bundle).is_some_and(|a| a.keep_resources);
         self.target.remove(&bundle, keep).await?;
         self.retries().forget(&bundle);
         tracing::info!(bundle, kept = keep, "unassigned");
@@ -582,7 +584,9 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
                 let Some(msg) = msg else { return Ok(()) };
                 match msg.msg {
                     Some(hub_msg::Msg::Assign(a)) => queue_work(&work, Work::Assign(a)).await?,
-                    Some(hub_msg::Msg::Unassign(u)) => queue_work(&work, Work::Unassign(u.bundle)).await?,
+                    Some(hub_msg::Msg::Unassign(u)) => {
+                        queue_work(&work, Work::Unassign(u.bundle, u.keep_resources)).await?
+                    }
                     Some(hub_msg::Msg::Certificate(c)) => {
                         renewal.install(agent, &c.cert_chain_pem, &c.ca_bundle_pem)?
                     }
@@ -610,7 +614,8 @@ const WORK_BUFFER: usize = 64;
 /// What the hub asked the target to do.
 enum Work {
     Assign(flotilla_proto::v1::Assign),
-    Unassign(String),
+    /// The bundle, and whether the hub asks to leave its objects in place.
+    Unassign(String, bool),
 }
 
 async fn queue_work(work: &mpsc::Sender<Work>, w: Work) -> Result<()> {
@@ -632,7 +637,10 @@ async fn work_through(
                 .assign(a)
                 .await
                 .map_err(|Resync(why)| format!("resyncing: {why}")),
-            Work::Unassign(bundle) => agent.unassign(bundle).await.map_err(|e| format!("{e:#}")),
+            Work::Unassign(bundle, keep) => agent
+                .unassign(bundle, keep)
+                .await
+                .map_err(|e| format!("{e:#}")),
         };
         if let Err(why) = result {
             let _ = failed.send(why).await;
