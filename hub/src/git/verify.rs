@@ -195,7 +195,7 @@ fn parse_allowed_signers(text: &str) -> Result<Vec<AllowedSigner>, VerifyError> 
             line: i + 1,
             message,
         };
-        let words = split_words(line);
+        let words = split_outside_quotes(line, char::is_whitespace);
         let mut rest = words.iter().map(String::as_str);
         let principals = rest
             .next()
@@ -203,8 +203,8 @@ fn parse_allowed_signers(text: &str) -> Result<Vec<AllowedSigner>, VerifyError> 
             .to_string();
         let mut next = rest.next().ok_or_else(|| err("no key".into()))?;
         if !is_key_type(next) {
-            for option in next.split(',') {
-                let (name, value) = option.split_once('=').unwrap_or((option, ""));
+            for option in split_outside_quotes(next, |c| c == ',') {
+                let (name, value) = option.split_once('=').unwrap_or((&option, ""));
                 match name.to_ascii_lowercase().as_str() {
                     "namespaces" => {
                         let value = value.trim_matches('"');
@@ -238,8 +238,9 @@ fn is_key_type(word: &str) -> bool {
     word.starts_with("ssh-") || word.starts_with("ecdsa-") || word.starts_with("sk-")
 }
 
-/// Splits on whitespace, keeping double-quoted spans (option values) whole.
-fn split_words(line: &str) -> Vec<String> {
+/// Splits where `sep` matches outside double quotes, keeping quoted spans (option
+/// values) whole and dropping empty parts.
+fn split_outside_quotes(line: &str, sep: impl Fn(char) -> bool) -> Vec<String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -249,7 +250,7 @@ fn split_words(line: &str) -> Vec<String> {
                 quoted = !quoted;
                 cur.push(c);
             }
-            c if c.is_whitespace() && !quoted => {
+            c if sep(c) && !quoted => {
                 if !cur.is_empty() {
                     words.push(std::mem::take(&mut cur));
                 }
