@@ -83,14 +83,16 @@ impl Access {
     }
 
     /// `core.sshCommand` for this access: strict host keys from `known_hosts` only, only
-    /// `ssh_key` offered, no agent, no user or system ssh config, never a prompt.
-    fn ssh_command(&self) -> String {
+    /// `ssh_key` offered, no agent, no user or system ssh config, never a prompt. ssh's
+    /// own messages go to `log` (gix does not pass them on), to explain a failure.
+    fn ssh_command(&self, log: &Path) -> String {
         let known_hosts = self
             .known_hosts
             .as_deref()
             .map_or_else(|| "/dev/null".to_string(), |p| p.display().to_string());
         let mut cmd = format!(
-            "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o IdentityAgent=none -o ConnectTimeout=20",
+            "ssh -F /dev/null -E {} -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o IdentityAgent=none -o ConnectTimeout=20",
+            shell_quote(&log.display().to_string()),
             shell_quote(&known_hosts)
         );
         match &self.ssh_key {
@@ -103,6 +105,25 @@ impl Access {
         }
         cmd
     }
+}
+
+/// What ssh wrote to its log during a failed fetch: its last lines, at most 1 KiB.
+fn ssh_said(log: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(log)
+        .ok()?
+        .take(64 << 10)
+        .read_to_string(&mut text)
+        .ok()?;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let said = lines[lines.len().saturating_sub(3)..].join("; ");
+    let cut = said.char_indices().nth(1024).map_or(said.len(), |(i, _)| i);
+    (!said.is_empty()).then(|| said[..cut].to_string())
 }
 
 /// `s` as one single-quoted shell word (gix runs `core.sshCommand` through `sh -c`).
@@ -151,9 +172,11 @@ pub fn fetch(
         std::fs::create_dir_all(mirror).map_err(|e| remote_err("init", &e))?;
         gix::init_bare(mirror).map_err(|e| remote_err("init", &e))?;
     }
+    let ssh_log = mirror.with_extension("ssh.log");
+    let _ = std::fs::remove_file(&ssh_log);
     let options = gix::open::Options::default().config_overrides([
         format!("gitoxide.objects.allocLimit={max_object_bytes}"),
-        format!("core.sshCommand={}", remote.access.ssh_command()),
+        format!("core.sshCommand={}", remote.access.ssh_command(&ssh_log)),
         "ssh.variant=ssh".to_string(),
     ]);
     let repo = gix::open_opts(mirror, options).map_err(|e| remote_err("open", &e))?;
@@ -168,20 +191,27 @@ pub fn fetch(
             text = format!("{text}: {c}");
             cause = c.source();
         }
+        if let Some(said) = ssh_said(&ssh_log) {
+            text = format!("{text}: ssh: {said}");
+        }
         if text.contains("matched any of") {
             GitError::BranchNotFound {
                 url: url.to_string(),
                 branch: branch.to_string(),
             }
-        } else if text.contains("credentials") || text.contains("Permission denied") {
-            // The server answered 401 (or refused the key) and no credentials were
-            // configured or accepted.
-            remote_err("fetch", &format!("authentication failed: {text}"))
-        } else if text.contains("Host key verification failed") {
+        } else if text.contains("Host key verification failed")
+            || text.contains("host key is known")
+        {
             remote_err(
                 "fetch",
                 &format!("the server's host key is not in the source's known hosts: {text}"),
             )
+        } else if text.to_ascii_lowercase().contains("credentials")
+            || text.contains("Permission denied")
+        {
+            // The server answered 401 (or refused the key) and no credentials were
+            // configured or accepted.
+            remote_err("fetch", &format!("authentication failed: {text}"))
         } else if text.contains("too large to fit in memory") {
             remote_err(
                 "fetch",
