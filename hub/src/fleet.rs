@@ -393,7 +393,8 @@ impl Fleet {
     /// Puts `spec` in memory in place of `previous` (an edit), keeping what the previous
     /// state published so that a bundle the edit keeps keeps its deployment. An edit that
     /// fetches differently (`SourceSpec::fetches_differently`) makes the next poll load
-    /// the revision again. The previous poller sees it was replaced and stops.
+    /// the revision again, and any edit lets the next poll try a head refused before.
+    /// The previous poller sees it was replaced and stops.
     pub fn replace_source(
         &self,
         spec: SourceSpec,
@@ -413,9 +414,10 @@ impl Fleet {
             }
             if spec.fetches_differently(&old.spec) {
                 runtime.commit = None;
-                runtime.refused_commit = None;
                 runtime.signed_by = None;
             }
+            // New credentials or trust may let a refused head through.
+            runtime.refused_commit = None;
             fetch_lock = old.fetch_lock.clone();
         }
         let state = Arc::new(SourceState {

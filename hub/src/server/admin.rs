@@ -584,7 +584,11 @@ impl Admin for AdminService {
         let spec = check_source(spec)?;
         let creds = Credentials::of(&self.fleet.data_dir, &spec.name);
         check_trust(&spec, &creds, req.auth.as_ref(), &clear)?;
-        write_credentials(creds.clone(), req.auth, clear).await?;
+        let req_trust_given = req
+            .auth
+            .as_ref()
+            .is_some_and(|a| !a.allowed_signers.is_empty() || !a.gpg_keys.is_empty());
+        write_credentials(creds.clone(), req.auth, clear.clone()).await?;
         self.fleet
             .store
             .commit(vec![Op::put_json(Table::Sources, spec.name.clone(), &spec)])
@@ -593,6 +597,14 @@ impl Admin for AdminService {
             .fleet
             .replace_source(spec, Some(&old))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let trust_changed = clear
+            .iter()
+            .any(|k| matches!(k, Kind::AllowedSigners | Kind::GpgKeys))
+            || req_trust_given;
+        if trust_changed && let Ok(mut rt) = state.runtime.write() {
+            // The published commit is verified again against the new keys.
+            rt.commit = None;
+        }
         tracing::info!(source = %state.spec.name, "source changed");
         tokio::spawn(sources::run_poller(self.fleet.clone(), state.clone()));
         // Targets may have changed; nothing else moves unless a bundle's render does.
