@@ -37,10 +37,10 @@ pub enum ClusterCommand {
 #[derive(Debug, Subcommand)]
 pub enum SourceCommand {
     /// Add a git source.
-    Add(SourceAddArgs),
+    Add(Box<SourceAddArgs>),
     /// Change a source in place: only the options given change, and a bundle the change
     /// keeps keeps its deployment (nothing is unassigned or applied again).
-    Set(SourceSetArgs),
+    Set(Box<SourceSetArgs>),
     /// Remove a source; its bundles are unassigned from every cluster.
     Remove {
         name: String,

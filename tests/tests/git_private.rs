@@ -262,7 +262,7 @@ fn ssh_with_a_key_and_known_hosts_is_accepted_and_an_unknown_host_or_wrong_key_i
 
     let stored = hub.dir.join("credentials/viassh/ssh-key");
     assert_eq!(flotilla_e2e::file_mode(&stored), 0o600);
-    let key_text = std::fs::read_to_string(&deploy).expect("key");
+    let key_text = std::fs::read_to_string(deploy).expect("key");
     let secret_line = key_text.lines().nth(1).unwrap_or("none");
     let shown = String::from_utf8_lossy(&hub.cli(&["sources", "-o", "json"]).stdout).to_string()
         + &hub.proc.log_text();

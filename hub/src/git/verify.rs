@@ -169,7 +169,7 @@ impl Trust {
                 sig.signature
                     .issuer_key_id()
                     .iter()
-                    .map(|k| hex::encode_upper(k)),
+                    .map(hex::encode_upper),
             )
             .collect();
         Err(VerifyError::UnknownKey {
