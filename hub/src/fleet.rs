@@ -115,6 +115,9 @@ pub struct SourceRuntime {
     pub bundles: Option<Vec<Arc<BundleEntry>>>,
     /// Who signed `commit`, when the source verifies commits.
     pub signed_by: Option<String>,
+    /// `commit` was loaded under settings an edit changed (paths, verification, ...):
+    /// the next poll loads the head again even if it is the same commit.
+    pub stale: bool,
 }
 
 pub struct SourceState {
@@ -413,8 +416,7 @@ impl Fleet {
                 runtime = std::mem::take(&mut *rt);
             }
             if spec.fetches_differently(&old.spec) {
-                runtime.commit = None;
-                runtime.signed_by = None;
+                runtime.stale = true;
             }
             // New credentials or trust may let a refused head through.
             runtime.refused_commit = None;

@@ -103,7 +103,12 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
     let (previous_commit, refused_commit) = source
         .runtime
         .read()
-        .map(|r| (r.commit.clone(), r.refused_commit.clone()))
+        .map(|r| {
+            (
+                r.commit.clone().filter(|_| !r.stale),
+                r.refused_commit.clone(),
+            )
+        })
         .unwrap_or_default();
     let limits = fleet.limits.clone();
     let started = std::time::Instant::now();
@@ -230,6 +235,7 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
             });
             rt.commit = Some(loaded.commit);
             rt.signed_by = loaded.signed_by;
+            rt.stale = false;
             rt.bundles = Some(entries);
             rt.error = None;
             rt.refused_commit = None;

@@ -165,12 +165,7 @@ impl Trust {
             .issuer_fingerprint()
             .iter()
             .map(|f| format!("{f:X}"))
-            .chain(
-                sig.signature
-                    .issuer_key_id()
-                    .iter()
-                    .map(hex::encode_upper),
-            )
+            .chain(sig.signature.issuer_key_id().iter().map(hex::encode_upper))
             .collect();
         Err(VerifyError::UnknownKey {
             commit: commit.to_string(),

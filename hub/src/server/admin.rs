@@ -603,7 +603,7 @@ impl Admin for AdminService {
             || req_trust_given;
         if trust_changed && let Ok(mut rt) = state.runtime.write() {
             // The published commit is verified again against the new keys.
-            rt.commit = None;
+            rt.stale = true;
         }
         tracing::info!(source = %state.spec.name, "source changed");
         tokio::spawn(sources::run_poller(self.fleet.clone(), state.clone()));
