@@ -4,7 +4,8 @@
 //! Who writes what:
 //! - `clusters`: registration (insert), Hello (reported labels, last seen), admin (hub
 //!   labels, accepted labels). Which labels count is `label_trust`'s rule.
-//! - `sources`: admin add/remove; each source's poller publishes new revisions into it.
+//! - `sources`: admin add/set/remove (`replace_source` for an edit); each source's poller
+//!   publishes new revisions into it.
 //! - `assignments`: only `reconcile_cluster`.
 //! - `status`: only the cluster's own Sync session.
 //! - `sessions`: the Sync handler, one entry per connected cluster.

@@ -686,6 +686,64 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_commit_or_tag_is_deployed_instead_of_the_head_and_an_unknown_one_is_an_error() {
+        let work = tempfile::tempdir().expect("tmp");
+        git(work.path(), &["init", "-q", "-b", "main"], b"");
+        std::fs::write(work.path().join("a.yaml"), "a: 1\n").expect("write");
+        git(work.path(), &["add", "-A"], b"");
+        git(work.path(), &["commit", "-q", "-m", "one"], b"");
+        let first = git(work.path(), &["rev-parse", "HEAD"], b"");
+        git(work.path(), &["tag", "-a", "v1", "-m", "v1"], b"");
+        std::fs::write(work.path().join("a.yaml"), "a: 2\n").expect("write");
+        git(work.path(), &["commit", "-q", "-am", "two"], b"");
+        let head = git(work.path(), &["rev-parse", "HEAD"], b"");
+        let url = format!("file://{}", work.path().display());
+        let mirror = tempfile::tempdir().expect("tmp");
+        let access = Access::default();
+        let at = |revision: Option<&str>| {
+            let remote = Remote {
+                url: &url,
+                branch: "main",
+                revision,
+                access: &access,
+            };
+            fetch(&mirror.path().join("m"), &remote, 1 << 20)
+        };
+        assert_eq!(at(None).expect("head"), head);
+        assert_eq!(at(Some(&first)).expect("commit"), first);
+        assert_eq!(at(Some("v1")).expect("annotated tag, peeled"), first);
+        let missing = "0".repeat(40);
+        for bad in ["v9", missing.as_str()] {
+            let err = at(Some(bad)).expect_err("unknown");
+            assert!(
+                matches!(err, GitError::RevisionNotFound { .. }),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_ssh_command_trusts_only_the_given_files_and_quotes_them() {
+        let access = Access {
+            ssh_key: Some(PathBuf::from("/data/it's/key")),
+            ..Access::default()
+        };
+        let cmd = access.ssh_command(Path::new("/m/ssh.log"));
+        assert!(cmd.starts_with("ssh -F /dev/null "), "{cmd}");
+        for part in [
+            "StrictHostKeyChecking=yes",
+            "UserKnownHostsFile='/dev/null'",
+            "GlobalKnownHostsFile=/dev/null",
+            "IdentitiesOnly=yes",
+            "IdentityAgent=none",
+            "BatchMode=yes",
+            r"-i '/data/it'\''s/key'",
+        ] {
+            assert!(cmd.contains(part), "{part} in {cmd}");
+        }
+    }
+
+    #[test]
     fn a_symlink_blob_larger_than_a_path_is_refused_before_it_is_read() {
         let repo = new_repo();
         let long = blob(repo.path(), &vec![b'a'; 5000]);
