@@ -1,11 +1,15 @@
 //! Source pollers and the reconciler task.
 //!
-//! One poller task per source fetches its branch at the source's interval (or at once
-//! when poked), indexes a new commit's tree from the object database (no checkout; a tree
-//! over its budgets or with a hostile entry name is a source error), loads every bundle
-//! with the renderer, and publishes the revision whole. A bundle that fails to load keeps its last good version
-//! deployed and carries the error. The reconciler task coalesces triggers and recomputes
-//! assignments off the async runtime.
+//! One poller task per source fetches its branch (and a pinned tag) at the source's
+//! interval, or only when poked (a webhook, a forced poll, an edit) when polling is off,
+//! and not at all while the source is paused. It reads the source's credentials and
+//! trusted keys from its credential files for each poll, checks the commit's signature
+//! when the source verifies commits, indexes a new commit's tree from the object database
+//! (no checkout; a tree over its budgets, with a hostile entry name, or not signed by a
+//! trusted key is a source error), loads every bundle with the renderer, and publishes the
+//! revision whole. A bundle that fails to load keeps its last good version deployed and
+//! carries the error. The reconciler task coalesces triggers and recomputes assignments
+//! off the async runtime.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
