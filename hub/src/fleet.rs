@@ -131,6 +131,9 @@ pub struct SourceState {
     /// The secret this source's webhooks are signed with, if it has its own (read from
     /// its credential files when the state is built).
     pub webhook_secret: Option<String>,
+    /// Names of the credential files the source has (`credentials::Kind::name`), as
+    /// the Admin API shows them; read when the state is built, like the secret.
+    pub credential_names: Vec<String>,
     /// Held while a poll fetches into the source's mirror; shared by the states an edit
     /// replaces, so an old poller and a new one never fetch into one mirror at once.
     pub fetch_lock: Arc<tokio::sync::Mutex<()>>,
@@ -429,6 +432,7 @@ impl Fleet {
             runtime: RwLock::new(runtime),
             poke: Notify::new(),
             webhook_secret,
+            credential_names: credentials.names(),
             fetch_lock,
         });
         self.sources.insert(spec.name.clone(), state.clone());

@@ -106,7 +106,7 @@ impl AdminService {
                 username: u.clone(),
                 ..Default::default()
             }),
-            credentials: Credentials::of(&self.fleet.data_dir, &s.spec.name).names(),
+            credentials: s.credential_names.clone(),
             verify_commits: s.spec.verify_commits,
             verified_commit,
         }
