@@ -310,4 +310,50 @@ mod tests {
         let got = read_delivery(Provider::Gitea, "k", &HeaderMap::new(), b"not json");
         assert_eq!(got, Err(Refusal::BadSignature));
     }
+
+    #[test]
+    fn a_source_with_its_own_secret_is_triggered_only_by_deliveries_signed_with_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (fleet, _rx) = Fleet::for_tests(dir.path());
+        let spec = |name: &str| crate::records::SourceSpec {
+            name: name.into(),
+            repo: "https://example.com/team/fleet.git".into(),
+            branch: "main".into(),
+            paths: vec![".".into()],
+            interval_secs: 0,
+            targets: Vec::new(),
+            revision: None,
+            paused: false,
+            verify_commits: false,
+            username: None,
+        };
+        crate::credentials::Credentials::of(dir.path(), "own")
+            .write(crate::credentials::Kind::WebhookSecret, b"own-secret\n")
+            .expect("write");
+        for name in ["own", "shared"] {
+            fleet.insert_source(spec(name)).expect("insert");
+        }
+        let body = br#"{"ref":"refs/heads/main","repository":{"clone_url":"https://example.com/team/fleet.git"}}"#;
+        let deliver = |hub_secret: Option<&str>, key: &str| {
+            let (status, text) = handle(
+                &fleet,
+                hub_secret,
+                "github",
+                &github_headers(key, body),
+                body,
+            );
+            (status.as_u16(), text.trim().to_string())
+        };
+        let triggered = |names: &str| (202, format!(r#"{{"triggered":[{names}]}}"#));
+        assert_eq!(
+            deliver(Some("hub-secret"), "hub-secret"),
+            triggered(r#""shared""#)
+        );
+        assert_eq!(
+            deliver(Some("hub-secret"), "own-secret"),
+            triggered(r#""own""#)
+        );
+        assert_eq!(deliver(None, "own-secret"), triggered(r#""own""#));
+        assert_eq!(deliver(None, "hub-secret").0, 401);
+    }
 }
