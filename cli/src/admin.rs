@@ -205,7 +205,9 @@ impl SourceSetArgs {
             interval_seconds: if self.no_poll {
                 Some(0)
             } else {
-                self.interval.map(|d| d.as_secs())
+                // Only an interval of zero turns polling off; 500ms polls every second.
+                self.interval
+                    .map(|d| if d.is_zero() { 0 } else { d.as_secs().max(1) })
             },
             set_targets: !targets.is_empty() || self.default_targets,
             targets,
