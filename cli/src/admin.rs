@@ -119,30 +119,199 @@ pub enum ClusterCommand {
 #[derive(Debug, Subcommand)]
 pub enum SourceCommand {
     /// Add a git source.
-    Add(SourceAddArgs),
+    Add(Box<SourceAddArgs>),
+    /// Change a source in place: only the options given change, and a bundle the change
+    /// keeps keeps its deployment (nothing is unassigned or applied again).
+    Set(Box<SourceSetArgs>),
     /// Remove a source; its bundles are unassigned from every cluster.
     Remove {
         /// The source.
         name: String,
+        /// Spokes forget the source's bundles but leave their objects in place.
+        #[arg(long)]
+        keep_resources: bool,
     },
+}
+
+/// Credentials and trust of a source. Files are read here and their contents sent to
+/// the hub, which keeps them in its data dir (0600) and never shows them again.
+#[derive(Debug, Args, Default)]
+pub struct SourceAuthArgs {
+    /// HTTP(S) user name.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// File holding the HTTP(S) password or token.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// SSH private key for ssh:// and git@host:path repos.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key_file: Option<PathBuf>,
+    /// The host keys SSH accepts (known_hosts format); any other host is refused.
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts_file: Option<PathBuf>,
+    /// PEM CA certificates an https:// server must chain to (instead of the usual roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Secret this source's webhooks are signed with, instead of the hub's.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// SSH keys trusted to sign commits (git's gpg.ssh.allowedSignersFile format).
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// OpenPGP public keys trusted to sign commits (armored or binary).
+    #[arg(long, value_name = "FILE")]
+    pub gpg_keys: Option<PathBuf>,
+}
+
+/// Largest credential file sent (the hub refuses more).
+const MAX_CREDENTIAL_FILE: u64 = 1 << 20;
+
+impl SourceAuthArgs {
+    fn to_pb(&self) -> Result<Option<pb::SourceAuth>> {
+        let read = |p: &Option<PathBuf>| -> Result<Vec<u8>> {
+            let Some(p) = p else { return Ok(Vec::new()) };
+            let len = std::fs::metadata(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .len();
+            if len > MAX_CREDENTIAL_FILE {
+                bail!(
+                    "{} is {len} bytes, over the limit of {MAX_CREDENTIAL_FILE}",
+                    p.display()
+                );
+            }
+            let data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            if data.iter().all(u8::is_ascii_whitespace) {
+                bail!("{} is empty", p.display());
+            }
+            Ok(data)
+        };
+        let auth = pb::SourceAuth {
+            username: self.username.clone().unwrap_or_default(),
+            password: read(&self.password_file)?,
+            ssh_key: read(&self.ssh_key_file)?,
+            known_hosts: read(&self.known_hosts_file)?,
+            ca_pem: read(&self.ca_file)?,
+            webhook_secret: read(&self.webhook_secret_file)?,
+            allowed_signers: read(&self.allowed_signers)?,
+            gpg_keys: read(&self.gpg_keys)?,
+        };
+        Ok((auth != pb::SourceAuth::default()).then_some(auth))
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct SourceAddArgs {
     /// The source's name (a DNS label); its bundles are named NAME-PATH.
     pub name: String,
-    /// git URL: file://, git:// or https://.
+    /// git URL: file://, git://, https://, ssh:// or git@host:path.
     #[arg(long)]
     pub repo: String,
     /// The branch to follow.
     #[arg(long, default_value = "main")]
     pub branch: String,
+    /// A commit id or tag to deploy instead of the branch's head.
+    #[arg(long)]
+    pub revision: Option<String>,
     /// Folder in the repo to read bundles from; repeatable.
     #[arg(long = "path")]
     pub paths: Vec<String>,
-    /// Polling interval.
+    /// Polling interval; 0 turns polling off (webhook only).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub interval: Duration,
+    /// Webhook only: never poll on a timer.
+    #[arg(long)]
+    pub no_poll: bool,
+    /// Add it paused: nothing is fetched or deployed until `source set NAME --resume`.
+    #[arg(long)]
+    pub paused: bool,
+    /// Deploy only commits signed by a key from --allowed-signers or --gpg-keys.
+    #[arg(long)]
+    pub verify_commits: bool,
+    #[command(flatten)]
+    pub auth: SourceAuthArgs,
+    #[command(flatten)]
+    pub targets: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SourceSetArgs {
+    /// The source to change.
+    pub name: String,
+    /// New git URL.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// New branch to follow.
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// A commit id or tag to deploy instead of the branch's head; "" follows the head again.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Replaces the source's paths; repeatable.
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+    /// Polling interval; 0 turns polling off (webhook only).
+    #[arg(long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Webhook only: never poll on a timer.
+    #[arg(long, conflicts_with = "interval")]
+    pub no_poll: bool,
+    /// Stop fetching and deploying new revisions; the last one stays deployed.
+    #[arg(long, conflicts_with = "resume")]
+    pub paused: bool,
+    /// Fetch and deploy again after --paused.
+    #[arg(long)]
+    pub resume: bool,
+    /// Deploy only commits signed by a trusted key from now on.
+    #[arg(long, conflicts_with = "no_verify_commits")]
+    pub verify_commits: bool,
+    /// Stop checking commit signatures.
+    #[arg(long)]
+    pub no_verify_commits: bool,
+    /// Delete a stored credential: username, password, ssh-key, known-hosts, ca,
+    /// webhook-secret, allowed-signers, gpg-keys; repeatable.
+    #[arg(long = "clear", value_name = "NAME")]
+    pub clear: Vec<String>,
+    /// Target everything in the group "default" again (drops all targets).
+    #[arg(long)]
+    pub default_targets: bool,
+    #[command(flatten)]
+    pub auth: SourceAuthArgs,
+    /// Replace the source's targets with these.
+    #[command(flatten)]
+    pub targets: TargetArgs,
+}
+
+impl SourceSetArgs {
+    fn to_pb(&self) -> Result<pb::SetSourceRequest> {
+        let targets = self.targets.targets()?;
+        let flag = |on: bool, off: bool| (on || off).then_some(on);
+        Ok(pb::SetSourceRequest {
+            name: self.name.clone(),
+            repo: self.repo.clone(),
+            branch: self.branch.clone(),
+            revision: self.revision.clone(),
+            set_paths: !self.paths.is_empty(),
+            paths: self.paths.clone(),
+            interval_seconds: if self.no_poll {
+                Some(0)
+            } else {
+                // Only an interval of zero turns polling off; 500ms polls every second.
+                self.interval
+                    .map(|d| if d.is_zero() { 0 } else { d.as_secs().max(1) })
+            },
+            set_targets: !targets.is_empty() || self.default_targets,
+            targets,
+            paused: flag(self.paused, self.resume),
+            verify_commits: flag(self.verify_commits, self.no_verify_commits),
+            auth: self.auth.to_pb()?,
+            clear_credentials: self.clear.clone(),
+        })
+    }
+}
+
+/// A source's targets; each flag is one target, and targets are ORed.
+#[derive(Debug, Args, Default)]
+pub struct TargetArgs {
     /// A target by cluster labels (kubectl -l form); repeatable, targets are ORed.
     #[arg(long = "selector")]
     pub selectors: Vec<String>,
@@ -157,7 +326,7 @@ pub struct SourceAddArgs {
     pub clusters: Vec<String>,
 }
 
-impl SourceAddArgs {
+impl TargetArgs {
     /// One target per flag given; none means the group `default`, as in Fleet.
     pub fn targets(&self) -> Result<Vec<pb::Target>> {
         for s in self.selectors.iter().chain(&self.group_selectors) {
@@ -501,9 +670,14 @@ impl Client {
             name: a.name.clone(),
             repo: a.repo.clone(),
             branch: a.branch.clone(),
+            revision: a.revision.clone().unwrap_or_default(),
             paths: a.paths.clone(),
             interval_seconds: a.interval.as_secs().max(1),
-            targets: a.targets()?,
+            polling_disabled: a.no_poll || a.interval.is_zero(),
+            paused: a.paused,
+            verify_commits: a.verify_commits,
+            auth: a.auth.to_pb()?,
+            targets: a.targets.targets()?,
             ..Default::default()
         };
         let r = self
@@ -517,9 +691,23 @@ impl Client {
         Ok(r.into())
     }
 
-    pub async fn remove_source(&self, name: String) -> Result<()> {
+    pub async fn set_source(&self, a: &SourceSetArgs) -> Result<SourceView> {
+        let req = a.to_pb()?;
+        let r = self
+            .call("changing the source", |mut c| async move {
+                c.set_source(req).await
+            })
+            .await?;
+        Ok(r.into())
+    }
+
+    pub async fn remove_source(&self, name: String, keep_resources: bool) -> Result<()> {
         self.call("removing the source", |mut c| async move {
-            c.remove_source(pb::RemoveSourceRequest { name }).await
+            c.remove_source(pb::RemoveSourceRequest {
+                name,
+                keep_resources,
+            })
+            .await
         })
         .await?;
         Ok(())
@@ -780,9 +968,19 @@ pub async fn dispatch(client: Client, cmd: AdminCommand, out: Printer) -> Result
             command: SourceCommand::Add(a),
         } => out.changed(&client.add_source(&a).await?, "added"),
         AdminCommand::Source {
-            command: SourceCommand::Remove { name },
+            command: SourceCommand::Set(a),
+        } => out.changed(&client.set_source(&a).await?, "configured"),
+        AdminCommand::Source {
+            command:
+                SourceCommand::Remove {
+                    name,
+                    keep_resources,
+                },
         } => {
-            client.remove_source(name.clone()).await?;
+            client.remove_source(name.clone(), keep_resources).await?;
+            if keep_resources {
+                eprintln!("its objects stay in place on every cluster");
+            }
             out.done("source", &name, "removed")
         }
         AdminCommand::Cluster {

@@ -147,10 +147,12 @@ async fn run_fleet(args: &QuickstartArgs, fleet: &mut Fleet) -> Result<()> {
             branch: "main".into(),
             paths: vec![".".into()],
             interval: Duration::from_secs(2),
-            selectors: Vec::new(),
-            groups: Vec::new(),
-            group_selectors: Vec::new(),
-            clusters: Vec::new(),
+            revision: None,
+            no_poll: false,
+            paused: false,
+            verify_commits: false,
+            auth: Default::default(),
+            targets: Default::default(),
         })
         .await?;
     for (name, labels) in SPOKES {

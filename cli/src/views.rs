@@ -138,6 +138,27 @@ pub struct SourceView {
     pub error: String,
     pub error_since: String,
     pub last_poll: String,
+    /// Pinned commit or tag; empty when the branch's head is deployed.
+    pub revision: String,
+    pub polling_disabled: bool,
+    pub paused: bool,
+    pub username: String,
+    /// Names of the credential files the hub holds, never their contents.
+    pub credentials: Vec<String>,
+    pub verify_commits: bool,
+    pub verified_commit: String,
+}
+
+impl SourceView {
+    fn poll(&self) -> String {
+        if self.paused {
+            "paused".into()
+        } else if self.polling_disabled {
+            "webhook".into()
+        } else {
+            format!("{}s", self.interval_seconds)
+        }
+    }
 }
 
 impl From<pb::Source> for SourceView {
@@ -154,6 +175,13 @@ impl From<pb::Source> for SourceView {
             error: s.error,
             error_since: s.error_since,
             last_poll: s.last_poll,
+            revision: s.revision,
+            polling_disabled: s.polling_disabled,
+            paused: s.paused,
+            username: s.auth.map(|a| a.username).unwrap_or_default(),
+            credentials: s.credentials,
+            verify_commits: s.verify_commits,
+            verified_commit: s.verified_commit,
         }
     }
 }
@@ -164,9 +192,11 @@ impl Row for SourceView {
         self.name.clone()
     }
     fn headers(wide: bool) -> Vec<&'static str> {
-        let mut h = vec!["NAME", "REPO", "BRANCH", "COMMIT", "BUNDLES", "ERROR"];
+        let mut h = vec![
+            "NAME", "REPO", "BRANCH", "COMMIT", "POLL", "BUNDLES", "ERROR",
+        ];
         if wide {
-            h.extend(["PATHS", "TARGETS", "LAST-POLL"]);
+            h.extend(["PATHS", "TARGETS", "AUTH", "VERIFY", "LAST-POLL"]);
         }
         h
     }
@@ -174,8 +204,13 @@ impl Row for SourceView {
         let mut c = vec![
             self.name.clone(),
             self.repo.clone(),
-            self.branch.clone(),
+            if self.revision.is_empty() {
+                self.branch.clone()
+            } else {
+                format!("{}@{}", self.branch, self.revision)
+            },
             self.commit.chars().take(12).collect(),
+            self.poll(),
             self.bundles.to_string(),
             if self.error.is_empty() {
                 String::new()
@@ -194,6 +229,18 @@ impl Row for SourceView {
                         .map(TargetSpecView::short)
                         .collect::<Vec<_>>()
                         .join(" | ")
+                },
+                {
+                    let mut auth = self.credentials.clone();
+                    if !self.username.is_empty() {
+                        auth.insert(0, format!("user={}", self.username));
+                    }
+                    auth.join(",")
+                },
+                match (self.verify_commits, self.verified_commit.is_empty()) {
+                    (false, _) => String::new(),
+                    (true, true) => "on".into(),
+                    (true, false) => "verified".into(),
                 },
                 self.last_poll.clone(),
             ]);

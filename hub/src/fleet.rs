@@ -4,7 +4,8 @@
 //! Who writes what:
 //! - `clusters`: registration (insert), Hello (reported labels, last seen), admin (hub
 //!   labels, accepted labels). Which labels count is `label_trust`'s rule.
-//! - `sources`: admin add/remove; each source's poller publishes new revisions into it.
+//! - `sources`: admin add/set/remove (`replace_source` for an edit); each source's poller
+//!   publishes new revisions into it.
 //! - `assignments`: only `reconcile_cluster`.
 //! - `status`: only the cluster's own Sync session.
 //! - `sessions`: the Sync handler, one entry per connected cluster.
@@ -113,6 +114,11 @@ pub struct SourceRuntime {
     /// `None` until the first revision is published since the hub started; until then
     /// reconcile keeps this source's persisted assignments untouched.
     pub bundles: Option<Vec<Arc<BundleEntry>>>,
+    /// Who signed `commit`, when the source verifies commits.
+    pub signed_by: Option<String>,
+    /// `commit` was loaded under settings an edit changed (paths, verification, ...):
+    /// the next poll loads the head again even if it is the same commit.
+    pub stale: bool,
 }
 
 pub struct SourceState {
@@ -120,8 +126,17 @@ pub struct SourceState {
     /// `spec.name`, shared by every assignment from this source.
     pub name: Arc<str>,
     pub runtime: RwLock<SourceRuntime>,
-    /// Wakes the poller: a forced poll, or removal.
+    /// Wakes the poller: a forced poll, an edit, or removal.
     pub poke: Notify,
+    /// The secret this source's webhooks are signed with, if it has its own (read from
+    /// its credential files when the state is built).
+    pub webhook_secret: Option<String>,
+    /// Names of the credential files the source has (`credentials::Kind::name`), as
+    /// the Admin API shows them; read when the state is built, like the secret.
+    pub credential_names: Vec<String>,
+    /// Held while a poll fetches into the source's mirror; shared by the states an edit
+    /// replaces, so an old poller and a new one never fetch into one mirror at once.
+    pub fetch_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What a cluster runs for a render of `bundle`: the digest plus the options the spoke
@@ -239,6 +254,10 @@ pub struct Fleet {
     pub events: tokio::sync::broadcast::Sender<FleetEvent>,
     /// Bundles whose rollout an admin paused (persisted in `Table::Rollouts`).
     pub paused_rollouts: DashMap<String, ()>,
+    /// Bundles of sources removed with `--keep-resources`: their Unassign says keep.
+    /// Written by the Admin API (remove) and a poller that publishes the name again
+    /// (persisted in `Table::KeptBundles`).
+    pub kept_bundles: DashMap<String, ()>,
     /// Rollout plans computed in the current reconcile batch; cleared at each batch so
     /// every cluster in a batch sees the same plan.
     rollout_plans: Mutex<HashMap<String, Arc<rollout::Plan>>>,
@@ -299,6 +318,7 @@ impl Fleet {
             metrics: HubMetrics::default(),
             events: tokio::sync::broadcast::channel(1024).0,
             paused_rollouts: DashMap::new(),
+            kept_bundles: DashMap::new(),
             rollout_plans: Mutex::new(HashMap::new()),
             previous_rollout_plans: Mutex::new(HashMap::new()),
             assigned_at: DashMap::new(),
@@ -315,6 +335,9 @@ impl Fleet {
         }
         for (bundle, _) in snapshot.records::<serde_json::Value>(Table::Rollouts)? {
             fleet.paused_rollouts.insert(bundle, ());
+        }
+        for (bundle, _) in snapshot.records::<serde_json::Value>(Table::KeptBundles)? {
+            fleet.kept_bundles.insert(bundle, ());
         }
         for (name, g) in snapshot.records::<GroupSpec>(Table::Groups)? {
             fleet.groups.insert(name, g);
@@ -376,13 +399,51 @@ impl Fleet {
 
     /// Adds a source to memory (not the store); returns it for the caller to start polling.
     pub fn insert_source(&self, spec: SourceSpec) -> Result<Arc<SourceState>, FleetError> {
+        self.replace_source(spec, None)
+    }
+
+    /// Puts `spec` in memory in place of `previous` (an edit), keeping what the previous
+    /// state published so that a bundle the edit keeps keeps its deployment. An edit that
+    /// fetches differently (`SourceSpec::fetches_differently`) makes the next poll load
+    /// the revision again, and any edit lets the next poll try a head refused before.
+    /// The previous poller sees it was replaced and stops.
+    pub fn replace_source(
+        &self,
+        spec: SourceSpec,
+        previous: Option<&SourceState>,
+    ) -> Result<Arc<SourceState>, FleetError> {
+        let credentials = crate::credentials::Credentials::of(&self.data_dir, &spec.name);
+        let webhook_secret = credentials
+            .read(crate::credentials::Kind::WebhookSecret)
+            .map_err(|e| FleetError::Invalid(e.to_string()))?
+            .map(|s| String::from_utf8_lossy(&s).trim().to_string())
+            .filter(|s| !s.is_empty());
+        let mut runtime = SourceRuntime::default();
+        let mut fetch_lock = Arc::default();
+        if let Some(old) = previous {
+            if let Ok(mut rt) = old.runtime.write() {
+                runtime = std::mem::take(&mut *rt);
+            }
+            if spec.fetches_differently(&old.spec) {
+                runtime.stale = true;
+            }
+            // New credentials or trust may let a refused head through.
+            runtime.refused_commit = None;
+            fetch_lock = old.fetch_lock.clone();
+        }
         let state = Arc::new(SourceState {
             name: spec.name.as_str().into(),
             spec: spec.clone(),
-            runtime: RwLock::new(SourceRuntime::default()),
+            runtime: RwLock::new(runtime),
             poke: Notify::new(),
+            webhook_secret,
+            credential_names: credentials.names(),
+            fetch_lock,
         });
         self.sources.insert(spec.name.clone(), state.clone());
+        if let Some(old) = previous {
+            old.poke.notify_one();
+        }
         Ok(state)
     }
 

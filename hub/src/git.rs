@@ -9,8 +9,10 @@
 //! Everything here is blocking (gix has no tokio client); callers run it in
 //! `spawn_blocking`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+
+pub mod verify;
 
 use flotilla_render::{Limits, MAX_LINK_TARGET_BYTES, ReadBlob, RepoTree, TreeError};
 use gix::ObjectId;
@@ -26,6 +28,14 @@ pub enum GitError {
     },
     #[error("branch {branch:?} not found in {url}")]
     BranchNotFound { url: String, branch: String },
+    #[error(
+        "revision {revision:?} not found in {url}: a pinned commit must be reachable from branch {branch:?}, or name a tag"
+    )]
+    RevisionNotFound {
+        url: String,
+        revision: String,
+        branch: String,
+    },
     #[error("commit {commit}: {message}")]
     Object { commit: String, message: String },
     #[error("commit {commit}: {source}")]
@@ -37,17 +47,122 @@ const MAX_COMMIT_BYTES: u64 = 1 << 20;
 /// Largest encoding of one tree entry: mode, space, a 255-byte name, NUL, a SHA-256 id.
 const MAX_TREE_ENTRY_BYTES: u64 = 7 + 255 + 1 + 32;
 
-/// Fetches `branch` from `url` into the bare mirror at `mirror` and returns the commit
-/// the branch points at. A force-push is followed (the refspec is forced). The fetch
-/// refuses any object over `max_object_bytes`: gix inflates each received object whole
-/// to index it, so a small pack with a huge, well-compressed blob would otherwise cost
-/// that blob's size in memory.
+/// What to fetch and how to reach it: a source's repo, branch and optional pinned
+/// revision, with its credentials.
+pub struct Remote<'a> {
+    pub url: &'a str,
+    pub branch: &'a str,
+    /// A full commit id or a tag to use instead of the branch's head.
+    pub revision: Option<&'a str>,
+    pub access: &'a Access,
+}
+
+/// How the hub authenticates to a remote and whom it trusts. Paths point at the
+/// source's credential files (`crate::credentials`); the password is held only for the
+/// fetch. `Debug` is not derived so that a secret can never reach a log.
+#[derive(Default, Clone)]
+pub struct Access {
+    /// HTTP(S) basic auth.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// SSH private key (`-i`); with SSH only this key is offered.
+    pub ssh_key: Option<PathBuf>,
+    /// The only host keys SSH accepts; without it every host is unknown and refused.
+    pub known_hosts: Option<PathBuf>,
+    /// PEM CA certificates an https:// server must chain to, instead of the built-in roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Access {
+    /// `text` with the password replaced, wherever an error quotes it.
+    pub fn redact(&self, text: &str) -> String {
+        match self.password.as_deref().filter(|p| p.len() >= 3) {
+            Some(p) => text.replace(p, flotilla_model::redact::REDACTED),
+            None => text.to_string(),
+        }
+    }
+
+    /// `core.sshCommand` for this access: strict host keys from `known_hosts` only, only
+    /// `ssh_key` offered, no agent, no user or system ssh config, never a prompt. ssh's
+    /// own messages go to `log` (gix does not pass them on), to explain a failure.
+    fn ssh_command(&self, log: &Path) -> String {
+        let known_hosts = self
+            .known_hosts
+            .as_deref()
+            .map_or_else(|| "/dev/null".to_string(), |p| p.display().to_string());
+        let mut cmd = format!(
+            "ssh -F /dev/null -E {} -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o IdentityAgent=none -o ConnectTimeout=20",
+            shell_quote(&log.display().to_string()),
+            shell_quote(&known_hosts)
+        );
+        match &self.ssh_key {
+            Some(key) => {
+                cmd.push_str(" -i ");
+                cmd.push_str(&shell_quote(&key.display().to_string()));
+            }
+            // Without a key, no default identity from ~/.ssh either.
+            None => cmd.push_str(" -o IdentityFile=/dev/null"),
+        }
+        cmd
+    }
+}
+
+/// What ssh wrote to its log during a failed fetch: its last lines, at most 1 KiB.
+fn ssh_said(log: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(log)
+        .ok()?
+        .take(64 << 10)
+        .read_to_string(&mut text)
+        .ok()?;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let said = lines[lines.len().saturating_sub(3)..].join("; ");
+    let cut = said.char_indices().nth(1024).map_or(said.len(), |(i, _)| i);
+    (!said.is_empty()).then(|| said[..cut].to_string())
+}
+
+/// `s` as one single-quoted shell word (gix runs `core.sshCommand` through `sh -c`).
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Fetches `branch` from `url` into the bare mirror at `mirror` with no credentials and
+/// returns the commit the branch points at.
 pub fn fetch_branch(
     mirror: &Path,
     url: &str,
     branch: &str,
     max_object_bytes: u64,
 ) -> Result<String, GitError> {
+    let access = Access::default();
+    let remote = Remote {
+        url,
+        branch,
+        revision: None,
+        access: &access,
+    };
+    fetch(mirror, &remote, max_object_bytes)
+}
+
+/// Fetches the remote's branch (and a pinned tag) into the bare mirror at `mirror` and
+/// returns the commit to deploy: the pinned revision, or the branch's head. A force-push
+/// is followed (the refspec is forced). The fetch refuses any object over
+/// `max_object_bytes`: gix inflates each received object whole to index it, so a small
+/// pack with a huge, well-compressed blob would otherwise cost that blob's size in memory.
+///
+/// Nothing of the user's git or ssh configuration is read: credentials come only from
+/// `remote.access`.
+pub fn fetch(
+    mirror: &Path,
+    remote: &Remote<'_>,
+    max_object_bytes: u64,
+) -> Result<String, GitError> {
+    let (url, branch) = (remote.url, remote.branch);
     let remote_err = |op, e: &dyn std::fmt::Display| GitError::Remote {
         op,
         url: url.to_string(),
@@ -57,8 +172,13 @@ pub fn fetch_branch(
         std::fs::create_dir_all(mirror).map_err(|e| remote_err("init", &e))?;
         gix::init_bare(mirror).map_err(|e| remote_err("init", &e))?;
     }
-    let options = gix::open::Options::default()
-        .config_overrides([format!("gitoxide.objects.allocLimit={max_object_bytes}")]);
+    let ssh_log = mirror.with_extension("ssh.log");
+    let _ = std::fs::remove_file(&ssh_log);
+    let options = gix::open::Options::default().config_overrides([
+        format!("gitoxide.objects.allocLimit={max_object_bytes}"),
+        format!("core.sshCommand={}", remote.access.ssh_command(&ssh_log)),
+        "ssh.variant=ssh".to_string(),
+    ]);
     let repo = gix::open_opts(mirror, options).map_err(|e| remote_err("open", &e))?;
     // gix reports a branch the remote does not have as a refspec that matched nothing;
     // say it in the user's terms.
@@ -71,13 +191,26 @@ pub fn fetch_branch(
             text = format!("{text}: {c}");
             cause = c.source();
         }
+        if let Some(said) = ssh_said(&ssh_log) {
+            text = format!("{text}: ssh: {said}");
+        }
         if text.contains("matched any of") {
             GitError::BranchNotFound {
                 url: url.to_string(),
                 branch: branch.to_string(),
             }
-        } else if text.contains("credentials") {
-            // The server answered 401 and no credentials were configured or accepted.
+        } else if text.contains("Host key verification failed")
+            || text.contains("host key is known")
+        {
+            remote_err(
+                "fetch",
+                &format!("the server's host key is not in the source's known hosts: {text}"),
+            )
+        } else if text.to_ascii_lowercase().contains("credentials")
+            || text.contains("Permission denied")
+        {
+            // The server answered 401 (or refused the key) and no credentials were
+            // configured or accepted.
             remote_err("fetch", &format!("authentication failed: {text}"))
         } else if text.contains("too large to fit in memory") {
             remote_err(
@@ -89,15 +222,56 @@ pub fn fetch_branch(
         }
     };
     let local_ref = format!("refs/flotilla/{branch}");
-    let spec = format!("+refs/heads/{branch}:{local_ref}");
-    let remote = repo
+    let mut specs = vec![format!("+refs/heads/{branch}:{local_ref}")];
+    let tag = remote.revision.filter(|r| !is_commit_id(r));
+    if let Some(tag) = tag {
+        specs.push(format!("+refs/tags/{tag}:refs/flotilla-tags/{tag}"));
+    }
+    let git_remote = repo
         .remote_at(url)
         .map_err(|e| remote_err("remote", &e))?
-        .with_refspecs([spec.as_str()], gix::remote::Direction::Fetch)
+        .with_refspecs(
+            specs.iter().map(String::as_str),
+            gix::remote::Direction::Fetch,
+        )
         .map_err(|e| remote_err("refspec", &e))?;
-    let outcome = remote
+    let mut connection = git_remote
         .connect(gix::remote::Direction::Fetch)
-        .map_err(|e| remote_err("connect", &e))?
+        .map_err(|e| remote_err("connect", &e))?;
+    if let Some(ca) = &remote.access.ca_pem {
+        let certs =
+            reqwest::Certificate::from_pem_bundle(ca).map_err(|e| remote_err("CA file", &e))?;
+        let mut http = repo
+            .transport_options(url, None)
+            .map_err(|e| remote_err("transport", &e))?
+            .and_then(|o| {
+                o.downcast::<gix::protocol::transport::client::blocking_io::http::Options>()
+                    .ok()
+            })
+            .map(|o| *o)
+            .unwrap_or_default();
+        let reqwest_options =
+            gix::protocol::transport::client::blocking_io::http::reqwest::Options {
+                configure_client: Some(Box::new(move |b| Ok(b.tls_certs_only(certs.clone())))),
+                configure_request: None,
+            };
+        http.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(reqwest_options)));
+        connection = connection.with_transport_options(Box::new(http));
+    }
+    let account = remote_account(url, remote.access);
+    let connection = connection.with_credentials(move |action| {
+        Ok(match (action, &account) {
+            (gix::credentials::helper::Action::Get(ctx), Some(identity)) => {
+                Some(gix::credentials::protocol::Outcome {
+                    identity: identity.clone(),
+                    next: ctx.into(),
+                })
+            }
+            // No credential helper, prompt or store: the source's own or nothing.
+            _ => None,
+        })
+    });
+    let outcome = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| fetch_err(&e))?
         .receive(gix::progress::Discard, &AtomicBool::new(false))
@@ -108,12 +282,84 @@ pub fn fetch_branch(
             branch: branch.to_string(),
         });
     }
-    let id = repo
-        .find_reference(local_ref.as_str())
-        .map_err(|e| remote_err("resolve", &e))?
-        .peel_to_id()
-        .map_err(|e| remote_err("resolve", &e))?;
+    let resolve = |name: &str| -> Result<ObjectId, GitError> {
+        repo.find_reference(name)
+            .map_err(|e| remote_err("resolve", &e))?
+            .peel_to_id()
+            .map(|id| id.detach())
+            .map_err(|e| remote_err("resolve", &e))
+    };
+    let id =
+        match remote.revision {
+            None => resolve(&local_ref)?,
+            Some(tag) if !is_commit_id(tag) => resolve(&format!("refs/flotilla-tags/{tag}"))
+                .map_err(|_| GitError::RevisionNotFound {
+                    url: url.to_string(),
+                    revision: tag.to_string(),
+                    branch: branch.to_string(),
+                })?,
+            Some(commit) => {
+                let id = ObjectId::from_hex(commit.as_bytes())
+                    .map_err(|e| remote_err("revision", &e))?;
+                let found = repo
+                    .find_header(id)
+                    .is_ok_and(|h| h.kind() == gix::object::Kind::Commit);
+                if !found {
+                    return Err(GitError::RevisionNotFound {
+                        url: url.to_string(),
+                        revision: commit.to_string(),
+                        branch: branch.to_string(),
+                    });
+                }
+                id
+            }
+        };
     Ok(id.to_string())
+}
+
+/// A full hex object id (a pinned commit), as opposed to a tag name.
+pub fn is_commit_id(revision: &str) -> bool {
+    matches!(revision.len(), 40 | 64) && revision.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The basic-auth account for `url`: the source's username and password, else the
+/// userinfo in the URL itself.
+fn remote_account(url: &str, access: &Access) -> Option<gix::sec::identity::Account> {
+    let from_url = gix::url::parse(url).ok();
+    let username = access.username.clone().or_else(|| {
+        from_url
+            .as_ref()
+            .and_then(|u| u.user().map(ToString::to_string))
+    })?;
+    let password = access.password.clone().or_else(|| {
+        from_url
+            .as_ref()
+            .and_then(|u| u.password().map(ToString::to_string))
+    })?;
+    Some(gix::sec::identity::Account {
+        username,
+        password,
+        oauth_refresh_token: None,
+    })
+}
+
+/// The raw commit object `commit` in the mirror (at most 1 MiB), for signature checks.
+pub fn read_commit(mirror: &Path, commit: &str) -> Result<Vec<u8>, GitError> {
+    let err = |e: &dyn std::fmt::Display| GitError::Object {
+        commit: commit.to_string(),
+        message: e.to_string(),
+    };
+    let repo = gix::open(mirror).map_err(|e| err(&e))?;
+    let id = ObjectId::from_hex(commit.as_bytes()).map_err(|e| err(&e))?;
+    let header = repo.find_header(id).map_err(|e| err(&e))?;
+    if header.kind() != gix::object::Kind::Commit || header.size() > MAX_COMMIT_BYTES {
+        return Err(err(&format!(
+            "not a commit of at most {MAX_COMMIT_BYTES} bytes ({} of {} bytes)",
+            header.kind(),
+            header.size()
+        )));
+    }
+    Ok(repo.find_object(id).map_err(|e| err(&e))?.detach().data)
 }
 
 /// Reads the blobs of a mirror on the renderer's demand.
@@ -437,6 +683,64 @@ mod tests {
             "{err}"
         );
         fetch_branch(&mirrors.path().join("big"), &url, "main", 4 << 20).expect("within");
+    }
+
+    #[test]
+    fn a_pinned_commit_or_tag_is_deployed_instead_of_the_head_and_an_unknown_one_is_an_error() {
+        let work = tempfile::tempdir().expect("tmp");
+        git(work.path(), &["init", "-q", "-b", "main"], b"");
+        std::fs::write(work.path().join("a.yaml"), "a: 1\n").expect("write");
+        git(work.path(), &["add", "-A"], b"");
+        git(work.path(), &["commit", "-q", "-m", "one"], b"");
+        let first = git(work.path(), &["rev-parse", "HEAD"], b"");
+        git(work.path(), &["tag", "-a", "v1", "-m", "v1"], b"");
+        std::fs::write(work.path().join("a.yaml"), "a: 2\n").expect("write");
+        git(work.path(), &["commit", "-q", "-am", "two"], b"");
+        let head = git(work.path(), &["rev-parse", "HEAD"], b"");
+        let url = format!("file://{}", work.path().display());
+        let mirror = tempfile::tempdir().expect("tmp");
+        let access = Access::default();
+        let at = |revision: Option<&str>| {
+            let remote = Remote {
+                url: &url,
+                branch: "main",
+                revision,
+                access: &access,
+            };
+            fetch(&mirror.path().join("m"), &remote, 1 << 20)
+        };
+        assert_eq!(at(None).expect("head"), head);
+        assert_eq!(at(Some(&first)).expect("commit"), first);
+        assert_eq!(at(Some("v1")).expect("annotated tag, peeled"), first);
+        let missing = "0".repeat(40);
+        for bad in ["v9", missing.as_str()] {
+            let err = at(Some(bad)).expect_err("unknown");
+            assert!(
+                matches!(err, GitError::RevisionNotFound { .. }),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_ssh_command_trusts_only_the_given_files_and_quotes_them() {
+        let access = Access {
+            ssh_key: Some(PathBuf::from("/data/it's/key")),
+            ..Access::default()
+        };
+        let cmd = access.ssh_command(Path::new("/m/ssh.log"));
+        assert!(cmd.starts_with("ssh -F /dev/null "), "{cmd}");
+        for part in [
+            "StrictHostKeyChecking=yes",
+            "UserKnownHostsFile='/dev/null'",
+            "GlobalKnownHostsFile=/dev/null",
+            "IdentitiesOnly=yes",
+            "IdentityAgent=none",
+            "BatchMode=yes",
+            r"-i '/data/it'\''s/key'",
+        ] {
+            assert!(cmd.contains(part), "{part} in {cmd}");
+        }
     }
 
     #[test]

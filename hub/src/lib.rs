@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+mod credentials;
 mod depends;
 mod fleet;
 pub mod git;

@@ -118,10 +118,36 @@ pub struct SourceSpec {
     pub repo: String,
     pub branch: String,
     pub paths: Vec<String>,
+    /// 0: polling is off, the source is fetched only when a webhook names it.
     pub interval_secs: u64,
     /// ORed; empty means the group `default`.
     #[serde(default)]
     pub targets: Vec<crate::targeting::TargetSpec>,
+    /// A full commit id or a tag deployed instead of the branch's head.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// Nothing new is fetched or published while set.
+    #[serde(default)]
+    pub paused: bool,
+    /// Deploy only commits whose signature verifies against the source's allowed signers
+    /// or OpenPGP keys (`crate::git::verify`).
+    #[serde(default)]
+    pub verify_commits: bool,
+    /// HTTP(S) user; the password lives in the source's credential files, not here.
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
+impl SourceSpec {
+    /// True when `other` fetches or checks something different, so the next poll must
+    /// load its revision again instead of finding it unchanged.
+    pub fn fetches_differently(&self, other: &SourceSpec) -> bool {
+        self.repo != other.repo
+            || self.branch != other.branch
+            || self.revision != other.revision
+            || self.paths != other.paths
+            || self.verify_commits != other.verify_commits
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

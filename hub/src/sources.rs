@@ -1,11 +1,15 @@
 //! Source pollers and the reconciler task.
 //!
-//! One poller task per source fetches its branch at the source's interval (or at once
-//! when poked), indexes a new commit's tree from the object database (no checkout; a tree
-//! over its budgets or with a hostile entry name is a source error), loads every bundle
-//! with the renderer, and publishes the revision whole. A bundle that fails to load keeps its last good version
-//! deployed and carries the error. The reconciler task coalesces triggers and recomputes
-//! assignments off the async runtime.
+//! One poller task per source fetches its branch (and a pinned tag) at the source's
+//! interval, or only when poked (a webhook, a forced poll, an edit) when polling is off,
+//! and not at all while the source is paused. It reads the source's credentials and
+//! trusted keys from its credential files for each poll, checks the commit's signature
+//! when the source verifies commits, indexes a new commit's tree from the object database
+//! (no checkout; a tree over its budgets, with a hostile entry name, or not signed by a
+//! trusted key is a source error), loads every bundle with the renderer, and publishes the
+//! revision whole. A bundle that fails to load keeps its last good version deployed and
+//! carries the error. The reconciler task coalesces triggers and recomputes assignments
+//! off the async runtime.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -16,69 +20,147 @@ use flotilla_model::ClusterName;
 use flotilla_render as render;
 use tokio::sync::mpsc;
 
+use crate::credentials::{Credentials, Kind};
 use crate::fleet::{BundleEntry, Fleet, SourceState, Trigger};
 use crate::git;
-use crate::records::now_unix;
+use crate::records::{SourceSpec, now_unix};
 
 fn source_dir(fleet: &Fleet, name: &str) -> PathBuf {
     fleet.data_dir.join("sources").join(name)
 }
 
-/// Polls one source until it is removed from the fleet.
+/// Polls one source until it is removed from the fleet or replaced by an edit.
 pub async fn run_poller(fleet: Arc<Fleet>, source: Arc<SourceState>) {
     let name = source.spec.name.clone();
     let dir = source_dir(&fleet, &name);
     let _ = tokio::task::spawn_blocking(move || remove_checkouts(&dir)).await;
     loop {
-        let still_current = fleet
-            .sources
-            .get(&name)
-            .is_some_and(|s| Arc::ptr_eq(s.value(), &source));
-        if !still_current {
-            tracing::info!(source = %name, "source removed; poller stops");
-            let _ = tokio::fs::remove_dir_all(source_dir(&fleet, &name)).await;
-            return;
+        let current = fleet.sources.get(&name).map(|s| s.value().clone());
+        match current {
+            Some(s) if Arc::ptr_eq(&s, &source) => {}
+            // An edit replaced this state; its own poller carries on with the mirror.
+            Some(_) => return,
+            None => {
+                tracing::info!(source = %name, "source removed; poller stops");
+                let _ = tokio::fs::remove_dir_all(source_dir(&fleet, &name)).await;
+                return;
+            }
         }
-        poll_once(&fleet, &source).await;
-        let interval = Duration::from_secs(source.spec.interval_secs.max(1));
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = source.poke.notified() => {}
+        if !source.spec.paused {
+            poll_once(&fleet, &source).await;
+        }
+        if source.spec.interval_secs == 0 {
+            // Webhook only.
+            source.poke.notified().await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(source.spec.interval_secs)) => {}
+                _ = source.poke.notified() => {}
+            }
         }
     }
 }
 
+/// The source's access and commit trust, read from its credential files for one poll.
+fn read_credentials(
+    fleet: &Fleet,
+    spec: &SourceSpec,
+) -> Result<(git::Access, Option<git::verify::Trust>), String> {
+    let creds = Credentials::of(&fleet.data_dir, &spec.name);
+    let text = |k: Kind| -> Result<Option<String>, String> {
+        Ok(creds.read(k).map_err(|e| e.to_string())?.map(|b| {
+            String::from_utf8_lossy(&b)
+                .trim_end_matches(['\r', '\n'])
+                .to_string()
+        }))
+    };
+    let access = git::Access {
+        username: spec.username.clone(),
+        password: text(Kind::Password)?,
+        ssh_key: creds.path(Kind::SshKey),
+        known_hosts: creds.path(Kind::KnownHosts),
+        ca_pem: creds.read(Kind::Ca).map_err(|e| e.to_string())?,
+    };
+    let trust = if spec.verify_commits {
+        let signers = creds
+            .read(Kind::AllowedSigners)
+            .map_err(|e| e.to_string())?;
+        let keys = creds.read(Kind::GpgKeys).map_err(|e| e.to_string())?;
+        let trust = git::verify::Trust::parse(signers.as_deref(), keys.as_deref())
+            .map_err(|e| format!("commit verification: {e}"))?;
+        if trust.is_empty() {
+            return Err(
+                "commit verification is on but the source trusts no key: set --allowed-signers or --gpg-keys".to_string(),
+            );
+        }
+        Some(trust)
+    } else {
+        None
+    };
+    Ok((access, trust))
+}
+
 async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
+    let _fetching = source.fetch_lock.lock().await;
     let spec = source.spec.clone();
     let dir = source_dir(fleet, &spec.name);
     let (previous_commit, refused_commit) = source
         .runtime
         .read()
-        .map(|r| (r.commit.clone(), r.refused_commit.clone()))
+        .map(|r| {
+            (
+                r.commit.clone().filter(|_| !r.stale),
+                r.refused_commit.clone(),
+            )
+        })
         .unwrap_or_default();
     let limits = fleet.limits.clone();
     let started = std::time::Instant::now();
+    let f = fleet.clone();
     let polled = tokio::task::spawn_blocking(move || -> Result<Polled, String> {
-        let commit = git::fetch_branch(
-            &dir.join("mirror.git"),
-            &spec.repo,
-            &spec.branch,
-            limits.max_tree_blob_bytes,
-        )
-        .map_err(|e| e.to_string())?;
+        let (access, trust) = read_credentials(&f, &spec)?;
+        let mirror = dir.join("mirror.git");
+        let remote = git::Remote {
+            url: &spec.repo,
+            branch: &spec.branch,
+            revision: spec.revision.as_deref(),
+            access: &access,
+        };
+        let commit = git::fetch(&mirror, &remote, limits.max_tree_blob_bytes)
+            .map_err(|e| access.redact(&e.to_string()))?;
         if previous_commit.as_deref() == Some(commit.as_str()) {
             return Ok(Polled::Unchanged);
         }
         if refused_commit.as_deref() == Some(commit.as_str()) {
             return Ok(Polled::StillRefused);
         }
+        let signed_by = match &trust {
+            None => None,
+            Some(trust) => {
+                let verified = git::read_commit(&mirror, &commit)
+                    .map_err(|e| e.to_string())
+                    .and_then(|data| {
+                        trust
+                            .verify_commit(&commit, &data)
+                            .map_err(|e| format!("{e}; it is not deployed"))
+                    });
+                match verified {
+                    Ok(who) => Some(who),
+                    Err(error) => return Ok(Polled::Refused { commit, error }),
+                }
+            }
+        };
         // Rendered straight from the object database: nothing of the repo is written to
         // disk, so no tree entry can point a write anywhere.
-        match git::load_tree(&dir.join("mirror.git"), &commit, &spec.paths, &limits) {
+        match git::load_tree(&mirror, &commit, &spec.paths, &limits) {
             Ok((tree, blobs)) => {
                 let bundles =
                     render::discover_tree(&tree, &blobs, &spec.name, &spec.paths, &limits);
-                Ok(Polled::Loaded(Loaded { commit, bundles }))
+                Ok(Polled::Loaded(Loaded {
+                    commit,
+                    bundles,
+                    signed_by,
+                }))
             }
             Err(e) => Ok(Polled::Refused {
                 commit,
@@ -135,13 +217,29 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
                 .collect();
             let entries = publish_entries(loaded.bundles, &previous);
             let broken = entries.iter().filter(|e| !e.errors.is_empty()).count();
-            tracing::info!(source = %source.spec.name, commit = %loaded.commit, bundles = entries.len(), broken, "published revision");
+            tracing::info!(source = %source.spec.name, commit = %loaded.commit, bundles = entries.len(), broken, signed_by = loaded.signed_by.as_deref().unwrap_or(""), "published revision");
+            // A name published again is deployed again: a later Unassign prunes as usual.
+            let revived: Vec<String> = entries
+                .iter()
+                .filter(|e| fleet.kept_bundles.remove(&*e.name).is_some())
+                .map(|e| e.name.to_string())
+                .collect();
+            if !revived.is_empty() {
+                fleet.store.submit(
+                    revived
+                        .into_iter()
+                        .map(|b| crate::store::Op::delete(crate::store::Table::KeptBundles, b))
+                        .collect(),
+                );
+            }
             let _ = fleet.events.send(crate::fleet::FleetEvent {
                 source: source.spec.name.clone(),
                 message: format!("commit {}", loaded.commit),
                 ..crate::fleet::FleetEvent::new("RevisionPublished")
             });
             rt.commit = Some(loaded.commit);
+            rt.signed_by = loaded.signed_by;
+            rt.stale = false;
             rt.bundles = Some(entries);
             rt.error = None;
             rt.refused_commit = None;
@@ -166,6 +264,8 @@ enum Polled {
 struct Loaded {
     commit: String,
     bundles: Vec<render::LoadedBundle>,
+    /// Who signed `commit`, when the source verifies commits.
+    signed_by: Option<String>,
 }
 
 /// Turns a freshly loaded revision into entries; a broken bundle keeps the previous

@@ -26,10 +26,13 @@ pub enum Table {
     Content,
     Groups,
     Rollouts,
+    /// Bundles of removed sources whose objects spokes must leave in place when they
+    /// forget them (`source remove --keep-resources`).
+    KeptBundles,
 }
 
 impl Table {
-    const ALL: [Table; 8] = [
+    const ALL: [Table; 9] = [
         Table::Clusters,
         Table::Tokens,
         Table::Sources,
@@ -38,6 +41,7 @@ impl Table {
         Table::Content,
         Table::Groups,
         Table::Rollouts,
+        Table::KeptBundles,
     ];
 
     fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -50,6 +54,7 @@ impl Table {
             Table::Content => "content",
             Table::Groups => "groups",
             Table::Rollouts => "rollouts",
+            Table::KeptBundles => "kept_bundles",
         })
     }
 }

@@ -320,9 +320,11 @@ impl Agent {
         .await?
     }
 
-    async fn unassign(self: &Arc<Self>, bundle: String) -> Result<()> {
+    /// Forgets `bundle`; its objects stay when the hub says so (`source remove
+    /// --keep-resources`) or the bundle itself keeps its resources.
+    async fn unassign(self: &Arc<Self>, bundle: String, hub_keeps: bool) -> Result<()> {
         let _serial = self.apply_lock.lock().await;
-        let keep = self.cache().get(&bundle).is_some_and(|a| a.keep_resources);
+        let keep = hub_keeps || self.cache().get(&bundle).is_some_and(|a| a.keep_resources);
         self.target.remove(&bundle, keep).await?;
         self.retries().forget(&bundle);
         tracing::info!(bundle, kept = keep, "unassigned");
@@ -626,7 +628,9 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
                     Some(hub_msg::Msg::Assign(a)) => {
                         queue_work(&work, assign_work(a, &mut chunks)).await?
                     }
-                    Some(hub_msg::Msg::Unassign(u)) => queue_work(&work, Work::Unassign(u.bundle)).await?,
+                    Some(hub_msg::Msg::Unassign(u)) => {
+                        queue_work(&work, Work::Unassign(u.bundle, u.keep_resources)).await?
+                    }
                     Some(hub_msg::Msg::Certificate(c)) => {
                         renewal.install(agent, &c.cert_chain_pem, &c.ca_bundle_pem)?
                     }
@@ -663,7 +667,8 @@ enum Work {
     Assign(flotilla_proto::v1::Assign),
     /// An Assign whose chunked content was refused, and why.
     Refuse(flotilla_proto::v1::Assign, String),
-    Unassign(String),
+    /// The bundle, and whether the hub asks to leave its objects in place.
+    Unassign(String, bool),
 }
 
 /// The work an Assign asks for. A chunked Assign takes the content its chunks just
@@ -709,7 +714,10 @@ async fn work_through(
                 agent.refuse(&a, &why);
                 Ok(())
             }
-            Work::Unassign(bundle) => agent.unassign(bundle).await.map_err(|e| format!("{e:#}")),
+            Work::Unassign(bundle, keep) => agent
+                .unassign(bundle, keep)
+                .await
+                .map_err(|e| format!("{e:#}")),
         };
         if let Err(why) = result {
             let _ = failed.send(why).await;

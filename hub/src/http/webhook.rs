@@ -1,7 +1,8 @@
 //! Push webhooks from GitHub, GitLab and Gitea. A delivery with a valid signature (HMAC-
 //! SHA256 for GitHub and Gitea, the shared token for GitLab) starts an immediate poll of
-//! every source whose repository and branch it names. Anything else is refused, and a
-//! refusal says why without echoing secrets.
+//! every source whose repository and branch it names and whose secret signed it: a
+//! source's own webhook secret if it has one, else the hub's. Anything else is refused,
+//! and a refusal says why without echoing secrets.
 
 use flotilla_telemetry::hyper::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
@@ -177,29 +178,48 @@ pub fn handle(
         Ok(p) => p,
         Err(r) => return refused(r),
     };
-    let Some(secret) = secret else {
+    let sources = fleet.sorted_sources();
+    // A source with a secret of its own accepts only deliveries signed with it; the
+    // others accept the hub's. Each distinct secret is tried once.
+    let mut secrets: Vec<&str> = secret.into_iter().collect();
+    for s in &sources {
+        if let Some(own) = s.webhook_secret.as_deref()
+            && !secrets.contains(&own)
+        {
+            secrets.push(own);
+        }
+    }
+    if secrets.is_empty() {
         return (
             StatusCode::FORBIDDEN,
             json(
-                serde_json::json!({"error": "webhooks are disabled: start the hub with --webhook-secret-file"}),
+                serde_json::json!({"error": "webhooks are disabled: start the hub with --webhook-secret-file or give a source --webhook-secret-file"}),
             ),
         );
-    };
-    let (git_ref, urls) = match read_delivery(p, secret, headers, body) {
-        Ok(Delivery::Ping) => return (StatusCode::OK, json(serde_json::json!({"pong": true}))),
-        Ok(Delivery::Push { git_ref, repos }) => (git_ref, repos),
-        Err(r) => {
-            if r == Refusal::BadSignature {
-                tracing::warn!(provider, "webhook refused: {r}");
+    }
+    let mut verified = None;
+    for candidate in secrets {
+        match read_delivery(p, candidate, headers, body) {
+            Ok(Delivery::Ping) => return (StatusCode::OK, json(serde_json::json!({"pong": true}))),
+            Ok(Delivery::Push { git_ref, repos }) => {
+                verified = Some((candidate, git_ref, repos));
+                break;
             }
-            return refused(r);
+            Err(Refusal::BadSignature) => {}
+            Err(r) => return refused(r),
         }
+    }
+    let Some((used, git_ref, urls)) = verified else {
+        let r = Refusal::BadSignature;
+        tracing::warn!(provider, "webhook refused: {r}");
+        return refused(r);
     };
     let mut triggered = Vec::new();
-    for s in fleet.sorted_sources() {
+    for s in &sources {
+        let signed_for_it = s.webhook_secret.as_deref().or(secret) == Some(used);
         let same_repo = urls.contains(&normalize_repo(&s.spec.repo));
         let same_branch = git_ref == format!("refs/heads/{}", s.spec.branch);
-        if same_repo && same_branch {
+        if signed_for_it && same_repo && same_branch {
             s.poke.notify_one();
             triggered.push(s.spec.name.clone());
         }
@@ -289,5 +309,51 @@ mod tests {
     fn an_unsigned_body_is_refused_before_it_is_parsed() {
         let got = read_delivery(Provider::Gitea, "k", &HeaderMap::new(), b"not json");
         assert_eq!(got, Err(Refusal::BadSignature));
+    }
+
+    #[test]
+    fn a_source_with_its_own_secret_is_triggered_only_by_deliveries_signed_with_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (fleet, _rx) = Fleet::for_tests(dir.path());
+        let spec = |name: &str| crate::records::SourceSpec {
+            name: name.into(),
+            repo: "https://example.com/team/fleet.git".into(),
+            branch: "main".into(),
+            paths: vec![".".into()],
+            interval_secs: 0,
+            targets: Vec::new(),
+            revision: None,
+            paused: false,
+            verify_commits: false,
+            username: None,
+        };
+        crate::credentials::Credentials::of(dir.path(), "own")
+            .write(crate::credentials::Kind::WebhookSecret, b"own-secret\n")
+            .expect("write");
+        for name in ["own", "shared"] {
+            fleet.insert_source(spec(name)).expect("insert");
+        }
+        let body = br#"{"ref":"refs/heads/main","repository":{"clone_url":"https://example.com/team/fleet.git"}}"#;
+        let deliver = |hub_secret: Option<&str>, key: &str| {
+            let (status, text) = handle(
+                &fleet,
+                hub_secret,
+                "github",
+                &github_headers(key, body),
+                body,
+            );
+            (status.as_u16(), text.trim().to_string())
+        };
+        let triggered = |names: &str| (202, format!(r#"{{"triggered":[{names}]}}"#));
+        assert_eq!(
+            deliver(Some("hub-secret"), "hub-secret"),
+            triggered(r#""shared""#)
+        );
+        assert_eq!(
+            deliver(Some("hub-secret"), "own-secret"),
+            triggered(r#""own""#)
+        );
+        assert_eq!(deliver(None, "own-secret"), triggered(r#""own""#));
+        assert_eq!(deliver(None, "hub-secret").0, 401);
     }
 }

@@ -10,6 +10,7 @@ use flotilla_proto::v1::admin_server::Admin;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
+use crate::credentials::{Credentials, Kind};
 use crate::fleet::{Fleet, Trigger};
 use crate::label_trust;
 use crate::records::{SourceSpec, now_unix, rfc3339, status_key};
@@ -65,7 +66,7 @@ impl AdminService {
 
     fn source_view(&self, s: &crate::fleet::SourceState) -> pb::Source {
         let rt = s.runtime.read();
-        let (commit, error, error_since, last_poll, bundles) = match &rt {
+        let (commit, error, error_since, last_poll, bundles, signed) = match &rt {
             Ok(rt) => (
                 rt.commit.clone().unwrap_or_default(),
                 rt.error.clone().unwrap_or_default(),
@@ -76,8 +77,14 @@ impl AdminService {
                 },
                 rfc3339(rt.last_poll),
                 rt.bundles.as_ref().map_or(0, Vec::len),
+                rt.signed_by.is_some(),
             ),
             Err(_) => Default::default(),
+        };
+        let verified_commit = if signed {
+            commit.clone()
+        } else {
+            String::new()
         };
         pb::Source {
             name: s.spec.name.clone(),
@@ -92,6 +99,17 @@ impl AdminService {
             error_since,
             last_poll,
             bundles: u32::try_from(bundles).unwrap_or(u32::MAX),
+            revision: s.spec.revision.clone().unwrap_or_default(),
+            polling_disabled: s.spec.interval_secs == 0,
+            paused: s.spec.paused,
+            // Only the user name; secret parts never leave the hub.
+            auth: s.spec.username.as_ref().map(|u| pb::SourceAuth {
+                username: u.clone(),
+                ..Default::default()
+            }),
+            credentials: s.credential_names.clone(),
+            verify_commits: s.spec.verify_commits,
+            verified_commit,
         }
     }
 
@@ -187,6 +205,24 @@ fn target_to_pb(t: &TargetSpec) -> pb::Target {
     }
 }
 
+/// A branch or tag name that is safe in a refspec: no `..`, no leading `-` or `/`, no
+/// whitespace, and none of the characters git forbids in ref names.
+fn check_ref_name(what: &str, name: &str) -> Result<(), Status> {
+    let bad = name.is_empty()
+        || name.contains("..")
+        || name.starts_with(['-', '/'])
+        || name.ends_with(['/', '.'])
+        || name.ends_with(".lock")
+        || name.contains("@{")
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+    if bad {
+        return Err(Status::invalid_argument(format!("invalid {what} {name:?}")));
+    }
+    Ok(())
+}
+
 fn validate_source(s: &pb::Source) -> Result<SourceSpec, Status> {
     if !flotilla_model::names::is_dns_label(&s.name) {
         return Err(Status::invalid_argument(format!(
@@ -194,41 +230,109 @@ fn validate_source(s: &pb::Source) -> Result<SourceSpec, Status> {
             s.name
         )));
     }
-    if s.repo.trim().is_empty() {
-        return Err(Status::invalid_argument("--repo is required"));
-    }
-    let branch = if s.branch.is_empty() {
-        "main".to_string()
-    } else {
-        s.branch.clone()
-    };
-    if branch.contains("..") || branch.starts_with('-') || branch.contains(char::is_whitespace) {
-        return Err(Status::invalid_argument(format!(
-            "invalid branch {branch:?}"
-        )));
-    }
-    let paths = if s.paths.is_empty() {
-        vec![".".to_string()]
-    } else {
-        s.paths.clone()
-    };
-    let targets = s
-        .targets
-        .iter()
-        .map(target_from_pb)
-        .collect::<Result<Vec<_>, Status>>()?;
-    Ok(SourceSpec {
+    let spec = SourceSpec {
         name: s.name.clone(),
         repo: s.repo.trim().to_string(),
-        branch,
-        paths,
-        interval_secs: if s.interval_seconds == 0 {
+        branch: if s.branch.is_empty() {
+            "main".to_string()
+        } else {
+            s.branch.clone()
+        },
+        paths: s.paths.clone(),
+        interval_secs: if s.polling_disabled {
+            0
+        } else if s.interval_seconds == 0 {
             15
         } else {
             s.interval_seconds
         },
-        targets,
+        targets: s
+            .targets
+            .iter()
+            .map(target_from_pb)
+            .collect::<Result<Vec<_>, Status>>()?,
+        revision: non_empty(&s.revision),
+        paused: s.paused,
+        verify_commits: s.verify_commits,
+        username: s.auth.as_ref().and_then(|a| non_empty(&a.username)),
+    };
+    check_source(spec)
+}
+
+/// The rules every source spec meets, whether added or edited; fills the defaults.
+fn check_source(mut spec: SourceSpec) -> Result<SourceSpec, Status> {
+    if spec.repo.is_empty() {
+        return Err(Status::invalid_argument("--repo is required"));
+    }
+    check_ref_name("branch", &spec.branch)?;
+    if let Some(r) = &spec.revision {
+        check_ref_name("revision", r)?;
+    }
+    if spec.paths.is_empty() {
+        spec.paths = vec![".".to_string()];
+    }
+    Ok(spec)
+}
+
+/// Writes the parts of `auth` that are set into the source's credential files.
+async fn write_credentials(
+    creds: Credentials,
+    auth: Option<pb::SourceAuth>,
+    clear: Vec<Kind>,
+) -> Result<(), Status> {
+    let auth = auth.unwrap_or_default();
+    let parts = [
+        (Kind::Password, auth.password),
+        (Kind::SshKey, auth.ssh_key),
+        (Kind::KnownHosts, auth.known_hosts),
+        (Kind::Ca, auth.ca_pem),
+        (Kind::WebhookSecret, auth.webhook_secret),
+        (Kind::AllowedSigners, auth.allowed_signers),
+        (Kind::GpgKeys, auth.gpg_keys),
+    ];
+    if let Some((_, ca)) = parts.iter().find(|(k, v)| *k == Kind::Ca && !v.is_empty())
+        && reqwest::Certificate::from_pem_bundle(ca).map_or(true, |c| c.is_empty())
+    {
+        return Err(Status::invalid_argument(
+            "--ca-file holds no PEM certificate",
+        ));
+    }
+    tokio::task::spawn_blocking(move || {
+        for kind in clear {
+            creds.remove(kind)?;
+        }
+        for (kind, data) in parts {
+            if !data.is_empty() {
+                creds.write(kind, &data)?;
+            }
+        }
+        Ok::<_, crate::credentials::CredentialError>(())
     })
+    .await
+    .map_err(|e| Status::internal(format!("writing credentials: {e}")))?
+    .map_err(|e| Status::internal(e.to_string()))
+}
+
+/// Refuses `--verify-commits` on a source that would trust no key once `auth` is
+/// written and `clear` removed.
+fn check_trust(
+    spec: &SourceSpec,
+    creds: &Credentials,
+    auth: Option<&pb::SourceAuth>,
+    clear: &[Kind],
+) -> Result<(), Status> {
+    let kept = |k: Kind| creds.path(k).is_some() && !clear.contains(&k);
+    let given = |f: fn(&pb::SourceAuth) -> &Vec<u8>| auth.is_some_and(|a| !f(a).is_empty());
+    let has_keys = kept(Kind::AllowedSigners)
+        || kept(Kind::GpgKeys)
+        || given(|a| &a.allowed_signers)
+        || given(|a| &a.gpg_keys);
+    if spec.verify_commits && !has_keys {
+        return Err(Status::invalid_argument(
+            "--verify-commits needs --allowed-signers or --gpg-keys",
+        ));
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -372,10 +476,15 @@ impl Admin for AdminService {
         let spec = validate_source(&src)?;
         if self.fleet.sources.contains_key(&spec.name) {
             return Err(Status::already_exists(format!(
-                "source {} already exists; remove it first",
+                "source {0} already exists; change it in place with `flotilla source set {0}`",
                 spec.name
             )));
         }
+        let creds = Credentials::of(&self.fleet.data_dir, &spec.name);
+        // Left over from a source of the same name that was removed.
+        creds.remove_all();
+        check_trust(&spec, &creds, src.auth.as_ref(), &[])?;
+        write_credentials(creds.clone(), src.auth, Vec::new()).await?;
         self.fleet
             .store
             .commit(vec![Op::put_json(Table::Sources, spec.name.clone(), &spec)])
@@ -393,19 +502,150 @@ impl Admin for AdminService {
         request: Request<pb::RemoveSourceRequest>,
     ) -> Result<Response<pb::RemoveSourceResponse>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        let name = request.into_inner().name;
+        let req = request.into_inner();
+        let name = req.name;
         let (_, state) = self
             .fleet
             .sources
             .remove(&name)
             .ok_or_else(|| Status::not_found(format!("source {name} not found")))?;
-        self.fleet
-            .store
-            .commit(vec![Op::delete(Table::Sources, name.clone())])
-            .await?;
+        // The source's bundles: those of its last revision and those still assigned.
+        let mut bundles: std::collections::BTreeSet<String> = state
+            .runtime
+            .read()
+            .ok()
+            .and_then(|rt| {
+                rt.bundles
+                    .as_ref()
+                    .map(|b| b.iter().map(|e| e.name.to_string()).collect())
+            })
+            .unwrap_or_default();
+        for a in self.fleet.assignments.iter() {
+            bundles.extend(
+                a.value()
+                    .iter()
+                    .filter(|(_, a)| *a.source == *name)
+                    .map(|(b, _)| b.to_string()),
+            );
+        }
+        let mut ops = vec![Op::delete(Table::Sources, name.clone())];
+        for b in &bundles {
+            ops.push(if req.keep_resources {
+                Op::put_json(
+                    Table::KeptBundles,
+                    b.clone(),
+                    &serde_json::json!({"source": name}),
+                )
+            } else {
+                Op::delete(Table::KeptBundles, b.clone())
+            });
+        }
+        self.fleet.store.commit(ops).await?;
+        for b in bundles {
+            if req.keep_resources {
+                self.fleet.kept_bundles.insert(b, ());
+            } else {
+                self.fleet.kept_bundles.remove(&b);
+            }
+        }
+        Credentials::of(&self.fleet.data_dir, &name).remove_all();
+        tracing::info!(source = %name, keep_resources = req.keep_resources, "source removed");
         state.poke.notify_one();
         self.fleet.trigger(Trigger::All);
         Ok(Response::new(pb::RemoveSourceResponse {}))
+    }
+
+    async fn set_source(
+        &self,
+        request: Request<pb::SetSourceRequest>,
+    ) -> Result<Response<pb::Source>, Status> {
+        peer::require_operator(&request, Role::Admin)?;
+        let req = request.into_inner();
+        let old = self
+            .fleet
+            .sources
+            .get(&req.name)
+            .map(|s| s.value().clone())
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "source {} not found; add it with `flotilla source add`",
+                    req.name
+                ))
+            })?;
+        let mut spec = old.spec.clone();
+        if let Some(repo) = req.repo {
+            spec.repo = repo.trim().to_string();
+        }
+        if let Some(branch) = req.branch {
+            spec.branch = branch;
+        }
+        if let Some(revision) = req.revision {
+            spec.revision = non_empty(&revision);
+        }
+        if req.set_paths {
+            spec.paths = req.paths;
+        }
+        if let Some(interval) = req.interval_seconds {
+            spec.interval_secs = interval;
+        }
+        if req.set_targets {
+            spec.targets = req
+                .targets
+                .iter()
+                .map(target_from_pb)
+                .collect::<Result<Vec<_>, Status>>()?;
+        }
+        if let Some(paused) = req.paused {
+            spec.paused = paused;
+        }
+        if let Some(verify) = req.verify_commits {
+            spec.verify_commits = verify;
+        }
+        let mut clear = Vec::new();
+        for c in &req.clear_credentials {
+            if c == "username" {
+                spec.username = None;
+            } else {
+                clear.push(Kind::parse(c).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown credential {c:?}; one of username, {}",
+                        Kind::ALL.map(Kind::name).join(", ")
+                    ))
+                })?);
+            }
+        }
+        if let Some(user) = req.auth.as_ref().and_then(|a| non_empty(&a.username)) {
+            spec.username = Some(user);
+        }
+        let spec = check_source(spec)?;
+        let creds = Credentials::of(&self.fleet.data_dir, &spec.name);
+        check_trust(&spec, &creds, req.auth.as_ref(), &clear)?;
+        let req_trust_given = req
+            .auth
+            .as_ref()
+            .is_some_and(|a| !a.allowed_signers.is_empty() || !a.gpg_keys.is_empty());
+        write_credentials(creds.clone(), req.auth, clear.clone()).await?;
+        self.fleet
+            .store
+            .commit(vec![Op::put_json(Table::Sources, spec.name.clone(), &spec)])
+            .await?;
+        let state = self
+            .fleet
+            .replace_source(spec, Some(&old))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let trust_changed = clear
+            .iter()
+            .any(|k| matches!(k, Kind::AllowedSigners | Kind::GpgKeys))
+            || req_trust_given;
+        if trust_changed && let Ok(mut rt) = state.runtime.write() {
+            // The published commit is verified again against the new keys.
+            rt.stale = true;
+        }
+        tracing::info!(source = %state.spec.name, "source changed");
+        tokio::spawn(sources::run_poller(self.fleet.clone(), state.clone()));
+        // Targets may have changed; nothing else moves unless a bundle's render does.
+        self.fleet.trigger(Trigger::All);
+        Ok(Response::new(self.source_view(&state)))
     }
 
     async fn list_bundles(

@@ -500,6 +500,7 @@ impl Session {
             self.too_large.remove(&bundle);
             out.push(Outbound::Msg(HubMsg {
                 msg: Some(hub_msg::Msg::Unassign(Unassign {
+                    keep_resources: self.fleet.kept_bundles.contains_key(&*bundle),
                     bundle: bundle.to_string(),
                 })),
             }));
