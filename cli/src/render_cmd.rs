@@ -1,4 +1,6 @@
 //! `flotilla render DIR`: what a cluster with these labels would receive, without a hub.
+//! DIR is read as a source with `--path .` reads its repo: the same discovery finds the
+//! same bundles (`flotilla_render::discover`), and each is rendered in path order.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,7 +12,8 @@ use flotilla_render as render;
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
-    /// A bundle folder (with fleet.yaml, flotilla.yaml, or raw YAML).
+    /// A repo or bundle folder (bundles are the folders with fleet.yaml or flotilla.yaml;
+    /// without any, the folder's raw YAML is one bundle).
     pub dir: PathBuf,
     /// Cluster labels, key=value; repeatable.
     #[arg(short = 'l', long = "label")]
@@ -20,6 +23,9 @@ pub struct RenderArgs {
     /// Cluster groups the cluster belongs to; repeatable.
     #[arg(long = "cluster-group")]
     pub cluster_groups: Vec<String>,
+    /// Fail on unknown fleet.yaml keys, as `flotilla-hub run --strict-fleet-yaml` does.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 pub fn run(args: &RenderArgs) -> Result<()> {
@@ -39,38 +45,60 @@ pub fn run(args: &RenderArgs) -> Result<()> {
             })
             .collect(),
     };
-    let name = args
-        .dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
+    let source = std::fs::canonicalize(&args.dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
         .unwrap_or_else(|| "bundle".into());
     let limits = render::Limits::default();
-    let bundle = match render::load_bundle_dir(&args.dir, &name, &limits) {
-        Ok(b) => b,
-        Err(diags) => fail(&diags)?,
-    };
-    for w in bundle.warnings() {
-        eprintln!("warning: {w}");
-    }
-    if let render::Selection::DoNotDeploy = bundle.select(&info) {
-        eprintln!(
-            "# this cluster gets nothing from {}: doNotDeploy",
-            args.dir.display()
-        );
-        return Ok(());
-    }
-    match bundle.render(&info) {
-        Ok(r) => {
-            print!("{}", r.manifest);
-            Ok(())
+    let bundles = render::discover(&args.dir, &source, &[], &limits);
+    let several = bundles.len() > 1;
+    let mut failed = 0usize;
+    for lb in bundles {
+        let shown = if lb.path.is_empty() { "." } else { &lb.path };
+        let bundle = match lb.result {
+            Ok(b) => b,
+            Err(diags) => {
+                failed += report(&lb.name, &diags);
+                continue;
+            }
+        };
+        for w in bundle.warnings() {
+            eprintln!("warning: {w}");
         }
-        Err(diags) => fail(&diags),
+        if args.strict && !bundle.unknown_keys().is_empty() {
+            for d in bundle.unknown_keys() {
+                eprintln!("error: {d} (--strict)");
+            }
+            failed += 1;
+            continue;
+        }
+        if let render::Selection::DoNotDeploy = bundle.select(&info) {
+            eprintln!(
+                "# this cluster gets nothing from bundle {}: doNotDeploy",
+                lb.name
+            );
+            continue;
+        }
+        match bundle.render(&info) {
+            Ok(r) => {
+                if several {
+                    println!("# bundle {} ({shown})", lb.name);
+                }
+                print!("{}", r.manifest);
+            }
+            Err(diags) => failed += report(&lb.name, &diags),
+        }
     }
+    if failed > 0 {
+        bail!("{failed} bundle(s) failed to render");
+    }
+    Ok(())
 }
 
-fn fail<T>(diags: &[render::Diagnostic]) -> Result<T> {
+/// Prints a bundle's errors; returns 1 (one failed bundle).
+fn report(bundle: &str, diags: &[render::Diagnostic]) -> usize {
     for d in diags {
-        eprintln!("error: {d}");
+        eprintln!("error: bundle {bundle}: {d}");
     }
-    bail!("{} error(s) rendering the bundle", diags.len())
+    1
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::budget::Budget;
 use crate::diagnostic::{Diagnostic, Diags};
 use crate::discovery::{self, KUSTOMIZATION_FILES};
-use crate::fleet_yaml::{self, BundleOptions, Customization, RenderSpec};
+use crate::fleet_yaml::{self, BundleOptions, Customization, OverrideTarget, RenderSpec};
 use crate::output::{self, Object};
 use crate::repo_fs::{Backend, Fs, Kind, Recorder, Snapshot, join};
 use crate::scope::Scope;
@@ -26,7 +26,12 @@ pub struct Bundle {
     fleet_file: String,
     spec: RenderSpec,
     options: BundleOptions,
+    /// fleet.yaml's `name:`, if it set one.
+    fleet_name: Option<String>,
+    override_targets: Option<Vec<OverrideTarget>>,
     warnings: Vec<Diagnostic>,
+    /// The warnings about unknown keys (a subset of `warnings`).
+    unknown_keys: Vec<Diagnostic>,
     snapshot: Snapshot,
     limits: Limits,
     /// Cluster values the bundle's YAML uses (empty unless it opted in).
@@ -53,12 +58,46 @@ impl Bundle {
         &self.dir
     }
 
+    /// The bundle-wide options (what every cluster gets unless its customization sets
+    /// its own; see [`Bundle::options_for`]).
     pub fn options(&self) -> &BundleOptions {
         &self.options
     }
 
+    /// The options of one render: the bundle's, with the chosen customization's over them.
+    pub fn options_for(&self, key: &RenderKey) -> BundleOptions {
+        match key
+            .variant
+            .as_ref()
+            .and_then(|(i, _)| self.spec.customizations.get(*i))
+        {
+            Some(c) => c.options.over(&self.options),
+            None => self.options.clone(),
+        }
+    }
+
+    /// `overrideTargets:`: when set, these clusters replace the source's targets.
+    pub fn override_targets(&self) -> Option<&[OverrideTarget]> {
+        self.override_targets.as_deref()
+    }
+
+    /// Every warning, unknown keys included, in file order.
     pub fn warnings(&self) -> &[Diagnostic] {
         &self.warnings
+    }
+
+    /// The warnings about keys no field declares: what a strict hub refuses.
+    pub fn unknown_keys(&self) -> &[Diagnostic] {
+        &self.unknown_keys
+    }
+
+    /// fleet.yaml's `name:`, which names the bundle instead of its path.
+    pub(crate) fn fleet_name(&self) -> Option<&str> {
+        self.fleet_name.as_deref()
+    }
+
+    pub(crate) fn rename(&mut self, name: String) {
+        self.name = name;
     }
 
     /// Which customization a cluster gets (first match wins), or `DoNotDeploy`.
@@ -268,7 +307,10 @@ pub(crate) fn load(
         fleet_file,
         spec: parsed.spec,
         options: parsed.options,
+        fleet_name: parsed.name,
+        override_targets: parsed.override_targets,
         warnings,
+        unknown_keys: parsed.unknown_keys,
         snapshot: Snapshot::default(),
         limits: limits.clone(),
         value_keys: BTreeSet::new(),
