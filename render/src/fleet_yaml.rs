@@ -33,23 +33,6 @@ pub struct BundleOptions {
     pub labels: Labels,
     #[serde(skip_serializing_if = "Ignore::is_empty")]
     pub ignore: Ignore,
-    /// Labels and annotations put on the bundle's default namespace (Fleet's
-    /// `namespaceLabels` / `namespaceAnnotations`).
-    #[serde(skip_serializing_if = "Labels::is_empty")]
-    pub namespace_labels: Labels,
-    #[serde(skip_serializing_if = "Labels::is_empty")]
-    pub namespace_annotations: Labels,
-    /// Delete the bundle's namespace when the bundle is removed.
-    #[serde(skip_serializing_if = "is_false")]
-    pub delete_namespace: bool,
-    /// Delete the bundle's CRDs (and so their objects) when the bundle is removed; by
-    /// default CRDs are kept, as in Fleet.
-    #[serde(skip_serializing_if = "is_false")]
-    pub delete_crd_resources: bool,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 impl BundleOptions {
@@ -245,10 +228,6 @@ pub(crate) struct TargetOptions {
     keep_resources: Option<bool>,
     diff: Option<Diff>,
     ignore: Option<Ignore>,
-    namespace_labels: Option<Labels>,
-    namespace_annotations: Option<Labels>,
-    delete_namespace: Option<bool>,
-    delete_crd_resources: Option<bool>,
 }
 
 impl TargetOptions {
@@ -264,10 +243,6 @@ impl TargetOptions {
         set(&mut o.keep_resources, &self.keep_resources);
         set(&mut o.diff, &self.diff);
         set(&mut o.ignore, &self.ignore);
-        set(&mut o.namespace_labels, &self.namespace_labels);
-        set(&mut o.namespace_annotations, &self.namespace_annotations);
-        set(&mut o.delete_namespace, &self.delete_namespace);
-        set(&mut o.delete_crd_resources, &self.delete_crd_resources);
         o
     }
 }
@@ -293,11 +268,9 @@ struct RawFile {
     paused: bool,
     diff: Diff,
     ignore: Ignore,
-    namespace_labels: Labels,
-    namespace_annotations: Labels,
-    delete_namespace: bool,
+    /// flotilla always deletes a removed bundle's CRDs (Fleet's `true`); `false` warns.
     #[serde(rename = "deleteCRDResources")]
-    delete_crd_resources: bool,
+    delete_crd_resources: Option<bool>,
     cluster_values: bool,
     cluster_scoped_kinds: Vec<String>,
 }
@@ -332,9 +305,6 @@ struct RawCustomization {
     keep_resources: Option<bool>,
     diff: Option<Diff>,
     ignore: Option<Ignore>,
-    namespace_labels: Option<Labels>,
-    namespace_annotations: Option<Labels>,
-    delete_namespace: Option<bool>,
     #[serde(rename = "deleteCRDResources")]
     delete_crd_resources: Option<bool>,
 }
@@ -346,17 +316,19 @@ impl RawCustomization {
             keep_resources: self.keep_resources,
             diff: self.diff.clone(),
             ignore: self.ignore.clone(),
-            namespace_labels: self.namespace_labels.clone(),
-            namespace_annotations: self.namespace_annotations.clone(),
-            delete_namespace: self.delete_namespace,
-            delete_crd_resources: self.delete_crd_resources,
         }
     }
 }
 
+const NAMESPACE_NOT_MANAGED: &str = "not implemented yet: the spoke applies a bundle's \
+     Namespace objects like any other and does not manage its target namespace";
+
 /// Fleet fields flotilla does not implement, with the reason; using one is an error.
 /// Top level (`fleet.yaml`'s own keys).
 const TOP_UNSUPPORTED: &[(&str, &str)] = &[
+    ("namespaceLabels", NAMESPACE_NOT_MANAGED),
+    ("namespaceAnnotations", NAMESPACE_NOT_MANAGED),
+    ("deleteNamespace", NAMESPACE_NOT_MANAGED),
     (
         "serviceAccount",
         "the spoke applies with its own credentials; impersonation is not implemented",
@@ -400,6 +372,9 @@ const TOP_UNSUPPORTED: &[(&str, &str)] = &[
 ];
 /// Inside a `targetCustomizations[]` entry.
 const TARGET_UNSUPPORTED: &[(&str, &str)] = &[
+    ("namespaceLabels", NAMESPACE_NOT_MANAGED),
+    ("namespaceAnnotations", NAMESPACE_NOT_MANAGED),
+    ("deleteNamespace", NAMESPACE_NOT_MANAGED),
     (
         "serviceAccount",
         "the spoke applies with its own credentials; impersonation is not implemented",
@@ -805,9 +780,35 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             "name must not be empty",
         ));
     }
+    let crd_paths = std::iter::once((Vec::new(), raw.delete_crd_resources)).chain(
+        raw.target_customizations.iter().enumerate().map(|(i, t)| {
+            (
+                vec![
+                    Segment::Key("targetCustomizations".into()),
+                    Segment::Index(i),
+                ],
+                t.delete_crd_resources,
+            )
+        }),
+    );
+    for (mut path, v) in crd_paths {
+        if v == Some(false) {
+            path.push(Segment::Key("deleteCRDResources".into()));
+            warnings.push(Diagnostic::at(
+                file,
+                lines.of(&path),
+                format!(
+                    "{}: false has no effect: flotilla deletes the CRDs of a removed bundle \
+                     like its other objects (keepResources: true keeps everything)",
+                    path_text(&path)
+                ),
+            ));
+        }
+    }
     check_compare_patches(file, &lines, &[], &raw.diff, &mut errors);
     check_keep_fail_history(file, &lines, &[], raw.correct_drift.as_ref(), &mut warnings);
     if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
         return Err(errors);
     }
     warnings.sort_by_key(|w| w.line);
@@ -830,10 +831,6 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             diff: raw.diff,
             labels: raw.labels,
             ignore: raw.ignore,
-            namespace_labels: raw.namespace_labels,
-            namespace_annotations: raw.namespace_annotations,
-            delete_namespace: raw.delete_namespace,
-            delete_crd_resources: raw.delete_crd_resources,
         },
         name: raw.name,
         override_targets: (!raw.override_targets.is_empty()).then_some(raw.override_targets),
@@ -1164,32 +1161,45 @@ targetCustomizations:
     }
 
     #[test]
-    fn namespace_and_cleanup_options_parse_and_customizations_override_them() {
+    fn customizations_override_options_and_ignore_conditions_parse() {
         let p = parse(
             "f",
-            "namespaceLabels: {team: a}\nnamespaceAnnotations: {owner: b}\ndeleteNamespace: true\ndeleteCRDResources: true\nkeepResources: false\nignore:\n  conditions:\n  - {type: Progressing, status: 'False'}\ntargetCustomizations:\n- name: prod\n  clusterName: p\n  keepResources: true\n  deleteNamespace: false\n  namespaceLabels: {team: prod}\n",
+            "keepResources: false\ncorrectDrift: {enabled: true}\ndeleteCRDResources: true\nignore:\n  conditions:\n  - {type: Progressing, status: 'False'}\ntargetCustomizations:\n- name: prod\n  clusterName: p\n  keepResources: true\n  correctDrift: {enabled: false}\n",
         )
         .expect("ok");
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
         let o = &p.options;
-        assert_eq!(
-            o.namespace_labels.get("team").map(String::as_str),
-            Some("a")
-        );
-        assert_eq!(
-            o.namespace_annotations.get("owner").map(String::as_str),
-            Some("b")
-        );
-        assert!(o.delete_namespace && o.delete_crd_resources && !o.keep_resources);
+        assert!(!o.keep_resources && o.correct_drift.enabled);
         assert_eq!(
             o.ignore.conditions[0].get("type").map(String::as_str),
             Some("Progressing")
         );
         let prod = p.spec.customizations[0].options.over(o);
-        assert!(prod.keep_resources && !prod.delete_namespace && prod.delete_crd_resources);
+        assert!(prod.keep_resources && !prod.correct_drift.enabled);
         assert_eq!(
-            prod.namespace_labels.get("team").map(String::as_str),
-            Some("prod")
+            prod.ignore, o.ignore,
+            "not set in the customization: the bundle's"
+        );
+    }
+
+    #[test]
+    fn namespace_management_is_an_error_and_keeping_crds_a_warning() {
+        let errs = parse("f", "namespaceLabels: {a: b}\ndeleteNamespace: true\n")
+            .expect_err("unsupported");
+        assert_eq!(errs.len(), 2);
+        assert!(
+            errs[0].to_string().starts_with(
+                "f:1: namespaceLabels is not supported by flotilla: not implemented yet"
+            ),
+            "{errs:?}"
+        );
+        let p = parse("f", "deleteCRDResources: false\n").expect("ok");
+        assert!(
+            p.warnings[0]
+                .to_string()
+                .starts_with("f:1: deleteCRDResources: false has no effect"),
+            "{:?}",
+            p.warnings
         );
     }
 

@@ -462,6 +462,7 @@ impl Admin for AdminService {
                 }
                 let st = self.fleet.status.get(&(c.clone(), bundle.to_string()));
                 rows.push(pb::StatusRow {
+                    warnings: self.fleet.bundle_warnings(&a.source, bundle),
                     staged_deployment_id: a
                         .staged
                         .as_ref()
@@ -732,10 +733,11 @@ impl Admin for AdminService {
                 labels: &labels,
                 groups: &groups,
             };
-            let matched = targeting::match_source(&src.spec.targets, &facts);
             let info = self.fleet.cluster_info(&rec, &groups);
             let assigned = self.fleet.assignments_of(&name);
             for e in &entries {
+                let matched =
+                    targeting::match_bundle(&src.spec.targets, e.bundle.as_deref(), &facts);
                 let (deployed, reason, customization) = match (&matched, &e.bundle) {
                     (targeting::Match::No(why), _) => (false, why.clone(), String::new()),
                     (targeting::Match::Yes(why), None) => (

@@ -486,6 +486,7 @@ fn encoded_assign(
                 keep_resources: d.options.keep_resources,
                 force: d.options.force,
                 compare_patches_json: d.options.compare_patches_json.clone(),
+                ignore_conditions_json: d.options.ignore_conditions_json.clone(),
             }),
         })),
     });
