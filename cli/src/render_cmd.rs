@@ -67,7 +67,7 @@ pub fn run(args: &RenderArgs) -> Result<()> {
         }
         if args.strict && !bundle.unknown_keys().is_empty() {
             for d in bundle.unknown_keys() {
-                eprintln!("error: {d} (--strict)");
+                eprintln!("error: bundle {}: {d} (--strict)", lb.name);
             }
             failed += 1;
             continue;

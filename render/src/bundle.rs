@@ -30,7 +30,7 @@ pub struct Bundle {
     fleet_name: Option<String>,
     override_targets: Option<Vec<OverrideTarget>>,
     warnings: Vec<Diagnostic>,
-    /// The warnings about unknown keys (a subset of `warnings`).
+    /// Unknown keys (`unknown field PATH`; `warnings` has them too, as ignored).
     unknown_keys: Vec<Diagnostic>,
     snapshot: Snapshot,
     limits: Limits,
@@ -86,7 +86,7 @@ impl Bundle {
         &self.warnings
     }
 
-    /// The warnings about keys no field declares: what a strict hub refuses.
+    /// The keys no field declares (`unknown field PATH`): what a strict hub refuses.
     pub fn unknown_keys(&self) -> &[Diagnostic] {
         &self.unknown_keys
     }

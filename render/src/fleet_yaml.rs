@@ -400,7 +400,7 @@ pub(crate) struct Parsed {
     pub override_targets: Option<Vec<OverrideTarget>>,
     /// Every warning, unknown keys included.
     pub warnings: Vec<Diagnostic>,
-    /// The warnings about unknown keys (what strict mode turns into errors).
+    /// The unknown keys (`unknown field PATH`), for a strict caller to make errors of.
     pub unknown_keys: Vec<Diagnostic>,
 }
 
@@ -640,9 +640,12 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
                 format!("unknown field {text_path} (strict: true makes unknown fields errors)"),
             ));
         } else {
-            let d = Diagnostic::at(file, line, format!("unknown field {text_path} is ignored"));
-            unknown_keys.push(d.clone());
-            warnings.push(d);
+            let d = Diagnostic::at(file, line, format!("unknown field {text_path}"));
+            warnings.push(Diagnostic {
+                message: format!("{} is ignored", d.message),
+                ..d.clone()
+            });
+            unknown_keys.push(d);
         }
     }
 
