@@ -62,10 +62,17 @@ pub fn run(args: &RenderArgs) -> Result<()> {
                 continue;
             }
         };
+        let strict_failure = args.strict && !bundle.unknown_keys().is_empty();
         for w in bundle.warnings() {
-            eprintln!("warning: {w}");
+            let is_unknown_key = bundle
+                .unknown_keys()
+                .iter()
+                .any(|u| u.file == w.file && u.line == w.line);
+            if !(strict_failure && is_unknown_key) {
+                eprintln!("warning: {w}");
+            }
         }
-        if args.strict && !bundle.unknown_keys().is_empty() {
+        if strict_failure {
             for d in bundle.unknown_keys() {
                 eprintln!("error: bundle {}: {d} (--strict)", lb.name);
             }

@@ -815,6 +815,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
         return Err(errors);
     }
     warnings.sort_by_key(|w| w.line);
+    unknown_keys.sort_by_key(|w| w.line);
     Ok(Parsed {
         spec: RenderSpec {
             namespace: raw.namespace,

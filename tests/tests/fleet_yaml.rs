@@ -170,8 +170,9 @@ fn a_strict_hub_fails_a_misspelled_revision_and_keeps_the_last_good_one() {
     hub.wait_ready_bundles("c1", &["s-app"]);
     assert!(spoke.file("s-app").unwrap_or_default().contains("v1"));
 
-    repo.commit_file("app/cm.yaml", &configmap("app", "v2"), "v2");
+    // The typo lands first, so no poll can see v2 without it.
     repo.commit_file("app/fleet.yaml", "defaultNamepsace: apps\n", "typo");
+    repo.commit_file("app/cm.yaml", &configmap("app", "v2"), "v2");
     let failed = wait_until("the typo to fail the bundle", || {
         let b = bundle(&hub, "s-app");
         let e = b["error"].as_str().unwrap_or_default().to_string();
