@@ -482,6 +482,123 @@ async fn compare_patches_make_drift_detection_ignore_fields() {
 }
 
 #[tokio::test]
+async fn fleet_yaml_ignore_conditions_and_compare_patch_ops_hold_against_the_api_server() {
+    let c = cluster().await;
+    if c.controllers_run() {
+        eprintln!("SKIP: status is set by hand here; on a cluster with controllers they own it");
+        return;
+    }
+    let t = c.target(Policy::default());
+    let ns = c.n("ignore");
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}}}
+    spec: {{containers: [{{name: api, image: api:1}}]}}
+"#
+    );
+    let bundle = c.n("ign");
+    let plain = desired(&bundle, "d-1", &yaml, ApplyOptions::default());
+    t.apply(&plain).await.expect("applies");
+    // All replicas up, but the Progressing condition says the deadline passed.
+    let now = "2026-01-01T00:00:00Z";
+    c.admin_api("apps/v1", "Deployment", "deployments", Some(&ns))
+        .patch_status(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                "readyReplicas": 1, "availableReplicas": 1,
+                "conditions": [{"type": "Progressing", "status": "False",
+                    "reason": "ProgressDeadlineExceeded", "message": "slow",
+                    "lastUpdateTime": now, "lastTransitionTime": now}]
+            }})),
+        )
+        .await
+        .expect("status");
+    check_until(&t, &plain, "the deadline to count", |out| {
+        out.message
+            .contains("rollout failed: ProgressDeadlineExceeded")
+    })
+    .await;
+    let ignoring = desired(
+        &bundle,
+        "d-1",
+        &yaml,
+        ApplyOptions {
+            ignore_conditions: vec![
+                [
+                    ("type".to_string(), "Progressing".to_string()),
+                    ("reason".to_string(), "ProgressDeadlineExceeded".to_string()),
+                ]
+                .into(),
+            ],
+            ..Default::default()
+        },
+    );
+    assert_eq!(t.check(&ignoring).await.expect("check").state, State::Ready);
+
+    // Someone scales by hand; a comparePatch that replaces replicas on both sides hides it,
+    // and one whose test does not hold on the live object does not.
+    deployments(&c, &ns)
+        .patch(
+            "api",
+            &PatchParams {
+                field_manager: Some("hpa".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .expect("scaled");
+    check_until(&t, &plain, "the scale to be drift", |out| {
+        out.state == State::Modified
+    })
+    .await;
+    let patched = |ops: serde_json::Value| {
+        let ignore: Vec<DriftIgnore> = serde_json::from_value(json!([{
+            "apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "operations": ops
+        }]))
+        .expect("comparePatches parse");
+        desired(
+            &bundle,
+            "d-1",
+            &yaml,
+            ApplyOptions {
+                ignore,
+                ..Default::default()
+            },
+        )
+    };
+    let replaced = patched(json!([{"op": "replace", "path": "/spec/replicas", "value": 0}]));
+    assert_ne!(
+        t.check(&replaced).await.expect("check").state,
+        State::Modified
+    );
+    let tested = patched(json!([
+        {"op": "test", "path": "/spec/replicas", "value": 1},
+        {"op": "replace", "path": "/spec/replicas", "value": 0}
+    ]));
+    let out = t.check(&tested).await.expect("check");
+    assert_eq!(out.state, State::Modified, "{out:?}");
+    assert!(
+        out.message.contains("/spec/replicas: 0 -> 4"),
+        "{}",
+        out.message
+    );
+    cleanup(&c, &t, &[&bundle]).await;
+}
+
+#[tokio::test]
 async fn health_moves_from_not_ready_to_ready_through_status_updates() {
     let c = cluster().await;
     if c.controllers_run() {
