@@ -201,6 +201,23 @@ pub(crate) struct RenderSpec {
     pub cluster_values: bool,
     /// flotilla extension: extra cluster-scoped kinds, as `Kind` or `group/Kind`.
     pub cluster_scoped_kinds: Vec<String>,
+    pub namespace_meta: NamespaceMeta,
+}
+
+/// `namespaceLabels`, `namespaceAnnotations` and `deleteNamespace`: what the bundle says
+/// about its target namespace (`namespace`, else `defaultNamespace`). The renderer puts
+/// them on that Namespace object (see `bundle.rs`), so they are part of what is applied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct NamespaceMeta {
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub delete: bool,
+}
+
+impl NamespaceMeta {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.annotations.is_empty() && !self.delete
+    }
 }
 
 /// One `targetCustomizations[]` entry.
@@ -218,6 +235,9 @@ pub(crate) struct Customization {
     pub overlays: Option<Vec<String>>,
     pub kustomize_dir: Option<String>,
     pub options: TargetOptions,
+    pub namespace_labels: Option<Labels>,
+    pub namespace_annotations: Option<Labels>,
+    pub delete_namespace: Option<bool>,
 }
 
 /// Deployment options a `targetCustomizations[]` entry may set for its clusters; each
@@ -268,6 +288,9 @@ struct RawFile {
     paused: bool,
     diff: Diff,
     ignore: Ignore,
+    namespace_labels: Labels,
+    namespace_annotations: Labels,
+    delete_namespace: bool,
     /// flotilla always deletes a removed bundle's CRDs (Fleet's `true`); `false` warns.
     #[serde(rename = "deleteCRDResources")]
     delete_crd_resources: Option<bool>,
@@ -305,6 +328,9 @@ struct RawCustomization {
     keep_resources: Option<bool>,
     diff: Option<Diff>,
     ignore: Option<Ignore>,
+    namespace_labels: Option<Labels>,
+    namespace_annotations: Option<Labels>,
+    delete_namespace: Option<bool>,
     #[serde(rename = "deleteCRDResources")]
     delete_crd_resources: Option<bool>,
 }
@@ -320,15 +346,9 @@ impl RawCustomization {
     }
 }
 
-const NAMESPACE_NOT_MANAGED: &str = "not implemented yet: the spoke applies a bundle's \
-     Namespace objects like any other and does not manage its target namespace";
-
 /// Fleet fields flotilla does not implement, with the reason; using one is an error.
 /// Top level (`fleet.yaml`'s own keys).
 const TOP_UNSUPPORTED: &[(&str, &str)] = &[
-    ("namespaceLabels", NAMESPACE_NOT_MANAGED),
-    ("namespaceAnnotations", NAMESPACE_NOT_MANAGED),
-    ("deleteNamespace", NAMESPACE_NOT_MANAGED),
     (
         "serviceAccount",
         "the spoke applies with its own credentials; impersonation is not implemented",
@@ -372,9 +392,6 @@ const TOP_UNSUPPORTED: &[(&str, &str)] = &[
 ];
 /// Inside a `targetCustomizations[]` entry.
 const TARGET_UNSUPPORTED: &[(&str, &str)] = &[
-    ("namespaceLabels", NAMESPACE_NOT_MANAGED),
-    ("namespaceAnnotations", NAMESPACE_NOT_MANAGED),
-    ("deleteNamespace", NAMESPACE_NOT_MANAGED),
     (
         "serviceAccount",
         "the spoke applies with its own credentials; impersonation is not implemented",
@@ -738,6 +755,9 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             overlays: t.yaml.as_ref().map(|y| y.overlays.clone()),
             kustomize_dir: t.kustomize.as_ref().and_then(|k| k.dir.clone()),
             options: t.options(),
+            namespace_labels: t.namespace_labels.clone(),
+            namespace_annotations: t.namespace_annotations.clone(),
+            delete_namespace: t.delete_namespace,
         });
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -808,6 +828,16 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             ));
         }
     }
+    check_namespace_labels(file, &lines, &[], &raw.namespace_labels, &mut errors);
+    for (i, t) in raw.target_customizations.iter().enumerate() {
+        if let Some(l) = &t.namespace_labels {
+            let base = [
+                Segment::Key("targetCustomizations".into()),
+                Segment::Index(i),
+            ];
+            check_namespace_labels(file, &lines, &base, l, &mut errors);
+        }
+    }
     check_compare_patches(file, &lines, &[], &raw.diff, &mut errors);
     check_keep_fail_history(file, &lines, &[], raw.correct_drift.as_ref(), &mut warnings);
     if !errors.is_empty() {
@@ -825,6 +855,11 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             customizations,
             cluster_values: raw.cluster_values,
             cluster_scoped_kinds: raw.cluster_scoped_kinds,
+            namespace_meta: NamespaceMeta {
+                labels: raw.namespace_labels,
+                annotations: raw.namespace_annotations,
+                delete: raw.delete_namespace,
+            },
         },
         options: BundleOptions {
             depends_on: raw.depends_on,
@@ -841,6 +876,32 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
         warnings,
         unknown_keys,
     })
+}
+
+/// `namespaceLabels` become Kubernetes labels: keys and values must be valid ones.
+fn check_namespace_labels(
+    file: &str,
+    lines: &Lines,
+    base: &[Segment],
+    labels: &Labels,
+    errors: &mut Vec<Diagnostic>,
+) {
+    for (k, v) in labels {
+        if let Err(e) = flotilla_model::labels::validate_key(k)
+            .and_then(|_| flotilla_model::labels::validate_value(v))
+        {
+            let mut path = base.to_vec();
+            path.extend([
+                Segment::Key("namespaceLabels".into()),
+                Segment::Key(k.clone()),
+            ]);
+            errors.push(Diagnostic::at(
+                file,
+                lines.of(&path),
+                format!("{}: {e}", path_text(&path)),
+            ));
+        }
+    }
 }
 
 /// Every comparePatches operation must be one RFC 6902 defines, with what it needs.
@@ -1187,14 +1248,29 @@ targetCustomizations:
     }
 
     #[test]
-    fn namespace_management_is_an_error_and_keeping_crds_a_warning() {
-        let errs = parse("f", "namespaceLabels: {a: b}\ndeleteNamespace: true\n")
-            .expect_err("unsupported");
-        assert_eq!(errs.len(), 2);
+    fn namespace_labels_parse_and_keeping_crds_is_a_warning() {
+        let p = parse(
+            "f",
+            "namespaceLabels: {team: a}\nnamespaceAnnotations: {owner: b}\ndeleteNamespace: true\ntargetCustomizations:\n- name: prod\n  clusterName: p\n  namespaceLabels: {team: prod}\n",
+        )
+        .expect("ok");
+        let m = &p.spec.namespace_meta;
+        assert_eq!(m.labels.get("team").map(String::as_str), Some("a"));
+        assert_eq!(m.annotations.get("owner").map(String::as_str), Some("b"));
+        assert!(m.delete);
+        let prod = &p.spec.customizations[0];
+        assert_eq!(
+            prod.namespace_labels
+                .as_ref()
+                .and_then(|l| l.get("team"))
+                .map(String::as_str),
+            Some("prod")
+        );
+        let errs = parse("f", "namespaceLabels: {'bad key!': x}\n").expect_err("invalid label");
         assert!(
-            errs[0].to_string().starts_with(
-                "f:1: namespaceLabels is not supported by flotilla: not implemented yet"
-            ),
+            errs[0]
+                .to_string()
+                .starts_with("f:1: namespaceLabels.bad key!:"),
             "{errs:?}"
         );
         let p = parse("f", "deleteCRDResources: false\n").expect("ok");
