@@ -599,6 +599,67 @@ spec:
 }
 
 #[tokio::test]
+async fn a_namespace_marked_keep_survives_its_bundle_and_a_plain_one_is_pruned() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    // What the renderer makes of fleet.yaml `namespaceLabels` without and with
+    // `deleteNamespace`.
+    let (kept, gone) = (c.n("kept"), c.n("gone"));
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {kept}
+  labels: {{team: a}}
+  annotations: {{helm.sh/resource-policy: keep}}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {gone}
+  labels: {{team: a}}
+"#
+    );
+    let bundle = c.n("nsmeta");
+    let d = desired(&bundle, "d-1", &yaml, ApplyOptions::default());
+    t.apply(&d).await.expect("applies");
+    let namespaces = c.admin_api("v1", "Namespace", "namespaces", None);
+    let live = namespaces.get(&kept).await.expect("kept namespace");
+    assert_eq!(
+        live.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("team"))
+            .map(String::as_str),
+        Some("a")
+    );
+    t.remove(&bundle, false).await.expect("removes");
+    let deleting = |name: &str| {
+        let namespaces = namespaces.clone();
+        let name = name.to_string();
+        async move {
+            namespaces
+                .get_opt(&name)
+                .await
+                .expect("get")
+                .is_none_or(|n| n.metadata.deletion_timestamp.is_some())
+        }
+    };
+    assert!(
+        deleting(&gone).await,
+        "a namespace without keep goes with its bundle"
+    );
+    assert!(
+        !deleting(&kept).await,
+        "helm.sh/resource-policy: keep stays"
+    );
+    namespaces
+        .delete(&kept, &Default::default())
+        .await
+        .expect("test cleanup");
+}
+
+#[tokio::test]
 async fn health_moves_from_not_ready_to_ready_through_status_updates() {
     let c = cluster().await;
     if c.controllers_run() {

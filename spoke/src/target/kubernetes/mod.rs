@@ -528,11 +528,14 @@ impl KubeTarget {
                 )
             })?;
             let Some(live) = live else { continue };
-            let owner = live
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(BUNDLE_ANNOTATION));
+            let annotations = live.metadata.annotations.as_ref();
+            if annotations.and_then(|a| a.get(manifest::KEEP_ANNOTATION.0))
+                == Some(&manifest::KEEP_ANNOTATION.1.to_string())
+            {
+                tracing::info!(bundle, object = %r, "not pruning: helm.sh/resource-policy: keep");
+                continue;
+            }
+            let owner = annotations.and_then(|a| a.get(BUNDLE_ANNOTATION));
             // Only what this bundle applied is deleted. The inventory can also list an
             // object whose apply failed (it is written before the apply, so a crash never
             // strands an object), e.g. one another field manager owns: that one was never
