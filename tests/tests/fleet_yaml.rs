@@ -4,7 +4,9 @@
 //! with `file:line` while the last good revision stays; Fleet's `name`, `overrideTargets`
 //! and `dependsOn` on a bundle that does not exist behave as a Fleet user expects.
 
-use flotilla_e2e::{GitServer, Hub, Spoke, configmap, free_port, metric, wait_until, write_file};
+use flotilla_e2e::{
+    GitServer, Hub, Spoke, bin, configmap, free_port, metric, wait_until, write_file,
+};
 use serde_json::Value;
 
 const TYPOS: &str = "defaultNamepsace: apps\ncorrectDrift:\n  enable: true\n";
@@ -142,6 +144,27 @@ fn misspelled_keys_show_in_tables_and_metrics_and_fleet_fields_do_what_fleet_doe
         "{strict}"
     );
     assert_eq!(strict["state"], "ErrApplied");
+
+    // `flotilla render` reads the same folder as the source does, and says the same.
+    let out = std::process::Command::new(bin("flotilla"))
+        .arg("render")
+        .arg(&src)
+        .output()
+        .expect("run flotilla render");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "the strict bundle fails the render");
+    assert!(
+        stderr.contains("warning: app/fleet.yaml:3: unknown field correctDrift.enable is ignored"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: bundle src-strict: strict/fleet.yaml:2: unknown field defaultNamepsace (strict: true"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("# bundle src-database (db)\n"), "{stdout}");
 
     // A dependency that no bundle has is named as missing, not waited for in silence.
     let waiter = row(&hub, "dev", "s-waiter");
