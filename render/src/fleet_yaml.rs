@@ -463,6 +463,14 @@ fn segments(path: &serde_ignored::Path<'_>, out: &mut Vec<Segment>) {
     }
 }
 
+/// Paths deeper than this are not recorded (fleet.yaml's own fields are at most about 8
+/// deep; below that is user data), nor more than `MAX_KEY_LINES` of them: a hostile file
+/// cannot make the map big. Lookups fall back to the nearest recorded ancestor.
+const MAX_KEY_DEPTH: usize = 16;
+const MAX_KEY_LINES: usize = 10_000;
+/// Unknown keys reported one by one; the rest are counted in one more diagnostic.
+const MAX_UNKNOWN_REPORTED: usize = 100;
+
 /// The line of every mapping key and sequence item of a YAML document, by path. Aliased
 /// content has no path of its own; lookups fall back to the nearest ancestor.
 fn key_lines(text: &str) -> BTreeMap<Vec<Segment>, u32> {
@@ -547,7 +555,8 @@ fn key_lines(text: &str) -> BTreeMap<Vec<Segment>, u32> {
         if let (Some(Frame::Map { .. }), Some(w)) = (stack.last(), want_key.last_mut()) {
             *w = true;
         }
-        let path = node_path(&mut stack, line, &mut out);
+        let path = node_path(&mut stack, line, &mut out)
+            .filter(|p| p.len() < MAX_KEY_DEPTH && out.len() < MAX_KEY_LINES);
         match (event, path) {
             (Event::MappingStart(..), Some(path)) => {
                 stack.push(Frame::Map { path, key: None });
@@ -632,6 +641,17 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
     let mut warnings = Vec::new();
     let mut unknown_keys = Vec::new();
     let mut errors = Vec::new();
+    let unreported = ignored.len().saturating_sub(MAX_UNKNOWN_REPORTED);
+    ignored.truncate(MAX_UNKNOWN_REPORTED);
+    if unreported > 0 {
+        let d = Diagnostic::new(file, format!("{unreported} more unknown fields"));
+        if raw.strict {
+            errors.push(d);
+        } else {
+            warnings.push(d.clone());
+            unknown_keys.push(d);
+        }
+    }
     for path in ignored {
         let line = lines.of(&path);
         let text_path = path_text(&path);
@@ -1117,6 +1137,22 @@ targetCustomizations:
             ]
         );
         assert_eq!(p.unknown_keys.len(), 8);
+    }
+
+    #[test]
+    fn a_flood_of_unknown_keys_is_reported_in_bounded_form() {
+        let text: String = (0..500).map(|i| format!("k{i:03}: 1\n")).collect();
+        let p = parse("f", &text).expect("parses");
+        assert_eq!(p.warnings.len(), 101);
+        assert_eq!(p.warnings[0].to_string(), "f: 400 more unknown fields");
+        // Nesting below the recorded depth costs nothing and still locates the key.
+        let mut deep: String = (0..40)
+            .map(|i| format!("{}a{i}:\n", "  ".repeat(i)))
+            .collect();
+        deep.push_str(&format!("{}x: 1\n", "  ".repeat(40)));
+        let p = parse("f", &deep).expect("parses");
+        assert_eq!(p.warnings.len(), 1);
+        assert_eq!(p.warnings[0].line, Some(1));
     }
 
     #[test]
