@@ -440,6 +440,9 @@ impl Admin for AdminService {
         let mut rows = Vec::new();
         let mut seen = 0usize;
         let mut more = false;
+        // Per bundle, not per row: every cluster's row of a bundle has the same warnings.
+        let mut warnings: std::collections::HashMap<(Arc<str>, Arc<str>), Vec<String>> =
+            std::collections::HashMap::new();
         'clusters: for c in self.sorted_clusters() {
             if !req.cluster.is_empty() && req.cluster != c.as_str() {
                 continue;
@@ -462,7 +465,10 @@ impl Admin for AdminService {
                 }
                 let st = self.fleet.status.get(&(c.clone(), bundle.to_string()));
                 rows.push(pb::StatusRow {
-                    warnings: self.fleet.bundle_warnings(&a.source, bundle),
+                    warnings: warnings
+                        .entry((a.source.clone(), bundle.clone()))
+                        .or_insert_with(|| self.fleet.bundle_warnings(&a.source, bundle))
+                        .clone(),
                     staged_deployment_id: a
                         .staged
                         .as_ref()
