@@ -1,6 +1,8 @@
 //! `flotilla render DIR`: what a cluster with these labels would receive, without a hub.
-//! YAML by default; `-o json` prints a kubectl-style `List`, `-o name` one `kind/name`
-//! per object.
+//! DIR is read as a source with `--path .` reads its repo: the same discovery finds the
+//! same bundles (`flotilla_render::discover`), and each is rendered in path order. YAML
+//! by default; `-o json` prints a kubectl-style `List`, `-o name` one `kind/name` per
+//! object.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +16,8 @@ use crate::output::{Format, Printer, emit};
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
-    /// A bundle folder (with fleet.yaml, flotilla.yaml, or raw YAML).
+    /// A repo or bundle folder (bundles are the folders with fleet.yaml or flotilla.yaml;
+    /// without any, the folder's raw YAML is one bundle).
     pub dir: PathBuf,
     /// Cluster labels, key=value[,key=value]; repeatable.
     #[arg(short = 'l', long = "label")]
@@ -25,6 +28,9 @@ pub struct RenderArgs {
     /// Cluster groups the cluster belongs to; repeatable.
     #[arg(long = "cluster-group")]
     pub cluster_groups: Vec<String>,
+    /// Fail on unknown fleet.yaml keys, as `flotilla-hub run --strict-fleet-yaml` does.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 pub fn run(args: &RenderArgs, out: Printer) -> Result<()> {
@@ -44,49 +50,90 @@ pub fn run(args: &RenderArgs, out: Printer) -> Result<()> {
             })
             .collect(),
     };
-    let name = args
-        .dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
+    let source = std::fs::canonicalize(&args.dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
         .unwrap_or_else(|| "bundle".into());
     let limits = render::Limits::default();
-    let bundle = match render::load_bundle_dir(&args.dir, &name, &limits) {
-        Ok(b) => b,
-        Err(diags) => fail(&diags)?,
-    };
-    for w in bundle.warnings() {
-        eprintln!("warning: {w}");
-    }
-    if let render::Selection::DoNotDeploy = bundle.select(&info) {
-        eprintln!(
-            "# this cluster gets nothing from {}: doNotDeploy",
-            args.dir.display()
-        );
-        return Ok(());
-    }
-    match bundle.render(&info) {
-        Ok(r) => match out.format {
-            None | Some(Format::Yaml | Format::Table | Format::Wide) => emit(&r.manifest),
-            Some(Format::Name) => emit(
-                &r.objects
-                    .iter()
-                    .map(|o| format!("{}/{}\n", o.kind.to_lowercase(), o.name))
-                    .collect::<String>(),
-            ),
-            Some(Format::Json) => {
-                let items: Vec<&serde_json::Value> = r.objects.iter().map(|o| &o.value).collect();
-                let list =
-                    serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": items });
-                emit(&(serde_json::to_string_pretty(&list)? + "\n"))
+    let bundles = render::discover(&args.dir, &source, &[], &limits);
+    let several = bundles.len() > 1;
+    let mut failed = 0usize;
+    let mut rendered = Vec::new();
+    for lb in bundles {
+        let shown = if lb.path.is_empty() { "." } else { &lb.path };
+        let bundle = match lb.result {
+            Ok(b) => b,
+            Err(diags) => {
+                failed += report(&lb.name, &diags);
+                continue;
             }
-        },
-        Err(diags) => fail(&diags),
+        };
+        let strict_failure = args.strict && !bundle.unknown_keys().is_empty();
+        for w in bundle.warnings() {
+            let is_unknown_key = bundle
+                .unknown_keys()
+                .iter()
+                .any(|u| u.file == w.file && u.line == w.line);
+            if !(strict_failure && is_unknown_key) {
+                eprintln!("warning: {w}");
+            }
+        }
+        if strict_failure {
+            for d in bundle.unknown_keys() {
+                eprintln!("error: bundle {}: {d} (--strict)", lb.name);
+            }
+            failed += 1;
+            continue;
+        }
+        if let render::Selection::DoNotDeploy = bundle.select(&info) {
+            eprintln!(
+                "# this cluster gets nothing from bundle {}: doNotDeploy",
+                lb.name
+            );
+            continue;
+        }
+        match bundle.render(&info) {
+            Ok(r) => rendered.push((format!("# bundle {} ({shown})\n", lb.name), r)),
+            Err(diags) => failed += report(&lb.name, &diags),
+        }
+    }
+    print_rendered(&rendered, several, out)?;
+    if failed > 0 {
+        bail!("{failed} bundle(s) failed to render");
+    }
+    Ok(())
+}
+
+/// Prints the renders in the chosen format; YAML names each bundle when there are several.
+fn print_rendered(rendered: &[(String, render::Rendered)], several: bool, out: Printer) -> Result<()> {
+    let objects = || rendered.iter().flat_map(|(_, r)| &r.objects);
+    match out.format {
+        None | Some(Format::Yaml | Format::Table | Format::Wide) => {
+            for (header, r) in rendered {
+                if several {
+                    emit(header)?;
+                }
+                emit(&r.manifest)?;
+            }
+            Ok(())
+        }
+        Some(Format::Name) => emit(
+            &objects()
+                .map(|o| format!("{}/{}\n", o.kind.to_lowercase(), o.name))
+                .collect::<String>(),
+        ),
+        Some(Format::Json) => {
+            let items: Vec<&serde_json::Value> = objects().map(|o| &o.value).collect();
+            let list = serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": items });
+            emit(&(serde_json::to_string_pretty(&list)? + "\n"))
+        }
     }
 }
 
-fn fail<T>(diags: &[render::Diagnostic]) -> Result<T> {
+/// Prints a bundle's errors; returns 1 (one failed bundle).
+fn report(bundle: &str, diags: &[render::Diagnostic]) -> usize {
     for d in diags {
-        eprintln!("error: {d}");
+        eprintln!("error: bundle {bundle}: {d}");
     }
-    bail!("{} error(s) rendering the bundle", diags.len())
+    1
 }

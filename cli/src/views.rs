@@ -284,9 +284,9 @@ impl Row for BundleView {
         self.name.clone()
     }
     fn headers(wide: bool) -> Vec<&'static str> {
-        let mut h = vec!["NAME", "SOURCE", "READY", "STATE", "ERROR"];
+        let mut h = vec!["NAME", "SOURCE", "READY", "STATE", "WARNINGS", "ERROR"];
         if wide {
-            h.extend(["PATH", "COMMIT", "WARNINGS"]);
+            h.extend(["PATH", "COMMIT"]);
         }
         h
     }
@@ -296,14 +296,11 @@ impl Row for BundleView {
             self.source.clone(),
             format!("{}/{}", self.ready, self.clusters),
             self.state.clone(),
+            self.warnings.len().to_string(),
             short(&self.error, 80),
         ];
         if wide {
-            c.extend([
-                self.path.clone(),
-                self.commit.chars().take(12).collect(),
-                self.warnings.len().to_string(),
-            ]);
+            c.extend([self.path.clone(), self.commit.chars().take(12).collect()]);
         }
         c
     }
@@ -329,6 +326,8 @@ pub struct StatusView {
     pub staged_deployment_id: String,
     pub updated: String,
     pub resources: Vec<ResourceView>,
+    /// The bundle's fleet.yaml warnings (file:line: message).
+    pub warnings: Vec<String>,
 }
 
 impl From<pb::StatusRow> for StatusView {
@@ -341,6 +340,7 @@ impl From<pb::StatusRow> for StatusView {
             deployment_id: r.deployment_id,
             staged_deployment_id: r.staged_deployment_id,
             updated: r.updated,
+            warnings: r.warnings,
             resources: r
                 .resources
                 .into_iter()
@@ -394,7 +394,7 @@ impl Row for StatusView {
         format!("{}/{}", self.cluster, self.bundle)
     }
     fn headers(wide: bool) -> Vec<&'static str> {
-        let mut h = vec!["CLUSTER", "BUNDLE", "STATE", "MESSAGE"];
+        let mut h = vec!["CLUSTER", "BUNDLE", "STATE", "WARNINGS", "MESSAGE"];
         if wide {
             h.extend(["DEPLOYMENT", "STAGED", "UPDATED", "RESOURCES"]);
         }
@@ -405,6 +405,7 @@ impl Row for StatusView {
             self.cluster.clone(),
             self.bundle.clone(),
             self.state.clone(),
+            self.warnings.len().to_string(),
             short(&self.message, MESSAGE_CELL),
         ];
         if wide {

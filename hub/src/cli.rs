@@ -171,6 +171,11 @@ pub struct RunArgs {
     /// for `flotilla cluster accept-labels`.
     #[arg(long, value_delimiter = ',', value_parser = parse_label_key)]
     pub self_label_keys: Vec<String>,
+    /// Unknown fleet.yaml keys fail their bundle (with file:line; the last good revision
+    /// stays deployed) instead of being warnings. A fleet.yaml can ask for the same with
+    /// `strict: true`.
+    #[arg(long)]
+    pub strict_fleet_yaml: bool,
     #[command(flatten)]
     pub tree_budget: TreeBudgetArgs,
     #[command(flatten)]
@@ -590,6 +595,7 @@ async fn serve(args: RunArgs) -> Result<()> {
             data_dir: dir.root().to_path_buf(),
             self_label_keys: args.self_label_keys.iter().cloned().collect(),
             limits: args.tree_budget.limits(),
+            strict_fleet_yaml: args.strict_fleet_yaml,
         },
         &snapshot,
     )?;

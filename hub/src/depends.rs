@@ -1,10 +1,12 @@
 //! `dependsOn` on one cluster: a bundle waits until every bundle it depends on (by name,
-//! or by a selector over bundle labels) is Ready there. A cycle is an error for every
-//! bundle on it. Pure logic: the caller says which bundles are Ready.
+//! or by a selector over bundle labels) is in one of the entry's `acceptedStates` there
+//! (Ready by default). A cycle is an error for every bundle on it; a name no bundle of the
+//! fleet has is said to be missing, not waited for in silence. Pure logic: the caller
+//! says each bundle's state and which names exist.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use flotilla_model::Labels;
+use flotilla_model::{Labels, State};
 use flotilla_render::DependsOn;
 
 /// What dependsOn says about one bundle on one cluster.
@@ -23,39 +25,60 @@ pub struct Node<'a> {
     pub depends_on: &'a [DependsOn],
 }
 
-fn edges<'a>(node: &Node<'a>, all: &[Node<'a>]) -> (Vec<&'a str>, Vec<String>) {
-    let mut deps = BTreeSet::new();
+/// A dependency of one bundle: the bundle it names, and the entry that named it.
+type Edge<'a> = (&'a str, &'a DependsOn);
+
+/// A dependency not among the cluster's bundles.
+enum Missing<'a> {
+    Name(&'a str),
+    /// A selector that matches none of them.
+    Selector(String),
+}
+
+fn edges<'a>(node: &Node<'a>, all: &[Node<'a>]) -> (Vec<Edge<'a>>, Vec<Missing<'a>>) {
+    let mut deps: BTreeMap<&'a str, &'a DependsOn> = BTreeMap::new();
     let mut missing = Vec::new();
     for d in node.depends_on {
         if let Some(name) = &d.name {
             match all.iter().find(|n| n.name == name) {
                 Some(n) => {
-                    deps.insert(n.name);
+                    deps.entry(n.name).or_insert(d);
                 }
-                None => missing.push(name.clone()),
+                None => missing.push(Missing::Name(name)),
             }
         }
         if let Some(sel) = &d.selector {
-            let matched: Vec<&str> = all
+            let before = deps.len();
+            for n in all
                 .iter()
                 .filter(|n| n.name != node.name && sel.matches(n.labels))
-                .map(|n| n.name)
-                .collect();
-            if matched.is_empty() {
-                missing.push(format!("bundles matching {sel}"));
+            {
+                deps.entry(n.name).or_insert(d);
             }
-            deps.extend(matched);
+            if deps.len() == before {
+                missing.push(Missing::Selector(format!("bundles matching {sel}")));
+            }
         }
     }
     (deps.into_iter().collect(), missing)
 }
 
-/// Decides, for every bundle with dependencies, whether it must wait.
-pub fn holds(nodes: &[Node<'_>], is_ready: impl Fn(&str) -> bool) -> BTreeMap<String, Hold> {
-    let graph: BTreeMap<&str, (Vec<&str>, Vec<String>)> =
+/// Decides, for every bundle with dependencies, whether it must wait. `state` is a
+/// bundle's state on this cluster for its current deployment (None: not reported yet);
+/// `exists` says whether some source of the fleet has a bundle of that name.
+pub fn holds(
+    nodes: &[Node<'_>],
+    state: impl Fn(&str) -> Option<State>,
+    exists: impl Fn(&str) -> bool,
+) -> BTreeMap<String, Hold> {
+    let graph: BTreeMap<&str, (Vec<Edge<'_>>, Vec<Missing<'_>>)> =
         nodes.iter().map(|n| (n.name, edges(n, nodes))).collect();
     let mut out = BTreeMap::new();
-    for cycle in cycles(&graph) {
+    let names: BTreeMap<&str, Vec<&str>> = graph
+        .iter()
+        .map(|(n, (deps, _))| (*n, deps.iter().map(|(d, _)| *d).collect()))
+        .collect();
+    for cycle in cycles(&names) {
         let text = format!("dependsOn cycle: {}", cycle.join(" -> "));
         for name in &cycle {
             out.insert(name.to_string(), Hold::Cycle(text.clone()));
@@ -67,9 +90,21 @@ pub fn holds(nodes: &[Node<'_>], is_ready: impl Fn(&str) -> bool) -> BTreeMap<St
         }
         let mut waiting: Vec<String> = missing
             .iter()
-            .map(|m| format!("{m} (not deployed to this cluster)"))
+            .map(|m| match m {
+                Missing::Name(m) if exists(m) => format!("{m} (not deployed to this cluster)"),
+                Missing::Name(m) => format!("{m} (no bundle named {m} exists)"),
+                Missing::Selector(s) => format!("{s} (not deployed to this cluster)"),
+            })
             .collect();
-        waiting.extend(deps.iter().filter(|d| !is_ready(d)).map(|d| d.to_string()));
+        for (dep, entry) in deps {
+            match state(dep) {
+                Some(s) if entry.accepts(s) => {}
+                Some(s) if !entry.accepted_states.is_empty() => {
+                    waiting.push(format!("{dep} (is {s}; accepted: {})", states_text(entry)))
+                }
+                _ => waiting.push(dep.to_string()),
+            }
+        }
         if !waiting.is_empty() {
             out.insert(
                 name.to_string(),
@@ -80,8 +115,16 @@ pub fn holds(nodes: &[Node<'_>], is_ready: impl Fn(&str) -> bool) -> BTreeMap<St
     out
 }
 
+fn states_text(d: &DependsOn) -> String {
+    d.accepted_states
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Every elementary cycle found by depth-first search, each as a closed path.
-fn cycles(graph: &BTreeMap<&str, (Vec<&str>, Vec<String>)>) -> Vec<Vec<String>> {
+fn cycles(graph: &BTreeMap<&str, Vec<&str>>) -> Vec<Vec<String>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -90,14 +133,14 @@ fn cycles(graph: &BTreeMap<&str, (Vec<&str>, Vec<String>)>) -> Vec<Vec<String>> 
     }
     fn visit<'a>(
         n: &'a str,
-        graph: &BTreeMap<&'a str, (Vec<&'a str>, Vec<String>)>,
+        graph: &BTreeMap<&'a str, Vec<&'a str>>,
         marks: &mut BTreeMap<&'a str, Mark>,
         stack: &mut Vec<&'a str>,
         found: &mut Vec<Vec<String>>,
     ) {
         marks.insert(n, Mark::Active);
         stack.push(n);
-        for &d in graph.get(n).map(|(d, _)| d.as_slice()).unwrap_or(&[]) {
+        for &d in graph.get(n).map(Vec::as_slice).unwrap_or(&[]) {
             match marks.get(d).copied().unwrap_or(Mark::New) {
                 Mark::New => visit(d, graph, marks, stack, found),
                 Mark::Active => {
@@ -130,7 +173,17 @@ mod tests {
     fn by_name(n: &str) -> DependsOn {
         DependsOn {
             name: Some(n.into()),
-            selector: None,
+            ..Default::default()
+        }
+    }
+
+    fn ready_if(pred: impl Fn(&str) -> bool) -> impl Fn(&str) -> Option<State> {
+        move |n| {
+            Some(if pred(n) {
+                State::Ready
+            } else {
+                State::NotReady
+            })
         }
     }
 
@@ -141,8 +194,8 @@ mod tests {
         let app_deps = [
             by_name("config"),
             DependsOn {
-                name: None,
                 selector: Some("role=db".parse().expect("selector")),
+                ..Default::default()
             },
         ];
         let nodes = [
@@ -162,27 +215,64 @@ mod tests {
                 depends_on: &[],
             },
         ];
-        let h = holds(&nodes, |n| n == "config");
+        let h = holds(&nodes, ready_if(|n| n == "config"), |_| true);
         assert_eq!(
             h.get("app"),
             Some(&Hold::Waiting("waiting for dependencies: db".into()))
         );
-        assert!(holds(&nodes, |_| true).is_empty());
+        assert!(holds(&nodes, ready_if(|_| true), |_| true).is_empty());
     }
 
     #[test]
-    fn a_missing_dependency_waits_and_names_it() {
+    fn a_missing_dependency_says_whether_it_exists_elsewhere_or_nowhere() {
         let none = Labels::new();
-        let deps = [by_name("ghost")];
+        let deps = [by_name("ghost"), by_name("elsewhere")];
         let nodes = [Node {
             name: "app",
             labels: &none,
             depends_on: &deps,
         }];
-        let h = holds(&nodes, |_| true);
-        assert!(
-            matches!(h.get("app"), Some(Hold::Waiting(m)) if m.contains("ghost (not deployed"))
+        let h = holds(&nodes, ready_if(|_| true), |n| n == "elsewhere");
+        assert_eq!(
+            h.get("app"),
+            Some(&Hold::Waiting(
+                "waiting for dependencies: ghost (no bundle named ghost exists), \
+                 elsewhere (not deployed to this cluster)"
+                    .into()
+            ))
         );
+    }
+
+    #[test]
+    fn accepted_states_let_a_dependent_go_ahead_on_other_states_than_ready() {
+        let none = Labels::new();
+        let deps = [DependsOn {
+            name: Some("db".into()),
+            accepted_states: vec![State::Ready, State::Modified],
+            ..Default::default()
+        }];
+        let nodes = [
+            Node {
+                name: "app",
+                labels: &none,
+                depends_on: &deps,
+            },
+            Node {
+                name: "db",
+                labels: &none,
+                depends_on: &[],
+            },
+        ];
+        let is = |s: State| move |_: &str| Some(s);
+        assert!(holds(&nodes, is(State::Modified), |_| true).is_empty());
+        assert_eq!(
+            holds(&nodes, is(State::NotReady), |_| true).get("app"),
+            Some(&Hold::Waiting(
+                "waiting for dependencies: db (is NotReady; accepted: Ready, Modified)".into()
+            ))
+        );
+        // Not reported yet: waits, whatever it accepts.
+        assert!(holds(&nodes, |_| None, |_| true).contains_key("app"));
     }
 
     #[test]
@@ -206,7 +296,7 @@ mod tests {
                 depends_on: &[],
             },
         ];
-        let h = holds(&nodes, |_| true);
+        let h = holds(&nodes, ready_if(|_| true), |_| true);
         assert_eq!(
             h.get("a"),
             Some(&Hold::Cycle("dependsOn cycle: a -> b -> a".into()))

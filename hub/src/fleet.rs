@@ -140,9 +140,10 @@ pub struct SourceState {
 }
 
 /// What a cluster runs for a render of `bundle`: the digest plus the options the spoke
-/// needs, and the deployment id over both.
-fn desired_for(bundle: &render::Bundle, digest: ContentDigest) -> Desired {
-    let opts = bundle.options();
+/// needs (the bundle's, with the render's customization over them), and the deployment
+/// id over both.
+fn desired_for(bundle: &render::Bundle, key: &render::RenderKey, digest: ContentDigest) -> Desired {
+    let opts = bundle.options_for(key);
     Desired {
         deployment_id: DeploymentId::compute(&digest, &opts.canonical_json()),
         digest,
@@ -154,6 +155,11 @@ fn desired_for(bundle: &render::Bundle, digest: ContentDigest) -> Desired {
                 String::new()
             } else {
                 serde_json::to_string(&opts.diff.compare_patches).unwrap_or_default()
+            },
+            ignore_conditions_json: if opts.ignore.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&opts.ignore.conditions).unwrap_or_default()
             },
         },
     }
@@ -229,6 +235,8 @@ pub struct Fleet {
     pub renewals: crate::renewals::Renewals,
     pub data_dir: std::path::PathBuf,
     pub limits: render::Limits,
+    /// `flotilla-hub run --strict-fleet-yaml`: an unknown fleet.yaml key fails its bundle.
+    pub strict_fleet_yaml: bool,
     pub clusters: DashMap<ClusterName, ClusterRecord>,
     /// Names whose registration is between the token check and the store commit; taken
     /// under the `tokens` lock so two registrations of one name cannot both pass.
@@ -283,6 +291,7 @@ pub struct FleetParts {
     pub data_dir: std::path::PathBuf,
     pub self_label_keys: std::collections::BTreeSet<String>,
     pub limits: render::Limits,
+    pub strict_fleet_yaml: bool,
 }
 
 impl Fleet {
@@ -303,6 +312,7 @@ impl Fleet {
             renewals: crate::renewals::Renewals::new(parts.renewal),
             data_dir: parts.data_dir,
             limits: parts.limits,
+            strict_fleet_yaml: parts.strict_fleet_yaml,
             clusters: DashMap::new(),
             registering: Mutex::default(),
             self_label_keys: parts.self_label_keys,
@@ -386,6 +396,7 @@ impl Fleet {
                 data_dir: dir.to_path_buf(),
                 self_label_keys: Default::default(),
                 limits: render::Limits::default(),
+                strict_fleet_yaml: false,
             },
             &snapshot,
         )
@@ -570,6 +581,22 @@ impl Fleet {
         }
     }
 
+    /// The fleet.yaml warnings of `bundle`'s current revision in `source`.
+    pub fn bundle_warnings(&self, source: &str, bundle: &str) -> Vec<String> {
+        let Some(src) = self.sources.get(source).map(|s| s.value().clone()) else {
+            return Vec::new();
+        };
+        let Ok(rt) = src.runtime.read() else {
+            return Vec::new();
+        };
+        rt.bundles
+            .iter()
+            .flatten()
+            .find(|e| *e.name == *bundle)
+            .map(|e| e.warnings.clone())
+            .unwrap_or_default()
+    }
+
     pub fn sorted_sources(&self) -> Vec<Arc<SourceState>> {
         let mut sources: Vec<Arc<SourceState>> =
             self.sources.iter().map(|s| s.value().clone()).collect();
@@ -590,12 +617,10 @@ impl Fleet {
         let mut out = Assignments::new();
         let mut live: BTreeMap<Arc<str>, Arc<render::Bundle>> = BTreeMap::new();
         for src in self.sorted_sources() {
-            if !targeting::match_source(&src.spec.targets, &facts).is_yes() {
-                continue;
-            }
             let Ok(rt) = src.runtime.read() else { continue };
             let Some(bundles) = &rt.bundles else {
-                // Not loaded since start: keep what was assigned from it.
+                // Not loaded since start: keep what was assigned from it (its bundles'
+                // overrideTargets are not known yet, so neither is where they go).
                 out.extend(
                     old.iter()
                         .filter(|(_, a)| *a.source == *src.spec.name)
@@ -604,6 +629,12 @@ impl Fleet {
                 continue;
             };
             for entry in bundles {
+                // overrideTargets replace the source's targets for this bundle.
+                let targeted =
+                    targeting::match_bundle(&src.spec.targets, entry.bundle.as_deref(), &facts);
+                if !targeted.is_yes() {
+                    continue;
+                }
                 let last_good = old.get(&entry.name).and_then(|a| a.desired.clone());
                 let mut assignment = Assignment {
                     source: src.name.clone(),
@@ -792,7 +823,7 @@ impl Fleet {
                 labels: &labels,
                 groups: &groups,
             };
-            if !targeting::match_source(&src.spec.targets, &facts).is_yes() {
+            if !targeting::match_bundle(&src.spec.targets, Some(&bundle), &facts).is_yes() {
                 continue;
             }
             let info = self.cluster_info(&rec, &groups);
@@ -879,17 +910,28 @@ impl Fleet {
                 depends_on: &b.options().depends_on,
             })
             .collect();
-        let is_ready = |dep: &str| {
-            let Some(d) = out.get(dep).and_then(|a| a.desired.as_ref()) else {
-                return false;
-            };
+        let state = |dep: &str| {
+            let d = out.get(dep).and_then(|a| a.desired.as_ref())?;
             self.status
                 .get(&(cluster.clone(), dep.to_string()))
-                .is_some_and(|s| {
-                    s.deployment_id == d.deployment_id.as_str() && s.state == State::Ready
-                })
+                .filter(|s| s.deployment_id == d.deployment_id.as_str())
+                .map(|s| s.state)
         };
-        let holds = depends::holds(&nodes, is_ready);
+        let all_names: std::collections::HashSet<Arc<str>> = self
+            .sorted_sources()
+            .iter()
+            .filter_map(|s| {
+                s.runtime.read().ok().map(|rt| {
+                    rt.bundles
+                        .iter()
+                        .flatten()
+                        .map(|e| e.name.clone())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .flatten()
+            .collect();
+        let holds = depends::holds(&nodes, state, |n| all_names.contains(n));
         for (name, hold) in holds {
             let Some(a) = out.get_mut(name.as_str()) else {
                 continue;
@@ -918,6 +960,7 @@ impl Fleet {
         }
         let result = match bundle.render(info) {
             Ok(rendered) => {
+                let options_key = key.clone();
                 let digest = rendered.digest.clone();
                 self.contents.entry(digest.clone()).or_insert_with(|| {
                     let bytes = Bytes::from(rendered.manifest.into_bytes());
@@ -928,7 +971,7 @@ impl Fleet {
                     }]);
                     bytes
                 });
-                Ok(desired_for(bundle, digest))
+                Ok(desired_for(bundle, &options_key, digest))
             }
             Err(diags) => Err(diags
                 .iter()
@@ -1060,6 +1103,20 @@ impl Fleet {
                 .deployments
                 .get_or_create(&label)
                 .set(deployments.get(&s).copied().unwrap_or(0));
+        }
+        // Rebuilt whole, so a removed bundle's series goes away.
+        self.metrics.bundle_warnings.clear();
+        for src in self.sorted_sources() {
+            let Ok(rt) = src.runtime.read() else { continue };
+            for e in rt.bundles.iter().flatten() {
+                self.metrics
+                    .bundle_warnings
+                    .get_or_create(&crate::metrics::BundleLabels {
+                        source: src.spec.name.clone(),
+                        bundle: e.name.to_string(),
+                    })
+                    .set(i64::try_from(e.warnings.len()).unwrap_or(i64::MAX));
+            }
         }
         self.metrics
             .connected_spokes

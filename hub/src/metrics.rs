@@ -32,6 +32,13 @@ pub struct DroppedLabels {
     pub reason: &'static str,
 }
 
+/// One bundle of one source.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BundleLabels {
+    pub source: String,
+    pub bundle: String,
+}
+
 pub struct HubMetrics {
     registry: Registry,
     pub connected_spokes: Gauge,
@@ -39,6 +46,8 @@ pub struct HubMetrics {
     pub contents: Gauge,
     pub clusters: Family<StateLabel, Gauge>,
     pub deployments: Family<StateLabel, Gauge>,
+    /// fleet.yaml warnings (unknown keys and the like) of each bundle's current revision.
+    pub bundle_warnings: Family<BundleLabels, Gauge>,
     /// Seconds from a new deployment being assigned to a cluster until it reports Ready.
     pub fanout_seconds: Histogram,
     pub git_poll_seconds: Histogram,
@@ -62,6 +71,7 @@ impl Default for HubMetrics {
             contents: Gauge::default(),
             clusters: Family::default(),
             deployments: Family::default(),
+            bundle_warnings: Family::default(),
             fanout_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             git_poll_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             git_poll_errors: Counter::default(),
@@ -92,6 +102,11 @@ impl Default for HubMetrics {
             "bundle_deployments",
             "Bundle deployments by state",
             m.deployments.clone(),
+        );
+        registry.register(
+            "bundle_warnings",
+            "fleet.yaml warnings of each bundle's current revision",
+            m.bundle_warnings.clone(),
         );
         registry.register(
             "fanout_seconds",

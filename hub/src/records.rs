@@ -179,6 +179,9 @@ pub struct DeployOptions {
     /// `diff.comparePatches` as JSON; empty when the bundle has none.
     #[serde(default)]
     pub compare_patches_json: String,
+    /// `ignore.conditions` as JSON; empty when the bundle has none.
+    #[serde(default)]
+    pub ignore_conditions_json: String,
 }
 
 /// What one cluster should run for one bundle.

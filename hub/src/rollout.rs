@@ -1,8 +1,10 @@
 //! Staged rollouts of one bundle across the clusters it targets, as in Fleet's
 //! `rolloutStrategy`: clusters fall into partitions (explicit by selector, or automatic
-//! by size); within a partition at most `maxUnavailable` clusters are down at once; a
-//! partition starts only while the partitions before it are within their limits
-//! (`maxUnavailablePartitions`); a cluster failing on the new deployment halts the rollout.
+//! by size, and only above `autoPartitionThreshold` clusters); within a partition at most
+//! `maxUnavailable` clusters are down at once; across the rollout at most `maxNew`
+//! clusters are on the new deployment and not Ready yet; a partition starts only while
+//! the partitions before it are within their limits (`maxUnavailablePartitions`); a
+//! cluster failing on the new deployment halts the rollout.
 //!
 //! Pure: the caller supplies each cluster's live and staged deployment and its status, and
 //! receives the set of clusters allowed onto the staged deployment now, plus a report.
@@ -93,6 +95,9 @@ fn in_partition(p: &Partition, c: &ClusterState<'_>) -> bool {
             .is_none_or(|s| c.groups.iter().any(|(_, l)| s.matches(l)))
 }
 
+/// Fleet's default `autoPartitionThreshold`.
+pub const DEFAULT_AUTO_PARTITION_THRESHOLD: usize = 200;
+
 /// Splits clusters into named partitions, in rollout order.
 fn partition<'c, 'a>(
     s: &'c RolloutStrategy,
@@ -125,7 +130,15 @@ fn partition<'c, 'a>(
         }
         return parts;
     }
-    let size = resolve(s.auto_partition_size.as_ref(), sorted.len(), 25, 1);
+    // As in Fleet: a fleet of up to this many clusters is one partition.
+    let threshold = s
+        .auto_partition_threshold
+        .map_or(DEFAULT_AUTO_PARTITION_THRESHOLD, |t| t as usize);
+    let size = if sorted.len() <= threshold {
+        sorted.len().max(1)
+    } else {
+        resolve(s.auto_partition_size.as_ref(), sorted.len(), 25, 1)
+    };
     sorted
         .chunks(size)
         .enumerate()
@@ -145,6 +158,14 @@ pub fn plan(strategy: &RolloutStrategy, paused: bool, clusters: &[ClusterState<'
         0,
     );
     let mut bad_partitions = 0usize;
+    // maxNew: room for more clusters on the new deployment that are not Ready yet.
+    let mut new_room = strategy.max_new.map(|m| {
+        let updating = clusters
+            .iter()
+            .filter(|c| on_staged(c) && !ready(c))
+            .count();
+        (m as usize).saturating_sub(updating)
+    });
     let mut stop: Option<String> = None;
     let mut halted: Option<String> = None;
 
@@ -178,10 +199,23 @@ pub fn plan(strategy: &RolloutStrategy, paused: bool, clusters: &[ClusterState<'
             let unavailable = members.iter().filter(|c| !ready(c)).count();
             let mut room = max_unavailable.saturating_sub(unavailable);
             for c in members.iter().filter(|c| !on_staged(c)) {
+                if new_room == Some(0) {
+                    out.held.insert(
+                        c.name.to_string(),
+                        format!(
+                            "rollout: maxNew {} clusters are already updating",
+                            strategy.max_new.unwrap_or_default()
+                        ),
+                    );
+                    continue;
+                }
                 // A cluster that is down already costs no extra availability to update.
                 if !ready(c) || room > 0 {
                     if ready(c) {
                         room -= 1;
+                    }
+                    if let Some(n) = &mut new_room {
+                        *n -= 1;
                     }
                     out.allowed.insert(c.name.to_string());
                 } else {
@@ -313,6 +347,59 @@ mod tests {
         );
         assert_eq!(p.report.phase, "Paused");
         assert!(p.allowed.is_empty());
+    }
+
+    #[test]
+    fn max_new_bounds_the_clusters_updating_at_once_across_partitions() {
+        let l = Labels::new();
+        let s = RolloutStrategy {
+            max_new: Some(2),
+            ..Default::default()
+        };
+        let start = [
+            cluster("a", &l, Some("old"), Some(State::Ready)),
+            cluster("b", &l, Some("old"), Some(State::Ready)),
+            cluster("c", &l, Some("old"), Some(State::Ready)),
+        ];
+        let p = plan(&s, false, &start);
+        assert_eq!(p.allowed, ["a".to_string(), "b".to_string()].into());
+        assert_eq!(
+            p.held["c"],
+            "rollout: maxNew 2 clusters are already updating"
+        );
+        // a is still updating: one slot left.
+        let later = [
+            cluster("a", &l, Some("new"), Some(State::NotReady)),
+            cluster("b", &l, Some("new"), Some(State::Ready)),
+            cluster("c", &l, Some("old"), Some(State::Ready)),
+        ];
+        assert!(plan(&s, false, &later).allowed.contains("c"));
+        let both_updating = [
+            cluster("a", &l, Some("new"), Some(State::NotReady)),
+            cluster("b", &l, Some("new"), None),
+            cluster("c", &l, Some("old"), Some(State::Ready)),
+        ];
+        assert!(plan(&s, false, &both_updating).held.contains_key("c"));
+    }
+
+    #[test]
+    fn automatic_partitions_start_above_the_threshold() {
+        let l = Labels::new();
+        let names: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        let cs: Vec<ClusterState<'_>> = names
+            .iter()
+            .map(|n| cluster(n, &l, Some("old"), Some(State::Ready)))
+            .collect();
+        let mut s = RolloutStrategy {
+            auto_partition_size: Some(IntOrString::Int(2)),
+            ..Default::default()
+        };
+        // Fleet's default threshold (200): eight clusters are one partition.
+        assert_eq!(plan(&s, false, &cs).report.partitions.len(), 1);
+        s.auto_partition_threshold = Some(4);
+        assert_eq!(plan(&s, false, &cs).report.partitions.len(), 4);
+        s.auto_partition_threshold = Some(8);
+        assert_eq!(plan(&s, false, &cs).report.partitions.len(), 1);
     }
 
     #[test]

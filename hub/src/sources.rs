@@ -215,7 +215,7 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
                 .flatten()
                 .map(|b| (b.name.clone(), b.clone()))
                 .collect();
-            let entries = publish_entries(loaded.bundles, &previous);
+            let entries = publish_entries(loaded.bundles, &previous, fleet.strict_fleet_yaml);
             let broken = entries.iter().filter(|e| !e.errors.is_empty()).count();
             tracing::info!(source = %source.spec.name, commit = %loaded.commit, bundles = entries.len(), broken, signed_by = loaded.signed_by.as_deref().unwrap_or(""), "published revision");
             // A name published again is deployed again: a later Unassign prunes as usual.
@@ -269,14 +269,30 @@ struct Loaded {
 }
 
 /// Turns a freshly loaded revision into entries; a broken bundle keeps the previous
-/// revision's good bundle so it stays deployed.
+/// revision's good bundle so it stays deployed. With `strict` (`--strict-fleet-yaml`), a
+/// bundle with unknown fleet.yaml keys is broken.
 fn publish_entries(
     loaded: Vec<render::LoadedBundle>,
     previous: &HashMap<Arc<str>, Arc<BundleEntry>>,
+    strict: bool,
 ) -> Vec<Arc<BundleEntry>> {
     loaded
         .into_iter()
-        .map(|lb| {
+        .map(|mut lb| {
+            if strict
+                && let Ok(b) = &lb.result
+                && !b.unknown_keys().is_empty()
+            {
+                let refused = b
+                    .unknown_keys()
+                    .iter()
+                    .map(|d| render::Diagnostic {
+                        message: format!("{} (the hub runs with --strict-fleet-yaml)", d.message),
+                        ..d.clone()
+                    })
+                    .collect();
+                lb.result = Err(refused);
+            }
             let (bundle, errors, warnings) = match lb.result {
                 Ok(b) => {
                     let warnings = b.warnings().iter().map(ToString::to_string).collect();

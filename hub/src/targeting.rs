@@ -1,9 +1,11 @@
 //! Which clusters a source targets, as in Fleet: a source has targets; each target's
 //! fields (`clusterSelector`, `clusterGroup`, `clusterGroupSelector`, `clusterName`) are
 //! ANDed, targets are ORed, and a source with no targets goes to the group `default`.
+//! A bundle whose fleet.yaml has `overrideTargets` goes where those say instead.
 //! Pure logic: no I/O, no locks; the reconcile and the `targets` dry run both call it.
 
 use flotilla_model::{LabelSelector, Labels};
+use flotilla_render as render;
 use serde::{Deserialize, Serialize};
 
 /// The group a source with no targets goes to. `flotilla-hub init` creates it matching
@@ -126,6 +128,33 @@ pub fn match_source(targets: &[TargetSpec], c: &ClusterFacts<'_>) -> Match {
     match targets.iter().position(|t| target_matches(t, c)) {
         Some(i) => Match::Yes(targets[i].describe(i)),
         None => Match::No(format!("none of {} target(s) matched", targets.len())),
+    }
+}
+
+/// Whether one bundle goes to the cluster, and why: by its fleet.yaml's
+/// `overrideTargets` when it has them (they replace the source's, as in Fleet), else by
+/// its source's targets. A bundle with no good revision (`None`) follows its source.
+pub fn match_bundle(
+    source_targets: &[TargetSpec],
+    bundle: Option<&render::Bundle>,
+    c: &ClusterFacts<'_>,
+) -> Match {
+    let Some(over) = bundle.and_then(render::Bundle::override_targets) else {
+        return match_source(source_targets, c);
+    };
+    let targets: Vec<TargetSpec> = over
+        .iter()
+        .map(|t| TargetSpec {
+            name: t.name.clone().unwrap_or_default(),
+            cluster_selector: t.cluster_selector.clone(),
+            cluster_group: t.cluster_group.clone(),
+            cluster_group_selector: t.cluster_group_selector.clone(),
+            cluster_name: t.cluster_name.clone(),
+        })
+        .collect();
+    match match_source(&targets, c) {
+        Match::Yes(why) => Match::Yes(format!("fleet.yaml overrideTargets: {why}")),
+        Match::No(why) => Match::No(format!("fleet.yaml overrideTargets: {why}")),
     }
 }
 

@@ -10,7 +10,9 @@ use serde_json::Value;
 use crate::budget::Budget;
 use crate::diagnostic::{Diagnostic, Diags};
 use crate::discovery::{self, KUSTOMIZATION_FILES};
-use crate::fleet_yaml::{self, BundleOptions, Customization, RenderSpec};
+use crate::fleet_yaml::{
+    self, BundleOptions, Customization, NamespaceMeta, OverrideTarget, RenderSpec,
+};
 use crate::output::{self, Object};
 use crate::repo_fs::{Backend, Fs, Kind, Recorder, Snapshot, join};
 use crate::scope::Scope;
@@ -26,7 +28,12 @@ pub struct Bundle {
     fleet_file: String,
     spec: RenderSpec,
     options: BundleOptions,
+    /// fleet.yaml's `name:`, if it set one.
+    fleet_name: Option<String>,
+    override_targets: Option<Vec<OverrideTarget>>,
     warnings: Vec<Diagnostic>,
+    /// Unknown keys (`unknown field PATH`; `warnings` has them too, as ignored).
+    unknown_keys: Vec<Diagnostic>,
     snapshot: Snapshot,
     limits: Limits,
     /// Cluster values the bundle's YAML uses (empty unless it opted in).
@@ -41,6 +48,7 @@ struct VariantSpec<'a> {
     default_namespace: Option<&'a str>,
     overlays: &'a [String],
     kustomize_dir: Option<&'a str>,
+    namespace_meta: NamespaceMeta,
 }
 
 impl Bundle {
@@ -53,12 +61,46 @@ impl Bundle {
         &self.dir
     }
 
+    /// The bundle-wide options (what every cluster gets unless its customization sets
+    /// its own; see [`Bundle::options_for`]).
     pub fn options(&self) -> &BundleOptions {
         &self.options
     }
 
+    /// The options of one render: the bundle's, with the chosen customization's over them.
+    pub fn options_for(&self, key: &RenderKey) -> BundleOptions {
+        match key
+            .variant
+            .as_ref()
+            .and_then(|(i, _)| self.spec.customizations.get(*i))
+        {
+            Some(c) => c.options.over(&self.options),
+            None => self.options.clone(),
+        }
+    }
+
+    /// `overrideTargets:`: when set, these clusters replace the source's targets.
+    pub fn override_targets(&self) -> Option<&[OverrideTarget]> {
+        self.override_targets.as_deref()
+    }
+
+    /// Every warning, unknown keys included, in file order.
     pub fn warnings(&self) -> &[Diagnostic] {
         &self.warnings
+    }
+
+    /// The keys no field declares (`unknown field PATH`): what a strict hub refuses.
+    pub fn unknown_keys(&self) -> &[Diagnostic] {
+        &self.unknown_keys
+    }
+
+    /// fleet.yaml's `name:`, which names the bundle instead of its path.
+    pub(crate) fn fleet_name(&self) -> Option<&str> {
+        self.fleet_name.as_deref()
+    }
+
+    pub(crate) fn rename(&mut self, name: String) {
+        self.name = name;
     }
 
     /// Which customization a cluster gets (first match wins), or `DoNotDeploy`.
@@ -119,6 +161,18 @@ impl Bundle {
             kustomize_dir: c
                 .and_then(|c| c.kustomize_dir.as_deref())
                 .or(self.spec.kustomize_dir.as_deref()),
+            namespace_meta: {
+                let base = &self.spec.namespace_meta;
+                NamespaceMeta {
+                    labels: c
+                        .and_then(|c| c.namespace_labels.clone())
+                        .unwrap_or_else(|| base.labels.clone()),
+                    annotations: c
+                        .and_then(|c| c.namespace_annotations.clone())
+                        .unwrap_or_else(|| base.annotations.clone()),
+                    delete: c.and_then(|c| c.delete_namespace).unwrap_or(base.delete),
+                }
+            },
         }
     }
 
@@ -148,6 +202,16 @@ impl Bundle {
         let mut scope = Scope::new(&self.spec.cluster_scoped_kinds);
         scope.learn_crds(objects.iter().map(|o| &o.value));
         set_namespaces(&mut objects, &scope, vs.namespace, vs.default_namespace);
+        if !vs.namespace_meta.is_empty() {
+            let Some(ns) = vs.namespace.or(vs.default_namespace) else {
+                return Err(vec![Diagnostic::new(
+                    &self.fleet_file,
+                    "namespaceLabels, namespaceAnnotations and deleteNamespace need \
+                     namespace or defaultNamespace: it names the namespace they are about",
+                )]);
+            };
+            namespace_object(&mut objects, ns, &vs.namespace_meta, &self.fleet_file);
+        }
         output::finish(objects)
     }
 }
@@ -204,6 +268,65 @@ fn set_namespaces(
         if let Some(meta) = o.value.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("namespace".to_string(), Value::String(ns));
         }
+    }
+}
+
+/// The annotation (Helm's, which Fleet honours too) that tells the spoke never to prune
+/// an object.
+const KEEP_ANNOTATION: (&str, &str) = ("helm.sh/resource-policy", "keep");
+
+/// Puts `namespaceLabels` and `namespaceAnnotations` on the bundle's target Namespace: on
+/// the bundle's own Namespace object of that name, or on one added for them. An added one
+/// carries [`KEEP_ANNOTATION`] unless `deleteNamespace`, so removing the bundle keeps the
+/// namespace, as in Fleet; with `deleteNamespace` it is pruned with the bundle.
+fn namespace_object(objects: &mut Vec<Object>, ns: &str, meta: &NamespaceMeta, fleet_file: &str) {
+    let own = objects
+        .iter_mut()
+        .find(|o| o.kind() == "Namespace" && o.api_version() == "v1" && o.name() == ns);
+    let (target, added) = match own {
+        Some(o) => (o, false),
+        None => {
+            objects.insert(
+                0,
+                Object {
+                    file: fleet_file.to_string(),
+                    line: 1,
+                    value: serde_json::json!({
+                        "apiVersion": "v1",
+                        "kind": "Namespace",
+                        "metadata": {"name": ns},
+                    }),
+                },
+            );
+            (&mut objects[0], true)
+        }
+    };
+    let Some(metadata) = target
+        .value
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let mut put = |field: &str, entries: &mut dyn Iterator<Item = (String, String)>| {
+        let map = metadata
+            .entry(field)
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(map) = map.as_object_mut() {
+            for (k, v) in entries {
+                map.insert(k, Value::String(v));
+            }
+        }
+    };
+    if !meta.labels.is_empty() {
+        put("labels", &mut meta.labels.clone().into_iter());
+    }
+    let mut annotations = meta.annotations.clone();
+    if added && !meta.delete {
+        annotations.insert(KEEP_ANNOTATION.0.into(), KEEP_ANNOTATION.1.into());
+    }
+    if !annotations.is_empty() {
+        put("annotations", &mut annotations.into_iter());
     }
 }
 
@@ -268,7 +391,10 @@ pub(crate) fn load(
         fleet_file,
         spec: parsed.spec,
         options: parsed.options,
+        fleet_name: parsed.name,
+        override_targets: parsed.override_targets,
         warnings,
+        unknown_keys: parsed.unknown_keys,
         snapshot: Snapshot::default(),
         limits: limits.clone(),
         value_keys: BTreeSet::new(),

@@ -390,7 +390,49 @@ pub(crate) fn discover<B: Backend + Clone>(
             result,
         });
     }
+    apply_fleet_names(source, &mut out);
     out
+}
+
+/// Renames the bundles whose fleet.yaml sets `name:` to `<source>-<name>` (DNS-safe, as
+/// path names are), and fails every bundle whose name another one also has: a name is
+/// what `dependsOn` and the hub's state key on, so it must be unique.
+fn apply_fleet_names(source: &str, bundles: &mut [crate::LoadedBundle]) {
+    use std::collections::BTreeMap;
+
+    for lb in bundles.iter_mut() {
+        if let Ok(b) = &mut lb.result
+            && let Some(n) = b.fleet_name()
+        {
+            let name = bundle_name(source, n);
+            b.rename(name.clone());
+            lb.name = name;
+        }
+    }
+    let mut paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for lb in bundles.iter() {
+        paths
+            .entry(lb.name.clone())
+            .or_default()
+            .push(lb.path.clone());
+    }
+    for lb in bundles.iter_mut() {
+        let Some(all) = paths.get(&lb.name).filter(|p| p.len() > 1) else {
+            continue;
+        };
+        let shown: Vec<String> = all
+            .iter()
+            .map(|p| if p.is_empty() { ".".into() } else { p.clone() })
+            .collect();
+        lb.result = Err(vec![Diagnostic::new(
+            &lb.path,
+            format!(
+                "bundle name {} is used by several folders ({}); give each a different `name:` in its fleet.yaml",
+                lb.name,
+                shown.join(", ")
+            ),
+        )]);
+    }
 }
 
 #[cfg(test)]

@@ -38,8 +38,8 @@ use std::path::Path;
 pub use bundle::Bundle;
 pub use diagnostic::Diagnostic;
 pub use fleet_yaml::{
-    BundleOptions, ComparePatch, CorrectDrift, DependsOn, Diff, IntOrString, Partition,
-    PatchOperation, RolloutStrategy,
+    BundleOptions, ComparePatch, CorrectDrift, DependsOn, Diff, Ignore, IntOrString,
+    OverrideTarget, Partition, PatchOperation, RolloutStrategy,
 };
 pub use repo_tree::{MAX_LINK_TARGET_BYTES, ReadBlob, RepoTree, TreeError};
 
@@ -189,6 +189,16 @@ pub fn discover_tree<K>(
         paths,
         limits,
     )
+}
+
+/// Applies an RFC 6902 JSON patch to `doc`, all or nothing, within the default render
+/// limits. The spoke uses it for `diff.comparePatches`, so a patch means the same on both
+/// sides of the wire.
+pub fn apply_json_patch(
+    doc: &mut serde_json::Value,
+    ops: &[serde_json::Value],
+) -> Result<(), String> {
+    json_patch::apply(doc, ops, &budget::Budget::new(&Limits::default()))
 }
 
 /// Loads `dir` as one bundle whose repo root is `dir` itself (for `flotilla render DIR`).

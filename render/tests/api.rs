@@ -138,3 +138,60 @@ fn rendering_is_byte_identical_across_loads() {
     assert_eq!(one.manifest, two.manifest);
     assert_eq!(one.digest, two.digest);
 }
+
+#[test]
+fn namespace_labels_land_on_the_target_namespace_which_removal_keeps_unless_delete_namespace() {
+    let repo = tempfile::tempdir().expect("tmp");
+    write(repo.path(), "app/cm.yaml", CM);
+    write(
+        repo.path(),
+        "app/fleet.yaml",
+        "defaultNamespace: web\nnamespaceLabels: {team: a}\nnamespaceAnnotations: {owner: b}\n\
+         targetCustomizations:\n- name: prod\n  clusterName: p\n  deleteNamespace: true\n",
+    );
+    let load = || {
+        let mut b = discover(repo.path(), "s", &["app".to_string()], &Limits::default());
+        b.remove(0).result.expect("loads")
+    };
+    let manifest = |name: &str| {
+        load()
+            .render(&cluster(name, &[]))
+            .expect("renders")
+            .manifest
+    };
+    assert_eq!(
+        manifest("dev"),
+        "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  annotations:\n    \
+         helm.sh/resource-policy: keep\n    owner: b\n  labels:\n    team: a\n  name: web\n\
+         ---\napiVersion: v1\ndata:\n  a: \"1\"\nkind: ConfigMap\nmetadata:\n  name: app\n  namespace: web\n"
+    );
+    assert!(
+        !manifest("p").contains("resource-policy"),
+        "deleteNamespace: the namespace goes with the bundle"
+    );
+
+    // The bundle's own Namespace object takes the labels; it is the bundle's to prune.
+    write(
+        repo.path(),
+        "app/ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n  labels: {own: x}\n",
+    );
+    let m = manifest("dev");
+    assert!(m.contains("    own: x\n    team: a\n"), "{m}");
+    assert!(!m.contains("resource-policy"), "{m}");
+
+    // Without a namespace to name, the fields are an error.
+    write(
+        repo.path(),
+        "app/fleet.yaml",
+        "namespaceLabels: {team: a}\n",
+    );
+    let b = discover(repo.path(), "s", &["app".to_string()], &Limits::default());
+    let err = b[0].result.as_ref().expect_err("no namespace").clone();
+    assert!(
+        err[0].to_string().starts_with(
+            "app/fleet.yaml: namespaceLabels, namespaceAnnotations and deleteNamespace need"
+        ),
+        "{err:?}"
+    );
+}

@@ -233,6 +233,7 @@ impl Agent {
             message: why.to_string(),
             resources: Vec::new(),
             compare_patches_json: String::new(),
+            ignore_conditions_json: String::new(),
         };
         tracing::warn!(bundle = %msg.bundle, error = %failed.message, "assignment refused");
         self.report(&failed);
@@ -283,6 +284,7 @@ impl Agent {
             message: String::new(),
             resources: Vec::new(),
             compare_patches_json: opts.compare_patches_json.clone(),
+            ignore_conditions_json: opts.ignore_conditions_json.clone(),
         };
         self.report(&entry);
         self.state.save_content(&digest, &content)?;

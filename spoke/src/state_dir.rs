@@ -62,6 +62,9 @@ pub struct CachedAssignment {
     /// `diff.comparePatches` as the hub sent it (JSON, Fleet's format).
     #[serde(default)]
     pub compare_patches_json: String,
+    /// `ignore.conditions` as the hub sent it (JSON).
+    #[serde(default)]
+    pub ignore_conditions_json: String,
 }
 
 impl CachedAssignment {
@@ -76,6 +79,7 @@ impl CachedAssignment {
                 correct_drift: self.correct_drift,
                 keep_resources: self.keep_resources,
                 ignore: self.drift_ignores(),
+                ignore_conditions: self.ignored_conditions(),
             },
         }
     }
@@ -88,6 +92,18 @@ impl CachedAssignment {
         }
         serde_json::from_str(&self.compare_patches_json).unwrap_or_else(|e| {
             tracing::warn!(bundle = %self.bundle, error = %e, "ignoring malformed comparePatches");
+            Vec::new()
+        })
+    }
+
+    /// The `ignore.conditions` entries; malformed ones are logged and ignored, like
+    /// comparePatches.
+    fn ignored_conditions(&self) -> Vec<std::collections::BTreeMap<String, String>> {
+        if self.ignore_conditions_json.is_empty() {
+            return Vec::new();
+        }
+        serde_json::from_str(&self.ignore_conditions_json).unwrap_or_else(|e| {
+            tracing::warn!(bundle = %self.bundle, error = %e, "ignoring malformed ignore.conditions");
             Vec::new()
         })
     }

@@ -482,6 +482,184 @@ async fn compare_patches_make_drift_detection_ignore_fields() {
 }
 
 #[tokio::test]
+async fn fleet_yaml_ignore_conditions_and_compare_patch_ops_hold_against_the_api_server() {
+    let c = cluster().await;
+    if c.controllers_run() {
+        eprintln!("SKIP: status is set by hand here; on a cluster with controllers they own it");
+        return;
+    }
+    let t = c.target(Policy::default());
+    let ns = c.n("ignore");
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}}}
+    spec: {{containers: [{{name: api, image: api:1}}]}}
+"#
+    );
+    let bundle = c.n("ign");
+    let plain = desired(&bundle, "d-1", &yaml, ApplyOptions::default());
+    t.apply(&plain).await.expect("applies");
+    // All replicas up, but the Progressing condition says the deadline passed.
+    let now = "2026-01-01T00:00:00Z";
+    c.admin_api("apps/v1", "Deployment", "deployments", Some(&ns))
+        .patch_status(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                "readyReplicas": 1, "availableReplicas": 1,
+                "conditions": [{"type": "Progressing", "status": "False",
+                    "reason": "ProgressDeadlineExceeded", "message": "slow",
+                    "lastUpdateTime": now, "lastTransitionTime": now}]
+            }})),
+        )
+        .await
+        .expect("status");
+    check_until(&t, &plain, "the deadline to count", |out| {
+        out.message
+            .contains("rollout failed: ProgressDeadlineExceeded")
+    })
+    .await;
+    let ignoring = desired(
+        &bundle,
+        "d-1",
+        &yaml,
+        ApplyOptions {
+            ignore_conditions: vec![
+                [
+                    ("type".to_string(), "Progressing".to_string()),
+                    ("reason".to_string(), "ProgressDeadlineExceeded".to_string()),
+                ]
+                .into(),
+            ],
+            ..Default::default()
+        },
+    );
+    assert_eq!(t.check(&ignoring).await.expect("check").state, State::Ready);
+
+    // Someone scales by hand; a comparePatch that replaces replicas on both sides hides it,
+    // and one whose test does not hold on the live object does not.
+    deployments(&c, &ns)
+        .patch(
+            "api",
+            &PatchParams {
+                field_manager: Some("hpa".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .expect("scaled");
+    check_until(&t, &plain, "the scale to be drift", |out| {
+        out.state == State::Modified
+    })
+    .await;
+    let patched = |ops: serde_json::Value| {
+        let ignore: Vec<DriftIgnore> = serde_json::from_value(json!([{
+            "apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "operations": ops
+        }]))
+        .expect("comparePatches parse");
+        desired(
+            &bundle,
+            "d-1",
+            &yaml,
+            ApplyOptions {
+                ignore,
+                ..Default::default()
+            },
+        )
+    };
+    let replaced = patched(json!([{"op": "replace", "path": "/spec/replicas", "value": 0}]));
+    assert_ne!(
+        t.check(&replaced).await.expect("check").state,
+        State::Modified
+    );
+    let tested = patched(json!([
+        {"op": "test", "path": "/spec/replicas", "value": 1},
+        {"op": "replace", "path": "/spec/replicas", "value": 0}
+    ]));
+    let out = t.check(&tested).await.expect("check");
+    assert_eq!(out.state, State::Modified, "{out:?}");
+    assert!(
+        out.message.contains("/spec/replicas: 0 -> 4"),
+        "{}",
+        out.message
+    );
+    cleanup(&c, &t, &[&bundle]).await;
+}
+
+#[tokio::test]
+async fn a_namespace_marked_keep_survives_its_bundle_and_a_plain_one_is_pruned() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    // What the renderer makes of fleet.yaml `namespaceLabels` without and with
+    // `deleteNamespace`.
+    let (kept, gone) = (c.n("kept"), c.n("gone"));
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {kept}
+  labels: {{team: a}}
+  annotations: {{helm.sh/resource-policy: keep}}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {gone}
+  labels: {{team: a}}
+"#
+    );
+    let bundle = c.n("nsmeta");
+    let d = desired(&bundle, "d-1", &yaml, ApplyOptions::default());
+    t.apply(&d).await.expect("applies");
+    let namespaces = c.admin_api("v1", "Namespace", "namespaces", None);
+    let live = namespaces.get(&kept).await.expect("kept namespace");
+    assert_eq!(
+        live.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("team"))
+            .map(String::as_str),
+        Some("a")
+    );
+    t.remove(&bundle, false).await.expect("removes");
+    let deleting = |name: &str| {
+        let namespaces = namespaces.clone();
+        let name = name.to_string();
+        async move {
+            namespaces
+                .get_opt(&name)
+                .await
+                .expect("get")
+                .is_none_or(|n| n.metadata.deletion_timestamp.is_some())
+        }
+    };
+    assert!(
+        deleting(&gone).await,
+        "a namespace without keep goes with its bundle"
+    );
+    assert!(
+        !deleting(&kept).await,
+        "helm.sh/resource-policy: keep stays"
+    );
+    namespaces
+        .delete(&kept, &Default::default())
+        .await
+        .expect("test cleanup");
+}
+
+#[tokio::test]
 async fn health_moves_from_not_ready_to_ready_through_status_updates() {
     let c = cluster().await;
     if c.controllers_run() {

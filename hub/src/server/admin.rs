@@ -716,6 +716,9 @@ impl Admin for AdminService {
         let mut rows = Vec::new();
         let mut seen = 0usize;
         let mut more = false;
+        // Per bundle, not per row: every cluster's row of a bundle has the same warnings.
+        let mut warnings: std::collections::HashMap<(Arc<str>, Arc<str>), Vec<String>> =
+            std::collections::HashMap::new();
         'clusters: for c in self.sorted_clusters() {
             if !req.cluster.is_empty() && req.cluster != c.as_str() {
                 continue;
@@ -738,6 +741,10 @@ impl Admin for AdminService {
                 }
                 let st = self.fleet.status.get(&(c.clone(), bundle.to_string()));
                 rows.push(pb::StatusRow {
+                    warnings: warnings
+                        .entry((a.source.clone(), bundle.clone()))
+                        .or_insert_with(|| self.fleet.bundle_warnings(&a.source, bundle))
+                        .clone(),
                     staged_deployment_id: a
                         .staged
                         .as_ref()
@@ -1008,10 +1015,11 @@ impl Admin for AdminService {
                 labels: &labels,
                 groups: &groups,
             };
-            let matched = targeting::match_source(&src.spec.targets, &facts);
             let info = self.fleet.cluster_info(&rec, &groups);
             let assigned = self.fleet.assignments_of(&name);
             for e in &entries {
+                let matched =
+                    targeting::match_bundle(&src.spec.targets, e.bundle.as_deref(), &facts);
                 let (deployed, reason, customization) = match (&matched, &e.bundle) {
                     (targeting::Match::No(why), _) => (false, why.clone(), String::new()),
                     (targeting::Match::Yes(why), None) => (

@@ -608,6 +608,7 @@ fn assign_msg(
                 keep_resources: d.options.keep_resources,
                 force: d.options.force,
                 compare_patches_json: d.options.compare_patches_json.clone(),
+                ignore_conditions_json: d.options.ignore_conditions_json.clone(),
             }),
             content_chunked,
         })),

@@ -29,6 +29,8 @@ pub struct ApplyOptions {
     pub keep_resources: bool,
     /// `diff.comparePatches`: fields that drift detection ignores, as the hub sent them.
     pub ignore: Vec<DriftIgnore>,
+    /// `ignore.conditions`: status conditions that do not count against readiness.
+    pub ignore_conditions: Vec<std::collections::BTreeMap<String, String>>,
 }
 
 /// One bundle as the hub wants it.

@@ -27,8 +27,9 @@ impl std::fmt::Display for Change {
     }
 }
 
-/// A `diff.comparePatches` entry (Rancher Fleet's format): fields of matching objects that
-/// drift detection ignores, as `jsonPointers` or `remove` operations.
+/// A `diff.comparePatches` entry (Rancher Fleet's format): for matching objects, an RFC 6902
+/// patch applied to both the applied and the live object before they are compared (any
+/// op: `remove`, `replace`, `add`, `test`, `move`, `copy`), and `jsonPointers` to ignore.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftIgnore {
@@ -40,16 +41,12 @@ pub struct DriftIgnore {
     pub name: Option<String>,
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The patch, as the hub sent it (checked there; applied here with the renderer's
+    /// own JSON patch, so both ends agree on what it means).
     #[serde(default)]
-    pub operations: Vec<Operation>,
+    pub operations: Vec<Value>,
     #[serde(default)]
     pub json_pointers: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct Operation {
-    pub op: String,
-    pub path: String,
 }
 
 impl DriftIgnore {
@@ -60,15 +57,6 @@ impl DriftIgnore {
             && ok(&self.name, &r.name)
             && ok(&self.namespace, &r.namespace)
     }
-
-    fn pointers(&self) -> impl Iterator<Item = &str> {
-        self.json_pointers.iter().map(String::as_str).chain(
-            self.operations
-                .iter()
-                .filter(|o| o.op == "remove")
-                .map(|o| o.path.as_str()),
-        )
-    }
 }
 
 /// The pointers ignored for `r`.
@@ -76,8 +64,30 @@ pub fn ignored_for<'a>(ignore: &'a [DriftIgnore], r: &ObjectRef) -> Vec<&'a str>
     ignore
         .iter()
         .filter(|i| i.matches(r))
-        .flat_map(DriftIgnore::pointers)
+        .flat_map(|i| i.json_pointers.iter().map(String::as_str))
         .collect()
+}
+
+/// What drift detection compares for `r`: the applied and live objects, each with the
+/// operations of every matching comparePatches entry applied, as Fleet does before it
+/// diffs. A patch is all or nothing per side: one that fails on a side (a `test` that does
+/// not hold, a path that is not there) leaves that side as it was.
+pub fn compared(
+    ignore: &[DriftIgnore],
+    r: &ObjectRef,
+    applied: &Value,
+    live: &Value,
+) -> (Value, Value) {
+    let (mut applied, mut live) = (applied.clone(), live.clone());
+    for i in ignore
+        .iter()
+        .filter(|i| i.matches(r) && !i.operations.is_empty())
+    {
+        for side in [&mut applied, &mut live] {
+            let _ = flotilla_render::apply_json_patch(side, &i.operations);
+        }
+    }
+    (applied, live)
 }
 
 /// Compares what was applied with the live object.
@@ -369,10 +379,105 @@ mod tests {
             namespace: "default".into(),
             name: "web".into(),
         };
+        let (a, l) = compared(&ignore, &r, &applied, &live);
         let ignored = ignored_for(&ignore, &r);
-        assert_eq!(ignored, vec!["/spec/replicas"]);
-        assert!(diff("Deployment", &applied, &live, &ignored).is_empty());
+        assert!(ignored.is_empty(), "the other entry names another object");
+        assert!(diff("Deployment", &a, &l, &ignored).is_empty());
         assert_eq!(diff("Deployment", &applied, &live, &[]).len(), 1);
+        let other = ObjectRef {
+            name: "other".into(),
+            ..r
+        };
+        assert_eq!(ignored_for(&ignore, &other), vec!["/spec"]);
+    }
+
+    fn web() -> ObjectRef {
+        ObjectRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+        }
+    }
+
+    fn patch(ops: Value) -> Vec<DriftIgnore> {
+        serde_json::from_value(json!([{"kind": "Deployment", "operations": ops}])).expect("parses")
+    }
+
+    fn drift_after(ops: Value, applied: &Value, live: &Value) -> Vec<String> {
+        let (a, l) = compared(&patch(ops), &web(), applied, live);
+        diff("Deployment", &a, &l, &[])
+            .into_iter()
+            .map(|c| c.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_json_patch_op_is_applied_to_both_sides_before_comparing() {
+        let applied = deployment(2, "nginx:1");
+        let live = deployment(5, "nginx:2");
+        let image = "/spec/template/spec/containers/1/image";
+        // replace and add make both sides equal at the path.
+        assert_eq!(
+            drift_after(
+                json!([{"op": "replace", "path": "/spec/replicas", "value": 1}]),
+                &applied,
+                &live
+            ),
+            vec![format!("{image}: \"nginx:1\" -> \"nginx:2\"")]
+        );
+        assert!(
+            drift_after(
+                json!([{"op": "add", "path": "/spec/replicas", "value": 0},
+                   {"op": "add", "path": image, "value": "x"}]),
+                &applied,
+                &live
+            )
+            .is_empty()
+        );
+        // test gates the rest: it holds on neither side here, so nothing is patched.
+        assert_eq!(
+            drift_after(
+                json!([{"op": "test", "path": "/spec/replicas", "value": 3},
+                       {"op": "remove", "path": "/spec/replicas"}]),
+                &applied,
+                &live
+            )
+            .len(),
+            2
+        );
+        // copy overwrites the target with the source on both sides; move also drops it.
+        assert_eq!(
+            drift_after(
+                json!([{"op": "copy", "from": "/metadata/name", "path": "/spec/replicas"}]),
+                &applied,
+                &live
+            ),
+            vec![format!("{image}: \"nginx:1\" -> \"nginx:2\"")]
+        );
+        assert_eq!(
+            drift_after(
+                json!([{"op": "move", "from": "/spec/template", "path": "/spec/replicas"}]),
+                &applied,
+                &live
+            ),
+            vec![format!(
+                "/spec/replicas/spec/containers/1/image: \"nginx:1\" -> \"nginx:2\""
+            )]
+        );
+        // A patch that fails on one side (here its test) leaves that side alone.
+        assert_eq!(
+            drift_after(
+                json!([{"op": "test", "path": "/spec/replicas", "value": 2},
+                       {"op": "replace", "path": image, "value": "x"}]),
+                &applied,
+                &live
+            ),
+            vec![
+                "/spec/replicas: 2 -> 5".to_string(),
+                format!("{image}: \"x\" -> \"nginx:2\""),
+            ]
+        );
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! Health of a live object, read from its `status` the way `kubectl rollout status` does.
-//! Pure: it looks at one JSON object and says Ready or why not.
+//! Pure: it looks at one JSON object and says Ready or why not. fleet.yaml's
+//! `ignore.conditions` take matching status conditions out before it looks.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -46,6 +50,37 @@ fn observed(v: &Value) -> Option<Health> {
             "waiting for the controller to observe generation {generation}"
         ))),
     }
+}
+
+/// `v` without the status conditions that `ignore` matches: a condition is dropped when
+/// it has every key of one entry with that entry's (string) value, as in Fleet.
+pub fn without_ignored_conditions<'a>(
+    v: &'a Value,
+    ignore: &[BTreeMap<String, String>],
+) -> Cow<'a, Value> {
+    let matches = |c: &Value| {
+        ignore.iter().any(|want| {
+            !want.is_empty()
+                && want
+                    .iter()
+                    .all(|(k, w)| c.get(k).and_then(Value::as_str) == Some(w.as_str()))
+        })
+    };
+    let has_ignored = v
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(matches));
+    if !has_ignored {
+        return Cow::Borrowed(v);
+    }
+    let mut out = v.clone();
+    if let Some(cs) = out
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
+    {
+        cs.retain(|c| !matches(c));
+    }
+    Cow::Owned(out)
 }
 
 pub fn health(group: &str, kind: &str, v: &Value) -> Health {
@@ -197,6 +232,35 @@ fn job(v: &Value) -> Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ignored_conditions_do_not_count_against_readiness() {
+        let v = serde_json::json!({"status": {"conditions": [
+            {"type": "Ready", "status": "False", "reason": "Flaky"},
+            {"type": "Synced", "status": "True"}]}});
+        assert!(matches!(health("x.io", "Thing", &v), Health::NotReady(_)));
+        let ignore: Vec<BTreeMap<String, String>> = vec![
+            [
+                ("type".into(), "Ready".into()),
+                ("status".into(), "False".into()),
+            ]
+            .into(),
+        ];
+        let kept = without_ignored_conditions(&v, &ignore);
+        assert_eq!(health("x.io", "Thing", &kept), Health::Ready);
+        // Every key must match: a True Ready is not the ignored one.
+        let other: Vec<BTreeMap<String, String>> = vec![
+            [
+                ("type".into(), "Ready".into()),
+                ("status".into(), "Unknown".into()),
+            ]
+            .into(),
+        ];
+        assert!(matches!(
+            without_ignored_conditions(&v, &other),
+            Cow::Borrowed(_)
+        ));
+    }
     use serde_json::json;
 
     fn not_ready(h: Health) -> String {

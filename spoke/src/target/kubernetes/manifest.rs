@@ -13,6 +13,10 @@ pub const MANAGED_BY_VALUE: &str = "flotilla";
 /// The annotation naming the bundle that owns an object; pruning checks it so that an
 /// object another bundle took over is never deleted.
 pub const BUNDLE_ANNOTATION: &str = "flotilla.dev/bundle";
+/// Helm's "never delete this" annotation, which Fleet honours too: an object that carries
+/// it is not pruned. The renderer puts it on a Namespace it adds for fleet.yaml's
+/// `namespaceLabels` without `deleteNamespace`.
+pub const KEEP_ANNOTATION: (&str, &str) = ("helm.sh/resource-policy", "keep");
 
 /// Names one object: `apps/v1 Deployment default/web`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -435,7 +435,10 @@ impl KubeTarget {
             for (p, live) in phase_objects.iter().zip(applied) {
                 self.watches.ensure(&p.resolved.ar);
                 self.live.applied(&p.r, &live);
-                verdicts.push((p.r.clone(), verdict_of_health(p, &live.data_value())));
+                verdicts.push((
+                    p.r.clone(),
+                    verdict_of_health(p, &live.data_value(), &d.options.ignore_conditions),
+                ));
             }
         }
         if !rest_prepared {
@@ -590,7 +593,7 @@ impl KubeTarget {
             .map_err(|e| anyhow!("bundle {bundle}: waiting for {}: {e}", p.r))?;
             let live = established.and_then(|crd| serde_json::to_value(crd).ok());
             if let (Some(live), Some(slot)) = (live, verdicts.iter_mut().find(|(r, _)| *r == p.r)) {
-                slot.1 = verdict_of_health(p, &live);
+                slot.1 = verdict_of_health(p, &live, &[]);
             }
         }
         Ok(())
@@ -635,11 +638,14 @@ impl KubeTarget {
                 )
             })?;
             let Some(live) = live else { continue };
-            let owner = live
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(BUNDLE_ANNOTATION));
+            let annotations = live.metadata.annotations.as_ref();
+            if annotations.and_then(|a| a.get(manifest::KEEP_ANNOTATION.0))
+                == Some(&manifest::KEEP_ANNOTATION.1.to_string())
+            {
+                tracing::info!(bundle, object = %r, "not pruning: helm.sh/resource-policy: keep");
+                continue;
+            }
+            let owner = annotations.and_then(|a| a.get(BUNDLE_ANNOTATION));
             // Only what this bundle applied is deleted. The inventory can also list an
             // object whose apply failed (it is written before the apply, so a crash never
             // strands an object), e.g. one another field manager owns: that one was never
@@ -713,10 +719,12 @@ impl KubeTarget {
                 None => Verdict::Deleted,
                 Some(live) => {
                     let live = live.data_value();
+                    let (applied, compared) =
+                        drift::compared(&d.options.ignore, &p.r, &p.value, &live);
                     let ignored = drift::ignored_for(&d.options.ignore, &p.r);
-                    let changes = drift::diff(&p.r.kind, &p.value, &live, &ignored);
+                    let changes = drift::diff(&p.r.kind, &applied, &compared, &ignored);
                     if changes.is_empty() {
-                        verdict_of_health(p, &live)
+                        verdict_of_health(p, &live, &d.options.ignore_conditions)
                     } else {
                         Verdict::Modified(changes)
                     }
@@ -763,8 +771,13 @@ impl DataValue for DynamicObject {
     }
 }
 
-fn verdict_of_health(p: &Planned, live: &Value) -> Verdict {
-    match health::health(p.r.group(), &p.r.kind, live) {
+fn verdict_of_health(
+    p: &Planned,
+    live: &Value,
+    ignore_conditions: &[std::collections::BTreeMap<String, String>],
+) -> Verdict {
+    let live = health::without_ignored_conditions(live, ignore_conditions);
+    match health::health(p.r.group(), &p.r.kind, &live) {
         Health::Ready => Verdict::Ready,
         Health::NotReady(why) => Verdict::NotReady(why),
     }
