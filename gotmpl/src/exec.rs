@@ -15,6 +15,16 @@ use crate::{Error, MissingKey, Options, TemplateSet, Value};
 pub(crate) struct Budget {
     steps_left: Cell<u64>,
     pub max_output: usize,
+    /// Address of a local in `execute`'s frame: stack use is measured from here.
+    stack_base: usize,
+    max_stack: usize,
+}
+
+/// The address of a local of the caller's frame (safe: the pointer is never dereferenced).
+#[inline(never)]
+fn stack_marker() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(&marker) as *const u8 as usize
 }
 
 impl Budget {
@@ -22,7 +32,21 @@ impl Budget {
         Budget {
             steps_left: Cell::new(options.max_steps),
             max_output: options.max_output_bytes,
+            stack_base: stack_marker(),
+            max_stack: options.max_stack_bytes,
         }
+    }
+
+    /// Refuses to go deeper once the executor has used its stack allowance.
+    pub fn check_stack(&self) -> Result<(), String> {
+        let used = self.stack_base.abs_diff(stack_marker());
+        if used > self.max_stack {
+            return Err(format!(
+                "nesting budget exhausted: evaluation used more than {} bytes of stack",
+                self.max_stack
+            ));
+        }
+        Ok(())
     }
 
     /// Charges `n` steps.
@@ -62,7 +86,6 @@ fn execute_with(
 ) -> Result<String, Error> {
     let Some(tmpl) = set.lookup(name) else {
         return Err(Error::Template {
-            template: name.to_string(),
             message: format!("no template {name:?} associated with template \"gotpl\""),
         });
     };
@@ -122,11 +145,22 @@ impl<'a> State<'a> {
         }
     }
 
+    /// An error about a block's pipeline value, placed where Go places it.
+    fn err_at_last(&self, b: &Branch, message: String) -> Error {
+        match last_node(&b.pipe) {
+            Some(a) => self.err(a.pos(), a, message),
+            None => self.err(b.pos, &b.pipe, message),
+        }
+    }
+
     fn step(&self, pos: usize) -> R<()> {
-        self.budget.charge(1).map_err(|message| Error::Budget {
-            location: self.loc(pos),
-            message,
-        })
+        self.budget
+            .charge(1)
+            .and_then(|_| self.budget.check_stack())
+            .map_err(|message| Error::Budget {
+                location: self.loc(pos),
+                message,
+            })
     }
 
     fn write(&self, out: &mut String, s: &str, pos: usize) -> R<()> {
@@ -248,9 +282,8 @@ impl<'a> State<'a> {
                 .collect(),
             Value::Int(n) => {
                 if b.pipe.decl.len() > 1 {
-                    return Err(self.err(
-                        b.pos,
-                        &b.pipe,
+                    return Err(self.err_at_last(
+                        b,
                         format!("can't use {n} to iterate over more than one variable"),
                     ));
                 }
@@ -263,8 +296,9 @@ impl<'a> State<'a> {
                 (0..*n).map(|i| (Value::Nil, Value::Int(i))).collect()
             }
             Value::Nil => Vec::new(),
+            Value::Object(o) if o.entries().is_some() => o.entries().unwrap_or_default(),
             other => {
-                return Err(self.err(b.pos, &b.pipe, format!("range can't iterate over {other}")));
+                return Err(self.err_at_last(b, format!("range can't iterate over {other}")));
             }
         };
         let ran = !items.is_empty();
@@ -715,6 +749,20 @@ impl<'a> State<'a> {
 
 fn unreachable_and_or() -> Result<Value, CallError> {
     Err(CallError::Msg("and/or are evaluated by the executor".to_string()))
+}
+
+/// The node Go's executor visited last while evaluating `pipe` (its errors point there):
+/// the last command's field, or the last argument of its function call.
+fn last_node(pipe: &Pipe) -> Option<&Arg> {
+    let cmd = pipe.cmds.last()?;
+    match cmd.args.first()? {
+        Arg::Ident { .. } => match cmd.args.last()? {
+            Arg::Pipe(p) => last_node(p),
+            a => Some(a),
+        },
+        Arg::Pipe(p) => last_node(p),
+        a => Some(a),
+    }
 }
 
 struct IdentCtx<'a>(&'a str);

@@ -367,16 +367,8 @@ fn format_verb(arg: &Value, verb: char, spec: Spec, depth: usize) -> String {
     }
     match verb {
         'T' => arg.type_name().to_string(),
+        // Go's %+v means "field names" and drops the sign flag.
         'v' => match arg {
-            Value::Int(i) => format!("{}{}", sign(spec, *i < 0), i.unsigned_abs()),
-            Value::Float(f) => {
-                let s = format_float_v(*f);
-                if spec.plus && !s.starts_with('-') && !s.starts_with('+') {
-                    format!("+{s}")
-                } else {
-                    s
-                }
-            }
             Value::String(s) if spec.sharp => quote(s),
             other => other.to_string(),
         },

@@ -117,6 +117,18 @@ impl Object for Files {
         !self.0.is_empty()
     }
 
+    fn entries(&self) -> Option<Vec<(Value, Value)>> {
+        Some(
+            self.0
+                .iter()
+                .map(|(k, v)| {
+                    let bytes = v.iter().map(|b| Value::Int(i64::from(*b))).collect();
+                    (Value::string(k.clone()), Value::list(bytes))
+                })
+                .collect(),
+        )
+    }
+
     fn to_data(&self) -> Value {
         Value::map(
             self.0
@@ -226,6 +238,16 @@ impl Object for ApiVersions {
 
     fn truth(&self) -> bool {
         !self.0.is_empty()
+    }
+
+    fn entries(&self) -> Option<Vec<(Value, Value)>> {
+        Some(
+            self.0
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (Value::Int(i as i64), Value::string(v.clone())))
+                .collect(),
+        )
     }
 
     fn to_data(&self) -> Value {

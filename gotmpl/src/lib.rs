@@ -63,6 +63,10 @@ pub struct Options {
     /// Deepest nesting of `template`/`include`/`tpl` calls, and of parentheses and blocks
     /// at parse time.
     pub max_depth: usize,
+    /// Stack the executor may use below `execute`'s own frame. Whatever the nesting, the
+    /// render stops with [`Error::Budget`] before it can overflow the thread's stack; the
+    /// default (1 MiB) suits the 2 MiB stacks of spawned and tokio threads.
+    pub max_stack_bytes: usize,
     pub missing_key: MissingKey,
     pub helm: HelmContext,
     /// Action delimiters: `("{{", "}}")` for Helm; Fleet's values templating uses `("${", "}")`.
@@ -74,7 +78,8 @@ impl Default for Options {
         Options {
             max_steps: 50_000_000,
             max_output_bytes: 64 << 20,
-            max_depth: 200,
+            max_depth: 100,
+            max_stack_bytes: 1 << 20,
             missing_key: MissingKey::Zero,
             helm: HelmContext::default(),
             delimiters: ("{{".to_string(), "}}".to_string()),
@@ -100,15 +105,34 @@ pub enum Error {
         context: String,
         message: String,
     },
-    /// Go, for errors outside any node: `template: NAME: MESSAGE`.
-    #[error("template: {template}: {message}")]
-    Template { template: String, message: String },
+    /// Go, for errors outside any node (`template: no template "x" associated with ...`).
+    #[error("template: {message}")]
+    Template { message: String },
     /// A budget in [`Options`] ran out.
     #[error("template: {location}: {message}")]
     Budget { location: String, message: String },
     /// `fail` or `required`, as Helm prints them: the location is the outermost call site.
     #[error("execution error at ({location}): {message}")]
     Fail { location: String, message: String },
+}
+
+impl Error {
+    /// The message as `helm template` prints it (after its `Error: ` prefix): Helm rewrites
+    /// parse errors as `parse error at (NAME:LINE): MESSAGE` and `fail`/`required` as
+    /// `execution error at (NAME:LINE:COL): MESSAGE`; other errors are Go's own.
+    pub fn helm_message(&self) -> String {
+        match self {
+            Error::Parse { .. } => {
+                let text = self.to_string();
+                let tokens: Vec<&str> = text.split(": ").collect();
+                match tokens.as_slice() {
+                    [_, location, .., last] => format!("parse error at ({location}): {last}"),
+                    _ => text,
+                }
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 /// A set of parsed templates that can call each other (Go's `*template.Template` with its

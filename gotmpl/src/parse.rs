@@ -483,7 +483,8 @@ impl Parser<'_> {
 
     fn template(&mut self) -> PResult<Item> {
         let context = "template clause";
-        let pos = self.toks[self.i.saturating_sub(1)].pos;
+        // Go positions a template node at its name.
+        let pos = self.peek_non_space().pos;
         let name = self.template_name(context)?;
         let pipe = if self.next_non_space().tok != Tok::RightDelim {
             self.backup();
@@ -496,7 +497,7 @@ impl Parser<'_> {
 
     fn block(&mut self) -> PResult<Item> {
         let context = "block clause";
-        let pos = self.toks[self.i.saturating_sub(1)].pos;
+        let pos = self.peek_non_space().pos;
         let name = self.template_name(context)?;
         let pipe = self.pipeline(context, Tok::RightDelim)?;
         let saved = std::mem::replace(&mut self.vars, vec!["$".to_string()]);

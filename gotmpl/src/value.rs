@@ -50,6 +50,11 @@ pub trait Object: fmt::Debug + Send + Sync {
     }
     /// How `{{ . }}` and `%v` print it (Go's `String()` method or struct formatting).
     fn display(&self) -> String;
+    /// For Go maps and slices with methods (`.Files`, `APIVersions`): the (key or index,
+    /// element) pairs `range` visits, in order. `None` for structs.
+    fn entries(&self) -> Option<Vec<(Value, Value)>> {
+        None
+    }
     /// Go truthiness (structs are always true; non-nil slices/maps by length).
     fn truth(&self) -> bool {
         true

@@ -65,6 +65,7 @@ fn len(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
         Value::String(s) => s.len(),
         Value::List(l) => l.len(),
         Value::Map(m) => m.len(),
+        Value::Object(o) if o.entries().is_some() => o.entries().map_or(0, |e| e.len()),
         Value::Nil => return Err(CallError::Msg("len of nil pointer".into())),
         other => return Err(CallError::Msg(format!("len of type {}", other.type_name()))),
     };

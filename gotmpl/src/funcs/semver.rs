@@ -14,12 +14,12 @@ use crate::{Object, Value};
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
     r.add("semver", &[Str], None, |_: &Ctx<'_>, a| {
-        let v = Version::parse(str_arg(&a[0])).ok_or_else(|| CallError::Msg("Invalid Semantic Version".into()))?;
+        let v = Version::parse(str_arg(&a[0])).ok_or_else(|| CallError::Msg("invalid semantic version".into()))?;
         Ok(Value::object(v))
     });
     r.add("semverCompare", &[Str, Str], None, |_, a| {
         let c = Constraints::parse(str_arg(&a[0])).map_err(CallError::Msg)?;
-        let v = Version::parse(str_arg(&a[1])).ok_or_else(|| CallError::Msg("Invalid Semantic Version".into()))?;
+        let v = Version::parse(str_arg(&a[1])).ok_or_else(|| CallError::Msg("invalid semantic version".into()))?;
         Ok(Value::Bool(c.check(&v)))
     });
 }

@@ -22,13 +22,22 @@ pub(super) fn register(r: &mut Registry) {
     r.add("upper", &[Str], None, |_, a| s(str_arg(&a[0]).to_uppercase()));
     r.add("lower", &[Str], None, |_, a| s(str_arg(&a[0]).to_lowercase()));
     r.add("title", &[Str], None, |_, a| s(title(str_arg(&a[0]))));
+    // goutils' Uncapitalize: the first letter of every whitespace-separated word.
     r.add("untitle", &[Str], None, |_, a| {
-        let v = str_arg(&a[0]);
-        let mut c = v.chars();
-        s(match c.next() {
-            Some(f) => f.to_lowercase().chain(c).collect::<String>(),
-            None => String::new(),
-        })
+        let mut out = String::new();
+        let mut gap = true;
+        for c in str_arg(&a[0]).chars() {
+            if c.is_whitespace() {
+                gap = true;
+                out.push(c);
+            } else if gap {
+                out.extend(c.to_lowercase());
+                gap = false;
+            } else {
+                out.push(c);
+            }
+        }
+        s(out)
     });
     r.add("swapcase", &[Str], None, |_, a| {
         s(str_arg(&a[0])

@@ -1,0 +1,253 @@
+//! Differential tests against the real `helm template` (the Go-built helm): each case is a
+//! template file; all passing cases go into one chart rendered by one helm run, and this
+//! engine must produce the same bytes for every file. Cases that must fail run one chart
+//! each, and both engines must fail (with the same message where the case says so).
+//!
+//! helm is `$HELM`, else `~/.cache/flotilla-tools/bin/helm`. Under `CI=true` it is required;
+//! elsewhere the test skips with a message when helm is missing.
+
+#[path = "helm_oracle/cases.rs"]
+mod cases;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flotilla_gotmpl::{ApiVersions, Files, KubeVersion, Options, TemplateSet, Value};
+
+fn helm() -> Option<PathBuf> {
+    let path = match std::env::var_os("HELM") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/flotilla-tools/bin/helm"),
+    };
+    path.is_file().then_some(path)
+}
+
+fn helm_or_skip() -> Option<PathBuf> {
+    match helm() {
+        Some(h) => Some(h),
+        None if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true: the helm oracle is required (set HELM or build ~/.cache/flotilla-tools/bin/helm)")
+        }
+        None => {
+            eprintln!("skipping: helm not found (set HELM or build ~/.cache/flotilla-tools/bin/helm)");
+            None
+        }
+    }
+}
+
+/// Non-template files of the test chart, as `.Files` sees them.
+const FILES: &[(&str, &str)] = &[
+    ("files/a.txt", "alpha\nbeta\n"),
+    ("files/b.txt", "bravo"),
+    ("config/app.yaml", "port: 8080\nname: demo\n"),
+];
+
+fn write_chart(dir: &Path, templates: &[(String, String)]) {
+    let t = dir.join("templates");
+    std::fs::create_dir_all(&t).unwrap_or_else(|e| panic!("mkdir {}: {e}", t.display()));
+    let write = |p: PathBuf, s: &str| std::fs::write(&p, s).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    write(dir.join("Chart.yaml"), "apiVersion: v2\nname: x\nversion: 0.1.0\nappVersion: \"1.2.3\"\n");
+    write(dir.join("values.yaml"), cases::VALUES);
+    for (path, body) in FILES {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap_or(dir)).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        write(p, body);
+    }
+    for (name, body) in templates {
+        write(t.join(name), body);
+    }
+}
+
+/// The data Helm hands a template of chart `x` (only what the cases read).
+fn data(template: &str) -> Value {
+    let values = Value::from_yaml_values(cases::VALUES).unwrap_or_else(|e| panic!("values: {e}"));
+    let map = |pairs: Vec<(&str, Value)>| {
+        Value::map(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    };
+    let files: BTreeMap<String, Vec<u8>> = FILES
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+    map(vec![
+        ("Values", values),
+        (
+            "Release",
+            map(vec![
+                ("Name", "x".into()),
+                ("Namespace", "default".into()),
+                ("IsInstall", true.into()),
+                ("IsUpgrade", false.into()),
+                ("Revision", Value::Int(1)),
+                ("Service", "Helm".into()),
+            ]),
+        ),
+        (
+            "Chart",
+            map(vec![
+                ("Name", "x".into()),
+                ("Version", "0.1.0".into()),
+                ("AppVersion", "1.2.3".into()),
+                ("IsRoot", true.into()),
+            ]),
+        ),
+        (
+            "Capabilities",
+            map(vec![
+                ("APIVersions", ApiVersions(vec!["v1".into(), "apps/v1".into(), "batch/v1".into()]).into_value()),
+                (
+                    "KubeVersion",
+                    KubeVersion {
+                        version: "v1.20.0".into(),
+                        major: "1".into(),
+                        minor: "20".into(),
+                    }
+                    .into_value(),
+                ),
+            ]),
+        ),
+        ("Files", Files::new(files).into_value()),
+        (
+            "Template",
+            map(vec![
+                ("Name", format!("x/templates/{template}").into()),
+                ("BasePath", "x/templates".into()),
+            ]),
+        ),
+    ])
+}
+
+/// Renders like Helm: every file parsed into one set, each executed, `<no value>` removed.
+fn ours(templates: &[(String, String)], name: &str) -> Result<String, String> {
+    let mut set = TemplateSet::new(Options::default());
+    for (n, body) in templates {
+        set.parse(&format!("x/templates/{n}"), body).map_err(|e| e.helm_message())?;
+    }
+    set.execute(&format!("x/templates/{name}"), &data(name))
+        .map(|s| s.replace("<no value>", ""))
+        .map_err(|e| e.helm_message())
+}
+
+/// Splits `helm template --debug` raw output into file name to content.
+fn split_helm_output(out: &str) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    for chunk in out.split("---\n# Source: x/templates/").skip(1) {
+        let (name, body) = chunk.split_once('\n').unwrap_or((chunk, ""));
+        // Helm appends "\n" after each file's content.
+        let body = body.strip_suffix('\n').unwrap_or(body);
+        files.insert(name.to_string(), body.to_string());
+    }
+    files
+}
+
+fn file_name(i: usize) -> String {
+    format!("c{i:03}.yaml")
+}
+
+#[test]
+fn templates_render_byte_for_byte_as_helm_renders_them() {
+    let Some(helm) = helm_or_skip() else { return };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let mut templates: Vec<(String, String)> = cases::OK
+        .iter()
+        .enumerate()
+        .map(|(i, (_, body))| (file_name(i), body.to_string()))
+        .collect();
+    // A file that is not YAML makes helm print every raw rendered file (with --debug) and
+    // then fail, so contents are compared exactly as rendered, before any YAML handling.
+    templates.push(("zzz-poison.yaml".to_string(), "a: [".to_string()));
+    write_chart(dir.path(), &templates);
+    let out = Command::new(&helm)
+        .args(["template", "x"])
+        .arg(dir.path())
+        .arg("--debug")
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", helm.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("YAML parse error on x/templates/"),
+        "helm failed before it rendered every file:\n{stderr}"
+    );
+    let theirs = split_helm_output(&stdout);
+    let mut failures = Vec::new();
+    for (i, (what, body)) in cases::OK.iter().enumerate() {
+        let name = file_name(i);
+        let want = theirs.get(&name).cloned().unwrap_or_default();
+        match ours(&templates, &name) {
+            Ok(got) => {
+                // Helm leaves out files that render to whitespace only.
+                let same = got == want || (got.trim().is_empty() && !theirs.contains_key(&name));
+                if !same {
+                    failures.push(format!("{name} ({what}): {body}\n  helm: {want:?}\n  ours: {got:?}"));
+                }
+            }
+            Err(e) => failures.push(format!("{name} ({what}): {body}\n  helm: {want:?}\n  ours failed: {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from helm:\n{}",
+        failures.len(),
+        cases::OK.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn templates_that_fail_in_helm_fail_here_with_the_same_message() {
+    let Some(helm) = helm_or_skip() else { return };
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    // One chart per case (an error stops helm's whole render), run in parallel.
+    let results: Vec<(usize, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases::FAIL
+            .iter()
+            .enumerate()
+            .map(|(i, (_, body, _))| {
+                let dir = root.path().join(format!("e{i}"));
+                let helm = helm.clone();
+                s.spawn(move || {
+                    write_chart(&dir, &[("e.yaml".to_string(), body.to_string())]);
+                    let out = Command::new(&helm)
+                        .args(["template", "x"])
+                        .arg(&dir)
+                        .output()
+                        .unwrap_or_else(|e| panic!("running helm: {e}"));
+                    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+                    (i, if out.status.success() { String::new() } else { stderr })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panic!("helm thread panicked"))).collect()
+    });
+    let mut failures = Vec::new();
+    for (i, helm_err) in results {
+        let (what, body, same_message) = cases::FAIL[i];
+        let templates = vec![("e.yaml".to_string(), body.to_string())];
+        let ours = ours(&templates, "e.yaml");
+        if helm_err.is_empty() {
+            failures.push(format!("{what}: {body}\n  helm succeeded, the case is wrong"));
+            continue;
+        }
+        let helm_msg = helm_err
+            .lines()
+            .find_map(|l| l.strip_prefix("Error: "))
+            .unwrap_or(&helm_err)
+            .to_string();
+        match ours {
+            Ok(out) => failures.push(format!("{what}: {body}\n  helm: {helm_msg}\n  ours succeeded: {out:?}")),
+            Err(msg) => {
+                if same_message && !helm_msg.contains(&msg) {
+                    failures.push(format!("{what}: {body}\n  helm: {helm_msg}\n  ours: {msg}"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} failing cases disagree with helm:\n{}",
+        failures.len(),
+        cases::FAIL.len(),
+        failures.join("\n")
+    );
+}
