@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::value::{Value, MAX_PRINT_DEPTH};
+use crate::value::{MAX_PRINT_DEPTH, Value};
 
 /// Shortest decimal digits and decimal-point position of `x` (`x = 0.DIGITS * 10^dp`).
 fn shortest_digits(x: f64) -> (String, i32) {
@@ -33,7 +33,11 @@ fn special(x: f64) -> Option<String> {
     if x.is_nan() {
         Some("NaN".into())
     } else if x.is_infinite() {
-        Some(if x > 0.0 { "+Inf".into() } else { "-Inf".into() })
+        Some(if x > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        })
     } else {
         None
     }
@@ -56,7 +60,7 @@ pub(crate) fn format_float_v(x: f64) -> String {
         out.push('-');
     }
     // Go uses precision 6 for the %e decision when printing the shortest representation.
-    if exp < -4 || exp >= 6 {
+    if !(-4..6).contains(&exp) {
         out.push_str(&digits[..1]);
         if digits.len() > 1 {
             out.push('.');
@@ -109,11 +113,7 @@ fn format_e(x: f64, prec: usize, upper: bool) -> String {
     let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let out = format!("{mant}{}", exp_suffix(exp));
-    if upper {
-        out.to_uppercase()
-    } else {
-        out
-    }
+    if upper { out.to_uppercase() } else { out }
 }
 
 /// `%g` with an explicit precision.
@@ -144,11 +144,7 @@ fn format_g(x: f64, prec: Option<usize>, upper: bool) -> String {
             s
         }
     };
-    if upper {
-        out.to_uppercase()
-    } else {
-        out
-    }
+    if upper { out.to_uppercase() } else { out }
 }
 
 /// Go's `strconv.Quote`.
@@ -188,8 +184,22 @@ fn is_go_printable(c: char) -> bool {
     if c.is_control() {
         return false;
     }
-    !matches!(c as u32, 0x80..=0x9f | 0xad | 0x2028 | 0x2029 | 0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x206f | 0xfeff | 0xfff9..=0xfffb | 0xe000..=0xf8ff)
-        && !(c as u32 >= 0xa0 && c.is_whitespace() && c != '\u{3000}' && c != '\u{a0}')
+    let u = c as u32;
+    let format_or_private = matches!(
+        u,
+        0x80..=0x9f
+            | 0xad
+            | 0x2028
+            | 0x2029
+            | 0x200b..=0x200f
+            | 0x202a..=0x202e
+            | 0x2060..=0x206f
+            | 0xfeff
+            | 0xfff9..=0xfffb
+            | 0xe000..=0xf8ff
+    );
+    let odd_space = u >= 0xa0 && c.is_whitespace() && c != '\u{3000}' && c != '\u{a0}';
+    !(format_or_private || odd_space)
 }
 
 /// A parsed `%` directive.
@@ -230,7 +240,7 @@ pub(crate) fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<Stri
         }
         // Width.
         let num = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>,
-                       argi: &mut usize|
+                   argi: &mut usize|
          -> Result<Option<usize>, String> {
             if let Some(&(_, '*')) = chars.peek() {
                 chars.next();
@@ -244,9 +254,14 @@ pub(crate) fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<Stri
             let mut n: Option<usize> = None;
             while let Some(&(_, d)) = chars.peek() {
                 let Some(dv) = d.to_digit(10) else { break };
-                let next = n.unwrap_or(0).saturating_mul(10).saturating_add(dv as usize);
+                let next = n
+                    .unwrap_or(0)
+                    .saturating_mul(10)
+                    .saturating_add(dv as usize);
                 if next > limit {
-                    return Err(format!("printf width or precision {next}... exceeds the output budget"));
+                    return Err(format!(
+                        "printf width or precision {next}... exceeds the output budget"
+                    ));
                 }
                 n = Some(next);
                 chars.next();
@@ -288,7 +303,11 @@ pub(crate) fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<Stri
 }
 
 fn is_numeric_verb(verb: char, arg: &Value) -> bool {
-    matches!(arg, Value::Int(_) | Value::Float(_)) && matches!(verb, 'd' | 'f' | 'F' | 'e' | 'E' | 'g' | 'G' | 'x' | 'X' | 'o' | 'b' | 'v')
+    matches!(arg, Value::Int(_) | Value::Float(_))
+        && matches!(
+            verb,
+            'd' | 'f' | 'F' | 'e' | 'E' | 'g' | 'G' | 'x' | 'X' | 'o' | 'b' | 'v'
+        )
 }
 
 fn pad(out: &mut String, s: &str, spec: Spec, numeric: bool) {
@@ -346,7 +365,10 @@ fn format_verb(arg: &Value, verb: char, spec: Spec, depth: usize) -> String {
     // Lists and maps format element by element with the same verb.
     match arg {
         Value::List(l) if verb != 'T' => {
-            let items: Vec<String> = l.iter().map(|v| format_verb(v, verb, spec, depth + 1)).collect();
+            let items: Vec<String> = l
+                .iter()
+                .map(|v| format_verb(v, verb, spec, depth + 1))
+                .collect();
             return format!("[{}]", items.join(" "));
         }
         Value::Map(m) if verb != 'T' => {
@@ -408,7 +430,14 @@ fn format_verb(arg: &Value, verb: char, spec: Spec, depth: usize) -> String {
                     return s;
                 }
                 let s = format!("{:.*}", spec.prec.unwrap_or(6), f.abs());
-                format!("{}{}", sign(spec, f.is_sign_negative() && *f != 0.0 || (*f == 0.0 && f.is_sign_negative())), s)
+                format!(
+                    "{}{}",
+                    sign(
+                        spec,
+                        f.is_sign_negative() && *f != 0.0 || (*f == 0.0 && f.is_sign_negative())
+                    ),
+                    s
+                )
             }
             other => bad_verb(verb, other),
         },
@@ -436,11 +465,7 @@ fn format_verb(arg: &Value, verb: char, spec: Spec, depth: usize) -> String {
                 Value::String(s) => s.bytes().map(|b| format!("{b:02x}")).collect(),
                 other => return bad_verb(verb, other),
             };
-            if verb == 'X' {
-                s.to_uppercase()
-            } else {
-                s
-            }
+            if verb == 'X' { s.to_uppercase() } else { s }
         }
         'o' => match arg {
             Value::Int(i) => format!("{}{:o}", sign(spec, *i < 0), i.unsigned_abs()),
@@ -451,7 +476,9 @@ fn format_verb(arg: &Value, verb: char, spec: Spec, depth: usize) -> String {
             other => bad_verb(verb, other),
         },
         'c' => match arg {
-            Value::Int(i) => char::from_u32(*i as u32).map(String::from).unwrap_or_else(|| "\u{FFFD}".into()),
+            Value::Int(i) => char::from_u32(*i as u32)
+                .map(String::from)
+                .unwrap_or_else(|| "\u{FFFD}".into()),
             other => bad_verb(verb, other),
         },
         'U' => match arg {
@@ -492,7 +519,11 @@ pub(crate) fn json_float(x: f64) -> Option<String> {
         return Some(s);
     }
     if x == 0.0 {
-        return Some(if x.is_sign_negative() { "-0".into() } else { "0".into() });
+        return Some(if x.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        });
     }
     let (digits, dp) = shortest_digits(x);
     let body = fixed_from_digits(&digits, dp, None);
@@ -623,10 +654,13 @@ mod tests {
         let f = |fmt: &str, args: Vec<Value>| sprintf(fmt, &args, 1000).unwrap_or_default();
         assert_eq!(f("%d", vec![Value::Float(3.0)]), "%!d(float64=3)");
         assert_eq!(f("%5s|%-5s|", vec!["a".into(), "b".into()]), "    a|b    |");
-        assert_eq!(f("%.2f", vec![Value::Float(3.14159)]), "3.14");
+        assert_eq!(f("%.2f", vec![Value::Float(1.23456)]), "1.23");
         assert_eq!(f("%q", vec!["a\"b".into()]), "\"a\\\"b\"");
         assert_eq!(f("%d %d", vec![Value::Int(1)]), "1 %!d(MISSING)");
-        assert_eq!(f("%d", vec![Value::Int(1), Value::Int(2)]), "1%!(EXTRA int=2)");
+        assert_eq!(
+            f("%d", vec![Value::Int(1), Value::Int(2)]),
+            "1%!(EXTRA int=2)"
+        );
         assert_eq!(f("%x", vec![Value::Int(255)]), "ff");
         assert_eq!(f("%05d", vec![Value::Int(-42)]), "-0042");
     }

@@ -27,10 +27,14 @@ fn helm_or_skip() -> Option<PathBuf> {
     match helm() {
         Some(h) => Some(h),
         None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true: the helm oracle is required (set HELM or build ~/.cache/flotilla-tools/bin/helm)")
+            panic!(
+                "CI=true: the helm oracle is required (set HELM or build ~/.cache/flotilla-tools/bin/helm)"
+            )
         }
         None => {
-            eprintln!("skipping: helm not found (set HELM or build ~/.cache/flotilla-tools/bin/helm)");
+            eprintln!(
+                "skipping: helm not found (set HELM or build ~/.cache/flotilla-tools/bin/helm)"
+            );
             None
         }
     }
@@ -46,8 +50,13 @@ const FILES: &[(&str, &str)] = &[
 fn write_chart(dir: &Path, templates: &[(String, String)]) {
     let t = dir.join("templates");
     std::fs::create_dir_all(&t).unwrap_or_else(|e| panic!("mkdir {}: {e}", t.display()));
-    let write = |p: PathBuf, s: &str| std::fs::write(&p, s).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-    write(dir.join("Chart.yaml"), "apiVersion: v2\nname: x\nversion: 0.1.0\nappVersion: \"1.2.3\"\n");
+    let write = |p: PathBuf, s: &str| {
+        std::fs::write(&p, s).unwrap_or_else(|e| panic!("write {}: {e}", p.display()))
+    };
+    write(
+        dir.join("Chart.yaml"),
+        "apiVersion: v2\nname: x\nversion: 0.1.0\nappVersion: \"1.2.3\"\n",
+    );
     write(dir.join("values.yaml"), cases::VALUES);
     for (path, body) in FILES {
         let p = dir.join(path);
@@ -94,7 +103,11 @@ fn data(template: &str) -> Value {
         (
             "Capabilities",
             map(vec![
-                ("APIVersions", ApiVersions(vec!["v1".into(), "apps/v1".into(), "batch/v1".into()]).into_value()),
+                (
+                    "APIVersions",
+                    ApiVersions(vec!["v1".into(), "apps/v1".into(), "batch/v1".into()])
+                        .into_value(),
+                ),
                 (
                     "KubeVersion",
                     KubeVersion {
@@ -121,7 +134,8 @@ fn data(template: &str) -> Value {
 fn ours(templates: &[(String, String)], name: &str) -> Result<String, String> {
     let mut set = TemplateSet::new(Options::default());
     for (n, body) in templates {
-        set.parse(&format!("x/templates/{n}"), body).map_err(|e| e.helm_message())?;
+        set.parse(&format!("x/templates/{n}"), body)
+            .map_err(|e| e.helm_message())?;
     }
     set.execute(&format!("x/templates/{name}"), &data(name))
         .map(|s| s.replace("<no value>", ""))
@@ -179,10 +193,14 @@ fn templates_render_byte_for_byte_as_helm_renders_them() {
                 // Helm leaves out files that render to whitespace only.
                 let same = got == want || (got.trim().is_empty() && !theirs.contains_key(&name));
                 if !same {
-                    failures.push(format!("{name} ({what}): {body}\n  helm: {want:?}\n  ours: {got:?}"));
+                    failures.push(format!(
+                        "{name} ({what}): {body}\n  helm: {want:?}\n  ours: {got:?}"
+                    ));
                 }
             }
-            Err(e) => failures.push(format!("{name} ({what}): {body}\n  helm: {want:?}\n  ours failed: {e}")),
+            Err(e) => failures.push(format!(
+                "{name} ({what}): {body}\n  helm: {want:?}\n  ours failed: {e}"
+            )),
         }
     }
     assert!(
@@ -214,11 +232,21 @@ fn templates_that_fail_in_helm_fail_here_with_the_same_message() {
                         .output()
                         .unwrap_or_else(|e| panic!("running helm: {e}"));
                     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-                    (i, if out.status.success() { String::new() } else { stderr })
+                    (
+                        i,
+                        if out.status.success() {
+                            String::new()
+                        } else {
+                            stderr
+                        },
+                    )
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panic!("helm thread panicked"))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| panic!("helm thread panicked")))
+            .collect()
     });
     let mut failures = Vec::new();
     for (i, helm_err) in results {
@@ -226,7 +254,9 @@ fn templates_that_fail_in_helm_fail_here_with_the_same_message() {
         let templates = vec![("e.yaml".to_string(), body.to_string())];
         let ours = ours(&templates, "e.yaml");
         if helm_err.is_empty() {
-            failures.push(format!("{what}: {body}\n  helm succeeded, the case is wrong"));
+            failures.push(format!(
+                "{what}: {body}\n  helm succeeded, the case is wrong"
+            ));
             continue;
         }
         let helm_msg = helm_err
@@ -235,7 +265,9 @@ fn templates_that_fail_in_helm_fail_here_with_the_same_message() {
             .unwrap_or(&helm_err)
             .to_string();
         match ours {
-            Ok(out) => failures.push(format!("{what}: {body}\n  helm: {helm_msg}\n  ours succeeded: {out:?}")),
+            Ok(out) => failures.push(format!(
+                "{what}: {body}\n  helm: {helm_msg}\n  ours succeeded: {out:?}"
+            )),
             Err(msg) => {
                 if same_message && !helm_msg.contains(&msg) {
                     failures.push(format!("{what}: {body}\n  helm: {helm_msg}\n  ours: {msg}"));
