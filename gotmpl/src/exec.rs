@@ -756,6 +756,21 @@ impl<'a> State<'a> {
             _ => {}
         }
         let v = self.eval_arg_value(dot, a)?;
+        // A nil read from a map (or returned by a function) is a typed `interface{}` nil in
+        // Go, which no concrete parameter type accepts; a nil variable or parenthesised
+        // pipeline is an untyped nil, which map parameters take as an empty map.
+        let typed_nil = matches!(a, Arg::Field { .. } | Arg::Chain { .. } | Arg::Ident { .. })
+            || matches!(a, Arg::Variable { idents, .. } if idents.len() > 1);
+        if v.is_nil() && ty != Ty::Any && typed_nil {
+            return Err(self.err(
+                a.pos(),
+                a,
+                format!(
+                    "wrong type for value; expected {}; got interface {{}}",
+                    ty.go_name()
+                ),
+            ));
+        }
         funcs::convert(v, ty).map_err(|m| self.err(a.pos(), a, m))
     }
 

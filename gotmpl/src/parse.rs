@@ -375,6 +375,21 @@ impl Parser<'_> {
         if let End::Else = end {
             return self.err(format!("unexpected {{{{else}}}} in {context}"));
         }
+        self.add_define(name, list)
+    }
+
+    /// Go's `Tree.add`: within one parse, a second non-empty definition is an error.
+    fn add_define(&mut self, name: String, list: List) -> PResult<()> {
+        if let Some(i) = self.defines.iter().position(|(n, _)| *n == name) {
+            if is_empty_tree(&self.defines[i].1) {
+                self.defines[i].1 = list;
+            } else if !is_empty_tree(&list) {
+                return self.err(format!(
+                    "template: multiple definition of template {name:?}"
+                ));
+            }
+            return Ok(());
+        }
         self.defines.push((name, list));
         Ok(())
     }
@@ -525,7 +540,7 @@ impl Parser<'_> {
         if let End::Else = end {
             return self.err(format!("unexpected {{{{else}}}} in {context}"));
         }
-        self.defines.push((name.clone(), list));
+        self.add_define(name.clone(), list)?;
         Ok(Item::Node(Node::Template {
             pos,
             name,

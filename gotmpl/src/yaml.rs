@@ -505,13 +505,14 @@ fn analyze(s: &str) -> Analysis {
     a
 }
 
-/// go-yaml v2's `resolve("", s)` says the plain scalar `s` reads back as a string.
+/// go-yaml v2's `resolve("", s)` says the plain scalar `s` reads back as a string. (Its
+/// table also has `<<`, but `<` is not a resolvable first character, so `<<` stays a string.)
 fn resolves_to_str(s: &str) -> bool {
-    const SPECIAL: [&str; 40] = [
+    const SPECIAL: [&str; 39] = [
         "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "n", "N", "no",
         "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", "", "~", "null", "Null",
         "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf",
-        "-.Inf", "-.INF", "<<",
+        "-.Inf", "-.INF",
     ];
     if SPECIAL.contains(&s) {
         return false;

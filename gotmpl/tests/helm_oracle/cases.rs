@@ -761,10 +761,406 @@ pub const OK: &[(&str, &str)] = &[
         "ternary in yaml",
         "enabled: {{ ternary \"on\" \"off\" .Values.enabled | quote }}",
     ),
+    // Second batch: whitespace, numbers, formatting and data edge cases.
+    (
+        "trim in define",
+        "{{- define \"w1\" -}}\n  value\n{{- end -}}\n[{{ include \"w1\" . }}]",
+    ),
+    (
+        "else trim",
+        "{{ if .Values.disabled -}}\n  a\n{{- else -}}\n  b\n{{- end }}",
+    ),
+    (
+        "range trim yaml",
+        "items:\n{{- range .Values.list }}\n  - {{ . }}\n{{- end }}\n",
+    ),
+    ("multiline comment", "a\n{{- /*\n  multi\n  line\n*/ -}}\nb"),
+    (
+        "nested control",
+        "{{ range $i, $v := .Values.nested.list }}{{ if eq $i 0 }}{{ with $v }}{{ .name }}{{ end }}{{ else }},{{ $v.port }}{{ end }}{{ end }}",
+    ),
+    (
+        "dollar inside define",
+        "{{ define \"d1\" }}{{ $.name }}{{ end }}{{ include \"d1\" .Values }}",
+    ),
+    (
+        "variable in range body",
+        "{{ range .Values.list }}{{ $u := upper . }}{{ $u }}{{ end }}",
+    ),
+    ("pipe order", "{{ \"a\" | printf \"%s-%s\" \"b\" }}"),
+    (
+        "and returns value",
+        "{{ and \"x\" \"y\" }} {{ and \"x\" \"\" }} {{ or \"\" 0 }}",
+    ),
+    (
+        "print spacing",
+        "{{ print 1 2 }} {{ print \"a\" 1 }} {{ print 1 \"a\" 2 }} {{ print .Values.nothing 1 }}",
+    ),
+    ("html multi", "{{ html \"<a>\" 1 }}"),
+    ("js special", "{{ js \"a\\nb='c'\" }}"),
+    ("urlquery multi", "{{ urlquery \"a b\" \"&\" }}"),
+    (
+        "toJson unicode",
+        "{{ toJson .Values.unicode }} {{ toJson \"tab\\there\" }}",
+    ),
+    (
+        "quote list",
+        "{{ quote .Values.list }} {{ quote .Values.map }}",
+    ),
+    (
+        "int of exp",
+        "{{ int \"1e3\" }} {{ int64 \"3.0\" }} {{ int \"-12\" }}",
+    ),
+    ("float64 prints", "{{ float64 3 }} {{ float64 \"2.50\" }}"),
+    ("trunc multibyte", "{{ trunc 2 .Values.unicode }}"),
+    (
+        "regex group letters",
+        "{{ regexReplaceAll \"(a)\" \"banana\" \"$1x\" }}|{{ regexReplaceAll \"(a)\" \"banana\" \"${1}x\" }}",
+    ),
+    (
+        "semverCompare v and spaces",
+        "{{ semverCompare \"> 1.2, < 2.0\" \"v1.5.0\" }} {{ semverCompare \">= 1.2 <2\" \"1.9\" }}",
+    ),
+    (
+        "tpl with define",
+        "{{ tpl \"{{ define \\\"inner\\\" }}I{{ end }}{{ include \\\"inner\\\" . }}\" . }}",
+    ),
+    ("tpl with values map", "{{ tpl \"{{ .name }}\" .Values }}"),
+    ("dict number keys", "{{ dict 1 2 true \"x\" }}"),
+    (
+        "hasKey nil variable",
+        "{{ $m := .Values.missing }}{{ hasKey $m \"a\" }}",
+    ),
+    (
+        "keys of many",
+        "{{ keys .Values.map (dict \"z\" 1) | sortAlpha }}",
+    ),
+    (
+        "typeOf made",
+        "{{ typeOf (dict) }} {{ typeOf (list) }} {{ typeOf .Values.nothing }}",
+    ),
+    ("empty object", "{{ empty .Files }}"),
+    (
+        "numbers print",
+        "{{ 0.1 }} {{ 1.0e-7 }} {{ 2.5e10 }} {{ 123456789.0 }} {{ 100000.0 }} {{ 999999.0 }} {{ 1e6 }} {{ -0.5 }}",
+    ),
+    (
+        "printf more verbs",
+        "{{ printf \"%.3g|%8.3f|%-8.3f|%08.3f\" 3.14159 2.5 2.5 -2.5 }}",
+    ),
+    (
+        "printf ints",
+        "{{ printf \"%o %b %c %U %x\" 8 5 65 65 -255 }}",
+    ),
+    (
+        "printf type",
+        "{{ printf \"%T %T %T %T\" 1 .Values.ratio .Values.list .Values.name }}",
+    ),
+    (
+        "printf list verb",
+        "{{ printf \"%d\" (list 1 2) }} {{ printf \"%s\" .Values.list }}",
+    ),
+    (
+        "printf map verb",
+        "{{ printf \"%v\" (dict \"k\" (list 1 \"a\")) }}",
+    ),
+    ("printf q int", "{{ printf \"%q\" 65 }}"),
+    ("printf bool as v", "{{ printf \"%v %5t|\" true false }}"),
+    (
+        "printf string precision",
+        "{{ printf \"%.2s|%5.1s|\" \"abc\" \"xyz\" }}",
+    ),
+    (
+        "default list",
+        "{{ default (list 1) .Values.emptylist }} {{ default (dict \"a\" 1) .Values.emptymap }}",
+    ),
+    ("chain first upper", "{{ .Values.list | first | upper }}"),
+    (
+        "index nested list",
+        "{{ index .Values.nested.list 0 \"port\" }}",
+    ),
+    ("len of int list", "{{ len (until 7) }}"),
+    ("eq add literal", "{{ eq (add 1 1) 2 }}"),
+    ("ne strings", "{{ ne \"a\" \"a\" }}"),
+    (
+        "sub negative",
+        "{{ sub 1 5 }} {{ div -7 2 }} {{ mod -7 2 }}",
+    ),
+    (
+        "round half",
+        "{{ round 2.5 0 }} {{ round 2.4999 0 }} {{ round -2.5 0 }}",
+    ),
+    ("ceil floor types", "{{ ceil 2 }} {{ floor \"2.7\" }}"),
+    ("add strings", "{{ add \"2\" \"3\" }} {{ add1 \"x\" }}"),
+    (
+        "max of floats",
+        "{{ max .Values.ratio 0.1 }} {{ maxf .Values.ratio 0.1 }}",
+    ),
+    (
+        "toYaml key quoting",
+        "{{ toYaml (dict \"yes\" 1 \"1\" 2 \"a b\" 3 \"k: v\" 4 \"\" 5 \"null\" 6 \"-x\" 7 \"x-\" 8) }}",
+    ),
+    (
+        "toYaml tabs and emoji",
+        "{{ toYaml (dict \"t\" \"a\\tb\" \"e\" \"smile 😀\" \"cr\" \"a\\rb\") }}",
+    ),
+    (
+        "toYaml leading space multiline",
+        "{{ toYaml (dict \"a\" \"  indented\\nnext\" \"b\" \"x\\n\\n\" \"c\" \"trailing \\nspace\") }}",
+    ),
+    (
+        "toYaml long quoted",
+        "{{ toYaml (dict \"k\" \"true story: this is a rather long line of text that goes well past the eighty column limit so it folds\") }}",
+    ),
+    (
+        "toYaml long single quoted",
+        "{{ toYaml (dict \"k\" \"- this is a rather long line of text that goes well past the eighty column limit so it folds\") }}",
+    ),
+    (
+        "toYaml long no spaces",
+        "{{ toYaml (dict \"k\" (repeat 100 \"x\")) }}",
+    ),
+    (
+        "toYaml nested list in list in map",
+        "{{ toYaml (dict \"a\" (list (list 1 (dict \"b\" (list 2 3))))) }}",
+    ),
+    (
+        "toYaml bools and nulls in list",
+        "{{ toYaml (list true false .Values.nothing \"\" 0) }}",
+    ),
+    (
+        "toYaml int64",
+        "{{ toYaml (dict \"a\" (add 1 2) \"b\" (int \"7\")) }}",
+    ),
+    (
+        "toYaml big floats",
+        "{{ toYaml (list 1e20 1e21 123456789012345678.0 0.1 1.5e-7) }}",
+    ),
+    (
+        "toYaml string numbers",
+        "{{ toYaml (list \"1\" \"1.0\" \"+1\" \".5\" \"1_000\" \"0o17\" \"0b101\" \"1e3\" \"inf\" \".inf\" \"-.inf\" \"NaN\") }}",
+    ),
+    (
+        "toYaml string words",
+        "{{ toYaml (list \"y\" \"n\" \"on\" \"Off\" \"True\" \"NULL\" \"~\" \"<<\" \"=\" \"!x\" \"%x\" \"&x\" \"x&\" \"?\" \"? x\") }}",
+    ),
+    (
+        "toYaml dates",
+        "{{ toYaml (list \"2021-01-01\" \"2021-1-1\" \"2021-01-01T10:00:00Z\" \"2021-01-01 10:00:00\" \"20210101\" \"2021-13-01\") }}",
+    ),
+    (
+        "toYaml colons",
+        "{{ toYaml (list \"a:\" \"a: \" \":a\" \"http://x\" \"a:b:c\" \"10:30\" \"1:2:3\") }}",
+    ),
+    (
+        "toYaml dashes dots",
+        "{{ toYaml (list \"---\" \"...\" \"--x\" \"-\" \".\" \"-1\" \"-.5\") }}",
+    ),
+    (
+        "toYaml quotes",
+        "{{ toYaml (list \"'a'\" \"\\\"b\\\"\" \"it's\" \"say \\\"hi\\\"\") }}",
+    ),
+    (
+        "toYaml hash",
+        "{{ toYaml (list \"#\" \"a#b\" \"a #b\" \"a# b\") }}",
+    ),
+    (
+        "toYaml brackets",
+        "{{ toYaml (list \"[a]\" \"{a}\" \"a[0]\" \"a{b}\" \"a,b\" \"*\" \"|\" \">\" \"@\" \"`\") }}",
+    ),
+    (
+        "toYaml files config",
+        "{{ .Files.Glob \"config/*\" | toYaml }}",
+    ),
+    (
+        "fromYaml types",
+        "{{ $y := fromYaml \"a: 1\\nb: 1.5\\nc: yes\\nd: '1'\\ne: ~\\nf: [1, a]\" }}{{ typeOf $y.a }} {{ $y.b }} {{ $y.c }} {{ typeOf $y.d }} {{ $y.e }} {{ $y.f }}",
+    ),
+    (
+        "fromYaml error",
+        "{{ (fromYaml \"a: [\").Error | empty | not }}",
+    ),
+    ("fromYaml list error", "{{ fromYaml \"- a\" }}"),
+    (
+        "fromJson number types",
+        "{{ $j := fromJson \"{\\\"a\\\": 1, \\\"b\\\": 1.5e3}\" }}{{ $j.a }} {{ $j.b }} {{ typeOf $j.a }}",
+    ),
+    (
+        "toPrettyJson list",
+        "{{ toPrettyJson (list 1 (dict \"a\" (list)) (dict)) }}",
+    ),
+    ("toJson files", "{{ toJson (.Files.Get \"files/a.txt\") }}"),
+    ("b64dec bad", "{{ b64dec \"!!!\" }}"),
+    ("split empty sep", "{{ splitList \"\" \"abc\" }}"),
+    (
+        "join non list",
+        "{{ join \",\" \"abc\" }} {{ join \",\" 5 }}",
+    ),
+    (
+        "sortAlpha numbers",
+        "{{ sortAlpha (list 10 9 \"b\" \"a\") }}",
+    ),
+    ("uniq mixed", "{{ uniq (list 1 \"1\" 1 2.0 2.0) }}"),
+    (
+        "has number",
+        "{{ has 2 (list 1 2) }} {{ has 2.0 (list 1 2) }}",
+    ),
+    ("without many", "{{ without .Values.list \"a\" \"c\" }}"),
+    ("chunk uneven", "{{ chunk 3 (until 7) }}"),
+    (
+        "slice string list",
+        "{{ slice (splitList \",\" \"a,b,c\") 1 }}",
+    ),
+    ("concat nested", "{{ concat (list 1) (list (list 2)) }}"),
+    ("append to nil list", "{{ append (list) 1 }}"),
+    ("pick missing", "{{ pick .Values.map \"zz\" }}"),
+    ("omit all", "{{ omit .Values.map \"a\" \"b\" \"c\" }}"),
+    ("deepCopy list", "{{ deepCopy .Values.mixed }}"),
+    (
+        "coalesce nil",
+        "[{{ coalesce .Values.missing .Values.nothing }}]",
+    ),
+    (
+        "ternary values",
+        "{{ ternary 1 2 true }} {{ ternary (list 1) (dict) false }}",
+    ),
+    ("with list", "{{ with .Values.list }}{{ len . }}{{ end }}"),
+    (
+        "range map of maps",
+        "{{ range $k, $v := .Values.resources }}{{ $k }}:{{ $v.cpu }};{{ end }}",
+    ),
+    (
+        "range string list of maps index",
+        "{{ range $i, $e := .Values.nested.list }}{{ $i }}{{ $e.name }}{{ end }}",
+    ),
+    (
+        "assign in range persists",
+        "{{ $n := 0 }}{{ range .Values.list }}{{ $n = add $n 1 }}{{ end }}{{ $n }}",
+    ),
+    (
+        "nested templates share nothing",
+        "{{ define \"v1\" }}{{ $x := 2 }}{{ $x }}{{ end }}{{ $x := 1 }}{{ template \"v1\" }}{{ $x }}",
+    ),
+    (
+        "include dict root",
+        "{{ define \"v2\" }}{{ .root.Values.name }}-{{ .extra }}{{ end }}{{ include \"v2\" (dict \"root\" $ \"extra\" 5) }}",
+    ),
+    (
+        "kubeVersion semver",
+        "{{ semverCompare \">=1.19-0\" .Capabilities.KubeVersion.Version }}",
+    ),
+    (
+        "capabilities kube major",
+        "{{ .Capabilities.KubeVersion.Major }}",
+    ),
+    (
+        "lookup index",
+        "{{ (lookup \"v1\" \"ConfigMap\" \"ns\" \"n\").data }}",
+    ),
+    (
+        "required in pipeline",
+        "{{ .Values.name | required \"x\" | upper }}",
+    ),
+    ("nindent yaml block", "data:{{ .Values.yaml | nindent 2 }}"),
+    ("indent zero", "{{ indent 0 \"a\\nb\" }}"),
+    ("cat spaces", "{{ cat \"a\" \"\" \"b\" }}"),
+    ("replace empty old", "{{ replace \"\" \"-\" \"abc\" }}"),
+    ("repeat zero", "[{{ repeat 0 \"x\" }}]"),
+    ("substr negative start", "{{ substr -1 2 \"hello\" }}"),
+    (
+        "abbrev short",
+        "{{ abbrev 3 \"hello\" }} {{ abbrev 10 \"hi\" }}",
+    ),
+    ("title unicode", "{{ title \"élan vital\" }}"),
+    ("upper unicode", "{{ upper .Values.unicode }}"),
+    (
+        "snakecase more",
+        "{{ snakecase \"simpleTest\" }} {{ snakecase \"already_snake\" }} {{ snakecase \"With Spaces\" }} {{ snakecase \"HTTP2Server\" }}",
+    ),
+    (
+        "camelcase more",
+        "{{ camelcase \"_leading\" }} {{ camelcase \"a__b\" }} {{ camelcase \"hello world\" }}",
+    ),
+    (
+        "kebabcase more",
+        "{{ kebabcase \"someValueHere\" }} {{ kebabcase \"Version2Release\" }}",
+    ),
+    (
+        "wrap long word",
+        "{{ wrap 5 \"supercalifragilistic is long\" }}",
+    ),
+    ("initials many", "{{ initials \"  alpha beta\\tgamma \" }}"),
+    ("regexFind none", "[{{ regexFind \"z\" \"abc\" }}]"),
+    ("regexSplit limit", "{{ regexSplit \",\" \"a,b,c,d\" 2 }}"),
+    ("regexMatch invalid", "{{ regexMatch \"(\" \"a\" }}"),
+    (
+        "sha256 of values",
+        "{{ toJson .Values.map | sha256sum | trunc 8 }}",
+    ),
+    (
+        "b64 roundtrip unicode",
+        "{{ .Values.unicode | b64enc | b64dec }}",
+    ),
+    ("quote escapes", "{{ quote \"a\\tb\\\\c\\u00e9\\u0001\" }}"),
+    ("squote nil skip", "{{ squote .Values.nothing \"a\" }}"),
+    ("toString nil", "[{{ toString .Values.nothing }}]"),
+    ("toString list", "{{ toString .Values.list }}"),
+    ("printf nil struct", "{{ printf \"%d\" .Values.nothing }}"),
+    ("not of object", "{{ not .Files }}"),
+    ("if object", "{{ if .Capabilities }}yes{{ end }}"),
+    (
+        "dateInZone fixed",
+        "{{ dateInZone \"2006-01-02\" 0 \"UTC\" }}",
+    ),
+    ("date unix", "{{ date \"2006-01-02 15:04:05\" 1700000000 }}"),
+    (
+        "toDate format",
+        "{{ toDate \"2006-01-02\" \"2017-12-31\" | date \"02/01/2006 Monday\" }}",
+    ),
+    (
+        "unixEpoch of date",
+        "{{ toDate \"2006-01-02\" \"2017-12-31\" | unixEpoch }}",
+    ),
+    (
+        "dateModify",
+        "{{ toDate \"2006-01-02\" \"2017-12-31\" | dateModify \"1.5h\" | date \"15:04\" }}",
+    ),
+    (
+        "duration strings",
+        "{{ duration \"95\" }} {{ durationRound \"90m\" }} {{ durationRound \"3s\" }}",
+    ),
+    (
+        "semver object compare",
+        "{{ (semver \"1.2.3-alpha+build\").Metadata }} {{ (semver \"1.2.3\").Original }}",
+    ),
+    (
+        "kindIs many",
+        "{{ kindIs \"float64\" .Values.ratio }} {{ kindIs \"slice\" .Values.list }} {{ kindIs \"invalid\" .Values.nothing }}",
+    ),
+    ("typeIsLike", "{{ typeIsLike \"string\" .Values.name }}"),
+    (
+        "base of url",
+        "{{ base \"https://a/b/c/\" }} {{ dir \"file\" }} {{ ext \"noext\" }} {{ clean \"\" }}",
+    ),
 ];
 
 /// Templates that must fail in helm and here; `true`: the messages must match as well.
 pub const FAIL: &[(&str, &str, bool)] = &[
+    (
+        "hasKey of a missing field",
+        "{{ hasKey .Values.missing \"a\" }}",
+        true,
+    ),
+    (
+        "upper of a missing field",
+        "{{ upper .Values.missing }}",
+        true,
+    ),
+    (
+        "define twice in one file",
+        "{{ define \"b2\" }}override{{ end }}{{ block \"b2\" . }}default{{ end }}",
+        false,
+    ),
     ("undefined function", "{{ nope 1 }}", true),
     ("undefined variable", "{{ $nope }}", true),
     ("unclosed action", "{{ .Values.name ", false),
