@@ -142,16 +142,45 @@ fn ours(templates: &[(String, String)], name: &str) -> Result<String, String> {
         .map_err(|e| e.helm_message())
 }
 
-/// Splits `helm template --debug` raw output into file name to content.
-fn split_helm_output(out: &str) -> BTreeMap<String, String> {
-    let mut files = BTreeMap::new();
-    for chunk in out.split("---\n# Source: x/templates/").skip(1) {
-        let (name, body) = chunk.split_once('\n').unwrap_or((chunk, ""));
-        // Helm appends "\n" after each file's content.
-        let body = body.strip_suffix('\n').unwrap_or(body);
-        files.insert(name.to_string(), body.to_string());
+/// `helm template --debug` raw output: file name (below a prefix) to content. Helm trims
+/// the raw part as a whole, so the trailing whitespace of whichever file comes last in it
+/// is lost; after it come the hooks (again), which are ignored.
+struct HelmOutput {
+    files: BTreeMap<String, String>,
+    last: Option<String>,
+}
+
+impl HelmOutput {
+    fn parse(out: &str, prefix: &str) -> HelmOutput {
+        let mut files = BTreeMap::new();
+        let mut last = None;
+        for chunk in out.split(&format!("---\n# Source: {prefix}")).skip(1) {
+            let (name, body) = chunk.split_once('\n').unwrap_or((chunk, ""));
+            if files.contains_key(name) {
+                // After the raw files helm prints the hooks again: the raw part is over.
+                break;
+            }
+            // Helm appends "\n" after each file's content.
+            let body = body.strip_suffix('\n').unwrap_or(body);
+            files.insert(name.to_string(), body.to_string());
+            last = Some(name.to_string());
+        }
+        HelmOutput { files, last }
     }
-    files
+
+    /// Whether `got` is what helm rendered for `name` (files that render to whitespace
+    /// only are left out by helm).
+    fn matches(&self, name: &str, got: &str) -> bool {
+        match self.files.get(name) {
+            None => got.trim().is_empty(),
+            Some(want) if self.last.as_deref() == Some(name) => want.trim_end() == got.trim_end(),
+            Some(want) => want == got,
+        }
+    }
+
+    fn get(&self, name: &str) -> String {
+        self.files.get(name).cloned().unwrap_or_default()
+    }
 }
 
 fn file_name(i: usize) -> String {
@@ -183,16 +212,14 @@ fn templates_render_byte_for_byte_as_helm_renders_them() {
         stderr.contains("YAML parse error on x/templates/"),
         "helm failed before it rendered every file:\n{stderr}"
     );
-    let theirs = split_helm_output(&stdout);
+    let theirs = HelmOutput::parse(&stdout, "x/templates/");
     let mut failures = Vec::new();
     for (i, (what, body)) in cases::OK.iter().enumerate() {
         let name = file_name(i);
-        let want = theirs.get(&name).cloned().unwrap_or_default();
+        let want = theirs.get(&name);
         match ours(&templates, &name) {
             Ok(got) => {
-                // Helm leaves out files that render to whitespace only.
-                let same = got == want || (got.trim().is_empty() && !theirs.contains_key(&name));
-                if !same {
+                if !theirs.matches(&name, &got) {
                     failures.push(format!(
                         "{name} ({what}): {body}\n  helm: {want:?}\n  ours: {got:?}"
                     ));
@@ -280,6 +307,220 @@ fn templates_that_fail_in_helm_fail_here_with_the_same_message() {
         "{} of {} failing cases disagree with helm:\n{}",
         failures.len(),
         cases::FAIL.len(),
+        failures.join("\n")
+    );
+}
+
+/// Values that switch on every optional part of the `helm create` scaffold.
+const SCAFFOLD_OVERRIDES: &str = r#"
+replicaCount: 3
+image:
+  tag: "1.27"
+imagePullSecrets:
+  - name: regcred
+podAnnotations:
+  prometheus.io/scrape: "true"
+podLabels:
+  team: platform
+podSecurityContext:
+  fsGroup: 2000
+securityContext:
+  runAsNonRoot: true
+  capabilities:
+    drop: [ALL]
+serviceAccount:
+  annotations:
+    eks.amazonaws.com/role-arn: arn:aws:iam::123456789012:role/demo
+ingress:
+  enabled: true
+  className: nginx
+  annotations:
+    cert-manager.io/cluster-issuer: letsencrypt
+  hosts:
+    - host: demo.example.com
+      paths:
+        - path: /
+          pathType: Prefix
+        - path: /api
+          pathType: Prefix
+  tls:
+    - secretName: demo-tls
+      hosts: [demo.example.com]
+httpRoute:
+  enabled: true
+  annotations:
+    a: b
+resources:
+  limits:
+    cpu: 100m
+    memory: 128Mi
+autoscaling:
+  enabled: true
+  targetMemoryUtilizationPercentage: 70
+volumes:
+  - name: foo
+    secret:
+      secretName: mysecret
+      optional: false
+volumeMounts:
+  - name: foo
+    mountPath: "/etc/foo"
+    readOnly: true
+nodeSelector:
+  kubernetes.io/os: linux
+tolerations:
+  - key: dedicated
+    operator: Equal
+    value: demo
+    effect: NoSchedule
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - key: zone
+              operator: In
+              values: [a, b]
+"#;
+
+/// Helm's value coalescing for plain maps: overrides win, maps merge, null deletes.
+fn coalesce(base: &serde_json::Value, over: &serde_json::Value) -> serde_json::Value {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            let mut out = b.clone();
+            for (k, v) in o {
+                if v.is_null() {
+                    out.remove(k);
+                } else if let Some(bv) = b.get(k) {
+                    out.insert(k.clone(), coalesce(bv, v));
+                } else {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+            serde_json::Value::Object(out)
+        }
+        (_, o) => o.clone(),
+    }
+}
+
+#[test]
+fn the_helm_create_scaffold_renders_as_helm_renders_it() {
+    let Some(helm) = helm_or_skip() else { return };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let status = Command::new(&helm)
+        .arg("create")
+        .arg(dir.path().join("mychart"))
+        .output()
+        .unwrap_or_else(|e| panic!("helm create: {e}"));
+    assert!(
+        status.status.success(),
+        "helm create failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let chart = dir.path().join("mychart");
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+    };
+    std::fs::write(chart.join("templates/zzz-poison.yaml"), "a: [")
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let overrides = dir.path().join("overrides.yaml");
+    std::fs::write(&overrides, SCAFFOLD_OVERRIDES).unwrap_or_else(|e| panic!("write: {e}"));
+    let out = Command::new(&helm)
+        .args(["template", "x"])
+        .arg(&chart)
+        .arg("-f")
+        .arg(&overrides)
+        .arg("--debug")
+        .output()
+        .unwrap_or_else(|e| panic!("helm template: {e}"));
+    let theirs = HelmOutput::parse(&String::from_utf8_lossy(&out.stdout), "mychart/templates/");
+    assert!(
+        theirs.files.contains_key("deployment.yaml"),
+        "helm rendered nothing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Our side: every template file parsed into one set, as Helm does.
+    let mut names = Vec::new();
+    let mut set = TemplateSet::new(Options::default());
+    let mut stack = vec![chart.join("templates")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)
+            .unwrap_or_else(|e| panic!("read_dir: {e}"))
+            .flatten()
+        {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(chart.join("templates"))
+                .map(|r| r.to_string_lossy().to_string())
+                .unwrap_or_default();
+            set.parse(&format!("mychart/templates/{rel}"), &read(&p))
+                .unwrap_or_else(|e| panic!("{e}"));
+            names.push(rel);
+        }
+    }
+    let defaults = flotilla_gotmpl::Value::from_yaml_values(&read(&chart.join("values.yaml")))
+        .unwrap_or_default()
+        .to_json();
+    let over = flotilla_gotmpl::Value::from_yaml_values(SCAFFOLD_OVERRIDES)
+        .unwrap_or_default()
+        .to_json();
+    let values = Value::from_json(&coalesce(&defaults, &over));
+    let meta = Value::from_yaml_values(&read(&chart.join("Chart.yaml")))
+        .unwrap_or_default()
+        .to_json();
+    let field = |k: &str| Value::string(meta.get(k).and_then(|v| v.as_str()).unwrap_or_default());
+    let mut failures = Vec::new();
+    for name in names {
+        let base = name.rsplit('/').next().unwrap_or(&name);
+        if base.starts_with('_') || base == "NOTES.txt" || base == "zzz-poison.yaml" {
+            continue;
+        }
+        let mut d = BTreeMap::new();
+        d.insert("Values".to_string(), values.clone());
+        let map = |pairs: Vec<(&str, Value)>| {
+            Value::map(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        };
+        d.insert(
+            "Release".to_string(),
+            map(vec![
+                ("Name", "x".into()),
+                ("Namespace", "default".into()),
+                ("Service", "Helm".into()),
+                ("IsInstall", true.into()),
+            ]),
+        );
+        d.insert(
+            "Chart".to_string(),
+            map(vec![
+                ("Name", field("name")),
+                ("Version", field("version")),
+                ("AppVersion", field("appVersion")),
+            ]),
+        );
+        d.insert(
+            "Template".to_string(),
+            map(vec![
+                ("Name", format!("mychart/templates/{name}").into()),
+                ("BasePath", "mychart/templates".into()),
+            ]),
+        );
+        let got = set
+            .execute(&format!("mychart/templates/{name}"), &Value::map(d))
+            .map(|s| s.replace("<no value>", ""))
+            .unwrap_or_else(|e| format!("ERROR {e}"));
+        if !theirs.matches(&name, &got) {
+            let want = theirs.get(&name);
+            failures.push(format!("{name}:\n--- helm\n{want}\n--- ours\n{got}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "scaffold files differ:\n{}",
         failures.join("\n")
     );
 }
