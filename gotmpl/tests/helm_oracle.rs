@@ -237,6 +237,7 @@ fn templates_render_byte_for_byte_as_helm_renders_them() {
         cases::OK.len(),
         failures.join("\n")
     );
+    eprintln!("{} templates render as helm renders them", cases::OK.len());
 }
 
 #[test]
@@ -309,6 +310,7 @@ fn templates_that_fail_in_helm_fail_here_with_the_same_message() {
         cases::FAIL.len(),
         failures.join("\n")
     );
+    eprintln!("{} templates fail as they fail in helm", cases::FAIL.len());
 }
 
 /// Values that switch on every optional part of the `helm create` scaffold.
