@@ -11,12 +11,295 @@ use crate::Value;
 use crate::gofmt::{format_float_v, json_float};
 use crate::value::MAX_PRINT_DEPTH;
 
-/// Parses one YAML document into JSON.
+/// Nodes one document may expand to (aliases included): a YAML "billion laughs" stops here.
+const MAX_YAML_NODES: usize = 1_000_000;
+
+/// `sigs.k8s.io/yaml.Unmarshal` of the first document into `interface{}`, as JSON: go-yaml
+/// v2 resolves plain scalars by YAML 1.1 (`yes`/`on`/`y` are booleans, `0644` is octal,
+/// `1_000` an int), keys become strings (`true`, `1`), then JSON carries the numbers.
+/// An empty document is `null`.
 pub(crate) fn parse_yaml(text: &str) -> Result<serde_json::Value, String> {
-    let mut o = serde_saphyr::Options::default();
-    // go-yaml v2 (under sigs.k8s.io/yaml) reads `0644` as octal.
-    o.legacy_octal_numbers = true;
-    serde_saphyr::from_str_with_options::<serde_json::Value>(text, o).map_err(|e| e.to_string())
+    let mut loader = Loader {
+        parser: granit_parser::Parser::new_from_str(text),
+        anchors: std::collections::HashMap::new(),
+        nodes: 0,
+    };
+    loop {
+        match loader.next()? {
+            None => return Ok(serde_json::Value::Null),
+            Some(granit_parser::Event::DocumentStart(..)) => break,
+            Some(_) => {}
+        }
+    }
+    match loader.next()? {
+        None | Some(granit_parser::Event::DocumentEnd) => Ok(serde_json::Value::Null),
+        Some(ev) => loader.node(ev, 0),
+    }
+}
+
+struct Loader<'a> {
+    parser: granit_parser::Parser<'a, granit_parser::StrInput<'a>>,
+    anchors: std::collections::HashMap<usize, serde_json::Value>,
+    nodes: usize,
+}
+
+impl<'a> Loader<'a> {
+    fn next(&mut self) -> Result<Option<granit_parser::Event<'a>>, String> {
+        match self.parser.next_event() {
+            None => Ok(None),
+            Some(Ok((ev, _))) => Ok(Some(ev)),
+            Some(Err(e)) => Err(format!("yaml: {e}")),
+        }
+    }
+
+    fn count(&mut self, n: usize) -> Result<(), String> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_YAML_NODES {
+            return Err("yaml: document contains excessive aliasing".to_string());
+        }
+        Ok(())
+    }
+
+    fn node(
+        &mut self,
+        ev: granit_parser::Event<'a>,
+        depth: usize,
+    ) -> Result<serde_json::Value, String> {
+        use granit_parser::Event;
+        if depth > MAX_PRINT_DEPTH {
+            return Err("yaml: exceeded max depth".to_string());
+        }
+        self.count(1)?;
+        match ev {
+            Event::Alias(id) => {
+                let v = self
+                    .anchors
+                    .get(&id)
+                    .cloned()
+                    .ok_or("yaml: unknown anchor")?;
+                self.count(json_size(&v))?;
+                Ok(v)
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let v = scalar(&text, style, tag.as_deref())?;
+                if anchor > 0 {
+                    self.anchors.insert(anchor, v.clone());
+                }
+                Ok(v)
+            }
+            Event::SequenceStart(_, anchor, _) => {
+                let mut items = Vec::new();
+                loop {
+                    match self.next()?.ok_or("yaml: unexpected end of sequence")? {
+                        Event::SequenceEnd => break,
+                        ev => items.push(self.node(ev, depth + 1)?),
+                    }
+                }
+                let v = serde_json::Value::Array(items);
+                if anchor > 0 {
+                    self.anchors.insert(anchor, v.clone());
+                }
+                Ok(v)
+            }
+            Event::MappingStart(_, anchor, _) => {
+                let mut map = serde_json::Map::new();
+                loop {
+                    let key_ev = self.next()?.ok_or("yaml: unexpected end of mapping")?;
+                    if let Event::MappingEnd = key_ev {
+                        break;
+                    }
+                    let is_merge = matches!(&key_ev, Event::Scalar(t, granit_parser::ScalarStyle::Plain, _, None) if t == "<<");
+                    let key = self.node(key_ev, depth + 1)?;
+                    let value_ev = self.next()?.ok_or("yaml: unexpected end of mapping")?;
+                    let value = self.node(value_ev, depth + 1)?;
+                    if is_merge {
+                        merge_into(&mut map, value)?;
+                        continue;
+                    }
+                    map.insert(json_key(&key)?, value);
+                }
+                let v = serde_json::Value::Object(map);
+                if anchor > 0 {
+                    self.anchors.insert(anchor, v.clone());
+                }
+                Ok(v)
+            }
+            other => Err(format!("yaml: unexpected event {other:?}")),
+        }
+    }
+}
+
+fn json_size(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(json_size).sum::<usize>(),
+        serde_json::Value::Object(m) => 1 + m.values().map(json_size).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// go-yaml v2's merge key: a map, or a list of maps where earlier ones win.
+fn merge_into(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    value: serde_json::Value,
+) -> Result<(), String> {
+    match value {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                map.insert(k, v);
+            }
+            Ok(())
+        }
+        serde_json::Value::Array(items) => {
+            for item in items.into_iter().rev() {
+                match item {
+                    serde_json::Value::Object(_) => merge_into(map, item)?,
+                    _ => {
+                        return Err(
+                            "yaml: map merge requires map or sequence of maps as the value".into(),
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Err("yaml: map merge requires map or sequence of maps as the value".into()),
+    }
+}
+
+/// sigs.k8s.io/yaml's key conversion: strings stay, numbers and booleans are printed.
+fn json_key(k: &serde_json::Value) -> Result<String, String> {
+    Ok(match k {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => i.to_string(),
+            None => {
+                // Go prints float keys with 32-bit precision.
+                let f = n.as_f64().unwrap_or_default() as f32;
+                format_float_v(f64::from(f))
+                    .replace("e+0", "e+")
+                    .replace("e-0", "e-")
+            }
+        },
+        other => {
+            return Err(format!(
+                "unsupported map key of type: {}",
+                json_kind_name(other)
+            ));
+        }
+    })
+}
+
+fn json_kind_name(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "<nil>",
+        serde_json::Value::Array(_) => "[]interface {}",
+        serde_json::Value::Object(_) => "map[interface {}]interface {}",
+        _ => "interface {}",
+    }
+}
+
+/// A scalar as go-yaml v2 decodes it into `interface{}`, then as JSON.
+fn scalar(
+    text: &str,
+    style: granit_parser::ScalarStyle,
+    tag: Option<&granit_parser::Tag>,
+) -> Result<serde_json::Value, String> {
+    let tag = tag.map(|t| format!("{}{}", t.handle(), t.suffix()));
+    let plain = matches!(style, granit_parser::ScalarStyle::Plain);
+    let core = |name: &str| {
+        tag.as_deref() == Some(&format!("tag:yaml.org,2002:{name}"))
+            || tag.as_deref() == Some(&format!("!!{name}"))
+    };
+    if core("str") || (!plain && tag.is_none()) || core("binary") || core("timestamp") {
+        return Ok(serde_json::Value::String(text.to_string()));
+    }
+    if tag.is_some() && !["bool", "int", "float", "null"].iter().any(|n| core(n)) {
+        // Unknown tags: go-yaml resolves the scalar as if untagged.
+        if !plain {
+            return Ok(serde_json::Value::String(text.to_string()));
+        }
+    }
+    Ok(resolve_plain(text)?.unwrap_or_else(|| serde_json::Value::String(text.to_string())))
+}
+
+/// go-yaml v2's `resolve` for a plain scalar: `None` means a string.
+fn resolve_plain(s: &str) -> Result<Option<serde_json::Value>, String> {
+    use serde_json::Value as J;
+    match s {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+            return Ok(Some(J::Bool(true)));
+        }
+        "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
+            return Ok(Some(J::Bool(false)));
+        }
+        "" | "~" | "null" | "Null" | "NULL" => return Ok(Some(J::Null)),
+        ".nan" | ".NaN" | ".NAN" | ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF"
+        | "-.inf" | "-.Inf" | "-.INF" => {
+            return Err(format!("json: unsupported value: {s}"));
+        }
+        _ => {}
+    }
+    if resolves_to_str(s) {
+        return Ok(None);
+    }
+    let first = s.as_bytes()[0];
+    if first == b'.' {
+        return Ok(s.parse::<f64>().ok().map(json_number));
+    }
+    if is_timestamp(s) {
+        // go-yaml v2 keeps timestamps as strings when decoding into interface{}.
+        return Ok(None);
+    }
+    let plain = s.replace('_', "");
+    if let Some(i) = go_int(&plain) {
+        return Ok(Some(J::from(i)));
+    }
+    if let Ok(u) = plain.strip_prefix('+').unwrap_or(&plain).parse::<u64>() {
+        return Ok(Some(J::from(u)));
+    }
+    if is_yaml_style_float(&plain) {
+        return Ok(plain.parse::<f64>().ok().map(json_number));
+    }
+    let bin = plain
+        .strip_prefix("0b")
+        .map(|b| (false, b))
+        .or_else(|| plain.strip_prefix("-0b").map(|b| (true, b)));
+    if let Some((neg, b)) = bin
+        && let Ok(v) = i64::from_str_radix(b, 2)
+    {
+        return Ok(Some(J::from(if neg { -v } else { v })));
+    }
+    Ok(None)
+}
+
+fn json_number(f: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// `strconv.ParseInt(s, 0, 64)`.
+fn go_int(s: &str) -> Option<i64> {
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let lower = body.to_ascii_lowercase();
+    let (radix, digits) = if let Some(h) = lower.strip_prefix("0x") {
+        (16, h)
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        (8, o)
+    } else if let Some(b) = lower.strip_prefix("0b") {
+        (2, b)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, &lower[1..])
+    } else {
+        (10, lower.as_str())
+    };
+    if digits.is_empty() || digits.starts_with(['+', '-']) {
+        return None;
+    }
+    let v = i128::from_str_radix(digits, radix).ok()?;
+    i64::try_from(if neg { -v } else { v }).ok()
 }
 
 /// `sigs.k8s.io/yaml.Marshal(v)`; `None` where Go fails (NaN or infinite floats).
@@ -789,6 +1072,47 @@ mod tests {
             ),
             "a: \"true\"\nb: \"1.5\"\nc: \"\"\nd: 'x: y'\ne: '- x'\nf: hello world\ng: |-\n  a\n  b\nh: \"2020-01-01\"\ni: \"yes\"\nj: \"0x1F\"\n"
         );
+    }
+
+    #[test]
+    fn yaml_reads_as_go_yaml_v2_reads_it() {
+        let v = parse_yaml(
+            "y: yes\nq: \"yes\"\noff: x\nmode: 0644\nbig: 1_000\nhex: 0x1F\nf: 1.5\nt: 2021-01-01\n1: one\nnn: ~\ns: 'on'\nl: [a, NO]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            v,
+            serde_json::json!({"true": true, "q": "yes", "false": "x", "mode": 420, "big": 1000, "hex": 31,
+                "f": 1.5, "t": "2021-01-01", "1": "one", "nn": null, "s": "on", "l": ["a", false]})
+        );
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys_expand() {
+        let v = parse_yaml("base: &b {a: 1, b: 2}\nx:\n  <<: *b\n  b: 3\nl: [*b]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            v,
+            serde_json::json!({"base": {"a": 1, "b": 2}, "x": {"a": 1, "b": 3}, "l": [{"a": 1, "b": 2}]})
+        );
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = format!("*a{}", i - 1);
+            text.push_str(&format!(
+                "a{i}: &a{i} [{}]\n",
+                [prev.as_str(); 10].join(", ")
+            ));
+        }
+        assert_eq!(
+            parse_yaml(&text).err().as_deref(),
+            Some("yaml: document contains excessive aliasing")
+        );
+        assert_eq!(parse_yaml("").ok(), Some(serde_json::Value::Null));
+        assert!(parse_yaml("a: [").is_err());
     }
 
     #[test]

@@ -70,6 +70,21 @@ multi: "first\n\nthird"
 trailing: "ends with newline\n"
 longline: "this is a rather long line of text that goes well past the eighty column limit of the emitter so it folds"
 semver: "1.21.3-eks.1"
+yaml11:
+  on: yes
+  n: no
+  y: 0644
+  octal: 0o17
+  under: 1_000
+  sixty: 1:20
+  ts: 2001-12-14
+  quoted: "yes"
+  exp: 1e3
+  neg: -0x10
+  anchor: &anc {a: 1, b: [x, y]}
+  merged:
+    <<: *anc
+    b: [z]
 "#;
 
 /// Templates that must render exactly as helm renders them.
@@ -1141,6 +1156,48 @@ pub const OK: &[(&str, &str)] = &[
     (
         "base of url",
         "{{ base \"https://a/b/c/\" }} {{ dir \"file\" }} {{ ext \"noext\" }} {{ clean \"\" }}",
+    ),
+    // Library-chart idioms.
+    (
+        "common.util.merge",
+        "{{- define \"u.merge\" -}}\n{{- $top := first . -}}\n{{- $overrides := fromYaml (include (index . 1) $top) | default (dict ) -}}\n{{- $tpl := fromYaml (include (index . 2) $top) | default (dict ) -}}\n{{- toYaml (merge $overrides $tpl) -}}\n{{- end -}}\n{{- define \"u.base\" -}}\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n  labels:\n    a: base\ndata:\n  x: \"1\"\n{{- end -}}\n{{- define \"u.over\" -}}\nmetadata:\n  labels:\n    b: over\ndata:\n  y: \"2\"\n{{- end -}}\n{{ include \"u.merge\" (list . \"u.over\" \"u.base\") }}\n",
+    ),
+    (
+        "tplvalues.render",
+        "{{- define \"t.render\" -}}\n{{- $value := typeIs \"string\" .value | ternary .value (.value | toYaml) }}\n{{- if contains \"{{\" (toJson .value) }}\n  {{- if .scope }}\n      {{- tpl (cat \"{{- with $.RelativeScope -}}\" $value \"{{- end }}\") (merge (dict \"RelativeScope\" .scope) .context) }}\n  {{- else }}\n    {{- tpl $value .context }}\n  {{- end }}\n{{- else }}\n    {{- $value }}\n{{- end }}\n{{- end -}}\na: {{ include \"t.render\" (dict \"value\" .Values.tpl \"context\" $) }}\nb:\n  {{- include \"t.render\" (dict \"value\" .Values.labels \"context\" $) | nindent 2 }}\nc: {{ include \"t.render\" (dict \"value\" \"{{ .name }}\" \"scope\" .Values \"context\" $) }}\n",
+    ),
+    (
+        "images helper",
+        "{{- define \"img\" -}}\n{{- $registry := .imageRoot.registry | default \"docker.io\" -}}\n{{- $tag := .imageRoot.tag | toString -}}\n{{- if .imageRoot.digest }}{{ printf \"%s/%s@%s\" $registry .imageRoot.repository .imageRoot.digest }}{{ else }}{{ printf \"%s/%s:%s\" $registry .imageRoot.repository $tag }}{{ end -}}\n{{- end -}}\nimage: {{ include \"img\" (dict \"imageRoot\" .Values.image) }}\n",
+    ),
+    (
+        "capabilities api helper",
+        "{{- define \"api.ingress\" -}}\n{{- if .Capabilities.APIVersions.Has \"networking.k8s.io/v1/Ingress\" -}}\nnetworking.k8s.io/v1\n{{- else if semverCompare \"<1.14-0\" .Capabilities.KubeVersion.Version -}}\nextensions/v1beta1\n{{- else -}}\nnetworking.k8s.io/v1beta1\n{{- end -}}\n{{- end -}}\napiVersion: {{ include \"api.ingress\" . }}\n",
+    ),
+    (
+        "secret with lookup fallback",
+        "{{- $existing := lookup \"v1\" \"Secret\" .Release.Namespace \"s\" -}}\n{{- $pw := \"\" -}}\n{{- if $existing }}{{ $pw = index $existing.data \"pw\" }}{{ else }}{{ $pw = \"fixed\" | b64enc }}{{ end -}}\ndata:\n  pw: {{ $pw | quote }}\n",
+    ),
+    (
+        "range with index and dict",
+        "{{- range $i, $p := .Values.nested.list }}\n- {{ toYaml (dict \"idx\" $i \"name\" $p.name \"port\" $p.port) | nindent 2 | trim }}\n{{- end }}\n",
+    ),
+    (
+        "env list from map sorted",
+        "{{- range $k := keys .Values.labels | sortAlpha }}\n- name: {{ $k }}\n  value: {{ get $.Values.labels $k | quote }}\n{{- end }}",
+    ),
+    (
+        "checksum of include",
+        "{{ define \"cfg\" }}a: {{ .Values.name }}{{ end }}checksum/config: {{ include \"cfg\" . | sha256sum }}",
+    ),
+    ("values read as YAML 1.1", "{{ toJson .Values.yaml11 }}"),
+    (
+        "fromYaml YAML 1.1",
+        "{{ fromYaml \"y: n\\nyes: on\\nv: 010\\nw: 1_0\\nx: 0x1f\" | toJson }}",
+    ),
+    (
+        "fromYaml anchors",
+        "{{ fromYaml \"a: &x [1, 2]\\nb: *x\\nc:\\n  <<: {k: v}\\n  j: 1\" | toJson }}",
     ),
 ];
 
