@@ -4,6 +4,7 @@
 //! (`include`, `tpl`). Every node evaluated is charged to the step budget.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::fmt::{Display, Write as _};
 use std::sync::Arc;
 
@@ -74,23 +75,42 @@ impl Budget {
 
 pub(crate) fn execute(set: &TemplateSet, name: &str, data: &Value) -> Result<String, Error> {
     let budget = Budget::new(&set.options);
-    execute_with(set, &budget, 0, name, data)
+    let scope = Scope { set, overlay: None };
+    execute_with(&scope, &budget, 0, name, data)
+}
+
+/// The templates an execution sees: the set, plus what `tpl` calls parsed on top of it
+/// (Helm parses `tpl` text into a copy of the set; an overlay gives the same view without
+/// copying the set on every call).
+#[derive(Clone)]
+struct Scope<'a> {
+    set: &'a TemplateSet,
+    overlay: Option<Arc<HashMap<String, Arc<Template>>>>,
+}
+
+impl Scope<'_> {
+    fn lookup(&self, name: &str) -> Option<&Arc<Template>> {
+        self.overlay
+            .as_ref()
+            .and_then(|o| o.get(name))
+            .or_else(|| self.set.lookup(name))
+    }
 }
 
 fn execute_with(
-    set: &TemplateSet,
+    scope: &Scope<'_>,
     budget: &Budget,
     depth: usize,
     name: &str,
     data: &Value,
 ) -> Result<String, Error> {
-    let Some(tmpl) = set.lookup(name) else {
+    let Some(tmpl) = scope.lookup(name) else {
         return Err(Error::Template {
             message: format!("no template {name:?} associated with template \"gotpl\""),
         });
     };
     let mut state = State {
-        set,
+        scope: scope.clone(),
         budget,
         tmpl: tmpl.clone(),
         vars: vec![("$".to_string(), data.clone())],
@@ -110,7 +130,7 @@ enum Flow {
 }
 
 struct State<'a> {
-    set: &'a TemplateSet,
+    scope: Scope<'a>,
     budget: &'a Budget,
     tmpl: Arc<Template>,
     vars: Vec<(String, Value)>,
@@ -129,7 +149,7 @@ type R<T> = Result<T, Error>;
 
 impl<'a> State<'a> {
     fn options(&self) -> &Options {
-        &self.set.options
+        &self.scope.set.options
     }
 
     fn loc(&self, pos: usize) -> String {
@@ -216,7 +236,7 @@ impl<'a> State<'a> {
             Node::Template { pos, name, pipe } => {
                 self.step(*pos)?;
                 let ctx = TemplateCtx(name, pipe.as_ref());
-                let Some(tmpl) = self.set.lookup(name).cloned() else {
+                let Some(tmpl) = self.scope.lookup(name).cloned() else {
                     return Err(self.err(*pos, &ctx, format!("template {name:?} not defined")));
                 };
                 if self.depth >= self.options().max_depth {
@@ -233,7 +253,7 @@ impl<'a> State<'a> {
                     None => Value::Nil,
                 };
                 let mut inner = State {
-                    set: self.set,
+                    scope: self.scope.clone(),
                     budget: self.budget,
                     tmpl: tmpl.clone(),
                     vars: vec![("$".to_string(), new_dot.clone())],
@@ -823,7 +843,7 @@ impl<'a> State<'a> {
     fn include(&self, argv: Vec<Value>) -> Result<Value, CallError> {
         let depth = self.nested_depth()?;
         let name = argv[0].as_str().unwrap_or_default().to_string();
-        execute_with(self.set, self.budget, depth, &name, &argv[1])
+        execute_with(&self.scope, self.budget, depth, &name, &argv[1])
             .map(Value::String)
             .map_err(CallError::Inner)
     }
@@ -833,11 +853,25 @@ impl<'a> State<'a> {
     fn tpl(&self, argv: Vec<Value>) -> Result<Value, CallError> {
         let depth = self.nested_depth()?;
         let text = argv[0].as_str().unwrap_or_default();
-        let mut set = self.set.clone();
-        set.parse_as("gotpl", "gotpl", text).map_err(|e| {
-            CallError::Wrapped(format!("cannot parse template {text:?}"), Box::new(e))
-        })?;
-        let out = execute_with(&set, self.budget, depth, "gotpl", &argv[1]).map_err(|e| {
+        let parsed =
+            crate::parse_templates(self.options(), "gotpl", "gotpl", text).map_err(|e| {
+                CallError::Wrapped(format!("cannot parse template {text:?}"), Box::new(e))
+            })?;
+        let mut overlay = self.scope.overlay.as_deref().cloned().unwrap_or_default();
+        for (name, t) in parsed {
+            // The text itself always becomes `gotpl`; its defines follow Go's rule that an
+            // empty body does not replace an existing template.
+            let exists = overlay.contains_key(&name) || self.scope.set.lookup(&name).is_some();
+            if name != "gotpl" && crate::parse::is_empty_tree(&t.root) && exists {
+                continue;
+            }
+            overlay.insert(name, t);
+        }
+        let scope = Scope {
+            set: self.scope.set,
+            overlay: Some(Arc::new(overlay)),
+        };
+        let out = execute_with(&scope, self.budget, depth, "gotpl", &argv[1]).map_err(|e| {
             CallError::Wrapped(
                 format!("error during tpl function execution for {text:?}"),
                 Box::new(e),

@@ -135,6 +135,39 @@ impl Error {
     }
 }
 
+/// Parses one text into its templates: `name` for the body, then its `define`s and
+/// `block`s (Go's rule that an empty body does not replace an existing one is the caller's).
+pub(crate) fn parse_templates(
+    options: &Options,
+    name: &str,
+    parse_name: &str,
+    text: &str,
+) -> Result<Vec<(String, Arc<parse::Template>)>, Error> {
+    let delims = (options.delimiters.0.as_str(), options.delimiters.1.as_str());
+    let parsed = parse::parse(text, delims, &funcs::exists, options.max_depth).map_err(|e| {
+        Error::Parse {
+            name: parse_name.to_string(),
+            line: e.line,
+            message: e.message,
+        }
+    })?;
+    let source: Arc<str> = Arc::from(text);
+    let make = |tname: &str, list: parse::List| {
+        (
+            tname.to_string(),
+            Arc::new(parse::Template {
+                name: tname.to_string(),
+                parse_name: parse_name.to_string(),
+                source: source.clone(),
+                root: Arc::new(list),
+            }),
+        )
+    };
+    let mut out = vec![make(name, parsed.root)];
+    out.extend(parsed.defines.into_iter().map(|(d, l)| make(&d, l)));
+    Ok(out)
+}
+
 /// A set of parsed templates that can call each other (Go's `*template.Template` with its
 /// associated templates, as Helm builds one for a chart and its subcharts).
 #[derive(Clone)]
@@ -161,39 +194,13 @@ impl TemplateSet {
         self.parse_as(name, name, text)
     }
 
-    /// Parses `text` as template `name`, reporting locations as `parse_name` (Helm's `tpl`
-    /// parses strings under the root template's name).
+    /// Parses `text` as template `name`, reporting locations as `parse_name`.
     fn parse_as(&mut self, name: &str, parse_name: &str, text: &str) -> Result<(), Error> {
-        let delims = (
-            self.options.delimiters.0.as_str(),
-            self.options.delimiters.1.as_str(),
-        );
-        let parsed =
-            parse::parse(text, delims, &funcs::exists, self.options.max_depth).map_err(|e| {
-                Error::Parse {
-                    name: parse_name.to_string(),
-                    line: e.line,
-                    message: e.message,
-                }
-            })?;
-        let source: Arc<str> = Arc::from(text);
-        let mut add = |tname: &str, list: parse::List| {
-            if parse::is_empty_tree(&list) && self.templates.contains_key(tname) {
-                return;
+        for (tname, t) in parse_templates(&self.options, name, parse_name, text)? {
+            if parse::is_empty_tree(&t.root) && self.templates.contains_key(&tname) {
+                continue;
             }
-            self.templates.insert(
-                tname.to_string(),
-                Arc::new(parse::Template {
-                    name: tname.to_string(),
-                    parse_name: parse_name.to_string(),
-                    source: source.clone(),
-                    root: Arc::new(list),
-                }),
-            );
-        };
-        add(name, parsed.root);
-        for (dname, list) in parsed.defines {
-            add(&dname, list);
+            self.templates.insert(tname, t);
         }
         Ok(())
     }
