@@ -106,6 +106,7 @@ fn execute_with(
 ) -> Result<String, Error> {
     let Some(tmpl) = scope.lookup(name) else {
         return Err(Error::Template {
+            template: name.to_string(),
             message: format!("no template {name:?} associated with template \"gotpl\""),
         });
     };

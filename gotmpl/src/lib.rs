@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 pub use helm::{ApiVersions, Files, KubeVersion};
 pub use value::{Map, Object, Value};
+pub use yaml::yaml_to_json;
 
 /// What a field access on a map does when the key is missing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -105,9 +106,10 @@ pub enum Error {
         context: String,
         message: String,
     },
-    /// Go, for errors outside any node (`template: no template "x" associated with ...`).
+    /// Go, for errors outside any node (`template: no template "x" associated with ...`);
+    /// `template` is the template that was asked for.
     #[error("template: {message}")]
-    Template { message: String },
+    Template { template: String, message: String },
     /// A budget in [`Options`] ran out.
     #[error("template: {location}: {message}")]
     Budget { location: String, message: String },

@@ -11,6 +11,14 @@ use crate::Value;
 use crate::gofmt::{format_float_v, json_float};
 use crate::value::MAX_PRINT_DEPTH;
 
+/// Reads YAML as Helm reads values files and `fromYaml` input (`sigs.k8s.io/yaml`: go-yaml
+/// v2's YAML 1.1 resolution, then JSON): `enabled: yes` is `true`, a key `y` is `"true"`,
+/// `0644` is 420. Only the first document is read; an empty one is `null`. Errors are
+/// go-yaml's or JSON's words.
+pub fn yaml_to_json(text: &str) -> Result<serde_json::Value, String> {
+    parse_yaml(text)
+}
+
 /// Nodes one document may expand to (aliases included): a YAML "billion laughs" stops here.
 const MAX_YAML_NODES: usize = 1_000_000;
 
