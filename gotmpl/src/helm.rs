@@ -25,11 +25,16 @@ impl Files {
         Value::object(self)
     }
 
-    fn get(&self, name: &str) -> String {
-        self.0
-            .get(name)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default()
+    /// Go's `string(bytes)`: text stays a string; bytes that are not UTF-8 stay bytes, so
+    /// `.Files.Get "x.p12" | b64enc` encodes the file as it is.
+    fn get(&self, name: &str) -> Value {
+        match self.0.get(name) {
+            None => Value::string(""),
+            Some(b) => match std::str::from_utf8(b) {
+                Ok(s) => Value::string(s),
+                Err(_) => Value::object(BinaryString(b.clone())),
+            },
+        }
     }
 
     /// A YAML map of `path.Base(name)` to contents, as Helm's `toYAML(map[string]string)`.
@@ -75,7 +80,7 @@ impl Object for Files {
 
     fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, String>> {
         Some(match name {
-            "Get" => one_string(name, args).map(|p| Value::String(self.get(p))),
+            "Get" => one_string(name, args).map(|p| self.get(p)),
             "GetBytes" => one_string(name, args).map(|p| {
                 Value::list(
                     self.0
@@ -222,6 +227,42 @@ pub(crate) fn glob_regex(pattern: &str) -> Option<regex::Regex> {
     }
     re.push('$');
     regex::Regex::new(&re).ok()
+}
+
+/// A Go string holding bytes that are not UTF-8 (a binary file read with `.Files.Get`).
+/// Functions over bytes (`b64enc`, the digests) use the bytes; everything else sees the
+/// text with invalid sequences replaced.
+#[derive(Debug, Clone)]
+pub(crate) struct BinaryString(pub Vec<u8>);
+
+impl Object for BinaryString {
+    fn type_name(&self) -> &str {
+        "string"
+    }
+
+    fn display(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+
+    fn truth(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// The bytes of a string argument (`Ty::Bytes`).
+pub(crate) fn bytes_of(v: &Value) -> &[u8] {
+    match v {
+        Value::String(s) => s.as_bytes(),
+        Value::Object(o) => o
+            .as_any()
+            .downcast_ref::<BinaryString>()
+            .map_or(&[], |b| b.0.as_slice()),
+        _ => &[],
+    }
 }
 
 /// `.Capabilities.APIVersions`: the group/versions (and `group/version/Kind`s) a cluster

@@ -41,30 +41,32 @@ fn helm_or_skip() -> Option<PathBuf> {
 }
 
 /// Non-template files of the test chart, as `.Files` sees them.
-const FILES: &[(&str, &str)] = &[
-    ("files/a.txt", "alpha\nbeta\n"),
-    ("files/b.txt", "bravo"),
-    ("config/app.yaml", "port: 8080\nname: demo\n"),
+const FILES: &[(&str, &[u8])] = &[
+    ("files/a.txt", b"alpha\nbeta\n"),
+    ("files/b.txt", b"bravo"),
+    ("config/app.yaml", b"port: 8080\nname: demo\n"),
+    // Not UTF-8: `.Files.Get` must keep the bytes for `b64enc`.
+    ("bin/blob.dat", b"\xff\xfe\x00binary\x80"),
 ];
 
 fn write_chart(dir: &Path, templates: &[(String, String)]) {
     let t = dir.join("templates");
     std::fs::create_dir_all(&t).unwrap_or_else(|e| panic!("mkdir {}: {e}", t.display()));
-    let write = |p: PathBuf, s: &str| {
+    let write = |p: PathBuf, s: &[u8]| {
         std::fs::write(&p, s).unwrap_or_else(|e| panic!("write {}: {e}", p.display()))
     };
     write(
         dir.join("Chart.yaml"),
-        "apiVersion: v2\nname: x\nversion: 0.1.0\nappVersion: \"1.2.3\"\n",
+        b"apiVersion: v2\nname: x\nversion: 0.1.0\nappVersion: \"1.2.3\"\n",
     );
-    write(dir.join("values.yaml"), cases::VALUES);
+    write(dir.join("values.yaml"), cases::VALUES.as_bytes());
     for (path, body) in FILES {
         let p = dir.join(path);
         std::fs::create_dir_all(p.parent().unwrap_or(dir)).unwrap_or_else(|e| panic!("mkdir: {e}"));
         write(p, body);
     }
     for (name, body) in templates {
-        write(t.join(name), body);
+        write(t.join(name), body.as_bytes());
     }
 }
 
@@ -76,7 +78,7 @@ fn data(template: &str) -> Value {
     };
     let files: BTreeMap<String, Vec<u8>> = FILES
         .iter()
-        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
         .collect();
     map(vec![
         ("Values", values),

@@ -11,53 +11,50 @@ use sha2::Digest as _;
 use super::{CallError, Ctx, FnResult, Registry, Ty, str_arg};
 use crate::Value;
 use crate::gofmt::{JsonStyle, quote, to_json};
+use crate::helm::{BinaryString, bytes_of};
 use crate::yaml::{parse_yaml, to_yaml};
 
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
-    r.add("b64enc", &[Str], None, |c, a| {
+    r.add("b64enc", &[Bytes], None, |c, a| {
         sized(
             c,
-            base64::engine::general_purpose::STANDARD.encode(str_arg(&a[0])),
+            base64::engine::general_purpose::STANDARD.encode(bytes_of(&a[0])),
         )
     });
     r.add("b64dec", &[Str], None, |_, a| {
-        Ok(Value::String(
+        Ok(
             match base64::engine::general_purpose::STANDARD.decode(str_arg(&a[0])) {
-                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                Err(e) => go_b64_error(str_arg(&a[0]), &e),
+                Ok(b) => go_string(b),
+                Err(e) => Value::String(go_b64_error(str_arg(&a[0]), &e)),
             },
-        ))
+        )
     });
-    r.add("b32enc", &[Str], None, |c, a| {
-        sized(c, data_encoding::BASE32.encode(str_arg(&a[0]).as_bytes()))
+    r.add("b32enc", &[Bytes], None, |c, a| {
+        sized(c, data_encoding::BASE32.encode(bytes_of(&a[0])))
     });
     r.add("b32dec", &[Str], None, |_, a| {
-        Ok(Value::String(
+        Ok(
             match data_encoding::BASE32.decode(str_arg(&a[0]).as_bytes()) {
-                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                Err(e) => format!("illegal base32 data at input byte {}", e.position),
+                Ok(b) => go_string(b),
+                Err(e) => {
+                    Value::String(format!("illegal base32 data at input byte {}", e.position))
+                }
             },
-        ))
+        )
     });
-    r.add("sha1sum", &[Str], None, |_, a| {
-        Ok(Value::String(hex(&sha1::Sha1::digest(
-            str_arg(&a[0]).as_bytes(),
-        ))))
+    r.add("sha1sum", &[Bytes], None, |_, a| {
+        Ok(Value::String(hex(&sha1::Sha1::digest(bytes_of(&a[0])))))
     });
-    r.add("sha256sum", &[Str], None, |_, a| {
-        Ok(Value::String(hex(&sha2::Sha256::digest(
-            str_arg(&a[0]).as_bytes(),
-        ))))
+    r.add("sha256sum", &[Bytes], None, |_, a| {
+        Ok(Value::String(hex(&sha2::Sha256::digest(bytes_of(&a[0])))))
     });
-    r.add("sha512sum", &[Str], None, |_, a| {
-        Ok(Value::String(hex(&sha2::Sha512::digest(
-            str_arg(&a[0]).as_bytes(),
-        ))))
+    r.add("sha512sum", &[Bytes], None, |_, a| {
+        Ok(Value::String(hex(&sha2::Sha512::digest(bytes_of(&a[0])))))
     });
-    r.add("adler32sum", &[Str], None, |_, a| {
+    r.add("adler32sum", &[Bytes], None, |_, a| {
         let (mut s1, mut s2) = (1u32, 0u32);
-        for b in str_arg(&a[0]).bytes() {
+        for &b in bytes_of(&a[0]) {
             s1 = (s1 + u32::from(b)) % 65521;
             s2 = (s2 + s1) % 65521;
         }
@@ -276,6 +273,14 @@ pub(super) fn register(r: &mut Registry) {
 fn sized(c: &Ctx<'_>, s: String) -> FnResult {
     c.alloc(s.len())?;
     Ok(Value::String(s))
+}
+
+/// Go's `string(bytes)`: a binary result stays bytes (see [`BinaryString`]).
+fn go_string(b: Vec<u8>) -> Value {
+    match String::from_utf8(b) {
+        Ok(s) => Value::String(s),
+        Err(e) => Value::object(BinaryString(e.into_bytes())),
+    }
 }
 
 fn hex(b: &[u8]) -> String {

@@ -23,6 +23,8 @@ pub(crate) enum Ty {
     /// `interface{}` or `reflect.Value`: anything, nil included.
     Any,
     Str,
+    /// `string` for functions over its bytes (`b64enc`, digests): keeps binary strings.
+    Bytes,
     Int,
     Float,
     Bool,
@@ -34,7 +36,7 @@ impl Ty {
     pub fn go_name(self) -> &'static str {
         match self {
             Ty::Any => "interface {}",
-            Ty::Str => "string",
+            Ty::Str | Ty::Bytes => "string",
             Ty::Int => "int",
             Ty::Float => "float64",
             Ty::Bool => "bool",
@@ -45,9 +47,18 @@ impl Ty {
 
 /// Converts an evaluated value to parameter type `ty`, as Go's `validateType` does.
 pub(crate) fn convert(v: Value, ty: Ty) -> Result<Value, String> {
+    if let Value::Object(o) = &v
+        && o.type_name() == "string"
+    {
+        // A binary Go string: functions over bytes keep it, others see its text.
+        return Ok(match ty {
+            Ty::Bytes | Ty::Any => v,
+            _ => Value::String(o.display()),
+        });
+    }
     let ok = match (&v, ty) {
         (_, Ty::Any) => true,
-        (Value::String(_), Ty::Str)
+        (Value::String(_), Ty::Str | Ty::Bytes)
         | (Value::Int(_), Ty::Int)
         | (Value::Float(_), Ty::Float)
         | (Value::Bool(_), Ty::Bool)

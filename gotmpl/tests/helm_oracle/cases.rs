@@ -1199,6 +1199,22 @@ pub const OK: &[(&str, &str)] = &[
         "fromYaml anchors",
         "{{ fromYaml \"a: &x [1, 2]\\nb: *x\\nc:\\n  <<: {k: v}\\n  j: 1\" | toJson }}",
     ),
+    (
+        "binary file b64enc",
+        "{{ .Files.Get \"bin/blob.dat\" | b64enc }}",
+    ),
+    (
+        "binary file digests",
+        "{{ .Files.Get \"bin/blob.dat\" | sha256sum }} {{ .Files.Get \"bin/blob.dat\" | sha1sum }} {{ .Files.Get \"bin/blob.dat\" | adler32sum }}",
+    ),
+    (
+        "binary roundtrip",
+        "{{ b64dec \"//4A\" | b64enc }} {{ b32dec \"77\" | b32enc }}",
+    ),
+    (
+        "binary as secrets",
+        "{{ (.Files.Glob \"bin/*\").AsSecrets }}",
+    ),
 ];
 
 /// Templates that must fail in helm and here; `true`: the messages must match as well.
