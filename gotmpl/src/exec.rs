@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt::{Display, Write as _};
 use std::sync::Arc;
 
-use crate::funcs::{self, CallError, Ctx, Imp, Ty};
+use crate::funcs::{self, CallError, Callee, Ctx, Imp, Ty};
 use crate::parse::{Arg, Branch, Command, List, Node, Num, Pipe, Template, location};
 use crate::{Error, MissingKey, Options, TemplateSet, Value};
 
@@ -457,7 +457,7 @@ impl<'a> State<'a> {
             }
             Arg::Pipe(p) => {
                 self.not_a_function(cmd, &final_)?;
-                self.eval_pipeline_scoped(dot, p)
+                self.eval_pipeline(dot, p)
             }
             Arg::Bool(_, b) => {
                 self.not_a_function(cmd, &final_)?;
@@ -477,11 +477,6 @@ impl<'a> State<'a> {
                 Ok(Value::String(value.clone()))
             }
         }
-    }
-
-    /// A parenthesised pipeline: its declarations do not outlive it.
-    fn eval_pipeline_scoped(&mut self, dot: &Value, p: &Pipe) -> R<Value> {
-        self.eval_pipeline(dot, p)
     }
 
     fn number(&self, pos: usize, text: &str, value: Num) -> R<Value> {
@@ -522,7 +517,7 @@ impl<'a> State<'a> {
                 let v = self.eval_arg_value(dot, node)?;
                 self.eval_field_chain(dot, v, Origin::Start, arg, *pos, fields, &[], None)
             }
-            Arg::Pipe(p) => self.eval_pipeline_scoped(dot, p),
+            Arg::Pipe(p) => self.eval_pipeline(dot, p),
             Arg::Ident { pos, name } => {
                 let cmd = Command {
                     pos: *pos,
@@ -686,21 +681,24 @@ impl<'a> State<'a> {
                 format!("wrong number of args for {name}: want {fixed} got {n_in}"),
             ));
         }
-        // `and`/`or` short-circuit and return the deciding operand.
-        if let Imp::And | Imp::Or = func.imp {
-            let want = matches!(func.imp, Imp::Or);
-            let mut v = Value::Nil;
-            for a in args {
-                v = self.eval_arg_value(dot, a)?;
-                if v.truth() == want {
-                    return Ok(v);
+        let callee = match func.imp {
+            // `and`/`or` short-circuit and return the deciding operand.
+            Imp::And | Imp::Or => {
+                let want = matches!(func.imp, Imp::Or);
+                let mut v = Value::Nil;
+                for a in args {
+                    v = self.eval_arg_value(dot, a)?;
+                    if v.truth() == want {
+                        return Ok(v);
+                    }
                 }
+                if let Some(f) = final_ {
+                    v = f;
+                }
+                return Ok(v);
             }
-            if let Some(f) = final_ {
-                v = f;
-            }
-            return Ok(v);
-        }
+            Imp::Call(callee) => callee,
+        };
         let mut argv = Vec::with_capacity(n_in);
         for (i, a) in args.iter().enumerate() {
             let ty = func
@@ -722,17 +720,16 @@ impl<'a> State<'a> {
             let v = funcs::convert(f, ty).map_err(|m| self.err(pos, &ident, m))?;
             argv.push(v);
         }
-        let result = match func.imp {
-            Imp::Plain(f) => {
+        let result = match callee {
+            Callee::Plain(f) => {
                 let ctx = Ctx {
                     budget: self.budget,
                     options: self.options(),
                 };
                 f(&ctx, argv)
             }
-            Imp::Include => self.include(argv),
-            Imp::Tpl => self.tpl(argv),
-            Imp::And | Imp::Or => unreachable_and_or(),
+            Callee::Include => self.include(argv),
+            Callee::Tpl => self.tpl(argv),
         };
         let result = result.and_then(|v| {
             if let Value::String(s) = &v {
@@ -880,12 +877,6 @@ impl<'a> State<'a> {
         })?;
         Ok(Value::String(out.replace("<no value>", "")))
     }
-}
-
-fn unreachable_and_or() -> Result<Value, CallError> {
-    Err(CallError::Msg(
-        "and/or are evaluated by the executor".to_string(),
-    ))
 }
 
 /// The node Go's executor visited last while evaluating `pipe` (its errors point there):

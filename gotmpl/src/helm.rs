@@ -121,7 +121,15 @@ impl Object for Files {
     }
 
     fn display(&self) -> String {
-        let items: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}:{:?}", v)).collect();
+        // Go prints a map[string][]byte as `map[name:[97 98]]`.
+        let items: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, v)| {
+                let bytes: Vec<String> = v.iter().map(u8::to_string).collect();
+                format!("{k}:[{}]", bytes.join(" "))
+            })
+            .collect();
         format!("map[{}]", items.join(" "))
     }
 

@@ -113,6 +113,14 @@ impl Value {
 
     /// The JSON form, as `encoding/json` would marshal it (objects as their data).
     pub fn to_json(&self) -> serde_json::Value {
+        self.to_json_at(0)
+    }
+
+    /// A map made to contain itself (`set $d "self" $d`) ends in `null` at a depth limit.
+    fn to_json_at(&self, depth: usize) -> serde_json::Value {
+        if depth > MAX_PRINT_DEPTH {
+            return serde_json::Value::Null;
+        }
         match self {
             Value::Nil => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
@@ -127,14 +135,16 @@ impl Value {
                 }
             }
             Value::String(s) => serde_json::Value::String(s.clone()),
-            Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
+            Value::List(l) => {
+                serde_json::Value::Array(l.iter().map(|v| v.to_json_at(depth + 1)).collect())
+            }
             Value::Map(m) => serde_json::Value::Object(
-                m.read()
+                m.snapshot()
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .map(|(k, v)| (k.clone(), v.to_json_at(depth + 1)))
                     .collect(),
             ),
-            Value::Object(o) => o.to_data().to_json(),
+            Value::Object(o) => o.to_data().to_json_at(depth + 1),
         }
     }
 

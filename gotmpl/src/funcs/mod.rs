@@ -120,11 +120,19 @@ impl Ctx<'_> {
 
 pub(crate) type PlainFn = fn(&Ctx<'_>, Vec<Value>) -> FnResult;
 
+/// How a function runs: `and`/`or` evaluate their own arguments (they short-circuit);
+/// everything else is called with evaluated arguments.
 #[derive(Clone, Copy)]
 pub(crate) enum Imp {
-    Plain(PlainFn),
     And,
     Or,
+    Call(Callee),
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Callee {
+    Plain(PlainFn),
+    /// `include` and `tpl` need the template set: the executor runs them.
     Include,
     Tpl,
 }
@@ -152,7 +160,7 @@ impl Registry {
             Func {
                 params,
                 variadic,
-                imp: Imp::Plain(f),
+                imp: Imp::Call(Callee::Plain(f)),
             },
         );
     }
@@ -181,8 +189,13 @@ fn table() -> &'static HashMap<&'static str, Func> {
         let mut r = Registry(HashMap::new());
         r.special("and", &[Ty::Any], Some(Ty::Any), Imp::And);
         r.special("or", &[Ty::Any], Some(Ty::Any), Imp::Or);
-        r.special("include", &[Ty::Str, Ty::Any], None, Imp::Include);
-        r.special("tpl", &[Ty::Str, Ty::Any], None, Imp::Tpl);
+        r.special(
+            "include",
+            &[Ty::Str, Ty::Any],
+            None,
+            Imp::Call(Callee::Include),
+        );
+        r.special("tpl", &[Ty::Str, Ty::Any], None, Imp::Call(Callee::Tpl));
         builtin::register(&mut r);
         strings::register(&mut r);
         collections::register(&mut r);
