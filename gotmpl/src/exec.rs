@@ -290,17 +290,13 @@ impl<'a> State<'a> {
         let mark = self.vars.len();
         let val = self.eval_pipeline(dot, &b.pipe)?;
         let body_mark = self.vars.len();
-        let items: Vec<(Value, Value)> = match &val {
-            Value::List(l) => l
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (Value::Int(i as i64), v.clone()))
-                .collect(),
-            Value::Map(m) => m
-                .read()
-                .iter()
-                .map(|(k, v)| (Value::String(k.clone()), v.clone()))
-                .collect(),
+        // Lazily: `range 1000000000` must stop at the step budget, not allocate first.
+        let items: Box<dyn Iterator<Item = (Value, Value)>> = match &val {
+            Value::List(l) => {
+                let l = l.clone();
+                Box::new((0..l.len()).map(move |i| (Value::Int(i as i64), l[i].clone())))
+            }
+            Value::Map(m) => Box::new(m.snapshot().into_iter().map(|(k, v)| (Value::String(k), v))),
             Value::Int(n) => {
                 if b.pipe.decl.len() > 1 {
                     return Err(self.err_at_last(
@@ -308,22 +304,19 @@ impl<'a> State<'a> {
                         format!("can't use {n} to iterate over more than one variable"),
                     ));
                 }
-                self.budget
-                    .charge((*n).max(0) as u64)
-                    .map_err(|message| Error::Budget {
-                        location: self.loc(b.pos),
-                        message,
-                    })?;
-                (0..*n).map(|i| (Value::Nil, Value::Int(i))).collect()
+                Box::new((0..*n).map(|i| (Value::Nil, Value::Int(i))))
             }
-            Value::Nil => Vec::new(),
-            Value::Object(o) if o.entries().is_some() => o.entries().unwrap_or_default(),
+            Value::Nil => Box::new(std::iter::empty()),
+            Value::Object(o) if o.entries().is_some() => {
+                Box::new(o.entries().unwrap_or_default().into_iter())
+            }
             other => {
                 return Err(self.err_at_last(b, format!("range can't iterate over {other}")));
             }
         };
-        let ran = !items.is_empty();
+        let mut ran = false;
         for (index, elem) in items {
+            ran = true;
             self.step(b.pos)?;
             let decl = &b.pipe.decl;
             if !decl.is_empty() {

@@ -13,7 +13,7 @@ use crate::value::{MAX_PRINT_DEPTH, Map};
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
     r.add("list", &[], Some(Any), |c, a| {
-        c.alloc(a.len())?;
+        c.alloc_values(a.len())?;
         Ok(Value::list(a))
     });
     r.add("tuple", &[], Some(Any), |_, a| Ok(Value::list(a)));
@@ -341,7 +341,7 @@ fn dig(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
 
 fn push(c: &Ctx<'_>, a: Vec<Value>) -> FnResult {
     let l = list_of(&a[0], "push")?;
-    c.alloc(l.len() + 1)?;
+    c.alloc_values(l.len() + 1)?;
     let mut out = Vec::with_capacity(l.len() + 1);
     out.extend(l.iter().cloned());
     out.push(a[1].clone());
@@ -350,7 +350,7 @@ fn push(c: &Ctx<'_>, a: Vec<Value>) -> FnResult {
 
 fn prepend(c: &Ctx<'_>, a: Vec<Value>) -> FnResult {
     let l = list_of(&a[0], "prepend")?;
-    c.alloc(l.len() + 1)?;
+    c.alloc_values(l.len() + 1)?;
     let mut out = Vec::with_capacity(l.len() + 1);
     out.push(a[1].clone());
     out.extend(l.iter().cloned());
@@ -445,7 +445,7 @@ fn concat(c: &Ctx<'_>, a: Vec<Value>) -> FnResult {
     for v in &a {
         match v {
             Value::List(l) => {
-                c.alloc(out.len() + l.len())?;
+                c.alloc_values(out.len() + l.len())?;
                 out.extend(l.iter().cloned());
             }
             other => {
@@ -490,7 +490,7 @@ fn until_step(c: &Ctx<'_>, start: i64, stop: i64, step: i64) -> FnResult {
     } else {
         0
     };
-    c.alloc(usize::try_from(count).unwrap_or(usize::MAX))?;
+    c.alloc_values(usize::try_from(count).unwrap_or(usize::MAX))?;
     c.budget.charge(count).map_err(CallError::Budget)?;
     let mut out = Vec::with_capacity(count as usize);
     let mut i = start;

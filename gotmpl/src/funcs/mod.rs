@@ -116,6 +116,11 @@ impl Ctx<'_> {
             .charge((n / 64) as u64)
             .map_err(CallError::Budget)
     }
+
+    /// [`Ctx::alloc`] for a list of `n` values (counted by their size in memory).
+    pub fn alloc_values(&self, n: usize) -> Result<(), CallError> {
+        self.alloc(n.saturating_mul(std::mem::size_of::<Value>()))
+    }
 }
 
 pub(crate) type PlainFn = fn(&Ctx<'_>, Vec<Value>) -> FnResult;
