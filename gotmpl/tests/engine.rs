@@ -219,11 +219,11 @@ fn parse_errors_read_as_helm_prints_them() {
 
 #[test]
 fn unsupported_functions_say_so_by_name() {
-    let err = render(r#"{{ genCA "x" 365 }}"#)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(err.contains("genCA is not supported"), "{err}");
+    let err = |t: &str| render(t).err().map(|e| e.to_string()).unwrap_or_default();
+    let e = err(r#"{{ bcrypt "x" }}"#);
+    assert!(e.contains("bcrypt is not supported"), "{e}");
+    let e = err(r#"{{ genPrivateKey "rsa" }}"#);
+    assert!(e.contains(r#"only "ecdsa" and "ed25519""#), "{e}");
 }
 
 #[test]
@@ -242,4 +242,40 @@ fn values_read_as_helm_reads_them() {
             .as_deref(),
         Some("map[]")
     );
+}
+
+#[test]
+fn generated_certificates_are_signed_by_the_generated_ca() {
+    let out = render(
+        r#"{{ $ca := genCA "demo-ca" 365 }}{{ $c := genSignedCert "svc" (list "10.0.0.1") (list "svc.ns.svc") 30 $ca }}{{ $ca.Cert }}|{{ $c.Cert }}|{{ $c.Key }}|{{ (genSelfSignedCert "self" nil nil 1).Cert | len | lt 100 }}|{{ genPrivateKey "ecdsa" }}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let parts: Vec<&str> = out.split('|').collect();
+    assert_eq!(parts.len(), 5);
+    let der = |pem: &str| {
+        let (_, p) =
+            x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap_or_else(|e| panic!("pem: {e}"));
+        p.contents
+    };
+    let ca_der = der(parts[0]);
+    let leaf_der = der(parts[1]);
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap_or_else(|e| panic!("{e}"));
+    let (_, leaf) =
+        x509_parser::parse_x509_certificate(&leaf_der).unwrap_or_else(|e| panic!("{e}"));
+    assert!(ca.is_ca());
+    assert_eq!(leaf.issuer(), ca.subject());
+    assert!(leaf.verify_signature(Some(ca.public_key())).is_ok());
+    let san = leaf
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|s| format!("{:?}", s.value.general_names))
+        .unwrap_or_default();
+    assert!(
+        san.contains("svc.ns.svc") && san.contains("10.0.0.1") || san.contains("[10, 0, 0, 1]"),
+        "{san}"
+    );
+    assert!(parts[2].starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert_eq!(parts[3], "true");
+    assert!(parts[4].starts_with("-----BEGIN PRIVATE KEY-----"));
 }

@@ -252,17 +252,9 @@ pub(super) fn register(r: &mut Registry) {
         };
     }
     unsupported!(
+        "derivePassword",
         "bcrypt",
         "htpasswd",
-        "genPrivateKey",
-        "derivePassword",
-        "buildCustomCert",
-        "genCA",
-        "genCAWithKey",
-        "genSelfSignedCert",
-        "genSelfSignedCertWithKey",
-        "genSignedCert",
-        "genSignedCertWithKey",
         "encryptAES",
         "decryptAES",
         "urlParse",

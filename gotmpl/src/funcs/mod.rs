@@ -5,6 +5,7 @@
 
 mod builtin;
 mod collections;
+mod crypto;
 mod date;
 mod encoding;
 mod math;
@@ -204,6 +205,7 @@ fn table() -> &'static HashMap<&'static str, Func> {
         builtin::register(&mut r);
         strings::register(&mut r);
         collections::register(&mut r);
+        crypto::register(&mut r);
         math::register(&mut r);
         encoding::register(&mut r);
         semver::register(&mut r);

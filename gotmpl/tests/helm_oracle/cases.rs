@@ -1215,6 +1215,10 @@ pub const OK: &[(&str, &str)] = &[
         "binary as secrets",
         "{{ (.Files.Glob \"bin/*\").AsSecrets }}",
     ),
+    (
+        "genCA shape",
+        "{{ $ca := genCA \"x\" 30 }}{{ $ca.Cert | hasPrefix \"-----BEGIN CERTIFICATE-----\" }} {{ $ca.Key | hasPrefix \"-----BEGIN \" }} {{ $c := genSignedCert \"s\" (list \"10.0.0.1\") (list \"a.b\") 3 $ca }}{{ $c.Cert | hasSuffix \"-----END CERTIFICATE-----\\n\" }}",
+    ),
 ];
 
 /// Templates that must fail in helm and here; `true`: the messages must match as well.
