@@ -279,3 +279,29 @@ fn generated_certificates_are_signed_by_the_generated_ca() {
     assert_eq!(parts[3], "true");
     assert!(parts[4].starts_with("-----BEGIN PRIVATE KEY-----"));
 }
+
+#[test]
+fn sets_and_values_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<TemplateSet>();
+    shared::<Value>();
+    shared::<Error>();
+}
+
+#[test]
+fn set_changes_the_data_the_caller_passed_in_as_go_maps_do() {
+    // Helm hands every template of a render the same maps, so a `set` in one template is
+    // seen by the next; a caller rendering twice must build the data twice.
+    let data = values();
+    let mut set = TemplateSet::new(Options::default());
+    set.parse("a", r#"{{ $_ := set .map "b" 2 }}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    set.parse("b", "{{ .map }}")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.execute("b", &data).ok().as_deref(), Some("map[a:1]"));
+    assert_eq!(set.execute("a", &data).ok().as_deref(), Some(""));
+    assert_eq!(
+        set.execute("b", &data).ok().as_deref(),
+        Some("map[a:1 b:2]")
+    );
+}
