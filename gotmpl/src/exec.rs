@@ -5,7 +5,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::fmt::{Display, Write as _};
+use std::fmt::Display;
 use std::sync::Arc;
 
 use crate::funcs::{self, CallError, Callee, Ctx, Imp, Ty};
@@ -944,17 +944,4 @@ fn arg_mentions(a: &Arg, field: &str) -> bool {
         Arg::Pipe(p) => pipe_mentions(p, field),
         _ => false,
     }
-}
-
-/// Formats `v` as Go's `fmt.Sprint` would for a single operand (used by `print` et al).
-pub(crate) fn sprint(args: &[Value]) -> String {
-    let mut out = String::new();
-    for (i, a) in args.iter().enumerate() {
-        // Go adds a space between operands when neither is a string.
-        if i > 0 && !matches!(a, Value::String(_)) && !matches!(args[i - 1], Value::String(_)) {
-            out.push(' ');
-        }
-        let _ = write!(out, "{a}");
-    }
-    out
 }

@@ -202,6 +202,19 @@ fn is_go_printable(c: char) -> bool {
     !(format_or_private || odd_space)
 }
 
+/// Go's `fmt.Sprint`: operands formatted with `%v`, spaced where neither is a string.
+pub(crate) fn sprint(args: &[Value]) -> String {
+    let mut out = String::new();
+    for (i, a) in args.iter().enumerate() {
+        // Go adds a space between operands when neither is a string.
+        if i > 0 && !matches!(a, Value::String(_)) && !matches!(args[i - 1], Value::String(_)) {
+            out.push(' ');
+        }
+        let _ = write!(out, "{a}");
+    }
+    out
+}
+
 /// A parsed `%` directive.
 #[derive(Default, Clone, Copy)]
 struct Spec {

@@ -7,8 +7,7 @@ use std::fmt::Write as _;
 
 use super::{CallError, Ctx, FnResult, Registry, Ty};
 use crate::Value;
-use crate::exec::sprint;
-use crate::gofmt::sprintf;
+use crate::gofmt::{sprint, sprintf};
 
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;

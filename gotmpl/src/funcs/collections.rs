@@ -410,14 +410,7 @@ fn has(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
 fn slice(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
     let l = match &a[0] {
         Value::List(l) => l.clone(),
-        Value::String(s) => {
-            // Go's builtin `slice` on strings (Sprig's replaces it, but keep strings working
-            // the way Sprig's reflect-based code fails: only lists are accepted).
-            return Err(CallError::Msg(format!(
-                "list should be type of slice or array but {}",
-                Value::String(s.clone()).kind_name()
-            )));
-        }
+        // Sprig's `slice` replaces Go's builtin, and takes lists only (not strings).
         other => {
             return Err(CallError::Msg(format!(
                 "list should be type of slice or array but {}",
