@@ -312,7 +312,18 @@ fn go_int(s: &str) -> Option<i64> {
 
 /// `sigs.k8s.io/yaml.Marshal(v)`; `None` where Go fails (NaN or infinite floats).
 pub(crate) fn to_yaml(v: &Value) -> Option<String> {
+    emit(v, false)
+}
+
+/// Helm's `toYamlPretty`: go-yaml v3's encoder with a 2-space indent, straight from the Go
+/// value (no JSON step): sequences are indented under their key and long lines not folded.
+pub(crate) fn to_yaml_pretty(v: &Value) -> Option<String> {
+    emit(v, true)
+}
+
+fn emit(v: &Value, pretty: bool) -> Option<String> {
     let mut e = Emitter {
+        pretty,
         out: String::new(),
         column: 0,
         indent: -1,
@@ -339,6 +350,8 @@ const BEST_WIDTH: usize = 80;
 const BEST_INDENT: i32 = 2;
 
 struct Emitter {
+    /// go-yaml v3 as `toYamlPretty` uses it, rather than v2 behind sigs.k8s.io/yaml.
+    pretty: bool,
     out: String,
     column: usize,
     indent: i32,
@@ -439,7 +452,7 @@ impl Emitter {
                     self.write_indicator("]", false, false, false);
                     return Some(());
                 }
-                let indentless = ctx == Ctx::MapValue && !self.indention;
+                let indentless = !self.pretty && ctx == Ctx::MapValue && !self.indention;
                 self.increase_indent(false, indentless);
                 for item in l.iter() {
                     self.write_indent();
@@ -452,6 +465,13 @@ impl Emitter {
             Value::Nil => self.plain_token("null"),
             Value::Bool(b) => self.plain_token(if *b { "true" } else { "false" }),
             Value::Int(i) => self.plain_token(&i.to_string()),
+            Value::Float(f) if self.pretty => {
+                // go-yaml v3 prints the float64 itself with %g.
+                if !f.is_finite() {
+                    return None;
+                }
+                self.plain_token(&format_float_v(*f));
+            }
             Value::Float(f) => {
                 // JSON first (Go fails on NaN/Inf), then go-yaml reads the JSON number back
                 // as an int when it fits, else as a float it prints with %g.
@@ -507,7 +527,7 @@ impl Emitter {
             style = Style::Double;
         }
         self.increase_indent(true, false);
-        let allow_breaks = !simple_key;
+        let allow_breaks = !simple_key && !self.pretty;
         match style {
             Style::Plain => self.write_plain(s, allow_breaks),
             Style::Single => self.write_single(s, allow_breaks),

@@ -12,7 +12,7 @@ use super::{CallError, Ctx, FnResult, Registry, Ty, str_arg};
 use crate::Value;
 use crate::gofmt::{JsonStyle, quote, to_json};
 use crate::helm::{BinaryString, bytes_of};
-use crate::yaml::{parse_yaml, to_yaml};
+use crate::yaml::{parse_yaml, to_yaml, to_yaml_pretty};
 
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
@@ -118,7 +118,7 @@ pub(super) fn register(r: &mut Registry) {
         sized(c, s)
     });
     r.add("toYamlPretty", &[Any], None, |c, a| {
-        let s = to_yaml(&a[0])
+        let s = to_yaml_pretty(&a[0])
             .map(|s| s.strip_suffix('\n').unwrap_or(&s).to_string())
             .unwrap_or_default();
         sized(c, s)

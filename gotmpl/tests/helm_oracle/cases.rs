@@ -1219,6 +1219,11 @@ pub const OK: &[(&str, &str)] = &[
         "genCA shape",
         "{{ $ca := genCA \"x\" 30 }}{{ $ca.Cert | hasPrefix \"-----BEGIN CERTIFICATE-----\" }} {{ $ca.Key | hasPrefix \"-----BEGIN \" }} {{ $c := genSignedCert \"s\" (list \"10.0.0.1\") (list \"a.b\") 3 $ca }}{{ $c.Cert | hasSuffix \"-----END CERTIFICATE-----\\n\" }}",
     ),
+    (
+        "toYamlPretty",
+        "{{ toYamlPretty (dict \"a\" (list 1 2 (dict \"x\" 1 \"y\" (list \"p\" \"q\"))) \"b\" \"yes\" \"c\" .Values.longline \"d\" \"a\\nb\" \"e\" (dict) \"f\" (list) \"g\" \"1.5\" \"h\" \"y\" \"i\" \"2021-01-01\" \"j\" \"x: y\" \"k\" 1e21 \"l\" .Values.ratio \"m\" .Values.bigger \"n\" .Values.replicas) }}",
+    ),
+    ("toYamlPretty nested", "{{ toYamlPretty .Values.nested }}"),
 ];
 
 /// Templates that must fail in helm and here; `true`: the messages must match as well.
