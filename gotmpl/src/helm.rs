@@ -273,6 +273,72 @@ pub(crate) fn bytes_of(v: &Value) -> &[u8] {
     }
 }
 
+/// A Go struct such as Helm's `.Chart` (`chart.Metadata` plus `IsRoot`) or `.Capabilities`:
+/// fields in declaration order; a field it does not have is Go's "can't evaluate field"
+/// error (where a map would give `<no value>`), and it prints as Go's `%v` of a struct,
+/// `{value value ...}`. `toYaml`/`toJson` see it as a map of its JSON names.
+#[derive(Debug, Clone)]
+pub struct GoStruct {
+    type_name: String,
+    /// (Go field name, JSON name, value), in declaration order.
+    fields: Vec<(String, String, Value)>,
+}
+
+impl GoStruct {
+    /// A struct of Go type `type_name` (as error messages print it, e.g.
+    /// `*chartutil.Capabilities`).
+    pub fn new(type_name: impl Into<String>) -> GoStruct {
+        GoStruct {
+            type_name: type_name.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Adds field `name`, marshalled to JSON/YAML as `json_name` (empty: left out, as
+    /// `omitempty` leaves out empty values).
+    pub fn field(mut self, name: &str, json_name: &str, value: Value) -> GoStruct {
+        self.fields
+            .push((name.to_string(), json_name.to_string(), value));
+        self
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::object(self)
+    }
+}
+
+impl Object for GoStruct {
+    fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    fn field(&self, name: &str) -> Option<Value> {
+        self.fields
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, v)| v.clone())
+    }
+
+    fn display(&self) -> String {
+        let parts: Vec<String> = self.fields.iter().map(|(_, _, v)| v.to_string()).collect();
+        format!("{{{}}}", parts.join(" "))
+    }
+
+    fn to_data(&self) -> Value {
+        Value::map(
+            self.fields
+                .iter()
+                .filter(|(_, j, _)| !j.is_empty())
+                .map(|(_, j, v)| (j.clone(), v.to_data()))
+                .collect(),
+        )
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 /// `.Capabilities.APIVersions`: the group/versions (and `group/version/Kind`s) a cluster
 /// serves; `.Has "apps/v1"`.
 #[derive(Debug, Clone, Default)]
@@ -392,6 +458,20 @@ mod tests {
         assert!(re("config/**").is_match("config/sub/a.yaml"));
         assert!(re("*.{yaml,json}").is_match("a.json"));
         assert!(re("file?.txt").is_match("file1.txt"));
+    }
+
+    #[test]
+    fn structs_behave_as_go_structs() {
+        let s = GoStruct::new("chart.Metadata")
+            .field("Name", "name", Value::string("x"))
+            .field("IsRoot", "", Value::Bool(true));
+        assert_eq!(s.display(), "{x true}");
+        assert_eq!(
+            Object::field(&s, "Name").map(|v| v.to_string()).as_deref(),
+            Some("x")
+        );
+        assert!(Object::field(&s, "Nope").is_none());
+        assert_eq!(s.to_data().to_string(), "map[name:x]");
     }
 
     #[test]

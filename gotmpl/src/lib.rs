@@ -23,7 +23,7 @@ mod yaml;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use helm::{ApiVersions, Files, KubeVersion};
+pub use helm::{ApiVersions, Files, GoStruct, KubeVersion};
 pub use value::{Map, Object, Value};
 pub use yaml::yaml_to_json;
 
