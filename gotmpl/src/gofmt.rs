@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::value::{MAX_PRINT_DEPTH, Value};
+use crate::value::{Value, Walk};
 
 /// Shortest decimal digits and decimal-point position of `x` (`x = 0.DIGITS * 10^dp`).
 fn shortest_digits(x: f64) -> (String, i32) {
@@ -299,7 +299,7 @@ pub(crate) fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<Stri
             continue;
         };
         argi += 1;
-        let s = format_verb(arg, verb, spec, 0);
+        let s = format_verb(arg, verb, spec, &Walk::new(), 0);
         pad(&mut out, &s, spec, is_numeric_verb(verb, arg));
     }
     if argi < args.len() {
@@ -371,8 +371,8 @@ fn sign(spec: Spec, neg: bool) -> &'static str {
     }
 }
 
-fn format_verb(arg: &Value, verb: char, spec: Spec, depth: usize) -> String {
-    if depth > MAX_PRINT_DEPTH {
+fn format_verb(arg: &Value, verb: char, spec: Spec, walk: &Walk, depth: usize) -> String {
+    if !walk.enter(depth) {
         return "...".into();
     }
     // Lists and maps format element by element with the same verb.
@@ -380,7 +380,7 @@ fn format_verb(arg: &Value, verb: char, spec: Spec, depth: usize) -> String {
         Value::List(l) if verb != 'T' => {
             let items: Vec<String> = l
                 .iter()
-                .map(|v| format_verb(v, verb, spec, depth + 1))
+                .map(|v| format_verb(v, verb, spec, walk, depth + 1))
                 .collect();
             return format!("[{}]", items.join(" "));
         }
@@ -391,8 +391,8 @@ fn format_verb(arg: &Value, verb: char, spec: Spec, depth: usize) -> String {
                 .map(|(k, v)| {
                     format!(
                         "{}:{}",
-                        format_verb(&Value::String(k.clone()), verb, spec, depth + 1),
-                        format_verb(v, verb, spec, depth + 1)
+                        format_verb(&Value::String(k.clone()), verb, spec, walk, depth + 1),
+                        format_verb(v, verb, spec, walk, depth + 1)
                     )
                 })
                 .collect();
@@ -555,12 +555,18 @@ pub(crate) struct JsonStyle {
 /// `encoding/json` marshalling. `None` where Go returns an error (NaN, infinities).
 pub(crate) fn to_json(v: &Value, style: JsonStyle) -> Option<String> {
     let mut out = String::new();
-    json_value(v, style, 0, &mut out)?;
+    json_value(v, style, &Walk::new(), 0, &mut out)?;
     Some(out)
 }
 
-fn json_value(v: &Value, style: JsonStyle, depth: usize, out: &mut String) -> Option<()> {
-    if depth > MAX_PRINT_DEPTH {
+fn json_value(
+    v: &Value,
+    style: JsonStyle,
+    walk: &Walk,
+    depth: usize,
+    out: &mut String,
+) -> Option<()> {
+    if !walk.enter(depth) {
         return None;
     }
     let nl = |out: &mut String, d: usize| {
@@ -588,7 +594,7 @@ fn json_value(v: &Value, style: JsonStyle, depth: usize, out: &mut String) -> Op
                     out.push(',');
                 }
                 nl(out, depth + 1);
-                json_value(x, style, depth + 1, out)?;
+                json_value(x, style, walk, depth + 1, out)?;
             }
             nl(out, depth);
             out.push(']');
@@ -610,12 +616,12 @@ fn json_value(v: &Value, style: JsonStyle, depth: usize, out: &mut String) -> Op
                 if style.indent {
                     out.push(' ');
                 }
-                json_value(x, style, depth + 1, out)?;
+                json_value(x, style, walk, depth + 1, out)?;
             }
             nl(out, depth);
             out.push('}');
         }
-        Value::Object(o) => json_value(&o.to_data(), style, depth + 1, out)?,
+        Value::Object(o) => json_value(&o.to_data(), style, walk, depth + 1, out)?,
     }
     Some(())
 }

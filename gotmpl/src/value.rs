@@ -113,12 +113,12 @@ impl Value {
 
     /// The JSON form, as `encoding/json` would marshal it (objects as their data).
     pub fn to_json(&self) -> serde_json::Value {
-        self.to_json_at(0)
+        self.to_json_at(&Walk::new(), 0)
     }
 
-    /// A map made to contain itself (`set $d "self" $d`) ends in `null` at a depth limit.
-    fn to_json_at(&self, depth: usize) -> serde_json::Value {
-        if depth > MAX_PRINT_DEPTH {
+    /// A map made to contain itself (`set $d "self" $d`) ends in `null` at the walk's limit.
+    fn to_json_at(&self, walk: &Walk, depth: usize) -> serde_json::Value {
+        if !walk.enter(depth) {
             return serde_json::Value::Null;
         }
         match self {
@@ -136,15 +136,15 @@ impl Value {
             }
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::List(l) => {
-                serde_json::Value::Array(l.iter().map(|v| v.to_json_at(depth + 1)).collect())
+                serde_json::Value::Array(l.iter().map(|v| v.to_json_at(walk, depth + 1)).collect())
             }
             Value::Map(m) => serde_json::Value::Object(
                 m.snapshot()
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.to_json_at(depth + 1)))
+                    .map(|(k, v)| (k.clone(), v.to_json_at(walk, depth + 1)))
                     .collect(),
             ),
-            Value::Object(o) => o.to_data().to_json_at(depth + 1),
+            Value::Object(o) => o.to_data().to_json_at(walk, depth + 1),
         }
     }
 
@@ -213,14 +213,38 @@ impl Value {
 impl PartialEq for Value {
     /// Deep equality as Go's `reflect.DeepEqual` sees these values (int and float differ).
     fn eq(&self, other: &Value) -> bool {
+        self.eq_walk(other, &Walk::new(), 0)
+    }
+}
+
+impl Value {
+    /// Deep equality within a walk's limits (beyond them, values count as different).
+    fn eq_walk(&self, other: &Value, walk: &Walk, depth: usize) -> bool {
+        if !walk.enter(depth) {
+            return false;
+        }
         match (self, other) {
             (Value::Nil, Value::Nil) => true,
             (Value::Bool(a), Value::Bool(b)) => a == b,
             (Value::Int(a), Value::Int(b)) => a == b,
             (Value::Float(a), Value::Float(b)) => a == b,
             (Value::String(a), Value::String(b)) => a == b,
-            (Value::List(a), Value::List(b)) => a == b,
-            (Value::Map(a), Value::Map(b)) => a.ptr_eq(b) || *a.read() == *b.read(),
+            (Value::List(a), Value::List(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b.iter())
+                        .all(|(x, y)| x.eq_walk(y, walk, depth + 1))
+            }
+            (Value::Map(a), Value::Map(b)) => {
+                if a.ptr_eq(b) {
+                    return true;
+                }
+                let (a, b) = (a.snapshot(), b.snapshot());
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b.iter())
+                        .all(|((ka, va), (kb, vb))| ka == kb && va.eq_walk(vb, walk, depth + 1))
+            }
             (Value::Object(a), Value::Object(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
@@ -231,16 +255,45 @@ impl PartialEq for Value {
 /// `set`, and Go would overflow its stack; we print `...` instead.
 pub(crate) const MAX_PRINT_DEPTH: usize = 256;
 
+/// How many nodes one walk over a value (printing, encoding, comparing, copying) may
+/// visit: maps shared under several keys make a value of a few lines print
+/// exponentially, so depth alone does not bound the work.
+const MAX_WALK_NODES: usize = 200_000;
+
+/// Bounds one walk over a value, in depth and in nodes visited.
+pub(crate) struct Walk {
+    left: std::cell::Cell<usize>,
+}
+
+impl Walk {
+    pub fn new() -> Walk {
+        Walk {
+            left: std::cell::Cell::new(MAX_WALK_NODES),
+        }
+    }
+
+    /// Whether the walk may visit one more node at `depth`.
+    pub fn enter(&self, depth: usize) -> bool {
+        let left = self.left.get();
+        if depth > MAX_PRINT_DEPTH || left == 0 {
+            self.left.set(0);
+            return false;
+        }
+        self.left.set(left - 1);
+        true
+    }
+}
+
 /// Go's `%v` (and `fmt.Sprint`) formatting: `map[a:1 b:2]`, `[a b]`, `1e+06`, `<nil>`.
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.fmt_depth(f, 0)
+        self.fmt_walk(f, &Walk::new(), 0)
     }
 }
 
 impl Value {
-    fn fmt_depth(&self, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
-        if depth > MAX_PRINT_DEPTH {
+    fn fmt_walk(&self, f: &mut fmt::Formatter<'_>, walk: &Walk, depth: usize) -> fmt::Result {
+        if !walk.enter(depth) {
             return f.write_str("...");
         }
         match self {
@@ -255,7 +308,7 @@ impl Value {
                     if i > 0 {
                         f.write_str(" ")?;
                     }
-                    v.fmt_depth(f, depth + 1)?;
+                    v.fmt_walk(f, walk, depth + 1)?;
                 }
                 f.write_str("]")
             }
@@ -266,7 +319,7 @@ impl Value {
                         f.write_str(" ")?;
                     }
                     write!(f, "{k}:")?;
-                    v.fmt_depth(f, depth + 1)?;
+                    v.fmt_walk(f, walk, depth + 1)?;
                 }
                 f.write_str("]")
             }

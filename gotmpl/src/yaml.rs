@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 
 use crate::Value;
 use crate::gofmt::{format_float_v, json_float};
-use crate::value::MAX_PRINT_DEPTH;
+use crate::value::{MAX_PRINT_DEPTH, Walk};
 
 /// Reads YAML as Helm reads values files and `fromYaml` input (`sigs.k8s.io/yaml`: go-yaml
 /// v2's YAML 1.1 resolution, then JSON): `enabled: yes` is `true`, a key `y` is `"true"`,
@@ -331,7 +331,7 @@ fn emit(v: &Value, pretty: bool) -> Option<String> {
         whitespace: true,
         indention: true,
     };
-    e.node(v, Ctx::Root, 0)?;
+    e.node(v, Ctx::Root, &Walk::new(), 0)?;
     // Document end: one line break unless the scalar already ended the line.
     e.indent = -1;
     e.write_indent_at(0);
@@ -423,8 +423,8 @@ impl Emitter {
         self.indention = self.indention && is_indention;
     }
 
-    fn node(&mut self, v: &Value, ctx: Ctx, depth: usize) -> Option<()> {
-        if depth > MAX_PRINT_DEPTH {
+    fn node(&mut self, v: &Value, ctx: Ctx, walk: &Walk, depth: usize) -> Option<()> {
+        if !walk.enter(depth) {
             return None;
         }
         match v {
@@ -442,7 +442,7 @@ impl Emitter {
                     self.write_indent();
                     self.scalar_str(k, Ctx::MapKey);
                     self.write_indicator(":", false, false, false);
-                    self.node(&snap[k], Ctx::MapValue, depth + 1)?;
+                    self.node(&snap[k], Ctx::MapValue, walk, depth + 1)?;
                 }
                 self.pop_indent();
             }
@@ -457,11 +457,11 @@ impl Emitter {
                 for item in l.iter() {
                     self.write_indent();
                     self.write_indicator("-", true, false, true);
-                    self.node(item, Ctx::SeqItem, depth + 1)?;
+                    self.node(item, Ctx::SeqItem, walk, depth + 1)?;
                 }
                 self.pop_indent();
             }
-            Value::Object(o) => self.node(&o.to_data(), ctx, depth + 1)?,
+            Value::Object(o) => self.node(&o.to_data(), ctx, walk, depth + 1)?,
             Value::Nil => self.plain_token("null"),
             Value::Bool(b) => self.plain_token(if *b { "true" } else { "false" }),
             Value::Int(i) => self.plain_token(&i.to_string()),

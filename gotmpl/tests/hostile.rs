@@ -97,6 +97,28 @@ fn a_map_that_contains_itself_prints_without_overflowing() {
 }
 
 #[test]
+fn maps_shared_under_many_keys_do_not_print_exponentially() {
+    // Each line doubles the printed size: 2^60 nodes if walks were bounded by depth alone.
+    let mut text = String::from(r#"{{ $m := dict "leaf" 1 }}"#);
+    for _ in 0..60 {
+        text.push_str(r#"{{ $m = dict "a" $m "b" $m }}"#);
+    }
+    for f in [
+        "{{ $m | toJson | len }}",
+        "{{ $m | toYaml | len }}",
+        "{{ $m | len }}",
+        "{{ deepEqual $m (deepCopy $m) }}",
+        "{{ printf \"%v\" $m | len }}",
+        "{{ $m | toString | len }}",
+        "{{ merge (dict) $m | len }}",
+        "{{ toToml $m | len }}",
+    ] {
+        // Any outcome but a hang or a crash is fine here; the budgets end each walk.
+        let _ = run(small(), &format!("{text}{f}"));
+    }
+}
+
+#[test]
 fn merging_a_map_into_itself_does_not_deadlock() {
     let out = run(
         small(),

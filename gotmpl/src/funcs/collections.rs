@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{CallError, Ctx, FnResult, Registry, Ty, empty, int_arg, list_of, str_arg, strval};
 use crate::Value;
-use crate::value::{MAX_PRINT_DEPTH, Map};
+use crate::value::{Map, Walk};
 
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
@@ -219,13 +219,19 @@ fn to_strings(v: &Value) -> Vec<String> {
 fn merge(a: Vec<Value>, overwrite: bool) -> FnResult {
     let dst = map_of(&a[0]);
     for src in &a[1..] {
-        merge_into(&dst, &map_of(src).snapshot(), overwrite, 0);
+        merge_into(&dst, &map_of(src).snapshot(), overwrite, &Walk::new(), 0);
     }
     Ok(Value::Map(dst))
 }
 
-fn merge_into(dst: &Map, src: &BTreeMap<String, Value>, overwrite: bool, depth: usize) {
-    if depth > MAX_PRINT_DEPTH {
+fn merge_into(
+    dst: &Map,
+    src: &BTreeMap<String, Value>,
+    overwrite: bool,
+    walk: &Walk,
+    depth: usize,
+) {
+    if !walk.enter(depth) {
         return;
     }
     for (k, sv) in src {
@@ -241,7 +247,7 @@ fn merge_into(dst: &Map, src: &BTreeMap<String, Value>, overwrite: bool, depth: 
                 if let Some(Value::Map(dm)) = &dv
                     && !dm.ptr_eq(sm)
                 {
-                    merge_into(dm, &sm.snapshot(), overwrite, depth + 1);
+                    merge_into(dm, &sm.snapshot(), overwrite, walk, depth + 1);
                 }
             }
             Value::List(_) => {
@@ -268,8 +274,8 @@ fn merge_into(dst: &Map, src: &BTreeMap<String, Value>, overwrite: bool, depth: 
 }
 
 fn deep_copy(c: &Ctx<'_>, v: &Value) -> FnResult {
-    fn copy(c: &Ctx<'_>, v: &Value, depth: usize) -> FnResult {
-        if depth > MAX_PRINT_DEPTH {
+    fn copy(c: &Ctx<'_>, v: &Value, walk: &Walk, depth: usize) -> FnResult {
+        if !walk.enter(depth) {
             return Err(CallError::Msg(
                 "deepCopy error: value nested too deeply (a cycle?)".into(),
             ));
@@ -278,14 +284,14 @@ fn deep_copy(c: &Ctx<'_>, v: &Value) -> FnResult {
         Ok(match v {
             Value::List(l) => Value::list(
                 l.iter()
-                    .map(|x| copy(c, x, depth + 1))
+                    .map(|x| copy(c, x, walk, depth + 1))
                     .collect::<Result<_, _>>()?,
             ),
             Value::Map(m) => {
                 let snap = m.snapshot();
                 let mut out = BTreeMap::new();
                 for (k, x) in snap {
-                    out.insert(k, copy(c, &x, depth + 1)?);
+                    out.insert(k, copy(c, &x, walk, depth + 1)?);
                 }
                 Value::map(out)
             }
@@ -297,7 +303,7 @@ fn deep_copy(c: &Ctx<'_>, v: &Value) -> FnResult {
             "deepCopy error: copystructure: nil value".into(),
         ));
     }
-    copy(c, v, 0)
+    copy(c, v, &Walk::new(), 0)
 }
 
 fn dig(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {

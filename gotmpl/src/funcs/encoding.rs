@@ -149,7 +149,7 @@ pub(super) fn register(r: &mut Registry) {
         let s = match &a[0] {
             Value::Map(m) => {
                 let mut out = String::new();
-                toml_table(&mut out, &[], &m.snapshot(), 0);
+                toml_table(&mut out, &[], &m.snapshot(), &crate::value::Walk::new(), 0);
                 out
             }
             other => format!(
@@ -331,9 +331,10 @@ fn toml_table(
     out: &mut String,
     path: &[String],
     m: &std::collections::BTreeMap<String, Value>,
+    walk: &crate::value::Walk,
     depth: usize,
 ) {
-    if depth > crate::value::MAX_PRINT_DEPTH {
+    if !walk.enter(depth) {
         return;
     }
     let indent = "  ".repeat(path.len().saturating_sub(1));
@@ -348,7 +349,7 @@ fn toml_table(
             let mut p = path.to_vec();
             p.push(toml_key(k));
             let _ = writeln!(out, "\n{}[{}]", "  ".repeat(p.len() - 1), p.join("."));
-            toml_table(out, &p, &sub.snapshot(), depth + 1);
+            toml_table(out, &p, &sub.snapshot(), walk, depth + 1);
         }
     }
 }
