@@ -30,6 +30,8 @@ fn stack_marker() -> usize {
 
 impl Budget {
     pub fn new(options: &Options) -> Budget {
+        // Walks left over from earlier work on this thread are not this call's.
+        crate::value::take_walked();
         Budget {
             steps_left: Cell::new(options.max_steps),
             max_output: options.max_output_bytes,
@@ -175,8 +177,9 @@ impl<'a> State<'a> {
     }
 
     fn step(&self, pos: usize) -> R<()> {
+        // Every node walked while printing or encoding values costs a step too.
         self.budget
-            .charge(1)
+            .charge(1 + crate::value::take_walked())
             .and_then(|_| self.budget.check_stack())
             .map_err(|message| Error::Budget {
                 location: self.loc(pos),

@@ -260,6 +260,17 @@ pub(crate) const MAX_PRINT_DEPTH: usize = 256;
 /// exponentially, so depth alone does not bound the work.
 const MAX_WALK_NODES: usize = 200_000;
 
+thread_local! {
+    /// Nodes walked on this thread since the executor last charged them to its step
+    /// budget: walks happen inside `Display` and friends, which cannot see the budget.
+    static WALKED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Takes the count of nodes walked since the last call.
+pub(crate) fn take_walked() -> u64 {
+    WALKED.with(|w| w.replace(0))
+}
+
 /// Bounds one walk over a value, in depth and in nodes visited.
 pub(crate) struct Walk {
     left: std::cell::Cell<usize>,
@@ -280,6 +291,7 @@ impl Walk {
             return false;
         }
         self.left.set(left - 1);
+        WALKED.with(|w| w.set(w.get() + 1));
         true
     }
 }

@@ -167,3 +167,13 @@ proptest! {
         let _ = run(tiny(), &parts.concat());
     }
 }
+
+#[test]
+fn printing_big_values_in_a_loop_hits_the_step_budget() {
+    let mut text = String::from(r#"{{ $m := dict "leaf" 1 }}"#);
+    for _ in 0..12 {
+        text.push_str(r#"{{ $m = dict "a" $m "b" $m }}"#);
+    }
+    text.push_str("{{ range until 100000 }}{{ $_ := toString $m }}{{ end }}");
+    assert_budget(run(small(), &text));
+}
