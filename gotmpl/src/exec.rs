@@ -716,6 +716,23 @@ impl<'a> State<'a> {
             let v = funcs::convert(f, ty).map_err(|m| self.err(pos, &ident, m))?;
             argv.push(v);
         }
+        // Functions do work in proportion to their arguments (`upper`, `regexFindAll` and
+        // `toString` of a large value in a loop): charge it, so only the budget decides.
+        let work: usize = argv
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.len() / 16,
+                Value::List(l) => l.len(),
+                Value::Map(m) => m.len(),
+                _ => 0,
+            })
+            .sum();
+        self.budget
+            .charge(work as u64)
+            .map_err(|message| Error::Budget {
+                location: self.loc(cmd.pos),
+                message,
+            })?;
         let result = match callee {
             Callee::Plain(f) => {
                 let ctx = Ctx {

@@ -177,3 +177,10 @@ fn printing_big_values_in_a_loop_hits_the_step_budget() {
     text.push_str("{{ range until 100000 }}{{ $_ := toString $m }}{{ end }}");
     assert_budget(run(small(), &text));
 }
+
+#[test]
+fn string_functions_on_big_strings_in_a_loop_hit_the_step_budget() {
+    let text =
+        r#"{{ $s := repeat 500000 "ab" }}{{ range until 100000 }}{{ $_ := upper $s }}{{ end }}"#;
+    assert_budget(run(small(), text));
+}
