@@ -612,8 +612,8 @@ impl<'a> State<'a> {
                     argv.push(f);
                 }
                 if let Some(result) = o.call(name, &argv) {
-                    return result
-                        .map_err(|m| self.err(pos, node, format!("error calling {name}: {m}")));
+                    // Method errors are Go's argument checks, which it reports unwrapped.
+                    return result.map_err(|m| self.err(pos, node, m));
                 }
                 match o.field(name) {
                     Some(_) if has_args => Err(self.err(

@@ -1228,6 +1228,12 @@ pub const OK: &[(&str, &str)] = &[
 
 /// Templates that must fail in helm and here; `true`: the messages must match as well.
 pub const FAIL: &[(&str, &str, bool)] = &[
+    ("method without its argument", "{{ .Files.Get }}", true),
+    (
+        "method with a wrong argument type",
+        "{{ .Capabilities.APIVersions.Has 1 }}",
+        false,
+    ),
     (
         "hasKey of a missing field",
         "{{ hasKey .Values.missing \"a\" }}",
