@@ -459,6 +459,7 @@ mod tests {
             staged_deployment_id: String::new(),
             updated: String::new(),
             resources: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 

@@ -461,7 +461,7 @@ impl KubeTarget {
         inv.objects = new;
         let mut inventory_uid = inventory::store(&self.client, &inv).await?;
         if run_post {
-            self.wait_healthy(bundle, &resources, &mut verdicts).await?;
+            self.wait_healthy(d, &resources, &mut verdicts).await?;
             self.run_hooks(bundle, &post, &params).await?;
             inv.hooks_ran.post = id.clone();
             inventory_uid = inventory::store(&self.client, &inv).await?;
@@ -518,10 +518,12 @@ impl KubeTarget {
     /// records the health it ends with.
     async fn wait_healthy(
         &self,
-        bundle: &str,
+        d: &Desired,
         resources: &[&Planned],
         verdicts: &mut [(ObjectRef, Verdict)],
     ) -> Result<()> {
+        let bundle = &d.bundle;
+        let ignored = &d.options.ignore_conditions;
         for (p, slot) in resources.iter().zip(verdicts.iter_mut()) {
             if slot.1 == Verdict::Ready {
                 continue;
@@ -530,7 +532,8 @@ impl KubeTarget {
             let mut last = String::new();
             let live = hooks::wait_for(&self.api(p), &p.r.name, |live| {
                 let live = live?.data_value();
-                match health::health(group, kind, &live) {
+                let judged = health::without_ignored_conditions(&live, ignored);
+                match health::health(group, kind, &judged) {
                     Health::Ready => Some(live),
                     Health::NotReady(why) => {
                         last = why;
@@ -545,7 +548,7 @@ impl KubeTarget {
                     p.r
                 )
             })?;
-            slot.1 = verdict_of_health(p, &live);
+            slot.1 = verdict_of_health(p, &live, ignored);
         }
         Ok(())
     }
