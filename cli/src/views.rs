@@ -29,6 +29,8 @@ pub struct ClusterView {
     pub accepted_labels: BTreeMap<String, String>,
     pub token_labels: BTreeMap<String, String>,
     pub hub_labels: BTreeMap<String, String>,
+    /// The Kubernetes version the spoke reported; empty for a directory target.
+    pub kube_version: String,
 }
 
 impl From<pb::Cluster> for ClusterView {
@@ -50,6 +52,7 @@ impl From<pb::Cluster> for ClusterView {
             accepted_labels: c.accepted_labels,
             token_labels: c.token_labels,
             hub_labels: c.hub_labels,
+            kube_version: c.kube_version,
         }
     }
 }
@@ -61,6 +64,7 @@ impl Row for ClusterView {
             h.extend([
                 "PENDING-LABELS",
                 "AGENT",
+                "KUBERNETES",
                 "LAST-SEEN",
                 "CERT-EXPIRES",
                 "REVOKED",
@@ -80,6 +84,7 @@ impl Row for ClusterView {
             c.extend([
                 labels_cell(&self.pending_labels),
                 self.agent_version.clone(),
+                self.kube_version.clone(),
                 self.last_seen.clone(),
                 self.cert_expires.clone(),
                 self.revoked.to_string(),

@@ -485,7 +485,8 @@ impl Fleet {
         g
     }
 
-    /// What the renderer knows of a cluster: name, effective labels, groups.
+    /// What the renderer knows of a cluster: name, effective labels, groups, and the
+    /// capabilities its spoke reported.
     pub fn cluster_info(
         &self,
         cluster: &ClusterRecord,
@@ -501,6 +502,13 @@ impl Fleet {
                     labels: g.labels.clone(),
                 })
                 .collect(),
+            capabilities: cluster
+                .capabilities
+                .as_ref()
+                .map(|c| render::Capabilities {
+                    kube_version: c.kube_version.clone(),
+                    api_versions: c.api_versions.clone(),
+                }),
         }
     }
 

@@ -64,6 +64,19 @@ pub struct ClusterRecord {
     /// clusters have moved to the new CA.
     #[serde(default)]
     pub issuer: String,
+    /// The Kubernetes API the spoke last reported in its Hello, kept across restarts so
+    /// charts that read `.Capabilities` render the same before it reconnects. `None` for
+    /// a target that is no cluster.
+    #[serde(default)]
+    pub capabilities: Option<CapabilitiesRecord>,
+}
+
+/// `Hello.capabilities`, checked (see `server::sync::capabilities_of`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitiesRecord {
+    pub kube_version: String,
+    /// Sorted and without duplicates.
+    pub api_versions: Vec<String>,
 }
 
 impl ClusterRecord {

@@ -94,6 +94,18 @@ pub struct ClusterInfo {
     pub name: String,
     pub labels: flotilla_model::Labels,
     pub groups: Vec<GroupInfo>,
+    /// What the cluster's spoke reported of its Kubernetes API (`Hello.capabilities`);
+    /// `None` when it reported none (a directory target, an older spoke).
+    pub capabilities: Option<Capabilities>,
+}
+
+/// The Kubernetes API a cluster serves, for charts that read `.Capabilities`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Capabilities {
+    /// The API server's gitVersion, e.g. `v1.34.1`.
+    pub kube_version: String,
+    /// Served group versions (`v1`, `apps/v1`) and `group/version/Kind` entries.
+    pub api_versions: Vec<String>,
 }
 
 /// A cluster group the cluster belongs to.

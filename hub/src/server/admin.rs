@@ -54,6 +54,10 @@ impl AdminService {
             accepted_labels: rec.accepted_labels,
             token_labels: rec.token_labels,
             hub_labels: rec.hub_labels,
+            kube_version: rec
+                .capabilities
+                .map(|c| c.kube_version)
+                .unwrap_or_default(),
         })
     }
 

@@ -29,7 +29,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::fleet::{Fleet, SessionHandle, Trigger};
 use crate::label_trust;
-use crate::records::{ResourceRecord, StatusRecord, now_unix};
+use crate::records::{CapabilitiesRecord, ResourceRecord, StatusRecord, now_unix};
 use crate::server::peer;
 use crate::server::wire::{self, Outbound, OutboundStream, SyncHandler};
 use crate::store::{Op, Table};
@@ -131,14 +131,67 @@ impl SpokeService {
             label_trust::report(&mut rec, &hello.labels, &self.fleet.self_label_keys);
         }
         rec.agent_version = hello.agent_version.chars().take(64).collect();
+        // A Hello without capabilities (a directory target, or a cluster whose API server
+        // did not answer) keeps the last ones, so a passing outage does not re-render.
+        match hello.capabilities.as_ref().map(capabilities_of) {
+            Some(Ok(caps)) => rec.capabilities = Some(caps),
+            Some(Err(e)) => {
+                tracing::warn!(cluster = %cluster, error = %e, "ignoring the capabilities in Hello; keeping the last ones");
+            }
+            None => {}
+        }
         rec.last_seen = now_unix();
         self.fleet
             .store
             .submit(vec![Op::put_json(Table::Clusters, cluster.as_str(), &*rec)]);
         drop(rec);
-        // Always reconcile on connect: labels may have changed while it was away.
+        // Always reconcile on connect: labels and capabilities may have changed while it
+        // was away (an upgraded cluster re-renders the charts that read its version).
         self.fleet.trigger(Trigger::Cluster(cluster.clone()));
     }
+}
+
+/// Most API versions a Hello may report; a real cluster serves a few hundred.
+const MAX_API_VERSIONS: usize = 10_000;
+/// Longest API version entry: a DNS subdomain group, a version and a kind.
+const MAX_API_VERSION_LEN: usize = 400;
+const MAX_KUBE_VERSION_LEN: usize = 64;
+
+/// Checks what a spoke reports of its cluster: bounded, printable, and sorted without
+/// duplicates so that equal clusters render alike. The values reach templates only as
+/// strings, but they are stored, listed and compared, so they are bounded here.
+fn capabilities_of(c: &flotilla_proto::v1::ClusterCapabilities) -> Result<CapabilitiesRecord, String> {
+    let token = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
+    };
+    if !token(&c.kube_version, MAX_KUBE_VERSION_LEN) {
+        return Err(format!(
+            "kube_version must be 1 to {MAX_KUBE_VERSION_LEN} printable ASCII characters"
+        ));
+    }
+    if c.api_versions.len() > MAX_API_VERSIONS {
+        return Err(format!(
+            "{} API versions reported, at most {MAX_API_VERSIONS} are accepted",
+            c.api_versions.len()
+        ));
+    }
+    if let Some(bad) = c
+        .api_versions
+        .iter()
+        .find(|v| !token(v, MAX_API_VERSION_LEN))
+    {
+        let shown: String = bad.chars().take(40).collect();
+        return Err(format!(
+            "API version {shown:?} is not 1 to {MAX_API_VERSION_LEN} printable ASCII characters"
+        ));
+    }
+    let mut api_versions = c.api_versions.clone();
+    api_versions.sort();
+    api_versions.dedup();
+    Ok(CapabilitiesRecord {
+        kube_version: c.kube_version.clone(),
+        api_versions,
+    })
 }
 
 fn check_claimed_name(cluster: &ClusterName, claimed: &str) -> Result<(), Status> {
@@ -500,6 +553,31 @@ fn encoded_assign(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reported_capabilities_are_sorted_deduplicated_and_bounded() {
+        let caps = |kube: &str, apis: &[&str]| flotilla_proto::v1::ClusterCapabilities {
+            kube_version: kube.into(),
+            api_versions: apis.iter().map(|s| s.to_string()).collect(),
+        };
+        let ok = capabilities_of(&caps("v1.34.1", &["v1", "apps/v1", "v1"])).expect("valid");
+        assert_eq!(ok.kube_version, "v1.34.1");
+        assert_eq!(ok.api_versions, vec!["apps/v1", "v1"]);
+
+        for bad in [
+            caps("", &[]),
+            caps("v1.34 1", &[]),
+            caps(&"9".repeat(65), &[]),
+            caps("v1.34.1", &["apps/v1\n"]),
+            caps("v1.34.1", &[""]),
+            caps("v1.34.1", &[&"a".repeat(401)]),
+        ] {
+            assert!(capabilities_of(&bad).is_err(), "{bad:?} must be refused");
+        }
+        let many: Vec<String> = (0..=MAX_API_VERSIONS).map(|i| format!("g{i}/v1")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(capabilities_of(&caps("v1.34.1", &many)).is_err());
+    }
 
     #[test]
     fn a_message_claiming_another_cluster_is_refused() {
