@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod charts;
 mod depends;
 mod fleet;
 pub mod git;
