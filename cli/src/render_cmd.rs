@@ -38,6 +38,7 @@ pub fn run(args: &RenderArgs) -> Result<()> {
                 labels: BTreeMap::new(),
             })
             .collect(),
+        capabilities: None,
     };
     let name = args
         .dir

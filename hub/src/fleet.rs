@@ -501,6 +501,8 @@ impl Fleet {
                     labels: g.labels.clone(),
                 })
                 .collect(),
+            // Filled from the spoke's Hello by the capabilities work (issue #15 part 5).
+            capabilities: None,
         }
     }
 
