@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::diagnostic::Diagnostic;
+use crate::helm::spec::{HELM_FIELDS, HelmSpec};
 use crate::output::canonical_json;
 
 /// Options carried from `fleet.yaml` to the hub and spoke. Parsed and validated here; the
@@ -131,6 +132,8 @@ pub(crate) struct RenderSpec {
     pub cluster_values: bool,
     /// flotilla extension: extra cluster-scoped kinds, as `Kind` or `group/Kind`.
     pub cluster_scoped_kinds: Vec<String>,
+    /// `helm:`; a bundle with it (or with `Chart.yaml` in its folder) is a Helm bundle.
+    pub helm: Option<HelmSpec>,
 }
 
 /// One `targetCustomizations[]` entry.
@@ -147,6 +150,7 @@ pub(crate) struct Customization {
     pub default_namespace: Option<String>,
     pub overlays: Option<Vec<String>>,
     pub kustomize_dir: Option<String>,
+    pub helm: Option<HelmSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,7 +161,7 @@ struct RawFile {
     labels: Labels,
     kustomize: Option<RawKustomize>,
     yaml: Option<RawYaml>,
-    helm: Option<Value>,
+    helm: Option<HelmSpec>,
     target_customizations: Vec<RawCustomization>,
     depends_on: Vec<DependsOn>,
     rollout_strategy: Option<RolloutStrategy>,
@@ -194,7 +198,7 @@ struct RawCustomization {
     default_namespace: Option<String>,
     kustomize: Option<RawKustomize>,
     yaml: Option<RawYaml>,
-    helm: Option<Value>,
+    helm: Option<HelmSpec>,
 }
 
 /// Fields flotilla reads.
@@ -323,7 +327,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
 
     let mut errors = Vec::new();
     if let Some(helm) = &raw.helm {
-        check_helm(file, text, helm, &mut errors, &mut warnings);
+        check_helm(file, text, &value["helm"], helm, "helm.", &mut errors, &mut warnings);
     }
     let selector_error = |what: &str, s: &LabelSelector, errors: &mut Vec<Diagnostic>| {
         if let Err(e) = s.validate() {
@@ -343,7 +347,9 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             selector_error("clusterGroupSelector", s, &mut errors);
         }
         if let Some(h) = &t.helm {
-            check_helm(file, text, h, &mut errors, &mut warnings);
+            let prefix = format!("targetCustomizations[{i}].helm.");
+            let raw_helm = &value["targetCustomizations"][i]["helm"];
+            check_helm(file, text, raw_helm, h, &prefix, &mut errors, &mut warnings);
         }
         let name = t.name.clone().unwrap_or_else(|| format!("#{i}"));
         if t.cluster_selector.is_none()
@@ -371,6 +377,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             default_namespace: t.default_namespace,
             overlays: t.yaml.map(|y| y.overlays),
             kustomize_dir: t.kustomize.and_then(|k| k.dir),
+            helm: t.helm,
         });
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -407,6 +414,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             customizations,
             cluster_values: raw.cluster_values,
             cluster_scoped_kinds: raw.cluster_scoped_kinds,
+            helm: raw.helm,
         },
         options: BundleOptions {
             depends_on: raw.depends_on,
@@ -424,28 +432,16 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
 fn check_helm(
     file: &str,
     text: &str,
-    helm: &Value,
+    raw: &Value,
+    helm: &HelmSpec,
+    prefix: &str,
     errors: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
 ) {
-    let line = line_of_key(text, "helm");
-    let has_chart = ["chart", "repo", "releaseName"]
-        .iter()
-        .any(|k| helm.get(k).is_some());
-    if has_chart {
-        errors.push(Diagnostic::at(
-            file,
-            line,
-            "Helm charts are not supported by flotilla (see docs/bundles.md); \
-             render the chart to YAML or use kustomize",
-        ));
-    } else if !helm.is_null() {
-        warnings.push(Diagnostic::at(
-            file,
-            line,
-            "helm options are ignored: Helm is not supported",
-        ));
+    if let Err(d) = helm.check(file, line_of_key(text, "helm")) {
+        errors.push(d);
     }
+    check_keys(file, text, raw, HELM_FIELDS, &[], prefix, warnings);
 }
 
 fn check_keys(
@@ -574,9 +570,17 @@ targetCustomizations:
     }
 
     #[test]
-    fn helm_charts_are_a_plain_error() {
-        let errs = parse("fleet.yaml", "helm:\n  chart: nginx\n").expect_err("fails");
-        assert!(errs[0].message.contains("Helm charts are not supported"));
+    fn helm_blocks_are_read_per_target_and_value_from_is_refused() {
+        let p = parse(
+            "fleet.yaml",
+            "helm:\n  chart: ./c\n  bogus: 1\ntargetCustomizations:\n- name: a\n  clusterName: x\n  helm:\n    values: {a: 1}\n",
+        )
+        .expect("parses");
+        assert_eq!(p.spec.helm.and_then(|h| h.chart).as_deref(), Some("./c"));
+        assert!(p.spec.customizations[0].helm.is_some());
+        assert_eq!(p.warnings[0].message, "unknown field helm.bogus is ignored");
+        let errs = parse("fleet.yaml", "helm:\n  valuesFrom: [{}]\n").expect_err("fails");
+        assert!(errs[0].message.contains("valuesFrom"), "{errs:?}");
     }
 
     #[test]

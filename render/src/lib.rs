@@ -19,6 +19,7 @@ mod bundle;
 mod diagnostic;
 mod discovery;
 mod fleet_yaml;
+mod helm;
 mod json_patch;
 mod kustomize;
 #[cfg(test)]
@@ -41,6 +42,8 @@ pub use fleet_yaml::{
     BundleOptions, ComparePatch, CorrectDrift, DependsOn, Diff, IntOrString, Partition,
     PatchOperation, RolloutStrategy,
 };
+pub use helm::spec::HelmDeployOptions;
+pub use helm::{Capabilities, ChartArchive, RemoteChart};
 pub use repo_tree::{MAX_LINK_TARGET_BYTES, ReadBlob, RepoTree, TreeError};
 
 /// What a bundle may read, build and spend, and how large a source's git tree may be.
@@ -94,18 +97,9 @@ pub struct ClusterInfo {
     pub name: String,
     pub labels: flotilla_model::Labels,
     pub groups: Vec<GroupInfo>,
-    /// What the cluster's spoke reported of its Kubernetes API (`Hello.capabilities`);
-    /// `None` when it reported none (a directory target, an older spoke).
+    /// What the cluster reported about its API (`None`: nothing, Helm charts then see
+    /// `helm template`'s defaults).
     pub capabilities: Option<Capabilities>,
-}
-
-/// The Kubernetes API a cluster serves, for charts that read `.Capabilities`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Capabilities {
-    /// The API server's gitVersion, e.g. `v1.34.1`.
-    pub kube_version: String,
-    /// Served group versions (`v1`, `apps/v1`) and `group/version/Kind` entries.
-    pub api_versions: Vec<String>,
 }
 
 /// A cluster group the cluster belongs to.
