@@ -502,13 +502,10 @@ impl Fleet {
                     labels: g.labels.clone(),
                 })
                 .collect(),
-            capabilities: cluster
-                .capabilities
-                .as_ref()
-                .map(|c| render::Capabilities {
-                    kube_version: c.kube_version.clone(),
-                    api_versions: c.api_versions.clone(),
-                }),
+            capabilities: cluster.capabilities.as_ref().map(|c| render::Capabilities {
+                kube_version: c.kube_version.clone(),
+                api_versions: c.api_versions.clone(),
+            }),
         }
     }
 

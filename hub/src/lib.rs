@@ -8,8 +8,8 @@
 //! cluster; spokes dial in. It knows clusters only by their certificates.
 #![forbid(unsafe_code)]
 
-pub mod cli;
 pub mod charts;
+pub mod cli;
 mod depends;
 mod fleet;
 pub mod git;

@@ -24,6 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use flotilla_render::{ChartArchive, RemoteChart};
 
 pub use cache::ChartCache;
 
@@ -45,9 +46,17 @@ pub enum ChartRef {
 }
 
 impl ChartRef {
-    /// Reads fleet.yaml's fields; `None` for a chart in the bundle's own files (a path,
-    /// without `repo`).
-    pub fn from_fleet(chart: &str, repo: &str, version: &str) -> Option<ChartRef> {
+    /// Reads what fleet.yaml names; `None` for a chart in the bundle's own files (a
+    /// path, without `repo`).
+    pub fn from_remote(r: &RemoteChart) -> Option<ChartRef> {
+        Self::from_fleet(
+            &r.chart,
+            r.repo.as_deref().unwrap_or(""),
+            r.version.as_deref().unwrap_or(""),
+        )
+    }
+
+    fn from_fleet(chart: &str, repo: &str, version: &str) -> Option<ChartRef> {
         let version = version.trim().to_string();
         if let Some(reference) = chart.strip_prefix("oci://") {
             return Some(ChartRef::Oci {
@@ -76,7 +85,13 @@ impl ChartRef {
 
 impl fmt::Display for ChartRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let version = |v: &str| if v.is_empty() { "latest".to_string() } else { v.to_string() };
+        let version = |v: &str| {
+            if v.is_empty() {
+                "latest".to_string()
+            } else {
+                v.to_string()
+            }
+        };
         match self {
             ChartRef::Repo {
                 repo,
@@ -110,6 +125,9 @@ pub struct ChartAuth {
     pub token: Option<String>,
     /// PEM CA bundle: the only roots trusted for the repository's TLS.
     pub ca_pem: Option<String>,
+    /// Speak plain HTTP to an OCI registry (Helm's `--plain-http`); Helm repositories
+    /// follow their URL's scheme.
+    pub plain_http: bool,
 }
 
 impl fmt::Debug for ChartAuth {
@@ -120,11 +138,13 @@ impl fmt::Debug for ChartAuth {
             .field("password", &shown(&self.password))
             .field("token", &shown(&self.token))
             .field("ca_pem", &self.ca_pem.as_ref().map(|_| "…"))
+            .field("plain_http", &self.plain_http)
             .finish()
     }
 }
 
-/// A chart archive as fetched and verified: what the renderer receives.
+/// A chart archive as fetched and verified, before it becomes the renderer's
+/// `ChartArchive`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedChart {
     pub name: String,
@@ -238,9 +258,30 @@ pub struct FetchSession {
 }
 
 impl FetchSession {
-    /// Resolves `chart` to one version and returns its verified archive, from the cache
-    /// when its digest is known there.
+    /// Resolves `request` to one version and returns its verified archive, from the
+    /// cache when its digest is known there.
     pub async fn fetch(
+        &mut self,
+        request: &RemoteChart,
+        auth: &ChartAuth,
+    ) -> Result<ChartArchive, ChartError> {
+        let chart = ChartRef::from_remote(request).ok_or_else(|| {
+            ChartError::Config(format!(
+                "chart {:?} is neither oci:// nor named with a repo",
+                request.chart
+            ))
+        })?;
+        let f = self.fetch_ref(&chart, auth).await?;
+        Ok(ChartArchive {
+            request: request.clone(),
+            name: f.name,
+            version: f.version,
+            digest: f.digest,
+            bytes: Arc::from(&f.bytes[..]),
+        })
+    }
+
+    async fn fetch_ref(
         &mut self,
         chart: &ChartRef,
         auth: &ChartAuth,
@@ -265,7 +306,15 @@ impl FetchSession {
                 repo::fetch_chart(&client, repo, &entry, auth, &limits, &self.charts.cache).await
             }
             ChartRef::Oci { reference, version } => {
-                oci::fetch(&client, reference, version, auth, &limits, &self.charts.cache).await
+                oci::fetch(
+                    &client,
+                    reference,
+                    version,
+                    auth,
+                    &limits,
+                    &self.charts.cache,
+                )
+                .await
             }
         }
     }

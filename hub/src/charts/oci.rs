@@ -16,8 +16,7 @@ use super::{
     ChartAuth, ChartCache, ChartError, ChartLimits, FetchedChart, HELM_CHART_LAYER, http, sha256,
 };
 
-const MANIFEST_TYPES: &str =
-    "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// `HOST[:PORT]/PATH/NAME` split into the registry and the repository.
 struct Reference<'a> {
@@ -34,7 +33,9 @@ fn split(reference: &str) -> Result<Reference<'_>, String> {
         !s.is_empty()
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-/:".contains(&b))
-            && !s.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..")
+            && !s
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
     };
     if !valid(host) || host.contains('/') || !valid(repository) || repository.contains(':') {
         return Err("not a valid registry reference".into());
@@ -161,7 +162,10 @@ impl Registry<'_> {
             what: what.to_string(),
             why: format!("the registry's token realm: {e}"),
         })?;
-        for (k, v) in params.iter().filter(|(k, _)| k == "service" || k == "scope") {
+        for (k, v) in params
+            .iter()
+            .filter(|(k, _)| k == "service" || k == "scope")
+        {
             url.query_pairs_mut().append_pair(k, v);
         }
         let mut req = self.client.get(url);
@@ -173,10 +177,11 @@ impl Registry<'_> {
         if !body.status.is_success() {
             return Err(ChartError::status(&token_what, body.status));
         }
-        let token: Token = serde_json::from_slice(&body.bytes).map_err(|e| ChartError::Invalid {
-            what: token_what.clone(),
-            why: format!("not a token response: {e}"),
-        })?;
+        let token: Token =
+            serde_json::from_slice(&body.bytes).map_err(|e| ChartError::Invalid {
+                what: token_what.clone(),
+                why: format!("not a token response: {e}"),
+            })?;
         let token = token
             .token
             .or(token.access_token)
@@ -195,7 +200,11 @@ fn challenge_params(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = s.trim();
     while let Some((key, after)) = rest.split_once('=') {
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         let after = after.trim_start();
         let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
             match quoted.find('"') {
@@ -229,7 +238,11 @@ pub async fn fetch(
     })?;
     let mut reg = Registry {
         client,
-        base: format!("https://{}", r.host),
+        base: format!(
+            "{}://{}",
+            if auth.plain_http { "http" } else { "https" },
+            r.host
+        ),
         auth,
         limits,
         authorization: auth.token.clone().map(Authorization::Bearer),
@@ -266,7 +279,10 @@ pub async fn fetch(
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ChartError::Invalid {
             what,
-            why: format!("the chart layer's digest {:?} is not a SHA-256", layer.digest),
+            why: format!(
+                "the chart layer's digest {:?} is not a SHA-256",
+                layer.digest
+            ),
         });
     }
     if layer.size > limits.max_chart_bytes {
@@ -375,7 +391,10 @@ mod tests {
     #[test]
     fn references_name_a_registry_and_a_repository() {
         let r = split("127.0.0.1:5000/charts/web").expect("valid");
-        assert_eq!((r.host, r.repository, r.name), ("127.0.0.1:5000", "charts/web", "web"));
+        assert_eq!(
+            (r.host, r.repository, r.name),
+            ("127.0.0.1:5000", "charts/web", "web")
+        );
         for bad in ["nohost", "h/../x", "h//x", "h/a:b", "h/a b"] {
             assert!(split(bad).is_err(), "{bad}");
         }

@@ -130,14 +130,14 @@ impl Version {
 
 impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.parts
-            .cmp(&other.parts)
-            .then_with(|| match (self.pre.is_empty(), other.pre.is_empty()) {
+        self.parts.cmp(&other.parts).then_with(|| {
+            match (self.pre.is_empty(), other.pre.is_empty()) {
                 (true, true) => Ordering::Equal,
                 (true, false) => Ordering::Greater,
                 (false, true) => Ordering::Less,
                 (false, false) => self.pre.cmp(&other.pre),
-            })
+            }
+        })
     }
 }
 
@@ -267,15 +267,17 @@ impl Constraint {
     }
 
     pub fn matches(&self, v: &Version) -> bool {
-        self.groups
-            .iter()
-            .any(|g| g.iter().all(|t| t.matches(v)))
+        self.groups.iter().any(|g| g.iter().all(|t| t.matches(v)))
     }
 }
 
 impl fmt::Display for Constraint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.text.is_empty() { "*" } else { &self.text })
+        f.write_str(if self.text.is_empty() {
+            "*"
+        } else {
+            &self.text
+        })
     }
 }
 

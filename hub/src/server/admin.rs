@@ -54,10 +54,7 @@ impl AdminService {
             accepted_labels: rec.accepted_labels,
             token_labels: rec.token_labels,
             hub_labels: rec.hub_labels,
-            kube_version: rec
-                .capabilities
-                .map(|c| c.kube_version)
-                .unwrap_or_default(),
+            kube_version: rec.capabilities.map(|c| c.kube_version).unwrap_or_default(),
         })
     }
 

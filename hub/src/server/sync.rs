@@ -160,7 +160,9 @@ const MAX_KUBE_VERSION_LEN: usize = 64;
 /// Checks what a spoke reports of its cluster: bounded, printable, and sorted without
 /// duplicates so that equal clusters render alike. The values reach templates only as
 /// strings, but they are stored, listed and compared, so they are bounded here.
-fn capabilities_of(c: &flotilla_proto::v1::ClusterCapabilities) -> Result<CapabilitiesRecord, String> {
+fn capabilities_of(
+    c: &flotilla_proto::v1::ClusterCapabilities,
+) -> Result<CapabilitiesRecord, String> {
     let token = |s: &str, max: usize| {
         !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
     };

@@ -1,0 +1,574 @@
+//! The hub's remote chart fetcher (`flotilla_hub::charts`) against real servers and the
+//! real Helm: charts made by `helm package`, a repository index made by `helm repo
+//! index` and served by the project's HTTP test helper, version ranges checked against
+//! `helm pull`, and an OCI registry from Debian's `docker-registry` package, with TLS from
+//! a test CA and htpasswd auth, that `helm push` fills.
+//!
+//! The pinned `helm` comes from `HELM` or `~/.cache/flotilla-tools/bin/helm` (built by
+//! `tests/k8s/tools/build`); `docker-registry` from `/usr/bin`. Without them the tests
+//! skip with a message, except under `CI=true`, where they must run.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flotilla_hub::charts::{ChartAuth, ChartError, ChartLimits, Charts};
+use flotilla_render::RemoteChart;
+use flotilla_telemetry::admission::Admission;
+use flotilla_telemetry::hyper::StatusCode;
+use flotilla_telemetry::{HttpLimits, HttpRequest, HttpResponse, reply, serve_http_with};
+
+const USER: &str = "chart-user";
+const PASSWORD: &str = "chart-pass";
+/// `Basic base64("chart-user:chart-pass")`.
+const GOOD_BASIC: &str = "Basic Y2hhcnQtdXNlcjpjaGFydC1wYXNz";
+/// bcrypt of `chart-pass` (cost 4), for the registry's htpasswd file.
+const HTPASSWD: &str = "chart-user:$2b$04$uJ5KiLbMNVEg7rI2FRd/AOp79ui4PPMlPdnogTJzCZzDlk0/T9itK\n";
+
+/// A reference tool, or None (skip) outside CI.
+fn tool(env: &str, fallback: PathBuf) -> Option<PathBuf> {
+    let path = std::env::var_os(env).map_or(fallback, PathBuf::from);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} is required under CI=true",
+        path.display()
+    );
+    eprintln!("skipping: {} not found", path.display());
+    None
+}
+
+fn helm() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    tool("HELM", home.join(".cache/flotilla-tools/bin/helm"))
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run a reference tool");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `helm package` of a chart `name` at `version` whose ConfigMap says `note`; returns the
+/// archive's path in `out`.
+fn package(helm: &Path, work: &Path, name: &str, version: &str, note: &str, out: &Path) -> PathBuf {
+    let dir = work.join(format!("src-{name}-{version}-{note}")).join(name);
+    std::fs::create_dir_all(dir.join("templates")).expect("mkdir");
+    std::fs::write(
+        dir.join("Chart.yaml"),
+        format!("apiVersion: v2\nname: {name}\nversion: {version}\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("templates/cm.yaml"),
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{{{ .Release.Name }}}}\ndata:\n  note: {note}\n"
+        ),
+    )
+    .expect("write");
+    std::fs::create_dir_all(out).expect("mkdir");
+    run(Command::new(helm)
+        .arg("package")
+        .arg(&dir)
+        .arg("-d")
+        .arg(out));
+    out.join(format!("{name}-{version}.tgz"))
+}
+
+/// A Helm repository: a folder served over HTTP, optionally behind basic auth, with a
+/// log of the paths asked for.
+struct RepoServer {
+    url: String,
+    dir: PathBuf,
+    needs_auth: Arc<AtomicBool>,
+    requests: Arc<Mutex<Vec<String>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl RepoServer {
+    fn start(dir: &Path) -> RepoServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let needs_auth = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (root, auth, log) = (dir.to_path_buf(), needs_auth.clone(), requests.clone());
+        runtime.spawn(serve_http_with(
+            listener,
+            HttpLimits::with_max_body(1 << 20),
+            Admission::new(64),
+            move |req: HttpRequest| {
+                let (root, auth, log) = (root.clone(), auth.clone(), log.clone());
+                async move { serve_file(&root, &auth, &log, &req) }
+            },
+        ));
+        RepoServer {
+            url: format!("http://{addr}/charts"),
+            dir: dir.to_path_buf(),
+            needs_auth,
+            requests,
+            _runtime: runtime,
+        }
+    }
+
+    fn count(&self, path_suffix: &str) -> usize {
+        self.requests
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|p| p.ends_with(path_suffix))
+            .count()
+    }
+}
+
+fn serve_file(
+    root: &Path,
+    needs_auth: &AtomicBool,
+    log: &Mutex<Vec<String>>,
+    req: &HttpRequest,
+) -> HttpResponse {
+    if let Ok(mut l) = log.lock() {
+        l.push(req.path.clone());
+    }
+    let authorized = req
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        == Some(GOOD_BASIC);
+    if needs_auth.load(Ordering::SeqCst) && !authorized {
+        let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", "who are you\n");
+        if let Ok(v) = "Basic realm=\"charts\"".parse() {
+            r.headers_mut().insert("www-authenticate", v);
+        }
+        return r;
+    }
+    let name = req.path.strip_prefix("/charts/").unwrap_or("");
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return reply(StatusCode::NOT_FOUND, "text/plain", "");
+    }
+    match std::fs::read(root.join(name)) {
+        Ok(b) => reply(StatusCode::OK, "application/octet-stream", b),
+        Err(_) => reply(StatusCode::NOT_FOUND, "text/plain", ""),
+    }
+}
+
+/// A repository holding `web` at several versions, indexed by the real `helm repo index`.
+fn web_repo(helm: &Path, work: &Path) -> RepoServer {
+    let out = work.join("repo");
+    for v in ["0.9.0", "1.0.0", "1.2.0", "1.2.5", "1.10.0", "2.0.0-rc.1"] {
+        package(helm, work, "web", v, "stock", &out);
+    }
+    let server = RepoServer::start(&out);
+    run(Command::new(helm)
+        .args(["repo", "index"])
+        .arg(&out)
+        .args(["--url", &server.url]));
+    server
+}
+
+fn request(repo: &str, chart: &str, version: &str) -> RemoteChart {
+    RemoteChart {
+        chart: chart.to_string(),
+        repo: (!repo.is_empty()).then(|| repo.to_string()),
+        version: (!version.is_empty()).then(|| version.to_string()),
+    }
+}
+
+fn fetcher(dir: &Path, limits: ChartLimits) -> Arc<Charts> {
+    // As the hub's main does; a second install is refused and harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Arc::new(Charts::open(dir, limits).expect("open the chart cache"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn repository_versions_resolve_as_helm_pull_resolves_them() {
+    let Some(helm) = helm() else { return };
+    let work = tempfile::tempdir().expect("tmp");
+    let repo = web_repo(&helm, work.path());
+    let charts = fetcher(&work.path().join("cache"), ChartLimits::default());
+    let rt = runtime();
+    for range in [
+        "",
+        "1.2.0",
+        "~1.2",
+        "^1",
+        ">=1.0, <1.10",
+        "1.x",
+        ">= 2.0.0-0",
+        "< 1",
+        "1.0 - 1.2",
+        "1.2",
+        "> 1.2",
+        "<= 1.2",
+        "^0.9",
+        "~1",
+        "1.0.0 || 1.10.0",
+    ] {
+        let pulled = work.path().join(format!("pull-{}", hex_of(range)));
+        std::fs::create_dir_all(&pulled).expect("mkdir");
+        let mut cmd = Command::new(&helm);
+        cmd.args(["pull", "web", "--repo", &repo.url, "-d"])
+            .arg(&pulled);
+        if !range.is_empty() {
+            cmd.args(["--version", range]);
+        }
+        run(&mut cmd);
+        let file = std::fs::read_dir(&pulled)
+            .expect("helm pulled")
+            .flatten()
+            .next()
+            .expect("one archive")
+            .path();
+        let helm_version = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("web-"))
+            .and_then(|n| n.strip_suffix(".tgz"))
+            .expect("web-VERSION.tgz")
+            .to_string();
+
+        let got = rt
+            .block_on(
+                charts
+                    .session()
+                    .fetch(&request(&repo.url, "web", range), &ChartAuth::default()),
+            )
+            .unwrap_or_else(|e| panic!("range {range:?}: {e}"));
+        assert_eq!(got.version, helm_version, "range {range:?}");
+        assert_eq!(got.name, "web");
+        assert_eq!(
+            &got.bytes[..],
+            &std::fs::read(&file).expect("read")[..],
+            "range {range:?}: the same archive as helm pull"
+        );
+    }
+    let none = rt
+        .block_on(
+            charts
+                .session()
+                .fetch(&request(&repo.url, "web", "^3"), &ChartAuth::default()),
+        )
+        .expect_err("no 3.x");
+    assert!(
+        matches!(none, ChartError::NoVersion { .. }) && none.to_string().contains("1.10.0"),
+        "{none}"
+    );
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn basic_auth_is_sent_to_the_repository_and_a_refusal_says_so_without_the_password() {
+    let Some(helm) = helm() else { return };
+    let work = tempfile::tempdir().expect("tmp");
+    let repo = web_repo(&helm, work.path());
+    repo.needs_auth.store(true, Ordering::SeqCst);
+    let charts = fetcher(&work.path().join("cache"), ChartLimits::default());
+    let rt = runtime();
+    let fetch = |auth: ChartAuth| {
+        rt.block_on(
+            charts
+                .session()
+                .fetch(&request(&repo.url, "web", "1.2.0"), &auth),
+        )
+    };
+
+    let anonymous = fetch(ChartAuth::default()).expect_err("refused");
+    assert!(anonymous.to_string().contains("HTTP 401"), "{anonymous}");
+    let wrong = fetch(ChartAuth {
+        username: Some(USER.into()),
+        password: Some("not-the-password".into()),
+        ..ChartAuth::default()
+    })
+    .expect_err("refused");
+    let text = wrong.to_string();
+    assert!(
+        text.contains("HTTP 401") && text.contains("credentials"),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-password"), "{text}");
+
+    let ok = fetch(ChartAuth {
+        username: Some(USER.into()),
+        password: Some(PASSWORD.into()),
+        ..ChartAuth::default()
+    })
+    .expect("accepted");
+    assert_eq!(ok.version, "1.2.0");
+    let debug = format!(
+        "{:?}",
+        ChartAuth {
+            username: Some(USER.into()),
+            password: Some(PASSWORD.into()),
+            ..ChartAuth::default()
+        }
+    );
+    assert!(!debug.contains(PASSWORD), "{debug}");
+}
+
+#[test]
+fn an_archive_that_does_not_match_the_index_digest_is_refused() {
+    let Some(helm) = helm() else { return };
+    let work = tempfile::tempdir().expect("tmp");
+    let repo = web_repo(&helm, work.path());
+    // Same name and version, other content: what a tampered mirror would serve.
+    let other = package(
+        &helm,
+        work.path(),
+        "web",
+        "1.2.0",
+        "tampered",
+        &work.path().join("o"),
+    );
+    std::fs::copy(&other, repo.dir.join("web-1.2.0.tgz")).expect("swap");
+    let charts = fetcher(&work.path().join("cache"), ChartLimits::default());
+    let err = runtime()
+        .block_on(
+            charts
+                .session()
+                .fetch(&request(&repo.url, "web", "1.2.0"), &ChartAuth::default()),
+        )
+        .expect_err("refused");
+    assert!(matches!(err, ChartError::Digest { .. }), "{err}");
+    assert!(err.to_string().contains("digest mismatch"), "{err}");
+    assert_eq!(charts.cache().len(), 0, "a refused archive is not cached");
+}
+
+#[test]
+fn an_index_over_its_limit_is_refused_before_it_is_parsed() {
+    let Some(helm) = helm() else { return };
+    let work = tempfile::tempdir().expect("tmp");
+    let repo = web_repo(&helm, work.path());
+    let limits = ChartLimits {
+        max_index_bytes: 512,
+        ..ChartLimits::default()
+    };
+    let charts = fetcher(&work.path().join("cache"), limits);
+    let err = runtime()
+        .block_on(
+            charts
+                .session()
+                .fetch(&request(&repo.url, "web", ""), &ChartAuth::default()),
+        )
+        .expect_err("refused");
+    assert!(
+        matches!(err, ChartError::TooLarge { max: 512, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_chart_is_downloaded_once_and_then_served_from_its_digest_on_disk() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(helm) = helm() else { return };
+    let work = tempfile::tempdir().expect("tmp");
+    let repo = web_repo(&helm, work.path());
+    let cache_dir = work.path().join("cache");
+    let rt = runtime();
+    let want = request(&repo.url, "web", "~1.2");
+    let first = fetcher(&cache_dir, ChartLimits::default());
+    // Two bundles naming the same chart in one poll read the index once.
+    let mut session = first.session();
+    let a = rt
+        .block_on(session.fetch(&want, &ChartAuth::default()))
+        .expect("fetch");
+    let b = rt
+        .block_on(session.fetch(&want, &ChartAuth::default()))
+        .expect("fetch");
+    assert_eq!(a, b);
+    assert_eq!(repo.count("/index.yaml"), 1);
+    assert_eq!(repo.count("/web-1.2.5.tgz"), 1);
+
+    // A restarted hub finds it on disk: the index is read again, the archive is not.
+    let restarted = fetcher(&cache_dir, ChartLimits::default());
+    let c = rt
+        .block_on(restarted.session().fetch(&want, &ChartAuth::default()))
+        .expect("fetch");
+    assert_eq!(c, a);
+    assert_eq!(repo.count("/index.yaml"), 2);
+    assert_eq!(repo.count("/web-1.2.5.tgz"), 1, "served from the cache");
+
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&cache_dir), 0o700);
+    let hex = a.digest.strip_prefix("sha256:").expect("sha256");
+    assert_eq!(mode(&cache_dir.join(format!("{hex}.tgz"))), 0o600);
+
+    // A corrupt cache file is not used: it is fetched again.
+    std::fs::write(cache_dir.join(format!("{hex}.tgz")), b"garbage").expect("corrupt");
+    let again = fetcher(&cache_dir, ChartLimits::default());
+    let d = rt
+        .block_on(again.session().fetch(&want, &ChartAuth::default()))
+        .expect("fetch");
+    assert_eq!(d, a);
+    assert_eq!(repo.count("/web-1.2.5.tgz"), 2);
+}
+
+/// Debian's `docker-registry` on a loopback port, TLS from a test CA, htpasswd auth.
+struct Registry {
+    host: String,
+    ca_pem: String,
+    ca_file: PathBuf,
+    child: Child,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn registry(dir: &Path) -> Option<Registry> {
+    let bin = tool("DOCKER_REGISTRY", PathBuf::from("/usr/bin/docker-registry"))?;
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "flotilla test registry CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    let cert = params.signed_by(&key, &issuer).expect("server cert");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).expect("write");
+    std::fs::write(dir.join("tls.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.join("tls-key.pem"), key.serialize_pem()).expect("write");
+    std::fs::write(dir.join("htpasswd"), HTPASSWD).expect("write");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {d}/tls.pem\n    key: {d}/tls-key.pem\nauth:\n  htpasswd:\n    realm: flotilla-test\n    path: {d}/htpasswd\n",
+        root = dir.join("data").display(),
+        d = dir.display(),
+    );
+    std::fs::write(dir.join("config.yml"), config).expect("write");
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("registry.log")).expect("log"))
+        .spawn()
+        .expect("start docker-registry");
+    let host = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&host).is_err() {
+        assert!(Instant::now() < deadline, "docker-registry did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Registry {
+        host,
+        ca_pem: ca_cert.pem(),
+        ca_file,
+        child,
+    })
+}
+
+#[test]
+fn oci_charts_pushed_by_helm_are_pulled_with_basic_auth_over_a_private_ca() {
+    let Some(helm) = helm() else { return };
+    let work = tempfile::tempdir().expect("tmp");
+    let Some(reg) = registry(&work.path().join("registry")) else {
+        return;
+    };
+    let out = work.path().join("pkgs");
+    let mut pushed = BTreeMap::new();
+    for v in ["1.0.0", "1.2.0", "1.3.0-rc.1"] {
+        let tgz = package(&helm, work.path(), "web", v, "oci", &out);
+        run(Command::new(&helm)
+            .arg("push")
+            .arg(&tgz)
+            .arg(format!("oci://{}/charts", reg.host))
+            .arg("--ca-file")
+            .arg(&reg.ca_file)
+            .args(["--username", USER, "--password", PASSWORD])
+            .env(
+                "HELM_REGISTRY_CONFIG",
+                work.path().join("helm-registry.json"),
+            ));
+        pushed.insert(v, std::fs::read(&tgz).expect("read"));
+    }
+    let charts = fetcher(&work.path().join("cache"), ChartLimits::default());
+    let rt = runtime();
+    let reference = format!("oci://{}/charts/web", reg.host);
+    let auth = ChartAuth {
+        username: Some(USER.into()),
+        password: Some(PASSWORD.into()),
+        ca_pem: Some(reg.ca_pem.clone()),
+        ..ChartAuth::default()
+    };
+    let fetch = |version: &str, auth: &ChartAuth| {
+        rt.block_on(
+            charts
+                .session()
+                .fetch(&request("", &reference, version), auth),
+        )
+    };
+
+    let exact = fetch("1.0.0", &auth).expect("exact tag");
+    assert_eq!(
+        (exact.name.as_str(), exact.version.as_str()),
+        ("web", "1.0.0")
+    );
+    assert_eq!(&exact.bytes[..], &pushed["1.0.0"][..]);
+    let ranged = fetch("^1", &auth).expect("range over the tag list");
+    assert_eq!(ranged.version, "1.2.0", "prereleases only when asked for");
+    assert_eq!(&ranged.bytes[..], &pushed["1.2.0"][..]);
+    let latest = fetch("", &auth).expect("latest");
+    assert_eq!(latest.version, "1.2.0");
+
+    let untrusted = fetch(
+        "1.0.0",
+        &ChartAuth {
+            ca_pem: None,
+            ..auth.clone()
+        },
+    )
+    .expect_err("the test CA is not a platform root");
+    assert!(
+        untrusted.to_string().to_lowercase().contains("certificate"),
+        "{untrusted}"
+    );
+    let refused = fetch(
+        "1.0.0",
+        &ChartAuth {
+            password: Some("wrong".into()),
+            ..auth.clone()
+        },
+    )
+    .expect_err("wrong password");
+    assert!(refused.to_string().contains("HTTP 401"), "{refused}");
+    let missing = fetch("9.9.9", &auth).expect_err("no such tag");
+    assert!(missing.to_string().contains("HTTP 404"), "{missing}");
+}
