@@ -22,6 +22,9 @@ pub struct BundleOptions {
     pub paused: bool,
     pub diff: Diff,
     pub labels: Labels,
+    /// Helm bundles only: the release name and Fleet's Helm deploy options.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helm: Option<crate::helm::spec::HelmDeployOptions>,
 }
 
 impl BundleOptions {
@@ -424,6 +427,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             paused: raw.paused,
             diff: raw.diff,
             labels: raw.labels,
+            helm: None,
         },
         warnings,
     })

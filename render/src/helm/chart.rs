@@ -38,9 +38,11 @@ pub(crate) struct Chart {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct Metadata {
+    #[serde(deserialize_with = "lenient_string")]
     pub name: String,
     pub home: String,
     pub sources: Vec<String>,
+    #[serde(deserialize_with = "lenient_string")]
     pub version: String,
     pub description: String,
     pub keywords: Vec<String>,
@@ -49,9 +51,11 @@ pub(crate) struct Metadata {
     pub api_version: String,
     pub condition: String,
     pub tags: String,
+    #[serde(deserialize_with = "lenient_string")]
     pub app_version: String,
     pub deprecated: bool,
     pub annotations: BTreeMap<String, String>,
+    #[serde(deserialize_with = "lenient_string")]
     pub kube_version: String,
     pub dependencies: Vec<Dependency>,
     #[serde(rename = "type")]
@@ -71,6 +75,7 @@ pub(crate) struct Maintainer {
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct Dependency {
     pub name: String,
+    #[serde(deserialize_with = "lenient_string")]
     pub version: String,
     pub repository: String,
     pub condition: String,
@@ -78,6 +83,22 @@ pub(crate) struct Dependency {
     pub enabled: bool,
     pub import_values: Vec<Value>,
     pub alias: String,
+}
+
+/// A string field that YAML may have read as a number (`appVersion: 0.9`, `version: 1`):
+/// Helm keeps such a value as the text it prints.
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "expected a string, found {other}"
+            )));
+        }
+    })
 }
 
 /// Only `dependencies:` of a v1 chart's `requirements.yaml`.
@@ -135,9 +156,18 @@ pub(crate) fn parse_yaml(file: &str, text: &str) -> Result<Value, Diagnostic> {
     }
 }
 
+/// `rest` (chart-relative) as a path under the chart's origin, for diagnostics.
+pub(crate) fn origin_path(origin: &str, rest: &str) -> String {
+    if origin.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{origin}/{rest}")
+    }
+}
+
 fn text<'a>(origin: &str, name: &str, data: &'a [u8]) -> Result<&'a str, Diagnostic> {
     std::str::from_utf8(data)
-        .map_err(|_| Diagnostic::new(format!("{origin}/{name}"), "file is not valid UTF-8 text"))
+        .map_err(|_| Diagnostic::new(origin_path(origin, name), "file is not valid UTF-8 text"))
 }
 
 /// Builds a chart from its files (Helm's `LoadFiles`). `origin` names it in errors.
@@ -153,7 +183,7 @@ pub(crate) fn load_files(
             format!("subcharts nested more than {MAX_SUBCHART_DEPTH} deep"),
         ));
     }
-    let at = |name: &str| format!("{origin}/{name}");
+    let at = |name: &str| origin_path(origin, name);
     let mut metadata = match files.get("Chart.yaml") {
         Some(d) => {
             let v = parse_yaml(&at("Chart.yaml"), text(origin, "Chart.yaml", d)?)?;
@@ -181,7 +211,7 @@ pub(crate) fn load_files(
     let mut subcharts: BTreeMap<String, FileMap> = BTreeMap::new();
     for (name, data) in files {
         match name.as_str() {
-            "Chart.yaml" | "Chart.lock" | "requirements.lock" if name != "requirements.lock" => {}
+            "Chart.yaml" | "Chart.lock" => {}
             "values.yaml" => {
                 let v = parse_yaml(&at(&name), text(origin, &name, &data)?)?;
                 chart.values = match v {
@@ -247,7 +277,7 @@ pub(crate) fn load_files(
         if sub.starts_with(['_', '.']) {
             continue;
         }
-        let sub_origin = format!("{origin}/charts/{sub}");
+        let sub_origin = origin_path(origin, &format!("charts/{sub}"));
         let loaded = if sub.ends_with(".tgz") {
             let Some(bytes) = sub_files.get(&sub) else {
                 continue;

@@ -168,7 +168,7 @@ impl HelmSpec {
 }
 
 /// Where a Helm bundle's chart comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum ChartSource {
     /// A folder relative to the bundle folder (`.` for the bundle itself).
     Folder(String),
