@@ -175,7 +175,10 @@ impl Bundle {
         let budget = Budget::new(&self.limits);
         let mut errors = Vec::new();
         for (v, spec) in &helm.variants {
-            if !archives.iter().any(|a| crate::helm::spec::ChartSource::Remote(a.request.clone()) == spec.source) {
+            if !archives
+                .iter()
+                .any(|a| crate::helm::spec::ChartSource::Remote(a.request.clone()) == spec.source)
+            {
                 continue;
             }
             budget.next_render();
@@ -189,7 +192,11 @@ impl Bundle {
                 Err(e) => errors.extend(e),
             }
         }
-        if errors.is_empty() { Ok(next) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(next)
+        } else {
+            Err(errors)
+        }
     }
 
     fn render_helm(
@@ -446,10 +453,14 @@ fn load_helm<B: Backend>(
         limits,
     )?;
     let helm = Arc::new(helm);
-    bundle.options.helm = helm
-        .variants
-        .get(&None)
-        .map(|v| bundle.spec.helm.clone().unwrap_or_default().deploy_options(v.release_name.clone()));
+    bundle.options.helm = helm.variants.get(&None).map(|v| {
+        bundle
+            .spec
+            .helm
+            .clone()
+            .unwrap_or_default()
+            .deploy_options(v.release_name.clone())
+    });
     bundle.helm = Some(helm.clone());
     let budget = Budget::new(limits);
     let mut errors = Vec::new();

@@ -330,7 +330,15 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
 
     let mut errors = Vec::new();
     if let Some(helm) = &raw.helm {
-        check_helm(file, text, &value["helm"], helm, "helm.", &mut errors, &mut warnings);
+        check_helm(
+            file,
+            text,
+            &value["helm"],
+            helm,
+            "helm.",
+            &mut errors,
+            &mut warnings,
+        );
     }
     let selector_error = |what: &str, s: &LabelSelector, errors: &mut Vec<Diagnostic>| {
         if let Err(e) = s.validate() {

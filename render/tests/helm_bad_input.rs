@@ -49,12 +49,23 @@ fn a_template_that_does_not_parse_fails_the_bundle_alone_with_file_and_line() {
     write(
         repo.path(),
         &[
-            ("good/cm.yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n"),
+            (
+                "good/cm.yaml",
+                b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n",
+            ),
             ("bad/Chart.yaml", CHART),
-            ("bad/templates/cm.yaml", b"kind: ConfigMap\nmetadata:\n  name: {{ .Values.x | nosuchfunc }}\n"),
+            (
+                "bad/templates/cm.yaml",
+                b"kind: ConfigMap\nmetadata:\n  name: {{ .Values.x | nosuchfunc }}\n",
+            ),
         ],
     );
-    let loaded = discover(repo.path(), "src", &["good".into(), "bad".into()], &Limits::default());
+    let loaded = discover(
+        repo.path(),
+        "src",
+        &["good".into(), "bad".into()],
+        &Limits::default(),
+    );
     let good = loaded.iter().find(|b| b.path == "good").expect("good");
     assert!(good.result.is_ok(), "{:?}", good.result);
     let bad = loaded.iter().find(|b| b.path == "bad").expect("bad");
@@ -76,7 +87,10 @@ fn a_template_that_fails_at_run_time_names_its_file_and_line() {
         repo.path(),
         &[
             ("Chart.yaml", CHART),
-            ("templates/a.yaml", b"kind: ConfigMap\n{{ required \"image.tag is required\" .Values.image }}\n"),
+            (
+                "templates/a.yaml",
+                b"kind: ConfigMap\n{{ required \"image.tag is required\" .Values.image }}\n",
+            ),
         ],
     );
     let errs = errors_of(repo.path());
@@ -108,12 +122,18 @@ fn hostile_subchart_archives_are_refused() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "escape",
-            tgz(&[("x/Chart.yaml", b"name: x\nversion: 1.0.0\n"), ("x/../../../etc/evil", b"x")]),
+            tgz(&[
+                ("x/Chart.yaml", b"name: x\nversion: 1.0.0\n"),
+                ("x/../../../etc/evil", b"x"),
+            ]),
             "leaves the chart",
         ),
         (
             "bomb",
-            tgz(&[("x/Chart.yaml", b"name: x\nversion: 1.0.0\n"), ("x/big", &zeros)]),
+            tgz(&[
+                ("x/Chart.yaml", b"name: x\nversion: 1.0.0\n"),
+                ("x/big", &zeros),
+            ]),
             "over the limit",
         ),
         ("many", tgz(&many_entries), "entries"),
@@ -121,7 +141,10 @@ fn hostile_subchart_archives_are_refused() {
     ];
     for (name, bytes, want) in cases {
         let repo = tempfile::tempdir().expect("tmp");
-        write(repo.path(), &[("Chart.yaml", CHART), ("charts/x-1.0.0.tgz", &bytes)]);
+        write(
+            repo.path(),
+            &[("Chart.yaml", CHART), ("charts/x-1.0.0.tgz", &bytes)],
+        );
         let errs = errors_of(repo.path());
         assert!(
             errs.len() == 1 && errs[0].contains("charts/x-1.0.0.tgz") && errs[0].contains(want),
@@ -149,7 +172,13 @@ fn values_that_fail_the_schema_say_which_chart_and_field() {
         "{errs:?}"
     );
     // skipSchemaValidation turns it off, as in Fleet.
-    write(repo.path(), &[("fleet.yaml", b"helm:\n  skipSchemaValidation: true\n  values:\n    replicas: 0\n")]);
+    write(
+        repo.path(),
+        &[(
+            "fleet.yaml",
+            b"helm:\n  skipSchemaValidation: true\n  values:\n    replicas: 0\n",
+        )],
+    );
     assert!(errors_of(repo.path()).is_empty());
 }
 
@@ -159,8 +188,14 @@ fn a_kube_version_the_cluster_does_not_meet_fails_that_cluster() {
     write(
         repo.path(),
         &[
-            ("Chart.yaml", b"apiVersion: v2\nname: c\nversion: 0.1.0\nkubeVersion: '>=1.28.0-0'\n"),
-            ("templates/a.yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"),
+            (
+                "Chart.yaml",
+                b"apiVersion: v2\nname: c\nversion: 0.1.0\nkubeVersion: '>=1.28.0-0'\n",
+            ),
+            (
+                "templates/a.yaml",
+                b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+            ),
         ],
     );
     let bundle = load_bundle_dir(repo.path(), "b", &Limits::default()).expect("loads");
@@ -185,10 +220,16 @@ fn values_from_is_an_error_that_says_why() {
     write(
         repo.path(),
         &[
-            ("fleet.yaml", b"helm:\n  valuesFrom:\n    - secretKeyRef: {name: s, key: values.yaml}\n"),
+            (
+                "fleet.yaml",
+                b"helm:\n  valuesFrom:\n    - secretKeyRef: {name: s, key: values.yaml}\n",
+            ),
             ("Chart.yaml", CHART),
         ],
     );
     let errs = errors_of(repo.path());
-    assert!(errs[0].contains("helm.valuesFrom is not supported"), "{errs:?}");
+    assert!(
+        errs[0].contains("helm.valuesFrom is not supported"),
+        "{errs:?}"
+    );
 }

@@ -115,7 +115,11 @@ fn ours(case: &Case, bundle_dir: &Path) -> Result<Vec<String>, String> {
         Some(k) => Some(
             Capabilities::helm_template(
                 Some(k),
-                &case.api_versions.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                &case
+                    .api_versions
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
             )
             .map_err(|e| e.to_string())?,
         ),
@@ -133,11 +137,19 @@ fn ours(case: &Case, bundle_dir: &Path) -> Result<Vec<String>, String> {
     ))
 }
 
-fn theirs(helm: &Path, case: &Case, chart: &Path, values: &[PathBuf]) -> Result<Vec<String>, String> {
+fn theirs(
+    helm: &Path,
+    case: &Case,
+    chart: &Path,
+    values: &[PathBuf],
+) -> Result<Vec<String>, String> {
     let mut cmd = Command::new(helm);
-    cmd.args(["template", "rel"])
-        .arg(chart)
-        .args(["--namespace", case.namespace, "--include-crds", "--skip-tests"]);
+    cmd.args(["template", "rel"]).arg(chart).args([
+        "--namespace",
+        case.namespace,
+        "--include-crds",
+        "--skip-tests",
+    ]);
     for v in values {
         cmd.arg("-f").arg(v);
     }
@@ -156,7 +168,10 @@ fn theirs(helm: &Path, case: &Case, chart: &Path, values: &[PathBuf]) -> Result<
     opts.legacy_octal_numbers = true;
     let docs: Vec<Value> =
         serde_saphyr::from_multiple_with_options(&text, opts).expect("helm output parses");
-    Ok(canonical(docs.into_iter().filter(|d| !d.is_null()), case.namespace))
+    Ok(canonical(
+        docs.into_iter().filter(|d| !d.is_null()),
+        case.namespace,
+    ))
 }
 
 /// Renders `case` both ways; returns a description of the difference, if any.
@@ -170,7 +185,9 @@ fn compare(helm: &Path, case: &Case) -> Option<String> {
         std::fs::write(&p, v).expect("write values");
         files.push(p);
     }
-    let names: Vec<String> = (0..files.len()).map(|i| format!("values-{i}.yaml")).collect();
+    let names: Vec<String> = (0..files.len())
+        .map(|i| format!("values-{i}.yaml"))
+        .collect();
     std::fs::write(
         tmp.path().join("fleet.yaml"),
         format!(
@@ -217,7 +234,11 @@ fn charts_under(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut subs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut subs: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     subs.sort();
     for s in subs {
         charts_under(&s, out);

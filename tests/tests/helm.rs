@@ -63,7 +63,11 @@ fn helm_template(helm: &Path, dir: &Path, values: &[&str]) -> Vec<String> {
         cmd.arg("-f").arg(p);
     }
     let out = cmd.output().expect("helm runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     objects(&String::from_utf8_lossy(&out.stdout))
 }
 
@@ -91,7 +95,14 @@ fn a_helm_bundle_deploys_through_hub_and_spoke_as_helm_template_renders_it() {
     let prod_got = objects(&prod.file("helm-podinfo").expect("prod manifest"));
     assert_eq!(
         prod_got,
-        helm_template(&helm, tmp.path(), &[&prod_values, common, "replicaCount: 3\n"])
+        helm_template(
+            &helm,
+            tmp.path(),
+            &[&prod_values, common, "replicaCount: 3\n"]
+        )
     );
-    assert!(prod_got.iter().any(|o| o.contains(r#""replicas":3"#)), "{prod_got:?}");
+    assert!(
+        prod_got.iter().any(|o| o.contains(r#""replicas":3"#)),
+        "{prod_got:?}"
+    );
 }

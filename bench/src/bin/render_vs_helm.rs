@@ -65,10 +65,17 @@ fn generate(root: &Path, n: usize) -> std::io::Result<PathBuf> {
     let t = dir.join("templates");
     std::fs::create_dir_all(&t)?;
     std::fs::create_dir_all(dir.join("charts/sub/templates"))?;
-    std::fs::write(dir.join("Chart.yaml"), "apiVersion: v2\nname: gen\nversion: 1.0.0\nappVersion: \"2.1\"\n")?;
+    std::fs::write(
+        dir.join("Chart.yaml"),
+        "apiVersion: v2\nname: gen\nversion: 1.0.0\nappVersion: \"2.1\"\n",
+    )?;
     let mut values = String::from("global:\n  env: bench\napps:\n");
     for i in 0..n {
-        values.push_str(&format!("  app{i}:\n    replicas: {}\n    port: {}\n", i % 5 + 1, 8000 + i));
+        values.push_str(&format!(
+            "  app{i}:\n    replicas: {}\n    port: {}\n",
+            i % 5 + 1,
+            8000 + i
+        ));
     }
     std::fs::write(dir.join("values.yaml"), values)?;
     std::fs::write(
@@ -83,7 +90,10 @@ fn generate(root: &Path, n: usize) -> std::io::Result<PathBuf> {
             ),
         )?;
     }
-    std::fs::write(dir.join("charts/sub/Chart.yaml"), "apiVersion: v2\nname: sub\nversion: 0.1.0\n")?;
+    std::fs::write(
+        dir.join("charts/sub/Chart.yaml"),
+        "apiVersion: v2\nname: sub\nversion: 0.1.0\n",
+    )?;
     std::fs::write(
         dir.join("charts/sub/templates/cm.yaml"),
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-sub\ndata:\n  env: {{ .Values.global.env }}\n",
@@ -95,9 +105,11 @@ fn helm_binary() -> PathBuf {
     if let Some(h) = std::env::var_os("HELM") {
         return PathBuf::from(h);
     }
-    let cached = std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".cache/flotilla-tools/bin/helm"));
-    cached.filter(|p| p.is_file()).unwrap_or_else(|| PathBuf::from("helm"))
+    let cached =
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/flotilla-tools/bin/helm"));
+    cached
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("helm"))
 }
 
 fn main() {
@@ -110,7 +122,12 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut charts: Vec<(String, PathBuf)> = ["basic", "umbrella", "caps", "legacy", "schema"]
         .iter()
-        .map(|n| (format!("fixture {n}"), root.join("tests/fixtures/helm").join(n)))
+        .map(|n| {
+            (
+                format!("fixture {n}"),
+                root.join("tests/fixtures/helm").join(n),
+            )
+        })
         .collect();
     charts.push((
         "examples/helm-repo podinfo".to_string(),
@@ -133,7 +150,11 @@ fn main() {
             (Ok((ta, na)), Ok((tb, nb))) => {
                 total_ours += ta;
                 total_theirs += tb;
-                let objects = if na == nb { na.to_string() } else { format!("{na} / {nb}") };
+                let objects = if na == nb {
+                    na.to_string()
+                } else {
+                    format!("{na} / {nb}")
+                };
                 println!(
                     "| {name} | {objects} | {:.2} ms | {:.2} ms | {:.3}x |",
                     ta.as_secs_f64() * 1e3,

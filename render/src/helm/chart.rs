@@ -81,6 +81,7 @@ pub(crate) struct Dependency {
     pub condition: String,
     pub tags: Vec<String>,
     pub enabled: bool,
+    #[serde(rename = "import-values")]
     pub import_values: Vec<Value>,
     pub alias: String,
 }
@@ -187,7 +188,11 @@ pub(crate) fn load_files(
     let mut metadata = match files.get("Chart.yaml") {
         Some(d) => {
             let v = parse_yaml(&at("Chart.yaml"), text(origin, "Chart.yaml", d)?)?;
-            let v = if v.is_null() { Value::Object(Map::new()) } else { v };
+            let v = if v.is_null() {
+                Value::Object(Map::new())
+            } else {
+                v
+            };
             serde_json::from_value::<Metadata>(v).map_err(|e| {
                 Diagnostic::new(at("Chart.yaml"), format!("cannot load Chart.yaml: {e}"))
             })?
@@ -282,14 +287,11 @@ pub(crate) fn load_files(
             let Some(bytes) = sub_files.get(&sub) else {
                 continue;
             };
-            let unpacked = archive::unpack(bytes, limits)
-                .map_err(|e| Diagnostic::new(&sub_origin, e))?;
+            let unpacked =
+                archive::unpack(bytes, limits).map_err(|e| Diagnostic::new(&sub_origin, e))?;
             load_files(&sub_origin, unpacked, limits, depth + 1)?
         } else {
-            let inner: FileMap = sub_files
-                .into_iter()
-                .filter(|(n, _)| *n != sub)
-                .collect();
+            let inner: FileMap = sub_files.into_iter().filter(|(n, _)| *n != sub).collect();
             load_files(&sub_origin, inner, limits, depth + 1)?
         };
         chart.dependencies.push(loaded);
@@ -334,7 +336,11 @@ fn validate(m: &Metadata) -> Result<(), String> {
 
 /// Reads the chart folder `dir` (repo-relative) of the bundle through `fs`, with its
 /// `.helmignore`, into a flat file map (Helm's `LoadDir`).
-pub(crate) fn read_dir(fs: &dyn Fs, dir: &str, max_entries: usize) -> Result<FileMap, Vec<Diagnostic>> {
+pub(crate) fn read_dir(
+    fs: &dyn Fs,
+    dir: &str,
+    max_entries: usize,
+) -> Result<FileMap, Vec<Diagnostic>> {
     let ignore_path = join(dir, ".helmignore").map_err(|m| vec![Diagnostic::new(dir, m)])?;
     let ignore_text = match fs.kind(&ignore_path) {
         Kind::File => Some(fs.read(&ignore_path).map_err(|d| vec![d])?),
@@ -421,11 +427,17 @@ mod tests {
     #[test]
     fn loads_a_chart_with_folder_and_archive_subcharts() {
         let sub_tgz = archive::tests::tgz(&[
-            ("db/Chart.yaml", b"apiVersion: v2\nname: db\nversion: 1.0.0\n"),
+            (
+                "db/Chart.yaml",
+                b"apiVersion: v2\nname: db\nversion: 1.0.0\n",
+            ),
             ("db/values.yaml", b"port: 5432\n"),
         ]);
         let mut files = fm(&[
-            ("Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\nappVersion: '2'\n"),
+            (
+                "Chart.yaml",
+                "apiVersion: v2\nname: web\nversion: 0.1.0\nappVersion: '2'\n",
+            ),
             ("values.yaml", "replicas: 2\nenabled: yes\n"),
             ("templates/a.yaml", "kind: X\n"),
             ("crds/c.yaml", "kind: CustomResourceDefinition\n"),
@@ -446,11 +458,21 @@ mod tests {
 
     #[test]
     fn a_chart_without_chart_yaml_or_version_is_refused() {
-        let e = load_files("c", fm(&[("values.yaml", "a: 1")]), archive::tests::LIMITS, 0)
-            .expect_err("no Chart.yaml");
+        let e = load_files(
+            "c",
+            fm(&[("values.yaml", "a: 1")]),
+            archive::tests::LIMITS,
+            0,
+        )
+        .expect_err("no Chart.yaml");
         assert_eq!(e.to_string(), "c: Chart.yaml file is missing");
-        let e = load_files("c", fm(&[("Chart.yaml", "name: c\n")]), archive::tests::LIMITS, 0)
-            .expect_err("no version");
+        let e = load_files(
+            "c",
+            fm(&[("Chart.yaml", "name: c\n")]),
+            archive::tests::LIMITS,
+            0,
+        )
+        .expect_err("no version");
         assert!(e.to_string().contains("version is required"), "{e}");
     }
 }

@@ -41,12 +41,18 @@ pub(crate) fn capabilities(c: Option<&Capabilities>) -> Caps {
 }
 
 /// Helm's `IsCompatibleRange`: `version` satisfies the Masterminds constraint; an
-/// unparsable constraint or version does not.
+/// unparsable constraint or version does not. Asked of the engine's own `semverCompare`
+/// (the one Masterminds implementation in the workspace).
 pub(crate) fn version_in_range(constraint: &str, version: &str) -> bool {
-    let Ok(c) = gotmpl::semver::Constraints::parse(constraint) else {
+    let mut set = TemplateSet::new(Options::default());
+    if set.parse("semver", "{{ semverCompare .c .v }}").is_err() {
         return false;
-    };
-    gotmpl::semver::Version::parse(version).is_some_and(|v| c.check(&v))
+    }
+    let data = V::map(BTreeMap::from([
+        ("c".to_string(), V::string(constraint)),
+        ("v".to_string(), V::string(version)),
+    ]));
+    set.execute("semver", &data).is_ok_and(|out| out == "true")
 }
 
 /// A chart's template named `chart/templates/x.yaml` as a repo path under `origin`.
@@ -111,7 +117,10 @@ fn parse_order(tpls: &mut [Tpl<'_>]) {
     });
 }
 
-fn parse_all(chart: &Chart, limits: &Limits) -> Result<(TemplateSet, Vec<Tpl<'_>>), Diagnostic> {
+fn parse_all<'a>(
+    chart: &'a Chart,
+    limits: &Limits,
+) -> Result<(TemplateSet, Vec<Tpl<'a>>), Diagnostic> {
     let mut tpls = Vec::new();
     let mut scopes = 0;
     collect(chart, "", &mut tpls, &mut scopes);
@@ -244,10 +253,10 @@ fn capabilities_value(caps: &Caps) -> V {
         minor: parts.get(1).map(u64::to_string).unwrap_or_default(),
     };
     V::map(BTreeMap::from([
-        ("KubeVersion".to_string(), V::object(kube)),
+        ("KubeVersion".to_string(), kube.into_value()),
         (
             "APIVersions".to_string(),
-            V::object(gotmpl::ApiVersions::new(caps.api_versions.clone())),
+            gotmpl::ApiVersions(caps.api_versions.clone()).into_value(),
         ),
         (
             "HelmVersion".to_string(),
@@ -283,7 +292,14 @@ pub(crate) fn render(
     let root_values = V::from_json(&Value::Object(values.clone()));
     // Per chart (in `collect` order), the map its templates see as dot.
     let mut scopes: Vec<gotmpl::Value> = Vec::new();
-    build_scopes(chart, true, root_values, &release, &capabilities, &mut scopes);
+    build_scopes(
+        chart,
+        true,
+        root_values,
+        &release,
+        &capabilities,
+        &mut scopes,
+    );
     let mut order: Vec<&Tpl<'_>> = tpls.iter().collect();
     order.retain(|t| !crate::repo_fs::file_name(&t.name).starts_with('_'));
     let mut out = BTreeMap::new();
@@ -342,7 +358,7 @@ fn build_scopes(
         .collect();
     let dot = V::map(BTreeMap::from([
         ("Chart".to_string(), chart_value(chart, is_root)),
-        ("Files".to_string(), V::object(gotmpl::Files::new(files))),
+        ("Files".to_string(), gotmpl::Files::new(files).into_value()),
         ("Release".to_string(), release.clone()),
         ("Capabilities".to_string(), capabilities.clone()),
         ("Values".to_string(), values),

@@ -11,8 +11,8 @@
 
 pub(crate) mod archive;
 pub(crate) mod chart;
-pub(crate) mod ignore;
 pub(crate) mod engine;
+pub(crate) mod ignore;
 pub(crate) mod order;
 pub(crate) mod release;
 pub(crate) mod schema;
@@ -127,7 +127,10 @@ impl Capabilities {
     /// What `helm template --kube-version K --api-versions A,B` gives a chart: `K` read as
     /// Kubernetes reads a generic version (`1.31` -> `v1.31`, `v1.31.2+k3s1` ->
     /// `v1.31.2`; default `v1.20.0`), and Helm's default API versions followed by `extra`.
-    pub fn helm_template(kube_version: Option<&str>, extra: &[String]) -> Result<Capabilities, String> {
+    pub fn helm_template(
+        kube_version: Option<&str>,
+        extra: &[String],
+    ) -> Result<Capabilities, String> {
         let kube_version = match kube_version {
             Some(k) => parse_generic_version(k)
                 .map(|parts| {

@@ -55,8 +55,9 @@ pub(crate) struct HelmBundle {
 /// in the bundle folder (as in Fleet, a chart folder needs no `fleet.yaml`).
 pub(crate) fn is_helm_bundle(fs: &dyn Fs, dir: &str, spec: &RenderSpec) -> bool {
     let names_chart = |h: &Option<HelmSpec>| {
-        h.as_ref()
-            .is_some_and(|h| h.chart.as_deref().is_some_and(|c| !c.trim().is_empty()) || h.repo.is_some())
+        h.as_ref().is_some_and(|h| {
+            h.chart.as_deref().is_some_and(|c| !c.trim().is_empty()) || h.repo.is_some()
+        })
     };
     names_chart(&spec.helm)
         || spec.customizations.iter().any(|c| names_chart(&c.helm))
@@ -197,11 +198,17 @@ impl HelmBundle {
         limits: &Limits,
     ) -> Result<Vec<Object>, Vec<Diagnostic>> {
         let Some(v) = self.variants.get(&variant) else {
-            return Err(vec![Diagnostic::new(fleet_file, "internal: unknown variant")]);
+            return Err(vec![Diagnostic::new(
+                fleet_file,
+                "internal: unknown variant",
+            )]);
         };
         let Some(loaded) = self.charts.get(&v.source) else {
             let ChartSource::Remote(r) = &v.source else {
-                return Err(vec![Diagnostic::new(fleet_file, "internal: chart not loaded")]);
+                return Err(vec![Diagnostic::new(
+                    fleet_file,
+                    "internal: chart not loaded",
+                )]);
             };
             return Err(vec![Diagnostic::new(
                 fleet_file,
@@ -209,12 +216,17 @@ impl HelmBundle {
                     "helm.chart {:?}{} is a remote chart: the hub fetches it before rendering \
                      (flotilla render reads only local folders)",
                     r.chart,
-                    r.repo.as_deref().map(|r| format!(" in {r}")).unwrap_or_default()
+                    r.repo
+                        .as_deref()
+                        .map(|r| format!(" in {r}"))
+                        .unwrap_or_default()
                 ),
             )]);
         };
         let mut user = v.values.clone();
-        if v.templated && let Some(c) = cluster {
+        if v.templated
+            && let Some(c) = cluster
+        {
             user = engine::fleet_template_values(&user, c, fleet_file, limits)?;
         }
         let caps = cluster.and_then(|c| c.capabilities.clone());
@@ -246,7 +258,10 @@ fn variant(
             if fs.kind(&chart_yaml) != Kind::File {
                 return Err(vec![Diagnostic::new(
                     fleet_file,
-                    format!("helm.chart: no Chart.yaml in {:?}", if path.is_empty() { "." } else { &path }),
+                    format!(
+                        "helm.chart: no Chart.yaml in {:?}",
+                        if path.is_empty() { "." } else { &path }
+                    ),
                 )]);
             }
             ChartSource::Folder(path)
@@ -259,7 +274,10 @@ fn variant(
         let path = match join(dir, f) {
             Ok(p) => p,
             Err(m) => {
-                errors.push(Diagnostic::new(fleet_file, format!("helm.valuesFiles: {m}")));
+                errors.push(Diagnostic::new(
+                    fleet_file,
+                    format!("helm.valuesFiles: {m}"),
+                ));
                 continue;
             }
         };
@@ -357,7 +375,8 @@ fn render_chart(
             ),
         )]);
     }
-    let values = coalesce_values(&chart, user).map_err(|m| vec![Diagnostic::new(&chart_file, m)])?;
+    let values =
+        coalesce_values(&chart, user).map_err(|m| vec![Diagnostic::new(&chart_file, m)])?;
     if !skip_schema {
         super::schema::validate_chart(&chart, &values).map_err(|m| {
             vec![Diagnostic::new(
@@ -366,8 +385,10 @@ fn render_chart(
             )]
         })?;
     }
-    let rendered = engine::render(&chart, &values, release_name, namespace, &caps, limits)
+    let mut rendered = engine::render(&chart, &values, release_name, namespace, &caps, limits)
         .map_err(|d| vec![d])?;
+    // NOTES.txt is rendered (its errors count, as in Helm) but is not a manifest.
+    rendered.retain(|name, _| !name.ends_with("NOTES.txt"));
     budget
         .bytes(rendered.values().map(|t| t.len() as u64).sum())
         .map_err(|e| vec![Diagnostic::new(&chart_file, e.to_string())])?;

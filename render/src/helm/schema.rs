@@ -30,7 +30,14 @@ pub(crate) fn validate_chart(chart: &Chart, values: &Table) -> Result<(), String
 fn collect(chart: &Chart, values: &Table, out: &mut String) {
     if let Some(schema) = &chart.schema {
         let mut errs = Vec::new();
-        check(schema, schema, &Value::Object(values.clone()), "", 0, &mut errs);
+        check(
+            schema,
+            schema,
+            &Value::Object(values.clone()),
+            "",
+            0,
+            &mut errs,
+        );
         if !errs.is_empty() {
             out.push_str(&format!("{}:\n", chart.name()));
             for e in errs {
@@ -40,13 +47,20 @@ fn collect(chart: &Chart, values: &Table, out: &mut String) {
     }
     for sub in &chart.dependencies {
         let empty = Table::new();
-        let sub_vals = values.get(sub.name()).and_then(Value::as_object).unwrap_or(&empty);
+        let sub_vals = values
+            .get(sub.name())
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
         collect(sub, sub_vals, out);
     }
 }
 
 fn at(path: &str) -> String {
-    if path.is_empty() { "at '/'".to_string() } else { format!("at '{path}'") }
+    if path.is_empty() {
+        "at '/'".to_string()
+    } else {
+        format!("at '{path}'")
+    }
 }
 
 fn type_ok(t: &str, v: &Value) -> bool {
@@ -70,9 +84,19 @@ fn resolve<'a>(root: &'a Value, r: &str) -> Option<&'a Value> {
     root.pointer(pointer)
 }
 
-fn check(root: &Value, schema: &Value, v: &Value, path: &str, depth: usize, errs: &mut Vec<String>) {
+fn check(
+    root: &Value,
+    schema: &Value,
+    v: &Value,
+    path: &str,
+    depth: usize,
+    errs: &mut Vec<String>,
+) {
     if depth > MAX_DEPTH {
-        errs.push(format!("{}: schema nests more than {MAX_DEPTH} deep", at(path)));
+        errs.push(format!(
+            "{}: schema nests more than {MAX_DEPTH} deep",
+            at(path)
+        ));
         return;
     }
     let s = match schema {
@@ -104,7 +128,11 @@ fn check(root: &Value, schema: &Value, v: &Value, path: &str, depth: usize, errs
     if let Some(Value::Array(e)) = s.get("enum")
         && !e.iter().any(|x| json_eq(x, v))
     {
-        errs.push(format!("{}: value must be one of {}", at(path), Value::Array(e.clone())));
+        errs.push(format!(
+            "{}: value must be one of {}",
+            at(path),
+            Value::Array(e.clone())
+        ));
     }
     if let Some(c) = s.get("const")
         && !json_eq(c, v)
@@ -129,7 +157,11 @@ fn check(root: &Value, schema: &Value, v: &Value, path: &str, depth: usize, errs
             _ => passing == 1,
         };
         if !ok {
-            errs.push(format!("{}: {key} failed ({passing} of {} subschemas match)", at(path), subs.len()));
+            errs.push(format!(
+                "{}: {key} failed ({passing} of {} subschemas match)",
+                at(path),
+                subs.len()
+            ));
         }
     }
     if let Some(n) = s.get("not") {
@@ -142,7 +174,11 @@ fn check(root: &Value, schema: &Value, v: &Value, path: &str, depth: usize, errs
     if let Some(cond) = s.get("if") {
         let mut e = Vec::new();
         check(root, cond, v, path, depth + 1, &mut e);
-        let branch = if e.is_empty() { s.get("then") } else { s.get("else") };
+        let branch = if e.is_empty() {
+            s.get("then")
+        } else {
+            s.get("else")
+        };
         if let Some(b) = branch {
             check(root, b, v, path, depth + 1, errs);
         }
@@ -181,13 +217,24 @@ fn check(root: &Value, schema: &Value, v: &Value, path: &str, depth: usize, errs
                 }
                 if !matched && let Some(ap) = s.get("additionalProperties") {
                     if ap == &Value::Bool(false) {
-                        errs.push(format!("{}: additional property '{k}' not allowed", at(path)));
+                        errs.push(format!(
+                            "{}: additional property '{k}' not allowed",
+                            at(path)
+                        ));
                     } else {
                         check(root, ap, val, &child, depth + 1, errs);
                     }
                 }
             }
-            bound(s, "minProperties", "maxProperties", m.len(), path, "properties", errs);
+            bound(
+                s,
+                "minProperties",
+                "maxProperties",
+                m.len(),
+                path,
+                "properties",
+                errs,
+            );
         }
         Value::Array(items) => {
             let prefix = s.get("prefixItems").and_then(Value::as_array);
@@ -221,11 +268,22 @@ fn check(root: &Value, schema: &Value, v: &Value, path: &str, depth: usize, errs
             }
         }
         Value::String(text) => {
-            bound(s, "minLength", "maxLength", text.chars().count(), path, "characters", errs);
+            bound(
+                s,
+                "minLength",
+                "maxLength",
+                text.chars().count(),
+                path,
+                "characters",
+                errs,
+            );
             if let Some(p) = s.get("pattern").and_then(Value::as_str) {
                 match regex::Regex::new(p) {
                     Ok(re) if !re.is_match(text) => {
-                        errs.push(format!("{}: '{text}' does not match pattern '{p}'", at(path)));
+                        errs.push(format!(
+                            "{}: '{text}' does not match pattern '{p}'",
+                            at(path)
+                        ));
                     }
                     Ok(_) => {}
                     Err(_) => errs.push(format!("{}: invalid pattern '{p}'", at(path))),
@@ -264,11 +322,25 @@ fn bound(
     what: &str,
     errs: &mut Vec<String>,
 ) {
-    if let Some(m) = s.get(min).and_then(Value::as_u64).filter(|m| (n as u64) < *m) {
-        errs.push(format!("{}: minimum {m} {what} required, but found {n}", at(path)));
+    if let Some(m) = s
+        .get(min)
+        .and_then(Value::as_u64)
+        .filter(|m| (n as u64) < *m)
+    {
+        errs.push(format!(
+            "{}: minimum {m} {what} required, but found {n}",
+            at(path)
+        ));
     }
-    if let Some(m) = s.get(max).and_then(Value::as_u64).filter(|m| (n as u64) > *m) {
-        errs.push(format!("{}: maximum {m} {what} allowed, but found {n}", at(path)));
+    if let Some(m) = s
+        .get(max)
+        .and_then(Value::as_u64)
+        .filter(|m| (n as u64) > *m)
+    {
+        errs.push(format!(
+            "{}: maximum {m} {what} allowed, but found {n}",
+            at(path)
+        ));
     }
 }
 
@@ -280,7 +352,9 @@ fn json_eq(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -329,11 +403,27 @@ mod tests {
             "additionalProperties": false,
             "$defs": {"image": {"type": "object", "properties": {"tag": {"type": "string", "pattern": "^v"}}}}
         });
-        assert!(errs(s.clone(), json!({"replicas": 2.0, "image": {"tag": "v1"}, "mode": "a"})).is_empty());
-        let e = errs(s, json!({"replicas": 0, "image": {"tag": "1"}, "mode": "c", "x": 1}));
+        assert!(
+            errs(
+                s.clone(),
+                json!({"replicas": 2.0, "image": {"tag": "v1"}, "mode": "a"})
+            )
+            .is_empty()
+        );
+        let e = errs(
+            s,
+            json!({"replicas": 0, "image": {"tag": "1"}, "mode": "c", "x": 1}),
+        );
         assert_eq!(e.len(), 4, "{e:?}");
-        assert!(e.iter().any(|m| m.contains("'/replicas'") && m.contains(">= 1")), "{e:?}");
-        assert!(e.iter().any(|m| m.contains("additional property 'x'")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("'/replicas'") && m.contains(">= 1")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|m| m.contains("additional property 'x'")),
+            "{e:?}"
+        );
     }
 
     #[test]
