@@ -20,6 +20,14 @@ pub struct RenderArgs {
     /// Cluster groups the cluster belongs to; repeatable.
     #[arg(long = "cluster-group")]
     pub cluster_groups: Vec<String>,
+    /// Helm charts: the cluster's Kubernetes version, as `helm template --kube-version`
+    /// (default v1.20.0, Helm's).
+    #[arg(long)]
+    pub kube_version: Option<String>,
+    /// Helm charts: API versions the cluster serves besides Helm's defaults, as
+    /// `helm template --api-versions` (comma-separated, repeatable).
+    #[arg(long = "api-versions", value_delimiter = ',')]
+    pub api_versions: Vec<String>,
 }
 
 pub fn run(args: &RenderArgs) -> Result<()> {
@@ -27,6 +35,14 @@ pub fn run(args: &RenderArgs) -> Result<()> {
     for l in &args.labels {
         labels.extend(parse_labels(l)?);
     }
+    let capabilities = if args.kube_version.is_some() || !args.api_versions.is_empty() {
+        Some(
+            render::Capabilities::helm_template(args.kube_version.as_deref(), &args.api_versions)
+                .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
     let info = render::ClusterInfo {
         name: args.cluster_name.clone(),
         labels,
@@ -38,7 +54,7 @@ pub fn run(args: &RenderArgs) -> Result<()> {
                 labels: BTreeMap::new(),
             })
             .collect(),
-        capabilities: None,
+        capabilities,
     };
     let name = args
         .dir

@@ -22,6 +22,9 @@ pub struct BundleOptions {
     pub paused: bool,
     pub diff: Diff,
     pub labels: Labels,
+    /// Helm bundles only: the release name and Fleet's Helm deploy options.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helm: Option<crate::helm::spec::HelmDeployOptions>,
 }
 
 impl BundleOptions {
@@ -327,7 +330,15 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
 
     let mut errors = Vec::new();
     if let Some(helm) = &raw.helm {
-        check_helm(file, text, &value["helm"], helm, "helm.", &mut errors, &mut warnings);
+        check_helm(
+            file,
+            text,
+            &value["helm"],
+            helm,
+            "helm.",
+            &mut errors,
+            &mut warnings,
+        );
     }
     let selector_error = |what: &str, s: &LabelSelector, errors: &mut Vec<Diagnostic>| {
         if let Err(e) = s.validate() {
@@ -424,6 +435,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             paused: raw.paused,
             diff: raw.diff,
             labels: raw.labels,
+            helm: None,
         },
         warnings,
     })

@@ -127,11 +127,15 @@ pub enum Selection {
 }
 
 /// Names one distinct render of a bundle: equal keys give byte-identical output. It holds
-/// the customization and, only for bundles with `clusterValues: true`, the values used.
+/// the customization and, only for bundles with `clusterValues: true` (or Helm values with
+/// Fleet's `${ }` templating), the values used; for Helm charts that read `.Capabilities`,
+/// the cluster's capabilities.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RenderKey {
     variant: Option<(usize, String)>,
     values: Vec<(String, Option<String>)>,
+    /// Only for Helm charts that read `.Capabilities`: what the cluster reported.
+    capabilities: Option<Capabilities>,
 }
 
 impl RenderKey {

@@ -165,7 +165,10 @@ pub(crate) mod tests {
         for bad in ["web/../../etc/passwd", "/abs/x", "web/../x"] {
             let t = tgz(&[("web/Chart.yaml", b"name: web\n"), (bad, b"x")]);
             let e = unpack(&t, LIMITS).expect_err(bad);
-            assert!(e.contains("leaves") || e.contains("absolute") || e.contains("outside"), "{bad}: {e}");
+            assert!(
+                e.contains("leaves") || e.contains("absolute") || e.contains("outside"),
+                "{bad}: {e}"
+            );
         }
     }
 

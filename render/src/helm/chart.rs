@@ -38,9 +38,11 @@ pub(crate) struct Chart {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct Metadata {
+    #[serde(deserialize_with = "lenient_string")]
     pub name: String,
     pub home: String,
     pub sources: Vec<String>,
+    #[serde(deserialize_with = "lenient_string")]
     pub version: String,
     pub description: String,
     pub keywords: Vec<String>,
@@ -49,9 +51,11 @@ pub(crate) struct Metadata {
     pub api_version: String,
     pub condition: String,
     pub tags: String,
+    #[serde(deserialize_with = "lenient_string")]
     pub app_version: String,
     pub deprecated: bool,
     pub annotations: BTreeMap<String, String>,
+    #[serde(deserialize_with = "lenient_string")]
     pub kube_version: String,
     pub dependencies: Vec<Dependency>,
     #[serde(rename = "type")]
@@ -71,13 +75,31 @@ pub(crate) struct Maintainer {
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct Dependency {
     pub name: String,
+    #[serde(deserialize_with = "lenient_string")]
     pub version: String,
     pub repository: String,
     pub condition: String,
     pub tags: Vec<String>,
     pub enabled: bool,
+    #[serde(rename = "import-values")]
     pub import_values: Vec<Value>,
     pub alias: String,
+}
+
+/// A string field that YAML may have read as a number (`appVersion: 0.9`, `version: 1`):
+/// Helm keeps such a value as the text it prints.
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "expected a string, found {other}"
+            )));
+        }
+    })
 }
 
 /// Only `dependencies:` of a v1 chart's `requirements.yaml`.
@@ -135,9 +157,18 @@ pub(crate) fn parse_yaml(file: &str, text: &str) -> Result<Value, Diagnostic> {
     }
 }
 
+/// `rest` (chart-relative) as a path under the chart's origin, for diagnostics.
+pub(crate) fn origin_path(origin: &str, rest: &str) -> String {
+    if origin.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{origin}/{rest}")
+    }
+}
+
 fn text<'a>(origin: &str, name: &str, data: &'a [u8]) -> Result<&'a str, Diagnostic> {
     std::str::from_utf8(data)
-        .map_err(|_| Diagnostic::new(format!("{origin}/{name}"), "file is not valid UTF-8 text"))
+        .map_err(|_| Diagnostic::new(origin_path(origin, name), "file is not valid UTF-8 text"))
 }
 
 /// Builds a chart from its files (Helm's `LoadFiles`). `origin` names it in errors.
@@ -153,11 +184,15 @@ pub(crate) fn load_files(
             format!("subcharts nested more than {MAX_SUBCHART_DEPTH} deep"),
         ));
     }
-    let at = |name: &str| format!("{origin}/{name}");
+    let at = |name: &str| origin_path(origin, name);
     let mut metadata = match files.get("Chart.yaml") {
         Some(d) => {
             let v = parse_yaml(&at("Chart.yaml"), text(origin, "Chart.yaml", d)?)?;
-            let v = if v.is_null() { Value::Object(Map::new()) } else { v };
+            let v = if v.is_null() {
+                Value::Object(Map::new())
+            } else {
+                v
+            };
             serde_json::from_value::<Metadata>(v).map_err(|e| {
                 Diagnostic::new(at("Chart.yaml"), format!("cannot load Chart.yaml: {e}"))
             })?
@@ -181,7 +216,7 @@ pub(crate) fn load_files(
     let mut subcharts: BTreeMap<String, FileMap> = BTreeMap::new();
     for (name, data) in files {
         match name.as_str() {
-            "Chart.yaml" | "Chart.lock" | "requirements.lock" if name != "requirements.lock" => {}
+            "Chart.yaml" | "Chart.lock" => {}
             "values.yaml" => {
                 let v = parse_yaml(&at(&name), text(origin, &name, &data)?)?;
                 chart.values = match v {
@@ -247,19 +282,16 @@ pub(crate) fn load_files(
         if sub.starts_with(['_', '.']) {
             continue;
         }
-        let sub_origin = format!("{origin}/charts/{sub}");
+        let sub_origin = origin_path(origin, &format!("charts/{sub}"));
         let loaded = if sub.ends_with(".tgz") {
             let Some(bytes) = sub_files.get(&sub) else {
                 continue;
             };
-            let unpacked = archive::unpack(bytes, limits)
-                .map_err(|e| Diagnostic::new(&sub_origin, e))?;
+            let unpacked =
+                archive::unpack(bytes, limits).map_err(|e| Diagnostic::new(&sub_origin, e))?;
             load_files(&sub_origin, unpacked, limits, depth + 1)?
         } else {
-            let inner: FileMap = sub_files
-                .into_iter()
-                .filter(|(n, _)| *n != sub)
-                .collect();
+            let inner: FileMap = sub_files.into_iter().filter(|(n, _)| *n != sub).collect();
             load_files(&sub_origin, inner, limits, depth + 1)?
         };
         chart.dependencies.push(loaded);
@@ -304,7 +336,11 @@ fn validate(m: &Metadata) -> Result<(), String> {
 
 /// Reads the chart folder `dir` (repo-relative) of the bundle through `fs`, with its
 /// `.helmignore`, into a flat file map (Helm's `LoadDir`).
-pub(crate) fn read_dir(fs: &dyn Fs, dir: &str, max_entries: usize) -> Result<FileMap, Vec<Diagnostic>> {
+pub(crate) fn read_dir(
+    fs: &dyn Fs,
+    dir: &str,
+    max_entries: usize,
+) -> Result<FileMap, Vec<Diagnostic>> {
     let ignore_path = join(dir, ".helmignore").map_err(|m| vec![Diagnostic::new(dir, m)])?;
     let ignore_text = match fs.kind(&ignore_path) {
         Kind::File => Some(fs.read(&ignore_path).map_err(|d| vec![d])?),
@@ -391,11 +427,17 @@ mod tests {
     #[test]
     fn loads_a_chart_with_folder_and_archive_subcharts() {
         let sub_tgz = archive::tests::tgz(&[
-            ("db/Chart.yaml", b"apiVersion: v2\nname: db\nversion: 1.0.0\n"),
+            (
+                "db/Chart.yaml",
+                b"apiVersion: v2\nname: db\nversion: 1.0.0\n",
+            ),
             ("db/values.yaml", b"port: 5432\n"),
         ]);
         let mut files = fm(&[
-            ("Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\nappVersion: '2'\n"),
+            (
+                "Chart.yaml",
+                "apiVersion: v2\nname: web\nversion: 0.1.0\nappVersion: '2'\n",
+            ),
             ("values.yaml", "replicas: 2\nenabled: yes\n"),
             ("templates/a.yaml", "kind: X\n"),
             ("crds/c.yaml", "kind: CustomResourceDefinition\n"),
@@ -416,11 +458,21 @@ mod tests {
 
     #[test]
     fn a_chart_without_chart_yaml_or_version_is_refused() {
-        let e = load_files("c", fm(&[("values.yaml", "a: 1")]), archive::tests::LIMITS, 0)
-            .expect_err("no Chart.yaml");
+        let e = load_files(
+            "c",
+            fm(&[("values.yaml", "a: 1")]),
+            archive::tests::LIMITS,
+            0,
+        )
+        .expect_err("no Chart.yaml");
         assert_eq!(e.to_string(), "c: Chart.yaml file is missing");
-        let e = load_files("c", fm(&[("Chart.yaml", "name: c\n")]), archive::tests::LIMITS, 0)
-            .expect_err("no version");
+        let e = load_files(
+            "c",
+            fm(&[("Chart.yaml", "name: c\n")]),
+            archive::tests::LIMITS,
+            0,
+        )
+        .expect_err("no version");
         assert!(e.to_string().contains("version is required"), "{e}");
     }
 }

@@ -100,7 +100,8 @@ mod tests {
 
     #[test]
     fn helm_rules() {
-        let r = HelmIgnore::parse(Some("# c\n*.bak\n/secret.txt\ndocs/\nci/*.yaml\n")).expect("parses");
+        let r =
+            HelmIgnore::parse(Some("# c\n*.bak\n/secret.txt\ndocs/\nci/*.yaml\n")).expect("parses");
         assert!(r.ignores("a.bak", false));
         assert!(r.ignores("templates/a.bak", false));
         assert!(r.ignores("secret.txt", false));

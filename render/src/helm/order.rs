@@ -69,8 +69,7 @@ const HOOK_EVENTS: &[&str] = &[
 
 /// Helm's document separator: `---` after a newline (or at the start), with the
 /// whitespace around it.
-static SEPARATOR: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"(?:^|\s*\n)---\s*").ok());
+static SEPARATOR: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"(?:^|\s*\n)---\s*").ok());
 
 /// One document of the output, parsed, with the template it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,7 +205,10 @@ mod tests {
         // As Go's regexp does, the first separator eats the blank line, so the second
         // `---` stays at the head of the next document (where YAML reads it as a marker).
         let docs = split("\n# Source: x\n---\na: 1\n---\n\n---\nb: 2\n");
-        assert_eq!(docs, vec![(2, "# Source: x"), (4, "a: 1"), (7, "---\nb: 2")]);
+        assert_eq!(
+            docs,
+            vec![(2, "# Source: x"), (4, "a: 1"), (7, "---\nb: 2")]
+        );
     }
 
     #[test]
@@ -214,13 +216,17 @@ mod tests {
         let mut r = BTreeMap::new();
         r.insert(
             "c/templates/a.yaml".to_string(),
-            "kind: Deployment\nmetadata: {name: d}\n---\nkind: Zeta\n---\nkind: Alpha\n".to_string(),
+            "kind: Deployment\nmetadata: {name: d}\n---\nkind: Zeta\n---\nkind: Alpha\n"
+                .to_string(),
         );
         r.insert(
             "c/templates/b.yaml".to_string(),
             "kind: ConfigMap\n---\nkind: Job\nmetadata:\n  annotations:\n    helm.sh/hook: pre-install\n---\nkind: Pod\nmetadata:\n  annotations:\n    helm.sh/hook: test\n---\nkind: Pod\nmetadata:\n  annotations:\n    helm.sh/hook: bogus\n".to_string(),
         );
-        r.insert("c/templates/_h.tpl".to_string(), "kind: Secret\n".to_string());
+        r.insert(
+            "c/templates/_h.tpl".to_string(),
+            "kind: Secret\n".to_string(),
+        );
         let (generic, hooks) = sort_manifests(&r, &parse).expect("sorts");
         let kinds: Vec<&str> = generic.iter().map(|d| kind(&d.value)).collect();
         assert_eq!(kinds, vec!["ConfigMap", "Deployment", "Alpha", "Zeta"]);
@@ -231,7 +237,10 @@ mod tests {
     #[test]
     fn a_parse_error_names_the_template_and_line() {
         let mut r = BTreeMap::new();
-        r.insert("c/templates/a.yaml".to_string(), "a: 1\n---\nb: [\n".to_string());
+        r.insert(
+            "c/templates/a.yaml".to_string(),
+            "a: 1\n---\nb: [\n".to_string(),
+        );
         let e = sort_manifests(&r, &parse).expect_err("fails");
         assert_eq!(e[0].file, "c/templates/a.yaml");
         assert_eq!(e[0].line, Some(3), "{}", e[0]);

@@ -79,7 +79,10 @@ impl HelmSpec {
                 .or_else(|| self.release_name.clone()),
             values,
             values_files,
-            values_from: over.values_from.clone().or_else(|| self.values_from.clone()),
+            values_from: over
+                .values_from
+                .clone()
+                .or_else(|| self.values_from.clone()),
             take_ownership: over.take_ownership.or(self.take_ownership),
             force: over.force.or(self.force),
             atomic: over.atomic.or(self.atomic),
@@ -168,7 +171,7 @@ impl HelmSpec {
 }
 
 /// Where a Helm bundle's chart comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum ChartSource {
     /// A folder relative to the bundle folder (`.` for the bundle itself).
     Folder(String),
@@ -264,8 +267,12 @@ mod tests {
 
     #[test]
     fn a_target_block_overrides_field_by_field_and_merges_values() {
-        let top = spec(json!({"chart": "./c", "values": {"a": {"x": 1, "y": 2}}, "valuesFiles": ["v1.yaml"], "atomic": true}));
-        let target = spec(json!({"values": {"a": {"y": 3}}, "valuesFiles": ["v2.yaml"], "version": "1.2.3"}));
+        let top = spec(
+            json!({"chart": "./c", "values": {"a": {"x": 1, "y": 2}}, "valuesFiles": ["v1.yaml"], "atomic": true}),
+        );
+        let target = spec(
+            json!({"values": {"a": {"y": 3}}, "valuesFiles": ["v2.yaml"], "version": "1.2.3"}),
+        );
         let m = top.merged(&target);
         assert_eq!(m.chart.as_deref(), Some("./c"));
         assert_eq!(m.version.as_deref(), Some("1.2.3"));
@@ -281,7 +288,8 @@ mod tests {
             spec(json!({"chart": "charts/web"})).source(),
             ChartSource::Folder("charts/web".into())
         );
-        let remote = spec(json!({"chart": "nginx", "repo": "https://charts.example", "version": "^1"}));
+        let remote =
+            spec(json!({"chart": "nginx", "repo": "https://charts.example", "version": "^1"}));
         assert_eq!(
             remote.source(),
             ChartSource::Remote(crate::RemoteChart {
@@ -301,7 +309,10 @@ mod tests {
         let e = spec(json!({"valuesFrom": [{"secretKeyRef": {"name": "s"}}]}))
             .check("b/fleet.yaml", 3)
             .expect_err("refused");
-        assert!(e.to_string().starts_with("b/fleet.yaml:3: helm.valuesFrom"), "{e}");
+        assert!(
+            e.to_string().starts_with("b/fleet.yaml:3: helm.valuesFrom"),
+            "{e}"
+        );
         assert!(e.message.contains("no cluster credential"), "{e}");
     }
 
@@ -313,6 +324,10 @@ mod tests {
         assert_ne!(long, default_release_name(&"a".repeat(62)));
         assert!(is_release_name(&long));
         assert!(!is_release_name("Web"));
-        assert!(spec(json!({"releaseName": "Bad_Name"})).check("f", 1).is_err());
+        assert!(
+            spec(json!({"releaseName": "Bad_Name"}))
+                .check("f", 1)
+                .is_err()
+        );
     }
 }

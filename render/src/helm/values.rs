@@ -51,7 +51,10 @@ fn coalesce_deps(chart: &Chart, mut dest: Table, merge: bool) -> Result<Table, S
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 40 {
-        format!("{}...", &s[..s.char_indices().nth(37).map_or(s.len(), |(i, _)| i)])
+        format!(
+            "{}...",
+            &s[..s.char_indices().nth(37).map_or(s.len(), |(i, _)| i)]
+        )
     } else {
         s
     }
@@ -293,10 +296,7 @@ fn process_import_values(chart: &mut Chart) -> Result<(), String> {
         let mut out = Vec::new();
         for iv in &r.import_values {
             let (child, parent) = match iv {
-                Value::Object(m) => (
-                    go_string(m.get("child")),
-                    go_string(m.get("parent")),
-                ),
+                Value::Object(m) => (go_string(m.get("child")), go_string(m.get("parent"))),
                 Value::String(s) => (format!("exports.{s}"), ".".to_string()),
                 _ => continue,
             };
@@ -366,14 +366,20 @@ mod tests {
 
     #[test]
     fn user_values_win_null_deletes_and_globals_flow_down() {
-        let sub = chart("sub", json!({"port": 1, "global": {"a": "sub"}, "x": {"y": 1}}), vec![], vec![]);
+        let sub = chart(
+            "sub",
+            json!({"port": 1, "global": {"a": "sub"}, "x": {"y": 1}}),
+            vec![],
+            vec![],
+        );
         let top = chart(
             "top",
             json!({"name": "n", "drop": "me", "global": {"a": "top", "b": 2}, "sub": {"port": 2}}),
             vec![sub],
             vec![],
         );
-        let v = coalesce_values(&top, &t(json!({"drop": null, "sub": {"x": {"y": null}}}))).expect("ok");
+        let v = coalesce_values(&top, &t(json!({"drop": null, "sub": {"x": {"y": null}}})))
+            .expect("ok");
         assert_eq!(
             Value::Object(v),
             json!({
@@ -389,19 +395,37 @@ mod tests {
         let a = chart("a", json!({}), vec![], vec![]);
         let b = chart("b", json!({}), vec![], vec![]);
         let reqs = vec![
-            Dependency { name: "a".into(), condition: "a.enabled".into(), ..Default::default() },
-            Dependency { name: "b".into(), tags: vec!["back".into()], ..Default::default() },
-            Dependency { name: "a".into(), alias: "a2".into(), ..Default::default() },
+            Dependency {
+                name: "a".into(),
+                condition: "a.enabled".into(),
+                ..Default::default()
+            },
+            Dependency {
+                name: "b".into(),
+                tags: vec!["back".into()],
+                ..Default::default()
+            },
+            Dependency {
+                name: "a".into(),
+                alias: "a2".into(),
+                ..Default::default()
+            },
         ];
         let mut top = chart("top", json!({"a": {"enabled": false}}), vec![a, b], reqs);
-        process_dependencies(&mut top, &t(json!({"tags": {"back": false}})), &any_version).expect("ok");
+        process_dependencies(&mut top, &t(json!({"tags": {"back": false}})), &any_version)
+            .expect("ok");
         let names: Vec<&str> = top.dependencies.iter().map(Chart::name).collect();
         assert_eq!(names, vec!["a2"]);
     }
 
     #[test]
     fn import_values_both_forms() {
-        let sub = chart("sub", json!({"exports": {"data": {"p": 1}}, "cfg": {"q": 2}}), vec![], vec![]);
+        let sub = chart(
+            "sub",
+            json!({"exports": {"data": {"p": 1}}, "cfg": {"q": 2}}),
+            vec![],
+            vec![],
+        );
         let reqs = vec![Dependency {
             name: "sub".into(),
             import_values: vec![json!("data"), json!({"child": "cfg", "parent": "imp.cfg"})],
