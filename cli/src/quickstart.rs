@@ -113,6 +113,7 @@ pub async fn run(args: QuickstartArgs) -> Result<()> {
             groups: Vec::new(),
             group_selectors: Vec::new(),
             clusters: Vec::new(),
+            helm: Default::default(),
         })
         .await?;
     for (name, labels) in SPOKES {

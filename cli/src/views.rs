@@ -107,6 +107,18 @@ pub struct SourceView {
     pub error: String,
     pub error_since: String,
     pub last_poll: String,
+    /// Chart repository credentials: who, where, and which secrets the hub holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helm_auth: Option<HelmAuthView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HelmAuthView {
+    pub username: String,
+    pub url_regex: String,
+    pub plain_http: bool,
+    /// Names only ("password", "ca", "token"); the hub never sends a secret back.
+    pub stored: Vec<String>,
 }
 
 impl From<pb::Source> for SourceView {
@@ -123,6 +135,12 @@ impl From<pb::Source> for SourceView {
             error: s.error,
             error_since: s.error_since,
             last_poll: s.last_poll,
+            helm_auth: s.helm_auth.map(|h| HelmAuthView {
+                username: h.username,
+                url_regex: h.url_regex,
+                plain_http: h.plain_http,
+                stored: h.stored,
+            }),
         }
     }
 }

@@ -129,6 +129,23 @@ pub struct SourceSpec {
     /// ORed; empty means the group `default`.
     #[serde(default)]
     pub targets: Vec<crate::targeting::TargetSpec>,
+    /// The non-secret part of the source's chart repository credentials; the secrets
+    /// are files (`charts::auth`).
+    #[serde(default)]
+    pub helm_auth: Option<HelmAuthSpec>,
+}
+
+/// Who a source's bundles fetch remote charts as, and where that applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelmAuthSpec {
+    #[serde(default)]
+    pub username: String,
+    /// Credentials go only to chart URLs this matches (Fleet's `helmRepoURLRegex`);
+    /// empty: all.
+    #[serde(default)]
+    pub url_regex: String,
+    #[serde(default)]
+    pub plain_http: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

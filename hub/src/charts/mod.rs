@@ -12,6 +12,7 @@
 //! are never in an error, a log line, a status or an Admin API reply. Errors name URLs
 //! through `flotilla_model::redact_url`.
 
+pub mod auth;
 mod cache;
 mod http;
 mod oci;

@@ -10,9 +10,10 @@ use flotilla_proto::v1::admin_server::Admin;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
+use crate::charts;
 use crate::fleet::{Fleet, Trigger};
 use crate::label_trust;
-use crate::records::{SourceSpec, now_unix, rfc3339, status_key};
+use crate::records::{HelmAuthSpec, SourceSpec, now_unix, rfc3339, status_key};
 use crate::server::peer;
 use crate::sources;
 use crate::store::{Op, Table};
@@ -92,7 +93,48 @@ impl AdminService {
             error_since,
             last_poll,
             bundles: u32::try_from(bundles).unwrap_or(u32::MAX),
+            // Never the secrets: only which ones the hub holds.
+            helm_auth: s.spec.helm_auth.as_ref().map(|h| pb::HelmRepoAuth {
+                username: h.username.clone(),
+                url_regex: h.url_regex.clone(),
+                plain_http: h.plain_http,
+                stored: charts::auth::stored(&self.fleet.data_dir, &s.spec.name),
+                ..Default::default()
+            }),
         }
+    }
+
+    /// Checks and writes a new source's chart repository secrets (0600 files) before
+    /// the source is stored, so a poll never runs without them.
+    async fn store_helm_secrets(
+        &self,
+        spec: &SourceSpec,
+        auth: Option<&pb::HelmRepoAuth>,
+    ) -> Result<(), Status> {
+        let (Some(h), Some(a)) = (&spec.helm_auth, auth) else {
+            return Ok(());
+        };
+        use charts::auth::Secret;
+        let secrets: Vec<(Secret, Vec<u8>)> = [
+            (Secret::Password, &a.password),
+            (Secret::Ca, &a.ca_pem),
+            (Secret::Token, &a.token),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, v.to_vec()))
+        .collect();
+        let borrowed: Vec<(Secret, &[u8])> = secrets.iter().map(|(k, v)| (*k, &v[..])).collect();
+        charts::auth::validate(h, &borrowed).map_err(Status::invalid_argument)?;
+        let (dir, name) = (self.fleet.data_dir.clone(), spec.name.clone());
+        tokio::task::spawn_blocking(move || {
+            let borrowed: Vec<(Secret, &[u8])> =
+                secrets.iter().map(|(k, v)| (*k, &v[..])).collect();
+            charts::auth::store(&dir, &name, &borrowed)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("storing the helm credentials: {e}")))?
+        .map_err(|e| Status::internal(format!("storing the helm credentials: {e}")))
     }
 
     fn rollout_view(&self, bundle: &str) -> Result<pb::Rollout, Status> {
@@ -228,6 +270,11 @@ fn validate_source(s: &pb::Source) -> Result<SourceSpec, Status> {
             s.interval_seconds
         },
         targets,
+        helm_auth: s.helm_auth.as_ref().map(|h| HelmAuthSpec {
+            username: h.username.clone(),
+            url_regex: h.url_regex.clone(),
+            plain_http: h.plain_http,
+        }),
     })
 }
 
@@ -341,6 +388,8 @@ impl Admin for AdminService {
                 spec.name
             )));
         }
+        self.store_helm_secrets(&spec, src.helm_auth.as_ref())
+            .await?;
         self.fleet
             .store
             .commit(vec![Op::put_json(Table::Sources, spec.name.clone(), &spec)])
@@ -369,6 +418,7 @@ impl Admin for AdminService {
             .commit(vec![Op::delete(Table::Sources, name.clone())])
             .await?;
         state.poke.notify_one();
+        charts::auth::remove(&self.fleet.data_dir, &name);
         self.fleet.trigger(Trigger::All);
         Ok(Response::new(pb::RemoveSourceResponse {}))
     }
