@@ -25,6 +25,7 @@ use flotilla_render as render;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
+use crate::charts::{ChartLimits, Charts};
 use crate::depends;
 use crate::metrics::HubMetrics;
 use crate::records::{
@@ -110,6 +111,9 @@ pub struct SourceRuntime {
     pub error: Option<String>,
     pub error_since: i64,
     pub last_poll: i64,
+    /// Some remote chart of the published revision could not be fetched: the next poll
+    /// loads the revision again even if the branch has not moved.
+    pub charts_failed: bool,
     /// `None` until the first revision is published since the hub started; until then
     /// reconcile keeps this source's persisted assignments untouched.
     pub bundles: Option<Vec<Arc<BundleEntry>>>,
@@ -212,6 +216,9 @@ pub struct Fleet {
     pub cert_lifetime: Duration,
     pub data_dir: std::path::PathBuf,
     pub limits: render::Limits,
+    /// Remote Helm charts by digest (`DATA_DIR/charts`); the source pollers fetch
+    /// through it.
+    pub charts: Arc<Charts>,
     pub clusters: DashMap<ClusterName, ClusterRecord>,
     /// Names whose registration is between the token check and the store commit; taken
     /// under the `tokens` lock so two registrations of one name cannot both pass.
@@ -271,7 +278,12 @@ impl Fleet {
         snapshot: &Snapshot,
     ) -> Result<(Arc<Fleet>, mpsc::UnboundedReceiver<Trigger>), FleetError> {
         let (reconcile_tx, rx) = mpsc::unbounded_channel();
+        let chart_dir = parts.data_dir.join("charts");
+        let charts = Charts::open(&chart_dir, ChartLimits::default()).map_err(|e| {
+            FleetError::Invalid(format!("the chart cache {}: {e}", chart_dir.display()))
+        })?;
         let fleet = Fleet {
+            charts: Arc::new(charts),
             store: parts.store,
             ca: parts.ca,
             trust_pem: parts.trust_pem,
