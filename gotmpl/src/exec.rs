@@ -8,7 +8,7 @@ use std::fmt::{Display, Write as _};
 use std::sync::Arc;
 
 use crate::funcs::{self, CallError, Ctx, Imp, Ty};
-use crate::parse::{Arg, Branch, Command, List, Node, Num, Pipe, Template, location};
+use crate::parse::{location, Arg, Branch, Command, List, Node, Num, Pipe, Template};
 use crate::{Error, MissingKey, Options, TemplateSet, Value};
 
 /// Meters one `execute` call (including everything it includes).
@@ -328,11 +328,7 @@ impl<'a> State<'a> {
                 match self.vars.iter_mut().rev().find(|(n, _)| n == name) {
                     Some(slot) => slot.1 = value.clone(),
                     None => {
-                        return Err(self.err(
-                            pipe.pos,
-                            pipe,
-                            format!("undefined variable: {name}"),
-                        ));
+                        return Err(self.err(pipe.pos, pipe, format!("undefined variable: {name}")));
                     }
                 }
             } else {
@@ -357,49 +353,22 @@ impl<'a> State<'a> {
         self.step(cmd.pos)?;
         let first = &cmd.args[0];
         match first {
-            Arg::Field { pos, idents } => self.eval_field_chain(
-                dot,
-                dot.clone(),
-                Origin::Start,
-                first,
-                *pos,
-                idents,
-                &cmd.args,
-                final_,
-            ),
+            Arg::Field { pos, idents } => {
+                self.eval_field_chain(dot, dot.clone(), Origin::Start, first, *pos, idents, &cmd.args, final_)
+            }
             Arg::Variable { pos, idents } => {
                 let v = self.var_value(&idents[0], *pos)?;
                 if idents.len() == 1 {
                     self.not_a_function(cmd, &final_)?;
                     return Ok(v);
                 }
-                self.eval_field_chain(
-                    dot,
-                    v,
-                    Origin::Start,
-                    first,
-                    *pos,
-                    &idents[1..],
-                    &cmd.args,
-                    final_,
-                )
+                self.eval_field_chain(dot, v, Origin::Start, first, *pos, &idents[1..], &cmd.args, final_)
             }
             Arg::Chain { pos, node, fields } => {
                 let v = self.eval_arg_value(dot, node)?;
-                self.eval_field_chain(
-                    dot,
-                    v,
-                    Origin::Start,
-                    first,
-                    *pos,
-                    fields,
-                    &cmd.args,
-                    final_,
-                )
+                self.eval_field_chain(dot, v, Origin::Start, first, *pos, fields, &cmd.args, final_)
             }
-            Arg::Ident { pos, name } => {
-                self.eval_function(dot, name, *pos, cmd, &cmd.args[1..], final_)
-            }
+            Arg::Ident { pos, name } => self.eval_function(dot, name, *pos, cmd, &cmd.args[1..], final_),
             Arg::Pipe(p) => {
                 self.not_a_function(cmd, &final_)?;
                 self.eval_pipeline_scoped(dot, p)
@@ -446,16 +415,9 @@ impl<'a> State<'a> {
             Arg::Bool(_, b) => Ok(Value::Bool(*b)),
             Arg::Str { value, .. } => Ok(Value::String(value.clone())),
             Arg::Number { pos, text, value } => self.number(*pos, text, *value),
-            Arg::Field { pos, idents } => self.eval_field_chain(
-                dot,
-                dot.clone(),
-                Origin::Start,
-                arg,
-                *pos,
-                idents,
-                &[],
-                None,
-            ),
+            Arg::Field { pos, idents } => {
+                self.eval_field_chain(dot, dot.clone(), Origin::Start, arg, *pos, idents, &[], None)
+            }
             Arg::Variable { pos, idents } => {
                 let v = self.var_value(&idents[0], *pos)?;
                 if idents.len() == 1 {
@@ -524,28 +486,16 @@ impl<'a> State<'a> {
         match &receiver {
             Value::Nil => {
                 if origin == Origin::Chain {
-                    return Err(self.err(
-                        pos,
-                        node,
-                        format!("nil pointer evaluating interface {{}}.{name}"),
-                    ));
+                    return Err(self.err(pos, node, format!("nil pointer evaluating interface {{}}.{name}")));
                 }
                 if self.options().missing_key == MissingKey::Error {
-                    return Err(self.err(
-                        pos,
-                        node,
-                        format!("nil data; no entry for key {name:?}"),
-                    ));
+                    return Err(self.err(pos, node, format!("nil data; no entry for key {name:?}")));
                 }
                 Ok(Value::Nil)
             }
             Value::Map(m) => {
                 if has_args {
-                    return Err(self.err(
-                        pos,
-                        node,
-                        format!("{name} is not a method but has arguments"),
-                    ));
+                    return Err(self.err(pos, node, format!("{name} is not a method but has arguments")));
                 }
                 match m.get(name) {
                     Some(v) => Ok(v.clone()),
@@ -566,8 +516,7 @@ impl<'a> State<'a> {
                     argv.push(f);
                 }
                 if let Some(result) = o.call(name, &argv) {
-                    return result
-                        .map_err(|m| self.err(pos, node, format!("error calling {name}: {m}")));
+                    return result.map_err(|m| self.err(pos, node, format!("error calling {name}: {m}")));
                 }
                 match o.field(name) {
                     Some(_) if has_args => Err(self.err(
@@ -589,11 +538,7 @@ impl<'a> State<'a> {
                 } else {
                     other.type_name()
                 };
-                Err(self.err(
-                    pos,
-                    node,
-                    format!("can't evaluate field {name} in type {ty}"),
-                ))
+                Err(self.err(pos, node, format!("can't evaluate field {name} in type {ty}")))
             }
         }
     }
@@ -618,10 +563,7 @@ impl<'a> State<'a> {
                 return Err(self.err(
                     pos,
                     &ident,
-                    format!(
-                        "wrong number of args for {name}: want at least {fixed} got {}",
-                        args.len()
-                    ),
+                    format!("wrong number of args for {name}: want at least {fixed} got {}", args.len()),
                 ));
             }
         } else if n_in != fixed {
@@ -648,22 +590,12 @@ impl<'a> State<'a> {
         }
         let mut argv = Vec::with_capacity(n_in);
         for (i, a) in args.iter().enumerate() {
-            let ty = func
-                .params
-                .get(i)
-                .copied()
-                .or(func.variadic)
-                .unwrap_or(Ty::Any);
+            let ty = func.params.get(i).copied().or(func.variadic).unwrap_or(Ty::Any);
             let v = self.eval_typed_arg(dot, a, ty)?;
             argv.push(v);
         }
         if let Some(f) = final_ {
-            let ty = func
-                .params
-                .get(args.len())
-                .copied()
-                .or(func.variadic)
-                .unwrap_or(Ty::Any);
+            let ty = func.params.get(args.len()).copied().or(func.variadic).unwrap_or(Ty::Any);
             let v = funcs::convert(f, ty).map_err(|m| self.err(pos, &ident, m))?;
             argv.push(v);
         }
@@ -697,25 +629,13 @@ impl<'a> State<'a> {
             (Arg::Str { quoted, .. }, Ty::Int) => {
                 return Err(self.err(a.pos(), a, format!("expected integer; found {quoted}")));
             }
-            (
-                Arg::Number {
-                    text,
-                    value: Num::Float(f),
-                    ..
-                },
-                Ty::Int,
-            ) => {
+            (Arg::Number { text, value: Num::Float(f), .. }, Ty::Int) => {
                 if f.fract() == 0.0 && f.abs() < 9.2e18 {
                     return Ok(Value::Int(*f as i64));
                 }
                 return Err(self.err(a.pos(), a, format!("expected integer; found {text}")));
             }
-            (
-                Arg::Number {
-                    value: Num::Int(i), ..
-                },
-                Ty::Float,
-            ) => return Ok(Value::Float(*i as f64)),
+            (Arg::Number { value: Num::Int(i), .. }, Ty::Float) => return Ok(Value::Float(*i as f64)),
             (Arg::Nil(_), Ty::Str | Ty::Int | Ty::Float | Ty::Bool) => {
                 return Err(self.err(a.pos(), a, format!("cannot assign nil to {}", ty.go_name())));
             }
@@ -750,11 +670,7 @@ impl<'a> State<'a> {
                     message,
                 },
                 b @ Error::Budget { .. } => b,
-                other => self.err(
-                    cmd.pos,
-                    cmd,
-                    format!("error calling {name}: {prefix}: {other}"),
-                ),
+                other => self.err(cmd.pos, cmd, format!("error calling {name}: {prefix}: {other}")),
             },
         }
     }
@@ -785,9 +701,8 @@ impl<'a> State<'a> {
         let depth = self.nested_depth()?;
         let text = argv[0].as_str().unwrap_or_default();
         let mut set = self.set.clone();
-        set.parse_as("gotpl", "gotpl", text).map_err(|e| {
-            CallError::Wrapped(format!("cannot parse template {text:?}"), Box::new(e))
-        })?;
+        set.parse_as("gotpl", "gotpl", text)
+            .map_err(|e| CallError::Wrapped(format!("cannot parse template {text:?}"), Box::new(e)))?;
         let out = execute_with(&set, self.budget, depth, "gotpl", &argv[1]).map_err(|e| {
             CallError::Wrapped(
                 format!("error during tpl function execution for {text:?}"),
@@ -799,9 +714,7 @@ impl<'a> State<'a> {
 }
 
 fn unreachable_and_or() -> Result<Value, CallError> {
-    Err(CallError::Msg(
-        "and/or are evaluated by the executor".to_string(),
-    ))
+    Err(CallError::Msg("and/or are evaluated by the executor".to_string()))
 }
 
 struct IdentCtx<'a>(&'a str);
@@ -836,9 +749,7 @@ fn node_mentions(node: &Node, field: &str) -> bool {
         Node::If(b) | Node::With(b) | Node::Range(b) => {
             pipe_mentions(&b.pipe, field)
                 || mentions_field(&b.list, field)
-                || b.else_list
-                    .as_ref()
-                    .is_some_and(|l| mentions_field(l, field))
+                || b.else_list.as_ref().is_some_and(|l| mentions_field(l, field))
         }
         Node::Template { pipe, .. } => pipe.as_ref().is_some_and(|p| pipe_mentions(p, field)),
     }
@@ -854,9 +765,7 @@ fn arg_mentions(a: &Arg, field: &str) -> bool {
     match a {
         Arg::Field { idents, .. } => idents.iter().any(|i| i == field),
         Arg::Variable { idents, .. } => idents.iter().any(|i| i == field),
-        Arg::Chain { node, fields, .. } => {
-            fields.iter().any(|i| i == field) || arg_mentions(node, field)
-        }
+        Arg::Chain { node, fields, .. } => fields.iter().any(|i| i == field) || arg_mentions(node, field),
         Arg::Ident { name, .. } => name == "tpl",
         Arg::Str { value, .. } => value == field,
         Arg::Pipe(p) => pipe_mentions(p, field),

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::value::{MAX_PRINT_DEPTH, Value};
+use crate::value::{Value, MAX_PRINT_DEPTH};
 
 /// Shortest decimal digits and decimal-point position of `x` (`x = 0.DIGITS * 10^dp`).
 fn shortest_digits(x: f64) -> (String, i32) {
@@ -33,11 +33,7 @@ fn special(x: f64) -> Option<String> {
     if x.is_nan() {
         Some("NaN".into())
     } else if x.is_infinite() {
-        Some(if x > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        })
+        Some(if x > 0.0 { "+Inf".into() } else { "-Inf".into() })
     } else {
         None
     }
@@ -113,7 +109,11 @@ fn format_e(x: f64, prec: usize, upper: bool) -> String {
     let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let out = format!("{mant}{}", exp_suffix(exp));
-    if upper { out.to_uppercase() } else { out }
+    if upper {
+        out.to_uppercase()
+    } else {
+        out
+    }
 }
 
 /// `%g` with an explicit precision.
@@ -144,7 +144,11 @@ fn format_g(x: f64, prec: Option<usize>, upper: bool) -> String {
             s
         }
     };
-    if upper { out.to_uppercase() } else { out }
+    if upper {
+        out.to_uppercase()
+    } else {
+        out
+    }
 }
 
 /// Go's `strconv.Quote`.
@@ -226,7 +230,7 @@ pub(crate) fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<Stri
         }
         // Width.
         let num = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>,
-                   argi: &mut usize|
+                       argi: &mut usize|
          -> Result<Option<usize>, String> {
             if let Some(&(_, '*')) = chars.peek() {
                 chars.next();
@@ -240,14 +244,9 @@ pub(crate) fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<Stri
             let mut n: Option<usize> = None;
             while let Some(&(_, d)) = chars.peek() {
                 let Some(dv) = d.to_digit(10) else { break };
-                let next = n
-                    .unwrap_or(0)
-                    .saturating_mul(10)
-                    .saturating_add(dv as usize);
+                let next = n.unwrap_or(0).saturating_mul(10).saturating_add(dv as usize);
                 if next > limit {
-                    return Err(format!(
-                        "printf width or precision {next}... exceeds the output budget"
-                    ));
+                    return Err(format!("printf width or precision {next}... exceeds the output budget"));
                 }
                 n = Some(next);
                 chars.next();
@@ -289,11 +288,7 @@ pub(crate) fn sprintf(format: &str, args: &[Value], limit: usize) -> Result<Stri
 }
 
 fn is_numeric_verb(verb: char, arg: &Value) -> bool {
-    matches!(arg, Value::Int(_) | Value::Float(_))
-        && matches!(
-            verb,
-            'd' | 'f' | 'F' | 'e' | 'E' | 'g' | 'G' | 'x' | 'X' | 'o' | 'b' | 'v'
-        )
+    matches!(arg, Value::Int(_) | Value::Float(_)) && matches!(verb, 'd' | 'f' | 'F' | 'e' | 'E' | 'g' | 'G' | 'x' | 'X' | 'o' | 'b' | 'v')
 }
 
 fn pad(out: &mut String, s: &str, spec: Spec, numeric: bool) {
@@ -351,10 +346,7 @@ fn format_verb(arg: &Value, verb: char, spec: Spec, depth: usize) -> String {
     // Lists and maps format element by element with the same verb.
     match arg {
         Value::List(l) if verb != 'T' => {
-            let items: Vec<String> = l
-                .iter()
-                .map(|v| format_verb(v, verb, spec, depth + 1))
-                .collect();
+            let items: Vec<String> = l.iter().map(|v| format_verb(v, verb, spec, depth + 1)).collect();
             return format!("[{}]", items.join(" "));
         }
         Value::Map(m) if verb != 'T' => {
@@ -424,14 +416,7 @@ fn format_verb(arg: &Value, verb: char, spec: Spec, depth: usize) -> String {
                     return s;
                 }
                 let s = format!("{:.*}", spec.prec.unwrap_or(6), f.abs());
-                format!(
-                    "{}{}",
-                    sign(
-                        spec,
-                        f.is_sign_negative() && *f != 0.0 || (*f == 0.0 && f.is_sign_negative())
-                    ),
-                    s
-                )
+                format!("{}{}", sign(spec, f.is_sign_negative() && *f != 0.0 || (*f == 0.0 && f.is_sign_negative())), s)
             }
             other => bad_verb(verb, other),
         },
@@ -459,7 +444,11 @@ fn format_verb(arg: &Value, verb: char, spec: Spec, depth: usize) -> String {
                 Value::String(s) => s.bytes().map(|b| format!("{b:02x}")).collect(),
                 other => return bad_verb(verb, other),
             };
-            if verb == 'X' { s.to_uppercase() } else { s }
+            if verb == 'X' {
+                s.to_uppercase()
+            } else {
+                s
+            }
         }
         'o' => match arg {
             Value::Int(i) => format!("{}{:o}", sign(spec, *i < 0), i.unsigned_abs()),
@@ -470,9 +459,7 @@ fn format_verb(arg: &Value, verb: char, spec: Spec, depth: usize) -> String {
             other => bad_verb(verb, other),
         },
         'c' => match arg {
-            Value::Int(i) => char::from_u32(*i as u32)
-                .map(String::from)
-                .unwrap_or_else(|| "\u{FFFD}".into()),
+            Value::Int(i) => char::from_u32(*i as u32).map(String::from).unwrap_or_else(|| "\u{FFFD}".into()),
             other => bad_verb(verb, other),
         },
         'U' => match arg {
@@ -513,11 +500,7 @@ pub(crate) fn json_float(x: f64) -> Option<String> {
         return Some(s);
     }
     if x == 0.0 {
-        return Some(if x.is_sign_negative() {
-            "-0".into()
-        } else {
-            "0".into()
-        });
+        return Some(if x.is_sign_negative() { "-0".into() } else { "0".into() });
     }
     let (digits, dp) = shortest_digits(x);
     let body = fixed_from_digits(&digits, dp, None);
@@ -651,10 +634,7 @@ mod tests {
         assert_eq!(f("%.2f", vec![Value::Float(3.14159)]), "3.14");
         assert_eq!(f("%q", vec!["a\"b".into()]), "\"a\\\"b\"");
         assert_eq!(f("%d %d", vec![Value::Int(1)]), "1 %!d(MISSING)");
-        assert_eq!(
-            f("%d", vec![Value::Int(1), Value::Int(2)]),
-            "1%!(EXTRA int=2)"
-        );
+        assert_eq!(f("%d", vec![Value::Int(1), Value::Int(2)]), "1%!(EXTRA int=2)");
         assert_eq!(f("%x", vec![Value::Int(255)]), "ff");
         assert_eq!(f("%05d", vec![Value::Int(-42)]), "-0042");
     }

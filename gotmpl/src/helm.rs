@@ -41,12 +41,7 @@ impl Files {
         let m: BTreeMap<String, Value> = self
             .0
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.rsplit('/').next().unwrap_or(k).to_string(),
-                    Value::String(encode(v)),
-                )
-            })
+            .map(|(k, v)| (k.rsplit('/').next().unwrap_or(k).to_string(), Value::String(encode(v))))
             .collect();
         to_yaml(&Value::map(m))
             .map(|s| s.strip_suffix('\n').unwrap_or(&s).to_string())
@@ -61,10 +56,7 @@ fn one_string<'a>(name: &str, args: &'a [Value]) -> Result<&'a str, String> {
             "wrong type for value; expected string; got {}",
             other.type_name()
         )),
-        _ => Err(format!(
-            "wrong number of args for {name}: want 1 got {}",
-            args.len()
-        )),
+        _ => Err(format!("wrong number of args for {name}: want 1 got {}", args.len())),
     }
 }
 
@@ -85,8 +77,7 @@ impl Object for Files {
                 )
             }),
             "Glob" => one_string(name, args).map(|pattern| {
-                let re = glob_regex(pattern)
-                    .unwrap_or_else(|| glob_regex("**").unwrap_or_else(match_all));
+                let re = glob_regex(pattern).unwrap_or_else(|| glob_regex("**").unwrap_or_else(match_all));
                 let picked: BTreeMap<String, Vec<u8>> = self
                     .0
                     .iter()
@@ -99,9 +90,7 @@ impl Object for Files {
                 Value::String(self.as_map_yaml(|b| String::from_utf8_lossy(b).into_owned()))
             }),
             "AsSecrets" => no_args(name, args).map(|_| {
-                Value::String(
-                    self.as_map_yaml(|b| base64::engine::general_purpose::STANDARD.encode(b)),
-                )
+                Value::String(self.as_map_yaml(|b| base64::engine::general_purpose::STANDARD.encode(b)))
             }),
             "Lines" => one_string(name, args).map(|p| match self.0.get(p) {
                 None => Value::list(Vec::new()),
@@ -116,7 +105,11 @@ impl Object for Files {
     }
 
     fn display(&self) -> String {
-        let items: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}:{:?}", v)).collect();
+        let items: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, v)| format!("{k}:{:?}", v))
+            .collect();
         format!("map[{}]", items.join(" "))
     }
 
@@ -128,12 +121,7 @@ impl Object for Files {
         Value::map(
             self.0
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        Value::String(base64::engine::general_purpose::STANDARD.encode(v)),
-                    )
-                })
+                .map(|(k, v)| (k.clone(), Value::String(base64::engine::general_purpose::STANDARD.encode(v))))
                 .collect(),
         )
     }
@@ -147,10 +135,7 @@ fn no_args(name: &str, args: &[Value]) -> Result<(), String> {
     if args.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "wrong number of args for {name}: want 0 got {}",
-            args.len()
-        ))
+        Err(format!("wrong number of args for {name}: want 0 got {}", args.len()))
     }
 }
 
@@ -230,9 +215,7 @@ impl Object for ApiVersions {
 
     fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, String>> {
         match name {
-            "Has" => {
-                Some(one_string(name, args).map(|v| Value::Bool(self.0.iter().any(|x| x == v))))
-            }
+            "Has" => Some(one_string(name, args).map(|v| Value::Bool(self.0.iter().any(|x| x == v)))),
             _ => None,
         }
     }
@@ -285,9 +268,7 @@ impl Object for KubeVersion {
 
     fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, String>> {
         match name {
-            "String" | "GitVersion" => {
-                Some(no_args(name, args).map(|_| Value::string(self.version.clone())))
-            }
+            "String" | "GitVersion" => Some(no_args(name, args).map(|_| Value::string(self.version.clone()))),
             _ => None,
         }
     }
@@ -329,10 +310,7 @@ mod tests {
         m.insert("conf/a.txt".to_string(), b"hello".to_vec());
         m.insert("conf/b.txt".to_string(), b"x: 1\n".to_vec());
         let f = Files::new(m);
-        let v = f
-            .call("AsConfig", &[])
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let v = f.call("AsConfig", &[]).and_then(Result::ok).unwrap_or_default();
         assert_eq!(v.to_string(), "a.txt: hello\nb.txt: |\n  x: 1");
     }
 }

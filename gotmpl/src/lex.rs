@@ -127,10 +127,7 @@ impl<'a> Lexer<'a> {
                     let trim_left = has_left_trim(&self.input.as_bytes()[after..]);
                     let mut text_end = delim_at;
                     if trim_left {
-                        text_end = start
-                            + self.input[start..delim_at]
-                                .trim_end_matches([' ', '\t', '\r', '\n'])
-                                .len();
+                        text_end = start + self.input[start..delim_at].trim_end_matches([' ', '\t', '\r', '\n']).len();
                     }
                     if text_end > start {
                         let text = &self.input[start..text_end];
@@ -331,10 +328,8 @@ impl<'a> Lexer<'a> {
         let Some(c) = rest.chars().next() else {
             return Ok(());
         };
-        if matches!(
-            c,
-            ' ' | '\t' | '\r' | '\n' | '.' | ',' | '|' | ':' | ')' | '('
-        ) || rest.starts_with(self.right)
+        if matches!(c, ' ' | '\t' | '\r' | '\n' | '.' | ',' | '|' | ':' | ')' | '(')
+            || rest.starts_with(self.right)
         {
             return Ok(());
         }
@@ -392,11 +387,7 @@ impl<'a> Lexer<'a> {
             }
         }
         self.pos = i + 1;
-        self.emit(
-            Tok::CharConst(self.input[start..=i].to_string()),
-            start,
-            line,
-        );
+        self.emit(Tok::CharConst(self.input[start..=i].to_string()), start, line);
         Ok(())
     }
 
@@ -450,10 +441,7 @@ impl<'a> Lexer<'a> {
         }
         self.pos = i;
         if self.rest().chars().next().is_some_and(is_alnum) {
-            let bad_end = self
-                .rest()
-                .find(|c: char| !is_alnum(c))
-                .unwrap_or(self.rest().len());
+            let bad_end = self.rest().find(|c: char| !is_alnum(c)).unwrap_or(self.rest().len());
             return self.err(format!(
                 "bad number syntax: {:?}",
                 &self.input[start..self.pos + bad_end]
@@ -556,20 +544,12 @@ mod tests {
     fn negative_numbers_are_not_trim_markers() {
         assert_eq!(
             toks("{{-3}}"),
-            vec![
-                Tok::LeftDelim,
-                Tok::Number("-3".into()),
-                Tok::RightDelim,
-                Tok::Eof
-            ]
+            vec![Tok::LeftDelim, Tok::Number("-3".into()), Tok::RightDelim, Tok::Eof]
         );
     }
 
     #[test]
     fn comments_vanish() {
-        assert_eq!(
-            toks("x {{- /* c */ -}} y"),
-            vec![Tok::Text("x".into()), Tok::Text("y".into()), Tok::Eof]
-        );
+        assert_eq!(toks("x {{- /* c */ -}} y"), vec![Tok::Text("x".into()), Tok::Text("y".into()), Tok::Eof]);
     }
 }

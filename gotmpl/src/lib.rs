@@ -144,13 +144,11 @@ impl TemplateSet {
             self.options.delimiters.0.as_str(),
             self.options.delimiters.1.as_str(),
         );
-        let parsed =
-            parse::parse(text, delims, &funcs::exists, self.options.max_depth).map_err(|e| {
-                Error::Parse {
-                    name: parse_name.to_string(),
-                    line: e.line,
-                    message: e.message,
-                }
+        let parsed = parse::parse(text, delims, &funcs::exists, self.options.max_depth)
+            .map_err(|e| Error::Parse {
+                name: parse_name.to_string(),
+                line: e.line,
+                message: e.message,
             })?;
         let source: Arc<str> = Arc::from(text);
         let mut add = |tname: &str, list: parse::List| {

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::lex::{Tok, Token, lex};
+use crate::lex::{lex, Tok, Token};
 
 #[derive(Debug, Clone)]
 pub(crate) struct List {
@@ -55,38 +55,21 @@ pub(crate) struct Command {
 #[derive(Debug, Clone)]
 pub(crate) enum Arg {
     /// `.a.b`
-    Field {
-        pos: usize,
-        idents: Vec<String>,
-    },
+    Field { pos: usize, idents: Vec<String> },
     /// `$x.a.b` (`idents[0]` is the variable with its `$`).
-    Variable {
-        pos: usize,
-        idents: Vec<String>,
-    },
+    Variable { pos: usize, idents: Vec<String> },
     /// `(pipe).a.b`
     Chain {
         pos: usize,
         node: Box<Arg>,
         fields: Vec<String>,
     },
-    Ident {
-        pos: usize,
-        name: String,
-    },
+    Ident { pos: usize, name: String },
     Dot(usize),
     Nil(usize),
     Bool(usize, bool),
-    Number {
-        pos: usize,
-        text: String,
-        value: Num,
-    },
-    Str {
-        pos: usize,
-        quoted: String,
-        value: String,
-    },
+    Number { pos: usize, text: String, value: Num },
+    Str { pos: usize, quoted: String, value: String },
     Pipe(Box<Pipe>),
 }
 
@@ -593,10 +576,7 @@ impl Parser<'_> {
                                 | Arg::Str { .. }
                         )
                     ) {
-                        return self.err(format!(
-                            "non executable command in pipeline stage {}",
-                            i + 1
-                        ));
+                        return self.err(format!("non executable command in pipeline stage {}", i + 1));
                     }
                 }
                 self.depth -= 1;
@@ -674,11 +654,7 @@ impl Parser<'_> {
                         idents,
                     }
                 }
-                Arg::Bool(..)
-                | Arg::Str { .. }
-                | Arg::Number { .. }
-                | Arg::Nil(_)
-                | Arg::Dot(_) => {
+                Arg::Bool(..) | Arg::Str { .. } | Arg::Number { .. } | Arg::Nil(_) | Arg::Dot(_) => {
                     return self.err(format!("unexpected . after term {:?}", node.to_string()));
                 }
                 other => Arg::Chain {
@@ -718,15 +694,15 @@ impl Parser<'_> {
             },
             Tok::Bool(b) => Arg::Bool(pos, b),
             Tok::Number(text) => {
-                let value = parse_number(&text)
-                    .ok_or(())
-                    .or_else(|_| self.err(format!("illegal number syntax: {text:?}")))?;
+                let value = parse_number(&text).ok_or(()).or_else(|_| {
+                    self.err(format!("illegal number syntax: {text:?}"))
+                })?;
                 Arg::Number { pos, text, value }
             }
             Tok::CharConst(text) => {
-                let value = parse_char(&text)
-                    .ok_or(())
-                    .or_else(|_| self.err(format!("malformed character constant: {text}")))?;
+                let value = parse_char(&text).ok_or(()).or_else(|_| {
+                    self.err(format!("malformed character constant: {text}"))
+                })?;
                 Arg::Number {
                     pos,
                     text,
@@ -788,10 +764,7 @@ fn parse_number(text: &str) -> Option<Num> {
         }
         Some(None) => {
             // Too long for i128 but all digits: an overflow, not a syntax error.
-            if lower
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == 'x' || c == 'o')
-            {
+            if lower.chars().all(|c| c.is_ascii_hexdigit() || c == 'x' || c == 'o') {
                 Some(Num::Overflow)
             } else {
                 None
@@ -865,15 +838,11 @@ mod tests {
 
     #[test]
     fn pipelines_print_as_go_prints_them() {
-        let parsed = p(r#"{{ $x := .a.b | printf "%d" (include "y" $) }}"#)
-            .unwrap_or_else(|e| panic!("{}", e.message));
+        let parsed = p(r#"{{ $x := .a.b | printf "%d" (include "y" $) }}"#).unwrap_or_else(|e| panic!("{}", e.message));
         let Node::Action(pipe) = &parsed.root.nodes[0] else {
             panic!("not an action")
         };
-        assert_eq!(
-            pipe.to_string(),
-            r#"$x := .a.b | printf "%d" (include "y" $)"#
-        );
+        assert_eq!(pipe.to_string(), r#"$x := .a.b | printf "%d" (include "y" $)"#);
     }
 
     #[test]
@@ -889,8 +858,7 @@ mod tests {
 
     #[test]
     fn defines_are_collected() {
-        let parsed =
-            p(r#"a{{ define "x" }}X{{ end }}b"#).unwrap_or_else(|e| panic!("{}", e.message));
+        let parsed = p(r#"a{{ define "x" }}X{{ end }}b"#).unwrap_or_else(|e| panic!("{}", e.message));
         assert_eq!(parsed.defines.len(), 1);
         assert_eq!(parsed.root.nodes.len(), 2);
     }

@@ -124,10 +124,7 @@ impl Value {
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
             Value::Map(m) => serde_json::Value::Object(
-                m.read()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_json()))
-                    .collect(),
+                m.read().iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
             ),
             Value::Object(o) => o.to_data().to_json(),
         }

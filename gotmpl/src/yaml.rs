@@ -7,9 +7,9 @@
 
 use std::cmp::Ordering;
 
-use crate::Value;
 use crate::gofmt::{format_float_v, json_float};
 use crate::value::MAX_PRINT_DEPTH;
+use crate::Value;
 
 /// Parses one YAML document into JSON.
 pub(crate) fn parse_yaml(text: &str) -> Result<serde_json::Value, String> {
@@ -234,11 +234,7 @@ impl Emitter {
         let mut spaces = false;
         for (i, &c) in chars.iter().enumerate() {
             if c == ' ' {
-                if allow_breaks
-                    && !spaces
-                    && self.column > BEST_WIDTH
-                    && chars.get(i + 1) != Some(&' ')
-                {
+                if allow_breaks && !spaces && self.column > BEST_WIDTH && chars.get(i + 1) != Some(&' ') {
                     self.write_indent();
                 } else {
                     self.put(c);
@@ -262,13 +258,7 @@ impl Emitter {
         let n = chars.len();
         for (i, &c) in chars.iter().enumerate() {
             if c == ' ' {
-                if allow_breaks
-                    && !spaces
-                    && self.column > BEST_WIDTH
-                    && i > 0
-                    && i + 1 < n
-                    && chars[i + 1] != ' '
-                {
+                if allow_breaks && !spaces && self.column > BEST_WIDTH && i > 0 && i + 1 < n && chars[i + 1] != ' ' {
                     self.write_indent();
                 } else {
                     self.put(c);
@@ -426,12 +416,10 @@ fn analyze(s: &str) -> Analysis {
     let mut preceded_by_ws = true;
     let n = chars.len();
     for (i, &c) in chars.iter().enumerate() {
-        let followed_by_ws =
-            i + 1 >= n || matches!(chars[i + 1], ' ' | '\t') || is_break(chars[i + 1]);
+        let followed_by_ws = i + 1 >= n || matches!(chars[i + 1], ' ' | '\t') || is_break(chars[i + 1]);
         if i == 0 {
             match c {
-                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"'
-                | '%' | '@' | '`' => {
+                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"' | '%' | '@' | '`' => {
                     block_indicators = true;
                 }
                 '?' | ':' | '-' if followed_by_ws => block_indicators = true,
@@ -510,8 +498,8 @@ fn resolves_to_str(s: &str) -> bool {
     const SPECIAL: [&str; 40] = [
         "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "n", "N", "no",
         "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", "", "~", "null", "Null",
-        "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf",
-        "-.Inf", "-.INF", "<<",
+        "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF",
+        "-.inf", "-.Inf", "-.INF", "<<",
     ];
     if SPECIAL.contains(&s) {
         return false;
@@ -532,10 +520,7 @@ fn resolves_to_str(s: &str) -> bool {
             if is_yaml_style_float(&plain) {
                 return false;
             }
-            if let Some(b) = plain
-                .strip_prefix("0b")
-                .or_else(|| plain.strip_prefix("-0b"))
-            {
+            if let Some(b) = plain.strip_prefix("0b").or_else(|| plain.strip_prefix("-0b")) {
                 if !b.is_empty() && b.chars().all(|c| c == '0' || c == '1') {
                     return false;
                 }
@@ -564,9 +549,7 @@ fn go_parse_int(s: &str) -> bool {
     } else {
         (10, lower)
     };
-    !digits.is_empty()
-        && u128::from_str_radix(&digits, radix).is_ok_and(|v| v <= u64::MAX as u128)
-        && !digits.starts_with(['+', '-'])
+    !digits.is_empty() && u128::from_str_radix(&digits, radix).is_ok_and(|v| v <= u64::MAX as u128) && !digits.starts_with(['+', '-'])
 }
 
 /// `^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`
@@ -664,12 +647,7 @@ fn is_timestamp(s: &str) -> bool {
     let mut parts = rest.splitn(2, |c| c == 'T' || c == 't' || c == ' ');
     let date = parts.next().unwrap_or_default();
     let dp: Vec<&str> = date.split('-').collect();
-    let num_ok = |x: &str, max: u32| {
-        !x.is_empty()
-            && x.len() <= 2
-            && x.bytes().all(|c| c.is_ascii_digit())
-            && x.parse::<u32>().is_ok_and(|v| (1..=max).contains(&v))
-    };
+    let num_ok = |x: &str, max: u32| !x.is_empty() && x.len() <= 2 && x.bytes().all(|c| c.is_ascii_digit()) && x.parse::<u32>().is_ok_and(|v| (1..=max).contains(&v));
     if dp.len() != 2 || !num_ok(dp[0], 12) || !num_ok(dp[1], 31) {
         return false;
     }
@@ -687,12 +665,7 @@ fn is_timestamp(s: &str) -> bool {
     };
     let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
     let t: Vec<&str> = hms.split(':').collect();
-    let tn = |x: &str, max: u32| {
-        !x.is_empty()
-            && x.len() <= 2
-            && x.bytes().all(|c| c.is_ascii_digit())
-            && x.parse::<u32>().is_ok_and(|v| v <= max)
-    };
+    let tn = |x: &str, max: u32| !x.is_empty() && x.len() <= 2 && x.bytes().all(|c| c.is_ascii_digit()) && x.parse::<u32>().is_ok_and(|v| v <= max);
     if t.len() != 3 || !tn(t[0], 23) || !tn(t[1], 59) || !tn(t[2], 59) {
         return false;
     }
@@ -721,11 +694,7 @@ pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
             return ar[i].cmp(&br[i]);
         }
         if al || bl {
-            return if bl {
-                Ordering::Less
-            } else {
-                Ordering::Greater
-            };
+            return if bl { Ordering::Less } else { Ordering::Greater };
         }
         let (mut an, mut bn): (i64, i64) = (0, 0);
         if ar[i] == '0' || br[i] == '0' {
@@ -774,18 +743,13 @@ mod tests {
             y(serde_json::json!({"b": [1, "x"], "a": {"c": true, "d": null}, "e": [], "f": {}})),
             "a:\n  c: true\n  d: null\nb:\n- 1\n- x\ne: []\nf: {}\n"
         );
-        assert_eq!(
-            y(serde_json::json!([{"a": 1, "b": 2}, [1, 2]])),
-            "- a: 1\n  b: 2\n- - 1\n  - 2\n"
-        );
+        assert_eq!(y(serde_json::json!([{"a": 1, "b": 2}, [1, 2]])), "- a: 1\n  b: 2\n- - 1\n  - 2\n");
     }
 
     #[test]
     fn strings_are_quoted_only_where_yaml_needs_it() {
         assert_eq!(
-            y(
-                serde_json::json!({"a": "true", "b": "1.5", "c": "", "d": "x: y", "e": "- x", "f": "hello world", "g": "a\nb", "h": "2020-01-01", "i": "yes", "j": "0x1F"})
-            ),
+            y(serde_json::json!({"a": "true", "b": "1.5", "c": "", "d": "x: y", "e": "- x", "f": "hello world", "g": "a\nb", "h": "2020-01-01", "i": "yes", "j": "0x1F"})),
             "a: \"true\"\nb: \"1.5\"\nc: \"\"\nd: 'x: y'\ne: '- x'\nf: hello world\ng: |-\n  a\n  b\nh: \"2020-01-01\"\ni: \"yes\"\nj: \"0x1F\"\n"
         );
     }

@@ -6,9 +6,9 @@ use std::cmp::Ordering;
 use std::fmt::Write as _;
 
 use super::{CallError, Ctx, FnResult, Registry, Ty};
-use crate::Value;
 use crate::exec::sprint;
 use crate::gofmt::sprintf;
+use crate::Value;
 
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
@@ -21,35 +21,20 @@ pub(super) fn register(r: &mut Registry) {
         sized(c, format!("{}\n", parts.join(" ")))
     });
     r.add("printf", &[Str], Some(Any), |c, a| {
-        let s = sprintf(super::str_arg(&a[0]), &a[1..], c.budget.max_output)
-            .map_err(CallError::Budget)?;
+        let s = sprintf(super::str_arg(&a[0]), &a[1..], c.budget.max_output).map_err(CallError::Budget)?;
         sized(c, s)
     });
     r.add("eq", &[Any], Some(Any), eq);
     r.add("ne", &[Any, Any], None, |_, a| {
         Ok(Value::Bool(!eq_one(&a[0], &a[1])?))
     });
-    r.add("lt", &[Any, Any], None, |_, a| {
-        cmp(&a, |o| o == Ordering::Less)
-    });
-    r.add("le", &[Any, Any], None, |_, a| {
-        cmp(&a, |o| o != Ordering::Greater)
-    });
-    r.add("gt", &[Any, Any], None, |_, a| {
-        cmp(&a, |o| o == Ordering::Greater)
-    });
-    r.add("ge", &[Any, Any], None, |_, a| {
-        cmp(&a, |o| o != Ordering::Less)
-    });
-    r.add("html", &[], Some(Any), |c, a| {
-        sized(c, html_escape(&escaper_arg(&a)))
-    });
-    r.add("js", &[], Some(Any), |c, a| {
-        sized(c, js_escape(&escaper_arg(&a)))
-    });
-    r.add("urlquery", &[], Some(Any), |c, a| {
-        sized(c, query_escape(&escaper_arg(&a)))
-    });
+    r.add("lt", &[Any, Any], None, |_, a| cmp(&a, |o| o == Ordering::Less));
+    r.add("le", &[Any, Any], None, |_, a| cmp(&a, |o| o != Ordering::Greater));
+    r.add("gt", &[Any, Any], None, |_, a| cmp(&a, |o| o == Ordering::Greater));
+    r.add("ge", &[Any, Any], None, |_, a| cmp(&a, |o| o != Ordering::Less));
+    r.add("html", &[], Some(Any), |c, a| sized(c, html_escape(&escaper_arg(&a))));
+    r.add("js", &[], Some(Any), |c, a| sized(c, js_escape(&escaper_arg(&a))));
+    r.add("urlquery", &[], Some(Any), |c, a| sized(c, query_escape(&escaper_arg(&a))));
     r.add("call", &[Any], Some(Any), |_, a| {
         Err(CallError::Msg(match &a[0] {
             Value::Nil => "call of nil".to_string(),
@@ -280,9 +265,7 @@ pub(crate) fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
             b' ' => out.push('+'),
             _ => {
                 let _ = write!(out, "%{b:02X}");

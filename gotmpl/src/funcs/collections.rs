@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{CallError, Ctx, FnResult, Registry, Ty, empty, int_arg, list_of, str_arg, strval};
+use super::{empty, int_arg, list_of, str_arg, strval, CallError, Ctx, FnResult, Registry, Ty};
+use crate::value::{Map, MAX_PRINT_DEPTH};
 use crate::Value;
-use crate::value::{MAX_PRINT_DEPTH, Map};
 
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
@@ -26,14 +26,10 @@ pub(super) fn register(r: &mut Registry) {
         Ok(Value::map(m))
     });
     r.add("get", &[Map, Str], None, |_, a| {
-        Ok(map_of(&a[0])
-            .get(str_arg(&a[1]))
-            .unwrap_or_else(|| Value::string("")))
+        Ok(map_of(&a[0]).get(str_arg(&a[1])).unwrap_or_else(|| Value::string("")))
     });
     r.add("set", &[Map, Str, Any], None, |_, a| {
-        map_of(&a[0])
-            .write()
-            .insert(str_arg(&a[1]).to_string(), a[2].clone());
+        map_of(&a[0]).write().insert(str_arg(&a[1]).to_string(), a[2].clone());
         Ok(a[0].clone())
     });
     r.add("unset", &[Map, Str], None, |_, a| {
@@ -41,15 +37,11 @@ pub(super) fn register(r: &mut Registry) {
         Ok(a[0].clone())
     });
     r.add("hasKey", &[Map, Str], None, |_, a| {
-        Ok(Value::Bool(
-            map_of(&a[0]).read().contains_key(str_arg(&a[1])),
-        ))
+        Ok(Value::Bool(map_of(&a[0]).read().contains_key(str_arg(&a[1]))))
     });
     r.add("pluck", &[Str], Some(Map), |_, a| {
         let k = str_arg(&a[0]);
-        Ok(Value::list(
-            a[1..].iter().filter_map(|d| map_of(d).get(k)).collect(),
-        ))
+        Ok(Value::list(a[1..].iter().filter_map(|d| map_of(d).get(k)).collect()))
     });
     r.add("keys", &[], Some(Map), |_, a| {
         let mut out = Vec::new();
@@ -59,18 +51,13 @@ pub(super) fn register(r: &mut Registry) {
         Ok(Value::list(out))
     });
     r.add("values", &[Map], None, |_, a| {
-        Ok(Value::list(
-            map_of(&a[0]).read().values().cloned().collect(),
-        ))
+        Ok(Value::list(map_of(&a[0]).read().values().cloned().collect()))
     });
     r.add("pick", &[Map], Some(Str), |_, a| {
         let src = map_of(&a[0]).snapshot();
         let out = a[1..]
             .iter()
-            .filter_map(|k| {
-                src.get(str_arg(k))
-                    .map(|v| (str_arg(k).to_string(), v.clone()))
-            })
+            .filter_map(|k| src.get(str_arg(k)).map(|v| (str_arg(k).to_string(), v.clone())))
             .collect();
         Ok(Value::map(out))
     });
@@ -84,9 +71,7 @@ pub(super) fn register(r: &mut Registry) {
     r.add("merge", &[Map], Some(Map), |_, a| merge(a, false));
     r.add("mustMerge", &[Map], Some(Map), |_, a| merge(a, false));
     r.add("mergeOverwrite", &[Map], Some(Map), |_, a| merge(a, true));
-    r.add("mustMergeOverwrite", &[Map], Some(Map), |_, a| {
-        merge(a, true)
-    });
+    r.add("mustMergeOverwrite", &[Map], Some(Map), |_, a| merge(a, true));
     r.add("deepCopy", &[Any], None, |c, a| deep_copy(c, &a[0]));
     r.add("mustDeepCopy", &[Any], None, |c, a| deep_copy(c, &a[0]));
     r.add("dig", &[], Some(Any), dig);
@@ -97,36 +82,12 @@ pub(super) fn register(r: &mut Registry) {
     r.add("mustPush", &[Any, Any], None, push);
     r.add("prepend", &[Any, Any], None, prepend);
     r.add("mustPrepend", &[Any, Any], None, prepend);
-    r.add("first", &[Any], None, |_, a| {
-        Ok(list_of(&a[0], "find first")?
-            .first()
-            .cloned()
-            .unwrap_or_default())
-    });
-    r.add("mustFirst", &[Any], None, |_, a| {
-        Ok(list_of(&a[0], "find first")?
-            .first()
-            .cloned()
-            .unwrap_or_default())
-    });
-    r.add("last", &[Any], None, |_, a| {
-        Ok(list_of(&a[0], "find last")?
-            .last()
-            .cloned()
-            .unwrap_or_default())
-    });
-    r.add("mustLast", &[Any], None, |_, a| {
-        Ok(list_of(&a[0], "find last")?
-            .last()
-            .cloned()
-            .unwrap_or_default())
-    });
-    r.add("rest", &[Any], None, |_, a| {
-        sub_list(&a[0], "find rest", |l| l.get(1..))
-    });
-    r.add("mustRest", &[Any], None, |_, a| {
-        sub_list(&a[0], "find rest", |l| l.get(1..))
-    });
+    r.add("first", &[Any], None, |_, a| Ok(list_of(&a[0], "find first")?.first().cloned().unwrap_or_default()));
+    r.add("mustFirst", &[Any], None, |_, a| Ok(list_of(&a[0], "find first")?.first().cloned().unwrap_or_default()));
+    r.add("last", &[Any], None, |_, a| Ok(list_of(&a[0], "find last")?.last().cloned().unwrap_or_default()));
+    r.add("mustLast", &[Any], None, |_, a| Ok(list_of(&a[0], "find last")?.last().cloned().unwrap_or_default()));
+    r.add("rest", &[Any], None, |_, a| sub_list(&a[0], "find rest", |l| l.get(1..)));
+    r.add("mustRest", &[Any], None, |_, a| sub_list(&a[0], "find rest", |l| l.get(1..)));
     r.add("initial", &[Any], None, |_, a| {
         sub_list(&a[0], "find initial", |l| l.get(..l.len().checked_sub(1)?))
     });
@@ -156,9 +117,7 @@ pub(super) fn register(r: &mut Registry) {
         items.sort();
         Ok(super::strings::str_list(items))
     });
-    r.add("toStrings", &[Any], None, |_, a| {
-        Ok(super::strings::str_list(to_strings(&a[0])))
-    });
+    r.add("toStrings", &[Any], None, |_, a| Ok(super::strings::str_list(to_strings(&a[0]))));
     r.add("join", &[Str, Any], None, |c, a| {
         let s = to_strings(&a[1]).join(str_arg(&a[0]));
         c.alloc(s.len())?;
@@ -183,18 +142,10 @@ pub(super) fn register(r: &mut Registry) {
     r.add("coalesce", &[], Some(Any), |_, a| {
         Ok(a.iter().find(|v| !empty(v)).cloned().unwrap_or_default())
     });
-    r.add("all", &[], Some(Any), |_, a| {
-        Ok(Value::Bool(a.iter().all(|v| !empty(v))))
-    });
-    r.add("any", &[], Some(Any), |_, a| {
-        Ok(Value::Bool(a.iter().any(|v| !empty(v))))
-    });
+    r.add("all", &[], Some(Any), |_, a| Ok(Value::Bool(a.iter().all(|v| !empty(v)))));
+    r.add("any", &[], Some(Any), |_, a| Ok(Value::Bool(a.iter().any(|v| !empty(v)))));
     r.add("ternary", &[Any, Any, Bool], None, |_, a| {
-        Ok(if a[2].truth() {
-            a[0].clone()
-        } else {
-            a[1].clone()
-        })
+        Ok(if a[2].truth() { a[0].clone() } else { a[1].clone() })
     });
 }
 
@@ -274,17 +225,11 @@ fn merge_into(dst: &Map, src: &BTreeMap<String, Value>, overwrite: bool, depth: 
 fn deep_copy(c: &Ctx<'_>, v: &Value) -> FnResult {
     fn copy(c: &Ctx<'_>, v: &Value, depth: usize) -> FnResult {
         if depth > MAX_PRINT_DEPTH {
-            return Err(CallError::Msg(
-                "deepCopy error: value nested too deeply (a cycle?)".into(),
-            ));
+            return Err(CallError::Msg("deepCopy error: value nested too deeply (a cycle?)".into()));
         }
         c.alloc(1)?;
         Ok(match v {
-            Value::List(l) => Value::list(
-                l.iter()
-                    .map(|x| copy(c, x, depth + 1))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Value::List(l) => Value::list(l.iter().map(|x| copy(c, x, depth + 1)).collect::<Result<_, _>>()?),
             Value::Map(m) => {
                 let snap = m.snapshot();
                 let mut out = BTreeMap::new();
@@ -297,9 +242,7 @@ fn deep_copy(c: &Ctx<'_>, v: &Value) -> FnResult {
         })
     }
     if v.is_nil() {
-        return Err(CallError::Msg(
-            "deepCopy error: copystructure: nil value".into(),
-        ));
+        return Err(CallError::Msg("deepCopy error: copystructure: nil value".into()));
     }
     copy(c, v, 0)
 }
@@ -387,27 +330,20 @@ fn uniq(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
 
 fn compact(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
     let l = list_of(&a[0], "compact")?;
-    Ok(Value::list(
-        l.iter().filter(|v| !empty(v)).cloned().collect(),
-    ))
+    Ok(Value::list(l.iter().filter(|v| !empty(v)).cloned().collect()))
 }
 
 fn without(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
     let l = list_of(&a[0], "find without")?;
     let omit = &a[1..];
-    Ok(Value::list(
-        l.iter().filter(|v| !omit.contains(v)).cloned().collect(),
-    ))
+    Ok(Value::list(l.iter().filter(|v| !omit.contains(v)).cloned().collect()))
 }
 
 fn has(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
     match &a[1] {
         Value::Nil => Ok(Value::Bool(false)),
         Value::List(l) => Ok(Value::Bool(l.contains(&a[0]))),
-        other => Err(CallError::Msg(format!(
-            "Cannot find has on type {}",
-            other.kind_name()
-        ))),
+        other => Err(CallError::Msg(format!("Cannot find has on type {}", other.kind_name()))),
     }
 }
 
@@ -417,10 +353,7 @@ fn slice(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
         Value::String(s) => {
             // Go's builtin `slice` on strings (Sprig's replaces it, but keep strings working
             // the way Sprig's reflect-based code fails: only lists are accepted).
-            return Err(CallError::Msg(format!(
-                "list should be type of slice or array but {}",
-                Value::String(s.clone()).kind_name()
-            )));
+            return Err(CallError::Msg(format!("list should be type of slice or array but {}", Value::String(s.clone()).kind_name())));
         }
         other => {
             return Err(CallError::Msg(format!(
@@ -467,17 +400,10 @@ fn chunk(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
     let size = int_arg(&a[0]);
     let l = match &a[1] {
         Value::List(l) => l.clone(),
-        other => {
-            return Err(CallError::Msg(format!(
-                "Cannot chunk type {}",
-                other.kind_name()
-            )));
-        }
+        other => return Err(CallError::Msg(format!("Cannot chunk type {}", other.kind_name()))),
     };
     if size <= 0 {
-        return Err(CallError::Msg(
-            "runtime error: integer divide by zero".into(),
-        ));
+        return Err(CallError::Msg("runtime error: integer divide by zero".into()));
     }
     Ok(Value::list(
         l.chunks(size as usize)

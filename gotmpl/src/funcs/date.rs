@@ -6,25 +6,17 @@
 
 use time::{Duration, OffsetDateTime, UtcOffset};
 
-use super::{CallError, Ctx, FnResult, Registry, Ty, str_arg};
+use super::{str_arg, CallError, Ctx, FnResult, Registry, Ty};
 use crate::{Clock, Object, Value};
 
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
     r.add("now", &[], None, |c, _| Ok(time_value(now(c))));
-    r.add("date", &[Str, Any], None, |c, a| {
-        fmt(c, str_arg(&a[0]), &a[1])
-    });
-    r.add("dateInZone", &[Str, Any, Str], None, |c, a| {
-        fmt(c, str_arg(&a[0]), &a[1])
-    });
-    r.add("date_in_zone", &[Str, Any, Str], None, |c, a| {
-        fmt(c, str_arg(&a[0]), &a[1])
-    });
+    r.add("date", &[Str, Any], None, |c, a| fmt(c, str_arg(&a[0]), &a[1]));
+    r.add("dateInZone", &[Str, Any, Str], None, |c, a| fmt(c, str_arg(&a[0]), &a[1]));
+    r.add("date_in_zone", &[Str, Any, Str], None, |c, a| fmt(c, str_arg(&a[0]), &a[1]));
     r.add("htmlDate", &[Any], None, |c, a| fmt(c, "2006-01-02", &a[0]));
-    r.add("htmlDateInZone", &[Any, Str], None, |c, a| {
-        fmt(c, "2006-01-02", &a[0])
-    });
+    r.add("htmlDateInZone", &[Any, Str], None, |c, a| fmt(c, "2006-01-02", &a[0]));
     r.add("dateModify", &[Str, Any], None, |_, a| {
         let t = time_arg(&a[1])?;
         Ok(time_value(match parse_duration(str_arg(&a[0])) {
@@ -34,11 +26,7 @@ pub(super) fn register(r: &mut Registry) {
     });
     r.add("date_modify", &[Str, Any], None, |_, a| {
         let t = time_arg(&a[1])?;
-        Ok(time_value(
-            parse_duration(str_arg(&a[0]))
-                .and_then(|d| t.checked_add(d))
-                .unwrap_or(t),
-        ))
+        Ok(time_value(parse_duration(str_arg(&a[0])).and_then(|d| t.checked_add(d)).unwrap_or(t)))
     });
     r.add("mustDateModify", &[Str, Any], None, must_modify);
     r.add("must_date_modify", &[Str, Any], None, must_modify);
@@ -87,20 +75,12 @@ pub(super) fn register(r: &mut Registry) {
         Ok(Value::String(s))
     });
     r.add("toDate", &[Str, Str], None, |_, a| {
-        Ok(time_value(
-            parse_layout(str_arg(&a[0]), str_arg(&a[1])).unwrap_or(zero_time()),
-        ))
+        Ok(time_value(parse_layout(str_arg(&a[0]), str_arg(&a[1])).unwrap_or(zero_time())))
     });
     r.add("mustToDate", &[Str, Str], None, |_, a| {
         parse_layout(str_arg(&a[0]), str_arg(&a[1]))
             .map(time_value)
-            .ok_or_else(|| {
-                CallError::Msg(format!(
-                    "parsing time {:?} as {:?}: cannot parse",
-                    str_arg(&a[1]),
-                    str_arg(&a[0])
-                ))
-            })
+            .ok_or_else(|| CallError::Msg(format!("parsing time {:?} as {:?}: cannot parse", str_arg(&a[1]), str_arg(&a[0]))))
     });
     r.add("unixEpoch", &[Any], None, |_, a| {
         Ok(Value::String(time_arg(&a[0])?.unix_timestamp().to_string()))
@@ -129,10 +109,7 @@ impl Object for Time {
             "UTC" => time_value(t.to_offset(UtcOffset::UTC)),
             "Format" => {
                 let Some(Value::String(layout)) = args.first() else {
-                    return Some(Err(format!(
-                        "wrong number of args for Format: want 1 got {}",
-                        args.len()
-                    )));
+                    return Some(Err(format!("wrong number of args for Format: want 1 got {}", args.len())));
                 };
                 return Some(Ok(Value::String(format_layout(t, layout))));
             }
@@ -246,7 +223,11 @@ pub(crate) fn format_duration(d: Duration) -> String {
         out.push_str(&frac(secs_ns, 1_000_000_000));
         out.push('s');
     }
-    if neg { format!("-{out}") } else { out }
+    if neg {
+        format!("-{out}")
+    } else {
+        out
+    }
 }
 
 fn frac(v: u128, div: u128) -> String {
@@ -280,9 +261,7 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
         }
         let n: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let mult = match &rest[..unit_end] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -309,39 +288,9 @@ enum Chunk<'a> {
 }
 
 const STD: [&str; 33] = [
-    "January",
-    "Jan",
-    "Monday",
-    "Mon",
-    "MST",
-    "2006",
-    "-07:00:00",
-    "-0700",
-    "-07:00",
-    "-07",
-    "Z07:00:00",
-    "Z0700",
-    "Z07:00",
-    "Z07",
-    "002",
-    "01",
-    "02",
-    "03",
-    "04",
-    "05",
-    "06",
-    "_2",
-    "15",
-    "1",
-    "2",
-    "3",
-    "4",
-    "5",
-    "PM",
-    "pm",
-    ".000",
-    ".999",
-    ",000",
+    "January", "Jan", "Monday", "Mon", "MST", "2006", "-07:00:00", "-0700", "-07:00", "-07",
+    "Z07:00:00", "Z0700", "Z07:00", "Z07", "002", "01", "02", "03", "04", "05", "06", "_2",
+    "15", "1", "2", "3", "4", "5", "PM", "pm", ".000", ".999", ",000",
 ];
 
 /// Splits a Go layout into literal text and the standard elements Go recognises.
@@ -356,9 +305,7 @@ fn chunks(layout: &str) -> Vec<Chunk<'_>> {
         for s in STD {
             if rest.starts_with(s) {
                 // `Jan`/`Mon` only when not followed by a lower-case letter (`January` aside).
-                if (s == "Jan" || s == "Mon")
-                    && rest[s.len()..].starts_with(|c: char| c.is_ascii_lowercase())
-                {
+                if (s == "Jan" || s == "Mon") && rest[s.len()..].starts_with(|c: char| c.is_ascii_lowercase()) {
                     continue;
                 }
                 if s == ".000" || s == ".999" || s == ",000" {
@@ -402,28 +349,10 @@ fn chunks(layout: &str) -> Vec<Chunk<'_>> {
 }
 
 const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
 ];
-const DAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
 /// Go's `Time.Format(layout)`.
 pub(crate) fn format_layout(t: OffsetDateTime, layout: &str) -> String {
@@ -437,10 +366,7 @@ pub(crate) fn format_layout(t: OffsetDateTime, layout: &str) -> String {
                 let mut lc = l.chars();
                 let first = lc.next();
                 let rest: &str = lc.as_str();
-                if matches!(first, Some('.' | ','))
-                    && !rest.is_empty()
-                    && rest.bytes().all(|d| d == b'0' || d == b'9')
-                {
+                if matches!(first, Some('.' | ',')) && !rest.is_empty() && rest.bytes().all(|d| d == b'0' || d == b'9') {
                     let n = rest.len().min(9);
                     let digits = format!("{:09}", t.nanosecond());
                     let mut d = digits[..n].to_string();
@@ -536,17 +462,12 @@ fn hour12(h: u8) -> u8 {
 
 /// Go's `time.ParseInLocation(layout, value, UTC)` for the common elements.
 fn parse_layout(layout: &str, value: &str) -> Option<OffsetDateTime> {
-    let (mut year, mut month, mut day, mut hour, mut min, mut sec, mut nano) =
-        (1i32, 1u8, 1u8, 0u8, 0u8, 0u8, 0u32);
+    let (mut year, mut month, mut day, mut hour, mut min, mut sec, mut nano) = (1i32, 1u8, 1u8, 0u8, 0u8, 0u8, 0u32);
     let mut offset = 0i32;
     let mut pm: Option<bool> = None;
     let mut v = value;
     let num = |v: &mut &str, min_len: usize, max_len: usize| -> Option<i64> {
-        let n = v
-            .bytes()
-            .take(max_len)
-            .take_while(u8::is_ascii_digit)
-            .count();
+        let n = v.bytes().take(max_len).take_while(u8::is_ascii_digit).count();
         if n < min_len {
             return None;
         }
@@ -559,10 +480,7 @@ fn parse_layout(layout: &str, value: &str) -> Option<OffsetDateTime> {
             Chunk::Lit(l) => {
                 let first = l.chars().next();
                 let rest = &l[first.map_or(0, char::len_utf8)..];
-                if matches!(first, Some('.' | ','))
-                    && !rest.is_empty()
-                    && rest.bytes().all(|d| d == b'0' || d == b'9')
-                {
+                if matches!(first, Some('.' | ',')) && !rest.is_empty() && rest.bytes().all(|d| d == b'0' || d == b'9') {
                     if let Some(r) = v.strip_prefix(['.', ',']) {
                         let n = r.bytes().take_while(u8::is_ascii_digit).count();
                         let digits = format!("{:0<9}", &r[..n.min(9)]);
@@ -607,9 +525,7 @@ fn parse_layout(layout: &str, value: &str) -> Option<OffsetDateTime> {
                     v = &v[if s == "Jan" { 3 } else { name.len() }..];
                 }
                 "Mon" | "Monday" => {
-                    let name = DAYS
-                        .iter()
-                        .find(|d| v.starts_with(if s == "Mon" { &d[..3] } else { d }))?;
+                    let name = DAYS.iter().find(|d| v.starts_with(if s == "Mon" { &d[..3] } else { d }))?;
                     v = &v[if s == "Mon" { 3 } else { name.len() }..];
                 }
                 "Z07:00" | "Z0700" | "-07:00" | "-0700" => {
@@ -648,8 +564,7 @@ fn parse_layout(layout: &str, value: &str) -> Option<OffsetDateTime> {
             hour = 0;
         }
     }
-    let date =
-        time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
+    let date = time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
     let t = time::Time::from_hms_nano(hour, min, sec, nano).ok()?;
     let off = UtcOffset::from_whole_seconds(offset).ok()?;
     Some(date.with_time(t).assume_offset(off))
@@ -663,10 +578,7 @@ mod tests {
     fn go_layouts_format_and_parse() {
         let t = parse_layout("2006-01-02T15:04:05Z07:00", "2024-03-09T07:05:01Z");
         let Some(t) = t else { panic!("did not parse") };
-        assert_eq!(
-            format_layout(t, "2006-01-02 15:04:05"),
-            "2024-03-09 07:05:01"
-        );
+        assert_eq!(format_layout(t, "2006-01-02 15:04:05"), "2024-03-09 07:05:01");
         assert_eq!(format_layout(t, "Jan _2 3:04PM"), "Mar  9 7:05AM");
         assert_eq!(format_layout(t, "Monday, 02-Jan-06"), "Saturday, 09-Mar-24");
     }

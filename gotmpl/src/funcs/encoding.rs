@@ -8,18 +8,15 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use sha2::Digest as _;
 
-use super::{CallError, Ctx, FnResult, Registry, Ty, str_arg};
-use crate::Value;
-use crate::gofmt::{JsonStyle, quote, to_json};
+use super::{str_arg, CallError, Ctx, FnResult, Registry, Ty};
+use crate::gofmt::{quote, to_json, JsonStyle};
 use crate::yaml::{parse_yaml, to_yaml};
+use crate::Value;
 
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
     r.add("b64enc", &[Str], None, |c, a| {
-        sized(
-            c,
-            base64::engine::general_purpose::STANDARD.encode(str_arg(&a[0])),
-        )
+        sized(c, base64::engine::general_purpose::STANDARD.encode(str_arg(&a[0])))
     });
     r.add("b64dec", &[Str], None, |_, a| {
         Ok(Value::String(
@@ -33,27 +30,19 @@ pub(super) fn register(r: &mut Registry) {
         sized(c, data_encoding::BASE32.encode(str_arg(&a[0]).as_bytes()))
     });
     r.add("b32dec", &[Str], None, |_, a| {
-        Ok(Value::String(
-            match data_encoding::BASE32.decode(str_arg(&a[0]).as_bytes()) {
-                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                Err(e) => format!("illegal base32 data at input byte {}", e.position),
-            },
-        ))
+        Ok(Value::String(match data_encoding::BASE32.decode(str_arg(&a[0]).as_bytes()) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) => format!("illegal base32 data at input byte {}", e.position),
+        }))
     });
     r.add("sha1sum", &[Str], None, |_, a| {
-        Ok(Value::String(hex(&sha1::Sha1::digest(
-            str_arg(&a[0]).as_bytes(),
-        ))))
+        Ok(Value::String(hex(&sha1::Sha1::digest(str_arg(&a[0]).as_bytes()))))
     });
     r.add("sha256sum", &[Str], None, |_, a| {
-        Ok(Value::String(hex(&sha2::Sha256::digest(
-            str_arg(&a[0]).as_bytes(),
-        ))))
+        Ok(Value::String(hex(&sha2::Sha256::digest(str_arg(&a[0]).as_bytes()))))
     });
     r.add("sha512sum", &[Str], None, |_, a| {
-        Ok(Value::String(hex(&sha2::Sha512::digest(
-            str_arg(&a[0]).as_bytes(),
-        ))))
+        Ok(Value::String(hex(&sha2::Sha512::digest(str_arg(&a[0]).as_bytes()))))
     });
     r.add("adler32sum", &[Str], None, |_, a| {
         let (mut s1, mut s2) = (1u32, 0u32);
@@ -64,50 +53,34 @@ pub(super) fn register(r: &mut Registry) {
         Ok(Value::String(((s2 << 16) | s1).to_string()))
     });
 
-    r.add("toJson", &[Any], None, |c, a| {
-        json_out(c, &a[0], true, false, false)
-    });
-    r.add("mustToJson", &[Any], None, |c, a| {
-        json_out(c, &a[0], true, false, true)
-    });
-    r.add("toPrettyJson", &[Any], None, |c, a| {
-        json_out(c, &a[0], true, true, false)
-    });
-    r.add("mustToPrettyJson", &[Any], None, |c, a| {
-        json_out(c, &a[0], true, true, true)
-    });
-    r.add("toRawJson", &[Any], None, |c, a| {
-        json_out(c, &a[0], false, false, true)
-    });
-    r.add("mustToRawJson", &[Any], None, |c, a| {
-        json_out(c, &a[0], false, false, true)
-    });
+    r.add("toJson", &[Any], None, |c, a| json_out(c, &a[0], true, false, false));
+    r.add("mustToJson", &[Any], None, |c, a| json_out(c, &a[0], true, false, true));
+    r.add("toPrettyJson", &[Any], None, |c, a| json_out(c, &a[0], true, true, false));
+    r.add("mustToPrettyJson", &[Any], None, |c, a| json_out(c, &a[0], true, true, true));
+    r.add("toRawJson", &[Any], None, |c, a| json_out(c, &a[0], false, false, true));
+    r.add("mustToRawJson", &[Any], None, |c, a| json_out(c, &a[0], false, false, true));
     // Helm's fromJson: a map, with the error under "Error".
     r.add("fromJson", &[Str], None, |_, a| {
-        Ok(
-            match serde_json::from_str::<serde_json::Value>(str_arg(&a[0])) {
-                Ok(v @ serde_json::Value::Object(_)) => Value::from_json(&v),
-                Ok(serde_json::Value::Null) => Value::map(Default::default()),
-                Ok(other) => error_map(format!(
-                    "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
-                    json_kind(&other)
-                )),
-                Err(e) => error_map(e.to_string()),
-            },
-        )
+        Ok(match serde_json::from_str::<serde_json::Value>(str_arg(&a[0])) {
+            Ok(v @ serde_json::Value::Object(_)) => Value::from_json(&v),
+            Ok(serde_json::Value::Null) => Value::map(Default::default()),
+            Ok(other) => error_map(format!(
+                "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+                json_kind(&other)
+            )),
+            Err(e) => error_map(e.to_string()),
+        })
     });
     r.add("fromJsonArray", &[Str], None, |_, a| {
-        Ok(
-            match serde_json::from_str::<serde_json::Value>(str_arg(&a[0])) {
-                Ok(v @ serde_json::Value::Array(_)) => Value::from_json(&v),
-                Ok(serde_json::Value::Null) => Value::list(Vec::new()),
-                Ok(other) => Value::list(vec![Value::String(format!(
-                    "json: cannot unmarshal {} into Go value of type []interface {{}}",
-                    json_kind(&other)
-                ))]),
-                Err(e) => Value::list(vec![Value::String(e.to_string())]),
-            },
-        )
+        Ok(match serde_json::from_str::<serde_json::Value>(str_arg(&a[0])) {
+            Ok(v @ serde_json::Value::Array(_)) => Value::from_json(&v),
+            Ok(serde_json::Value::Null) => Value::list(Vec::new()),
+            Ok(other) => Value::list(vec![Value::String(format!(
+                "json: cannot unmarshal {} into Go value of type []interface {{}}",
+                json_kind(&other)
+            ))]),
+            Err(e) => Value::list(vec![Value::String(e.to_string())]),
+        })
     });
     r.add("mustFromJson", &[Str], None, |_, a| {
         serde_json::from_str::<serde_json::Value>(str_arg(&a[0]))
@@ -115,15 +88,11 @@ pub(super) fn register(r: &mut Registry) {
             .map_err(|e| CallError::Msg(e.to_string()))
     });
     r.add("toYaml", &[Any], None, |c, a| {
-        let s = to_yaml(&a[0])
-            .map(|s| s.strip_suffix('\n').unwrap_or(&s).to_string())
-            .unwrap_or_default();
+        let s = to_yaml(&a[0]).map(|s| s.strip_suffix('\n').unwrap_or(&s).to_string()).unwrap_or_default();
         sized(c, s)
     });
     r.add("toYamlPretty", &[Any], None, |c, a| {
-        let s = to_yaml(&a[0])
-            .map(|s| s.strip_suffix('\n').unwrap_or(&s).to_string())
-            .unwrap_or_default();
+        let s = to_yaml(&a[0]).map(|s| s.strip_suffix('\n').unwrap_or(&s).to_string()).unwrap_or_default();
         sized(c, s)
     });
     r.add("fromYaml", &[Str], None, |_, a| {
@@ -155,92 +124,48 @@ pub(super) fn register(r: &mut Registry) {
                 toml_table(&mut out, &[], &m.snapshot(), 0);
                 out
             }
-            other => format!(
-                "toml: top-level values must be Go maps or structs, not {}",
-                other.kind_name()
-            ),
+            other => format!("toml: top-level values must be Go maps or structs, not {}", other.kind_name()),
         };
         sized(c, s)
     });
     r.add("fromToml", &[Str], None, |_, _| {
-        Ok(error_map(
-            "fromToml is not supported by flotilla's template engine".into(),
-        ))
+        Ok(error_map("fromToml is not supported by flotilla's template engine".into()))
     });
     r.add("uuidv4", &[], None, |_, _| {
         let mut b: [u8; 16] = rand::random();
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
         let h = hex(&b);
-        Ok(Value::String(format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        )))
+        Ok(Value::String(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])))
     });
     r.add("randBytes", &[Int], None, |c, a| {
         let n = super::int_arg(&a[0]).max(0) as usize;
         c.alloc(n.saturating_mul(2))?;
         let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
-        Ok(Value::String(
-            base64::engine::general_purpose::STANDARD.encode(bytes),
-        ))
+        Ok(Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)))
     });
 
-    r.add("typeOf", &[Any], None, |_, a| {
-        Ok(Value::string(a[0].type_name()))
-    });
-    r.add("typeIs", &[Str, Any], None, |_, a| {
-        Ok(Value::Bool(str_arg(&a[0]) == a[1].type_name()))
-    });
+    r.add("typeOf", &[Any], None, |_, a| Ok(Value::string(a[0].type_name())));
+    r.add("typeIs", &[Str, Any], None, |_, a| Ok(Value::Bool(str_arg(&a[0]) == a[1].type_name())));
     r.add("typeIsLike", &[Str, Any], None, |_, a| {
         let t = a[1].type_name();
         let want = str_arg(&a[0]);
         Ok(Value::Bool(want == t || format!("*{want}") == t))
     });
-    r.add("kindOf", &[Any], None, |_, a| {
-        Ok(Value::string(a[0].kind_name()))
-    });
-    r.add("kindIs", &[Str, Any], None, |_, a| {
-        Ok(Value::Bool(str_arg(&a[0]) == a[1].kind_name()))
-    });
-    r.add("deepEqual", &[Any, Any], None, |_, a| {
-        Ok(Value::Bool(a[0] == a[1]))
-    });
+    r.add("kindOf", &[Any], None, |_, a| Ok(Value::string(a[0].kind_name())));
+    r.add("kindIs", &[Str, Any], None, |_, a| Ok(Value::Bool(str_arg(&a[0]) == a[1].kind_name())));
+    r.add("deepEqual", &[Any, Any], None, |_, a| Ok(Value::Bool(a[0] == a[1])));
 
-    r.add("base", &[Str], None, |_, a| {
-        Ok(Value::String(path_base(str_arg(&a[0]))))
-    });
-    r.add("osBase", &[Str], None, |_, a| {
-        Ok(Value::String(path_base(str_arg(&a[0]))))
-    });
-    r.add("dir", &[Str], None, |_, a| {
-        Ok(Value::String(path_dir(str_arg(&a[0]))))
-    });
-    r.add("osDir", &[Str], None, |_, a| {
-        Ok(Value::String(path_dir(str_arg(&a[0]))))
-    });
-    r.add("clean", &[Str], None, |_, a| {
-        Ok(Value::String(path_clean(str_arg(&a[0]))))
-    });
-    r.add("osClean", &[Str], None, |_, a| {
-        Ok(Value::String(path_clean(str_arg(&a[0]))))
-    });
-    r.add("ext", &[Str], None, |_, a| {
-        Ok(Value::String(path_ext(str_arg(&a[0]))))
-    });
-    r.add("osExt", &[Str], None, |_, a| {
-        Ok(Value::String(path_ext(str_arg(&a[0]))))
-    });
-    r.add("isAbs", &[Str], None, |_, a| {
-        Ok(Value::Bool(str_arg(&a[0]).starts_with('/')))
-    });
-    r.add("osIsAbs", &[Str], None, |_, a| {
-        Ok(Value::Bool(str_arg(&a[0]).starts_with('/')))
-    });
+    r.add("base", &[Str], None, |_, a| Ok(Value::String(path_base(str_arg(&a[0])))));
+    r.add("osBase", &[Str], None, |_, a| Ok(Value::String(path_base(str_arg(&a[0])))));
+    r.add("dir", &[Str], None, |_, a| Ok(Value::String(path_dir(str_arg(&a[0])))));
+    r.add("osDir", &[Str], None, |_, a| Ok(Value::String(path_dir(str_arg(&a[0])))));
+    r.add("clean", &[Str], None, |_, a| Ok(Value::String(path_clean(str_arg(&a[0])))));
+    r.add("osClean", &[Str], None, |_, a| Ok(Value::String(path_clean(str_arg(&a[0])))));
+    r.add("ext", &[Str], None, |_, a| Ok(Value::String(path_ext(str_arg(&a[0])))));
+    r.add("osExt", &[Str], None, |_, a| Ok(Value::String(path_ext(str_arg(&a[0])))));
+    r.add("isAbs", &[Str], None, |_, a| Ok(Value::Bool(str_arg(&a[0]).starts_with('/'))));
+    r.add("osIsAbs", &[Str], None, |_, a| Ok(Value::Bool(str_arg(&a[0]).starts_with('/'))));
 
     r.add("hello", &[], None, |_, _| Ok(Value::string("Hello!")));
     // Helm renders without DNS unless --enable-dns: the lookup returns "".
@@ -255,21 +180,9 @@ pub(super) fn register(r: &mut Registry) {
         };
     }
     unsupported!(
-        "bcrypt",
-        "htpasswd",
-        "genPrivateKey",
-        "derivePassword",
-        "buildCustomCert",
-        "genCA",
-        "genCAWithKey",
-        "genSelfSignedCert",
-        "genSelfSignedCertWithKey",
-        "genSignedCert",
-        "genSignedCertWithKey",
-        "encryptAES",
-        "decryptAES",
-        "urlParse",
-        "urlJoin",
+        "bcrypt", "htpasswd", "genPrivateKey", "derivePassword", "buildCustomCert", "genCA",
+        "genCAWithKey", "genSelfSignedCert", "genSelfSignedCertWithKey", "genSignedCert",
+        "genSignedCertWithKey", "encryptAES", "decryptAES", "urlParse", "urlJoin",
     );
 }
 
@@ -314,28 +227,15 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 }
 
 fn json_out(c: &Ctx<'_>, v: &Value, escape_html: bool, indent: bool, must: bool) -> FnResult {
-    match to_json(
-        v,
-        JsonStyle {
-            escape_html,
-            indent,
-        },
-    ) {
+    match to_json(v, JsonStyle { escape_html, indent }) {
         Some(s) => sized(c, s),
-        None if must => Err(CallError::Msg(
-            "json: unsupported value: NaN or infinite float".into(),
-        )),
+        None if must => Err(CallError::Msg("json: unsupported value: NaN or infinite float".into())),
         None => Ok(Value::string("")),
     }
 }
 
 /// BurntSushi/toml's encoder for `map[string]interface{}`: plain keys first, then tables.
-fn toml_table(
-    out: &mut String,
-    path: &[String],
-    m: &std::collections::BTreeMap<String, Value>,
-    depth: usize,
-) {
+fn toml_table(out: &mut String, path: &[String], m: &std::collections::BTreeMap<String, Value>, depth: usize) {
     if depth > crate::value::MAX_PRINT_DEPTH {
         return;
     }
@@ -357,10 +257,7 @@ fn toml_table(
 }
 
 fn toml_key(k: &str) -> String {
-    if !k.is_empty()
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         k.to_string()
     } else {
         quote(k)

@@ -2,59 +2,41 @@
 //! is 0), int64 arithmetic (`add`, `div`...), and the float variants (`addf`...), which Sprig
 //! computes in decimal (shopspring/decimal), so `addf 0.1 0.2` is 0.3.
 
-use super::{CallError, FnResult, Registry, Ty, str_arg};
+use super::{str_arg, CallError, FnResult, Registry, Ty};
 use crate::Value;
 
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
     r.add("int", &[Any], None, |_, a| Ok(Value::Int(to_int64(&a[0]))));
-    r.add("int64", &[Any], None, |_, a| {
-        Ok(Value::Int(to_int64(&a[0])))
-    });
-    r.add("float64", &[Any], None, |_, a| {
-        Ok(Value::Float(to_float64(&a[0])))
-    });
+    r.add("int64", &[Any], None, |_, a| Ok(Value::Int(to_int64(&a[0]))));
+    r.add("float64", &[Any], None, |_, a| Ok(Value::Float(to_float64(&a[0]))));
     r.add("atoi", &[Str], None, |_, a| {
         Ok(Value::Int(str_arg(&a[0]).parse::<i64>().unwrap_or(0)))
     });
     r.add("toDecimal", &[Any], None, |_, a| {
-        Ok(Value::Int(
-            i64::from_str_radix(&a[0].to_string(), 8).unwrap_or(0),
-        ))
+        Ok(Value::Int(i64::from_str_radix(&a[0].to_string(), 8).unwrap_or(0)))
     });
-    r.add("add1", &[Any], None, |_, a| {
-        Ok(Value::Int(to_int64(&a[0]).wrapping_add(1)))
-    });
+    r.add("add1", &[Any], None, |_, a| Ok(Value::Int(to_int64(&a[0]).wrapping_add(1))));
     r.add("add", &[], Some(Any), |_, a| {
-        Ok(Value::Int(
-            a.iter().fold(0i64, |s, v| s.wrapping_add(to_int64(v))),
-        ))
+        Ok(Value::Int(a.iter().fold(0i64, |s, v| s.wrapping_add(to_int64(v)))))
     });
     r.add("sub", &[Any, Any], None, |_, a| {
         Ok(Value::Int(to_int64(&a[0]).wrapping_sub(to_int64(&a[1]))))
     });
     r.add("mul", &[Any], Some(Any), |_, a| {
-        Ok(Value::Int(
-            a[1..]
-                .iter()
-                .fold(to_int64(&a[0]), |s, v| s.wrapping_mul(to_int64(v))),
-        ))
+        Ok(Value::Int(a[1..].iter().fold(to_int64(&a[0]), |s, v| s.wrapping_mul(to_int64(v)))))
     });
     r.add("div", &[Any, Any], None, |_, a| {
         let d = to_int64(&a[1]);
         if d == 0 {
-            return Err(CallError::Msg(
-                "runtime error: integer divide by zero".into(),
-            ));
+            return Err(CallError::Msg("runtime error: integer divide by zero".into()));
         }
         Ok(Value::Int(to_int64(&a[0]).wrapping_div(d)))
     });
     r.add("mod", &[Any, Any], None, |_, a| {
         let d = to_int64(&a[1]);
         if d == 0 {
-            return Err(CallError::Msg(
-                "runtime error: integer divide by zero".into(),
-            ));
+            return Err(CallError::Msg("runtime error: integer divide by zero".into()));
         }
         Ok(Value::Int(to_int64(&a[0]).wrapping_rem(d)))
     });
@@ -68,25 +50,13 @@ pub(super) fn register(r: &mut Registry) {
         Ok(Value::Int(a.iter().map(to_int64).min().unwrap_or(0)))
     });
     r.add("maxf", &[Any], Some(Any), |_, a| {
-        Ok(Value::Float(
-            a[1..]
-                .iter()
-                .fold(to_float64(&a[0]), |m, v| m.max(to_float64(v))),
-        ))
+        Ok(Value::Float(a[1..].iter().fold(to_float64(&a[0]), |m, v| m.max(to_float64(v)))))
     });
     r.add("minf", &[Any], Some(Any), |_, a| {
-        Ok(Value::Float(
-            a[1..]
-                .iter()
-                .fold(to_float64(&a[0]), |m, v| m.min(to_float64(v))),
-        ))
+        Ok(Value::Float(a[1..].iter().fold(to_float64(&a[0]), |m, v| m.min(to_float64(v)))))
     });
-    r.add("floor", &[Any], None, |_, a| {
-        Ok(Value::Float(to_float64(&a[0]).floor()))
-    });
-    r.add("ceil", &[Any], None, |_, a| {
-        Ok(Value::Float(to_float64(&a[0]).ceil()))
-    });
+    r.add("floor", &[Any], None, |_, a| Ok(Value::Float(to_float64(&a[0]).floor())));
+    r.add("ceil", &[Any], None, |_, a| Ok(Value::Float(to_float64(&a[0]).ceil())));
     r.add("round", &[Any, Int], Some(Float), |_, a| {
         let round_on = match a.get(2) {
             Some(Value::Float(f)) => *f,
@@ -96,28 +66,14 @@ pub(super) fn register(r: &mut Registry) {
         let pow = 10f64.powf(to_float64(&a[1]));
         let digit = pow * val;
         let frac = digit.fract();
-        let r = if frac >= round_on {
-            digit.ceil()
-        } else {
-            digit.floor()
-        };
+        let r = if frac >= round_on { digit.ceil() } else { digit.floor() };
         Ok(Value::Float(r / pow))
     });
-    r.add("add1f", &[Any], None, |_, a| {
-        decimal_op(&a[0], &[Value::Int(1)], Op::Add)
-    });
-    r.add("addf", &[], Some(Any), |_, a| {
-        decimal_op(&Value::Float(0.0), &a, Op::Add)
-    });
-    r.add("subf", &[Any], Some(Any), |_, a| {
-        decimal_op(&a[0], &a[1..], Op::Sub)
-    });
-    r.add("mulf", &[Any], Some(Any), |_, a| {
-        decimal_op(&a[0], &a[1..], Op::Mul)
-    });
-    r.add("divf", &[Any], Some(Any), |_, a| {
-        decimal_op(&a[0], &a[1..], Op::Div)
-    });
+    r.add("add1f", &[Any], None, |_, a| decimal_op(&a[0], &[Value::Int(1)], Op::Add));
+    r.add("addf", &[], Some(Any), |_, a| decimal_op(&Value::Float(0.0), &a, Op::Add));
+    r.add("subf", &[Any], Some(Any), |_, a| decimal_op(&a[0], &a[1..], Op::Sub));
+    r.add("mulf", &[Any], Some(Any), |_, a| decimal_op(&a[0], &a[1..], Op::Mul));
+    r.add("divf", &[Any], Some(Any), |_, a| decimal_op(&a[0], &a[1..], Op::Div));
     r.add("randInt", &[Int, Int], None, |_, a| {
         use rand::Rng;
         let (lo, hi) = (super::int_arg(&a[0]), super::int_arg(&a[1]));
@@ -190,11 +146,7 @@ pub(crate) fn to_float64(v: &Value) -> f64 {
         Value::Int(i) => *i as f64,
         Value::Float(f) => *f,
         Value::Bool(b) => f64::from(u8::from(*b)),
-        Value::String(s) => s
-            .parse::<f64>()
-            .ok()
-            .filter(|_| !s.contains(['_']))
-            .unwrap_or(0.0),
+        Value::String(s) => s.parse::<f64>().ok().filter(|_| !s.contains(['_'])).unwrap_or(0.0),
         _ => 0.0,
     }
 }
@@ -248,11 +200,7 @@ impl Dec {
         match op {
             Op::Add | Op::Sub => {
                 let (x, y, exp) = Dec::align(self, o)?;
-                let mant = if let Op::Add = op {
-                    x.checked_add(y)?
-                } else {
-                    x.checked_sub(y)?
-                };
+                let mant = if let Op::Add = op { x.checked_add(y)? } else { x.checked_sub(y)? };
                 Some(Dec { mant, exp })
             }
             Op::Mul => Some(Dec {
@@ -267,13 +215,7 @@ impl Dec {
                 let (x, y, _) = Dec::align(self, o)?;
                 let scaled = x.checked_mul(10i128.pow(17))?;
                 let q = scaled / y;
-                let rounded = if q % 10 >= 5 {
-                    q / 10 + 1
-                } else if q % 10 <= -5 {
-                    q / 10 - 1
-                } else {
-                    q / 10
-                };
+                let rounded = if q % 10 >= 5 { q / 10 + 1 } else if q % 10 <= -5 { q / 10 - 1 } else { q / 10 };
                 Some(Dec {
                     mant: rounded,
                     exp: -16,

@@ -101,9 +101,7 @@ impl Ctx<'_> {
     /// output limit before they are allocated.
     pub fn alloc(&self, n: usize) -> Result<(), CallError> {
         self.budget.check_size(n).map_err(CallError::Budget)?;
-        self.budget
-            .charge((n / 64) as u64)
-            .map_err(CallError::Budget)
+        self.budget.charge((n / 64) as u64).map_err(CallError::Budget)
     }
 }
 
@@ -129,13 +127,7 @@ pub(crate) struct Func {
 pub(crate) struct Registry(HashMap<&'static str, Func>);
 
 impl Registry {
-    pub fn add(
-        &mut self,
-        name: &'static str,
-        params: &'static [Ty],
-        variadic: Option<Ty>,
-        f: PlainFn,
-    ) {
+    pub fn add(&mut self, name: &'static str, params: &'static [Ty], variadic: Option<Ty>, f: PlainFn) {
         self.0.insert(
             name,
             Func {
@@ -146,13 +138,7 @@ impl Registry {
         );
     }
 
-    fn special(
-        &mut self,
-        name: &'static str,
-        params: &'static [Ty],
-        variadic: Option<Ty>,
-        imp: Imp,
-    ) {
+    fn special(&mut self, name: &'static str, params: &'static [Ty], variadic: Option<Ty>, imp: Imp) {
         self.0.insert(
             name,
             Func {
@@ -215,10 +201,7 @@ pub(crate) fn list_of(v: &Value, what: &str) -> Result<std::sync::Arc<Vec<Value>
         Value::Nil => Err(CallError::Msg(
             "runtime error: invalid memory address or nil pointer dereference".into(),
         )),
-        other => Err(CallError::Msg(format!(
-            "Cannot {what} on type {}",
-            other.kind_name()
-        ))),
+        other => Err(CallError::Msg(format!("Cannot {what} on type {}", other.kind_name()))),
     }
 }
 

@@ -8,20 +8,18 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use super::{CallError, Ctx, Registry, Ty, str_arg};
+use super::{str_arg, CallError, Ctx, Registry, Ty};
 use crate::{Object, Value};
 
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
     r.add("semver", &[Str], None, |_: &Ctx<'_>, a| {
-        let v = Version::parse(str_arg(&a[0]))
-            .ok_or_else(|| CallError::Msg("Invalid Semantic Version".into()))?;
+        let v = Version::parse(str_arg(&a[0])).ok_or_else(|| CallError::Msg("Invalid Semantic Version".into()))?;
         Ok(Value::object(v))
     });
     r.add("semverCompare", &[Str, Str], None, |_, a| {
         let c = Constraints::parse(str_arg(&a[0])).map_err(CallError::Msg)?;
-        let v = Version::parse(str_arg(&a[1]))
-            .ok_or_else(|| CallError::Msg("Invalid Semantic Version".into()))?;
+        let v = Version::parse(str_arg(&a[1])).ok_or_else(|| CallError::Msg("Invalid Semantic Version".into()))?;
         Ok(Value::Bool(c.check(&v)))
     });
 }
@@ -113,10 +111,7 @@ impl Object for Version {
             _ => return None,
         };
         if !args.is_empty() {
-            return Some(Err(format!(
-                "wrong number of args for {name}: want 0 got {}",
-                args.len()
-            )));
+            return Some(Err(format!("wrong number of args for {name}: want 0 got {}", args.len())));
         }
         Some(Ok(v))
     }
@@ -138,10 +133,7 @@ fn compare_prerelease(a: &str, b: &str) -> Ordering {
     let sa: Vec<&str> = a.split('.').collect();
     let sb: Vec<&str> = b.split('.').collect();
     for i in 0..sa.len().max(sb.len()) {
-        let (s, o) = (
-            sa.get(i).copied().unwrap_or(""),
-            sb.get(i).copied().unwrap_or(""),
-        );
+        let (s, o) = (sa.get(i).copied().unwrap_or(""), sb.get(i).copied().unwrap_or(""));
         let d = compare_pre_part(s, o);
         if d != Ordering::Equal {
             return d;
@@ -220,9 +212,7 @@ impl Constraints {
         for (whole, a, b) in matches {
             text = text.replacen(&whole, &format!(">= {a}, <= {b} "), 1);
         }
-        let valid = re(&VALID, || {
-            format!(r"^(\s*({OPS})\s*({CV})\s*)((?:\s+|,\s*)({OPS})\s*({CV})\s*)*$")
-        });
+        let valid = re(&VALID, || format!(r"^(\s*({OPS})\s*({CV})\s*)((?:\s+|,\s*)({OPS})\s*({CV})\s*)*$"));
         let find = re(&FIND, || format!(r"({OPS})\s*({CV})"));
         let one = re(&ONE, || format!(r"^\s*({OPS})\s*({CV})\s*$"));
         let ors: Vec<&str> = text.split("||").collect();
@@ -232,22 +222,16 @@ impl Constraints {
         let mut groups = Vec::new();
         for o in ors {
             if !valid.is_match(o) {
-                return Err(format!(
-                    "improper constraint: {}",
-                    crate::gofmt::quote(o).trim_matches('"')
-                ));
+                return Err(format!("improper constraint: {}", crate::gofmt::quote(o).trim_matches('"')));
             }
-            let mut found: Vec<String> =
-                find.find_iter(o).map(|m| m.as_str().to_string()).collect();
+            let mut found: Vec<String> = find.find_iter(o).map(|m| m.as_str().to_string()).collect();
             if found.is_empty() {
                 found.push(o.to_string());
             }
             let mut has_pre = false;
             let mut cs = Vec::new();
             for s in found {
-                let m = one
-                    .captures(&s)
-                    .ok_or_else(|| format!("improper constraint: {s}"))?;
+                let m = one.captures(&s).ok_or_else(|| format!("improper constraint: {s}"))?;
                 let g = |i: usize| m.get(i).map_or("", |x| x.as_str());
                 let (op, ver) = (g(1).to_string(), g(2));
                 let (mut minor_dirty, mut patch_dirty, mut dirty) = (false, false, false);
@@ -265,8 +249,7 @@ impl Constraints {
                 } else {
                     ver.to_string()
                 };
-                let con =
-                    Version::parse(&ver).ok_or_else(|| "constraint parser error".to_string())?;
+                let con = Version::parse(&ver).ok_or_else(|| "constraint parser error".to_string())?;
                 if !con.pre.is_empty() {
                     has_pre = true;
                 }

@@ -2,15 +2,13 @@
 //! joining, regular expressions (RE2 syntax, through the `regex` crate, which shares it),
 //! and random strings. Go slices strings by bytes; so do `trunc` and `substr` here.
 
-use super::{CallError, Ctx, FnResult, Registry, Ty, int_arg, str_arg, strval};
-use crate::Value;
+use super::{int_arg, str_arg, strval, CallError, Ctx, FnResult, Registry, Ty};
 use crate::gofmt::quote as go_quote;
+use crate::Value;
 
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
-    r.add("trim", &[Str], None, |_, a| {
-        s(str_arg(&a[0]).trim_matches(is_space))
-    });
+    r.add("trim", &[Str], None, |_, a| s(str_arg(&a[0]).trim_matches(is_space)));
     r.add("trimAll", &[Str, Str], None, trim_all);
     r.add("trimall", &[Str, Str], None, trim_all);
     r.add("trimPrefix", &[Str, Str], None, |_, a| {
@@ -21,12 +19,8 @@ pub(super) fn register(r: &mut Registry) {
         let (p, v) = (str_arg(&a[0]), str_arg(&a[1]));
         s(v.strip_suffix(p).unwrap_or(v))
     });
-    r.add("upper", &[Str], None, |_, a| {
-        s(str_arg(&a[0]).to_uppercase())
-    });
-    r.add("lower", &[Str], None, |_, a| {
-        s(str_arg(&a[0]).to_lowercase())
-    });
+    r.add("upper", &[Str], None, |_, a| s(str_arg(&a[0]).to_uppercase()));
+    r.add("lower", &[Str], None, |_, a| s(str_arg(&a[0]).to_lowercase()));
     r.add("title", &[Str], None, |_, a| s(title(str_arg(&a[0]))));
     r.add("untitle", &[Str], None, |_, a| {
         let v = str_arg(&a[0]);
@@ -95,10 +89,7 @@ pub(super) fn register(r: &mut Registry) {
         s(out)
     });
     r.add("nospace", &[Str], None, |_, a| {
-        s(str_arg(&a[0])
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect::<String>())
+        s(str_arg(&a[0]).chars().filter(|c| !c.is_whitespace()).collect::<String>())
     });
     r.add("contains", &[Str, Str], None, |_, a| {
         Ok(Value::Bool(str_arg(&a[1]).contains(str_arg(&a[0]))))
@@ -110,27 +101,15 @@ pub(super) fn register(r: &mut Registry) {
         Ok(Value::Bool(str_arg(&a[1]).ends_with(str_arg(&a[0]))))
     });
     r.add("quote", &[], Some(Any), |c, a| {
-        let parts: Vec<String> = a
-            .iter()
-            .filter(|v| !v.is_nil())
-            .map(|v| go_quote(&strval(v)))
-            .collect();
+        let parts: Vec<String> = a.iter().filter(|v| !v.is_nil()).map(|v| go_quote(&strval(v))).collect();
         sized(c, parts.join(" "))
     });
     r.add("squote", &[], Some(Any), |c, a| {
-        let parts: Vec<String> = a
-            .iter()
-            .filter(|v| !v.is_nil())
-            .map(|v| format!("'{v}'"))
-            .collect();
+        let parts: Vec<String> = a.iter().filter(|v| !v.is_nil()).map(|v| format!("'{v}'")).collect();
         sized(c, parts.join(" "))
     });
     r.add("cat", &[], Some(Any), |c, a| {
-        let parts: Vec<String> = a
-            .iter()
-            .filter(|v| !v.is_nil())
-            .map(|v| v.to_string())
-            .collect();
+        let parts: Vec<String> = a.iter().filter(|v| !v.is_nil()).map(|v| v.to_string()).collect();
         sized(c, parts.join(" "))
     });
     r.add("indent", &[Int, Str], None, |c, a| {
@@ -161,92 +140,41 @@ pub(super) fn register(r: &mut Registry) {
         s(out)
     });
     r.add("plural", &[Str, Str, Int], None, |_, a| {
-        s(if int_arg(&a[2]) == 1 {
-            str_arg(&a[0])
-        } else {
-            str_arg(&a[1])
-        })
+        s(if int_arg(&a[2]) == 1 { str_arg(&a[0]) } else { str_arg(&a[1]) })
     });
-    r.add("snakecase", &[Str], None, |_, a| {
-        s(camel_to_lower(str_arg(&a[0]), '_'))
-    });
-    r.add("kebabcase", &[Str], None, |_, a| {
-        s(camel_to_lower(str_arg(&a[0]), '-'))
-    });
-    r.add("camelcase", &[Str], None, |_, a| {
-        s(pascal_case(str_arg(&a[0])))
-    });
-    r.add("wrap", &[Int, Str], None, |_, a| {
-        s(wrap(str_arg(&a[1]), int_arg(&a[0]), "\n", false))
-    });
+    r.add("snakecase", &[Str], None, |_, a| s(camel_to_lower(str_arg(&a[0]), '_')));
+    r.add("kebabcase", &[Str], None, |_, a| s(camel_to_lower(str_arg(&a[0]), '-')));
+    r.add("camelcase", &[Str], None, |_, a| s(pascal_case(str_arg(&a[0]))));
+    r.add("wrap", &[Int, Str], None, |_, a| s(wrap(str_arg(&a[1]), int_arg(&a[0]), "\n", false)));
     r.add("wrapWith", &[Int, Str, Str], None, |_, a| {
         s(wrap(str_arg(&a[2]), int_arg(&a[0]), str_arg(&a[1]), true))
     });
     r.add("toString", &[Any], None, |_, a| s(strval(&a[0])));
-    r.add("split", &[Str, Str], None, |_, a| {
-        Ok(parts_map(go_split(str_arg(&a[1]), str_arg(&a[0]), -1)))
-    });
+    r.add("split", &[Str, Str], None, |_, a| Ok(parts_map(go_split(str_arg(&a[1]), str_arg(&a[0]), -1))));
     r.add("splitn", &[Str, Int, Str], None, |_, a| {
-        Ok(parts_map(go_split(
-            str_arg(&a[2]),
-            str_arg(&a[0]),
-            int_arg(&a[1]),
-        )))
+        Ok(parts_map(go_split(str_arg(&a[2]), str_arg(&a[0]), int_arg(&a[1]))))
     });
     r.add("splitList", &[Str, Str], None, |_, a| {
         Ok(str_list(go_split(str_arg(&a[1]), str_arg(&a[0]), -1)))
     });
     r.add("regexMatch", &[Str, Str], None, |c, a| {
-        Ok(Value::Bool(
-            regex(c, &a[0])
-                .map(|r| r.is_match(str_arg(&a[1])))
-                .unwrap_or(false),
-        ))
+        Ok(Value::Bool(regex(c, &a[0]).map(|r| r.is_match(str_arg(&a[1]))).unwrap_or(false)))
     });
-    r.add("mustRegexMatch", &[Str, Str], None, |c, a| {
-        Ok(Value::Bool(regex(c, &a[0])?.is_match(str_arg(&a[1]))))
-    });
+    r.add("mustRegexMatch", &[Str, Str], None, |c, a| Ok(Value::Bool(regex(c, &a[0])?.is_match(str_arg(&a[1])))));
     r.add("regexFind", &[Str, Str], None, regex_find);
     r.add("mustRegexFind", &[Str, Str], None, regex_find);
     r.add("regexFindAll", &[Str, Str, Int], None, regex_find_all);
     r.add("mustRegexFindAll", &[Str, Str, Int], None, regex_find_all);
-    r.add("regexReplaceAll", &[Str, Str, Str], None, |c, a| {
-        regex_replace(c, a, false)
-    });
-    r.add("mustRegexReplaceAll", &[Str, Str, Str], None, |c, a| {
-        regex_replace(c, a, false)
-    });
-    r.add("regexReplaceAllLiteral", &[Str, Str, Str], None, |c, a| {
-        regex_replace(c, a, true)
-    });
-    r.add(
-        "mustRegexReplaceAllLiteral",
-        &[Str, Str, Str],
-        None,
-        |c, a| regex_replace(c, a, true),
-    );
+    r.add("regexReplaceAll", &[Str, Str, Str], None, |c, a| regex_replace(c, a, false));
+    r.add("mustRegexReplaceAll", &[Str, Str, Str], None, |c, a| regex_replace(c, a, false));
+    r.add("regexReplaceAllLiteral", &[Str, Str, Str], None, |c, a| regex_replace(c, a, true));
+    r.add("mustRegexReplaceAllLiteral", &[Str, Str, Str], None, |c, a| regex_replace(c, a, true));
     r.add("regexSplit", &[Str, Str, Int], None, regex_split);
     r.add("mustRegexSplit", &[Str, Str, Int], None, regex_split);
-    r.add("regexQuoteMeta", &[Str], None, |_, a| {
-        s(regex::escape(str_arg(&a[0])))
-    });
-    r.add("randAlphaNum", &[Int], None, |c, a| {
-        random(
-            c,
-            &a[0],
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-        )
-    });
-    r.add("randAlpha", &[Int], None, |c, a| {
-        random(
-            c,
-            &a[0],
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
-        )
-    });
-    r.add("randNumeric", &[Int], None, |c, a| {
-        random(c, &a[0], b"0123456789")
-    });
+    r.add("regexQuoteMeta", &[Str], None, |_, a| s(regex::escape(str_arg(&a[0]))));
+    r.add("randAlphaNum", &[Int], None, |c, a| random(c, &a[0], b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"));
+    r.add("randAlpha", &[Int], None, |c, a| random(c, &a[0], b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"));
+    r.add("randNumeric", &[Int], None, |c, a| random(c, &a[0], b"0123456789"));
     r.add("randAscii", &[Int], None, |c, a| {
         let printable: Vec<u8> = (32u8..127).collect();
         random(c, &a[0], &printable)
@@ -305,11 +233,7 @@ fn title(v: &str) -> String {
 fn substr(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
     let (start, end, v) = (int_arg(&a[0]), int_arg(&a[1]), str_arg(&a[2]));
     let len = v.len() as i64;
-    let bad = || {
-        CallError::Msg(format!(
-            "runtime error: slice bounds out of range [{start}:{end}]"
-        ))
-    };
+    let bad = || CallError::Msg(format!("runtime error: slice bounds out of range [{start}:{end}]"));
     if start < 0 {
         if end < 0 || end > len {
             return Err(bad());
@@ -352,10 +276,7 @@ fn abbrevboth(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
         let rest = abbrev_plain(&inner, right - 3);
         return s(format!("...{rest}"));
     }
-    s(format!(
-        "...{}",
-        byte_slice(v, (len - (right - 3)) as usize, v.len())
-    ))
+    s(format!("...{}", byte_slice(v, (len - (right - 3)) as usize, v.len())))
 }
 
 fn abbrev_plain(v: &str, width: i64) -> String {
@@ -422,9 +343,7 @@ fn regex(c: &Ctx<'_>, pattern: &Value) -> Result<regex::Regex, CallError> {
 
 fn regex_find(c: &Ctx<'_>, a: Vec<Value>) -> FnResult {
     let r = regex(c, &a[0])?;
-    s(r.find(str_arg(&a[1]))
-        .map(|m| m.as_str())
-        .unwrap_or_default())
+    s(r.find(str_arg(&a[1])).map(|m| m.as_str()).unwrap_or_default())
 }
 
 fn regex_find_all(c: &Ctx<'_>, a: Vec<Value>) -> FnResult {
@@ -639,16 +558,12 @@ fn next_word(v: &str) -> (Word, &str, &str) {
                 }
             } else if n.is_alphabetic() {
                 offset += n.len_utf8();
-                take_while(&mut offset, &|c: char| {
-                    c.is_alphabetic() && !c.is_uppercase()
-                });
+                take_while(&mut offset, &|c: char| c.is_alphabetic() && !c.is_uppercase());
             }
         }
     } else if r.is_alphabetic() {
         wt = Word::Alpha;
-        take_while(&mut offset, &|c: char| {
-            c.is_alphabetic() && !c.is_uppercase()
-        });
+        take_while(&mut offset, &|c: char| c.is_alphabetic() && !c.is_uppercase());
     } else if r.is_numeric() {
         wt = Word::Number;
         take_while(&mut offset, &|c: char| c.is_numeric());
@@ -757,9 +672,6 @@ mod tests {
     #[test]
     fn title_and_wrap_follow_go() {
         assert_eq!(title("hello world-foo"), "Hello World-Foo");
-        assert_eq!(
-            wrap("the quick brown fox", 10, "\n", false),
-            "the quick\nbrown fox"
-        );
+        assert_eq!(wrap("the quick brown fox", 10, "\n", false), "the quick\nbrown fox");
     }
 }
