@@ -867,6 +867,7 @@ impl Fleet {
         if let Some(hit) = cache.get(&key) {
             return hit.clone();
         }
+        self.metrics.renders.inc();
         let result = match bundle.render(info) {
             Ok(rendered) => {
                 let digest = rendered.digest.clone();

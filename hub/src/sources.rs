@@ -226,6 +226,7 @@ async fn attach_remote_charts(
         }
         if !errors.is_empty() {
             all_fetched = false;
+            fleet.metrics.chart_fetch_errors.inc_by(errors.len() as u64);
             for e in &errors {
                 tracing::warn!(source = %spec.name, bundle = %lb.name, error = %e, "remote chart fetch failed; the bundle keeps its last good revision");
             }
