@@ -213,15 +213,15 @@ async fn attach_remote_charts(
         let mut archives = Vec::new();
         let mut errors = Vec::new();
         for request in &wanted {
-            let url = charts::ChartRef::from_remote(request)
-                .map(|r| r.url())
-                .unwrap_or_default();
+            let chart = charts::ChartRef::from_remote(request);
+            let url = chart.as_ref().map(|r| r.url()).unwrap_or_default();
+            let shown = chart.map_or_else(|| "helm chart".to_string(), |r| r.to_string());
             match session.fetch(request, &auth.for_url(&url)).await {
                 Ok(a) => {
                     tracing::debug!(source = %spec.name, bundle = %lb.name, chart = %a.name, version = %a.version, digest = %a.digest, "remote chart ready");
                     archives.push(a);
                 }
-                Err(e) => errors.push(fail(format!("helm chart: {e}"))),
+                Err(e) => errors.push(fail(format!("{shown}: {e}"))),
             }
         }
         if !errors.is_empty() {
