@@ -69,7 +69,7 @@ pub struct SourceAddArgs {
     #[arg(long = "cluster")]
     pub clusters: Vec<String>,
     #[command(flatten)]
-    pub helm: HelmAuthArgs,
+    pub helm: Box<HelmAuthArgs>,
 }
 
 // ---- Helm chart repository credentials (remote charts, issue #15) -----------------

@@ -30,7 +30,7 @@ impl ChartCache {
     }
 
     /// How many archives are held in memory.
-    pub fn len(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.mem.len()
     }
 
