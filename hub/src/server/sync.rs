@@ -556,6 +556,120 @@ fn encoded_assign(
 mod tests {
     use super::*;
 
+    /// A chart that prints the Kubernetes version it renders for, published as the only
+    /// bundle of source `caps`, and cluster `c1` registered with no capabilities.
+    fn fleet_with_a_capabilities_chart(
+        dir: &std::path::Path,
+    ) -> (Arc<Fleet>, ClusterName, mpsc::UnboundedReceiver<Trigger>) {
+        use flotilla_render as render;
+        let bundle_dir = dir.join("bundle");
+        let write = |rel: &str, text: &str| {
+            let p = bundle_dir.join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        };
+        write("fleet.yaml", "helm:\n  releaseName: caps\n");
+        write("Chart.yaml", "apiVersion: v2\nname: caps\nversion: 0.1.0\n");
+        write(
+            "templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: caps\ndata:\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n",
+        );
+        let bundle = render::load_bundle_dir(&bundle_dir, "caps", &render::Limits::default())
+            .expect("the chart loads");
+        let (fleet, triggers) = Fleet::for_tests(dir);
+        fleet.groups.insert(
+            "default".into(),
+            crate::targeting::GroupSpec {
+                name: "default".into(),
+                selector: flotilla_model::LabelSelector::default(),
+                labels: Default::default(),
+            },
+        );
+        let source = fleet
+            .insert_source(crate::records::SourceSpec {
+                name: "caps".into(),
+                repo: "file:///nowhere".into(),
+                branch: "main".into(),
+                paths: vec![".".into()],
+                interval_secs: 60,
+                targets: Vec::new(),
+                helm_auth: None,
+            })
+            .expect("source");
+        if let Ok(mut rt) = source.runtime.write() {
+            rt.bundles = Some(vec![Arc::new(crate::fleet::BundleEntry::new(
+                "caps".into(),
+                String::new(),
+                Some(Arc::new(bundle)),
+                Vec::new(),
+                Vec::new(),
+            ))]);
+        }
+        let c1 = ClusterName::new("c1").expect("name");
+        fleet.clusters.insert(
+            c1.clone(),
+            crate::records::ClusterRecord {
+                name: c1.clone(),
+                accepted_labels: Default::default(),
+                reported_labels: Default::default(),
+                token_labels: Default::default(),
+                hub_labels: Default::default(),
+                registered_at: 0,
+                agent_version: String::new(),
+                last_seen: 0,
+                serials: Vec::new(),
+                cert_expires: 0,
+                revoked: false,
+                issuer: String::new(),
+                capabilities: None,
+            },
+        );
+        (fleet, c1, triggers)
+    }
+
+    fn rendered_for(fleet: &Fleet, c: &ClusterName) -> String {
+        fleet.reconcile_cluster(c);
+        let a = fleet.assignments_of(c);
+        let d = a
+            .get("caps")
+            .and_then(|a| a.desired.clone())
+            .unwrap_or_else(|| panic!("caps is deployed: {a:?}"));
+        let bytes = fleet.contents.get(&d.digest).expect("content held").clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn a_hello_with_new_capabilities_rerenders_the_charts_that_read_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fleet, c1, mut triggers) = fleet_with_a_capabilities_chart(dir.path());
+        let service = SpokeService::new(fleet.clone(), 1 << 20);
+        let hello = |kube: &str| flotilla_proto::v1::Hello {
+            capabilities: Some(flotilla_proto::v1::ClusterCapabilities {
+                kube_version: kube.into(),
+                api_versions: vec!["v1".into(), "apps/v1".into()],
+            }),
+            ..Default::default()
+        };
+
+        service.accept_hello(&c1, &hello("v1.33.2"));
+        let text = rendered_for(&fleet, &c1);
+        assert!(text.contains("kube: v1.33.2"), "{text}");
+        // The cluster was upgraded while its spoke was away: its Hello asks for a
+        // reconcile of that cluster.
+        while triggers.try_recv().is_ok() {}
+        service.accept_hello(&c1, &hello("v1.34.1"));
+        assert!(matches!(triggers.try_recv(), Ok(Trigger::Cluster(c)) if c == c1));
+        assert!(rendered_for(&fleet, &c1).contains("kube: v1.34.1"));
+        // A Hello without capabilities (the API server did not answer) keeps the last.
+        service.accept_hello(&c1, &flotilla_proto::v1::Hello::default());
+        assert!(rendered_for(&fleet, &c1).contains("kube: v1.34.1"));
+        let stored = fleet.clusters.get(&c1).and_then(|c| c.capabilities.clone());
+        assert_eq!(
+            stored.map(|c| c.api_versions),
+            Some(vec!["apps/v1".to_string(), "v1".to_string()])
+        );
+    }
+
     #[test]
     fn reported_capabilities_are_sorted_deduplicated_and_bounded() {
         let caps = |kube: &str, apis: &[&str]| flotilla_proto::v1::ClusterCapabilities {
