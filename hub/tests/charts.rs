@@ -572,3 +572,162 @@ fn oci_charts_pushed_by_helm_are_pulled_with_basic_auth_over_a_private_ca() {
     let missing = fetch("9.9.9", &auth).expect_err("no such tag");
     assert!(missing.to_string().contains("HTTP 404"), "{missing}");
 }
+
+/// A fake OCI registry (the test's own, named as such) for the bearer-token flow that
+/// Debian's `docker-registry` only offers with an external token server: every `/v2/`
+/// request without the token gets `401` with a `Bearer` challenge whose realm, on the
+/// same server, hands out the token for the right basic credentials. It serves one
+/// chart, `charts/web:1.0.0`, as a Helm chart manifest over plain HTTP.
+struct FakeBearerRegistry {
+    host: String,
+    token_requests: Arc<Mutex<Vec<String>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+const FAKE_TOKEN: &str = "fake-registry-token";
+
+impl FakeBearerRegistry {
+    fn start(chart: Vec<u8>) -> FakeBearerRegistry {
+        use sha2::Digest;
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&chart)));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let host = listener.local_addr().expect("addr").to_string();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": digest, "size": 2},
+            "layers": [{"mediaType": flotilla_hub::charts::HELM_CHART_LAYER, "digest": digest, "size": chart.len()}]
+        })
+        .to_string();
+        let token_requests = Arc::new(Mutex::new(Vec::new()));
+        let (log, realm) = (token_requests.clone(), format!("http://{host}/token"));
+        runtime.spawn(serve_http_with(
+            listener,
+            HttpLimits::with_max_body(1 << 20),
+            Admission::new(64),
+            move |req: HttpRequest| {
+                let (log, realm, manifest, chart, digest) = (
+                    log.clone(),
+                    realm.clone(),
+                    manifest.clone(),
+                    chart.clone(),
+                    digest.clone(),
+                );
+                async move {
+                    let auth = req
+                        .headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    if req.path == "/token" {
+                        if let Ok(mut l) = log.lock() {
+                            l.push(req.query.clone());
+                        }
+                        return if auth == GOOD_BASIC {
+                            reply(
+                                StatusCode::OK,
+                                "application/json",
+                                format!("{{\"token\":\"{FAKE_TOKEN}\"}}"),
+                            )
+                        } else {
+                            reply(StatusCode::UNAUTHORIZED, "text/plain", "")
+                        };
+                    }
+                    if auth != format!("Bearer {FAKE_TOKEN}") {
+                        let mut r = reply(StatusCode::UNAUTHORIZED, "application/json", "{}");
+                        let challenge = format!(
+                            "Bearer realm=\"{realm}\",service=\"fake\",scope=\"repository:charts/web:pull\""
+                        );
+                        if let Ok(v) = challenge.parse() {
+                            r.headers_mut().insert("www-authenticate", v);
+                        }
+                        return r;
+                    }
+                    if req.path == "/v2/charts/web/manifests/1.0.0" {
+                        reply(
+                            StatusCode::OK,
+                            "application/vnd.oci.image.manifest.v1+json",
+                            manifest,
+                        )
+                    } else if req.path == format!("/v2/charts/web/blobs/{digest}") {
+                        reply(StatusCode::OK, "application/octet-stream", chart)
+                    } else {
+                        reply(StatusCode::NOT_FOUND, "application/json", "{}")
+                    }
+                }
+            },
+        ));
+        FakeBearerRegistry {
+            host,
+            token_requests,
+            _runtime: runtime,
+        }
+    }
+}
+
+#[test]
+fn a_bearer_challenge_is_answered_with_a_token_from_its_realm() {
+    let Some(helm) = helm() else { return };
+    let work = tempfile::tempdir().expect("tmp");
+    let tgz = package(
+        &helm,
+        work.path(),
+        "web",
+        "1.0.0",
+        "bearer",
+        &work.path().join("p"),
+    );
+    let chart = std::fs::read(&tgz).expect("read");
+    let reg = FakeBearerRegistry::start(chart.clone());
+    let charts = fetcher(&work.path().join("cache"), ChartLimits::default());
+    let rt = runtime();
+    let want = request("", &format!("oci://{}/charts/web", reg.host), "1.0.0");
+    let fetch = |auth: ChartAuth| rt.block_on(charts.session().fetch(&want, &auth));
+
+    let got = fetch(ChartAuth {
+        username: Some(USER.into()),
+        password: Some(PASSWORD.into()),
+        plain_http: true,
+        ..ChartAuth::default()
+    })
+    .expect("token flow");
+    assert_eq!(&got.bytes[..], &chart[..]);
+    let asked = reg.token_requests.lock().expect("log").clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].contains("service=fake")
+            && asked[0].contains("scope=repository%3Acharts%2Fweb%3Apull"),
+        "{asked:?}"
+    );
+
+    // A token the source supplies is sent as is, with no trip to the realm.
+    let with_token = fetch(ChartAuth {
+        token: Some(FAKE_TOKEN.into()),
+        plain_http: true,
+        ..ChartAuth::default()
+    })
+    .expect("static token");
+    assert_eq!(with_token.digest, got.digest);
+    assert_eq!(reg.token_requests.lock().expect("log").len(), 1);
+
+    // Wrong credentials: the realm refuses, and the error says where.
+    let refused = fetch(ChartAuth {
+        username: Some(USER.into()),
+        password: Some("wrong".into()),
+        plain_http: true,
+        ..ChartAuth::default()
+    })
+    .expect_err("refused");
+    assert!(
+        refused.to_string().contains("a token for") && refused.to_string().contains("HTTP 401"),
+        "{refused}"
+    );
+}
