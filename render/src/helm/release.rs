@@ -98,7 +98,8 @@ impl HelmBundle {
         );
         for id in ids {
             let c = id.and_then(|i| spec.customizations.get(i));
-            let hs = match c.and_then(|c| c.helm.as_ref()) {
+            let over = c.and_then(|c| c.helm.as_ref());
+            let hs = match over {
                 Some(over) => top.merged(over),
                 None => top.clone(),
             };
@@ -108,7 +109,13 @@ impl HelmBundle {
                 .or_else(|| c.and_then(|c| c.default_namespace.clone()))
                 .or_else(|| spec.default_namespace.clone())
                 .unwrap_or_else(|| "default".to_string());
-            match variant(fs, dir, fleet_file, &hs, bundle_name, namespace) {
+            let values = block_values(fs, dir, fleet_file, &top).and_then(|base| match over {
+                Some(o) => block_values(fs, dir, fleet_file, o).map(|v| merge_values(base, &v)),
+                None => Ok(base),
+            });
+            let built =
+                values.and_then(|v| variant(fs, dir, fleet_file, &hs, v, bundle_name, namespace));
+            match built {
                 Ok(v) => {
                     variants.insert(id, v);
                 }
@@ -243,31 +250,14 @@ impl HelmBundle {
     }
 }
 
-fn variant(
+/// One `helm:` block's values: its `valuesFiles` merged in order, then its `values` over
+/// them (Fleet reads each block so; a target's are then merged over the top block's).
+fn block_values(
     fs: &dyn Fs,
     dir: &str,
     fleet_file: &str,
     hs: &HelmSpec,
-    bundle_name: &str,
-    namespace: String,
-) -> Result<Variant, Vec<Diagnostic>> {
-    let source = match hs.source() {
-        ChartSource::Folder(p) => {
-            let path = join(dir, &p).map_err(|m| vec![Diagnostic::new(fleet_file, m)])?;
-            let chart_yaml = join(&path, "Chart.yaml").unwrap_or_default();
-            if fs.kind(&chart_yaml) != Kind::File {
-                return Err(vec![Diagnostic::new(
-                    fleet_file,
-                    format!(
-                        "helm.chart: no Chart.yaml in {:?}",
-                        if path.is_empty() { "." } else { &path }
-                    ),
-                )]);
-            }
-            ChartSource::Folder(path)
-        }
-        remote => remote,
-    };
+) -> Result<Value, Vec<Diagnostic>> {
     let mut values = Value::Object(Map::new());
     let mut errors = Vec::new();
     for f in &hs.values_files {
@@ -294,9 +284,39 @@ fn variant(
     if let Some(v) = &hs.values {
         values = merge_values(values, v);
     }
-    if !errors.is_empty() {
-        return Err(errors);
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(errors)
     }
+}
+
+fn variant(
+    fs: &dyn Fs,
+    dir: &str,
+    fleet_file: &str,
+    hs: &HelmSpec,
+    values: Value,
+    bundle_name: &str,
+    namespace: String,
+) -> Result<Variant, Vec<Diagnostic>> {
+    let source = match hs.source() {
+        ChartSource::Folder(p) => {
+            let path = join(dir, &p).map_err(|m| vec![Diagnostic::new(fleet_file, m)])?;
+            let chart_yaml = join(&path, "Chart.yaml").unwrap_or_default();
+            if fs.kind(&chart_yaml) != Kind::File {
+                return Err(vec![Diagnostic::new(
+                    fleet_file,
+                    format!(
+                        "helm.chart: no Chart.yaml in {:?}",
+                        if path.is_empty() { "." } else { &path }
+                    ),
+                )]);
+            }
+            ChartSource::Folder(path)
+        }
+        remote => remote,
+    };
     let values = match values {
         Value::Object(m) => m,
         _ => Map::new(),
