@@ -266,3 +266,24 @@ fn a_remote_chart_renders_once_the_hub_hands_in_its_archive() {
     assert!(r.manifest.contains("env: prod"), "{}", r.manifest);
     assert_eq!(r.objects[0].source, "web-1.2.0.tgz/templates/cm.yaml");
 }
+
+#[test]
+fn helm_options_on_a_bundle_without_a_chart_are_a_warning() {
+    let repo = tempfile::tempdir().expect("tmp");
+    write(
+        repo.path(),
+        &[
+            ("fleet.yaml", "helm:\n  releaseName: web\n"),
+            (
+                "cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+            ),
+        ],
+    );
+    let b = load_bundle_dir(repo.path(), "b", &Limits::default()).expect("loads");
+    assert!(
+        b.warnings().iter().any(|w| w.message.contains("no chart")),
+        "{:?}",
+        b.warnings()
+    );
+}
