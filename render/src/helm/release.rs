@@ -237,16 +237,7 @@ impl HelmBundle {
             user = engine::fleet_template_values(&user, c, fleet_file, limits)?;
         }
         let caps = cluster.and_then(|c| c.capabilities.clone());
-        render_chart(
-            &loaded.chart,
-            &user,
-            &v.release_name,
-            &v.namespace,
-            caps.as_ref(),
-            v.skip_schema_validation,
-            budget,
-            limits,
-        )
+        render_chart(&loaded.chart, &user, v, caps.as_ref(), budget, limits)
     }
 }
 
@@ -367,14 +358,11 @@ fn depends_on_cluster(chart: &Chart) -> Result<bool, Vec<Diagnostic>> {
 }
 
 /// `helm template` of one chart: the steps of `action.Install` for a client-only render.
-#[allow(clippy::too_many_arguments)]
 fn render_chart(
     chart: &Chart,
     user: &Table,
-    release_name: &str,
-    namespace: &str,
+    v: &Variant,
     caps: Option<&Capabilities>,
-    skip_schema: bool,
     budget: &Budget,
     limits: &Limits,
 ) -> Result<Vec<Object>, Vec<Diagnostic>> {
@@ -397,7 +385,7 @@ fn render_chart(
     }
     let values =
         coalesce_values(&chart, user).map_err(|m| vec![Diagnostic::new(&chart_file, m)])?;
-    if !skip_schema {
+    if !v.skip_schema_validation {
         super::schema::validate_chart(&chart, &values).map_err(|m| {
             vec![Diagnostic::new(
                 &chart_file,
@@ -405,8 +393,15 @@ fn render_chart(
             )]
         })?;
     }
-    let mut rendered = engine::render(&chart, &values, release_name, namespace, &caps, limits)
-        .map_err(|d| vec![d])?;
+    let mut rendered = engine::render(
+        &chart,
+        &values,
+        &v.release_name,
+        &v.namespace,
+        &caps,
+        limits,
+    )
+    .map_err(|d| vec![d])?;
     // NOTES.txt is rendered (its errors count, as in Helm) but is not a manifest.
     rendered.retain(|name, _| !name.ends_with("NOTES.txt"));
     budget
