@@ -371,6 +371,12 @@ pub(crate) fn load(
     if release::is_helm_bundle(&fs, dir, &bundle.spec) {
         return load_helm(bundle, fs, limits);
     }
+    if bundle.spec.helm.is_some() || bundle.spec.customizations.iter().any(|c| c.helm.is_some()) {
+        bundle.warnings.push(Diagnostic::new(
+            &bundle.fleet_file,
+            "helm options are ignored: this bundle has no chart (no helm.chart, no Chart.yaml)",
+        ));
+    }
     if warn_nested && let Ok((_, nested)) = discovery::resource_files(&fs, dir) {
         for n in nested {
             bundle.warnings.push(Diagnostic::new(

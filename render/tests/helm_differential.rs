@@ -266,6 +266,7 @@ fn cases() -> Vec<Case> {
         Case::new(fixture("caps"), "caps: autoscaling off").values("autoscaling:\n  enabled: false\n"),
         Case::new(fixture("legacy"), "legacy: v1 chart, requirements.yaml, library subchart"),
         Case::new(fixture("legacy"), "legacy: values").values("name: other\nports: [8080]\n"),
+        Case::new(fixture("ordering"), "ordering: kinds, documents, hooks, subchart CRDs"),
         Case::new(fixture("schema"), "schema: passes"),
         Case::new(fixture("schema"), "schema: fails").values("replicas: 0\nimage: {tag: x, foo: 1}\nmode: red\n"),
     ];

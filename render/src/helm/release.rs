@@ -98,7 +98,8 @@ impl HelmBundle {
         );
         for id in ids {
             let c = id.and_then(|i| spec.customizations.get(i));
-            let hs = match c.and_then(|c| c.helm.as_ref()) {
+            let over = c.and_then(|c| c.helm.as_ref());
+            let hs = match over {
                 Some(over) => top.merged(over),
                 None => top.clone(),
             };
@@ -108,7 +109,13 @@ impl HelmBundle {
                 .or_else(|| c.and_then(|c| c.default_namespace.clone()))
                 .or_else(|| spec.default_namespace.clone())
                 .unwrap_or_else(|| "default".to_string());
-            match variant(fs, dir, fleet_file, &hs, bundle_name, namespace) {
+            let values = block_values(fs, dir, fleet_file, &top).and_then(|base| match over {
+                Some(o) => block_values(fs, dir, fleet_file, o).map(|v| merge_values(base, &v)),
+                None => Ok(base),
+            });
+            let built =
+                values.and_then(|v| variant(fs, dir, fleet_file, &hs, v, bundle_name, namespace));
+            match built {
                 Ok(v) => {
                     variants.insert(id, v);
                 }
@@ -230,44 +237,18 @@ impl HelmBundle {
             user = engine::fleet_template_values(&user, c, fleet_file, limits)?;
         }
         let caps = cluster.and_then(|c| c.capabilities.clone());
-        render_chart(
-            &loaded.chart,
-            &user,
-            &v.release_name,
-            &v.namespace,
-            caps.as_ref(),
-            v.skip_schema_validation,
-            budget,
-            limits,
-        )
+        render_chart(&loaded.chart, &user, v, caps.as_ref(), budget, limits)
     }
 }
 
-fn variant(
+/// One `helm:` block's values: its `valuesFiles` merged in order, then its `values` over
+/// them (Fleet reads each block so; a target's are then merged over the top block's).
+fn block_values(
     fs: &dyn Fs,
     dir: &str,
     fleet_file: &str,
     hs: &HelmSpec,
-    bundle_name: &str,
-    namespace: String,
-) -> Result<Variant, Vec<Diagnostic>> {
-    let source = match hs.source() {
-        ChartSource::Folder(p) => {
-            let path = join(dir, &p).map_err(|m| vec![Diagnostic::new(fleet_file, m)])?;
-            let chart_yaml = join(&path, "Chart.yaml").unwrap_or_default();
-            if fs.kind(&chart_yaml) != Kind::File {
-                return Err(vec![Diagnostic::new(
-                    fleet_file,
-                    format!(
-                        "helm.chart: no Chart.yaml in {:?}",
-                        if path.is_empty() { "." } else { &path }
-                    ),
-                )]);
-            }
-            ChartSource::Folder(path)
-        }
-        remote => remote,
-    };
+) -> Result<Value, Vec<Diagnostic>> {
     let mut values = Value::Object(Map::new());
     let mut errors = Vec::new();
     for f in &hs.values_files {
@@ -294,9 +275,39 @@ fn variant(
     if let Some(v) = &hs.values {
         values = merge_values(values, v);
     }
-    if !errors.is_empty() {
-        return Err(errors);
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(errors)
     }
+}
+
+fn variant(
+    fs: &dyn Fs,
+    dir: &str,
+    fleet_file: &str,
+    hs: &HelmSpec,
+    values: Value,
+    bundle_name: &str,
+    namespace: String,
+) -> Result<Variant, Vec<Diagnostic>> {
+    let source = match hs.source() {
+        ChartSource::Folder(p) => {
+            let path = join(dir, &p).map_err(|m| vec![Diagnostic::new(fleet_file, m)])?;
+            let chart_yaml = join(&path, "Chart.yaml").unwrap_or_default();
+            if fs.kind(&chart_yaml) != Kind::File {
+                return Err(vec![Diagnostic::new(
+                    fleet_file,
+                    format!(
+                        "helm.chart: no Chart.yaml in {:?}",
+                        if path.is_empty() { "." } else { &path }
+                    ),
+                )]);
+            }
+            ChartSource::Folder(path)
+        }
+        remote => remote,
+    };
     let values = match values {
         Value::Object(m) => m,
         _ => Map::new(),
@@ -347,14 +358,11 @@ fn depends_on_cluster(chart: &Chart) -> Result<bool, Vec<Diagnostic>> {
 }
 
 /// `helm template` of one chart: the steps of `action.Install` for a client-only render.
-#[allow(clippy::too_many_arguments)]
 fn render_chart(
     chart: &Chart,
     user: &Table,
-    release_name: &str,
-    namespace: &str,
+    v: &Variant,
     caps: Option<&Capabilities>,
-    skip_schema: bool,
     budget: &Budget,
     limits: &Limits,
 ) -> Result<Vec<Object>, Vec<Diagnostic>> {
@@ -377,7 +385,7 @@ fn render_chart(
     }
     let values =
         coalesce_values(&chart, user).map_err(|m| vec![Diagnostic::new(&chart_file, m)])?;
-    if !skip_schema {
+    if !v.skip_schema_validation {
         super::schema::validate_chart(&chart, &values).map_err(|m| {
             vec![Diagnostic::new(
                 &chart_file,
@@ -385,8 +393,15 @@ fn render_chart(
             )]
         })?;
     }
-    let mut rendered = engine::render(&chart, &values, release_name, namespace, &caps, limits)
-        .map_err(|d| vec![d])?;
+    let mut rendered = engine::render(
+        &chart,
+        &values,
+        &v.release_name,
+        &v.namespace,
+        &caps,
+        limits,
+    )
+    .map_err(|d| vec![d])?;
     // NOTES.txt is rendered (its errors count, as in Helm) but is not a manifest.
     rendered.retain(|name, _| !name.ends_with("NOTES.txt"));
     budget

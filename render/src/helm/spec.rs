@@ -59,16 +59,10 @@ pub(crate) const HELM_FIELDS: &[&str] = &[
 ];
 
 impl HelmSpec {
-    /// The target's block over the top one, field by field, as Fleet merges them: a field
-    /// the target sets wins; `values` are merged deeply (the target's win); `valuesFiles`
-    /// of the target come after the top ones.
+    /// The target's block over the top one, field by field: a field the target sets wins.
+    /// `values` and `valuesFiles` are not merged here: each block's values are read on their
+    /// own and the target's merged over the top's (`release::block_values`), as Fleet does.
     pub(crate) fn merged(&self, over: &HelmSpec) -> HelmSpec {
-        let values = match (&self.values, &over.values) {
-            (Some(a), Some(b)) => Some(merge_values(a.clone(), b)),
-            (a, b) => b.clone().or_else(|| a.clone()),
-        };
-        let mut values_files = self.values_files.clone();
-        values_files.extend(over.values_files.iter().cloned());
         HelmSpec {
             chart: over.chart.clone().or_else(|| self.chart.clone()),
             repo: over.repo.clone().or_else(|| self.repo.clone()),
@@ -77,8 +71,8 @@ impl HelmSpec {
                 .release_name
                 .clone()
                 .or_else(|| self.release_name.clone()),
-            values,
-            values_files,
+            values: None,
+            values_files: Vec::new(),
             values_from: over
                 .values_from
                 .clone()
@@ -266,19 +260,23 @@ mod tests {
     }
 
     #[test]
-    fn a_target_block_overrides_field_by_field_and_merges_values() {
-        let top = spec(
-            json!({"chart": "./c", "values": {"a": {"x": 1, "y": 2}}, "valuesFiles": ["v1.yaml"], "atomic": true}),
-        );
-        let target = spec(
-            json!({"values": {"a": {"y": 3}}, "valuesFiles": ["v2.yaml"], "version": "1.2.3"}),
-        );
+    fn a_target_block_overrides_field_by_field() {
+        let top = spec(json!({"chart": "./c", "atomic": true, "force": true}));
+        let target = spec(json!({"version": "1.2.3", "force": false}));
         let m = top.merged(&target);
         assert_eq!(m.chart.as_deref(), Some("./c"));
         assert_eq!(m.version.as_deref(), Some("1.2.3"));
-        assert_eq!(m.values, Some(json!({"a": {"x": 1, "y": 3}})));
-        assert_eq!(m.values_files, vec!["v1.yaml", "v2.yaml"]);
         assert_eq!(m.atomic, Some(true));
+        assert_eq!(m.force, Some(false));
+    }
+
+    #[test]
+    fn values_merge_deeply_and_the_later_wins() {
+        let merged = merge_values(
+            json!({"a": {"x": 1, "y": 2}, "b": 1}),
+            &json!({"a": {"y": 3}, "b": null}),
+        );
+        assert_eq!(merged, json!({"a": {"x": 1, "y": 3}, "b": null}));
     }
 
     #[test]
