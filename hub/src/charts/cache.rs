@@ -4,15 +4,21 @@
 //! file is never used, only fetched again.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 
+/// Most archive bytes kept in memory; past it, archives are dropped from memory (the
+/// disk keeps them), so many chart versions over a hub's life cannot grow it unbounded.
+pub const MAX_MEMORY_BYTES: u64 = 256 << 20;
+
 pub struct ChartCache {
     dir: PathBuf,
-    /// `sha256:<hex>` → archive. Written by `put` (after a verified download) and by
-    /// `get` (a verified file).
+    /// `sha256:<hex>` → archive. Written by `keep` (after a verified download or read).
     mem: DashMap<String, Bytes>,
+    /// The bytes in `mem`.
+    mem_bytes: AtomicU64,
 }
 
 impl ChartCache {
@@ -26,6 +32,7 @@ impl ChartCache {
         Ok(ChartCache {
             dir: dir.to_path_buf(),
             mem: DashMap::new(),
+            mem_bytes: AtomicU64::new(0),
         })
     }
 
@@ -53,13 +60,34 @@ impl ChartCache {
             return None;
         }
         let bytes = Bytes::from(bytes);
-        self.mem.insert(digest.to_string(), bytes.clone());
+        self.keep(digest, bytes.clone());
         Some(bytes)
+    }
+
+    /// Holds `bytes` in memory, dropping others while the total is over the bound.
+    fn keep(&self, digest: &str, bytes: Bytes) {
+        let len = bytes.len() as u64;
+        if self.mem.insert(digest.to_string(), bytes).is_none() {
+            self.mem_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        while self.mem_bytes.load(Ordering::Relaxed) > MAX_MEMORY_BYTES {
+            let Some(victim) = self
+                .mem
+                .iter()
+                .map(|e| e.key().clone())
+                .find(|k| k != digest)
+            else {
+                break;
+            };
+            if let Some((_, b)) = self.mem.remove(&victim) {
+                self.mem_bytes.fetch_sub(b.len() as u64, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Keeps a verified archive. A failed disk write only costs a later fetch.
     pub async fn put(&self, digest: &str, bytes: Bytes) {
-        self.mem.insert(digest.to_string(), bytes.clone());
+        self.keep(digest, bytes.clone());
         let Some(path) = self.path(digest) else {
             return;
         };
