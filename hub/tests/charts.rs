@@ -1,6 +1,6 @@
 //! The hub's remote chart fetcher (`flotilla_hub::charts`) against real servers and the
 //! real Helm: charts made by `helm package`, a repository index made by `helm repo
-//! index` and served by the project's HTTP test helper, version ranges checked against
+//! index` and served by the project's HTTP test helper (`flotilla_e2e::charts`), version ranges checked against
 //! `helm pull`, and an OCI registry from Debian's `docker-registry` package, with TLS from
 //! a test CA and htpasswd auth, that `helm push` fills.
 //!
@@ -9,23 +9,21 @@
 //! skip with a message, except under `CI=true`, where they must run.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flotilla_e2e::charts::{
+    CHART_BASIC, CHART_PASSWORD, CHART_USER, ChartRepo, helm, package, run,
+};
 use flotilla_hub::charts::{ChartAuth, ChartError, ChartLimits, Charts};
 use flotilla_render::RemoteChart;
 use flotilla_telemetry::admission::Admission;
 use flotilla_telemetry::hyper::StatusCode;
-use flotilla_telemetry::{HttpLimits, HttpRequest, HttpResponse, reply, serve_http_with};
+use flotilla_telemetry::{HttpLimits, HttpRequest, reply, serve_http_with};
 
-const USER: &str = "chart-user";
-const PASSWORD: &str = "chart-pass";
-/// `Basic base64("chart-user:chart-pass")`.
-const GOOD_BASIC: &str = "Basic Y2hhcnQtdXNlcjpjaGFydC1wYXNz";
 /// bcrypt of `chart-pass` (cost 4), for the registry's htpasswd file.
 const HTPASSWD: &str = "chart-user:$2b$04$uJ5KiLbMNVEg7rI2FRd/AOp79ui4PPMlPdnogTJzCZzDlk0/T9itK\n";
 
@@ -44,143 +42,21 @@ fn tool(env: &str, fallback: PathBuf) -> Option<PathBuf> {
     None
 }
 
-fn helm() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    tool("HELM", home.join(".cache/flotilla-tools/bin/helm"))
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run a reference tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `helm package` of a chart `name` at `version` whose ConfigMap says `note`; returns the
-/// archive's path in `out`.
-fn package(helm: &Path, work: &Path, name: &str, version: &str, note: &str, out: &Path) -> PathBuf {
-    let dir = work.join(format!("src-{name}-{version}-{note}")).join(name);
-    std::fs::create_dir_all(dir.join("templates")).expect("mkdir");
-    std::fs::write(
-        dir.join("Chart.yaml"),
-        format!("apiVersion: v2\nname: {name}\nversion: {version}\n"),
+/// A chart whose ConfigMap says `note`.
+fn template(note: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{{{ .Release.Name }}}}\ndata:\n  note: {note}\n"
     )
-    .expect("write");
-    std::fs::write(
-        dir.join("templates/cm.yaml"),
-        format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{{{ .Release.Name }}}}\ndata:\n  note: {note}\n"
-        ),
-    )
-    .expect("write");
-    std::fs::create_dir_all(out).expect("mkdir");
-    run(Command::new(helm)
-        .arg("package")
-        .arg(&dir)
-        .arg("-d")
-        .arg(out));
-    out.join(format!("{name}-{version}.tgz"))
-}
-
-/// A Helm repository: a folder served over HTTP, optionally behind basic auth, with a
-/// log of the paths asked for.
-struct RepoServer {
-    url: String,
-    dir: PathBuf,
-    needs_auth: Arc<AtomicBool>,
-    requests: Arc<Mutex<Vec<String>>>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl RepoServer {
-    fn start(dir: &Path) -> RepoServer {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
-        let needs_auth = Arc::new(AtomicBool::new(false));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let (root, auth, log) = (dir.to_path_buf(), needs_auth.clone(), requests.clone());
-        runtime.spawn(serve_http_with(
-            listener,
-            HttpLimits::with_max_body(1 << 20),
-            Admission::new(64),
-            move |req: HttpRequest| {
-                let (root, auth, log) = (root.clone(), auth.clone(), log.clone());
-                async move { serve_file(&root, &auth, &log, &req) }
-            },
-        ));
-        RepoServer {
-            url: format!("http://{addr}/charts"),
-            dir: dir.to_path_buf(),
-            needs_auth,
-            requests,
-            _runtime: runtime,
-        }
-    }
-
-    fn count(&self, path_suffix: &str) -> usize {
-        self.requests
-            .lock()
-            .expect("log")
-            .iter()
-            .filter(|p| p.ends_with(path_suffix))
-            .count()
-    }
-}
-
-fn serve_file(
-    root: &Path,
-    needs_auth: &AtomicBool,
-    log: &Mutex<Vec<String>>,
-    req: &HttpRequest,
-) -> HttpResponse {
-    if let Ok(mut l) = log.lock() {
-        l.push(req.path.clone());
-    }
-    let authorized = req
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        == Some(GOOD_BASIC);
-    if needs_auth.load(Ordering::SeqCst) && !authorized {
-        let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", "who are you\n");
-        if let Ok(v) = "Basic realm=\"charts\"".parse() {
-            r.headers_mut().insert("www-authenticate", v);
-        }
-        return r;
-    }
-    let name = req.path.strip_prefix("/charts/").unwrap_or("");
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return reply(StatusCode::NOT_FOUND, "text/plain", "");
-    }
-    match std::fs::read(root.join(name)) {
-        Ok(b) => reply(StatusCode::OK, "application/octet-stream", b),
-        Err(_) => reply(StatusCode::NOT_FOUND, "text/plain", ""),
-    }
 }
 
 /// A repository holding `web` at several versions, indexed by the real `helm repo index`.
-fn web_repo(helm: &Path, work: &Path) -> RepoServer {
+fn web_repo(helm: &Path, work: &Path) -> ChartRepo {
     let out = work.join("repo");
     for v in ["0.9.0", "1.0.0", "1.2.0", "1.2.5", "1.10.0", "2.0.0-rc.1"] {
-        package(helm, work, "web", v, "stock", &out);
+        package(helm, work, "web", v, &template("stock"), &out);
     }
-    let server = RepoServer::start(&out);
-    run(Command::new(helm)
-        .args(["repo", "index"])
-        .arg(&out)
-        .args(["--url", &server.url]));
+    let server = ChartRepo::start(&out);
+    server.index(helm);
     server
 }
 
@@ -303,7 +179,7 @@ fn basic_auth_is_sent_to_the_repository_and_a_refusal_says_so_without_the_passwo
     let anonymous = fetch(ChartAuth::default()).expect_err("refused");
     assert!(anonymous.to_string().contains("HTTP 401"), "{anonymous}");
     let wrong = fetch(ChartAuth {
-        username: Some(USER.into()),
+        username: Some(CHART_USER.into()),
         password: Some("not-the-password".into()),
         ..ChartAuth::default()
     })
@@ -316,8 +192,8 @@ fn basic_auth_is_sent_to_the_repository_and_a_refusal_says_so_without_the_passwo
     assert!(!text.contains("not-the-password"), "{text}");
 
     let ok = fetch(ChartAuth {
-        username: Some(USER.into()),
-        password: Some(PASSWORD.into()),
+        username: Some(CHART_USER.into()),
+        password: Some(CHART_PASSWORD.into()),
         ..ChartAuth::default()
     })
     .expect("accepted");
@@ -325,12 +201,12 @@ fn basic_auth_is_sent_to_the_repository_and_a_refusal_says_so_without_the_passwo
     let debug = format!(
         "{:?}",
         ChartAuth {
-            username: Some(USER.into()),
-            password: Some(PASSWORD.into()),
+            username: Some(CHART_USER.into()),
+            password: Some(CHART_PASSWORD.into()),
             ..ChartAuth::default()
         }
     );
-    assert!(!debug.contains(PASSWORD), "{debug}");
+    assert!(!debug.contains(CHART_PASSWORD), "{debug}");
 }
 
 #[test]
@@ -505,14 +381,14 @@ fn oci_charts_pushed_by_helm_are_pulled_with_basic_auth_over_a_private_ca() {
     let out = work.path().join("pkgs");
     let mut pushed = BTreeMap::new();
     for v in ["1.0.0", "1.2.0", "1.3.0-rc.1"] {
-        let tgz = package(&helm, work.path(), "web", v, "oci", &out);
+        let tgz = package(&helm, work.path(), "web", v, &template("oci"), &out);
         run(Command::new(&helm)
             .arg("push")
             .arg(&tgz)
             .arg(format!("oci://{}/charts", reg.host))
             .arg("--ca-file")
             .arg(&reg.ca_file)
-            .args(["--username", USER, "--password", PASSWORD])
+            .args(["--username", CHART_USER, "--password", CHART_PASSWORD])
             .env(
                 "HELM_REGISTRY_CONFIG",
                 work.path().join("helm-registry.json"),
@@ -523,8 +399,8 @@ fn oci_charts_pushed_by_helm_are_pulled_with_basic_auth_over_a_private_ca() {
     let rt = runtime();
     let reference = format!("oci://{}/charts/web", reg.host);
     let auth = ChartAuth {
-        username: Some(USER.into()),
-        password: Some(PASSWORD.into()),
+        username: Some(CHART_USER.into()),
+        password: Some(CHART_PASSWORD.into()),
         ca_pem: Some(reg.ca_pem.clone()),
         ..ChartAuth::default()
     };
@@ -631,7 +507,7 @@ impl FakeBearerRegistry {
                         if let Ok(mut l) = log.lock() {
                             l.push(req.query.clone());
                         }
-                        return if auth == GOOD_BASIC {
+                        return if auth == CHART_BASIC {
                             reply(
                                 StatusCode::OK,
                                 "application/json",
@@ -693,8 +569,8 @@ fn a_bearer_challenge_is_answered_with_a_token_from_its_realm() {
     let fetch = |auth: ChartAuth| rt.block_on(charts.session().fetch(&want, &auth));
 
     let got = fetch(ChartAuth {
-        username: Some(USER.into()),
-        password: Some(PASSWORD.into()),
+        username: Some(CHART_USER.into()),
+        password: Some(CHART_PASSWORD.into()),
         plain_http: true,
         ..ChartAuth::default()
     })
@@ -720,7 +596,7 @@ fn a_bearer_challenge_is_answered_with_a_token_from_its_realm() {
 
     // Wrong credentials: the realm refuses, and the error says where.
     let refused = fetch(ChartAuth {
-        username: Some(USER.into()),
+        username: Some(CHART_USER.into()),
         password: Some("wrong".into()),
         plain_http: true,
         ..ChartAuth::default()

@@ -9,150 +9,18 @@
 //! `helm` comes from `HELM` or `~/.cache/flotilla-tools/bin/helm` (required under
 //! `CI=true`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 
+use flotilla_e2e::charts::{CHART_PASSWORD, CHART_USER, ChartRepo, helm, package};
 use flotilla_e2e::{GitServer, Hub, Spoke, wait_until, write_file};
-use flotilla_telemetry::admission::Admission;
-use flotilla_telemetry::hyper::StatusCode;
-use flotilla_telemetry::{HttpLimits, HttpRequest, HttpResponse, reply, serve_http_with};
 
-/// `Basic base64("chart-user:chart-pass")`.
-const GOOD_BASIC: &str = "Basic Y2hhcnQtdXNlcjpjaGFydC1wYXNz";
-const PASSWORD: &str = "chart-pass";
-
-fn helm() -> Option<PathBuf> {
-    let path = std::env::var_os("HELM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/flotilla-tools/bin/helm")
-        });
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true needs helm: set HELM or run tests/k8s/tools/build helm"
-    );
-    eprintln!("skipped: no helm (set HELM, or run tests/k8s/tools/build helm)");
-    None
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run helm");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Packages chart `web` at `version` (a ConfigMap saying which version it is) into
-/// `repo` and indexes the folder again, as a chart publisher would.
-fn publish(helm: &Path, work: &Path, repo: &Path, url: &str, version: &str) {
-    let src = work.join(format!("src-{version}/web"));
-    write_file(
-        &src,
-        "Chart.yaml",
-        &format!("apiVersion: v2\nname: web\nversion: {version}\n"),
-    );
-    write_file(
-        &src,
-        "templates/cm.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  chart: {{ .Chart.Version }}\n",
-    );
-    run(Command::new(helm)
-        .arg("package")
-        .arg(&src)
-        .arg("-d")
-        .arg(repo));
-    run(Command::new(helm)
-        .args(["repo", "index"])
-        .arg(repo)
-        .args(["--url", url]));
-}
-
-/// The chart repository: `repo` served at `/charts/` behind basic auth, or 503 for
-/// everything while `down` is set.
-struct ChartRepo {
-    url: String,
-    down: Arc<AtomicBool>,
-    requests: Arc<Mutex<Vec<String>>>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-fn serve(
-    root: &Path,
-    down: &AtomicBool,
-    log: &Mutex<Vec<String>>,
-    req: &HttpRequest,
-) -> HttpResponse {
-    if let Ok(mut l) = log.lock() {
-        l.push(req.path.clone());
-    }
-    if down.load(Ordering::SeqCst) {
-        return reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "down\n");
-    }
-    let authorized = req
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        == Some(GOOD_BASIC);
-    if !authorized {
-        return reply(StatusCode::UNAUTHORIZED, "text/plain", "");
-    }
-    let name = req.path.strip_prefix("/charts/").unwrap_or("");
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return reply(StatusCode::NOT_FOUND, "text/plain", "");
-    }
-    match std::fs::read(root.join(name)) {
-        Ok(b) => reply(StatusCode::OK, "application/octet-stream", b),
-        Err(_) => reply(StatusCode::NOT_FOUND, "text/plain", ""),
-    }
-}
-
-impl ChartRepo {
-    fn start(root: &Path) -> ChartRepo {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let down = Arc::new(AtomicBool::new(false));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let (root, d, log) = (root.to_path_buf(), down.clone(), requests.clone());
-        runtime.spawn(serve_http_with(
-            listener,
-            HttpLimits::with_max_body(1 << 20),
-            Admission::new(64),
-            move |req: HttpRequest| {
-                let (root, d, log) = (root.clone(), d.clone(), log.clone());
-                async move { serve(&root, &d, &log, &req) }
-            },
-        ));
-        ChartRepo {
-            url: format!("http://{addr}/charts"),
-            down,
-            requests,
-            _runtime: runtime,
-        }
-    }
-
-    fn count(&self, suffix: &str) -> usize {
-        self.requests
-            .lock()
-            .expect("log")
-            .iter()
-            .filter(|p| p.ends_with(suffix))
-            .count()
-    }
+/// Publishes chart `web` at `version` (a ConfigMap saying which version it is) into the
+/// repository and indexes it again, as a chart publisher would.
+fn publish(helm: &Path, work: &Path, repo: &ChartRepo, version: &str) {
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  chart: {{ .Chart.Version }}\n";
+    package(helm, work, "web", version, cm, &repo.dir);
+    repo.index(helm);
 }
 
 fn bundle_row(hub: &Hub, name: &str) -> serde_json::Value {
@@ -166,10 +34,11 @@ fn bundle_row(hub: &Hub, name: &str) -> serde_json::Value {
 fn a_chart_from_a_helm_repository_deploys_and_its_last_good_revision_outlives_the_repository() {
     let Some(helm) = helm() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
-    let charts = tmp.path().join("charts");
-    std::fs::create_dir_all(&charts).expect("mkdir");
-    let repo = ChartRepo::start(&charts);
-    publish(&helm, tmp.path(), &charts, &repo.url, "1.0.0");
+    let repo = ChartRepo::start(&tmp.path().join("charts"));
+    repo.needs_auth.store(true, Ordering::SeqCst);
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    publish(&helm, &work, &repo, "1.0.0");
 
     let fleet_yaml = |version: &str| {
         format!(
@@ -184,7 +53,7 @@ fn a_chart_from_a_helm_repository_deploys_and_its_last_good_revision_outlives_th
 
     let hub = Hub::start(tmp.path());
     let password_file = tmp.path().join("helm-password");
-    std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("write");
+    std::fs::write(&password_file, format!("{CHART_PASSWORD}\n")).expect("write");
     let out = hub.cli(&[
         "source",
         "add",
@@ -194,7 +63,7 @@ fn a_chart_from_a_helm_repository_deploys_and_its_last_good_revision_outlives_th
         "--interval",
         "1s",
         "--helm-username",
-        "chart-user",
+        CHART_USER,
         "--helm-password-file",
         &password_file.display().to_string(),
     ]);
@@ -221,7 +90,7 @@ fn a_chart_from_a_helm_repository_deploys_and_its_last_good_revision_outlives_th
     // The password went to the hub, and nothing of it comes back.
     let sources = hub.cli(&["sources", "-o", "json"]);
     let shown = String::from_utf8_lossy(&sources.stdout);
-    assert!(!shown.contains(PASSWORD), "{shown}");
+    assert!(!shown.contains(CHART_PASSWORD), "{shown}");
     let v: serde_json::Value = serde_json::from_str(&shown).expect("json");
     assert_eq!(v[0]["helm_auth"]["stored"], serde_json::json!(["password"]));
 
@@ -239,7 +108,7 @@ fn a_chart_from_a_helm_repository_deploys_and_its_last_good_revision_outlives_th
         }
     });
     assert!(error.contains("web/fleet.yaml"), "{error}");
-    assert!(!error.contains(PASSWORD), "{error}");
+    assert!(!error.contains(CHART_PASSWORD), "{error}");
     assert!(
         dev.file("remote-web")
             .expect("manifest")
@@ -248,7 +117,7 @@ fn a_chart_from_a_helm_repository_deploys_and_its_last_good_revision_outlives_th
     );
 
     // It comes back with 1.1.0: the next poll fetches again, with no new commit.
-    publish(&helm, tmp.path(), &charts, &repo.url, "1.1.0");
+    publish(&helm, &work, &repo, "1.1.0");
     repo.down.store(false, Ordering::SeqCst);
     wait_until("1.1.0 on dev", || {
         let text = dev.file("remote-web").unwrap_or_default();
