@@ -42,6 +42,7 @@ fn rendering(c: &mut Criterion) {
         name: "p1".into(),
         labels,
         groups: Vec::new(),
+        capabilities: None,
     };
     c.bench_function(
         "render: load and render examples/fleet-repo/web (prod overlay)",

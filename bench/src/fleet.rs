@@ -591,6 +591,7 @@ fn rendered_len(repo: &FleetRepo, spokes: usize) -> u64 {
             name: "spoke-00000".into(),
             labels: [("bench".to_string(), "true".to_string())].into(),
             groups: Vec::new(),
+            capabilities: None,
         })
         .ok()
     })

@@ -33,6 +33,7 @@ pub fn render_throughput(
         name: "bench".into(),
         labels,
         groups: Vec::new(),
+        capabilities: None,
     };
     let mut out = Vec::new();
     for _ in 0..runs {

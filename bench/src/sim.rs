@@ -193,6 +193,7 @@ async fn session(
         applied: held.applied.values().cloned().collect(),
         digests: held.digests.iter().cloned().collect(),
         cluster_name: name.to_string(),
+        capabilities: None,
     };
     tx.send(SpokeMsg {
         msg: Some(spoke_msg::Msg::Hello(hello)),

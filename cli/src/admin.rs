@@ -230,6 +230,8 @@ pub struct SourceAddArgs {
     #[command(flatten)]
     pub auth: SourceAuthArgs,
     #[command(flatten)]
+    pub helm: Box<HelmAuthArgs>,
+    #[command(flatten)]
     pub targets: TargetArgs,
 }
 
@@ -325,6 +327,57 @@ pub struct TargetArgs {
     #[arg(long = "cluster")]
     pub clusters: Vec<String>,
 }
+
+// ---- Helm chart repository credentials (remote charts, issue #15) -----------------
+/// Credentials for the Helm repositories and OCI registries a source's bundles name.
+/// The files are read here and sent to the hub, which keeps them (0600) and never
+/// returns them.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Helm chart repositories")]
+pub struct HelmAuthArgs {
+    /// Username for the chart repositories (basic auth; OCI token requests).
+    #[arg(long)]
+    pub helm_username: Option<String>,
+    /// File holding the password.
+    #[arg(long)]
+    pub helm_password_file: Option<std::path::PathBuf>,
+    /// PEM CA bundle: the only roots trusted for the repositories' TLS.
+    #[arg(long)]
+    pub helm_ca_file: Option<std::path::PathBuf>,
+    /// File holding a bearer token for an OCI registry.
+    #[arg(long)]
+    pub helm_token_file: Option<std::path::PathBuf>,
+    /// Send the credentials only to chart URLs this regex matches (Fleet's
+    /// helmRepoURLRegex).
+    #[arg(long)]
+    pub helm_repo_url_regex: Option<String>,
+    /// Speak plain HTTP to OCI registries (Helm's --plain-http).
+    #[arg(long)]
+    pub helm_plain_http: bool,
+}
+
+impl HelmAuthArgs {
+    /// None when no Helm flag was given.
+    pub fn to_pb(&self) -> Result<Option<pb::HelmRepoAuth>> {
+        let read = |p: &Option<std::path::PathBuf>| -> Result<Vec<u8>> {
+            match p {
+                Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display())),
+                None => Ok(Vec::new()),
+            }
+        };
+        let auth = pb::HelmRepoAuth {
+            username: self.helm_username.clone().unwrap_or_default(),
+            password: read(&self.helm_password_file)?.trim_ascii_end().to_vec(),
+            ca_pem: read(&self.helm_ca_file)?,
+            token: read(&self.helm_token_file)?.trim_ascii_end().to_vec(),
+            url_regex: self.helm_repo_url_regex.clone().unwrap_or_default(),
+            plain_http: self.helm_plain_http,
+            stored: Vec::new(),
+        };
+        Ok((auth != pb::HelmRepoAuth::default()).then_some(auth))
+    }
+}
+// ---- end of Helm chart repository credentials ---------------------------------------
 
 impl TargetArgs {
     /// One target per flag given; none means the group `default`, as in Fleet.
@@ -677,6 +730,7 @@ impl Client {
             paused: a.paused,
             verify_commits: a.verify_commits,
             auth: a.auth.to_pb()?,
+            helm_auth: a.helm.to_pb()?,
             targets: a.targets.targets()?,
             ..Default::default()
         };

@@ -153,6 +153,7 @@ async fn run_fleet(args: &QuickstartArgs, fleet: &mut Fleet) -> Result<()> {
             verify_commits: false,
             auth: Default::default(),
             targets: Default::default(),
+            helm: Default::default(),
         })
         .await?;
     for (name, labels) in SPOKES {

@@ -31,6 +31,14 @@ pub struct RenderArgs {
     /// Fail on unknown fleet.yaml keys, as `flotilla-hub run --strict-fleet-yaml` does.
     #[arg(long)]
     pub strict: bool,
+    /// Helm charts: the cluster's Kubernetes version, as `helm template --kube-version`
+    /// (default v1.20.0, Helm's).
+    #[arg(long)]
+    pub kube_version: Option<String>,
+    /// Helm charts: API versions the cluster serves besides Helm's defaults, as
+    /// `helm template --api-versions` (comma-separated, repeatable).
+    #[arg(long = "api-versions", value_delimiter = ',')]
+    pub api_versions: Vec<String>,
 }
 
 pub fn run(args: &RenderArgs, out: Printer) -> Result<()> {
@@ -38,6 +46,14 @@ pub fn run(args: &RenderArgs, out: Printer) -> Result<()> {
     for l in &args.labels {
         labels.extend(parse_labels(l)?);
     }
+    let capabilities = if args.kube_version.is_some() || !args.api_versions.is_empty() {
+        Some(
+            render::Capabilities::helm_template(args.kube_version.as_deref(), &args.api_versions)
+                .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
     let info = render::ClusterInfo {
         name: args.cluster_name.clone(),
         labels,
@@ -49,6 +65,7 @@ pub fn run(args: &RenderArgs, out: Printer) -> Result<()> {
                 labels: BTreeMap::new(),
             })
             .collect(),
+        capabilities,
     };
     let source = std::fs::canonicalize(&args.dir)
         .ok()

@@ -33,6 +33,8 @@ pub struct ClusterView {
     pub label_origins: BTreeMap<String, LabelOrigin>,
     /// Keys removed on the hub (`cluster label NAME KEY-`), whatever set them.
     pub removed_labels: Vec<String>,
+    /// The Kubernetes version the spoke reported; empty for a directory target.
+    pub kube_version: String,
 }
 
 /// Which of a cluster's label sources an effective label comes from; the first that
@@ -82,6 +84,7 @@ impl From<pb::Cluster> for ClusterView {
             accepted_labels: c.accepted_labels,
             token_labels: c.token_labels,
             hub_labels: c.hub_labels,
+            kube_version: c.kube_version,
         }
     }
 }
@@ -97,6 +100,7 @@ impl Row for ClusterView {
             h.extend([
                 "PENDING-LABELS",
                 "AGENT",
+                "KUBERNETES",
                 "LAST-SEEN",
                 "CERT-EXPIRES",
                 "REVOKED",
@@ -116,6 +120,7 @@ impl Row for ClusterView {
             c.extend([
                 labels_cell(&self.pending_labels),
                 self.agent_version.clone(),
+                self.kube_version.clone(),
                 self.last_seen.clone(),
                 self.cert_expires.clone(),
                 self.revoked.to_string(),
@@ -147,6 +152,9 @@ pub struct SourceView {
     pub credentials: Vec<String>,
     pub verify_commits: bool,
     pub verified_commit: String,
+    /// Chart repository credentials: who, where, and which secrets the hub holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helm_auth: Option<HelmAuthView>,
 }
 
 impl SourceView {
@@ -159,6 +167,15 @@ impl SourceView {
             format!("{}s", self.interval_seconds)
         }
     }
+}
+
+#[derive(Debug, Serialize)]
+pub struct HelmAuthView {
+    pub username: String,
+    pub url_regex: String,
+    pub plain_http: bool,
+    /// Names only ("password", "ca", "token"); the hub never sends a secret back.
+    pub stored: Vec<String>,
 }
 
 impl From<pb::Source> for SourceView {
@@ -182,6 +199,12 @@ impl From<pb::Source> for SourceView {
             credentials: s.credentials,
             verify_commits: s.verify_commits,
             verified_commit: s.verified_commit,
+            helm_auth: s.helm_auth.map(|h| HelmAuthView {
+                username: h.username,
+                url_regex: h.url_regex,
+                plain_http: h.plain_http,
+                stored: h.stored,
+            }),
         }
     }
 }

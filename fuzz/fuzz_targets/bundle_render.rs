@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         name: "fuzz".into(),
         labels,
         groups: Vec::new(),
+        capabilities: None,
     };
     let _ = bundle.render(&info);
 });

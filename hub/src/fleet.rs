@@ -26,6 +26,7 @@ use flotilla_render as render;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
+use crate::charts::{ChartLimits, Charts};
 use crate::depends;
 use crate::metrics::HubMetrics;
 use crate::records::{
@@ -111,6 +112,9 @@ pub struct SourceRuntime {
     pub error: Option<String>,
     pub error_since: i64,
     pub last_poll: i64,
+    /// Some remote chart of the published revision could not be fetched: the next poll
+    /// loads the revision again even if the branch has not moved.
+    pub charts_failed: bool,
     /// `None` until the first revision is published since the hub started; until then
     /// reconcile keeps this source's persisted assignments untouched.
     pub bundles: Option<Vec<Arc<BundleEntry>>>,
@@ -237,6 +241,9 @@ pub struct Fleet {
     pub limits: render::Limits,
     /// `flotilla-hub run --strict-fleet-yaml`: an unknown fleet.yaml key fails its bundle.
     pub strict_fleet_yaml: bool,
+    /// Remote Helm charts by digest (`DATA_DIR/charts`); the source pollers fetch
+    /// through it.
+    pub charts: Arc<Charts>,
     pub clusters: DashMap<ClusterName, ClusterRecord>,
     /// Names whose registration is between the token check and the store commit; taken
     /// under the `tokens` lock so two registrations of one name cannot both pass.
@@ -302,7 +309,12 @@ impl Fleet {
         snapshot: &Snapshot,
     ) -> Result<(Arc<Fleet>, mpsc::UnboundedReceiver<Trigger>), FleetError> {
         let (reconcile_tx, rx) = mpsc::unbounded_channel();
+        let chart_dir = parts.data_dir.join("charts");
+        let charts = Charts::open(&chart_dir, ChartLimits::default()).map_err(|e| {
+            FleetError::Invalid(format!("the chart cache {}: {e}", chart_dir.display()))
+        })?;
         let fleet = Fleet {
+            charts: Arc::new(charts),
             store: parts.store,
             ca: parts.ca,
             trust_pem: parts.trust_pem,
@@ -562,7 +574,8 @@ impl Fleet {
         g
     }
 
-    /// What the renderer knows of a cluster: name, effective labels, groups.
+    /// What the renderer knows of a cluster: name, effective labels, groups, and the
+    /// capabilities its spoke reported.
     pub fn cluster_info(
         &self,
         cluster: &ClusterRecord,
@@ -578,6 +591,10 @@ impl Fleet {
                     labels: g.labels.clone(),
                 })
                 .collect(),
+            capabilities: cluster.capabilities.as_ref().map(|c| render::Capabilities {
+                kube_version: c.kube_version.clone(),
+                api_versions: c.api_versions.clone(),
+            }),
         }
     }
 
@@ -958,6 +975,7 @@ impl Fleet {
         if let Some(hit) = cache.get(&key) {
             return hit.clone();
         }
+        self.metrics.renders.inc();
         let result = match bundle.render(info) {
             Ok(rendered) => {
                 let options_key = key.clone();

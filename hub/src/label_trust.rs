@@ -155,6 +155,7 @@ mod tests {
             cert_expires: 0,
             revoked: false,
             issuer: String::new(),
+            capabilities: None,
         }
     }
 

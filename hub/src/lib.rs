@@ -8,6 +8,7 @@
 //! cluster; spokes dial in. It knows clusters only by their certificates.
 #![forbid(unsafe_code)]
 
+pub mod charts;
 pub mod cli;
 mod credentials;
 mod depends;

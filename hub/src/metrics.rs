@@ -61,6 +61,11 @@ pub struct HubMetrics {
     pub connections: Family<ConnectionLabels, Gauge>,
     /// Connections the hub closed to stay within its connection budgets.
     pub connections_dropped: Family<DroppedLabels, Counter>,
+    /// Bundle renders (render cache misses): one per distinct customization, values and,
+    /// for charts that read them, cluster capabilities.
+    pub renders: Counter,
+    /// Remote chart fetches that failed (the bundle keeps its last good revision).
+    pub chart_fetch_errors: Counter,
 }
 
 impl Default for HubMetrics {
@@ -81,6 +86,8 @@ impl Default for HubMetrics {
             webhooks_rejected: Counter::default(),
             connections: Family::default(),
             connections_dropped: Family::default(),
+            renders: Counter::default(),
+            chart_fetch_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -117,6 +124,16 @@ impl Default for HubMetrics {
             "git_poll_seconds",
             "Duration of git polls (fetch, tree index, load)",
             m.git_poll_seconds.clone(),
+        );
+        registry.register(
+            "renders",
+            "Bundle renders: one per distinct render key, shared by every cluster with that key",
+            m.renders.clone(),
+        );
+        registry.register(
+            "chart_fetch_errors",
+            "Remote Helm chart fetches that failed",
+            m.chart_fetch_errors.clone(),
         );
         registry.register(
             "git_poll_errors",

@@ -68,6 +68,19 @@ pub struct ClusterRecord {
     /// clusters have moved to the new CA.
     #[serde(default)]
     pub issuer: String,
+    /// The Kubernetes API the spoke last reported in its Hello, kept across restarts so
+    /// charts that read `.Capabilities` render the same before it reconnects. `None` for
+    /// a target that is no cluster.
+    #[serde(default)]
+    pub capabilities: Option<CapabilitiesRecord>,
+}
+
+/// `Hello.capabilities`, checked (see `server::sync::capabilities_of`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitiesRecord {
+    pub kube_version: String,
+    /// Sorted and without duplicates.
+    pub api_versions: Vec<String>,
 }
 
 impl ClusterRecord {
@@ -136,6 +149,10 @@ pub struct SourceSpec {
     /// HTTP(S) user; the password lives in the source's credential files, not here.
     #[serde(default)]
     pub username: Option<String>,
+    /// The non-secret part of the source's chart repository credentials; the secrets
+    /// are files (`charts::auth`).
+    #[serde(default)]
+    pub helm_auth: Option<HelmAuthSpec>,
 }
 
 impl SourceSpec {
@@ -148,6 +165,19 @@ impl SourceSpec {
             || self.paths != other.paths
             || self.verify_commits != other.verify_commits
     }
+}
+
+/// Who a source's bundles fetch remote charts as, and where that applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelmAuthSpec {
+    #[serde(default)]
+    pub username: String,
+    /// Credentials go only to chart URLs this matches (Fleet's `helmRepoURLRegex`);
+    /// empty: all.
+    #[serde(default)]
+    pub url_regex: String,
+    #[serde(default)]
+    pub plain_http: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

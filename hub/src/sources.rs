@@ -21,6 +21,7 @@ use flotilla_render as render;
 use tokio::sync::mpsc;
 
 use crate::credentials::{Credentials, Kind};
+use crate::charts;
 use crate::fleet::{BundleEntry, Fleet, SourceState, Trigger};
 use crate::git;
 use crate::records::{SourceSpec, now_unix};
@@ -107,9 +108,11 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
     let (previous_commit, refused_commit) = source
         .runtime
         .read()
+        // A revision whose remote charts could not all be fetched is loaded again at
+        // the next poll, so the bundle recovers when the repository does.
         .map(|r| {
             (
-                r.commit.clone().filter(|_| !r.stale),
+                r.commit.clone().filter(|_| !r.stale && !r.charts_failed),
                 r.refused_commit.clone(),
             )
         })
@@ -170,6 +173,11 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
     })
     .await
     .unwrap_or_else(|e| Err(format!("poller task failed: {e}")));
+    let mut polled = polled;
+    let mut charts_failed = false;
+    if let Ok(Polled::Loaded(loaded)) = &mut polled {
+        charts_failed = !attach_remote_charts(fleet, source, &mut loaded.bundles).await;
+    }
     // Errors from git and the network may quote the URL, credentials and all; nothing
     // past this point (status, the Admin API, logs) sees them.
     let redact = |e: &str| flotilla_model::redact_in(e, &source.spec.repo);
@@ -241,12 +249,91 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
             rt.signed_by = loaded.signed_by;
             rt.stale = false;
             rt.bundles = Some(entries);
+            rt.charts_failed = charts_failed;
             rt.error = None;
             rt.refused_commit = None;
             drop(rt);
             fleet.trigger(Trigger::All);
         }
     }
+}
+
+/// Fetches the remote charts (Helm repositories, `oci://`) that the loaded bundles name
+/// and hands each bundle its archives. A chart that cannot be fetched fails its bundle
+/// alone, with the reason, so the bundle's last good revision stays deployed. Returns
+/// whether every chart was fetched.
+async fn attach_remote_charts(
+    fleet: &Fleet,
+    source: &SourceState,
+    bundles: &mut [render::LoadedBundle],
+) -> bool {
+    let spec = &source.spec;
+    let mut all_fetched = true;
+    let mut auth = None;
+    let mut session = fleet.charts.session();
+    for lb in bundles.iter_mut() {
+        let wanted = match &lb.result {
+            Ok(b) => b.remote_charts(),
+            Err(_) => continue,
+        };
+        if wanted.is_empty() {
+            continue;
+        }
+        let file = if lb.path.is_empty() {
+            "fleet.yaml".to_string()
+        } else {
+            format!("{}/fleet.yaml", lb.path)
+        };
+        let fail = |message: String| render::Diagnostic {
+            file: file.clone(),
+            line: None,
+            column: None,
+            message,
+        };
+        let auth = auth.get_or_insert_with(|| {
+            charts::auth::SourceAuth::load(&fleet.data_dir, &spec.name, spec.helm_auth.as_ref())
+        });
+        let auth = match auth {
+            Ok(a) => a,
+            Err(e) => {
+                all_fetched = false;
+                lb.result = Err(vec![fail(format!("helm credentials: {e}"))]);
+                continue;
+            }
+        };
+        let mut archives = Vec::new();
+        let mut errors = Vec::new();
+        for request in &wanted {
+            let chart = charts::ChartRef::from_remote(request);
+            let url = chart.as_ref().map(|r| r.url()).unwrap_or_default();
+            let shown = chart.map_or_else(|| "helm chart".to_string(), |r| r.to_string());
+            match session.fetch(request, &auth.for_url(&url)).await {
+                Ok(a) => {
+                    tracing::debug!(source = %spec.name, bundle = %lb.name, chart = %a.name, version = %a.version, digest = %a.digest, "remote chart ready");
+                    archives.push(a);
+                }
+                Err(e) => errors.push(fail(format!("{shown}: {e}"))),
+            }
+        }
+        if !errors.is_empty() {
+            all_fetched = false;
+            fleet.metrics.chart_fetch_errors.inc_by(errors.len() as u64);
+            for e in &errors {
+                tracing::warn!(source = %spec.name, bundle = %lb.name, error = %e, "remote chart fetch failed; the bundle keeps its last good revision");
+            }
+            lb.result = Err(errors);
+            continue;
+        }
+        // Placing the charts renders each variant once to check it: CPU work.
+        let taken = std::mem::replace(&mut lb.result, Err(Vec::new()));
+        lb.result = match taken {
+            Ok(bundle) => tokio::task::spawn_blocking(move || bundle.with_charts(&archives))
+                .await
+                .unwrap_or_else(|e| Err(vec![fail(format!("rendering the chart failed: {e}"))])),
+            Err(e) => Err(e),
+        };
+    }
+    all_fetched
 }
 
 /// What one poll found at the branch's head.

@@ -4,6 +4,7 @@
 //! variant renders once at load and `render` hands out that result.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -13,12 +14,16 @@ use crate::discovery::{self, KUSTOMIZATION_FILES};
 use crate::fleet_yaml::{
     self, BundleOptions, Customization, NamespaceMeta, OverrideTarget, RenderSpec,
 };
+use crate::helm::release::{self, HelmBundle};
 use crate::output::{self, Object};
 use crate::repo_fs::{Backend, Fs, Kind, Recorder, Snapshot, join};
 use crate::scope::Scope;
 use crate::sources::Sources;
 use crate::values::{self, ValueKey, Values};
-use crate::{ClusterInfo, Limits, RenderKey, Rendered, Selection, kustomize, overlay};
+use crate::{
+    ChartArchive, ClusterInfo, Limits, RemoteChart, RenderKey, Rendered, Selection, kustomize,
+    overlay,
+};
 
 /// A bundle read from a repo, ready to render for any cluster.
 #[derive(Debug, Clone)]
@@ -40,6 +45,8 @@ pub struct Bundle {
     value_keys: BTreeSet<ValueKey>,
     /// Renders made at load, by variant, when they cannot depend on the cluster.
     cache: BTreeMap<Option<usize>, Rendered>,
+    /// Helm bundles: the charts and each variant's Helm settings.
+    helm: Option<Arc<HelmBundle>>,
 }
 
 /// What a variant renders: after applying the customization over the defaults.
@@ -115,7 +122,7 @@ impl Bundle {
         {
             return Selection::DoNotDeploy;
         }
-        let values = if self.spec.cluster_values {
+        let mut values: Vec<(String, Option<String>)> = if self.spec.cluster_values {
             values::resolve(&self.value_keys, cluster)
                 .into_iter()
                 .map(|(k, v)| (k.placeholder(), v))
@@ -123,9 +130,26 @@ impl Bundle {
         } else {
             Vec::new()
         };
+        let mut capabilities = None;
+        if let Some(h) = &self.helm {
+            if h.is_templated(variant) {
+                // Fleet's `${ }` values templating reads the cluster's name and labels.
+                values.push(("${ .ClusterName }".into(), Some(cluster.name.clone())));
+                values.extend(
+                    cluster
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (format!("${{ .ClusterLabels.{k} }}"), Some(v.clone()))),
+                );
+            }
+            if h.reads_capabilities(variant) {
+                capabilities = cluster.capabilities.clone();
+            }
+        }
         Selection::Deploy(RenderKey {
             variant: variant.map(|i| (i, self.spec.customizations[i].name.clone())),
             values,
+            capabilities,
         })
     }
 
@@ -135,8 +159,16 @@ impl Bundle {
             Selection::DoNotDeploy => return output::finish(Vec::new()),
             Selection::Deploy(key) => key.variant.map(|(i, _)| i),
         };
-        if let Some(hit) = self.cache.get(&variant) {
+        let cluster_free = self.helm.as_ref().is_none_or(|h| {
+            !h.is_templated(variant)
+                && (!h.reads_capabilities(variant) || cluster.capabilities.is_none())
+        });
+        if cluster_free && let Some(hit) = self.cache.get(&variant) {
             return Ok(hit.clone());
+        }
+        if let Some(h) = &self.helm {
+            let budget = Budget::new(&self.limits);
+            return self.render_helm(h, variant, Some(cluster), &budget);
         }
         let values = self
             .spec
@@ -174,6 +206,67 @@ impl Bundle {
                 }
             },
         }
+    }
+
+    /// Charts this bundle needs from outside the repo (a Helm repository or `oci://`),
+    /// for the hub to fetch and hand back to [`Bundle::with_charts`].
+    pub fn remote_charts(&self) -> Vec<RemoteChart> {
+        self.helm
+            .as_ref()
+            .map(|h| h.remote_charts())
+            .unwrap_or_default()
+    }
+
+    /// This bundle with the hub's fetched charts in place, each variant that uses one
+    /// rendered once to validate it. A bundle renders a remote variant only after this.
+    pub fn with_charts(&self, archives: &[ChartArchive]) -> Result<Bundle, Vec<Diagnostic>> {
+        let Some(h) = &self.helm else {
+            return Ok(self.clone());
+        };
+        let mut next = self.clone();
+        let helm = Arc::new(h.with_charts(archives, &self.limits)?);
+        next.helm = Some(helm.clone());
+        let budget = Budget::new(&self.limits);
+        let mut errors = Vec::new();
+        for (v, spec) in &helm.variants {
+            if !archives
+                .iter()
+                .any(|a| crate::helm::spec::ChartSource::Remote(a.request.clone()) == spec.source)
+            {
+                continue;
+            }
+            budget.next_render();
+            match next.render_helm(&helm, *v, None, &budget) {
+                Ok(r) => {
+                    if !helm.is_templated(*v) {
+                        next.cache.insert(*v, r);
+                    }
+                }
+                Err(_) if helm.reads_capabilities(*v) || helm.is_templated(*v) => {}
+                Err(e) => errors.extend(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(next)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn render_helm(
+        &self,
+        helm: &HelmBundle,
+        variant: Option<usize>,
+        cluster: Option<&ClusterInfo>,
+        budget: &Budget,
+    ) -> Diags<Rendered> {
+        let vs = self.variant_spec(variant);
+        let mut objects = helm.render(variant, cluster, &self.fleet_file, budget, &self.limits)?;
+        let mut scope = Scope::new(&self.spec.cluster_scoped_kinds);
+        scope.learn_crds(objects.iter().map(|o| &o.value));
+        let release_ns = helm.variants.get(&variant).map(|v| v.namespace.as_str());
+        set_namespaces(&mut objects, &scope, vs.namespace, release_ns);
+        output::finish_in_order(objects)
     }
 
     fn render_variant(
@@ -399,7 +492,17 @@ pub(crate) fn load(
         limits: limits.clone(),
         value_keys: BTreeSet::new(),
         cache: BTreeMap::new(),
+        helm: None,
     };
+    if release::is_helm_bundle(&fs, dir, &bundle.spec) {
+        return load_helm(bundle, fs, limits);
+    }
+    if bundle.spec.helm.is_some() || bundle.spec.customizations.iter().any(|c| c.helm.is_some()) {
+        bundle.warnings.push(Diagnostic::new(
+            &bundle.fleet_file,
+            "helm options are ignored: this bundle has no chart (no helm.chart, no Chart.yaml)",
+        ));
+    }
     if warn_nested && let Ok((_, nested)) = discovery::resource_files(&fs, dir) {
         for n in nested {
             bundle.warnings.push(Diagnostic::new(
@@ -464,4 +567,60 @@ fn placeholders(snapshot: &Snapshot) -> Result<BTreeSet<ValueKey>, Diagnostic> {
         }
     }
     Ok(keys)
+}
+
+/// Loads a Helm bundle's charts and renders every variant that needs no cluster (nor a
+/// remote chart) once, to validate it.
+fn load_helm<B: Backend>(
+    mut bundle: Bundle,
+    fs: Recorder<B>,
+    limits: &Limits,
+) -> Result<Bundle, Vec<Diagnostic>> {
+    let helm = HelmBundle::load(
+        &fs,
+        &bundle.dir,
+        &bundle.fleet_file,
+        &bundle.spec,
+        &bundle.name,
+        limits,
+    )?;
+    let helm = Arc::new(helm);
+    bundle.options.helm = helm.variants.get(&None).map(|v| {
+        bundle
+            .spec
+            .helm
+            .clone()
+            .unwrap_or_default()
+            .deploy_options(v.release_name.clone())
+    });
+    bundle.helm = Some(helm.clone());
+    let budget = Budget::new(limits);
+    let mut errors = Vec::new();
+    for v in helm.variants.keys() {
+        if helm.is_templated(*v) || !helm.charts.contains_key(&helm.variants[v].source) {
+            continue;
+        }
+        budget.next_render();
+        match bundle.render_helm(&helm, *v, None, &budget) {
+            Ok(r) => {
+                bundle.cache.insert(*v, r);
+            }
+            // A chart that reads the cluster's capabilities may fail on helm template's
+            // defaults (an old Kubernetes version) and render on real clusters: its errors
+            // are reported per cluster, at render.
+            Err(_) if helm.reads_capabilities(*v) => {}
+            Err(e) => {
+                for d in e {
+                    if !errors.contains(&d) {
+                        errors.push(d);
+                    }
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    bundle.snapshot = fs.into_snapshot();
+    Ok(bundle)
 }

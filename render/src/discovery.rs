@@ -260,7 +260,8 @@ fn walk_files(
         if e.name == "Chart.yaml" {
             errors.push(Diagnostic::new(
                 &path,
-                "Helm charts are not supported by flotilla (see docs/bundles.md)",
+                "a Helm chart inside a raw YAML bundle: make its folder a bundle of its own, \
+                 or point helm.chart in fleet.yaml at it (see docs/bundles.md)",
             ));
             continue;
         }

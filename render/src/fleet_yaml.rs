@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::diagnostic::Diagnostic;
+use crate::helm::spec::HelmSpec;
 use crate::output::canonical_json;
 
 /// Options carried from `fleet.yaml` to the hub and spoke. Parsed and validated here; the
@@ -33,6 +34,9 @@ pub struct BundleOptions {
     pub labels: Labels,
     #[serde(skip_serializing_if = "Ignore::is_empty")]
     pub ignore: Ignore,
+    /// Helm bundles only: the release name and Fleet's Helm deploy options.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helm: Option<crate::helm::spec::HelmDeployOptions>,
 }
 
 impl BundleOptions {
@@ -202,6 +206,8 @@ pub(crate) struct RenderSpec {
     /// flotilla extension: extra cluster-scoped kinds, as `Kind` or `group/Kind`.
     pub cluster_scoped_kinds: Vec<String>,
     pub namespace_meta: NamespaceMeta,
+    /// `helm:`; a bundle with it (or with `Chart.yaml` in its folder) is a Helm bundle.
+    pub helm: Option<HelmSpec>,
 }
 
 /// `namespaceLabels`, `namespaceAnnotations` and `deleteNamespace`: what the bundle says
@@ -238,6 +244,7 @@ pub(crate) struct Customization {
     pub namespace_labels: Option<Labels>,
     pub namespace_annotations: Option<Labels>,
     pub delete_namespace: Option<bool>,
+    pub helm: Option<HelmSpec>,
 }
 
 /// Deployment options a `targetCustomizations[]` entry may set for its clusters; each
@@ -278,7 +285,7 @@ struct RawFile {
     labels: Labels,
     kustomize: Option<RawKustomize>,
     yaml: Option<RawYaml>,
-    helm: Option<Value>,
+    helm: Option<HelmSpec>,
     target_customizations: Vec<RawCustomization>,
     override_targets: Vec<OverrideTarget>,
     depends_on: Vec<DependsOn>,
@@ -323,7 +330,7 @@ struct RawCustomization {
     default_namespace: Option<String>,
     kustomize: Option<RawKustomize>,
     yaml: Option<RawYaml>,
-    helm: Option<Value>,
+    helm: Option<HelmSpec>,
     correct_drift: Option<CorrectDrift>,
     keep_resources: Option<bool>,
     diff: Option<Diff>,
@@ -363,7 +370,7 @@ const TOP_UNSUPPORTED: &[(&str, &str)] = &[
     ),
     (
         "helmSecretName",
-        "Helm repository credentials are not implemented",
+        "chart repository credentials belong to the source: flotilla source add --helm-username/--helm-password-file",
     ),
     (
         "downstreamResources",
@@ -692,7 +699,6 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             lines.of_keys(&["helm"]),
             helm,
             &mut errors,
-            &mut warnings,
         );
     }
     let selector_error = |path: &[Segment], s: &LabelSelector, errors: &mut Vec<Diagnostic>| {
@@ -732,7 +738,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
         }
         if let Some(h) = &t.helm {
             let line = lines.of(&at("targetCustomizations", i, "helm"));
-            check_helm(file, line, h, &mut errors, &mut warnings);
+            check_helm(file, line, h, &mut errors);
         }
         let name = t.name.clone().unwrap_or_else(|| format!("#{i}"));
         let entry = [
@@ -778,6 +784,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             namespace_labels: t.namespace_labels.clone(),
             namespace_annotations: t.namespace_annotations.clone(),
             delete_namespace: t.delete_namespace,
+            helm: t.helm.clone(),
         });
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -880,6 +887,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
                 annotations: raw.namespace_annotations,
                 delete: raw.delete_namespace,
             },
+            helm: raw.helm,
         },
         options: BundleOptions {
             depends_on: raw.depends_on,
@@ -890,6 +898,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             diff: raw.diff,
             labels: raw.labels,
             ignore: raw.ignore,
+            helm: None,
         },
         name: raw.name,
         override_targets: (!raw.override_targets.is_empty()).then_some(raw.override_targets),
@@ -993,26 +1002,11 @@ fn check_keep_fail_history(
 fn check_helm(
     file: &str,
     line: u32,
-    helm: &Value,
+    helm: &HelmSpec,
     errors: &mut Vec<Diagnostic>,
-    warnings: &mut Vec<Diagnostic>,
 ) {
-    let has_chart = ["chart", "repo", "releaseName"]
-        .iter()
-        .any(|k| helm.get(k).is_some());
-    if has_chart {
-        errors.push(Diagnostic::at(
-            file,
-            line,
-            "Helm charts are not supported by flotilla (see docs/bundles.md); \
-             render the chart to YAML or use kustomize",
-        ));
-    } else if !helm.is_null() {
-        warnings.push(Diagnostic::at(
-            file,
-            line,
-            "helm options are ignored: Helm is not supported",
-        ));
+    if let Err(d) = helm.check(file, line) {
+        errors.push(d);
     }
 }
 
@@ -1350,9 +1344,17 @@ targetCustomizations:
     }
 
     #[test]
-    fn helm_charts_are_a_plain_error() {
-        let errs = parse("fleet.yaml", "helm:\n  chart: nginx\n").expect_err("fails");
-        assert!(errs[0].message.contains("Helm charts are not supported"));
+    fn helm_blocks_are_read_per_target_and_value_from_is_refused() {
+        let p = parse(
+            "fleet.yaml",
+            "helm:\n  chart: ./c\n  bogus: 1\ntargetCustomizations:\n- name: a\n  clusterName: x\n  helm:\n    values: {a: 1}\n",
+        )
+        .expect("parses");
+        assert_eq!(p.spec.helm.and_then(|h| h.chart).as_deref(), Some("./c"));
+        assert!(p.spec.customizations[0].helm.is_some());
+        assert_eq!(p.warnings[0].message, "unknown field helm.bogus is ignored");
+        let errs = parse("fleet.yaml", "helm:\n  valuesFrom: [{}]\n").expect_err("fails");
+        assert!(errs[0].message.contains("valuesFrom"), "{errs:?}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod bundle;
 mod diagnostic;
 mod discovery;
 mod fleet_yaml;
+mod helm;
 mod json_patch;
 mod kustomize;
 #[cfg(test)]
@@ -41,6 +42,8 @@ pub use fleet_yaml::{
     BundleOptions, ComparePatch, CorrectDrift, DependsOn, Diff, Ignore, IntOrString,
     OverrideTarget, Partition, PatchOperation, RolloutStrategy,
 };
+pub use helm::spec::HelmDeployOptions;
+pub use helm::{Capabilities, ChartArchive, RemoteChart};
 pub use repo_tree::{MAX_LINK_TARGET_BYTES, ReadBlob, RepoTree, TreeError};
 
 /// What a bundle may read, build and spend, and how large a source's git tree may be.
@@ -97,6 +100,9 @@ pub struct ClusterInfo {
     pub name: String,
     pub labels: flotilla_model::Labels,
     pub groups: Vec<GroupInfo>,
+    /// What the cluster reported about its API (`None`: nothing, Helm charts then see
+    /// `helm template`'s defaults).
+    pub capabilities: Option<Capabilities>,
 }
 
 /// A cluster group the cluster belongs to.
@@ -124,11 +130,15 @@ pub enum Selection {
 }
 
 /// Names one distinct render of a bundle: equal keys give byte-identical output. It holds
-/// the customization and, only for bundles with `clusterValues: true`, the values used.
+/// the customization and, only for bundles with `clusterValues: true` (or Helm values with
+/// Fleet's `${ }` templating), the values used; for Helm charts that read `.Capabilities`,
+/// the cluster's capabilities.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RenderKey {
     variant: Option<(usize, String)>,
     values: Vec<(String, Option<String>)>,
+    /// Only for Helm charts that read `.Capabilities`: what the cluster reported.
+    capabilities: Option<Capabilities>,
 }
 
 impl RenderKey {

@@ -96,6 +96,16 @@ pub(crate) fn id_of(o: &Object) -> ObjectId {
 
 /// Checks, sorts and serialises the objects of one render.
 pub(crate) fn finish(objects: Vec<Object>) -> Diags<Rendered> {
+    finish_with(objects, true)
+}
+
+/// Checks and serialises objects in the order given (a Helm chart's: Helm's install order,
+/// which the spoke keeps).
+pub(crate) fn finish_in_order(objects: Vec<Object>) -> Diags<Rendered> {
+    finish_with(objects, false)
+}
+
+fn finish_with(objects: Vec<Object>, sort: bool) -> Diags<Rendered> {
     let mut errors = Vec::new();
     let mut seen: BTreeMap<ObjectId, (String, u32)> = BTreeMap::new();
     let mut kept = Vec::new();
@@ -136,7 +146,9 @@ pub(crate) fn finish(objects: Vec<Object>) -> Diags<Rendered> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    kept.sort_by_key(|o| (kind_rank(o.kind()), id_of(o)));
+    if sort {
+        kept.sort_by_key(|o| (kind_rank(o.kind()), id_of(o)));
+    }
     let mut manifest = String::new();
     let mut out = Vec::with_capacity(kept.len());
     for o in kept {

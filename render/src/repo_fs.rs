@@ -31,6 +31,8 @@ pub(crate) enum Kind {
 /// What the renderer needs from a file tree.
 pub(crate) trait Fs {
     fn read(&self, rel: &str) -> Result<Arc<str>, Diagnostic>;
+    /// The file's bytes, text or not (a chart's `.tgz` subcharts and `.Files`).
+    fn read_bytes(&self, rel: &str) -> Result<Arc<[u8]>, Diagnostic>;
     fn list(&self, rel: &str) -> Result<Arc<Vec<Entry>>, Diagnostic>;
     fn kind(&self, rel: &str) -> Kind;
 }
@@ -69,6 +71,7 @@ pub(crate) fn file_name(rel: &str) -> &str {
 #[derive(Default, Debug, Clone)]
 pub(crate) struct Snapshot {
     files: BTreeMap<String, Result<Arc<str>, Diagnostic>>,
+    blobs: BTreeMap<String, Result<Arc<[u8]>, Diagnostic>>,
     dirs: BTreeMap<String, Result<Arc<Vec<Entry>>, Diagnostic>>,
     kinds: BTreeMap<String, Kind>,
 }
@@ -85,6 +88,12 @@ impl Snapshot {
 impl Fs for Snapshot {
     fn read(&self, rel: &str) -> Result<Arc<str>, Diagnostic> {
         self.files
+            .get(rel)
+            .cloned()
+            .unwrap_or_else(|| Err(Diagnostic::new(rel, "file was not loaded with the bundle")))
+    }
+    fn read_bytes(&self, rel: &str) -> Result<Arc<[u8]>, Diagnostic> {
+        self.blobs
             .get(rel)
             .cloned()
             .unwrap_or_else(|| Err(Diagnostic::new(rel, "file was not loaded with the bundle")))
@@ -145,6 +154,13 @@ impl<B: Backend> Recorder<B> {
     }
 
     fn read_uncached(&self, rel: &str) -> Result<Arc<str>, Diagnostic> {
+        let bytes = self.read_bytes_uncached(rel)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Diagnostic::new(rel, "file is not valid UTF-8 text"))?;
+        Ok(Arc::from(text))
+    }
+
+    fn read_bytes_uncached(&self, rel: &str) -> Result<Vec<u8>, Diagnostic> {
         // The size is checked before a byte is read: a huge file costs nothing.
         let size = self.backend.file_size(rel)?;
         if size > self.limits.max_file_bytes {
@@ -168,9 +184,7 @@ impl<B: Backend> Recorder<B> {
         }
         let bytes = self.backend.read_bytes(rel, size)?;
         self.with_state(|s| s.1 += bytes.len() as u64);
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Diagnostic::new(rel, "file is not valid UTF-8 text"))?;
-        Ok(Arc::from(text))
+        Ok(bytes)
     }
 }
 
@@ -182,6 +196,17 @@ impl<B: Backend> Fs for Recorder<B> {
         let result = self.read_uncached(rel);
         self.with_state(|s| {
             s.0.files.insert(rel.to_string(), result.clone());
+        });
+        result
+    }
+
+    fn read_bytes(&self, rel: &str) -> Result<Arc<[u8]>, Diagnostic> {
+        if let Some(hit) = self.with_state(|s| s.0.blobs.get(rel).cloned()) {
+            return hit;
+        }
+        let result = self.read_bytes_uncached(rel).map(Arc::from);
+        self.with_state(|s| {
+            s.0.blobs.insert(rel.to_string(), result.clone());
         });
         result
     }

@@ -178,6 +178,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             groups: vec![],
+            capabilities: None,
         }
     }
 

@@ -20,6 +20,7 @@ fn cluster(name: &str, labels: &[(&str, &str)]) -> ClusterInfo {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         groups: vec![],
+        capabilities: None,
     }
 }
 

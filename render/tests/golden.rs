@@ -39,6 +39,7 @@ fn cluster(v: &Value) -> ClusterInfo {
                     .collect()
             })
             .unwrap_or_default(),
+        capabilities: None,
     }
 }
 

@@ -19,8 +19,8 @@ use flotilla_identity::Identity;
 use flotilla_model::{ContentDigest, Labels, State};
 use flotilla_proto::limits::MAX_CONTENT_BYTES;
 use flotilla_proto::v1::{
-    Applied, Hello, HubMsg, Renew, ResourceStatus, SpokeMsg, Status as StatusMsg, hub_msg,
-    spoke_client::SpokeClient, spoke_msg,
+    Applied, ClusterCapabilities, Hello, HubMsg, Renew, ResourceStatus, SpokeMsg,
+    Status as StatusMsg, hub_msg, spoke_client::SpokeClient, spoke_msg,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -555,7 +555,16 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
     let mut client = SpokeClient::new(channel).max_decoding_message_size(MAX_INBOUND_MESSAGE);
     let cache = agent.cache();
     let (tx, rx) = mpsc::channel(256);
+    let capabilities = agent
+        .target
+        .capabilities()
+        .await
+        .map(|c| ClusterCapabilities {
+            kube_version: c.kube_version,
+            api_versions: c.api_versions,
+        });
     let hello = Hello {
+        capabilities,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         labels: agent.labels.clone(),
         applied: cache

@@ -1801,3 +1801,26 @@ async fn an_idle_applier_checks_from_its_watch_caches_and_sends_no_requests() {
     assert_eq!(requests().await, expected);
     cleanup(&c, &t, &[&bundle]).await;
 }
+
+#[tokio::test]
+async fn the_target_reports_the_servers_version_and_the_api_versions_it_serves() {
+    let c = cluster().await;
+    let t = c.target(Policy::default());
+    let caps = t
+        .capabilities()
+        .await
+        .expect("a cluster reports its capabilities");
+    let version = c.admin.apiserver_version().await.expect("/version");
+    assert_eq!(caps.kube_version, version.git_version);
+    for served in ["v1", "apps/v1", "apps/v1/Deployment", "v1/ConfigMap"] {
+        assert!(
+            caps.api_versions.iter().any(|v| v == served),
+            "{served} missing from {:?}",
+            caps.api_versions
+        );
+    }
+    let mut sorted = caps.api_versions.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, caps.api_versions, "sorted, without duplicates");
+}

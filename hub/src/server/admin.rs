@@ -11,9 +11,10 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::credentials::{Credentials, Kind};
+use crate::charts;
 use crate::fleet::{Fleet, Trigger};
 use crate::label_trust;
-use crate::records::{SourceSpec, now_unix, rfc3339, status_key};
+use crate::records::{HelmAuthSpec, SourceSpec, now_unix, rfc3339, status_key};
 use crate::server::peer;
 use crate::sources;
 use crate::store::{Op, Table};
@@ -56,6 +57,7 @@ impl AdminService {
             token_labels: rec.token_labels,
             hub_labels: rec.hub_labels,
             removed_labels: rec.removed_labels.into_iter().collect(),
+            kube_version: rec.capabilities.map(|c| c.kube_version).unwrap_or_default(),
         })
     }
 
@@ -110,7 +112,48 @@ impl AdminService {
             credentials: s.credential_names.clone(),
             verify_commits: s.spec.verify_commits,
             verified_commit,
+            // Never the secrets: only which ones the hub holds.
+            helm_auth: s.spec.helm_auth.as_ref().map(|h| pb::HelmRepoAuth {
+                username: h.username.clone(),
+                url_regex: h.url_regex.clone(),
+                plain_http: h.plain_http,
+                stored: charts::auth::stored(&self.fleet.data_dir, &s.spec.name),
+                ..Default::default()
+            }),
         }
+    }
+
+    /// Checks and writes a new source's chart repository secrets (0600 files) before
+    /// the source is stored, so a poll never runs without them.
+    async fn store_helm_secrets(
+        &self,
+        spec: &SourceSpec,
+        auth: Option<&pb::HelmRepoAuth>,
+    ) -> Result<(), Status> {
+        let (Some(h), Some(a)) = (&spec.helm_auth, auth) else {
+            return Ok(());
+        };
+        use charts::auth::Secret;
+        let secrets: Vec<(Secret, Vec<u8>)> = [
+            (Secret::Password, &a.password),
+            (Secret::Ca, &a.ca_pem),
+            (Secret::Token, &a.token),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, v.to_vec()))
+        .collect();
+        let borrowed: Vec<(Secret, &[u8])> = secrets.iter().map(|(k, v)| (*k, &v[..])).collect();
+        charts::auth::validate(h, &borrowed).map_err(Status::invalid_argument)?;
+        let (dir, name) = (self.fleet.data_dir.clone(), spec.name.clone());
+        tokio::task::spawn_blocking(move || {
+            let borrowed: Vec<(Secret, &[u8])> =
+                secrets.iter().map(|(k, v)| (*k, &v[..])).collect();
+            charts::auth::store(&dir, &name, &borrowed)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("storing the helm credentials: {e}")))?
+        .map_err(|e| Status::internal(format!("storing the helm credentials: {e}")))
     }
 
     fn rollout_view(&self, bundle: &str) -> Result<pb::Rollout, Status> {
@@ -255,6 +298,11 @@ fn validate_source(s: &pb::Source) -> Result<SourceSpec, Status> {
         paused: s.paused,
         verify_commits: s.verify_commits,
         username: s.auth.as_ref().and_then(|a| non_empty(&a.username)),
+        helm_auth: s.helm_auth.as_ref().map(|h| HelmAuthSpec {
+            username: h.username.clone(),
+            url_regex: h.url_regex.clone(),
+            plain_http: h.plain_http,
+        }),
     };
     check_source(spec)
 }
@@ -485,6 +533,8 @@ impl Admin for AdminService {
         creds.remove_all();
         check_trust(&spec, &creds, src.auth.as_ref(), &[])?;
         write_credentials(creds.clone(), src.auth, Vec::new()).await?;
+        self.store_helm_secrets(&spec, src.helm_auth.as_ref())
+            .await?;
         self.fleet
             .store
             .commit(vec![Op::put_json(Table::Sources, spec.name.clone(), &spec)])
@@ -551,6 +601,7 @@ impl Admin for AdminService {
         Credentials::of(&self.fleet.data_dir, &name).remove_all();
         tracing::info!(source = %name, keep_resources = req.keep_resources, "source removed");
         state.poke.notify_one();
+        charts::auth::remove(&self.fleet.data_dir, &name);
         self.fleet.trigger(Trigger::All);
         Ok(Response::new(pb::RemoveSourceResponse {}))
     }

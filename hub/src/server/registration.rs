@@ -131,6 +131,7 @@ impl Registration for RegistrationService {
             cert_expires: 0,
             revoked: false,
             issuer: String::new(),
+            capabilities: None,
         };
         // At registration the spoke may choose the keys its token names, besides the
         // hub's self-label keys; later Hellos get only the hub's.

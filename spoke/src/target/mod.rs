@@ -96,6 +96,20 @@ pub trait Target: Send + Sync {
     fn changed_bundles(&self) -> Option<BTreeSet<String>> {
         None
     }
+    /// What the target knows of its cluster's Kubernetes API, sent in each Hello for the
+    /// hub's charts that read `.Capabilities`. None for a target that is no cluster.
+    fn capabilities(&self) -> BoxFuture<'_, Option<ClusterCapabilities>> {
+        Box::pin(async { None })
+    }
+}
+
+/// The Kubernetes API a cluster serves: its version and Helm-style API version list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterCapabilities {
+    /// `/version`'s gitVersion, e.g. `v1.34.1`.
+    pub kube_version: String,
+    /// Served group versions and `group/version/Kind` entries, sorted.
+    pub api_versions: Vec<String>,
 }
 
 /// One enforcement step for one bundle, returned as the outcome to report: a bundle

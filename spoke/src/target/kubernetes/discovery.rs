@@ -1,7 +1,8 @@
 //! The discovery cache: which resource (plural, scope) serves a kind at an API version.
 //! Filled from the API server's discovery and refreshed when a bundle names a kind the
 //! cache does not know; kinds whose CRD sits in the same bundle are resolved from that
-//! CRD, so the whole bundle can be checked before anything is applied.
+//! CRD, so the whole bundle can be checked before anything is applied. The same
+//! discovery tells the hub which API versions the cluster serves (`Hello.capabilities`).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -32,6 +33,9 @@ pub struct Resolver {
     cache: RwLock<HashMap<Key, Resolved>>,
     /// When the last successful refresh finished.
     refreshed: Mutex<Option<Instant>>,
+    /// What the last refresh found served, as Helm's `.Capabilities.APIVersions` lists it
+    /// (`apps/v1` and `apps/v1/Deployment`), sorted. Written by `refresh` only.
+    api_versions: RwLock<Vec<String>>,
 }
 
 impl Resolver {
@@ -40,7 +44,17 @@ impl Resolver {
             client,
             cache: RwLock::new(HashMap::new()),
             refreshed: Mutex::new(None),
+            api_versions: RwLock::new(Vec::new()),
         }
+    }
+
+    /// The group versions and `group/version/Kind`s the last refresh found; empty before
+    /// the first one succeeded.
+    pub fn api_versions(&self) -> Vec<String> {
+        self.api_versions
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     pub fn cached(&self, group: &str, version: &str, kind: &str) -> Option<Resolved> {
@@ -92,17 +106,27 @@ impl Resolver {
             }
         };
         let mut fresh = HashMap::new();
+        let mut api_versions = std::collections::BTreeSet::new();
         for group in discovery.groups() {
             for version in group.versions() {
+                let gv = match group.name() {
+                    "" => version.to_string(),
+                    g => format!("{g}/{version}"),
+                };
                 for (ar, caps) in group.versioned_resources(version) {
+                    api_versions.insert(format!("{gv}/{}", ar.kind));
                     let key = (ar.group.clone(), ar.version.clone(), ar.kind.clone());
                     let namespaced = caps.scope == Scope::Namespaced;
                     fresh.insert(key, Resolved { ar, namespaced });
                 }
+                api_versions.insert(gv);
             }
         }
         if let Ok(mut cache) = self.cache.write() {
             *cache = fresh;
+        }
+        if let Ok(mut v) = self.api_versions.write() {
+            *v = api_versions.into_iter().collect();
         }
         if let Ok(mut at) = self.refreshed.lock() {
             *at = Some(Instant::now());

@@ -51,7 +51,7 @@ use self::inventory::Inventory;
 use self::manifest::{BUNDLE_ANNOTATION, Manifest, ObjectRef};
 use self::order::Phase;
 use self::report::Verdict;
-use super::{Desired, Outcome, Target};
+use super::{ClusterCapabilities, Desired, Outcome, Target};
 
 pub use self::drift::DriftIgnore;
 pub use self::events::REPORTING_CONTROLLER;
@@ -813,5 +813,27 @@ impl Target for KubeTarget {
 
     fn changed_bundles(&self) -> Option<BTreeSet<String>> {
         self.dirty.lock().ok().map(|mut d| std::mem::take(&mut *d))
+    }
+
+    fn capabilities(&self) -> BoxFuture<'_, Option<ClusterCapabilities>> {
+        Box::pin(async {
+            // Discovery again, so a cluster upgraded while the stream was down reports
+            // what it serves now; an API server that does not answer reports nothing and
+            // the hub keeps what it last heard.
+            if let Err(e) = self.resolver.refresh().await {
+                tracing::debug!(error = %format!("{e:#}"), "discovery for Hello failed");
+            }
+            let version = match self.client.apiserver_version().await {
+                Ok(v) => v.git_version,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the API server's /version; Hello reports no capabilities");
+                    return None;
+                }
+            };
+            Some(ClusterCapabilities {
+                kube_version: version,
+                api_versions: self.resolver.api_versions(),
+            })
+        })
     }
 }
