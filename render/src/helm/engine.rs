@@ -117,14 +117,19 @@ fn parse_order(tpls: &mut [Tpl<'_>]) {
     });
 }
 
-fn parse_all<'a>(
-    chart: &'a Chart,
-    limits: &Limits,
-) -> Result<(TemplateSet, Vec<Tpl<'a>>), Diagnostic> {
+fn templates(chart: &Chart) -> Vec<Tpl<'_>> {
     let mut tpls = Vec::new();
     let mut scopes = 0;
     collect(chart, "", &mut tpls, &mut scopes);
     parse_order(&mut tpls);
+    tpls
+}
+
+fn parse_all<'a>(
+    chart: &'a Chart,
+    limits: &Limits,
+) -> Result<(TemplateSet, Vec<Tpl<'a>>), Diagnostic> {
+    let tpls = templates(chart);
     let mut set = TemplateSet::new(options(limits));
     for t in &tpls {
         set.parse(&t.name, t.text)
@@ -133,11 +138,37 @@ fn parse_all<'a>(
     Ok((set, tpls))
 }
 
-/// Whether any template of the chart (or its subcharts) may read `.Capabilities`.
-/// Parsing every template here also refuses a chart with a template that does not parse.
-pub(crate) fn reads_capabilities(chart: &Chart) -> Result<bool, Diagnostic> {
-    let (set, _) = parse_all(chart, &Limits::default())?;
-    Ok(set.reads_field("Capabilities"))
+/// Every template of a chart and its subcharts, parsed once at load: a render whose
+/// dependencies leave the same templates (no subchart disabled or aliased) reuses it.
+#[derive(Clone)]
+pub(crate) struct Parsed {
+    set: TemplateSet,
+    /// The full names of the templates parsed into `set`, in parse order.
+    names: Vec<String>,
+}
+
+impl std::fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parsed")
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+impl Parsed {
+    /// Whether any template may read `.Capabilities`.
+    pub(crate) fn reads_capabilities(&self) -> bool {
+        self.set.reads_field("Capabilities")
+    }
+}
+
+/// Parses every template of the chart; a template that does not parse fails the chart.
+pub(crate) fn parse_chart(chart: &Chart, limits: &Limits) -> Result<Parsed, Diagnostic> {
+    let (set, tpls) = parse_all(chart, limits)?;
+    Ok(Parsed {
+        set,
+        names: tpls.into_iter().map(|t| t.name).collect(),
+    })
 }
 
 /// The engine's error as a diagnostic on the template's repo file and line.
@@ -273,13 +304,21 @@ fn capabilities_value(caps: &Caps) -> V {
 /// Renders every non-partial template: Helm's `Engine.Render` (`<no value>` removed).
 pub(crate) fn render(
     chart: &Chart,
+    parsed: &Parsed,
     values: &Table,
-    release_name: &str,
-    namespace: &str,
+    release: (&str, &str),
     caps: &Caps,
     limits: &Limits,
 ) -> Result<BTreeMap<String, String>, Diagnostic> {
-    let (set, tpls) = parse_all(chart, limits)?;
+    let (release_name, namespace) = release;
+    let tpls = templates(chart);
+    let same = tpls.len() == parsed.names.len()
+        && tpls.iter().zip(&parsed.names).all(|(t, n)| t.name == *n);
+    let set = if same {
+        parsed.set.clone()
+    } else {
+        parse_all(chart, limits)?.0
+    };
     let release = V::map(BTreeMap::from([
         ("Name".to_string(), V::string(release_name)),
         ("Namespace".to_string(), V::string(namespace)),

@@ -37,10 +37,12 @@ pub(crate) struct Variant {
     pub skip_schema_validation: bool,
 }
 
-/// A chart ready to render, and whether its render depends on the cluster's capabilities.
+/// A chart ready to render: its templates parsed, and whether its render depends on the
+/// cluster's capabilities.
 #[derive(Debug)]
 pub(crate) struct Loaded {
     pub chart: Chart,
+    pub parsed: engine::Parsed,
     pub reads_capabilities: bool,
 }
 
@@ -171,14 +173,7 @@ impl HelmBundle {
                 .map_err(|e| vec![Diagnostic::new(&origin, e)])?;
             let chart = chart::load_files(&origin, files, archive_limits(limits), 0)
                 .map_err(|d| vec![d])?;
-            let reads_capabilities = depends_on_cluster(&chart)?;
-            next.charts.insert(
-                source,
-                Arc::new(Loaded {
-                    chart,
-                    reads_capabilities,
-                }),
-            );
+            next.charts.insert(source, Arc::new(loaded(chart, limits)?));
         }
         Ok(next)
     }
@@ -237,7 +232,7 @@ impl HelmBundle {
             user = engine::fleet_template_values(&user, c, fleet_file, limits)?;
         }
         let caps = cluster.and_then(|c| c.capabilities.clone());
-        render_chart(&loaded.chart, &user, v, caps.as_ref(), budget, limits)
+        render_chart(loaded, &user, v, caps.as_ref(), budget, limits)
     }
 }
 
@@ -342,33 +337,34 @@ fn mentions_template(values: &Table) -> bool {
 fn load_folder(fs: &dyn Fs, path: &str, limits: &Limits) -> Result<Loaded, Vec<Diagnostic>> {
     let files = chart::read_dir(fs, path, MAX_CHART_FILES)?;
     let chart = chart::load_files(path, files, archive_limits(limits), 0).map_err(|d| vec![d])?;
-    let reads_capabilities = depends_on_cluster(&chart)?;
+    loaded(chart, limits)
+}
+
+/// Parses the chart's templates (one that does not parse fails the bundle at load) and
+/// finds whether its render depends on the cluster's capabilities: a template reads
+/// `.Capabilities`, or `Chart.yaml` has a `kubeVersion` constraint.
+fn loaded(chart: Chart, limits: &Limits) -> Result<Loaded, Vec<Diagnostic>> {
+    let parsed = engine::parse_chart(&chart, limits).map_err(|d| vec![d])?;
+    let reads_capabilities = parsed.reads_capabilities() || !chart.metadata.kube_version.is_empty();
     Ok(Loaded {
         chart,
+        parsed,
         reads_capabilities,
     })
 }
 
-/// Whether a chart's render depends on the cluster's capabilities: a template reads
-/// `.Capabilities`, or `Chart.yaml` has a `kubeVersion` constraint. Parses every template,
-/// so a template that does not parse fails the bundle at load.
-fn depends_on_cluster(chart: &Chart) -> Result<bool, Vec<Diagnostic>> {
-    let reads = engine::reads_capabilities(chart).map_err(|d| vec![d])?;
-    Ok(reads || !chart.metadata.kube_version.is_empty())
-}
-
 /// `helm template` of one chart: the steps of `action.Install` for a client-only render.
 fn render_chart(
-    chart: &Chart,
+    loaded: &Loaded,
     user: &Table,
     v: &Variant,
     caps: Option<&Capabilities>,
     budget: &Budget,
     limits: &Limits,
 ) -> Result<Vec<Object>, Vec<Diagnostic>> {
-    let origin = chart.origin.clone();
+    let origin = loaded.chart.origin.clone();
     let chart_file = chart::origin_path(&origin, "Chart.yaml");
-    let mut chart = chart.clone();
+    let mut chart = loaded.chart.clone();
     process_dependencies(&mut chart, user, &engine::version_in_range)
         .map_err(|m| vec![Diagnostic::new(&chart_file, m)])?;
     let caps = engine::capabilities(caps);
@@ -395,9 +391,9 @@ fn render_chart(
     }
     let mut rendered = engine::render(
         &chart,
+        &loaded.parsed,
         &values,
-        &v.release_name,
-        &v.namespace,
+        (&v.release_name, &v.namespace),
         &caps,
         limits,
     )
