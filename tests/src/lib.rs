@@ -5,6 +5,8 @@
 //! The binaries are found next to the test executable (`target/debug`). `cargo test
 //! --workspace` builds them; when running this package alone, `cargo build --bins` first.
 
+pub mod doctest;
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
