@@ -299,7 +299,7 @@ pub struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "line {}: {}", self.line, self.why)?;
+        writeln!(f, "{}: {}", self.line, self.why)?;
         writeln!(f, "  command:  $ {}", self.command)?;
         writeln!(f, "  expected:")?;
         for l in &self.expected {
@@ -507,8 +507,9 @@ fn group_alive(group: &str) -> bool {
 /// the number of blocks run, or a report naming the document, line, command, expected
 /// and actual output.
 pub fn run_document(path: &Path, repo_root: &Path, bin_dir: &Path) -> Result<usize, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let blocks = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let name = path.strip_prefix(repo_root).unwrap_or(path).display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+    let blocks = parse(&text).map_err(|e| format!("{name}: {e}"))?;
     if blocks.is_empty() {
         return Ok(0);
     }
@@ -516,7 +517,7 @@ pub fn run_document(path: &Path, repo_root: &Path, bin_dir: &Path) -> Result<usi
     for block in &blocks {
         session
             .run_block(block)
-            .map_err(|f| format!("{}:{f}", path.display()))?;
+            .map_err(|f| format!("{name}:{f}"))?;
     }
     Ok(blocks.len())
 }
