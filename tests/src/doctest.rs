@@ -129,8 +129,8 @@ pub fn parse(text: &str) -> Result<Vec<Block>, String> {
             i += 1;
             continue;
         };
-        let close =
-            close.ok_or_else(|| format!("line {}: runnable block never closed ({closer})", i + 1))?;
+        let close = close
+            .ok_or_else(|| format!("line {}: runnable block never closed ({closer})", i + 1))?;
         blocks.push(Block {
             line: i + 1,
             eventually,
@@ -358,7 +358,9 @@ impl Session {
             let mut buf = Vec::new();
             // Split on newlines ourselves: a command may print bytes that are not UTF-8.
             while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
-                let line = String::from_utf8_lossy(&buf).trim_end_matches('\n').to_string();
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches('\n')
+                    .to_string();
                 buf.clear();
                 if tx.send(line).is_err() {
                     break;
@@ -434,7 +436,11 @@ impl Session {
             .join(format!(".doctest-{}.sh", self.commands));
         std::fs::write(&script, format!("{command}\n"))
             .map_err(|e| format!("writing {}: {e}", script.display()))?;
-        let mark = format!("__flotilla_doctest_{}_{}__", std::process::id(), self.commands);
+        let mark = format!(
+            "__flotilla_doctest_{}_{}__",
+            std::process::id(),
+            self.commands
+        );
         writeln!(
             self.stdin,
             "{{ . '{}'; }} </dev/null 2>&1; printf '%s%d\\n' '{mark}' $?",
@@ -549,7 +555,10 @@ mod tests {
     fn tables_match_whatever_their_column_widths() {
         let expected = lines("NAME   CONNECTED   STATE\nc1     true        Ready");
         assert_eq!(
-            matches(&expected, "NAME CONNECTED STATE\nc1   true      Ready   \n\n"),
+            matches(
+                &expected,
+                "NAME CONNECTED STATE\nc1   true      Ready   \n\n"
+            ),
             Ok(())
         );
     }
@@ -564,16 +573,17 @@ mod tests {
     #[test]
     fn a_missing_or_extra_table_row_is_a_mismatch() {
         let expected = lines("NAME   STATE\nc1     Ready\nc2     Ready");
-        let missing = matches(&expected, "NAME STATE\nc1 Ready\n").unwrap_err();
+        let missing = matches(&expected, "NAME STATE\nc1 Ready\n").expect_err("an error");
         assert_eq!(missing.expected_line, Some(3), "{missing:?}");
-        let extra = matches(&expected, "NAME STATE\nc1 Ready\nc2 Ready\nc3 Ready").unwrap_err();
+        let extra =
+            matches(&expected, "NAME STATE\nc1 Ready\nc2 Ready\nc3 Ready").expect_err("an error");
         assert!(extra.detail.contains("c3 Ready"), "{extra:?}");
     }
 
     #[test]
     fn a_changed_header_is_a_mismatch() {
         let expected = lines("NAME   STATE\nc1     Ready");
-        let m = matches(&expected, "NAME READY\nc1 Ready").unwrap_err();
+        let m = matches(&expected, "NAME READY\nc1 Ready").expect_err("an error");
         assert_eq!(m.expected_line, Some(1));
         assert!(m.detail.contains("NAME STATE"), "{m:?}");
     }
@@ -612,7 +622,7 @@ mod tests {
     fn runnable_blocks_are_found_with_their_lines_commands_and_output() {
         let doc = "# t\n\n```sh\nnot run\n```\n\n```console runnable eventually\n\
                    $ echo a \\\n  b\na b\n$ true\n```\n<!-- runnable\n$ x=1\n-->\n";
-        let blocks = parse(doc).unwrap();
+        let blocks = parse(doc).expect("the document parses");
         assert_eq!(
             blocks,
             vec![
@@ -653,11 +663,12 @@ mod tests {
 
     #[test]
     fn malformed_runnable_blocks_are_errors_with_their_line() {
-        let e = parse("text\n```console runnable\noutput first\n$ true\n```\n").unwrap_err();
+        let e =
+            parse("text\n```console runnable\noutput first\n$ true\n```\n").expect_err("an error");
         assert!(e.contains("line 3"), "{e}");
-        let e = parse("```console runnable\n$ true\n").unwrap_err();
+        let e = parse("```console runnable\n$ true\n").expect_err("an error");
         assert!(e.contains("line 1") && e.contains("never closed"), "{e}");
-        let e = parse("```console runnable\n```\n").unwrap_err();
+        let e = parse("```console runnable\n```\n").expect_err("an error");
         assert!(e.contains("no `$ ` command"), "{e}");
     }
 }

@@ -23,12 +23,11 @@ fn every_runnable_block_in_the_docs_prints_what_the_docs_show() {
             .into_iter()
             .map(|doc| {
                 let (root, bin_dir) = (&root, &bin_dir);
-                let name = doc
-                    .strip_prefix(root)
-                    .unwrap_or(&doc)
-                    .display()
-                    .to_string();
-                (name, s.spawn(move || doctest::run_document(&doc, root, bin_dir)))
+                let name = doc.strip_prefix(root).unwrap_or(&doc).display().to_string();
+                (
+                    name,
+                    s.spawn(move || doctest::run_document(&doc, root, bin_dir)),
+                )
             })
             .collect();
         handles
