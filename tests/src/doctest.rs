@@ -45,8 +45,9 @@
 //! holding a copy of `examples/` and a git identity in the environment; `PATH` starts
 //! with the freshly built `flotilla`,
 //! `flotilla-hub` and `flotilla-spoke`. Before a block runs, `/tmp/` in its commands and
-//! its expected output becomes the sandbox, and `127.0.0.1:7443` a free loopback port,
-//! so documents can run side by side and leave nothing behind. The commands of one
+//! its expected output becomes the sandbox, and each `127.0.0.1:PORT` a free loopback
+//! port (the same one wherever the document names that port), so documents can run
+//! side by side and leave nothing behind. The commands of one
 //! document run in one `bash` session, in document order, so `cd`, `export` and
 //! variables carry from one block to the next as in a reader's terminal. When the
 //! document ends, its whole process group is killed.
@@ -280,7 +281,8 @@ fn line_matches(pattern: &str, line: &str) -> bool {
 /// A document's sandbox and the bash session its commands run in.
 pub struct Session {
     dir: tempfile::TempDir,
-    port: u16,
+    /// Document port -> free port, the same throughout the document.
+    ports: std::collections::HashMap<u16, u16>,
     bash: Child,
     stdin: ChildStdin,
     lines: Receiver<String>,
@@ -369,7 +371,7 @@ impl Session {
         });
         Ok(Session {
             dir,
-            port: crate::free_port(),
+            ports: std::collections::HashMap::new(),
             bash,
             stdin,
             lines,
@@ -382,10 +384,27 @@ impl Session {
         self.dir.path()
     }
 
-    /// Rewrites the document's fixed places into this sandbox's.
-    fn localise(&self, text: &str) -> String {
-        text.replace("127.0.0.1:7443", &format!("127.0.0.1:{}", self.port))
-            .replace("/tmp/", &format!("{}/", self.dir.path().display()))
+    /// Rewrites the document's fixed places into this sandbox's: `/tmp/` and every
+    /// `127.0.0.1:PORT`.
+    fn localise(&mut self, text: &str) -> String {
+        const HOST: &str = "127.0.0.1:";
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find(HOST) {
+            let after = &rest[at + HOST.len()..];
+            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            out.push_str(&rest[..at + HOST.len()]);
+            match after[..digits].parse::<u16>() {
+                Ok(port) if port != 0 => {
+                    let free = *self.ports.entry(port).or_insert_with(crate::free_port);
+                    out.push_str(&free.to_string());
+                }
+                _ => out.push_str(&after[..digits]),
+            }
+            rest = &after[digits..];
+        }
+        out.push_str(rest);
+        out.replace("/tmp/", &format!("{}/", self.dir.path().display()))
     }
 
     /// Runs every step of `block`, stopping at the first that fails.
