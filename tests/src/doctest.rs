@@ -132,10 +132,19 @@ pub fn parse(text: &str) -> Result<Vec<Block>, String> {
         };
         let close = close
             .ok_or_else(|| format!("line {}: runnable block never closed ({closer})", i + 1))?;
+        // A block inside a list item is indented like its fence; the transcript is not.
+        let indent = lines[i].len() - line.len();
+        let body: Vec<&str> = lines[i + 1..close]
+            .iter()
+            .map(|l| {
+                let blanks = l.len() - l.trim_start_matches(' ').len();
+                &l[blanks.min(indent)..]
+            })
+            .collect();
         blocks.push(Block {
             line: i + 1,
             eventually,
-            steps: parse_steps(&lines[i + 1..close], i + 2)?,
+            steps: parse_steps(&body, i + 2)?,
         });
         i = close + 1;
     }
@@ -672,6 +681,15 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_block_in_a_list_item_loses_the_indentation_of_its_fence() {
+        let doc = "- item:\n\n  ```console runnable\n  $ echo hi\n    hi\n  ```\n";
+        let blocks = parse(doc).expect("the document parses");
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].steps[0].command, "echo hi");
+        assert_eq!(blocks[0].steps[0].expected, vec!["  hi".to_string()]);
     }
 
     #[test]
