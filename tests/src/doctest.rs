@@ -120,7 +120,10 @@ pub fn parse(text: &str) -> Result<Vec<Block>, String> {
                 continue;
             }
         } else if let Some(rest) = line.strip_prefix(HIDDEN_OPEN) {
-            let eventually = rest.split_whitespace().any(|w| w == "eventually");
+            // `<!-- runnable eventually: why` names its purpose after a colon.
+            let eventually = rest
+                .split(|c: char| c.is_whitespace() || c == ':')
+                .any(|w| w == "eventually");
             let close = find_line(&lines, i + 1, |l| l.trim() == "-->");
             Some((close, eventually, "-->"))
         } else {
@@ -649,7 +652,8 @@ mod tests {
     #[test]
     fn runnable_blocks_are_found_with_their_lines_commands_and_output() {
         let doc = "# t\n\n```sh\nnot run\n```\n\n```console runnable eventually\n\
-                   $ echo a \\\n  b\na b\n$ true\n```\n<!-- runnable\n$ x=1\n-->\n";
+                   $ echo a \\\n  b\na b\n$ true\n```\n<!-- runnable: set x\n$ x=1\n-->\n\
+                   <!-- runnable eventually: wait\n$ true\n-->\n";
         let blocks = parse(doc).expect("the document parses");
         assert_eq!(
             blocks,
@@ -676,6 +680,15 @@ mod tests {
                     steps: vec![Step {
                         line: 14,
                         command: "x=1".into(),
+                        expected: vec![],
+                    }],
+                },
+                Block {
+                    line: 16,
+                    eventually: true,
+                    steps: vec![Step {
+                        line: 17,
+                        command: "true".into(),
                         expected: vec![],
                     }],
                 },
