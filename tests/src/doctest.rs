@@ -292,7 +292,9 @@ fn line_matches(pattern: &str, line: &str) -> bool {
 
 /// A document's sandbox and the bash session its commands run in.
 pub struct Session {
-    dir: tempfile::TempDir,
+    /// The sandbox; `None` once it is kept for a post-mortem.
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
     /// Document port -> free port, the same throughout the document.
     ports: std::collections::HashMap<u16, u16>,
     bash: Child,
@@ -382,7 +384,8 @@ impl Session {
             }
         });
         Ok(Session {
-            dir,
+            root: dir.path().to_path_buf(),
+            dir: Some(dir),
             ports: std::collections::HashMap::new(),
             bash,
             stdin,
@@ -391,9 +394,13 @@ impl Session {
         })
     }
 
-    /// The sandbox directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// Leaves the sandbox (with the logs of what the document started) in place when
+    /// the session ends; returns its path.
+    pub fn keep(&mut self) -> PathBuf {
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
+        self.root.clone()
     }
 
     /// Rewrites the document's fixed places into this sandbox's: `/tmp/` and every
@@ -416,7 +423,7 @@ impl Session {
             rest = &after[digits..];
         }
         out.push_str(rest);
-        out.replace("/tmp/", &format!("{}/", self.dir.path().display()))
+        out.replace("/tmp/", &format!("{}/", self.root.display()))
     }
 
     /// Runs every step of `block`, stopping at the first that fails.
@@ -461,10 +468,7 @@ impl Session {
         self.commands += 1;
         // The command goes through a file, with stdin from /dev/null, so that nothing it
         // runs can read the rest of the session's script.
-        let script = self
-            .dir
-            .path()
-            .join(format!(".doctest-{}.sh", self.commands));
+        let script = self.root.join(format!(".doctest-{}.sh", self.commands));
         std::fs::write(&script, format!("{command}\n"))
             .map_err(|e| format!("writing {}: {e}", script.display()))?;
         let mark = format!(
@@ -552,9 +556,13 @@ pub fn run_document(path: &Path, repo_root: &Path, bin_dir: &Path) -> Result<usi
     }
     let mut session = Session::start(repo_root, bin_dir)?;
     for block in &blocks {
-        session
-            .run_block(block)
-            .map_err(|f| format!("{name}:{f}"))?;
+        if let Err(f) = session.run_block(block) {
+            let kept = session.keep();
+            return Err(format!(
+                "{name}:{f}  sandbox kept for a look (logs of what the document started): {}\n",
+                kept.display()
+            ));
+        }
     }
     Ok(blocks.len())
 }
