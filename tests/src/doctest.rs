@@ -50,7 +50,8 @@
 //! side by side and leave nothing behind. The commands of one
 //! document run in one `bash` session, in document order, so `cd`, `export` and
 //! variables carry from one block to the next as in a reader's terminal. When the
-//! document ends, its whole process group is killed.
+//! document ends, its whole process group is killed. A document that fails keeps its
+//! sandbox (with the logs its background processes wrote) and the report says where.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
