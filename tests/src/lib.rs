@@ -6,6 +6,7 @@
 //! --workspace` builds them; when running this package alone, `cargo build --bins` first.
 
 pub mod charts;
+pub mod doctest;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

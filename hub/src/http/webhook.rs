@@ -326,6 +326,7 @@ mod tests {
             paused: false,
             verify_commits: false,
             username: None,
+            helm_auth: None,
         };
         crate::credentials::Credentials::of(dir.path(), "own")
             .write(crate::credentials::Kind::WebhookSecret, b"own-secret\n")

@@ -711,6 +711,10 @@ mod tests {
                 paths: vec![".".into()],
                 interval_secs: 60,
                 targets: Vec::new(),
+                revision: None,
+                paused: false,
+                verify_commits: false,
+                username: None,
                 helm_auth: None,
             })
             .expect("source");
@@ -740,6 +744,7 @@ mod tests {
                 revoked: false,
                 issuer: String::new(),
                 capabilities: None,
+                removed_labels: Default::default(),
             },
         );
         (fleet, c1, triggers)
