@@ -282,6 +282,7 @@ pub struct BundleView {
     pub ready: u32,
     pub state: String,
     pub error: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
@@ -350,6 +351,7 @@ pub struct StatusView {
     pub updated: String,
     pub resources: Vec<ResourceView>,
     /// The bundle's fleet.yaml warnings (file:line: message).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
