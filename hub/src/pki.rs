@@ -295,10 +295,14 @@ impl Undo {
         Ok(())
     }
 
-    /// Puts every remembered file back, newest first; tries them all.
+    /// Puts every remembered file back, newest first; tries them all. A file that still
+    /// holds what it held is left alone (writes are atomic: a failed one changed nothing).
     fn restore(self) -> Result<()> {
         let mut failed = Vec::new();
         for (path, before, secret) in self.0.into_iter().rev() {
+            if std::fs::read(&path).ok() == before {
+                continue;
+            }
             let r = match before {
                 Some(b) if secret => files::write_secret(&path, &b).map_err(anyhow::Error::from),
                 Some(b) => files::write_public(&path, &b).map_err(anyhow::Error::from),
@@ -354,4 +358,78 @@ pub fn retire(dir: &DataDir, clusters: &[ClusterRecord], force: bool) -> Result<
         .with_context(|| format!("removing {}", dir.ca_previous().display()))?;
     files::write_public(&dir.trust(), ca.cert_pem().as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADVERTISE: &str = "127.0.0.1:1";
+
+    /// Every file of the data dir a rotation may change, with its bytes (None: absent).
+    fn snapshot(dir: &DataDir) -> Vec<(String, Option<Vec<u8>>)> {
+        [
+            "ca.pem",
+            "ca-key.pem",
+            "ca-previous.pem",
+            "trust.pem",
+            "admin.conf",
+            "admin.pem",
+            "admin-key.pem",
+            "hub.pem",
+            "hub-key.pem",
+        ]
+        .iter()
+        .map(|f| (f.to_string(), std::fs::read(dir.root().join(f)).ok()))
+        .collect()
+    }
+
+    #[test]
+    fn a_live_rotation_trusts_both_cas_signs_with_the_new_one_and_keeps_serving_the_old_chain() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::new(tmp.path());
+        let old = init(&dir, ADVERTISE).expect("init");
+        let current = HubPki::load(&dir).expect("load");
+        let admin_before = files::read_public(&dir.root().join("admin.pem")).expect("admin.pem");
+        let next = rotate_live(&dir, &current, ADVERTISE).expect("rotate");
+        assert_ne!(next.signing.fingerprint(), old.fingerprint());
+        assert!(next.rotating() && !current.rotating());
+        assert_eq!(
+            next.pin, current.pin,
+            "join strings keep pinning the serving CA"
+        );
+        assert_eq!(next.serving_cert_pem, current.serving_cert_pem);
+        // What a restarted hub would load is what the running one swapped in.
+        let reloaded = HubPki::load(&dir).expect("reload");
+        assert_eq!(reloaded.signing.fingerprint(), next.signing.fingerprint());
+        assert_eq!(reloaded.trust_pem, next.trust_pem);
+        assert_ne!(
+            files::read_public(&dir.root().join("admin.pem")).expect("admin.pem"),
+            admin_before,
+            "admin.conf names a certificate from the new CA"
+        );
+        let again = rotate_live(&dir, &next, ADVERTISE).err().expect("refused");
+        assert!(
+            format!("{again:#}").contains("already in progress"),
+            "{again:#}"
+        );
+    }
+
+    #[test]
+    fn a_rotation_that_fails_halfway_leaves_every_file_as_it_was() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::new(tmp.path());
+        let old = init(&dir, ADVERTISE).expect("init");
+        let before = snapshot(&dir);
+        // A directory where the admin config's temporary file goes: the last write of
+        // the rotation fails, after the CA files and admin.pem were replaced.
+        std::fs::create_dir(tmp.path().join(".admin.conf.tmp")).expect("blocker");
+        let current = HubPki::load(&dir).expect("load");
+        let err = rotate_live(&dir, &current, ADVERTISE).err().expect("fails");
+        assert!(format!("{err:#}").contains("undone"), "{err:#}");
+        assert_eq!(snapshot(&dir), before);
+        let reloaded = HubPki::load(&dir).expect("the old CA still loads");
+        assert_eq!(reloaded.signing.fingerprint(), old.fingerprint());
+        assert!(!reloaded.rotating());
+    }
 }

@@ -180,6 +180,8 @@ pub fn ca_status(fleet: &Fleet) -> flotilla_proto::v1::CaStatusResponse {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -198,5 +200,29 @@ mod tests {
         r.clear(&c);
         assert_eq!(r.due(&c), None);
         assert_eq!(Renewals::until(now_ms() - 5), Duration::ZERO);
+    }
+
+    #[test]
+    fn rotating_the_running_hub_swaps_signing_ca_trust_and_tls_config_at_once() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (fleet, _rx) = Fleet::for_tests(tmp.path());
+        let before = fleet.pki();
+        let reply = rotate_ca(&fleet).expect("rotates");
+        let after = fleet.pki();
+        assert_eq!(reply.signing_ca_sha256, after.signing.fingerprint());
+        assert_ne!(reply.signing_ca_sha256, before.signing.fingerprint());
+        assert_eq!(reply.scheduled, 0, "no spoke is connected");
+        assert!(after.rotating() && ca_status(&fleet).rotating);
+        assert!(
+            !Arc::ptr_eq(&before.tls, &after.tls),
+            "new handshakes get a config that trusts both CAs"
+        );
+        assert_eq!(fleet.pin(), before.pin);
+        let again = rotate_ca(&fleet).err().expect("one rotation at a time");
+        assert!(format!("{again:#}").contains("already in progress"));
+        assert_eq!(
+            fleet.pki().signing.fingerprint(),
+            after.signing.fingerprint()
+        );
     }
 }
