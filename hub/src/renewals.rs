@@ -218,7 +218,7 @@ mod tests {
             "new handshakes get a config that trusts both CAs"
         );
         assert_eq!(fleet.pin(), before.pin);
-        let again = rotate_ca(&fleet).err().expect("one rotation at a time");
+        let again = rotate_ca(&fleet).expect_err("one rotation at a time");
         assert!(format!("{again:#}").contains("already in progress"));
         assert_eq!(
             fleet.pki().signing.fingerprint(),

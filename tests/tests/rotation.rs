@@ -109,6 +109,30 @@ fn a_ca_rotation_on_the_running_hub_completes_within_a_minute_without_a_restart(
             .ok_or(c.to_string())
     });
 
+    // Rotating is for admins: a viewer's config (as the admin.conf of another folder)
+    // is refused by the running hub, which keeps its CA.
+    let viewer = tmp.path().join("viewer");
+    ok(Command::new(bin("flotilla-hub"))
+        .args(["admin", "issue", "--data-dir"])
+        .arg(&hub.dir)
+        .args(["--role", "viewer", "--name", "auditor", "--out"])
+        .arg(viewer.join("admin.conf"))
+        .output()
+        .expect("admin issue"));
+    let refused = Command::new(bin("flotilla-hub"))
+        .args(["ca", "rotate", "--data-dir"])
+        .arg(&viewer)
+        .output()
+        .expect("run flotilla-hub");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("Admin.RotateCa")
+            && stderr.contains("needs the admin role"),
+        "{stderr}"
+    );
+    assert_eq!(signing_ca(&hub), old_ca);
+
     let rotated = ok(hub_tool(&hub, &["ca", "rotate"]));
     assert!(
         rotated.contains("new signing CA sha256")
