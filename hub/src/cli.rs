@@ -88,7 +88,8 @@ pub enum CaCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Finish a rotation once no cluster depends on the previous CA (hub stopped).
+    /// Finish a rotation once no cluster depends on the previous CA: the hub serves
+    /// from the new CA and trusts only it (a running hub at once, for new connections).
     Retire {
         #[arg(long)]
         data_dir: PathBuf,
@@ -411,8 +412,30 @@ async fn ca_command(cmd: CaCommand) -> Result<()> {
         }
         CaCommand::Retire { data_dir, force } => {
             let dir = DataDir::new(&data_dir);
-            pki::retire(&dir, &open_store_records(&dir)?, force)?;
-            println!("previous CA retired; the hub now serves with the new CA. Restart the hub.");
+            match admin_client(&dir).await {
+                Ok(mut admin) => {
+                    let reply = tokio::time::timeout(
+                        ADMIN_TIMEOUT,
+                        admin.retire_ca(flotilla_proto::v1::RetireCaRequest { force }),
+                    )
+                    .await
+                    .context("Admin.RetireCa did not answer")?
+                    .map_err(|s| anyhow::anyhow!("Admin.RetireCa: {}", s.message()))?
+                    .into_inner();
+                    println!(
+                        "previous CA retired; the running hub now serves with the CA sha256 {} \
+                         and trusts only it; new join strings pin it.",
+                        reply.ca_sha256
+                    );
+                }
+                Err(running) => {
+                    let clusters = open_store_records(&dir).with_context(|| {
+                        format!("asking the running hub failed too: {running:#}")
+                    })?;
+                    pki::retire(&dir, &clusters, force, &read_advertise(&dir)?)?;
+                    println!("previous CA retired; the hub serves with the new CA when it starts.");
+                }
+            }
             Ok(())
         }
     }

@@ -10,9 +10,10 @@
 //! - `hub.pem` / `hub-key.pem`: the serving chain. It stays issued by the old CA until
 //!   retirement, so spokes that have not renewed yet still trust the hub.
 //!
-//! A rotation runs on the running hub (`Admin.RotateCa` → [`rotate_live`]) or, with the
-//! hub stopped, on the files alone ([`rotate`]); both go through one step that builds the
-//! new material in memory, then writes it, restoring the old files if a write fails.
+//! A rotation and a retirement run on the running hub (`Admin.RotateCa`/`RetireCa` →
+//! [`rotate_live`]/[`retire_live`]) or, with the hub stopped, on the files alone
+//! ([`rotate`]/[`retire`]); each builds the new material in memory, then writes it,
+//! restoring the old files if a write fails.
 //! The running hub then swaps one [`HubPki`] (signing CA, trust bundle, TLS config) for
 //! the next, so a handshake or a signature sees either the old state or the new one.
 //!
@@ -213,8 +214,8 @@ pub fn issue_operator(
     Ok(())
 }
 
-/// Starts a rotation with the hub stopped: a new signing CA; the old one stays trusted
-/// until `retire`. Returns the new CA's SHA-256.
+/// Starts a rotation with the hub stopped; see [`rotate_live`]. Returns the new CA's
+/// SHA-256.
 pub fn rotate(dir: &DataDir, advertise: &str) -> Result<String> {
     let current = HubPki::load(dir)?;
     Ok(rotate_live(dir, &current, advertise)?.signing.fingerprint())
@@ -256,14 +257,7 @@ pub fn rotate_live(dir: &DataDir, current: &HubPki, advertise: &str) -> Result<H
         write_admin_conf(dir, &next.signing, advertise)
     })();
     if let Err(e) = written {
-        return Err(match undo.restore() {
-            Ok(()) => e.context("the CA rotation was undone; the previous CA stays in use"),
-            Err(u) => e.context(format!(
-                "the CA rotation failed and restoring the previous files failed too ({u:#}); \
-                 check {} before restarting the hub",
-                dir.root().display()
-            )),
-        });
+        return Err(undone(e, undo.restore(), dir));
     }
     Ok(next)
 }
@@ -335,9 +329,28 @@ pub fn depending_on_previous(dir: &DataDir, clusters: &[ClusterRecord]) -> Resul
         .collect())
 }
 
-/// Ends a rotation: the serving certificate moves to the new CA and the previous CA is
-/// no longer trusted. Refuses while a cluster would be stranded, unless forced.
-pub fn retire(dir: &DataDir, clusters: &[ClusterRecord], force: bool) -> Result<()> {
+/// Ends a rotation with the hub stopped; see [`retire_live`].
+pub fn retire(
+    dir: &DataDir,
+    clusters: &[ClusterRecord],
+    force: bool,
+    advertise: &str,
+) -> Result<()> {
+    let current = HubPki::load(dir)?;
+    retire_live(dir, &current, clusters, force, advertise).map(drop)
+}
+
+/// Ends a rotation from `current`: the serving certificate moves to the signing CA and
+/// the previous CA is no longer trusted. Refuses while a cluster would be stranded,
+/// unless forced. Like [`rotate_live`], it builds everything first and restores the
+/// files if a write fails; the caller swaps in the result.
+pub fn retire_live(
+    dir: &DataDir,
+    current: &HubPki,
+    clusters: &[ClusterRecord],
+    force: bool,
+    advertise: &str,
+) -> Result<HubPki> {
     if !dir.ca_previous().exists() {
         bail!("no CA rotation in progress: nothing to retire");
     }
@@ -345,19 +358,47 @@ pub fn retire(dir: &DataDir, clusters: &[ClusterRecord], force: bool) -> Result<
     if !waiting.is_empty() && !force {
         bail!(
             "{} cluster(s) still hold certificates from the previous CA and would be stranded: {}; \
-             wait for them to connect and renew (at 2/3 of their certificate lifetime), \
+             wait for them to connect and renew (`flotilla-hub ca status` says when), \
              or delete them, or pass --force",
             waiting.len(),
             waiting.join(", ")
         );
     }
     let ca = load_ca(dir)?;
-    let advertise = crate::cli::read_advertise(dir)?;
-    write_serving(dir, &ca, &advertise)?;
-    std::fs::remove_file(dir.ca_previous())
-        .with_context(|| format!("removing {}", dir.ca_previous().display()))?;
-    files::write_public(&dir.trust(), ca.cert_pem().as_bytes())?;
-    Ok(())
+    if ca.fingerprint() != current.signing.fingerprint() {
+        bail!(
+            "{} is not the CA the hub signs with; restart the hub before retiring",
+            dir.ca_cert().display()
+        );
+    }
+    let server = ca.issue_server(&[advertise_host(advertise)?])?;
+    let trust_pem = ca.cert_pem().to_string();
+    let pin = ca.fingerprint();
+    let next = HubPki::new(ca, trust_pem, server.cert_pem, server.key_pem, pin)?;
+    let mut undo = Undo::default();
+    let written = (|| -> Result<()> {
+        undo.write(&dir.server_cert(), next.serving_cert_pem.as_bytes(), false)?;
+        undo.write(&dir.server_key(), next.serving_key_pem.as_bytes(), true)?;
+        undo.write(&dir.trust(), next.trust_pem.as_bytes(), false)?;
+        undo.keep(&dir.ca_previous(), false)?;
+        std::fs::remove_file(dir.ca_previous())
+            .with_context(|| format!("removing {}", dir.ca_previous().display()))
+    })();
+    if let Err(e) = written {
+        return Err(undone(e, undo.restore(), dir));
+    }
+    Ok(next)
+}
+
+/// The error of a failed rotation or retirement, after its files were restored (or not).
+fn undone(e: anyhow::Error, restored: Result<()>, dir: &DataDir) -> anyhow::Error {
+    match restored {
+        Ok(()) => e.context("the change was undone; the hub's CA files are as they were"),
+        Err(u) => e.context(format!(
+            "restoring the previous files failed too ({u:#}); check {} before restarting the hub",
+            dir.root().display()
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -385,7 +426,8 @@ mod tests {
     }
 
     #[test]
-    fn a_live_rotation_trusts_both_cas_signs_with_the_new_one_and_keeps_serving_the_old_chain() {
+    fn a_live_rotation_trusts_both_cas_signs_with_the_new_one_and_keeps_serving_the_old_chain_until_retired()
+     {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = DataDir::new(tmp.path());
         let old = init(&dir, ADVERTISE).expect("init");
@@ -413,6 +455,15 @@ mod tests {
             format!("{again:#}").contains("already in progress"),
             "{again:#}"
         );
+
+        // Retiring serves from the new CA and trusts only it.
+        let retired = retire_live(&dir, &next, &[], false, ADVERTISE).expect("retire");
+        assert_eq!(retired.pin, next.signing.fingerprint());
+        assert_eq!(retired.trust_pem, next.signing.cert_pem());
+        assert_ne!(retired.serving_cert_pem, next.serving_cert_pem);
+        assert!(!retired.rotating() && !dir.ca_previous().exists());
+        let reloaded = HubPki::load(&dir).expect("reload");
+        assert_eq!(reloaded.pin, retired.pin);
     }
 
     #[test]

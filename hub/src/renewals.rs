@@ -130,7 +130,7 @@ pub fn rotate_ca(fleet: &Fleet) -> anyhow::Result<flotilla_proto::v1::RotateCaRe
     let _writing = fleet
         .ca_change
         .lock()
-        .map_err(|_| anyhow::anyhow!("a previous CA rotation panicked; restart the hub"))?;
+        .map_err(|_| anyhow::anyhow!("a previous CA change panicked; restart the hub"))?;
     let dir = crate::layout::DataDir::new(&fleet.data_dir);
     let next = crate::pki::rotate_live(&dir, &fleet.pki(), &fleet.advertise)?;
     let signing = next.signing.fingerprint();
@@ -142,6 +142,25 @@ pub fn rotate_ca(fleet: &Fleet) -> anyhow::Result<flotilla_proto::v1::RotateCaRe
         scheduled: u32::try_from(scheduled).unwrap_or(u32::MAX),
         rotation_window_seconds: window.as_secs(),
     })
+}
+
+/// Ends the rotation of the running hub (`Admin.RetireCa`): the serving certificate from
+/// the signing CA, the previous CA dropped (`pki::retire_live`), swapped in one step.
+/// Connections already open keep going; new ones see the new state.
+pub fn retire_ca(
+    fleet: &Fleet,
+    force: bool,
+) -> anyhow::Result<flotilla_proto::v1::RetireCaResponse> {
+    let _writing = fleet
+        .ca_change
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a previous CA change panicked; restart the hub"))?;
+    let dir = crate::layout::DataDir::new(&fleet.data_dir);
+    let clusters: Vec<_> = fleet.clusters.iter().map(|c| c.value().clone()).collect();
+    let next = crate::pki::retire_live(&dir, &fleet.pki(), &clusters, force, &fleet.advertise)?;
+    let ca_sha256 = next.pin.clone();
+    fleet.set_pki(next);
+    Ok(flotilla_proto::v1::RetireCaResponse { ca_sha256 })
 }
 
 /// A CA rotation's progress, for `Admin.CaStatus`.

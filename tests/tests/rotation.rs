@@ -153,9 +153,8 @@ fn a_ca_rotation_on_the_running_hub_completes_within_a_minute_without_a_restart(
 
     // Mid-rotation: prod comes back with its old-CA certificate, and a new cluster joins.
     let prod = Spoke::start(tmp.path(), &join, "prod", "env=prod");
-    let edge = Spoke::start(tmp.path(), &join, "edge", "env=dev");
-    let all = [&dev, &test, &prod, &edge];
-    wait_all_on(&all, &new_ca);
+    let mut edge = Spoke::start(tmp.path(), &join, "edge", "env=dev");
+    wait_all_on(&[&dev, &test, &prod, &edge], &new_ca);
     let status = wait_until("ca status to show the rotation done", || {
         let s = ok(hub_tool(&hub, &["ca", "status"]));
         s.contains("4/4 clusters on the signing CA")
@@ -177,10 +176,35 @@ fn a_ca_rotation_on_the_running_hub_completes_within_a_minute_without_a_restart(
     }
     wait_connected_and_ready(&hub, &["dev", "test", "prod", "edge"]);
 
-    // Retiring needs the hub stopped; a rotation with the hub stopped changes the files
-    // only, and the hub asks every spoke to renew once it is back.
+    // Retiring on the running hub: it serves from the new CA at once. edge, which
+    // joined mid-rotation, reconnects: it trusts the new CA from the bundle it got.
+    let retired = ok(hub_tool(&hub, &["ca", "retire"]));
+    assert!(
+        retired.contains(&format!(
+            "the running hub now serves with the CA sha256 {new_ca}"
+        )),
+        "{retired}"
+    );
+    edge.proc.kill();
+    let edge = Spoke::start(tmp.path(), &join, "edge", "env=dev");
+    wait_until("edge to reconnect to the new serving certificate", || {
+        let log = edge.proc.log_text();
+        log.contains("sync stream open").then_some(()).ok_or(log)
+    });
+    let done = ok(hub_tool(&hub, &["ca", "status"]));
+    assert!(
+        done.contains("no CA rotation in progress: 4/4 clusters on the signing CA"),
+        "{done}"
+    );
+    let join_after = hub.token("1h", 1);
+    assert!(
+        join_after.ends_with(&format!("ca-sha256={new_ca}")),
+        "new join strings pin the new CA: {join_after}"
+    );
+
+    // With the hub stopped, a rotation changes the files only, and the hub asks every
+    // spoke to renew once it is back.
     hub.proc.kill();
-    ok(hub_tool(&hub, &["ca", "retire"]));
     let offline = ok(hub_tool(&hub, &["ca", "rotate"]));
     assert!(offline.contains("hub stopped: when it starts"), "{offline}");
     let stopped = ok(hub_tool(&hub, &["ca", "status"]));
@@ -190,7 +214,7 @@ fn a_ca_rotation_on_the_running_hub_completes_within_a_minute_without_a_restart(
     );
     let newest = signing_ca(&hub);
     hub.restart();
-    wait_all_on(&all, &newest);
+    wait_all_on(&[&dev, &test, &prod, &edge], &newest);
     wait_connected_and_ready(&hub, &["dev", "test", "prod", "edge"]);
 }
 

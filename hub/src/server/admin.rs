@@ -332,6 +332,25 @@ impl Admin for AdminService {
         Ok(Response::new(rotated))
     }
 
+    async fn retire_ca(
+        &self,
+        request: Request<pb::RetireCaRequest>,
+    ) -> Result<Response<pb::RetireCaResponse>, Status> {
+        let operator = peer::require_operator(&request, Role::Admin)?;
+        let force = request.into_inner().force;
+        let fleet = self.fleet.clone();
+        // Key generation and file writes: off the async workers.
+        let retired = tokio::task::spawn_blocking(move || crate::renewals::retire_ca(&fleet, force))
+            .await
+            .map_err(|e| Status::internal(format!("CA retirement task: {e}")))?
+            .map_err(|e| {
+                tracing::warn!(%operator, force, error = %format!("{e:#}"), "CA retirement refused or failed");
+                Status::failed_precondition(format!("{e:#}"))
+            })?;
+        tracing::info!(%operator, force, ca = %retired.ca_sha256, "previous CA retired on the running hub");
+        Ok(Response::new(retired))
+    }
+
     async fn accept_cluster_labels(
         &self,
         request: Request<pb::AcceptClusterLabelsRequest>,
