@@ -14,7 +14,7 @@ use flotilla_telemetry::LogFormat;
 use crate::fleet::{Fleet, FleetParts};
 use crate::layout::DataDir;
 use crate::pki::{self, HubPki};
-use crate::server::{self, ServerTls};
+use crate::server;
 use crate::sources;
 use crate::store::{Op, Store, Table};
 use crate::targeting::{DEFAULT_GROUP, GroupSpec};
@@ -61,9 +61,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
-    /// Start a rotation: a new signing CA, the old one still trusted. Restart the hub
-    /// after: each spoke still on the previous CA is then asked to renew within
-    /// `--rotation-window` of connecting.
+    /// Start a rotation: a new signing CA, the old one still trusted. A running hub
+    /// rotates in place and asks every connected spoke still on the previous CA to
+    /// renew within its `--rotation-window`; with the hub stopped, only the files change
+    /// and spokes are asked as they connect after the next start.
     Rotate {
         #[arg(long)]
         data_dir: PathBuf,
@@ -87,7 +88,8 @@ pub enum CaCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Finish a rotation once no cluster depends on the previous CA (hub stopped).
+    /// Finish a rotation once no cluster depends on the previous CA: the hub serves
+    /// from the new CA and trusts only it (a running hub at once, for new connections).
     Retire {
         #[arg(long)]
         data_dir: PathBuf,
@@ -331,12 +333,39 @@ async fn ca_command(cmd: CaCommand) -> Result<()> {
     match cmd {
         CaCommand::Rotate { data_dir } => {
             let dir = DataDir::new(&data_dir);
-            let fp = pki::rotate(&dir)?;
-            println!("new signing CA sha256 {fp}; the previous CA stays trusted.");
-            println!(
-                "restart the hub; each spoke still on the previous CA is asked to renew within \
-                 the hub's --rotation-window (default 5m) of connecting."
-            );
+            match admin_client(&dir).await {
+                Ok(mut admin) => {
+                    let reply = tokio::time::timeout(
+                        ADMIN_TIMEOUT,
+                        admin.rotate_ca(flotilla_proto::v1::RotateCaRequest {}),
+                    )
+                    .await
+                    .context("Admin.RotateCa did not answer")?
+                    .map_err(|s| anyhow::anyhow!("Admin.RotateCa: {}", s.message()))?
+                    .into_inner();
+                    println!(
+                        "new signing CA sha256 {}; the previous CA stays trusted.",
+                        reply.signing_ca_sha256
+                    );
+                    println!(
+                        "the running hub uses it now: {} connected spoke(s) asked to renew within {}s; \
+                         the others are asked when they connect.",
+                        reply.scheduled, reply.rotation_window_seconds
+                    );
+                }
+                Err(running) => {
+                    // Only a stopped hub leaves the store (and so the files) to us.
+                    open_store_records(&dir).with_context(|| {
+                        format!("asking the running hub failed too: {running:#}")
+                    })?;
+                    let fp = pki::rotate(&dir, &read_advertise(&dir)?)?;
+                    println!("new signing CA sha256 {fp}; the previous CA stays trusted.");
+                    println!(
+                        "hub stopped: when it starts, each spoke still on the previous CA is asked to \
+                         renew within the hub's --rotation-window (default 5m) of connecting."
+                    );
+                }
+            }
             println!(
                 "watch: flotilla-hub ca status --data-dir {}",
                 data_dir.display()
@@ -389,14 +418,36 @@ async fn ca_command(cmd: CaCommand) -> Result<()> {
         }
         CaCommand::Retire { data_dir, force } => {
             let dir = DataDir::new(&data_dir);
-            pki::retire(&dir, &open_store_records(&dir)?, force)?;
-            println!("previous CA retired; the hub now serves with the new CA. Restart the hub.");
+            match admin_client(&dir).await {
+                Ok(mut admin) => {
+                    let reply = tokio::time::timeout(
+                        ADMIN_TIMEOUT,
+                        admin.retire_ca(flotilla_proto::v1::RetireCaRequest { force }),
+                    )
+                    .await
+                    .context("Admin.RetireCa did not answer")?
+                    .map_err(|s| anyhow::anyhow!("Admin.RetireCa: {}", s.message()))?
+                    .into_inner();
+                    println!(
+                        "previous CA retired; the running hub now serves with the CA sha256 {} \
+                         and trusts only it; new join strings pin it.",
+                        reply.ca_sha256
+                    );
+                }
+                Err(running) => {
+                    let clusters = open_store_records(&dir).with_context(|| {
+                        format!("asking the running hub failed too: {running:#}")
+                    })?;
+                    pki::retire(&dir, &clusters, force, &read_advertise(&dir)?)?;
+                    println!("previous CA retired; the hub serves with the new CA when it starts.");
+                }
+            }
             Ok(())
         }
     }
 }
 
-/// How long `ca status` and `ca renew` wait for the hub before deciding it is stopped.
+/// How long `ca rotate`, `ca status` and `ca renew` wait for the hub before deciding it is stopped.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An Admin client for the hub whose data dir this is, as its admin (`admin.conf`).
@@ -570,11 +621,6 @@ async fn serve(args: RunArgs) -> Result<()> {
     // that an older version created 0755.
     flotilla_identity::files::private_dir(dir.root())?;
     let pki = HubPki::load(&dir)?;
-    let tls = ServerTls {
-        cert_pem: pki.serving_cert_pem,
-        key_pem: pki.serving_key_pem,
-        ca_pem: pki.trust_pem.clone(),
-    };
     let advertise = read_advertise(&dir)?;
     let state_path = dir.state();
     let (store, snapshot) = tokio::task::spawn_blocking(move || Store::open(&state_path))
@@ -583,9 +629,7 @@ async fn serve(args: RunArgs) -> Result<()> {
     let (fleet, reconcile_rx) = Fleet::restore(
         FleetParts {
             store,
-            ca: pki.signing,
-            trust_pem: pki.trust_pem,
-            pin: pki.pin,
+            pki,
             advertise,
             cert_lifetime: args.cert_lifetime,
             renewal: crate::renewals::RenewalPolicy {
@@ -648,7 +692,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         let _ = stopping_tx.send(());
     };
     tokio::select! {
-        r = server::serve(Arc::clone(&fleet), args.listen, tls, args.max_content_bytes, args.ports.grpc(), shutdown) => r.context("gRPC server")?,
+        r = server::serve(Arc::clone(&fleet), args.listen, args.max_content_bytes, args.ports.grpc(), shutdown) => r.context("gRPC server")?,
         _ = async {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(Duration::from_secs(5)).await;

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use flotilla_identity::Ca;
 use flotilla_model::{ClusterName, ContentDigest, DeploymentId, State, Summary};
 use flotilla_render as render;
 use serde::{Deserialize, Serialize};
@@ -227,12 +226,11 @@ pub enum FleetError {
 
 pub struct Fleet {
     pub store: Store,
-    /// Signs every new client certificate.
-    pub ca: Ca,
-    /// Every CA the hub trusts (two during a rotation); handed to spokes.
-    pub trust_pem: String,
-    /// Digest of the CA that issued the serving certificate: what join strings pin.
-    pub pin: String,
+    /// The signing CA, the trust bundle and the TLS config, replaced whole by a live CA
+    /// rotation (`renewals::rotate_ca`); read them through `pki()`.
+    pki: RwLock<Arc<crate::pki::HubPki>>,
+    /// Held while a CA rotation writes its files, so two cannot interleave.
+    pub ca_change: Mutex<()>,
     pub advertise: String,
     pub cert_lifetime: Duration,
     /// Recovery grace and renewals the hub asked spokes for (`renewals.rs`).
@@ -289,9 +287,7 @@ pub struct Fleet {
 
 pub struct FleetParts {
     pub store: Store,
-    pub ca: Ca,
-    pub trust_pem: String,
-    pub pin: String,
+    pub pki: crate::pki::HubPki,
     pub advertise: String,
     pub cert_lifetime: Duration,
     pub renewal: crate::renewals::RenewalPolicy,
@@ -316,9 +312,8 @@ impl Fleet {
         let fleet = Fleet {
             charts: Arc::new(charts),
             store: parts.store,
-            ca: parts.ca,
-            trust_pem: parts.trust_pem,
-            pin: parts.pin,
+            pki: RwLock::new(Arc::new(parts.pki)),
+            ca_change: Mutex::default(),
             advertise: parts.advertise,
             cert_lifetime: parts.cert_lifetime,
             renewals: crate::renewals::Renewals::new(parts.renewal),
@@ -395,13 +390,12 @@ impl Fleet {
     ) -> (Arc<Fleet>, mpsc::UnboundedReceiver<Trigger>) {
         let (store, snapshot) =
             crate::store::Store::open(&dir.join("state.redb")).expect("store opens");
-        let (ca, _key) = flotilla_identity::Ca::generate("test CA").expect("CA");
+        let data = crate::layout::DataDir::new(dir);
+        crate::pki::init(&data, "127.0.0.1:1").expect("test PKI");
         Fleet::restore(
             FleetParts {
                 store,
-                trust_pem: ca.cert_pem().to_string(),
-                pin: ca.fingerprint(),
-                ca,
+                pki: crate::pki::HubPki::load(&data).expect("test PKI loads"),
                 advertise: "127.0.0.1:1".into(),
                 cert_lifetime: std::time::Duration::from_secs(3600),
                 renewal: Default::default(),
@@ -477,8 +471,9 @@ impl Fleet {
         csr_pem: &str,
     ) -> Result<IssuedClusterCert, FleetError> {
         let invalid = |e: flotilla_identity::Error| FleetError::Invalid(e.to_string());
-        let chain = self
-            .ca
+        let pki = self.pki();
+        let chain = pki
+            .signing
             .sign_csr(
                 csr_pem,
                 &flotilla_identity::Identity::Cluster(name.clone()),
@@ -495,8 +490,36 @@ impl Fleet {
             chain,
             serial,
             expires,
-            issuer: self.ca.fingerprint(),
+            issuer: pki.signing.fingerprint(),
         })
+    }
+
+    /// What the hub signs with, trusts and serves right now.
+    pub fn pki(&self) -> Arc<crate::pki::HubPki> {
+        // A poisoned lock still holds a whole state: swaps replace the Arc in one step.
+        match self.pki.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Every CA the hub trusts (two during a rotation); handed to spokes.
+    pub fn trust_pem(&self) -> String {
+        self.pki().trust_pem.clone()
+    }
+
+    /// Digest of the CA that issued the serving certificate: what join strings pin.
+    pub fn pin(&self) -> String {
+        self.pki().pin.clone()
+    }
+
+    /// Replaces the signing CA, trust bundle and TLS config at once (a live rotation).
+    pub fn set_pki(&self, next: crate::pki::HubPki) {
+        let next = Arc::new(next);
+        match self.pki.write() {
+            Ok(mut p) => *p = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
     }
 
     pub fn emit_cluster(&self, kind: &'static str, c: &ClusterName, message: &str) {

@@ -6,7 +6,8 @@
 //! A session owns the asking: it reads its cluster's due time from [`Renewals`] when it
 //! starts and whenever its `notify` fires, sends `RenewNow` when the time comes, and
 //! clears the entry when the spoke renews or the stream ends. During a rotation
-//! (`ca rotate` and a restart) every spoke still on the previous CA is scheduled as it
+//! (`ca rotate`, which `Admin.RotateCa` runs in the hub: [`rotate_ca`]) every connected
+//! spoke still on the previous CA is scheduled at once, and every other one as it
 //! connects; `Admin.RenewCertificates` schedules the connected ones on demand.
 
 use std::time::Duration;
@@ -85,11 +86,6 @@ impl Renewals {
     }
 }
 
-/// Whether a CA rotation is under way: the hub trusts more than its signing CA.
-pub fn rotating(fleet: &Fleet) -> bool {
-    flotilla_identity::pem_to_ders(&fleet.trust_pem).is_ok_and(|cas| cas.len() > 1)
-}
-
 /// Whether `cluster`'s newest certificate comes from another CA than the signing one.
 fn on_previous_ca(fleet: &Fleet, cluster: &ClusterName, signing: &str) -> bool {
     fleet
@@ -101,7 +97,8 @@ fn on_previous_ca(fleet: &Fleet, cluster: &ClusterName, signing: &str) -> bool {
 /// Called by a session as it starts: during a rotation a spoke still on the previous CA
 /// is scheduled within the rotation window.
 pub fn on_connect(fleet: &Fleet, cluster: &ClusterName) {
-    if rotating(fleet) && on_previous_ca(fleet, cluster, &fleet.ca.fingerprint()) {
+    let pki = fleet.pki();
+    if pki.rotating() && on_previous_ca(fleet, cluster, &pki.signing.fingerprint()) {
         let at = fleet
             .renewals
             .schedule(cluster, fleet.renewals.policy.rotation_window);
@@ -112,7 +109,7 @@ pub fn on_connect(fleet: &Fleet, cluster: &ClusterName) {
 /// Asks every connected spoke that is not on the signing CA (or every one, with `all`)
 /// to renew within `window`. Returns how many were scheduled.
 pub fn ask_connected(fleet: &Fleet, window: Duration, all: bool) -> usize {
-    let signing = fleet.ca.fingerprint();
+    let signing = fleet.pki().signing.fingerprint();
     let mut scheduled = 0;
     for session in fleet.sessions.iter() {
         let cluster = session.key();
@@ -125,11 +122,53 @@ pub fn ask_connected(fleet: &Fleet, window: Duration, all: bool) -> usize {
     scheduled
 }
 
+/// Rotates the CA of the running hub (`Admin.RotateCa`): writes the new CA
+/// (`pki::rotate_live`), swaps the signing CA, trust bundle and TLS config in one step,
+/// and asks every connected spoke on the previous CA to renew within the rotation
+/// window. On an error nothing was swapped and the files are the old ones.
+pub fn rotate_ca(fleet: &Fleet) -> anyhow::Result<flotilla_proto::v1::RotateCaResponse> {
+    let _writing = fleet
+        .ca_change
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a previous CA change panicked; restart the hub"))?;
+    let dir = crate::layout::DataDir::new(&fleet.data_dir);
+    let next = crate::pki::rotate_live(&dir, &fleet.pki(), &fleet.advertise)?;
+    let signing = next.signing.fingerprint();
+    fleet.set_pki(next);
+    let window = fleet.renewals.policy.rotation_window;
+    let scheduled = ask_connected(fleet, window, false);
+    Ok(flotilla_proto::v1::RotateCaResponse {
+        signing_ca_sha256: signing,
+        scheduled: u32::try_from(scheduled).unwrap_or(u32::MAX),
+        rotation_window_seconds: window.as_secs(),
+    })
+}
+
+/// Ends the rotation of the running hub (`Admin.RetireCa`): the serving certificate from
+/// the signing CA, the previous CA dropped (`pki::retire_live`), swapped in one step.
+/// Connections already open keep going; new ones see the new state.
+pub fn retire_ca(
+    fleet: &Fleet,
+    force: bool,
+) -> anyhow::Result<flotilla_proto::v1::RetireCaResponse> {
+    let _writing = fleet
+        .ca_change
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a previous CA change panicked; restart the hub"))?;
+    let dir = crate::layout::DataDir::new(&fleet.data_dir);
+    let clusters: Vec<_> = fleet.clusters.iter().map(|c| c.value().clone()).collect();
+    let next = crate::pki::retire_live(&dir, &fleet.pki(), &clusters, force, &fleet.advertise)?;
+    let ca_sha256 = next.pin.clone();
+    fleet.set_pki(next);
+    Ok(flotilla_proto::v1::RetireCaResponse { ca_sha256 })
+}
+
 /// A CA rotation's progress, for `Admin.CaStatus`.
 pub fn ca_status(fleet: &Fleet) -> flotilla_proto::v1::CaStatusResponse {
-    let signing = fleet.ca.fingerprint();
+    let pki = fleet.pki();
+    let signing = pki.signing.fingerprint();
     let mut status = flotilla_proto::v1::CaStatusResponse {
-        rotating: rotating(fleet),
+        rotating: pki.rotating(),
         signing_ca_sha256: signing.clone(),
         rotation_window_seconds: fleet.renewals.policy.rotation_window.as_secs(),
         ..Default::default()
@@ -160,6 +199,8 @@ pub fn ca_status(fleet: &Fleet) -> flotilla_proto::v1::CaStatusResponse {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -178,5 +219,29 @@ mod tests {
         r.clear(&c);
         assert_eq!(r.due(&c), None);
         assert_eq!(Renewals::until(now_ms() - 5), Duration::ZERO);
+    }
+
+    #[test]
+    fn rotating_the_running_hub_swaps_signing_ca_trust_and_tls_config_at_once() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (fleet, _rx) = Fleet::for_tests(tmp.path());
+        let before = fleet.pki();
+        let reply = rotate_ca(&fleet).expect("rotates");
+        let after = fleet.pki();
+        assert_eq!(reply.signing_ca_sha256, after.signing.fingerprint());
+        assert_ne!(reply.signing_ca_sha256, before.signing.fingerprint());
+        assert_eq!(reply.scheduled, 0, "no spoke is connected");
+        assert!(after.rotating() && ca_status(&fleet).rotating);
+        assert!(
+            !Arc::ptr_eq(&before.tls, &after.tls),
+            "new handshakes get a config that trusts both CAs"
+        );
+        assert_eq!(fleet.pin(), before.pin);
+        let again = rotate_ca(&fleet).expect_err("one rotation at a time");
+        assert!(format!("{again:#}").contains("already in progress"));
+        assert_eq!(
+            fleet.pki().signing.fingerprint(),
+            after.signing.fingerprint()
+        );
     }
 }

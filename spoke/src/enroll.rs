@@ -70,6 +70,7 @@ pub async fn enroll(
     if resp.cluster_id != name {
         bail!("hub registered us as {:?}, not {name:?}", resp.cluster_id);
     }
+    let ca_pem = registered_trust(&ca_der, ca_pem, &resp.ca_pem);
     state.save_enrollment(
         &IdentityFile {
             cluster: resp.cluster_id,
@@ -82,6 +83,24 @@ pub async fn enroll(
     )?;
     tracing::info!(cluster = name, hub = %join.hub, "enrolled with the hub");
     Ok(())
+}
+
+/// What to trust from now on: the hub's whole CA bundle, when it holds the CA the join
+/// string pinned (it came over a channel that CA authenticated). A cluster that joins
+/// during a CA rotation thus trusts the new CA too, which serves the hub once the old
+/// one is retired. Anything else keeps the pinned CA alone.
+fn registered_trust(pinned_der: &[u8], pinned_pem: String, bundle_pem: &str) -> String {
+    match flotilla_identity::pem_to_ders(bundle_pem) {
+        Ok(cas) if cas.iter().any(|c| c.as_slice() == pinned_der) => bundle_pem.to_string(),
+        _ => {
+            if !bundle_pem.is_empty() {
+                tracing::warn!(
+                    "the hub's CA bundle does not hold the pinned CA; trusting the pinned CA only"
+                );
+            }
+            pinned_pem
+        }
+    }
 }
 
 /// Trades the expired certificate in `state` for a new one for the same key. The proof
@@ -126,4 +145,32 @@ pub async fn recover(state: &StateDir, cluster: &str, hub: &str) -> Result<()> {
     state.save_renewed(&key_pem, &resp.cert_chain_pem)?;
     tracing::info!(cluster, "client certificate recovered");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_joining_during_a_rotation_trusts_the_hubs_bundle_only_if_it_holds_the_pinned_ca() {
+        let (old, _) = flotilla_identity::Ca::generate("old").expect("CA");
+        let (new, _) = flotilla_identity::Ca::generate("new").expect("CA");
+        let pinned_der = flotilla_identity::pem_to_ders(old.cert_pem()).expect("pem")[0].clone();
+        let pinned = || old.cert_pem().to_string();
+        let bundle = format!("{}{}", new.cert_pem(), old.cert_pem());
+        assert_eq!(registered_trust(&pinned_der, pinned(), &bundle), bundle);
+        assert_eq!(
+            registered_trust(&pinned_der, pinned(), new.cert_pem()),
+            pinned()
+        );
+        assert_eq!(registered_trust(&pinned_der, pinned(), ""), pinned());
+        assert_eq!(
+            registered_trust(
+                &pinned_der,
+                pinned(),
+                "-----BEGIN CERTIFICATE-----\ngarbage"
+            ),
+            pinned()
+        );
+    }
 }

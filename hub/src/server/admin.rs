@@ -466,6 +466,43 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn rotate_ca(
+        &self,
+        request: Request<pb::RotateCaRequest>,
+    ) -> Result<Response<pb::RotateCaResponse>, Status> {
+        let operator = peer::require_operator(&request, Role::Admin)?;
+        let fleet = self.fleet.clone();
+        // Key generation and file writes: off the async workers.
+        let rotated = tokio::task::spawn_blocking(move || crate::renewals::rotate_ca(&fleet))
+            .await
+            .map_err(|e| Status::internal(format!("CA rotation task: {e}")))?
+            .map_err(|e| {
+                tracing::warn!(%operator, error = %format!("{e:#}"), "CA rotation refused or failed");
+                Status::failed_precondition(format!("{e:#}"))
+            })?;
+        tracing::info!(%operator, signing_ca = %rotated.signing_ca_sha256, scheduled = rotated.scheduled, "CA rotated on the running hub; connected spokes asked to renew");
+        Ok(Response::new(rotated))
+    }
+
+    async fn retire_ca(
+        &self,
+        request: Request<pb::RetireCaRequest>,
+    ) -> Result<Response<pb::RetireCaResponse>, Status> {
+        let operator = peer::require_operator(&request, Role::Admin)?;
+        let force = request.into_inner().force;
+        let fleet = self.fleet.clone();
+        // Key generation and file writes: off the async workers.
+        let retired = tokio::task::spawn_blocking(move || crate::renewals::retire_ca(&fleet, force))
+            .await
+            .map_err(|e| Status::internal(format!("CA retirement task: {e}")))?
+            .map_err(|e| {
+                tracing::warn!(%operator, force, error = %format!("{e:#}"), "CA retirement refused or failed");
+                Status::failed_precondition(format!("{e:#}"))
+            })?;
+        tracing::info!(%operator, force, ca = %retired.ca_sha256, "previous CA retired on the running hub");
+        Ok(Response::new(retired))
+    }
+
     async fn accept_cluster_labels(
         &self,
         request: Request<pb::AcceptClusterLabelsRequest>,
@@ -887,7 +924,7 @@ impl Admin for AdminService {
         let join = JoinString {
             token,
             hub: self.fleet.advertise.clone(),
-            ca_sha256: self.fleet.pin.clone(),
+            ca_sha256: self.fleet.pin(),
         };
         Ok(Response::new(pb::CreateTokenResponse {
             id,

@@ -17,6 +17,8 @@ mod sync;
 mod tls;
 mod wire;
 
+pub use tls::server_config;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -92,12 +94,6 @@ pub struct ConnectionLimits {
     pub max_streams_per_connection: u32,
 }
 
-pub struct ServerTls {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub ca_pem: String,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -109,13 +105,13 @@ pub enum ServeError {
 pub async fn serve(
     fleet: Arc<Fleet>,
     listen: SocketAddr,
-    tls: ServerTls,
     max_content_bytes: u64,
     limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let config = tls::server_config(&tls.cert_pem, &tls.key_pem, &tls.ca_pem)?;
-    let incoming = tls::incoming(listen, config, limits, &fleet.metrics).await?;
+    let f = fleet.clone();
+    let incoming =
+        tls::incoming(listen, move || f.pki().tls.clone(), limits, &fleet.metrics).await?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

@@ -160,7 +160,7 @@ impl Registration for RegistrationService {
         Ok(Response::new(RegisterResponse {
             cluster_id: name.to_string(),
             cert_chain_pem: issued.chain,
-            ca_pem: self.fleet.trust_pem.clone(),
+            ca_pem: self.fleet.trust_pem(),
         }))
     }
 
@@ -174,9 +174,12 @@ impl Registration for RegistrationService {
                 "a recovery certificate or CSR is at most {MAX_RECOVERY_PEM} bytes"
             )));
         }
-        let claim =
-            flotilla_identity::verify_recovery(&req.cert_pem, &req.csr_pem, &self.fleet.trust_pem)
-                .map_err(|e| e.refusal.status(format!("recovery refused: {}", e.message)))?;
+        let claim = flotilla_identity::verify_recovery(
+            &req.cert_pem,
+            &req.csr_pem,
+            &self.fleet.trust_pem(),
+        )
+        .map_err(|e| e.refusal.status(format!("recovery refused: {}", e.message)))?;
         let name = claim.cluster.clone();
         let refuse = |r: Refusal, why: String| {
             tracing::warn!(cluster = %name, refusal = %r, "recovery refused: {why}");
@@ -251,7 +254,7 @@ impl Registration for RegistrationService {
         Ok(Response::new(RegisterResponse {
             cluster_id: name.to_string(),
             cert_chain_pem: issued.chain,
-            ca_pem: self.fleet.trust_pem.clone(),
+            ca_pem: self.fleet.trust_pem(),
         }))
     }
 }

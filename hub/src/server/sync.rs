@@ -404,7 +404,7 @@ impl Session {
         let msg = HubMsg {
             msg: Some(hub_msg::Msg::Certificate(Certificate {
                 cert_chain_pem: issued.chain,
-                ca_bundle_pem: self.fleet.trust_pem.clone(),
+                ca_bundle_pem: self.fleet.trust_pem(),
             })),
         };
         self.tx

@@ -2,6 +2,8 @@
 //! TLS 1.3 only, client certificates optional at the handshake (registration has none
 //! yet) but always verified against the trusted CA bundle when presented, and handshakes
 //! run in their own tasks so a slow or hostile client cannot stall the accept loop.
+//! Each handshake reads the current config, so a live CA rotation (new trusted roots)
+//! applies to the next connection without a restart; established ones keep theirs.
 //!
 //! It also owns the port's connection budgets (see `ConnectionLimits`): a connection
 //! that has not presented a verified client certificate sits in a capped pool where the
@@ -158,10 +160,11 @@ fn gauge(connections: &Family<ConnectionLabels, Gauge>, state: &'static str) -> 
 
 /// Accepts TCP connections on `listen`, completes TLS handshakes concurrently, and yields
 /// established streams within the budgets and deadlines of `limits`. Failed, slow and
-/// evicted handshakes are logged and dropped.
+/// evicted handshakes are logged and dropped. `config` gives the server config for each
+/// handshake.
 pub async fn incoming(
     listen: SocketAddr,
-    config: rustls::ServerConfig,
+    config: impl Fn() -> Arc<rustls::ServerConfig> + Send + 'static,
     limits: ConnectionLimits,
     metrics: &HubMetrics,
 ) -> Result<mpsc::Receiver<Result<GrpcConn, std::io::Error>>, TlsSetupError> {
@@ -171,7 +174,6 @@ pub async fn incoming(
             addr: listen,
             source,
         })?;
-    let acceptor = TlsAcceptor::from(Arc::new(config));
     let connections = metrics.connections.clone();
     let dropped = metrics.connections_dropped.clone();
     let evicted = dropped
@@ -202,7 +204,7 @@ pub async fn incoming(
             }
             let admitted = unauthenticated.admit();
             let pending = Counted::new(gauge(&connections, "unauthenticated"));
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let (acceptor, tx) = (TlsAcceptor::from(config()), tx.clone());
             let authenticated = authenticated.clone();
             let (connections, dropped) = (connections.clone(), dropped.clone());
             tokio::spawn(async move {
