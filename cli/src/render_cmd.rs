@@ -122,7 +122,11 @@ pub fn run(args: &RenderArgs, out: Printer) -> Result<()> {
 }
 
 /// Prints the renders in the chosen format; YAML names each bundle when there are several.
-fn print_rendered(rendered: &[(String, render::Rendered)], several: bool, out: Printer) -> Result<()> {
+fn print_rendered(
+    rendered: &[(String, render::Rendered)],
+    several: bool,
+    out: Printer,
+) -> Result<()> {
     let objects = || rendered.iter().flat_map(|(_, r)| &r.objects);
     match out.format {
         None | Some(Format::Yaml | Format::Table | Format::Wide) => {

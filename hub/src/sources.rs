@@ -20,8 +20,8 @@ use flotilla_model::ClusterName;
 use flotilla_render as render;
 use tokio::sync::mpsc;
 
-use crate::credentials::{Credentials, Kind};
 use crate::charts;
+use crate::credentials::{Credentials, Kind};
 use crate::fleet::{BundleEntry, Fleet, SourceState, Trigger};
 use crate::git;
 use crate::records::{SourceSpec, now_unix};

@@ -694,12 +694,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
     }
 
     if let Some(helm) = &raw.helm {
-        check_helm(
-            file,
-            lines.of_keys(&["helm"]),
-            helm,
-            &mut errors,
-        );
+        check_helm(file, lines.of_keys(&["helm"]), helm, &mut errors);
     }
     let selector_error = |path: &[Segment], s: &LabelSelector, errors: &mut Vec<Diagnostic>| {
         if let Err(e) = s.validate() {
@@ -999,12 +994,7 @@ fn check_keep_fail_history(
     }
 }
 
-fn check_helm(
-    file: &str,
-    line: u32,
-    helm: &HelmSpec,
-    errors: &mut Vec<Diagnostic>,
-) {
+fn check_helm(file: &str, line: u32, helm: &HelmSpec, errors: &mut Vec<Diagnostic>) {
     if let Err(d) = helm.check(file, line) {
         errors.push(d);
     }

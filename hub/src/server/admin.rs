@@ -10,8 +10,8 @@ use flotilla_proto::v1::admin_server::Admin;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use crate::credentials::{Credentials, Kind};
 use crate::charts;
+use crate::credentials::{Credentials, Kind};
 use crate::fleet::{Fleet, Trigger};
 use crate::label_trust;
 use crate::records::{HelmAuthSpec, SourceSpec, now_unix, rfc3339, status_key};
