@@ -203,6 +203,7 @@ impl Bundle {
                         .and_then(|c| c.namespace_annotations.clone())
                         .unwrap_or_else(|| base.annotations.clone()),
                     delete: c.and_then(|c| c.delete_namespace).unwrap_or(base.delete),
+                    create: c.and_then(|c| c.create_namespace).unwrap_or(base.create),
                 }
             },
         }
@@ -299,8 +300,8 @@ impl Bundle {
             let Some(ns) = vs.namespace.or(vs.default_namespace) else {
                 return Err(vec![Diagnostic::new(
                     &self.fleet_file,
-                    "namespaceLabels, namespaceAnnotations and deleteNamespace need \
-                     namespace or defaultNamespace: it names the namespace they are about",
+                    "namespaceLabels, namespaceAnnotations, deleteNamespace and createNamespace \
+                     need namespace or defaultNamespace: it names the namespace they are about",
                 )]);
             };
             namespace_object(&mut objects, ns, &vs.namespace_meta, &self.fleet_file);

@@ -218,11 +218,13 @@ pub(crate) struct NamespaceMeta {
     pub labels: Labels,
     pub annotations: Labels,
     pub delete: bool,
+    /// `createNamespace`: add the Namespace object even when nothing else is said about it.
+    pub create: bool,
 }
 
 impl NamespaceMeta {
     pub(crate) fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.annotations.is_empty() && !self.delete
+        self.labels.is_empty() && self.annotations.is_empty() && !self.delete && !self.create
     }
 }
 
@@ -244,6 +246,7 @@ pub(crate) struct Customization {
     pub namespace_labels: Option<Labels>,
     pub namespace_annotations: Option<Labels>,
     pub delete_namespace: Option<bool>,
+    pub create_namespace: Option<bool>,
     pub helm: Option<HelmSpec>,
 }
 
@@ -298,6 +301,7 @@ struct RawFile {
     namespace_labels: Labels,
     namespace_annotations: Labels,
     delete_namespace: bool,
+    create_namespace: bool,
     /// flotilla always deletes a removed bundle's CRDs (Fleet's `true`); `false` warns.
     #[serde(rename = "deleteCRDResources")]
     delete_crd_resources: Option<bool>,
@@ -338,6 +342,7 @@ struct RawCustomization {
     namespace_labels: Option<Labels>,
     namespace_annotations: Option<Labels>,
     delete_namespace: Option<bool>,
+    create_namespace: Option<bool>,
     #[serde(rename = "deleteCRDResources")]
     delete_crd_resources: Option<bool>,
 }
@@ -779,6 +784,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
             namespace_labels: t.namespace_labels.clone(),
             namespace_annotations: t.namespace_annotations.clone(),
             delete_namespace: t.delete_namespace,
+            create_namespace: t.create_namespace,
             helm: t.helm.clone(),
         });
     }
@@ -881,6 +887,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
                 labels: raw.namespace_labels,
                 annotations: raw.namespace_annotations,
                 delete: raw.delete_namespace,
+                create: raw.create_namespace,
             },
             helm: raw.helm,
         },

@@ -191,8 +191,37 @@ fn namespace_labels_land_on_the_target_namespace_which_removal_keeps_unless_dele
     let err = b[0].result.as_ref().expect_err("no namespace").clone();
     assert!(
         err[0].to_string().starts_with(
-            "app/fleet.yaml: namespaceLabels, namespaceAnnotations and deleteNamespace need"
+            "app/fleet.yaml: namespaceLabels, namespaceAnnotations, deleteNamespace and createNamespace need"
         ),
         "{err:?}"
     );
+}
+
+#[test]
+fn create_namespace_adds_the_target_namespace_that_removal_keeps_and_a_target_can_turn_it_off() {
+    let repo = tempfile::tempdir().expect("tmp");
+    write(repo.path(), "app/cm.yaml", CM);
+    write(
+        repo.path(),
+        "app/fleet.yaml",
+        "defaultNamespace: web\ncreateNamespace: true\n\
+         targetCustomizations:\n- name: prod\n  clusterName: p\n  createNamespace: false\n",
+    );
+    let bundle = discover(repo.path(), "s", &["app".to_string()], &Limits::default())
+        .remove(0)
+        .result
+        .expect("loads");
+    let dev = bundle
+        .render(&cluster("dev", &[]))
+        .expect("renders")
+        .manifest;
+    assert_eq!(
+        dev,
+        "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  annotations:\n    \
+         helm.sh/resource-policy: keep\n  name: web\n\
+         ---\napiVersion: v1\ndata:\n  a: \"1\"\nkind: ConfigMap\nmetadata:\n  name: app\n  namespace: web\n"
+    );
+    let prod = bundle.render(&cluster("p", &[])).expect("renders").manifest;
+    assert!(!prod.contains("kind: Namespace"), "{prod}");
+    assert!(bundle.warnings().is_empty(), "{:?}", bundle.warnings());
 }
