@@ -75,3 +75,26 @@ fn run_refuses_a_directory_that_is_not_an_initialised_hub() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_user_error_is_one_line_with_its_cause_and_never_a_backtrace() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = hub()
+        .args(["run", "--data-dir"])
+        .arg(tmp.path().join("nope"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("flotilla-hub init"), "{stderr}");
+    assert!(
+        !stderr.contains("backtrace") && !stderr.contains("Caused by"),
+        "{stderr}"
+    );
+}
