@@ -17,6 +17,7 @@ mod gofmt;
 mod helm;
 mod lex;
 mod parse;
+pub mod semver;
 mod value;
 mod yaml;
 

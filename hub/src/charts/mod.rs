@@ -17,7 +17,6 @@ mod cache;
 mod http;
 mod oci;
 mod repo;
-pub mod version;
 
 use std::collections::HashMap;
 use std::fmt;

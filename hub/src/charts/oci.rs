@@ -11,10 +11,10 @@ use reqwest::header::{ACCEPT, HeaderMap, WWW_AUTHENTICATE};
 use reqwest::{Client, StatusCode};
 use serde::Deserialize;
 
-use super::version::{Constraint, Version};
 use super::{
     ChartAuth, ChartCache, ChartError, ChartLimits, FetchedChart, HELM_CHART_LAYER, http, sha256,
 };
+use flotilla_gotmpl::semver::{Constraint, Version};
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -335,10 +335,11 @@ async fn resolve_tag(
     if !range.is_empty() && Version::parse(range).is_some() {
         return Ok(range.to_string());
     }
-    let constraint = Constraint::parse(range).map_err(|why| ChartError::Invalid {
-        what: shown.to_string(),
-        why: format!("version {range:?}: {why}"),
-    })?;
+    let constraint =
+        Constraint::parse(super::repo::any_if_empty(range)).map_err(|why| ChartError::Invalid {
+            what: shown.to_string(),
+            why: format!("version {range:?}: {why}"),
+        })?;
     let what = format!("the tags of {shown}");
     let body = reg
         .get(

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use reqwest::{Client, RequestBuilder};
 use serde::Deserialize;
 
-use super::version::{Constraint, Version};
 use super::{ChartAuth, ChartCache, ChartError, ChartLimits, FetchedChart, http, sha256};
+use flotilla_gotmpl::semver::{Constraint, Version};
 
 /// The parts of `index.yaml` that resolution reads; other fields are ignored.
 #[derive(Debug, Deserialize)]
@@ -93,10 +93,11 @@ impl Index {
         {
             return Ok(exact.clone());
         }
-        let constraint = Constraint::parse(range).map_err(|why| ChartError::Invalid {
-            what: what.clone(),
-            why: format!("version {range:?}: {why}"),
-        })?;
+        let constraint =
+            Constraint::parse(any_if_empty(range)).map_err(|why| ChartError::Invalid {
+                what: what.clone(),
+                why: format!("version {range:?}: {why}"),
+            })?;
         let best = entries
             .iter()
             .filter_map(|e| Version::parse(&e.version).map(|v| (v, e)))
@@ -114,6 +115,12 @@ impl Index {
 }
 
 /// A few of the versions on offer, for an error message.
+/// An empty chart version means any stable version, as Helm reads it (`IndexFile.Get`
+/// uses `*` for ""; Masterminds itself refuses an empty range).
+pub(super) fn any_if_empty(range: &str) -> &str {
+    if range.trim().is_empty() { "*" } else { range }
+}
+
 pub fn available<'a>(versions: impl Iterator<Item = &'a str>) -> String {
     let mut v: Vec<&str> = versions.collect();
     let n = v.len();
