@@ -153,6 +153,7 @@ fn compare_pre_part(s: &str, o: &str) -> Ordering {
     }
 }
 
+/// One comparison (`>= 1.2`); the `*_dirty` flags record wildcard or missing parts.
 #[derive(Debug, Clone)]
 struct Term {
     op: String,
@@ -165,6 +166,7 @@ struct Term {
 /// A version range: terms ANDed within a group, groups ORed (`||`).
 #[derive(Debug, Clone)]
 pub struct Constraint {
+    /// Each group's terms, and whether any of them names a prerelease.
     groups: Vec<(Vec<Term>, bool)>,
     text: String,
 }
