@@ -468,15 +468,20 @@ fn the_helm_create_scaffold_renders_as_helm_renders_it() {
         }
     }
     let defaults = flotilla_gotmpl::Value::from_yaml_values(&read(&chart.join("values.yaml")))
-        .unwrap_or_default()
+        .unwrap_or_else(|e| panic!("values.yaml: {e}"))
         .to_json();
     let over = flotilla_gotmpl::Value::from_yaml_values(SCAFFOLD_OVERRIDES)
-        .unwrap_or_default()
+        .unwrap_or_else(|e| panic!("overrides: {e}"))
         .to_json();
     let values = Value::from_json(&coalesce(&defaults, &over));
     let meta = Value::from_yaml_values(&read(&chart.join("Chart.yaml")))
-        .unwrap_or_default()
+        .unwrap_or_else(|e| panic!("Chart.yaml: {e}"))
         .to_json();
+    // A scaffold read as empty would fail below with a confusing diff; say so here.
+    assert!(
+        meta.get("name").is_some() && defaults.get("replicaCount").is_some(),
+        "helm create wrote an unexpected chart: Chart.yaml {meta}, values.yaml {defaults}"
+    );
     let field = |k: &str| Value::string(meta.get(k).and_then(|v| v.as_str()).unwrap_or_default());
     let mut failures = Vec::new();
     for name in names {
