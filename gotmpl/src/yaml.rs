@@ -27,8 +27,12 @@ const MAX_YAML_NODES: usize = 1_000_000;
 /// `1_000` an int), keys become strings (`true`, `1`), then JSON carries the numbers.
 /// An empty document is `null`.
 pub(crate) fn parse_yaml(text: &str) -> Result<serde_json::Value, String> {
+    // Another crate in the build may turn on granit-parser's `comments` feature (cargo
+    // unifies features), which would put comment events among the data events.
+    let mut options = granit_parser::Options::default();
+    options.set_emit_comments(false);
     let mut loader = Loader {
-        parser: granit_parser::Parser::new_from_str(text),
+        parser: granit_parser::Parser::new_from_str_with_options(text, options),
         anchors: std::collections::HashMap::new(),
         nodes: 0,
     };
@@ -1078,6 +1082,15 @@ mod tests {
 
     fn y(j: serde_json::Value) -> String {
         to_yaml(&Value::from_json(&j)).unwrap_or_default()
+    }
+
+    #[test]
+    fn comments_anywhere_are_not_data() {
+        let text = "# top\na: 1 # trailing\n# above b\nb:\n  # inside\n  - x # item\n  # after\nc: {d: 2} # flow\n";
+        assert_eq!(
+            parse_yaml(text).expect("parses"),
+            serde_json::json!({"a": 1, "b": ["x"], "c": {"d": 2}})
+        );
     }
 
     #[test]
