@@ -25,6 +25,7 @@ pub mod hub;
 pub mod kube_apply;
 pub mod machine;
 pub mod net;
+pub mod render_timing;
 pub mod repo;
 pub mod repo_bench;
 pub mod report;

@@ -345,6 +345,18 @@ impl Hub {
         serde_json::from_slice(&out.stdout).expect("CLI prints JSON")
     }
 
+    /// Waits until the hub lists `cluster` as connected.
+    pub fn wait_connected(&self, cluster: &str) {
+        wait_until(&format!("{cluster} to connect"), || {
+            let c = self.json(&["clusters"]);
+            let connected = c.as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|x| x["name"] == cluster && x["connected"] == true)
+            });
+            connected.then_some(()).ok_or(c.to_string())
+        });
+    }
+
     /// A join token whose spokes choose their own `env`, `region` and `tier` at join,
     /// as the fixture's spokes do (`Spoke::start(.., "env=dev")`). Those labels are
     /// trusted only because the token says so, and only at registration: what a spoke

@@ -6,24 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use flotilla_e2e::charts::helm;
 use flotilla_e2e::{GitServer, Hub, Spoke};
 use serde_json::Value;
-
-fn helm() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("HELM").map(PathBuf::from),
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/flotilla-tools/bin/helm")),
-    ];
-    if let Some(found) = candidates.into_iter().flatten().find(|p| p.is_file()) {
-        return Some(found);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true needs the helm oracle: set HELM or run tests/k8s/tools/build helm"
-    );
-    eprintln!("skipped: no helm oracle (set HELM, or run tests/k8s/tools/build helm)");
-    None
-}
 
 fn helm_repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/helm-repo")

@@ -94,12 +94,7 @@ fn a_deleted_cluster_cannot_recover_and_its_spoke_exits_with_code_4() {
     let hub = Hub::start_with(tmp.path(), &["--cert-lifetime", "3s"]);
     let join = hub.token("1h", 1);
     let mut dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
-    wait_until("dev to connect", || {
-        let c = hub.json(&["clusters"]);
-        (c[0]["connected"] == true)
-            .then_some(())
-            .ok_or(c.to_string())
-    });
+    hub.wait_connected("dev");
     dev.proc.kill();
     let out = hub.cli(&["cluster", "delete", "dev"]);
     assert!(

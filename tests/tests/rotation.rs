@@ -224,12 +224,7 @@ fn ca_renew_asks_every_connected_spoke_to_renew_now() {
     let hub = Hub::start_with(tmp.path(), &["--cert-lifetime", "1h"]);
     let join = hub.token("1h", 1);
     let dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
-    wait_until("dev to connect", || {
-        let c = hub.json(&["clusters"]);
-        (c[0]["connected"] == true)
-            .then_some(())
-            .ok_or(c.to_string())
-    });
+    hub.wait_connected("dev");
     let before = files::read_public(&dev.state.join("cert.pem")).expect("cert");
     let out = ok(hub_tool(&hub, &["ca", "renew", "--all", "--window", "2s"]));
     assert!(out.contains("asked 1 connected spoke(s)"), "{out}");

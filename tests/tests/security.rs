@@ -152,12 +152,7 @@ fn a_deleted_cluster_must_rejoin_with_a_new_token() {
     let hub = Hub::start(tmp.path());
     let join = hub.token("1h", 2);
     let dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
-    wait_until("dev to connect", || {
-        let c = hub.json(&["clusters"]);
-        (c[0]["connected"] == true)
-            .then_some(())
-            .ok_or(c.to_string())
-    });
+    hub.wait_connected("dev");
     let out = hub.cli(&["cluster", "delete", "dev"]);
     assert!(
         out.status.success(),
@@ -177,12 +172,7 @@ fn a_deleted_cluster_must_rejoin_with_a_new_token() {
     let fresh = tmp.path().join("fresh");
     let new_join = hub.token("1h", 1);
     let rejoined = Spoke::start(&fresh, &new_join, "dev", "env=dev");
-    wait_until("dev to re-join", || {
-        let c = hub.json(&["clusters"]);
-        (c[0]["connected"] == true)
-            .then_some(())
-            .ok_or(c.to_string())
-    });
+    hub.wait_connected("dev");
     assert!(rejoined.state.join("cert.pem").exists());
 }
 

@@ -53,12 +53,7 @@ fn a_restarted_spoke_keeps_its_identity_and_gets_nothing_it_already_has() {
     let before = dev.file("examples-web").expect("written");
 
     let dev2 = Spoke::start(tmp.path(), &join, "dev", "env=dev");
-    wait_until("the restarted spoke to reconnect", || {
-        let c = hub.json(&["clusters"]);
-        (c[0]["connected"] == true)
-            .then_some(())
-            .ok_or(c.to_string())
-    });
+    hub.wait_connected("dev");
     hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
     assert_eq!(dev2.file("examples-web").expect("still there"), before);
     assert!(
@@ -260,12 +255,7 @@ fn a_hub_restart_loses_no_cluster_source_or_status() {
         assert_eq!(clusters[0]["name"], "dev");
         assert_eq!(clusters[0]["labels"]["tier"], "gold", "hub labels survive");
         assert_eq!(hub.json(&["sources"])[0]["name"], "examples");
-        wait_until("dev to reconnect to the restarted hub", || {
-            let c = hub.json(&["clusters"]);
-            (c[0]["connected"] == true)
-                .then_some(())
-                .ok_or(c.to_string())
-        });
+        hub.wait_connected("dev");
         hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
     }
     assert!(dev.file("examples-web").is_some());

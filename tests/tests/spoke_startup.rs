@@ -129,12 +129,7 @@ fn a_revoked_spoke_exits_3_and_a_spoke_whose_token_is_used_up_exits_6() {
     let hub = Hub::start(tmp.path());
     let join = hub.token("1h", 1);
     let mut dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
-    wait_until("dev to connect", || {
-        let c = hub.json(&["clusters"]);
-        (c[0]["connected"] == true)
-            .then_some(())
-            .ok_or(c.to_string())
-    });
+    hub.wait_connected("dev");
     let out = hub.cli(&["cluster", "revoke", "dev"]);
     assert!(
         out.status.success(),
@@ -166,12 +161,7 @@ fn a_refused_spoke_with_on_refusal_retry_stays_up_and_logs_the_refusal() {
         "env=dev",
         &["--on-refusal", "retry"],
     );
-    wait_until("dev to connect", || {
-        let c = hub.json(&["clusters"]);
-        (c[0]["connected"] == true)
-            .then_some(())
-            .ok_or(c.to_string())
-    });
+    hub.wait_connected("dev");
     let out = hub.cli(&["cluster", "revoke", "dev"]);
     assert!(
         out.status.success(),
@@ -198,12 +188,7 @@ fn a_new_join_string_on_an_enrolled_state_dir_needs_rejoin() {
     let hub = Hub::start(tmp.path());
     let join = hub.token("1h", 1);
     let mut dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
-    wait_until("dev to connect", || {
-        let c = hub.json(&["clusters"]);
-        (c[0]["connected"] == true)
-            .then_some(())
-            .ok_or(c.to_string())
-    });
+    hub.wait_connected("dev");
     dev.proc.kill();
 
     // The same join string again (FLOTILLA_JOIN left in place) is a plain restart.
@@ -235,11 +220,6 @@ fn a_new_join_string_on_an_enrolled_state_dir_needs_rejoin() {
 
     // With --rejoin it registers again, in the same state dir.
     let rejoined = Spoke::start_with(tmp.path(), &new_join, "dev", "env=dev", &["--rejoin"]);
-    wait_until("dev to re-join", || {
-        let c = hub.json(&["clusters"]);
-        (c[0]["connected"] == true)
-            .then_some(())
-            .ok_or(c.to_string())
-    });
+    hub.wait_connected("dev");
     assert!(rejoined.proc.log_text().contains("enrolled with the hub"));
 }

@@ -240,12 +240,7 @@ fn a_spoke_that_stops_heartbeating_goes_offline_and_comes_back() {
         .args(["-CONT", &pid])
         .output()
         .expect("kill"));
-    wait_until("dev to reconnect", || {
-        let c = hub.json(&["clusters"]);
-        (c[0]["connected"] == true)
-            .then_some(())
-            .ok_or(c.to_string())
-    });
+    hub.wait_connected("dev");
     hub.wait_ready_bundles("dev", &["s"]);
 }
 

@@ -14,28 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flotilla_render::{ClusterInfo, Limits, load_bundle_dir};
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
-
-fn ours(dir: &Path, runs: usize) -> Result<(Duration, usize), String> {
-    let mut times = Vec::with_capacity(runs);
-    let mut objects = 0;
-    for _ in 0..runs {
-        let start = Instant::now();
-        let bundle = load_bundle_dir(dir, "bench", &Limits::default())
-            .map_err(|e| format!("{}: {e:?}", dir.display()))?;
-        let rendered = bundle
-            .render(&ClusterInfo::default())
-            .map_err(|e| format!("{}: {e:?}", dir.display()))?;
-        times.push(start.elapsed());
-        objects = rendered.objects.len();
-    }
-    Ok((median(times), objects))
-}
+use flotilla_bench::render_timing::time_render;
+use flotilla_bench::stats::median;
 
 /// Times `helm template`; also returns how many documents it printed.
 fn theirs(helm: &Path, dir: &Path, runs: usize) -> Result<(Duration, usize), String> {
@@ -56,7 +36,7 @@ fn theirs(helm: &Path, dir: &Path, runs: usize) -> Result<(Duration, usize), Str
         let text = String::from_utf8_lossy(&out.stdout);
         objects = text.lines().filter(|l| *l == "---").count();
     }
-    Ok((median(times), objects))
+    Ok((median(times).unwrap_or_default(), objects))
 }
 
 /// A chart of `n` Deployment+Service+ConfigMap templates sharing helpers, with a subchart.
@@ -144,7 +124,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|");
     let (mut total_ours, mut total_theirs) = (Duration::ZERO, Duration::ZERO);
     for (name, dir) in &charts {
-        let a = ours(dir, runs);
+        let a = time_render(dir, runs);
         let b = theirs(&helm, dir, runs);
         match (a, b) {
             (Ok((ta, na)), Ok((tb, nb))) => {

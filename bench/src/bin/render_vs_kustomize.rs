@@ -11,28 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flotilla_render::{ClusterInfo, Limits, load_bundle_dir};
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
-
-fn ours(dir: &Path, runs: usize) -> Result<(Duration, usize), String> {
-    let mut times = Vec::with_capacity(runs);
-    let mut objects = 0;
-    for _ in 0..runs {
-        let start = Instant::now();
-        let bundle = load_bundle_dir(dir, "bench", &Limits::default())
-            .map_err(|e| format!("{}: {e:?}", dir.display()))?;
-        let rendered = bundle
-            .render(&ClusterInfo::default())
-            .map_err(|e| format!("{}: {e:?}", dir.display()))?;
-        times.push(start.elapsed());
-        objects = rendered.objects.len();
-    }
-    Ok((median(times), objects))
-}
+use flotilla_bench::render_timing::time_render;
+use flotilla_bench::stats::median;
 
 /// Times `kubectl kustomize`; also returns how many objects it printed.
 fn theirs(kubectl: &str, dir: &Path, runs: usize) -> Result<(Duration, usize), String> {
@@ -52,7 +32,7 @@ fn theirs(kubectl: &str, dir: &Path, runs: usize) -> Result<(Duration, usize), S
         let text = String::from_utf8_lossy(&out.stdout);
         objects = text.lines().filter(|l| *l == "---").count() + usize::from(!text.is_empty());
     }
-    Ok((median(times), objects))
+    Ok((median(times).unwrap_or_default(), objects))
 }
 
 /// A base of `n` Deployments + Services + generated ConfigMaps and an overlay that
@@ -130,7 +110,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|");
     let mut failed = false;
     for (name, dir) in &dirs {
-        let result = ours(dir, runs)
+        let result = time_render(dir, runs)
             .and_then(|(a, n)| theirs(&kubectl, dir, runs).map(|(b, m)| (a, b, n, m)));
         match result {
             Ok((_, _, n, m)) if n != m => {
