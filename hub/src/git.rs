@@ -456,34 +456,9 @@ pub fn load_tree(
 
 #[cfg(test)]
 mod tests {
-    use std::process::{Command, Stdio};
-
     use super::*;
+    use flotilla_e2e::git_with_input as git;
     use flotilla_render::discover_tree;
-
-    /// Runs git in `dir` with `input` on stdin and returns its trimmed stdout.
-    fn git(dir: &Path, args: &[&str], input: &[u8]) -> String {
-        use std::io::Write;
-        let mut child = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid"])
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("git is installed");
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input).expect("stdin");
-        }
-        let out = child.wait_with_output().expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
 
     fn blob(repo: &Path, content: &[u8]) -> String {
         git(repo, &["hash-object", "-w", "--stdin"], content)

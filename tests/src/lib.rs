@@ -132,7 +132,14 @@ impl Drop for Proc {
 
 /// Runs git in `dir` as a test author, asserting success.
 pub fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
+    git_with_input(dir, args, b"");
+}
+
+/// Runs git in `dir` with `input` on stdin (plumbing such as `hash-object --stdin` or
+/// `mktree`), asserting success; returns its trimmed stdout.
+pub fn git_with_input(dir: &Path, args: &[&str], input: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("git")
         .args([
             "-c",
             "user.name=flotilla-test",
@@ -141,13 +148,21 @@ pub fn git(dir: &Path, args: &[&str]) {
         ])
         .args(args)
         .current_dir(dir)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("git is installed");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input).expect("write to git");
+    }
+    let out = child.wait_with_output().expect("git runs");
     assert!(
         out.status.success(),
         "git {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Writes `text` to `dir/rel`, creating folders.

@@ -7,11 +7,12 @@
 //! good bundle of the previous revision stays deployed.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use flotilla_e2e::{GitServer, Hub, Repo, Spoke, configmap, wait_until, write_file};
+use flotilla_e2e::{
+    GitServer, Hub, Repo, Spoke, configmap, git_with_input, wait_until, write_file,
+};
 
 const BUNDLE: &str = "hostile-app";
 
@@ -41,7 +42,7 @@ impl Scenario {
         let git = GitServer::start(&tmp.path().join("git"));
         let repo = git.repo_from("fleet", &src);
         // Stream big blobs when serving them instead of delta-searching them in memory.
-        run_git(&repo.dir, &["config", "core.bigFileThreshold", "1m"], b"");
+        git_with_input(&repo.dir, &["config", "core.bigFileThreshold", "1m"], b"");
         let canary = tmp.path().join("canary");
         write_file(&canary, "untouched.txt", "canary");
         let hub = Hub::start_with(tmp.path(), hub_args);
@@ -66,13 +67,13 @@ impl Scenario {
 
     /// Commits `tree` on top of `main`, as a push would.
     fn push_tree(&self, tree: &str) {
-        let head = run_git(&self.repo.dir, &["rev-parse", "HEAD"], b"");
-        let commit = run_git(
+        let head = git_with_input(&self.repo.dir, &["rev-parse", "HEAD"], b"");
+        let commit = git_with_input(
             &self.repo.dir,
             &["commit-tree", tree, "-p", &head, "-m", "hostile"],
             b"",
         );
-        run_git(
+        git_with_input(
             &self.repo.dir,
             &["update-ref", "refs/heads/main", &commit],
             b"",
@@ -80,7 +81,7 @@ impl Scenario {
     }
 
     fn blob(&self, content: &[u8]) -> String {
-        run_git(&self.repo.dir, &["hash-object", "-w", "--stdin"], content)
+        git_with_input(&self.repo.dir, &["hash-object", "-w", "--stdin"], content)
     }
 
     /// A tree object written byte by byte, so that it may hold any name.
@@ -93,7 +94,7 @@ impl Scenario {
             raw.push(0);
             raw.extend(hex::decode(oid).expect("hex object id"));
         }
-        run_git(
+        git_with_input(
             &self.repo.dir,
             &["hash-object", "-t", "tree", "--literally", "-w", "--stdin"],
             &raw,
@@ -102,7 +103,7 @@ impl Scenario {
 
     /// The id of `path` in the first (good) commit's tree.
     fn good(&self, path: &str) -> String {
-        run_git(&self.repo.dir, &["rev-parse", &format!("HEAD:{path}")], b"")
+        git_with_input(&self.repo.dir, &["rev-parse", &format!("HEAD:{path}")], b"")
     }
 
     fn source(&self) -> serde_json::Value {
@@ -180,33 +181,6 @@ impl Scenario {
         });
         self.assert_unharmed();
     }
-}
-
-fn run_git(dir: &Path, args: &[&str], input: &[u8]) -> String {
-    let mut child = Command::new("git")
-        .args([
-            "-c",
-            "user.name=attacker",
-            "-c",
-            "user.email=a@flotilla.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("git is installed");
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input).expect("write to git");
-    }
-    let out = child.wait_with_output().expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The hub's trust material: every `ca*.pem` and `trust.pem`, by name, with contents.
