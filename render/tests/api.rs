@@ -224,4 +224,15 @@ fn create_namespace_adds_the_target_namespace_that_removal_keeps_and_a_target_ca
     let prod = bundle.render(&cluster("p", &[])).expect("renders").manifest;
     assert!(!prod.contains("kind: Namespace"), "{prod}");
     assert!(bundle.warnings().is_empty(), "{:?}", bundle.warnings());
+
+    // Without a namespace to create, it is an error that says so.
+    write(repo.path(), "app/fleet.yaml", "createNamespace: true\n");
+    let b = discover(repo.path(), "s", &["app".to_string()], &Limits::default());
+    let err = b[0].result.as_ref().expect_err("no namespace").clone();
+    assert!(
+        err[0]
+            .to_string()
+            .contains("createNamespace need namespace or defaultNamespace"),
+        "{err:?}"
+    );
 }
