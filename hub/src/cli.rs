@@ -129,6 +129,10 @@ pub struct InitArgs {
     /// host:port that spokes and the CLI dial; goes into join strings and admin.conf.
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub advertise: String,
+    /// Succeed without changing anything when the data dir is already initialised, so
+    /// an init container can run it at every start (the Helm chart does).
+    #[arg(long)]
+    pub if_missing: bool,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -168,6 +172,12 @@ pub struct RunArgs {
     /// file. Without it, webhooks are refused.
     #[arg(long)]
     pub webhook_secret_file: Option<PathBuf>,
+    /// The webhook secret itself, for Kubernetes, whose Secret volumes are group-readable
+    /// under an fsGroup (which `--webhook-secret-file` refuses). Give it through the
+    /// environment (`FLOTILLA_WEBHOOK_SECRET` from a Secret), not on the command line,
+    /// which every local user can read.
+    #[arg(long, env = "FLOTILLA_WEBHOOK_SECRET", hide_env_values = true, conflicts_with = "webhook_secret_file")]
+    pub webhook_secret: Option<String>,
     /// Label keys a spoke may set on itself (comma-separated, e.g. `region,zone`): its
     /// reported value moves the cluster at once. Any other label a spoke reports waits
     /// for `flotilla cluster accept-labels`.
@@ -549,6 +559,14 @@ fn offline_ca_status(dir: &DataDir) -> Result<String> {
 
 pub async fn init(args: &InitArgs) -> Result<()> {
     let dir = DataDir::new(&args.data_dir);
+    if dir.ca_cert().exists() && args.if_missing {
+        println!(
+            "{} is already initialised (found {}); nothing to do",
+            dir.root().display(),
+            dir.ca_cert().display()
+        );
+        return Ok(());
+    }
     if dir.ca_cert().exists() {
         bail!(
             "{} is already initialised (found {}); use another --data-dir",
@@ -650,8 +668,17 @@ async fn serve(args: RunArgs) -> Result<()> {
         args.heartbeat_window,
     ));
     if let Some(listen) = args.http_listen {
-        let secret = match &args.webhook_secret_file {
-            Some(p) => {
+        let secret = match (&args.webhook_secret, &args.webhook_secret_file) {
+            (Some(given), _) => {
+                let secret = given.trim().to_string();
+                if secret.is_empty() {
+                    bail!(
+                        "FLOTILLA_WEBHOOK_SECRET (--webhook-secret) is empty; put the shared secret your git host signs with in it"
+                    );
+                }
+                Some(secret)
+            }
+            (None, Some(p)) => {
                 let secret = files::read_secret(p)?.trim().to_string();
                 // An empty key would sign anyone's payload: refuse to start rather than
                 // accept unauthenticated webhooks.
@@ -663,7 +690,7 @@ async fn serve(args: RunArgs) -> Result<()> {
                 }
                 Some(secret)
             }
-            None => None,
+            (None, None) => None,
         };
         let f = fleet.clone();
         let limits = args.ports.http();

@@ -1,0 +1,53 @@
+{{/* Names and labels shared by the hub chart's templates. */}}
+
+{{- define "flotilla-hub.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "flotilla-hub.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "flotilla-hub.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "flotilla-hub.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "flotilla-hub.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "flotilla-hub.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: hub
+{{- end }}
+
+{{/* host:port spokes and the CLI dial. */}}
+{{- define "flotilla-hub.advertise" -}}
+{{- if .Values.advertise }}
+{{- .Values.advertise }}
+{{- else }}
+{{- printf "%s.%s.svc:%d" (include "flotilla-hub.fullname" .) .Release.Namespace (int .Values.grpc.port) }}
+{{- end }}
+{{- end }}
+
+{{- define "flotilla-hub.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The data dir is a folder inside the volume, not its root: the hub keeps it 0700, while
+the volume's root keeps the group and mode that fsGroup gives it, so that
+fsGroupChangePolicy OnRootMismatch never walks the keys.
+*/}}
+{{- define "flotilla-hub.dataDir" -}}
+/var/lib/flotilla/hub
+{{- end }}
