@@ -4,37 +4,11 @@
 //! renders that version into the cluster; two directory-target spokes (which report no
 //! capabilities) share one render (`flotilla_hub_renders_total`).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+use flotilla_e2e::k8s::control_plane;
 use flotilla_e2e::{GitServer, Hub, Proc, Spoke, bin, free_port, metric, wait_until, write_file};
-
-/// The control plane's settings (`DIR/env` of `tests/k8s/up`), started for this test
-/// process (and stopped when it exits) unless the environment names a cluster.
-fn control_plane(base: &Path) -> HashMap<String, String> {
-    if let Ok(kubeconfig) = std::env::var("FLOTILLA_E2E_KUBECONFIG") {
-        let mut env = HashMap::from([("FLOTILLA_E2E_KUBECONFIG".to_string(), kubeconfig.clone())]);
-        let admin = std::env::var("FLOTILLA_E2E_ADMIN_KUBECONFIG").unwrap_or(kubeconfig);
-        env.insert("FLOTILLA_E2E_ADMIN_KUBECONFIG".into(), admin);
-        return env;
-    }
-    let dir = base.join("k8s");
-    let up = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/up");
-    let status = Command::new(up)
-        .arg(&dir)
-        .arg("--owner-pid")
-        .arg(std::process::id().to_string())
-        .status()
-        .expect("tests/k8s/up runs");
-    assert!(status.success(), "tests/k8s/up {} failed", dir.display());
-    std::fs::read_to_string(dir.join("env"))
-        .expect("tests/k8s/up wrote DIR/env")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn kubectl(admin: &str, args: &[&str]) -> String {
     let kubectl = std::env::var_os("KUBECTL").map_or_else(
@@ -59,13 +33,8 @@ fn kubectl(admin: &str, args: &[&str]) -> String {
 #[test]
 fn a_chart_reading_capabilities_renders_the_version_each_spoke_reports() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let env = control_plane(tmp.path());
-    let spoke_kubeconfig = env["FLOTILLA_E2E_KUBECONFIG"].clone();
-    let admin = env
-        .get("FLOTILLA_E2E_ADMIN_KUBECONFIG")
-        .filter(|s| !s.is_empty())
-        .cloned()
-        .unwrap_or_else(|| spoke_kubeconfig.clone());
+    let cluster = control_plane(&tmp.path().join("k8s"));
+    let (spoke_kubeconfig, admin) = (cluster.spoke, cluster.admin);
     let server_version: serde_json::Value =
         serde_json::from_str(&kubectl(&admin, &["version", "-o", "json"])).expect("version");
     let git_version = server_version["serverVersion"]["gitVersion"]

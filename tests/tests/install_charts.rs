@@ -1,0 +1,532 @@
+//! The Helm charts that install flotilla (`charts/flotilla-hub`, `charts/flotilla-spoke`),
+//! checked with the real tools: the pinned `helm` lints them (also `--strict`); `helm
+//! template` and flotilla's own renderer (`flotilla render`) give the same objects for the
+//! default values and for a non-default set (`tests/fixtures/install_charts/`); a real
+//! kube-apiserver accepts every object in a server-side dry run; and a real spoke runs with
+//! the spoke chart's ServiceAccount, ClusterRoles and Roles, applies a bundle and is refused
+//! a kind outside them.
+//!
+//! Without `helm` or `kubectl` the tests skip with a message, except under `CI=true`. The
+//! control plane is the one the environment names, else `tests/k8s/up` (see
+//! `flotilla_e2e::k8s`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use flotilla_e2e::k8s::{ControlPlane, control_plane, kubectl};
+use flotilla_e2e::{GitServer, Hub, Proc, bin, charts, wait_until, write_file};
+use serde_json::Value;
+
+const CHARTS: [&str; 2] = ["flotilla-hub", "flotilla-spoke"];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn chart(name: &str) -> PathBuf {
+    repo_root().join("charts").join(name)
+}
+
+/// The non-default values of a chart.
+fn fixture_values(name: &str) -> PathBuf {
+    let short = name.trim_start_matches("flotilla-");
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("fixtures/install_charts/{short}-values.yaml"))
+}
+
+/// A random suffix, so that runs sharing a cluster never share a name.
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:x}{:x}", std::process::id(), nanos)
+}
+
+/// The control plane shared by this file's tests, started once.
+fn cluster() -> &'static ControlPlane {
+    static CLUSTER: OnceLock<(ControlPlane, PathBuf)> = OnceLock::new();
+    &CLUSTER
+        .get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("flotilla-charts-k8s-{}", std::process::id()));
+            (control_plane(&dir), dir)
+        })
+        .0
+}
+
+/// Runs a tool, returning (success, stdout, stderr).
+fn run(cmd: &mut Command, input: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.unwrap_or_default().as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs a tool that must succeed; returns its stdout.
+fn ok(cmd: &mut Command, input: Option<&str>) -> String {
+    let (success, out, err) = run(cmd, input);
+    assert!(success, "{cmd:?} failed:\n{err}\n{out}");
+    out
+}
+
+fn kubectl_as(kubectl: &Path, kubeconfig: &str) -> Command {
+    let mut c = Command::new(kubectl);
+    c.args(["--kubeconfig", kubeconfig]);
+    c
+}
+
+/// `helm template` of a chart as release `rel` in `namespace`.
+fn helm_template(
+    helm: &Path,
+    name: &str,
+    namespace: &str,
+    values: &[&Path],
+    set: &[String],
+) -> String {
+    let mut cmd = Command::new(helm);
+    cmd.args(["template", "rel"])
+        .arg(chart(name))
+        .args(["--namespace", namespace]);
+    for v in values {
+        cmd.arg("-f").arg(v);
+    }
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    ok(&mut cmd, None)
+}
+
+/// Each object as canonical JSON (keys sorted), in order.
+fn canonical(objects: impl IntoIterator<Item = Value>) -> Vec<String> {
+    fn sort(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let sorted: std::collections::BTreeMap<String, Value> =
+                    m.into_iter().map(|(k, v)| (k, sort(v))).collect();
+                Value::Object(sorted.into_iter().collect())
+            }
+            Value::Array(a) => Value::Array(a.into_iter().map(sort).collect()),
+            other => other,
+        }
+    }
+    objects
+        .into_iter()
+        .map(|v| serde_json::to_string_pretty(&sort(v)).unwrap_or_default())
+        .collect()
+}
+
+/// The objects of a multi-document YAML stream, as Kubernetes reads them (`0440` is octal).
+fn yaml_objects(text: &str) -> Vec<Value> {
+    let mut opts = serde_saphyr::Options::default();
+    opts.legacy_octal_numbers = true;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, opts).expect("helm's output parses");
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// The chart rendered by `flotilla render`, from a bundle that names it in its fleet.yaml
+/// as a user's repo would.
+fn flotilla_render(name: &str, namespace: &str, values: Option<&Path>) -> Vec<Value> {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bundle = tmp.path().join("bundle");
+    flotilla_e2e::copy_dir(&chart(name), &bundle.join("chart"));
+    let mut fleet =
+        format!("defaultNamespace: {namespace}\nhelm:\n  chart: chart\n  releaseName: rel\n");
+    if let Some(v) = values {
+        std::fs::copy(v, bundle.join("values.yaml")).expect("copy values");
+        fleet.push_str("  valuesFiles: [values.yaml]\n");
+    }
+    write_file(&bundle, "fleet.yaml", &fleet);
+    let out = ok(
+        Command::new(bin("flotilla"))
+            .arg("render")
+            .arg(&bundle)
+            .args(["-o", "json"]),
+        None,
+    );
+    let list: Value = serde_json::from_str(&out).expect("flotilla render -o json");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn both_charts_pass_helm_lint_with_their_defaults_and_a_non_default_set_also_strict() {
+    let Some(helm) = charts::helm() else { return };
+    for name in CHARTS {
+        let values = fixture_values(name);
+        for strict in [false, true] {
+            for with_values in [false, true] {
+                let mut cmd = Command::new(&helm);
+                cmd.arg("lint").arg(chart(name));
+                if strict {
+                    cmd.arg("--strict");
+                }
+                if with_values {
+                    cmd.arg("-f").arg(&values);
+                }
+                let out = ok(&mut cmd, None);
+                assert!(out.contains("0 chart(s) failed"), "{out}");
+            }
+        }
+        // The schema refuses what the chart does not know, so a typo fails the install.
+        let (success, _, err) = run(
+            Command::new(&helm)
+                .arg("lint")
+                .arg(chart(name))
+                .args(["--set", "persistence.sise=1Gi"]),
+            None,
+        );
+        assert!(!success && err.contains("sise"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn helm_and_flotillas_renderer_give_the_same_objects_for_both_charts() {
+    let Some(helm) = charts::helm() else { return };
+    let namespace = "flotilla-system";
+    for name in CHARTS {
+        let values = fixture_values(name);
+        for with_values in [None, Some(values.as_path())] {
+            let given: Vec<&Path> = with_values.into_iter().collect();
+            let theirs = canonical(yaml_objects(&helm_template(
+                &helm,
+                name,
+                namespace,
+                &given,
+                &[],
+            )));
+            let ours = canonical(flotilla_render(name, namespace, with_values));
+            assert!(
+                theirs.len() > 3,
+                "{name}: helm rendered {} objects",
+                theirs.len()
+            );
+            assert_eq!(
+                ours.len(),
+                theirs.len(),
+                "{name} {with_values:?}: flotilla render gave {} objects, helm {}:\nours: {ours:#?}\ntheirs: {theirs:#?}",
+                ours.len(),
+                theirs.len()
+            );
+            for (a, b) in ours.iter().zip(&theirs) {
+                assert_eq!(
+                    a, b,
+                    "{name} {with_values:?}: flotilla render (left) and helm template (right) differ"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_api_server_accepts_both_charts_in_a_server_side_dry_run() {
+    let (Some(helm), Some(kubectl)) = (charts::helm(), kubectl()) else {
+        return;
+    };
+    let admin = cluster().admin.clone();
+    let namespace = format!("charts-dry-{}", unique());
+    // The spoke's inventory Roles live in flotilla-system, whatever the release's namespace.
+    for ns in [namespace.as_str(), "flotilla-system"] {
+        ok(
+            kubectl_as(&kubectl, &admin).args(["apply", "--server-side", "-f", "-"]),
+            Some(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"
+            )),
+        );
+    }
+    // The non-default hub values turn the ServiceMonitor on: the server must know the kind.
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/install_charts/servicemonitor-crd.yaml");
+    let had_crd = run(
+        kubectl_as(&kubectl, &admin).args(["get", "crd", "servicemonitors.monitoring.coreos.com"]),
+        None,
+    )
+    .0;
+    if !had_crd {
+        ok(
+            kubectl_as(&kubectl, &admin)
+                .args(["apply", "--server-side", "-f"])
+                .arg(&crd),
+            None,
+        );
+        ok(
+            kubectl_as(&kubectl, &admin).args([
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/servicemonitors.monitoring.coreos.com",
+            ]),
+            None,
+        );
+    }
+    for name in CHARTS {
+        let values = fixture_values(name);
+        for with_values in [None, Some(values.as_path())] {
+            let given: Vec<&Path> = with_values.into_iter().collect();
+            let rendered = helm_template(&helm, name, &namespace, &given, &[]);
+            let out = ok(
+                kubectl_as(&kubectl, &admin).args([
+                    "apply",
+                    "--dry-run=server",
+                    "--server-side",
+                    "-f",
+                    "-",
+                ]),
+                Some(&rendered),
+            );
+            assert_eq!(
+                out.lines()
+                    .filter(|l| l.ends_with("(server dry run)"))
+                    .count(),
+                yaml_objects(&rendered).len(),
+                "{name} {with_values:?}: every object accepted:\n{out}"
+            );
+        }
+    }
+    ok(
+        kubectl_as(&kubectl, &admin).args(["delete", "namespace", &namespace, "--wait=false"]),
+        None,
+    );
+    if !had_crd {
+        ok(
+            kubectl_as(&kubectl, &admin)
+                .args(["delete", "-f"])
+                .arg(&crd),
+            None,
+        );
+    }
+}
+
+/// A kubeconfig for the same API server as `admin`, authenticated by `token`.
+fn kubeconfig_with_token(kubectl: &Path, admin: &str, token: &str) -> String {
+    let view: Value = serde_json::from_str(&ok(
+        kubectl_as(kubectl, admin).args(["config", "view", "--raw", "--minify", "-o", "json"]),
+        None,
+    ))
+    .expect("kubectl config view");
+    let cluster = &view["clusters"][0]["cluster"];
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "spoke", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "spoke"}}],
+        "current-context": "c",
+    });
+    serde_json::to_string_pretty(&config).expect("json")
+}
+
+/// The hub's status row of `bundle` on `cluster`.
+fn row(hub: &Hub, cluster: &str, bundle: &str) -> Option<Value> {
+    hub.json(&["status"])
+        .as_array()?
+        .iter()
+        .find(|r| r["cluster"] == cluster && r["bundle"] == bundle)
+        .cloned()
+}
+
+#[test]
+fn a_spoke_with_the_charts_service_account_applies_a_bundle_and_is_refused_a_kind_outside_its_role()
+{
+    let (Some(helm), Some(kubectl)) = (charts::helm(), kubectl()) else {
+        return;
+    };
+    let admin = cluster().admin.clone();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let id = unique();
+    let release_ns = format!("charts-spoke-{id}");
+    let app_ns = format!("charts-app-{id}");
+    let fullname = format!("e2e-{id}");
+    let source = format!("c{id}");
+
+    // A hub, and a repo with two bundles: a ConfigMap (the chart's role grants it) and a
+    // Secret (it does not).
+    let src = tmp.path().join("src");
+    write_file(
+        &src,
+        "app/fleet.yaml",
+        &format!("defaultNamespace: {app_ns}\n"),
+    );
+    write_file(&src, "app/cm.yaml", &flotilla_e2e::configmap("web", "v1"));
+    write_file(
+        &src,
+        "secret/fleet.yaml",
+        &format!("defaultNamespace: {app_ns}\n"),
+    );
+    write_file(
+        &src,
+        "secret/secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: hunter2\n",
+    );
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &src);
+    let hub = Hub::start(tmp.path());
+    hub.add_source(&source, &repo.url, "");
+    let join = hub.token_with("1h", 1, &[]);
+
+    // The chart, applied for real: the ServiceAccount, its ClusterRoles and Roles, and the
+    // Secret made from join.value. No kubelet runs its Deployment; the spoke runs here.
+    ok(
+        kubectl_as(&kubectl, &admin).args(["apply", "--server-side", "-f", "-"]),
+        Some(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {release_ns}\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: flotilla-system\n"
+        )),
+    );
+    let rendered = helm_template(
+        &helm,
+        "flotilla-spoke",
+        &release_ns,
+        &[],
+        &[
+            format!("fullnameOverride={fullname}"),
+            "clusterName=charted".to_string(),
+            format!("join.value={join}"),
+        ],
+    );
+    ok(
+        kubectl_as(&kubectl, &admin).args(["apply", "--server-side", "-f", "-"]),
+        Some(&rendered),
+    );
+    let secret = ok(
+        kubectl_as(&kubectl, &admin).args([
+            "get",
+            "secret",
+            &format!("{fullname}-join"),
+            "-n",
+            &release_ns,
+            "-o",
+            "jsonpath={.data.join}",
+        ]),
+        None,
+    );
+    let join_file = tmp.path().join("join");
+    std::fs::write(&join_file, base64_decode(&secret)).expect("write join");
+    let token = ok(
+        kubectl_as(&kubectl, &admin).args([
+            "create",
+            "token",
+            &fullname,
+            "-n",
+            &release_ns,
+            "--duration",
+            "1h",
+        ]),
+        None,
+    );
+    let kubeconfig = tmp.path().join("chart-sa.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        kubeconfig_with_token(&kubectl, &admin, token.trim()),
+    )
+    .expect("write kubeconfig");
+    let who = ok(
+        kubectl_as(&kubectl, &kubeconfig.to_string_lossy()).args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ]),
+        None,
+    );
+    assert_eq!(
+        who,
+        format!("system:serviceaccount:{release_ns}:{fullname}")
+    );
+
+    let _spoke = Proc::spawn(
+        Command::new(bin("flotilla-spoke"))
+            .args(["--name", "charted", "--target", "kubernetes"])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--join-file")
+            .arg(&join_file)
+            .arg("--state-dir")
+            .arg(tmp.path().join("state")),
+        tmp.path().join("spoke.log"),
+    );
+    let app = format!("{source}-app");
+    let refused = format!("{source}-secret");
+    let (app_row, refused_row) =
+        wait_until("the ConfigMap Ready and the Secret refused", || {
+            match (row(&hub, "charted", &app), row(&hub, "charted", &refused)) {
+                (Some(a), Some(s)) if a["state"] == "Ready" && s["state"] == "ErrApplied" => {
+                    Ok((a, s))
+                }
+                other => Err(format!("{other:?}")),
+            }
+        });
+    assert_eq!(app_row["state"], "Ready");
+    let message = refused_row["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("forbidden")
+            && message.contains(&format!("system:serviceaccount:{release_ns}:{fullname}"))
+            && message.contains("secrets"),
+        "the API server refused the kind outside the role, as the chart's ServiceAccount: {message}"
+    );
+
+    // What the spoke applied is in the cluster, under its field manager.
+    let managers = ok(
+        kubectl_as(&kubectl, &admin).args([
+            "get",
+            "configmap",
+            "web",
+            "-n",
+            &app_ns,
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager}",
+        ]),
+        None,
+    );
+    assert!(managers.split(' ').any(|m| m == "flotilla"), "{managers}");
+    let (secret_exists, _, _) = run(
+        kubectl_as(&kubectl, &admin).args(["get", "secret", "db", "-n", &app_ns]),
+        None,
+    );
+    assert!(!secret_exists, "nothing of the refused bundle was written");
+
+    // Leave a shared cluster as it was.
+    let _ = run(
+        kubectl_as(&kubectl, &admin).args(["delete", "-f", "-", "--wait=false"]),
+        Some(&rendered),
+    );
+    for ns in [&release_ns, &app_ns] {
+        let _ = run(
+            kubectl_as(&kubectl, &admin).args(["delete", "namespace", ns, "--wait=false"]),
+            None,
+        );
+    }
+    for bundle in [&app, &refused] {
+        let _ = run(
+            kubectl_as(&kubectl, &admin).args([
+                "delete",
+                "configmap",
+                &format!("bundle-{bundle}"),
+                "-n",
+                "flotilla-system",
+            ]),
+            None,
+        );
+    }
+}
+
+/// Standard base64 (a Secret's `data`), decoded.
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .expect("a Secret's data is base64")
+}
