@@ -176,7 +176,12 @@ pub struct RunArgs {
     /// under an fsGroup (which `--webhook-secret-file` refuses). Give it through the
     /// environment (`FLOTILLA_WEBHOOK_SECRET` from a Secret), not on the command line,
     /// which every local user can read.
-    #[arg(long, env = "FLOTILLA_WEBHOOK_SECRET", hide_env_values = true, conflicts_with = "webhook_secret_file")]
+    #[arg(
+        long,
+        env = "FLOTILLA_WEBHOOK_SECRET",
+        hide_env_values = true,
+        conflicts_with = "webhook_secret_file"
+    )]
     pub webhook_secret: Option<String>,
     /// Label keys a spoke may set on itself (comma-separated, e.g. `region,zone`): its
     /// reported value moves the cluster at once. Any other label a spoke reports waits
