@@ -4,20 +4,13 @@
 //! renders that version into the cluster; two directory-target spokes (which report no
 //! capabilities) share one render (`flotilla_hub_renders_total`).
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use flotilla_e2e::k8s::control_plane;
 use flotilla_e2e::{GitServer, Hub, Proc, Spoke, bin, free_port, metric, wait_until, write_file};
 
 fn kubectl(admin: &str, args: &[&str]) -> String {
-    let kubectl = std::env::var_os("KUBECTL").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/flotilla-tools/bin/kubectl")
-        },
-        PathBuf::from,
-    );
+    let kubectl = flotilla_e2e::k8s::kubectl().expect("kubectl: tests/k8s/tools/build kubectl");
     let out = Command::new(kubectl)
         .args(["--kubeconfig", admin])
         .args(args)
