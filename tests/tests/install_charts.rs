@@ -637,6 +637,18 @@ fn the_hub_charts_init_and_run_commands_start_a_hub_on_a_new_volume_and_again_on
         let (status, _) =
             flotilla_e2e::http(&format!("127.0.0.1:{http}"), "GET", "/healthz", &[], b"");
         assert_eq!(status, 200, "{start}: the liveness probe's path answers");
+        // Webhooks authenticate with the secret the chart gives through the environment.
+        let push = br#"{"ref": "refs/heads/main", "project": {"git_http_url": "https://git.example.com/a.git"}}"#;
+        for (token, expected) in [("wrong", 401), ("from-a-secret", 202)] {
+            let (status, text) = flotilla_e2e::http(
+                &format!("127.0.0.1:{http}"),
+                "POST",
+                "/webhooks/gitlab",
+                &[("X-Gitlab-Token", token.to_string())],
+                push,
+            );
+            assert_eq!(status, expected, "{start}: token {token}: {text}");
+        }
         assert!(hub.terminate(), "{start}: the hub stops on SIGTERM");
     }
 }
