@@ -2,9 +2,10 @@
 //! checked with the real tools: the pinned `helm` lints them (also `--strict`); `helm
 //! template` and flotilla's own renderer (`flotilla render`) give the same objects for the
 //! default values and for a non-default set (`tests/fixtures/install_charts/`); a real
-//! kube-apiserver accepts every object in a server-side dry run; and a real spoke runs with
-//! the spoke chart's ServiceAccount, ClusterRoles and Roles, applies a bundle and is refused
-//! a kind outside them.
+//! kube-apiserver accepts every object in a server-side dry run; the hub chart's init and
+//! run commands start the real hub, twice on one volume; and a real spoke runs with the
+//! spoke chart's command line, ServiceAccount, ClusterRoles and Roles, applies a bundle and
+//! is refused a kind outside them.
 //!
 //! Without `helm` or `kubectl` the tests skip with a message, except under `CI=true`. The
 //! control plane is the one the environment names, else `tests/k8s/up` (see
@@ -35,7 +36,7 @@ fn fixture_values(name: &str) -> PathBuf {
         .join(format!("fixtures/install_charts/{short}-values.yaml"))
 }
 
-/// A random suffix, so that runs sharing a cluster never share a name.
+/// A suffix of this process and moment, so that runs sharing a cluster never share a name.
 fn unique() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -45,14 +46,12 @@ fn unique() -> String {
 
 /// The control plane shared by this file's tests, started once.
 fn cluster() -> &'static ControlPlane {
-    static CLUSTER: OnceLock<(ControlPlane, PathBuf)> = OnceLock::new();
-    &CLUSTER
-        .get_or_init(|| {
-            let dir =
-                std::env::temp_dir().join(format!("flotilla-charts-k8s-{}", std::process::id()));
-            (control_plane(&dir), dir)
-        })
-        .0
+    static CLUSTER: OnceLock<ControlPlane> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        control_plane(
+            &std::env::temp_dir().join(format!("flotilla-charts-k8s-{}", std::process::id())),
+        )
+    })
 }
 
 /// Runs a tool, returning (success, stdout, stderr).
