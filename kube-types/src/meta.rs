@@ -30,10 +30,11 @@ pub struct Condition {
     /// The `metadata.generation` this condition was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// When `status` last changed (RFC 3339).
-    #[serde(default)]
+    /// When `status` last changed (RFC 3339). Always written by flotilla; optional so
+    /// that conditions other writers left without one still read.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
-    pub last_transition_time: String,
+    pub last_transition_time: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

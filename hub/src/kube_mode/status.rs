@@ -96,7 +96,7 @@ impl Outcome {
             reason: reason.to_string(),
             message,
             observed_generation: generation,
-            last_transition_time: now.to_string(),
+            last_transition_time: Some(now.to_string()),
         };
         let mut out = vec![condition(READY, self.ready, self.reason, self.message.clone())];
         if !self.unsupported.is_empty() {
@@ -201,7 +201,7 @@ mod tests {
             message: "fetch: connection refused".into(),
         }));
         let second = config_status(Some(&first), Some(2), &failed, T2);
-        assert_eq!(second.conditions[0].last_transition_time, T2);
+        assert_eq!(second.conditions[0].last_transition_time.as_deref(), Some(T2));
         assert_eq!(second.conditions[0].reason, "Failed");
         assert_eq!(second.commit.as_deref(), Some("abc"));
         assert_eq!(second.observed_generation, Some(2));
