@@ -24,7 +24,7 @@ struct FakeHub {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Call {
-    ApplySource(SourceConfig),
+    ApplySource(Box<SourceConfig>),
     RemoveSource(String),
     ApplyGroup(GroupSpec),
     RemoveGroup(String),
@@ -43,7 +43,7 @@ impl FakeHub {
     /// The last source of that name the controllers applied.
     fn source(&self, name: &str) -> Option<SourceConfig> {
         self.calls().into_iter().rev().find_map(|c| match c {
-            Call::ApplySource(s) if s.spec.name == name => Some(s),
+            Call::ApplySource(s) if s.spec.name == name => Some(*s),
             _ => None,
         })
     }
@@ -55,7 +55,7 @@ impl ConfigSink for FakeHub {
             .lock()
             .expect("not poisoned")
             .insert(source.spec.name.clone());
-        self.record(Call::ApplySource(source));
+        self.record(Call::ApplySource(Box::new(source)));
         Ok(())
     }
     async fn remove_source(&self, name: &str) -> Result<(), SinkError> {
@@ -71,7 +71,11 @@ impl ConfigSink for FakeHub {
         self.record(Call::RemoveGroup(name.to_string()));
         Ok(())
     }
-    async fn set_cluster_labels(&self, cluster: &str, labels: ClusterLabels) -> Result<(), SinkError> {
+    async fn set_cluster_labels(
+        &self,
+        cluster: &str,
+        labels: ClusterLabels,
+    ) -> Result<(), SinkError> {
         self.record(Call::SetClusterLabels(cluster.to_string(), labels));
         Ok(())
     }
@@ -148,7 +152,8 @@ impl Setup {
     }
 
     fn get(&self, what: &str) -> Value {
-        serde_json::from_str(&self.kubectl(&["get", what, "-o", "json"])).expect("kubectl prints JSON")
+        serde_json::from_str(&self.kubectl(&["get", what, "-o", "json"]))
+            .expect("kubectl prints JSON")
     }
 
     fn wait_for_call(&self, what: &str, want: impl Fn(&Call) -> bool) {
@@ -177,10 +182,21 @@ impl Drop for Setup {
             "clustergroups.flotilla.dev",
             "clusters.flotilla.dev",
         ] {
-            if let Ok(names) = self.plane.try_kubectl(&["get", kind, "-n", &self.ns, "-o", "name"], None) {
+            if let Ok(names) = self
+                .plane
+                .try_kubectl(&["get", kind, "-n", &self.ns, "-o", "name"], None)
+            {
                 for name in names.lines() {
                     let _ = self.plane.try_kubectl(
-                        &["patch", name, "-n", &self.ns, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#],
+                        &[
+                            "patch",
+                            name,
+                            "-n",
+                            &self.ns,
+                            "--type=merge",
+                            "-p",
+                            r#"{"metadata":{"finalizers":null}}"#,
+                        ],
                         None,
                     );
                 }
@@ -238,15 +254,26 @@ fn a_fleet_gitrepo_applied_with_kubectl_becomes_a_ready_source_and_goes_with_its
     let Some(setup) = Setup::start() else { return };
     setup.apply(GIT_REPO);
 
-    setup.kubectl(&["wait", "--for=condition=Ready", "--timeout=60s", "gitrepo/apps"]);
-    let source = setup.hub.source("apps").expect("the GitRepo was applied as a source");
+    setup.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=60s",
+        "gitrepo/apps",
+    ]);
+    let source = setup
+        .hub
+        .source("apps")
+        .expect("the GitRepo was applied as a source");
     let spec = &source.spec;
     assert_eq!(spec.repo, "https://git.example.com/fleet.git");
     assert_eq!(spec.branch, "prod");
     assert_eq!(spec.paths, ["apps/web", "apps/db"]);
     assert_eq!(spec.interval_secs, 60);
     assert_eq!(spec.username.as_deref(), Some("deploy-bot"));
-    assert_eq!(source.credentials, vec![(CredentialKind::Password, b"s3cret".to_vec())]);
+    assert_eq!(
+        source.credentials,
+        vec![(CredentialKind::Password, b"s3cret".to_vec())]
+    );
     assert_eq!(spec.targets.len(), 2);
     assert_eq!(spec.targets[0].name, "production");
     assert_eq!(
@@ -260,17 +287,28 @@ fn a_fleet_gitrepo_applied_with_kubectl_becomes_a_ready_source_and_goes_with_its
 
     // The status says what was deployed, for which generation, and what was ignored.
     let repo = setup.get("gitrepo/apps");
-    assert_eq!(repo["status"]["observedGeneration"], repo["metadata"]["generation"]);
+    assert_eq!(
+        repo["status"]["observedGeneration"],
+        repo["metadata"]["generation"]
+    );
     assert_eq!(repo["status"]["commit"], "fake-commit");
     let ready = condition(&repo, "Ready").expect("a Ready condition");
-    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("True"), Some("Deployed")));
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("True"), Some("Deployed"))
+    );
     let unsupported = condition(&repo, "Unsupported").expect("an Unsupported condition");
     assert_eq!(unsupported["status"], "True");
     let message = unsupported["message"].as_str().unwrap_or_default();
     assert!(message.contains("spec.serviceAccount"), "{message}");
 
     // The ClusterGroup became a group with its selector and its own labels.
-    setup.kubectl(&["wait", "--for=condition=Ready", "--timeout=60s", "clustergroups.fleet.cattle.io/edge"]);
+    setup.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=60s",
+        "clustergroups.fleet.cattle.io/edge",
+    ]);
     setup.wait_for_call("the group edge", |c| {
         matches!(c, Call::ApplyGroup(g) if g.name == "edge"
             && g.selector.to_string() == "region in (eu,us)"
@@ -278,7 +316,13 @@ fn a_fleet_gitrepo_applied_with_kubectl_becomes_a_ready_source_and_goes_with_its
     });
 
     // An edit is applied again; deleting the objects removes the source and the group.
-    setup.kubectl(&["patch", "gitrepo/apps", "--type=merge", "-p", r#"{"spec":{"paused":true}}"#]);
+    setup.kubectl(&[
+        "patch",
+        "gitrepo/apps",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"paused":true}}"#,
+    ]);
     wait_until("the paused source", || {
         setup
             .hub
@@ -288,9 +332,17 @@ fn a_fleet_gitrepo_applied_with_kubectl_becomes_a_ready_source_and_goes_with_its
             .ok_or_else(|| format!("{:?}", setup.hub.calls().last()))
     });
     setup.kubectl(&["delete", "gitrepo/apps", "--timeout=60s"]);
-    setup.wait_for_call("removal of the source", |c| *c == Call::RemoveSource("apps".into()));
-    setup.kubectl(&["delete", "clustergroups.fleet.cattle.io/edge", "--timeout=60s"]);
-    setup.wait_for_call("removal of the group", |c| *c == Call::RemoveGroup("edge".into()));
+    setup.wait_for_call("removal of the source", |c| {
+        *c == Call::RemoveSource("apps".into())
+    });
+    setup.kubectl(&[
+        "delete",
+        "clustergroups.fleet.cattle.io/edge",
+        "--timeout=60s",
+    ]);
+    setup.wait_for_call("removal of the group", |c| {
+        *c == Call::RemoveGroup("edge".into())
+    });
 }
 
 #[test]
@@ -311,7 +363,9 @@ spec:
     let stalled = wait_until("the Source to be Stalled", || {
         let source = setup.get("sources.flotilla.dev/web");
         match condition(&source, "Ready") {
-            Some(c) if c["reason"] == "Stalled" => Ok(c["message"].as_str().unwrap_or_default().to_string()),
+            Some(c) if c["reason"] == "Stalled" => {
+                Ok(c["message"].as_str().unwrap_or_default().to_string())
+            }
             other => Err(format!("{other:?}")),
         }
     });
@@ -319,11 +373,20 @@ spec:
     assert!(setup.hub.source("web").is_none(), "nothing reached the hub");
 
     // Fixed, but the Secret it names is missing: still Stalled, now saying so.
-    setup.kubectl(&["patch", "sources.flotilla.dev/web", "--type=merge", "-p", r#"{"spec":{"pollingInterval":"30s"}}"#]);
+    setup.kubectl(&[
+        "patch",
+        "sources.flotilla.dev/web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"pollingInterval":"30s"}}"#,
+    ]);
     wait_until("the missing Secret in the status", || {
         let source = setup.get("sources.flotilla.dev/web");
         let c = condition(&source, "Ready").cloned().unwrap_or_default();
-        (c["message"].as_str().unwrap_or_default().contains("Secret web-git not found")
+        (c["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Secret web-git not found")
             && source["status"]["observedGeneration"] == source["metadata"]["generation"])
             .then_some(())
             .ok_or_else(|| format!("{c}"))
@@ -331,10 +394,18 @@ spec:
     setup.apply(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: web-git}\nstringData: {token: t0ken}\n",
     );
-    setup.kubectl(&["wait", "--for=condition=Ready", "--timeout=60s", "sources.flotilla.dev/web"]);
+    setup.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=60s",
+        "sources.flotilla.dev/web",
+    ]);
     let source = setup.hub.source("web").expect("applied once fixed");
     assert_eq!(source.spec.interval_secs, 30);
-    assert_eq!(source.credentials, vec![(CredentialKind::Password, b"t0ken".to_vec())]);
+    assert_eq!(
+        source.credentials,
+        vec![(CredentialKind::Password, b"t0ken".to_vec())]
+    );
 }
 
 #[test]
@@ -358,7 +429,9 @@ spec:
     wait_until("the NotRegistered condition", || {
         let cluster = setup.get("clusters.flotilla.dev/edge-1");
         let c = condition(&cluster, "Ready").cloned().unwrap_or_default();
-        (c["reason"] == "NotRegistered").then_some(()).ok_or_else(|| format!("{c}"))
+        (c["reason"] == "NotRegistered")
+            .then_some(())
+            .ok_or_else(|| format!("{c}"))
     });
     setup.kubectl(&["delete", "clusters.flotilla.dev/edge-1", "--timeout=60s"]);
     setup.wait_for_call("the labels cleared", |c| {

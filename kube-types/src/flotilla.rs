@@ -128,7 +128,11 @@ pub struct HelmAuth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<SecretKeyRef>,
     /// Send the credentials only to chart URLs this regex matches.
-    #[serde(default, rename = "repoURLRegex", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "repoURLRegex",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub repo_url_regex: Option<String>,
     /// Speak plain HTTP to OCI registries (Helm's --plain-http).
     #[serde(default, rename = "plainHTTP")]

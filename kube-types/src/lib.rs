@@ -20,8 +20,7 @@ pub mod meta;
 use kube::CustomResourceExt;
 
 /// The first line of every generated file.
-pub const GENERATED_HEADER: &str =
-    "# Generated from flotilla-kube-types by `cargo run -p flotilla-kube-types --bin crdgen -- crds/`; do not edit.\n";
+pub const GENERATED_HEADER: &str = "# Generated from flotilla-kube-types by `cargo run -p flotilla-kube-types --bin crdgen -- crds/`; do not edit.\n";
 
 /// One CRD as committed under `crds/`.
 #[derive(Debug, Clone, PartialEq, Eq)]

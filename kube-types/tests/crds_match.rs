@@ -20,8 +20,15 @@ fn committed_crds_match_the_types() {
         let path = entry.expect("crds/ is readable").path();
         let generated = std::fs::read_to_string(&path)
             .is_ok_and(|t| t.starts_with(flotilla_kube_types::GENERATED_HEADER));
-        if generated && !files.iter().any(|f| path.file_name() == Some(f.file_name.as_ref())) {
-            stale.push(format!("{} is generated but no type makes it", path.display()));
+        if generated
+            && !files
+                .iter()
+                .any(|f| path.file_name() == Some(f.file_name.as_ref()))
+        {
+            stale.push(format!(
+                "{} is generated but no type makes it",
+                path.display()
+            ));
         }
     }
     assert!(
@@ -43,7 +50,11 @@ fn every_crd_is_namespaced_with_a_status_subresource() {
         assert_eq!(crd.spec.scope, "Namespaced");
         let version = &crd.spec.versions[0];
         assert!(
-            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
             "{:?} has a status subresource, so the hub can write status alone",
             crd.metadata.name
         );

@@ -79,7 +79,8 @@ fn tools_bin() -> PathBuf {
     let cache = std::env::var_os("FLOTILLA_TOOLS_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/flotilla-tools")
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/flotilla-tools")
         });
     cache.join("bin")
 }
@@ -129,7 +130,10 @@ fn find_or_start() -> Option<ControlPlane> {
             admin_kubeconfig: dir.join("admin.kubeconfig"),
             kubectl: dir.join("bin/kubectl"),
         }),
-        Ok(s) => skip(&format!("tests/k8s/up {} exited with {s}; see its output above", dir.display())),
+        Ok(s) => skip(&format!(
+            "tests/k8s/up {} exited with {s}; see its output above",
+            dir.display()
+        )),
         Err(e) => skip(&format!("running tests/k8s/up: {e}")),
     }
 }

@@ -152,14 +152,14 @@ pub enum Kind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Applied {
-    Source(SourceConfig),
+    Source(Box<SourceConfig>),
     Group(GroupSpec),
     Cluster(ClusterLabels),
 }
 
 /// What an object asks of the hub, before its Secrets are read.
 pub enum Desired {
-    Source(SourceDraft),
+    Source(Box<SourceDraft>),
     Group(GroupSpec),
     Cluster(ClusterLabels),
 }
@@ -204,9 +204,14 @@ impl Configured for fleet::GitRepo {
     const KIND: Kind = Kind::Source;
     const NAME: &'static str = "GitRepo.fleet.cattle.io";
     fn desired(&self) -> Result<Desired, MapError> {
-        mapping::fleet_git_repo(&self.name_any(), &self.spec).map(Desired::Source)
+        mapping::fleet_git_repo(&self.name_any(), &self.spec).map(|d| Desired::Source(Box::new(d)))
     }
-    fn next_status(&self, o: &Outcome, _: Option<&ClusterView>, now: &str) -> Option<serde_json::Value> {
+    fn next_status(
+        &self,
+        o: &Outcome,
+        _: Option<&ClusterView>,
+        now: &str,
+    ) -> Option<serde_json::Value> {
         next_config_status(self.status.as_ref(), self.metadata.generation, o, now)
     }
 }
@@ -215,9 +220,14 @@ impl Configured for flotilla::Source {
     const KIND: Kind = Kind::Source;
     const NAME: &'static str = "Source.flotilla.dev";
     fn desired(&self) -> Result<Desired, MapError> {
-        mapping::source(&self.name_any(), &self.spec).map(Desired::Source)
+        mapping::source(&self.name_any(), &self.spec).map(|d| Desired::Source(Box::new(d)))
     }
-    fn next_status(&self, o: &Outcome, _: Option<&ClusterView>, now: &str) -> Option<serde_json::Value> {
+    fn next_status(
+        &self,
+        o: &Outcome,
+        _: Option<&ClusterView>,
+        now: &str,
+    ) -> Option<serde_json::Value> {
         next_config_status(self.status.as_ref(), self.metadata.generation, o, now)
     }
 }
@@ -226,9 +236,15 @@ impl Configured for fleet::ClusterGroup {
     const KIND: Kind = Kind::Group;
     const NAME: &'static str = "ClusterGroup.fleet.cattle.io";
     fn desired(&self) -> Result<Desired, MapError> {
-        mapping::fleet_cluster_group(&self.name_any(), self.labels(), &self.spec).map(Desired::Group)
+        mapping::fleet_cluster_group(&self.name_any(), self.labels(), &self.spec)
+            .map(Desired::Group)
     }
-    fn next_status(&self, o: &Outcome, _: Option<&ClusterView>, now: &str) -> Option<serde_json::Value> {
+    fn next_status(
+        &self,
+        o: &Outcome,
+        _: Option<&ClusterView>,
+        now: &str,
+    ) -> Option<serde_json::Value> {
         next_config_status(self.status.as_ref(), self.metadata.generation, o, now)
     }
 }
@@ -239,7 +255,12 @@ impl Configured for flotilla::ClusterGroup {
     fn desired(&self) -> Result<Desired, MapError> {
         mapping::cluster_group(&self.name_any(), self.labels(), &self.spec).map(Desired::Group)
     }
-    fn next_status(&self, o: &Outcome, _: Option<&ClusterView>, now: &str) -> Option<serde_json::Value> {
+    fn next_status(
+        &self,
+        o: &Outcome,
+        _: Option<&ClusterView>,
+        now: &str,
+    ) -> Option<serde_json::Value> {
         next_config_status(self.status.as_ref(), self.metadata.generation, o, now)
     }
 }
@@ -307,7 +328,11 @@ async fn reconcile<K: Configured, S: ConfigSink>(
 }
 
 /// Retries a failed object after 0.5 s, 1 s, 2 s ... up to 5 minutes.
-fn error_policy<K: Configured, S: ConfigSink>(obj: Arc<K>, err: &Failed, ctx: Arc<Ctx<S>>) -> Action {
+fn error_policy<K: Configured, S: ConfigSink>(
+    obj: Arc<K>,
+    err: &Failed,
+    ctx: Arc<Ctx<S>>,
+) -> Action {
     let mut failures = lock(&ctx.failures);
     let n = failures.entry((K::KIND, obj.name_any())).or_insert(0);
     *n = n.saturating_add(1);
@@ -331,17 +356,24 @@ async fn apply<K: Configured, S: ConfigSink>(
         Ok(Desired::Source(draft)) => {
             let unsupported = draft.unsupported.clone();
             let secrets = read_secrets(ctx, &draft.secret_names()).await?;
-            match mapping::resolve(draft, |n| secrets.get(n).cloned()) {
+            match mapping::resolve(*draft, |n| secrets.get(n).cloned()) {
                 Err(e) => (Outcome::stalled(e.to_string()), Some(WAITING_RECHECK)),
-                Ok(config) => match apply_once(ctx, &name, Applied::Source(config.clone()), || {
-                    ctx.sink.apply_source(config)
-                })
+                Ok(config) => match apply_once(
+                    ctx,
+                    &name,
+                    Applied::Source(Box::new(config.clone())),
+                    || ctx.sink.apply_source(config),
+                )
                 .await?
                 {
                     Some(refused) => (refused, None),
                     None => {
                         let o = Outcome::of_source(ctx.sink.source_state(&name));
-                        let next = if o.is_ready() { RESYNC } else { PENDING_RECHECK };
+                        let next = if o.is_ready() {
+                            RESYNC
+                        } else {
+                            PENDING_RECHECK
+                        };
                         (o.with_unsupported(unsupported), Some(next))
                     }
                 },
@@ -410,7 +442,9 @@ where
             lock(&ctx.applied).insert(key, what);
             Ok(None)
         }
-        Err(SinkError::Refused(why)) => Ok(Some(Outcome::stalled(format!("the hub refused it: {why}")))),
+        Err(SinkError::Refused(why)) => {
+            Ok(Some(Outcome::stalled(format!("the hub refused it: {why}"))))
+        }
         Err(e) => Err(ReconcileError::Sink(e)),
     }
 }
@@ -431,7 +465,10 @@ async fn cleanup<K: Configured, S: ConfigSink>(
     match K::KIND {
         Kind::Source => sink.remove_source(name).await,
         Kind::Group => sink.remove_group(name).await,
-        Kind::Cluster => sink.set_cluster_labels(name, ClusterLabels::default()).await,
+        Kind::Cluster => {
+            sink.set_cluster_labels(name, ClusterLabels::default())
+                .await
+        }
     }
     .map_err(ReconcileError::Sink)?;
     lock(&ctx.applied).remove(&(K::KIND, name.to_string()));
@@ -446,11 +483,14 @@ async fn read_secrets<S>(
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
     let mut out = BTreeMap::new();
     for name in names {
-        let secret = api.get_opt(name).await.map_err(|source| ReconcileError::Secret {
-            namespace: ctx.namespace.clone(),
-            name: name.clone(),
-            source,
-        })?;
+        let secret = api
+            .get_opt(name)
+            .await
+            .map_err(|source| ReconcileError::Secret {
+                namespace: ctx.namespace.clone(),
+                name: name.clone(),
+                source,
+            })?;
         if let Some(secret) = secret {
             let data = secret
                 .data

@@ -147,8 +147,12 @@ pub fn resolve(
             });
         }
         let text = || {
-            String::from_utf8(value.trim_ascii().to_vec())
-                .map_err(|_| invalid(u.field, format!("Secret {} key {:?} is not UTF-8", u.secret, u.key)))
+            String::from_utf8(value.trim_ascii().to_vec()).map_err(|_| {
+                invalid(
+                    u.field,
+                    format!("Secret {} key {:?} is not UTF-8", u.secret, u.key),
+                )
+            })
         };
         match u.into {
             SecretTarget::Credential(kind) => {
@@ -157,7 +161,9 @@ pub fn resolve(
             }
             SecretTarget::Username => spec.username = Some(text()?),
             SecretTarget::HelmUsername => {
-                spec.helm_auth.get_or_insert_with(HelmAuthSpec::default).username = text()?
+                spec.helm_auth
+                    .get_or_insert_with(HelmAuthSpec::default)
+                    .username = text()?
             }
             SecretTarget::HelmPassword => helm.password = value.trim_ascii_end().to_vec(),
             SecretTarget::HelmCa => helm.ca_pem = value.clone(),
@@ -222,12 +228,16 @@ pub fn fleet_git_repo(name: &str, spec: &fleet::GitRepoSpec) -> Result<SourceDra
         "flotilla never deletes namespaces it did not create from a bundle",
     );
     flag(
-        spec.correct_drift.as_ref().is_some_and(|c| c.enabled || c.force || c.keep_fail_history),
+        spec.correct_drift
+            .as_ref()
+            .is_some_and(|c| c.enabled || c.force || c.keep_fail_history),
         "spec.correctDrift",
         "set correctDrift in each bundle's fleet.yaml",
     );
     flag(
-        spec.oci_registry.as_ref().is_some_and(|o| !o.reference.is_empty()),
+        spec.oci_registry
+            .as_ref()
+            .is_some_and(|o| !o.reference.is_empty()),
         "spec.ociRegistry",
         "the hub keeps rendered bundles in its own store",
     );
@@ -253,9 +263,18 @@ pub fn fleet_git_repo(name: &str, spec: &fleet::GitRepoSpec) -> Result<SourceDra
         let s = &spec.client_secret_name;
         for (key, into) in [
             ("username", SecretTarget::Username),
-            ("password", SecretTarget::Credential(CredentialKind::Password)),
-            ("ssh-privatekey", SecretTarget::Credential(CredentialKind::SshKey)),
-            ("known_hosts", SecretTarget::Credential(CredentialKind::KnownHosts)),
+            (
+                "password",
+                SecretTarget::Credential(CredentialKind::Password),
+            ),
+            (
+                "ssh-privatekey",
+                SecretTarget::Credential(CredentialKind::SshKey),
+            ),
+            (
+                "known_hosts",
+                SecretTarget::Credential(CredentialKind::KnownHosts),
+            ),
         ] {
             secrets.push(secret_use(s, key, into, true, "spec.clientSecretName"));
         }
@@ -347,9 +366,21 @@ pub fn source(name: &str, spec: &flotilla::SourceSpec) -> Result<SourceDraft, Ma
         "spec.auth.gpgKeysSecretRef",
     );
     let helm_auth = spec.helm.as_ref().map(|h| {
-        add(&h.password_secret_ref, SecretTarget::HelmPassword, "spec.helm.passwordSecretRef");
-        add(&h.ca_secret_ref, SecretTarget::HelmCa, "spec.helm.caSecretRef");
-        add(&h.token_secret_ref, SecretTarget::HelmToken, "spec.helm.tokenSecretRef");
+        add(
+            &h.password_secret_ref,
+            SecretTarget::HelmPassword,
+            "spec.helm.passwordSecretRef",
+        );
+        add(
+            &h.ca_secret_ref,
+            SecretTarget::HelmCa,
+            "spec.helm.caSecretRef",
+        );
+        add(
+            &h.token_secret_ref,
+            SecretTarget::HelmToken,
+            "spec.helm.tokenSecretRef",
+        );
         HelmAuthSpec {
             username: h.username.clone().unwrap_or_default(),
             url_regex: h.repo_url_regex.clone().unwrap_or_default(),
@@ -487,11 +518,18 @@ fn interval(field: &str, given: Option<&str>) -> Result<u64, MapError> {
     let Some(text) = given.map(str::trim).filter(|t| !t.is_empty()) else {
         return Ok(DEFAULT_INTERVAL_SECS);
     };
-    let bad = |why: String| invalid(field, format!("{text:?}: {why} (a Go duration such as 15s or 1m30s)"));
+    let bad = |why: String| {
+        invalid(
+            field,
+            format!("{text:?}: {why} (a Go duration such as 15s or 1m30s)"),
+        )
+    };
     let mut total = std::time::Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = rest[digits..]
             .find(|c: char| c.is_ascii_digit())
             .map_or(rest.len(), |i| digits + i);
@@ -500,7 +538,9 @@ fn interval(field: &str, given: Option<&str>) -> Result<u64, MapError> {
             return Err(bad("Go durations have no unit d".into()));
         }
         let d = flotilla_model::duration::parse_duration(part).map_err(bad)?;
-        total = total.checked_add(d).ok_or_else(|| bad("too large".into()))?;
+        total = total
+            .checked_add(d)
+            .ok_or_else(|| bad("too large".into()))?;
         rest = tail;
     }
     Ok(if total.is_zero() {
@@ -524,7 +564,10 @@ fn targets(given: &[flotilla::Target]) -> Result<Vec<TargetSpec>, MapError> {
                 name: t.name.clone(),
                 cluster_selector: selector("clusterSelector", &t.cluster_selector)?,
                 cluster_group: t.cluster_group.as_deref().and_then(non_empty),
-                cluster_group_selector: selector("clusterGroupSelector", &t.cluster_group_selector)?,
+                cluster_group_selector: selector(
+                    "clusterGroupSelector",
+                    &t.cluster_group_selector,
+                )?,
                 cluster_name: t.cluster_name.as_deref().and_then(non_empty),
             })
         })
@@ -608,7 +651,10 @@ targets:
         .expect("maps");
         let s = &d.spec;
         assert_eq!(s.repo, "git@github.com:org/fleet.git");
-        assert_eq!((s.branch.as_str(), s.revision.as_deref()), ("prod", Some("v1.2.0")));
+        assert_eq!(
+            (s.branch.as_str(), s.revision.as_deref()),
+            ("prod", Some("v1.2.0"))
+        );
         assert_eq!(s.paths, ["apps", "infra"]);
         assert_eq!(s.interval_secs, 90);
         assert!(s.paused);
@@ -658,12 +704,21 @@ targets:
     fn every_unsupported_git_repo_field_is_reported_with_a_reason() {
         let cases: &[(&str, &str)] = &[
             ("targetNamespace: apps", "spec.targetNamespace"),
-            ("helmSecretNameForPaths: per-path", "spec.helmSecretNameForPaths"),
+            (
+                "helmSecretNameForPaths: per-path",
+                "spec.helmSecretNameForPaths",
+            ),
             ("insecureSkipTLSVerify: true", "spec.insecureSkipTLSVerify"),
             ("serviceAccount: deployer", "spec.serviceAccount"),
             ("forceSyncGeneration: 2", "spec.forceSyncGeneration"),
-            ("imageScanInterval: 5m", "spec.imageScanInterval/imageScanCommit"),
-            ("imageScanCommit: {authorName: bot}", "spec.imageScanInterval/imageScanCommit"),
+            (
+                "imageScanInterval: 5m",
+                "spec.imageScanInterval/imageScanCommit",
+            ),
+            (
+                "imageScanCommit: {authorName: bot}",
+                "spec.imageScanInterval/imageScanCommit",
+            ),
             ("keepResources: true", "spec.keepResources"),
             ("deleteNamespace: true", "spec.deleteNamespace"),
             ("correctDrift: {enabled: true}", "spec.correctDrift"),
@@ -684,7 +739,12 @@ targets:
         let quiet = git_repo(
             "repo: https://e/r.git\ninsecureSkipTLSVerify: false\nkeepResources: false\ncorrectDrift: {enabled: false}\nforceSyncGeneration: 0\n",
         );
-        assert!(fleet_git_repo("r", &quiet).expect("maps").unsupported.is_empty());
+        assert!(
+            fleet_git_repo("r", &quiet)
+                .expect("maps")
+                .unsupported
+                .is_empty()
+        );
     }
 
     #[test]
@@ -700,7 +760,11 @@ targets:
             let d = fleet_git_repo("r", &git_repo(&format!("repo: x\n{yaml}"))).expect(yaml);
             assert_eq!(d.spec.interval_secs, secs, "{yaml}");
         }
-        for bad in ["pollingInterval: soon", "pollingInterval: 1d", "pollingInterval: 1.5h"] {
+        for bad in [
+            "pollingInterval: soon",
+            "pollingInterval: 1d",
+            "pollingInterval: 1.5h",
+        ] {
             let e = fleet_git_repo("r", &git_repo(&format!("repo: x\n{bad}")));
             assert!(
                 matches!(&e, Err(MapError::Invalid { field, .. }) if field == "spec.pollingInterval"),
@@ -762,8 +826,14 @@ targets:
         .into();
         let c = resolve(d, |n| secrets.get(n).cloned()).expect("resolves");
         assert_eq!(c.spec.username.as_deref(), Some("bot"));
-        assert_eq!(c.credentials, vec![(CredentialKind::Password, b"pw".to_vec())]);
-        assert_eq!(c.spec.helm_auth.as_ref().map(|h| h.username.as_str()), Some("chart"));
+        assert_eq!(
+            c.credentials,
+            vec![(CredentialKind::Password, b"pw".to_vec())]
+        );
+        assert_eq!(
+            c.spec.helm_auth.as_ref().map(|h| h.username.as_str()),
+            Some("chart")
+        );
         assert_eq!(
             c.helm,
             HelmSecrets {
@@ -828,15 +898,26 @@ helm:
         .expect("fixture");
         let d = source("s", &spec).expect("maps");
         assert!(d.unsupported.is_empty());
-        let all: BTreeMap<String, Vec<u8>> = ["token", "key", "hosts", "ca", "secret", "signers", "gpg", "password"]
-            .into_iter()
-            .map(|k| (k.to_string(), k.as_bytes().to_vec()))
-            .collect();
+        let all: BTreeMap<String, Vec<u8>> = [
+            "token", "key", "hosts", "ca", "secret", "signers", "gpg", "password",
+        ]
+        .into_iter()
+        .map(|k| (k.to_string(), k.as_bytes().to_vec()))
+        .collect();
         let c = resolve(d, |_| Some(all.clone())).expect("resolves");
         let s = &c.spec;
-        assert_eq!((s.branch.as_str(), s.paths.as_slice()), ("release", &["bundles".to_string()][..]));
-        assert_eq!(s.revision.as_deref(), Some("0123456789abcdef0123456789abcdef01234567"));
-        assert_eq!((s.interval_secs, s.paused, s.verify_commits), (0, true, true));
+        assert_eq!(
+            (s.branch.as_str(), s.paths.as_slice()),
+            ("release", &["bundles".to_string()][..])
+        );
+        assert_eq!(
+            s.revision.as_deref(),
+            Some("0123456789abcdef0123456789abcdef01234567")
+        );
+        assert_eq!(
+            (s.interval_secs, s.paused, s.verify_commits),
+            (0, true, true)
+        );
         assert_eq!(s.username.as_deref(), Some("bot"));
         assert_eq!(s.targets[0].cluster_group.as_deref(), Some("prod"));
         assert_eq!(
@@ -850,7 +931,15 @@ helm:
         let kinds: Vec<&str> = c.credentials.iter().map(|(k, _)| k.name()).collect();
         assert_eq!(
             kinds,
-            ["allowed-signers", "ca", "gpg-keys", "known-hosts", "password", "ssh-key", "webhook-secret"]
+            [
+                "allowed-signers",
+                "ca",
+                "gpg-keys",
+                "known-hosts",
+                "password",
+                "ssh-key",
+                "webhook-secret"
+            ]
         );
         assert_eq!(
             c.helm,
@@ -883,8 +972,14 @@ helm:
                 labels: labels.clone(),
             }
         );
-        let own: flotilla::ClusterGroupSpec = serde_saphyr::from_str("selector: {}").expect("fixture");
-        assert!(cluster_group("all", &labels, &own).expect("maps").selector.is_empty());
+        let own: flotilla::ClusterGroupSpec =
+            serde_saphyr::from_str("selector: {}").expect("fixture");
+        assert!(
+            cluster_group("all", &labels, &own)
+                .expect("maps")
+                .selector
+                .is_empty()
+        );
         let none = fleet::ClusterGroupSpec { selector: None };
         assert!(matches!(
             fleet_cluster_group("g", &labels, &none),
@@ -897,7 +992,10 @@ helm:
         let spec: flotilla::ClusterSpec =
             serde_saphyr::from_str("labels: {env: prod}\nacceptLabels: [region]").expect("fixture");
         let l = cluster("edge-1", &spec).expect("maps");
-        assert_eq!(l.labels, Labels::from([("env".to_string(), "prod".to_string())]));
+        assert_eq!(
+            l.labels,
+            Labels::from([("env".to_string(), "prod".to_string())])
+        );
         assert_eq!(l.accept, ["region"]);
         let bad: flotilla::ClusterSpec =
             serde_saphyr::from_str("labels: {'bad key!': x}").expect("fixture");

@@ -42,7 +42,11 @@ impl Outcome {
 
     pub fn of_source(state: Option<SourceState>) -> Outcome {
         match state {
-            None => Outcome::new(ConditionStatus::False, "Pending", "not known to the hub yet"),
+            None => Outcome::new(
+                ConditionStatus::False,
+                "Pending",
+                "not known to the hub yet",
+            ),
             Some(SourceState::Pending { message }) => {
                 Outcome::new(ConditionStatus::False, "Pending", message)
             }
@@ -64,7 +68,11 @@ impl Outcome {
                 "no spoke of this name has registered; the labels apply once it does",
             ),
             Some(v) if v.connected => Outcome::new(ConditionStatus::True, "Connected", "connected"),
-            Some(_) => Outcome::new(ConditionStatus::False, "Offline", "registered, not connected"),
+            Some(_) => Outcome::new(
+                ConditionStatus::False,
+                "Offline",
+                "registered, not connected",
+            ),
         }
     }
 
@@ -98,7 +106,12 @@ impl Outcome {
             observed_generation: generation,
             last_transition_time: Some(now.to_string()),
         };
-        let mut out = vec![condition(READY, self.ready, self.reason, self.message.clone())];
+        let mut out = vec![condition(
+            READY,
+            self.ready,
+            self.reason,
+            self.message.clone(),
+        )];
         if !self.unsupported.is_empty() {
             out.push(condition(
                 UNSUPPORTED,
@@ -185,7 +198,12 @@ mod tests {
         assert_eq!(first.commit.as_deref(), Some("abc"));
         let ready = &first.conditions[0];
         assert_eq!(
-            (ready.type_.as_str(), ready.status, ready.reason.as_str(), ready.observed_generation),
+            (
+                ready.type_.as_str(),
+                ready.status,
+                ready.reason.as_str(),
+                ready.observed_generation
+            ),
             ("Ready", ConditionStatus::True, "Deployed", Some(3))
         );
     }
@@ -201,7 +219,10 @@ mod tests {
             message: "fetch: connection refused".into(),
         }));
         let second = config_status(Some(&first), Some(2), &failed, T2);
-        assert_eq!(second.conditions[0].last_transition_time.as_deref(), Some(T2));
+        assert_eq!(
+            second.conditions[0].last_transition_time.as_deref(),
+            Some(T2)
+        );
         assert_eq!(second.conditions[0].reason, "Failed");
         assert_eq!(second.commit.as_deref(), Some("abc"));
         assert_eq!(second.observed_generation, Some(2));
@@ -214,11 +235,17 @@ mod tests {
             reason: "spokes apply with their own credentials",
         }]);
         let s = config_status(None, None, &o, T1);
-        let types: Vec<(&str, ConditionStatus)> =
-            s.conditions.iter().map(|c| (c.type_.as_str(), c.status)).collect();
+        let types: Vec<(&str, ConditionStatus)> = s
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status))
+            .collect();
         assert_eq!(
             types,
-            [("Ready", ConditionStatus::True), ("Unsupported", ConditionStatus::True)]
+            [
+                ("Ready", ConditionStatus::True),
+                ("Unsupported", ConditionStatus::True)
+            ]
         );
         assert!(s.conditions[1].message.contains("spec.serviceAccount"));
     }
@@ -230,10 +257,19 @@ mod tests {
             agent_version: "0.1.0".into(),
             ..ClusterView::default()
         };
-        let s = cluster_status(None, Some(1), &Outcome::of_cluster(Some(&view)), Some(&view), T1);
+        let s = cluster_status(
+            None,
+            Some(1),
+            &Outcome::of_cluster(Some(&view)),
+            Some(&view),
+            T1,
+        );
         assert_eq!(s.conditions[0].reason, "Connected");
         assert_eq!(s.agent_version, "0.1.0");
         let o = Outcome::of_cluster(None);
-        assert_eq!((o.ready, o.reason), (ConditionStatus::False, "NotRegistered"));
+        assert_eq!(
+            (o.ready, o.reason),
+            (ConditionStatus::False, "NotRegistered")
+        );
     }
 }

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let (Some(dir), None) = (args.next(), args.next()) else {
-        eprintln!("usage: crdgen DIR   (e.g. cargo run -p flotilla-kube-types --bin crdgen -- crds/)");
+        eprintln!(
+            "usage: crdgen DIR   (e.g. cargo run -p flotilla-kube-types --bin crdgen -- crds/)"
+        );
         return ExitCode::from(2);
     };
     match write(PathBuf::from(dir)) {
@@ -23,11 +25,15 @@ fn write(dir: PathBuf) -> Result<(), String> {
     let files = flotilla_kube_types::crd_files().map_err(|e| format!("serializing a CRD: {e}"))?;
     let entries = std::fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
     for entry in entries {
-        let path = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?.path();
+        let path = entry
+            .map_err(|e| format!("reading {}: {e}", dir.display()))?
+            .path();
         let stale = path.extension().is_some_and(|x| x == "yaml")
             && std::fs::read_to_string(&path)
                 .is_ok_and(|t| t.starts_with(flotilla_kube_types::GENERATED_HEADER))
-            && !files.iter().any(|f| path.file_name() == Some(f.file_name.as_ref()));
+            && !files
+                .iter()
+                .any(|f| path.file_name() == Some(f.file_name.as_ref()));
         if stale {
             std::fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
             println!("removed {}", path.display());
