@@ -188,7 +188,7 @@ pub struct ClusterSpec {
     /// Hub-side labels: they win over the join token's and the spoke's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Keys of labels the spoke reports that the hub trusts (`flotilla cluster accept`).
+    /// Keys of labels the spoke reports that the hub trusts (`flotilla cluster accept-labels`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accept_labels: Vec<String>,
 }

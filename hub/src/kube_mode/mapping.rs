@@ -210,7 +210,7 @@ pub fn fleet_git_repo(name: &str, spec: &fleet::GitRepoSpec) -> Result<SourceDra
     flag(
         spec.force_sync_generation != 0,
         "spec.forceSyncGeneration",
-        "not read in Kubernetes mode yet; use `flotilla source sync`",
+        "a forced redeploy is not supported yet; change the revision or the content instead",
     );
     flag(
         spec.image_scan_interval.is_some() || spec.image_scan_commit.is_some(),
