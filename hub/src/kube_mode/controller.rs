@@ -336,11 +336,16 @@ fn error_policy<K: Configured, S: ConfigSink>(
     let mut failures = lock(&ctx.failures);
     let n = failures.entry((K::KIND, obj.name_any())).or_insert(0);
     *n = n.saturating_add(1);
-    let delay = BACKOFF_BASE
-        .saturating_mul(1u32 << (*n - 1).min(16))
-        .min(BACKOFF_MAX);
+    let delay = backoff(*n);
     tracing::warn!(retry_in = ?delay, "{err}");
     Action::requeue(delay)
+}
+
+/// The delay before retry number `failures` (1 after the first failure).
+fn backoff(failures: u32) -> Duration {
+    BACKOFF_BASE
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX)
 }
 
 async fn apply<K: Configured, S: ConfigSink>(
@@ -507,4 +512,21 @@ async fn read_secrets<S>(
 /// The maps above hold plain data, so a panic elsewhere cannot leave them half-written.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_five_minutes() {
+        let delays: Vec<u64> = [1, 2, 3, 4, 10, 11, 100, u32::MAX]
+            .into_iter()
+            .map(|n| backoff(n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 256_000, 300_000, 300_000, 300_000]
+        );
+    }
 }
