@@ -15,6 +15,7 @@ mod depends;
 mod fleet;
 pub mod git;
 pub mod http;
+pub mod kube_mode;
 mod label_trust;
 mod layout;
 mod metrics;

@@ -13,7 +13,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use flotilla_e2e::k8s::{ControlPlane, control_plane, kubectl};
 use flotilla_e2e::{GitServer, Hub, Proc, bin, charts, wait_until, write_file};
@@ -46,12 +45,7 @@ fn unique() -> String {
 
 /// The control plane shared by this file's tests, started once.
 fn cluster() -> &'static ControlPlane {
-    static CLUSTER: OnceLock<ControlPlane> = OnceLock::new();
-    CLUSTER.get_or_init(|| {
-        control_plane(
-            &std::env::temp_dir().join(format!("flotilla-charts-k8s-{}", std::process::id())),
-        )
-    })
+    control_plane().expect("a Kubernetes control plane (tests/k8s/up)")
 }
 
 /// Runs a tool, returning (success, stdout, stderr).
