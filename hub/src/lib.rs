@@ -9,11 +9,13 @@
 #![forbid(unsafe_code)]
 
 pub mod charts;
+pub mod audit;
 pub mod cli;
 mod credentials;
 mod depends;
 mod fleet;
 pub mod git;
+pub mod history;
 pub mod http;
 mod label_trust;
 mod layout;
@@ -24,6 +26,6 @@ mod renewals;
 mod rollout;
 mod server;
 mod sources;
-mod store;
+pub mod store;
 mod targeting;
 mod tokens;
