@@ -288,8 +288,7 @@ impl Client {
                 c.audit(req).await
             })
             .await?;
-        Ok(r
-            .entries
+        Ok(r.entries
             .into_iter()
             .map(|e| AuditView {
                 seq: e.seq,

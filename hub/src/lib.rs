@@ -8,8 +8,8 @@
 //! cluster; spokes dial in. It knows clusters only by their certificates.
 #![forbid(unsafe_code)]
 
-pub mod charts;
 pub mod audit;
+pub mod charts;
 pub mod cli;
 mod credentials;
 mod depends;

@@ -105,8 +105,9 @@ pub fn key_fields(method: &str, frame: &[u8]) -> BTreeMap<String, String> {
             ]
         }),
         "Admin/RevokeToken" => decode::<pb::RevokeTokenRequest>(frame).map(|r| vec![("id", r.id)]),
-        "Admin/AddGroup" => decode::<pb::Group>(frame)
-            .map(|r| vec![("name", r.name), ("selector", r.selector)]),
+        "Admin/AddGroup" => {
+            decode::<pb::Group>(frame).map(|r| vec![("name", r.name), ("selector", r.selector)])
+        }
         "Admin/RemoveGroup" => {
             decode::<pb::RemoveGroupRequest>(frame).map(|r| vec![("name", r.name)])
         }
@@ -184,7 +185,10 @@ mod tests {
         assert_eq!(f.get("token_id").map(String::as_str), Some("ab12cd34"));
         assert_eq!(f.get("requested_name").map(String::as_str), Some("web-1"));
         let all = format!("{f:?}");
-        assert!(!all.contains(&"0".repeat(32)) && !all.contains("REQUEST"), "{all}");
+        assert!(
+            !all.contains(&"0".repeat(32)) && !all.contains("REQUEST"),
+            "{all}"
+        );
     }
 
     #[test]
@@ -200,7 +204,10 @@ mod tests {
         assert!(!format!("{f:?}").contains("hunter2"), "{f:?}");
         assert_eq!(f.get("name").map(String::as_str), Some("apps"));
         let broken = key_fields("Admin/AddSource", &[0, 0, 0, 0, 9, 1]);
-        assert_eq!(broken.get("request").map(String::as_str), Some("unreadable"));
+        assert_eq!(
+            broken.get("request").map(String::as_str),
+            Some("unreadable")
+        );
         assert!(key_fields("Admin/RotateCa", &frame(&pb::RotateCaRequest {})).is_empty());
     }
 }

@@ -118,7 +118,8 @@ where
                 .map(|c| c.to_bytes())
                 .unwrap_or_default();
             let fields = fields::key_fields(&method, &frame);
-            let req = http::Request::from_parts(parts, tonic::body::Body::new(Full::<Bytes>::new(frame)));
+            let req =
+                http::Request::from_parts(parts, tonic::body::Body::new(Full::<Bytes>::new(frame)));
             let response = inner.call(req).await;
             let (result, message) = match &response {
                 Ok(r) => match tonic::Status::from_header_map(r.headers()) {
@@ -127,7 +128,10 @@ where
                     }
                     _ => ("Ok".to_string(), String::new()),
                 },
-                Err(_) => ("Internal".to_string(), "the call failed in transport".into()),
+                Err(_) => (
+                    "Internal".to_string(),
+                    "the call failed in transport".into(),
+                ),
             };
             let who = match (&who, fields.get("token_id")) {
                 (None, Some(id)) => format!("token/{id}"),

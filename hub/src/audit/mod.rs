@@ -123,11 +123,8 @@ impl Audit {
         rec.seq = inner.next_seq;
         inner.next_seq += 1;
         rec.time = crate::records::now_unix();
-        self.store.submit(vec![Op::put_json(
-            Table::Audit,
-            record_key(rec.seq),
-            &rec,
-        )]);
+        self.store
+            .submit(vec![Op::put_json(Table::Audit, record_key(rec.seq), &rec)]);
         if let Some(sink) = &self.sink {
             sink.append(&rec);
         }
@@ -206,7 +203,11 @@ mod tests {
             .collect();
         assert_eq!(
             who,
-            vec![(0, "admin/a".into()), (1, "admin/b".into()), (2, "admin/c".into())]
+            vec![
+                (0, "admin/a".into()),
+                (1, "admin/b".into()),
+                (2, "admin/c".into())
+            ]
         );
         assert_eq!(audit.since(0, 1).len(), 1);
         drop(audit);

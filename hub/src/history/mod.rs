@@ -118,7 +118,8 @@ pub struct Deployment {
 impl Deployment {
     /// Failed, and not Ready since.
     pub fn failed(&self) -> bool {
-        self.failed_at.is_some_and(|f| self.ready_at.is_none_or(|r| r < f))
+        self.failed_at
+            .is_some_and(|f| self.ready_at.is_none_or(|r| r < f))
     }
 }
 
@@ -323,11 +324,9 @@ impl History {
         let Some(entries) = inner.pairs.get_mut(&pair) else {
             return;
         };
-        let Some((seq, Entry::Deployment(d))) = entries
-            .iter_mut()
-            .rev()
-            .find(|(_, e)| matches!(e, Entry::Deployment(d) if d.deployment_id == new.deployment_id))
-        else {
+        let Some((seq, Entry::Deployment(d))) = entries.iter_mut().rev().find(
+            |(_, e)| matches!(e, Entry::Deployment(d) if d.deployment_id == new.deployment_id),
+        ) else {
             return;
         };
         let seq = *seq;
@@ -443,7 +442,8 @@ fn prune_pair(inner: &mut Inner, pair: &Pair, retention: Retention, now: i64) ->
         .rev()
         .find(|(_, e)| matches!(e, Entry::Deployment(_)))
         .map(|(s, _)| *s);
-    let oldest_kept = now.saturating_sub(i64::try_from(retention.max_age.as_secs()).unwrap_or(i64::MAX));
+    let oldest_kept =
+        now.saturating_sub(i64::try_from(retention.max_age.as_secs()).unwrap_or(i64::MAX));
     let mut over = entries.len().saturating_sub(retention.max_per_pair.max(1));
     let mut dropped = Vec::new();
     entries.retain(|(seq, e)| {
@@ -482,7 +482,12 @@ fn change_message(st: &StatusRecord) -> String {
             .filter(|r| r.state != "Ready" || !r.message.is_empty())
             .map(|r| format!("{}/{}: {}", r.kind, r.name, r.message)),
     );
-    cut(parts.into_iter().filter(|p| !p.is_empty()).collect::<Vec<_>>().join("\n").as_str())
+    cut(parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .as_str())
 }
 
 fn cut(s: &str) -> String {

@@ -185,8 +185,7 @@ impl History {
                 } else {
                     WhereVerdict::Pending
                 }
-            } else if at_commit.iter().any(|(p, _)| p == pair) || current.assigned_at > first_seen
-            {
+            } else if at_commit.iter().any(|(p, _)| p == pair) || current.assigned_at > first_seen {
                 WhereVerdict::Newer
             } else {
                 WhereVerdict::Older

@@ -76,7 +76,11 @@ fn retention_by_count_drops_the_oldest_of_the_pair_only() {
     let (_store, h) = open(dir.path(), keep, 1000);
     let web: Arc<str> = Arc::from("web");
     for i in 0..5 {
-        h.record_deployment(&cluster("a"), &web, deployment(&format!("d-{i}"), "c1", 100 + i));
+        h.record_deployment(
+            &cluster("a"),
+            &web,
+            deployment(&format!("d-{i}"), "c1", 100 + i),
+        );
     }
     h.record_deployment(&cluster("b"), &web, deployment("d-b", "c1", 100));
     let ids: Vec<String> = h
@@ -107,7 +111,11 @@ fn retention_by_age_keeps_the_newest_deployment_whatever_its_age() {
     h.record_deployment(&cluster("a"), &web, deployment("d-2", "c2", 20));
     h.record_deployment(&cluster("a"), &web, deployment("d-3", "c3", 30));
     h.record_deployment(&cluster("b"), &web, deployment("d-1", "c1", 10));
-    assert_eq!(h.sweep(125), 2, "d-1 and d-2 of a; b's only deployment stays");
+    assert_eq!(
+        h.sweep(125),
+        2,
+        "d-1 and d-2 of a; b's only deployment stays"
+    );
     let left: Vec<(String, String)> = h
         .query(&Filter::default())
         .into_iter()
@@ -149,7 +157,10 @@ fn a_deployment_records_applied_ready_and_failed_and_drift_is_a_state_change() {
     let Entry::Deployment(d) = &rows[0].entry else {
         panic!("first is the deployment")
     };
-    assert_eq!((d.applied_at, d.ready_at, d.failed()), (Some(12), Some(12), false));
+    assert_eq!(
+        (d.applied_at, d.ready_at, d.failed()),
+        (Some(12), Some(12), false)
+    );
     assert_eq!(
         rows[1].entry,
         Entry::StateChange(StateChange {
@@ -163,7 +174,12 @@ fn a_deployment_records_applied_ready_and_failed_and_drift_is_a_state_change() {
     assert!(matches!(&rows[2].entry, Entry::StateChange(s) if s.to == State::Ready));
 
     h.record_deployment(&a, &web, deployment("d-2", "c2", 30));
-    h.status(&a, "web", Some(&again), &status("d-2", State::ErrApplied, "bad apply", 31));
+    h.status(
+        &a,
+        "web",
+        Some(&again),
+        &status("d-2", State::ErrApplied, "bad apply", 31),
+    );
     let (_, verdicts) = h.where_running("c2").expect("c2 was deployed");
     assert_eq!(verdicts.len(), 1);
     assert_eq!(verdicts[0].verdict, WhereVerdict::Failed);
@@ -183,10 +199,20 @@ fn where_tells_running_pending_and_older_apart() {
     let commit_b = "b".repeat(40);
     for c in ["x", "y", "z"] {
         h.record_deployment(&cluster(c), &web, deployment("d-a", &commit_a, 10));
-        h.status(&cluster(c), "web", None, &status("d-a", State::Ready, "", 11));
+        h.status(
+            &cluster(c),
+            "web",
+            None,
+            &status("d-a", State::Ready, "", 11),
+        );
     }
     h.record_deployment(&cluster("x"), &web, deployment("d-b", &commit_b, 20));
-    h.status(&cluster("x"), "web", None, &status("d-b", State::Ready, "", 21));
+    h.status(
+        &cluster("x"),
+        "web",
+        None,
+        &status("d-b", State::Ready, "", 21),
+    );
     h.record_deployment(&cluster("y"), &web, deployment("d-b", &commit_b, 20));
     let by_cluster = |commit: &str| -> Vec<(String, WhereVerdict)> {
         h.where_running(commit)
@@ -212,7 +238,10 @@ fn where_tells_running_pending_and_older_apart() {
             ("z".into(), WhereVerdict::Running),
         ]
     );
-    assert!(h.where_running("bbb").is_none(), "a prefix under 7 characters names nothing");
+    assert!(
+        h.where_running("bbb").is_none(),
+        "a prefix under 7 characters names nothing"
+    );
     let at_b = h.query(&Filter {
         commit: Some(commit_b.clone()),
         ..Filter::default()
@@ -249,7 +278,11 @@ async fn history_survives_a_reopen_and_a_lowered_limit_applies_at_start() {
             Entry::StateChange(_) => None,
         })
         .collect();
-    assert_eq!(ids, vec!["d-2", "d-3"], "the prune at start reached the store");
+    assert_eq!(
+        ids,
+        vec!["d-2", "d-3"],
+        "the prune at start reached the store"
+    );
     // New entries continue the sequence instead of overwriting old keys.
     h.record_deployment(&cluster("a"), &web, deployment("d-4", "c", 11));
     assert_eq!(h.len(), 3);
