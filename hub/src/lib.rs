@@ -21,7 +21,7 @@ mod label_trust;
 mod layout;
 mod metrics;
 mod pki;
-mod records;
+pub mod records;
 mod renewals;
 mod rollout;
 mod server;

@@ -230,7 +230,11 @@ fn every_mutating_call_is_audited_and_a_viewer_can_read_the_trail_but_not_alter_
     let tmp = tempfile::tempdir().expect("tempdir");
     let log = tmp.path().join("audit.jsonl");
     let log_arg = log.display().to_string();
-    let hub = Hub::start_with(tmp.path(), &["--audit-log", &log_arg]);
+    let http_addr = format!("127.0.0.1:{}", flotilla_e2e::free_port());
+    let hub = Hub::start_with(
+        tmp.path(),
+        &["--audit-log", &log_arg, "--http-listen", &http_addr],
+    );
     let viewer = tmp.path().join("viewer/viewer.conf");
     let out = Command::new(bin("flotilla-hub"))
         .args(["admin", "issue", "--data-dir"])
@@ -255,13 +259,30 @@ fn every_mutating_call_is_audited_and_a_viewer_can_read_the_trail_but_not_alter_
     let join = hub.token("1h", 1);
     let _dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
     hub.wait_connected("dev");
-    let before = audit_records(&viewer);
     let find = |recs: &[Value], method: &str| -> Value {
         recs.iter()
             .find(|r| r["method"] == method)
             .cloned()
             .unwrap_or_else(|| panic!("no {method} record in {recs:?}"))
     };
+    // A webhook delivery (refused: this hub has no webhook secret) is recorded too.
+    let (status, _) = wait_until("the HTTP listener", || {
+        std::net::TcpStream::connect(&http_addr).map_err(|e| e.to_string())?;
+        Ok(flotilla_e2e::http(
+            &http_addr,
+            "POST",
+            "/webhooks/github",
+            &[],
+            b"{}",
+        ))
+    });
+    assert_eq!(status, 403);
+    let before = audit_records(&viewer);
+    let hook = find(&before, "Webhook/github");
+    assert_eq!(
+        (hook["who"].as_str(), hook["result"].as_str()),
+        (Some("webhook/github"), Some("403"))
+    );
     let group = find(&before, "Admin/AddGroup");
     assert!(
         group["who"]

@@ -8,6 +8,9 @@ use flotilla_model::ClusterName;
 
 use super::{Deployment, Entry, History, Inner, Pair};
 
+/// One pair's entries with their sequence numbers, oldest first.
+type PairEntries = std::collections::VecDeque<(u64, Entry)>;
+
 /// Which entries `History::query` returns; unset fields match everything.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -87,8 +90,7 @@ impl Inner {
     fn pairs_of<'a>(
         &'a self,
         cluster: Option<&'a ClusterName>,
-    ) -> Box<dyn Iterator<Item = (&'a Pair, &'a std::collections::VecDeque<(u64, Entry)>)> + 'a>
-    {
+    ) -> Box<dyn Iterator<Item = (&'a Pair, &'a PairEntries)> + 'a> {
         match cluster {
             Some(c) => Box::new(
                 self.pairs
