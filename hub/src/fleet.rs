@@ -595,8 +595,7 @@ impl Fleet {
                     .and_then(|o| o.desired.as_ref())
                     .is_none_or(|o| o.deployment_id != d.deployment_id);
                 if changed {
-                    self.history
-                        .deployed(name, bundle, &a.source, &d.deployment_id, &self.sources);
+                    self.history.deployed(name, bundle, a, &self.sources);
                     self.assigned_at.insert(
                         (name.clone(), bundle.to_string()),
                         (d.deployment_id.clone(), now),
@@ -1048,14 +1047,7 @@ impl Fleet {
 
     /// Records a status reported by a cluster's own session.
     pub fn record_status(&self, cluster: &ClusterName, bundle: &str, st: StatusRecord) {
-        self.history.status(
-            cluster,
-            bundle,
-            self.status
-                .get(&(cluster.clone(), bundle.to_string()))
-                .as_deref(),
-            &st,
-        );
+        self.history.reported(cluster, bundle, &self.status, &st);
         self.store.submit(vec![Op::put_json(
             Table::Status,
             status_key(cluster, bundle),

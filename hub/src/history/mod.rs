@@ -3,7 +3,7 @@
 //!
 //! It owns `Table::History` and nothing else. Two calls feed it, one line each, from the
 //! places where the fleet's state changes: `History::deployed` where an assignment changes
-//! (`Fleet::reconcile_cluster`) and `History::status` where a spoke's status is recorded
+//! (`Fleet::reconcile_cluster`) and `History::reported` where a spoke's status is recorded
 //! (`Fleet::record_status`). Queries (`query`, `where_running`) read memory only.
 //!
 //! **Architecture Invariant:** memory mirrors `Table::History`; every entry added,
@@ -24,10 +24,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use flotilla_model::{ClusterName, DeploymentId, State};
+use flotilla_model::{ClusterName, State};
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::SourceState;
+use crate::fleet::{Assignment, SourceState};
 use crate::records::StatusRecord;
 use crate::store::{Op, Snapshot, Store, StoreError, Table};
 
@@ -250,27 +250,27 @@ impl History {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `cluster` was assigned `deployment_id` of `bundle` from `source` (its commit read
-    /// from `sources`). Called where an assignment changes.
+    /// `cluster` was assigned `a`'s deployment of `bundle` (its commit read from the
+    /// source in `sources`). Called where an assignment changes.
     pub fn deployed(
         &self,
         cluster: &ClusterName,
         bundle: &Arc<str>,
-        source: &str,
-        deployment_id: &DeploymentId,
+        a: &Assignment,
         sources: &DashMap<String, Arc<SourceState>>,
     ) {
+        let Some(desired) = &a.desired else { return };
         let commit = sources
-            .get(source)
+            .get(&*a.source)
             .and_then(|s| s.runtime.read().ok().and_then(|rt| rt.commit.clone()))
             .unwrap_or_default();
         self.record_deployment(
             cluster,
             bundle,
             Deployment {
-                deployment_id: deployment_id.to_string(),
+                deployment_id: desired.deployment_id.to_string(),
                 commit,
-                source: source.to_string(),
+                source: a.source.to_string(),
                 assigned_at: crate::records::now_unix(),
                 applied_at: None,
                 ready_at: None,
@@ -278,6 +278,19 @@ impl History {
                 failure: String::new(),
             },
         );
+    }
+
+    /// A spoke reported `new` for the pair; `statuses` (the fleet's, not yet updated)
+    /// holds the report it replaces. Called where a status is recorded.
+    pub fn reported(
+        &self,
+        cluster: &ClusterName,
+        bundle: &str,
+        statuses: &DashMap<(ClusterName, String), StatusRecord>,
+        new: &StatusRecord,
+    ) {
+        let prev = statuses.get(&(cluster.clone(), bundle.to_string()));
+        self.status(cluster, bundle, prev.as_deref(), new);
     }
 
     /// Adds a deployment entry (the body of `deployed`, with the commit and time given).
@@ -309,8 +322,7 @@ impl History {
         self.store.submit(ops);
     }
 
-    /// A status `new` is about to replace `prev` for the pair. Called where a status is
-    /// recorded, before the fleet keeps it.
+    /// A status `new` is about to replace `prev` for the pair (the body of `reported`).
     pub fn status(
         &self,
         cluster: &ClusterName,
