@@ -83,6 +83,18 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Deployment history: what each cluster and bundle received (commit, deployment,
+    /// applied, Ready or failed and why) and how its state changed since.
+    History(crate::history::HistoryArgs),
+    /// Where COMMIT runs: each cluster of every bundle the commit changed, and whether
+    /// it runs the commit, is Pending on it, Failed it, or runs an Older or Newer one.
+    Where {
+        /// A commit id, or 7 or more of its first characters.
+        commit: String,
+    },
+    /// The audit trail: every change made through the hub (and every refused attempt),
+    /// who made it, from where, and the result.
+    Audit(crate::history::AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -636,7 +648,7 @@ impl Client {
     }
 
     /// One unary call with the deadline; `call` gets its own handle on the channel.
-    async fn call<T, F>(
+    pub(crate) async fn call<T, F>(
         &self,
         what: &str,
         call: impl FnOnce(AdminClient<Channel>) -> F,
@@ -981,6 +993,9 @@ async fn get<T: crate::output::Row>(
 
 pub async fn dispatch(client: Client, cmd: AdminCommand, out: Printer) -> Result<()> {
     match cmd {
+        AdminCommand::History(a) => out.list(&client.history(&a).await?),
+        AdminCommand::Where { commit } => crate::history::where_cmd(client, commit, out).await,
+        AdminCommand::Audit(a) => out.list(&client.audit(&a).await?),
         AdminCommand::Clusters { name } => {
             get(out, client.clusters(), "cluster", name, |c| &c.name).await
         }

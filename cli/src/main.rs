@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod history;
 mod output;
 mod progress;
 #[cfg(feature = "quickstart")]

@@ -197,6 +197,10 @@ pub struct RunArgs {
     pub tree_budget: TreeBudgetArgs,
     #[command(flatten)]
     pub ports: PortLimitArgs,
+    #[command(flatten)]
+    pub history: crate::history::RetentionArgs,
+    #[command(flatten)]
+    pub audit: crate::audit::AuditArgs,
 }
 
 /// A source's git tree budget, checked from object headers before any blob is read. A
@@ -663,10 +667,13 @@ async fn serve(args: RunArgs) -> Result<()> {
             self_label_keys: args.self_label_keys.iter().cloned().collect(),
             limits: args.tree_budget.limits(),
             strict_fleet_yaml: args.strict_fleet_yaml,
+            history: args.history.retention(),
+            audit_log: args.audit.audit_log.clone(),
         },
         &snapshot,
     )?;
     drop(snapshot);
+    tokio::spawn(crate::history::run_sweeper(fleet.history.clone()));
     tokio::spawn(sources::run_reconciler(fleet.clone(), reconcile_rx));
     tokio::spawn(server::watch_heartbeats(
         fleet.clone(),

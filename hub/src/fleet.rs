@@ -283,6 +283,10 @@ pub struct Fleet {
     assigned_at: DashMap<(ClusterName, String), (DeploymentId, std::time::Instant)>,
     session_ids: AtomicU64,
     reconcile_tx: mpsc::UnboundedSender<Trigger>,
+    /// What each pair received and how its state moved (`history`).
+    pub history: Arc<crate::history::History>,
+    /// Who did what (`audit`); written by the audit layer and the webhook handler.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 pub struct FleetParts {
@@ -295,6 +299,9 @@ pub struct FleetParts {
     pub self_label_keys: std::collections::BTreeSet<String>,
     pub limits: render::Limits,
     pub strict_fleet_yaml: bool,
+    pub history: crate::history::Retention,
+    /// `--audit-log`: the audit trail's JSON-lines file sink.
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 impl Fleet {
@@ -309,6 +316,15 @@ impl Fleet {
         let charts = Charts::open(&chart_dir, ChartLimits::default()).map_err(|e| {
             FleetError::Invalid(format!("the chart cache {}: {e}", chart_dir.display()))
         })?;
+        let history = Arc::new(crate::history::History::restore(
+            parts.store.clone(),
+            parts.history,
+            snapshot,
+            crate::records::now_unix(),
+        )?);
+        let audit =
+            crate::audit::Audit::restore(parts.store.clone(), parts.audit_log.as_deref(), snapshot)
+                .map_err(|e| FleetError::Invalid(e.to_string()))?;
         let fleet = Fleet {
             charts: Arc::new(charts),
             store: parts.store,
@@ -341,6 +357,8 @@ impl Fleet {
             assigned_at: DashMap::new(),
             session_ids: AtomicU64::new(1),
             reconcile_tx,
+            history,
+            audit: Arc::new(audit),
         };
         for (_, c) in snapshot.records::<ClusterRecord>(Table::Clusters)? {
             fleet.clusters.insert(c.name.clone(), c);
@@ -403,6 +421,8 @@ impl Fleet {
                 self_label_keys: Default::default(),
                 limits: render::Limits::default(),
                 strict_fleet_yaml: false,
+                history: Default::default(),
+                audit_log: None,
             },
             &snapshot,
         )
@@ -575,6 +595,7 @@ impl Fleet {
                     .and_then(|o| o.desired.as_ref())
                     .is_none_or(|o| o.deployment_id != d.deployment_id);
                 if changed {
+                    self.history.deployed(name, bundle, a, &self.sources);
                     self.assigned_at.insert(
                         (name.clone(), bundle.to_string()),
                         (d.deployment_id.clone(), now),
@@ -1026,6 +1047,7 @@ impl Fleet {
 
     /// Records a status reported by a cluster's own session.
     pub fn record_status(&self, cluster: &ClusterName, bundle: &str, st: StatusRecord) {
+        self.history.reported(cluster, bundle, &self.status, &st);
         self.store.submit(vec![Op::put_json(
             Table::Status,
             status_key(cluster, bundle),

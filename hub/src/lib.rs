@@ -8,23 +8,25 @@
 //! cluster; spokes dial in. It knows clusters only by their certificates.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod charts;
 pub mod cli;
 mod credentials;
 mod depends;
 mod fleet;
 pub mod git;
+pub mod history;
 pub mod http;
 pub mod kube_mode;
 mod label_trust;
 mod layout;
 mod metrics;
 mod pki;
-mod records;
+pub mod records;
 mod renewals;
 mod rollout;
 mod server;
 mod sources;
-mod store;
+pub mod store;
 mod targeting;
 mod tokens;

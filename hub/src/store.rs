@@ -29,10 +29,14 @@ pub enum Table {
     /// Bundles of removed sources whose objects spokes must leave in place when they
     /// forget them (`source remove --keep-resources`).
     KeptBundles,
+    /// Deployment history (`history`): `CLUSTER/BUNDLE/SEQ` → `history::Entry`.
+    History,
+    /// The audit trail (`audit`), append-only: `TIME-SEQ` → `audit::AuditRecord`.
+    Audit,
 }
 
 impl Table {
-    const ALL: [Table; 9] = [
+    const ALL: [Table; 11] = [
         Table::Clusters,
         Table::Tokens,
         Table::Sources,
@@ -42,6 +46,8 @@ impl Table {
         Table::Groups,
         Table::Rollouts,
         Table::KeptBundles,
+        Table::History,
+        Table::Audit,
     ];
 
     fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -55,6 +61,8 @@ impl Table {
             Table::Groups => "groups",
             Table::Rollouts => "rollouts",
             Table::KeptBundles => "kept_bundles",
+            Table::History => "history",
+            Table::Audit => "audit",
         })
     }
 }

@@ -92,6 +92,7 @@ fn route(req: HttpRequest, fleet: &Fleet, secret: Option<&str>, open: &Admission
             } else {
                 fleet.metrics.webhooks_rejected.inc();
             }
+            fleet.audit.webhook(provider, status.as_u16(), &text);
             reply(status, "application/json", text)
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),

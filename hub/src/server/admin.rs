@@ -1176,6 +1176,27 @@ impl Admin for AdminService {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        super::history::history(&self.fleet, request)
+    }
+
+    async fn r#where(
+        &self,
+        request: Request<pb::WhereRequest>,
+    ) -> Result<Response<pb::WhereResponse>, Status> {
+        super::history::where_running(&self.fleet, request)
+    }
+
+    async fn audit(
+        &self,
+        request: Request<pb::AuditRequest>,
+    ) -> Result<Response<pb::AuditResponse>, Status> {
+        super::audit::audit(&self.fleet, request)
+    }
+
     async fn rollout_status(
         &self,
         request: Request<pb::RolloutRequest>,

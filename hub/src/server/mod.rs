@@ -11,6 +11,8 @@
 //! stream replaces the old one (`sync`).
 
 mod admin;
+mod audit;
+mod history;
 mod peer;
 mod registration;
 mod sync;
@@ -123,6 +125,7 @@ pub async fn serve(
         .build_v1();
 
     Server::builder()
+        .layer(crate::audit::AuditLayer::new(fleet.audit.clone()))
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .max_concurrent_streams(limits.max_streams_per_connection)

@@ -1,0 +1,289 @@
+use super::*;
+
+fn cluster(n: &str) -> ClusterName {
+    ClusterName::new(n).expect("valid cluster name")
+}
+
+fn deployment(id: &str, commit: &str, at: i64) -> Deployment {
+    Deployment {
+        deployment_id: id.into(),
+        commit: commit.into(),
+        source: "src".into(),
+        assigned_at: at,
+        applied_at: None,
+        ready_at: None,
+        failed_at: None,
+        failure: String::new(),
+    }
+}
+
+fn status(id: &str, state: State, message: &str, at: i64) -> StatusRecord {
+    StatusRecord {
+        deployment_id: id.into(),
+        state,
+        message: message.into(),
+        resources: Vec::new(),
+        updated_at: at,
+    }
+}
+
+fn open(dir: &std::path::Path, retention: Retention, now: i64) -> (Store, History) {
+    // The writer thread of a previous handle may still hold the file for a moment.
+    let (store, snap) = loop {
+        match Store::open(&dir.join("state.redb")) {
+            Ok(r) => break r,
+            Err(_) => std::thread::yield_now(),
+        }
+    };
+    let h = History::restore(store.clone(), retention, &snap, now).expect("history restores");
+    (store, h)
+}
+
+#[test]
+fn keys_sort_by_pair_then_by_sequence_and_parse_back() {
+    let mut keys = vec![
+        entry_key("b", "app", 2),
+        entry_key("a", "web", 0x10),
+        entry_key("a", "web", 0x9),
+        entry_key("a", "app", 7),
+    ];
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            "a/app/0000000000000007",
+            "a/web/0000000000000009",
+            "a/web/0000000000000010",
+            "b/app/0000000000000002",
+        ]
+    );
+    for k in &keys {
+        let (c, b, _) = parse_key(k).expect("parses");
+        assert!(k.starts_with(&pair_prefix(c, b)), "{k}");
+    }
+    assert_eq!(parse_key("a/x/y/0000000000000003"), Some(("a", "x/y", 3)));
+    assert_eq!(parse_key("a/web/12"), None);
+    assert_eq!(parse_key("nonsense"), None);
+}
+
+#[test]
+fn retention_by_count_drops_the_oldest_of_the_pair_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keep = Retention {
+        max_age: DEFAULT_MAX_AGE,
+        max_per_pair: 3,
+    };
+    let (_store, h) = open(dir.path(), keep, 1000);
+    let web: Arc<str> = Arc::from("web");
+    for i in 0..5 {
+        h.record_deployment(
+            &cluster("a"),
+            &web,
+            deployment(&format!("d-{i}"), "c1", 100 + i),
+        );
+    }
+    h.record_deployment(&cluster("b"), &web, deployment("d-b", "c1", 100));
+    let ids: Vec<String> = h
+        .query(&Filter {
+            cluster: Some(cluster("a")),
+            ..Filter::default()
+        })
+        .into_iter()
+        .map(|r| match r.entry {
+            Entry::Deployment(d) => d.deployment_id,
+            Entry::StateChange(_) => panic!("only deployments were recorded"),
+        })
+        .collect();
+    assert_eq!(ids, vec!["d-2", "d-3", "d-4"]);
+    assert_eq!(h.len(), 4, "cluster b keeps its one entry");
+}
+
+#[test]
+fn retention_by_age_keeps_the_newest_deployment_whatever_its_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keep = Retention {
+        max_age: Duration::from_secs(100),
+        max_per_pair: 10,
+    };
+    let (_store, h) = open(dir.path(), keep, 0);
+    let web: Arc<str> = Arc::from("web");
+    h.record_deployment(&cluster("a"), &web, deployment("d-1", "c1", 10));
+    h.record_deployment(&cluster("a"), &web, deployment("d-2", "c2", 20));
+    h.record_deployment(&cluster("a"), &web, deployment("d-3", "c3", 30));
+    h.record_deployment(&cluster("b"), &web, deployment("d-1", "c1", 10));
+    assert_eq!(
+        h.sweep(125),
+        2,
+        "d-1 and d-2 of a; b's only deployment stays"
+    );
+    let left: Vec<(String, String)> = h
+        .query(&Filter::default())
+        .into_iter()
+        .map(|r| {
+            let Entry::Deployment(d) = r.entry else {
+                panic!("deployments only")
+            };
+            (r.cluster.to_string(), d.deployment_id)
+        })
+        .collect();
+    assert_eq!(
+        left,
+        vec![
+            ("b".to_string(), "d-1".to_string()),
+            ("a".to_string(), "d-3".to_string())
+        ]
+    );
+    assert!(h.where_running("c1").is_some(), "b still runs c1");
+    assert!(h.where_running("c2").is_none(), "c2 is gone with its entry");
+}
+
+#[test]
+fn a_deployment_records_applied_ready_and_failed_and_drift_is_a_state_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, h) = open(dir.path(), Retention::default(), 0);
+    let web: Arc<str> = Arc::from("web");
+    let a = cluster("a");
+    h.record_deployment(&a, &web, deployment("d-1", "c1", 10));
+    let wait = status("d-1", State::WaitApplied, "", 11);
+    h.status(&a, "web", None, &wait);
+    let ready = status("d-1", State::Ready, "", 12);
+    h.status(&a, "web", Some(&wait), &ready);
+    let modified = status("d-1", State::Modified, "data.x: want 1, have 2", 20);
+    h.status(&a, "web", Some(&ready), &modified);
+    let again = status("d-1", State::Ready, "", 21);
+    h.status(&a, "web", Some(&modified), &again);
+    let rows = h.query(&Filter::default());
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let Entry::Deployment(d) = &rows[0].entry else {
+        panic!("first is the deployment")
+    };
+    assert_eq!(
+        (d.applied_at, d.ready_at, d.failed()),
+        (Some(12), Some(12), false)
+    );
+    assert_eq!(
+        rows[1].entry,
+        Entry::StateChange(StateChange {
+            at: 20,
+            deployment_id: "d-1".into(),
+            from: State::Ready,
+            to: State::Modified,
+            message: "data.x: want 1, have 2".into(),
+        })
+    );
+    assert!(matches!(&rows[2].entry, Entry::StateChange(s) if s.to == State::Ready));
+
+    h.record_deployment(&a, &web, deployment("d-2", "c2", 30));
+    h.status(
+        &a,
+        "web",
+        Some(&again),
+        &status("d-2", State::ErrApplied, "bad apply", 31),
+    );
+    let (_, verdicts) = h.where_running("c2").expect("c2 was deployed");
+    assert_eq!(verdicts.len(), 1);
+    assert_eq!(verdicts[0].verdict, WhereVerdict::Failed);
+    assert_eq!(verdicts[0].current.failure, "bad apply");
+    assert_eq!(
+        h.where_running("c1").expect("c1 was deployed").1[0].verdict,
+        WhereVerdict::Newer
+    );
+}
+
+#[test]
+fn where_tells_running_pending_and_older_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, h) = open(dir.path(), Retention::default(), 0);
+    let web: Arc<str> = Arc::from("web");
+    let commit_a = "a".repeat(40);
+    let commit_b = "b".repeat(40);
+    for c in ["x", "y", "z"] {
+        h.record_deployment(&cluster(c), &web, deployment("d-a", &commit_a, 10));
+        h.status(
+            &cluster(c),
+            "web",
+            None,
+            &status("d-a", State::Ready, "", 11),
+        );
+    }
+    h.record_deployment(&cluster("x"), &web, deployment("d-b", &commit_b, 20));
+    h.status(
+        &cluster("x"),
+        "web",
+        None,
+        &status("d-b", State::Ready, "", 21),
+    );
+    h.record_deployment(&cluster("y"), &web, deployment("d-b", &commit_b, 20));
+    let by_cluster = |commit: &str| -> Vec<(String, WhereVerdict)> {
+        h.where_running(commit)
+            .expect("deployed")
+            .1
+            .into_iter()
+            .map(|r| (r.cluster.to_string(), r.verdict))
+            .collect()
+    };
+    assert_eq!(
+        by_cluster(&commit_b[..7]),
+        vec![
+            ("x".into(), WhereVerdict::Running),
+            ("y".into(), WhereVerdict::Pending),
+            ("z".into(), WhereVerdict::Older),
+        ]
+    );
+    assert_eq!(
+        by_cluster(&commit_a),
+        vec![
+            ("x".into(), WhereVerdict::Newer),
+            ("y".into(), WhereVerdict::Newer),
+            ("z".into(), WhereVerdict::Running),
+        ]
+    );
+    assert!(
+        h.where_running("bbb").is_none(),
+        "a prefix under 7 characters names nothing"
+    );
+    let at_b = h.query(&Filter {
+        commit: Some(commit_b.clone()),
+        ..Filter::default()
+    });
+    assert_eq!(at_b.len(), 2);
+}
+
+#[tokio::test]
+async fn history_survives_a_reopen_and_a_lowered_limit_applies_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let web: Arc<str> = Arc::from("web");
+    {
+        let (store, h) = open(dir.path(), Retention::default(), 0);
+        for i in 0..4 {
+            h.record_deployment(&cluster("a"), &web, deployment(&format!("d-{i}"), "c", i));
+        }
+        // Wait until the queued writes are durable.
+        store.commit(Vec::new()).await.expect("commit");
+    }
+    let two = Retention {
+        max_age: DEFAULT_MAX_AGE,
+        max_per_pair: 2,
+    };
+    let (store, h) = open(dir.path(), two, 10);
+    assert_eq!(h.len(), 2);
+    store.commit(Vec::new()).await.expect("commit");
+    drop((store, h));
+    let (_store, h) = open(dir.path(), Retention::default(), 10);
+    let ids: Vec<String> = h
+        .query(&Filter::default())
+        .into_iter()
+        .filter_map(|r| match r.entry {
+            Entry::Deployment(d) => Some(d.deployment_id),
+            Entry::StateChange(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["d-2", "d-3"],
+        "the prune at start reached the store"
+    );
+    // New entries continue the sequence instead of overwriting old keys.
+    h.record_deployment(&cluster("a"), &web, deployment("d-4", "c", 11));
+    assert_eq!(h.len(), 3);
+}
