@@ -7,6 +7,7 @@
 
 pub mod charts;
 pub mod doctest;
+pub mod etcd;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
