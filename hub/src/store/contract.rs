@@ -489,7 +489,7 @@ async fn large_content_round_trips(s: Subject) {
         "the content reads back whole"
     );
     assert!(got["sha256:empty"].is_empty());
-    let mut watched = vec![next_change(&mut watch).await, next_change(&mut watch).await];
+    let mut watched = [next_change(&mut watch).await, next_change(&mut watch).await];
     watched.sort_by(|a, b| a.key.cmp(&b.key));
     assert!(
         watched[0].value.as_deref() == Some(big.as_slice()),
@@ -504,6 +504,30 @@ async fn large_content_round_trips(s: Subject) {
         short(&next_change(&mut watch).await),
         ("sha256:big".to_string(), None)
     );
+}
+
+async fn content_is_written_once(s: Subject) {
+    let (store, _) = s.open().await;
+    let content = |v: &str| Op::Put {
+        table: Table::Content,
+        key: "sha256:c".into(),
+        value: v.as_bytes().to_vec(),
+    };
+    let first = store
+        .commit_at(vec![content("manifests")])
+        .await
+        .expect("commit");
+    store
+        .commit(vec![content("manifests"), put(Table::Groups, "g", "1")])
+        .await
+        .expect("commit");
+    let range = store.range(Table::Content, "").await.expect("range");
+    assert_eq!(range.entries.len(), 1);
+    assert_eq!(
+        range.entries[0].revision, first,
+        "the second put wrote nothing"
+    );
+    assert_eq!(range.entries[0].value, b"manifests");
 }
 
 async fn values_at_the_limits_are_kept_and_over_them_refused(s: Subject) {
@@ -654,6 +678,7 @@ contract!(
     a_watch_from_lost_history_says_so,
     compare_and_swap_applies_or_refuses,
     large_content_round_trips,
+    content_is_written_once,
     values_at_the_limits_are_kept_and_over_them_refused,
     concurrent_writers_all_land,
 );

@@ -10,6 +10,8 @@
 //!
 //! What a backend must offer (checked once for all of them by `contract`):
 //! - a batch of [`Op`]s is one transaction: all of it or none, durable once it returns;
+//! - content ([`Table::Content`]) is addressed by its digest and written once: a put of a
+//!   digest that is stored changes nothing;
 //! - every committed transaction gets a [`Revision`], strictly increasing; each key
 //!   remembers the revision that last wrote it;
 //! - a consistent [`Snapshot`] of every table, and a [`Range`] of one table (by key prefix);
@@ -152,6 +154,9 @@ pub enum StoreError {
     Lagged(u64),
     #[error("state store writer has stopped")]
     WriterGone,
+    /// The error of a group commit, shared by every batch in it.
+    #[error(transparent)]
+    Shared(Arc<StoreError>),
 }
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
@@ -211,14 +216,14 @@ impl Op {
                 limit: MAX_KEY_BYTES,
             });
         }
-        if let Op::Put { table, key, value } = self {
-            if value.len() > table.max_value_bytes() {
-                return Err(StoreError::TooLarge {
-                    what: format!("value of {table:?}/{key}"),
-                    size: value.len(),
-                    limit: table.max_value_bytes(),
-                });
-            }
+        if let Op::Put { table, key, value } = self
+            && value.len() > table.max_value_bytes()
+        {
+            return Err(StoreError::TooLarge {
+                what: format!("value of {table:?}/{key}"),
+                size: value.len(),
+                limit: table.max_value_bytes(),
+            });
         }
         Ok(())
     }
@@ -354,7 +359,7 @@ pub trait Backend: Send + Sync + 'static {
 
 struct Batch {
     ops: Vec<Op>,
-    done: Option<oneshot::Sender<Result<Revision, String>>>,
+    done: Option<oneshot::Sender<Result<Revision, Arc<StoreError>>>>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -492,7 +497,7 @@ impl Store {
             .map_err(|_| StoreError::WriterGone)?;
         wait.await
             .map_err(|_| StoreError::WriterGone)?
-            .map_err(StoreError::Db)
+            .map_err(StoreError::Shared)
     }
 
     /// Writes `ops` only if every condition holds, as one transaction of its own (not
@@ -595,7 +600,7 @@ fn writer_loop(
             if let Err(e) = check_batch(backend, &b.ops) {
                 tracing::error!(error = %e, "state store refused a batch");
                 if let Some(done) = b.done {
-                    let _ = done.send(Err(e.to_string()));
+                    let _ = done.send(Err(Arc::new(e)));
                 }
             } else {
                 let cost = b.ops.iter().fold(Cost::default(), |acc, op| {
@@ -630,7 +635,7 @@ fn writer_loop(
             Some(handle) => handle.block_on(fut),
             None => futures::executor::block_on(fut),
         }
-        .map_err(|e| e.to_string());
+        .map_err(Arc::new);
         if let Err(e) = &result {
             tracing::error!(error = %e, "state store commit failed");
         }

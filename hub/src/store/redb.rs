@@ -10,10 +10,12 @@
 //! [`WATCH_HISTORY_BYTES`] bytes), from which a watcher resumes. History does not survive a
 //! restart: a watch from before the open revision is [`StoreError::Compacted`].
 //!
-//! **Architecture Invariant:** one lock (`Feed`) is held from the start of a write
-//! transaction until its changes are published, so revisions are handed out, committed and
-//! seen in one order. redb's work is blocking: called from async code it runs on the
-//! blocking pool; the group-commit writer calls [`Backend::write`] on its own thread.
+//! **Architecture Invariant:** one lock (`Inner::revision`) is held from the start of a
+//! write transaction until its changes are published, so revisions are handed out,
+//! committed and seen in one order. Readers take no lock: each read transaction reads the
+//! revision it sees from `meta`. Watchers only take the short `Feed` lock. redb's work is
+//! blocking: called from async code it runs on the blocking pool; the group-commit writer
+//! calls [`Backend::write`] on its own thread.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -21,7 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use tokio::sync::broadcast;
 
 use super::{
@@ -53,12 +57,12 @@ pub struct RedbBackend {
 
 struct Inner {
     db: Database,
+    /// The revision of the last committed transaction; held across each write.
+    revision: Mutex<Revision>,
     feed: Mutex<Feed>,
 }
 
 struct Feed {
-    /// The revision of the last committed transaction.
-    revision: Revision,
     /// Every change after `floor` is in `history`.
     floor: Revision,
     history: VecDeque<Arc<Change>>,
@@ -121,8 +125,8 @@ impl RedbBackend {
         Ok(RedbBackend {
             inner: Arc::new(Inner {
                 db,
+                revision: Mutex::new(revision),
                 feed: Mutex::new(Feed {
-                    revision,
                     floor: revision,
                     history: VecDeque::new(),
                     history_bytes: 0,
@@ -160,11 +164,20 @@ impl Inner {
             .map_err(|_| db_err("watch feed lock poisoned"))
     }
 
+    /// A read transaction and the revision it sees.
+    fn begin_read(&self) -> Result<(ReadTransaction, Revision), StoreError> {
+        let read = self.db.begin_read().map_err(db_err)?;
+        let meta = read.open_table(META).map_err(db_err)?;
+        let revision = meta
+            .get(META_REVISION)
+            .map_err(db_err)?
+            .map_or(0, |v| v.value());
+        drop(meta);
+        Ok((read, revision))
+    }
+
     fn read_all(&self) -> Result<Snapshot, StoreError> {
-        let (read, revision) = {
-            let feed = self.feed()?;
-            (self.db.begin_read().map_err(db_err)?, feed.revision)
-        };
+        let (read, revision) = self.begin_read()?;
         let mut snapshot = Snapshot {
             rows: Vec::new(),
             revision,
@@ -182,10 +195,7 @@ impl Inner {
     }
 
     fn range(&self, table: Table, prefix: &str) -> Result<Range, StoreError> {
-        let (read, revision) = {
-            let feed = self.feed()?;
-            (self.db.begin_read().map_err(db_err)?, feed.revision)
-        };
+        let (read, revision) = self.begin_read()?;
         let tab = read.open_table(def(table)).map_err(db_err)?;
         let revs = read.open_table(REVISIONS).map_err(db_err)?;
         let mut entries = Vec::new();
@@ -211,7 +221,10 @@ impl Inner {
     /// Commits `ops` at the next revision if `conds` hold (checked inside the same write
     /// transaction), and publishes the changes.
     fn transact(&self, conds: &[Cond], ops: Vec<Op>) -> Result<CasOutcome, StoreError> {
-        let mut feed = self.feed()?;
+        let mut current_revision = self
+            .revision
+            .lock()
+            .map_err(|_| db_err("revision lock poisoned"))?;
         let txn = self.db.begin_write().map_err(db_err)?;
         let current = read_conds(&txn, conds)?;
         let holds = conds.iter().zip(&current).all(|(c, cur)| match c.expect {
@@ -223,13 +236,13 @@ impl Inner {
             return Ok(CasOutcome::Refused { current });
         }
         if ops.is_empty() {
-            return Ok(CasOutcome::Applied(feed.revision));
+            return Ok(CasOutcome::Applied(*current_revision));
         }
-        let revision = feed.revision + 1;
+        let revision = *current_revision + 1;
         let changes = apply(&txn, ops, revision)?;
         txn.commit().map_err(db_err)?;
-        feed.revision = revision;
-        feed.publish(changes);
+        *current_revision = revision;
+        self.feed()?.publish(changes);
         Ok(CasOutcome::Applied(revision))
     }
 
@@ -316,6 +329,11 @@ fn apply(
         let table = op.table();
         let mut tab = txn.open_table(def(table)).map_err(db_err)?;
         match op {
+            Op::Put { key, .. }
+                if table == Table::Content && tab.get(key.as_str()).map_err(db_err)?.is_some() =>
+            {
+                // Content is addressed by its digest: written once.
+            }
             Op::Put { key, value, .. } => {
                 tab.insert(key.as_str(), value.as_slice()).map_err(db_err)?;
                 revs.insert((table.name(), key.as_str()), revision)
@@ -406,5 +424,35 @@ impl Backend for RedbBackend {
     ) -> BoxFuture<'a, Result<ChangeStream, StoreError>> {
         // Only a lock and a copy of the history: no disk, no need for the blocking pool.
         Box::pin(async move { self.inner.watch(table, prefix, after) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_from_before_revisions_opens_with_its_records_at_revision_0() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        {
+            // What an older hub wrote: the tables, no `meta`, no `revisions`.
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("txn");
+            txn.open_table(def(Table::Clusters))
+                .expect("table")
+                .insert("old", b"{}".as_slice())
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        let backend = RedbBackend::open(&path).expect("opens");
+        let snap = backend.read_all().expect("reads");
+        assert_eq!(snap.revision, 0);
+        assert_eq!(
+            snap.rows,
+            vec![(Table::Clusters, "old".into(), b"{}".to_vec())]
+        );
+        let range = backend.inner.range(Table::Clusters, "").expect("range");
+        assert_eq!(range.entries[0].revision, 0);
     }
 }
