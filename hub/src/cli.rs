@@ -590,9 +590,13 @@ pub async fn init(args: &InitArgs) -> Result<()> {
     println!("  advertise:   {}", args.advertise);
     println!("  admin config: {}", dir.admin_conf().display());
     println!(
-        "next: flotilla-hub run --data-dir {} --listen {}   then: flotilla --config {} token create",
+        "next: flotilla-hub run --data-dir {} --listen {}{}   then: flotilla --config {} token create",
         dir.root().display(),
         listen_for(&args.advertise),
+        match &args.store {
+            crate::store::StoreUrl::Redb => String::new(),
+            other => format!(" --store {other}"),
+        },
         dir.admin_conf().display()
     );
     Ok(())

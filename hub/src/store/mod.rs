@@ -431,6 +431,22 @@ impl std::str::FromStr for StoreUrl {
     }
 }
 
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Redb => f.write_str("redb"),
+            StoreUrl::Etcd(c) => {
+                let hosts: Vec<&str> = c
+                    .endpoints
+                    .iter()
+                    .map(|e| e.strip_prefix("http://").unwrap_or(e))
+                    .collect();
+                write!(f, "etcd://{}", hosts.join(","))
+            }
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the redb store at `path` and reads it whole. Starts the writer
     /// thread.
@@ -689,6 +705,11 @@ mod tests {
             panic!("etcd url parses");
         };
         assert_eq!(c.endpoints, vec!["http://h1:2379", "http://h2:2379"]);
+        assert_eq!(
+            StoreUrl::Etcd(c).to_string(),
+            "etcd://h1:2379,h2:2379",
+            "prints as it parses"
+        );
         let err = "postgres://x".parse::<StoreUrl>().expect_err("refused");
         assert!(err.contains("etcd://"), "{err}");
         assert!("etcd://".parse::<StoreUrl>().is_err());
