@@ -18,7 +18,8 @@
 //!
 //! **Architecture Invariant:** nothing read from etcd is trusted to be well formed: keys
 //! must be UTF-8 under the root, manifests must parse and their chunks must add up to the
-//! size and sha256 they name, or the read fails naming the key.
+//! size and sha256 they name, or the read fails naming the key. (One exception sits in
+//! `etcd-client` itself: it panics on a watch event type that etcd does not define.)
 
 use std::time::Duration;
 
