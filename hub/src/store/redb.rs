@@ -455,4 +455,51 @@ mod tests {
         let range = backend.inner.range(Table::Clusters, "").expect("range");
         assert_eq!(range.entries[0].revision, 0);
     }
+
+    fn many_puts(n: usize) -> Vec<Op> {
+        (0..n)
+            .map(|i| Op::Put {
+                table: Table::Status,
+                key: format!("c/{i:06}"),
+                value: b"x".to_vec(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn history_is_bounded_and_a_watch_from_before_it_is_compacted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = RedbBackend::open(&dir.path().join("state.redb")).expect("opens");
+        backend
+            .inner
+            .transact(&[], many_puts(WATCH_HISTORY + 1))
+            .expect("commit");
+        match backend.inner.watch(Table::Status, "", 0) {
+            Err(StoreError::Compacted { requested, oldest }) => {
+                assert_eq!((requested, oldest), (0, 1));
+            }
+            Err(e) => panic!("expected Compacted, got {e}"),
+            Ok(_) => panic!("expected Compacted, got a watch"),
+        }
+        let served = backend.inner.watch(Table::Status, "", 1);
+        assert!(served.is_ok(), "a watch from the floor is served");
+    }
+
+    #[test]
+    fn a_watcher_that_falls_behind_is_told_so_and_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = RedbBackend::open(&dir.path().join("state.redb")).expect("opens");
+        let mut watch = backend.inner.watch(Table::Status, "", 0).expect("watch");
+        backend
+            .inner
+            .transact(&[], many_puts(LIVE_BUFFER + 1))
+            .expect("commit");
+        futures::executor::block_on(async {
+            match watch.next().await {
+                Some(Err(StoreError::Lagged(n))) => assert!(n > 0),
+                other => panic!("expected Lagged, got {other:?}"),
+            }
+            assert!(watch.next().await.is_none(), "closed after Lagged");
+        });
+    }
 }
