@@ -133,12 +133,20 @@ pub struct InitArgs {
     /// an init container can run it at every start (the Helm chart does).
     #[arg(long)]
     pub if_missing: bool,
+    /// Where the hub's state lives: `redb` (`state.redb` in --data-dir, the default) or
+    /// `etcd://host:2379[,host:2379...]`. See docs/operations.md, "State store".
+    #[arg(long, default_value = "redb")]
+    pub store: crate::store::StoreUrl,
 }
 
 #[derive(Debug, ClapArgs)]
 pub struct RunArgs {
     #[arg(long)]
     pub data_dir: PathBuf,
+    /// Where the hub's state lives: `redb` (`state.redb` in --data-dir, the default) or
+    /// `etcd://host:2379[,host:2379...]`. See docs/operations.md, "State store".
+    #[arg(long, default_value = "redb")]
+    pub store: crate::store::StoreUrl,
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
     /// Lifetime of the client certificates issued to spokes (at least 1s; tests use
@@ -591,7 +599,7 @@ pub async fn init(args: &InitArgs) -> Result<()> {
     let ca = pki::init(&dir, &args.advertise)?;
     // Sources without targets go to the group `default`; out of the box it holds every
     // cluster, as in Fleet.
-    let (store, _) = Store::open(&dir.state())?;
+    let (store, _) = Store::connect(&args.store, dir.root()).await?;
     let default_group = GroupSpec {
         name: DEFAULT_GROUP.to_string(),
         selector: Default::default(),
@@ -609,9 +617,13 @@ pub async fn init(args: &InitArgs) -> Result<()> {
     println!("  advertise:   {}", args.advertise);
     println!("  admin config: {}", dir.admin_conf().display());
     println!(
-        "next: flotilla-hub run --data-dir {} --listen {}   then: flotilla --config {} token create",
+        "next: flotilla-hub run --data-dir {} --listen {}{}   then: flotilla --config {} token create",
         dir.root().display(),
         listen_for(&args.advertise),
+        match &args.store {
+            crate::store::StoreUrl::Redb => String::new(),
+            other => format!(" --store {other}"),
+        },
         dir.admin_conf().display()
     );
     Ok(())
@@ -649,10 +661,9 @@ async fn serve(args: RunArgs) -> Result<()> {
     flotilla_identity::files::private_dir(dir.root())?;
     let pki = HubPki::load(&dir)?;
     let advertise = read_advertise(&dir)?;
-    let state_path = dir.state();
-    let (store, snapshot) = tokio::task::spawn_blocking(move || Store::open(&state_path))
+    let (store, snapshot) = Store::connect(&args.store, dir.root())
         .await
-        .context("opening the state store")??;
+        .context("opening the state store")?;
     let (fleet, reconcile_rx) = Fleet::restore(
         FleetParts {
             store,

@@ -7,6 +7,7 @@
 
 pub mod charts;
 pub mod doctest;
+pub mod etcd;
 pub mod k8s;
 
 use std::net::TcpStream;
@@ -284,12 +285,18 @@ impl Hub {
 
     /// Starts a hub with extra `flotilla-hub run` flags, e.g. `--cert-lifetime 6s`.
     pub fn start_with(base: &Path, run_args: &[&str]) -> Hub {
+        Self::start_with_init(base, &[], run_args)
+    }
+
+    /// Starts a hub with extra `flotilla-hub init` and `run` flags, e.g. `--store URL`.
+    pub fn start_with_init(base: &Path, init_args: &[&str], run_args: &[&str]) -> Hub {
         let dir = base.join("hub");
         let addr = format!("127.0.0.1:{}", free_port());
         let out = Command::new(bin("flotilla-hub"))
             .args(["init", "--data-dir"])
             .arg(&dir)
             .args(["--advertise", &addr])
+            .args(init_args)
             .output()
             .expect("run flotilla-hub init");
         assert!(
