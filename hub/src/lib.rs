@@ -19,6 +19,7 @@ mod label_trust;
 mod layout;
 mod metrics;
 mod pki;
+mod reconcile;
 mod records;
 mod renewals;
 mod rollout;

@@ -165,8 +165,8 @@ impl AdminService {
         let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
         Ok(pb::Rollout {
             bundle: bundle.to_string(),
-            phase: plan.report.phase,
-            message: plan.report.message,
+            phase: plan.report.phase.to_string(),
+            message: plan.report.message.clone(),
             partitions: plan
                 .report
                 .partitions
@@ -1259,11 +1259,8 @@ impl Admin for AdminService {
         }
         self.fleet
             .disconnect(&name, &format!("cluster {name} has been deleted"));
-        let mut ops = vec![
-            Op::delete(Table::Clusters, name.as_str()),
-            Op::delete(Table::Desired, name.as_str()),
-        ];
-        self.fleet.assignments.remove(&name);
+        // Its assignments go with the next reconcile: only the reconcile writes them.
+        let mut ops = vec![Op::delete(Table::Clusters, name.as_str())];
         let bundles: Vec<String> = self
             .fleet
             .status
@@ -1276,6 +1273,7 @@ impl Admin for AdminService {
             ops.push(Op::delete(Table::Status, status_key(&name, &b)));
         }
         self.fleet.store.commit(ops).await?;
+        self.fleet.trigger(Trigger::Cluster(name.clone()));
         tracing::warn!(cluster = %name, "cluster deleted");
         Ok(Response::new(pb::DeleteClusterResponse {}))
     }

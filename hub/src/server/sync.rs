@@ -32,7 +32,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::fleet::{Fleet, SessionHandle, Trigger};
+use crate::fleet::{EventKind, Fleet, SessionHandle, Trigger};
 use crate::label_trust;
 use crate::records::{CapabilitiesRecord, ResourceRecord, StatusRecord, now_unix};
 use crate::server::peer;
@@ -124,7 +124,8 @@ impl SyncHandler for SpokeService {
             renew_asked: None,
         };
         tracing::info!(cluster = %cluster, session = id, applied = hello.applied.len(), "spoke connected");
-        self.fleet.emit_cluster("ClusterConnected", &cluster, "");
+        self.fleet
+            .emit_cluster(EventKind::ClusterConnected, &cluster, "");
         tokio::spawn(session.run(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -338,7 +339,7 @@ impl Session {
         }
         tracing::info!(cluster = %self.cluster, session = self.id, "spoke disconnected");
         self.fleet
-            .emit_cluster("ClusterDisconnected", &self.cluster, "");
+            .emit_cluster(EventKind::ClusterDisconnected, &self.cluster, "");
     }
 
     async fn handle(&mut self, msg: SpokeMsg) -> Result<(), Status> {
@@ -719,7 +720,7 @@ mod tests {
             })
             .expect("source");
         if let Ok(mut rt) = source.runtime.write() {
-            rt.bundles = Some(vec![Arc::new(crate::fleet::BundleEntry::new(
+            rt.bundles = Some(vec![Arc::new(crate::reconcile::BundleEntry::new(
                 "caps".into(),
                 String::new(),
                 Some(Arc::new(bundle)),
@@ -751,7 +752,7 @@ mod tests {
     }
 
     fn rendered_for(fleet: &Fleet, c: &ClusterName) -> String {
-        fleet.reconcile_cluster(c);
+        fleet.reconcile(Some(vec![c.clone()]));
         let a = fleet.assignments_of(c);
         let d = a
             .get("caps")
