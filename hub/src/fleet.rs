@@ -209,6 +209,11 @@ pub struct Fleet {
     /// Bundles whose rollout the last batch that planned them found in progress: a
     /// status change of theirs may let the rollout move on. Written by `reconcile`.
     rolling: DashSet<Arc<str>>,
+    /// Held by each command (`commands.rs`) from its check to its trigger, so commands
+    /// never interleave.
+    pub(crate) order: tokio::sync::Mutex<()>,
+    /// Clusters heard from since `flush_last_seen` last persisted their `last_seen`.
+    last_seen_dirty: Mutex<std::collections::HashSet<ClusterName>>,
     /// Counts status changes, so a batch can tell one landed while it ran (its plans
     /// may not have seen it).
     status_changes: AtomicU64,
@@ -272,6 +277,8 @@ impl Fleet {
             kept_bundles: DashMap::new(),
             rolling: DashSet::new(),
             status_changes: AtomicU64::new(0),
+            last_seen_dirty: Mutex::default(),
+            order: tokio::sync::Mutex::new(()),
             assigned_at: DashMap::new(),
             session_ids: AtomicU64::new(1),
             reconcile_tx,
@@ -495,6 +502,34 @@ impl Fleet {
                 *r = Some(reason.to_string());
             }
             s.close.notify_one();
+        }
+    }
+
+    /// Notes that `c`'s spoke was heard from now. Persisted by `flush_last_seen`, so a
+    /// heartbeat costs no store write of its own.
+    pub fn seen(&self, c: &ClusterName) {
+        if let Some(mut rec) = self.clusters.get_mut(c) {
+            rec.last_seen = crate::records::now_unix();
+            if let Ok(mut dirty) = self.last_seen_dirty.lock() {
+                dirty.insert(c.clone());
+            }
+        }
+    }
+
+    /// Persists the `last_seen` of every cluster heard from since the last call, in one
+    /// store write.
+    pub fn flush_last_seen(&self) {
+        let dirty = match self.last_seen_dirty.lock() {
+            Ok(mut d) => std::mem::take(&mut *d),
+            Err(_) => return,
+        };
+        for c in dirty {
+            // Queued while the record is held, so a deletion's write comes after this
+            // one and a deleted cluster is never written back.
+            if let Some(rec) = self.clusters.get(&c) {
+                self.store
+                    .submit(vec![Op::put_json(Table::Clusters, c.as_str(), &*rec)]);
+            }
         }
     }
 
@@ -760,8 +795,6 @@ impl Fleet {
                 message: st.message.clone(),
                 ..FleetEvent::new(EventKind::StatusChanged)
             });
-        }
-        if changed {
             self.status_changes.fetch_add(1, Ordering::AcqRel);
         }
         // A rollout in progress may advance when a cluster's state changes.
@@ -873,6 +906,20 @@ impl Fleet {
             .iter()
             .map(|(b, a)| self.row_state(c, b, a).0)
             .collect()
+    }
+}
+
+impl BundleEntry {
+    /// The deployments this revision has rendered so far (kept by the content GC).
+    pub fn rendered(&self) -> Vec<Arc<Desired>> {
+        self.renders
+            .lock()
+            .map(|r| {
+                r.values()
+                    .filter_map(|d| d.as_ref().ok().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

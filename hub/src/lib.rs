@@ -10,6 +10,7 @@
 
 pub mod charts;
 pub mod cli;
+mod commands;
 mod credentials;
 mod depends;
 mod fleet;

@@ -70,6 +70,7 @@ pub struct BundleEntry {
     pub warnings: Vec<String>,
     /// The deployment of each distinct customization, filled by the hub's [`Renders`]
     /// (render, digest, options, deployment id); the bytes live in `Fleet::contents`.
+    /// The reconcile never reads it.
     pub renders: Mutex<HashMap<render::RenderKey, RenderResult>>,
 }
 
@@ -89,18 +90,6 @@ impl BundleEntry {
             warnings,
             renders: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The deployments this revision has rendered so far (kept by the content GC).
-    pub fn rendered(&self) -> Vec<Arc<Desired>> {
-        self.renders
-            .lock()
-            .map(|r| {
-                r.values()
-                    .filter_map(|d| d.as_ref().ok().cloned())
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 }
 

@@ -681,3 +681,172 @@ proptest! {
         prop_assert_eq!(plain.rollouts(), shuffled.rollouts());
     }
 }
+
+/// Renders once per (bundle, customization), as the hub does: what a fleet holds per
+/// pair is then what the reconcile shares, not one render per cluster.
+#[derive(Default)]
+struct RenderOnce(Mutex<HashMap<(Arc<str>, render::RenderKey), RenderResult>>);
+
+impl Renders for RenderOnce {
+    fn render(
+        &self,
+        entry: &BundleEntry,
+        bundle: &render::Bundle,
+        key: render::RenderKey,
+        cluster: &render::ClusterInfo,
+    ) -> RenderResult {
+        let slot = (entry.name.clone(), key.clone());
+        if let Some(hit) = self.0.lock().ok().and_then(|c| c.get(&slot).cloned()) {
+            return hit;
+        }
+        let r = RenderEveryTime.render(entry, bundle, key, cluster);
+        if let Ok(mut c) = self.0.lock() {
+            c.insert(slot, r.clone());
+        }
+        r
+    }
+}
+
+/// The process's resident memory, from /proc (Linux).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Issue 18's budget: the hub holds at most 256 bytes per (cluster, bundle) pair at
+/// 10,000 clusters × 50 bundles. Measured as the growth of the process's RSS while the
+/// fleet's assignments are built the way `Fleet::reconcile` keeps them, so it must run
+/// alone: `cargo test -p flotilla-hub --lib memory_per_pair -- --ignored --nocapture`.
+#[test]
+#[ignore = "measures the process's RSS: run alone with --ignored"]
+fn memory_per_pair_at_10000_clusters_by_50_bundles_stays_within_256_bytes() {
+    const CLUSTERS: usize = 10_000;
+    const BUNDLES: usize = 50;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entries: Vec<Arc<BundleEntry>> = (0..BUNDLES)
+        .map(|i| {
+            let n = format!("bundle-{i:02}");
+            let b = bundle(dir.path(), &n, "defaultNamespace: app\n");
+            entry(&n, Some(&b), &[])
+        })
+        .collect();
+    let clusters: Vec<ClusterView> = (0..CLUSTERS)
+        .map(|i| cluster(&format!("cluster-{i:05}"), &[("env", ENVS[i % 4])]))
+        .collect();
+    let reports = Reports::default();
+    let renders = RenderOnce::default();
+    let mut snap = snapshot(
+        vec![source("apps", vec![], entries)],
+        clusters,
+        HashMap::new(),
+        &reports,
+    );
+    snap.renders = &renders;
+    let batch = Batch::new(snap);
+    let names: Vec<ClusterName> = batch.cluster_names().cloned().collect();
+    // Render every bundle once before measuring: renders are per bundle, not per pair.
+    let _ = batch.assignments(&names[0]);
+
+    let before = rss_bytes().expect("RSS from /proc");
+    let fleet: dashmap::DashMap<ClusterName, Arc<Assignments>> = dashmap::DashMap::new();
+    for c in &names {
+        let a = batch.assignments(c).expect("cluster");
+        assert_eq!(a.len(), BUNDLES);
+        fleet.insert(c.clone(), Arc::new(a));
+    }
+    let after = rss_bytes().expect("RSS from /proc");
+    let pairs = (CLUSTERS * BUNDLES) as u64;
+    let per_pair = after.saturating_sub(before) / pairs;
+    println!("assignments: {per_pair} bytes per (cluster, bundle) pair over {pairs} pairs");
+
+    // Each pair's last report, kept as `Fleet::record_status` keeps it (Ready, no
+    // resources): measured for the record, the budget above is the assignments'.
+    let before = rss_bytes().expect("RSS from /proc");
+    let status: dashmap::DashMap<(ClusterName, String), crate::records::StatusRecord> =
+        dashmap::DashMap::new();
+    for e in fleet.iter() {
+        for (bundle, a) in e.value().iter() {
+            let d = a.desired.as_ref().expect("deployed");
+            let st = crate::records::StatusRecord {
+                deployment_id: d.deployment_id.to_string(),
+                state: State::Ready,
+                message: String::new(),
+                resources: Vec::new(),
+                updated_at: 0,
+            };
+            status.insert((e.key().clone(), bundle.to_string()), st);
+        }
+    }
+    let after = rss_bytes().expect("RSS from /proc");
+    let status_per_pair = after.saturating_sub(before) / pairs;
+    println!("status reports: {status_per_pair} bytes per pair");
+    assert!(per_pair <= 256, "{per_pair} bytes per pair");
+    drop((fleet, status));
+}
+
+/// The module's code, less its unit tests (`mod tests` comes last).
+fn source_of(text: &str) -> &str {
+    text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text)
+}
+
+#[test]
+fn the_reconcile_does_no_io_takes_no_lock_and_reads_no_clock() {
+    let code = source_of(include_str!("../reconcile.rs"));
+    for banned in [
+        "std::fs",
+        "tokio",
+        "Instant",
+        "SystemTime",
+        "now_unix",
+        ".lock()",
+        ".read()",
+        ".write()",
+        "crate::store",
+        ".submit(",
+        ".commit(",
+        "DashMap",
+        "RwLock",
+    ] {
+        assert!(!code.contains(banned), "reconcile.rs uses {banned}");
+    }
+}
+
+#[test]
+fn only_the_reconcile_driver_writes_assignments() {
+    let writers = [
+        ("server/admin.rs", include_str!("../server/admin.rs")),
+        (
+            "server/registration.rs",
+            include_str!("../server/registration.rs"),
+        ),
+        ("server/sync.rs", include_str!("../server/sync.rs")),
+        ("server/mod.rs", include_str!("../server/mod.rs")),
+        ("sources.rs", include_str!("../sources.rs")),
+        ("renewals.rs", include_str!("../renewals.rs")),
+        ("cli.rs", include_str!("../cli.rs")),
+    ];
+    for (file, text) in writers {
+        for write in [
+            "assignments.insert(",
+            "assignments.remove(",
+            "Table::Desired",
+        ] {
+            assert!(
+                !source_of(text).contains(write),
+                "{file} writes assignments ({write})"
+            );
+        }
+    }
+    let fleet = source_of(include_str!("../fleet.rs"));
+    // `apply` (inserts and removes) and `restore` (loads them back from the store).
+    assert_eq!(fleet.matches("self.assignments.insert(").count(), 1);
+    assert_eq!(fleet.matches("self.assignments.remove(").count(), 1);
+}

@@ -334,9 +334,7 @@ impl Session {
             // A newer stream of this cluster schedules its own renewal.
             self.fleet.renewals.clear(&self.cluster);
         }
-        if let Some(mut rec) = self.fleet.clusters.get_mut(&self.cluster) {
-            rec.last_seen = now_unix();
-        }
+        self.fleet.seen(&self.cluster);
         tracing::info!(cluster = %self.cluster, session = self.id, "spoke disconnected");
         self.fleet
             .emit_cluster(EventKind::ClusterDisconnected, &self.cluster, "");
@@ -346,9 +344,7 @@ impl Session {
         match msg.msg {
             Some(spoke_msg::Msg::Status(s)) => self.on_status(s),
             Some(spoke_msg::Msg::Heartbeat(_)) => {
-                if let Some(mut rec) = self.fleet.clusters.get_mut(&self.cluster) {
-                    rec.last_seen = now_unix();
-                }
+                self.fleet.seen(&self.cluster);
                 Ok(())
             }
             Some(spoke_msg::Msg::Hello(_)) => {
@@ -416,9 +412,7 @@ impl Session {
 
     fn on_status(&mut self, s: flotilla_proto::v1::Status) -> Result<(), Status> {
         check_claimed_name(&self.cluster, &s.cluster_name)?;
-        if let Some(mut rec) = self.fleet.clusters.get_mut(&self.cluster) {
-            rec.last_seen = now_unix();
-        }
+        self.fleet.seen(&self.cluster);
         let assigned = self.fleet.assignments_of(&self.cluster);
         if !assigned.contains_key(s.bundle.as_str()) && !self.sent.contains_key(s.bundle.as_str()) {
             return Err(Status::permission_denied(format!(
