@@ -331,7 +331,9 @@ impl<'a> Batch<'a> {
         }
         self.apply_depends_on(name, &mut out, &live, &old);
         self.apply_rollouts(name, &mut out, &live, &old);
-        Some(out)
+        // Built again in bulk: a map grown one insert at a time leaves its nodes about
+        // half full, and the fleet keeps one per cluster.
+        Some(out.into_iter().collect())
     }
 
     fn is_paused(&self, name: &str, bundle: &render::Bundle) -> bool {
