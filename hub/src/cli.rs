@@ -794,7 +794,28 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::listen_for;
+    use super::{CancellationToken, JoinSet, listen_for, watch_tasks};
+
+    #[tokio::test]
+    async fn a_panicking_task_stops_the_hub_and_a_task_that_ends_does_not() {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        // A removed source's poller ends normally.
+        tasks.spawn(async {});
+        let (go, gate) = tokio::sync::oneshot::channel::<()>();
+        tasks.spawn(async move {
+            let _ = gate.await;
+            panic!("reconcile bug");
+        });
+        tasks.spawn(std::future::pending());
+        let watching = watch_tasks(&mut tasks, &stop);
+        let _ = go.send(());
+        assert_eq!(watching.await, "reconcile bug");
+        assert!(
+            stop.is_cancelled(),
+            "the server's shutdown waits on this token"
+        );
+    }
 
     #[test]
     fn the_printed_next_command_listens_where_init_advertised() {
