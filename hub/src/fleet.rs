@@ -155,8 +155,18 @@ pub enum Trigger {
 pub enum FleetError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("opening the chart cache {path}")]
+    ChartCache {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialError),
+    #[error(transparent)]
+    Identity(#[from] flotilla_identity::Error),
+    #[error("signing the CSR produced no certificate")]
+    NoCertificate,
 }
 
 pub struct Fleet {
@@ -245,8 +255,11 @@ impl Fleet {
     ) -> Result<(Arc<Fleet>, mpsc::UnboundedReceiver<Trigger>), FleetError> {
         let (reconcile_tx, rx) = mpsc::unbounded_channel();
         let chart_dir = parts.data_dir.join("charts");
-        let charts = Charts::open(&chart_dir, ChartLimits::default()).map_err(|e| {
-            FleetError::Invalid(format!("the chart cache {}: {e}", chart_dir.display()))
+        let charts = Charts::open(&chart_dir, ChartLimits::default()).map_err(|source| {
+            FleetError::ChartCache {
+                path: chart_dir.clone(),
+                source,
+            }
         })?;
         let fleet = Fleet {
             charts: Arc::new(charts),
@@ -396,8 +409,7 @@ impl Fleet {
     ) -> Result<Arc<SourceState>, FleetError> {
         let credentials = crate::credentials::Credentials::of(&self.data_dir, &spec.name);
         let webhook_secret = credentials
-            .read(crate::credentials::Kind::WebhookSecret)
-            .map_err(|e| FleetError::Invalid(e.to_string()))?
+            .read(crate::credentials::Kind::WebhookSecret)?
             .map(|s| String::from_utf8_lossy(&s).trim().to_string())
             .filter(|s| !s.is_empty());
         let mut runtime = SourceRuntime::default();
@@ -435,22 +447,16 @@ impl Fleet {
         name: &ClusterName,
         csr_pem: &str,
     ) -> Result<IssuedClusterCert, FleetError> {
-        let invalid = |e: flotilla_identity::Error| FleetError::Invalid(e.to_string());
         let pki = self.pki();
-        let chain = pki
-            .signing
-            .sign_csr(
-                csr_pem,
-                &flotilla_identity::Identity::Cluster(name.clone()),
-                self.cert_lifetime,
-            )
-            .map_err(invalid)?;
-        let ders = flotilla_identity::pem_to_ders(&chain).map_err(invalid)?;
-        let leaf = ders
-            .first()
-            .ok_or_else(|| FleetError::Invalid("signing produced no certificate".into()))?;
-        let serial = flotilla_identity::Identity::serial_hex(leaf).map_err(invalid)?;
-        let (_, expires) = flotilla_identity::Identity::validity(leaf).map_err(invalid)?;
+        let chain = pki.signing.sign_csr(
+            csr_pem,
+            &flotilla_identity::Identity::Cluster(name.clone()),
+            self.cert_lifetime,
+        )?;
+        let ders = flotilla_identity::pem_to_ders(&chain)?;
+        let leaf = ders.first().ok_or(FleetError::NoCertificate)?;
+        let serial = flotilla_identity::Identity::serial_hex(leaf)?;
+        let (_, expires) = flotilla_identity::Identity::validity(leaf)?;
         Ok(IssuedClusterCert {
             chain,
             serial,
