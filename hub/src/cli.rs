@@ -10,6 +10,8 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use flotilla_identity::{Role, files};
 use flotilla_model::duration::parse_duration;
 use flotilla_telemetry::LogFormat;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::fleet::{Fleet, FleetParts};
 use crate::layout::DataDir;
@@ -647,6 +649,9 @@ pub(crate) fn read_advertise(dir: &DataDir) -> Result<String> {
         .with_context(|| format!("{} has no advertise line", dir.hub_conf().display()))
 }
 
+/// How often the clusters' `last_seen` is written to the store.
+const LAST_SEEN_FLUSH: Duration = Duration::from_secs(15);
+
 async fn serve(args: RunArgs) -> Result<()> {
     let dir = DataDir::new(&args.data_dir);
     if !dir.ca_cert().exists() {
@@ -684,12 +689,26 @@ async fn serve(args: RunArgs) -> Result<()> {
         &snapshot,
     )?;
     drop(snapshot);
-    tokio::spawn(crate::history::run_sweeper(fleet.history.clone()));
-    tokio::spawn(sources::run_reconciler(fleet.clone(), reconcile_rx));
-    tokio::spawn(server::watch_heartbeats(
+    // The hub's long-lived tasks. A task that panics (a bug in the reconcile, say) is not
+    // swallowed: it cancels `stop`, the server drains, and the hub exits non-zero so
+    // that its supervisor restarts it from the store.
+    let stop = CancellationToken::new();
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    tasks.spawn(crate::history::run_sweeper(fleet.history.clone()));
+    tasks.spawn(sources::run_reconciler(fleet.clone(), reconcile_rx));
+    tasks.spawn(server::watch_heartbeats(
         fleet.clone(),
         args.heartbeat_window,
     ));
+    let f = fleet.clone();
+    tasks.spawn(async move {
+        // last_seen is persisted in batches: a heartbeat is not worth a store write.
+        let mut tick = tokio::time::interval(LAST_SEEN_FLUSH);
+        loop {
+            tick.tick().await;
+            f.flush_last_seen();
+        }
+    });
     if let Some(listen) = args.http_listen {
         let secret = match (&args.webhook_secret, &args.webhook_secret_file) {
             (Some(given), _) => {
@@ -717,7 +736,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         };
         let f = fleet.clone();
         let limits = args.ports.http();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(e) = crate::http::serve(f, listen, secret, limits).await {
                 tracing::error!(%listen, error = %e, "HTTP listener failed");
             }
@@ -725,15 +744,19 @@ async fn serve(args: RunArgs) -> Result<()> {
     }
     let all_sources: Vec<_> = fleet.sources.iter().map(|s| s.value().clone()).collect();
     for s in all_sources {
-        tokio::spawn(sources::run_poller(fleet.clone(), s));
+        tasks.spawn(sources::run_poller(fleet.clone(), s));
     }
     tracing::info!(listen = %args.listen, clusters = fleet.clusters.len(), sources = fleet.sources.len(), "flotilla hub serving");
     // On SIGTERM/Ctrl-C: stop accepting, end every spoke stream (spokes reconnect with
     // backoff to whichever hub comes back), and give connections a bounded time to drain.
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let f = fleet.clone();
+    let stopped = stop.clone();
     let shutdown = async move {
-        shutdown_signal().await;
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stopped.cancelled() => {}
+        }
         tracing::info!("shutting down: closing spoke streams");
         let names: Vec<_> = f.sessions.iter().map(|s| s.key().clone()).collect();
         for n in names {
@@ -741,18 +764,61 @@ async fn serve(args: RunArgs) -> Result<()> {
         }
         let _ = stopping_tx.send(());
     };
-    tokio::select! {
-        r = server::serve(Arc::clone(&fleet), args.listen, args.max_content_bytes, args.ports.grpc(), shutdown) => r.context("gRPC server")?,
-        _ = async {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            } else {
-                std::future::pending::<()>().await;
+    let serving = async {
+        tokio::select! {
+            r = server::serve(Arc::clone(&fleet), args.listen, args.max_content_bytes, args.ports.grpc(), shutdown) => r.context("gRPC server"),
+            _ = async {
+                if stopping_rx.await.is_ok() {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!("connections did not drain within 5 s; stopping anyway");
+                Ok(())
             }
-        } => tracing::warn!("connections did not drain within 5 s; stopping anyway"),
+        }
+    };
+    let mut serving = std::pin::pin!(serving);
+    let mut panicked = None;
+    let served = tokio::select! {
+        r = &mut serving => r,
+        // A panic cancelled `stop`: the server drains as on SIGTERM.
+        what = watch_tasks(&mut tasks, &stop) => {
+            panicked = Some(what);
+            serving.await
+        }
+    };
+    tasks.abort_all();
+    fleet.flush_last_seen();
+    served?;
+    if let Some(what) = panicked {
+        bail!("a hub task panicked ({what}); stopping so that the hub restarts from its store");
     }
     tracing::info!("flotilla hub stopped");
     Ok(())
+}
+
+/// Waits for the first task of `tasks` that panics, logs it, cancels `stop` and returns
+/// its message. Tasks that end normally (a removed source's poller) are let go.
+async fn watch_tasks(tasks: &mut JoinSet<()>, stop: &CancellationToken) -> String {
+    loop {
+        match tasks.join_next().await {
+            Some(Err(e)) if e.is_panic() => {
+                let payload = e.into_panic();
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                tracing::error!(panic = %what, "a hub task panicked; stopping");
+                stop.cancel();
+                return what;
+            }
+            Some(_) => {}
+            None => std::future::pending::<()>().await,
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -778,7 +844,28 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::listen_for;
+    use super::{CancellationToken, JoinSet, listen_for, watch_tasks};
+
+    #[tokio::test]
+    async fn a_panicking_task_stops_the_hub_and_a_task_that_ends_does_not() {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        // A removed source's poller ends normally.
+        tasks.spawn(async {});
+        let (go, gate) = tokio::sync::oneshot::channel::<()>();
+        tasks.spawn(async move {
+            let _ = gate.await;
+            panic!("reconcile bug");
+        });
+        tasks.spawn(std::future::pending());
+        let watching = watch_tasks(&mut tasks, &stop);
+        let _ = go.send(());
+        assert_eq!(watching.await, "reconcile bug");
+        assert!(
+            stop.is_cancelled(),
+            "the server's shutdown waits on this token"
+        );
+    }
 
     #[test]
     fn the_printed_next_command_listens_where_init_advertised() {

@@ -1,12 +1,12 @@
-//! `Fleet`: the hub's in-memory state and the reconcile that turns sources, bundles and
-//! cluster labels into per-cluster assignments.
+//! `Fleet`: the hub's in-memory state, and the driver that runs the pure reconcile
+//! (`crate::reconcile`) over a snapshot of it and carries out what it decides.
 //!
 //! Who writes what:
 //! - `clusters`: registration (insert), Hello (reported labels, last seen), admin (hub
 //!   labels, accepted labels). Which labels count is `label_trust`'s rule.
 //! - `sources`: admin add/set/remove (`replace_source` for an edit); each source's poller
 //!   publishes new revisions into it.
-//! - `assignments`: only `reconcile_cluster`.
+//! - `assignments`: only `reconcile` (from `reconcile::Batch::assignments`).
 //! - `status`: only the cluster's own Sync session.
 //! - `sessions`: the Sync handler, one entry per connected cluster.
 //!
@@ -19,88 +19,21 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use flotilla_model::{ClusterName, ContentDigest, DeploymentId, State, Summary};
 use flotilla_render as render;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
 use crate::charts::{ChartLimits, Charts};
-use crate::depends;
 use crate::metrics::HubMetrics;
-use crate::records::{
-    ClusterRecord, DeployOptions, Desired, SourceSpec, StatusRecord, TokenRecord, status_key,
+use crate::reconcile::{
+    Assignment, Assignments, Batch, BundleEntry, ClusterView, RenderResult, Renders, SourceView,
+    StatusView,
 };
-use crate::rollout;
+use crate::records::{ClusterRecord, Desired, SourceSpec, StatusRecord, TokenRecord, status_key};
+use crate::rollout::{self, RolloutPhase};
 use crate::store::{Op, Snapshot, Store, StoreError, Table};
-use crate::targeting::{self, GroupSpec};
-
-/// What one cluster should run for one bundle, or why it cannot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assignment {
-    /// Shared with every other cluster's assignment from the same source.
-    pub source: Arc<str>,
-    /// The deployment to enforce: the current render, or the last good one.
-    pub desired: Option<Desired>,
-    /// Load or render error of the current revision for this cluster.
-    pub error: Option<String>,
-    /// Why the current revision is held back (dependsOn, rollout); `desired` is then the
-    /// last deployed one, if any.
-    #[serde(default)]
-    pub waiting: Option<String>,
-    /// The deployment the current revision wants, when it is held back.
-    #[serde(default)]
-    pub staged: Option<DeploymentId>,
-}
-
-/// Keyed by bundle name, shared with the source's `BundleEntry::name`: a fleet holds one
-/// of these per cluster, so per-pair copies of the same strings add up.
-pub type Assignments = BTreeMap<Arc<str>, Assignment>;
-
-/// One bundle of a source's published revision.
-pub struct BundleEntry {
-    pub name: Arc<str>,
-    pub path: String,
-    /// The bundle to deploy: this revision's, or the last good one if this one is broken.
-    pub bundle: Option<Arc<render::Bundle>>,
-    /// Errors of this revision (file:line: message), empty when it loaded.
-    pub errors: Vec<String>,
-    pub warnings: Vec<String>,
-    /// The deployment of each distinct customization, computed once (render, digest,
-    /// options, deployment id); the bytes live in `Fleet::contents`.
-    renders: Mutex<HashMap<render::RenderKey, Result<Desired, String>>>,
-}
-
-impl BundleEntry {
-    pub fn new(
-        name: String,
-        path: String,
-        bundle: Option<Arc<render::Bundle>>,
-        errors: Vec<String>,
-        warnings: Vec<String>,
-    ) -> Self {
-        BundleEntry {
-            name: name.into(),
-            path,
-            bundle,
-            errors,
-            warnings,
-            renders: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The deployments this revision has rendered so far (kept by the content GC).
-    pub fn rendered(&self) -> Vec<Desired> {
-        self.renders
-            .lock()
-            .map(|r| {
-                r.values()
-                    .filter_map(|d| d.as_ref().ok().cloned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
+use crate::targeting::GroupSpec;
 
 #[derive(Default)]
 pub struct SourceRuntime {
@@ -142,32 +75,6 @@ pub struct SourceState {
     pub fetch_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// What a cluster runs for a render of `bundle`: the digest plus the options the spoke
-/// needs (the bundle's, with the render's customization over them), and the deployment
-/// id over both.
-fn desired_for(bundle: &render::Bundle, key: &render::RenderKey, digest: ContentDigest) -> Desired {
-    let opts = bundle.options_for(key);
-    Desired {
-        deployment_id: DeploymentId::compute(&digest, &opts.canonical_json()),
-        digest,
-        options: DeployOptions {
-            correct_drift: opts.correct_drift.enabled,
-            keep_resources: opts.keep_resources,
-            force: opts.correct_drift.force,
-            compare_patches_json: if opts.diff.compare_patches.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(&opts.diff.compare_patches).unwrap_or_default()
-            },
-            ignore_conditions_json: if opts.ignore.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(&opts.ignore.conditions).unwrap_or_default()
-            },
-        },
-    }
-}
-
 /// A connected Sync stream.
 pub struct SessionHandle {
     pub id: u64,
@@ -185,10 +92,38 @@ pub struct IssuedClusterCert {
     pub issuer: String,
 }
 
+/// What happened, for `Admin.Watch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    RevisionPublished,
+    StatusChanged,
+    ClusterConnected,
+    ClusterDisconnected,
+    ClusterRecovered,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RevisionPublished => "RevisionPublished",
+            EventKind::StatusChanged => "StatusChanged",
+            EventKind::ClusterConnected => "ClusterConnected",
+            EventKind::ClusterDisconnected => "ClusterDisconnected",
+            EventKind::ClusterRecovered => "ClusterRecovered",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Something a watcher may want to redraw for.
 #[derive(Debug, Clone)]
 pub struct FleetEvent {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub cluster: String,
     pub bundle: String,
     pub source: String,
@@ -198,7 +133,7 @@ pub struct FleetEvent {
 }
 
 impl FleetEvent {
-    pub fn new(kind: &'static str) -> Self {
+    pub fn new(kind: EventKind) -> Self {
         FleetEvent {
             kind,
             cluster: String::new(),
@@ -220,8 +155,20 @@ pub enum Trigger {
 pub enum FleetError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("opening the chart cache {path}")]
+    ChartCache {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialError),
+    #[error(transparent)]
+    Identity(#[from] flotilla_identity::Error),
+    #[error("signing the CSR produced no certificate")]
+    NoCertificate,
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 pub struct Fleet {
@@ -271,13 +218,17 @@ pub struct Fleet {
     /// Written by the Admin API (remove) and a poller that publishes the name again
     /// (persisted in `Table::KeptBundles`).
     pub kept_bundles: DashMap<String, ()>,
-    /// Rollout plans computed in the current reconcile batch; cleared at each batch so
-    /// every cluster in a batch sees the same plan.
-    rollout_plans: Mutex<HashMap<String, Arc<rollout::Plan>>>,
-    /// The previous batch's plans, for a status that arrives after a batch cleared its
-    /// plans and before it planned that bundle again: without them such a status looks
-    /// like "no rollout", triggers nothing, and the rollout waits for another event.
-    previous_rollout_plans: Mutex<HashMap<String, Arc<rollout::Plan>>>,
+    /// Bundles whose rollout the last batch that planned them found in progress: a
+    /// status change of theirs may let the rollout move on. Written by `reconcile`.
+    rolling: DashSet<Arc<str>>,
+    /// Held by each command (`commands.rs`) from its check to its trigger, so commands
+    /// never interleave.
+    pub(crate) order: tokio::sync::Mutex<()>,
+    /// Clusters heard from since `flush_last_seen` last persisted their `last_seen`.
+    last_seen_dirty: Mutex<std::collections::HashSet<ClusterName>>,
+    /// Counts status changes, so a batch can tell one landed while it ran (its plans
+    /// may not have seen it).
+    status_changes: AtomicU64,
     /// When each cluster was handed its current deployment of a bundle, until it reports
     /// Ready: the fan-out latency histogram's start times.
     assigned_at: DashMap<(ClusterName, String), (DeploymentId, std::time::Instant)>,
@@ -313,8 +264,11 @@ impl Fleet {
     ) -> Result<(Arc<Fleet>, mpsc::UnboundedReceiver<Trigger>), FleetError> {
         let (reconcile_tx, rx) = mpsc::unbounded_channel();
         let chart_dir = parts.data_dir.join("charts");
-        let charts = Charts::open(&chart_dir, ChartLimits::default()).map_err(|e| {
-            FleetError::Invalid(format!("the chart cache {}: {e}", chart_dir.display()))
+        let charts = Charts::open(&chart_dir, ChartLimits::default()).map_err(|source| {
+            FleetError::ChartCache {
+                path: chart_dir.clone(),
+                source,
+            }
         })?;
         let history = Arc::new(crate::history::History::restore(
             parts.store.clone(),
@@ -322,9 +276,11 @@ impl Fleet {
             snapshot,
             crate::records::now_unix(),
         )?);
-        let audit =
-            crate::audit::Audit::restore(parts.store.clone(), parts.audit_log.as_deref(), snapshot)
-                .map_err(|e| FleetError::Invalid(e.to_string()))?;
+        let audit = crate::audit::Audit::restore(
+            parts.store.clone(),
+            parts.audit_log.as_deref(),
+            snapshot,
+        )?;
         let fleet = Fleet {
             charts: Arc::new(charts),
             store: parts.store,
@@ -352,8 +308,10 @@ impl Fleet {
             events: tokio::sync::broadcast::channel(1024).0,
             paused_rollouts: DashMap::new(),
             kept_bundles: DashMap::new(),
-            rollout_plans: Mutex::new(HashMap::new()),
-            previous_rollout_plans: Mutex::new(HashMap::new()),
+            rolling: DashSet::new(),
+            status_changes: AtomicU64::new(0),
+            last_seen_dirty: Mutex::default(),
+            order: tokio::sync::Mutex::new(()),
             assigned_at: DashMap::new(),
             session_ids: AtomicU64::new(1),
             reconcile_tx,
@@ -387,10 +345,34 @@ impl Fleet {
                 fleet.status.insert((c, b.to_string()), st);
             }
         }
-        for (key, a) in snapshot.records::<Assignments>(Table::Desired)? {
-            if let Ok(c) = ClusterName::new(&key) {
-                fleet.assignments.insert(c, Arc::new(a));
+        // One copy of each name and deployment, as the reconcile shares them.
+        let mut names: std::collections::HashSet<Arc<str>> = Default::default();
+        let mut deployments: HashMap<DeploymentId, Arc<Desired>> = HashMap::new();
+        let mut intern = |s: &Arc<str>| match names.get(s) {
+            Some(known) => known.clone(),
+            None => {
+                names.insert(s.clone());
+                s.clone()
             }
+        };
+        for (key, a) in snapshot.records::<Assignments>(Table::Desired)? {
+            let Ok(c) = ClusterName::new(&key) else {
+                continue;
+            };
+            let a: Assignments = a
+                .into_iter()
+                .map(|(bundle, mut a)| {
+                    a.source = intern(&a.source);
+                    a.desired = a.desired.map(|d| {
+                        deployments
+                            .entry(d.deployment_id.clone())
+                            .or_insert(d)
+                            .clone()
+                    });
+                    (intern(&bundle), a)
+                })
+                .collect();
+            fleet.assignments.insert(c, Arc::new(a));
         }
         for (digest, bytes) in snapshot.raw(Table::Content) {
             if let Some(d) = ContentDigest::parse(digest) {
@@ -451,8 +433,7 @@ impl Fleet {
     ) -> Result<Arc<SourceState>, FleetError> {
         let credentials = crate::credentials::Credentials::of(&self.data_dir, &spec.name);
         let webhook_secret = credentials
-            .read(crate::credentials::Kind::WebhookSecret)
-            .map_err(|e| FleetError::Invalid(e.to_string()))?
+            .read(crate::credentials::Kind::WebhookSecret)?
             .map(|s| String::from_utf8_lossy(&s).trim().to_string())
             .filter(|s| !s.is_empty());
         let mut runtime = SourceRuntime::default();
@@ -490,22 +471,16 @@ impl Fleet {
         name: &ClusterName,
         csr_pem: &str,
     ) -> Result<IssuedClusterCert, FleetError> {
-        let invalid = |e: flotilla_identity::Error| FleetError::Invalid(e.to_string());
         let pki = self.pki();
-        let chain = pki
-            .signing
-            .sign_csr(
-                csr_pem,
-                &flotilla_identity::Identity::Cluster(name.clone()),
-                self.cert_lifetime,
-            )
-            .map_err(invalid)?;
-        let ders = flotilla_identity::pem_to_ders(&chain).map_err(invalid)?;
-        let leaf = ders
-            .first()
-            .ok_or_else(|| FleetError::Invalid("signing produced no certificate".into()))?;
-        let serial = flotilla_identity::Identity::serial_hex(leaf).map_err(invalid)?;
-        let (_, expires) = flotilla_identity::Identity::validity(leaf).map_err(invalid)?;
+        let chain = pki.signing.sign_csr(
+            csr_pem,
+            &flotilla_identity::Identity::Cluster(name.clone()),
+            self.cert_lifetime,
+        )?;
+        let ders = flotilla_identity::pem_to_ders(&chain)?;
+        let leaf = ders.first().ok_or(FleetError::NoCertificate)?;
+        let serial = flotilla_identity::Identity::serial_hex(leaf)?;
+        let (_, expires) = flotilla_identity::Identity::validity(leaf)?;
         Ok(IssuedClusterCert {
             chain,
             serial,
@@ -542,7 +517,7 @@ impl Fleet {
         }
     }
 
-    pub fn emit_cluster(&self, kind: &'static str, c: &ClusterName, message: &str) {
+    pub fn emit_cluster(&self, kind: EventKind, c: &ClusterName, message: &str) {
         let _ = self.events.send(FleetEvent {
             cluster: c.to_string(),
             message: message.to_string(),
@@ -557,6 +532,34 @@ impl Fleet {
                 *r = Some(reason.to_string());
             }
             s.close.notify_one();
+        }
+    }
+
+    /// Notes that `c`'s spoke was heard from now. Persisted by `flush_last_seen`, so a
+    /// heartbeat costs no store write of its own.
+    pub fn seen(&self, c: &ClusterName) {
+        if let Some(mut rec) = self.clusters.get_mut(c) {
+            rec.last_seen = crate::records::now_unix();
+            if let Ok(mut dirty) = self.last_seen_dirty.lock() {
+                dirty.insert(c.clone());
+            }
+        }
+    }
+
+    /// Persists the `last_seen` of every cluster heard from since the last call, in one
+    /// store write.
+    pub fn flush_last_seen(&self) {
+        let dirty = match self.last_seen_dirty.lock() {
+            Ok(mut d) => std::mem::take(&mut *d),
+            Err(_) => return,
+        };
+        for c in dirty {
+            // Queued while the record is held, so a deletion's write comes after this
+            // one and a deleted cluster is never written back.
+            if let Some(rec) = self.clusters.get(&c) {
+                self.store
+                    .submit(vec![Op::put_json(Table::Clusters, c.as_str(), &*rec)]);
+            }
         }
     }
 
@@ -575,9 +578,91 @@ impl Fleet {
             .unwrap_or_default()
     }
 
-    /// Recomputes one cluster's assignments; persists and notifies its session on change.
-    pub fn reconcile_cluster(&self, name: &ClusterName) {
-        let Some(record) = self.clusters.get(name).map(|r| r.clone()) else {
+    /// The fleet as the reconcile sees it, copied out now.
+    pub fn snapshot(&self) -> crate::reconcile::Snapshot<'_> {
+        crate::reconcile::Snapshot {
+            sources: self
+                .sources
+                .iter()
+                .map(|s| SourceView {
+                    name: s.name.clone(),
+                    targets: s.spec.targets.clone(),
+                    bundles: s.runtime.read().ok().and_then(|rt| rt.bundles.clone()),
+                })
+                .collect(),
+            clusters: self.clusters.iter().map(|c| ClusterView::of(&c)).collect(),
+            groups: self.group_list(),
+            previous: self
+                .assignments
+                .iter()
+                .map(|a| (a.key().clone(), a.value().clone()))
+                .collect(),
+            paused: self
+                .paused_rollouts
+                .iter()
+                .map(|p| p.key().clone())
+                .collect(),
+            status: &self.status,
+            renders: self,
+        }
+    }
+
+    /// One reconcile batch: recomputes the assignments of `targets` (every cluster when
+    /// `None`) over one snapshot, on every core; persists and wakes the session of each
+    /// cluster whose assignments changed, and notes which rollouts are in progress.
+    /// A panic in the reconcile is not caught here.
+    pub fn reconcile(&self, targets: Option<Vec<ClusterName>>) {
+        let status_changes = self.status_changes.load(Ordering::Acquire);
+        let batch = Batch::new(self.snapshot());
+        let all = targets.is_none();
+        let targets: Vec<ClusterName> = match targets {
+            Some(t) => t,
+            // Clusters deleted since the last batch lose their assignments too.
+            None => {
+                let mut t: std::collections::BTreeSet<ClusterName> =
+                    batch.cluster_names().cloned().collect();
+                t.extend(self.assignments.iter().map(|a| a.key().clone()));
+                t.into_iter().collect()
+            }
+        };
+        // Clusters are independent, and the batch is shared read-only.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = targets.len().div_ceil(workers).max(1);
+        std::thread::scope(|scope| {
+            for part in targets.chunks(chunk) {
+                let batch = &batch;
+                scope.spawn(move || {
+                    for c in part {
+                        self.apply(c, batch.assignments(c));
+                    }
+                });
+            }
+        });
+        let rollouts = batch.rollouts();
+        if all {
+            // Every cluster was decided: a bundle not planned has nothing left to roll.
+            self.rolling.clear();
+        }
+        let mut in_progress = false;
+        for (bundle, phase) in rollouts {
+            if phase == RolloutPhase::Done {
+                self.rolling.remove(&bundle);
+            } else {
+                in_progress = true;
+                self.rolling.insert(bundle);
+            }
+        }
+        // A status that landed while this batch ran may not have been seen by its plans,
+        // and may have found its bundle not marked as rolling yet.
+        if in_progress && self.status_changes.load(Ordering::Acquire) != status_changes {
+            self.trigger(Trigger::All);
+        }
+    }
+
+    /// Carries out the reconcile's decision for one cluster: persists its assignments
+    /// and wakes its session when they changed.
+    fn apply(&self, name: &ClusterName, new: Option<Assignments>) {
+        let Some(new) = new else {
             if self.assignments.remove(name).is_some() {
                 self.store
                     .submit(vec![Op::delete(Table::Desired, name.as_str())]);
@@ -585,7 +670,6 @@ impl Fleet {
             return;
         };
         let old = self.assignments_of(name);
-        let new = self.compute_assignments(&record, &old);
         if *old != new {
             let now = std::time::Instant::now();
             for (bundle, a) in &new {
@@ -625,21 +709,7 @@ impl Fleet {
         cluster: &ClusterRecord,
         groups: &[&GroupSpec],
     ) -> render::ClusterInfo {
-        render::ClusterInfo {
-            name: cluster.name.to_string(),
-            labels: cluster.labels(),
-            groups: groups
-                .iter()
-                .map(|g| render::GroupInfo {
-                    name: g.name.clone(),
-                    labels: g.labels.clone(),
-                })
-                .collect(),
-            capabilities: cluster.capabilities.as_ref().map(|c| render::Capabilities {
-                kube_version: c.kube_version.clone(),
-                api_versions: c.api_versions.clone(),
-            }),
-        }
+        ClusterView::of(cluster).info(groups)
     }
 
     /// The fleet.yaml warnings of `bundle`'s current revision in `source`.
@@ -665,117 +735,6 @@ impl Fleet {
         sources
     }
 
-    fn compute_assignments(&self, cluster: &ClusterRecord, old: &Assignments) -> Assignments {
-        let labels = cluster.labels();
-        let all_groups = self.group_list();
-        let groups = targeting::groups_of(&labels, &all_groups);
-        let info = self.cluster_info(cluster, &groups);
-        let facts = targeting::ClusterFacts {
-            name: cluster.name.as_str(),
-            labels: &labels,
-            groups: &groups,
-        };
-        let mut out = Assignments::new();
-        let mut live: BTreeMap<Arc<str>, Arc<render::Bundle>> = BTreeMap::new();
-        for src in self.sorted_sources() {
-            let Ok(rt) = src.runtime.read() else { continue };
-            let Some(bundles) = &rt.bundles else {
-                // Not loaded since start: keep what was assigned from it (its bundles'
-                // overrideTargets are not known yet, so neither is where they go).
-                out.extend(
-                    old.iter()
-                        .filter(|(_, a)| *a.source == *src.spec.name)
-                        .map(|(k, a)| (k.clone(), a.clone())),
-                );
-                continue;
-            };
-            for entry in bundles {
-                // overrideTargets replace the source's targets for this bundle.
-                let targeted =
-                    targeting::match_bundle(&src.spec.targets, entry.bundle.as_deref(), &facts);
-                if !targeted.is_yes() {
-                    continue;
-                }
-                let last_good = old.get(&entry.name).and_then(|a| a.desired.clone());
-                let mut assignment = Assignment {
-                    source: src.name.clone(),
-                    desired: last_good,
-                    error: (!entry.errors.is_empty()).then(|| entry.errors.join("\n")),
-                    waiting: None,
-                    staged: None,
-                };
-                let Some(bundle) = &entry.bundle else {
-                    out.insert(entry.name.clone(), assignment);
-                    continue;
-                };
-                let render::Selection::Deploy(key) = bundle.select(&info) else {
-                    continue;
-                };
-                live.insert(entry.name.clone(), bundle.clone());
-                match self.render_cached(entry, bundle, key, &info) {
-                    Ok(desired) => assignment.desired = Some(desired),
-                    Err(e) => {
-                        assignment.error = Some(match assignment.error {
-                            Some(prev) => format!("{prev}\n{e}"),
-                            None => e,
-                        });
-                    }
-                }
-                out.insert(entry.name.clone(), assignment);
-            }
-        }
-        self.apply_depends_on(&cluster.name, &mut out, &live, old);
-        self.apply_rollouts(&cluster.name, &mut out, &live, old);
-        out
-    }
-
-    fn is_paused(&self, bundle_name: &str, bundle: &render::Bundle) -> bool {
-        bundle.options().paused || self.paused_rollouts.contains_key(bundle_name)
-    }
-
-    /// Holds clusters back from a new deployment until the bundle's rollout lets them
-    /// have it; they keep running their live deployment meanwhile.
-    fn apply_rollouts(
-        &self,
-        cluster: &ClusterName,
-        out: &mut Assignments,
-        live: &BTreeMap<Arc<str>, Arc<render::Bundle>>,
-        old: &Assignments,
-    ) {
-        for (name, bundle) in live {
-            if bundle.options().rollout_strategy.is_none() && !self.is_paused(name, bundle) {
-                continue;
-            }
-            let Some(a) = out.get_mut(name) else { continue };
-            let (Some(staged), live_id) = (
-                a.desired.as_ref(),
-                old.get(name).and_then(|o| o.desired.as_ref()),
-            ) else {
-                continue;
-            };
-            if live_id.is_some_and(|l| l.deployment_id == staged.deployment_id) {
-                continue;
-            }
-            let plan = self.rollout_plan(name);
-            if let Some(why) = plan.held.get(cluster.as_str()) {
-                a.staged = Some(staged.deployment_id.clone());
-                a.desired = old.get(name).and_then(|o| o.desired.clone());
-                a.waiting.get_or_insert_with(|| why.clone());
-            }
-        }
-    }
-
-    /// Forgets the plans of the previous reconcile batch.
-    pub fn start_reconcile_batch(&self) {
-        let previous = match self.rollout_plans.lock() {
-            Ok(mut p) => std::mem::take(&mut *p),
-            Err(_) => return,
-        };
-        if let Ok(mut p) = self.previous_rollout_plans.lock() {
-            *p = previous;
-        }
-    }
-
     /// Drops rendered content that neither a current revision nor any cluster's
     /// assignment (deployed, last good, or held back by a rollout) refers to, from memory
     /// and the store, so each commit does not add to the hub's memory for good. A digest
@@ -790,8 +749,8 @@ impl Fleet {
             };
             for e in entries {
                 for d in e.rendered() {
-                    live_digests.insert(d.digest);
-                    live_deployments.insert(d.deployment_id);
+                    live_digests.insert(d.digest.clone());
+                    live_deployments.insert(d.deployment_id.clone());
                 }
             }
         }
@@ -831,218 +790,9 @@ impl Fleet {
         dropped
     }
 
-    /// The bundle's rollout plan for this batch (computed on first use).
-    fn rollout_plan(&self, bundle: &str) -> Arc<rollout::Plan> {
-        if let Some(p) = self
-            .rollout_plans
-            .lock()
-            .ok()
-            .and_then(|p| p.get(bundle).cloned())
-        {
-            return p;
-        }
-        let plan = Arc::new(self.plan_rollout(bundle).unwrap_or_default());
-        if let Ok(mut p) = self.rollout_plans.lock() {
-            p.insert(bundle.to_string(), plan.clone());
-        }
-        plan
-    }
-
-    /// Computes a bundle's rollout from scratch: every cluster its source targets, with
-    /// the deployment it runs and the one the current revision wants for it.
-    pub fn plan_rollout(&self, bundle_name: &str) -> Option<rollout::Plan> {
-        let (src, entry) = self.sorted_sources().into_iter().find_map(|s| {
-            let e = s
-                .runtime
-                .read()
-                .ok()?
-                .bundles
-                .as_ref()?
-                .iter()
-                .find(|e| *e.name == *bundle_name)
-                .cloned()?;
-            Some((s, e))
-        })?;
-        let bundle = entry.bundle.clone()?;
-        let all_groups = self.group_list();
-        struct Row {
-            name: String,
-            labels: flotilla_model::Labels,
-            groups: Vec<(String, flotilla_model::Labels)>,
-            live: Option<String>,
-            staged: String,
-            state: Option<State>,
-            message: String,
-        }
-        let mut rows = Vec::new();
-        let records: Vec<ClusterRecord> = self.clusters.iter().map(|c| c.value().clone()).collect();
-        for rec in records {
-            let labels = rec.labels();
-            let groups = targeting::groups_of(&labels, &all_groups);
-            let facts = targeting::ClusterFacts {
-                name: rec.name.as_str(),
-                labels: &labels,
-                groups: &groups,
-            };
-            if !targeting::match_bundle(&src.spec.targets, Some(&bundle), &facts).is_yes() {
-                continue;
-            }
-            let info = self.cluster_info(&rec, &groups);
-            let render::Selection::Deploy(key) = bundle.select(&info) else {
-                continue;
-            };
-            let Ok(staged) = self
-                .render_cached(&entry, &bundle, key, &info)
-                .map(|d| d.deployment_id)
-            else {
-                continue;
-            };
-            let live = self
-                .assignments_of(&rec.name)
-                .get(bundle_name)
-                .and_then(|a| a.desired.as_ref())
-                .map(|d| d.deployment_id.to_string());
-            let status = self
-                .status
-                .get(&(rec.name.clone(), bundle_name.to_string()));
-            let (state, message) = match (&status, &live) {
-                (Some(s), Some(l)) if s.deployment_id == *l => (Some(s.state), s.message.clone()),
-                _ => (None, String::new()),
-            };
-            rows.push(Row {
-                name: rec.name.to_string(),
-                groups: groups
-                    .iter()
-                    .map(|g| (g.name.clone(), g.labels.clone()))
-                    .collect(),
-                labels,
-                live,
-                staged: staged.to_string(),
-                state,
-                message,
-            });
-        }
-        let states: Vec<rollout::ClusterState<'_>> = rows
-            .iter()
-            .map(|r| rollout::ClusterState {
-                name: &r.name,
-                labels: &r.labels,
-                groups: &r.groups,
-                live: r.live.as_deref(),
-                staged: &r.staged,
-                state: r.state,
-                message: &r.message,
-            })
-            .collect();
-        // Without a strategy every cluster is one partition (nothing is gated; this only
-        // reports progress).
-        let strategy = bundle
-            .options()
-            .rollout_strategy
-            .clone()
-            .unwrap_or_else(|| render::RolloutStrategy {
-                auto_partition_size: Some(render::IntOrString::String("100%".into())),
-                ..Default::default()
-            });
-        Some(rollout::plan(
-            &strategy,
-            self.is_paused(bundle_name, &bundle),
-            &states,
-        ))
-    }
-
-    /// Holds back bundles whose dependencies are not Ready on this cluster: they keep
-    /// their last deployed revision (or none) and show why.
-    fn apply_depends_on(
-        &self,
-        cluster: &ClusterName,
-        out: &mut Assignments,
-        live: &BTreeMap<Arc<str>, Arc<render::Bundle>>,
-        old: &Assignments,
-    ) {
-        if live.values().all(|b| b.options().depends_on.is_empty()) {
-            return;
-        }
-        let nodes: Vec<depends::Node<'_>> = live
-            .iter()
-            .map(|(n, b)| depends::Node {
-                name: n,
-                labels: &b.options().labels,
-                depends_on: &b.options().depends_on,
-            })
-            .collect();
-        let state = |dep: &str| {
-            let d = out.get(dep).and_then(|a| a.desired.as_ref())?;
-            self.status
-                .get(&(cluster.clone(), dep.to_string()))
-                .filter(|s| s.deployment_id == d.deployment_id.as_str())
-                .map(|s| s.state)
-        };
-        let all_names: std::collections::HashSet<Arc<str>> = self
-            .sorted_sources()
-            .iter()
-            .filter_map(|s| {
-                s.runtime.read().ok().map(|rt| {
-                    rt.bundles
-                        .iter()
-                        .flatten()
-                        .map(|e| e.name.clone())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .flatten()
-            .collect();
-        let holds = depends::holds(&nodes, state, |n| all_names.contains(n));
-        for (name, hold) in holds {
-            let Some(a) = out.get_mut(name.as_str()) else {
-                continue;
-            };
-            a.staged = a.desired.as_ref().map(|d| d.deployment_id.clone());
-            a.desired = old.get(name.as_str()).and_then(|o| o.desired.clone());
-            match hold {
-                depends::Hold::Waiting(why) => a.waiting = Some(why),
-                depends::Hold::Cycle(why) => a.error = Some(why),
-            }
-        }
-    }
-
-    fn render_cached(
-        &self,
-        entry: &BundleEntry,
-        bundle: &render::Bundle,
-        key: render::RenderKey,
-        info: &render::ClusterInfo,
-    ) -> Result<Desired, String> {
-        let Ok(mut cache) = entry.renders.lock() else {
-            return Err("internal: render cache poisoned".into());
-        };
-        if let Some(hit) = cache.get(&key) {
-            return hit.clone();
-        }
-        self.metrics.renders.inc();
-        let result = match bundle.render(info) {
-            Ok(rendered) => {
-                let options_key = key.clone();
-                let digest = rendered.digest.clone();
-                self.contents.entry(digest.clone()).or_insert_with(|| {
-                    let bytes = Bytes::from(rendered.manifest.into_bytes());
-                    self.store.submit(vec![Op::Put {
-                        table: Table::Content,
-                        key: digest.to_string(),
-                        value: bytes.to_vec(),
-                    }]);
-                    bytes
-                });
-                Ok(desired_for(bundle, &options_key, digest))
-            }
-            Err(diags) => Err(diags
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")),
-        };
-        cache.insert(key, result.clone());
-        result
+    /// A bundle's rollout as it stands now (for the Admin API).
+    pub fn plan_rollout(&self, bundle: &str) -> Option<Arc<rollout::Plan>> {
+        Batch::new(self.snapshot()).plan(bundle)
     }
 
     /// Records a status reported by a cluster's own session.
@@ -1065,16 +815,6 @@ impl Fleet {
                     .observe(since.elapsed().as_secs_f64());
             }
         }
-        // A rollout in progress may advance when a cluster's state changes.
-        let in_progress = |plans: &Mutex<HashMap<String, Arc<rollout::Plan>>>| {
-            plans
-                .lock()
-                .ok()
-                .and_then(|p| p.get(bundle).map(|plan| plan.report.phase != "Done"))
-        };
-        let rolling = in_progress(&self.rollout_plans)
-            .or_else(|| in_progress(&self.previous_rollout_plans))
-            .unwrap_or(false);
         let changed = self
             .status
             .insert((cluster.clone(), bundle.to_string()), st.clone())
@@ -1085,10 +825,12 @@ impl Fleet {
                 bundle: bundle.to_string(),
                 state: st.state.to_string(),
                 message: st.message.clone(),
-                ..FleetEvent::new("StatusChanged")
+                ..FleetEvent::new(EventKind::StatusChanged)
             });
+            self.status_changes.fetch_add(1, Ordering::AcqRel);
         }
-        if changed && rolling {
+        // A rollout in progress may advance when a cluster's state changes.
+        if changed && self.rolling.contains(bundle) {
             self.trigger(Trigger::All);
         }
         // A bundle held by dependsOn may now go ahead.
@@ -1199,6 +941,81 @@ impl Fleet {
     }
 }
 
+impl BundleEntry {
+    /// The deployments this revision has rendered so far (kept by the content GC).
+    pub fn rendered(&self) -> Vec<Arc<Desired>> {
+        self.renders
+            .lock()
+            .map(|r| {
+                r.values()
+                    .filter_map(|d| d.as_ref().ok().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Renders once per distinct customization of a revision (cached on its `BundleEntry`)
+/// and stores each content once, by digest.
+impl Renders for Fleet {
+    fn render(
+        &self,
+        entry: &BundleEntry,
+        bundle: &render::Bundle,
+        key: render::RenderKey,
+        info: &render::ClusterInfo,
+    ) -> RenderResult {
+        let Ok(mut cache) = entry.renders.lock() else {
+            return Err("internal: render cache poisoned".into());
+        };
+        if let Some(hit) = cache.get(&key) {
+            return hit.clone();
+        }
+        self.metrics.renders.inc();
+        let result = match bundle.render(info) {
+            Ok(rendered) => {
+                let options_key = key.clone();
+                let digest = rendered.digest.clone();
+                self.contents.entry(digest.clone()).or_insert_with(|| {
+                    let bytes = Bytes::from(rendered.manifest.into_bytes());
+                    self.store.submit(vec![Op::Put {
+                        table: Table::Content,
+                        key: digest.to_string(),
+                        value: bytes.to_vec(),
+                    }]);
+                    bytes
+                });
+                Ok(Arc::new(crate::reconcile::desired_for(
+                    bundle,
+                    &options_key,
+                    digest,
+                )))
+            }
+            Err(diags) => Err(diags
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")),
+        };
+        cache.insert(key, result.clone());
+        result
+    }
+}
+
+/// The reconcile reads the live reports (see `reconcile`'s module doc).
+impl StatusView for DashMap<(ClusterName, String), StatusRecord> {
+    fn reported(
+        &self,
+        cluster: &ClusterName,
+        bundle: &str,
+        deployment: &DeploymentId,
+    ) -> Option<(State, String)> {
+        self.get(&(cluster.clone(), bundle.to_string()))
+            .filter(|s| s.deployment_id == deployment.as_str())
+            .map(|s| (s.state, s.message.clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1214,23 +1031,11 @@ mod tests {
     }
 
     #[test]
-    fn a_status_between_a_batch_clearing_its_plans_and_planning_again_advances_the_rollout() {
+    fn a_status_of_a_bundle_rolling_out_triggers_a_reconcile_until_a_batch_finds_it_done() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (fleet, mut triggers) = Fleet::for_tests(dir.path());
-        let plan = rollout::Plan {
-            report: rollout::RolloutReport {
-                phase: "InProgress".into(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        fleet
-            .rollout_plans
-            .lock()
-            .expect("plans")
-            .insert("web".into(), Arc::new(plan));
-        // A new batch begins: its plans are computed as its clusters are reconciled.
-        fleet.start_reconcile_batch();
+        // The last batch that planned `web` found its rollout in progress.
+        fleet.rolling.insert("web".into());
         let canary = ClusterName::new("canary").expect("name");
         fleet.record_status(&canary, "web", ready("d-2"));
         assert!(
@@ -1238,9 +1043,8 @@ mod tests {
             "the canary's Ready must let the rollout move on"
         );
 
-        // A bundle without a rollout in progress triggers nothing.
-        fleet.start_reconcile_batch();
-        fleet.start_reconcile_batch();
+        // A batch over every cluster plans nothing for `web`: nothing is left to roll.
+        fleet.reconcile(None);
         fleet.record_status(&canary, "web", ready("d-3"));
         assert!(triggers.try_recv().is_err());
     }

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod charts;
 pub mod cli;
+mod commands;
 mod credentials;
 mod depends;
 mod fleet;
@@ -22,6 +23,7 @@ mod label_trust;
 mod layout;
 mod metrics;
 mod pki;
+mod reconcile;
 pub mod records;
 mod renewals;
 mod rollout;

@@ -43,10 +43,39 @@ pub struct PartitionReport {
     pub max_unavailable: usize,
 }
 
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum RolloutPhase {
+    /// Every targeted cluster runs the staged deployment and is Ready.
+    #[default]
+    Done,
+    InProgress,
+    /// A cluster failed on the new deployment; nothing else moves.
+    Halted,
+    /// An admin or the bundle's `paused` holds it.
+    Paused,
+}
+
+impl RolloutPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutPhase::Done => "Done",
+            RolloutPhase::InProgress => "InProgress",
+            RolloutPhase::Halted => "Halted",
+            RolloutPhase::Paused => "Paused",
+        }
+    }
+}
+
+impl std::fmt::Display for RolloutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RolloutReport {
-    /// Done, InProgress, Halted or Paused.
-    pub phase: String,
+    pub phase: RolloutPhase,
     pub message: String,
     pub partitions: Vec<PartitionReport>,
 }
@@ -255,10 +284,10 @@ pub fn plan(strategy: &RolloutStrategy, paused: bool, clusters: &[ClusterState<'
     }
     let all_done = out.report.partitions.iter().all(|p| p.done == p.clusters);
     (out.report.phase, out.report.message) = match (&halted, paused, all_done) {
-        (_, _, true) => ("Done".into(), String::new()),
-        (Some(why), _, _) => ("Halted".into(), why.clone()),
-        (None, true, _) => ("Paused".into(), "rollout paused".into()),
-        (None, false, false) => ("InProgress".into(), stop.unwrap_or_default()),
+        (_, _, true) => (RolloutPhase::Done, String::new()),
+        (Some(why), _, _) => (RolloutPhase::Halted, why.clone()),
+        (None, true, _) => (RolloutPhase::Paused, "rollout paused".into()),
+        (None, false, false) => (RolloutPhase::InProgress, stop.unwrap_or_default()),
     };
     out
 }
@@ -311,7 +340,7 @@ mod tests {
         let p = plan(&s, false, &start);
         assert_eq!(p.allowed, ["c1".to_string()].into());
         assert!(p.held["p1"].contains("partition canary"), "{:?}", p.held);
-        assert_eq!(p.report.phase, "InProgress");
+        assert_eq!(p.report.phase, RolloutPhase::InProgress);
 
         let canary_done = [
             cluster("c1", &canary, Some("new"), Some(State::Ready)),
@@ -325,7 +354,7 @@ mod tests {
             cluster("p1", &prod, Some("new"), Some(State::Ready)),
             cluster("p2", &prod, Some("new"), Some(State::Ready)),
         ];
-        assert_eq!(plan(&s, false, &all_done).report.phase, "Done");
+        assert_eq!(plan(&s, false, &all_done).report.phase, RolloutPhase::Done);
     }
 
     #[test]
@@ -338,14 +367,14 @@ mod tests {
             cluster("p1", &prod, Some("old"), Some(State::Ready)),
         ];
         let p = plan(&s, false, &failed);
-        assert_eq!(p.report.phase, "Halted");
+        assert_eq!(p.report.phase, RolloutPhase::Halted);
         assert!(p.held["p1"].contains("halted"), "{:?}", p.held);
         let p = plan(
             &s,
             true,
             &[cluster("p1", &prod, Some("old"), Some(State::Ready))],
         );
-        assert_eq!(p.report.phase, "Paused");
+        assert_eq!(p.report.phase, RolloutPhase::Paused);
         assert!(p.allowed.is_empty());
     }
 

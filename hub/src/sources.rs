@@ -22,8 +22,9 @@ use tokio::sync::mpsc;
 
 use crate::charts;
 use crate::credentials::{Credentials, Kind};
-use crate::fleet::{BundleEntry, Fleet, SourceState, Trigger};
+use crate::fleet::{EventKind, Fleet, FleetEvent, SourceState, Trigger};
 use crate::git;
+use crate::reconcile::BundleEntry;
 use crate::records::{SourceSpec, now_unix};
 
 fn source_dir(fleet: &Fleet, name: &str) -> PathBuf {
@@ -240,10 +241,10 @@ async fn poll_once(fleet: &Arc<Fleet>, source: &Arc<SourceState>) {
                         .collect(),
                 );
             }
-            let _ = fleet.events.send(crate::fleet::FleetEvent {
+            let _ = fleet.events.send(FleetEvent {
                 source: source.spec.name.clone(),
                 message: format!("commit {}", loaded.commit),
-                ..crate::fleet::FleetEvent::new("RevisionPublished")
+                ..FleetEvent::new(EventKind::RevisionPublished)
             });
             rt.commit = Some(loaded.commit);
             rt.signed_by = loaded.signed_by;
@@ -430,34 +431,24 @@ pub async fn run_reconciler(fleet: Arc<Fleet>, mut rx: mpsc::UnboundedReceiver<T
         while let Ok(t) = rx.try_recv() {
             take(t);
         }
-        let targets: Vec<ClusterName> = if all {
-            fleet.clusters.iter().map(|c| c.key().clone()).collect()
-        } else {
-            some.into_iter().collect()
-        };
-        // Reconcile on every core: clusters are independent, and the shared caches
-        // (renders, rollout plans) are behind their own locks.
-        fleet.start_reconcile_batch();
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = targets.len().div_ceil(workers).max(1);
-        let jobs: Vec<_> = targets
-            .chunks(chunk)
-            .map(|part| {
-                let (f, part) = (fleet.clone(), part.to_vec());
-                tokio::task::spawn_blocking(move || {
-                    for c in &part {
-                        f.reconcile_cluster(c);
-                    }
-                })
-            })
-            .collect();
-        for j in jobs {
-            let _ = j.await;
-        }
-        if all {
-            // A new revision (or targeting change) may have orphaned old renders.
-            let f = fleet.clone();
-            let _ = tokio::task::spawn_blocking(move || f.collect_content_garbage()).await;
+        let targets: Option<Vec<ClusterName>> = (!all).then(|| some.into_iter().collect());
+        // Rendering is CPU work: off the runtime. A panic in the reconcile is a bug that
+        // must not be swallowed: it ends this task with the panic.
+        let f = fleet.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            f.reconcile(targets);
+            if all {
+                // A new revision (or targeting change) may have orphaned old renders.
+                f.collect_content_garbage();
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+            // Cancelled: the runtime is shutting down.
+            return;
         }
     }
 }

@@ -27,7 +27,8 @@ use dashmap::DashMap;
 use flotilla_model::{ClusterName, State};
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::{Assignment, SourceState};
+use crate::fleet::SourceState;
+use crate::reconcile::Assignment;
 use crate::records::StatusRecord;
 use crate::store::{Op, Snapshot, Store, StoreError, Table};
 

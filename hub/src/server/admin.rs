@@ -11,10 +11,11 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::charts;
+use crate::commands::CommandError;
 use crate::credentials::{Credentials, Kind};
 use crate::fleet::{Fleet, Trigger};
 use crate::label_trust;
-use crate::records::{HelmAuthSpec, SourceSpec, now_unix, rfc3339, status_key};
+use crate::records::{HelmAuthSpec, SourceSpec, now_unix, rfc3339};
 use crate::server::peer;
 use crate::sources;
 use crate::store::{Op, Table};
@@ -165,8 +166,8 @@ impl AdminService {
         let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
         Ok(pb::Rollout {
             bundle: bundle.to_string(),
-            phase: plan.report.phase,
-            message: plan.report.message,
+            phase: plan.report.phase.to_string(),
+            message: plan.report.message.clone(),
             partitions: plan
                 .report
                 .partitions
@@ -406,33 +407,9 @@ impl Admin for AdminService {
         let req = request.into_inner();
         let name =
             ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        for (k, v) in &req.set {
-            labels::validate_key(k)
-                .and_then(|_| labels::validate_value(v))
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        for k in &req.remove {
-            labels::validate_key(k).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            if req.set.contains_key(k) {
-                return Err(Status::invalid_argument(format!(
-                    "label {k} is both set and removed"
-                )));
-            }
-        }
-        let rec = {
-            let mut rec = self
-                .fleet
-                .clusters
-                .get_mut(&name)
-                .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))?;
-            label_trust::relabel(&mut rec, &req.set, &req.remove);
-            rec.clone()
-        };
         self.fleet
-            .store
-            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
+            .label_cluster(&name, &req.set, &req.remove)
             .await?;
-        self.fleet.trigger(Trigger::Cluster(name.clone()));
         self.found_cluster(&name).map(Response::new)
     }
 
@@ -1020,28 +997,12 @@ impl Admin for AdminService {
     async fn add_group(&self, request: Request<pb::Group>) -> Result<Response<pb::Group>, Status> {
         peer::require_operator(&request, Role::Admin)?;
         let g = request.into_inner();
-        if !flotilla_model::names::is_dns_label(&g.name) {
-            return Err(Status::invalid_argument(format!(
-                "group name {:?} must be a DNS label",
-                g.name
-            )));
-        }
-        for (k, v) in &g.labels {
-            labels::validate_key(k)
-                .and_then(|_| labels::validate_value(v))
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
         let spec = GroupSpec {
             name: g.name.clone(),
             selector: parse_selector("selector", &g.selector)?.unwrap_or_default(),
             labels: g.labels.clone(),
         };
-        self.fleet
-            .store
-            .commit(vec![Op::put_json(Table::Groups, spec.name.clone(), &spec)])
-            .await?;
-        self.fleet.groups.insert(spec.name.clone(), spec.clone());
-        self.fleet.trigger(Trigger::All);
+        self.fleet.add_group(spec.clone()).await?;
         Ok(Response::new(group_to_pb(&spec, 0, &Summary::default())))
     }
 
@@ -1051,14 +1012,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RemoveGroupResponse>, Status> {
         peer::require_operator(&request, Role::Admin)?;
         let name = request.into_inner().name;
-        if self.fleet.groups.remove(&name).is_none() {
-            return Err(Status::not_found(format!("group {name} not found")));
-        }
-        self.fleet
-            .store
-            .commit(vec![Op::delete(Table::Groups, name)])
-            .await?;
-        self.fleet.trigger(Trigger::All);
+        self.fleet.remove_group(&name).await?;
         Ok(Response::new(pb::RemoveGroupResponse {}))
     }
 
@@ -1212,17 +1166,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Rollout>, Status> {
         peer::require_operator(&request, Role::Admin)?;
         let bundle = request.into_inner().bundle;
-        self.rollout_view(&bundle)?;
-        self.fleet
-            .store
-            .commit(vec![Op::put_json(
-                Table::Rollouts,
-                bundle.clone(),
-                &serde_json::json!({"paused": true}),
-            )])
-            .await?;
-        self.fleet.paused_rollouts.insert(bundle.clone(), ());
-        self.fleet.trigger(Trigger::All);
+        self.fleet.pause_rollout(&bundle, true).await?;
         self.rollout_view(&bundle).map(Response::new)
     }
 
@@ -1232,13 +1176,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::Rollout>, Status> {
         peer::require_operator(&request, Role::Admin)?;
         let bundle = request.into_inner().bundle;
-        self.rollout_view(&bundle)?;
-        self.fleet
-            .store
-            .commit(vec![Op::delete(Table::Rollouts, bundle.clone())])
-            .await?;
-        self.fleet.paused_rollouts.remove(&bundle);
-        self.fleet.trigger(Trigger::All);
+        self.fleet.pause_rollout(&bundle, false).await?;
         self.rollout_view(&bundle).map(Response::new)
     }
 
@@ -1249,22 +1187,7 @@ impl Admin for AdminService {
         peer::require_operator(&request, Role::Admin)?;
         let name = ClusterName::new(&request.into_inner().name)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let rec = {
-            let mut rec = self
-                .fleet
-                .clusters
-                .get_mut(&name)
-                .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))?;
-            rec.revoked = true;
-            rec.clone()
-        };
-        self.fleet
-            .store
-            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
-            .await?;
-        self.fleet
-            .disconnect(&name, &format!("cluster {name} has been revoked"));
-        tracing::warn!(cluster = %name, "cluster revoked");
+        self.fleet.revoke_cluster(&name).await?;
         self.found_cluster(&name).map(Response::new)
     }
 
@@ -1275,30 +1198,19 @@ impl Admin for AdminService {
         peer::require_operator(&request, Role::Admin)?;
         let name = ClusterName::new(&request.into_inner().name)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if self.fleet.clusters.remove(&name).is_none() {
-            return Err(Status::not_found(format!("cluster {name} not found")));
-        }
-        self.fleet
-            .disconnect(&name, &format!("cluster {name} has been deleted"));
-        let mut ops = vec![
-            Op::delete(Table::Clusters, name.as_str()),
-            Op::delete(Table::Desired, name.as_str()),
-        ];
-        self.fleet.assignments.remove(&name);
-        let bundles: Vec<String> = self
-            .fleet
-            .status
-            .iter()
-            .filter(|e| e.key().0 == name)
-            .map(|e| e.key().1.clone())
-            .collect();
-        for b in bundles {
-            self.fleet.status.remove(&(name.clone(), b.clone()));
-            ops.push(Op::delete(Table::Status, status_key(&name, &b)));
-        }
-        self.fleet.store.commit(ops).await?;
-        tracing::warn!(cluster = %name, "cluster deleted");
+        self.fleet.delete_cluster(&name).await?;
         Ok(Response::new(pb::DeleteClusterResponse {}))
+    }
+}
+
+/// A command's refusal as the gRPC status a caller can act on.
+impl From<CommandError> for Status {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::NotFound(_) => Status::not_found(e.to_string()),
+            CommandError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            CommandError::Store(e) => e.into(),
+        }
     }
 }
 

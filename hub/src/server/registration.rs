@@ -17,7 +17,7 @@ use flotilla_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::fleet::{Fleet, Trigger};
+use crate::fleet::{EventKind, Fleet, Trigger};
 use crate::label_trust;
 use crate::records::{ClusterRecord, now_unix};
 use crate::store::{Op, Table};
@@ -249,8 +249,11 @@ impl Registration for RegistrationService {
             serial = %issued.serial,
             "expired certificate recovered"
         );
-        self.fleet
-            .emit_cluster("ClusterRecovered", &name, "expired certificate recovered");
+        self.fleet.emit_cluster(
+            EventKind::ClusterRecovered,
+            &name,
+            "expired certificate recovered",
+        );
         Ok(Response::new(RegisterResponse {
             cluster_id: name.to_string(),
             cert_chain_pem: issued.chain,

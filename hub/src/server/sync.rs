@@ -32,7 +32,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::fleet::{Fleet, SessionHandle, Trigger};
+use crate::fleet::{EventKind, Fleet, SessionHandle, Trigger};
 use crate::label_trust;
 use crate::records::{CapabilitiesRecord, ResourceRecord, StatusRecord, now_unix};
 use crate::server::peer;
@@ -124,7 +124,8 @@ impl SyncHandler for SpokeService {
             renew_asked: None,
         };
         tracing::info!(cluster = %cluster, session = id, applied = hello.applied.len(), "spoke connected");
-        self.fleet.emit_cluster("ClusterConnected", &cluster, "");
+        self.fleet
+            .emit_cluster(EventKind::ClusterConnected, &cluster, "");
         tokio::spawn(session.run(inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -333,21 +334,17 @@ impl Session {
             // A newer stream of this cluster schedules its own renewal.
             self.fleet.renewals.clear(&self.cluster);
         }
-        if let Some(mut rec) = self.fleet.clusters.get_mut(&self.cluster) {
-            rec.last_seen = now_unix();
-        }
+        self.fleet.seen(&self.cluster);
         tracing::info!(cluster = %self.cluster, session = self.id, "spoke disconnected");
         self.fleet
-            .emit_cluster("ClusterDisconnected", &self.cluster, "");
+            .emit_cluster(EventKind::ClusterDisconnected, &self.cluster, "");
     }
 
     async fn handle(&mut self, msg: SpokeMsg) -> Result<(), Status> {
         match msg.msg {
             Some(spoke_msg::Msg::Status(s)) => self.on_status(s),
             Some(spoke_msg::Msg::Heartbeat(_)) => {
-                if let Some(mut rec) = self.fleet.clusters.get_mut(&self.cluster) {
-                    rec.last_seen = now_unix();
-                }
+                self.fleet.seen(&self.cluster);
                 Ok(())
             }
             Some(spoke_msg::Msg::Hello(_)) => {
@@ -415,9 +412,7 @@ impl Session {
 
     fn on_status(&mut self, s: flotilla_proto::v1::Status) -> Result<(), Status> {
         check_claimed_name(&self.cluster, &s.cluster_name)?;
-        if let Some(mut rec) = self.fleet.clusters.get_mut(&self.cluster) {
-            rec.last_seen = now_unix();
-        }
+        self.fleet.seen(&self.cluster);
         let assigned = self.fleet.assignments_of(&self.cluster);
         if !assigned.contains_key(s.bundle.as_str()) && !self.sent.contains_key(s.bundle.as_str()) {
             return Err(Status::permission_denied(format!(
@@ -719,7 +714,7 @@ mod tests {
             })
             .expect("source");
         if let Ok(mut rt) = source.runtime.write() {
-            rt.bundles = Some(vec![Arc::new(crate::fleet::BundleEntry::new(
+            rt.bundles = Some(vec![Arc::new(crate::reconcile::BundleEntry::new(
                 "caps".into(),
                 String::new(),
                 Some(Arc::new(bundle)),
@@ -751,7 +746,7 @@ mod tests {
     }
 
     fn rendered_for(fleet: &Fleet, c: &ClusterName) -> String {
-        fleet.reconcile_cluster(c);
+        fleet.reconcile(Some(vec![c.clone()]));
         let a = fleet.assignments_of(c);
         let d = a
             .get("caps")
