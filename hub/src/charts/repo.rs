@@ -243,8 +243,11 @@ fn archive_name(url: &str) -> (String, String) {
         .unwrap_or(file);
     let semver_start = |rest: &str| {
         let mut parts = rest.splitn(3, '.');
-        let numeric = |p: Option<&str>| p.is_some_and(|p| p.starts_with(|c: char| c.is_ascii_digit()));
-        numeric(parts.next()) && numeric(parts.next()) && numeric(parts.next())
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        let patch = |p: &str| digits(p.split(['-', '+']).next().unwrap_or(""));
+        parts.next().is_some_and(digits)
+            && parts.next().is_some_and(digits)
+            && parts.next().is_some_and(patch)
     };
     for (i, _) in stem.match_indices('-') {
         let rest = &stem[i + 1..];
