@@ -409,7 +409,7 @@ fn render_chart(
         .bytes(rendered.values().map(|t| t.len() as u64).sum())
         .map_err(|e| vec![Diagnostic::new(&chart_file, e.to_string())])?;
     let source_of = |template: &str| engine::repo_path(&origin, template);
-    let (generic, hooks) = order::sort_manifests(&rendered, &chart::parse_yaml).map_err(|ds| {
+    let (generic, hooks) = order::sort_manifests(&rendered, &chart::parse_manifest).map_err(|ds| {
         ds.into_iter()
             .map(|mut d| {
                 d.file = source_of(&d.file);
