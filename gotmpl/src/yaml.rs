@@ -1118,6 +1118,25 @@ pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
 mod tests {
     use super::*;
 
+    #[test]
+    fn manifests_read_as_kubernetes_reads_them_and_strictly() {
+        assert_eq!(
+            manifest_to_json("a: yes\nmode: 0644\n'on': x\nlist: [1, n]\n").ok(),
+            Some(serde_json::json!({"a": true, "mode": 420, "on": "x", "list": [1, false]}))
+        );
+        let dup = manifest_to_json("a: 1\nb: 2\na: 3\n").expect_err("duplicate");
+        assert!(dup.contains("duplicate key \"a\""), "{dup}");
+        assert!(manifest_to_json("a: 1\n---\nb: 2\n").is_err());
+        assert_eq!(
+            manifest_to_json("a: 1\n...\n").ok(),
+            Some(serde_json::json!({"a": 1}))
+        );
+        assert_eq!(
+            manifest_to_json("# only a comment\n").ok(),
+            Some(serde_json::Value::Null)
+        );
+    }
+
     fn y(j: serde_json::Value) -> String {
         to_yaml(&Value::from_json(&j)).unwrap_or_default()
     }

@@ -306,14 +306,21 @@ fn set_changes_the_data_the_caller_passed_in_as_go_maps_do() {
 
 #[test]
 fn bcrypt_and_htpasswd_make_hashes_a_bcrypt_verifier_accepts() {
-    let out = render("{{ bcrypt \"s3cret\" }}\n{{ htpasswd \"admin\" \"pa:ss wörd\" }}").expect("renders");
+    let out = render("{{ bcrypt \"s3cret\" }}\n{{ htpasswd \"admin\" \"pa:ss wörd\" }}")
+        .expect("renders");
     let (hash, line) = out.split_once('\n').expect("two lines");
-    assert!(hash.starts_with("$2a$10$"), "Go's bcrypt version and default cost: {hash}");
+    assert!(
+        hash.starts_with("$2a$10$"),
+        "Go's bcrypt version and default cost: {hash}"
+    );
     assert!(bcrypt::verify("s3cret", hash).expect("a bcrypt hash"));
     assert!(!bcrypt::verify("s3cret!", hash).expect("a bcrypt hash"));
     let (user, hash) = line.split_once(':').expect("user:hash");
     assert_eq!(user, "admin");
     assert!(bcrypt::verify("pa:ss wörd", hash).expect("a bcrypt hash"));
     // Salted: two calls differ.
-    assert_ne!(render("{{ bcrypt \"x\" }}").ok(), render("{{ bcrypt \"x\" }}").ok());
+    assert_ne!(
+        render("{{ bcrypt \"x\" }}").ok(),
+        render("{{ bcrypt \"x\" }}").ok()
+    );
 }

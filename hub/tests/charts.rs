@@ -336,7 +336,8 @@ fn a_chart_named_by_its_archive_url_is_fetched_with_the_same_auth_and_bounds() {
     assert_eq!(&got.bytes[..], &archive[..]);
     // Cached under its digest, as repository charts are.
     let hex = got.digest.strip_prefix("sha256:").expect("sha256");
-    let cached = std::fs::read(work.path().join("cache").join(format!("{hex}.tgz"))).expect("cached");
+    let cached =
+        std::fs::read(work.path().join("cache").join(format!("{hex}.tgz"))).expect("cached");
     assert_eq!(cached, archive);
 
     let small = fetcher(

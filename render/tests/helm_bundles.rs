@@ -227,7 +227,10 @@ fn target_customizations_carry_their_own_helm_deploy_and_render_options() {
     // The target's fields win one by one; the ones it leaves out come from the top block.
     assert!(s.take_ownership && s.force && s.wait_for_jobs && !s.atomic);
     assert_eq!(s.timeout_seconds, Some(300));
-    assert_eq!(l, t, "a target that sets no deploy option inherits the top block's");
+    assert_eq!(
+        l, t,
+        "a target that sets no deploy option inherits the top block's"
+    );
     assert_ne!(
         b.options_for(&key(&b, &strict)).canonical_json(),
         b.options_for(&key(&b, &top)).canonical_json(),
@@ -245,7 +248,11 @@ fn target_customizations_carry_their_own_helm_deploy_and_render_options() {
         r.manifest
     );
     let other = cluster("m", &[("env", "prod"), ("tier", "loose")], None);
-    assert_eq!(key(&b, &loose), key(&b, &other), "untemplated: one render for all");
+    assert_eq!(
+        key(&b, &loose),
+        key(&b, &other),
+        "untemplated: one render for all"
+    );
 }
 
 #[test]

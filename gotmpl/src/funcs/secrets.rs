@@ -28,16 +28,21 @@ pub(super) fn register(r: &mut Registry) {
             format!("{user}:{}", bcrypt(bytes_of(&a[1])))
         }))
     });
-    r.add("derivePassword", &[Int, Str, Str, Str, Str], None, |c, a| {
-        derive_password(
-            c,
-            int_arg(&a[0]),
-            str_arg(&a[1]),
-            str_arg(&a[2]),
-            str_arg(&a[3]),
-            str_arg(&a[4]),
-        )
-    });
+    r.add(
+        "derivePassword",
+        &[Int, Str, Str, Str, Str],
+        None,
+        |c, a| {
+            derive_password(
+                c,
+                int_arg(&a[0]),
+                str_arg(&a[1]),
+                str_arg(&a[2]),
+                str_arg(&a[3]),
+                str_arg(&a[4]),
+            )
+        },
+    );
     r.add("encryptAES", &[Str, Bytes], None, |c, a| {
         encrypt_aes(c, str_arg(&a[0]), bytes_of(&a[1]))
     });

@@ -54,9 +54,8 @@ pub(super) fn register(r: &mut Registry) {
         };
         let userinfo = get("userinfo")?;
         if !userinfo.is_empty() {
-            let temp = parse(&format!("proto://{userinfo}@host")).map_err(|e| {
-                CallError::Msg(format!("unable to parse userinfo in dict: {e}"))
-            })?;
+            let temp = parse(&format!("proto://{userinfo}@host"))
+                .map_err(|e| CallError::Msg(format!("unable to parse userinfo in dict: {e}")))?;
             u.user = temp.user;
         }
         Ok(Value::String(u.to_string()))
@@ -162,7 +161,9 @@ fn unescape(s: &str, mode: Mode) -> Result<String, String> {
         match b[i] {
             b'%' => {
                 n += 1;
-                if i + 2 >= b.len() || !b[i + 1].is_ascii_hexdigit() || !b[i + 2].is_ascii_hexdigit()
+                if i + 2 >= b.len()
+                    || !b[i + 1].is_ascii_hexdigit()
+                    || !b[i + 2].is_ascii_hexdigit()
                 {
                     let rest = &s[i..];
                     let cut: String = rest.chars().take(3).collect();
@@ -500,14 +501,18 @@ mod tests {
 
     #[test]
     fn parse_and_print_round_trip_as_in_go() {
-        let u = parse("https://u%40x:p%3Aw@Example.com:8443/a%20b/c?q=1&r=%20#frag%21").expect("parses");
+        let u = parse("https://u%40x:p%3Aw@Example.com:8443/a%20b/c?q=1&r=%20#frag%21")
+            .expect("parses");
         assert_eq!(u.scheme, "https");
         assert_eq!(u.host, "Example.com:8443");
         assert_eq!(hostname(&u.host), "Example.com");
         assert_eq!(u.path, "/a b/c");
         assert_eq!(u.raw_query, "q=1&r=%20");
         assert_eq!(u.fragment, "frag!");
-        assert_eq!(u.user.as_ref().map(User::to_string).as_deref(), Some("u%40x:p%3Aw"));
+        assert_eq!(
+            u.user.as_ref().map(User::to_string).as_deref(),
+            Some("u%40x:p%3Aw")
+        );
         assert_eq!(
             u.to_string(),
             "https://u%40x:p%3Aw@Example.com:8443/a%20b/c?q=1&r=%20#frag%21"

@@ -1368,7 +1368,15 @@ pub const FAIL: &[(&str, &str, bool)] = &[
     ("else without if", "{{ else }}", true),
     ("two decls in if", "{{ if $a, $b := 1 }}{{ end }}", false),
     ("urlParse bad", "{{ urlParse \"http://h:port/\" }}", false),
-    ("urlJoin non-string", "{{ urlJoin (dict \"host\" 1) }}", false),
-    ("decryptAES not base64", "{{ decryptAES \"k\" \"!!\" }}", false),
+    (
+        "urlJoin non-string",
+        "{{ urlJoin (dict \"host\" 1) }}",
+        false,
+    ),
+    (
+        "decryptAES not base64",
+        "{{ decryptAES \"k\" \"!!\" }}",
+        false,
+    ),
     ("decryptAES short", "{{ decryptAES \"k\" \"YWJj\" }}", false),
 ];

@@ -302,7 +302,10 @@ mod tests {
             name("https://h/k8s-2-app-1.0.0-rc.1.tgz?sig=x"),
             ("k8s-2-app".into(), "1.0.0-rc.1".into())
         );
-        assert_eq!(name("https://h/download"), ("download".into(), String::new()));
+        assert_eq!(
+            name("https://h/download"),
+            ("download".into(), String::new())
+        );
     }
 
     #[test]

@@ -409,14 +409,15 @@ fn render_chart(
         .bytes(rendered.values().map(|t| t.len() as u64).sum())
         .map_err(|e| vec![Diagnostic::new(&chart_file, e.to_string())])?;
     let source_of = |template: &str| engine::repo_path(&origin, template);
-    let (generic, hooks) = order::sort_manifests(&rendered, &chart::parse_manifest).map_err(|ds| {
-        ds.into_iter()
-            .map(|mut d| {
-                d.file = source_of(&d.file);
-                d
-            })
-            .collect::<Vec<_>>()
-    })?;
+    let (generic, hooks) =
+        order::sort_manifests(&rendered, &chart::parse_manifest).map_err(|ds| {
+            ds.into_iter()
+                .map(|mut d| {
+                    d.file = source_of(&d.file);
+                    d
+                })
+                .collect::<Vec<_>>()
+        })?;
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     for (name, data) in chart.crds("") {
