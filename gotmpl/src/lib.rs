@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 pub use helm::{ApiVersions, Files, GoStruct, KubeVersion};
 pub use value::{Map, Object, Value};
-pub use yaml::yaml_to_json;
+pub use yaml::{manifest_to_json, yaml_to_json};
 
 /// What a field access on a map does when the key is missing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

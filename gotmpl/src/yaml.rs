@@ -1,5 +1,6 @@
-//! YAML as Helm's template functions see it. Reading (`fromYaml`, values files) goes through
-//! serde-saphyr into JSON, as `sigs.k8s.io/yaml` goes YAML to JSON. Writing (`toYaml`) ports
+//! YAML as Helm's template functions see it. Reading (`fromYaml`, values files, and the
+//! renderer's manifests) goes from the YAML event parser straight into JSON, as
+//! `sigs.k8s.io/yaml` goes YAML to JSON. Writing (`toYaml`) ports
 //! the parts of go-yaml v2's emitter that `sigs.k8s.io/yaml.Marshal` exercises: block
 //! mappings with go-yaml's "natural" key order, indentless sequences under keys, the scalar
 //! style choice (plain, single-quoted, double-quoted, literal) and folding at 80 columns,
@@ -27,25 +28,24 @@ const MAX_YAML_NODES: usize = 1_000_000;
 /// `1_000` an int), keys become strings (`true`, `1`), then JSON carries the numbers.
 /// An empty document is `null`.
 pub(crate) fn parse_yaml(text: &str) -> Result<serde_json::Value, String> {
-    // Another crate in the build may turn on granit-parser's `comments` feature (cargo
-    // unifies features), which would put comment events among the data events.
-    let mut options = granit_parser::Options::default();
-    options.set_emit_comments(false);
-    let mut loader = Loader {
-        parser: granit_parser::Parser::new_from_str_with_options(text, options),
-        anchors: std::collections::HashMap::new(),
-        nodes: 0,
-    };
+    let mut loader = Loader::new(text, false);
+    loader.first_document()
+}
+
+/// One Kubernetes manifest (a document of a chart's rendered output), read as
+/// [`yaml_to_json`] reads YAML (go-yaml v2, as `kubectl` and the API server's YAML decoder
+/// read it), but strict: a key given twice in a mapping, or a second document, is an
+/// error. Errors carry no location: a caller that reports one parses again with a
+/// locating parser.
+pub fn manifest_to_json(text: &str) -> Result<serde_json::Value, String> {
+    let mut loader = Loader::new(text, true);
+    let value = loader.first_document()?;
     loop {
         match loader.next()? {
-            None => return Ok(serde_json::Value::Null),
-            Some(granit_parser::Event::DocumentStart(..)) => break,
-            Some(_) => {}
+            None | Some(granit_parser::Event::StreamEnd) => return Ok(value),
+            Some(granit_parser::Event::DocumentEnd) => {}
+            Some(_) => return Err("yaml: more than one document".to_string()),
         }
-    }
-    match loader.next()? {
-        None | Some(granit_parser::Event::DocumentEnd) => Ok(serde_json::Value::Null),
-        Some(ev) => loader.node(ev, 0),
     }
 }
 
@@ -53,9 +53,39 @@ struct Loader<'a> {
     parser: granit_parser::Parser<'a, granit_parser::StrInput<'a>>,
     anchors: std::collections::HashMap<usize, serde_json::Value>,
     nodes: usize,
+    /// A key given twice in one mapping is an error (else the last one wins, as in go-yaml).
+    unique_keys: bool,
 }
 
 impl<'a> Loader<'a> {
+    fn new(text: &'a str, unique_keys: bool) -> Loader<'a> {
+        // Another crate in the build may turn on granit-parser's `comments` feature (cargo
+        // unifies features), which would put comment events among the data events.
+        let mut options = granit_parser::Options::default();
+        options.set_emit_comments(false);
+        Loader {
+            parser: granit_parser::Parser::new_from_str_with_options(text, options),
+            anchors: std::collections::HashMap::new(),
+            nodes: 0,
+            unique_keys,
+        }
+    }
+
+    /// The first document's value; `null` when there is none or it is empty.
+    fn first_document(&mut self) -> Result<serde_json::Value, String> {
+        loop {
+            match self.next()? {
+                None => return Ok(serde_json::Value::Null),
+                Some(granit_parser::Event::DocumentStart(..)) => break,
+                Some(_) => {}
+            }
+        }
+        match self.next()? {
+            None | Some(granit_parser::Event::DocumentEnd) => Ok(serde_json::Value::Null),
+            Some(ev) => self.node(ev, 0),
+        }
+    }
+
     fn next(&mut self) -> Result<Option<granit_parser::Event<'a>>, String> {
         match self.parser.next_event() {
             None => Ok(None),
@@ -128,7 +158,11 @@ impl<'a> Loader<'a> {
                         merge_into(&mut map, value)?;
                         continue;
                     }
-                    map.insert(json_key(&key)?, value);
+                    let key = json_key(&key)?;
+                    if self.unique_keys && map.contains_key(&key) {
+                        return Err(format!("yaml: duplicate key {key:?}"));
+                    }
+                    map.insert(key, value);
                 }
                 let v = serde_json::Value::Object(map);
                 if anchor > 0 {
@@ -219,9 +253,13 @@ fn scalar(
 ) -> Result<serde_json::Value, String> {
     let tag = tag.map(|t| format!("{}{}", t.handle(), t.suffix()));
     let plain = matches!(style, granit_parser::ScalarStyle::Plain);
+    // `!!name` or its long form; no allocation per question (this runs for every scalar).
     let core = |name: &str| {
-        tag.as_deref() == Some(&format!("tag:yaml.org,2002:{name}"))
-            || tag.as_deref() == Some(&format!("!!{name}"))
+        tag.as_deref().is_some_and(|t| {
+            t.strip_prefix("tag:yaml.org,2002:")
+                .or_else(|| t.strip_prefix("!!"))
+                == Some(name)
+        })
     };
     if core("str") || (!plain && tag.is_none()) || core("binary") || core("timestamp") {
         return Ok(serde_json::Value::String(text.to_string()));
@@ -1079,6 +1117,25 @@ pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifests_read_as_kubernetes_reads_them_and_strictly() {
+        assert_eq!(
+            manifest_to_json("a: yes\nmode: 0644\n'on': x\nlist: [1, n]\n").ok(),
+            Some(serde_json::json!({"a": true, "mode": 420, "on": "x", "list": [1, false]}))
+        );
+        let dup = manifest_to_json("a: 1\nb: 2\na: 3\n").expect_err("duplicate");
+        assert!(dup.contains("duplicate key \"a\""), "{dup}");
+        assert!(manifest_to_json("a: 1\n---\nb: 2\n").is_err());
+        assert_eq!(
+            manifest_to_json("a: 1\n...\n").ok(),
+            Some(serde_json::json!({"a": 1}))
+        );
+        assert_eq!(
+            manifest_to_json("# only a comment\n").ok(),
+            Some(serde_json::Value::Null)
+        );
+    }
 
     fn y(j: serde_json::Value) -> String {
         to_yaml(&Value::from_json(&j)).unwrap_or_default()

@@ -306,6 +306,53 @@ fn a_chart_is_downloaded_once_and_then_served_from_its_digest_on_disk() {
     assert_eq!(repo.count("/web-1.2.5.tgz"), 2);
 }
 
+#[test]
+fn a_chart_named_by_its_archive_url_is_fetched_with_the_same_auth_and_bounds() {
+    let Some(helm) = helm() else { return };
+    let work = tempfile::tempdir().expect("tmp");
+    let repo = web_repo(&helm, work.path());
+    repo.needs_auth.store(true, Ordering::SeqCst);
+    let url = format!("{}/web-1.2.0.tgz", repo.url);
+    let want = request("", &url, "");
+    let auth = ChartAuth {
+        username: Some(CHART_USER.into()),
+        password: Some(CHART_PASSWORD.into()),
+        ..ChartAuth::default()
+    };
+    let rt = runtime();
+    let charts = fetcher(&work.path().join("cache"), ChartLimits::default());
+
+    let refused = rt
+        .block_on(charts.session().fetch(&want, &ChartAuth::default()))
+        .expect_err("no credentials");
+    assert!(refused.to_string().contains("HTTP 401"), "{refused}");
+
+    let got = rt
+        .block_on(charts.session().fetch(&want, &auth))
+        .expect("fetched");
+    assert_eq!((got.name.as_str(), got.version.as_str()), ("web", "1.2.0"));
+    assert_eq!(repo.count("/index.yaml"), 0, "no index is read for a URL");
+    let archive = std::fs::read(repo.dir.join("web-1.2.0.tgz")).expect("archive");
+    assert_eq!(&got.bytes[..], &archive[..]);
+    // Cached under its digest, as repository charts are.
+    let hex = got.digest.strip_prefix("sha256:").expect("sha256");
+    let cached =
+        std::fs::read(work.path().join("cache").join(format!("{hex}.tgz"))).expect("cached");
+    assert_eq!(cached, archive);
+
+    let small = fetcher(
+        &work.path().join("cache-small"),
+        ChartLimits {
+            max_chart_bytes: 64,
+            ..ChartLimits::default()
+        },
+    );
+    let err = rt
+        .block_on(small.session().fetch(&want, &auth))
+        .expect_err("over the limit");
+    assert!(matches!(err, ChartError::TooLarge { max: 64, .. }), "{err}");
+}
+
 /// Debian's `docker-registry` on a loopback port, TLS from a test CA, htpasswd auth.
 struct Registry {
     host: String,

@@ -74,16 +74,18 @@ impl Bundle {
         &self.options
     }
 
-    /// The options of one render: the bundle's, with the chosen customization's over them.
+    /// The options of one render: the bundle's, with the chosen customization's over them
+    /// (for a Helm bundle, also its `helm:` deploy options over the top block's).
     pub fn options_for(&self, key: &RenderKey) -> BundleOptions {
-        match key
-            .variant
-            .as_ref()
-            .and_then(|(i, _)| self.spec.customizations.get(*i))
-        {
+        let index = key.variant.as_ref().map(|(i, _)| *i);
+        let mut options = match index.and_then(|i| self.spec.customizations.get(i)) {
             Some(c) => c.options.over(&self.options),
             None => self.options.clone(),
+        };
+        if let Some(v) = self.helm.as_ref().and_then(|h| h.variants.get(&index)) {
+            options.helm = Some(v.deploy.clone());
         }
+        options
     }
 
     /// `overrideTargets:`: when set, these clusters replace the source's targets.
@@ -586,14 +588,7 @@ fn load_helm<B: Backend>(
         limits,
     )?;
     let helm = Arc::new(helm);
-    bundle.options.helm = helm.variants.get(&None).map(|v| {
-        bundle
-            .spec
-            .helm
-            .clone()
-            .unwrap_or_default()
-            .deploy_options(v.release_name.clone())
-    });
+    bundle.options.helm = helm.variants.get(&None).map(|v| v.deploy.clone());
     bundle.helm = Some(helm.clone());
     let budget = Budget::new(limits);
     let mut errors = Vec::new();

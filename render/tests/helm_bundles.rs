@@ -187,6 +187,75 @@ fn target_customizations_override_helm_values_and_release_names() {
 }
 
 #[test]
+fn target_customizations_carry_their_own_helm_deploy_and_render_options() {
+    let repo = tempfile::tempdir().expect("tmp");
+    write(
+        repo.path(),
+        &[
+            (
+                "fleet.yaml",
+                "helm:\n  chart: chart\n  atomic: true\n  timeoutSeconds: 60\n  values:\n    env: ${ .ClusterLabels.env }\n    host: \"-1\"\n\
+                 targetCustomizations:\n\
+                 - name: strict\n  clusterSelector: {matchLabels: {tier: strict}}\n  helm:\n    takeOwnership: true\n    force: true\n    waitForJobs: true\n    atomic: false\n    timeoutSeconds: 300\n\
+                 - name: loose\n  clusterSelector: {matchLabels: {tier: loose}}\n  helm:\n    skipSchemaValidation: true\n    disablePreProcess: true\n    disableDependencyUpdate: true\n",
+            ),
+            (
+                "chart/Chart.yaml",
+                "apiVersion: v2\nname: c\nversion: 0.1.0\n",
+            ),
+            // host must look like a host name: "-1" passes only where the schema is skipped.
+            (
+                "chart/values.schema.json",
+                r#"{"type": "object", "properties": {"host": {"type": "string", "pattern": "^[a-z]"}}}"#,
+            ),
+            ("chart/templates/cm.yaml", CM),
+        ],
+    );
+    let b = load_bundle_dir(repo.path(), "b", &Limits::default()).expect("loads");
+    let top = cluster("a", &[("env", "dev")], None);
+    let strict = cluster("s", &[("env", "dev"), ("tier", "strict")], None);
+    let loose = cluster("l", &[("env", "dev"), ("tier", "loose")], None);
+
+    let helm = |c: &ClusterInfo| {
+        b.options_for(&key(&b, c))
+            .helm
+            .expect("a Helm bundle has Helm options")
+    };
+    let (t, s, l) = (helm(&top), helm(&strict), helm(&loose));
+    assert!(t.atomic && !t.force && !t.take_ownership && !t.wait_for_jobs);
+    assert_eq!(t.timeout_seconds, Some(60));
+    // The target's fields win one by one; the ones it leaves out come from the top block.
+    assert!(s.take_ownership && s.force && s.wait_for_jobs && !s.atomic);
+    assert_eq!(s.timeout_seconds, Some(300));
+    assert_eq!(
+        l, t,
+        "a target that sets no deploy option inherits the top block's"
+    );
+    assert_ne!(
+        b.options_for(&key(&b, &strict)).canonical_json(),
+        b.options_for(&key(&b, &top)).canonical_json(),
+        "the options go into the deployment id, so a target's change deploys again"
+    );
+
+    // Render options per target: the top block validates the schema and templates values,
+    // the loose target skips the schema and passes `${ }` through as written.
+    let e = b.render(&top).expect_err("schema refuses host -1");
+    assert!(e[0].message.contains("schema"), "{e:?}");
+    let r = b.render(&loose).expect("the loose target skips the schema");
+    assert!(
+        r.manifest.contains("${ .ClusterLabels.env }"),
+        "{}",
+        r.manifest
+    );
+    let other = cluster("m", &[("env", "prod"), ("tier", "loose")], None);
+    assert_eq!(
+        key(&b, &loose),
+        key(&b, &other),
+        "untemplated: one render for all"
+    );
+}
+
+#[test]
 fn a_chart_folder_without_fleet_yaml_is_a_helm_bundle() {
     let repo = tempfile::tempdir().expect("tmp");
     write(

@@ -1,7 +1,5 @@
 //! Encodings and data formats: base64/base32, digests, JSON (Sprig's and Helm's), YAML and
-//! TOML (Helm's), `uuidv4`, type reflection (`typeOf`, `kindIs`...), `path` functions, and
-//! the Sprig functions this engine deliberately does not implement (key and certificate
-//! generation, encryption), which fail with an error that names them.
+//! TOML (Helm's), `uuidv4`, type reflection (`typeOf`, `kindIs`...) and `path` functions.
 
 use std::fmt::Write as _;
 
@@ -242,24 +240,6 @@ pub(super) fn register(r: &mut Registry) {
     r.add("hello", &[], None, |_, _| Ok(Value::string("Hello!")));
     // Helm renders without DNS unless --enable-dns: the lookup returns "".
     r.add("getHostByName", &[Str], None, |_, _| Ok(Value::string("")));
-
-    macro_rules! unsupported {
-        ($($name:literal),* $(,)?) => {
-            $(r.add($name, &[], Some(Any), |_, _| Err(CallError::Msg(format!(
-                "{} is not supported by flotilla's template engine (cryptographic and network functions are not implemented)",
-                $name
-            ))));)*
-        };
-    }
-    unsupported!(
-        "derivePassword",
-        "bcrypt",
-        "htpasswd",
-        "encryptAES",
-        "decryptAES",
-        "urlParse",
-        "urlJoin",
-    );
 }
 
 fn sized(c: &Ctx<'_>, s: String) -> FnResult {
@@ -268,7 +248,7 @@ fn sized(c: &Ctx<'_>, s: String) -> FnResult {
 }
 
 /// Go's `string(bytes)`: a binary result stays bytes (see [`BinaryString`]).
-fn go_string(b: Vec<u8>) -> Value {
+pub(super) fn go_string(b: Vec<u8>) -> Value {
     match String::from_utf8(b) {
         Ok(s) => Value::String(s),
         Err(e) => Value::object(BinaryString(e.into_bytes())),
@@ -283,7 +263,7 @@ fn hex(b: &[u8]) -> String {
     s
 }
 
-fn go_b64_error(input: &str, e: &base64::DecodeError) -> String {
+pub(super) fn go_b64_error(input: &str, e: &base64::DecodeError) -> String {
     let pos = match e {
         base64::DecodeError::InvalidByte(p, _) | base64::DecodeError::InvalidLastSymbol(p, _) => *p,
         base64::DecodeError::InvalidLength(_) | base64::DecodeError::InvalidPadding => {

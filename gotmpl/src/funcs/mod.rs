@@ -9,8 +9,10 @@ mod crypto;
 mod date;
 mod encoding;
 mod math;
+mod secrets;
 mod semver;
 mod strings;
+mod url;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -209,6 +211,8 @@ fn table() -> &'static HashMap<&'static str, Func> {
         math::register(&mut r);
         encoding::register(&mut r);
         semver::register(&mut r);
+        secrets::register(&mut r);
+        url::register(&mut r);
         date::register(&mut r);
         r.0
     })

@@ -1224,6 +1224,36 @@ pub const OK: &[(&str, &str)] = &[
         "{{ toYamlPretty (dict \"a\" (list 1 2 (dict \"x\" 1 \"y\" (list \"p\" \"q\"))) \"b\" \"yes\" \"c\" .Values.longline \"d\" \"a\\nb\" \"e\" (dict) \"f\" (list) \"g\" \"1.5\" \"h\" \"y\" \"i\" \"2021-01-01\" \"j\" \"x: y\" \"k\" 1e21 \"l\" .Values.ratio \"m\" .Values.bigger \"n\" .Values.replicas) }}",
     ),
     ("toYamlPretty nested", "{{ toYamlPretty .Values.nested }}"),
+    (
+        "derivePassword",
+        "{{ derivePassword 1 \"long\" \"password\" \"user\" \"example.com\" }} {{ derivePassword 3 \"maximum\" \"pw\" \"u\" \"s\" }} {{ derivePassword 7 \"pin\" \"pw\" \"\" \"\" }} {{ derivePassword 1 \"nope\" \"a\" \"b\" \"c\" }}",
+    ),
+    (
+        // A ciphertext made by helm's encryptAES; encryptAES itself is random (its IV).
+        "decryptAES",
+        "{{ decryptAES \"secretkey\" \"/7Kxuv0/gWVgg1BX0x4Pb2FqCklFjcN1+0OpWjoCPfH7LrM/CxaD4TLfhZC5e3De5oxUGsjfH1t0LhjZcX169Q==\" }} [{{ decryptAES \"k\" \"\" }}] [{{ encryptAES \"k\" \"\" }}]",
+    ),
+    (
+        "encryptAES round trip",
+        "{{ encryptAES \"k\" \"hello world\" | decryptAES \"k\" }} {{ encryptAES \"a key longer than thirty-two bytes!!\" \"0123456789abcdef\" | decryptAES \"a key longer than thirty-two bytes!!\" }} {{ encryptAES \"k\" \"x\" | len }}",
+    ),
+    (
+        // Salted: the shape is compared here; tests in the crate verify the hashes.
+        "bcrypt and htpasswd shape",
+        "{{ bcrypt \"pw\" | hasPrefix \"$2a$10$\" }} {{ bcrypt \"pw\" | len }} {{ htpasswd \"user\" \"pw\" | hasPrefix \"user:$2a$10$\" }} {{ htpasswd \"a:b\" \"pw\" }} {{ bcrypt (repeat 73 \"x\") }}",
+    ),
+    (
+        "urlParse",
+        "{{ urlParse \"https://u:p@host.example:8443/a%20b/c?x=1&y=%20#frag%21\" | toJson }} {{ urlParse \"mailto:someone@example.com\" | toJson }} {{ urlParse \"//cdn.example/x\" | toJson }} {{ urlParse \"/just/a/path?q\" | toJson }} {{ urlParse \"http://[fe80::1%25en0]:80/\" | toJson }} {{ urlParse \"HTTP://%7Euser@h/%7e?\" | toJson }}",
+    ),
+    (
+        "urlJoin",
+        "{{ urlJoin (dict \"scheme\" \"https\" \"host\" \"h:1\" \"path\" \"/a b\" \"query\" \"q=1\" \"fragment\" \"f g!\" \"userinfo\" \"u:p\") }} {{ urlJoin (dict \"path\" \"a:b/c\") }} {{ urlJoin (dict \"scheme\" \"mailto\" \"opaque\" \"x@y\") }} {{ urlJoin (dict \"host\" \"h\" \"path\" \"rel\") }} {{ urlJoin (dict) }}|",
+    ),
+    (
+        "urlParse then urlJoin",
+        "{{ range list \"https://u%40x:p%3Aw@Example.com:8443/a%20b/c?q=1#frag%21\" \"http://h/%2F%2f?x#a%2Fb\" \"file:///etc/hosts\" \"ftp://h\" \"s3:bucket/key\" \"?only=query\" }}{{ urlParse . | urlJoin }} {{ end }}",
+    ),
 ];
 
 /// Templates that must fail in helm and here; `true`: the messages must match as well.
@@ -1337,4 +1367,16 @@ pub const FAIL: &[(&str, &str, bool)] = &[
     ("unexpected paren", "{{ ) }}", false),
     ("else without if", "{{ else }}", true),
     ("two decls in if", "{{ if $a, $b := 1 }}{{ end }}", false),
+    ("urlParse bad", "{{ urlParse \"http://h:port/\" }}", false),
+    (
+        "urlJoin non-string",
+        "{{ urlJoin (dict \"host\" 1) }}",
+        false,
+    ),
+    (
+        "decryptAES not base64",
+        "{{ decryptAES \"k\" \"!!\" }}",
+        false,
+    ),
+    ("decryptAES short", "{{ decryptAES \"k\" \"YWJj\" }}", false),
 ];

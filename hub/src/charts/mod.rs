@@ -1,5 +1,5 @@
 //! Remote Helm charts, fetched by the hub: a chart named in a Helm repository
-//! (`index.yaml`) or in an OCI registry (`oci://`), resolved to one version, downloaded
+//! (`index.yaml`), in an OCI registry (`oci://`) or by its archive's URL, resolved to one version, downloaded
 //! within bounds, verified against its digest and cached by that digest on disk and in
 //! memory, so that a chart is fetched once however many clusters render it.
 //!
@@ -43,6 +43,9 @@ pub enum ChartRef {
     },
     /// `chart: oci://HOST/PATH/NAME`: a chart in an OCI registry, its tag the version.
     Oci { reference: String, version: String },
+    /// `chart: https://HOST/PATH/NAME-1.2.3.tgz` without `repo`: one archive, fetched as
+    /// is (Fleet and `helm install URL` accept it); `version` does not apply to it.
+    Url { url: String },
 }
 
 impl ChartRef {
@@ -65,7 +68,11 @@ impl ChartRef {
             });
         }
         if repo.trim().is_empty() {
-            return None;
+            let url = chart.trim();
+            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            return matches!(scheme.as_deref(), Some("http" | "https")).then(|| ChartRef::Url {
+                url: url.to_string(),
+            });
         }
         Some(ChartRef::Repo {
             repo: repo.trim().to_string(),
@@ -79,6 +86,7 @@ impl ChartRef {
         match self {
             ChartRef::Repo { repo, .. } => repo.clone(),
             ChartRef::Oci { reference, .. } => format!("oci://{reference}"),
+            ChartRef::Url { url } => url.clone(),
         }
     }
 }
@@ -112,6 +120,7 @@ impl fmt::Display for ChartRef {
                 flotilla_model::redact_url(&format!("oci://{reference}")),
                 version(v)
             ),
+            ChartRef::Url { url } => write!(f, "chart {}", flotilla_model::redact_url(url)),
         }
     }
 }
@@ -267,7 +276,7 @@ impl FetchSession {
     ) -> Result<ChartArchive, ChartError> {
         let chart = ChartRef::from_remote(request).ok_or_else(|| {
             ChartError::Config(format!(
-                "chart {:?} is neither oci:// nor named with a repo",
+                "chart {:?} is neither oci://, an http(s) URL, nor named with a repo",
                 request.chart
             ))
         })?;
@@ -304,6 +313,9 @@ impl FetchSession {
                 };
                 let entry = index.resolve(chart, version)?;
                 repo::fetch_chart(&client, repo, &entry, auth, &limits, &self.charts.cache).await
+            }
+            ChartRef::Url { url } => {
+                repo::fetch_url(&client, url, auth, &limits, &self.charts.cache).await
             }
             ChartRef::Oci { reference, version } => {
                 oci::fetch(

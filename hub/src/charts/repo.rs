@@ -1,7 +1,8 @@
 //! Helm chart repositories: `REPO/index.yaml`, version resolution as `helm pull
 //! --version` does it (an exact version string first, else the highest version in the
 //! range, stable versions only unless the range names a prerelease), and the download of
-//! the chosen archive, verified against the index's `digest` when it gives one.
+//! the chosen archive, verified against the index's `digest` when it gives one. A chart
+//! named by its archive's URL (no repository) takes the same download path.
 
 use std::collections::BTreeMap;
 
@@ -210,6 +211,53 @@ pub async fn fetch_chart(
     Ok(done(actual, bytes))
 }
 
+/// A chart named by its archive's URL (`helm.chart: https://host/path/web-1.2.3.tgz`):
+/// fetched like a repository's archive, with the URL as its own origin for basic auth and
+/// no index digest to check against; the download is cached under its own digest. Name
+/// and version come from the file name, as Helm names the archives it packages.
+pub async fn fetch_url(
+    client: &Client,
+    url: &str,
+    auth: &ChartAuth,
+    limits: &ChartLimits,
+    cache: &ChartCache,
+) -> Result<FetchedChart, ChartError> {
+    let (name, version) = archive_name(url);
+    let entry = Entry {
+        name,
+        version,
+        urls: vec![url.to_string()],
+        digest: None,
+    };
+    fetch_chart(client, url, &entry, auth, limits, cache).await
+}
+
+/// `NAME-VERSION.tgz` at the end of a URL's path (VERSION starts `N.N.N`), else the file
+/// name without its extension and no version.
+fn archive_name(url: &str) -> (String, String) {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file
+        .strip_suffix(".tgz")
+        .or_else(|| file.strip_suffix(".tar.gz"))
+        .unwrap_or(file);
+    let semver_start = |rest: &str| {
+        let mut parts = rest.splitn(3, '.');
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        let patch = |p: &str| digits(p.split(['-', '+']).next().unwrap_or(""));
+        parts.next().is_some_and(digits)
+            && parts.next().is_some_and(digits)
+            && parts.next().is_some_and(patch)
+    };
+    for (i, _) in stem.match_indices('-') {
+        let rest = &stem[i + 1..];
+        if semver_start(rest) {
+            return (stem[..i].to_string(), rest.to_string());
+        }
+    }
+    (stem.to_string(), String::new())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +289,23 @@ mod tests {
         let err = got("^3").expect_err("none");
         assert!(err.to_string().contains("no version matches"), "{err}");
         assert!(i.resolve("db", "").is_err());
+    }
+
+    #[test]
+    fn archive_urls_name_their_chart_and_version() {
+        let name = |u: &str| archive_name(u);
+        assert_eq!(
+            name("https://h/charts/web-1.2.3.tgz"),
+            ("web".into(), "1.2.3".into())
+        );
+        assert_eq!(
+            name("https://h/k8s-2-app-1.0.0-rc.1.tgz?sig=x"),
+            ("k8s-2-app".into(), "1.0.0-rc.1".into())
+        );
+        assert_eq!(
+            name("https://h/download"),
+            ("download".into(), String::new())
+        );
     }
 
     #[test]

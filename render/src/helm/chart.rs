@@ -136,6 +136,20 @@ impl Chart {
 }
 
 /// Parses YAML as Helm does (sigs.k8s.io/yaml over YAML 1.1: `yes`/`on` are booleans).
+/// One document of a chart's rendered output. Read on the template engine's YAML reader
+/// (go-yaml v2's rules, as Kubernetes reads manifests; duplicate keys refused), which goes
+/// from parser events straight to JSON; a document it refuses is parsed again with
+/// [`parse_yaml`], whose error carries the line and column.
+pub(crate) fn parse_manifest(file: &str, text: &str) -> Result<Value, Diagnostic> {
+    match flotilla_gotmpl::manifest_to_json(text) {
+        Ok(v) => Ok(v),
+        Err(e) => match parse_yaml(file, text) {
+            Err(d) => Err(d),
+            Ok(_) => Err(Diagnostic::new(file, format!("YAML error: {e}"))),
+        },
+    }
+}
+
 pub(crate) fn parse_yaml(file: &str, text: &str) -> Result<Value, Diagnostic> {
     let mut o = serde_saphyr::Options::default();
     o.legacy_octal_numbers = true;

@@ -328,7 +328,12 @@ pub(crate) fn render(
         ("Service".to_string(), V::string("Helm")),
     ]));
     let capabilities = capabilities_value(caps);
-    let root_values = V::from_json(&Value::Object(values.clone()));
+    let root_values = V::map(
+        values
+            .iter()
+            .map(|(k, v)| (k.clone(), V::from_json(v)))
+            .collect(),
+    );
     // Per chart (in `collect` order), the map its templates see as dot.
     let mut scopes: Vec<gotmpl::Value> = Vec::new();
     build_scopes(
@@ -361,7 +366,12 @@ pub(crate) fn render(
         let text = set
             .execute(&t.name, &V::Map(dot.clone()))
             .map_err(|e| diagnostic(&t.chart.origin, &e, &tpls))?;
-        out.insert(t.name.clone(), text.replace("<no value>", ""));
+        let text = if text.contains("<no value>") {
+            text.replace("<no value>", "")
+        } else {
+            text
+        };
+        out.insert(t.name.clone(), text);
     }
     Ok(out)
 }

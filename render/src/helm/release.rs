@@ -14,7 +14,7 @@ use super::archive::ArchiveLimits;
 use super::chart::{self, Chart};
 use super::engine;
 use super::order;
-use super::spec::{ChartSource, HelmSpec, default_release_name, merge_values};
+use super::spec::{ChartSource, HelmDeployOptions, HelmSpec, default_release_name, merge_values};
 use super::values::{Table, coalesce_values, process_dependencies};
 use crate::budget::Budget;
 use crate::diagnostic::Diagnostic;
@@ -35,6 +35,9 @@ pub(crate) struct Variant {
     pub release_name: String,
     pub namespace: String,
     pub skip_schema_validation: bool,
+    /// What the spoke receives: this variant's `helm:` block over the top one, so a
+    /// target's `takeOwnership`, `force`, `atomic`, `waitForJobs` or `timeoutSeconds` win.
+    pub deploy: HelmDeployOptions,
 }
 
 /// A chart ready to render: its templates parsed, and whether its render depends on the
@@ -308,14 +311,16 @@ fn variant(
         _ => Map::new(),
     };
     let templated = !hs.disable_pre_process.unwrap_or(false) && mentions_template(&values);
+    let release_name = hs
+        .release_name
+        .clone()
+        .unwrap_or_else(|| default_release_name(bundle_name));
     Ok(Variant {
         source,
         values,
         templated,
-        release_name: hs
-            .release_name
-            .clone()
-            .unwrap_or_else(|| default_release_name(bundle_name)),
+        deploy: hs.deploy_options(release_name.clone()),
+        release_name,
         namespace,
         skip_schema_validation: hs.skip_schema_validation.unwrap_or(false),
     })
@@ -404,14 +409,15 @@ fn render_chart(
         .bytes(rendered.values().map(|t| t.len() as u64).sum())
         .map_err(|e| vec![Diagnostic::new(&chart_file, e.to_string())])?;
     let source_of = |template: &str| engine::repo_path(&origin, template);
-    let (generic, hooks) = order::sort_manifests(&rendered, &chart::parse_yaml).map_err(|ds| {
-        ds.into_iter()
-            .map(|mut d| {
-                d.file = source_of(&d.file);
-                d
-            })
-            .collect::<Vec<_>>()
-    })?;
+    let (generic, hooks) =
+        order::sort_manifests(&rendered, &chart::parse_manifest).map_err(|ds| {
+            ds.into_iter()
+                .map(|mut d| {
+                    d.file = source_of(&d.file);
+                    d
+                })
+                .collect::<Vec<_>>()
+        })?;
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     for (name, data) in chart.crds("") {
