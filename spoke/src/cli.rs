@@ -18,7 +18,7 @@ use flotilla_telemetry::LogFormat;
 use crate::enroll::{Refused, enroll};
 use crate::session::{Agent, OnRefusal, run_forever};
 use crate::state_dir::StateDir;
-use crate::target::{KubeOptions, PolicySpec, TargetSpec, kubernetes};
+use crate::applier::{KubeOptions, PolicySpec, TargetSpec, kubernetes};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -2,7 +2,7 @@
 //! over mutual TLS, keeps one Sync stream, applies what it is assigned to its target, and
 //! reports status. It keeps enforcing its last desired state while the hub is away.
 //!
-//! Start reading at `cli::run`; then `session` (the stream), `target` (appliers) and
+//! Start reading at `cli::run`; then `session` (the stream), `applier` (where bundles go) and
 //! `state_dir` (what survives a restart).
 //!
 //! **Architecture Invariant:** the private key is generated here and never leaves the
@@ -16,4 +16,4 @@ mod metrics;
 mod reassembly;
 mod session;
 mod state_dir;
-pub mod target;
+pub mod applier;

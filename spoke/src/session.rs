@@ -30,7 +30,7 @@ use crate::enroll::Refused;
 use crate::metrics::{SpokeMetrics, StateLabel};
 use crate::reassembly::{Chunk, Reassembly};
 use crate::state_dir::{CachedAssignment, StateDir};
-use crate::target::{Desired, Target, check_bundle_name};
+use crate::applier::{Desired, Applier, check_bundle_name};
 
 /// Content the hub expected us to hold is gone: reconnect so Hello tells it the truth.
 #[derive(Debug)]
@@ -52,7 +52,7 @@ pub struct Agent {
     pub hub: String,
     pub labels: Labels,
     pub state: StateDir,
-    pub target: Box<dyn Target>,
+    pub target: Box<dyn Applier>,
     pub heartbeat: Duration,
     pub enforce_every: Duration,
     cache: Mutex<BTreeMap<String, CachedAssignment>>,
@@ -98,7 +98,7 @@ impl Agent {
         hub: String,
         labels: Labels,
         state: StateDir,
-        target: Box<dyn Target>,
+        target: Box<dyn Applier>,
     ) -> Result<Self> {
         let cache = state.load_assignments()?;
         Ok(Agent {
@@ -339,7 +339,7 @@ impl Agent {
     }
 
     /// One enforcement round over the cached bundles (all, or `only` these;
-    /// `target::enforce`): drifted
+    /// `applier::enforce`): drifted
     /// bundles that opted into correctDrift are re-applied, the others reported
     /// Modified; health changes are reported as they happen. A failed bundle is applied
     /// again only once its retry is due.
@@ -372,7 +372,7 @@ impl Agent {
             };
             let desired = a.desired(content);
             let Some(outcome) =
-                crate::target::enforce(self.target.as_ref(), &desired, a.state, &|| {
+                crate::applier::enforce(self.target.as_ref(), &desired, a.state, &|| {
                     self.metrics.drift_events.inc();
                 })
                 .await
@@ -745,10 +745,10 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::target::Outcome;
+    use crate::applier::Outcome;
 
     fn agent(dir: &std::path::Path) -> Agent {
-        let target = crate::target::dir::DirTarget::new(&dir.join("out")).expect("dir target");
+        let target = crate::applier::dir::DirApplier::new(&dir.join("out")).expect("dir target");
         Agent::new(
             "dev".into(),
             "127.0.0.1:1".into(),
@@ -866,7 +866,7 @@ mod tests {
     /// counts the applies.
     struct Refusing(Arc<AtomicUsize>);
 
-    impl Target for Refusing {
+    impl Applier for Refusing {
         fn apply<'a>(&'a self, d: &'a Desired) -> BoxFuture<'a, Result<Outcome>> {
             self.0.fetch_add(1, Ordering::SeqCst);
             Box::pin(async move { Err(anyhow!("bundle {}: refused", d.bundle)) })

@@ -10,7 +10,7 @@ use flotilla_identity::{Credentials, files};
 use flotilla_model::{ContentDigest, State};
 use serde::{Deserialize, Serialize};
 
-use crate::target::{ApplyOptions, Desired, Outcome, ResourceReport};
+use crate::applier::{ApplyOptions, Desired, Outcome, ResourceReport};
 
 pub struct StateDir(PathBuf);
 
@@ -86,7 +86,7 @@ impl CachedAssignment {
 
     /// The comparePatches entries; malformed ones are logged and ignored, so a bad hint
     /// never blocks applying.
-    fn drift_ignores(&self) -> Vec<crate::target::DriftIgnore> {
+    fn drift_ignores(&self) -> Vec<crate::applier::DriftIgnore> {
         if self.compare_patches_json.is_empty() {
             return Vec::new();
         }
