@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use flotilla_model::State;
-use flotilla_spoke::applier::kubernetes::{KubeOptions, KubeApplier, client_config};
-use flotilla_spoke::applier::{ApplyOptions, Desired, Applier, enforce};
+use flotilla_spoke::applier::kubernetes::{KubeApplier, KubeOptions, client_config};
+use flotilla_spoke::applier::{Applier, ApplyOptions, Desired, enforce};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 

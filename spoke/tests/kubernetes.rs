@@ -11,7 +11,7 @@ use common::{Cluster, TEST_CLUSTER, cluster, desired, wait_until};
 use flotilla_model::State;
 use flotilla_spoke::applier::kubernetes::{INVENTORY_NAMESPACE, KubeApplier, REPORTING_CONTROLLER};
 use flotilla_spoke::applier::{
-    ApplyOptions, Desired, DriftIgnore, Outcome, Policy, PolicySpec, Applier, enforce,
+    Applier, ApplyOptions, Desired, DriftIgnore, Outcome, Policy, PolicySpec, enforce,
 };
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use flotilla_model::State;
 use futures::future::BoxFuture;
 
-use super::{Desired, Outcome, Applier, check_bundle_name};
+use super::{Applier, Desired, Outcome, check_bundle_name};
 
 const HEADER_PREFIX: &str = "# managed by flotilla: bundle=";
 

@@ -51,7 +51,7 @@ use self::inventory::Inventory;
 use self::manifest::{BUNDLE_ANNOTATION, Manifest, ObjectRef};
 use self::order::Phase;
 use self::report::Verdict;
-use super::{ClusterCapabilities, Desired, Outcome, Applier};
+use super::{Applier, ClusterCapabilities, Desired, Outcome};
 
 pub use self::drift::DriftIgnore;
 pub use self::events::REPORTING_CONTROLLER;
