@@ -104,15 +104,20 @@ fn trust_bundle(dir: &DataDir, signing: &Ca) -> Result<String> {
     Ok(bundle)
 }
 
-fn advertise_host(advertise: &str) -> Result<String> {
-    advertise
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-        .context("--advertise must be host:port")
+/// The hosts of every advertised address (`A1,A2,…`): the serving certificate names
+/// each, so it is valid whichever replica or address a client dials.
+fn advertise_hosts(advertise: &str) -> Result<Vec<String>> {
+    let mut hosts: Vec<String> = flotilla_identity::addrs::hub_addresses(advertise)
+        .context("--advertise")?
+        .iter()
+        .map(|a| flotilla_identity::addrs::host(a).to_string())
+        .collect();
+    hosts.dedup();
+    Ok(hosts)
 }
 
 fn write_serving(dir: &DataDir, ca: &Ca, advertise: &str) -> Result<()> {
-    let server = ca.issue_server(&[advertise_host(advertise)?])?;
+    let server = ca.issue_server(&advertise_hosts(advertise)?)?;
     files::write_public(&dir.server_cert(), server.cert_pem.as_bytes())?;
     files::write_secret(&dir.server_key(), server.key_pem.as_bytes())?;
     Ok(())
@@ -371,7 +376,7 @@ pub fn retire_live(
             dir.ca_cert().display()
         );
     }
-    let server = ca.issue_server(&[advertise_host(advertise)?])?;
+    let server = ca.issue_server(&advertise_hosts(advertise)?)?;
     let trust_pem = ca.cert_pem().to_string();
     let pin = ca.fingerprint();
     let next = HubPki::new(ca, trust_pem, server.cert_pem, server.key_pem, pin)?;
