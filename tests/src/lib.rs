@@ -283,12 +283,22 @@ impl Hub {
 
     /// Starts a hub with extra `flotilla-hub run` flags, e.g. `--cert-lifetime 6s`.
     pub fn start_with(base: &Path, run_args: &[&str]) -> Hub {
+        Self::start_advertising(base, |addr| addr.to_string(), run_args)
+    }
+
+    /// Starts a hub initialised with `--advertise advertise(ADDR)`, where ADDR is the
+    /// address it listens on (for several addresses: `|a| format!("{other},{a}")`).
+    pub fn start_advertising(
+        base: &Path,
+        advertise: impl FnOnce(&str) -> String,
+        run_args: &[&str],
+    ) -> Hub {
         let dir = base.join("hub");
         let addr = format!("127.0.0.1:{}", free_port());
         let out = Command::new(bin("flotilla-hub"))
             .args(["init", "--data-dir"])
             .arg(&dir)
-            .args(["--advertise", &addr])
+            .args(["--advertise", &advertise(&addr)])
             .output()
             .expect("run flotilla-hub init");
         assert!(
