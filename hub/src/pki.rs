@@ -112,6 +112,7 @@ fn advertise_hosts(advertise: &str) -> Result<Vec<String>> {
         .iter()
         .map(|a| flotilla_identity::addrs::host(a).to_string())
         .collect();
+    hosts.sort();
     hosts.dedup();
     Ok(hosts)
 }
@@ -469,6 +470,42 @@ mod tests {
         assert!(!retired.rotating() && !dir.ca_previous().exists());
         let reloaded = HubPki::load(&dir).expect("reload");
         assert_eq!(reloaded.pin, retired.pin);
+    }
+
+    #[test]
+    fn the_serving_certificate_names_every_advertised_host() {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::new(tmp.path());
+        init(&dir, "10.0.0.1:7443,hub-b.example.com:7443,[::1]:7443").expect("init");
+        let chain = files::read_public(&dir.server_cert()).expect("hub.pem");
+        let leaf = flotilla_identity::pem_to_ders(&chain).expect("pem")[0].clone();
+        let (_, cert) = X509Certificate::from_der(&leaf).expect("a certificate");
+        let sans: Vec<String> = cert
+            .subject_alternative_name()
+            .expect("parses")
+            .expect("has SANs")
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => d.to_string(),
+                GeneralName::IPAddress(ip) => format!("{ip:?}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert!(sans.contains(&"hub-b.example.com".to_string()), "{sans:?}");
+        assert!(sans.contains(&"[10, 0, 0, 1]".to_string()), "{sans:?}");
+        assert_eq!(
+            sans.len(),
+            5,
+            "flotilla-hub, localhost and the three: {sans:?}"
+        );
+        let conf = flotilla_identity::ClientConfig::load(&dir.admin_conf()).expect("admin.conf");
+        assert_eq!(
+            conf.servers().expect("addresses"),
+            ["10.0.0.1:7443", "hub-b.example.com:7443", "[::1]:7443"]
+        );
     }
 
     #[test]
