@@ -8,7 +8,7 @@
 //!   for the CRD to be Established, apply the rest. Both start with no discovery cache.
 //! - the time from an out-of-band edit of an object to its correction by the applier
 //!   with `correctDrift`, woken by its own watches and calling the agent's
-//!   `target::enforce`, as `flotilla-spoke` does.
+//!   `applier::enforce`, as `flotilla-spoke` does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use flotilla_model::State;
-use flotilla_spoke::target::kubernetes::{KubeOptions, KubeTarget, client_config};
-use flotilla_spoke::target::{ApplyOptions, Desired, Target, enforce};
+use flotilla_spoke::applier::kubernetes::{KubeApplier, KubeOptions, client_config};
+use flotilla_spoke::applier::{Applier, ApplyOptions, Desired, enforce};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 
@@ -155,8 +155,8 @@ fn path_str(p: &Path) -> Result<&str> {
 
 /// An applier as `flotilla-spoke --target kubernetes` starts one: client, discovery,
 /// policy (none here).
-async fn spoke_target(kubeconfig: &Path) -> Result<KubeTarget> {
-    KubeTarget::connect(KubeOptions {
+async fn spoke_target(kubeconfig: &Path) -> Result<KubeApplier> {
+    KubeApplier::connect(KubeOptions {
         kubeconfig: Some(kubeconfig.to_path_buf()),
         policy: Default::default(),
         cluster: "bench".to_string(),

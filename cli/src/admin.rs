@@ -627,8 +627,12 @@ impl Client {
                 path.display()
             )
         };
-        let channel = deadline(timeout, what, async {
-            flotilla_identity::connect(&cfg.server, &creds)
+        let servers = cfg
+            .servers()
+            .with_context(|| format!("the server line of {}", path.display()))?;
+        // Several addresses name the hub's replicas: the first that answers serves.
+        let (channel, _) = deadline(timeout, what, async {
+            flotilla_identity::connect_first(&servers, &creds)
                 .await
                 .map_err(|e| Unreachable(format!("{}: {e}", what())).into())
         })

@@ -129,6 +129,8 @@ pub struct InitArgs {
     #[arg(long)]
     pub data_dir: PathBuf,
     /// host:port that spokes and the CLI dial; goes into join strings and admin.conf.
+    /// Several, comma-separated (A1,A2,…), name the hub's replicas: clients try them in
+    /// order, spokes fail over between them, and the serving certificate names each host.
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub advertise: String,
     /// Succeed without changing anything when the data dir is already initialised, so
@@ -485,9 +487,9 @@ async fn admin_client(
 ) -> Result<flotilla_proto::v1::admin_client::AdminClient<tonic::transport::Channel>> {
     let conf = flotilla_identity::ClientConfig::load(&dir.admin_conf())?;
     let creds = conf.credentials()?;
-    let channel = tokio::time::timeout(
+    let (channel, _) = tokio::time::timeout(
         ADMIN_TIMEOUT,
-        flotilla_identity::connect(&conf.server, &creds),
+        flotilla_identity::connect_first(&conf.servers()?, &creds),
     )
     .await
     .with_context(|| format!("the hub at {} did not answer", conf.server))??;
@@ -593,12 +595,15 @@ pub async fn init(args: &InitArgs) -> Result<()> {
             dir.ca_cert().display()
         );
     }
+    let advertise = flotilla_identity::addrs::hub_addresses(&args.advertise)
+        .context("--advertise")?
+        .join(",");
     files::private_dir(dir.root()).with_context(|| format!("creating {}", dir.root().display()))?;
     files::write_public(
         &dir.hub_conf(),
-        format!("advertise: {}\n", args.advertise).as_bytes(),
+        format!("advertise: {advertise}\n").as_bytes(),
     )?;
-    let ca = pki::init(&dir, &args.advertise)?;
+    let ca = pki::init(&dir, &advertise)?;
     // Sources without targets go to the group `default`; out of the box it holds every
     // cluster, as in Fleet.
     let (store, _) = Store::connect(&args.store, dir.root()).await?;
@@ -616,12 +621,12 @@ pub async fn init(args: &InitArgs) -> Result<()> {
         .await?;
     println!("initialised hub in {}", dir.root().display());
     println!("  CA sha256:   {}", ca.fingerprint());
-    println!("  advertise:   {}", args.advertise);
+    println!("  advertise:   {advertise}");
     println!("  admin config: {}", dir.admin_conf().display());
     println!(
         "next: flotilla-hub run --data-dir {} --listen {}{}   then: flotilla --config {} token create",
         dir.root().display(),
-        listen_for(&args.advertise),
+        listen_for(&advertise),
         match &args.store {
             crate::store::StoreUrl::Redb => String::new(),
             other => format!(" --store {other}"),
@@ -631,9 +636,11 @@ pub async fn init(args: &InitArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `--listen` that serves what `--advertise` names: the address itself when it is
-/// one (127.0.0.1:7443), otherwise every interface on its port (hub.example.com:443).
+/// The `--listen` that serves what `--advertise` names (its first address; each replica
+/// listens on its own): the address itself when it is one (127.0.0.1:7443), otherwise
+/// every interface on its port (hub.example.com:443).
 fn listen_for(advertise: &str) -> String {
+    let advertise = advertise.split(',').next().unwrap_or(advertise);
     if advertise.parse::<SocketAddr>().is_ok() {
         return advertise.to_string();
     }
@@ -872,5 +879,9 @@ mod tests {
         assert_eq!(listen_for("127.0.0.1:9443"), "127.0.0.1:9443");
         assert_eq!(listen_for("[::1]:9443"), "[::1]:9443");
         assert_eq!(listen_for("hub.example.com:443"), "0.0.0.0:443");
+        assert_eq!(
+            listen_for("127.0.0.1:9443,127.0.0.2:9443"),
+            "127.0.0.1:9443"
+        );
     }
 }

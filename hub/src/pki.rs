@@ -104,15 +104,21 @@ fn trust_bundle(dir: &DataDir, signing: &Ca) -> Result<String> {
     Ok(bundle)
 }
 
-fn advertise_host(advertise: &str) -> Result<String> {
-    advertise
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-        .context("--advertise must be host:port")
+/// The hosts of every advertised address (`A1,A2,…`): the serving certificate names
+/// each, so it is valid whichever replica or address a client dials.
+fn advertise_hosts(advertise: &str) -> Result<Vec<String>> {
+    let mut hosts: Vec<String> = flotilla_identity::addrs::hub_addresses(advertise)
+        .context("--advertise")?
+        .iter()
+        .map(|a| flotilla_identity::addrs::host(a).to_string())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    Ok(hosts)
 }
 
 fn write_serving(dir: &DataDir, ca: &Ca, advertise: &str) -> Result<()> {
-    let server = ca.issue_server(&[advertise_host(advertise)?])?;
+    let server = ca.issue_server(&advertise_hosts(advertise)?)?;
     files::write_public(&dir.server_cert(), server.cert_pem.as_bytes())?;
     files::write_secret(&dir.server_key(), server.key_pem.as_bytes())?;
     Ok(())
@@ -371,7 +377,7 @@ pub fn retire_live(
             dir.ca_cert().display()
         );
     }
-    let server = ca.issue_server(&[advertise_host(advertise)?])?;
+    let server = ca.issue_server(&advertise_hosts(advertise)?)?;
     let trust_pem = ca.cert_pem().to_string();
     let pin = ca.fingerprint();
     let next = HubPki::new(ca, trust_pem, server.cert_pem, server.key_pem, pin)?;
@@ -464,6 +470,42 @@ mod tests {
         assert!(!retired.rotating() && !dir.ca_previous().exists());
         let reloaded = HubPki::load(&dir).expect("reload");
         assert_eq!(reloaded.pin, retired.pin);
+    }
+
+    #[test]
+    fn the_serving_certificate_names_every_advertised_host() {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::new(tmp.path());
+        init(&dir, "10.0.0.1:7443,hub-b.example.com:7443,[::1]:7443").expect("init");
+        let chain = files::read_public(&dir.server_cert()).expect("hub.pem");
+        let leaf = flotilla_identity::pem_to_ders(&chain).expect("pem")[0].clone();
+        let (_, cert) = X509Certificate::from_der(&leaf).expect("a certificate");
+        let sans: Vec<String> = cert
+            .subject_alternative_name()
+            .expect("parses")
+            .expect("has SANs")
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                GeneralName::DNSName(d) => d.to_string(),
+                GeneralName::IPAddress(ip) => format!("{ip:?}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert!(sans.contains(&"hub-b.example.com".to_string()), "{sans:?}");
+        assert!(sans.contains(&"[10, 0, 0, 1]".to_string()), "{sans:?}");
+        assert_eq!(
+            sans.len(),
+            5,
+            "flotilla-hub, localhost and the three: {sans:?}"
+        );
+        let conf = flotilla_identity::ClientConfig::load(&dir.admin_conf()).expect("admin.conf");
+        assert_eq!(
+            conf.servers().expect("addresses"),
+            ["10.0.0.1:7443", "hub-b.example.com:7443", "[::1]:7443"]
+        );
     }
 
     #[test]

@@ -48,6 +48,31 @@ pub async fn connect(addr: &str, creds: &Credentials) -> Result<Channel, Error> 
         .map_err(|e| connect_err(error_chain(&e)))
 }
 
+/// Connects to the first of `addrs` that answers, trying them in order (the addresses of
+/// one hub, from `admin.conf`); returns the channel and the address it reached. The error
+/// names every address and why it failed.
+pub async fn connect_first(
+    addrs: &[String],
+    creds: &Credentials,
+) -> Result<(Channel, String), Error> {
+    let mut failures = Vec::new();
+    for addr in addrs {
+        match connect(addr, creds).await {
+            Ok(channel) => return Ok((channel, addr.clone())),
+            Err(Error::Connect { message, .. }) => failures.push(format!("{addr}: {message}")),
+            Err(e) => failures.push(format!("{addr}: {e}")),
+        }
+    }
+    Err(Error::Connect {
+        addr: addrs.join(","),
+        message: if failures.is_empty() {
+            "no address to try".to_string()
+        } else {
+            failures.join("; ")
+        },
+    })
+}
+
 /// Flattens an error and its sources, so "transport error" shows the TLS reason too.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

@@ -8,6 +8,8 @@ use crate::{Error, files};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
+    /// The hub's address, or several comma-separated (its replicas), tried in order
+    /// ([`ClientConfig::servers`]).
     pub server: String,
     pub ca: PathBuf,
     pub cert: PathBuf,
@@ -55,6 +57,11 @@ impl ClientConfig {
         })
     }
 
+    /// Every address of the hub, in the order to try them (`connect_first`).
+    pub fn servers(&self) -> Result<Vec<String>, Error> {
+        crate::addrs::hub_addresses(&self.server)
+    }
+
     pub fn credentials(&self) -> Result<Credentials, Error> {
         Ok(Credentials {
             ca_pem: files::read_public(&self.ca)?,
@@ -82,6 +89,17 @@ mod tests {
         let loaded = ClientConfig::load(&p).expect("loads");
         assert_eq!(loaded.server, "127.0.0.1:7443");
         assert_eq!(loaded.key, dir.path().join("admin-key.pem"));
+        assert_eq!(loaded.servers().expect("one"), ["127.0.0.1:7443"]);
+        std::fs::write(
+            &p,
+            "server: 10.0.0.1:7443,10.0.0.2:7443\nca: ca.pem\ncert: a.pem\nkey: k.pem\n",
+        )
+        .expect("write");
+        let several = ClientConfig::load(&p).expect("loads");
+        assert_eq!(
+            several.servers().expect("two"),
+            ["10.0.0.1:7443", "10.0.0.2:7443"]
+        );
         std::fs::write(&p, "server: x\n").expect("write");
         assert!(ClientConfig::load(&p).is_err());
     }

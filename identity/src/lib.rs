@@ -1,6 +1,7 @@
 //! Identity for flotilla: who a peer is, and the credentials that prove it.
 //!
-//! This crate owns the hub's certificate authority (`ca`), spoke key and CSR generation
+//! This crate owns the hub's certificate authority (`ca`), the hub's advertised address
+//! list (`addrs`), spoke key and CSR generation
 //! (`csr`), the URI SAN that names a cluster or an admin (`san`), pinning the hub CA from
 //! a join string (`pin`), building mTLS channels (`channel`), writing key files 0600
 //! (`files`), checking a spoke's proof for recovering an expired certificate
@@ -11,6 +12,7 @@
 //! the TLS layer verified against the hub CA. Nothing here reads identity from a message.
 #![forbid(unsafe_code)]
 
+pub mod addrs;
 pub mod ca;
 pub mod channel;
 pub mod client_config;
@@ -23,7 +25,7 @@ pub mod refusal;
 pub mod san;
 
 pub use ca::{Ca, IssuedCert};
-pub use channel::{Credentials, connect};
+pub use channel::{Credentials, connect, connect_first};
 pub use client_config::ClientConfig;
 pub use join::JoinString;
 pub use recovery::{RecoveryClaim, RecoveryRefused, verify_recovery};
@@ -47,6 +49,8 @@ pub enum Error {
         expected: String,
         presented: Vec<String>,
     },
+    #[error("{0}")]
+    Address(String),
     #[error("connecting to {addr}: {message}")]
     Connect { addr: String, message: String },
 }

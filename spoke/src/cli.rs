@@ -15,10 +15,11 @@ use flotilla_identity::{JoinString, Refusal};
 use flotilla_model::{ClusterName, parse_labels};
 use flotilla_telemetry::LogFormat;
 
+use crate::applier::{KubeOptions, PolicySpec, TargetSpec, kubernetes};
 use crate::enroll::{Refused, enroll};
+use crate::renewal::Certificates;
 use crate::session::{Agent, OnRefusal, run_forever};
 use crate::state_dir::StateDir;
-use crate::target::{KubeOptions, PolicySpec, TargetSpec, kubernetes};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -130,15 +131,15 @@ pub async fn run(args: Args) -> Result<()> {
         enroll(&state, &join, &text, name.as_str(), &labels).await?;
     }
     let identity = state.load_identity()?;
-    // Fail at start, not on every reconnect, when the key is unreadable or too open.
-    state.credentials()?;
     let agent = Arc::new(Agent::new(
-        identity.cluster,
-        identity.hub,
+        identity.cluster.clone(),
+        identity.hub_addresses(),
         labels,
-        state,
+        state.clone(),
         target,
     )?);
+    // Fails at start, not on every reconnect, when the key is unreadable or too open.
+    let certs = Certificates::start(state, identity.cluster, agent.subscribe_outbound())?;
     if let Some(listen) = args.metrics_listen {
         let a = agent.clone();
         let scrape = Arc::new(move || a.scrape_metrics());
@@ -149,7 +150,7 @@ pub async fn run(args: Args) -> Result<()> {
         });
     }
     tokio::select! {
-        refused = run_forever(agent, args.on_refusal) => return Err(refused.into()),
+        refused = run_forever(agent, certs, args.on_refusal) => return Err(refused.into()),
         _ = shutdown_signal() => tracing::info!("stopping"),
     }
     Ok(())
@@ -194,14 +195,14 @@ fn registration(
             tracing::warn!(state_dir = %dir, old_cluster = %identity.cluster, "--rejoin: registering again, replacing the identity in the state dir");
             return Ok(Some((join, text)));
         }
-        if !identity.enrolled_with(&text, &join.hub) {
+        if !identity.enrolled_with(&text, &join.hubs()?) {
             bail!(
                 "{dir} already holds the identity of cluster {:?} (hub {}), enrolled with \
                  another join string than the one given; pass --rejoin to register again \
                  with the new one (replacing that identity), or drop the join string to \
                  keep it",
                 identity.cluster,
-                identity.hub
+                identity.hub_addresses().join(",")
             );
         }
     }

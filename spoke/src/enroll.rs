@@ -35,6 +35,8 @@ pub(crate) fn call_error(what: &str, status: tonic::Status) -> anyhow::Error {
     }
 }
 
+/// Registers with the hub at the first of the join string's addresses that answers
+/// with the pinned CA, and saves the identity (with every address) in `state`.
 pub async fn enroll(
     state: &StateDir,
     join: &JoinString,
@@ -42,20 +44,10 @@ pub async fn enroll(
     name: &str,
     labels: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let ca_der = pin::fetch_pinned_ca(&join.hub, &join.ca_sha256)
-        .await
-        .context("pinning the hub CA from the join string")?;
+    let hubs = join.hubs()?;
+    let (hub, ca_der, channel) = reach_pinned(&hubs, &join.ca_sha256).await?;
     let ca_pem = flotilla_identity::der_to_pem(&ca_der);
     let (key_pem, csr_pem) = csr::generate_csr(name)?;
-    let channel = flotilla_identity::connect(
-        &join.hub,
-        &Credentials {
-            ca_pem: ca_pem.clone(),
-            cert_pem: None,
-            key_pem: None,
-        },
-    )
-    .await?;
     let resp = RegistrationClient::new(channel)
         .register(RegisterRequest {
             token: join.token.clone(),
@@ -72,17 +64,49 @@ pub async fn enroll(
     }
     let ca_pem = registered_trust(&ca_der, ca_pem, &resp.ca_pem);
     state.save_enrollment(
-        &IdentityFile {
-            cluster: resp.cluster_id,
-            hub: join.hub.clone(),
-            join_sha256: IdentityFile::join_digest(join_text),
-        },
+        &IdentityFile::new(resp.cluster_id, hubs, join_text),
         &key_pem,
         &resp.cert_chain_pem,
         &ca_pem,
     )?;
-    tracing::info!(cluster = name, hub = %join.hub, "enrolled with the hub");
+    tracing::info!(cluster = name, %hub, "enrolled with the hub");
     Ok(())
+}
+
+/// The first of `hubs` that presents the CA `ca_sha256` pins, with that CA (DER) and a
+/// server-authenticated channel to it. With several addresses, the error names each.
+async fn reach_pinned(
+    hubs: &[String],
+    ca_sha256: &str,
+) -> Result<(String, Vec<u8>, tonic::transport::Channel)> {
+    let mut failures = Vec::new();
+    for hub in hubs {
+        let reached = async {
+            let ca_der = pin::fetch_pinned_ca(hub, ca_sha256)
+                .await
+                .context("pinning the hub CA from the join string")?;
+            let creds = Credentials {
+                ca_pem: flotilla_identity::der_to_pem(&ca_der),
+                cert_pem: None,
+                key_pem: None,
+            };
+            let channel = flotilla_identity::connect(hub, &creds).await?;
+            anyhow::Ok((ca_der, channel))
+        }
+        .await;
+        match reached {
+            Ok((ca_der, channel)) => return Ok((hub.clone(), ca_der, channel)),
+            Err(e) if hubs.len() == 1 => return Err(e),
+            Err(e) => {
+                tracing::warn!(%hub, error = %format!("{e:#}"), "cannot enroll at this hub address; trying the next");
+                failures.push(format!("{hub}: {e:#}"));
+            }
+        }
+    }
+    bail!(
+        "no hub address answered with the pinned CA: {}",
+        failures.join("; ")
+    )
 }
 
 /// What to trust from now on: the hub's whole CA bundle, when it holds the CA the join

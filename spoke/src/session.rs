@@ -1,47 +1,81 @@
-//! The agent: one Sync stream to the hub at a time, reconnecting with jittered backoff,
-//! and an enforcement loop that keeps the target equal to the cached desired state
-//! whether or not the hub is reachable. A bundle whose apply fails is retried with its
-//! own jittered backoff (`backoff::BundleRetries`), not at every round: a watch event
-//! does not bring it forward (a failing apply's own writes make watch events), a new
-//! Assign from the hub is applied at once.
+//! The agent: one Sync stream to the hub at a time, dialling the hub's addresses in
+//! turn with jittered backoff (`dial::Dialer`), and an enforcement loop that keeps the
+//! target equal to the cached desired state whether or not any hub is reachable. A
+//! bundle whose apply fails is retried with its own jittered backoff
+//! (`backoff::BundleRetries`), not at every round: a watch event does not bring it
+//! forward (a failing apply's own writes make watch events), a new Assign from the hub
+//! is applied at once.
 //!
-//! The stream also carries the certificate's renewal (at two thirds of its lifetime, or
-//! when the hub sends `RenewNow`); a certificate that expired while the hub was away is
-//! recovered (`enroll::recover`) before the next dial. A permanent refusal ends
-//! `run_forever` (or slows it to one try every 10 minutes under `--on-refusal retry`).
+//! How a stream ends is returned as data ([`Ended`]), and so is what a message from the
+//! hub leads to ([`Next`]); `run_forever` acts on them. The certificate belongs to its
+//! own task (`renewal::Certificates`): a stream dials with the latest credentials and
+//! forwards the hub's renewal messages to it. A permanent refusal ends `run_forever` (or
+//! slows it to one try every 10 minutes under `--on-refusal retry`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use flotilla_identity::Identity;
 use flotilla_model::{ContentDigest, Labels, State};
 use flotilla_proto::limits::MAX_CONTENT_BYTES;
 use flotilla_proto::v1::{
-    Applied, ClusterCapabilities, Hello, HubMsg, Renew, ResourceStatus, SpokeMsg,
-    Status as StatusMsg, hub_msg, spoke_client::SpokeClient, spoke_msg,
+    Applied, ClusterCapabilities, Hello, HubMsg, ResourceStatus, SpokeMsg, Status as StatusMsg,
+    hub_msg, spoke_client::SpokeClient, spoke_msg,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::applier::{Applier, Desired, check_bundle_name};
 use crate::backoff::{Backoff, BundleRetries};
+use crate::dial::Dialer;
 use crate::enroll::Refused;
 use crate::metrics::{SpokeMetrics, StateLabel};
 use crate::reassembly::{Chunk, Reassembly};
+use crate::renewal::Certificates;
 use crate::state_dir::{CachedAssignment, StateDir};
-use crate::target::{Desired, Target, check_bundle_name};
 
-/// Content the hub expected us to hold is gone: reconnect so Hello tells it the truth.
+/// What handling a message from the hub leads to.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// The stream goes on: the message was carried out, or refused alone (reported
+    /// ErrApplied).
+    Continue,
+    /// End this stream and dial again, so the next Hello tells the hub what we really
+    /// hold (content it expected us to hold is gone, or an Unassign failed).
+    Resync(String),
+}
+
+/// What an Assign comes to once checked.
 #[derive(Debug)]
-struct Resync(String);
+enum Prepared {
+    /// Its content is stored; the bundle is ready to apply.
+    Apply(Box<(CachedAssignment, Desired)>),
+    /// It cannot be carried out (bad name, digest or content): that bundle alone fails.
+    Refuse(String),
+    /// It names content we were expected to hold but do not.
+    Resync(String),
+}
+
+/// How one Sync stream ended, which says what the agent does next.
+#[must_use]
+#[derive(Debug)]
+enum Ended {
+    /// No stream opened at this address (it is down, or its TLS or the hub refused the
+    /// stream for now): try the next address.
+    Unreachable(anyhow::Error),
+    /// A stream ran and ended (the hub closed it, it broke, or we asked for a resync):
+    /// dial again after a backoff.
+    Closed(String),
+    /// The hub refused this spoke for good.
+    Refused(Refused),
+}
 
 /// Largest message the spoke accepts: an Assign with up to 16 MiB of content inline
 /// (`MAX_INLINE_CONTENT_BYTES`) plus framing. Larger content comes in `ContentChunk`s,
 /// up to `MAX_CONTENT_BYTES` in all (`reassembly`).
 const MAX_INBOUND_MESSAGE: usize = 20 * 1024 * 1024;
-/// A connection that lasted this long resets the backoff.
-const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 /// A failing bundle's first retry comes after about this long...
 const RETRY_BASE: Duration = Duration::from_secs(1);
 /// ...and the delay doubles up to this.
@@ -49,15 +83,17 @@ const RETRY_MAX: Duration = Duration::from_secs(300);
 
 pub struct Agent {
     pub cluster: String,
-    pub hub: String,
+    /// The hub's addresses, dialled in turn (`dial::Dialer`).
+    pub hubs: Vec<String>,
     pub labels: Labels,
     pub state: StateDir,
-    pub target: Box<dyn Target>,
+    pub target: Box<dyn Applier>,
     pub heartbeat: Duration,
     pub enforce_every: Duration,
     cache: Mutex<BTreeMap<String, CachedAssignment>>,
-    /// The outbound half of the current stream, if connected.
-    outbound: Mutex<Option<mpsc::Sender<SpokeMsg>>>,
+    /// The outbound half of the current stream, if connected. The certificate task
+    /// watches it to send renewals on the stream that is open.
+    outbound: watch::Sender<Option<mpsc::Sender<SpokeMsg>>>,
     /// Serialises everything that changes the target (assign, unassign, enforcement), so
     /// an enforcement round never re-applies a deployment an Assign just replaced.
     apply_lock: tokio::sync::Mutex<()>,
@@ -95,22 +131,25 @@ impl Agent {
 
     pub fn new(
         cluster: String,
-        hub: String,
+        hubs: Vec<String>,
         labels: Labels,
         state: StateDir,
-        target: Box<dyn Target>,
+        target: Box<dyn Applier>,
     ) -> Result<Self> {
+        if hubs.is_empty() {
+            bail!("no hub address to dial");
+        }
         let cache = state.load_assignments()?;
         Ok(Agent {
             cluster,
-            hub,
+            hubs,
             labels,
             state,
             target,
             heartbeat: Duration::from_secs(10),
             enforce_every: Duration::from_secs(5),
             cache: Mutex::new(cache),
-            outbound: Mutex::new(None),
+            outbound: watch::Sender::new(None),
             apply_lock: tokio::sync::Mutex::new(()),
             retries: Mutex::new(BundleRetries::new(RETRY_BASE, RETRY_MAX)),
             retry_scheduled: tokio::sync::Notify::new(),
@@ -118,6 +157,11 @@ impl Agent {
             streams_opened: std::sync::atomic::AtomicU64::new(0),
             lost_content: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Follows the outbound half of the open stream (None while disconnected).
+    pub fn subscribe_outbound(&self) -> watch::Receiver<Option<mpsc::Sender<SpokeMsg>>> {
+        self.outbound.subscribe()
     }
 
     fn retries(&self) -> std::sync::MutexGuard<'_, BundleRetries> {
@@ -167,7 +211,7 @@ impl Agent {
     }
 
     fn send(&self, msg: spoke_msg::Msg) {
-        let tx = self.outbound.lock().ok().and_then(|o| o.clone());
+        let tx = self.outbound.borrow().clone();
         if let Some(tx) = tx {
             // A full buffer means the hub is not reading; the status is re-sent on the
             // next connect from the cache, so dropping it here loses nothing.
@@ -200,22 +244,27 @@ impl Agent {
     /// Applies one assignment. A bad assignment is reported as ErrApplied and the stream
     /// goes on; only content we were expected to hold but lost forces a resync (a new
     /// stream, whose Hello tells the hub what we really hold).
-    async fn assign(self: &Arc<Self>, msg: flotilla_proto::v1::Assign) -> Result<(), Resync> {
+    async fn assign(self: &Arc<Self>, msg: flotilla_proto::v1::Assign) -> Next {
         let _serial = self.apply_lock.lock().await;
         let msg = Arc::new(msg);
         let m = msg.clone();
-        let prepared = self
-            .blocking(move |a| a.prepare(&m))
-            .await
-            .map_err(|e| Resync(format!("{e:#}")))?;
-        let result = match prepared? {
-            Ok(desired) => self.apply_desired(desired).await,
-            Err(e) => Err(e),
+        let prepared = match self.blocking(move |a| a.prepare(&m)).await {
+            Ok(p) => p,
+            Err(e) => Prepared::Resync(format!("{e:#}")),
         };
-        if let Err(e) = result {
-            self.refuse(&msg, &format!("{e:#}"));
+        match prepared {
+            Prepared::Apply(ready) => {
+                if let Err(e) = self.apply_desired(*ready).await {
+                    self.refuse(&msg, &format!("{e:#}"));
+                }
+                Next::Continue
+            }
+            Prepared::Refuse(why) => {
+                self.refuse(&msg, &why);
+                Next::Continue
+            }
+            Prepared::Resync(why) => Next::Resync(why),
         }
-        Ok(())
     }
 
     /// Reports an assignment that cannot be carried out as ErrApplied. The bundle's
@@ -240,22 +289,22 @@ impl Agent {
     }
 
     /// Checks an Assign and stores its content. Blocking (file I/O).
-    fn prepare(
-        &self,
-        msg: &flotilla_proto::v1::Assign,
-    ) -> Result<Result<(CachedAssignment, Desired)>, Resync> {
+    fn prepare(&self, msg: &flotilla_proto::v1::Assign) -> Prepared {
         let digest = ContentDigest::parse(&msg.content_digest);
         if !content_included(msg)
             && digest
                 .as_ref()
                 .is_some_and(|d| self.state.load_content(d).is_none())
         {
-            return Err(Resync(format!(
+            return Prepared::Resync(format!(
                 "hub assumed we hold {} for {}, but it is not in the cache",
                 msg.content_digest, msg.bundle
-            )));
+            ));
         }
-        Ok(self.try_prepare(msg))
+        match self.try_prepare(msg) {
+            Ok(ready) => Prepared::Apply(Box::new(ready)),
+            Err(e) => Prepared::Refuse(format!("{e:#}")),
+        }
     }
 
     fn try_prepare(&self, msg: &flotilla_proto::v1::Assign) -> Result<(CachedAssignment, Desired)> {
@@ -339,7 +388,7 @@ impl Agent {
     }
 
     /// One enforcement round over the cached bundles (all, or `only` these;
-    /// `target::enforce`): drifted
+    /// `applier::enforce`): drifted
     /// bundles that opted into correctDrift are re-applied, the others reported
     /// Modified; health changes are reported as they happen. A failed bundle is applied
     /// again only once its retry is due.
@@ -372,7 +421,7 @@ impl Agent {
             };
             let desired = a.desired(content);
             let Some(outcome) =
-                crate::target::enforce(self.target.as_ref(), &desired, a.state, &|| {
+                crate::applier::enforce(self.target.as_ref(), &desired, a.state, &|| {
                     self.metrics.drift_events.inc();
                 })
                 .await
@@ -420,8 +469,8 @@ pub enum OnRefusal {
 const REFUSED_RETRY: Duration = Duration::from_secs(600);
 
 /// Runs until the process is stopped, or until the hub refuses this spoke for good
-/// under `OnRefusal::Exit`.
-pub async fn run_forever(agent: Arc<Agent>, on_refusal: OnRefusal) -> Refused {
+/// under `OnRefusal::Exit`. `certs` owns the certificate the streams dial with.
+pub async fn run_forever(agent: Arc<Agent>, certs: Certificates, on_refusal: OnRefusal) -> Refused {
     let enforcer = agent.clone();
     tokio::spawn(async move {
         // A round runs at every tick, and at once when the target's watches see a change.
@@ -444,114 +493,83 @@ pub async fn run_forever(agent: Arc<Agent>, on_refusal: OnRefusal) -> Refused {
             enforcer.enforce(only.as_ref()).await;
         }
     });
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut dialer = Dialer::new(
+        agent.hubs.clone(),
+        &agent.cluster,
+        Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+    );
     loop {
+        let hub = dialer.current().to_string();
         let started = Instant::now();
-        let mut refused = false;
-        match sync_once(&agent).await {
-            Ok(()) => tracing::info!(hub = %agent.hub, "hub closed the stream"),
-            Err(e) => match e.downcast::<Refused>() {
-                Ok(r) if on_refusal == OnRefusal::Exit => return r,
-                Ok(r) => {
-                    refused = true;
-                    tracing::error!(hub = %agent.hub, refusal = %r.refusal, error = %r.message, retry_in_s = REFUSED_RETRY.as_secs(), "refused by the hub; still enforcing the cached state");
-                }
-                Err(e) => {
-                    tracing::warn!(hub = %agent.hub, error = %format!("{e:#}"), "sync stream failed")
-                }
-            },
-        }
-        if let Ok(mut o) = agent.outbound.lock() {
-            *o = None;
-        }
-        if started.elapsed() >= STABLE_CONNECTION {
-            backoff.reset();
-        }
-        let delay = if refused {
-            REFUSED_RETRY
-        } else {
-            backoff.next_delay()
+        let delay = match sync_once(&agent, &certs, &hub).await {
+            Ended::Unreachable(e) => {
+                let delay = dialer.unreachable();
+                tracing::warn!(%hub, next = %dialer.current(), error = %format!("{e:#}"), "cannot reach the hub at this address");
+                delay
+            }
+            Ended::Closed(why) => {
+                dialer.connected();
+                tracing::info!(%hub, why, "sync stream ended");
+                dialer.ended(started.elapsed())
+            }
+            Ended::Refused(r) if on_refusal == OnRefusal::Exit => return r,
+            Ended::Refused(r) => {
+                tracing::error!(%hub, refusal = %r.refusal, error = %r.message, retry_in_s = REFUSED_RETRY.as_secs(), "refused by the hub; still enforcing the cached state");
+                REFUSED_RETRY
+            }
         };
-        tracing::info!(
-            delay_ms = delay.as_millis() as u64,
-            "reconnecting after backoff"
-        );
-        tokio::time::sleep(delay).await;
-    }
-}
-
-/// When to renew: at two thirds of the current certificate's lifetime.
-fn renewal_due(state: &StateDir) -> Result<tokio::time::Instant> {
-    let (not_before, not_after) = Identity::validity(&state.leaf_der()?)?;
-    let now = unix_now();
-    let due = not_before + (not_after - not_before) * 2 / 3;
-    let wait = u64::try_from(due - now).unwrap_or(0);
-    Ok(tokio::time::Instant::now() + Duration::from_secs(wait))
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Recovers an expired certificate before dialling with it: TLS would refuse it.
-async fn recover_if_expired(agent: &Agent) -> Result<()> {
-    let not_after = agent.state.leaf_expiry()?;
-    if not_after <= unix_now() {
-        crate::enroll::recover(&agent.state, &agent.cluster, &agent.hub).await?;
-    }
-    Ok(())
-}
-
-/// A certificate renewal on the open stream: a new key is generated here, only its CSR
-/// is sent, and the key is installed together with the certificate the hub returns.
-struct Renewal {
-    /// The new key, while its certificate is on the way.
-    pending: Option<String>,
-    due: tokio::time::Instant,
-}
-
-impl Renewal {
-    fn start(&mut self, agent: &Agent) -> Result<()> {
-        let (key_pem, csr_pem) = flotilla_identity::csr::generate_csr(&agent.cluster)?;
-        self.pending = Some(key_pem);
-        tracing::info!(cluster = %agent.cluster, "renewing the client certificate");
-        agent.send(spoke_msg::Msg::Renew(Renew { csr_pem }));
-        Ok(())
-    }
-
-    fn install(&mut self, agent: &Agent, chain_pem: &str, ca_bundle_pem: &str) -> Result<()> {
-        let Some(key_pem) = self.pending.take() else {
-            bail!("hub sent a certificate we did not ask for");
-        };
-        let ders = flotilla_identity::pem_to_ders(chain_pem)?;
-        let leaf = ders.first().context("empty certificate chain")?;
-        match Identity::from_cert_der(leaf)? {
-            Identity::Cluster(c) if c.as_str() == agent.cluster => {}
-            other => bail!(
-                "hub sent a certificate for {other}, not cluster {}",
-                agent.cluster
-            ),
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                hub = %dialer.current(),
+                "reconnecting after backoff"
+            );
+            tokio::time::sleep(delay).await;
         }
-        if !ca_bundle_pem.is_empty() {
-            // During a CA rotation this adds the new CA before the hub starts serving
-            // with it; it never removes the CA the current connection relies on.
-            flotilla_identity::pem_to_ders(ca_bundle_pem)?;
-            agent.state.save_trust(ca_bundle_pem)?;
-        }
-        agent.state.save_renewed(&key_pem, chain_pem)?;
-        self.due = renewal_due(&agent.state)?;
-        tracing::info!(cluster = %agent.cluster, "client certificate renewed; the stream stays up");
-        Ok(())
     }
 }
 
-async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
-    recover_if_expired(agent).await?;
-    let creds = agent.state.credentials()?;
-    let channel = flotilla_identity::connect(&agent.hub, &creds).await?;
+/// One Sync stream with the hub at `hub`, from dialling to its end.
+async fn sync_once(agent: &Arc<Agent>, certs: &Certificates, hub: &str) -> Ended {
+    let (tx, inbound) = match open_stream(agent, certs, hub).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            return match e.downcast::<Refused>() {
+                Ok(r) => Ended::Refused(r),
+                Err(e) => Ended::Unreachable(e),
+            };
+        }
+    };
+    agent.outbound.send_replace(Some(tx));
+    tracing::info!(%hub, cluster = %agent.cluster, "sync stream open");
+    if agent
+        .streams_opened
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        > 0
+    {
+        agent.metrics.reconnects.inc();
+    }
+    // Tell the hub what happened while we were away.
+    for a in agent.cache().values() {
+        agent.report(a);
+    }
+    let why = serve_stream(agent, certs, inbound).await;
+    agent.outbound.send_replace(None);
+    Ended::Closed(why)
+}
+
+/// Dials `hub` with the current credentials (recovering an expired certificate first:
+/// TLS would refuse it) and opens the stream with our Hello.
+async fn open_stream(
+    agent: &Arc<Agent>,
+    certs: &Certificates,
+    hub: &str,
+) -> Result<(mpsc::Sender<SpokeMsg>, tonic::Streaming<HubMsg>)> {
+    if certs.current().expired() {
+        certs.recover(hub).await?;
+    }
+    let creds = certs.current().creds.clone();
+    let channel = flotilla_identity::connect(hub, &creds).await?;
     let mut client = SpokeClient::new(channel).max_decoding_message_size(MAX_INBOUND_MESSAGE);
     let cache = agent.cache();
     let (tx, rx) = mpsc::channel(256);
@@ -588,31 +606,21 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
     })
     .await
     .context("queueing Hello")?;
-    let mut inbound = client
+    let inbound = client
         .sync(ReceiverStream::new(rx))
         .await
         .map_err(|s| crate::enroll::call_error("hub refused the stream", s))?
         .into_inner();
-    if let Ok(mut o) = agent.outbound.lock() {
-        *o = Some(tx.clone());
-    }
-    tracing::info!(hub = %agent.hub, cluster = %agent.cluster, "sync stream open");
-    if agent
-        .streams_opened
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        > 0
-    {
-        agent.metrics.reconnects.inc();
-    }
-    // Tell the hub what happened while we were away.
-    for a in cache.values() {
-        agent.report(a);
-    }
+    Ok((tx, inbound))
+}
+
+/// Reads the open stream until it ends; returns why it ended.
+async fn serve_stream(
+    agent: &Arc<Agent>,
+    certs: &Certificates,
+    mut inbound: tonic::Streaming<HubMsg>,
+) -> String {
     let mut heartbeat = tokio::time::interval(agent.heartbeat);
-    let mut renewal = Renewal {
-        pending: None,
-        due: renewal_due(&agent.state)?,
-    };
     // Applying can take long (a CRD waits to be Established, an enforcement round holds
     // the target), so assignments run in a worker of this stream, in the order they came,
     // while this loop keeps heartbeats and renewal going. The worker ends when the
@@ -623,40 +631,39 @@ async fn sync_once(agent: &Arc<Agent>) -> Result<()> {
     let mut chunks = Reassembly::new(MAX_CONTENT_BYTES);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(renewal.due), if renewal.pending.is_none() => {
-                renewal.start(agent)?;
-            }
             msg = inbound.message() => {
-                let msg: Option<HubMsg> = msg.map_err(|s| anyhow!("stream: {}", s.message()))?;
-                let Some(msg) = msg else { return Ok(()) };
-                match msg.msg {
-                    Some(hub_msg::Msg::ContentChunk(c)) => chunks.push(Chunk {
-                        digest: c.content_digest,
-                        total: c.total_size,
-                        offset: c.offset,
-                        data: &c.data,
-                    }),
-                    Some(hub_msg::Msg::Assign(a)) => {
-                        queue_work(&work, assign_work(a, &mut chunks)).await?
+                let msg = match msg {
+                    Ok(Some(HubMsg { msg: Some(m) })) => m,
+                    Ok(Some(HubMsg { msg: None })) => continue,
+                    Ok(None) => return "the hub closed the stream".to_string(),
+                    Err(s) => return format!("stream: {}", s.message()),
+                };
+                let queued = match msg {
+                    hub_msg::Msg::ContentChunk(c) => {
+                        chunks.push(Chunk {
+                            digest: c.content_digest,
+                            total: c.total_size,
+                            offset: c.offset,
+                            data: &c.data,
+                        });
+                        Ok(())
                     }
-                    Some(hub_msg::Msg::Unassign(u)) => {
-                        queue_work(&work, Work::Unassign(u.bundle, u.keep_resources)).await?
+                    hub_msg::Msg::Assign(a) => work.send(assign_work(a, &mut chunks)).await,
+                    hub_msg::Msg::Unassign(u) => {
+                        work.send(Work::Unassign(u.bundle, u.keep_resources)).await
                     }
-                    Some(hub_msg::Msg::Certificate(c)) => {
-                        renewal.install(agent, &c.cert_chain_pem, &c.ca_bundle_pem)?
+                    m @ (hub_msg::Msg::Certificate(_) | hub_msg::Msg::RenewNow(_)) => {
+                        certs.hub_sent(&m).await;
+                        Ok(())
                     }
-                    Some(hub_msg::Msg::RenewNow(_)) => {
-                        // A CA rotation: renew at once unless a renewal is under way.
-                        if renewal.pending.is_none() {
-                            tracing::info!(cluster = %agent.cluster, "the hub asked for a renewal now");
-                            renewal.start(agent)?;
-                        }
-                    }
-                    Some(hub_msg::Msg::Ping(_)) | None => {}
+                    hub_msg::Msg::Ping(_) => Ok(()),
+                };
+                if queued.is_err() {
+                    return "the assignment worker stopped".to_string();
                 }
             }
-            Some(why) = failed.recv() => bail!("{why}"),
-            _ = agent.lost_content.notified() => bail!("resyncing: cached content was lost"),
+            Some(why) = failed.recv() => return format!("resyncing: {why}"),
+            _ = agent.lost_content.notified() => return "resyncing: cached content was lost".to_string(),
             _ = heartbeat.tick() => {
                 agent.send(spoke_msg::Msg::Heartbeat(Default::default()));
             }
@@ -702,12 +709,6 @@ fn assign_work(mut a: flotilla_proto::v1::Assign, chunks: &mut Reassembly) -> Wo
     }
 }
 
-async fn queue_work(work: &mpsc::Sender<Work>, w: Work) -> Result<()> {
-    work.send(w)
-        .await
-        .map_err(|_| anyhow!("the assignment worker stopped"))
-}
-
 /// Carries out one stream's assignments in order. A failure that needs a new stream
 /// (lost content, an unassign that could not be carried out) is sent on `failed`.
 async fn work_through(
@@ -716,21 +717,18 @@ async fn work_through(
     failed: mpsc::Sender<String>,
 ) {
     while let Some(w) = queue.recv().await {
-        let result = match w {
-            Work::Assign(a) => agent
-                .assign(a)
-                .await
-                .map_err(|Resync(why)| format!("resyncing: {why}")),
+        let next = match w {
+            Work::Assign(a) => agent.assign(a).await,
             Work::Refuse(a, why) => {
                 agent.refuse(&a, &why);
-                Ok(())
+                Next::Continue
             }
-            Work::Unassign(bundle, keep) => agent
-                .unassign(bundle, keep)
-                .await
-                .map_err(|e| format!("{e:#}")),
+            Work::Unassign(bundle, keep) => match agent.unassign(bundle, keep).await {
+                Ok(()) => Next::Continue,
+                Err(e) => Next::Resync(format!("{e:#}")),
+            },
         };
-        if let Err(why) = result {
+        if let Next::Resync(why) = next {
             let _ = failed.send(why).await;
             return;
         }
@@ -745,18 +743,26 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::target::Outcome;
+    use crate::applier::Outcome;
 
     fn agent(dir: &std::path::Path) -> Agent {
-        let target = crate::target::dir::DirTarget::new(&dir.join("out")).expect("dir target");
+        let target = crate::applier::dir::DirApplier::new(&dir.join("out")).expect("dir target");
         Agent::new(
             "dev".into(),
-            "127.0.0.1:1".into(),
+            vec!["127.0.0.1:1".into()],
             Labels::default(),
             StateDir::new(&dir.join("state")),
             Box::new(target),
         )
         .expect("agent")
+    }
+
+    /// The assignment an Assign was prepared into; anything else fails the test.
+    fn applied(p: Prepared) -> (CachedAssignment, Desired) {
+        match p {
+            Prepared::Apply(ready) => *ready,
+            other => panic!("not prepared: {other:?}"),
+        }
     }
 
     fn assign(content: &[u8], digest: &ContentDigest, content_included: bool) -> Assign {
@@ -777,10 +783,7 @@ mod tests {
         let a = agent(dir.path());
         let empty = ContentDigest::of(b"");
         for included in [true, false] {
-            let (entry, desired) = a
-                .prepare(&assign(b"", &empty, included))
-                .unwrap_or_else(|Resync(why)| panic!("included={included}: resync: {why}"))
-                .expect("prepared");
+            let (entry, desired) = applied(a.prepare(&assign(b"", &empty, included)));
             assert_eq!(entry.digest, empty);
             assert!(desired.content.is_empty());
         }
@@ -791,14 +794,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = agent(dir.path());
         let digest = ContentDigest::of(b"kind: ConfigMap\n");
-        let Err(Resync(why)) = a.prepare(&assign(b"", &digest, false)) else {
+        let Prepared::Resync(why) = a.prepare(&assign(b"", &digest, false)) else {
             panic!("lost content must resync");
         };
         assert!(why.contains("not in the cache"), "{why}");
-        let (_, desired) = a
-            .prepare(&assign(b"kind: ConfigMap\n", &digest, true))
-            .unwrap_or_else(|Resync(why)| panic!("resync: {why}"))
-            .expect("prepared");
+        let (_, desired) = applied(a.prepare(&assign(b"kind: ConfigMap\n", &digest, true)));
         assert_eq!(desired.content, b"kind: ConfigMap\n");
     }
 
@@ -806,14 +806,11 @@ mod tests {
     fn included_content_that_does_not_match_its_digest_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = agent(dir.path());
-        let err = a
-            .prepare(&assign(b"", &ContentDigest::of(b"other"), true))
-            .unwrap_or_else(|Resync(why)| panic!("resync: {why}"))
-            .expect_err("refused");
-        assert!(
-            format!("{err:#}").contains("does not match its digest"),
-            "{err:#}"
-        );
+        let Prepared::Refuse(why) = a.prepare(&assign(b"", &ContentDigest::of(b"other"), true))
+        else {
+            panic!("refused");
+        };
+        assert!(why.contains("does not match its digest"), "{why}");
     }
 
     #[test]
@@ -839,10 +836,7 @@ mod tests {
         let Work::Assign(whole) = assign_work(chunked.clone(), &mut chunks) else {
             panic!("the chunks make the content");
         };
-        let (_, desired) = a
-            .prepare(&whole)
-            .unwrap_or_else(|Resync(why)| panic!("resync: {why}"))
-            .expect("prepared");
+        let (_, desired) = applied(a.prepare(&whole));
         assert_eq!(desired.content, content);
 
         // Over the ceiling: refused, for this bundle only, and nothing is kept.
@@ -866,7 +860,7 @@ mod tests {
     /// counts the applies.
     struct Refusing(Arc<AtomicUsize>);
 
-    impl Target for Refusing {
+    impl Applier for Refusing {
         fn apply<'a>(&'a self, d: &'a Desired) -> BoxFuture<'a, Result<Outcome>> {
             self.0.fetch_add(1, Ordering::SeqCst);
             Box::pin(async move { Err(anyhow!("bundle {}: refused", d.bundle)) })
@@ -897,7 +891,7 @@ mod tests {
         let agent = Arc::new(
             Agent::new(
                 "c".into(),
-                "hub".into(),
+                vec!["hub:1".into()],
                 Labels::default(),
                 StateDir::new(dir.path()),
                 Box::new(Refusing(applies.clone())),
@@ -905,10 +899,7 @@ mod tests {
             .expect("an agent"),
         );
         let count = || applies.load(Ordering::SeqCst);
-        agent
-            .assign(assign_deployment("d-1"))
-            .await
-            .expect("assigned");
+        assert_eq!(agent.assign(assign_deployment("d-1")).await, Next::Continue);
         assert_eq!(count(), 1);
         assert_eq!(agent.cache()["web"].state, State::ErrApplied);
 
@@ -934,10 +925,291 @@ mod tests {
         assert!(next > due);
 
         // A new deployment from the hub is applied at once.
-        agent
-            .assign(assign_deployment("d-2"))
-            .await
-            .expect("assigned");
+        assert_eq!(agent.assign(assign_deployment("d-2")).await, Next::Continue);
         assert_eq!(count(), 3);
+    }
+
+    // In-process tests of the whole agent against a fake hub (`fake_hub`): a real
+    // mTLS gRPC stream on loopback, the real state dir and the directory applier.
+
+    use crate::applier::dir::DirApplier;
+    use crate::fake_hub::{CLUSTER, FakeHub, Seen};
+    use flotilla_proto::v1::{RenewNow, Unassign};
+
+    /// Starts an agent enrolled with `hub`'s CA that dials `hubs` in turn, and
+    /// returns it with the folder its bundles go to.
+    fn spoke_against(
+        hub: &FakeHub,
+        dir: &std::path::Path,
+        hubs: &[&str],
+    ) -> (Arc<Agent>, std::path::PathBuf) {
+        let state = hub.enrolled_state(&dir.join("state"), CLUSTER, hubs);
+        let out = dir.join("out");
+        let agent = Arc::new(
+            Agent::new(
+                CLUSTER.into(),
+                hubs.iter().map(ToString::to_string).collect(),
+                Labels::default(),
+                state.clone(),
+                Box::new(DirApplier::new(&out).expect("the out dir")),
+            )
+            .expect("an agent"),
+        );
+        let certs = Certificates::start(state, CLUSTER.into(), agent.subscribe_outbound())
+            .expect("the certificate task");
+        tokio::spawn(run_forever(agent.clone(), certs, OnRefusal::Exit));
+        (agent, out)
+    }
+
+    fn assign_of(bundle: &str, content: &[u8]) -> Assign {
+        let digest = ContentDigest::of(content);
+        Assign {
+            bundle: bundle.into(),
+            deployment_id: flotilla_model::DeploymentId::compute(&digest, "{}").to_string(),
+            content_digest: digest.to_string(),
+            content: content.to_vec().into(),
+            content_included: true,
+            ..Default::default()
+        }
+    }
+
+    /// The Hello that opened stream `n`, once it came.
+    async fn hello(hub: &FakeHub, n: usize) -> Hello {
+        hub.wait_for(&format!("the Hello of stream {n}"), |seen| {
+            seen.iter().find_map(|s| match &s.msg {
+                spoke_msg::Msg::Hello(h) if s.stream == n => Some(h.clone()),
+                _ => None,
+            })
+        })
+        .await
+    }
+
+    /// The first Status for `a`'s deployment in `state`, and the stream it came on.
+    async fn status(hub: &FakeHub, a: &Assign, state: State) -> (usize, StatusMsg) {
+        status_since(hub, a, state, 1).await
+    }
+
+    /// The same, on stream `first` or a later one.
+    async fn status_since(
+        hub: &FakeHub,
+        a: &Assign,
+        state: State,
+        first: usize,
+    ) -> (usize, StatusMsg) {
+        let what = format!("{state} for {} {}", a.bundle, a.deployment_id);
+        hub.wait_for(&what, |seen| {
+            seen.iter().find_map(|s: &Seen| match &s.msg {
+                spoke_msg::Msg::Status(st)
+                    if s.stream >= first
+                        && st.bundle == a.bundle
+                        && st.deployment_id == a.deployment_id
+                        && st.state == state.to_string() =>
+                {
+                    Some((s.stream, st.clone()))
+                }
+                _ => None,
+            })
+        })
+        .await
+    }
+
+    /// Waits until `done` holds, looking again every few milliseconds.
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let wait = async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap_or_else(|_| panic!("never: {what}"));
+    }
+
+    #[tokio::test]
+    async fn an_assign_is_applied_and_reported_ready_on_the_stream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = FakeHub::start().await;
+        let (_agent, out) = spoke_against(&hub, dir.path(), &[&hub.addr]);
+        let first = hello(&hub, 1).await;
+        assert_eq!(first.cluster_name, CLUSTER);
+        assert!(first.applied.is_empty());
+
+        let web = assign_of("web", b"kind: ConfigMap\nmetadata: {name: web}\n");
+        assert!(hub.send(hub_msg::Msg::Assign(web.clone())).await);
+        status(&hub, &web, State::WaitApplied).await;
+        let (stream, _) = status(&hub, &web, State::Ready).await;
+        assert_eq!(stream, 1);
+        let written = std::fs::read_to_string(out.join("web.yaml")).expect("web.yaml");
+        assert!(written.ends_with("metadata: {name: web}\n"), "{written}");
+    }
+
+    #[tokio::test]
+    async fn content_that_does_not_match_its_digest_fails_that_bundle_alone_and_the_stream_goes_on()
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = FakeHub::start().await;
+        let (agent, out) = spoke_against(&hub, dir.path(), &[&hub.addr]);
+        hello(&hub, 1).await;
+
+        let bad = Assign {
+            content: b"kind: Secret\n".to_vec().into(),
+            ..assign_of("bad", b"kind: ConfigMap\n")
+        };
+        assert!(hub.send(hub_msg::Msg::Assign(bad.clone())).await);
+        let (stream, refused) = status(&hub, &bad, State::ErrApplied).await;
+        assert_eq!(stream, 1);
+        assert!(
+            refused.message.contains("does not match its digest"),
+            "{}",
+            refused.message
+        );
+        assert!(!out.join("bad.yaml").exists());
+
+        let good = assign_of("good", b"kind: ConfigMap\n");
+        assert!(hub.send(hub_msg::Msg::Assign(good.clone())).await);
+        let (stream, _) = status(&hub, &good, State::Ready).await;
+        assert_eq!(stream, 1, "the same stream");
+        assert!(
+            !agent.cache().contains_key("bad"),
+            "nothing cached for the refused bundle"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unassign_with_keep_forgets_the_bundle_and_leaves_its_objects() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = FakeHub::start().await;
+        let (agent, out) = spoke_against(&hub, dir.path(), &[&hub.addr]);
+        hello(&hub, 1).await;
+        let kept = assign_of("kept", b"kind: ConfigMap\n");
+        let gone = assign_of("gone", b"kind: Secret\n");
+        for a in [&kept, &gone] {
+            assert!(hub.send(hub_msg::Msg::Assign(a.clone())).await);
+            status(&hub, a, State::Ready).await;
+        }
+
+        for (bundle, keep_resources) in [("kept", true), ("gone", false)] {
+            let unassign = Unassign {
+                bundle: bundle.into(),
+                keep_resources,
+            };
+            assert!(hub.send(hub_msg::Msg::Unassign(unassign)).await);
+        }
+        eventually("both bundles forgotten", || agent.cache().is_empty()).await;
+        assert!(out.join("kept.yaml").exists(), "kept on the hub's word");
+        assert!(!out.join("gone.yaml").exists(), "removed");
+        // The next stream's Hello says so.
+        hub.close_stream();
+        assert!(hello(&hub, 2).await.applied.is_empty());
+    }
+
+    #[tokio::test]
+    async fn after_a_reconnect_the_hello_says_what_the_spoke_holds_and_lost_content_is_asked_for_again()
+     {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = FakeHub::start().await;
+        let (_agent, _out) = spoke_against(&hub, dir.path(), &[&hub.addr]);
+        hello(&hub, 1).await;
+        let web = assign_of("web", b"kind: ConfigMap\n");
+        assert!(hub.send(hub_msg::Msg::Assign(web.clone())).await);
+        status(&hub, &web, State::Ready).await;
+
+        // The hub goes away and comes back: the spoke tells it what it runs and holds.
+        hub.close_stream();
+        let second = hello(&hub, 2).await;
+        let applied: Vec<_> = second
+            .applied
+            .iter()
+            .map(|a| (a.bundle.as_str(), a.deployment_id.as_str()))
+            .collect();
+        assert_eq!(applied, [("web", web.deployment_id.as_str())]);
+        assert_eq!(second.digests, std::slice::from_ref(&web.content_digest));
+
+        // The cached content is lost; an Assign that relies on it makes the spoke
+        // resync, and the next Hello no longer claims the content.
+        let content = dir.path().join("state/content").join(format!(
+            "{}.yaml",
+            web.content_digest.trim_start_matches("sha256:")
+        ));
+        std::fs::remove_file(&content).expect("the cached content");
+        let relying = Assign {
+            content: Default::default(),
+            content_included: false,
+            ..web.clone()
+        };
+        assert!(hub.send(hub_msg::Msg::Assign(relying)).await);
+        let third = hello(&hub, 3).await;
+        assert!(third.digests.is_empty(), "{:?}", third.digests);
+        assert_eq!(third.applied.len(), 1, "still enforcing web");
+
+        assert!(hub.send(hub_msg::Msg::Assign(web.clone())).await);
+        // (Its Ready from the cache came at the stream's start; WaitApplied comes only
+        // from this Assign.)
+        let (stream, _) = status_since(&hub, &web, State::WaitApplied, 3).await;
+        assert_eq!(stream, 3);
+        eventually("the content cached again", || content.exists()).await;
+    }
+
+    #[tokio::test]
+    async fn with_two_hub_addresses_where_the_first_refuses_connections_the_spoke_is_ready_through_the_second()
+     {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = FakeHub::start().await;
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+            l.local_addr().expect("its address").to_string()
+        };
+        // The dialer starts at an address chosen by the cluster's name: list the two so
+        // that the closed one is dialled first.
+        let mut hubs = vec![closed.clone(), hub.addr.clone()];
+        let first = Dialer::new(
+            hubs.clone(),
+            CLUSTER,
+            Backoff::new(Duration::ZERO, Duration::ZERO),
+        );
+        if first.current() != closed {
+            hubs.reverse();
+        }
+        let hubs: Vec<&str> = hubs.iter().map(String::as_str).collect();
+        let (agent, out) = spoke_against(&hub, dir.path(), &hubs);
+        hello(&hub, 1).await;
+        let web = assign_of("web", b"kind: ConfigMap\n");
+        assert!(hub.send(hub_msg::Msg::Assign(web.clone())).await);
+        status(&hub, &web, State::Ready).await;
+        assert!(out.join("web.yaml").exists());
+        let saved = agent.state.load_identity().expect("identity.json");
+        assert_eq!(
+            saved.hub_addresses(),
+            hubs,
+            "the state dir keeps both, in order"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_renewal_the_hub_asks_for_happens_on_the_open_stream_and_is_installed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = FakeHub::start().await;
+        let (agent, _out) = spoke_against(&hub, dir.path(), &[&hub.addr]);
+        hello(&hub, 1).await;
+        let before = agent.state.leaf_der().expect("a certificate");
+
+        assert!(hub.send(hub_msg::Msg::RenewNow(RenewNow {})).await);
+        hub.wait_for("a Renew", |seen| {
+            seen.iter()
+                .find(|s| matches!(s.msg, spoke_msg::Msg::Renew(_)))
+                .map(|s| s.stream)
+        })
+        .await;
+        eventually("the new certificate installed", || {
+            agent.state.leaf_der().is_ok_and(|now| now != before)
+        })
+        .await;
+        // The stream stayed up.
+        let web = assign_of("web", b"kind: ConfigMap\n");
+        assert!(hub.send(hub_msg::Msg::Assign(web.clone())).await);
+        assert_eq!(status(&hub, &web, State::Ready).await.0, 1);
+        // The next stream dials with the published new key and certificate.
+        hub.close_stream();
+        hello(&hub, 2).await;
     }
 }

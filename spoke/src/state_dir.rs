@@ -1,4 +1,5 @@
-//! The spoke's `--state-dir`: its identity (key 0600, certificate, pinned CA, hub address)
+//! The spoke's `--state-dir`: its identity (key 0600, certificate, pinned CA, the hub's
+//! addresses)
 //! and its cache of assignments, which lets it keep enforcing while the hub is away and
 //! tell the hub on reconnect what it already runs.
 
@@ -10,15 +11,21 @@ use flotilla_identity::{Credentials, files};
 use flotilla_model::{ContentDigest, State};
 use serde::{Deserialize, Serialize};
 
-use crate::target::{ApplyOptions, Desired, Outcome, ResourceReport};
+use crate::applier::{ApplyOptions, Desired, Outcome, ResourceReport};
 
+#[derive(Clone)]
 pub struct StateDir(PathBuf);
 
 /// Who this spoke is, as enrolled.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdentityFile {
     pub cluster: String,
+    /// The hub's first address; all that state dirs from before `hubs` hold, and what an
+    /// older spoke binary reads.
     pub hub: String,
+    /// Every address of the hub (its replicas), in the order of the join string.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hubs: Vec<String>,
     /// SHA-256 of the join string this identity was enrolled with, so a restart with
     /// the same string is told apart from a new one (which needs `--rejoin`). State dirs
     /// from before it have none.
@@ -27,16 +34,35 @@ pub struct IdentityFile {
 }
 
 impl IdentityFile {
+    /// The identity of a spoke enrolled with `join_text` at `hubs` (not empty).
+    pub fn new(cluster: String, hubs: Vec<String>, join_text: &str) -> Self {
+        IdentityFile {
+            cluster,
+            hub: hubs.first().cloned().unwrap_or_default(),
+            hubs,
+            join_sha256: Self::join_digest(join_text),
+        }
+    }
+
+    /// The hub's addresses to dial, in order; one for a state dir from before lists.
+    pub fn hub_addresses(&self) -> Vec<String> {
+        if self.hubs.is_empty() {
+            vec![self.hub.clone()]
+        } else {
+            self.hubs.clone()
+        }
+    }
+
     pub fn join_digest(join_text: &str) -> String {
         use sha2::{Digest, Sha256};
         hex::encode(Sha256::digest(join_text.trim().as_bytes()))
     }
 
-    /// Whether `join_text` (for hub `hub`) is the join string this identity came from.
-    /// Without a recorded digest, the same hub address counts as the same join.
-    pub fn enrolled_with(&self, join_text: &str, hub: &str) -> bool {
+    /// Whether `join_text` (for the hub at `hubs`) is the join string this identity came
+    /// from. Without a recorded digest, the same hub addresses count as the same join.
+    pub fn enrolled_with(&self, join_text: &str, hubs: &[String]) -> bool {
         if self.join_sha256.is_empty() {
-            self.hub == hub
+            self.hub_addresses() == hubs
         } else {
             self.join_sha256 == Self::join_digest(join_text)
         }
@@ -86,7 +112,7 @@ impl CachedAssignment {
 
     /// The comparePatches entries; malformed ones are logged and ignored, so a bad hint
     /// never blocks applying.
-    fn drift_ignores(&self) -> Vec<crate::target::DriftIgnore> {
+    fn drift_ignores(&self) -> Vec<crate::applier::DriftIgnore> {
         if self.compare_patches_json.is_empty() {
             return Vec::new();
         }
@@ -320,22 +346,33 @@ mod tests {
 
     #[test]
     fn the_join_string_an_identity_came_from_is_recognised_and_another_is_not() {
-        let id = IdentityFile {
-            cluster: "edge".into(),
-            hub: "hub:7443".into(),
-            join_sha256: IdentityFile::join_digest("flotilla://a.b@hub:7443?ca-sha256=00\n"),
-        };
-        assert!(id.enrolled_with("flotilla://a.b@hub:7443?ca-sha256=00", "hub:7443"));
-        assert!(!id.enrolled_with("flotilla://c.d@hub:7443?ca-sha256=00", "hub:7443"));
+        let hub = || vec!["hub:7443".to_string()];
+        let id = IdentityFile::new(
+            "edge".into(),
+            hub(),
+            "flotilla://a.b@hub:7443?ca-sha256=00\n",
+        );
+        assert!(id.enrolled_with("flotilla://a.b@hub:7443?ca-sha256=00", &hub()));
+        assert!(!id.enrolled_with("flotilla://c.d@hub:7443?ca-sha256=00", &hub()));
         let old = IdentityFile {
             join_sha256: String::new(),
             ..id
         };
-        assert!(
-            old.enrolled_with("anything", "hub:7443"),
-            "same hub, no digest"
-        );
-        assert!(!old.enrolled_with("anything", "other:7443"));
+        assert!(old.enrolled_with("anything", &hub()), "same hub, no digest");
+        assert!(!old.enrolled_with("anything", &["other:7443".to_string()]));
+    }
+
+    #[test]
+    fn the_hub_addresses_are_kept_in_order_and_an_old_identity_file_has_its_one() {
+        let both = vec!["10.0.0.1:7443".to_string(), "10.0.0.2:7443".to_string()];
+        let id = IdentityFile::new("edge".into(), both.clone(), "join");
+        let text = serde_json::to_string(&id).expect("json");
+        let back: IdentityFile = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back.hub_addresses(), both);
+        assert_eq!(back.hub, "10.0.0.1:7443", "what an older spoke dials");
+        let old: IdentityFile =
+            serde_json::from_str(r#"{"cluster":"edge","hub":"hub:7443"}"#).expect("old file");
+        assert_eq!(old.hub_addresses(), ["hub:7443"]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{Cluster, cluster, desired, wait_until};
 use flotilla_model::State;
-use flotilla_spoke::target::{ApplyOptions, Outcome, Policy, Target};
+use flotilla_spoke::applier::{Applier, ApplyOptions, Outcome, Policy};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::{Cluster, TEST_CLUSTER, cluster, desired, wait_until};
 use flotilla_model::State;
-use flotilla_spoke::target::kubernetes::{INVENTORY_NAMESPACE, KubeTarget, REPORTING_CONTROLLER};
-use flotilla_spoke::target::{
-    ApplyOptions, Desired, DriftIgnore, Outcome, Policy, PolicySpec, Target, enforce,
+use flotilla_spoke::applier::kubernetes::{INVENTORY_NAMESPACE, KubeApplier, REPORTING_CONTROLLER};
+use flotilla_spoke::applier::{
+    Applier, ApplyOptions, Desired, DriftIgnore, Outcome, Policy, PolicySpec, enforce,
 };
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -98,7 +98,7 @@ fn deployments(c: &Cluster, ns: &str) -> kube::Api<kube::api::DynamicObject> {
 /// hold an out-of-band change a moment after the API server accepted it (the watch event
 /// that delivers it also wakes the agent, which then checks again).
 async fn check_until(
-    t: &KubeTarget,
+    t: &KubeApplier,
     d: &Desired,
     what: &str,
     want: impl Fn(&Outcome) -> bool,
@@ -110,7 +110,7 @@ async fn check_until(
     .await
 }
 
-async fn cleanup(c: &Cluster, t: &dyn Target, bundles: &[&str]) {
+async fn cleanup(c: &Cluster, t: &dyn Applier, bundles: &[&str]) {
     for b in bundles {
         t.remove(b, false).await.expect("cleanup");
     }
@@ -1481,7 +1481,7 @@ async fn an_events_api_that_refuses_events_does_not_fail_the_apply() {
     // A spoke whose role lacks the Events Role of examples/spoke-rbac.yaml: the API
     // server refuses its Events with 403, and the apply must not care.
     let (sa, client) = c.spoke_without_events().await;
-    let t = KubeTarget::new(client, Policy::default(), TEST_CLUSTER);
+    let t = KubeApplier::new(client, Policy::default(), TEST_CLUSTER);
     let bundle = c.n("no-events");
     let name = format!("c-{bundle}");
     let refused_before = c.refused_requests().await;
@@ -1528,7 +1528,7 @@ async fn an_events_api_that_refuses_events_does_not_fail_the_apply() {
 }
 
 /// Applies `yaml` as bundle `bundle` and returns the refusal, or None if it applied.
-async fn refusal(t: &dyn Target, bundle: &str, yaml: &str) -> Option<String> {
+async fn refusal(t: &dyn Applier, bundle: &str, yaml: &str) -> Option<String> {
     t.apply(&desired(bundle, "d-1", yaml, ApplyOptions::default()))
         .await
         .err()

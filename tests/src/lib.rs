@@ -290,12 +290,31 @@ impl Hub {
 
     /// Starts a hub with extra `flotilla-hub init` and `run` flags, e.g. `--store URL`.
     pub fn start_with_init(base: &Path, init_args: &[&str], run_args: &[&str]) -> Hub {
+        Self::start_initialised(base, |addr| addr.to_string(), init_args, run_args)
+    }
+
+    /// Starts a hub initialised with `--advertise advertise(ADDR)`, where ADDR is the
+    /// address it listens on (for several addresses: `|a| format!("{other},{a}")`).
+    pub fn start_advertising(
+        base: &Path,
+        advertise: impl FnOnce(&str) -> String,
+        run_args: &[&str],
+    ) -> Hub {
+        Self::start_initialised(base, advertise, &[], run_args)
+    }
+
+    fn start_initialised(
+        base: &Path,
+        advertise: impl FnOnce(&str) -> String,
+        init_args: &[&str],
+        run_args: &[&str],
+    ) -> Hub {
         let dir = base.join("hub");
         let addr = format!("127.0.0.1:{}", free_port());
         let out = Command::new(bin("flotilla-hub"))
             .args(["init", "--data-dir"])
             .arg(&dir)
-            .args(["--advertise", &addr])
+            .args(["--advertise", &advertise(&addr)])
             .args(init_args)
             .output()
             .expect("run flotilla-hub init");

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use flotilla_spoke::target::kubernetes::{self, INVENTORY_NAMESPACE, KubeTarget};
-use flotilla_spoke::target::{ApplyOptions, Desired, Policy, PolicySpec};
+use flotilla_spoke::applier::kubernetes::{self, INVENTORY_NAMESPACE, KubeApplier};
+use flotilla_spoke::applier::{ApplyOptions, Desired, Policy, PolicySpec};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -137,14 +137,14 @@ impl Cluster {
 
     /// A new applier, as a freshly started spoke would build it. Its Events carry the
     /// cluster name [`TEST_CLUSTER`].
-    pub fn target(&self, policy: Policy) -> KubeTarget {
-        KubeTarget::new(self.client.clone(), policy, TEST_CLUSTER)
+    pub fn target(&self, policy: Policy) -> KubeApplier {
+        KubeApplier::new(self.client.clone(), policy, TEST_CLUSTER)
     }
 
     /// A new applier enforcing `spec`, resolved against this cluster's discovery as a
     /// starting spoke resolves it.
-    pub async fn target_with(&self, spec: &PolicySpec) -> anyhow::Result<KubeTarget> {
-        KubeTarget::with_policy(self.client.clone(), spec, TEST_CLUSTER).await
+    pub async fn target_with(&self, spec: &PolicySpec) -> anyhow::Result<KubeApplier> {
+        KubeApplier::with_policy(self.client.clone(), spec, TEST_CLUSTER).await
     }
 
     /// `name` made unique for this test.

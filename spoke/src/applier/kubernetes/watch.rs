@@ -3,7 +3,7 @@
 //! (a cache of those objects, fed by one LIST and then one WATCH) that `live` reads
 //! instead of asking the API server at every check, notes which bundle's object changed
 //! (its `flotilla.dev/bundle` annotation) and wakes the agent (a `Notify`). What changed
-//! is worked out by `KubeTarget::check`, so a missed or duplicated event costs one extra
+//! is worked out by `KubeApplier::check`, so a missed or duplicated event costs one extra
 //! comparison and nothing else.
 
 use std::collections::{BTreeSet, HashMap};
@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use super::manifest::{BUNDLE_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// Bundles whose objects changed since the agent last asked. Written by the watcher
-/// tasks, drained by `KubeTarget::changed_bundles`.
+/// tasks, drained by `KubeApplier::changed_bundles`.
 pub type Dirty = Arc<Mutex<BTreeSet<String>>>;
 
 /// One kind's reflector: the task that feeds the cache, and the cache.

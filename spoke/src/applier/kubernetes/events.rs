@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use super::api_error;
 use super::inventory;
 use super::manifest::ObjectRef;
-use crate::target::ResourceReport;
+use crate::applier::ResourceReport;
 
 /// The `reportingController` of every Event the spoke records.
 pub const REPORTING_CONTROLLER: &str = "flotilla.dev/spoke";

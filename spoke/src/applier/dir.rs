@@ -13,19 +13,19 @@ use anyhow::{Context, Result};
 use flotilla_model::State;
 use futures::future::BoxFuture;
 
-use super::{Desired, Outcome, Target, check_bundle_name};
+use super::{Applier, Desired, Outcome, check_bundle_name};
 
 const HEADER_PREFIX: &str = "# managed by flotilla: bundle=";
 
-pub struct DirTarget {
+pub struct DirApplier {
     root: PathBuf,
 }
 
-impl DirTarget {
+impl DirApplier {
     pub fn new(root: &Path) -> Result<Self> {
         fs::create_dir_all(root)
             .with_context(|| format!("creating target dir {}", root.display()))?;
-        Ok(DirTarget {
+        Ok(DirApplier {
             root: root.to_path_buf(),
         })
     }
@@ -42,7 +42,7 @@ impl DirTarget {
     }
 }
 
-impl DirTarget {
+impl DirApplier {
     fn write(&self, bundle: &str, deployment_id: &str, content: &[u8]) -> Result<()> {
         let path = self.file(bundle)?;
         let tmp = self.root.join(format!(".{bundle}.yaml.tmp"));
@@ -91,9 +91,9 @@ impl DirTarget {
     /// Runs `f` on a blocking thread: file writes stay off the async runtime.
     fn blocking<'a, T: Send + 'static>(
         &'a self,
-        f: impl FnOnce(&DirTarget) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&DirApplier) -> Result<T> + Send + 'static,
     ) -> BoxFuture<'a, Result<T>> {
-        let me = DirTarget {
+        let me = DirApplier {
             root: self.root.clone(),
         };
         Box::pin(async move {
@@ -104,7 +104,7 @@ impl DirTarget {
     }
 }
 
-impl Target for DirTarget {
+impl Applier for DirApplier {
     fn apply<'a>(&'a self, d: &'a Desired) -> BoxFuture<'a, Result<Outcome>> {
         let d = d.clone();
         self.blocking(move |t| {
@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn apply_detect_drift_and_remove() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let t = DirTarget::new(dir.path()).expect("target");
+        let t = DirApplier::new(dir.path()).expect("target");
         t.write("web", "d-1", b"kind: ConfigMap\n").expect("apply");
         assert!(t.in_sync("web", "d-1", b"kind: ConfigMap\n"));
         fs::write(dir.path().join("web.yaml"), "tampered").expect("tamper");
@@ -165,7 +165,7 @@ mod tests {
         let victim = outside.path().join("victim");
         fs::write(&victim, "untouched").expect("write");
         std::os::unix::fs::symlink(&victim, dir.path().join(".web.yaml.tmp")).expect("link");
-        let t = DirTarget::new(dir.path()).expect("target");
+        let t = DirApplier::new(dir.path()).expect("target");
         t.write("web", "d-1", b"kind: Secret\n").expect("apply");
         let mode = fs::metadata(dir.path().join("web.yaml"))
             .expect("written")
@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn files_flotilla_did_not_write_are_left_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let t = DirTarget::new(dir.path()).expect("target");
+        let t = DirApplier::new(dir.path()).expect("target");
         fs::write(dir.path().join("mine.yaml"), "hand written").expect("write");
         t.delete("mine").expect("no error");
         assert!(dir.path().join("mine.yaml").exists());

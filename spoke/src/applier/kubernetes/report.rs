@@ -5,7 +5,7 @@ use flotilla_model::State;
 
 use super::drift::Change;
 use super::manifest::ObjectRef;
-use crate::target::{Outcome, ResourceReport};
+use crate::applier::{Outcome, ResourceReport};
 
 /// The hub keeps 4096 characters of a message; leave room and say what was cut.
 const MESSAGE_BUDGET: usize = 3000;

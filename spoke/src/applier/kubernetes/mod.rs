@@ -51,7 +51,7 @@ use self::inventory::Inventory;
 use self::manifest::{BUNDLE_ANNOTATION, Manifest, ObjectRef};
 use self::order::Phase;
 use self::report::Verdict;
-use super::{ClusterCapabilities, Desired, Outcome, Target};
+use super::{Applier, ClusterCapabilities, Desired, Outcome};
 
 pub use self::drift::DriftIgnore;
 pub use self::events::REPORTING_CONTROLLER;
@@ -149,7 +149,7 @@ struct Planned {
     hook: Option<Hook>,
 }
 
-pub struct KubeTarget {
+pub struct KubeApplier {
     client: Client,
     resolver: Resolver,
     watches: watch::Watches,
@@ -163,13 +163,13 @@ pub struct KubeTarget {
     drift_seen: Mutex<HashMap<String, DriftSeen>>,
 }
 
-impl KubeTarget {
+impl KubeApplier {
     /// Builds a client from the kubeconfig (or infers one) and checks that the server
     /// answers discovery.
     pub async fn connect(opts: KubeOptions) -> Result<Self> {
         let config = client_config(opts.kubeconfig.as_deref()).await?;
         let client = Client::try_from(config).context("building the Kubernetes client")?;
-        KubeTarget::with_policy(client, &opts.policy, &opts.cluster).await
+        KubeApplier::with_policy(client, &opts.policy, &opts.cluster).await
     }
 
     /// An applier enforcing `spec`, resolved against the API server's discovery. A
@@ -178,7 +178,7 @@ impl KubeTarget {
     /// spoke starts anyway and each bundle reports its own error until the server
     /// answers.
     pub async fn with_policy(client: Client, spec: &PolicySpec, cluster: &str) -> Result<Self> {
-        let mut target = KubeTarget::new(client, Policy::default(), cluster);
+        let mut target = KubeApplier::new(client, Policy::default(), cluster);
         let discovered = target.resolver.refresh().await;
         if !spec.deny_kinds.is_empty() {
             discovered.context("resolving the spoke policy's kinds")?;
@@ -194,7 +194,7 @@ impl KubeTarget {
     pub fn new(client: Client, policy: Policy, cluster: &str) -> Self {
         let notify = Arc::new(Notify::new());
         let dirty = watch::Dirty::default();
-        KubeTarget {
+        KubeApplier {
             resolver: Resolver::new(client.clone()),
             watches: watch::Watches::new(client.clone(), notify.clone(), dirty.clone()),
             events: Events::start(client.clone(), events::reporter(cluster)),
@@ -794,7 +794,7 @@ fn api_error(e: kube::Error) -> String {
     }
 }
 
-impl Target for KubeTarget {
+impl Applier for KubeApplier {
     fn apply<'a>(&'a self, d: &'a Desired) -> BoxFuture<'a, Result<Outcome>> {
         Box::pin(self.apply_recorded(d))
     }

@@ -1,5 +1,5 @@
 //! Appliers: where a spoke puts its bundles. `dir` writes manifests into a folder;
-//! `kubernetes` server-side applies them into a cluster. Both sit behind [`Target`], and
+//! `kubernetes` server-side applies them into a cluster. Both sit behind [`Applier`], and
 //! the agent (`session.rs`) only ever talks to that trait.
 //!
 //! A target returns its verdict as data ([`Outcome`]: a state, a message and the
@@ -77,7 +77,7 @@ impl Outcome {
 /// What a spoke does with a bundle's rendered manifests.
 ///
 /// `apply` errors mean ErrApplied; their message names the bundle and the object.
-pub trait Target: Send + Sync {
+pub trait Applier: Send + Sync {
     /// Makes the target hold exactly `desired` (pruning what the bundle no longer
     /// holds), then reports its health.
     fn apply<'a>(&'a self, desired: &'a Desired) -> BoxFuture<'a, Result<Outcome>>;
@@ -118,7 +118,7 @@ pub struct ClusterCapabilities {
 /// drift means taking back the fields someone else changed). None when the target could
 /// not be read (the last state stands; the next round tries again).
 pub async fn enforce(
-    target: &dyn Target,
+    target: &dyn Applier,
     desired: &Desired,
     last: State,
     on_drift: &(dyn Fn() + Sync),
@@ -183,10 +183,10 @@ impl std::str::FromStr for TargetSpec {
 }
 
 impl TargetSpec {
-    pub async fn build(&self, kube: KubeOptions) -> Result<Box<dyn Target>> {
+    pub async fn build(&self, kube: KubeOptions) -> Result<Box<dyn Applier>> {
         match self {
-            TargetSpec::Dir(p) => Ok(Box::new(dir::DirTarget::new(p)?)),
-            TargetSpec::Kubernetes => Ok(Box::new(kubernetes::KubeTarget::connect(kube).await?)),
+            TargetSpec::Dir(p) => Ok(Box::new(dir::DirApplier::new(p)?)),
+            TargetSpec::Kubernetes => Ok(Box::new(kubernetes::KubeApplier::connect(kube).await?)),
         }
     }
 }
