@@ -507,6 +507,32 @@ impl EtcdBackend {
         Ok(CasOutcome::Refused { current })
     }
 
+    /// One watch event as a [`Change`]; an event type etcd does not define is an error.
+    async fn change(&self, table: Table, kind: i32, kv: &KeyValue) -> Result<Change, StoreError> {
+        match EventType::try_from(kind) {
+            Ok(EventType::Put) => {
+                let e = self.entry(table, kv).await?;
+                Ok(Change {
+                    revision: e.revision,
+                    table,
+                    key: e.key,
+                    value: Some(e.value),
+                })
+            }
+            Ok(EventType::Delete) => Ok(Change {
+                revision: rev(kv.mod_revision),
+                table,
+                key: self.strip(table, kv)?.to_string(),
+                value: None,
+            }),
+            Err(_) => Err(corrupt(
+                table,
+                &String::from_utf8_lossy(&kv.key),
+                format!("watch event of type {kind}, which etcd does not define"),
+            )),
+        }
+    }
+
     async fn watch_impl(
         &self,
         table: Table,
@@ -591,7 +617,7 @@ impl WatchState {
             }
             for ev in &resp.events {
                 let Some(kv) = &ev.kv else { continue };
-                match self.change(ev.r#type, kv).await {
+                match self.backend.change(self.table, ev.r#type, kv).await {
                     Ok(c) => self.pending.push_back(c),
                     Err(e) => {
                         self.done = true;
@@ -599,32 +625,6 @@ impl WatchState {
                     }
                 }
             }
-        }
-    }
-
-    /// One watch event as a [`Change`]; an event type etcd does not define is an error.
-    async fn change(&self, kind: i32, kv: &KeyValue) -> Result<Change, StoreError> {
-        match EventType::try_from(kind) {
-            Ok(EventType::Put) => {
-                let e = self.backend.entry(self.table, kv).await?;
-                Ok(Change {
-                    revision: e.revision,
-                    table: self.table,
-                    key: e.key,
-                    value: Some(e.value),
-                })
-            }
-            Ok(EventType::Delete) => Ok(Change {
-                revision: rev(kv.mod_revision),
-                table: self.table,
-                key: self.backend.strip(self.table, kv)?.to_string(),
-                value: None,
-            }),
-            Err(_) => Err(corrupt(
-                self.table,
-                &String::from_utf8_lossy(&kv.key),
-                format!("watch event of type {kind}, which etcd does not define"),
-            )),
         }
     }
 }
@@ -733,6 +733,34 @@ mod tests {
         assert_eq!(prefix_end(b"/flotilla/status/"), b"/flotilla/status0");
         assert_eq!(prefix_end(b"a\xff"), b"b");
         assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+
+    #[tokio::test]
+    async fn a_watch_event_of_a_type_etcd_does_not_define_is_an_error_not_a_panic() {
+        // The channel connects lazily and neither event below reads from etcd, so no
+        // server is needed: port 9 (discard) is never dialled.
+        let config = EtcdConfig::parse("127.0.0.1:9").expect("parses");
+        let backend = EtcdBackend::connect(config).await.expect("a lazy channel");
+        let kv = KeyValue {
+            key: b"/flotilla/groups/g".to_vec(),
+            mod_revision: 7,
+            ..KeyValue::default()
+        };
+        match backend.change(Table::Groups, 7, &kv).await {
+            Err(StoreError::Corrupt { key, message, .. }) => {
+                assert_eq!(key, "/flotilla/groups/g");
+                assert!(message.contains("type 7"), "{message}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        let deleted = backend
+            .change(Table::Groups, EventType::Delete.into(), &kv)
+            .await
+            .expect("a delete");
+        assert_eq!(
+            (deleted.key.as_str(), deleted.value, deleted.revision),
+            ("g", None, 7)
+        );
     }
 
     #[test]
