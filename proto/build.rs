@@ -1,4 +1,6 @@
-//! Compiles the .proto files with protox (pure Rust), so a fresh machine needs no protoc.
+//! Compiles the .proto files with protox (pure Rust), so a fresh machine needs no protoc:
+//! flotilla's own contract (client and server), and the part of etcd's v3 API the hub's
+//! etcd store speaks (client only; vendored under `proto/etcd/`, see its README).
 
 use prost::Message;
 
@@ -13,6 +15,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".flotilla.v1.Assign.content")
         .bytes(".flotilla.v1.ContentChunk.data")
         .btree_map(".")
+        .compile_fds(fds)?;
+
+    let etcd = "proto/etcd/api/etcdserverpb/rpc.proto";
+    println!("cargo:rerun-if-changed=proto/etcd");
+    let fds = protox::compile([etcd], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_server(false)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -13,6 +13,18 @@ pub mod v1 {
         tonic::include_file_descriptor_set!("flotilla_descriptor");
 }
 
+/// etcd's v3 API (KV, Watch, Lease; clients only), generated from the protos vendored
+/// under `proto/etcd/` (etcd v3.7.2). The hub's etcd store is its only user.
+#[allow(clippy::all, clippy::pedantic, clippy::unwrap_used)]
+pub mod etcd {
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+}
+
 /// Sizes both ends of `Spoke.Sync` agree on (`docs/protocol.md`, "Large contents").
 pub mod limits {
     /// The ceiling: the largest bundle content a hub sends and a spoke accepts,

@@ -336,14 +336,18 @@ async fn a_watch_from_lost_history_says_so(s: Subject) {
         .commit_at(vec![put(Table::Groups, "g", "2")])
         .await
         .expect("commit");
-    let client = etcd_client::Client::connect([format!("http://{}", etcd.endpoint)], None)
-        .await
-        .expect("connect");
-    client
-        .kv_client()
-        .compact(i64::try_from(now).expect("revision"), None)
-        .await
-        .expect("compact");
+    let mut kv = flotilla_proto::etcd::etcdserverpb::kv_client::KvClient::connect(format!(
+        "http://{}",
+        etcd.endpoint
+    ))
+    .await
+    .expect("connect");
+    kv.compact(flotilla_proto::etcd::etcdserverpb::CompactionRequest {
+        revision: i64::try_from(now).expect("revision"),
+        physical: false,
+    })
+    .await
+    .expect("compact");
     let mut watch = match store.watch(Table::Groups, "", before).await {
         Ok(w) => w,
         Err(e) => panic!("etcd reports compaction in the stream, got {e}"),

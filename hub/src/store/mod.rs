@@ -135,7 +135,7 @@ pub enum StoreError {
     Etcd {
         context: String,
         #[source]
-        source: etcd_client::Error,
+        source: tonic::Status,
     },
     #[error("state store record {table:?}/{key}: {message}")]
     Corrupt {
