@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use flotilla_model::{ClusterName, ContentDigest, DeploymentId, State, Summary};
+use flotilla_model::{ClusterName, ContentDigest, DeployOptions, DeploymentId, State, Summary};
 use flotilla_render as render;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
@@ -29,7 +29,7 @@ use crate::charts::{ChartLimits, Charts};
 use crate::depends;
 use crate::metrics::HubMetrics;
 use crate::records::{
-    ClusterRecord, DeployOptions, Desired, SourceSpec, StatusRecord, TokenRecord, status_key,
+    ClusterRecord, Desired, SourceSpec, StatusRecord, TokenRecord, status_key,
 };
 use crate::rollout;
 use crate::store::{Op, Snapshot, Store, StoreError, Table};
@@ -154,16 +154,8 @@ fn desired_for(bundle: &render::Bundle, key: &render::RenderKey, digest: Content
             correct_drift: opts.correct_drift.enabled,
             keep_resources: opts.keep_resources,
             force: opts.correct_drift.force,
-            compare_patches_json: if opts.diff.compare_patches.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(&opts.diff.compare_patches).unwrap_or_default()
-            },
-            ignore_conditions_json: if opts.ignore.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(&opts.ignore.conditions).unwrap_or_default()
-            },
+            compare_patches: opts.diff.compare_patches.clone(),
+            ignore_conditions: opts.ignore.conditions.clone(),
         },
     }
 }
@@ -257,9 +249,10 @@ pub struct Fleet {
     /// Content no revision or assignment referenced at the last GC; removed if still
     /// unreferenced at the next one (two passes, so a render racing a GC is never cut).
     gc_candidates: Mutex<std::collections::HashSet<ContentDigest>>,
-    /// Assign messages encoded once, shared by every session that sends them
-    /// (`server::sync::encoded_assign`), with the content bytes each carries.
-    pub encoded_assigns: DashMap<(String, DeploymentId, bool), (Bytes, usize)>,
+    /// The deployments a current revision or an assignment refers to, published by
+    /// each content GC; the server's wire cache (`server::wire::WireCache`) forgets the
+    /// encoded messages of the others.
+    pub live_deployments: tokio::sync::watch::Sender<Arc<std::collections::HashSet<DeploymentId>>>,
     pub status: DashMap<(ClusterName, String), StatusRecord>,
     pub sessions: DashMap<ClusterName, SessionHandle>,
     pub metrics: HubMetrics,
@@ -329,7 +322,7 @@ impl Fleet {
             assignments: DashMap::new(),
             contents: DashMap::new(),
             gc_candidates: Mutex::default(),
-            encoded_assigns: DashMap::new(),
+            live_deployments: tokio::sync::watch::channel(Arc::default()).0,
             status: DashMap::new(),
             sessions: DashMap::new(),
             metrics: HubMetrics::default(),
@@ -780,8 +773,8 @@ impl Fleet {
                 live_deployments.insert(d.deployment_id.clone());
             }
         }
-        self.encoded_assigns
-            .retain(|(_, d, _), _| live_deployments.contains(d));
+        self.live_deployments
+            .send_replace(Arc::new(live_deployments));
         let unreferenced: Vec<ContentDigest> = self
             .contents
             .iter()

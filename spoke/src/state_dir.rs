@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use flotilla_identity::{Credentials, files};
-use flotilla_model::{ContentDigest, State};
+use flotilla_model::{ContentDigest, DeployOptions, ResourceStatus, State};
 use serde::{Deserialize, Serialize};
 
-use crate::target::{ApplyOptions, Desired, Outcome, ResourceReport};
+use crate::target::{ApplyOptions, Desired, Outcome};
 
 pub struct StateDir(PathBuf);
 
@@ -49,22 +49,15 @@ pub struct CachedAssignment {
     pub bundle: String,
     pub deployment_id: String,
     pub digest: ContentDigest,
-    pub keep_resources: bool,
-    pub correct_drift: bool,
-    /// Server-side apply `force` (older state dirs lack it: false).
-    #[serde(default)]
-    pub force: bool,
+    /// The options the hub sent (older state dirs stored the comparePatches and
+    /// ignore.conditions as JSON text; `DeployOptions` reads both forms).
+    #[serde(flatten)]
+    pub options: DeployOptions,
     pub state: State,
     pub message: String,
     /// The objects that are not Ready, as last reported.
     #[serde(default)]
-    pub resources: Vec<ResourceReport>,
-    /// `diff.comparePatches` as the hub sent it (JSON, Fleet's format).
-    #[serde(default)]
-    pub compare_patches_json: String,
-    /// `ignore.conditions` as the hub sent it (JSON).
-    #[serde(default)]
-    pub ignore_conditions_json: String,
+    pub resources: Vec<ResourceStatus>,
 }
 
 impl CachedAssignment {
@@ -74,38 +67,8 @@ impl CachedAssignment {
             bundle: self.bundle.clone(),
             deployment_id: self.deployment_id.clone(),
             content,
-            options: ApplyOptions {
-                force: self.force,
-                correct_drift: self.correct_drift,
-                keep_resources: self.keep_resources,
-                ignore: self.drift_ignores(),
-                ignore_conditions: self.ignored_conditions(),
-            },
+            options: ApplyOptions::from(&self.options),
         }
-    }
-
-    /// The comparePatches entries; malformed ones are logged and ignored, so a bad hint
-    /// never blocks applying.
-    fn drift_ignores(&self) -> Vec<crate::target::DriftIgnore> {
-        if self.compare_patches_json.is_empty() {
-            return Vec::new();
-        }
-        serde_json::from_str(&self.compare_patches_json).unwrap_or_else(|e| {
-            tracing::warn!(bundle = %self.bundle, error = %e, "ignoring malformed comparePatches");
-            Vec::new()
-        })
-    }
-
-    /// The `ignore.conditions` entries; malformed ones are logged and ignored, like
-    /// comparePatches.
-    fn ignored_conditions(&self) -> Vec<std::collections::BTreeMap<String, String>> {
-        if self.ignore_conditions_json.is_empty() {
-            return Vec::new();
-        }
-        serde_json::from_str(&self.ignore_conditions_json).unwrap_or_else(|e| {
-            tracing::warn!(bundle = %self.bundle, error = %e, "ignoring malformed ignore.conditions");
-            Vec::new()
-        })
     }
 
     /// Takes over a target's verdict.
