@@ -28,9 +28,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::charts::{ChartLimits, Charts};
 use crate::depends;
 use crate::metrics::HubMetrics;
-use crate::records::{
-    ClusterRecord, Desired, SourceSpec, StatusRecord, TokenRecord, status_key,
-};
+use crate::records::{ClusterRecord, Desired, SourceSpec, StatusRecord, TokenRecord, status_key};
 use crate::rollout;
 use crate::store::{Op, Snapshot, Store, StoreError, Table};
 use crate::targeting::{self, GroupSpec};

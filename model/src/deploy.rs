@@ -252,6 +252,9 @@ mod tests {
             value: None,
             from: Some("/a".into()),
         };
-        assert_eq!(op.to_json(), json!({"op": "move", "path": "/b", "from": "/a"}));
+        assert_eq!(
+            op.to_json(),
+            json!({"op": "move", "path": "/b", "from": "/a"})
+        );
     }
 }

@@ -15,9 +15,7 @@ use crate::v1;
 /// A wire message that does not hold what its type says.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    #[error(
-        "comparePatches[{patch}].operations[{operation}]: the value is not JSON ({source})"
-    )]
+    #[error("comparePatches[{patch}].operations[{operation}]: the value is not JSON ({source})")]
     PatchValue {
         patch: usize,
         operation: usize,
@@ -144,11 +142,14 @@ impl From<&ResourceStatus> for v1::ResourceStatus {
 impl TryFrom<&v1::ResourceStatus> for ResourceStatus {
     type Error = ConvertError;
     fn try_from(r: &v1::ResourceStatus) -> Result<Self, ConvertError> {
-        let state: State = r.state.parse().map_err(|reason| ConvertError::ResourceState {
-            kind: r.kind.chars().take(64).collect(),
-            name: r.name.chars().take(256).collect(),
-            reason,
-        })?;
+        let state: State = r
+            .state
+            .parse()
+            .map_err(|reason| ConvertError::ResourceState {
+                kind: r.kind.chars().take(64).collect(),
+                name: r.name.chars().take(256).collect(),
+                reason,
+            })?;
         Ok(ResourceStatus {
             api_version: r.api_version.clone(),
             kind: r.kind.clone(),

@@ -308,7 +308,11 @@ impl Agent {
     /// --keep-resources`) or the bundle itself keeps its resources.
     async fn unassign(self: &Arc<Self>, bundle: String, hub_keeps: bool) -> Result<()> {
         let _serial = self.apply_lock.lock().await;
-        let keep = hub_keeps || self.cache().get(&bundle).is_some_and(|a| a.options.keep_resources);
+        let keep = hub_keeps
+            || self
+                .cache()
+                .get(&bundle)
+                .is_some_and(|a| a.options.keep_resources);
         self.target.remove(&bundle, keep).await?;
         self.retries().forget(&bundle);
         tracing::info!(bundle, kept = keep, "unassigned");

@@ -256,6 +256,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn assignments_cached_by_an_earlier_spoke_keep_their_compare_patches() {
+        // assignments.json as spokes before typed options wrote it.
+        let old = serde_json::json!({
+            "bundle": "web",
+            "deployment_id": "d-0123456789abcdef0123",
+            "digest": ContentDigest::of(b"x").to_string(),
+            "keep_resources": true,
+            "correct_drift": true,
+            "state": "Ready",
+            "message": "",
+            "compare_patches_json": r#"[{"kind":"Deployment","jsonPointers":["/spec/replicas"]}]"#,
+            "ignore_conditions_json": r#"[{"type":"Progressing"}]"#,
+        });
+        let a: CachedAssignment = serde_json::from_value(old).expect("the old form loads");
+        assert!(a.options.keep_resources && a.options.correct_drift && !a.options.force);
+        assert_eq!(
+            a.options.compare_patches[0].json_pointers,
+            ["/spec/replicas"]
+        );
+        assert_eq!(a.options.ignore_conditions.len(), 1);
+        let desired = a.desired(Vec::new());
+        assert_eq!(
+            desired.options.ignore[0].kind.as_deref(),
+            Some("Deployment")
+        );
+        // And it is written back in the typed form, which reads the same.
+        let text = serde_json::to_string(&a).expect("serialises");
+        assert!(!text.contains("_json"), "{text}");
+        let again: CachedAssignment = serde_json::from_str(&text).expect("reads back");
+        assert_eq!(again, a);
+    }
+
+    #[test]
     fn an_interrupted_renewal_is_completed_on_recover() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = StateDir::new(dir.path());

@@ -10,9 +10,7 @@ use std::time::Duration;
 use common::{Cluster, TEST_CLUSTER, cluster, desired, wait_until};
 use flotilla_model::{ComparePatch, IgnoreCondition, State};
 use flotilla_spoke::target::kubernetes::{INVENTORY_NAMESPACE, KubeTarget, REPORTING_CONTROLLER};
-use flotilla_spoke::target::{
-    ApplyOptions, Desired, Outcome, Policy, PolicySpec, Target, enforce,
-};
+use flotilla_spoke::target::{ApplyOptions, Desired, Outcome, Policy, PolicySpec, Target, enforce};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 

@@ -72,5 +72,8 @@ fn assign_carries_the_options_the_spoke_needs_including_compare_patches() {
     assert_eq!(patch.json_pointers, ["/spec/replicas"], "{patch:?}");
     assert_eq!(patch.kind.as_deref(), Some("Deployment"));
     assert_eq!(patch.api_version.as_deref(), Some("apps/v1"));
-    assert_eq!(patch.namespace, None, "a selector that is not set is absent");
+    assert_eq!(
+        patch.namespace, None,
+        "a selector that is not set is absent"
+    );
 }

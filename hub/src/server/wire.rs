@@ -354,8 +354,16 @@ mod tests {
         let again = cache
             .get_or_encode(&k, || panic!("a hit must not encode again"))
             .expect("cached");
-        assert_eq!(first.bytes.as_ptr(), again.bytes.as_ptr(), "the same buffer");
-        assert!(cache.get_or_encode(&key("db", b"v1", true), || None).is_none());
+        assert_eq!(
+            first.bytes.as_ptr(),
+            again.bytes.as_ptr(),
+            "the same buffer"
+        );
+        assert!(
+            cache
+                .get_or_encode(&key("db", b"v1", true), || None)
+                .is_none()
+        );
         assert_eq!(cache.len(), 1);
     }
 
@@ -388,7 +396,11 @@ mod tests {
             assert!(cache.bytes() <= 100, "{} bytes held", cache.bytes());
         }
         // A message over the whole budget is sent but never kept.
-        assert!(cache.get_or_encode(&key("big", b"x", true), || encoded(101)).is_some());
+        assert!(
+            cache
+                .get_or_encode(&key("big", b"x", true), || encoded(101))
+                .is_some()
+        );
         assert!(cache.bytes() <= 100);
     }
 

@@ -54,10 +54,7 @@ fn observed(v: &Value) -> Option<Health> {
 
 /// `v` without the status conditions that `ignore` matches: a condition is dropped when
 /// it has every key of one entry with that entry's (string) value, as in Fleet.
-pub fn without_ignored_conditions<'a>(
-    v: &'a Value,
-    ignore: &[IgnoreCondition],
-) -> Cow<'a, Value> {
+pub fn without_ignored_conditions<'a>(v: &'a Value, ignore: &[IgnoreCondition]) -> Cow<'a, Value> {
     let matches = |c: &Value| {
         ignore
             .iter()
