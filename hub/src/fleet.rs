@@ -204,9 +204,10 @@ pub struct Fleet {
     /// Content no revision or assignment referenced at the last GC; removed if still
     /// unreferenced at the next one (two passes, so a render racing a GC is never cut).
     gc_candidates: Mutex<std::collections::HashSet<ContentDigest>>,
-    /// Assign messages encoded once, shared by every session that sends them
-    /// (`server::sync::encoded_assign`), with the content bytes each carries.
-    pub encoded_assigns: DashMap<(String, DeploymentId, bool), (Bytes, usize)>,
+    /// The deployments a current revision or an assignment refers to, published by
+    /// each content GC; the server's wire cache (`server::wire::WireCache`) forgets the
+    /// encoded messages of the others.
+    pub live_deployments: tokio::sync::watch::Sender<Arc<std::collections::HashSet<DeploymentId>>>,
     pub status: DashMap<(ClusterName, String), StatusRecord>,
     pub sessions: DashMap<ClusterName, SessionHandle>,
     pub metrics: HubMetrics,
@@ -301,7 +302,7 @@ impl Fleet {
             assignments: DashMap::new(),
             contents: DashMap::new(),
             gc_candidates: Mutex::default(),
-            encoded_assigns: DashMap::new(),
+            live_deployments: tokio::sync::watch::channel(Arc::default()).0,
             status: DashMap::new(),
             sessions: DashMap::new(),
             metrics: HubMetrics::default(),
@@ -760,8 +761,8 @@ impl Fleet {
                 live_deployments.insert(d.deployment_id.clone());
             }
         }
-        self.encoded_assigns
-            .retain(|(_, d, _), _| live_deployments.contains(d));
+        self.live_deployments
+            .send_replace(Arc::new(live_deployments));
         let unreferenced: Vec<ContentDigest> = self
             .contents
             .iter()

@@ -29,9 +29,10 @@ use flotilla_render as render;
 use serde::{Deserialize, Serialize};
 
 use crate::depends;
-use crate::records::{CapabilitiesRecord, ClusterRecord, DeployOptions, Desired};
+use crate::records::{CapabilitiesRecord, ClusterRecord, Desired};
 use crate::rollout::{self, Plan, RolloutPhase};
 use crate::targeting::{self, GroupSpec, TargetSpec};
+use flotilla_model::DeployOptions;
 
 /// What one cluster should run for one bundle, or why it cannot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,16 +110,8 @@ pub fn desired_for(
             correct_drift: opts.correct_drift.enabled,
             keep_resources: opts.keep_resources,
             force: opts.correct_drift.force,
-            compare_patches_json: if opts.diff.compare_patches.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(&opts.diff.compare_patches).unwrap_or_default()
-            },
-            ignore_conditions_json: if opts.ignore.is_empty() {
-                String::new()
-            } else {
-                serde_json::to_string(&opts.ignore.conditions).unwrap_or_default()
-            },
+            compare_patches: opts.diff.compare_patches.clone(),
+            ignore_conditions: opts.ignore.conditions.clone(),
         },
     }
 }

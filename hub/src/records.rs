@@ -1,7 +1,9 @@
 //! The records the hub persists, one per store table. Plain data with serde; no logic
 //! beyond what a record can say about itself.
 
-use flotilla_model::{ClusterName, ContentDigest, DeploymentId, Labels, State};
+use flotilla_model::{
+    ClusterName, ContentDigest, DeployOptions, DeploymentId, Labels, ResourceStatus, State,
+};
 use serde::{Deserialize, Serialize};
 
 /// Seconds since the Unix epoch; all persisted times use it.
@@ -181,37 +183,13 @@ pub struct HelmAuthSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResourceRecord {
-    pub api_version: String,
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    pub state: String,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRecord {
     pub deployment_id: String,
     pub state: State,
     pub message: String,
     #[serde(default)]
-    pub resources: Vec<ResourceRecord>,
+    pub resources: Vec<ResourceStatus>,
     pub updated_at: i64,
-}
-
-/// Per-deployment options the spoke needs; part of the deployment id.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeployOptions {
-    pub correct_drift: bool,
-    pub keep_resources: bool,
-    pub force: bool,
-    /// `diff.comparePatches` as JSON; empty when the bundle has none.
-    #[serde(default)]
-    pub compare_patches_json: String,
-    /// `ignore.conditions` as JSON; empty when the bundle has none.
-    #[serde(default)]
-    pub ignore_conditions_json: String,
 }
 
 /// What one cluster should run for one bundle.

@@ -114,6 +114,21 @@ impl FromIterator<State> for Summary {
     }
 }
 
+/// The state of one object of a bundle, as a spoke reports it for the objects that are
+/// not Ready: the object's identity, its state and why. The hub stores and lists it as
+/// it came (bounded at the gRPC edge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceStatus {
+    pub api_version: String,
+    pub kind: String,
+    /// Empty for cluster-scoped objects.
+    #[serde(default)]
+    pub namespace: String,
+    pub name: String,
+    pub state: State,
+    pub message: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

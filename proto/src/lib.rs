@@ -2,7 +2,10 @@
 //!
 //! **Architecture Invariant:** these types stop at the gRPC edge. The hub and spoke convert
 //! them into `flotilla-model` types on receipt, so nothing deeper handles raw wire fields.
+//! The conversions that both ends share live here, in `convert`, once.
 #![forbid(unsafe_code)]
+
+pub mod convert;
 
 #[allow(clippy::all, clippy::pedantic, clippy::unwrap_used)]
 pub mod v1 {

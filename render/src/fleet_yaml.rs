@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use flotilla_model::{LabelSelector, Labels, State};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::diagnostic::Diagnostic;
 use crate::helm::spec::HelmSpec;
@@ -134,35 +133,9 @@ pub struct Diff {
     pub compare_patches: Vec<ComparePatch>,
 }
 
-/// `diff.comparePatches[]`: a JSON patch applied to both the applied and the live object
-/// of matching objects before they are compared, and pointers to ignore.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ComparePatch {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    pub operations: Vec<PatchOperation>,
-    pub json_pointers: Vec<String>,
-}
-
-/// One RFC 6902 operation: `add`, `remove`, `replace`, `move`, `copy` or `test`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PatchOperation {
-    pub op: String,
-    pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<Value>,
-    /// The source of `move` and `copy`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-}
+/// `diff.comparePatches[]` and its operations are the shared domain types (the spoke
+/// enforces them); they are parsed and checked here.
+pub use flotilla_model::{ComparePatch, PatchOperation};
 
 const PATCH_OPS: &[&str] = &["add", "remove", "replace", "move", "copy", "test"];
 
@@ -172,7 +145,7 @@ const PATCH_OPS: &[&str] = &["add", "remove", "replace", "move", "copy", "test"]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Ignore {
-    pub conditions: Vec<BTreeMap<String, String>>,
+    pub conditions: Vec<flotilla_model::IgnoreCondition>,
 }
 
 impl Ignore {
@@ -1263,7 +1236,7 @@ targetCustomizations:
         let o = &p.options;
         assert!(!o.keep_resources && o.correct_drift.enabled);
         assert_eq!(
-            o.ignore.conditions[0].get("type").map(String::as_str),
+            o.ignore.conditions[0].0.get("type").map(String::as_str),
             Some("Progressing")
         );
         let prod = p.spec.customizations[0].options.over(o);

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use flotilla_model::{ContentDigest, Labels, State};
+use flotilla_model::{ContentDigest, DeployOptions, Labels, State};
 use flotilla_proto::limits::MAX_CONTENT_BYTES;
 use flotilla_proto::v1::{
     Applied, ClusterCapabilities, Hello, HubMsg, ResourceStatus, SpokeMsg, Status as StatusMsg,
@@ -225,18 +225,7 @@ impl Agent {
             deployment_id: a.deployment_id.clone(),
             state: a.state.to_string(),
             message: a.message.clone(),
-            resources: a
-                .resources
-                .iter()
-                .map(|r| ResourceStatus {
-                    api_version: r.api_version.clone(),
-                    kind: r.kind.clone(),
-                    namespace: r.namespace.clone(),
-                    name: r.name.clone(),
-                    state: r.state.to_string(),
-                    message: r.message.clone(),
-                })
-                .collect(),
+            resources: a.resources.iter().map(ResourceStatus::from).collect(),
             cluster_name: String::new(),
         }));
     }
@@ -275,14 +264,10 @@ impl Agent {
             deployment_id: msg.deployment_id.clone(),
             digest: ContentDigest::parse(&msg.content_digest)
                 .unwrap_or_else(|| ContentDigest::of(b"")),
-            keep_resources: false,
-            correct_drift: false,
-            force: false,
+            options: DeployOptions::default(),
             state: State::ErrApplied,
             message: why.to_string(),
             resources: Vec::new(),
-            compare_patches_json: String::new(),
-            ignore_conditions_json: String::new(),
         };
         tracing::warn!(bundle = %msg.bundle, error = %failed.message, "assignment refused");
         self.report(&failed);
@@ -321,19 +306,16 @@ impl Agent {
                 .load_content(&digest)
                 .ok_or_else(|| anyhow!("content {digest} is not in the cache"))?
         };
-        let opts = msg.options.clone().unwrap_or_default();
+        let options = DeployOptions::try_from(msg.options.clone().unwrap_or_default())
+            .with_context(|| format!("options of bundle {}", msg.bundle))?;
         let entry = CachedAssignment {
             bundle: msg.bundle.clone(),
             deployment_id: msg.deployment_id.clone(),
             digest: digest.clone(),
-            keep_resources: opts.keep_resources,
-            correct_drift: opts.correct_drift,
-            force: opts.force,
+            options,
             state: State::WaitApplied,
             message: String::new(),
             resources: Vec::new(),
-            compare_patches_json: opts.compare_patches_json.clone(),
-            ignore_conditions_json: opts.ignore_conditions_json.clone(),
         };
         self.report(&entry);
         self.state.save_content(&digest, &content)?;
@@ -375,7 +357,11 @@ impl Agent {
     /// --keep-resources`) or the bundle itself keeps its resources.
     async fn unassign(self: &Arc<Self>, bundle: String, hub_keeps: bool) -> Result<()> {
         let _serial = self.apply_lock.lock().await;
-        let keep = hub_keeps || self.cache().get(&bundle).is_some_and(|a| a.keep_resources);
+        let keep = hub_keeps
+            || self
+                .cache()
+                .get(&bundle)
+                .is_some_and(|a| a.options.keep_resources);
         self.target.remove(&bundle, keep).await?;
         self.retries().forget(&bundle);
         tracing::info!(bundle, kept = keep, "unassigned");

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use flotilla_identity::{Credentials, files};
-use flotilla_model::{ContentDigest, State};
+use flotilla_model::{ContentDigest, DeployOptions, ResourceStatus, State};
 use serde::{Deserialize, Serialize};
 
-use crate::applier::{ApplyOptions, Desired, Outcome, ResourceReport};
+use crate::applier::{ApplyOptions, Desired, Outcome};
 
 #[derive(Clone)]
 pub struct StateDir(PathBuf);
@@ -75,22 +75,15 @@ pub struct CachedAssignment {
     pub bundle: String,
     pub deployment_id: String,
     pub digest: ContentDigest,
-    pub keep_resources: bool,
-    pub correct_drift: bool,
-    /// Server-side apply `force` (older state dirs lack it: false).
-    #[serde(default)]
-    pub force: bool,
+    /// The options the hub sent (older state dirs stored the comparePatches and
+    /// ignore.conditions as JSON text; `DeployOptions` reads both forms).
+    #[serde(flatten)]
+    pub options: DeployOptions,
     pub state: State,
     pub message: String,
     /// The objects that are not Ready, as last reported.
     #[serde(default)]
-    pub resources: Vec<ResourceReport>,
-    /// `diff.comparePatches` as the hub sent it (JSON, Fleet's format).
-    #[serde(default)]
-    pub compare_patches_json: String,
-    /// `ignore.conditions` as the hub sent it (JSON).
-    #[serde(default)]
-    pub ignore_conditions_json: String,
+    pub resources: Vec<ResourceStatus>,
 }
 
 impl CachedAssignment {
@@ -100,38 +93,8 @@ impl CachedAssignment {
             bundle: self.bundle.clone(),
             deployment_id: self.deployment_id.clone(),
             content,
-            options: ApplyOptions {
-                force: self.force,
-                correct_drift: self.correct_drift,
-                keep_resources: self.keep_resources,
-                ignore: self.drift_ignores(),
-                ignore_conditions: self.ignored_conditions(),
-            },
+            options: ApplyOptions::from(&self.options),
         }
-    }
-
-    /// The comparePatches entries; malformed ones are logged and ignored, so a bad hint
-    /// never blocks applying.
-    fn drift_ignores(&self) -> Vec<crate::applier::DriftIgnore> {
-        if self.compare_patches_json.is_empty() {
-            return Vec::new();
-        }
-        serde_json::from_str(&self.compare_patches_json).unwrap_or_else(|e| {
-            tracing::warn!(bundle = %self.bundle, error = %e, "ignoring malformed comparePatches");
-            Vec::new()
-        })
-    }
-
-    /// The `ignore.conditions` entries; malformed ones are logged and ignored, like
-    /// comparePatches.
-    fn ignored_conditions(&self) -> Vec<std::collections::BTreeMap<String, String>> {
-        if self.ignore_conditions_json.is_empty() {
-            return Vec::new();
-        }
-        serde_json::from_str(&self.ignore_conditions_json).unwrap_or_else(|e| {
-            tracing::warn!(bundle = %self.bundle, error = %e, "ignoring malformed ignore.conditions");
-            Vec::new()
-        })
     }
 
     /// Takes over a target's verdict.
@@ -317,6 +280,39 @@ impl StateDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assignments_cached_by_an_earlier_spoke_keep_their_compare_patches() {
+        // assignments.json as spokes before typed options wrote it.
+        let old = serde_json::json!({
+            "bundle": "web",
+            "deployment_id": "d-0123456789abcdef0123",
+            "digest": ContentDigest::of(b"x").to_string(),
+            "keep_resources": true,
+            "correct_drift": true,
+            "state": "Ready",
+            "message": "",
+            "compare_patches_json": r#"[{"kind":"Deployment","jsonPointers":["/spec/replicas"]}]"#,
+            "ignore_conditions_json": r#"[{"type":"Progressing"}]"#,
+        });
+        let a: CachedAssignment = serde_json::from_value(old).expect("the old form loads");
+        assert!(a.options.keep_resources && a.options.correct_drift && !a.options.force);
+        assert_eq!(
+            a.options.compare_patches[0].json_pointers,
+            ["/spec/replicas"]
+        );
+        assert_eq!(a.options.ignore_conditions.len(), 1);
+        let desired = a.desired(Vec::new());
+        assert_eq!(
+            desired.options.ignore[0].kind.as_deref(),
+            Some("Deployment")
+        );
+        // And it is written back in the typed form, which reads the same.
+        let text = serde_json::to_string(&a).expect("serialises");
+        assert!(!text.contains("_json"), "{text}");
+        let again: CachedAssignment = serde_json::from_str(&text).expect("reads back");
+        assert_eq!(again, a);
+    }
 
     #[test]
     fn an_interrupted_renewal_is_completed_on_recover() {

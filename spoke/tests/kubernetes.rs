@@ -8,10 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::{Cluster, TEST_CLUSTER, cluster, desired, wait_until};
-use flotilla_model::State;
+use flotilla_model::{ComparePatch, IgnoreCondition, State};
 use flotilla_spoke::applier::kubernetes::{INVENTORY_NAMESPACE, KubeApplier, REPORTING_CONTROLLER};
 use flotilla_spoke::applier::{
-    Applier, ApplyOptions, Desired, DriftIgnore, Outcome, Policy, PolicySpec, enforce,
+    Applier, ApplyOptions, Desired, Outcome, Policy, PolicySpec, enforce,
 };
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -446,7 +446,7 @@ async fn compare_patches_make_drift_detection_ignore_fields() {
     let t = c.target(Policy::default());
     let bundle = c.n("shop");
     let ns = c.n("shop");
-    let ignore: Vec<DriftIgnore> = serde_json::from_value(json!([{
+    let ignore: Vec<ComparePatch> = serde_json::from_value(json!([{
         "apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "namespace": ns,
         "operations": [{"op": "remove", "path": "/spec/replicas"}]
     }]))
@@ -543,13 +543,13 @@ spec:
         "d-1",
         &yaml,
         ApplyOptions {
-            ignore_conditions: vec![
+            ignore_conditions: vec![IgnoreCondition(
                 [
                     ("type".to_string(), "Progressing".to_string()),
                     ("reason".to_string(), "ProgressDeadlineExceeded".to_string()),
                 ]
                 .into(),
-            ],
+            )],
             ..Default::default()
         },
     );
@@ -573,7 +573,7 @@ spec:
     })
     .await;
     let patched = |ops: serde_json::Value| {
-        let ignore: Vec<DriftIgnore> = serde_json::from_value(json!([{
+        let ignore: Vec<ComparePatch> = serde_json::from_value(json!([{
             "apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "operations": ops
         }]))
         .expect("comparePatches parse");

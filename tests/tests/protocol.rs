@@ -68,8 +68,12 @@ fn assign_carries_the_options_the_spoke_needs_including_compare_patches() {
     );
     let opts = assign.options.expect("options");
     assert!(opts.correct_drift && opts.keep_resources);
-    let patches: serde_json::Value =
-        serde_json::from_str(&opts.compare_patches_json).expect("comparePatches JSON");
-    assert_eq!(patches[0]["jsonPointers"][0], "/spec/replicas", "{patches}");
-    assert_eq!(patches[0]["kind"], "Deployment");
+    let patch = opts.compare_patches.first().expect("one comparePatch");
+    assert_eq!(patch.json_pointers, ["/spec/replicas"], "{patch:?}");
+    assert_eq!(patch.kind.as_deref(), Some("Deployment"));
+    assert_eq!(patch.api_version.as_deref(), Some("apps/v1"));
+    assert_eq!(
+        patch.namespace, None,
+        "a selector that is not set is absent"
+    );
 }

@@ -492,7 +492,7 @@ fn change_message(st: &StatusRecord) -> String {
     parts.extend(
         st.resources
             .iter()
-            .filter(|r| r.state != "Ready" || !r.message.is_empty())
+            .filter(|r| r.state != State::Ready || !r.message.is_empty())
             .map(|r| format!("{}/{}: {}", r.kind, r.name, r.message)),
     );
     cut(parts

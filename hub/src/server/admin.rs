@@ -833,15 +833,8 @@ impl Admin for AdminService {
                         .map(|s| {
                             s.resources
                                 .iter()
-                                .filter(|r| !req.not_ready || r.state != "Ready")
-                                .map(|r| pb::ResourceStatus {
-                                    api_version: r.api_version.clone(),
-                                    kind: r.kind.clone(),
-                                    namespace: r.namespace.clone(),
-                                    name: r.name.clone(),
-                                    state: r.state.clone(),
-                                    message: r.message.clone(),
-                                })
+                                .filter(|r| !req.not_ready || r.state != State::Ready)
+                                .map(pb::ResourceStatus::from)
                                 .collect()
                         })
                         .unwrap_or_default(),

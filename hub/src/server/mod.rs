@@ -124,7 +124,16 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1();
 
-    Server::builder()
+    let spoke_service = sync::SpokeService::new(
+        fleet.clone(),
+        max_content_bytes.min(flotilla_proto::limits::MAX_CONTENT_BYTES),
+    );
+    // Ends with the server (aborted below), or earlier if the fleet goes.
+    let evictor = tokio::spawn(wire::evict_gone(
+        spoke_service.wire_cache.clone(),
+        fleet.live_deployments.subscribe(),
+    ));
+    let served = Server::builder()
         .layer(crate::audit::AuditLayer::new(fleet.audit.clone()))
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -136,10 +145,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_INBOUND_MESSAGE),
         )
         .add_service(wire::SpokeWireServer::new(
-            sync::SpokeService::new(
-                fleet.clone(),
-                max_content_bytes.min(flotilla_proto::limits::MAX_CONTENT_BYTES),
-            ),
+            spoke_service,
             MAX_INBOUND_MESSAGE,
             MAX_OUTBOUND_MESSAGE,
         ))
@@ -149,6 +155,8 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_OUTBOUND_MESSAGE),
         )
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
-        .await?;
+        .await;
+    evictor.abort();
+    served?;
     Ok(())
 }

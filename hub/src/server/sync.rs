@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use flotilla_model::{ClusterName, ContentDigest, DeploymentId, State};
+use flotilla_model::{ClusterName, ContentDigest, DeploymentId, ResourceStatus, State};
 use flotilla_proto::limits::{CONTENT_CHUNK_BYTES, MAX_CONTENT_BYTES, MAX_INLINE_CONTENT_BYTES};
 use flotilla_proto::v1::{
     Assign, BundleOptions, Certificate, ContentChunk, HubMsg, RenewNow, SpokeMsg, Unassign,
@@ -34,9 +34,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::fleet::{EventKind, Fleet, SessionHandle, Trigger};
 use crate::label_trust;
-use crate::records::{CapabilitiesRecord, ResourceRecord, StatusRecord, now_unix};
+use crate::records::{CapabilitiesRecord, StatusRecord, now_unix};
 use crate::server::peer;
-use crate::server::wire::{self, Outbound, OutboundStream, SyncHandler};
+use crate::server::wire::{
+    self, Encoded, Outbound, OutboundStream, Queued, SyncHandler, WireCache,
+};
 use crate::store::{Op, Table};
 
 // A chunk, and an Assign with its content inline, each fit in one message with room to
@@ -53,6 +55,9 @@ pub struct SpokeService {
     fleet: Arc<Fleet>,
     /// Largest bundle content sent to a spoke.
     max_content_bytes: u64,
+    /// Assigns encoded once for every session (`wire::evict_gone` keeps it to the live
+    /// deployments).
+    pub wire_cache: Arc<WireCache>,
 }
 
 impl SpokeService {
@@ -60,6 +65,7 @@ impl SpokeService {
         SpokeService {
             fleet,
             max_content_bytes,
+            wire_cache: Arc::new(WireCache::new(wire::WIRE_CACHE_BYTES)),
         }
     }
 }
@@ -106,6 +112,7 @@ impl SyncHandler for SpokeService {
             .collect();
         let session = Session {
             fleet: self.fleet.clone(),
+            wire_cache: self.wire_cache.clone(),
             cluster: cluster.clone(),
             id,
             tx,
@@ -127,7 +134,9 @@ impl SyncHandler for SpokeService {
         self.fleet
             .emit_cluster(EventKind::ClusterConnected, &cluster, "");
         tokio::spawn(session.run(inbound));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|q: Queued| q.map_err(|s| *s)),
+        )))
     }
 }
 
@@ -251,9 +260,10 @@ impl Sent {
 
 struct Session {
     fleet: Arc<Fleet>,
+    wire_cache: Arc<WireCache>,
     cluster: ClusterName,
     id: u64,
-    tx: mpsc::Sender<Result<Outbound, Status>>,
+    tx: mpsc::Sender<Queued>,
     notify: Arc<Notify>,
     close: Arc<Notify>,
     close_reason: Arc<std::sync::Mutex<Option<String>>>,
@@ -293,7 +303,7 @@ impl Session {
                             Ok(()) => true,
                             Err(status) => {
                                 tracing::warn!(cluster = %self.cluster, error = %status.message(), "closing spoke stream");
-                                let _ = self.tx.send(Err(status)).await;
+                                let _ = self.tx.send(Err(Box::new(status))).await;
                                 false
                             }
                         },
@@ -301,7 +311,7 @@ impl Session {
                             // e.g. an oversized or undecodable message: tell this spoke why
                             // and end only its stream.
                             tracing::info!(cluster = %self.cluster, error = %e.message(), "spoke stream error");
-                            let _ = self.tx.send(Err(e)).await;
+                            let _ = self.tx.send(Err(Box::new(e))).await;
                             false
                         }
                         None => false,
@@ -319,7 +329,10 @@ impl Session {
                         .and_then(|r| r.clone())
                         .unwrap_or_else(|| "replaced by a newer stream".into());
                     tracing::info!(cluster = %self.cluster, session = self.id, %reason, "closing spoke stream");
-                    let _ = self.tx.send(Err(Status::permission_denied(reason))).await;
+                    let _ = self
+                        .tx
+                        .send(Err(Box::new(Status::permission_denied(reason))))
+                        .await;
                     alive = false;
                 }
                 _ = self.tx.closed() => alive = false,
@@ -368,7 +381,7 @@ impl Session {
         let msg = HubMsg {
             msg: Some(hub_msg::Msg::RenewNow(RenewNow {})),
         };
-        self.tx.send(Ok(Outbound::Msg(msg))).await.is_ok()
+        self.tx.send(Ok(Outbound::msg(msg))).await.is_ok()
     }
 
     /// Issues a fresh certificate for a new key, on the open stream. The new serial is
@@ -405,7 +418,7 @@ impl Session {
             })),
         };
         self.tx
-            .send(Ok(Outbound::Msg(msg)))
+            .send(Ok(Outbound::msg(msg)))
             .await
             .map_err(|_| Status::cancelled("spoke went away"))
     }
@@ -429,23 +442,28 @@ impl Session {
             return Ok(());
         }
         let clip = |t: &str| t.chars().take(4096).collect::<String>();
-        let record = StatusRecord {
-            deployment_id: clip(&s.deployment_id),
-            state,
-            message: clip(&s.message),
-            resources: s
-                .resources
-                .iter()
-                .take(10_000)
-                .map(|r| ResourceRecord {
+        let resources = s
+            .resources
+            .iter()
+            .take(10_000)
+            .map(|r| {
+                let r = ResourceStatus::try_from(r)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                Ok(ResourceStatus {
                     api_version: clip(&r.api_version),
                     kind: clip(&r.kind),
                     namespace: clip(&r.namespace),
                     name: clip(&r.name),
-                    state: clip(&r.state),
+                    state: r.state,
                     message: clip(&r.message),
                 })
-                .collect(),
+            })
+            .collect::<Result<_, Status>>()?;
+        let record = StatusRecord {
+            deployment_id: clip(&s.deployment_id),
+            state,
+            message: clip(&s.message),
+            resources,
             updated_at: now_unix(),
         };
         self.fleet.record_status(&self.cluster, &s.bundle, record);
@@ -515,8 +533,8 @@ impl Session {
                 Some(len) if len > MAX_INLINE_CONTENT_BYTES => {
                     chunked_assign(&self.fleet, bundle, d).map(|m| (m, len))
                 }
-                Some(_) => encoded_assign(&self.fleet, bundle, d, with_content)
-                    .map(|(encoded, len)| (vec![Outbound::Encoded(encoded)], len)),
+                Some(_) => encoded_assign(&self.fleet, &self.wire_cache, bundle, d, with_content)
+                    .map(|e| (vec![Outbound::Encoded(e.bytes)], e.content_len)),
                 None => None,
             };
             let Some((messages, content_len)) = messages else {
@@ -548,7 +566,7 @@ impl Session {
         for bundle in gone {
             self.sent.remove(&bundle);
             self.too_large.remove(&bundle);
-            out.push(Outbound::Msg(HubMsg {
+            out.push(Outbound::msg(HubMsg {
                 msg: Some(hub_msg::Msg::Unassign(Unassign {
                     keep_resources: self.fleet.kept_bundles.contains_key(&*bundle),
                     bundle: bundle.to_string(),
@@ -571,31 +589,28 @@ impl Session {
 }
 
 /// The Assign for `bundle` at deployment `d`, encoded once per (bundle, deployment,
-/// with or without content) and shared by every session that sends it. Returns the
-/// encoded message and the content bytes it carries; `None` if the content is missing.
+/// with or without content) and shared by every session that sends it. `None` if the
+/// content is missing.
 fn encoded_assign(
     fleet: &Fleet,
-    bundle: &str,
+    cache: &WireCache,
+    bundle: &Arc<str>,
     d: &crate::records::Desired,
     with_content: bool,
-) -> Option<(bytes::Bytes, usize)> {
-    let key = (bundle.to_string(), d.deployment_id.clone(), with_content);
-    if let Some(hit) = fleet.encoded_assigns.get(&key) {
-        return Some(hit.clone());
-    }
-    let content = if with_content {
-        fleet.contents.get(&d.digest)?.clone()
-    } else {
-        Default::default()
-    };
-    let len = content.len();
-    let encoded = wire::encode(&assign_msg(bundle, d, content, with_content, false));
-    // Bounded: old deployments fall out; a miss only costs one encode.
-    if fleet.encoded_assigns.len() >= 4096 {
-        fleet.encoded_assigns.clear();
-    }
-    fleet.encoded_assigns.insert(key, (encoded.clone(), len));
-    Some((encoded, len))
+) -> Option<Encoded> {
+    let key = (bundle.clone(), d.deployment_id.clone(), with_content);
+    cache.get_or_encode(&key, || {
+        let content = if with_content {
+            fleet.contents.get(&d.digest)?.clone()
+        } else {
+            Bytes::new()
+        };
+        let content_len = content.len();
+        Some(Encoded {
+            bytes: wire::encode(&assign_msg(bundle, d, content, with_content, false)),
+            content_len,
+        })
+    })
 }
 
 /// A content over one message: its chunks (slices of the hub's one copy, so every
@@ -609,12 +624,12 @@ fn chunked_assign(
     let content = fleet.contents.get(&d.digest)?.clone();
     let mut out: Vec<Outbound> = content_chunks(&d.digest, &content)
         .map(|c| {
-            Outbound::Msg(HubMsg {
+            Outbound::msg(HubMsg {
                 msg: Some(hub_msg::Msg::ContentChunk(c)),
             })
         })
         .collect();
-    out.push(Outbound::Msg(assign_msg(
+    out.push(Outbound::msg(assign_msg(
         bundle,
         d,
         Bytes::new(),
@@ -653,13 +668,7 @@ fn assign_msg(
             content_digest: d.digest.to_string(),
             content,
             content_included,
-            options: Some(BundleOptions {
-                correct_drift: d.options.correct_drift,
-                keep_resources: d.options.keep_resources,
-                force: d.options.force,
-                compare_patches_json: d.options.compare_patches_json.clone(),
-                ignore_conditions_json: d.options.ignore_conditions_json.clone(),
-            }),
+            options: Some(BundleOptions::from(&d.options)),
             content_chunked,
         })),
     }

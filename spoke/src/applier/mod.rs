@@ -13,14 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use flotilla_model::State;
+use flotilla_model::{ComparePatch, DeployOptions, IgnoreCondition, ResourceStatus, State};
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-pub use kubernetes::{DriftIgnore, KubeOptions, Policy, PolicySpec};
+pub use kubernetes::{KubeOptions, Policy, PolicySpec};
 
-/// Per-bundle options from the hub.
+/// Per-bundle options from the hub, as the appliers read them.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
     /// Take ownership of fields other managers hold (server-side apply `force`).
@@ -28,9 +27,21 @@ pub struct ApplyOptions {
     pub correct_drift: bool,
     pub keep_resources: bool,
     /// `diff.comparePatches`: fields that drift detection ignores, as the hub sent them.
-    pub ignore: Vec<DriftIgnore>,
+    pub ignore: Vec<ComparePatch>,
     /// `ignore.conditions`: status conditions that do not count against readiness.
-    pub ignore_conditions: Vec<std::collections::BTreeMap<String, String>>,
+    pub ignore_conditions: Vec<IgnoreCondition>,
+}
+
+impl From<&DeployOptions> for ApplyOptions {
+    fn from(o: &DeployOptions) -> Self {
+        ApplyOptions {
+            force: o.force,
+            correct_drift: o.correct_drift,
+            keep_resources: o.keep_resources,
+            ignore: o.compare_patches.clone(),
+            ignore_conditions: o.ignore_conditions.clone(),
+        }
+    }
 }
 
 /// One bundle as the hub wants it.
@@ -43,25 +54,13 @@ pub struct Desired {
     pub options: ApplyOptions,
 }
 
-/// The state of one object, for the objects that are not Ready.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResourceReport {
-    pub api_version: String,
-    pub kind: String,
-    #[serde(default)]
-    pub namespace: String,
-    pub name: String,
-    pub state: State,
-    pub message: String,
-}
-
 /// What a target found: the bundle's state, a summary, and every object that is not
 /// Ready with its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub state: State,
     pub message: String,
-    pub resources: Vec<ResourceReport>,
+    pub resources: Vec<ResourceStatus>,
 }
 
 impl Outcome {

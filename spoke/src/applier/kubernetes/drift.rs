@@ -5,7 +5,7 @@
 //! Pure.
 
 use base64::Engine;
-use serde::Deserialize;
+use flotilla_model::ComparePatch;
 use serde_json::{Map, Value};
 
 use super::manifest::ObjectRef;
@@ -27,43 +27,11 @@ impl std::fmt::Display for Change {
     }
 }
 
-/// A `diff.comparePatches` entry (Rancher Fleet's format): for matching objects, an RFC 6902
-/// patch applied to both the applied and the live object before they are compared (any
-/// op: `remove`, `replace`, `add`, `test`, `move`, `copy`), and `jsonPointers` to ignore.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DriftIgnore {
-    #[serde(default)]
-    pub api_version: Option<String>,
-    #[serde(default)]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// The patch, as the hub sent it (checked there; applied here with the renderer's
-    /// own JSON patch, so both ends agree on what it means).
-    #[serde(default)]
-    pub operations: Vec<Value>,
-    #[serde(default)]
-    pub json_pointers: Vec<String>,
-}
-
-impl DriftIgnore {
-    fn matches(&self, r: &ObjectRef) -> bool {
-        let ok = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        ok(&self.api_version, &r.api_version)
-            && ok(&self.kind, &r.kind)
-            && ok(&self.name, &r.name)
-            && ok(&self.namespace, &r.namespace)
-    }
-}
-
 /// The pointers ignored for `r`.
-pub fn ignored_for<'a>(ignore: &'a [DriftIgnore], r: &ObjectRef) -> Vec<&'a str> {
+pub fn ignored_for<'a>(ignore: &'a [ComparePatch], r: &ObjectRef) -> Vec<&'a str> {
     ignore
         .iter()
-        .filter(|i| i.matches(r))
+        .filter(|i| selects(i, r))
         .flat_map(|i| i.json_pointers.iter().map(String::as_str))
         .collect()
 }
@@ -73,7 +41,7 @@ pub fn ignored_for<'a>(ignore: &'a [DriftIgnore], r: &ObjectRef) -> Vec<&'a str>
 /// diffs. A patch is all or nothing per side: one that fails on a side (a `test` that does
 /// not hold, a path that is not there) leaves that side as it was.
 pub fn compared(
-    ignore: &[DriftIgnore],
+    ignore: &[ComparePatch],
     r: &ObjectRef,
     applied: &Value,
     live: &Value,
@@ -81,13 +49,20 @@ pub fn compared(
     let (mut applied, mut live) = (applied.clone(), live.clone());
     for i in ignore
         .iter()
-        .filter(|i| i.matches(r) && !i.operations.is_empty())
+        .filter(|i| selects(i, r) && !i.operations.is_empty())
     {
+        // Applied with the renderer's own JSON patch, so hub and spoke agree on what
+        // an operation means.
+        let ops: Vec<Value> = i.operations.iter().map(|op| op.to_json()).collect();
         for side in [&mut applied, &mut live] {
-            let _ = flotilla_render::apply_json_patch(side, &i.operations);
+            let _ = flotilla_render::apply_json_patch(side, &ops);
         }
     }
     (applied, live)
+}
+
+fn selects(p: &ComparePatch, r: &ObjectRef) -> bool {
+    p.selects(&r.api_version, &r.kind, &r.namespace, &r.name)
 }
 
 /// Compares what was applied with the live object.
@@ -367,7 +342,7 @@ mod tests {
     fn compare_patches_ignore_matching_objects_only() {
         let applied = deployment(2, "nginx:1");
         let live = deployment(5, "nginx:1");
-        let ignore: Vec<DriftIgnore> = serde_json::from_value(json!([
+        let ignore: Vec<ComparePatch> = serde_json::from_value(json!([
             {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
              "operations": [{"op": "remove", "path": "/spec/replicas"}]},
             {"kind": "Deployment", "name": "other", "jsonPointers": ["/spec"]}
@@ -400,7 +375,7 @@ mod tests {
         }
     }
 
-    fn patch(ops: Value) -> Vec<DriftIgnore> {
+    fn patch(ops: Value) -> Vec<ComparePatch> {
         serde_json::from_value(json!([{"kind": "Deployment", "operations": ops}])).expect("parses")
     }
 

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use super::api_error;
 use super::inventory;
 use super::manifest::ObjectRef;
-use crate::applier::ResourceReport;
+use flotilla_model::ResourceStatus;
 
 /// The `reportingController` of every Event the spoke records.
 pub const REPORTING_CONTROLLER: &str = "flotilla.dev/spoke";
@@ -199,7 +199,7 @@ impl BundleEvent {
 
 /// The Modified objects of a `check`, one `object: changes` per object, for a
 /// DriftCorrected note.
-pub fn drift_summary(resources: &[ResourceReport]) -> String {
+pub fn drift_summary(resources: &[ResourceStatus]) -> String {
     resources
         .iter()
         .filter(|r| r.state == flotilla_model::State::Modified)

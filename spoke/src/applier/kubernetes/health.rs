@@ -3,8 +3,8 @@
 //! `ignore.conditions` take matching status conditions out before it looks.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
+use flotilla_model::IgnoreCondition;
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,17 +54,11 @@ fn observed(v: &Value) -> Option<Health> {
 
 /// `v` without the status conditions that `ignore` matches: a condition is dropped when
 /// it has every key of one entry with that entry's (string) value, as in Fleet.
-pub fn without_ignored_conditions<'a>(
-    v: &'a Value,
-    ignore: &[BTreeMap<String, String>],
-) -> Cow<'a, Value> {
+pub fn without_ignored_conditions<'a>(v: &'a Value, ignore: &[IgnoreCondition]) -> Cow<'a, Value> {
     let matches = |c: &Value| {
-        ignore.iter().any(|want| {
-            !want.is_empty()
-                && want
-                    .iter()
-                    .all(|(k, w)| c.get(k).and_then(Value::as_str) == Some(w.as_str()))
-        })
+        ignore
+            .iter()
+            .any(|want| want.matches(|k| c.get(k).and_then(Value::as_str)))
     };
     let has_ignored = v
         .pointer("/status/conditions")
@@ -239,23 +233,23 @@ mod tests {
             {"type": "Ready", "status": "False", "reason": "Flaky"},
             {"type": "Synced", "status": "True"}]}});
         assert!(matches!(health("x.io", "Thing", &v), Health::NotReady(_)));
-        let ignore: Vec<BTreeMap<String, String>> = vec![
+        let ignore = vec![IgnoreCondition(
             [
                 ("type".into(), "Ready".into()),
                 ("status".into(), "False".into()),
             ]
             .into(),
-        ];
+        )];
         let kept = without_ignored_conditions(&v, &ignore);
         assert_eq!(health("x.io", "Thing", &kept), Health::Ready);
         // Every key must match: a True Ready is not the ignored one.
-        let other: Vec<BTreeMap<String, String>> = vec![
+        let other = vec![IgnoreCondition(
             [
                 ("type".into(), "Ready".into()),
                 ("status".into(), "Unknown".into()),
             ]
             .into(),
-        ];
+        )];
         assert!(matches!(
             without_ignored_conditions(&v, &other),
             Cow::Borrowed(_)

@@ -53,7 +53,6 @@ use self::order::Phase;
 use self::report::Verdict;
 use super::{Applier, ClusterCapabilities, Desired, Outcome};
 
-pub use self::drift::DriftIgnore;
 pub use self::events::REPORTING_CONTROLLER;
 pub use self::inventory::NAMESPACE as INVENTORY_NAMESPACE;
 pub use self::policy::{GroupKind, KindName, Policy, PolicyError, PolicySpec};
@@ -777,7 +776,7 @@ impl DataValue for DynamicObject {
 fn verdict_of_health(
     p: &Planned,
     live: &Value,
-    ignore_conditions: &[std::collections::BTreeMap<String, String>],
+    ignore_conditions: &[flotilla_model::IgnoreCondition],
 ) -> Verdict {
     let live = health::without_ignored_conditions(live, ignore_conditions);
     match health::health(p.r.group(), &p.r.kind, &live) {

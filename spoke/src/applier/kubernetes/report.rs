@@ -5,7 +5,9 @@ use flotilla_model::State;
 
 use super::drift::Change;
 use super::manifest::ObjectRef;
-use crate::applier::{Outcome, ResourceReport};
+use flotilla_model::ResourceStatus;
+
+use crate::applier::Outcome;
 
 /// The hub keeps 4096 characters of a message; leave room and say what was cut.
 const MESSAGE_BUDGET: usize = 3000;
@@ -41,7 +43,7 @@ pub fn summarize(verdicts: Vec<(ObjectRef, Verdict)>) -> Outcome {
             State::Modified => modified.push(line),
             _ => not_ready.push(line),
         }
-        resources.push(ResourceReport {
+        resources.push(ResourceStatus {
             api_version: r.api_version,
             kind: r.kind,
             namespace: r.namespace,
