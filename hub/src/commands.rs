@@ -219,6 +219,44 @@ impl Fleet {
         Ok(rec)
     }
 
+    /// Kubernetes mode's `Cluster` object: its labels replace the hub labels, and the
+    /// spoke's reported values of `accept` are trusted.
+    pub async fn set_cluster_labels(
+        &self,
+        name: &ClusterName,
+        hub_labels: &Labels,
+        accept: &[String],
+    ) -> Result<ClusterRecord, CommandError> {
+        for (k, v) in hub_labels {
+            labels::validate_key(k)
+                .and_then(|_| labels::validate_value(v))
+                .map_err(invalid)?;
+        }
+        for k in accept {
+            labels::validate_key(k).map_err(invalid)?;
+        }
+        let _order = self.order.lock().await;
+        let rec = {
+            let mut rec = self
+                .clusters
+                .get_mut(name)
+                .ok_or_else(|| CommandError::NotFound(format!("cluster {name} not found")))?;
+            let mut next = rec.clone();
+            next.hub_labels = hub_labels.clone();
+            // `accept` with no keys means every pending one: not what an empty list says.
+            if !accept.is_empty() {
+                label_trust::accept(&mut next, accept).map_err(invalid)?;
+            }
+            *rec = next;
+            rec.clone()
+        };
+        self.store
+            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
+            .await?;
+        self.trigger(Trigger::Cluster(name.clone()));
+        Ok(rec)
+    }
+
     /// Refuses every certificate of the cluster from now on and ends its stream.
     pub async fn revoke_cluster(&self, name: &ClusterName) -> Result<ClusterRecord, CommandError> {
         let _order = self.order.lock().await;
@@ -389,6 +427,9 @@ impl Fleet {
             || secrets.given(Kind::AllowedSigners)
             || secrets.given(Kind::GpgKeys);
         write_credentials(creds, &secrets, clear).await?;
+        if secrets.helm.iter().any(|(_, v)| !v.is_empty()) {
+            store_helm_secrets(&self.data_dir, &spec, &secrets).await?;
+        }
         self.store
             .commit(vec![Op::put_json(Table::Sources, spec.name.clone(), &spec)])
             .await?;
