@@ -1,7 +1,8 @@
 //! A real `flotilla-hub run --kubeconfig K --namespace NS` against a real kube-apiserver:
 //! a Fleet `GitRepo` applied with `kubectl apply` becomes a source whose bundles reach a
 //! real spoke, `kubectl wait --for=condition=Ready` sees it, and the Admin API refuses to
-//! change the configuration (kubectl is the way).
+//! change the configuration (kubectl is the way); a `Cluster` object labels the
+//! registered spoke.
 //!
 //! Without a control plane the test skips with a message, except under `CI=true` (see
 //! `flotilla_e2e::k8s`).
@@ -9,7 +10,7 @@
 use std::path::Path;
 
 use flotilla_e2e::k8s::control_plane;
-use flotilla_e2e::{GitServer, Hub, Spoke, example_repo};
+use flotilla_e2e::{GitServer, Hub, Spoke, example_repo, wait_until};
 
 #[test]
 fn a_gitrepo_applied_with_kubectl_is_deployed_by_a_hub_in_kubernetes_mode() {
@@ -58,6 +59,19 @@ fn a_gitrepo_applied_with_kubectl_is_deployed_by_a_hub_in_kubernetes_mode() {
     ]);
     hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
 
+    // A `Cluster` object sets the registered cluster's hub-side labels.
+    let cluster = "apiVersion: flotilla.dev/v1alpha1\n\
+                   kind: Cluster\n\
+                   metadata: {name: dev}\n\
+                   spec:\n  labels: {tier: web}\n";
+    plane.kubectl_with_input(&["apply", "-n", &ns, "-f", "-"], Some(cluster));
+    wait_until("the Cluster object's labels on dev", || {
+        let c = hub.json(&["clusters", "dev"]);
+        (c["labels"]["tier"] == "web")
+            .then_some(())
+            .ok_or_else(|| c.to_string())
+    });
+
     let out = hub.cli(&["source", "add", "other", "--repo", &repo.url]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "source add was accepted: {stderr}");
@@ -67,6 +81,9 @@ fn a_gitrepo_applied_with_kubectl_is_deployed_by_a_hub_in_kubernetes_mode() {
         )),
         "{stderr}"
     );
+
+    let out = hub.cli(&["cluster", "label", "dev", "tier=db"]);
+    assert!(!out.status.success(), "cluster label was accepted");
 
     let _ = plane.try_kubectl(&["delete", "namespace", &ns, "--wait=false"], None);
 }
