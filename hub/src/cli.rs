@@ -147,6 +147,14 @@ pub struct InitArgs {
 pub struct RunArgs {
     #[arg(long)]
     pub data_dir: PathBuf,
+    /// Kubernetes mode: read sources, groups and cluster labels from the objects of
+    /// `--namespace` through this kubeconfig (given together with `--namespace`).
+    #[arg(long, requires = "namespace")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode: the namespace whose GitRepos, Sources, ClusterGroups and
+    /// Clusters configure the hub; the Admin API then refuses to change them.
+    #[arg(long, requires = "kubeconfig")]
+    pub namespace: Option<String>,
     /// Where the hub's state lives: `redb` (`state.redb` in --data-dir, the default) or
     /// `etcd://host:2379[,host:2379...]`. See docs/operations.md, "State store".
     #[arg(long, default_value = "redb")]
@@ -746,6 +754,21 @@ async fn serve(args: RunArgs) -> Result<()> {
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve(f, listen, secret, limits).await {
                 tracing::error!(%listen, error = %e, "HTTP listener failed");
+            }
+        });
+    }
+    if let (Some(kubeconfig), Some(namespace)) = (&args.kubeconfig, &args.namespace) {
+        let _ = fleet.kube_namespace.set(namespace.clone());
+        let config = crate::kube_mode::KubeModeConfig {
+            kubeconfig: Some(kubeconfig.clone()),
+            namespace: namespace.clone(),
+        };
+        let sink = Arc::new(crate::kube_mode::hub_sink::HubSink::new(fleet.clone()));
+        tasks.spawn(async move {
+            if let Err(e) = crate::kube_mode::run(config, sink).await {
+                // Without its configuration the hub is of no use: the panic stops it
+                // (see `watch_tasks`) so that its supervisor restarts it.
+                panic!("kubernetes mode stopped: {e}");
             }
         });
     }

@@ -11,11 +11,16 @@
 //!
 //! **Architecture Invariant:** no protobuf here; `server/admin.rs` translates.
 
+use std::sync::Arc;
+
 use flotilla_model::{ClusterName, Labels, labels};
 
-use crate::fleet::{Fleet, Trigger};
+use crate::charts;
+use crate::credentials::{Credentials, Kind};
+use crate::fleet::{Fleet, SourceState, Trigger};
 use crate::label_trust;
-use crate::records::{ClusterRecord, status_key};
+use crate::records::{ClusterRecord, SourceSpec, status_key};
+use crate::sources;
 use crate::store::{Op, StoreError, Table};
 use crate::targeting::GroupSpec;
 
@@ -27,12 +32,155 @@ pub enum CommandError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// The message names what already exists and how to change it.
+    #[error("{0}")]
+    Exists(String),
+    /// The hub failed to act (a file could not be written...); the message says where.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 fn invalid(e: impl std::fmt::Display) -> CommandError {
     CommandError::Invalid(e.to_string())
+}
+
+/// The secret files a source command writes next to its spec.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSecrets {
+    /// Credential files to write; empty contents are skipped.
+    pub credentials: Vec<(Kind, Vec<u8>)>,
+    /// Chart repository secrets (only `add_source` stores them); empty ones are skipped.
+    pub helm: Vec<(charts::auth::Secret, Vec<u8>)>,
+}
+
+impl SourceSecrets {
+    fn given(&self, kind: Kind) -> bool {
+        self.credentials
+            .iter()
+            .any(|(k, v)| *k == kind && !v.is_empty())
+    }
+}
+
+/// A branch or tag name that is safe in a refspec: no `..`, no leading `-` or `/`, no
+/// whitespace, and none of the characters git forbids in ref names.
+fn check_ref_name(what: &str, name: &str) -> Result<(), CommandError> {
+    let bad = name.is_empty()
+        || name.contains("..")
+        || name.starts_with(['-', '/'])
+        || name.ends_with(['/', '.'])
+        || name.ends_with(".lock")
+        || name.contains("@{")
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+    if bad {
+        return Err(invalid(format!("invalid {what} {name:?}")));
+    }
+    Ok(())
+}
+
+/// The rules every source spec meets, whether added or edited; fills the defaults.
+pub fn check_source(mut spec: SourceSpec) -> Result<SourceSpec, CommandError> {
+    if !flotilla_model::names::is_dns_label(&spec.name) {
+        return Err(invalid(format!(
+            "source name {:?} must be a DNS label (lowercase letters, digits, '-')",
+            spec.name
+        )));
+    }
+    if spec.repo.is_empty() {
+        return Err(invalid("--repo is required"));
+    }
+    check_ref_name("branch", &spec.branch)?;
+    if let Some(r) = &spec.revision {
+        check_ref_name("revision", r)?;
+    }
+    if spec.paths.is_empty() {
+        spec.paths = vec![".".to_string()];
+    }
+    Ok(spec)
+}
+
+/// Refuses `--verify-commits` on a source that would trust no key once `secrets` are
+/// written and `clear` removed.
+fn check_trust(
+    spec: &SourceSpec,
+    creds: &Credentials,
+    secrets: &SourceSecrets,
+    clear: &[Kind],
+) -> Result<(), CommandError> {
+    let kept = |k: Kind| creds.path(k).is_some() && !clear.contains(&k);
+    let has_keys = kept(Kind::AllowedSigners)
+        || kept(Kind::GpgKeys)
+        || secrets.given(Kind::AllowedSigners)
+        || secrets.given(Kind::GpgKeys);
+    if spec.verify_commits && !has_keys {
+        return Err(invalid(
+            "--verify-commits needs --allowed-signers or --gpg-keys",
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the credentials that are set into the source's files, after removing `clear`.
+async fn write_credentials(
+    creds: Credentials,
+    secrets: &SourceSecrets,
+    clear: Vec<Kind>,
+) -> Result<(), CommandError> {
+    if let Some((_, ca)) = secrets
+        .credentials
+        .iter()
+        .find(|(k, v)| *k == Kind::Ca && !v.is_empty())
+        && reqwest::Certificate::from_pem_bundle(ca).map_or(true, |c| c.is_empty())
+    {
+        return Err(invalid("--ca-file holds no PEM certificate"));
+    }
+    let parts = secrets.credentials.clone();
+    tokio::task::spawn_blocking(move || {
+        for kind in clear {
+            creds.remove(kind)?;
+        }
+        for (kind, data) in parts {
+            if !data.is_empty() {
+                creds.write(kind, &data)?;
+            }
+        }
+        Ok::<_, crate::credentials::CredentialError>(())
+    })
+    .await
+    .map_err(|e| CommandError::Internal(format!("writing credentials: {e}")))?
+    .map_err(|e| CommandError::Internal(e.to_string()))
+}
+
+/// Checks and writes a new source's chart repository secrets (0600 files) before the
+/// source is stored, so a poll never runs without them.
+async fn store_helm_secrets(
+    data_dir: &std::path::Path,
+    spec: &SourceSpec,
+    secrets: &SourceSecrets,
+) -> Result<(), CommandError> {
+    let Some(h) = &spec.helm_auth else {
+        return Ok(());
+    };
+    use charts::auth::Secret;
+    let given: Vec<(Secret, Vec<u8>)> = secrets
+        .helm
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .cloned()
+        .collect();
+    let borrowed: Vec<(Secret, &[u8])> = given.iter().map(|(k, v)| (*k, &v[..])).collect();
+    charts::auth::validate(h, &borrowed).map_err(invalid)?;
+    let (dir, name) = (data_dir.to_path_buf(), spec.name.clone());
+    tokio::task::spawn_blocking(move || {
+        let borrowed: Vec<(Secret, &[u8])> = given.iter().map(|(k, v)| (*k, &v[..])).collect();
+        charts::auth::store(&dir, &name, &borrowed)
+    })
+    .await
+    .map_err(|e| CommandError::Internal(format!("storing the helm credentials: {e}")))?
+    .map_err(|e| CommandError::Internal(format!("storing the helm credentials: {e}")))
 }
 
 impl Fleet {
@@ -62,6 +210,44 @@ impl Fleet {
                 .get_mut(name)
                 .ok_or_else(|| CommandError::NotFound(format!("cluster {name} not found")))?;
             label_trust::relabel(&mut rec, set, remove);
+            rec.clone()
+        };
+        self.store
+            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
+            .await?;
+        self.trigger(Trigger::Cluster(name.clone()));
+        Ok(rec)
+    }
+
+    /// Kubernetes mode's `Cluster` object: its labels replace the hub labels, and the
+    /// spoke's reported values of `accept` are trusted.
+    pub async fn set_cluster_labels(
+        &self,
+        name: &ClusterName,
+        hub_labels: &Labels,
+        accept: &[String],
+    ) -> Result<ClusterRecord, CommandError> {
+        for (k, v) in hub_labels {
+            labels::validate_key(k)
+                .and_then(|_| labels::validate_value(v))
+                .map_err(invalid)?;
+        }
+        for k in accept {
+            labels::validate_key(k).map_err(invalid)?;
+        }
+        let _order = self.order.lock().await;
+        let rec = {
+            let mut rec = self
+                .clusters
+                .get_mut(name)
+                .ok_or_else(|| CommandError::NotFound(format!("cluster {name} not found")))?;
+            let mut next = rec.clone();
+            next.hub_labels = hub_labels.clone();
+            // `accept` with no keys means every pending one: not what an empty list says.
+            if !accept.is_empty() {
+                label_trust::accept(&mut next, accept).map_err(invalid)?;
+            }
+            *rec = next;
             rec.clone()
         };
         self.store
@@ -175,6 +361,145 @@ impl Fleet {
         } else {
             self.paused_rollouts.remove(bundle);
         }
+        self.trigger(Trigger::All);
+        Ok(())
+    }
+
+    /// `flotilla source add`: writes the source's secrets, stores its spec and starts
+    /// its poller.
+    pub async fn add_source(
+        self: &Arc<Self>,
+        spec: SourceSpec,
+        secrets: SourceSecrets,
+    ) -> Result<Arc<SourceState>, CommandError> {
+        let spec = check_source(spec)?;
+        let _order = self.order.lock().await;
+        if self.sources.contains_key(&spec.name) {
+            return Err(CommandError::Exists(format!(
+                "source {0} already exists; change it in place with `flotilla source set {0}`",
+                spec.name
+            )));
+        }
+        let creds = Credentials::of(&self.data_dir, &spec.name);
+        // Left over from a source of the same name that was removed.
+        creds.remove_all();
+        check_trust(&spec, &creds, &secrets, &[])?;
+        write_credentials(creds, &secrets, Vec::new()).await?;
+        store_helm_secrets(&self.data_dir, &spec, &secrets).await?;
+        self.store
+            .commit(vec![Op::put_json(Table::Sources, spec.name.clone(), &spec)])
+            .await?;
+        let state = self.insert_source(spec).map_err(invalid)?;
+        tokio::spawn(sources::run_poller(self.clone(), state.clone()));
+        Ok(state)
+    }
+
+    /// `flotilla source set`: `edit` changes the current spec; credentials in `clear`
+    /// are removed and those in `secrets` written. The published commit is verified
+    /// again when the trusted keys change.
+    pub async fn set_source(
+        self: &Arc<Self>,
+        name: &str,
+        edit: impl FnOnce(&mut SourceSpec),
+        secrets: SourceSecrets,
+        clear: Vec<Kind>,
+    ) -> Result<Arc<SourceState>, CommandError> {
+        let _order = self.order.lock().await;
+        let old = self
+            .sources
+            .get(name)
+            .map(|s| s.value().clone())
+            .ok_or_else(|| {
+                CommandError::NotFound(format!(
+                    "source {name} not found; add it with `flotilla source add`"
+                ))
+            })?;
+        let mut spec = old.spec.clone();
+        edit(&mut spec);
+        // The name is the key: an edit cannot rename.
+        spec.name = old.spec.name.clone();
+        let spec = check_source(spec)?;
+        let creds = Credentials::of(&self.data_dir, &spec.name);
+        check_trust(&spec, &creds, &secrets, &clear)?;
+        let trust_changed = clear
+            .iter()
+            .any(|k| matches!(k, Kind::AllowedSigners | Kind::GpgKeys))
+            || secrets.given(Kind::AllowedSigners)
+            || secrets.given(Kind::GpgKeys);
+        write_credentials(creds, &secrets, clear).await?;
+        if secrets.helm.iter().any(|(_, v)| !v.is_empty()) {
+            store_helm_secrets(&self.data_dir, &spec, &secrets).await?;
+        }
+        self.store
+            .commit(vec![Op::put_json(Table::Sources, spec.name.clone(), &spec)])
+            .await?;
+        let state = self.replace_source(spec, Some(&old)).map_err(invalid)?;
+        if trust_changed && let Ok(mut rt) = state.runtime.write() {
+            // The published commit is verified again against the new keys.
+            rt.stale = true;
+        }
+        tracing::info!(source = %state.spec.name, "source changed");
+        tokio::spawn(sources::run_poller(self.clone(), state.clone()));
+        // Targets may have changed; nothing else moves unless a bundle's render does.
+        self.trigger(Trigger::All);
+        Ok(state)
+    }
+
+    /// `flotilla source remove`: forgets the source; its bundles are deleted from the
+    /// clusters, or left in place (and no longer managed) with `keep_resources`.
+    pub async fn remove_source(
+        &self,
+        name: &str,
+        keep_resources: bool,
+    ) -> Result<(), CommandError> {
+        let _order = self.order.lock().await;
+        let (_, state) = self
+            .sources
+            .remove(name)
+            .ok_or_else(|| CommandError::NotFound(format!("source {name} not found")))?;
+        // The source's bundles: those of its last revision and those still assigned.
+        let mut bundles: std::collections::BTreeSet<String> = state
+            .runtime
+            .read()
+            .ok()
+            .and_then(|rt| {
+                rt.bundles
+                    .as_ref()
+                    .map(|b| b.iter().map(|e| e.name.to_string()).collect())
+            })
+            .unwrap_or_default();
+        for a in self.assignments.iter() {
+            bundles.extend(
+                a.value()
+                    .iter()
+                    .filter(|(_, a)| *a.source == *name)
+                    .map(|(b, _)| b.to_string()),
+            );
+        }
+        let mut ops = vec![Op::delete(Table::Sources, name)];
+        for b in &bundles {
+            ops.push(if keep_resources {
+                Op::put_json(
+                    Table::KeptBundles,
+                    b.clone(),
+                    &serde_json::json!({"source": name}),
+                )
+            } else {
+                Op::delete(Table::KeptBundles, b.clone())
+            });
+        }
+        self.store.commit(ops).await?;
+        for b in bundles {
+            if keep_resources {
+                self.kept_bundles.insert(b, ());
+            } else {
+                self.kept_bundles.remove(&b);
+            }
+        }
+        Credentials::of(&self.data_dir, name).remove_all();
+        tracing::info!(source = %name, keep_resources, "source removed");
+        state.poke.notify_one();
+        charts::auth::remove(&self.data_dir, name);
         self.trigger(Trigger::All);
         Ok(())
     }

@@ -225,6 +225,9 @@ pub struct Fleet {
     /// Held by each command (`commands.rs`) from its check to its trigger, so commands
     /// never interleave.
     pub(crate) order: tokio::sync::Mutex<()>,
+    /// Set in Kubernetes mode (`run --namespace NS`): sources, groups and cluster labels
+    /// come from that namespace's objects, and the Admin API refuses to change them.
+    pub kube_namespace: std::sync::OnceLock<String>,
     /// Clusters heard from since `flush_last_seen` last persisted their `last_seen`.
     last_seen_dirty: Mutex<std::collections::HashSet<ClusterName>>,
     /// Counts status changes, so a batch can tell one landed while it ran (its plans
@@ -313,6 +316,7 @@ impl Fleet {
             status_changes: AtomicU64::new(0),
             last_seen_dirty: Mutex::default(),
             order: tokio::sync::Mutex::new(()),
+            kube_namespace: std::sync::OnceLock::new(),
             assigned_at: DashMap::new(),
             session_ids: AtomicU64::new(1),
             reconcile_tx,

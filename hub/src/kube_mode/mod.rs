@@ -13,6 +13,7 @@
 //! embedded mode (the Admin API) stays the default and knows nothing of Kubernetes.
 
 pub mod controller;
+pub mod hub_sink;
 pub mod mapping;
 pub mod status;
 

@@ -11,13 +11,12 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::charts;
-use crate::commands::CommandError;
-use crate::credentials::{Credentials, Kind};
+use crate::commands::{self, CommandError, SourceSecrets};
+use crate::credentials::Kind;
 use crate::fleet::{Fleet, Trigger};
 use crate::label_trust;
 use crate::records::{HelmAuthSpec, SourceSpec, now_unix, rfc3339};
 use crate::server::peer;
-use crate::sources;
 use crate::store::{Op, Table};
 use crate::targeting::{self, GroupSpec, TargetSpec};
 use crate::tokens;
@@ -60,6 +59,17 @@ impl AdminService {
             removed_labels: rec.removed_labels.into_iter().collect(),
             kube_version: rec.capabilities.map(|c| c.kube_version).unwrap_or_default(),
         })
+    }
+
+    /// In Kubernetes mode the configuration is the namespace's objects: the calls that
+    /// would change it are refused.
+    fn refuse_in_kube_mode(&self) -> Result<(), Status> {
+        match self.fleet.kube_namespace.get() {
+            Some(ns) => Err(Status::failed_precondition(format!(
+                "this hub takes its configuration from Kubernetes (namespace {ns}); use kubectl"
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn found_cluster(&self, name: &ClusterName) -> Result<pb::Cluster, Status> {
@@ -122,39 +132,6 @@ impl AdminService {
                 ..Default::default()
             }),
         }
-    }
-
-    /// Checks and writes a new source's chart repository secrets (0600 files) before
-    /// the source is stored, so a poll never runs without them.
-    async fn store_helm_secrets(
-        &self,
-        spec: &SourceSpec,
-        auth: Option<&pb::HelmRepoAuth>,
-    ) -> Result<(), Status> {
-        let (Some(h), Some(a)) = (&spec.helm_auth, auth) else {
-            return Ok(());
-        };
-        use charts::auth::Secret;
-        let secrets: Vec<(Secret, Vec<u8>)> = [
-            (Secret::Password, &a.password),
-            (Secret::Ca, &a.ca_pem),
-            (Secret::Token, &a.token),
-        ]
-        .into_iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k, v.to_vec()))
-        .collect();
-        let borrowed: Vec<(Secret, &[u8])> = secrets.iter().map(|(k, v)| (*k, &v[..])).collect();
-        charts::auth::validate(h, &borrowed).map_err(Status::invalid_argument)?;
-        let (dir, name) = (self.fleet.data_dir.clone(), spec.name.clone());
-        tokio::task::spawn_blocking(move || {
-            let borrowed: Vec<(Secret, &[u8])> =
-                secrets.iter().map(|(k, v)| (*k, &v[..])).collect();
-            charts::auth::store(&dir, &name, &borrowed)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("storing the helm credentials: {e}")))?
-        .map_err(|e| Status::internal(format!("storing the helm credentials: {e}")))
     }
 
     fn rollout_view(&self, bundle: &str) -> Result<pb::Rollout, Status> {
@@ -249,31 +226,7 @@ fn target_to_pb(t: &TargetSpec) -> pb::Target {
     }
 }
 
-/// A branch or tag name that is safe in a refspec: no `..`, no leading `-` or `/`, no
-/// whitespace, and none of the characters git forbids in ref names.
-fn check_ref_name(what: &str, name: &str) -> Result<(), Status> {
-    let bad = name.is_empty()
-        || name.contains("..")
-        || name.starts_with(['-', '/'])
-        || name.ends_with(['/', '.'])
-        || name.ends_with(".lock")
-        || name.contains("@{")
-        || name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
-    if bad {
-        return Err(Status::invalid_argument(format!("invalid {what} {name:?}")));
-    }
-    Ok(())
-}
-
 fn validate_source(s: &pb::Source) -> Result<SourceSpec, Status> {
-    if !flotilla_model::names::is_dns_label(&s.name) {
-        return Err(Status::invalid_argument(format!(
-            "source name {:?} must be a DNS label (lowercase letters, digits, '-')",
-            s.name
-        )));
-    }
     let spec = SourceSpec {
         name: s.name.clone(),
         repo: s.repo.trim().to_string(),
@@ -305,83 +258,29 @@ fn validate_source(s: &pb::Source) -> Result<SourceSpec, Status> {
             plain_http: h.plain_http,
         }),
     };
-    check_source(spec)
+    Ok(commands::check_source(spec)?)
 }
 
-/// The rules every source spec meets, whether added or edited; fills the defaults.
-fn check_source(mut spec: SourceSpec) -> Result<SourceSpec, Status> {
-    if spec.repo.is_empty() {
-        return Err(Status::invalid_argument("--repo is required"));
-    }
-    check_ref_name("branch", &spec.branch)?;
-    if let Some(r) = &spec.revision {
-        check_ref_name("revision", r)?;
-    }
-    if spec.paths.is_empty() {
-        spec.paths = vec![".".to_string()];
-    }
-    Ok(spec)
-}
-
-/// Writes the parts of `auth` that are set into the source's credential files.
-async fn write_credentials(
-    creds: Credentials,
-    auth: Option<pb::SourceAuth>,
-    clear: Vec<Kind>,
-) -> Result<(), Status> {
+/// The secret parts of a source request, as the source commands take them.
+fn source_secrets(auth: Option<pb::SourceAuth>, helm: Option<pb::HelmRepoAuth>) -> SourceSecrets {
     let auth = auth.unwrap_or_default();
-    let parts = [
-        (Kind::Password, auth.password),
-        (Kind::SshKey, auth.ssh_key),
-        (Kind::KnownHosts, auth.known_hosts),
-        (Kind::Ca, auth.ca_pem),
-        (Kind::WebhookSecret, auth.webhook_secret),
-        (Kind::AllowedSigners, auth.allowed_signers),
-        (Kind::GpgKeys, auth.gpg_keys),
-    ];
-    if let Some((_, ca)) = parts.iter().find(|(k, v)| *k == Kind::Ca && !v.is_empty())
-        && reqwest::Certificate::from_pem_bundle(ca).map_or(true, |c| c.is_empty())
-    {
-        return Err(Status::invalid_argument(
-            "--ca-file holds no PEM certificate",
-        ));
+    let helm = helm.unwrap_or_default();
+    SourceSecrets {
+        credentials: vec![
+            (Kind::Password, auth.password),
+            (Kind::SshKey, auth.ssh_key),
+            (Kind::KnownHosts, auth.known_hosts),
+            (Kind::Ca, auth.ca_pem),
+            (Kind::WebhookSecret, auth.webhook_secret),
+            (Kind::AllowedSigners, auth.allowed_signers),
+            (Kind::GpgKeys, auth.gpg_keys),
+        ],
+        helm: vec![
+            (charts::auth::Secret::Password, helm.password),
+            (charts::auth::Secret::Ca, helm.ca_pem),
+            (charts::auth::Secret::Token, helm.token),
+        ],
     }
-    tokio::task::spawn_blocking(move || {
-        for kind in clear {
-            creds.remove(kind)?;
-        }
-        for (kind, data) in parts {
-            if !data.is_empty() {
-                creds.write(kind, &data)?;
-            }
-        }
-        Ok::<_, crate::credentials::CredentialError>(())
-    })
-    .await
-    .map_err(|e| Status::internal(format!("writing credentials: {e}")))?
-    .map_err(|e| Status::internal(e.to_string()))
-}
-
-/// Refuses `--verify-commits` on a source that would trust no key once `auth` is
-/// written and `clear` removed.
-fn check_trust(
-    spec: &SourceSpec,
-    creds: &Credentials,
-    auth: Option<&pb::SourceAuth>,
-    clear: &[Kind],
-) -> Result<(), Status> {
-    let kept = |k: Kind| creds.path(k).is_some() && !clear.contains(&k);
-    let given = |f: fn(&pb::SourceAuth) -> &Vec<u8>| auth.is_some_and(|a| !f(a).is_empty());
-    let has_keys = kept(Kind::AllowedSigners)
-        || kept(Kind::GpgKeys)
-        || given(|a| &a.allowed_signers)
-        || given(|a| &a.gpg_keys);
-    if spec.verify_commits && !has_keys {
-        return Err(Status::invalid_argument(
-            "--verify-commits needs --allowed-signers or --gpg-keys",
-        ));
-    }
-    Ok(())
 }
 
 #[tonic::async_trait]
@@ -404,6 +303,7 @@ impl Admin for AdminService {
         request: Request<pb::LabelClusterRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
         peer::require_operator(&request, Role::Admin)?;
+        self.refuse_in_kube_mode()?;
         let req = request.into_inner();
         let name =
             ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -485,6 +385,7 @@ impl Admin for AdminService {
         request: Request<pb::AcceptClusterLabelsRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
         peer::require_operator(&request, Role::Admin)?;
+        self.refuse_in_kube_mode()?;
         let req = request.into_inner();
         let name =
             ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -531,33 +432,16 @@ impl Admin for AdminService {
         request: Request<pb::AddSourceRequest>,
     ) -> Result<Response<pb::Source>, Status> {
         peer::require_operator(&request, Role::Admin)?;
+        self.refuse_in_kube_mode()?;
         let src = request
             .into_inner()
             .source
             .ok_or_else(|| Status::invalid_argument("source is required"))?;
         let spec = validate_source(&src)?;
-        if self.fleet.sources.contains_key(&spec.name) {
-            return Err(Status::already_exists(format!(
-                "source {0} already exists; change it in place with `flotilla source set {0}`",
-                spec.name
-            )));
-        }
-        let creds = Credentials::of(&self.fleet.data_dir, &spec.name);
-        // Left over from a source of the same name that was removed.
-        creds.remove_all();
-        check_trust(&spec, &creds, src.auth.as_ref(), &[])?;
-        write_credentials(creds.clone(), src.auth, Vec::new()).await?;
-        self.store_helm_secrets(&spec, src.helm_auth.as_ref())
-            .await?;
-        self.fleet
-            .store
-            .commit(vec![Op::put_json(Table::Sources, spec.name.clone(), &spec)])
-            .await?;
         let state = self
             .fleet
-            .insert_source(spec)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        tokio::spawn(sources::run_poller(self.fleet.clone(), state.clone()));
+            .add_source(spec, source_secrets(src.auth, src.helm_auth))
+            .await?;
         Ok(Response::new(self.source_view(&state)))
     }
 
@@ -566,57 +450,11 @@ impl Admin for AdminService {
         request: Request<pb::RemoveSourceRequest>,
     ) -> Result<Response<pb::RemoveSourceResponse>, Status> {
         peer::require_operator(&request, Role::Admin)?;
+        self.refuse_in_kube_mode()?;
         let req = request.into_inner();
-        let name = req.name;
-        let (_, state) = self
-            .fleet
-            .sources
-            .remove(&name)
-            .ok_or_else(|| Status::not_found(format!("source {name} not found")))?;
-        // The source's bundles: those of its last revision and those still assigned.
-        let mut bundles: std::collections::BTreeSet<String> = state
-            .runtime
-            .read()
-            .ok()
-            .and_then(|rt| {
-                rt.bundles
-                    .as_ref()
-                    .map(|b| b.iter().map(|e| e.name.to_string()).collect())
-            })
-            .unwrap_or_default();
-        for a in self.fleet.assignments.iter() {
-            bundles.extend(
-                a.value()
-                    .iter()
-                    .filter(|(_, a)| *a.source == *name)
-                    .map(|(b, _)| b.to_string()),
-            );
-        }
-        let mut ops = vec![Op::delete(Table::Sources, name.clone())];
-        for b in &bundles {
-            ops.push(if req.keep_resources {
-                Op::put_json(
-                    Table::KeptBundles,
-                    b.clone(),
-                    &serde_json::json!({"source": name}),
-                )
-            } else {
-                Op::delete(Table::KeptBundles, b.clone())
-            });
-        }
-        self.fleet.store.commit(ops).await?;
-        for b in bundles {
-            if req.keep_resources {
-                self.fleet.kept_bundles.insert(b, ());
-            } else {
-                self.fleet.kept_bundles.remove(&b);
-            }
-        }
-        Credentials::of(&self.fleet.data_dir, &name).remove_all();
-        tracing::info!(source = %name, keep_resources = req.keep_resources, "source removed");
-        state.poke.notify_one();
-        charts::auth::remove(&self.fleet.data_dir, &name);
-        self.fleet.trigger(Trigger::All);
+        self.fleet
+            .remove_source(&req.name, req.keep_resources)
+            .await?;
         Ok(Response::new(pb::RemoveSourceResponse {}))
     }
 
@@ -625,51 +463,23 @@ impl Admin for AdminService {
         request: Request<pb::SetSourceRequest>,
     ) -> Result<Response<pb::Source>, Status> {
         peer::require_operator(&request, Role::Admin)?;
+        self.refuse_in_kube_mode()?;
         let req = request.into_inner();
-        let old = self
-            .fleet
-            .sources
-            .get(&req.name)
-            .map(|s| s.value().clone())
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "source {} not found; add it with `flotilla source add`",
-                    req.name
-                ))
-            })?;
-        let mut spec = old.spec.clone();
-        if let Some(repo) = req.repo {
-            spec.repo = repo.trim().to_string();
-        }
-        if let Some(branch) = req.branch {
-            spec.branch = branch;
-        }
-        if let Some(revision) = req.revision {
-            spec.revision = non_empty(&revision);
-        }
-        if req.set_paths {
-            spec.paths = req.paths;
-        }
-        if let Some(interval) = req.interval_seconds {
-            spec.interval_secs = interval;
-        }
-        if req.set_targets {
-            spec.targets = req
-                .targets
-                .iter()
-                .map(target_from_pb)
-                .collect::<Result<Vec<_>, Status>>()?;
-        }
-        if let Some(paused) = req.paused {
-            spec.paused = paused;
-        }
-        if let Some(verify) = req.verify_commits {
-            spec.verify_commits = verify;
-        }
+        let targets = if req.set_targets {
+            Some(
+                req.targets
+                    .iter()
+                    .map(target_from_pb)
+                    .collect::<Result<Vec<_>, Status>>()?,
+            )
+        } else {
+            None
+        };
         let mut clear = Vec::new();
+        let mut clear_username = false;
         for c in &req.clear_credentials {
             if c == "username" {
-                spec.username = None;
+                clear_username = true;
             } else {
                 clear.push(Kind::parse(c).ok_or_else(|| {
                     Status::invalid_argument(format!(
@@ -679,37 +489,44 @@ impl Admin for AdminService {
                 })?);
             }
         }
-        if let Some(user) = req.auth.as_ref().and_then(|a| non_empty(&a.username)) {
-            spec.username = Some(user);
-        }
-        let spec = check_source(spec)?;
-        let creds = Credentials::of(&self.fleet.data_dir, &spec.name);
-        check_trust(&spec, &creds, req.auth.as_ref(), &clear)?;
-        let req_trust_given = req
-            .auth
-            .as_ref()
-            .is_some_and(|a| !a.allowed_signers.is_empty() || !a.gpg_keys.is_empty());
-        write_credentials(creds.clone(), req.auth, clear.clone()).await?;
-        self.fleet
-            .store
-            .commit(vec![Op::put_json(Table::Sources, spec.name.clone(), &spec)])
-            .await?;
+        let user = req.auth.as_ref().and_then(|a| non_empty(&a.username));
+        let edit = |spec: &mut SourceSpec| {
+            if let Some(repo) = req.repo {
+                spec.repo = repo.trim().to_string();
+            }
+            if let Some(branch) = req.branch {
+                spec.branch = branch;
+            }
+            if let Some(revision) = req.revision {
+                spec.revision = non_empty(&revision);
+            }
+            if req.set_paths {
+                spec.paths = req.paths;
+            }
+            if let Some(interval) = req.interval_seconds {
+                spec.interval_secs = interval;
+            }
+            if let Some(targets) = targets {
+                spec.targets = targets;
+            }
+            if let Some(paused) = req.paused {
+                spec.paused = paused;
+            }
+            if let Some(verify) = req.verify_commits {
+                spec.verify_commits = verify;
+            }
+            if clear_username {
+                spec.username = None;
+            }
+            if user.is_some() {
+                spec.username = user;
+            }
+        };
+        let secrets = source_secrets(req.auth.clone(), None);
         let state = self
             .fleet
-            .replace_source(spec, Some(&old))
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let trust_changed = clear
-            .iter()
-            .any(|k| matches!(k, Kind::AllowedSigners | Kind::GpgKeys))
-            || req_trust_given;
-        if trust_changed && let Ok(mut rt) = state.runtime.write() {
-            // The published commit is verified again against the new keys.
-            rt.stale = true;
-        }
-        tracing::info!(source = %state.spec.name, "source changed");
-        tokio::spawn(sources::run_poller(self.fleet.clone(), state.clone()));
-        // Targets may have changed; nothing else moves unless a bundle's render does.
-        self.fleet.trigger(Trigger::All);
+            .set_source(&req.name, edit, secrets, clear)
+            .await?;
         Ok(Response::new(self.source_view(&state)))
     }
 
@@ -989,6 +806,7 @@ impl Admin for AdminService {
 
     async fn add_group(&self, request: Request<pb::Group>) -> Result<Response<pb::Group>, Status> {
         peer::require_operator(&request, Role::Admin)?;
+        self.refuse_in_kube_mode()?;
         let g = request.into_inner();
         let spec = GroupSpec {
             name: g.name.clone(),
@@ -1004,6 +822,7 @@ impl Admin for AdminService {
         request: Request<pb::RemoveGroupRequest>,
     ) -> Result<Response<pb::RemoveGroupResponse>, Status> {
         peer::require_operator(&request, Role::Admin)?;
+        self.refuse_in_kube_mode()?;
         let name = request.into_inner().name;
         self.fleet.remove_group(&name).await?;
         Ok(Response::new(pb::RemoveGroupResponse {}))
@@ -1202,6 +1021,8 @@ impl From<CommandError> for Status {
         match e {
             CommandError::NotFound(_) => Status::not_found(e.to_string()),
             CommandError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            CommandError::Exists(_) => Status::already_exists(e.to_string()),
+            CommandError::Internal(_) => Status::internal(e.to_string()),
             CommandError::Store(e) => e.into(),
         }
     }

@@ -1,0 +1,89 @@
+//! A real `flotilla-hub run --kubeconfig K --namespace NS` against a real kube-apiserver:
+//! a Fleet `GitRepo` applied with `kubectl apply` becomes a source whose bundles reach a
+//! real spoke, `kubectl wait --for=condition=Ready` sees it, and the Admin API refuses to
+//! change the configuration (kubectl is the way); a `Cluster` object labels the
+//! registered spoke.
+//!
+//! Without a control plane the test skips with a message, except under `CI=true` (see
+//! `flotilla_e2e::k8s`).
+
+use std::path::Path;
+
+use flotilla_e2e::k8s::control_plane;
+use flotilla_e2e::{GitServer, Hub, Spoke, example_repo, wait_until};
+
+#[test]
+fn a_gitrepo_applied_with_kubectl_is_deployed_by_a_hub_in_kubernetes_mode() {
+    let Some(plane) = control_plane() else { return };
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    plane.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()]);
+    plane.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/gitrepos.fleet.cattle.io",
+        "crd/clustergroups.fleet.cattle.io",
+        "crd/sources.flotilla.dev",
+        "crd/clustergroups.flotilla.dev",
+        "crd/clusters.flotilla.dev",
+    ]);
+    let ns = format!("kube-hub-{}", std::process::id());
+    plane.kubectl(&["create", "namespace", &ns]);
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let git = GitServer::start(&tmp.path().join("git"));
+    let repo = git.repo_from("fleet", &example_repo());
+    let kubeconfig = plane.admin_kubeconfig().display().to_string();
+    let hub = Hub::start_with(
+        tmp.path(),
+        &["--kubeconfig", &kubeconfig, "--namespace", &ns],
+    );
+    let join = hub.token("1h", 1);
+    let _dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+
+    let git_repo = format!(
+        "apiVersion: fleet.cattle.io/v1alpha1\n\
+         kind: GitRepo\n\
+         metadata: {{name: examples}}\n\
+         spec:\n  repo: {}\n  branch: main\n  paths: [.]\n  pollingInterval: 1s\n",
+        repo.url
+    );
+    plane.kubectl_with_input(&["apply", "-n", &ns, "-f", "-"], Some(&git_repo));
+    plane.kubectl(&[
+        "wait",
+        "-n",
+        &ns,
+        "--for=condition=Ready",
+        "--timeout=120s",
+        "gitrepo/examples",
+    ]);
+    hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
+
+    // A `Cluster` object sets the registered cluster's hub-side labels.
+    let cluster = "apiVersion: flotilla.dev/v1alpha1\n\
+                   kind: Cluster\n\
+                   metadata: {name: dev}\n\
+                   spec:\n  labels: {tier: web}\n";
+    plane.kubectl_with_input(&["apply", "-n", &ns, "-f", "-"], Some(cluster));
+    wait_until("the Cluster object's labels on dev", || {
+        let c = hub.json(&["clusters", "dev"]);
+        (c["labels"]["tier"] == "web")
+            .then_some(())
+            .ok_or_else(|| c.to_string())
+    });
+
+    let out = hub.cli(&["source", "add", "other", "--repo", &repo.url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "source add was accepted: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "this hub takes its configuration from Kubernetes (namespace {ns}); use kubectl"
+        )),
+        "{stderr}"
+    );
+
+    let out = hub.cli(&["cluster", "label", "dev", "tier=db"]);
+    assert!(!out.status.success(), "cluster label was accepted");
+
+    let _ = plane.try_kubectl(&["delete", "namespace", &ns, "--wait=false"], None);
+}
