@@ -42,6 +42,16 @@ pub enum CommandError {
     Store(#[from] StoreError),
 }
 
+/// Every key and value of `set` is a valid label.
+fn validate_labels(set: &Labels) -> Result<(), CommandError> {
+    for (k, v) in set {
+        labels::validate_key(k)
+            .and_then(|_| labels::validate_value(v))
+            .map_err(invalid)?;
+    }
+    Ok(())
+}
+
 fn invalid(e: impl std::fmt::Display) -> CommandError {
     CommandError::Invalid(e.to_string())
 }
@@ -192,11 +202,7 @@ impl Fleet {
         set: &Labels,
         remove: &[String],
     ) -> Result<ClusterRecord, CommandError> {
-        for (k, v) in set {
-            labels::validate_key(k)
-                .and_then(|_| labels::validate_value(v))
-                .map_err(invalid)?;
-        }
+        validate_labels(set)?;
         for k in remove {
             labels::validate_key(k).map_err(invalid)?;
             if set.contains_key(k) {
@@ -204,19 +210,32 @@ impl Fleet {
             }
         }
         let _order = self.order.lock().await;
-        let rec = {
-            let mut rec = self
-                .clusters
-                .get_mut(name)
-                .ok_or_else(|| CommandError::NotFound(format!("cluster {name} not found")))?;
-            label_trust::relabel(&mut rec, set, remove);
-            rec.clone()
-        };
+        let rec = self.edit_cluster(name, |rec| {
+            label_trust::relabel(rec, set, remove);
+            Ok(())
+        })?;
         self.store
             .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
             .await?;
         self.trigger(Trigger::Cluster(name.clone()));
         Ok(rec)
+    }
+
+    /// Applies `edit` to the cluster's record in memory, whole or not at all, and returns
+    /// the new record for the caller to persist. Call it under the order lock.
+    fn edit_cluster(
+        &self,
+        name: &ClusterName,
+        edit: impl FnOnce(&mut ClusterRecord) -> Result<(), CommandError>,
+    ) -> Result<ClusterRecord, CommandError> {
+        let mut rec = self
+            .clusters
+            .get_mut(name)
+            .ok_or_else(|| CommandError::NotFound(format!("cluster {name} not found")))?;
+        let mut next = rec.clone();
+        edit(&mut next)?;
+        *rec = next;
+        Ok(rec.clone())
     }
 
     /// Kubernetes mode's `Cluster` object: its labels replace the hub labels, and the
@@ -227,29 +246,19 @@ impl Fleet {
         hub_labels: &Labels,
         accept: &[String],
     ) -> Result<ClusterRecord, CommandError> {
-        for (k, v) in hub_labels {
-            labels::validate_key(k)
-                .and_then(|_| labels::validate_value(v))
-                .map_err(invalid)?;
-        }
+        validate_labels(hub_labels)?;
         for k in accept {
             labels::validate_key(k).map_err(invalid)?;
         }
         let _order = self.order.lock().await;
-        let rec = {
-            let mut rec = self
-                .clusters
-                .get_mut(name)
-                .ok_or_else(|| CommandError::NotFound(format!("cluster {name} not found")))?;
-            let mut next = rec.clone();
+        let rec = self.edit_cluster(name, |next| {
             next.hub_labels = hub_labels.clone();
             // `accept` with no keys means every pending one: not what an empty list says.
             if !accept.is_empty() {
-                label_trust::accept(&mut next, accept).map_err(invalid)?;
+                label_trust::accept(next, accept).map_err(invalid)?;
             }
-            *rec = next;
-            rec.clone()
-        };
+            Ok(())
+        })?;
         self.store
             .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
             .await?;
@@ -260,14 +269,10 @@ impl Fleet {
     /// Refuses every certificate of the cluster from now on and ends its stream.
     pub async fn revoke_cluster(&self, name: &ClusterName) -> Result<ClusterRecord, CommandError> {
         let _order = self.order.lock().await;
-        let rec = {
-            let mut rec = self
-                .clusters
-                .get_mut(name)
-                .ok_or_else(|| CommandError::NotFound(format!("cluster {name} not found")))?;
+        let rec = self.edit_cluster(name, |rec| {
             rec.revoked = true;
-            rec.clone()
-        };
+            Ok(())
+        })?;
         self.disconnect(name, &format!("cluster {name} has been revoked"));
         self.store
             .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
