@@ -4,7 +4,6 @@
 //! told ([`FakeHub`]), and readiness is checked with `kubectl wait`, as a user would.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use flotilla_e2e::k8s::{ControlPlane, control_plane};
@@ -106,18 +105,7 @@ impl Setup {
     fn start() -> Option<Setup> {
         let plane = control_plane()?;
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        plane.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()]);
-        plane.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/gitrepos.fleet.cattle.io",
-            "crd/clustergroups.fleet.cattle.io",
-            "crd/sources.flotilla.dev",
-            "crd/clustergroups.flotilla.dev",
-            "crd/clusters.flotilla.dev",
-        ]);
+        plane.install_crds();
         let ns = format!("kube-mode-{:08x}", rand::random::<u32>());
         plane.kubectl(&["create", "namespace", &ns]);
         let hub = Arc::new(FakeHub::default());

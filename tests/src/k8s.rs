@@ -34,6 +34,23 @@ impl ControlPlane {
         PathBuf::from(&self.admin)
     }
 
+    /// Applies flotilla's and Fleet's CRDs from `crds/` and waits until the API server
+    /// serves them.
+    pub fn install_crds(&self) {
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+        self.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()]);
+        self.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/gitrepos.fleet.cattle.io",
+            "crd/clustergroups.fleet.cattle.io",
+            "crd/sources.flotilla.dev",
+            "crd/clustergroups.flotilla.dev",
+            "crd/clusters.flotilla.dev",
+        ]);
+    }
+
     /// `kubectl --kubeconfig ADMIN ARGS...`, asserting success; returns stdout.
     pub fn kubectl(&self, args: &[&str]) -> String {
         self.kubectl_with_input(args, None)

@@ -369,6 +369,23 @@ impl Hub {
         });
     }
 
+    /// Issues a viewer's client config to `out` with `flotilla-hub admin issue`, asserting
+    /// success.
+    pub fn issue_viewer(&self, name: &str, out: &Path) {
+        let issued = Command::new(bin("flotilla-hub"))
+            .args(["admin", "issue", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--role", "viewer", "--name", name, "--out"])
+            .arg(out)
+            .output()
+            .expect("run flotilla-hub admin issue");
+        assert!(
+            issued.status.success(),
+            "flotilla-hub admin issue: {}",
+            String::from_utf8_lossy(&issued.stderr)
+        );
+    }
+
     /// Runs the `flotilla` CLI against this hub as its admin.
     pub fn cli(&self, args: &[&str]) -> Output {
         cli_as(&self.config, args)

@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use flotilla_e2e::{GitServer, Hub, Spoke, bin, cli_as, configmap, wait_until, write_file};
+use flotilla_e2e::{GitServer, Hub, Spoke, cli_as, configmap, wait_until, write_file};
 use serde_json::Value;
 
 /// Clusters labelled env=next get the `next` overlay; commits that change only the
@@ -236,18 +236,7 @@ fn every_mutating_call_is_audited_and_a_viewer_can_read_the_trail_but_not_alter_
         &["--audit-log", &log_arg, "--http-listen", &http_addr],
     );
     let viewer = tmp.path().join("viewer/viewer.conf");
-    let out = Command::new(bin("flotilla-hub"))
-        .args(["admin", "issue", "--data-dir"])
-        .arg(&hub.dir)
-        .args(["--role", "viewer", "--name", "auditor", "--out"])
-        .arg(&viewer)
-        .output()
-        .expect("admin issue");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    hub.issue_viewer("auditor", &viewer);
 
     // An admin change and a registration, recorded with who, what and the result.
     let out = hub.cli(&["group", "add", "eu", "--selector", "region=eu"]);

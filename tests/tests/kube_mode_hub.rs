@@ -7,26 +7,13 @@
 //! Without a control plane the test skips with a message, except under `CI=true` (see
 //! `flotilla_e2e::k8s`).
 
-use std::path::Path;
-
 use flotilla_e2e::k8s::control_plane;
 use flotilla_e2e::{GitServer, Hub, Spoke, example_repo, wait_until};
 
 #[test]
 fn a_gitrepo_applied_with_kubectl_is_deployed_by_a_hub_in_kubernetes_mode() {
     let Some(plane) = control_plane() else { return };
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-    plane.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()]);
-    plane.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/gitrepos.fleet.cattle.io",
-        "crd/clustergroups.fleet.cattle.io",
-        "crd/sources.flotilla.dev",
-        "crd/clustergroups.flotilla.dev",
-        "crd/clusters.flotilla.dev",
-    ]);
+    plane.install_crds();
     let ns = format!("kube-hub-{}", std::process::id());
     plane.kubectl(&["create", "namespace", &ns]);
 

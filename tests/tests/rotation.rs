@@ -112,13 +112,7 @@ fn a_ca_rotation_on_the_running_hub_completes_within_a_minute_without_a_restart(
     // Rotating is for admins: a viewer's config (as the admin.conf of another folder)
     // is refused by the running hub, which keeps its CA.
     let viewer = tmp.path().join("viewer");
-    ok(Command::new(bin("flotilla-hub"))
-        .args(["admin", "issue", "--data-dir"])
-        .arg(&hub.dir)
-        .args(["--role", "viewer", "--name", "auditor", "--out"])
-        .arg(viewer.join("admin.conf"))
-        .output()
-        .expect("admin issue"));
+    hub.issue_viewer("auditor", &viewer.join("admin.conf"));
     let refused = Command::new(bin("flotilla-hub"))
         .args(["ca", "rotate", "--data-dir"])
         .arg(&viewer)

@@ -219,18 +219,7 @@ fn a_viewer_can_read_but_every_mutating_call_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let hub = Hub::start(tmp.path());
     let viewer = tmp.path().join("viewer/viewer.conf");
-    let out = Command::new(bin("flotilla-hub"))
-        .args(["admin", "issue", "--data-dir"])
-        .arg(&hub.dir)
-        .args(["--role", "viewer", "--name", "auditor", "--out"])
-        .arg(&viewer)
-        .output()
-        .expect("admin issue");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    hub.issue_viewer("auditor", &viewer);
     let key_mode = flotilla_e2e::file_mode(&tmp.path().join("viewer/viewer-key.pem"));
     assert_eq!(key_mode, 0o600);
     let join = hub.token("1h", 1);
