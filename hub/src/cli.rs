@@ -147,13 +147,13 @@ pub struct InitArgs {
 pub struct RunArgs {
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// Kubernetes mode: read sources, groups and cluster labels from the objects of
-    /// `--namespace` through this kubeconfig (given together with `--namespace`).
+    /// Kubernetes mode: reach the API server of `--namespace` through this kubeconfig.
+    /// Without it, the in-cluster ServiceAccount (or `$KUBECONFIG`) is used.
     #[arg(long, requires = "namespace")]
     pub kubeconfig: Option<PathBuf>,
     /// Kubernetes mode: the namespace whose GitRepos, Sources, ClusterGroups and
     /// Clusters configure the hub; the Admin API then refuses to change them.
-    #[arg(long, requires = "kubeconfig")]
+    #[arg(long)]
     pub namespace: Option<String>,
     /// Where the hub's state lives: `redb` (`state.redb` in --data-dir, the default) or
     /// `etcd://host:2379[,host:2379...]`. See docs/operations.md, "State store".
@@ -757,10 +757,10 @@ async fn serve(args: RunArgs) -> Result<()> {
             }
         });
     }
-    if let (Some(kubeconfig), Some(namespace)) = (&args.kubeconfig, &args.namespace) {
+    if let Some(namespace) = &args.namespace {
         let _ = fleet.kube_namespace.set(namespace.clone());
         let config = crate::kube_mode::KubeModeConfig {
-            kubeconfig: Some(kubeconfig.clone()),
+            kubeconfig: args.kubeconfig.clone(),
             namespace: namespace.clone(),
         };
         let sink = Arc::new(crate::kube_mode::hub_sink::HubSink::new(fleet.clone()));
