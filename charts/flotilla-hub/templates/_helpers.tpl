@@ -51,3 +51,8 @@ fsGroupChangePolicy OnRootMismatch never walks the keys.
 {{- define "flotilla-hub.dataDir" -}}
 /var/lib/flotilla/hub
 {{- end }}
+
+{{/* The namespace Kubernetes mode reads its configuration from. */}}
+{{- define "flotilla-hub.configNamespace" -}}
+{{- .Values.kubernetesMode.namespace | default .Release.Namespace -}}
+{{- end -}}
