@@ -214,10 +214,15 @@ impl Fleet {
             label_trust::relabel(rec, set, remove);
             Ok(())
         })?;
+        self.save_cluster(rec).await
+    }
+
+    /// Persists an edited cluster record and reconciles that cluster.
+    async fn save_cluster(&self, rec: ClusterRecord) -> Result<ClusterRecord, CommandError> {
         self.store
-            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
+            .commit(vec![Op::put_json(Table::Clusters, rec.name.as_str(), &rec)])
             .await?;
-        self.trigger(Trigger::Cluster(name.clone()));
+        self.trigger(Trigger::Cluster(rec.name.clone()));
         Ok(rec)
     }
 
@@ -259,11 +264,7 @@ impl Fleet {
             }
             Ok(())
         })?;
-        self.store
-            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
-            .await?;
-        self.trigger(Trigger::Cluster(name.clone()));
-        Ok(rec)
+        self.save_cluster(rec).await
     }
 
     /// Refuses every certificate of the cluster from now on and ends its stream.

@@ -142,20 +142,11 @@ mod tests {
     /// A cluster as registration leaves it: `accepted`, `token` and `hub` labels.
     fn cluster(accepted: &str, token: &str, hub: &str) -> ClusterRecord {
         ClusterRecord {
-            name: ClusterName::new("c1").expect("valid name"),
             accepted_labels: labels(accepted),
             reported_labels: labels(accepted),
             token_labels: labels(token),
             hub_labels: labels(hub),
-            removed_labels: BTreeSet::new(),
-            registered_at: 0,
-            agent_version: String::new(),
-            last_seen: 0,
-            serials: Vec::new(),
-            cert_expires: 0,
-            revoked: false,
-            issuer: String::new(),
-            capabilities: None,
+            ..ClusterRecord::new(ClusterName::new("c1").expect("valid name"), 0)
         }
     }
 

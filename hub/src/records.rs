@@ -86,6 +86,26 @@ pub struct CapabilitiesRecord {
 }
 
 impl ClusterRecord {
+    /// A cluster registered at `now`, with no labels, certificates or capabilities yet.
+    pub fn new(name: ClusterName, now: i64) -> Self {
+        ClusterRecord {
+            name,
+            accepted_labels: Labels::new(),
+            reported_labels: Labels::new(),
+            token_labels: Labels::new(),
+            hub_labels: Labels::new(),
+            removed_labels: Default::default(),
+            registered_at: now,
+            agent_version: String::new(),
+            last_seen: now,
+            serials: Vec::new(),
+            cert_expires: 0,
+            revoked: false,
+            issuer: String::new(),
+            capabilities: None,
+        }
+    }
+
     /// Records a newly issued certificate; keeps the previous one valid so a renewal
     /// never strands a spoke between writing its new certificate and reconnecting.
     pub fn add_serial(&mut self, serial: String, expires: i64, issuer: String) {

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use flotilla_identity::Refusal;
-use flotilla_model::{ClusterName, Labels};
+use flotilla_model::{ClusterName};
 use flotilla_proto::v1::{
     RecoverRequest, RegisterRequest, RegisterResponse, registration_server::Registration,
 };
@@ -118,20 +118,9 @@ impl Registration for RegistrationService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let now = now_unix();
         let mut record = ClusterRecord {
-            name: name.clone(),
-            accepted_labels: Labels::new(),
-            reported_labels: Labels::new(),
             token_labels: token_record.labels.clone(),
-            hub_labels: Labels::new(),
-            removed_labels: Default::default(),
-            registered_at: now,
             agent_version: req.agent_version,
-            last_seen: now,
-            serials: Vec::new(),
-            cert_expires: 0,
-            revoked: false,
-            issuer: String::new(),
-            capabilities: None,
+            ..ClusterRecord::new(name.clone(), now)
         };
         // At registration the spoke may choose the keys its token names, besides the
         // hub's self-label keys; later Hellos get only the hub's.
@@ -304,7 +293,7 @@ mod tests {
             token: token.to_string(),
             csr_pem: csr.to_string(),
             requested_name: name.to_string(),
-            labels: Labels::new(),
+            labels: flotilla_model::Labels::new(),
             agent_version: "test".into(),
         })
     }

@@ -734,22 +734,7 @@ mod tests {
         let c1 = ClusterName::new("c1").expect("name");
         fleet.clusters.insert(
             c1.clone(),
-            crate::records::ClusterRecord {
-                name: c1.clone(),
-                accepted_labels: Default::default(),
-                reported_labels: Default::default(),
-                token_labels: Default::default(),
-                hub_labels: Default::default(),
-                registered_at: 0,
-                agent_version: String::new(),
-                last_seen: 0,
-                serials: Vec::new(),
-                cert_expires: 0,
-                revoked: false,
-                issuer: String::new(),
-                capabilities: None,
-                removed_labels: Default::default(),
-            },
+            crate::records::ClusterRecord::new(c1.clone(), 0),
         );
         (fleet, c1, triggers)
     }
