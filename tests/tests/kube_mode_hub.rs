@@ -2,9 +2,9 @@
 //! a Fleet `GitRepo` applied with `kubectl apply` becomes a source whose bundles reach a
 //! real spoke, `kubectl wait --for=condition=Ready` sees it, and the Admin API refuses to
 //! change the configuration (kubectl is the way); a `Cluster` object labels the
-//! registered spoke.
+//! registered spoke. A hub whose kubeconfig cannot be read stops and names it.
 //!
-//! Without a control plane the test skips with a message, except under `CI=true` (see
+//! Without a control plane the first test skips with a message, except under `CI=true` (see
 //! `flotilla_e2e::k8s`).
 
 use flotilla_e2e::k8s::control_plane;
@@ -73,4 +73,51 @@ fn a_gitrepo_applied_with_kubectl_is_deployed_by_a_hub_in_kubernetes_mode() {
     assert!(!out.status.success(), "cluster label was accepted");
 
     let _ = plane.try_kubectl(&["delete", "namespace", &ns, "--wait=false"], None);
+}
+
+/// A Kubernetes-mode hub whose kubeconfig cannot be read stops at once with a non-zero exit
+/// that names the file, so that its supervisor restarts it instead of serving a hub that
+/// never receives its configuration.
+#[test]
+fn a_hub_whose_kubeconfig_cannot_be_read_stops_and_names_it() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("hub");
+    let addr = format!("127.0.0.1:{}", flotilla_e2e::free_port());
+    let init = Command::new(flotilla_e2e::bin("flotilla-hub"))
+        .args(["init", "--advertise", &addr, "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run flotilla-hub init");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let missing = tmp.path().join("missing.kubeconfig");
+    let log = tmp.path().join("hub.log");
+    let mut hub = Command::new(flotilla_e2e::bin("flotilla-hub"))
+        .args([
+            "run",
+            "--listen",
+            &addr,
+            "--namespace",
+            "fleet-config",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--kubeconfig")
+        .arg(&missing)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("run flotilla-hub");
+    let status = wait_until("the hub to stop", || {
+        hub.try_wait()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "still running".to_string())
+    });
+    let text = std::fs::read_to_string(&log).expect("hub log");
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("missing.kubeconfig"), "{text}");
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use flotilla_identity::Refusal;
-use flotilla_model::{ClusterName};
+use flotilla_model::ClusterName;
 use flotilla_proto::v1::{
     RecoverRequest, RegisterRequest, RegisterResponse, registration_server::Registration,
 };
