@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use flotilla_model::State;
 use flotilla_spoke::applier::kubernetes::{KubeApplier, KubeOptions, client_config};
-use flotilla_spoke::applier::{Applier, ApplyOptions, Desired, enforce};
+use flotilla_spoke::applier::{Applier, DeployOptions, Desired, enforce};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 
@@ -164,7 +164,7 @@ async fn spoke_target(kubeconfig: &Path) -> Result<KubeApplier> {
     .await
 }
 
-fn desired(bundle: &str, content: String, options: ApplyOptions) -> Desired {
+fn desired(bundle: &str, content: String, options: DeployOptions) -> Desired {
     Desired {
         bundle: bundle.to_string(),
         deployment_id: "d-1".to_string(),
@@ -196,7 +196,7 @@ pub async fn run(cfg: &KubeApplyConfig) -> Result<KubeApplyResult> {
                 let d = desired(
                     &format!("apply-{spoke_id}"),
                     first + &rest,
-                    ApplyOptions::default(),
+                    DeployOptions::default(),
                 );
                 // Timed from the spoke's start, discovery included, as kubectl's is.
                 let started = Instant::now();
@@ -236,9 +236,9 @@ async fn corrections(
             "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}, namespace: {ns}}}\ndata: {{k: \"desired\"}}\n"
         ));
     }
-    let options = ApplyOptions {
+    let options = DeployOptions {
         correct_drift: true,
-        ..ApplyOptions::default()
+        ..DeployOptions::default()
     };
     let t = Arc::new(spoke_target(spoke_kc).await?);
     let d = desired(&format!("drift-{tag}"), yaml, options);

@@ -11,7 +11,7 @@ use flotilla_identity::{Credentials, files};
 use flotilla_model::{ContentDigest, DeployOptions, ResourceStatus, State};
 use serde::{Deserialize, Serialize};
 
-use crate::applier::{ApplyOptions, Desired, Outcome};
+use crate::applier::{Desired, Outcome};
 
 #[derive(Clone)]
 pub struct StateDir(PathBuf);
@@ -93,7 +93,7 @@ impl CachedAssignment {
             bundle: self.bundle.clone(),
             deployment_id: self.deployment_id.clone(),
             content,
-            options: ApplyOptions::from(&self.options),
+            options: self.options.clone(),
         }
     }
 
@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(a.options.ignore_conditions.len(), 1);
         let desired = a.desired(Vec::new());
         assert_eq!(
-            desired.options.ignore[0].kind.as_deref(),
+            desired.options.compare_patches[0].kind.as_deref(),
             Some("Deployment")
         );
         // And it is written back in the typed form, which reads the same.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{Cluster, cluster, desired, wait_until};
 use flotilla_model::State;
-use flotilla_spoke::applier::{Applier, ApplyOptions, Outcome, Policy};
+use flotilla_spoke::applier::{Applier, DeployOptions, Outcome, Policy};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
@@ -148,7 +148,7 @@ async fn pre_hooks_run_in_weight_order_before_the_rest_and_post_hooks_once_it_is
     let t = Arc::new(c.target(Policy::default()));
     let ns = c.n("hooks");
     let bundle = c.n("chart");
-    let d = desired(&bundle, "d-1", &chart(&ns, "one"), ApplyOptions::default());
+    let d = desired(&bundle, "d-1", &chart(&ns, "one"), DeployOptions::default());
     let applying = tokio::spawn({
         let (t, d) = (t.clone(), d.clone());
         async move { t.apply(&d).await }
@@ -223,7 +223,7 @@ async fn pre_hooks_run_in_weight_order_before_the_rest_and_post_hooks_once_it_is
     assert!(!exists(&job_api, "a-seed").await, "not run again");
 
     // A new deployment runs them again: before-hook-creation replaces the old Job.
-    let d2 = desired(&bundle, "d-2", &chart(&ns, "two"), ApplyOptions::default());
+    let d2 = desired(&bundle, "d-2", &chart(&ns, "two"), DeployOptions::default());
     let upgrading = tokio::spawn({
         let t = t.clone();
         async move { t.apply(&d2).await }
@@ -265,7 +265,7 @@ async fn a_failed_hook_fails_the_apply_naming_it_and_hook_failed_deletes_it() {
         "check",
         json!({"helm.sh/hook": "pre-install", "helm.sh/hook-delete-policy": "hook-failed"}),
     );
-    let d = desired(&bundle, "d-1", &yaml, ApplyOptions::default());
+    let d = desired(&bundle, "d-1", &yaml, DeployOptions::default());
     let applying = tokio::spawn({
         let (t, d) = (t.clone(), d.clone());
         async move { t.apply(&d).await }

@@ -11,7 +11,7 @@ use common::{Cluster, TEST_CLUSTER, cluster, desired, wait_until};
 use flotilla_model::{ComparePatch, IgnoreCondition, State};
 use flotilla_spoke::applier::kubernetes::{INVENTORY_NAMESPACE, KubeApplier, REPORTING_CONTROLLER};
 use flotilla_spoke::applier::{
-    Applier, ApplyOptions, Desired, Outcome, Policy, PolicySpec, enforce,
+    Applier, DeployOptions, Desired, Outcome, Policy, PolicySpec, enforce,
 };
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -126,7 +126,7 @@ async fn a_bundle_with_a_namespace_a_crd_and_its_object_a_deployment_and_a_confi
         &bundle,
         "d-1",
         &full_bundle(&c, "fast", true),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     );
 
     let out = t.apply(&d).await.expect("the bundle applies");
@@ -212,7 +212,7 @@ async fn changing_a_bundle_updates_objects_and_an_object_dropped_from_it_is_prun
         &bundle,
         "d-1",
         &full_bundle(&c, "fast", true),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     ))
     .await
     .expect("v1 applies");
@@ -222,7 +222,7 @@ async fn changing_a_bundle_updates_objects_and_an_object_dropped_from_it_is_prun
         &bundle,
         "d-2",
         &full_bundle(&c, "slow", false),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     ))
     .await
     .expect("v2 applies");
@@ -240,7 +240,7 @@ async fn changing_a_bundle_updates_objects_and_an_object_dropped_from_it_is_prun
     assert!(c.exists(&gadgets(&c), "g1").await, "the rest stays");
 
     // With keepResources, a dropped object stays (and is forgotten).
-    let keep = ApplyOptions {
+    let keep = DeployOptions {
         keep_resources: true,
         ..Default::default()
     };
@@ -274,7 +274,7 @@ async fn unassigning_deletes_the_bundles_objects_unless_keep_resources() {
         &bundle,
         "d-1",
         &full_bundle(&c, "fast", false),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     ))
     .await
     .expect("applies");
@@ -313,7 +313,7 @@ async fn unassigning_deletes_the_bundles_objects_unless_keep_resources() {
     let yaml = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns2}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: {ns2}}}\n"
     );
-    t.apply(&desired(&b2, "d-1", &yaml, ApplyOptions::default()))
+    t.apply(&desired(&b2, "d-1", &yaml, DeployOptions::default()))
         .await
         .expect("applies");
     t.remove(&b2, true).await.expect("forgotten");
@@ -336,7 +336,7 @@ async fn out_of_band_edits_and_deletions_are_modified_with_a_field_diff_then_cor
         &bundle,
         "d-1",
         &full_bundle(&c, "fast", true),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     );
     t.apply(&plain).await.expect("applies");
 
@@ -403,7 +403,7 @@ async fn out_of_band_edits_and_deletions_are_modified_with_a_field_diff_then_cor
         &bundle,
         "d-1",
         &full_bundle(&c, "fast", true),
-        ApplyOptions {
+        DeployOptions {
             correct_drift: true,
             ..Default::default()
         },
@@ -455,8 +455,8 @@ async fn compare_patches_make_drift_detection_ignore_fields() {
         &bundle,
         "d-1",
         &full_bundle(&c, "fast", false),
-        ApplyOptions {
-            ignore,
+        DeployOptions {
+            compare_patches: ignore,
             ..Default::default()
         },
     );
@@ -476,7 +476,7 @@ async fn compare_patches_make_drift_detection_ignore_fields() {
         &bundle,
         "d-1",
         &full_bundle(&c, "fast", false),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     );
     check_until(
         &t,
@@ -515,7 +515,7 @@ spec:
 "#
     );
     let bundle = c.n("ign");
-    let plain = desired(&bundle, "d-1", &yaml, ApplyOptions::default());
+    let plain = desired(&bundle, "d-1", &yaml, DeployOptions::default());
     t.apply(&plain).await.expect("applies");
     // All replicas up, but the Progressing condition says the deadline passed.
     let now = "2026-01-01T00:00:00Z";
@@ -542,7 +542,7 @@ spec:
         &bundle,
         "d-1",
         &yaml,
-        ApplyOptions {
+        DeployOptions {
             ignore_conditions: vec![IgnoreCondition(
                 [
                     ("type".to_string(), "Progressing".to_string()),
@@ -581,8 +581,8 @@ spec:
             &bundle,
             "d-1",
             &yaml,
-            ApplyOptions {
-                ignore,
+            DeployOptions {
+                compare_patches: ignore,
                 ..Default::default()
             },
         )
@@ -629,7 +629,7 @@ metadata:
 "#
     );
     let bundle = c.n("nsmeta");
-    let d = desired(&bundle, "d-1", &yaml, ApplyOptions::default());
+    let d = desired(&bundle, "d-1", &yaml, DeployOptions::default());
     t.apply(&d).await.expect("applies");
     let namespaces = c.admin_api("v1", "Namespace", "namespaces", None);
     let live = namespaces.get(&kept).await.expect("kept namespace");
@@ -705,7 +705,7 @@ spec:
 "#
     );
     let bundle = c.n("app");
-    let d = desired(&bundle, "d-1", &yaml, ApplyOptions::default());
+    let d = desired(&bundle, "d-1", &yaml, DeployOptions::default());
     let out = t.apply(&d).await.expect("applies");
     assert_eq!(out.state, State::NotReady);
     assert!(
@@ -802,7 +802,7 @@ subjects: [{{kind: ServiceAccount, name: default, namespace: {allowed}}}]
 "#
     );
     let err = t
-        .apply(&desired(&bundle, "d-1", &yaml, ApplyOptions::default()))
+        .apply(&desired(&bundle, "d-1", &yaml, DeployOptions::default()))
         .await
         .expect_err("refused");
     let msg = format!("{err:#}");
@@ -835,7 +835,7 @@ subjects: [{{kind: ServiceAccount, name: default, namespace: {allowed}}}]
     let outside = c.n("outside");
     let earlier =
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: {outside}}}\n");
-    let d = desired(&bundle, "d-1", &earlier, ApplyOptions::default());
+    let d = desired(&bundle, "d-1", &earlier, DeployOptions::default());
     open.apply(&d).await.expect("no policy, no refusal");
     let first = format!("{:#}", t.apply(&d).await.expect_err("refused now"));
     assert!(
@@ -861,7 +861,7 @@ async fn a_restarted_spoke_prunes_from_the_inventory_stored_in_the_cluster() {
                 &bundle,
                 "d-1",
                 &full_bundle(&c, "fast", true),
-                ApplyOptions::default(),
+                DeployOptions::default(),
             ))
             .await
             .expect("applies");
@@ -873,7 +873,7 @@ async fn a_restarted_spoke_prunes_from_the_inventory_stored_in_the_cluster() {
             &bundle,
             "d-2",
             &full_bundle(&c, "fast", false),
-            ApplyOptions::default(),
+            DeployOptions::default(),
         ))
         .await
         .expect("applies");
@@ -899,7 +899,7 @@ async fn errors_name_the_bundle_and_the_object() {
     let unknown = "apiVersion: nowhere.example.com/v1\nkind: Ghost\nmetadata: {name: boo}\n";
     let err = format!(
         "{:#}",
-        t.apply(&desired(&bundle, "d-1", unknown, ApplyOptions::default()))
+        t.apply(&desired(&bundle, "d-1", unknown, DeployOptions::default()))
             .await
             .expect_err("unknown kind")
     );
@@ -916,7 +916,7 @@ async fn errors_name_the_bundle_and_the_object() {
     let broken = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: [\n";
     let err = format!(
         "{:#}",
-        t.apply(&desired(&bundle, "d-1", broken, ApplyOptions::default()))
+        t.apply(&desired(&bundle, "d-1", broken, DeployOptions::default()))
             .await
             .expect_err("bad YAML")
     );
@@ -934,7 +934,7 @@ async fn errors_name_the_bundle_and_the_object() {
         .await;
     let err = format!(
         "{:#}",
-        t.apply(&desired(&bundle, "d-1", &cm, ApplyOptions::default()))
+        t.apply(&desired(&bundle, "d-1", &cm, DeployOptions::default()))
             .await
             .expect_err("conflict")
     );
@@ -949,7 +949,7 @@ async fn errors_name_the_bundle_and_the_object() {
         &bundle,
         "d-1",
         &cm,
-        ApplyOptions {
+        DeployOptions {
             force: true,
             ..Default::default()
         },
@@ -972,10 +972,10 @@ async fn an_object_another_bundle_took_over_is_not_pruned() {
     let cm = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\n"
     );
-    t.apply(&desired(&a, "d-1", &cm, ApplyOptions::default()))
+    t.apply(&desired(&a, "d-1", &cm, DeployOptions::default()))
         .await
         .expect("a applies");
-    t.apply(&desired(&b, "d-1", &cm, ApplyOptions::default()))
+    t.apply(&desired(&b, "d-1", &cm, DeployOptions::default()))
         .await
         .expect("b takes it over");
     t.remove(&a, false).await.expect("a removed");
@@ -1001,10 +1001,10 @@ async fn an_object_whose_apply_failed_is_not_pruned_when_the_bundle_drops_it() {
     let both = format!(
         "{own}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {theirs}, namespace: default}}\ndata: {{k: mine}}\n"
     );
-    t.apply(&desired(&bundle, "d-1", &both, ApplyOptions::default()))
+    t.apply(&desired(&bundle, "d-1", &both, DeployOptions::default()))
         .await
         .expect_err("the other manager's field conflicts");
-    t.apply(&desired(&bundle, "d-2", &own, ApplyOptions::default()))
+    t.apply(&desired(&bundle, "d-2", &own, DeployOptions::default()))
         .await
         .expect("the revision without it applies");
     let cm = c
@@ -1028,7 +1028,7 @@ async fn a_missing_target_namespace_is_created_and_is_not_pruned() {
     let bundle = c.n("ns");
     let ns = c.n("elsewhere");
     let yaml = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: {ns}}}\n");
-    t.apply(&desired(&bundle, "d-1", &yaml, ApplyOptions::default()))
+    t.apply(&desired(&bundle, "d-1", &yaml, DeployOptions::default()))
         .await
         .expect("applies into a namespace the bundle does not declare");
     assert!(c.exists(&c.configmaps(&ns), "c").await);
@@ -1052,7 +1052,7 @@ async fn a_failed_bundle_is_applied_again_once_the_cause_is_gone() {
     );
     c.someone_else_applies("default", &name, json!({"k": "theirs"}))
         .await;
-    let d = desired(&bundle, "d-1", &cm, ApplyOptions::default());
+    let d = desired(&bundle, "d-1", &cm, DeployOptions::default());
     let first = format!("{:#}", t.apply(&d).await.expect_err("conflict"));
 
     let again = enforce(&t, &d, State::ErrApplied, &|| {})
@@ -1087,14 +1087,14 @@ async fn a_new_revision_with_correct_drift_takes_back_fields_edited_by_hand() {
         &bundle,
         "d-1",
         &cm("one"),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     ))
     .await
     .expect("applies");
     c.edit_by_hand("default", &name, json!({"k": "by hand"}))
         .await;
 
-    let plain = desired(&bundle, "d-2", &cm("two"), ApplyOptions::default());
+    let plain = desired(&bundle, "d-2", &cm("two"), DeployOptions::default());
     let err = format!("{:#}", t.apply(&plain).await.expect_err("conflict"));
     assert!(err.contains("kubectl-edit"), "{err}");
 
@@ -1102,7 +1102,7 @@ async fn a_new_revision_with_correct_drift_takes_back_fields_edited_by_hand() {
         &bundle,
         "d-2",
         &cm("two"),
-        ApplyOptions {
+        DeployOptions {
             correct_drift: true,
             ..Default::default()
         },
@@ -1134,7 +1134,7 @@ async fn an_applied_bundle_records_applied_and_pruned_events_on_its_inventory() 
         &bundle,
         "d-1",
         &full_bundle(&c, "fast", true),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     ))
     .await
     .expect("applies");
@@ -1180,7 +1180,7 @@ async fn an_applied_bundle_records_applied_and_pruned_events_on_its_inventory() 
         &bundle,
         "d-2",
         &full_bundle(&c, "fast", false),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     ))
     .await
     .expect("applies");
@@ -1236,7 +1236,7 @@ async fn a_failing_apply_records_one_warning_with_the_error_however_often_it_is_
         &bundle,
         "d-1",
         &one_configmap(&bundle, "mine"),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     );
     let error = format!("{:#}", t.apply(&d).await.expect_err("conflict"));
 
@@ -1284,7 +1284,7 @@ async fn corrected_drift_records_a_drift_corrected_event_naming_the_fields() {
         &bundle,
         "d-1",
         &one_configmap(&bundle, "one"),
-        ApplyOptions {
+        DeployOptions {
             correct_drift: true,
             ..Default::default()
         },
@@ -1327,7 +1327,7 @@ async fn drift_left_alone_records_one_drift_detected_warning_until_it_clears() {
         &bundle,
         "d-1",
         &one_configmap(&bundle, "one"),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     );
     t.apply(&d).await.expect("applies");
     let edit = |value: &'static str| c.edit_by_hand("default", &name, json!({ "k": value }));
@@ -1391,7 +1391,7 @@ async fn drift_left_alone_records_one_drift_detected_warning_until_it_clears() {
         &bundle,
         "d-2",
         &one_configmap(&bundle, "two"),
-        ApplyOptions {
+        DeployOptions {
             force: true,
             ..Default::default()
         },
@@ -1412,7 +1412,7 @@ async fn a_reconcile_that_changes_nothing_records_no_event() {
         &bundle,
         "d-1",
         &one_configmap(&bundle, "one"),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     );
     t.apply(&d).await.expect("applies");
     c.wait_for_event(&bundle, "Applied", "d-1").await;
@@ -1429,7 +1429,7 @@ async fn a_reconcile_that_changes_nothing_records_no_event() {
         &bundle,
         "d-2",
         &one_configmap(&bundle, "two"),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     ))
     .await
     .expect("applies");
@@ -1461,7 +1461,7 @@ async fn a_bundle_refused_by_the_spoke_policy_records_policy_refused() {
     );
     let error = format!(
         "{:#}",
-        t.apply(&desired(&bundle, "d-1", &yaml, ApplyOptions::default()))
+        t.apply(&desired(&bundle, "d-1", &yaml, DeployOptions::default()))
             .await
             .expect_err("refused")
     );
@@ -1490,7 +1490,7 @@ async fn an_events_api_that_refuses_events_does_not_fail_the_apply() {
             &bundle,
             "d-1",
             &one_configmap(&bundle, "one"),
-            ApplyOptions::default(),
+            DeployOptions::default(),
         ))
         .await
         .expect("the apply succeeds without Events");
@@ -1512,7 +1512,7 @@ async fn an_events_api_that_refuses_events_does_not_fail_the_apply() {
         &bundle,
         "d-2",
         &one_configmap(&bundle, "two"),
-        ApplyOptions::default(),
+        DeployOptions::default(),
     ))
     .await
     .expect("applies");
@@ -1529,7 +1529,7 @@ async fn an_events_api_that_refuses_events_does_not_fail_the_apply() {
 
 /// Applies `yaml` as bundle `bundle` and returns the refusal, or None if it applied.
 async fn refusal(t: &dyn Applier, bundle: &str, yaml: &str) -> Option<String> {
-    t.apply(&desired(bundle, "d-1", yaml, ApplyOptions::default()))
+    t.apply(&desired(bundle, "d-1", yaml, DeployOptions::default()))
         .await
         .err()
         .map(|e| format!("{e:#}"))
@@ -1692,18 +1692,18 @@ async fn an_empty_bundle_is_ready_and_prunes_what_the_bundle_held_before() {
     let cm = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {bundle}, namespace: default}}\n"
     );
-    t.apply(&desired(&bundle, "d-1", &cm, ApplyOptions::default()))
+    t.apply(&desired(&bundle, "d-1", &cm, DeployOptions::default()))
         .await
         .expect("applies");
     assert!(c.exists(&c.configmaps("default"), &bundle).await);
     let out = t
-        .apply(&desired(&bundle, "d-2", "", ApplyOptions::default()))
+        .apply(&desired(&bundle, "d-2", "", DeployOptions::default()))
         .await
         .expect("nothing to apply is not an error");
     assert_eq!(out.state, State::Ready, "{}", out.message);
     assert!(!c.exists(&c.configmaps("default"), &bundle).await, "pruned");
     let checked = t
-        .check(&desired(&bundle, "d-2", "", ApplyOptions::default()))
+        .check(&desired(&bundle, "d-2", "", DeployOptions::default()))
         .await
         .expect("check runs");
     assert_eq!(checked.state, State::Ready, "{}", checked.message);
@@ -1752,7 +1752,7 @@ async fn an_idle_applier_checks_from_its_watch_caches_and_sends_no_requests() {
     let t = c.target(Policy::default());
     let bundle = c.n("idle");
     let (plural, yaml) = idlers(&c, 20);
-    let d = desired(&bundle, "d-1", &yaml, ApplyOptions::default());
+    let d = desired(&bundle, "d-1", &yaml, DeployOptions::default());
     let applied = t.apply(&d).await.expect("applies");
     assert_eq!(applied.state, State::Ready, "{applied:?}");
     let requests = || c.requests_to("test.flotilla.dev", &plural);

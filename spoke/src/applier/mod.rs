@@ -13,36 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use flotilla_model::{ComparePatch, DeployOptions, IgnoreCondition, ResourceStatus, State};
+/// Per-bundle options from the hub, as the appliers read them (the same type the hub sends).
+pub use flotilla_model::DeployOptions;
+use flotilla_model::{ResourceStatus, State};
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
 pub use kubernetes::{KubeOptions, Policy, PolicySpec};
-
-/// Per-bundle options from the hub, as the appliers read them.
-#[derive(Debug, Clone, Default)]
-pub struct ApplyOptions {
-    /// Take ownership of fields other managers hold (server-side apply `force`).
-    pub force: bool,
-    pub correct_drift: bool,
-    pub keep_resources: bool,
-    /// `diff.comparePatches`: fields that drift detection ignores, as the hub sent them.
-    pub ignore: Vec<ComparePatch>,
-    /// `ignore.conditions`: status conditions that do not count against readiness.
-    pub ignore_conditions: Vec<IgnoreCondition>,
-}
-
-impl From<&DeployOptions> for ApplyOptions {
-    fn from(o: &DeployOptions) -> Self {
-        ApplyOptions {
-            force: o.force,
-            correct_drift: o.correct_drift,
-            keep_resources: o.keep_resources,
-            ignore: o.compare_patches.clone(),
-            ignore_conditions: o.ignore_conditions.clone(),
-        }
-    }
-}
 
 /// One bundle as the hub wants it.
 #[derive(Debug, Clone)]
@@ -51,7 +28,7 @@ pub struct Desired {
     pub deployment_id: String,
     /// Rendered multi-document YAML.
     pub content: Vec<u8>,
-    pub options: ApplyOptions,
+    pub options: DeployOptions,
 }
 
 /// What a target found: the bundle's state, a summary, and every object that is not

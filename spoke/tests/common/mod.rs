@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use flotilla_spoke::applier::kubernetes::{self, INVENTORY_NAMESPACE, KubeApplier};
-use flotilla_spoke::applier::{ApplyOptions, Desired, Policy, PolicySpec};
+use flotilla_spoke::applier::{DeployOptions, Desired, Policy, PolicySpec};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -411,7 +411,7 @@ impl Cluster {
     }
 }
 
-pub fn desired(bundle: &str, deployment: &str, yaml: &str, options: ApplyOptions) -> Desired {
+pub fn desired(bundle: &str, deployment: &str, yaml: &str, options: DeployOptions) -> Desired {
     Desired {
         bundle: bundle.to_string(),
         deployment_id: deployment.to_string(),

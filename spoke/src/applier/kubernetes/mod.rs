@@ -722,8 +722,8 @@ impl KubeApplier {
                 Some(live) => {
                     let live = live.data_value();
                     let (applied, compared) =
-                        drift::compared(&d.options.ignore, &p.r, &p.value, &live);
-                    let ignored = drift::ignored_for(&d.options.ignore, &p.r);
+                        drift::compared(&d.options.compare_patches, &p.r, &p.value, &live);
+                    let ignored = drift::ignored_for(&d.options.compare_patches, &p.r);
                     let changes = drift::diff(&p.r.kind, &applied, &compared, &ignored);
                     if changes.is_empty() {
                         verdict_of_health(p, &live, &d.options.ignore_conditions)
