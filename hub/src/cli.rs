@@ -161,6 +161,11 @@ pub struct RunArgs {
     pub store: crate::store::StoreUrl,
     #[arg(long, default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
+    /// Replicas on etcd: the TTL of each replica's etcd lease. The leader renews it at a
+    /// third of this; when the leader dies, another replica leads within it. See
+    /// docs/operations.md, "High availability".
+    #[arg(long, default_value = "10s", value_parser = parse_lease)]
+    pub leader_lease: Duration,
     /// Lifetime of the client certificates issued to spokes (at least 1s; tests use
     /// seconds).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
@@ -313,6 +318,16 @@ impl PortLimitArgs {
             max_connections: usize_from(self.http_max_connections),
         }
     }
+}
+
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(2) {
+        return Err(format!(
+            "{s}: a lease must last at least 2s (etcd counts in seconds)"
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_label_key(s: &str) -> Result<String, String> {
@@ -703,6 +718,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         },
         &snapshot,
     )?;
+    let snapshot_revision = snapshot.revision;
     drop(snapshot);
     // The hub's long-lived tasks. A task that panics (a bug in the reconcile, say) is not
     // swallowed: it cancels `stop`, the server drains, and the hub exits non-zero so
@@ -772,6 +788,29 @@ async fn serve(args: RunArgs) -> Result<()> {
             }
         });
     }
+    // Replicas on etcd: an election decides who runs the leader-only work; until it
+    // has, this one follows. Every replica follows the others' writes.
+    let ha_stop = CancellationToken::new();
+    let mut election = None;
+    if let crate::store::StoreUrl::Etcd(config) = &args.store {
+        fleet.leadership.follow(None);
+        let replica = Arc::new(crate::ha::Replica::new(
+            args.listen.to_string(),
+            args.leader_lease,
+        ));
+        let etcd = crate::store::EtcdBackend::connect(config.clone()).await?;
+        tasks.spawn(crate::ha::mirror::run(
+            fleet.clone(),
+            replica.clone(),
+            snapshot_revision,
+        ));
+        election = Some(tokio::spawn(crate::ha::run_election(
+            fleet.clone(),
+            etcd,
+            replica,
+            ha_stop.clone(),
+        )));
+    }
     let all_sources: Vec<_> = fleet.sources.iter().map(|s| s.value().clone()).collect();
     for s in all_sources {
         tasks.spawn(sources::run_poller(fleet.clone(), s));
@@ -788,6 +827,8 @@ async fn serve(args: RunArgs) -> Result<()> {
             _ = stopped.cancelled() => {}
         }
         tracing::info!("shutting down: closing spoke streams");
+        // A leader hands over now, not after its lease's TTL.
+        ha_stop.cancel();
         let names: Vec<_> = f.sessions.iter().map(|s| s.key().clone()).collect();
         for n in names {
             f.disconnect(&n, "hub shutting down");
@@ -819,6 +860,10 @@ async fn serve(args: RunArgs) -> Result<()> {
             serving.await
         }
     };
+    if let Some(election) = election {
+        // It releases the lease; bounded by its own timeout.
+        let _ = tokio::time::timeout(Duration::from_secs(3), election).await;
+    }
     tasks.abort_all();
     fleet.flush_last_seen();
     served?;

@@ -242,6 +242,12 @@ pub struct Fleet {
     pub history: Arc<crate::history::History>,
     /// Who did what (`audit`); written by the audit layer and the webhook handler.
     pub audit: Arc<crate::audit::Audit>,
+    /// Whether this hub runs the leader-only work (pollers, reconcile): always, unless
+    /// it is a replica on etcd (`crate::ha`), whose election writes it.
+    pub leadership: crate::ha::Leadership,
+    /// Clusters whose spoke is connected to another replica, with those replicas' ids;
+    /// written by `ha::mirror` from the replicas' presence records.
+    pub elsewhere: DashMap<ClusterName, std::collections::HashSet<String>>,
 }
 
 pub struct FleetParts {
@@ -322,6 +328,8 @@ impl Fleet {
             reconcile_tx,
             history,
             audit: Arc::new(audit),
+            leadership: crate::ha::Leadership::always(),
+            elsewhere: DashMap::new(),
         };
         for (_, c) in snapshot.records::<ClusterRecord>(Table::Clusters)? {
             fleet.clusters.insert(c.name.clone(), c);
@@ -572,8 +580,9 @@ impl Fleet {
         self.session_ids.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Connected to this hub, or (HA) to another replica.
     pub fn is_connected(&self, c: &ClusterName) -> bool {
-        self.sessions.contains_key(c)
+        self.sessions.contains_key(c) || self.elsewhere.contains_key(c)
     }
 
     pub fn assignments_of(&self, c: &ClusterName) -> Arc<Assignments> {
@@ -820,6 +829,13 @@ impl Fleet {
                     .observe(since.elapsed().as_secs_f64());
             }
         }
+        self.note_status(cluster, bundle, st);
+    }
+
+    /// Takes a status into memory and lets what waits on it move: an event, a rollout
+    /// in progress, a bundle held by dependsOn. `record_status` for this hub's own
+    /// sessions; `ha::mirror` for a report another replica stored.
+    pub(crate) fn note_status(&self, cluster: &ClusterName, bundle: &str, st: StatusRecord) {
         let changed = self
             .status
             .insert((cluster.clone(), bundle.to_string()), st.clone())

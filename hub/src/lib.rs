@@ -16,6 +16,7 @@ mod credentials;
 mod depends;
 mod fleet;
 pub mod git;
+mod ha;
 pub mod history;
 pub mod http;
 pub mod kube_mode;

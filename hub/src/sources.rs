@@ -37,6 +37,9 @@ pub async fn run_poller(fleet: Arc<Fleet>, source: Arc<SourceState>) {
     let dir = source_dir(&fleet, &name);
     let _ = tokio::task::spawn_blocking(move || remove_checkouts(&dir)).await;
     loop {
+        // Only the leader polls (`ha`); a replica that follows waits here for its term,
+        // and a term that ends stops the poll in flight.
+        let term = fleet.leadership.leading().await;
         let current = fleet.sources.get(&name).map(|s| s.value().clone());
         match current {
             Some(s) if Arc::ptr_eq(&s, &source) => {}
@@ -49,7 +52,10 @@ pub async fn run_poller(fleet: Arc<Fleet>, source: Arc<SourceState>) {
             }
         }
         if !source.spec.paused {
-            poll_once(&fleet, &source).await;
+            tokio::select! {
+                () = poll_once(&fleet, &source) => {}
+                () = term.cancelled() => continue,
+            }
         }
         if source.spec.interval_secs == 0 {
             // Webhook only.
@@ -430,6 +436,11 @@ pub async fn run_reconciler(fleet: Arc<Fleet>, mut rx: mpsc::UnboundedReceiver<T
         take(first);
         while let Ok(t) = rx.try_recv() {
             take(t);
+        }
+        // Only the leader publishes assignments (`ha`); a replica that takes the lead
+        // reconciles every cluster then.
+        if !fleet.leadership.is_leader() {
+            continue;
         }
         let targets: Option<Vec<ClusterName>> = (!all).then(|| some.into_iter().collect());
         // Rendering is CPU work: off the runtime. A panic in the reconcile is a bug that

@@ -17,6 +17,10 @@
 //! `mod_revision`; a watch is an etcd watch from `after + 1`, and etcd's compaction shows
 //! as [`StoreError::Compacted`]. Revisions are etcd's own.
 //!
+//! Leases (for `crate::ha`, the replicas' leader election and presence): granted, kept
+//! alive one request at a time, revoked on a clean stop; [`EtcdBackend::put_leased`]
+//! writes a record bound to one, optionally only if the key is absent, in one `Txn`.
+//!
 //! One tonic `Channel` balances over every endpoint; each unary call has
 //! [`REQUEST_TIMEOUT`], connections [`CONNECT_TIMEOUT`], and HTTP/2 keep-alives find a dead
 //! member under an idle watch.
@@ -31,8 +35,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use flotilla_proto::etcd::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    WatchCreateRequest, WatchRequest, WatchResponse, compare, kv_client::KvClient, request_op,
+    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest,
+    PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
+    WatchResponse, compare, kv_client::KvClient, lease_client::LeaseClient, request_op,
     response_op, watch_client::WatchClient, watch_request,
 };
 use flotilla_proto::etcd::mvccpb::{KeyValue, event::EventType};
@@ -463,7 +468,102 @@ impl EtcdBackend {
         Ok(txn)
     }
 
+    /// Grants a lease of `ttl` (whole seconds, at least 1); returns its id.
+    pub(crate) async fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
+        let request = LeaseGrantRequest {
+            ttl: i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX),
+            id: 0,
+        };
+        let resp = call(
+            || "granting a lease".into(),
+            self.lease().lease_grant(request),
+        )
+        .await?;
+        if !resp.error.is_empty() || resp.id == 0 {
+            return Err(StoreError::Db(format!(
+                "etcd granted no lease: {}",
+                resp.error
+            )));
+        }
+        Ok(resp.id)
+    }
+
+    /// Renews lease `id` once; returns the TTL etcd gave it (0: the lease is gone).
+    pub(crate) async fn keep_alive(&self, id: i64) -> Result<i64, StoreError> {
+        // The request side stays open until the answer is read: etcd ends a keep-alive
+        // stream whose client has finished sending.
+        let requests =
+            futures::stream::iter([LeaseKeepAliveRequest { id }]).chain(futures::stream::pending());
+        let context = || format!("renewing lease {id:x}");
+        let mut stream = call(context, self.lease().lease_keep_alive(requests)).await?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, stream.message()).await {
+            Ok(Ok(Some(resp))) => Ok(resp.ttl.max(0)),
+            Ok(Ok(None)) => Err(etcd_err(
+                context(),
+                Status::unavailable("the keep-alive stream ended without an answer"),
+            )),
+            Ok(Err(status)) => Err(etcd_err(context(), status)),
+            Err(_) => Err(etcd_err(
+                context(),
+                Status::deadline_exceeded(format!("no answer within {REQUEST_TIMEOUT:?}")),
+            )),
+        }
+    }
+
+    /// Revokes lease `id`: every key bound to it goes at once.
+    pub(crate) async fn revoke_lease(&self, id: i64) -> Result<(), StoreError> {
+        let request = LeaseRevokeRequest { id };
+        call(
+            || format!("revoking lease {id:x}"),
+            self.lease().lease_revoke(request),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Writes a record of `table` bound to lease `lease` (it goes when the lease does);
+    /// with `only_if_absent`, only when the key does not exist (a campaign), else
+    /// refused with what is there.
+    pub(crate) async fn put_leased(
+        &self,
+        table: Table,
+        key: &str,
+        value: Vec<u8>,
+        lease: i64,
+        only_if_absent: bool,
+    ) -> Result<CasOutcome, StoreError> {
+        let path = self.key(table, key);
+        let put = RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: path.clone().into_bytes(),
+                value,
+                lease,
+                ..PutRequest::default()
+            })),
+        };
+        let (conds, success) = if only_if_absent {
+            (vec![Cond::absent(table, key)], vec![put])
+        } else {
+            (Vec::new(), vec![put])
+        };
+        self.txn(conds, success).await
+    }
+
+    fn lease(&self) -> LeaseClient<Channel> {
+        LeaseClient::new(self.channel.clone())
+    }
+
     async fn transact(&self, conds: Vec<Cond>, ops: Vec<Op>) -> Result<CasOutcome, StoreError> {
+        let success = self.prepare(ops).await?;
+        self.txn(conds, success).await
+    }
+
+    /// One `Txn`: `success` if every condition holds, else a read of each condition's key.
+    async fn txn(
+        &self,
+        conds: Vec<Cond>,
+        success: Vec<RequestOp>,
+    ) -> Result<CasOutcome, StoreError> {
         let compare = conds
             .iter()
             .map(|c| compare_op(self.key(c.table, &c.key), c.expect))
@@ -472,7 +572,6 @@ impl EtcdBackend {
             .iter()
             .map(|c| get_op(self.key(c.table, &c.key)))
             .collect();
-        let success = self.prepare(ops).await?;
         let request = TxnRequest {
             compare,
             success,

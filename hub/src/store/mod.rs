@@ -84,6 +84,11 @@ pub enum Table {
     History,
     /// The audit trail (`audit`), append-only: `TIME-SEQ` → `audit::AuditRecord`.
     Audit,
+    /// How hub replicas on etcd coordinate (`crate::ha`): `leader` (the elected replica)
+    /// and `presence/<cluster>/<replica>` (which replica serves a spoke), each bound to
+    /// its replica's etcd lease. Not state: not in [`Table::ALL`], so never in a
+    /// snapshot, and never in redb.
+    Ha,
 }
 
 impl Table {
@@ -115,6 +120,7 @@ impl Table {
             Table::KeptBundles => "kept_bundles",
             Table::History => "history",
             Table::Audit => "audit",
+            Table::Ha => "ha",
         }
     }
 
@@ -162,6 +168,12 @@ pub enum StoreError {
     Lagged(u64),
     #[error("state store writer has stopped")]
     WriterGone,
+    /// A write of assignments or content by a hub that is no longer the leader
+    /// (`Store::set_fence`).
+    #[error(
+        "state store refused a write of assignments: this hub replica is no longer the leader (the leader record changed since revision {0})"
+    )]
+    Fenced(Revision),
     /// The error of a group commit, shared by every batch in it.
     #[error(transparent)]
     Shared(Arc<StoreError>),
@@ -375,6 +387,19 @@ struct Batch {
 pub struct Store {
     tx: std_mpsc::Sender<Batch>,
     backend: Arc<dyn Backend>,
+    fence: Fence,
+}
+
+/// The condition under which batches that publish (write [`Table::Desired`] or
+/// [`Table::Content`]) are committed; `None`: always. The elected replica sets it to
+/// its leader record's revision (`crate::ha`), so a replica that lost the lead without
+/// noticing yet cannot overwrite the new leader's assignments: never two writers.
+type Fence = Arc<std::sync::RwLock<Option<Cond>>>;
+
+/// Whether `ops` publish, and so are committed only under the store's fence.
+fn publishes(ops: &[Op]) -> bool {
+    ops.iter()
+        .any(|op| matches!(op.table(), Table::Desired | Table::Content))
 }
 
 /// Everything read from the store at start, at one revision.
@@ -491,11 +516,23 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let (tx, rx) = std_mpsc::channel::<Batch>();
         let writer = backend.clone();
+        let fence = Fence::default();
+        let writer_fence = fence.clone();
         thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&*writer, runtime, rx))
+            .spawn(move || writer_loop(&*writer, runtime, rx, &writer_fence))
             .map_err(db_err)?;
-        Ok(Store { tx, backend })
+        Ok(Store { tx, backend, fence })
+    }
+
+    /// From now on, batches that write assignments or content commit only while `cond`
+    /// holds (the replica's leader record is unchanged); a refused one fails with
+    /// [`StoreError::Fenced`]. `None` lifts the fence. Other batches are not affected.
+    pub fn set_fence(&self, cond: Option<Cond>) {
+        match self.fence.write() {
+            Ok(mut f) => *f = cond,
+            Err(poisoned) => *poisoned.into_inner() = cond,
+        }
     }
 
     /// Queues writes; they are committed with the next group commit.
@@ -600,10 +637,18 @@ fn coalesce(ops: Vec<Op>) -> Vec<Op> {
 /// Max batches folded into one transaction; bounds the latency of a waiting `commit`.
 const GROUP_COMMIT_MAX: usize = 4096;
 
+fn read_fence(fence: &Fence) -> Option<Cond> {
+    match fence.read() {
+        Ok(f) => f.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
 fn writer_loop(
     backend: &dyn Backend,
     runtime: Option<tokio::runtime::Handle>,
     rx: std_mpsc::Receiver<Batch>,
+    fence: &Fence,
 ) {
     let limits = backend.limits();
     let mut next: Option<Batch> = None;
@@ -617,7 +662,10 @@ fn writer_loop(
         };
         // Whole batches only: a group that would go over the backend's limits is cut
         // between batches, never inside one, so every caller's batch stays atomic.
+        // A group is all publishing batches or none, so a fenced transaction never
+        // takes a spoke's status down with it.
         let mut group = Vec::new();
+        let mut group_publishes = None;
         let mut used = Cost::default();
         let mut candidate = Some(first);
         while let Some(b) = candidate.take() {
@@ -634,13 +682,16 @@ fn writer_loop(
                         bytes: acc.bytes + c.bytes,
                     }
                 });
+                let p = publishes(&b.ops);
                 if !group.is_empty()
                     && (used.ops + cost.ops > limits.max_ops
-                        || used.bytes + cost.bytes > limits.max_bytes)
+                        || used.bytes + cost.bytes > limits.max_bytes
+                        || group_publishes != Some(p))
                 {
                     next = Some(b);
                     break;
                 }
+                group_publishes = Some(p);
                 used.ops += cost.ops;
                 used.bytes += cost.bytes;
                 group.push(b);
@@ -654,7 +705,20 @@ fn writer_loop(
             continue;
         }
         let ops = coalesce(group.iter_mut().flat_map(|b| b.ops.drain(..)).collect());
-        let fut = backend.write(ops);
+        let fence = read_fence(fence).filter(|_| group_publishes == Some(true));
+        let fut: BoxFuture<'_, Result<Revision, StoreError>> = match fence {
+            None => backend.write(ops),
+            Some(cond) => Box::pin(async move {
+                let at = match cond.expect {
+                    Expect::Revision(r) => r,
+                    Expect::Absent => 0,
+                };
+                match backend.compare_and_write(vec![cond], ops).await? {
+                    CasOutcome::Applied(r) => Ok(r),
+                    CasOutcome::Refused { .. } => Err(StoreError::Fenced(at)),
+                }
+            }),
+        };
         let result = match &runtime {
             Some(handle) => handle.block_on(fut),
             None => futures::executor::block_on(fut),

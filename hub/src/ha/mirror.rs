@@ -1,0 +1,434 @@
+//! Keeps a replica's in-memory fleet in step with what the other replicas write to the
+//! store: one watch per table, from the revision of the snapshot the fleet was built
+//! from, each change applied to memory as its writer applied it there. A watch that
+//! lost its history reloads its table whole (a range, then a watch from the range's
+//! revision).
+//!
+//! What each change does here:
+//! - assignments (`Desired`): replaced, and the cluster's session (if connected here)
+//!   woken; not on the leader, which wrote them. Content an assignment names is read
+//!   first if its own watch has not brought it yet (tables are watched apart).
+//! - content: added; removed only on followers (the leader's GC removed it).
+//! - clusters: replaced; the leader reconciles a cluster whose record changed beyond
+//!   `last_seen`; a revoked or deleted cluster's stream here is closed.
+//! - sources, groups, paused rollouts: replaced, and the leader reconciles every cluster.
+//!   A new or edited source gets a poller here too, which polls only while this replica
+//!   leads.
+//! - statuses: taken into memory (`Fleet::note_status`) without a store write, so rollouts
+//!   and dependsOn on the leader see reports that reached other replicas.
+//! - presence: which clusters are connected to another replica (`Fleet::elsewhere`).
+//!
+//! Not mirrored: history and the audit trail (each replica records what it saw and
+//! did), and source credential files (they live in each replica's data dir).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flotilla_model::{ClusterName, ContentDigest};
+use futures::StreamExt;
+
+use super::Replica;
+use super::election::PRESENCE_PREFIX;
+use crate::fleet::{Fleet, Trigger};
+use crate::reconcile::Assignments;
+use crate::records::{ClusterRecord, SourceSpec, StatusRecord, TokenRecord, status_key};
+use crate::store::{Change, Revision, StoreError, Table};
+use crate::targeting::GroupSpec;
+
+/// The tables a replica follows, with the key prefix watched in each.
+const FOLLOWED: [(Table, &str); 10] = [
+    (Table::Clusters, ""),
+    (Table::Tokens, ""),
+    (Table::Sources, ""),
+    (Table::Groups, ""),
+    (Table::Rollouts, ""),
+    (Table::KeptBundles, ""),
+    (Table::Status, ""),
+    (Table::Content, ""),
+    (Table::Desired, ""),
+    (Table::Ha, PRESENCE_PREFIX),
+];
+
+/// Follows every table from revision `from` until the hub stops.
+pub async fn run(fleet: Arc<Fleet>, replica: Arc<Replica>, from: Revision) {
+    let follows = FOLLOWED
+        .iter()
+        .map(|&(table, prefix)| follow(&fleet, &replica, table, prefix, from));
+    futures::future::join_all(follows).await;
+}
+
+async fn follow(fleet: &Arc<Fleet>, replica: &Replica, table: Table, prefix: &str, from: Revision) {
+    let mut after = from;
+    let mut retry = Duration::from_millis(200);
+    loop {
+        let ended = match fleet.store.watch(table, prefix, after).await {
+            Ok(mut changes) => loop {
+                match changes.next().await {
+                    Some(Ok(change)) => {
+                        after = change.revision;
+                        retry = Duration::from_millis(200);
+                        apply(fleet, replica, change).await;
+                    }
+                    Some(Err(e)) => break Some(e),
+                    None => break None,
+                }
+            },
+            Err(e) => Some(e),
+        };
+        if let Some(e) = &ended {
+            tracing::warn!(table = table.name(), error = %e, "following the store");
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(Duration::from_secs(5));
+        if matches!(
+            ended,
+            Some(StoreError::Compacted { .. } | StoreError::Lagged(_))
+        ) {
+            match reload(fleet, replica, table).await {
+                Ok(revision) => after = revision,
+                Err(e) => tracing::warn!(table = table.name(), error = %e, "reloading a table"),
+            }
+        }
+    }
+}
+
+/// Reads `table` whole and makes memory match it; returns the revision read at.
+pub async fn reload(
+    fleet: &Arc<Fleet>,
+    replica: &Replica,
+    table: Table,
+) -> Result<Revision, StoreError> {
+    let prefix = if table == Table::Ha {
+        PRESENCE_PREFIX
+    } else {
+        ""
+    };
+    let range = fleet.store.range(table, prefix).await?;
+    let stored: HashSet<String> = range.entries.iter().map(|e| e.key.clone()).collect();
+    let gone: Vec<String> = keys_in_memory(fleet, replica, table)
+        .into_iter()
+        .filter(|k| !stored.contains(k))
+        .collect();
+    for key in gone {
+        let change = Change {
+            revision: range.revision,
+            table,
+            key,
+            value: None,
+        };
+        apply(fleet, replica, change).await;
+    }
+    for e in range.entries {
+        let change = Change {
+            revision: e.revision,
+            table,
+            key: e.key,
+            value: Some(e.value),
+        };
+        apply(fleet, replica, change).await;
+    }
+    Ok(range.revision)
+}
+
+/// The keys memory holds for `table`, as the store names them.
+fn keys_in_memory(fleet: &Arc<Fleet>, replica: &Replica, table: Table) -> Vec<String> {
+    match table {
+        Table::Clusters => fleet.clusters.iter().map(|c| c.key().to_string()).collect(),
+        Table::Tokens => fleet
+            .tokens
+            .lock()
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default(),
+        Table::Sources => fleet.sources.iter().map(|s| s.key().clone()).collect(),
+        Table::Groups => fleet.groups.iter().map(|g| g.key().clone()).collect(),
+        Table::Rollouts => fleet
+            .paused_rollouts
+            .iter()
+            .map(|r| r.key().clone())
+            .collect(),
+        Table::KeptBundles => fleet.kept_bundles.iter().map(|r| r.key().clone()).collect(),
+        Table::Status => fleet
+            .status
+            .iter()
+            .map(|s| status_key(&s.key().0, &s.key().1))
+            .collect(),
+        Table::Content => fleet.contents.iter().map(|c| c.key().to_string()).collect(),
+        Table::Desired => fleet
+            .assignments
+            .iter()
+            .map(|a| a.key().to_string())
+            .collect(),
+        Table::Ha => fleet
+            .elsewhere
+            .iter()
+            .flat_map(|e| {
+                let c = e.key().clone();
+                e.value()
+                    .iter()
+                    .filter(|r| **r != replica.id)
+                    .map(move |r| format!("{PRESENCE_PREFIX}{c}/{r}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        Table::History | Table::Audit => Vec::new(),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(table: Table, key: &str, value: &[u8]) -> Option<T> {
+    match serde_json::from_slice(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            // Memory keeps what it had; the hub that wrote this is the one to fix.
+            tracing::error!(table = table.name(), %key, error = %e, "a record another replica wrote does not decode; ignored");
+            None
+        }
+    }
+}
+
+/// A cluster record without what changes at every heartbeat flush.
+fn targeting_view(c: &ClusterRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("last_seen");
+    }
+    v
+}
+
+async fn apply(fleet: &Arc<Fleet>, replica: &Replica, change: Change) {
+    let leader = fleet.leadership.is_leader();
+    let Change {
+        table, key, value, ..
+    } = change;
+    match table {
+        Table::Desired => {
+            // The leader wrote these itself.
+            if leader {
+                return;
+            }
+            let Ok(cluster) = ClusterName::new(&key) else {
+                return;
+            };
+            match value {
+                Some(v) => {
+                    let Some(new) = decode::<Assignments>(table, &key, &v) else {
+                        return;
+                    };
+                    fetch_missing_content(fleet, &new).await;
+                    if *fleet.assignments_of(&cluster) == new {
+                        return;
+                    }
+                    fleet.assignments.insert(cluster.clone(), Arc::new(new));
+                }
+                None => {
+                    if fleet.assignments.remove(&cluster).is_none() {
+                        return;
+                    }
+                }
+            }
+            if let Some(s) = fleet.sessions.get(&cluster) {
+                s.notify.notify_one();
+            }
+        }
+        Table::Content => {
+            let Some(digest) = ContentDigest::parse(&key) else {
+                return;
+            };
+            match value {
+                Some(v) => {
+                    fleet
+                        .contents
+                        .entry(digest)
+                        .or_insert_with(|| Bytes::from(v));
+                }
+                None if !leader => {
+                    fleet.contents.remove(&digest);
+                }
+                None => {}
+            }
+        }
+        Table::Clusters => {
+            let Ok(name) = ClusterName::new(&key) else {
+                return;
+            };
+            match value.and_then(|v| decode::<ClusterRecord>(table, &key, &v)) {
+                Some(record) => {
+                    let old = fleet.clusters.get(&name).map(|c| c.clone());
+                    let moved = old
+                        .as_ref()
+                        .is_none_or(|o| targeting_view(o) != targeting_view(&record));
+                    let revoked = record.revoked && old.as_ref().is_none_or(|o| !o.revoked);
+                    fleet.clusters.insert(name.clone(), record);
+                    if revoked {
+                        fleet.disconnect(&name, "the cluster's certificate was revoked");
+                    }
+                    if moved && leader {
+                        fleet.trigger(Trigger::Cluster(name));
+                    }
+                }
+                None => {
+                    if fleet.clusters.remove(&name).is_some() {
+                        fleet.disconnect(&name, "the cluster was deleted");
+                        if leader {
+                            fleet.trigger(Trigger::Cluster(name));
+                        }
+                    }
+                }
+            }
+        }
+        Table::Tokens => {
+            let Ok(mut tokens) = fleet.tokens.lock() else {
+                return;
+            };
+            match value.and_then(|v| decode::<TokenRecord>(table, &key, &v)) {
+                Some(t) => {
+                    tokens.insert(key, t);
+                }
+                None => {
+                    tokens.remove(&key);
+                }
+            }
+        }
+        Table::Sources => apply_source(fleet, &key, value),
+        Table::Groups => {
+            let changed = match value.and_then(|v| decode::<GroupSpec>(table, &key, &v)) {
+                Some(g) => fleet.groups.insert(key, g.clone()).is_none_or(|o| o != g),
+                None => fleet.groups.remove(&key).is_some(),
+            };
+            if changed && leader {
+                fleet.trigger(Trigger::All);
+            }
+        }
+        Table::Rollouts => {
+            let changed = match value {
+                Some(_) => fleet.paused_rollouts.insert(key, ()).is_none(),
+                None => fleet.paused_rollouts.remove(&key).is_some(),
+            };
+            if changed && leader {
+                fleet.trigger(Trigger::All);
+            }
+        }
+        Table::KeptBundles => match value {
+            Some(_) => {
+                fleet.kept_bundles.insert(key, ());
+            }
+            None => {
+                fleet.kept_bundles.remove(&key);
+            }
+        },
+        Table::Status => {
+            let Some((c, bundle)) = key.split_once('/') else {
+                return;
+            };
+            let Ok(cluster) = ClusterName::new(c) else {
+                return;
+            };
+            match value.and_then(|v| decode::<StatusRecord>(table, &key, &v)) {
+                Some(st) => {
+                    let known = fleet
+                        .status
+                        .get(&(cluster.clone(), bundle.to_string()))
+                        .is_some_and(|s| *s == st);
+                    // Our own reports come back too.
+                    if !known {
+                        fleet.note_status(&cluster, bundle, st);
+                    }
+                }
+                None => {
+                    fleet.status.remove(&(cluster, bundle.to_string()));
+                }
+            }
+        }
+        Table::Ha => {
+            let Some((c, r)) = key
+                .strip_prefix(PRESENCE_PREFIX)
+                .and_then(|k| k.split_once('/'))
+            else {
+                return;
+            };
+            let Ok(cluster) = ClusterName::new(c) else {
+                return;
+            };
+            if r == replica.id {
+                return;
+            }
+            match value {
+                Some(_) => {
+                    fleet
+                        .elsewhere
+                        .entry(cluster)
+                        .or_default()
+                        .insert(r.to_string());
+                }
+                None => {
+                    fleet.elsewhere.remove_if_mut(&cluster, |_, replicas| {
+                        replicas.remove(r);
+                        replicas.is_empty()
+                    });
+                }
+            }
+        }
+        Table::History | Table::Audit => {}
+    }
+}
+
+/// A source added, edited or removed on another replica: memory follows, with a poller
+/// for a new or edited spec (it polls only while this replica leads).
+fn apply_source(fleet: &Arc<Fleet>, key: &str, value: Option<Vec<u8>>) {
+    let previous = fleet.sources.get(key).map(|s| s.value().clone());
+    match value.and_then(|v| decode::<SourceSpec>(Table::Sources, key, &v)) {
+        Some(spec) => {
+            if previous.as_ref().is_some_and(|p| p.spec == spec) {
+                return;
+            }
+            match fleet.replace_source(spec, previous.as_deref()) {
+                Ok(state) => {
+                    tokio::spawn(crate::sources::run_poller(fleet.clone(), state));
+                }
+                Err(e) => {
+                    tracing::error!(source = %key, error = %e, "taking a source another replica wrote");
+                    return;
+                }
+            }
+        }
+        None => {
+            let Some((_, state)) = fleet.sources.remove(key) else {
+                return;
+            };
+            state.poke.notify_one();
+        }
+    }
+    if fleet.leadership.is_leader() {
+        fleet.trigger(Trigger::All);
+    }
+}
+
+/// Reads the content an assignment names that this replica does not hold yet.
+async fn fetch_missing_content(fleet: &Arc<Fleet>, assignments: &Assignments) {
+    let missing: HashSet<ContentDigest> = assignments
+        .values()
+        .filter_map(|a| a.desired.as_ref())
+        .map(|d| d.digest.clone())
+        .filter(|d| !fleet.contents.contains_key(d))
+        .collect();
+    for digest in missing {
+        match fleet.store.range(Table::Content, digest.as_str()).await {
+            Ok(range) => {
+                for e in range
+                    .entries
+                    .into_iter()
+                    .filter(|e| e.key == digest.as_str())
+                {
+                    fleet
+                        .contents
+                        .entry(digest.clone())
+                        .or_insert_with(|| Bytes::from(e.value));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "reading content an assignment names")
+            }
+        }
+    }
+}
