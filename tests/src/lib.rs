@@ -334,6 +334,62 @@ impl Hub {
         hub
     }
 
+    /// `n` hub replicas sharing one fleet in the etcd at `store` (issue 20): `flotilla-hub
+    /// init --advertise A1,…,An --store STORE` once, its data dir copied for each
+    /// replica (`base/replica-I`), each run with `--listen Ai --store STORE` and
+    /// `run_args`. Each copy's `admin.conf` names its own replica first, so
+    /// `replicas[i].cli(..)` asks replica i while it is up (and the next one when not).
+    pub fn start_replicas(base: &Path, n: usize, store: &str, run_args: &[&str]) -> Vec<Hub> {
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let first = base.join("replica-0");
+        let out = Command::new(bin("flotilla-hub"))
+            .args(["init", "--data-dir"])
+            .arg(&first)
+            .args(["--advertise", &addrs.join(","), "--store", store])
+            .output()
+            .expect("run flotilla-hub init");
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut args = vec!["--store".to_string(), store.to_string()];
+        args.extend(run_args.iter().map(ToString::to_string));
+        let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+        let hubs: Vec<Hub> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let dir = base.join(format!("replica-{i}"));
+                if i > 0 {
+                    copy_dir(&first, &dir);
+                }
+                let mine_first: Vec<&str> = addrs[i..]
+                    .iter()
+                    .chain(&addrs[..i])
+                    .map(String::as_str)
+                    .collect();
+                let config = dir.join("admin.conf");
+                let text = std::fs::read_to_string(&config).expect("admin.conf");
+                let text = text.replace(&addrs.join(","), &mine_first.join(","));
+                std::fs::write(&config, text).expect("write admin.conf");
+                Hub {
+                    proc: Self::spawn(&dir, addr, base, &args_ref),
+                    config,
+                    dir,
+                    addr: addr.clone(),
+                    run_args: args.clone(),
+                }
+            })
+            .collect();
+        for hub in &hubs {
+            hub.wait_ready();
+        }
+        hubs
+    }
+
     fn spawn(dir: &Path, addr: &str, base: &Path, run_args: &[&str]) -> Proc {
         Proc::spawn(
             Command::new(bin("flotilla-hub"))

@@ -61,6 +61,14 @@ pub async fn run(fleet: Arc<Fleet>, replica: Arc<Replica>, from: Revision) {
 
 async fn follow(fleet: &Arc<Fleet>, replica: &Replica, table: Table, prefix: &str, from: Revision) {
     let mut after = from;
+    // Presence is not in the snapshot the fleet was built from (it is not state): read
+    // what the other replicas hold now.
+    if table == Table::Ha {
+        match reload(fleet, replica, table).await {
+            Ok(revision) => after = revision,
+            Err(e) => tracing::warn!(error = %e, "reading the replicas' presence"),
+        }
+    }
     let mut retry = Duration::from_millis(200);
     loop {
         let ended = match fleet.store.watch(table, prefix, after).await {
