@@ -18,6 +18,25 @@ pub(crate) const LEADER_KEY: &str = "leader";
 /// Presence records: `presence/<cluster>/<replica id>` in [`Table::Ha`].
 pub(crate) const PRESENCE_PREFIX: &str = "presence/";
 
+/// What the leader record holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LeaderRecord {
+    /// The leader's `--listen` address.
+    name: String,
+    /// Its lease, so a replica whose campaign landed but whose answer was lost knows
+    /// the record for its own.
+    lease: i64,
+}
+
+impl LeaderRecord {
+    fn parse(value: &[u8]) -> LeaderRecord {
+        serde_json::from_slice(value).unwrap_or_else(|_| LeaderRecord {
+            name: String::from_utf8_lossy(value).to_string(),
+            lease: 0,
+        })
+    }
+}
+
 /// Who this replica is and how long its lease lasts.
 pub struct Replica {
     /// A random id of this process, naming its presence records.
@@ -79,6 +98,10 @@ pub async fn run_election(
                 } else {
                     tracing::warn!(%why, "lost the etcd lease");
                 }
+                // If etcd is back, the records of the lease we gave up go now rather than
+                // when etcd expires it.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), etcd.revoke_lease(lease)).await;
                 // A deposed leader's memory may hold assignments it could not publish.
                 if let Err(e) = super::mirror::reload(&fleet, &replica, Table::Desired).await {
                     tracing::warn!(error = %e, "reloading assignments after losing the lead");
@@ -140,14 +163,14 @@ async fn keep_alive(etcd: &EtcdBackend, lease: i64, ttl: Duration) -> String {
 /// lease does (or the hub stops).
 async fn campaign(fleet: &Arc<Fleet>, etcd: &EtcdBackend, replica: &Replica, lease: i64) {
     loop {
+        let record = LeaderRecord {
+            name: replica.name.clone(),
+            lease,
+        };
+        // Serialising our own plain struct cannot fail.
+        let value = serde_json::to_vec(&record).unwrap_or_default();
         let attempt = etcd
-            .put_leased(
-                Table::Ha,
-                LEADER_KEY,
-                replica.name.clone().into_bytes(),
-                lease,
-                true,
-            )
+            .put_leased(Table::Ha, LEADER_KEY, value, lease, true)
             .await;
         match attempt {
             Ok(CasOutcome::Applied(revision)) => {
@@ -159,9 +182,14 @@ async fn campaign(fleet: &Arc<Fleet>, etcd: &EtcdBackend, replica: &Replica, lea
                     // Gone between the compare and the read: try again.
                     continue;
                 };
-                let name = String::from_utf8_lossy(&leader.value).to_string();
-                tracing::info!(leader = %name, "following the leader");
-                fleet.leadership.follow(Some(name));
+                let record = LeaderRecord::parse(&leader.value);
+                if record.lease == lease {
+                    // An earlier attempt landed; its answer did not.
+                    lead(fleet, replica, leader.revision).await;
+                    std::future::pending::<()>().await;
+                }
+                tracing::info!(leader = %record.name, "following the leader");
+                fleet.leadership.follow(Some(record.name));
                 wait_for_vacancy(fleet, etcd, leader.revision).await;
             }
             Err(e) => {
@@ -209,9 +237,7 @@ async fn wait_for_vacancy(fleet: &Arc<Fleet>, etcd: &EtcdBackend, revision: u64)
                     tracing::info!("the leader is gone: campaigning");
                     return;
                 }
-                Some(v) => fleet
-                    .leadership
-                    .follow(Some(String::from_utf8_lossy(&v).to_string())),
+                Some(v) => fleet.leadership.follow(Some(LeaderRecord::parse(&v).name)),
             },
             Ok(_) => {}
             Err(e) => {

@@ -21,7 +21,11 @@
 //! alive one request at a time, revoked on a clean stop; [`EtcdBackend::put_leased`]
 //! writes a record bound to one, optionally only if the key is absent, in one `Txn`.
 //!
-//! One tonic `Channel` balances over every endpoint; each unary call has
+//! One tonic `Channel` per endpoint, each connecting lazily. A call goes to the member
+//! that last answered; when that member is unreachable (`Unavailable`: refused, reset)
+//! the call moves on to the next, so a stopped member costs one failed dial and no
+//! error (a balancing channel would keep sending it a share of the calls). Calls that
+//! timed out are not repeated: a write may have landed. Each unary call has
 //! [`REQUEST_TIMEOUT`], connections [`CONNECT_TIMEOUT`], and HTTP/2 keep-alives find a dead
 //! member under an idle watch.
 //!
@@ -128,7 +132,10 @@ struct Manifest {
 /// The etcd backend; see the module doc.
 #[derive(Clone)]
 pub struct EtcdBackend {
-    channel: Channel,
+    /// One per endpoint, in `--store` order.
+    channels: std::sync::Arc<[Channel]>,
+    /// The member calls go to first: the last one that answered.
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     root: String,
 }
 
@@ -139,19 +146,9 @@ fn etcd_err(context: impl Into<String>, source: Status) -> StoreError {
     }
 }
 
-/// One call to etcd, bounded by [`REQUEST_TIMEOUT`].
-async fn call<T>(
-    context: impl FnOnce() -> String,
-    request: impl Future<Output = Result<tonic::Response<T>, Status>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => Err(etcd_err(context(), status)),
-        Err(_) => Err(etcd_err(
-            context(),
-            Status::deadline_exceeded(format!("no answer within {REQUEST_TIMEOUT:?}")),
-        )),
-    }
+/// The member could not be reached at all: the call can go to another one.
+fn unreachable(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable
 }
 
 fn corrupt(table: Table, key: &str, message: impl Into<String>) -> StoreError {
@@ -239,7 +236,7 @@ impl EtcdBackend {
     /// A client of the cluster: one channel balanced over every endpoint, connecting
     /// lazily (the first read, which `Store::open` makes at once, says if none answers).
     pub async fn connect(config: EtcdConfig) -> Result<EtcdBackend, StoreError> {
-        let mut endpoints = Vec::with_capacity(config.endpoints.len());
+        let mut channels = Vec::with_capacity(config.endpoints.len());
         for url in &config.endpoints {
             let endpoint = Endpoint::from_shared(url.clone())
                 .map_err(|e| StoreError::Db(format!("etcd endpoint {url}: {e}")))?
@@ -247,16 +244,60 @@ impl EtcdBackend {
                 .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
                 .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
                 .keep_alive_while_idle(true);
-            endpoints.push(endpoint);
+            channels.push(endpoint.connect_lazy());
         }
         Ok(EtcdBackend {
-            channel: Channel::balance_list(endpoints.into_iter()),
+            channels: channels.into(),
+            current: Default::default(),
             root: config.root,
         })
     }
 
-    fn kv(&self) -> KvClient<Channel> {
-        KvClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    /// One call to etcd, bounded by [`REQUEST_TIMEOUT`]: `request` is made on the member
+    /// that last answered, and on the next ones while a member is unreachable.
+    async fn call<T, F, Fut>(
+        &self,
+        context: impl Fn() -> String,
+        mut request: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        use std::sync::atomic::Ordering;
+        let n = self.channels.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last = Status::unavailable("no etcd endpoint");
+        for i in 0..n {
+            let at = (first + i) % n;
+            let Some(channel) = self.channels.get(at) else {
+                break;
+            };
+            match tokio::time::timeout(REQUEST_TIMEOUT, request(channel.clone())).await {
+                Ok(Ok(response)) => {
+                    if at != first {
+                        self.current.store(at, Ordering::Relaxed);
+                    }
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) if unreachable(&status) => last = status,
+                Ok(Err(status)) => return Err(etcd_err(context(), status)),
+                Err(_) => {
+                    return Err(etcd_err(
+                        context(),
+                        Status::deadline_exceeded(format!("no answer within {REQUEST_TIMEOUT:?}")),
+                    ));
+                }
+            }
+        }
+        Err(etcd_err(
+            format!("{} (no member reachable)", context()),
+            last,
+        ))
+    }
+
+    fn kv(channel: Channel) -> KvClient<Channel> {
+        KvClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     fn table_prefix(&self, table: Table) -> String {
@@ -279,7 +320,6 @@ impl EtcdBackend {
         revision: i64,
         page: i64,
     ) -> Result<(i64, Vec<KeyValue>), StoreError> {
-        let mut kv = self.kv();
         let end = prefix_end(prefix.as_bytes());
         let mut from = prefix.as_bytes().to_vec();
         let mut at = revision;
@@ -292,7 +332,15 @@ impl EtcdBackend {
                 revision: at,
                 ..RangeRequest::default()
             };
-            let resp = call(|| format!("reading {prefix}"), kv.range(request)).await?;
+            let resp = self
+                .call(
+                    || format!("reading {prefix}"),
+                    |ch| {
+                        let request = request.clone();
+                        async move { Self::kv(ch).range(request).await }
+                    },
+                )
+                .await?;
             if at == 0 {
                 at = header_revision(resp.header.as_ref());
             }
@@ -406,7 +454,6 @@ impl EtcdBackend {
     /// transaction: they are invisible until the manifest in it lands), unless that digest
     /// is already stored.
     async fn prepare(&self, ops: Vec<Op>) -> Result<Vec<RequestOp>, StoreError> {
-        let mut kv = self.kv();
         let mut txn = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
@@ -421,7 +468,14 @@ impl EtcdBackend {
                         count_only: true,
                         ..RangeRequest::default()
                     };
-                    let present = call(|| format!("reading {manifest_key}"), kv.range(count_only))
+                    let present = self
+                        .call(
+                            || format!("reading {manifest_key}"),
+                            |ch| {
+                                let request = count_only.clone();
+                                async move { Self::kv(ch).range(request).await }
+                            },
+                        )
                         .await?
                         .count
                         > 0;
@@ -437,7 +491,14 @@ impl EtcdBackend {
                             value: chunk.to_vec(),
                             ..PutRequest::default()
                         };
-                        call(|| format!("writing {chunk_key}"), kv.put(request)).await?;
+                        self.call(
+                            || format!("writing {chunk_key}"),
+                            |ch| {
+                                let request = request.clone();
+                                async move { Self::kv(ch).put(request).await }
+                            },
+                        )
+                        .await?;
                     }
                     let manifest = Manifest {
                         size: value.len(),
@@ -474,11 +535,12 @@ impl EtcdBackend {
             ttl: i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX),
             id: 0,
         };
-        let resp = call(
-            || "granting a lease".into(),
-            self.lease().lease_grant(request),
-        )
-        .await?;
+        let resp = self
+            .call(
+                || "granting a lease".into(),
+                |ch| async move { LeaseClient::new(ch).lease_grant(request).await },
+            )
+            .await?;
         if !resp.error.is_empty() || resp.id == 0 {
             return Err(StoreError::Db(format!(
                 "etcd granted no lease: {}",
@@ -492,10 +554,14 @@ impl EtcdBackend {
     pub(crate) async fn keep_alive(&self, id: i64) -> Result<i64, StoreError> {
         // The request side stays open until the answer is read: etcd ends a keep-alive
         // stream whose client has finished sending.
-        let requests =
-            futures::stream::iter([LeaseKeepAliveRequest { id }]).chain(futures::stream::pending());
         let context = || format!("renewing lease {id:x}");
-        let mut stream = call(context, self.lease().lease_keep_alive(requests)).await?;
+        let mut stream = self
+            .call(context, |ch| {
+                let requests = futures::stream::iter([LeaseKeepAliveRequest { id }])
+                    .chain(futures::stream::pending());
+                async move { LeaseClient::new(ch).lease_keep_alive(requests).await }
+            })
+            .await?;
         match tokio::time::timeout(REQUEST_TIMEOUT, stream.message()).await {
             Ok(Ok(Some(resp))) => Ok(resp.ttl.max(0)),
             Ok(Ok(None)) => Err(etcd_err(
@@ -513,9 +579,9 @@ impl EtcdBackend {
     /// Revokes lease `id`: every key bound to it goes at once.
     pub(crate) async fn revoke_lease(&self, id: i64) -> Result<(), StoreError> {
         let request = LeaseRevokeRequest { id };
-        call(
+        self.call(
             || format!("revoking lease {id:x}"),
-            self.lease().lease_revoke(request),
+            |ch| async move { LeaseClient::new(ch).lease_revoke(request).await },
         )
         .await
         .map(|_| ())
@@ -549,10 +615,6 @@ impl EtcdBackend {
         self.txn(conds, success).await
     }
 
-    fn lease(&self) -> LeaseClient<Channel> {
-        LeaseClient::new(self.channel.clone())
-    }
-
     async fn transact(&self, conds: Vec<Cond>, ops: Vec<Op>) -> Result<CasOutcome, StoreError> {
         let success = self.prepare(ops).await?;
         self.txn(conds, success).await
@@ -577,7 +639,15 @@ impl EtcdBackend {
             success,
             failure,
         };
-        let resp = call(|| "committing a transaction".into(), self.kv().txn(request)).await?;
+        let resp = self
+            .call(
+                || "committing a transaction".into(),
+                |ch| {
+                    let request = request.clone();
+                    async move { Self::kv(ch).txn(request).await }
+                },
+            )
+            .await?;
         let revision = rev(header_revision(resp.header.as_ref()));
         if resp.succeeded {
             return Ok(CasOutcome::Applied(revision));
@@ -650,12 +720,30 @@ impl EtcdBackend {
                 },
             )),
         };
-        // The request side stays open for the life of the watch: etcd may end a watch
-        // whose client has finished sending.
-        let requests = futures::stream::iter([create]).chain(futures::stream::pending());
-        let mut client =
-            WatchClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let stream = call(|| format!("watching {key}"), client.watch(requests)).await?;
+        let stream = self
+            .call(
+                || format!("watching {key}"),
+                |ch| {
+                    // The request side stays open for the life of the watch: etcd may end
+                    // a watch whose client has finished sending.
+                    let requests =
+                        futures::stream::iter([create.clone()]).chain(futures::stream::pending());
+                    let mut request = tonic::Request::new(requests);
+                    // A member cut off from the quorum ends the watch (etcd's
+                    // `WithRequireLeader`) instead of going quiet: the watch moves on.
+                    request.metadata_mut().insert(
+                        "hasleader",
+                        tonic::metadata::MetadataValue::from_static("true"),
+                    );
+                    async move {
+                        WatchClient::new(ch)
+                            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                            .watch(request)
+                            .await
+                    }
+                },
+            )
+            .await?;
         let state = WatchState {
             backend: self.clone(),
             stream,
