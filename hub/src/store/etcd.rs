@@ -290,8 +290,13 @@ impl EtcdBackend {
                 }
             }
         }
+        // The status is a source, which a CLI does not print: its message goes in here.
         Err(etcd_err(
-            format!("{} (no member reachable)", context()),
+            format!(
+                "{}: no etcd member could serve it (last: {})",
+                context(),
+                last.message()
+            ),
             last,
         ))
     }
