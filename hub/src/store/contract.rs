@@ -648,6 +648,41 @@ async fn concurrent_writers_all_land(s: Subject) {
     assert_eq!(applied, 1);
 }
 
+/// `Store::set_fence` (HA): publishing writes (assignments, content) land only while the
+/// fence record is unchanged; other writes are not affected.
+async fn a_fenced_publishing_write_lands_only_while_its_fence_holds(s: Subject) {
+    let (store, _) = s.open().await;
+    let at = store
+        .commit_at(vec![put(Table::Groups, "fence", "a")])
+        .await
+        .expect("fence record");
+    store.set_fence(Some(Cond::at_revision(Table::Groups, "fence", at)));
+    store
+        .commit(vec![put(Table::Desired, "c1", "first")])
+        .await
+        .expect("the fence holds");
+    store
+        .commit(vec![put(Table::Groups, "fence", "b")])
+        .await
+        .expect("the fence record moves");
+    let refused = store
+        .commit(vec![put(Table::Desired, "c1", "second")])
+        .await
+        .expect_err("the fence no longer holds");
+    assert!(
+        refused.to_string().contains("no longer the leader"),
+        "{refused}"
+    );
+    store
+        .commit(vec![put(Table::Status, "c1/b", "Ready")])
+        .await
+        .expect("a status is not fenced");
+    assert_eq!(
+        values(&store, Table::Desired, "").await,
+        map(&[("c1", "first")])
+    );
+}
+
 /// One test per contract clause and backend. The etcd ones start their own etcd.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -685,4 +720,5 @@ contract!(
     content_is_written_once,
     values_at_the_limits_are_kept_and_over_them_refused,
     concurrent_writers_all_land,
+    a_fenced_publishing_write_lands_only_while_its_fence_holds,
 );
