@@ -948,6 +948,9 @@ impl Fleet {
             .connected_spokes
             .set(i64::try_from(self.sessions.len()).unwrap_or(i64::MAX));
         self.metrics
+            .leader
+            .set(i64::from(self.leadership.is_leader()));
+        self.metrics
             .contents
             .set(i64::try_from(self.contents.len()).unwrap_or(i64::MAX));
         self.metrics.encode()

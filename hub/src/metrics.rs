@@ -42,6 +42,8 @@ pub struct BundleLabels {
 pub struct HubMetrics {
     registry: Registry,
     pub connected_spokes: Gauge,
+    /// 1 while this hub runs the leader-only work (always on redb; one replica on etcd).
+    pub leader: Gauge,
     /// Distinct rendered contents held (current and last-good revisions only, after GC).
     pub contents: Gauge,
     pub clusters: Family<StateLabel, Gauge>,
@@ -73,6 +75,7 @@ impl Default for HubMetrics {
         let mut registry = Registry::with_prefix("flotilla_hub");
         let m = HubMetrics {
             connected_spokes: Gauge::default(),
+            leader: Gauge::default(),
             contents: Gauge::default(),
             clusters: Family::default(),
             deployments: Family::default(),
@@ -94,6 +97,11 @@ impl Default for HubMetrics {
             "connected_spokes",
             "Spokes with an open Sync stream",
             m.connected_spokes.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this hub polls, renders and publishes (the elected replica on etcd)",
+            m.leader.clone(),
         );
         registry.register(
             "rendered_contents",

@@ -3,8 +3,8 @@
 //! --advertise A1,A2,A3 --store etcd://…`, copied), and directory-target spokes spread
 //! over the replicas by their names (`spoke/src/dial.rs`).
 //!
-//! Which replica leads is read from its log ("elected leader"), the one place a replica
-//! says so.
+//! Which replica leads is read from its log ("elected leader"; `flotilla_hub_leader` on
+//! `/metrics` says the same, but these hubs serve no HTTP).
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,8 @@
 //! - assignments (`Desired`): replaced, and the cluster's session (if connected here)
 //!   woken; not on the leader, which wrote them. Content an assignment names is read
 //!   first if its own watch has not brought it yet (tables are watched apart).
-//! - content: added; removed only on followers (the leader's GC removed it).
+//! - content: added (waking this replica's sessions, in case one lacked it); removed
+//!   only on followers (the leader's GC removed it).
 //! - clusters: replaced; the leader reconciles a cluster whose record changed beyond
 //!   `last_seen`; a revoked or deleted cluster's stream here is closed.
 //! - sources, groups, paused rollouts: replaced, and the leader reconciles every cluster.
@@ -245,10 +246,18 @@ async fn apply(fleet: &Arc<Fleet>, replica: &Replica, change: Change) {
             };
             match value {
                 Some(v) => {
-                    fleet
-                        .contents
-                        .entry(digest)
-                        .or_insert_with(|| Bytes::from(v));
+                    let mut added = false;
+                    fleet.contents.entry(digest).or_insert_with(|| {
+                        added = true;
+                        Bytes::from(v)
+                    });
+                    // A session that found this content missing (its assignment came
+                    // first and the read of the content failed) sends it now.
+                    if added && !leader {
+                        for s in fleet.sessions.iter() {
+                            s.notify.notify_one();
+                        }
+                    }
                 }
                 None if !leader => {
                     fleet.contents.remove(&digest);
