@@ -720,6 +720,11 @@ async fn serve(args: RunArgs) -> Result<()> {
     )?;
     let snapshot_revision = snapshot.revision;
     drop(snapshot);
+    if matches!(args.store, crate::store::StoreUrl::Etcd(_)) {
+        // A replica on etcd follows until its election says otherwise, before any task
+        // that only the leader runs has started.
+        fleet.leadership.follow(None);
+    }
     // The hub's long-lived tasks. A task that panics (a bug in the reconcile, say) is not
     // swallowed: it cancels `stop`, the server drains, and the hub exits non-zero so
     // that its supervisor restarts it from the store.
@@ -793,7 +798,6 @@ async fn serve(args: RunArgs) -> Result<()> {
     let ha_stop = CancellationToken::new();
     let mut election = None;
     if let crate::store::StoreUrl::Etcd(config) = &args.store {
-        fleet.leadership.follow(None);
         let replica = Arc::new(crate::ha::Replica::new(
             args.listen.to_string(),
             args.leader_lease,

@@ -662,8 +662,9 @@ fn writer_loop(
         };
         // Whole batches only: a group that would go over the backend's limits is cut
         // between batches, never inside one, so every caller's batch stays atomic.
-        // A group is all publishing batches or none, so a fenced transaction never
-        // takes a spoke's status down with it.
+        // Under a fence, a group is all publishing batches or none, so a fenced
+        // transaction never takes a spoke's status down with it.
+        let fence_now = read_fence(fence);
         let mut group = Vec::new();
         let mut group_publishes = None;
         let mut used = Cost::default();
@@ -686,7 +687,7 @@ fn writer_loop(
                 if !group.is_empty()
                     && (used.ops + cost.ops > limits.max_ops
                         || used.bytes + cost.bytes > limits.max_bytes
-                        || group_publishes != Some(p))
+                        || (fence_now.is_some() && group_publishes != Some(p)))
                 {
                     next = Some(b);
                     break;
@@ -705,8 +706,8 @@ fn writer_loop(
             continue;
         }
         let ops = coalesce(group.iter_mut().flat_map(|b| b.ops.drain(..)).collect());
-        let fence = read_fence(fence).filter(|_| group_publishes == Some(true));
-        let fut: BoxFuture<'_, Result<Revision, StoreError>> = match fence {
+        let fenced = fence_now.filter(|_| group_publishes == Some(true));
+        let fut: BoxFuture<'_, Result<Revision, StoreError>> = match fenced {
             None => backend.write(ops),
             Some(cond) => Box::pin(async move {
                 let at = match cond.expect {
