@@ -449,3 +449,119 @@ async fn fetch_missing_content(fleet: &Arc<Fleet>, assignments: &Assignments) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::SessionHandle;
+    use crate::records::Desired;
+    use crate::store::Op;
+    use flotilla_model::DeploymentId;
+    use tokio::sync::Notify;
+
+    fn assignments(digest: &ContentDigest, deployment: &str) -> Assignments {
+        let desired = Desired {
+            deployment_id: DeploymentId::parse(deployment).expect("deployment id"),
+            digest: digest.clone(),
+            options: Default::default(),
+        };
+        Assignments::from([(
+            Arc::from("web"),
+            crate::reconcile::Assignment {
+                source: Arc::from("examples"),
+                desired: Some(Arc::new(desired)),
+                error: None,
+                waiting: None,
+                staged: None,
+            },
+        )])
+    }
+
+    fn desired_change(cluster: &str, a: &Assignments) -> Change {
+        Change {
+            revision: 7,
+            table: Table::Desired,
+            key: cluster.into(),
+            value: Some(serde_json::to_vec(a).expect("json")),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_takes_published_assignments_with_their_content_and_wakes_the_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fleet, _triggers) = Fleet::for_tests(dir.path());
+        fleet.leadership.follow(None);
+        let replica = Replica::new("127.0.0.1:1".into(), Duration::from_secs(10));
+        let c1 = ClusterName::new("c1").expect("name");
+        let notify = Arc::new(Notify::new());
+        fleet.sessions.insert(
+            c1.clone(),
+            SessionHandle {
+                id: 1,
+                notify: notify.clone(),
+                close: Arc::default(),
+                close_reason: Arc::default(),
+            },
+        );
+        // The leader stored the content; this replica has not seen its watch event yet.
+        let content = b"kind: ConfigMap\n".to_vec();
+        let digest = ContentDigest::of(&content);
+        fleet
+            .store
+            .commit(vec![Op::Put {
+                table: Table::Content,
+                key: digest.to_string(),
+                value: content.clone(),
+            }])
+            .await
+            .expect("content stored");
+
+        let published = assignments(&digest, "d-0123456789abcdef0123");
+        apply(&fleet, &replica, desired_change("c1", &published)).await;
+        assert_eq!(*fleet.assignments_of(&c1), published);
+        assert_eq!(
+            fleet.contents.get(&digest).map(|c| c.to_vec()),
+            Some(content)
+        );
+        // The permit `notify_one` left: the session sends the difference now.
+        tokio::time::timeout(Duration::from_secs(5), notify.notified())
+            .await
+            .expect("the session is woken");
+
+        // The leader wrote its assignments itself: an echo changes nothing.
+        fleet.leadership.lead();
+        let other = assignments(&digest, "d-ffffffffffffffffffff");
+        apply(&fleet, &replica, desired_change("c1", &other)).await;
+        assert_eq!(*fleet.assignments_of(&c1), published);
+    }
+
+    #[tokio::test]
+    async fn presence_of_a_spoke_on_another_replica_counts_as_connected_until_it_goes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fleet, _triggers) = Fleet::for_tests(dir.path());
+        let replica = Replica::new("127.0.0.1:1".into(), Duration::from_secs(10));
+        let c1 = ClusterName::new("c1").expect("name");
+        let change = |key: String, value: Option<Vec<u8>>| Change {
+            revision: 3,
+            table: Table::Ha,
+            key,
+            value,
+        };
+        // Our own record is not "elsewhere".
+        let own = format!("{PRESENCE_PREFIX}c1/{}", replica.id);
+        apply(&fleet, &replica, change(own, Some(b"me".to_vec()))).await;
+        assert!(!fleet.is_connected(&c1));
+
+        let theirs = format!("{PRESENCE_PREFIX}c1/0000000000000042");
+        apply(
+            &fleet,
+            &replica,
+            change(theirs.clone(), Some(b"b".to_vec())),
+        )
+        .await;
+        assert!(fleet.is_connected(&c1));
+        apply(&fleet, &replica, change(theirs, None)).await;
+        assert!(!fleet.is_connected(&c1));
+        assert!(fleet.elsewhere.is_empty());
+    }
+}
