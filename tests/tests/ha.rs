@@ -85,9 +85,11 @@ fn killing_the_leader_during_a_fan_out_and_then_a_replica_with_spokes_loses_noth
     let mut hubs = Hub::start_replicas(tmp.path(), 3, &etcd.url(), &["--leader-lease", &lease]);
     let leader = wait_until("a leader", || leader_among(&hubs, &[0, 1, 2]));
 
-    // A source added through replica 0, whichever leads; one spoke per replica.
-    hubs[0].add_source("examples", &repo.url, "");
-    let join = hubs[0].token("1h", 3);
+    // A source added through a replica that follows (the leader picks it up from the
+    // store); one spoke per replica.
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    hubs[follower].add_source("examples", &repo.url, "");
+    let join = hubs[follower].token("1h", 3);
     let spokes: Vec<Spoke> = (0..3)
         .map(|i| Spoke::start(tmp.path(), &join, &name_for(i, 3), "env=dev"))
         .collect();
