@@ -48,7 +48,22 @@ fn a_gitrepo_applied_with_kubectl_is_deployed_by_a_hub_in_kubernetes_mode() {
     hub.wait_ready_bundles("dev", &["examples-hello", "examples-web"]);
 
     // One read-only BundleStatus per bundle, owned by the GitRepo, Ready once the spoke
-    // applied it; the GitRepo counts its ready clusters.
+    // applied it; the GitRepo counts its ready clusters. (`kubectl wait` fails at once on
+    // an object that does not exist yet, and the writer coalesces for a few seconds.)
+    wait_until("the BundleStatuses to be written", || {
+        plane
+            .try_kubectl(
+                &[
+                    "get",
+                    "-n",
+                    &ns,
+                    "bundlestatus/examples-hello",
+                    "bundlestatus/examples-web",
+                ],
+                None,
+            )
+            .map(drop)
+    });
     plane.kubectl(&[
         "wait",
         "-n",
