@@ -308,7 +308,7 @@ pub struct BundleStatusStatus {
     #[serde(default)]
     pub summary: BundleSummary,
     /// Targeted clusters that are not Ready, worst first, then by name; at most 50, each
-    /// message at most 512 bytes. `flotilla status --bundle NAME --not-ready` lists all.
+    /// message at most 512 bytes. `flotilla status NAME --not-ready` lists all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub non_ready: Vec<ClusterBundleState>,
     /// `Ready`: `True` when every targeted cluster is Ready (reason `Ready`, or
