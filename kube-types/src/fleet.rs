@@ -107,10 +107,13 @@ pub struct GitRepoSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommitSpec {
+    /// Author of the commits image scans push (unsupported by flotilla).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub author_name: String,
+    /// The author's e-mail (unsupported by flotilla).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub author_email: String,
+    /// Template of the commit message (unsupported by flotilla).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message_template: String,
 }
@@ -118,11 +121,14 @@ pub struct CommitSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CorrectDrift {
+    /// Re-apply a resource changed outside git (flotilla reads this from fleet.yaml, not
+    /// from the GitRepo).
     #[serde(default)]
     pub enabled: bool,
     /// Delete and recreate a resource whose correction fails.
     #[serde(default)]
     pub force: bool,
+    /// Keep the errors of failed corrections in the status (unsupported by flotilla).
     #[serde(default)]
     pub keep_fail_history: bool,
 }
@@ -130,12 +136,16 @@ pub struct CorrectDrift {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OciRegistrySpec {
+    /// The registry and repository bundles are stored in (unsupported by flotilla).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reference: String,
+    /// A Secret with the registry's credentials (unsupported by flotilla).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub auth_secret_name: String,
+    /// Speak plain HTTP to the registry (unsupported by flotilla).
     #[serde(default, rename = "basicHTTP")]
     pub basic_http: bool,
+    /// Skip TLS verification of the registry (unsupported by flotilla).
     #[serde(default, rename = "insecureSkipTLS")]
     pub insecure_skip_tls: bool,
 }

@@ -174,17 +174,24 @@ pub struct ConfigStatus {
 pub struct BundleSummary {
     /// Pairs that should be Ready: every targeted (cluster, bundle).
     pub desired_ready: u32,
+    /// Applied, and every resource healthy.
     pub ready: u32,
+    /// Applied; some resource is not healthy yet (a rollout in progress, a Job running).
     #[serde(default)]
     pub not_ready: u32,
+    /// Sent to the spoke, not applied yet.
     #[serde(default)]
     pub wait_applied: u32,
+    /// Applying failed, or the revision does not render for that cluster.
     #[serde(default)]
     pub err_applied: u32,
+    /// The cluster runs a deployment other than the one it should.
     #[serde(default)]
     pub out_of_sync: u32,
+    /// Someone changed a deployed resource outside git (drift).
     #[serde(default)]
     pub modified: u32,
+    /// Held back: by `dependsOn` or a staged rollout.
     #[serde(default)]
     pub pending: u32,
     /// flotilla only: the cluster's spoke is not connected.
@@ -234,6 +241,7 @@ pub struct ClusterSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
+    /// The `metadata.generation` the hub last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The labels targeting uses: trusted spoke labels, then the token's, then the hub's.
@@ -242,6 +250,7 @@ pub struct ClusterStatus {
     /// What the spoke last said about itself; never used for targeting on its own.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reported_labels: BTreeMap<String, String>,
+    /// The version of the cluster's spoke, from its last Hello.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent_version: String,
     /// When the spoke was last connected (RFC 3339).
@@ -320,6 +329,7 @@ pub struct BundleStatusStatus {
 /// One cluster on which a bundle is not Ready.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ClusterBundleState {
+    /// The cluster's name.
     pub cluster: String,
     /// Its state: `NotReady`, `WaitApplied`, `ErrApplied`, ...
     pub state: String,
