@@ -7,6 +7,8 @@
 //! `conditions`); on a cluster where Fleet's own CRDs are installed, those fields exist
 //! there too.
 
+use std::collections::BTreeMap;
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -102,6 +104,12 @@ pub struct GitRepoSpec {
     /// Store bundles in an OCI registry instead of the Kubernetes API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oci_registry: Option<OciRegistrySpec>,
+    /// Spec fields this type does not know (a newer Fleet's, read through Fleet's own
+    /// CRD), kept so that the hub reports them as unsupported instead of dropping them
+    /// unseen. Not in the schema: flotilla's copy of the CRD prunes unknown fields.
+    #[serde(flatten, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -402,7 +402,7 @@ mod tests {
     #[test]
     fn unsupported_fields_add_a_condition_beside_ready() {
         let o = Outcome::applied().with_unsupported(vec![Unsupported {
-            field: "spec.serviceAccount",
+            field: "spec.serviceAccount".into(),
             reason: "spokes apply with their own credentials",
         }]);
         let s = config_status(None, None, &o, T1);
