@@ -1,9 +1,10 @@
 //! A real `flotilla-hub run --kubeconfig K --namespace NS` against a real kube-apiserver:
 //! a Fleet `GitRepo` applied with `kubectl apply` becomes a source whose bundles reach a
-//! real spoke, `kubectl wait --for=condition=Ready` sees it and its `BundleStatus` views, and
-//! the Admin API refuses to
-//! change the configuration (kubectl is the way); a `Cluster` object labels the
-//! registered spoke. A hub whose kubeconfig cannot be read stops and names it.
+//! real spoke; `kubectl wait --for=condition=Ready` sees the GitRepo and the hub's
+//! `BundleStatus` views (Ready counts, owner, `observedGeneration`), which turn not Ready
+//! when the spoke goes and go with the GitRepo; the Admin API refuses to change the
+//! configuration (kubectl is the way); a `Cluster` object labels the registered spoke. A
+//! hub whose kubeconfig cannot be read stops and names it.
 //!
 //! Without a control plane the first test skips with a message, except under `CI=true` (see
 //! `flotilla_e2e::k8s`).
@@ -27,7 +28,7 @@ fn a_gitrepo_applied_with_kubectl_is_deployed_by_a_hub_in_kubernetes_mode() {
         &["--kubeconfig", &kubeconfig, "--namespace", &ns],
     );
     let join = hub.token("1h", 1);
-    let _dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    let mut dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
 
     let git_repo = format!(
         "apiVersion: fleet.cattle.io/v1alpha1\n\
@@ -143,6 +144,37 @@ fn a_gitrepo_applied_with_kubectl_is_deployed_by_a_hub_in_kubernetes_mode() {
 
     let out = hub.cli(&["cluster", "label", "dev", "tier=db"]);
     assert!(!out.status.success(), "cluster label was accepted");
+
+    // A spoke that goes away turns its bundles' views not Ready, naming it.
+    dev.proc.kill();
+    plane.kubectl(&[
+        "wait",
+        "-n",
+        &ns,
+        "--for=condition=Ready=false",
+        "--timeout=120s",
+        "bundlestatus/examples-hello",
+    ]);
+    let hello: serde_json::Value = serde_json::from_str(&plane.kubectl(&[
+        "get",
+        "-n",
+        &ns,
+        "bundlestatus/examples-hello",
+        "-o",
+        "json",
+    ]))
+    .expect("kubectl get -o json");
+    let status = &hello["status"];
+    assert_eq!(
+        (
+            &status["state"],
+            &status["readyClusters"],
+            &status["conditions"][0]["reason"]
+        ),
+        (&"Offline".into(), &0.into(), &"Offline".into()),
+        "{hello}"
+    );
+    assert_eq!(status["nonReady"][0]["cluster"], "dev", "{hello}");
 
     // Deleting the source removes its views (the hub does it; a real cluster's garbage
     // collector would too, through the owner references).
