@@ -318,9 +318,17 @@ impl<S: ConfigSink> Writer<S> {
             "kind": BundleStatus::kind(&()),
             "status": next,
         });
-        self.api
+        if let Err(e) = self
+            .api
             .patch_status(name, &params, &Patch::Apply(patch))
-            .await?;
+            .await
+        {
+            // Deleted by someone else: the next pass creates it again.
+            if matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                self.written.remove(name);
+            }
+            return Err(e);
+        }
         written.status = Some(next);
         self.written.insert(name.to_string(), written);
         Ok(())
