@@ -23,6 +23,7 @@ use crate::meta::{Condition, LabelSelector, SecretKeyRef};
     status = "ConfigStatus",
     printcolumn = r#"{"name":"Repo","type":"string","jsonPath":".spec.repo"}"#,
     printcolumn = r#"{"name":"Commit","type":"string","jsonPath":".status.commit"}"#,
+    printcolumn = r#"{"name":"BundleDeployments-Ready","type":"string","jsonPath":".status.display.readyBundleDeployments"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -165,6 +166,18 @@ pub struct ConfigStatus {
     /// Fleet's `status.summary`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<BundleSummary>,
+    /// Sources only: the same counts for a table, as Fleet shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<StatusDisplay>,
+}
+
+/// Fleet's `status.display` of a GitRepo.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDisplay {
+    /// `READY/DESIRED` (cluster, bundle) pairs, e.g. `3/4`.
+    #[serde(default)]
+    pub ready_bundle_deployments: String,
 }
 
 /// Deployments per state, in the shape of Fleet's `BundleSummary`: one count per

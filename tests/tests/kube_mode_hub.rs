@@ -114,9 +114,9 @@ fn a_gitrepo_applied_with_kubectl_is_deployed_by_a_hub_in_kubernetes_mode() {
             &ns,
             "gitrepo/examples",
             "-o",
-            "jsonpath={.status.readyClusters}/{.status.desiredReadyClusters}",
+            "jsonpath={.status.readyClusters}/{.status.desiredReadyClusters} {.status.display.readyBundleDeployments}",
         ]);
-        (counts == "1/1").then_some(()).ok_or(counts)
+        (counts == "1/1 2/2").then_some(()).ok_or(counts)
     });
 
     // A `Cluster` object sets the registered cluster's hub-side labels.

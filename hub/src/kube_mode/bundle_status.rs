@@ -345,6 +345,8 @@ impl<S: ConfigSink> Writer<S> {
             "readyClusters": summary.ready_clusters,
             "desiredReadyClusters": summary.desired_ready_clusters,
             "summary": summary.summary,
+            "display": { "readyBundleDeployments":
+                format!("{}/{}", summary.summary.ready, summary.summary.desired_ready) },
         }});
         if owner.api_version == fleet::GitRepo::api_version(&()) {
             self.merge_status::<fleet::GitRepo>(&owner.name, patch)

@@ -154,6 +154,7 @@ pub fn config_status(
         ready_clusters: old.and_then(|s| s.ready_clusters),
         desired_ready_clusters: old.and_then(|s| s.desired_ready_clusters),
         summary: old.and_then(|s| s.summary.clone()),
+        display: old.and_then(|s| s.display.clone()),
     }
 }
 
