@@ -196,7 +196,9 @@ impl<S: ConfigSink> Writer<S> {
                 continue;
             };
             let summary = status::source_summary(&source);
-            if self.summaries.get(&source.source) != Some(&summary) {
+            // Before its first revision since the start, the source's bundles are not
+            // known: its counts would read 0/0 for a moment.
+            if source.published && self.summaries.get(&source.source) != Some(&summary) {
                 match self.write_summary(owner, &summary).await {
                     Ok(()) => {
                         self.summaries.insert(source.source.clone(), summary);
