@@ -731,6 +731,10 @@ async fn serve(args: RunArgs) -> Result<()> {
     let stop = CancellationToken::new();
     let mut tasks: JoinSet<()> = JoinSet::new();
     tasks.spawn(crate::history::run_sweeper(fleet.history.clone()));
+    tasks.spawn(crate::audit::run_retention(
+        fleet.audit.clone(),
+        args.audit.retention(),
+    ));
     tasks.spawn(sources::run_reconciler(fleet.clone(), reconcile_rx));
     tasks.spawn(server::watch_heartbeats(
         fleet.clone(),

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use flotilla_e2e::k8s::{ControlPlane, control_plane};
 use flotilla_e2e::wait_until;
 use flotilla_hub::kube_mode::{
-    self, ClusterLabels, ClusterView, ConfigSink, CredentialKind, GroupSpec, KubeModeConfig,
-    SinkError, SourceConfig, SourceState,
+    self, ClusterLabels, ClusterView, ConfigSink, CredentialKind, FleetEvent, GroupSpec,
+    KubeModeConfig, SinkError, SourceBundles, SourceConfig, SourceState,
 };
 use serde_json::Value;
 
@@ -90,6 +90,15 @@ impl ConfigSink for FakeHub {
     }
     fn cluster_view(&self, _: &str) -> Option<ClusterView> {
         None
+    }
+    /// The fake publishes no bundles, so its `BundleStatus` writer has nothing to write
+    /// (the writer is tested with a real hub in `tests/tests/kube_mode_hub.rs`).
+    fn bundles(&self) -> Vec<SourceBundles> {
+        Vec::new()
+    }
+    /// Nothing ever changes: a closed channel, which stops the writer at once.
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<FleetEvent> {
+        tokio::sync::broadcast::channel(1).1
     }
 }
 

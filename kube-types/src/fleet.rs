@@ -7,6 +7,8 @@
 //! `conditions`); on a cluster where Fleet's own CRDs are installed, those fields exist
 //! there too.
 
+use std::collections::BTreeMap;
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,7 @@ use crate::meta::LabelSelector;
     status = "ConfigStatus",
     printcolumn = r#"{"name":"Repo","type":"string","jsonPath":".spec.repo"}"#,
     printcolumn = r#"{"name":"Commit","type":"string","jsonPath":".status.commit"}"#,
+    printcolumn = r#"{"name":"BundleDeployments-Ready","type":"string","jsonPath":".status.display.readyBundleDeployments"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -102,15 +105,24 @@ pub struct GitRepoSpec {
     /// Store bundles in an OCI registry instead of the Kubernetes API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oci_registry: Option<OciRegistrySpec>,
+    /// Spec fields this type does not know (a newer Fleet's, read through Fleet's own
+    /// CRD), kept so that the hub reports them as unsupported instead of dropping them
+    /// unseen. Not in the schema: flotilla's copy of the CRD prunes unknown fields.
+    #[serde(flatten, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommitSpec {
+    /// Author of the commits image scans push (unsupported by flotilla).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub author_name: String,
+    /// The author's e-mail (unsupported by flotilla).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub author_email: String,
+    /// Template of the commit message (unsupported by flotilla).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message_template: String,
 }
@@ -118,11 +130,14 @@ pub struct CommitSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CorrectDrift {
+    /// Re-apply a resource changed outside git (flotilla reads this from fleet.yaml, not
+    /// from the GitRepo).
     #[serde(default)]
     pub enabled: bool,
     /// Delete and recreate a resource whose correction fails.
     #[serde(default)]
     pub force: bool,
+    /// Keep the errors of failed corrections in the status (unsupported by flotilla).
     #[serde(default)]
     pub keep_fail_history: bool,
 }
@@ -130,12 +145,16 @@ pub struct CorrectDrift {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OciRegistrySpec {
+    /// The registry and repository bundles are stored in (unsupported by flotilla).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reference: String,
+    /// A Secret with the registry's credentials (unsupported by flotilla).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub auth_secret_name: String,
+    /// Speak plain HTTP to the registry (unsupported by flotilla).
     #[serde(default, rename = "basicHTTP")]
     pub basic_http: bool,
+    /// Skip TLS verification of the registry (unsupported by flotilla).
     #[serde(default, rename = "insecureSkipTLS")]
     pub insecure_skip_tls: bool,
 }

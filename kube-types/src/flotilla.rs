@@ -23,6 +23,7 @@ use crate::meta::{Condition, LabelSelector, SecretKeyRef};
     status = "ConfigStatus",
     printcolumn = r#"{"name":"Repo","type":"string","jsonPath":".spec.repo"}"#,
     printcolumn = r#"{"name":"Commit","type":"string","jsonPath":".status.commit"}"#,
+    printcolumn = r#"{"name":"BundleDeployments-Ready","type":"string","jsonPath":".status.display.readyBundleDeployments"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -152,6 +153,63 @@ pub struct ConfigStatus {
     /// `Ready`, and `Unsupported` when fields were not applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Sources only: clusters on which every bundle of the source is Ready (Fleet's
+    /// GitRepo `readyClusters`). Written by the hub's bundle status writer, at most every
+    /// few seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_clusters: Option<u32>,
+    /// Sources only: clusters that some bundle of the source targets (Fleet's
+    /// `desiredReadyClusters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_ready_clusters: Option<u32>,
+    /// Sources only: the source's (cluster, bundle) pairs per state, in the shape of
+    /// Fleet's `status.summary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<BundleSummary>,
+    /// Sources only: the same counts for a table, as Fleet shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<StatusDisplay>,
+}
+
+/// Fleet's `status.display` of a GitRepo.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDisplay {
+    /// `READY/DESIRED` (cluster, bundle) pairs, e.g. `3/4`.
+    #[serde(default)]
+    pub ready_bundle_deployments: String,
+}
+
+/// Deployments per state, in the shape of Fleet's `BundleSummary`: one count per
+/// (cluster, bundle) pair, and `desiredReady` the number of pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleSummary {
+    /// Pairs that should be Ready: every targeted (cluster, bundle).
+    pub desired_ready: u32,
+    /// Applied, and every resource healthy.
+    pub ready: u32,
+    /// Applied; some resource is not healthy yet (a rollout in progress, a Job running).
+    #[serde(default)]
+    pub not_ready: u32,
+    /// Sent to the spoke, not applied yet.
+    #[serde(default)]
+    pub wait_applied: u32,
+    /// Applying failed, or the revision does not render for that cluster.
+    #[serde(default)]
+    pub err_applied: u32,
+    /// The cluster runs a deployment other than the one it should.
+    #[serde(default)]
+    pub out_of_sync: u32,
+    /// Someone changed a deployed resource outside git (drift).
+    #[serde(default)]
+    pub modified: u32,
+    /// Held back: by `dependsOn` or a staged rollout.
+    #[serde(default)]
+    pub pending: u32,
+    /// flotilla only: the cluster's spoke is not connected.
+    #[serde(default)]
+    pub offline: u32,
 }
 
 /// A named label selector over clusters. The group's own labels (for a target's
@@ -196,6 +254,7 @@ pub struct ClusterSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
+    /// The `metadata.generation` the hub last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The labels targeting uses: trusted spoke labels, then the token's, then the hub's.
@@ -204,6 +263,7 @@ pub struct ClusterStatus {
     /// What the spoke last said about itself; never used for targeting on its own.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reported_labels: BTreeMap<String, String>,
+    /// The version of the cluster's spoke, from its last Hello.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent_version: String,
     /// When the spoke was last connected (RFC 3339).
@@ -214,8 +274,10 @@ pub struct ClusterStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// A read-only view of one bundle's deployment, written by the hub: users read it with
-/// `kubectl get bundlestatuses`, and nothing the hub does depends on its content.
+/// A read-only view of one bundle's deployment, written by the hub in Kubernetes mode
+/// (one object per bundle, named after it, owned by its `Source` or `GitRepo`): users read
+/// it with `kubectl get bundlestatuses` and `kubectl wait --for=condition=Ready`, and
+/// nothing the hub does depends on its content. Edits are overwritten.
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "flotilla.dev",
@@ -224,6 +286,9 @@ pub struct ClusterStatus {
     namespaced,
     status = "BundleStatusStatus",
     printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.source"}"#,
+    printcolumn = r#"{"name":"Commit","type":"string","jsonPath":".status.commit"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyClusters"}"#,
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desiredReadyClusters"}"#,
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -238,27 +303,50 @@ pub struct BundleStatusSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BundleStatusStatus {
+    /// The `metadata.generation` this status was written for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
     /// The commit the bundle was rendered from.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub commit: String,
-    /// The worst state over its clusters (ErrApplied > WaitApplied > Modified >
-    /// OutOfSync > Pending > NotReady > Ready).
+    /// The deployment ids the targeted clusters should run (one per distinct
+    /// customization), sorted; at most 10, `deployments` counts them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployment_ids: Vec<String>,
+    /// How many distinct deployments the bundle has.
+    #[serde(default)]
+    pub deployments: u32,
+    /// The worst state over its clusters (ErrApplied > Offline > WaitApplied > Modified >
+    /// OutOfSync > Pending > NotReady > Ready); empty when it targets no cluster.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub state: String,
+    /// Targeted clusters on which the bundle is Ready.
+    #[serde(default)]
+    pub ready_clusters: u32,
+    /// Clusters the bundle targets.
+    #[serde(default)]
+    pub desired_ready_clusters: u32,
     /// Clusters per state.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub summary: BTreeMap<String, u32>,
-    /// Every targeted cluster that is not Ready, with its message.
+    #[serde(default)]
+    pub summary: BundleSummary,
+    /// Targeted clusters that are not Ready, worst first, then by name; at most 50, each
+    /// message at most 512 bytes. `flotilla status NAME --not-ready` lists all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub non_ready: Vec<ClusterBundleState>,
+    /// `Ready`: `True` when every targeted cluster is Ready (reason `Ready`, or
+    /// `NoTargets` when it targets none); else `False` with the worst state as the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
 
+/// One cluster on which a bundle is not Ready.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ClusterBundleState {
+    /// The cluster's name.
     pub cluster: String,
+    /// Its state: `NotReady`, `WaitApplied`, `ErrApplied`, ...
     pub state: String,
+    /// Why, as the spoke or the hub reports it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
 }

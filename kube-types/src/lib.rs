@@ -4,9 +4,10 @@
 //!   `BundleStatus`.
 //! - [`fleet`]: Rancher Fleet's `fleet.cattle.io/v1alpha1` `GitRepo` and `ClusterGroup`,
 //!   read as-is.
-//! - [`crd_files`]: the CRD YAML committed under `crds/`, one file per kind
-//!   (`cargo run -p flotilla-kube-types --bin crdgen -- crds/` writes them; a test fails
-//!   when they differ).
+//! - [`crd_files`]: the CRD YAML committed under `crds/`, one file per kind, and
+//!   [`reference::reference`], the field reference in `docs/crds.md`
+//!   (`cargo run -p flotilla-kube-types --bin crdgen -- crds/ docs/crds.md` writes them;
+//!   a test fails when they differ).
 //!
 //! **Architecture Invariant:** types only. No client, no I/O, no mapping to the hub's
 //! model: the hub's `kube_mode` owns what the fields mean.
@@ -16,6 +17,7 @@
 pub mod fleet;
 pub mod flotilla;
 pub mod meta;
+pub mod reference;
 
 use kube::CustomResourceExt;
 

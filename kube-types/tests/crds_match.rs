@@ -33,8 +33,19 @@ fn committed_crds_match_the_types() {
     }
     assert!(
         stale.is_empty(),
-        "crds/ is out of date; run `cargo run -p flotilla-kube-types --bin crdgen -- crds/`:\n{}",
+        "crds/ is out of date; run `cargo run -p flotilla-kube-types --bin crdgen -- crds/ docs/crds.md`:\n{}",
         stale.join("\n")
+    );
+}
+
+#[test]
+fn the_committed_field_reference_matches_the_types() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/crds.md");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == flotilla_kube_types::reference::reference(),
+        "{} is out of date; run `cargo run -p flotilla-kube-types --bin crdgen -- crds/ docs/crds.md`",
+        path.display()
     );
 }
 

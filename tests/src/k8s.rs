@@ -48,6 +48,7 @@ impl ControlPlane {
             "crd/sources.flotilla.dev",
             "crd/clustergroups.flotilla.dev",
             "crd/clusters.flotilla.dev",
+            "crd/bundlestatuses.flotilla.dev",
         ]);
     }
 

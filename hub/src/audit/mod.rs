@@ -7,9 +7,12 @@
 //! in `layer::READ_ONLY`, so a new RPC is audited unless someone decides otherwise, and
 //! from `Audit::webhook` (webhook-triggered polls on the HTTP listener).
 //!
-//! **Architecture Invariant:** append-only. Nothing in the hub updates or deletes an
-//! audit record, and no RPC can: `Admin.Audit` only reads. A record is queued to the
-//! store and to the file sink before the call's response leaves the hub.
+//! **Architecture Invariant:** append-only for everyone outside the hub. Nothing updates
+//! an audit record, and no RPC can change or delete one: `Admin.Audit` only reads. The one
+//! deletion is the hub's own retention job ([`run_retention`], `--audit-max-age`,
+//! `--audit-max-records`), which drops the oldest records first and records that it did.
+//! A record is queued to the store and to the file sink before the call's response
+//! leaves the hub; the file sink is never pruned.
 
 mod fields;
 pub mod layer;
@@ -19,7 +22,8 @@ pub use layer::{AuditLayer, READ_ONLY};
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +36,49 @@ pub struct AuditArgs {
     /// never truncated; synced to disk after each batch of records). For a SIEM to tail.
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<std::path::PathBuf>,
+    /// Audit records older than this are dropped from the store (the file sink keeps
+    /// them). Checked at start and every hour.
+    #[arg(long, default_value = "365d", value_parser = flotilla_model::duration::parse_duration)]
+    pub audit_max_age: Duration,
+    /// At most this many audit records in the store; the oldest go first.
+    #[arg(long, default_value_t = DEFAULT_MAX_RECORDS, value_parser = clap::value_parser!(u64).range(2..))]
+    pub audit_max_records: u64,
+}
+
+impl AuditArgs {
+    pub fn retention(&self) -> Retention {
+        Retention {
+            max_age: self.audit_max_age,
+            max_records: usize::try_from(self.audit_max_records).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// A year of records, as compliance regimes commonly ask.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(365 * 86_400);
+/// About 250 MB of store at ~250 bytes a record: a year of 2,700 changes a day.
+pub const DEFAULT_MAX_RECORDS: u64 = 1_000_000;
+/// Deletes per store batch when pruning, so a first prune of a large trail does not
+/// become one huge transaction.
+const PRUNE_BATCH: usize = 10_000;
+/// Who the retention job's own record names.
+pub const RETENTION_WHO: &str = "hub/retention";
+
+/// How long and how much of the audit trail the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Duration,
+    /// At least 2: the newest record and the one saying what was pruned.
+    pub max_records: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age: DEFAULT_MAX_AGE,
+            max_records: usize::try_from(DEFAULT_MAX_RECORDS).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// One audited action.
@@ -147,6 +194,57 @@ impl Audit {
         });
     }
 
+    /// The retention job: drops the records older than `retention.max_age` and the
+    /// oldest beyond `retention.max_records` (leaving room for its own record), from
+    /// memory and the store, then records one entry saying how many and up to when.
+    /// Returns how many were dropped.
+    pub fn prune(&self, retention: Retention, now: i64) -> usize {
+        let cutoff =
+            now.saturating_sub(i64::try_from(retention.max_age.as_secs()).unwrap_or(i64::MAX));
+        let (dropped, first_kept) = {
+            let mut inner = self.lock();
+            let by_age = inner.records.partition_point(|r| r.time < cutoff);
+            let keep = retention.max_records.max(2) - 1;
+            let by_count = inner.records.len().saturating_sub(keep);
+            let n = by_age.max(by_count);
+            if n == 0 {
+                return 0;
+            }
+            let dropped: Vec<Op> = inner
+                .records
+                .drain(..n)
+                .map(|r| Op::delete(Table::Audit, record_key(r.seq)))
+                .collect();
+            let first_kept = inner.records.first().map_or(inner.next_seq, |r| r.seq);
+            (dropped, first_kept)
+        };
+        let n = dropped.len();
+        let mut ops = dropped.into_iter().peekable();
+        while ops.peek().is_some() {
+            self.store.submit(ops.by_ref().take(PRUNE_BATCH).collect());
+        }
+        let older_than = crate::records::rfc3339(cutoff);
+        self.record(AuditRecord {
+            seq: 0,
+            time: 0,
+            who: RETENTION_WHO.into(),
+            method: "Hub/PruneAudit".into(),
+            fields: BTreeMap::from([
+                ("pruned".to_string(), n.to_string()),
+                ("older_than".to_string(), older_than.clone()),
+                ("max_records".to_string(), retention.max_records.to_string()),
+                ("before_seq".to_string(), first_kept.to_string()),
+            ]),
+            peer: String::new(),
+            result: "Ok".into(),
+            message: format!(
+                "pruned {n} records older than {older_than} or beyond the newest {}",
+                retention.max_records
+            ),
+        });
+        n
+    }
+
     /// Records at or after `since` (Unix seconds), oldest first; at most `limit` of the
     /// newest when `limit` > 0.
     pub fn since(&self, since: i64, limit: usize) -> Vec<AuditRecord> {
@@ -157,6 +255,18 @@ impl Audit {
             out = &out[out.len() - limit..];
         }
         out.to_vec()
+    }
+}
+
+/// Prunes the trail at start and then every hour (`Audit::prune`).
+pub async fn run_retention(audit: Arc<Audit>, retention: Retention) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let pruned = audit.prune(retention, crate::records::now_unix());
+        if pruned > 0 {
+            tracing::info!(pruned, "audit records past retention dropped");
+        }
     }
 }
 
@@ -227,5 +337,88 @@ mod tests {
         });
         assert_eq!(lines[2].who, "admin/c");
         assert_eq!(flotilla_e2e::file_mode(&log), 0o600);
+    }
+
+    fn reopen(path: &Path) -> (Store, Snapshot) {
+        // The previous handle's writer thread lets go of the file shortly after a drop.
+        loop {
+            match Store::open(path) {
+                Ok(r) => break r,
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn retention_drops_the_oldest_records_by_age_and_count_and_records_that_it_did() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        let now = crate::records::now_unix();
+        let day = 86_400;
+        {
+            let (store, _) = Store::open(&path).expect("open");
+            let old: Vec<Op> = (0..3u64)
+                .map(|seq| {
+                    let r = AuditRecord {
+                        seq,
+                        time: now - 400 * day + seq as i64,
+                        ..rec("admin/old")
+                    };
+                    Op::put_json(Table::Audit, record_key(seq), &r)
+                })
+                .collect();
+            store.commit(old).await.expect("durable");
+        }
+        let (store, snap) = reopen(&path);
+        let audit = Audit::restore(store.clone(), None, &snap).expect("restore");
+        for who in ["admin/new-1", "admin/new-2", "admin/new-3"] {
+            audit.record(rec(who));
+        }
+        let year = Retention {
+            max_age: Duration::from_secs(365 * day as u64),
+            max_records: 100,
+        };
+        let who = |a: &Audit| -> Vec<String> { a.since(0, 0).into_iter().map(|r| r.who).collect() };
+
+        assert_eq!(audit.prune(year, now), 3, "the three records past a year");
+        assert_eq!(
+            who(&audit),
+            ["admin/new-1", "admin/new-2", "admin/new-3", RETENTION_WHO]
+        );
+        let note = audit.since(0, 0).pop().expect("the retention's record");
+        assert_eq!(
+            (
+                note.method.as_str(),
+                note.fields["pruned"].as_str(),
+                note.fields["before_seq"].as_str()
+            ),
+            ("Hub/PruneAudit", "3", "3")
+        );
+        let cutoff = crate::records::rfc3339(now - 365 * day);
+        assert_eq!(
+            note.message,
+            format!("pruned 3 records older than {cutoff} or beyond the newest 100")
+        );
+        assert_eq!(
+            audit.prune(year, now),
+            0,
+            "nothing left to prune, nothing recorded"
+        );
+        assert_eq!(audit.since(0, 0).len(), 4);
+
+        let three = Retention {
+            max_records: 3,
+            ..year
+        };
+        assert_eq!(audit.prune(three, now), 2, "the oldest beyond the newest 3");
+        assert_eq!(who(&audit), ["admin/new-3", RETENTION_WHO, RETENTION_WHO]);
+
+        // The store holds what memory holds.
+        store.commit(Vec::new()).await.expect("durable");
+        drop(audit);
+        drop(store);
+        let (store, snap) = reopen(&path);
+        let audit = Audit::restore(store, None, &snap).expect("restore");
+        assert_eq!(who(&audit), ["admin/new-3", RETENTION_WHO, RETENTION_WHO]);
     }
 }

@@ -7,6 +7,9 @@
 //! [`Action`]. Errors go to [`error_policy`], which retries each object with
 //! exponential backoff.
 //!
+//! Beside them runs the [`bundle_status`] writer, which learns from these reconciles
+//! which object each source came from.
+//!
 //! Deletion goes through a finalizer (`flotilla.dev/hub`), so a source is removed from
 //! the hub even when its object is deleted while the hub is down. The price, as with
 //! Fleet's own controllers: an object cannot be deleted while no hub runs, unless its
@@ -29,6 +32,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::bundle_status::{self, Owners, owner_of};
 use super::mapping::{self, MapError, SourceDraft};
 use super::status::{self, Outcome};
 use super::{
@@ -93,15 +97,18 @@ pub struct Failed {
 /// be built.
 pub async fn run<S: ConfigSink>(config: KubeModeConfig, sink: Arc<S>) -> Result<(), KubeModeError> {
     let client = client(&config).await?;
+    let owners = Arc::new(Owners::default());
     let ctx = Arc::new(Ctx {
-        sink,
-        client,
-        namespace: config.namespace,
+        sink: sink.clone(),
+        client: client.clone(),
+        namespace: config.namespace.clone(),
         applied: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
+        owners: owners.clone(),
     });
     tracing::info!(namespace = %ctx.namespace, "kubernetes mode: watching GitRepos, Sources, ClusterGroups and Clusters");
     futures::join!(
+        bundle_status::run(client, config.namespace, sink, owners),
         control::<fleet::GitRepo, S>(ctx.clone()),
         control::<flotilla::Source, S>(ctx.clone()),
         control::<fleet::ClusterGroup, S>(ctx.clone()),
@@ -140,6 +147,8 @@ struct Ctx<S> {
     applied: Mutex<HashMap<(Kind, String), Applied>>,
     /// Consecutive failures per object, for the error policy's backoff.
     failures: Mutex<HashMap<(Kind, String), u32>>,
+    /// The object each source came from, for the `BundleStatus` writer.
+    owners: Arc<Owners>,
 }
 
 /// What a configuration object is to the hub.
@@ -373,6 +382,9 @@ async fn apply<K: Configured, S: ConfigSink>(
                 {
                     Some(refused) => (refused, None),
                     None => {
+                        if let Some(owner) = owner_of(obj) {
+                            ctx.owners.set(&name, owner);
+                        }
                         let o = Outcome::of_source(ctx.sink.source_state(&name));
                         let next = if o.is_ready() {
                             RESYNC
@@ -468,7 +480,10 @@ async fn cleanup<K: Configured, S: ConfigSink>(
 ) -> Result<Action, ReconcileError> {
     let sink = &ctx.sink;
     match K::KIND {
-        Kind::Source => sink.remove_source(name).await,
+        Kind::Source => {
+            ctx.owners.remove(name);
+            sink.remove_source(name).await
+        }
         Kind::Group => sink.remove_group(name).await,
         Kind::Cluster => {
             sink.set_cluster_labels(name, ClusterLabels::default())

@@ -2,12 +2,14 @@
 //! commands (`commands.rs`), so objects read from Kubernetes meet the same checks as
 //! the Admin API's requests.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use flotilla_model::ClusterName;
 
 use super::{
-    ClusterLabels, ClusterView, ConfigSink, GroupSpec, SinkError, SourceConfig, SourceState,
+    BundleView, ClusterLabels, ClusterView, ConfigSink, GroupSpec, PairState, SinkError,
+    SourceBundles, SourceConfig, SourceState,
 };
 use crate::charts::auth::Secret;
 use crate::commands::{CommandError, SourceSecrets};
@@ -130,6 +132,58 @@ impl ConfigSink for HubSink {
                 message: "not fetched yet".into(),
             },
         })
+    }
+
+    fn bundles(&self) -> Vec<SourceBundles> {
+        // One pass over the clusters' assignments (copied out, so no map stays locked
+        // while states are looked up), grouped by bundle.
+        let assignments: Vec<_> = self
+            .fleet
+            .assignments
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        let mut by_bundle: HashMap<Arc<str>, BundleView> = HashMap::new();
+        for (cluster, pairs) in &assignments {
+            for (bundle, a) in pairs.iter() {
+                let (state, message) = self.fleet.row_state(cluster, bundle, a);
+                let view = by_bundle.entry(bundle.clone()).or_default();
+                if let Some(d) = &a.desired {
+                    view.deployment_ids.insert(d.deployment_id.to_string());
+                }
+                view.clusters.push(PairState {
+                    cluster: cluster.to_string(),
+                    state,
+                    message,
+                });
+            }
+        }
+        let mut out = Vec::new();
+        for src in self.fleet.sorted_sources() {
+            let Ok(rt) = src.runtime.read() else { continue };
+            let bundles = rt
+                .bundles
+                .iter()
+                .flatten()
+                .map(|e| BundleView {
+                    name: e.name.to_string(),
+                    path: e.path.clone(),
+                    errors: e.errors.clone(),
+                    ..by_bundle.remove(&e.name).unwrap_or_default()
+                })
+                .collect();
+            out.push(SourceBundles {
+                source: src.spec.name.clone(),
+                published: rt.bundles.is_some(),
+                commit: rt.commit.clone().unwrap_or_default(),
+                bundles,
+            });
+        }
+        out
+    }
+
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<crate::fleet::FleetEvent> {
+        self.fleet.events.subscribe()
     }
 
     fn cluster_view(&self, name: &str) -> Option<ClusterView> {

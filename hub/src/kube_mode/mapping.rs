@@ -6,6 +6,7 @@
 //! controller reads the Secrets and [`resolve`] turns them into a [`SourceConfig`], so a
 //! changed Secret is a changed config.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use flotilla_kube_types::{fleet, flotilla, meta};
@@ -55,8 +56,31 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> MapError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsupported {
     /// The field's path, e.g. `spec.serviceAccount`.
-    pub field: &'static str,
+    pub field: Cow<'static, str>,
     pub reason: &'static str,
+}
+
+/// At most this many unknown fields are named one by one; the rest are counted.
+const UNKNOWN_LISTED: usize = 20;
+
+/// A `GitRepo`'s spec fields that no flotilla type knows, as `Unsupported` entries.
+fn unknown_fields<'a>(keys: impl ExactSizeIterator<Item = &'a String>) -> Vec<Unsupported> {
+    const REASON: &str = "not a field this flotilla knows (a newer Fleet's?); ignored";
+    let total = keys.len();
+    let mut out: Vec<Unsupported> = keys
+        .take(UNKNOWN_LISTED)
+        .map(|k| Unsupported {
+            field: Cow::Owned(format!("spec.{}", k.chars().take(100).collect::<String>())),
+            reason: REASON,
+        })
+        .collect();
+    if total > UNKNOWN_LISTED {
+        out.push(Unsupported {
+            field: Cow::Owned(format!("{} more spec fields", total - UNKNOWN_LISTED)),
+            reason: REASON,
+        });
+    }
+    out
 }
 
 /// The message of the `Unsupported` condition: one `field: reason` per line, so a
@@ -184,7 +208,10 @@ pub fn fleet_git_repo(name: &str, spec: &fleet::GitRepoSpec) -> Result<SourceDra
     let mut unsupported = Vec::new();
     let mut flag = |set: bool, field, reason| {
         if set {
-            unsupported.push(Unsupported { field, reason });
+            unsupported.push(Unsupported {
+                field: Cow::Borrowed(field),
+                reason,
+            });
         }
     };
     flag(
@@ -241,6 +268,7 @@ pub fn fleet_git_repo(name: &str, spec: &fleet::GitRepoSpec) -> Result<SourceDra
         "spec.ociRegistry",
         "the hub keeps rendered bundles in its own store",
     );
+    unsupported.extend(unknown_fields(spec.unknown.keys()));
 
     let interval_secs = if spec.disable_polling {
         0
@@ -295,7 +323,7 @@ pub fn fleet_git_repo(name: &str, spec: &fleet::GitRepoSpec) -> Result<SourceDra
         });
     } else if !spec.helm_repo_url_regex.is_empty() {
         unsupported.push(Unsupported {
-            field: "spec.helmRepoURLRegex",
+            field: Cow::Borrowed("spec.helmRepoURLRegex"),
             reason: "only meaningful with helmSecretName",
         });
     }
@@ -729,12 +757,22 @@ targets:
             let yaml = format!("repo: https://e/r.git\n{field_yaml}\n");
             let d = fleet_git_repo("r", &git_repo(&yaml)).expect("still maps");
             assert_eq!(
-                d.unsupported.iter().map(|u| u.field).collect::<Vec<_>>(),
+                d.unsupported.iter().map(|u| &*u.field).collect::<Vec<_>>(),
                 [*field],
                 "{field_yaml}"
             );
             assert!(!d.unsupported[0].reason.is_empty());
         }
+        // A field of a newer Fleet is reported, not dropped unseen.
+        let d = fleet_git_repo(
+            "r",
+            &git_repo("repo: https://e/r.git\nbundles: [{base: x}]\n"),
+        )
+        .expect("still maps");
+        assert_eq!(
+            d.unsupported.iter().map(|u| &*u.field).collect::<Vec<_>>(),
+            ["spec.bundles"]
+        );
         // Set to their defaults, the same fields are not worth a word.
         let quiet = git_repo(
             "repo: https://e/r.git\ninsecureSkipTLSVerify: false\nkeepResources: false\ncorrectDrift: {enabled: false}\nforceSyncGeneration: 0\n",

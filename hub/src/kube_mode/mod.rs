@@ -7,11 +7,14 @@
 //!   field it cannot honour listed with a reason.
 //! - [`status`]: pure; the conditions written back, and whether anything changed.
 //! - [`controller`]: the kube-runtime controllers that drive a [`ConfigSink`].
+//! - [`bundle_status`]: the task that writes one read-only `BundleStatus` per bundle and
+//!   the sources' cluster counts, coalesced, from [`ConfigSink::bundles`].
 //!
 //! **Architecture Invariant:** this module never touches the hub's state directly. It
 //! speaks to it only through [`ConfigSink`], which the hub's state implements; the
 //! embedded mode (the Admin API) stays the default and knows nothing of Kubernetes.
 
+pub mod bundle_status;
 pub mod controller;
 pub mod hub_sink;
 pub mod mapping;
@@ -20,9 +23,12 @@ pub mod status;
 use std::future::Future;
 use std::path::PathBuf;
 
-use flotilla_model::Labels;
+use std::collections::BTreeSet;
+
+use flotilla_model::{Labels, State};
 
 pub use crate::credentials::Kind as CredentialKind;
+pub use crate::fleet::FleetEvent;
 pub use crate::records::{HelmAuthSpec, SourceSpec};
 pub use crate::targeting::{GroupSpec, TargetSpec};
 pub use controller::{KubeModeError, run};
@@ -86,6 +92,42 @@ pub struct ClusterView {
     pub last_seen: i64,
 }
 
+/// One source's bundles as the hub deploys them now, for the `BundleStatus` objects and
+/// the source's summary fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceBundles {
+    pub source: String,
+    /// False until the hub has published a revision of the source since it started: its
+    /// bundle list is not known yet, so no `BundleStatus` of it is deleted.
+    pub published: bool,
+    /// The published commit; empty before the first.
+    pub commit: String,
+    pub bundles: Vec<BundleView>,
+}
+
+/// One bundle and its state on each cluster it targets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BundleView {
+    pub name: String,
+    /// Its folder in the repository.
+    pub path: String,
+    /// The published revision's load errors (`file:line: message`); the last good
+    /// revision stays deployed meanwhile.
+    pub errors: Vec<String>,
+    /// One entry per targeted cluster, as `flotilla status` shows it.
+    pub clusters: Vec<PairState>,
+    /// The deployments the targeted clusters should run.
+    pub deployment_ids: BTreeSet<String>,
+}
+
+/// A bundle's state on one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairState {
+    pub cluster: String,
+    pub state: State,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
     /// The hub will not take this configuration as it is (a bad name, a bad regex...):
@@ -120,4 +162,9 @@ pub trait ConfigSink: Send + Sync + 'static {
     fn source_state(&self, name: &str) -> Option<SourceState>;
     /// None when no cluster of that name has registered.
     fn cluster_view(&self, name: &str) -> Option<ClusterView>;
+    /// Every source's bundles and their per-cluster states, sorted by source name.
+    fn bundles(&self) -> Vec<SourceBundles>;
+    /// Fires when something a bundle's state depends on may have changed (a revision,
+    /// a status, a connection); lagging is fine, the receiver only needs to know that.
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<FleetEvent>;
 }

@@ -1,18 +1,29 @@
 //! Writes every CRD of `flotilla-kube-types` into a folder (the repo's `crds/`), one
-//! `<plural>.<group>.yaml` per kind, and removes generated files of kinds that are gone.
+//! `<plural>.<group>.yaml` per kind, and removes generated files of kinds that are gone;
+//! with a second argument, also the field reference (the repo's `docs/crds.md`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
-    let (Some(dir), None) = (args.next(), args.next()) else {
+    let (Some(dir), reference, None) = (args.next(), args.next(), args.next()) else {
         eprintln!(
-            "usage: crdgen DIR   (e.g. cargo run -p flotilla-kube-types --bin crdgen -- crds/)"
+            "usage: crdgen DIR [REFERENCE.md]   (e.g. cargo run -p flotilla-kube-types --bin crdgen -- crds/ docs/crds.md)"
         );
         return ExitCode::from(2);
     };
-    match write(PathBuf::from(dir)) {
+    let written = write(PathBuf::from(dir)).and_then(|()| match reference {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            std::fs::write(&path, flotilla_kube_types::reference::reference())
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
+        None => Ok(()),
+    });
+    match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("crdgen: {e}");
