@@ -62,7 +62,7 @@ const PAD: f64 = 32.0;
 /// nothing to draw.
 pub fn svg(points: &[Point], now: i64) -> String {
     let (Some(first), Some(last)) = (points.first(), points.last()) else {
-        return "<p class=\"muted\">No deployment of this commit in the history yet.</p>"
+        return "<p class=\"muted\">No deployment of this bundle in the history yet.</p>"
             .to_string();
     };
     // The last counts hold until now; a chart of one instant still gets a width.

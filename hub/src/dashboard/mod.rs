@@ -307,6 +307,8 @@ fn respond(fleet: &Arc<Fleet>, access: &Access, method: &Method, path: &str) -> 
             "text/css; charset=utf-8",
             full(include_str!("style.css")),
         ),
+        // Browsers ask for it unprompted; there is none.
+        ["favicon.ico"] => answer(StatusCode::NO_CONTENT, TEXT, full("")),
         _ => error_page(StatusCode::NOT_FOUND, "no such page"),
     }
 }

@@ -475,27 +475,30 @@ pub fn bundle(
     if let Ok(r) = admin.rollout_view(name) {
         page.raw(rollout_table(&r));
     }
-    page.h2("Progress of this commit");
-    let deployments: Vec<crate::history::Deployment> = if b.commit.is_empty() {
-        Vec::new()
-    } else {
-        history
-            .query(&Filter {
-                bundle: Some(b.name.clone()),
-                commit: Some(b.commit.clone()),
-                ..Default::default()
-            })
-            .into_iter()
-            .filter_map(|row| match row.entry {
-                Entry::Deployment(d) => Some((row.cluster, d)),
-                Entry::StateChange(_) => None,
-            })
-            // Oldest first: a cluster redeployed at the same commit counts once, as its
-            // latest deployment.
-            .collect::<BTreeMap<_, _>>()
-            .into_values()
-            .collect()
-    };
+    // The commit the bundle was last deployed at (a broken newer commit deploys nothing).
+    let rows = history.query(&Filter {
+        bundle: Some(b.name.clone()),
+        ..Default::default()
+    });
+    let latest = rows.iter().rev().find_map(|row| match &row.entry {
+        Entry::Deployment(d) => Some(d.commit.clone()),
+        Entry::StateChange(_) => None,
+    });
+    page.h2("Progress of the last deployed commit");
+    if let Some(c) = &latest {
+        page.raw(format_args!("<p>commit {}</p>\n", commit(c)));
+    }
+    let deployments: Vec<crate::history::Deployment> = rows
+        .into_iter()
+        .filter_map(|row| match row.entry {
+            Entry::Deployment(d) if Some(&d.commit) == latest.as_ref() => Some((row.cluster, d)),
+            _ => None,
+        })
+        // Oldest first: a cluster redeployed at the same commit counts once, as its
+        // latest deployment.
+        .collect::<BTreeMap<_, _>>()
+        .into_values()
+        .collect();
     page.raw(chart::svg(&chart::progress(&deployments), now_unix()));
 
     page.h2("Clusters");
