@@ -167,10 +167,10 @@ fn bundles_table(bundles: &[pb::Bundle]) -> String {
          <th>state</th><th>Ready</th><th>error</th></tr></thead><tbody>\n",
     );
     for b in bundles {
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<tr data-bundle=\"{}\" data-state=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}/{}</td><td>{}</td></tr>\n",
+             <td>{}/{}</td><td>{}</td></tr>",
             esc(&b.name),
             esc(&b.state),
             bundle_link(&b.name),
@@ -324,10 +324,10 @@ fn status_table(rows: &[pb::StatusRow], lead: Column) -> String {
                 esc(&res.message)
             );
         }
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<tr data-cluster=\"{}\" data-bundle=\"{}\" data-state=\"{}\"><td>{}</td><td>{}</td>\
-             <td>{}</td><td><code>{}</code></td><td>{}</td><td><ul>{}</ul></td></tr>\n",
+             <td>{}</td><td><code>{}</code></td><td>{}</td><td><ul>{}</ul></td></tr>",
             esc(&r.cluster),
             esc(&r.bundle),
             esc(&r.state),
@@ -392,9 +392,9 @@ fn history_table(history: &crate::history::History, filter: Filter, lead: Column
                 s.message.clone(),
             ),
         };
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
             esc(&time),
             link,
             esc(&what),
