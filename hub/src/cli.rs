@@ -226,6 +226,8 @@ pub struct RunArgs {
     pub history: crate::history::RetentionArgs,
     #[command(flatten)]
     pub audit: crate::audit::AuditArgs,
+    #[command(flatten)]
+    pub dashboard: crate::dashboard::DashboardArgs,
 }
 
 /// A source's git tree budget, checked from object headers before any blob is read. A
@@ -683,6 +685,8 @@ pub(crate) fn read_advertise(dir: &DataDir) -> Result<String> {
 const LAST_SEEN_FLUSH: Duration = Duration::from_secs(15);
 
 async fn serve(args: RunArgs) -> Result<()> {
+    // Before anything starts: an unsafe dashboard listener is a configuration error.
+    let dashboard = args.dashboard.config()?;
     let dir = DataDir::new(&args.data_dir);
     if !dir.ca_cert().exists() {
         bail!(
@@ -779,6 +783,15 @@ async fn serve(args: RunArgs) -> Result<()> {
         tasks.spawn(async move {
             if let Err(e) = crate::http::serve(f, listen, secret, limits).await {
                 tracing::error!(%listen, error = %e, "HTTP listener failed");
+            }
+        });
+    }
+    if let Some(config) = dashboard {
+        let f = fleet.clone();
+        let limits = args.ports.http();
+        tasks.spawn(async move {
+            if let Err(e) = crate::dashboard::serve(f, config, limits).await {
+                tracing::error!(listen = %config.listen, error = %e, "dashboard failed");
             }
         });
     }

@@ -13,6 +13,7 @@ pub mod charts;
 pub mod cli;
 mod commands;
 mod credentials;
+pub mod dashboard;
 mod depends;
 mod fleet;
 pub mod git;

@@ -617,32 +617,67 @@ pub fn http(
     headers: &[(&str, String)],
     body: &[u8],
 ) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(addr).expect("connect");
+    let s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
+    let answer = http_over(s, addr, method, path, headers, body);
+    (answer.status, answer.body)
+}
+
+/// What an HTTP/1.1 server answered: the status, the head (status line and headers)
+/// and the body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The value of header `name` (case-insensitive), if the answer has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// One HTTP/1.1 request over `stream` (a socket, or a TLS session over one), read until
+/// the server closes it (the request asks it to).
+pub fn http_over(
+    mut stream: impl std::io::Read + std::io::Write,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> HttpAnswer {
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("write");
-    s.write_all(body).expect("write body");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
+    stream.write_all(req.as_bytes()).expect("write");
+    stream.write_all(body).expect("write body");
+    let mut raw = Vec::new();
+    // A TLS peer may close without close_notify: what arrived is the answer.
+    let _ = stream.read_to_end(&mut raw);
+    let out = String::from_utf8_lossy(&raw);
     let status = out
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    HttpAnswer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
 }
 
 /// The value of Prometheus metric `name` (its first sample) from `GET http://ADDR/metrics`.

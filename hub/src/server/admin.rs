@@ -30,7 +30,7 @@ impl AdminService {
         AdminService { fleet }
     }
 
-    fn cluster_view(&self, name: &ClusterName) -> Option<pb::Cluster> {
+    pub(crate) fn cluster_view(&self, name: &ClusterName) -> Option<pb::Cluster> {
         let rec = self.fleet.clusters.get(name)?.clone();
         let connected = self.fleet.is_connected(name);
         let summary = self.fleet.cluster_summary(name);
@@ -134,7 +134,7 @@ impl AdminService {
         }
     }
 
-    fn rollout_view(&self, bundle: &str) -> Result<pb::Rollout, Status> {
+    pub(crate) fn rollout_view(&self, bundle: &str) -> Result<pb::Rollout, Status> {
         let plan = self.fleet.plan_rollout(bundle).ok_or_else(|| {
             Status::not_found(format!(
                 "bundle {bundle} not found (or it has no good revision)"
@@ -159,6 +159,161 @@ impl AdminService {
                 })
                 .collect(),
             paused: self.fleet.paused_rollouts.contains_key(bundle),
+        })
+    }
+
+    /// Every cluster as `ListClusters` shows it, by name. Shared with the dashboard.
+    pub(crate) fn clusters(&self) -> Vec<pb::Cluster> {
+        self.sorted_clusters()
+            .iter()
+            .filter_map(|c| self.cluster_view(c))
+            .collect()
+    }
+
+    /// Every source as `ListSources` shows it, by name. Shared with the dashboard.
+    pub(crate) fn sources(&self) -> Vec<pb::Source> {
+        let mut sources: Vec<pb::Source> = self
+            .fleet
+            .sources
+            .iter()
+            .map(|s| self.source_view(s.value()))
+            .collect();
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        sources
+    }
+
+    /// Every bundle as `ListBundles` shows it, by name. Shared with the dashboard.
+    pub(crate) fn bundles(&self) -> Vec<pb::Bundle> {
+        let clusters = self.sorted_clusters();
+        let mut bundles = Vec::new();
+        let sources: Vec<_> = self
+            .fleet
+            .sources
+            .iter()
+            .map(|s| s.value().clone())
+            .collect();
+        for src in sources {
+            let Ok(rt) = src.runtime.read() else { continue };
+            for entry in rt.bundles.iter().flatten() {
+                let summary: Summary = clusters
+                    .iter()
+                    .filter_map(|c| {
+                        let a = self.fleet.assignments_of(c);
+                        a.get(&entry.name)
+                            .map(|a| self.fleet.row_state(c, &entry.name, a).0)
+                    })
+                    .collect();
+                // A bundle that targets no cluster has no state to show.
+                let state = if !entry.errors.is_empty() {
+                    State::ErrApplied.to_string()
+                } else {
+                    summary.worst().map(|s| s.to_string()).unwrap_or_default()
+                };
+                bundles.push(pb::Bundle {
+                    name: entry.name.to_string(),
+                    source: src.spec.name.clone(),
+                    path: entry.path.clone(),
+                    commit: rt.commit.clone().unwrap_or_default(),
+                    clusters: u32::try_from(summary.total()).unwrap_or(u32::MAX),
+                    ready: u32::try_from(summary.ready()).unwrap_or(u32::MAX),
+                    state,
+                    error: entry.errors.join("\n"),
+                    warnings: entry.warnings.clone(),
+                });
+            }
+        }
+        bundles.sort_by(|a, b| a.name.cmp(&b.name));
+        bundles
+    }
+
+    /// The status rows `GetStatus` answers for `req`. Shared with the dashboard.
+    pub(crate) fn status_rows(
+        &self,
+        req: &pb::GetStatusRequest,
+    ) -> Result<pb::GetStatusResponse, Status> {
+        let offset: usize = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token
+                .parse()
+                .map_err(|_| Status::invalid_argument("malformed page token"))?
+        };
+        let limit = if req.page_size == 0 {
+            usize::MAX
+        } else {
+            req.page_size as usize
+        };
+        let mut rows = Vec::new();
+        let mut seen = 0usize;
+        let mut more = false;
+        // Per bundle, not per row: every cluster's row of a bundle has the same warnings.
+        let mut warnings: std::collections::HashMap<(Arc<str>, Arc<str>), Vec<String>> =
+            std::collections::HashMap::new();
+        'clusters: for c in self.sorted_clusters() {
+            if !req.cluster.is_empty() && req.cluster != c.as_str() {
+                continue;
+            }
+            for (bundle, a) in self.fleet.assignments_of(&c).iter() {
+                if !req.bundle.is_empty() && *req.bundle != **bundle {
+                    continue;
+                }
+                let (state, message) = self.fleet.row_state(&c, bundle, a);
+                if req.not_ready && state == State::Ready {
+                    continue;
+                }
+                seen += 1;
+                if seen <= offset {
+                    continue;
+                }
+                if rows.len() == limit {
+                    more = true;
+                    break 'clusters;
+                }
+                let st = self.fleet.status.get(&(c.clone(), bundle.to_string()));
+                rows.push(pb::StatusRow {
+                    warnings: warnings
+                        .entry((a.source.clone(), bundle.clone()))
+                        .or_insert_with(|| self.fleet.bundle_warnings(&a.source, bundle))
+                        .clone(),
+                    staged_deployment_id: a
+                        .staged
+                        .as_ref()
+                        .or(a.desired.as_ref().map(|d| &d.deployment_id))
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    cluster: c.to_string(),
+                    bundle: bundle.to_string(),
+                    state: state.to_string(),
+                    message,
+                    deployment_id: a
+                        .desired
+                        .as_ref()
+                        .map(|d| d.deployment_id.to_string())
+                        .unwrap_or_default(),
+                    updated: st
+                        .as_ref()
+                        .map(|s| rfc3339(s.updated_at))
+                        .unwrap_or_default(),
+                    resources: st
+                        .map(|s| {
+                            s.resources
+                                .iter()
+                                .filter(|r| !req.not_ready || r.state != State::Ready)
+                                .map(pb::ResourceStatus::from)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        let next_page_token = if more {
+            (offset + rows.len()).to_string()
+        } else {
+            String::new()
+        };
+        Ok(pb::GetStatusResponse {
+            rows,
+            next_page_token,
         })
     }
 
@@ -290,11 +445,7 @@ impl Admin for AdminService {
         request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
-        let clusters = self
-            .sorted_clusters()
-            .iter()
-            .filter_map(|c| self.cluster_view(c))
-            .collect();
+        let clusters = self.clusters();
         Ok(Response::new(pb::ListClustersResponse { clusters }))
     }
 
@@ -417,13 +568,7 @@ impl Admin for AdminService {
         request: Request<pb::ListSourcesRequest>,
     ) -> Result<Response<pb::ListSourcesResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
-        let mut sources: Vec<pb::Source> = self
-            .fleet
-            .sources
-            .iter()
-            .map(|s| self.source_view(s.value()))
-            .collect();
-        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        let sources = self.sources();
         Ok(Response::new(pb::ListSourcesResponse { sources }))
     }
 
@@ -535,45 +680,7 @@ impl Admin for AdminService {
         request: Request<pb::ListBundlesRequest>,
     ) -> Result<Response<pb::ListBundlesResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
-        let clusters = self.sorted_clusters();
-        let mut bundles = Vec::new();
-        let sources: Vec<_> = self
-            .fleet
-            .sources
-            .iter()
-            .map(|s| s.value().clone())
-            .collect();
-        for src in sources {
-            let Ok(rt) = src.runtime.read() else { continue };
-            for entry in rt.bundles.iter().flatten() {
-                let summary: Summary = clusters
-                    .iter()
-                    .filter_map(|c| {
-                        let a = self.fleet.assignments_of(c);
-                        a.get(&entry.name)
-                            .map(|a| self.fleet.row_state(c, &entry.name, a).0)
-                    })
-                    .collect();
-                // A bundle that targets no cluster has no state to show.
-                let state = if !entry.errors.is_empty() {
-                    State::ErrApplied.to_string()
-                } else {
-                    summary.worst().map(|s| s.to_string()).unwrap_or_default()
-                };
-                bundles.push(pb::Bundle {
-                    name: entry.name.to_string(),
-                    source: src.spec.name.clone(),
-                    path: entry.path.clone(),
-                    commit: rt.commit.clone().unwrap_or_default(),
-                    clusters: u32::try_from(summary.total()).unwrap_or(u32::MAX),
-                    ready: u32::try_from(summary.ready()).unwrap_or(u32::MAX),
-                    state,
-                    error: entry.errors.join("\n"),
-                    warnings: entry.warnings.clone(),
-                });
-            }
-        }
-        bundles.sort_by(|a, b| a.name.cmp(&b.name));
+        let bundles = self.bundles();
         Ok(Response::new(pb::ListBundlesResponse { bundles }))
     }
 
@@ -582,91 +689,7 @@ impl Admin for AdminService {
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
-        let req = request.into_inner();
-        let offset: usize = if req.page_token.is_empty() {
-            0
-        } else {
-            req.page_token
-                .parse()
-                .map_err(|_| Status::invalid_argument("malformed page token"))?
-        };
-        let limit = if req.page_size == 0 {
-            usize::MAX
-        } else {
-            req.page_size as usize
-        };
-        let mut rows = Vec::new();
-        let mut seen = 0usize;
-        let mut more = false;
-        // Per bundle, not per row: every cluster's row of a bundle has the same warnings.
-        let mut warnings: std::collections::HashMap<(Arc<str>, Arc<str>), Vec<String>> =
-            std::collections::HashMap::new();
-        'clusters: for c in self.sorted_clusters() {
-            if !req.cluster.is_empty() && req.cluster != c.as_str() {
-                continue;
-            }
-            for (bundle, a) in self.fleet.assignments_of(&c).iter() {
-                if !req.bundle.is_empty() && *req.bundle != **bundle {
-                    continue;
-                }
-                let (state, message) = self.fleet.row_state(&c, bundle, a);
-                if req.not_ready && state == State::Ready {
-                    continue;
-                }
-                seen += 1;
-                if seen <= offset {
-                    continue;
-                }
-                if rows.len() == limit {
-                    more = true;
-                    break 'clusters;
-                }
-                let st = self.fleet.status.get(&(c.clone(), bundle.to_string()));
-                rows.push(pb::StatusRow {
-                    warnings: warnings
-                        .entry((a.source.clone(), bundle.clone()))
-                        .or_insert_with(|| self.fleet.bundle_warnings(&a.source, bundle))
-                        .clone(),
-                    staged_deployment_id: a
-                        .staged
-                        .as_ref()
-                        .or(a.desired.as_ref().map(|d| &d.deployment_id))
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                    cluster: c.to_string(),
-                    bundle: bundle.to_string(),
-                    state: state.to_string(),
-                    message,
-                    deployment_id: a
-                        .desired
-                        .as_ref()
-                        .map(|d| d.deployment_id.to_string())
-                        .unwrap_or_default(),
-                    updated: st
-                        .as_ref()
-                        .map(|s| rfc3339(s.updated_at))
-                        .unwrap_or_default(),
-                    resources: st
-                        .map(|s| {
-                            s.resources
-                                .iter()
-                                .filter(|r| !req.not_ready || r.state != State::Ready)
-                                .map(pb::ResourceStatus::from)
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                });
-            }
-        }
-        let next_page_token = if more {
-            (offset + rows.len()).to_string()
-        } else {
-            String::new()
-        };
-        Ok(Response::new(pb::GetStatusResponse {
-            rows,
-            next_page_token,
-        }))
+        self.status_rows(&request.into_inner()).map(Response::new)
     }
 
     async fn create_token(

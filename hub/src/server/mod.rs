@@ -19,6 +19,8 @@ mod sync;
 mod tls;
 mod wire;
 
+pub(crate) use admin::AdminService;
+pub(crate) use peer::require_operator_der;
 pub use tls::server_config;
 
 use std::net::SocketAddr;

@@ -48,7 +48,19 @@ pub fn require_cluster<T>(fleet: &Fleet, req: &Request<T>) -> Result<ClusterName
 
 /// The calling operator, if their role allows `needed`.
 pub fn require_operator<T>(req: &Request<T>, needed: Role) -> Result<String, Status> {
-    match leaf(req)?.0 {
+    operator_allowed(leaf(req)?.0, needed)
+}
+
+/// The operator named by a verified leaf certificate (DER), if their role allows
+/// `needed`: the Admin API's rule for callers outside gRPC (the dashboard).
+pub fn require_operator_der(leaf_der: &[u8], needed: Role) -> Result<String, Status> {
+    let id =
+        Identity::from_cert_der(leaf_der).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    operator_allowed(id, needed)
+}
+
+fn operator_allowed(id: Identity, needed: Role) -> Result<String, Status> {
+    match id {
         Identity::Operator { name, role } => {
             if needed == Role::Admin && role != Role::Admin {
                 Err(Status::permission_denied(format!(
