@@ -310,9 +310,9 @@ impl Parser<'_> {
         }
     }
 
-    fn peek_non_space(&mut self) -> Token {
+    fn peek_non_space(&mut self) -> &Token {
         self.skip_space();
-        self.peek().clone()
+        self.peek()
     }
 
     fn next_non_space(&mut self) -> Token {
@@ -409,9 +409,16 @@ impl Parser<'_> {
     }
 
     fn text_or_action(&mut self) -> PResult<Item> {
-        let t = self.next_non_space();
+        self.skip_space();
+        // Text is read once (no backup ever returns to it): move it out, not a copy.
+        let i = self.i.min(self.toks.len() - 1);
+        if let Tok::Text(s) = &mut self.toks[i].tok {
+            let s = std::mem::take(s);
+            self.next();
+            return Ok(Item::Node(Node::Text(s)));
+        }
+        let t = self.next();
         match t.tok {
-            Tok::Text(s) => Ok(Item::Node(Node::Text(s))),
             Tok::LeftDelim => self.action(),
             other => self.err(format!("unexpected {} in input", describe(&other))),
         }
@@ -565,10 +572,10 @@ impl Parser<'_> {
             };
             let at = self.i;
             self.next();
-            let next = self.peek_non_space();
-            match next.tok {
+            let next = &self.peek_non_space().tok;
+            match next {
                 Tok::Assign | Tok::Declare => {
-                    pipe.is_assign = next.tok == Tok::Assign;
+                    pipe.is_assign = *next == Tok::Assign;
                     self.next();
                     pipe.decl.push(name.clone());
                     self.vars.push(name);
