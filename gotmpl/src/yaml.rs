@@ -1,6 +1,8 @@
 //! YAML as Helm's template functions see it. Reading (`fromYaml`, values files, and the
 //! renderer's manifests) goes from the YAML event parser straight into JSON, as
-//! `sigs.k8s.io/yaml` goes YAML to JSON. Writing (`toYaml`) ports
+//! `sigs.k8s.io/yaml` goes YAML to JSON; all three first try
+//! [`crate::yaml_fast`], which takes the plain block YAML templates print and leaves the
+//! rest here. Writing (`toYaml`) ports
 //! the parts of go-yaml v2's emitter that `sigs.k8s.io/yaml.Marshal` exercises: block
 //! mappings with go-yaml's "natural" key order, indentless sequences under keys, the scalar
 //! style choice (plain, single-quoted, double-quoted, literal) and folding at 80 columns,
