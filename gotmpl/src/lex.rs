@@ -2,27 +2,29 @@
 //! including the trim markers (`{{- `, ` -}}`) and comments, which it resolves here so the
 //! parser never sees them. Positions are byte offsets into the template text.
 
+/// Tokens borrow their text from the template (no allocation per token); only a string
+/// literal's unquoted value is built.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Tok {
-    Text(String),
+pub(crate) enum Tok<'a> {
+    Text(&'a str),
     LeftDelim,
     RightDelim,
     Space,
     /// `.Name` (the text without the dot).
-    Field(String),
+    Field(&'a str),
     /// `$` or `$name` (with the `$`).
-    Variable(String),
-    Ident(String),
+    Variable(&'a str),
+    Ident(&'a str),
     Keyword(&'static str),
     Bool(bool),
     Nil,
     Dot,
     /// A number as written.
-    Number(String),
+    Number(&'a str),
     /// A char constant as written (`'a'`).
-    CharConst(String),
+    CharConst(&'a str),
     /// A string literal: as written, and its value.
-    Str(String, String),
+    Str(&'a str, String),
     Pipe,
     LeftParen,
     RightParen,
@@ -34,8 +36,8 @@ pub(crate) enum Tok {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Token {
-    pub tok: Tok,
+pub(crate) struct Token<'a> {
+    pub tok: Tok<'a>,
     pub pos: usize,
     pub line: usize,
 }
@@ -72,11 +74,15 @@ struct Lexer<'a> {
     right: &'a str,
     pos: usize,
     line: usize,
-    out: Vec<Token>,
+    out: Vec<Token<'a>>,
 }
 
 /// Splits `input` into tokens with the given delimiters.
-pub(crate) fn lex(input: &str, left: &str, right: &str) -> Result<Vec<Token>, LexError> {
+pub(crate) fn lex<'a>(
+    input: &'a str,
+    left: &'a str,
+    right: &'a str,
+) -> Result<Vec<Token<'a>>, LexError> {
     let mut l = Lexer {
         input,
         left,
@@ -97,7 +103,7 @@ impl<'a> Lexer<'a> {
         })
     }
 
-    fn emit(&mut self, tok: Tok, pos: usize, line: usize) {
+    fn emit(&mut self, tok: Tok<'a>, pos: usize, line: usize) {
         self.out.push(Token { tok, pos, line });
     }
 
@@ -113,7 +119,7 @@ impl<'a> Lexer<'a> {
                 None => {
                     if self.pos < self.input.len() {
                         let text = &self.input[start..];
-                        self.emit(Tok::Text(text.to_string()), start, self.line);
+                        self.emit(Tok::Text(text), start, self.line);
                         self.line += text.matches('\n').count();
                         self.pos = self.input.len();
                     }
@@ -134,7 +140,7 @@ impl<'a> Lexer<'a> {
                     }
                     if text_end > start {
                         let text = &self.input[start..text_end];
-                        self.emit(Tok::Text(text.to_string()), start, self.line);
+                        self.emit(Tok::Text(text), start, self.line);
                     }
                     self.line += self.input[start..delim_at].matches('\n').count();
                     self.pos = after;
@@ -253,8 +259,8 @@ impl<'a> Lexer<'a> {
                 '`' => self.lex_raw_quote()?,
                 '$' => {
                     self.pos += 1;
-                    let name = self.alnum_run();
-                    self.emit(Tok::Variable(format!("${name}")), start, line);
+                    self.alnum_run();
+                    self.emit(Tok::Variable(&self.input[start..self.pos]), start, line);
                     self.check_terminator()?;
                 }
                 '\'' => self.lex_char()?,
@@ -315,14 +321,14 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn alnum_run(&mut self) -> String {
+    fn alnum_run(&mut self) -> &'a str {
         let rest = self.rest();
         let n = rest
             .char_indices()
             .find(|(_, c)| !is_alnum(*c))
             .map_or(rest.len(), |(i, _)| i);
         self.pos += n;
-        rest[..n].to_string()
+        &rest[..n]
     }
 
     /// Go requires a word to be followed by a space, punctuation or the delimiter.
@@ -357,7 +363,7 @@ impl<'a> Lexer<'a> {
         let raw = &self.input[start..=i];
         let value = unquote(raw).map_err(|m| LexError { line, message: m })?;
         self.pos = i + 1;
-        self.emit(Tok::Str(raw.to_string(), value), start, line);
+        self.emit(Tok::Str(raw, value), start, line);
         Ok(())
     }
 
@@ -371,7 +377,7 @@ impl<'a> Lexer<'a> {
         self.line += raw.matches('\n').count();
         self.pos = start + x + 2;
         self.emit(
-            Tok::Str(raw.to_string(), raw[1..raw.len() - 1].to_string()),
+            Tok::Str(raw, raw[1..raw.len() - 1].to_string()),
             start,
             line,
         );
@@ -392,11 +398,7 @@ impl<'a> Lexer<'a> {
             }
         }
         self.pos = i + 1;
-        self.emit(
-            Tok::CharConst(self.input[start..=i].to_string()),
-            start,
-            line,
-        );
+        self.emit(Tok::CharConst(&self.input[start..=i]), start, line);
         Ok(())
     }
 
@@ -459,7 +461,7 @@ impl<'a> Lexer<'a> {
                 &self.input[start..self.pos + bad_end]
             ));
         }
-        self.emit(Tok::Number(self.input[start..i].to_string()), start, line);
+        self.emit(Tok::Number(&self.input[start..i]), start, line);
         Ok(())
     }
 }
@@ -529,7 +531,7 @@ pub(crate) fn unquote(raw: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    fn toks(s: &str) -> Vec<Tok> {
+    fn toks(s: &str) -> Vec<Tok<'_>> {
         lex(s, "{{", "}}")
             .unwrap_or_default()
             .into_iter()
@@ -542,11 +544,11 @@ mod tests {
         assert_eq!(
             toks("a  {{- .x -}}  b"),
             vec![
-                Tok::Text("a".into()),
+                Tok::Text("a"),
                 Tok::LeftDelim,
-                Tok::Field("x".into()),
+                Tok::Field("x"),
                 Tok::RightDelim,
-                Tok::Text("b".into()),
+                Tok::Text("b"),
                 Tok::Eof
             ]
         );
@@ -556,12 +558,7 @@ mod tests {
     fn negative_numbers_are_not_trim_markers() {
         assert_eq!(
             toks("{{-3}}"),
-            vec![
-                Tok::LeftDelim,
-                Tok::Number("-3".into()),
-                Tok::RightDelim,
-                Tok::Eof
-            ]
+            vec![Tok::LeftDelim, Tok::Number("-3"), Tok::RightDelim, Tok::Eof]
         );
     }
 
@@ -569,7 +566,7 @@ mod tests {
     fn comments_vanish() {
         assert_eq!(
             toks("x {{- /* c */ -}} y"),
-            vec![Tok::Text("x".into()), Tok::Text("y".into()), Tok::Eof]
+            vec![Tok::Text("x"), Tok::Text("y"), Tok::Eof]
         );
     }
 }

@@ -20,6 +20,7 @@ mod parse;
 pub mod semver;
 mod value;
 mod yaml;
+mod yaml_fast;
 
 use std::collections::HashMap;
 use std::sync::Arc;

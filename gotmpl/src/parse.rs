@@ -233,7 +233,7 @@ pub(crate) fn parse(
 }
 
 struct Parser<'a> {
-    toks: Vec<Token>,
+    toks: Vec<Token<'a>>,
     i: usize,
     vars: Vec<String>,
     range_depth: usize,
@@ -252,7 +252,7 @@ enum End {
 
 type PResult<T> = Result<T, ParseError>;
 
-fn describe(t: &Tok) -> String {
+fn describe(t: &Tok<'_>) -> String {
     match t {
         Tok::Text(s) => format!("{s:?}"),
         Tok::LeftDelim => "<left delim>".into(),
@@ -277,7 +277,7 @@ fn describe(t: &Tok) -> String {
     }
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn err<T>(&self, message: impl Into<String>) -> PResult<T> {
         Err(ParseError {
             line: self.line,
@@ -285,13 +285,13 @@ impl Parser<'_> {
         })
     }
 
-    fn peek(&mut self) -> &Token {
+    fn peek(&mut self) -> &Token<'a> {
         let t = &self.toks[self.i.min(self.toks.len() - 1)];
         self.line = t.line;
         t
     }
 
-    fn next(&mut self) -> Token {
+    fn next(&mut self) -> Token<'a> {
         let t = self.toks[self.i.min(self.toks.len() - 1)].clone();
         self.line = t.line;
         if self.i < self.toks.len() - 1 {
@@ -310,17 +310,17 @@ impl Parser<'_> {
         }
     }
 
-    fn peek_non_space(&mut self) -> Token {
+    fn peek_non_space(&mut self) -> &Token<'a> {
         self.skip_space();
-        self.peek().clone()
+        self.peek()
     }
 
-    fn next_non_space(&mut self) -> Token {
+    fn next_non_space(&mut self) -> Token<'a> {
         self.skip_space();
         self.next()
     }
 
-    fn expect_right(&mut self, context: &str) -> PResult<Token> {
+    fn expect_right(&mut self, context: &str) -> PResult<Token<'a>> {
         let t = self.next_non_space();
         if t.tok != Tok::RightDelim {
             return self.err(format!("unexpected {} in {context}", describe(&t.tok)));
@@ -411,7 +411,7 @@ impl Parser<'_> {
     fn text_or_action(&mut self) -> PResult<Item> {
         let t = self.next_non_space();
         match t.tok {
-            Tok::Text(s) => Ok(Item::Node(Node::Text(s))),
+            Tok::Text(s) => Ok(Item::Node(Node::Text(s.to_string()))),
             Tok::LeftDelim => self.action(),
             other => self.err(format!("unexpected {} in input", describe(&other))),
         }
@@ -548,7 +548,7 @@ impl Parser<'_> {
         }))
     }
 
-    fn pipeline(&mut self, context: &str, end: Tok) -> PResult<Pipe> {
+    fn pipeline(&mut self, context: &str, end: Tok<'_>) -> PResult<Pipe> {
         self.enter()?;
         let start = self.peek_non_space();
         let mut pipe = Pipe {
@@ -565,19 +565,19 @@ impl Parser<'_> {
             };
             let at = self.i;
             self.next();
-            let next = self.peek_non_space();
-            match next.tok {
+            let next = &self.peek_non_space().tok;
+            match next {
                 Tok::Assign | Tok::Declare => {
-                    pipe.is_assign = next.tok == Tok::Assign;
+                    pipe.is_assign = *next == Tok::Assign;
                     self.next();
-                    pipe.decl.push(name.clone());
-                    self.vars.push(name);
+                    pipe.decl.push(name.to_string());
+                    self.vars.push(name.to_string());
                     break;
                 }
                 Tok::Char(',') => {
                     self.next();
-                    pipe.decl.push(name.clone());
-                    self.vars.push(name);
+                    pipe.decl.push(name.to_string());
+                    self.vars.push(name.to_string());
                     if context == "range" && pipe.decl.len() < 2 {
                         match self.peek_non_space().tok {
                             Tok::Variable(_) | Tok::RightDelim | Tok::RightParen => continue,
@@ -673,7 +673,7 @@ impl Parser<'_> {
             let mut fields = Vec::new();
             while let Tok::Field(f) = self.peek().tok.clone() {
                 self.next();
-                fields.push(f);
+                fields.push(f.to_string());
             }
             return Ok(Some(match node {
                 Arg::Field { mut idents, .. } => {
@@ -712,40 +712,47 @@ impl Parser<'_> {
         let pos = t.pos;
         Ok(Some(match t.tok {
             Tok::Ident(name) => {
-                if !(self.has_func)(&name) {
+                if !(self.has_func)(name) {
                     return self.err(format!("function {name:?} not defined"));
                 }
-                Arg::Ident { pos, name }
+                Arg::Ident {
+                    pos,
+                    name: name.to_string(),
+                }
             }
             Tok::Dot => Arg::Dot(pos),
             Tok::Nil => Arg::Nil(pos),
             Tok::Variable(v) => {
-                if !self.vars.contains(&v) {
+                if !self.vars.iter().any(|x| x == v) {
                     return self.err(format!("undefined variable {v:?}"));
                 }
                 Arg::Variable {
                     pos,
-                    idents: vec![v],
+                    idents: vec![v.to_string()],
                 }
             }
             Tok::Field(f) => Arg::Field {
                 pos,
-                idents: vec![f],
+                idents: vec![f.to_string()],
             },
             Tok::Bool(b) => Arg::Bool(pos, b),
             Tok::Number(text) => {
-                let value = parse_number(&text)
+                let value = parse_number(text)
                     .ok_or(())
                     .or_else(|_| self.err(format!("illegal number syntax: {text:?}")))?;
-                Arg::Number { pos, text, value }
+                Arg::Number {
+                    pos,
+                    text: text.to_string(),
+                    value,
+                }
             }
             Tok::CharConst(text) => {
-                let value = parse_char(&text)
+                let value = parse_char(text)
                     .ok_or(())
                     .or_else(|_| self.err(format!("malformed character constant: {text}")))?;
                 Arg::Number {
                     pos,
-                    text,
+                    text: text.to_string(),
                     value: Num::Int(value),
                 }
             }
@@ -753,7 +760,11 @@ impl Parser<'_> {
                 let p = self.pipeline("parenthesized pipeline", Tok::RightParen)?;
                 Arg::Pipe(Box::new(p))
             }
-            Tok::Str(quoted, value) => Arg::Str { pos, quoted, value },
+            Tok::Str(quoted, value) => Arg::Str {
+                pos,
+                quoted: quoted.to_string(),
+                value,
+            },
             _ => {
                 self.backup();
                 return Ok(None);

@@ -1,6 +1,8 @@
 //! YAML as Helm's template functions see it. Reading (`fromYaml`, values files, and the
 //! renderer's manifests) goes from the YAML event parser straight into JSON, as
-//! `sigs.k8s.io/yaml` goes YAML to JSON. Writing (`toYaml`) ports
+//! `sigs.k8s.io/yaml` goes YAML to JSON; all three first try
+//! [`crate::yaml_fast`], which takes the plain block YAML templates print and leaves the
+//! rest here. Writing (`toYaml`) ports
 //! the parts of go-yaml v2's emitter that `sigs.k8s.io/yaml.Marshal` exercises: block
 //! mappings with go-yaml's "natural" key order, indentless sequences under keys, the scalar
 //! style choice (plain, single-quoted, double-quoted, literal) and folding at 80 columns,
@@ -28,6 +30,14 @@ const MAX_YAML_NODES: usize = 1_000_000;
 /// `1_000` an int), keys become strings (`true`, `1`), then JSON carries the numbers.
 /// An empty document is `null`.
 pub(crate) fn parse_yaml(text: &str) -> Result<serde_json::Value, String> {
+    match crate::yaml_fast::read(text, false) {
+        Some(v) => Ok(v),
+        None => parse_yaml_full(text),
+    }
+}
+
+/// [`parse_yaml`] on the full YAML parser alone.
+pub(crate) fn parse_yaml_full(text: &str) -> Result<serde_json::Value, String> {
     let mut loader = Loader::new(text, false);
     loader.first_document()
 }
@@ -38,6 +48,14 @@ pub(crate) fn parse_yaml(text: &str) -> Result<serde_json::Value, String> {
 /// error. Errors carry no location: a caller that reports one parses again with a
 /// locating parser.
 pub fn manifest_to_json(text: &str) -> Result<serde_json::Value, String> {
+    match crate::yaml_fast::read(text, true) {
+        Some(v) => Ok(v),
+        None => manifest_to_json_full(text),
+    }
+}
+
+/// [`manifest_to_json`] on the full YAML parser alone.
+pub(crate) fn manifest_to_json_full(text: &str) -> Result<serde_json::Value, String> {
     let mut loader = Loader::new(text, true);
     let value = loader.first_document()?;
     loop {
@@ -274,8 +292,17 @@ fn scalar(
 }
 
 /// go-yaml v2's `resolve` for a plain scalar: `None` means a string.
-fn resolve_plain(s: &str) -> Result<Option<serde_json::Value>, String> {
+pub(crate) fn resolve_plain(s: &str) -> Result<Option<serde_json::Value>, String> {
     use serde_json::Value as J;
+    // The common answer first, cheaply: no special word is longer than 5 bytes, and only
+    // digits, `.`, `+`, `-` and `~` start the rest; the others stay strings.
+    match s.as_bytes().first() {
+        Some(c) if c.is_ascii_alphabetic() && s.len() > 5 => return Ok(None),
+        Some(c) if !c.is_ascii_alphanumeric() && !matches!(c, b'.' | b'+' | b'-' | b'~') => {
+            return Ok(None);
+        }
+        _ => {}
+    }
     match s {
         "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
             return Ok(Some(J::Bool(true)));

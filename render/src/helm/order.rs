@@ -128,8 +128,9 @@ pub(crate) fn sort_manifests(
     if !errors.is_empty() {
         return Err(errors);
     }
-    generic.sort_by(|a, b| kind_order(kind(&a.value), kind(&b.value)));
-    hooks.sort_by(|a, b| kind_order(kind(&a.value), kind(&b.value)));
+    // Stable: ties keep template order. The rank is computed once per document.
+    generic.sort_by_cached_key(|d| kind_rank(kind(&d.value)));
+    hooks.sort_by_cached_key(|d| kind_rank(kind(&d.value)));
     Ok((generic, hooks))
 }
 
@@ -179,15 +180,12 @@ pub(crate) fn hook_events(v: &Value) -> Option<Vec<String>> {
     )
 }
 
-/// Helm's `lessByKind` as an ordering: known kinds by `InstallOrder`, unknown after them
+/// Helm's `lessByKind` as a sort key: known kinds by `InstallOrder`, unknown after them
 /// in alphabetical order; the sort is stable, so ties keep template order.
-fn kind_order(a: &str, b: &str) -> std::cmp::Ordering {
-    let pos = |k: &str| INSTALL_ORDER.iter().position(|o| *o == k);
-    match (pos(a), pos(b)) {
-        (Some(x), Some(y)) => x.cmp(&y),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.cmp(b),
+fn kind_rank(kind: &str) -> (usize, String) {
+    match INSTALL_ORDER.iter().position(|o| *o == kind) {
+        Some(i) => (i, String::new()),
+        None => (INSTALL_ORDER.len(), kind.to_string()),
     }
 }
 
