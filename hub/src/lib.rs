@@ -29,6 +29,7 @@ mod renewals;
 mod rollout;
 mod server;
 mod sources;
+mod statuses;
 pub mod store;
 mod targeting;
 mod tokens;
