@@ -769,7 +769,7 @@ fn memory_per_pair_at_10000_clusters_by_50_bundles_stays_within_256_bytes() {
     println!("assignments: {per_pair} bytes per (cluster, bundle) pair over {pairs} pairs");
 
     // Each pair's last report, kept as `Fleet::record_status` keeps it (Ready, no
-    // resources, the id and bundle name as they arrive from the wire).
+    // resources, the deployment id as it arrives from the wire).
     let before = rss_bytes().expect("RSS from /proc");
     let status = crate::statuses::Statuses::default();
     for e in fleet.iter() {
@@ -782,7 +782,7 @@ fn memory_per_pair_at_10000_clusters_by_50_bundles_stays_within_256_bytes() {
                 resources: Vec::new(),
                 updated_at: 0,
             };
-            status.insert(e.key(), &bundle.to_string(), st, e.value());
+            status.insert(e.key(), bundle, st, e.value());
         }
     }
     let after = rss_bytes().expect("RSS from /proc");
