@@ -292,14 +292,7 @@ impl Fleet {
         }
         self.disconnect(name, &format!("cluster {name} has been deleted"));
         let mut ops = vec![Op::delete(Table::Clusters, name.as_str())];
-        let bundles: Vec<String> = self
-            .status
-            .iter()
-            .filter(|e| e.key().0 == *name)
-            .map(|e| e.key().1.clone())
-            .collect();
-        for b in bundles {
-            self.status.remove(&(name.clone(), b.clone()));
+        for b in self.status.remove_cluster(name) {
             ops.push(Op::delete(Table::Status, status_key(name, &b)));
         }
         self.store.commit(ops).await?;

@@ -208,7 +208,8 @@ pub struct Fleet {
     /// each content GC; the server's wire cache (`server::wire::WireCache`) forgets the
     /// encoded messages of the others.
     pub live_deployments: tokio::sync::watch::Sender<Arc<std::collections::HashSet<DeploymentId>>>,
-    pub status: DashMap<(ClusterName, String), StatusRecord>,
+    /// The spokes' last reports (`statuses`: compact, shared with the assignments).
+    pub status: crate::statuses::Statuses,
     pub sessions: DashMap<ClusterName, SessionHandle>,
     pub metrics: HubMetrics,
     /// Fleet events for `Admin.Watch`; nobody listening is fine.
@@ -312,7 +313,7 @@ impl Fleet {
             contents: DashMap::new(),
             gc_candidates: Mutex::default(),
             live_deployments: tokio::sync::watch::channel(Arc::default()).0,
-            status: DashMap::new(),
+            status: Default::default(),
             sessions: DashMap::new(),
             metrics: HubMetrics::default(),
             events: tokio::sync::broadcast::channel(1024).0,
@@ -351,13 +352,6 @@ impl Fleet {
         for (_, s) in snapshot.records::<SourceSpec>(Table::Sources)? {
             fleet.insert_source(s)?;
         }
-        for (key, st) in snapshot.records::<StatusRecord>(Table::Status)? {
-            if let Some((c, b)) = key.split_once('/')
-                && let Ok(c) = ClusterName::new(c)
-            {
-                fleet.status.insert((c, b.to_string()), st);
-            }
-        }
         // One copy of each name and deployment, as the reconcile shares them.
         let mut names: std::collections::HashSet<Arc<str>> = Default::default();
         let mut deployments: HashMap<DeploymentId, Arc<Desired>> = HashMap::new();
@@ -386,6 +380,15 @@ impl Fleet {
                 })
                 .collect();
             fleet.assignments.insert(c, Arc::new(a));
+        }
+        // After the assignments, whose names and ids the reports share.
+        for (key, st) in snapshot.records::<StatusRecord>(Table::Status)? {
+            if let Some((c, b)) = key.split_once('/')
+                && let Ok(c) = ClusterName::new(c)
+            {
+                let assigned = fleet.assignments_of(&c);
+                fleet.status.insert(&c, b, st, &assigned);
+            }
         }
         for (digest, bytes) in snapshot.raw(Table::Content) {
             if let Some(d) = ContentDigest::parse(digest) {
@@ -836,16 +839,18 @@ impl Fleet {
     /// in progress, a bundle held by dependsOn. `record_status` for this hub's own
     /// sessions; `ha::mirror` for a report another replica stored.
     pub(crate) fn note_status(&self, cluster: &ClusterName, bundle: &str, st: StatusRecord) {
+        let (state, message) = (st.state, st.message.clone());
+        let assigned = self.assignments_of(cluster);
         let changed = self
             .status
-            .insert((cluster.clone(), bundle.to_string()), st.clone())
-            .is_none_or(|prev| prev.state != st.state || prev.deployment_id != st.deployment_id);
+            .insert(cluster, bundle, st, &assigned)
+            .is_none_or(|prev| prev.state != state || !prev.same_deployment);
         if changed {
             let _ = self.events.send(FleetEvent {
                 cluster: cluster.to_string(),
                 bundle: bundle.to_string(),
-                state: st.state.to_string(),
-                message: st.message.clone(),
+                state: state.to_string(),
+                message,
                 ..FleetEvent::new(EventKind::StatusChanged)
             });
             self.status_changes.fetch_add(1, Ordering::AcqRel);
@@ -880,22 +885,26 @@ impl Fleet {
         {
             return (State::Pending, why.clone());
         }
-        let status = self.status.get(&(cluster.clone(), bundle.to_string()));
         if !self.is_connected(cluster) {
-            let msg = status
-                .map(|s| format!("cluster offline; last reported {}", s.state))
+            let msg = self
+                .status
+                .with(cluster, bundle, |s| {
+                    format!("cluster offline; last reported {}", s.state)
+                })
                 .unwrap_or_else(|| "cluster offline".into());
             return (State::Offline, msg);
         }
-        match (&a.desired, status) {
-            (Some(d), Some(s)) if s.deployment_id == d.deployment_id.as_str() => {
-                (s.state, s.message.clone())
-            }
-            (Some(d), _) => (
-                State::WaitApplied,
-                format!("waiting for the spoke to apply {}", d.deployment_id),
-            ),
-            (None, _) => (State::ErrApplied, "no deployable revision".into()),
+        match &a.desired {
+            Some(d) => self
+                .status
+                .reported(cluster, bundle, &d.deployment_id)
+                .unwrap_or_else(|| {
+                    (
+                        State::WaitApplied,
+                        format!("waiting for the spoke to apply {}", d.deployment_id),
+                    )
+                }),
+            None => (State::ErrApplied, "no deployable revision".into()),
         }
     }
 
@@ -1023,20 +1032,6 @@ impl Renders for Fleet {
         };
         cache.insert(key, result.clone());
         result
-    }
-}
-
-/// The reconcile reads the live reports (see `reconcile`'s module doc).
-impl StatusView for DashMap<(ClusterName, String), StatusRecord> {
-    fn reported(
-        &self,
-        cluster: &ClusterName,
-        bundle: &str,
-        deployment: &DeploymentId,
-    ) -> Option<(State, String)> {
-        self.get(&(cluster.clone(), bundle.to_string()))
-            .filter(|s| s.deployment_id == deployment.as_str())
-            .map(|s| (s.state, s.message.clone()))
     }
 }
 

@@ -31,6 +31,7 @@ mod renewals;
 mod rollout;
 mod server;
 mod sources;
+mod statuses;
 pub mod store;
 mod targeting;
 mod tokens;

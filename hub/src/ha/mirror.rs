@@ -34,7 +34,7 @@ use super::Replica;
 use super::election::PRESENCE_PREFIX;
 use crate::fleet::{Fleet, Trigger};
 use crate::reconcile::Assignments;
-use crate::records::{ClusterRecord, SourceSpec, StatusRecord, TokenRecord, status_key};
+use crate::records::{ClusterRecord, SourceSpec, StatusRecord, TokenRecord};
 use crate::store::{Change, Revision, StoreError, Table};
 use crate::targeting::GroupSpec;
 
@@ -158,11 +158,7 @@ fn keys_in_memory(fleet: &Arc<Fleet>, replica: &Replica, table: Table) -> Vec<St
             .map(|r| r.key().clone())
             .collect(),
         Table::KeptBundles => fleet.kept_bundles.iter().map(|r| r.key().clone()).collect(),
-        Table::Status => fleet
-            .status
-            .iter()
-            .map(|s| status_key(&s.key().0, &s.key().1))
-            .collect(),
+        Table::Status => fleet.status.keys(),
         Table::Content => fleet.contents.iter().map(|c| c.key().to_string()).collect(),
         Table::Desired => fleet
             .assignments
@@ -343,17 +339,14 @@ async fn apply(fleet: &Arc<Fleet>, replica: &Replica, change: Change) {
             };
             match value.and_then(|v| decode::<StatusRecord>(table, &key, &v)) {
                 Some(st) => {
-                    let known = fleet
-                        .status
-                        .get(&(cluster.clone(), bundle.to_string()))
-                        .is_some_and(|s| *s == st);
+                    let known = fleet.status.get(&cluster, bundle).is_some_and(|s| s == st);
                     // Our own reports come back too.
                     if !known {
                         fleet.note_status(&cluster, bundle, st);
                     }
                 }
                 None => {
-                    fleet.status.remove(&(cluster, bundle.to_string()));
+                    fleet.status.remove(&cluster, bundle);
                 }
             }
         }

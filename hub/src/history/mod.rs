@@ -287,11 +287,11 @@ impl History {
         &self,
         cluster: &ClusterName,
         bundle: &str,
-        statuses: &DashMap<(ClusterName, String), StatusRecord>,
+        statuses: &crate::statuses::Statuses,
         new: &StatusRecord,
     ) {
-        let prev = statuses.get(&(cluster.clone(), bundle.to_string()));
-        self.status(cluster, bundle, prev.as_deref(), new);
+        let prev = statuses.get(cluster, bundle);
+        self.status(cluster, bundle, prev.as_ref(), new);
     }
 
     /// Adds a deployment entry (the body of `deployed`, with the commit and time given).

@@ -269,7 +269,7 @@ impl AdminService {
                     more = true;
                     break 'clusters;
                 }
-                let st = self.fleet.status.get(&(c.clone(), bundle.to_string()));
+                let st = self.fleet.status.get(&c, bundle);
                 rows.push(pb::StatusRow {
                     warnings: warnings
                         .entry((a.source.clone(), bundle.clone()))

@@ -82,6 +82,12 @@ pub fn server_config(
         .with_single_cert(chain, key)
         .map_err(cfg_err)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // Spokes hold one long-lived connection each and make a new one only after a
+    // restart or a lost link; nobody resumes. rustls' defaults (two tickets per
+    // handshake, a cache of 256 sessions that keeps each peer's certificate chain) cost
+    // a write and a cache churn per handshake, 10,000 of them when a fleet reconnects.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(config)
 }
 
