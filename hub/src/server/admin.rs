@@ -3,23 +3,21 @@
 
 use std::sync::Arc;
 
-use flotilla_identity::{JoinString, Role};
-use flotilla_model::{ClusterName, LabelSelector, State, Summary, labels};
+use flotilla_identity::Role;
+use flotilla_model::{ClusterName, LabelSelector, State, Summary};
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::admin_server::Admin;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::charts;
-use crate::commands::{self, CommandError, SourceSecrets};
+use crate::commands::{self, NewToken, SourceSecrets};
 use crate::credentials::Kind;
-use crate::fleet::{Fleet, Trigger};
+use crate::fleet::Fleet;
 use crate::label_trust;
 use crate::records::{HelmAuthSpec, SourceSpec, now_unix, rfc3339};
 use crate::server::peer;
-use crate::store::{Op, Table};
 use crate::targeting::{self, GroupSpec, TargetSpec};
-use crate::tokens;
 
 pub struct AdminService {
     fleet: Arc<Fleet>,
@@ -389,26 +387,7 @@ impl Admin for AdminService {
         let req = request.into_inner();
         let name =
             ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        for k in &req.keys {
-            labels::validate_key(k).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        let (rec, accepted) = {
-            let mut rec = self
-                .fleet
-                .clusters
-                .get_mut(&name)
-                .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))?;
-            // `accept` refuses before it changes anything.
-            let accepted = label_trust::accept(&mut rec, &req.keys)
-                .map_err(|e| Status::failed_precondition(e.to_string()))?;
-            (rec.clone(), accepted)
-        };
-        self.fleet
-            .store
-            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
-            .await?;
-        tracing::info!(cluster = %name, keys = ?accepted, "reported labels accepted");
-        self.fleet.trigger(Trigger::Cluster(name.clone()));
+        self.fleet.accept_cluster_labels(&name, &req.keys).await?;
         self.found_cluster(&name).map(Response::new)
     }
 
@@ -675,48 +654,20 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         peer::require_operator(&request, Role::Admin)?;
         let req = request.into_inner();
-        if req.ttl_seconds == 0 || req.max_uses == 0 {
-            return Err(Status::invalid_argument(
-                "ttl and max uses must be positive",
-            ));
-        }
-        for (k, v) in &req.labels {
-            labels::validate_key(k)
-                .and_then(|_| labels::validate_value(v))
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        for k in &req.spoke_label_keys {
-            labels::validate_key(k).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        let (mut record, token) =
-            tokens::generate(req.ttl_seconds, req.max_uses, &req.description, now_unix());
-        record.labels = req.labels;
-        record.spoke_label_keys = req.spoke_label_keys;
-        self.fleet
-            .store
-            .commit(vec![Op::put_json(
-                Table::Tokens,
-                record.id.clone(),
-                &record,
-            )])
+        let created = self
+            .fleet
+            .create_token(NewToken {
+                ttl_secs: req.ttl_seconds,
+                max_uses: req.max_uses,
+                description: req.description,
+                labels: req.labels,
+                spoke_label_keys: req.spoke_label_keys,
+            })
             .await?;
-        let id = record.id.clone();
-        let expires = rfc3339(record.expires_at);
-        self.fleet
-            .tokens
-            .lock()
-            .map_err(|_| Status::internal("token table poisoned"))?
-            .insert(id.clone(), record);
-        tracing::info!(token = %id, "join token created");
-        let join = JoinString {
-            token,
-            hub: self.fleet.advertise.clone(),
-            ca_sha256: self.fleet.pin(),
-        };
         Ok(Response::new(pb::CreateTokenResponse {
-            id,
-            join: join.to_string(),
-            expires,
+            id: created.record.id,
+            join: created.join,
+            expires: rfc3339(created.record.expires_at),
         }))
     }
 
@@ -726,25 +677,23 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
         let now = now_unix();
-        let mut tokens: Vec<pb::Token> = self
+        let tokens: Vec<pb::Token> = self
             .fleet
-            .tokens
-            .lock()
-            .map_err(|_| Status::internal("token table poisoned"))?
-            .values()
+            .list_tokens()
+            .await?
+            .into_iter()
             .map(|t| pb::Token {
-                id: t.id.clone(),
-                description: t.description.clone(),
+                id: t.id,
+                description: t.description,
                 created: rfc3339(t.created_at),
                 expires: rfc3339(t.expires_at),
                 max_uses: t.max_uses,
                 uses: t.uses,
                 expired: now >= t.expires_at,
-                labels: t.labels.clone(),
-                spoke_label_keys: t.spoke_label_keys.clone(),
+                labels: t.labels,
+                spoke_label_keys: t.spoke_label_keys,
             })
             .collect();
-        tokens.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
         Ok(Response::new(pb::ListTokensResponse { tokens }))
     }
 
@@ -754,20 +703,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
         peer::require_operator(&request, Role::Admin)?;
         let id = request.into_inner().id;
-        let removed = self
-            .fleet
-            .tokens
-            .lock()
-            .map_err(|_| Status::internal("token table poisoned"))?
-            .remove(&id);
-        if removed.is_none() {
-            return Err(Status::not_found(format!("token {id} not found")));
-        }
-        self.fleet
-            .store
-            .commit(vec![Op::delete(Table::Tokens, id.clone())])
-            .await?;
-        tracing::info!(token = %id, "join token revoked");
+        self.fleet.revoke_token(&id).await?;
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 
@@ -1012,19 +948,6 @@ impl Admin for AdminService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.fleet.delete_cluster(&name).await?;
         Ok(Response::new(pb::DeleteClusterResponse {}))
-    }
-}
-
-/// A command's refusal as the gRPC status a caller can act on.
-impl From<CommandError> for Status {
-    fn from(e: CommandError) -> Self {
-        match e {
-            CommandError::NotFound(_) => Status::not_found(e.to_string()),
-            CommandError::Invalid(_) => Status::invalid_argument(e.to_string()),
-            CommandError::Exists(_) => Status::already_exists(e.to_string()),
-            CommandError::Internal(_) => Status::internal(e.to_string()),
-            CommandError::Store(e) => e.into(),
-        }
     }
 }
 

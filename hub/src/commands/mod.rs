@@ -11,8 +11,17 @@
 //!
 //! **Architecture Invariant:** no protobuf here; `server/admin.rs` translates.
 
+mod hello;
+mod registration;
+mod tokens;
+
+pub use hello::HelloReport;
+pub use registration::{Recovery, Registered, Registration};
+pub use tokens::NewToken;
+
 use std::sync::Arc;
 
+use flotilla_identity::Refusal;
 use flotilla_model::{ClusterName, Labels, labels};
 
 use crate::charts;
@@ -21,7 +30,7 @@ use crate::fleet::{Fleet, SourceState, Trigger};
 use crate::label_trust;
 use crate::records::{ClusterRecord, SourceSpec, status_key};
 use crate::sources;
-use crate::store::{Op, StoreError, Table};
+use crate::store::{Op, Revision, StoreError, Table};
 use crate::targeting::GroupSpec;
 
 /// Why a command was refused or failed.
@@ -32,6 +41,12 @@ pub enum CommandError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// The request is well formed but the state does not allow it now.
+    #[error("{0}")]
+    Precondition(String),
+    /// A spoke refused for a reason it must act on rather than retry (`Refusal`).
+    #[error("{1}")]
+    Refused(Refusal, String),
     /// The message names what already exists and how to change it.
     #[error("{0}")]
     Exists(String),
@@ -41,6 +56,9 @@ pub enum CommandError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// A queued store write; resolves once it is durable.
+type Durable = futures::future::BoxFuture<'static, Result<Revision, StoreError>>;
 
 /// Every key and value of `set` is a valid label.
 fn validate_labels(set: &Labels) -> Result<(), CommandError> {
@@ -210,29 +228,60 @@ impl Fleet {
             }
         }
         let _order = self.order.lock().await;
-        let rec = self.edit_cluster(name, |rec| {
+        self.save_cluster(name, |rec| {
             label_trust::relabel(rec, set, remove);
             Ok(())
-        })?;
-        self.save_cluster(rec).await
+        })
+        .await
     }
 
-    /// Persists an edited cluster record and reconciles that cluster.
-    async fn save_cluster(&self, rec: ClusterRecord) -> Result<ClusterRecord, CommandError> {
-        self.store
-            .commit(vec![Op::put_json(Table::Clusters, rec.name.as_str(), &rec)])
+    /// `flotilla cluster accept-labels NAME [KEY...]`: trusts the spoke's reported values
+    /// of `keys` (every pending one when empty); returns the keys accepted.
+    pub async fn accept_cluster_labels(
+        &self,
+        name: &ClusterName,
+        keys: &[String],
+    ) -> Result<(ClusterRecord, Vec<String>), CommandError> {
+        for k in keys {
+            labels::validate_key(k).map_err(invalid)?;
+        }
+        let _order = self.order.lock().await;
+        let mut accepted = Vec::new();
+        let rec = self
+            .save_cluster(name, |rec| {
+                // `accept` refuses before it changes anything.
+                accepted = label_trust::accept(rec, keys)
+                    .map_err(|e| CommandError::Precondition(e.to_string()))?;
+                Ok(())
+            })
             .await?;
-        self.trigger(Trigger::Cluster(rec.name.clone()));
-        Ok(rec)
+        tracing::info!(cluster = %name, keys = ?accepted, "reported labels accepted");
+        Ok((rec, accepted))
     }
 
-    /// Applies `edit` to the cluster's record in memory, whole or not at all, and returns
-    /// the new record for the caller to persist. Call it under the order lock.
-    fn edit_cluster(
+    /// Edits a cluster record (`edit_cluster`), waits until it is durable and reconciles
+    /// that cluster.
+    async fn save_cluster(
         &self,
         name: &ClusterName,
         edit: impl FnOnce(&mut ClusterRecord) -> Result<(), CommandError>,
     ) -> Result<ClusterRecord, CommandError> {
+        let (rec, durable) = self.edit_cluster(name, edit)?;
+        durable.await?;
+        self.trigger(Trigger::Cluster(name.clone()));
+        Ok(rec)
+    }
+
+    /// Applies `edit` to the cluster's record in memory, whole or not at all, and queues
+    /// the new record to the store while still holding the record's map entry: a Hello,
+    /// a renewal and a command may edit one cluster at once, and the store must receive
+    /// its snapshots in the order memory took them. Returns the new record and the
+    /// write's durability, to await once the entry is let go.
+    pub(crate) fn edit_cluster(
+        &self,
+        name: &ClusterName,
+        edit: impl FnOnce(&mut ClusterRecord) -> Result<(), CommandError>,
+    ) -> Result<(ClusterRecord, Durable), CommandError> {
         let mut rec = self
             .clusters
             .get_mut(name)
@@ -240,7 +289,10 @@ impl Fleet {
         let mut next = rec.clone();
         edit(&mut next)?;
         *rec = next;
-        Ok(rec.clone())
+        let durable =
+            self.store
+                .queue_commit(vec![Op::put_json(Table::Clusters, name.as_str(), &*rec)]);
+        Ok((rec.clone(), Box::pin(durable)))
     }
 
     /// Kubernetes mode's `Cluster` object: its labels replace the hub labels, and the
@@ -256,28 +308,27 @@ impl Fleet {
             labels::validate_key(k).map_err(invalid)?;
         }
         let _order = self.order.lock().await;
-        let rec = self.edit_cluster(name, |next| {
+        self.save_cluster(name, |next| {
             next.hub_labels = hub_labels.clone();
             // `accept` with no keys means every pending one: not what an empty list says.
             if !accept.is_empty() {
                 label_trust::accept(next, accept).map_err(invalid)?;
             }
             Ok(())
-        })?;
-        self.save_cluster(rec).await
+        })
+        .await
     }
 
     /// Refuses every certificate of the cluster from now on and ends its stream.
     pub async fn revoke_cluster(&self, name: &ClusterName) -> Result<ClusterRecord, CommandError> {
         let _order = self.order.lock().await;
-        let rec = self.edit_cluster(name, |rec| {
+        let (rec, durable) = self.edit_cluster(name, |rec| {
             rec.revoked = true;
             Ok(())
         })?;
+        // At once, not after the write: memory already refuses its reconnects.
         self.disconnect(name, &format!("cluster {name} has been revoked"));
-        self.store
-            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
-            .await?;
+        durable.await?;
         tracing::warn!(cluster = %name, "cluster revoked");
         Ok(rec)
     }
@@ -316,11 +367,7 @@ impl Fleet {
                 spec.name
             )));
         }
-        for (k, v) in &spec.labels {
-            labels::validate_key(k)
-                .and_then(|_| labels::validate_value(v))
-                .map_err(invalid)?;
-        }
+        validate_labels(&spec.labels)?;
         let _order = self.order.lock().await;
         self.store
             .commit(vec![Op::put_json(Table::Groups, spec.name.clone(), &spec)])
