@@ -18,6 +18,8 @@ mod fleet;
 pub mod git;
 pub mod history;
 pub mod http;
+#[cfg(test)]
+mod invariants;
 pub mod kube_mode;
 mod label_trust;
 mod layout;

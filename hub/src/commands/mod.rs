@@ -212,6 +212,18 @@ async fn store_helm_secrets(
 }
 
 impl Fleet {
+    /// In Kubernetes mode the configuration is the namespace's objects: the Admin API's
+    /// commands that would change it are refused (the namespace's own controllers call
+    /// the same commands).
+    pub fn refuse_in_kube_mode(&self) -> Result<(), CommandError> {
+        match self.kube_namespace.get() {
+            Some(ns) => Err(CommandError::Precondition(format!(
+                "this hub takes its configuration from Kubernetes (namespace {ns}); use kubectl"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// `flotilla cluster label NAME k=v k-`: hub labels win over every other source; a
     /// removed key is hidden whatever set it.
     pub async fn label_cluster(

@@ -267,6 +267,35 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Whether certificate `serial` of cluster `name` may connect now: the cluster is
+    /// registered, not revoked, and the serial is one of its current two. Each refusal is
+    /// named (`Refusal`), so the spoke stops instead of redialling.
+    pub fn check_cluster_cert(&self, name: &ClusterName, serial: &str) -> Result<(), CommandError> {
+        let rec = self.clusters.get(name).ok_or_else(|| {
+            CommandError::Refused(
+                Refusal::NotRegistered,
+                format!("cluster {name} is not registered with this hub"),
+            )
+        })?;
+        if rec.revoked {
+            return Err(CommandError::Refused(
+                Refusal::Revoked,
+                format!(
+                    "cluster {name} has been revoked; an admin must delete it before it can join again"
+                ),
+            ));
+        }
+        if !rec.serials.iter().any(|s| s == serial) {
+            return Err(CommandError::Refused(
+                Refusal::Superseded,
+                format!("this certificate of cluster {name} has been superseded or revoked"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The record of a cluster joining with `token`: the token's labels, the reported ones
 /// and the keys the spoke may choose (the hub's self-label keys and, at registration
 /// only, the token's), and the new certificate.

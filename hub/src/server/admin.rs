@@ -59,17 +59,6 @@ impl AdminService {
         })
     }
 
-    /// In Kubernetes mode the configuration is the namespace's objects: the calls that
-    /// would change it are refused.
-    fn refuse_in_kube_mode(&self) -> Result<(), Status> {
-        match self.fleet.kube_namespace.get() {
-            Some(ns) => Err(Status::failed_precondition(format!(
-                "this hub takes its configuration from Kubernetes (namespace {ns}); use kubectl"
-            ))),
-            None => Ok(()),
-        }
-    }
-
     fn found_cluster(&self, name: &ClusterName) -> Result<pb::Cluster, Status> {
         self.cluster_view(name)
             .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))
@@ -199,6 +188,7 @@ fn target_from_pb(t: &pb::Target) -> Result<TargetSpec, Status> {
             ..Default::default()
         })
     {
+        // An empty target matches nothing; from the CLI it is a typo, not a wish.
         return Err(Status::invalid_argument(
             "a target needs at least one of clusterSelector, clusterGroup, clusterGroupSelector, clusterName",
         ));
@@ -301,7 +291,7 @@ impl Admin for AdminService {
         request: Request<pb::LabelClusterRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let req = request.into_inner();
         let name =
             ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -383,7 +373,7 @@ impl Admin for AdminService {
         request: Request<pb::AcceptClusterLabelsRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let req = request.into_inner();
         let name =
             ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -411,7 +401,7 @@ impl Admin for AdminService {
         request: Request<pb::AddSourceRequest>,
     ) -> Result<Response<pb::Source>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let src = request
             .into_inner()
             .source
@@ -429,7 +419,7 @@ impl Admin for AdminService {
         request: Request<pb::RemoveSourceRequest>,
     ) -> Result<Response<pb::RemoveSourceResponse>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let req = request.into_inner();
         self.fleet
             .remove_source(&req.name, req.keep_resources)
@@ -442,7 +432,7 @@ impl Admin for AdminService {
         request: Request<pb::SetSourceRequest>,
     ) -> Result<Response<pb::Source>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let req = request.into_inner();
         let targets = if req.set_targets {
             Some(
@@ -742,7 +732,7 @@ impl Admin for AdminService {
 
     async fn add_group(&self, request: Request<pb::Group>) -> Result<Response<pb::Group>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let g = request.into_inner();
         let spec = GroupSpec {
             name: g.name.clone(),
@@ -758,7 +748,7 @@ impl Admin for AdminService {
         request: Request<pb::RemoveGroupRequest>,
     ) -> Result<Response<pb::RemoveGroupResponse>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let name = request.into_inner().name;
         self.fleet.remove_group(&name).await?;
         Ok(Response::new(pb::RemoveGroupResponse {}))
