@@ -25,6 +25,7 @@ mod label_trust;
 mod layout;
 mod metrics;
 mod pki;
+mod queries;
 mod reconcile;
 pub mod records;
 mod renewals;

@@ -15,9 +15,10 @@ use crate::commands::{self, NewToken, SourceSecrets};
 use crate::credentials::Kind;
 use crate::fleet::Fleet;
 use crate::label_trust;
+use crate::queries::ClusterOverview;
 use crate::records::{HelmAuthSpec, SourceSpec, now_unix, rfc3339};
 use crate::server::peer;
-use crate::targeting::{self, GroupSpec, TargetSpec};
+use crate::targeting::{GroupSpec, TargetSpec};
 
 pub struct AdminService {
     fleet: Arc<Fleet>,
@@ -29,21 +30,19 @@ impl AdminService {
     }
 
     fn cluster_view(&self, name: &ClusterName) -> Option<pb::Cluster> {
-        let rec = self.fleet.clusters.get(name)?.clone();
-        let connected = self.fleet.is_connected(name);
-        let summary = self.fleet.cluster_summary(name);
-        let state = if !connected {
-            State::Offline
-        } else {
-            summary.worst().unwrap_or(State::Ready)
-        };
+        let ClusterOverview {
+            record: rec,
+            connected,
+            state,
+            summary,
+        } = self.fleet.cluster_overview(name)?;
         Some(pb::Cluster {
             name: name.to_string(),
             labels: rec.labels(),
             connected,
             state: state.to_string(),
-            bundles: u32::try_from(summary.total()).unwrap_or(u32::MAX),
-            bundles_ready: u32::try_from(summary.ready()).unwrap_or(u32::MAX),
+            bundles: count(summary.total()),
+            bundles_ready: count(summary.ready()),
             agent_version: rec.agent_version.clone(),
             last_seen: rfc3339(rec.last_seen),
             registered: rfc3339(rec.registered_at),
@@ -98,7 +97,7 @@ impl AdminService {
             error,
             error_since,
             last_poll,
-            bundles: u32::try_from(bundles).unwrap_or(u32::MAX),
+            bundles: count(bundles),
             revision: s.spec.revision.clone().unwrap_or_default(),
             polling_disabled: s.spec.interval_secs == 0,
             paused: s.spec.paused,
@@ -127,7 +126,6 @@ impl AdminService {
                 "bundle {bundle} not found (or it has no good revision)"
             ))
         })?;
-        let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
         Ok(pb::Rollout {
             bundle: bundle.to_string(),
             phase: plan.report.phase.to_string(),
@@ -138,26 +136,15 @@ impl AdminService {
                 .iter()
                 .map(|p| pb::RolloutPartition {
                     name: p.name.clone(),
-                    clusters: n(p.clusters),
-                    done: n(p.done),
-                    updating: n(p.updating),
-                    waiting: n(p.waiting),
-                    max_unavailable: n(p.max_unavailable),
+                    clusters: count(p.clusters),
+                    done: count(p.done),
+                    updating: count(p.updating),
+                    waiting: count(p.waiting),
+                    max_unavailable: count(p.max_unavailable),
                 })
                 .collect(),
             paused: self.fleet.paused_rollouts.contains_key(bundle),
         })
-    }
-
-    fn sorted_clusters(&self) -> Vec<ClusterName> {
-        let mut names: Vec<ClusterName> = self
-            .fleet
-            .clusters
-            .iter()
-            .map(|c| c.key().clone())
-            .collect();
-        names.sort();
-        names
     }
 }
 
@@ -279,6 +266,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
         let clusters = self
+            .fleet
             .sorted_clusters()
             .iter()
             .filter_map(|c| self.cluster_view(c))
@@ -327,7 +315,7 @@ impl Admin for AdminService {
         let scheduled = crate::renewals::ask_connected(&self.fleet, window, req.all);
         tracing::info!(%operator, scheduled, window_s = req.window_seconds, all = req.all, "spokes asked to renew their certificates");
         Ok(Response::new(pb::RenewCertificatesResponse {
-            scheduled: u32::try_from(scheduled).unwrap_or(u32::MAX),
+            scheduled: count(scheduled),
         }))
     }
 
@@ -504,45 +492,22 @@ impl Admin for AdminService {
         request: Request<pb::ListBundlesRequest>,
     ) -> Result<Response<pb::ListBundlesResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
-        let clusters = self.sorted_clusters();
-        let mut bundles = Vec::new();
-        let sources: Vec<_> = self
+        let bundles = self
             .fleet
-            .sources
-            .iter()
-            .map(|s| s.value().clone())
+            .bundle_overviews()
+            .into_iter()
+            .map(|b| pb::Bundle {
+                clusters: count(b.summary.total()),
+                ready: count(b.summary.ready()),
+                state: b.state.map(|s| s.to_string()).unwrap_or_default(),
+                name: b.name,
+                source: b.source,
+                path: b.path,
+                commit: b.commit,
+                error: b.errors.join("\n"),
+                warnings: b.warnings,
+            })
             .collect();
-        for src in sources {
-            let Ok(rt) = src.runtime.read() else { continue };
-            for entry in rt.bundles.iter().flatten() {
-                let summary: Summary = clusters
-                    .iter()
-                    .filter_map(|c| {
-                        let a = self.fleet.assignments_of(c);
-                        a.get(&entry.name)
-                            .map(|a| self.fleet.row_state(c, &entry.name, a).0)
-                    })
-                    .collect();
-                // A bundle that targets no cluster has no state to show.
-                let state = if !entry.errors.is_empty() {
-                    State::ErrApplied.to_string()
-                } else {
-                    summary.worst().map(|s| s.to_string()).unwrap_or_default()
-                };
-                bundles.push(pb::Bundle {
-                    name: entry.name.to_string(),
-                    source: src.spec.name.clone(),
-                    path: entry.path.clone(),
-                    commit: rt.commit.clone().unwrap_or_default(),
-                    clusters: u32::try_from(summary.total()).unwrap_or(u32::MAX),
-                    ready: u32::try_from(summary.ready()).unwrap_or(u32::MAX),
-                    state,
-                    error: entry.errors.join("\n"),
-                    warnings: entry.warnings.clone(),
-                });
-            }
-        }
-        bundles.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(pb::ListBundlesResponse { bundles }))
     }
 
@@ -570,7 +535,7 @@ impl Admin for AdminService {
         // Per bundle, not per row: every cluster's row of a bundle has the same warnings.
         let mut warnings: std::collections::HashMap<(Arc<str>, Arc<str>), Vec<String>> =
             std::collections::HashMap::new();
-        'clusters: for c in self.sorted_clusters() {
+        'clusters: for c in self.fleet.sorted_clusters() {
             if !req.cluster.is_empty() && req.cluster != c.as_str() {
                 continue;
             }
@@ -702,30 +667,11 @@ impl Admin for AdminService {
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
-        let clusters: Vec<_> = self
-            .fleet
-            .clusters
-            .iter()
-            .map(|c| c.value().clone())
-            .collect();
         let groups = self
             .fleet
-            .group_list()
-            .into_iter()
-            .map(|g| {
-                let members: Vec<&ClusterName> = clusters
-                    .iter()
-                    .filter(|c| g.contains(&c.labels()))
-                    .map(|c| &c.name)
-                    .collect();
-                let mut summary = Summary::default();
-                for c in &members {
-                    for s in self.fleet.cluster_summary(c).counts {
-                        *summary.counts.entry(s.0).or_default() += s.1;
-                    }
-                }
-                group_to_pb(&g, members.len(), &summary)
-            })
+            .group_overviews()
+            .iter()
+            .map(|g| group_to_pb(&g.spec, g.clusters, &g.summary))
             .collect();
         Ok(Response::new(pb::ListGroupsResponse { groups }))
     }
@@ -760,78 +706,19 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::TargetsResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
         let req = request.into_inner();
-        let src = self
+        let rows = self
             .fleet
-            .sources
-            .get(&req.source)
-            .map(|s| s.value().clone())
-            .ok_or_else(|| Status::not_found(format!("source {} not found", req.source)))?;
-        let all_groups = self.fleet.group_list();
-        let entries: Vec<_> = src
-            .runtime
-            .read()
-            .map_err(|_| Status::internal("source lock poisoned"))?
-            .bundles
-            .iter()
-            .flatten()
-            .filter(|e| req.bundle.is_empty() || *e.name == *req.bundle)
-            .cloned()
+            .targets(&req.source, &req.bundle)?
+            .into_iter()
+            .map(|r| pb::TargetRow {
+                cluster: r.cluster.to_string(),
+                bundle: r.bundle,
+                deployed: r.deployed,
+                reason: r.reason,
+                customization: r.customization,
+                deployment_id: r.deployment_id,
+            })
             .collect();
-        if !req.bundle.is_empty() && entries.is_empty() {
-            return Err(Status::not_found(format!(
-                "bundle {} not found in source {}",
-                req.bundle, req.source
-            )));
-        }
-        let mut rows = Vec::new();
-        for name in self.sorted_clusters() {
-            let Some(rec) = self.fleet.clusters.get(&name).map(|r| r.clone()) else {
-                continue;
-            };
-            let labels = rec.labels();
-            let groups = targeting::groups_of(&labels, &all_groups);
-            let facts = targeting::ClusterFacts {
-                name: name.as_str(),
-                labels: &labels,
-                groups: &groups,
-            };
-            let info = self.fleet.cluster_info(&rec, &groups);
-            let assigned = self.fleet.assignments_of(&name);
-            for e in &entries {
-                let matched =
-                    targeting::match_bundle(&src.spec.targets, e.bundle.as_deref(), &facts);
-                let (deployed, reason, customization) = match (&matched, &e.bundle) {
-                    (targeting::Match::No(why), _) => (false, why.clone(), String::new()),
-                    (targeting::Match::Yes(why), None) => (
-                        false,
-                        format!("{why}; bundle has no good revision"),
-                        String::new(),
-                    ),
-                    (targeting::Match::Yes(why), Some(b)) => match b.select(&info) {
-                        flotilla_render::Selection::DoNotDeploy => {
-                            (false, format!("{why}; doNotDeploy"), String::new())
-                        }
-                        flotilla_render::Selection::Deploy(key) => (
-                            true,
-                            why.clone(),
-                            key.customization().unwrap_or("").to_string(),
-                        ),
-                    },
-                };
-                rows.push(pb::TargetRow {
-                    cluster: name.to_string(),
-                    bundle: e.name.to_string(),
-                    deployed,
-                    reason,
-                    customization,
-                    deployment_id: assigned
-                        .get(&e.name)
-                        .and_then(|a| a.desired.as_ref())
-                        .map(|d| d.deployment_id.to_string())
-                        .unwrap_or_default(),
-                });
-            }
-        }
         Ok(Response::new(pb::TargetsResponse { rows }))
     }
 
@@ -941,14 +828,19 @@ impl Admin for AdminService {
     }
 }
 
+/// A count as the wire carries it.
+fn count(n: impl TryInto<u32>) -> u32 {
+    n.try_into().unwrap_or(u32::MAX)
+}
+
 fn group_to_pb(g: &GroupSpec, clusters: usize, summary: &Summary) -> pb::Group {
     pb::Group {
         name: g.name.clone(),
         selector: g.selector.to_string(),
         labels: g.labels.clone(),
-        clusters: u32::try_from(clusters).unwrap_or(u32::MAX),
-        bundles: u32::try_from(summary.total()).unwrap_or(u32::MAX),
-        bundles_ready: u32::try_from(summary.ready()).unwrap_or(u32::MAX),
+        clusters: count(clusters),
+        bundles: count(summary.total()),
+        bundles_ready: count(summary.ready()),
         state: summary.worst().map(|s| s.to_string()).unwrap_or_default(),
     }
 }
