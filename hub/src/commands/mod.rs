@@ -1,15 +1,25 @@
-//! The state's commands: the only way the Admin API changes clusters, groups and
-//! rollouts. Each command takes the fleet's order lock, validates, changes the state,
-//! persists it, publishes and triggers the reconcile, so no other command interleaves
-//! with it and no check is separated from its action by an await.
+//! The state's commands: the only way anything changes what the hub persists about
+//! clusters, tokens, groups, sources and rollouts (the reconcile driver, status reports
+//! and history aside). Each owns lock → validate → persist → publish → trigger, so no
+//! check is separated from its action by an await:
+//! - fleet-wide commands (here: groups, sources, rollouts, and the cluster commands an
+//!   admin runs) hold the fleet's order lock from their check to their trigger;
+//! - a command on one cluster record changes it through `edit_cluster`, which queues the
+//!   record's snapshot to the store while holding its map entry, so the store receives a
+//!   cluster's snapshots in the order memory took them, whoever wrote them (a Hello, a
+//!   renewal, `Fleet::flush_last_seen`, an admin);
+//! - what several hub replicas could race on is decided by the store itself: `register`
+//!   takes the token's use and the name in one compare-and-swap (`registration`).
 //!
-//! A cluster record is changed in memory (under its map entry) before the snapshot of it
-//! is persisted: other writers (a Hello, `Fleet::flush_last_seen`) persist snapshots of
-//! the same record, so the store never receives a snapshot older than memory. Maps
-//! that only commands write (groups, paused rollouts) are persisted first and changed
-//! after, so a failed write leaves memory as it was.
+//! Maps that only commands write (groups, paused rollouts) are persisted first and
+//! changed after, so a failed write leaves memory as it was.
 //!
-//! **Architecture Invariant:** no protobuf here; `server/admin.rs` translates.
+//! Files: this one (clusters, groups, rollouts, sources), `tokens` (join tokens),
+//! `registration` (register, recover, renew, which certificates may connect), `hello`
+//! (what a connecting spoke reports).
+//!
+//! **Architecture Invariant:** no protobuf here; `server/` translates (checked by
+//! `invariants::the_server_translates_and_never_writes_the_store`).
 
 mod hello;
 mod registration;
