@@ -191,6 +191,8 @@ pub struct Fleet {
     /// through it.
     pub charts: Arc<Charts>,
     pub clusters: DashMap<ClusterName, ClusterRecord>,
+    /// Registrations waiting for the order lock, committed together (`commands`).
+    pub(crate) registrations: crate::commands::RegistrationQueue,
     /// Label keys spokes may set themselves (`flotilla-hub run --self-label-keys`).
     pub self_label_keys: std::collections::BTreeSet<String>,
     pub sources: DashMap<String, Arc<SourceState>>,
@@ -294,6 +296,7 @@ impl Fleet {
             limits: parts.limits,
             strict_fleet_yaml: parts.strict_fleet_yaml,
             clusters: DashMap::new(),
+            registrations: Default::default(),
             self_label_keys: parts.self_label_keys,
             sources: DashMap::new(),
             groups: DashMap::new(),

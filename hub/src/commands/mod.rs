@@ -26,6 +26,7 @@ mod registration;
 mod tokens;
 
 pub use hello::HelloReport;
+pub(crate) use registration::RegistrationQueue;
 pub use registration::{Recovery, Registered, Registration};
 pub use tokens::NewToken;
 

@@ -11,7 +11,8 @@
 //! The labels a spoke asks for are *reported*; only the token's labels and the keys it
 //! (or the hub) lets the spoke choose are trusted (`label_trust`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use flotilla_identity::Refusal;
 use flotilla_model::{ClusterName, Labels};
@@ -20,8 +21,9 @@ use super::{CommandError, invalid};
 use crate::fleet::{EventKind, Fleet, IssuedClusterCert, Trigger};
 use crate::label_trust;
 use crate::records::{ClusterRecord, TokenRecord, now_unix, rfc3339};
-use crate::store::{CasOutcome, Cond, Op, Table};
+use crate::store::{CasOutcome, Cond, Op, Revision, StoreError, Table};
 use crate::tokens::{self, TokenError};
+use tokio::sync::oneshot;
 
 /// A spoke's request to join.
 #[derive(Debug, Clone)]
@@ -41,6 +43,25 @@ pub struct Recovery {
     pub cert_pem: String,
     pub csr_pem: String,
     pub agent_version: String,
+}
+
+impl RegistrationQueue {
+    fn push(&self, p: PendingRegistration) {
+        match self.0.lock() {
+            Ok(mut q) => q.push(p),
+            Err(poisoned) => poisoned.into_inner().push(p),
+        }
+    }
+
+    /// Up to `n` of the oldest waiting registrations.
+    fn take(&self, n: usize) -> Vec<PendingRegistration> {
+        let mut q = match self.0.lock() {
+            Ok(q) => q,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let n = n.min(q.len());
+        q.drain(..n).collect()
+    }
 }
 
 /// What a spoke takes away from `register` or `recover`.
@@ -75,34 +96,174 @@ fn name_taken(name: &ClusterName) -> CommandError {
     )
 }
 
+/// A registration whose token, name and certificate are checked and ready, waiting to
+/// be committed by whichever registration holds the order lock next.
+pub(crate) struct PendingRegistration {
+    token_id: String,
+    secret: String,
+    record: ClusterRecord,
+    done: oneshot::Sender<Result<(), CommandError>>,
+}
+
+/// Registrations waiting for the order lock (`Fleet::registrations`). The holder commits
+/// up to [`MAX_BATCH`] of them in one compare-and-swap: a storm of spokes joining with
+/// one token costs one durable write per batch, not one per spoke.
+#[derive(Default)]
+pub(crate) struct RegistrationQueue(Mutex<Vec<PendingRegistration>>);
+
+/// Registrations per compare-and-swap: two conditions and two writes each at most,
+/// well inside etcd's 128 operations per transaction.
+const MAX_BATCH: usize = 32;
+
 impl Fleet {
     /// `Registration.Register`: checks the token, spends one use of it, takes the name,
     /// issues the certificate and persists the cluster, or does none of it.
+    ///
+    /// The token is checked as stored before anything is signed. The use and the name
+    /// are then taken in a compare-and-swap, with other registrations queued meanwhile
+    /// (`commit_registrations`).
     pub async fn register(&self, req: Registration) -> Result<Registered, CommandError> {
         label_trust::validate_report(&req.labels).map_err(invalid)?;
         let (token_id, secret) = tokens::parse(&req.token).map_err(token_refused)?;
-        let name = req.name.clone();
-        let _order = self.order.lock().await;
-        let mut issued: Option<IssuedClusterCert> = None;
+        let (token, _) = self
+            .stored_token(token_id)
+            .await?
+            .ok_or_else(|| token_refused(TokenError::Unknown))?;
+        tokens::check(&token, secret, now_unix()).map_err(token_refused)?;
+        if self.clusters.contains_key(&req.name) {
+            return Err(name_taken(&req.name));
+        }
+        // Signed off the order lock, so a storm signs on every core. A certificate whose
+        // serial is never stored is refused everywhere, so a lost race wastes nothing.
+        let cert = self
+            .issue_cluster_cert(&req.name, &req.csr_pem)
+            .map_err(invalid)?;
+        let record = new_cluster(self, &req, &token, &cert);
+        let (done, result) = oneshot::channel();
+        self.registrations.push(PendingRegistration {
+            token_id: token_id.to_string(),
+            secret: secret.to_string(),
+            record,
+            done,
+        });
+        {
+            let _order = self.order.lock().await;
+            self.commit_registrations().await;
+        }
+        result
+            .await
+            .map_err(|_| CommandError::Internal("registration dropped unanswered".into()))??;
+        tracing::info!(cluster = %req.name, token = %token_id, "cluster registered");
+        Ok(Registered {
+            name: req.name,
+            cert_chain_pem: cert.chain,
+            ca_pem: self.trust_pem(),
+        })
+    }
+
+    /// Commits the queued registrations, a batch at a time, and answers each. Call it
+    /// under the order lock. A batch that another replica raced (its swap is refused)
+    /// is committed one registration at a time.
+    async fn commit_registrations(&self) {
+        loop {
+            let batch = self.registrations.take(MAX_BATCH);
+            if batch.is_empty() {
+                return;
+            }
+            // Whoever gave up waiting is not registered behind its back.
+            let batch: Vec<_> = batch.into_iter().filter(|p| !p.done.is_closed()).collect();
+            let mut accepted = Vec::new();
+            let mut tokens: BTreeMap<String, Option<(TokenRecord, Revision)>> = BTreeMap::new();
+            let mut names = BTreeSet::new();
+            for p in batch {
+                if !tokens.contains_key(&p.token_id) {
+                    match self.stored_token(&p.token_id).await {
+                        Ok(t) => tokens.insert(p.token_id.clone(), t),
+                        Err(e) => {
+                            let _ = p.done.send(Err(e));
+                            continue;
+                        }
+                    };
+                }
+                let verdict = match tokens.get_mut(&p.token_id).and_then(Option::as_mut) {
+                    None => Err(token_refused(TokenError::Unknown)),
+                    Some((token, _)) => tokens::check(token, &p.secret, now_unix())
+                        .map_err(token_refused)
+                        .and_then(|()| {
+                            let name = &p.record.name;
+                            if self.clusters.contains_key(name) || !names.insert(name.clone()) {
+                                return Err(name_taken(name));
+                            }
+                            token.uses = token.uses.saturating_add(1);
+                            Ok(())
+                        }),
+                };
+                match verdict {
+                    Ok(()) => accepted.push(p),
+                    Err(e) => {
+                        let _ = p.done.send(Err(e));
+                    }
+                }
+            }
+            if accepted.is_empty() {
+                continue;
+            }
+            let mut conds = Vec::new();
+            let mut ops = Vec::new();
+            for (id, (token, revision)) in
+                tokens.iter().filter_map(|(id, t)| Some((id, t.as_ref()?)))
+            {
+                if accepted.iter().any(|p| p.token_id == *id) {
+                    conds.push(Cond::at_revision(Table::Tokens, id.as_str(), *revision));
+                    ops.push(Op::put_json(Table::Tokens, id.as_str(), token));
+                }
+            }
+            for p in &accepted {
+                conds.push(Cond::absent(Table::Clusters, p.record.name.as_str()));
+                ops.push(Op::put_json(
+                    Table::Clusters,
+                    p.record.name.as_str(),
+                    &p.record,
+                ));
+            }
+            match self.store.compare_and_swap(conds, ops).await {
+                Ok(CasOutcome::Applied(_)) => {
+                    for p in accepted {
+                        self.registered(p.record);
+                        let _ = p.done.send(Ok(()));
+                    }
+                }
+                Ok(CasOutcome::Refused { .. }) => {
+                    for p in accepted {
+                        let result = self.register_one(&p).await;
+                        let _ = p.done.send(result);
+                    }
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for p in accepted {
+                        let _ = p
+                            .done
+                            .send(Err(CommandError::Store(StoreError::Shared(e.clone()))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One registration in a compare-and-swap of its own, checking its token again as
+    /// it is now after each refusal that was not about its name.
+    async fn register_one(&self, p: &PendingRegistration) -> Result<(), CommandError> {
+        let name = &p.record.name;
         for _ in 0..MAX_TOKEN_RACES {
             let (token, revision) = self
-                .stored_token(token_id)
+                .stored_token(&p.token_id)
                 .await?
                 .ok_or_else(|| token_refused(TokenError::Unknown))?;
-            tokens::check(&token, secret, now_unix()).map_err(token_refused)?;
-            // Memory knows this replica's clusters; the swap below knows every replica's.
-            if self.clusters.contains_key(&name) {
-                return Err(name_taken(&name));
+            tokens::check(&token, &p.secret, now_unix()).map_err(token_refused)?;
+            if self.clusters.contains_key(name) {
+                return Err(name_taken(name));
             }
-            // Signed once the token is good, and only once: a certificate whose serial
-            // is never stored is refused everywhere, so a lost race wastes nothing.
-            let cert = match issued.take() {
-                Some(c) => c,
-                None => self
-                    .issue_cluster_cert(&name, &req.csr_pem)
-                    .map_err(invalid)?,
-            };
-            let record = new_cluster(self, &req, &token, &cert);
             let spent = TokenRecord {
                 uses: token.uses.saturating_add(1),
                 ..token
@@ -111,40 +272,40 @@ impl Fleet {
                 .store
                 .compare_and_swap(
                     vec![
-                        Cond::at_revision(Table::Tokens, token_id, revision),
+                        Cond::at_revision(Table::Tokens, p.token_id.as_str(), revision),
                         Cond::absent(Table::Clusters, name.as_str()),
                     ],
                     vec![
-                        Op::put_json(Table::Tokens, token_id, &spent),
-                        Op::put_json(Table::Clusters, name.as_str(), &record),
+                        Op::put_json(Table::Tokens, p.token_id.as_str(), &spent),
+                        Op::put_json(Table::Clusters, name.as_str(), &p.record),
                     ],
                 )
                 .await?;
             match outcome {
                 CasOutcome::Applied(_) => {
-                    self.clusters.insert(name.clone(), record);
-                    tracing::info!(cluster = %name, token = %token_id, "cluster registered");
-                    self.trigger(Trigger::Cluster(name.clone()));
-                    return Ok(Registered {
-                        name,
-                        cert_chain_pem: cert.chain,
-                        ca_pem: self.trust_pem(),
-                    });
+                    self.registered(p.record.clone());
+                    return Ok(());
                 }
-                CasOutcome::Refused { current } => {
-                    if current.get(1).is_some_and(Option::is_some) {
-                        return Err(name_taken(&name));
-                    }
-                    // The token changed under us (a use spent elsewhere, a revocation):
-                    // check it again as it is now.
-                    issued = Some(cert);
+                // Another replica took the name.
+                CasOutcome::Refused { current } if current.get(1).is_some_and(Option::is_some) => {
+                    return Err(name_taken(name));
                 }
+                // The token changed meanwhile (a use spent elsewhere, a revocation).
+                CasOutcome::Refused { .. } => {}
             }
         }
         Err(CommandError::Internal(format!(
-            "registering cluster {name}: token {token_id} changed {MAX_TOKEN_RACES} times \
-             while it was checked; try again"
+            "registering cluster {name}: token {} changed {MAX_TOKEN_RACES} times while it \
+             was checked; try again",
+            p.token_id
         )))
+    }
+
+    /// A cluster the store now holds joins memory and is reconciled.
+    fn registered(&self, record: ClusterRecord) {
+        let name = record.name.clone();
+        self.clusters.insert(name.clone(), record);
+        self.trigger(Trigger::Cluster(name));
     }
 
     /// `Registration.Recover`: a spoke whose certificate expired while the hub was away
@@ -471,6 +632,45 @@ mod tests {
             crate::store::EtcdConfig::parse(&etcd.endpoint).expect("endpoint parses"),
         );
         replicas_sharing_a_store_register_once(url).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_storm_on_one_hub_spends_exactly_the_uses_a_token_has_and_takes_each_name_once() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let fleet = Fleet::for_tests(tmp.path()).0;
+        let (id, token) = token(&fleet, 10).await;
+        let (_key, csr) = flotilla_identity::csr::generate_csr("storm").expect("CSR");
+        // 24 spokes, every name asked for twice: batches of queued registrations.
+        let calls = (0..24)
+            .map(|i| {
+                (
+                    fleet.clone(),
+                    request(&token, &format!("storm-{}", i / 2), &csr),
+                )
+            })
+            .collect();
+        let results = race(calls).await;
+        let joined: BTreeSet<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|r| r.name.to_string()))
+            .collect();
+        let refused = refusals(&results);
+        assert_eq!(joined.len(), 10, "{refused:?}");
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            10,
+            "each name once"
+        );
+        assert!(
+            refused
+                .iter()
+                .flatten()
+                .all(|r| matches!(r, Refusal::Token | Refusal::NameTaken)),
+            "{refused:?}"
+        );
+        assert_eq!(uses(&fleet, &id).await, 10);
+        let stored = fleet.store.range(Table::Clusters, "").await.expect("range");
+        assert_eq!(stored.entries.len(), 10);
     }
 
     #[tokio::test]
