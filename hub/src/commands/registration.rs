@@ -122,7 +122,7 @@ impl Fleet {
     /// The token is checked as stored before anything is signed. The use and the name
     /// are then taken in a compare-and-swap, with other registrations queued meanwhile
     /// (`commit_registrations`).
-    pub async fn register(&self, req: Registration) -> Result<Registered, CommandError> {
+    pub async fn register(self: &Arc<Self>, req: Registration) -> Result<Registered, CommandError> {
         label_trust::validate_report(&req.labels).map_err(invalid)?;
         let (token_id, secret) = tokens::parse(&req.token).map_err(token_refused)?;
         let (token, _) = self
@@ -146,10 +146,13 @@ impl Fleet {
             record,
             done,
         });
-        {
-            let _order = self.order.lock().await;
-            self.commit_registrations().await;
-        }
+        // A task of its own: the batch it commits holds other spokes' registrations, which
+        // must be answered even if this caller goes away mid-commit.
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let _order = fleet.order.lock().await;
+            fleet.commit_registrations().await;
+        });
         result
             .await
             .map_err(|_| CommandError::Internal("registration dropped unanswered".into()))??;
