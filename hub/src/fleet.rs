@@ -2,8 +2,9 @@
 //! (`crate::reconcile`) over a snapshot of it and carries out what it decides.
 //!
 //! Who writes what:
-//! - `clusters`: registration (insert), Hello (reported labels, last seen), admin (hub
-//!   labels, accepted labels). Which labels count is `label_trust`'s rule.
+//! - `clusters`: the commands (`commands/`: registration inserts, Hello, renewal and
+//!   admin edits), and `seen` (last contact). Which labels count is `label_trust`'s rule.
+//!   Join tokens are not held here: they live in the store only (`commands/tokens.rs`).
 //! - `sources`: admin add/set/remove (`replace_source` for an edit); each source's poller
 //!   publishes new revisions into it.
 //! - `assignments`: only `reconcile` (from `reconcile::Batch::assignments`).
@@ -30,7 +31,7 @@ use crate::reconcile::{
     Assignment, Assignments, Batch, BundleEntry, ClusterView, RenderResult, Renders, SourceView,
     StatusView,
 };
-use crate::records::{ClusterRecord, Desired, SourceSpec, StatusRecord, TokenRecord, status_key};
+use crate::records::{ClusterRecord, Desired, SourceSpec, StatusRecord, status_key};
 use crate::rollout::{self, RolloutPhase};
 use crate::store::{Op, Snapshot, Store, StoreError, Table};
 use crate::targeting::GroupSpec;
@@ -190,12 +191,10 @@ pub struct Fleet {
     /// through it.
     pub charts: Arc<Charts>,
     pub clusters: DashMap<ClusterName, ClusterRecord>,
-    /// Names whose registration is between the token check and the store commit; taken
-    /// under the `tokens` lock so two registrations of one name cannot both pass.
-    pub registering: Mutex<std::collections::HashSet<ClusterName>>,
+    /// Registrations waiting for the order lock, committed together (`commands`).
+    pub(crate) registrations: crate::commands::RegistrationQueue,
     /// Label keys spokes may set themselves (`flotilla-hub run --self-label-keys`).
     pub self_label_keys: std::collections::BTreeSet<String>,
-    pub tokens: Mutex<HashMap<String, TokenRecord>>,
     pub sources: DashMap<String, Arc<SourceState>>,
     /// Written by the admin API only.
     pub groups: DashMap<String, GroupSpec>,
@@ -304,9 +303,8 @@ impl Fleet {
             limits: parts.limits,
             strict_fleet_yaml: parts.strict_fleet_yaml,
             clusters: DashMap::new(),
-            registering: Mutex::default(),
+            registrations: Default::default(),
             self_label_keys: parts.self_label_keys,
-            tokens: Mutex::new(HashMap::new()),
             sources: DashMap::new(),
             groups: DashMap::new(),
             assignments: DashMap::new(),
@@ -334,11 +332,6 @@ impl Fleet {
         };
         for (_, c) in snapshot.records::<ClusterRecord>(Table::Clusters)? {
             fleet.clusters.insert(c.name.clone(), c);
-        }
-        if let Ok(mut tokens) = fleet.tokens.lock() {
-            for (id, t) in snapshot.records::<TokenRecord>(Table::Tokens)? {
-                tokens.insert(id, t);
-            }
         }
         for (bundle, _) in snapshot.records::<serde_json::Value>(Table::Rollouts)? {
             fleet.paused_rollouts.insert(bundle, ());
@@ -406,8 +399,19 @@ impl Fleet {
     ) -> (Arc<Fleet>, mpsc::UnboundedReceiver<Trigger>) {
         let (store, snapshot) =
             crate::store::Store::open(&dir.join("state.redb")).expect("store opens");
+        crate::pki::init(&crate::layout::DataDir::new(dir), "127.0.0.1:1").expect("test PKI");
+        Fleet::for_tests_on(dir, store, &snapshot)
+    }
+
+    /// A fleet over `store`, with the CA already in `dir`: another hub replica of the
+    /// fleet that made them, when both share the store.
+    #[cfg(test)]
+    pub(crate) fn for_tests_on(
+        dir: &std::path::Path,
+        store: Store,
+        snapshot: &Snapshot,
+    ) -> (Arc<Fleet>, mpsc::UnboundedReceiver<Trigger>) {
         let data = crate::layout::DataDir::new(dir);
-        crate::pki::init(&data, "127.0.0.1:1").expect("test PKI");
         Fleet::restore(
             FleetParts {
                 store,
@@ -422,7 +426,7 @@ impl Fleet {
                 history: Default::default(),
                 audit_log: None,
             },
-            &snapshot,
+            snapshot,
         )
         .expect("fleet restores")
     }

@@ -20,11 +20,14 @@ pub mod git;
 mod ha;
 pub mod history;
 pub mod http;
+#[cfg(test)]
+mod invariants;
 pub mod kube_mode;
 mod label_trust;
 mod layout;
 mod metrics;
 mod pki;
+mod queries;
 mod reconcile;
 pub mod records;
 mod renewals;

@@ -77,12 +77,53 @@ pub struct ClusterRecord {
     pub capabilities: Option<CapabilitiesRecord>,
 }
 
-/// `Hello.capabilities`, checked (see `server::sync::capabilities_of`).
+/// `Hello.capabilities`. Stored only once `checked`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapabilitiesRecord {
     pub kube_version: String,
     /// Sorted and without duplicates.
     pub api_versions: Vec<String>,
+}
+
+/// Most API versions a Hello may report; a real cluster serves a few hundred.
+const MAX_API_VERSIONS: usize = 10_000;
+/// Longest API version entry: a DNS subdomain group, a version and a kind.
+const MAX_API_VERSION_LEN: usize = 400;
+const MAX_KUBE_VERSION_LEN: usize = 64;
+
+impl CapabilitiesRecord {
+    /// Checks what a spoke reports of its cluster: bounded, printable, and sorted without
+    /// duplicates so that equal clusters render alike. The values reach templates only
+    /// as strings, but they are stored, listed and compared, so they are bounded here.
+    pub fn checked(mut self) -> Result<Self, String> {
+        let token = |s: &str, max: usize| {
+            !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
+        };
+        if !token(&self.kube_version, MAX_KUBE_VERSION_LEN) {
+            return Err(format!(
+                "kube_version must be 1 to {MAX_KUBE_VERSION_LEN} printable ASCII characters"
+            ));
+        }
+        if self.api_versions.len() > MAX_API_VERSIONS {
+            return Err(format!(
+                "{} API versions reported, at most {MAX_API_VERSIONS} are accepted",
+                self.api_versions.len()
+            ));
+        }
+        if let Some(bad) = self
+            .api_versions
+            .iter()
+            .find(|v| !token(v, MAX_API_VERSION_LEN))
+        {
+            let shown: String = bad.chars().take(40).collect();
+            return Err(format!(
+                "API version {shown:?} is not 1 to {MAX_API_VERSION_LEN} printable ASCII characters"
+            ));
+        }
+        self.api_versions.sort();
+        self.api_versions.dedup();
+        Ok(self)
+    }
 }
 
 impl ClusterRecord {
@@ -222,4 +263,36 @@ pub struct Desired {
 
 pub fn status_key(cluster: &ClusterName, bundle: &str) -> String {
     format!("{cluster}/{bundle}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reported_capabilities_are_sorted_deduplicated_and_bounded() {
+        let caps = |kube: &str, apis: &[&str]| CapabilitiesRecord {
+            kube_version: kube.into(),
+            api_versions: apis.iter().map(|s| s.to_string()).collect(),
+        };
+        let ok = caps("v1.34.1", &["v1", "apps/v1", "v1"])
+            .checked()
+            .expect("valid");
+        assert_eq!(ok.kube_version, "v1.34.1");
+        assert_eq!(ok.api_versions, vec!["apps/v1", "v1"]);
+
+        for bad in [
+            caps("", &[]),
+            caps("v1.34 1", &[]),
+            caps(&"9".repeat(65), &[]),
+            caps("v1.34.1", &["apps/v1\n"]),
+            caps("v1.34.1", &[""]),
+            caps("v1.34.1", &[&"a".repeat(401)]),
+        ] {
+            assert!(bad.clone().checked().is_err(), "{bad:?} must be refused");
+        }
+        let many: Vec<String> = (0..=MAX_API_VERSIONS).map(|i| format!("g{i}/v1")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(caps("v1.34.1", &many).checked().is_err());
+    }
 }

@@ -47,11 +47,19 @@ pub fn generate(
     (record, format!("{id}.{secret}"))
 }
 
+fn hexy(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `id` has the shape of a token id (8 hex digits).
+pub fn is_id(id: &str) -> bool {
+    hexy(id, 8)
+}
+
 /// Splits `ID.SECRET`.
 pub fn parse(token: &str) -> Result<(&str, &str), TokenError> {
     let (id, secret) = token.split_once('.').ok_or(TokenError::Malformed)?;
-    let hexy = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if hexy(id, 8) && hexy(secret, 32) {
+    if is_id(id) && hexy(secret, 32) {
         Ok((id, secret))
     } else {
         Err(TokenError::Malformed)

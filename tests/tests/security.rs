@@ -75,9 +75,10 @@ fn a_spoke_whose_certificate_expired_beyond_the_grace_says_how_to_rejoin_and_exi
     );
     let join = hub.token("1h", 1);
     let mut dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    // identity.json is the last file enrollment writes (`StateDir::save_enrollment`).
     wait_until("dev to enroll", || {
         dev.state
-            .join("cert.pem")
+            .join("identity.json")
             .exists()
             .then_some(())
             .ok_or_else(|| "not yet".to_string())
@@ -318,9 +319,10 @@ fn key_files_readable_by_others_are_refused_at_start() {
     let mut hub = Hub::start(tmp.path());
     let join = hub.token("1h", 1);
     let mut dev = Spoke::start(tmp.path(), &join, "dev", "env=dev");
+    // identity.json is the last file enrollment writes (`StateDir::save_enrollment`).
     wait_until("dev to enroll", || {
         dev.state
-            .join("cert.pem")
+            .join("identity.json")
             .exists()
             .then_some(())
             .ok_or_else(|| "no".to_string())

@@ -34,14 +34,14 @@ use super::Replica;
 use super::election::PRESENCE_PREFIX;
 use crate::fleet::{Fleet, Trigger};
 use crate::reconcile::Assignments;
-use crate::records::{ClusterRecord, SourceSpec, StatusRecord, TokenRecord};
+use crate::records::{ClusterRecord, SourceSpec, StatusRecord};
 use crate::store::{Change, Revision, StoreError, Table};
 use crate::targeting::GroupSpec;
 
-/// The tables a replica follows, with the key prefix watched in each.
-const FOLLOWED: [(Table, &str); 10] = [
+/// The tables a replica follows, with the key prefix watched in each. Join tokens are
+/// not among them: they live only in the store, and every check reads them there.
+const FOLLOWED: [(Table, &str); 9] = [
     (Table::Clusters, ""),
-    (Table::Tokens, ""),
     (Table::Sources, ""),
     (Table::Groups, ""),
     (Table::Rollouts, ""),
@@ -145,11 +145,6 @@ pub async fn reload(
 fn keys_in_memory(fleet: &Arc<Fleet>, replica: &Replica, table: Table) -> Vec<String> {
     match table {
         Table::Clusters => fleet.clusters.iter().map(|c| c.key().to_string()).collect(),
-        Table::Tokens => fleet
-            .tokens
-            .lock()
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default(),
         Table::Sources => fleet.sources.iter().map(|s| s.key().clone()).collect(),
         Table::Groups => fleet.groups.iter().map(|g| g.key().clone()).collect(),
         Table::Rollouts => fleet
@@ -177,7 +172,7 @@ fn keys_in_memory(fleet: &Arc<Fleet>, replica: &Replica, table: Table) -> Vec<St
                     .collect::<Vec<_>>()
             })
             .collect(),
-        Table::History | Table::Audit => Vec::new(),
+        Table::Tokens | Table::History | Table::Audit => Vec::new(),
     }
 }
 
@@ -290,19 +285,6 @@ async fn apply(fleet: &Arc<Fleet>, replica: &Replica, change: Change) {
                 }
             }
         }
-        Table::Tokens => {
-            let Ok(mut tokens) = fleet.tokens.lock() else {
-                return;
-            };
-            match value.and_then(|v| decode::<TokenRecord>(table, &key, &v)) {
-                Some(t) => {
-                    tokens.insert(key, t);
-                }
-                None => {
-                    tokens.remove(&key);
-                }
-            }
-        }
         Table::Sources => apply_source(fleet, &key, value),
         Table::Groups => {
             let changed = match value.and_then(|v| decode::<GroupSpec>(table, &key, &v)) {
@@ -379,7 +361,7 @@ async fn apply(fleet: &Arc<Fleet>, replica: &Replica, change: Change) {
                 }
             }
         }
-        Table::History | Table::Audit => {}
+        Table::Tokens | Table::History | Table::Audit => {}
     }
 }
 

@@ -30,9 +30,11 @@ impl HubSink {
 /// A refusal stalls the object until it changes; a failure to act is retried.
 fn sink_error(e: CommandError) -> SinkError {
     match e {
-        CommandError::NotFound(m) | CommandError::Invalid(m) | CommandError::Exists(m) => {
-            SinkError::Refused(m)
-        }
+        CommandError::NotFound(m)
+        | CommandError::Invalid(m)
+        | CommandError::Precondition(m)
+        | CommandError::Refused(_, m)
+        | CommandError::Exists(m) => SinkError::Refused(m),
         CommandError::Internal(m) => SinkError::Unavailable(m),
         CommandError::Store(e) => SinkError::Unavailable(e.to_string()),
     }

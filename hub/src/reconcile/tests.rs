@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use proptest::prelude::*;
 
 use super::*;
+use crate::invariants::source_of;
 
 /// Renders every time; the hub's `Renders` caches, which must not change any answer.
 struct RenderEveryTime;
@@ -792,11 +793,6 @@ fn memory_per_pair_at_10000_clusters_by_50_bundles_stays_within_256_bytes() {
     println!("everything per pair: {total} bytes");
     assert!(total <= 256, "{total} bytes per pair");
     drop((fleet, status));
-}
-
-/// The module's code, less its unit tests (`mod tests` comes last).
-fn source_of(text: &str) -> &str {
-    text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text)
 }
 
 #[test]

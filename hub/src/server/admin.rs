@@ -3,23 +3,22 @@
 
 use std::sync::Arc;
 
-use flotilla_identity::{JoinString, Role};
-use flotilla_model::{ClusterName, LabelSelector, State, Summary, labels};
+use flotilla_identity::Role;
+use flotilla_model::{ClusterName, LabelSelector, State, Summary};
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::admin_server::Admin;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::charts;
-use crate::commands::{self, CommandError, SourceSecrets};
+use crate::commands::{self, NewToken, SourceSecrets};
 use crate::credentials::Kind;
-use crate::fleet::{Fleet, Trigger};
+use crate::fleet::Fleet;
 use crate::label_trust;
+use crate::queries::ClusterOverview;
 use crate::records::{HelmAuthSpec, SourceSpec, now_unix, rfc3339};
 use crate::server::peer;
-use crate::store::{Op, Table};
-use crate::targeting::{self, GroupSpec, TargetSpec};
-use crate::tokens;
+use crate::targeting::{GroupSpec, TargetSpec};
 
 pub struct AdminService {
     fleet: Arc<Fleet>,
@@ -31,21 +30,19 @@ impl AdminService {
     }
 
     pub(crate) fn cluster_view(&self, name: &ClusterName) -> Option<pb::Cluster> {
-        let rec = self.fleet.clusters.get(name)?.clone();
-        let connected = self.fleet.is_connected(name);
-        let summary = self.fleet.cluster_summary(name);
-        let state = if !connected {
-            State::Offline
-        } else {
-            summary.worst().unwrap_or(State::Ready)
-        };
+        let ClusterOverview {
+            record: rec,
+            connected,
+            state,
+            summary,
+        } = self.fleet.cluster_overview(name)?;
         Some(pb::Cluster {
             name: name.to_string(),
             labels: rec.labels(),
             connected,
             state: state.to_string(),
-            bundles: u32::try_from(summary.total()).unwrap_or(u32::MAX),
-            bundles_ready: u32::try_from(summary.ready()).unwrap_or(u32::MAX),
+            bundles: count(summary.total()),
+            bundles_ready: count(summary.ready()),
             agent_version: rec.agent_version.clone(),
             last_seen: rfc3339(rec.last_seen),
             registered: rfc3339(rec.registered_at),
@@ -59,17 +56,6 @@ impl AdminService {
             removed_labels: rec.removed_labels.into_iter().collect(),
             kube_version: rec.capabilities.map(|c| c.kube_version).unwrap_or_default(),
         })
-    }
-
-    /// In Kubernetes mode the configuration is the namespace's objects: the calls that
-    /// would change it are refused.
-    fn refuse_in_kube_mode(&self) -> Result<(), Status> {
-        match self.fleet.kube_namespace.get() {
-            Some(ns) => Err(Status::failed_precondition(format!(
-                "this hub takes its configuration from Kubernetes (namespace {ns}); use kubectl"
-            ))),
-            None => Ok(()),
-        }
     }
 
     fn found_cluster(&self, name: &ClusterName) -> Result<pb::Cluster, Status> {
@@ -111,7 +97,7 @@ impl AdminService {
             error,
             error_since,
             last_poll,
-            bundles: u32::try_from(bundles).unwrap_or(u32::MAX),
+            bundles: count(bundles),
             revision: s.spec.revision.clone().unwrap_or_default(),
             polling_disabled: s.spec.interval_secs == 0,
             paused: s.spec.paused,
@@ -140,7 +126,6 @@ impl AdminService {
                 "bundle {bundle} not found (or it has no good revision)"
             ))
         })?;
-        let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
         Ok(pb::Rollout {
             bundle: bundle.to_string(),
             phase: plan.report.phase.to_string(),
@@ -151,11 +136,11 @@ impl AdminService {
                 .iter()
                 .map(|p| pb::RolloutPartition {
                     name: p.name.clone(),
-                    clusters: n(p.clusters),
-                    done: n(p.done),
-                    updating: n(p.updating),
-                    waiting: n(p.waiting),
-                    max_unavailable: n(p.max_unavailable),
+                    clusters: count(p.clusters),
+                    done: count(p.done),
+                    updating: count(p.updating),
+                    waiting: count(p.waiting),
+                    max_unavailable: count(p.max_unavailable),
                 })
                 .collect(),
             paused: self.fleet.paused_rollouts.contains_key(bundle),
@@ -164,7 +149,8 @@ impl AdminService {
 
     /// Every cluster as `ListClusters` shows it, by name. Shared with the dashboard.
     pub(crate) fn clusters(&self) -> Vec<pb::Cluster> {
-        self.sorted_clusters()
+        self.fleet
+            .sorted_clusters()
             .iter()
             .filter_map(|c| self.cluster_view(c))
             .collect()
@@ -184,46 +170,21 @@ impl AdminService {
 
     /// Every bundle as `ListBundles` shows it, by name. Shared with the dashboard.
     pub(crate) fn bundles(&self) -> Vec<pb::Bundle> {
-        let clusters = self.sorted_clusters();
-        let mut bundles = Vec::new();
-        let sources: Vec<_> = self
-            .fleet
-            .sources
-            .iter()
-            .map(|s| s.value().clone())
-            .collect();
-        for src in sources {
-            let Ok(rt) = src.runtime.read() else { continue };
-            for entry in rt.bundles.iter().flatten() {
-                let summary: Summary = clusters
-                    .iter()
-                    .filter_map(|c| {
-                        let a = self.fleet.assignments_of(c);
-                        a.get(&entry.name)
-                            .map(|a| self.fleet.row_state(c, &entry.name, a).0)
-                    })
-                    .collect();
-                // A bundle that targets no cluster has no state to show.
-                let state = if !entry.errors.is_empty() {
-                    State::ErrApplied.to_string()
-                } else {
-                    summary.worst().map(|s| s.to_string()).unwrap_or_default()
-                };
-                bundles.push(pb::Bundle {
-                    name: entry.name.to_string(),
-                    source: src.spec.name.clone(),
-                    path: entry.path.clone(),
-                    commit: rt.commit.clone().unwrap_or_default(),
-                    clusters: u32::try_from(summary.total()).unwrap_or(u32::MAX),
-                    ready: u32::try_from(summary.ready()).unwrap_or(u32::MAX),
-                    state,
-                    error: entry.errors.join("\n"),
-                    warnings: entry.warnings.clone(),
-                });
-            }
-        }
-        bundles.sort_by(|a, b| a.name.cmp(&b.name));
-        bundles
+        self.fleet
+            .bundle_overviews()
+            .into_iter()
+            .map(|b| pb::Bundle {
+                clusters: count(b.summary.total()),
+                ready: count(b.summary.ready()),
+                state: b.state.map(|s| s.to_string()).unwrap_or_default(),
+                name: b.name,
+                source: b.source,
+                path: b.path,
+                commit: b.commit,
+                error: b.errors.join("\n"),
+                warnings: b.warnings,
+            })
+            .collect()
     }
 
     /// The status rows `GetStatus` answers for `req`. Shared with the dashboard.
@@ -249,7 +210,7 @@ impl AdminService {
         // Per bundle, not per row: every cluster's row of a bundle has the same warnings.
         let mut warnings: std::collections::HashMap<(Arc<str>, Arc<str>), Vec<String>> =
             std::collections::HashMap::new();
-        'clusters: for c in self.sorted_clusters() {
+        'clusters: for c in self.fleet.sorted_clusters() {
             if !req.cluster.is_empty() && req.cluster != c.as_str() {
                 continue;
             }
@@ -316,17 +277,6 @@ impl AdminService {
             next_page_token,
         })
     }
-
-    fn sorted_clusters(&self) -> Vec<ClusterName> {
-        let mut names: Vec<ClusterName> = self
-            .fleet
-            .clusters
-            .iter()
-            .map(|c| c.key().clone())
-            .collect();
-        names.sort();
-        names
-    }
 }
 
 fn parse_selector(field: &str, text: &str) -> Result<Option<LabelSelector>, Status> {
@@ -356,6 +306,7 @@ fn target_from_pb(t: &pb::Target) -> Result<TargetSpec, Status> {
             ..Default::default()
         })
     {
+        // An empty target matches nothing; from the CLI it is a typo, not a wish.
         return Err(Status::invalid_argument(
             "a target needs at least one of clusterSelector, clusterGroup, clusterGroupSelector, clusterName",
         ));
@@ -454,7 +405,7 @@ impl Admin for AdminService {
         request: Request<pb::LabelClusterRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let req = request.into_inner();
         let name =
             ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -490,7 +441,7 @@ impl Admin for AdminService {
         let scheduled = crate::renewals::ask_connected(&self.fleet, window, req.all);
         tracing::info!(%operator, scheduled, window_s = req.window_seconds, all = req.all, "spokes asked to renew their certificates");
         Ok(Response::new(pb::RenewCertificatesResponse {
-            scheduled: u32::try_from(scheduled).unwrap_or(u32::MAX),
+            scheduled: count(scheduled),
         }))
     }
 
@@ -536,30 +487,11 @@ impl Admin for AdminService {
         request: Request<pb::AcceptClusterLabelsRequest>,
     ) -> Result<Response<pb::Cluster>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let req = request.into_inner();
         let name =
             ClusterName::new(&req.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        for k in &req.keys {
-            labels::validate_key(k).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        let (rec, accepted) = {
-            let mut rec = self
-                .fleet
-                .clusters
-                .get_mut(&name)
-                .ok_or_else(|| Status::not_found(format!("cluster {name} not found")))?;
-            // `accept` refuses before it changes anything.
-            let accepted = label_trust::accept(&mut rec, &req.keys)
-                .map_err(|e| Status::failed_precondition(e.to_string()))?;
-            (rec.clone(), accepted)
-        };
-        self.fleet
-            .store
-            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
-            .await?;
-        tracing::info!(cluster = %name, keys = ?accepted, "reported labels accepted");
-        self.fleet.trigger(Trigger::Cluster(name.clone()));
+        self.fleet.accept_cluster_labels(&name, &req.keys).await?;
         self.found_cluster(&name).map(Response::new)
     }
 
@@ -577,7 +509,7 @@ impl Admin for AdminService {
         request: Request<pb::AddSourceRequest>,
     ) -> Result<Response<pb::Source>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let src = request
             .into_inner()
             .source
@@ -595,7 +527,7 @@ impl Admin for AdminService {
         request: Request<pb::RemoveSourceRequest>,
     ) -> Result<Response<pb::RemoveSourceResponse>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let req = request.into_inner();
         self.fleet
             .remove_source(&req.name, req.keep_resources)
@@ -608,7 +540,7 @@ impl Admin for AdminService {
         request: Request<pb::SetSourceRequest>,
     ) -> Result<Response<pb::Source>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let req = request.into_inner();
         let targets = if req.set_targets {
             Some(
@@ -698,48 +630,20 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         peer::require_operator(&request, Role::Admin)?;
         let req = request.into_inner();
-        if req.ttl_seconds == 0 || req.max_uses == 0 {
-            return Err(Status::invalid_argument(
-                "ttl and max uses must be positive",
-            ));
-        }
-        for (k, v) in &req.labels {
-            labels::validate_key(k)
-                .and_then(|_| labels::validate_value(v))
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        for k in &req.spoke_label_keys {
-            labels::validate_key(k).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        let (mut record, token) =
-            tokens::generate(req.ttl_seconds, req.max_uses, &req.description, now_unix());
-        record.labels = req.labels;
-        record.spoke_label_keys = req.spoke_label_keys;
-        self.fleet
-            .store
-            .commit(vec![Op::put_json(
-                Table::Tokens,
-                record.id.clone(),
-                &record,
-            )])
+        let created = self
+            .fleet
+            .create_token(NewToken {
+                ttl_secs: req.ttl_seconds,
+                max_uses: req.max_uses,
+                description: req.description,
+                labels: req.labels,
+                spoke_label_keys: req.spoke_label_keys,
+            })
             .await?;
-        let id = record.id.clone();
-        let expires = rfc3339(record.expires_at);
-        self.fleet
-            .tokens
-            .lock()
-            .map_err(|_| Status::internal("token table poisoned"))?
-            .insert(id.clone(), record);
-        tracing::info!(token = %id, "join token created");
-        let join = JoinString {
-            token,
-            hub: self.fleet.advertise.clone(),
-            ca_sha256: self.fleet.pin(),
-        };
         Ok(Response::new(pb::CreateTokenResponse {
-            id,
-            join: join.to_string(),
-            expires,
+            id: created.record.id,
+            join: created.join,
+            expires: rfc3339(created.record.expires_at),
         }))
     }
 
@@ -749,25 +653,23 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
         let now = now_unix();
-        let mut tokens: Vec<pb::Token> = self
+        let tokens: Vec<pb::Token> = self
             .fleet
-            .tokens
-            .lock()
-            .map_err(|_| Status::internal("token table poisoned"))?
-            .values()
+            .list_tokens()
+            .await?
+            .into_iter()
             .map(|t| pb::Token {
-                id: t.id.clone(),
-                description: t.description.clone(),
+                id: t.id,
+                description: t.description,
                 created: rfc3339(t.created_at),
                 expires: rfc3339(t.expires_at),
                 max_uses: t.max_uses,
                 uses: t.uses,
                 expired: now >= t.expires_at,
-                labels: t.labels.clone(),
-                spoke_label_keys: t.spoke_label_keys.clone(),
+                labels: t.labels,
+                spoke_label_keys: t.spoke_label_keys,
             })
             .collect();
-        tokens.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
         Ok(Response::new(pb::ListTokensResponse { tokens }))
     }
 
@@ -777,20 +679,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
         peer::require_operator(&request, Role::Admin)?;
         let id = request.into_inner().id;
-        let removed = self
-            .fleet
-            .tokens
-            .lock()
-            .map_err(|_| Status::internal("token table poisoned"))?
-            .remove(&id);
-        if removed.is_none() {
-            return Err(Status::not_found(format!("token {id} not found")));
-        }
-        self.fleet
-            .store
-            .commit(vec![Op::delete(Table::Tokens, id.clone())])
-            .await?;
-        tracing::info!(token = %id, "join token revoked");
+        self.fleet.revoke_token(&id).await?;
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 
@@ -799,37 +688,18 @@ impl Admin for AdminService {
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
-        let clusters: Vec<_> = self
-            .fleet
-            .clusters
-            .iter()
-            .map(|c| c.value().clone())
-            .collect();
         let groups = self
             .fleet
-            .group_list()
-            .into_iter()
-            .map(|g| {
-                let members: Vec<&ClusterName> = clusters
-                    .iter()
-                    .filter(|c| g.contains(&c.labels()))
-                    .map(|c| &c.name)
-                    .collect();
-                let mut summary = Summary::default();
-                for c in &members {
-                    for s in self.fleet.cluster_summary(c).counts {
-                        *summary.counts.entry(s.0).or_default() += s.1;
-                    }
-                }
-                group_to_pb(&g, members.len(), &summary)
-            })
+            .group_overviews()
+            .iter()
+            .map(|g| group_to_pb(&g.spec, g.clusters, &g.summary))
             .collect();
         Ok(Response::new(pb::ListGroupsResponse { groups }))
     }
 
     async fn add_group(&self, request: Request<pb::Group>) -> Result<Response<pb::Group>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let g = request.into_inner();
         let spec = GroupSpec {
             name: g.name.clone(),
@@ -845,7 +715,7 @@ impl Admin for AdminService {
         request: Request<pb::RemoveGroupRequest>,
     ) -> Result<Response<pb::RemoveGroupResponse>, Status> {
         peer::require_operator(&request, Role::Admin)?;
-        self.refuse_in_kube_mode()?;
+        self.fleet.refuse_in_kube_mode()?;
         let name = request.into_inner().name;
         self.fleet.remove_group(&name).await?;
         Ok(Response::new(pb::RemoveGroupResponse {}))
@@ -857,78 +727,19 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::TargetsResponse>, Status> {
         peer::require_operator(&request, Role::Viewer)?;
         let req = request.into_inner();
-        let src = self
+        let rows = self
             .fleet
-            .sources
-            .get(&req.source)
-            .map(|s| s.value().clone())
-            .ok_or_else(|| Status::not_found(format!("source {} not found", req.source)))?;
-        let all_groups = self.fleet.group_list();
-        let entries: Vec<_> = src
-            .runtime
-            .read()
-            .map_err(|_| Status::internal("source lock poisoned"))?
-            .bundles
-            .iter()
-            .flatten()
-            .filter(|e| req.bundle.is_empty() || *e.name == *req.bundle)
-            .cloned()
+            .targets(&req.source, &req.bundle)?
+            .into_iter()
+            .map(|r| pb::TargetRow {
+                cluster: r.cluster.to_string(),
+                bundle: r.bundle,
+                deployed: r.deployed,
+                reason: r.reason,
+                customization: r.customization,
+                deployment_id: r.deployment_id,
+            })
             .collect();
-        if !req.bundle.is_empty() && entries.is_empty() {
-            return Err(Status::not_found(format!(
-                "bundle {} not found in source {}",
-                req.bundle, req.source
-            )));
-        }
-        let mut rows = Vec::new();
-        for name in self.sorted_clusters() {
-            let Some(rec) = self.fleet.clusters.get(&name).map(|r| r.clone()) else {
-                continue;
-            };
-            let labels = rec.labels();
-            let groups = targeting::groups_of(&labels, &all_groups);
-            let facts = targeting::ClusterFacts {
-                name: name.as_str(),
-                labels: &labels,
-                groups: &groups,
-            };
-            let info = self.fleet.cluster_info(&rec, &groups);
-            let assigned = self.fleet.assignments_of(&name);
-            for e in &entries {
-                let matched =
-                    targeting::match_bundle(&src.spec.targets, e.bundle.as_deref(), &facts);
-                let (deployed, reason, customization) = match (&matched, &e.bundle) {
-                    (targeting::Match::No(why), _) => (false, why.clone(), String::new()),
-                    (targeting::Match::Yes(why), None) => (
-                        false,
-                        format!("{why}; bundle has no good revision"),
-                        String::new(),
-                    ),
-                    (targeting::Match::Yes(why), Some(b)) => match b.select(&info) {
-                        flotilla_render::Selection::DoNotDeploy => {
-                            (false, format!("{why}; doNotDeploy"), String::new())
-                        }
-                        flotilla_render::Selection::Deploy(key) => (
-                            true,
-                            why.clone(),
-                            key.customization().unwrap_or("").to_string(),
-                        ),
-                    },
-                };
-                rows.push(pb::TargetRow {
-                    cluster: name.to_string(),
-                    bundle: e.name.to_string(),
-                    deployed,
-                    reason,
-                    customization,
-                    deployment_id: assigned
-                        .get(&e.name)
-                        .and_then(|a| a.desired.as_ref())
-                        .map(|d| d.deployment_id.to_string())
-                        .unwrap_or_default(),
-                });
-            }
-        }
         Ok(Response::new(pb::TargetsResponse { rows }))
     }
 
@@ -1038,17 +849,9 @@ impl Admin for AdminService {
     }
 }
 
-/// A command's refusal as the gRPC status a caller can act on.
-impl From<CommandError> for Status {
-    fn from(e: CommandError) -> Self {
-        match e {
-            CommandError::NotFound(_) => Status::not_found(e.to_string()),
-            CommandError::Invalid(_) => Status::invalid_argument(e.to_string()),
-            CommandError::Exists(_) => Status::already_exists(e.to_string()),
-            CommandError::Internal(_) => Status::internal(e.to_string()),
-            CommandError::Store(e) => e.into(),
-        }
-    }
+/// A count as the wire carries it.
+fn count(n: impl TryInto<u32>) -> u32 {
+    n.try_into().unwrap_or(u32::MAX)
 }
 
 fn group_to_pb(g: &GroupSpec, clusters: usize, summary: &Summary) -> pb::Group {
@@ -1056,9 +859,9 @@ fn group_to_pb(g: &GroupSpec, clusters: usize, summary: &Summary) -> pb::Group {
         name: g.name.clone(),
         selector: g.selector.to_string(),
         labels: g.labels.clone(),
-        clusters: u32::try_from(clusters).unwrap_or(u32::MAX),
-        bundles: u32::try_from(summary.total()).unwrap_or(u32::MAX),
-        bundles_ready: u32::try_from(summary.ready()).unwrap_or(u32::MAX),
+        clusters: count(clusters),
+        bundles: count(summary.total()),
+        bundles_ready: count(summary.ready()),
         state: summary.worst().map(|s| s.to_string()).unwrap_or_default(),
     }
 }

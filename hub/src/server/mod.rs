@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use flotilla_proto::v1::{admin_server::AdminServer, registration_server::RegistrationServer};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
 use tonic::transport::Server;
 
 use crate::fleet::Fleet;
@@ -71,6 +72,27 @@ pub async fn watch_heartbeats(fleet: Arc<Fleet>, window: std::time::Duration) {
 impl From<crate::store::StoreError> for tonic::Status {
     fn from(e: crate::store::StoreError) -> Self {
         tonic::Status::internal(e.to_string())
+    }
+}
+
+/// A command's refusal as the gRPC status a caller can act on. A named `Refusal` rides
+/// along in the status metadata, so a spoke stops instead of retrying.
+impl From<crate::commands::CommandError> for tonic::Status {
+    fn from(e: crate::commands::CommandError) -> Self {
+        use crate::commands::CommandError as E;
+        use flotilla_identity::Refusal;
+        let message = e.to_string();
+        match e {
+            E::NotFound(_) => Status::not_found(message),
+            E::Invalid(_) => Status::invalid_argument(message),
+            E::Precondition(_) => Status::failed_precondition(message),
+            E::Exists(_) => Status::already_exists(message),
+            E::Internal(_) => Status::internal(message),
+            E::Refused(r @ Refusal::Token, _) => r.tag(Status::unauthenticated(message)),
+            E::Refused(r @ Refusal::NameTaken, _) => r.tag(Status::already_exists(message)),
+            E::Refused(r, _) => r.status(message),
+            E::Store(e) => e.into(),
+        }
     }
 }
 

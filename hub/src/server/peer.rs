@@ -1,9 +1,9 @@
 //! Who is calling: the identity in the caller's verified client certificate, and nothing
 //! else. The TLS layer has already verified the chain against the hub's trusted CAs;
-//! here we read the identity and check it against the fleet (revocation, superseded
-//! certificates) and the operator's role.
+//! here we read the identity, have the fleet check a cluster's certificate (revocation,
+//! superseded certificates) and check the operator's role.
 
-use flotilla_identity::{Identity, Refusal, Role};
+use flotilla_identity::{Identity, Role};
 use flotilla_model::ClusterName;
 use tonic::{Request, Status};
 
@@ -20,7 +20,8 @@ fn leaf<T>(req: &Request<T>) -> Result<(Identity, Vec<u8>), Status> {
     Ok((id, leaf.to_vec()))
 }
 
-/// The calling cluster, if its certificate is one the hub currently honours.
+/// The calling cluster, if its certificate is one the hub currently honours
+/// (`Fleet::check_cluster_cert`).
 pub fn require_cluster<T>(fleet: &Fleet, req: &Request<T>) -> Result<ClusterName, Status> {
     let (id, der) = leaf(req)?;
     let Identity::Cluster(name) = id else {
@@ -29,20 +30,7 @@ pub fn require_cluster<T>(fleet: &Fleet, req: &Request<T>) -> Result<ClusterName
         )));
     };
     let serial = Identity::serial_hex(&der).map_err(|e| Status::unauthenticated(e.to_string()))?;
-    // Each refusal is named (`Refusal`), so the spoke stops instead of redialling.
-    let rec = fleet.clusters.get(&name).ok_or_else(|| {
-        Refusal::NotRegistered.status(format!("cluster {name} is not registered with this hub"))
-    })?;
-    if rec.revoked {
-        return Err(Refusal::Revoked.status(format!(
-            "cluster {name} has been revoked; an admin must delete it before it can join again"
-        )));
-    }
-    if !rec.serials.contains(&serial) {
-        return Err(Refusal::Superseded.status(format!(
-            "this certificate of cluster {name} has been superseded or revoked"
-        )));
-    }
+    fleet.check_cluster_cert(&name, &serial)?;
     Ok(name)
 }
 

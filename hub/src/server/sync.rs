@@ -32,14 +32,13 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::fleet::{EventKind, Fleet, SessionHandle, Trigger};
-use crate::label_trust;
+use crate::commands::HelloReport;
+use crate::fleet::{EventKind, Fleet, SessionHandle};
 use crate::records::{CapabilitiesRecord, StatusRecord, now_unix};
 use crate::server::peer;
 use crate::server::wire::{
     self, Encoded, Outbound, OutboundStream, Queued, SyncHandler, WireCache,
 };
-use crate::store::{Op, Table};
 
 // A chunk, and an Assign with its content inline, each fit in one message with room to
 // spare for the other fields.
@@ -86,6 +85,17 @@ impl SyncHandler for SpokeService {
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
         check_claimed_name(&cluster, &hello.cluster_name)?;
+        self.fleet.hello(
+            &cluster,
+            HelloReport {
+                labels: hello.labels.clone(),
+                agent_version: hello.agent_version.clone(),
+                capabilities: hello.capabilities.as_ref().map(|c| CapabilitiesRecord {
+                    kube_version: c.kube_version.clone(),
+                    api_versions: c.api_versions.clone(),
+                }),
+            },
+        )?;
 
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let notify = Arc::new(Notify::new());
@@ -104,7 +114,6 @@ impl SyncHandler for SpokeService {
             // A reconnect replaces a stream the hub has not noticed is dead yet.
             old.close.notify_one();
         }
-        self.accept_hello(&cluster, &hello);
         let digests: HashSet<ContentDigest> = hello
             .digests
             .iter()
@@ -138,86 +147,6 @@ impl SyncHandler for SpokeService {
             ReceiverStream::new(rx).map(|q: Queued| q.map_err(|s| *s)),
         )))
     }
-}
-
-impl SpokeService {
-    fn accept_hello(&self, cluster: &ClusterName, hello: &flotilla_proto::v1::Hello) {
-        let report = label_trust::validate_report(&hello.labels);
-        if let Err(e) = &report {
-            tracing::warn!(cluster = %cluster, error = %e, "ignoring the labels in Hello");
-        }
-        let Some(mut rec) = self.fleet.clusters.get_mut(cluster) else {
-            return;
-        };
-        // What a spoke says about itself is only reported; `label_trust` decides what,
-        // if anything, targeting may use.
-        if report.is_ok() {
-            label_trust::report(&mut rec, &hello.labels, &self.fleet.self_label_keys);
-        }
-        rec.agent_version = hello.agent_version.chars().take(64).collect();
-        // A Hello without capabilities (a directory target, or a cluster whose API server
-        // did not answer) keeps the last ones, so a passing outage does not re-render.
-        match hello.capabilities.as_ref().map(capabilities_of) {
-            Some(Ok(caps)) => rec.capabilities = Some(caps),
-            Some(Err(e)) => {
-                tracing::warn!(cluster = %cluster, error = %e, "ignoring the capabilities in Hello; keeping the last ones");
-            }
-            None => {}
-        }
-        rec.last_seen = now_unix();
-        self.fleet
-            .store
-            .submit(vec![Op::put_json(Table::Clusters, cluster.as_str(), &*rec)]);
-        drop(rec);
-        // Always reconcile on connect: labels and capabilities may have changed while it
-        // was away (an upgraded cluster re-renders the charts that read its version).
-        self.fleet.trigger(Trigger::Cluster(cluster.clone()));
-    }
-}
-
-/// Most API versions a Hello may report; a real cluster serves a few hundred.
-const MAX_API_VERSIONS: usize = 10_000;
-/// Longest API version entry: a DNS subdomain group, a version and a kind.
-const MAX_API_VERSION_LEN: usize = 400;
-const MAX_KUBE_VERSION_LEN: usize = 64;
-
-/// Checks what a spoke reports of its cluster: bounded, printable, and sorted without
-/// duplicates so that equal clusters render alike. The values reach templates only as
-/// strings, but they are stored, listed and compared, so they are bounded here.
-fn capabilities_of(
-    c: &flotilla_proto::v1::ClusterCapabilities,
-) -> Result<CapabilitiesRecord, String> {
-    let token = |s: &str, max: usize| {
-        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
-    };
-    if !token(&c.kube_version, MAX_KUBE_VERSION_LEN) {
-        return Err(format!(
-            "kube_version must be 1 to {MAX_KUBE_VERSION_LEN} printable ASCII characters"
-        ));
-    }
-    if c.api_versions.len() > MAX_API_VERSIONS {
-        return Err(format!(
-            "{} API versions reported, at most {MAX_API_VERSIONS} are accepted",
-            c.api_versions.len()
-        ));
-    }
-    if let Some(bad) = c
-        .api_versions
-        .iter()
-        .find(|v| !token(v, MAX_API_VERSION_LEN))
-    {
-        let shown: String = bad.chars().take(40).collect();
-        return Err(format!(
-            "API version {shown:?} is not 1 to {MAX_API_VERSION_LEN} printable ASCII characters"
-        ));
-    }
-    let mut api_versions = c.api_versions.clone();
-    api_versions.sort();
-    api_versions.dedup();
-    Ok(CapabilitiesRecord {
-        kube_version: c.kube_version.clone(),
-        api_versions,
-    })
 }
 
 fn check_claimed_name(cluster: &ClusterName, claimed: &str) -> Result<(), Status> {
@@ -389,27 +318,8 @@ impl Session {
     async fn on_renew(&mut self, csr_pem: &str) -> Result<(), Status> {
         let issued = self
             .fleet
-            .issue_cluster_cert(&self.cluster, csr_pem)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let record = {
-            let mut rec = self
-                .fleet
-                .clusters
-                .get_mut(&self.cluster)
-                .ok_or_else(|| Status::permission_denied("cluster was deleted"))?;
-            rec.add_serial(issued.serial.clone(), issued.expires, issued.issuer);
-            rec.clone()
-        };
-        self.fleet
-            .store
-            .commit(vec![Op::put_json(
-                Table::Clusters,
-                self.cluster.as_str(),
-                &record,
-            )])
+            .renew_cluster_cert(&self.cluster, csr_pem)
             .await?;
-        tracing::info!(cluster = %self.cluster, serial = %issued.serial, "certificate renewed");
-        self.fleet.renewals.clear(&self.cluster);
         self.renew_due = None;
         let msg = HubMsg {
             msg: Some(hub_msg::Msg::Certificate(Certificate {
@@ -677,135 +587,6 @@ fn assign_msg(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A chart that prints the Kubernetes version it renders for, published as the only
-    /// bundle of source `caps`, and cluster `c1` registered with no capabilities.
-    fn fleet_with_a_capabilities_chart(
-        dir: &std::path::Path,
-    ) -> (Arc<Fleet>, ClusterName, mpsc::UnboundedReceiver<Trigger>) {
-        use flotilla_render as render;
-        let bundle_dir = dir.join("bundle");
-        let write = |rel: &str, text: &str| {
-            let p = bundle_dir.join(rel);
-            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            std::fs::write(p, text).expect("write");
-        };
-        write("fleet.yaml", "helm:\n  releaseName: caps\n");
-        write("Chart.yaml", "apiVersion: v2\nname: caps\nversion: 0.1.0\n");
-        write(
-            "templates/cm.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: caps\ndata:\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n",
-        );
-        let bundle = render::load_bundle_dir(&bundle_dir, "caps", &render::Limits::default())
-            .expect("the chart loads");
-        let (fleet, triggers) = Fleet::for_tests(dir);
-        fleet.groups.insert(
-            "default".into(),
-            crate::targeting::GroupSpec {
-                name: "default".into(),
-                selector: flotilla_model::LabelSelector::default(),
-                labels: Default::default(),
-            },
-        );
-        let source = fleet
-            .insert_source(crate::records::SourceSpec {
-                name: "caps".into(),
-                repo: "file:///nowhere".into(),
-                branch: "main".into(),
-                paths: vec![".".into()],
-                interval_secs: 60,
-                targets: Vec::new(),
-                revision: None,
-                paused: false,
-                verify_commits: false,
-                username: None,
-                helm_auth: None,
-            })
-            .expect("source");
-        if let Ok(mut rt) = source.runtime.write() {
-            rt.bundles = Some(vec![Arc::new(crate::reconcile::BundleEntry::new(
-                "caps".into(),
-                String::new(),
-                Some(Arc::new(bundle)),
-                Vec::new(),
-                Vec::new(),
-            ))]);
-        }
-        let c1 = ClusterName::new("c1").expect("name");
-        fleet.clusters.insert(
-            c1.clone(),
-            crate::records::ClusterRecord::new(c1.clone(), 0),
-        );
-        (fleet, c1, triggers)
-    }
-
-    fn rendered_for(fleet: &Fleet, c: &ClusterName) -> String {
-        fleet.reconcile(Some(vec![c.clone()]));
-        let a = fleet.assignments_of(c);
-        let d = a
-            .get("caps")
-            .and_then(|a| a.desired.clone())
-            .unwrap_or_else(|| panic!("caps is deployed: {a:?}"));
-        let bytes = fleet.contents.get(&d.digest).expect("content held").clone();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-
-    #[test]
-    fn a_hello_with_new_capabilities_rerenders_the_charts_that_read_them() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (fleet, c1, mut triggers) = fleet_with_a_capabilities_chart(dir.path());
-        let service = SpokeService::new(fleet.clone(), 1 << 20);
-        let hello = |kube: &str| flotilla_proto::v1::Hello {
-            capabilities: Some(flotilla_proto::v1::ClusterCapabilities {
-                kube_version: kube.into(),
-                api_versions: vec!["v1".into(), "apps/v1".into()],
-            }),
-            ..Default::default()
-        };
-
-        service.accept_hello(&c1, &hello("v1.33.2"));
-        let text = rendered_for(&fleet, &c1);
-        assert!(text.contains("kube: v1.33.2"), "{text}");
-        // The cluster was upgraded while its spoke was away: its Hello asks for a
-        // reconcile of that cluster.
-        while triggers.try_recv().is_ok() {}
-        service.accept_hello(&c1, &hello("v1.34.1"));
-        assert!(matches!(triggers.try_recv(), Ok(Trigger::Cluster(c)) if c == c1));
-        assert!(rendered_for(&fleet, &c1).contains("kube: v1.34.1"));
-        // A Hello without capabilities (the API server did not answer) keeps the last.
-        service.accept_hello(&c1, &flotilla_proto::v1::Hello::default());
-        assert!(rendered_for(&fleet, &c1).contains("kube: v1.34.1"));
-        let stored = fleet.clusters.get(&c1).and_then(|c| c.capabilities.clone());
-        assert_eq!(
-            stored.map(|c| c.api_versions),
-            Some(vec!["apps/v1".to_string(), "v1".to_string()])
-        );
-    }
-
-    #[test]
-    fn reported_capabilities_are_sorted_deduplicated_and_bounded() {
-        let caps = |kube: &str, apis: &[&str]| flotilla_proto::v1::ClusterCapabilities {
-            kube_version: kube.into(),
-            api_versions: apis.iter().map(|s| s.to_string()).collect(),
-        };
-        let ok = capabilities_of(&caps("v1.34.1", &["v1", "apps/v1", "v1"])).expect("valid");
-        assert_eq!(ok.kube_version, "v1.34.1");
-        assert_eq!(ok.api_versions, vec!["apps/v1", "v1"]);
-
-        for bad in [
-            caps("", &[]),
-            caps("v1.34 1", &[]),
-            caps(&"9".repeat(65), &[]),
-            caps("v1.34.1", &["apps/v1\n"]),
-            caps("v1.34.1", &[""]),
-            caps("v1.34.1", &[&"a".repeat(401)]),
-        ] {
-            assert!(capabilities_of(&bad).is_err(), "{bad:?} must be refused");
-        }
-        let many: Vec<String> = (0..=MAX_API_VERSIONS).map(|i| format!("g{i}/v1")).collect();
-        let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        assert!(capabilities_of(&caps("v1.34.1", &many)).is_err());
-    }
 
     #[test]
     fn chunks_cover_the_content_in_order_as_slices_of_the_one_copy() {

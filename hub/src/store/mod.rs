@@ -549,16 +549,28 @@ impl Store {
 
     /// Like [`Store::commit`], and says at which revision the writes landed.
     pub async fn commit_at(&self, ops: Vec<Op>) -> Result<Revision, StoreError> {
+        self.queue_commit(ops).await
+    }
+
+    /// Queues `ops` now, behind every write queued before this call, and returns a
+    /// future that resolves once they are durable. A caller that holds a lock on the
+    /// record it writes calls this under the lock and awaits after letting go, so the
+    /// store receives that record's snapshots in the order memory took them.
+    pub fn queue_commit(
+        &self,
+        ops: Vec<Op>,
+    ) -> impl std::future::Future<Output = Result<Revision, StoreError>> + Send + use<> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Batch {
-                ops,
-                done: Some(done),
-            })
-            .map_err(|_| StoreError::WriterGone)?;
-        wait.await
-            .map_err(|_| StoreError::WriterGone)?
-            .map_err(StoreError::Shared)
+        let sent = self.tx.send(Batch {
+            ops,
+            done: Some(done),
+        });
+        async move {
+            sent.map_err(|_| StoreError::WriterGone)?;
+            wait.await
+                .map_err(|_| StoreError::WriterGone)?
+                .map_err(StoreError::Shared)
+        }
     }
 
     /// Writes `ops` only if every condition holds, as one transaction of its own (not

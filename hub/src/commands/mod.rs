@@ -1,18 +1,38 @@
-//! The state's commands: the only way the Admin API changes clusters, groups and
-//! rollouts. Each command takes the fleet's order lock, validates, changes the state,
-//! persists it, publishes and triggers the reconcile, so no other command interleaves
-//! with it and no check is separated from its action by an await.
+//! The state's commands: the only way anything changes what the hub persists about
+//! clusters, tokens, groups, sources and rollouts (the reconcile driver, status reports
+//! and history aside). Each owns lock → validate → persist → publish → trigger, so no
+//! check is separated from its action by an await:
+//! - fleet-wide commands (here: groups, sources, rollouts, and the cluster commands an
+//!   admin runs) hold the fleet's order lock from their check to their trigger;
+//! - a command on one cluster record changes it through `edit_cluster`, which queues the
+//!   record's snapshot to the store while holding its map entry, so the store receives a
+//!   cluster's snapshots in the order memory took them, whoever wrote them (a Hello, a
+//!   renewal, `Fleet::flush_last_seen`, an admin);
+//! - what several hub replicas could race on is decided by the store itself: `register`
+//!   takes the token's use and the name in one compare-and-swap (`registration`).
 //!
-//! A cluster record is changed in memory (under its map entry) before the snapshot of it
-//! is persisted: other writers (a Hello, `Fleet::flush_last_seen`) persist snapshots of
-//! the same record, so the store never receives a snapshot older than memory. Maps
-//! that only commands write (groups, paused rollouts) are persisted first and changed
-//! after, so a failed write leaves memory as it was.
+//! Maps that only commands write (groups, paused rollouts) are persisted first and
+//! changed after, so a failed write leaves memory as it was.
 //!
-//! **Architecture Invariant:** no protobuf here; `server/admin.rs` translates.
+//! Files: this one (clusters, groups, rollouts, sources), `tokens` (join tokens),
+//! `registration` (register, recover, renew, which certificates may connect), `hello`
+//! (what a connecting spoke reports).
+//!
+//! **Architecture Invariant:** no protobuf here; `server/` translates (checked by
+//! `invariants::the_server_translates_and_never_writes_the_store`).
+
+mod hello;
+mod registration;
+mod tokens;
+
+pub use hello::HelloReport;
+pub(crate) use registration::RegistrationQueue;
+pub use registration::{Recovery, Registered, Registration};
+pub use tokens::NewToken;
 
 use std::sync::Arc;
 
+use flotilla_identity::Refusal;
 use flotilla_model::{ClusterName, Labels, labels};
 
 use crate::charts;
@@ -21,7 +41,7 @@ use crate::fleet::{Fleet, SourceState, Trigger};
 use crate::label_trust;
 use crate::records::{ClusterRecord, SourceSpec, status_key};
 use crate::sources;
-use crate::store::{Op, StoreError, Table};
+use crate::store::{Op, Revision, StoreError, Table};
 use crate::targeting::GroupSpec;
 
 /// Why a command was refused or failed.
@@ -32,6 +52,12 @@ pub enum CommandError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// The request is well formed but the state does not allow it now.
+    #[error("{0}")]
+    Precondition(String),
+    /// A spoke refused for a reason it must act on rather than retry (`Refusal`).
+    #[error("{1}")]
+    Refused(Refusal, String),
     /// The message names what already exists and how to change it.
     #[error("{0}")]
     Exists(String),
@@ -41,6 +67,9 @@ pub enum CommandError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// A queued store write; resolves once it is durable.
+type Durable = futures::future::BoxFuture<'static, Result<Revision, StoreError>>;
 
 /// Every key and value of `set` is a valid label.
 fn validate_labels(set: &Labels) -> Result<(), CommandError> {
@@ -194,6 +223,18 @@ async fn store_helm_secrets(
 }
 
 impl Fleet {
+    /// In Kubernetes mode the configuration is the namespace's objects: the Admin API's
+    /// commands that would change it are refused (the namespace's own controllers call
+    /// the same commands).
+    pub fn refuse_in_kube_mode(&self) -> Result<(), CommandError> {
+        match self.kube_namespace.get() {
+            Some(ns) => Err(CommandError::Precondition(format!(
+                "this hub takes its configuration from Kubernetes (namespace {ns}); use kubectl"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// `flotilla cluster label NAME k=v k-`: hub labels win over every other source; a
     /// removed key is hidden whatever set it.
     pub async fn label_cluster(
@@ -210,29 +251,60 @@ impl Fleet {
             }
         }
         let _order = self.order.lock().await;
-        let rec = self.edit_cluster(name, |rec| {
+        self.save_cluster(name, |rec| {
             label_trust::relabel(rec, set, remove);
             Ok(())
-        })?;
-        self.save_cluster(rec).await
+        })
+        .await
     }
 
-    /// Persists an edited cluster record and reconciles that cluster.
-    async fn save_cluster(&self, rec: ClusterRecord) -> Result<ClusterRecord, CommandError> {
-        self.store
-            .commit(vec![Op::put_json(Table::Clusters, rec.name.as_str(), &rec)])
+    /// `flotilla cluster accept-labels NAME [KEY...]`: trusts the spoke's reported values
+    /// of `keys` (every pending one when empty); returns the keys accepted.
+    pub async fn accept_cluster_labels(
+        &self,
+        name: &ClusterName,
+        keys: &[String],
+    ) -> Result<(ClusterRecord, Vec<String>), CommandError> {
+        for k in keys {
+            labels::validate_key(k).map_err(invalid)?;
+        }
+        let _order = self.order.lock().await;
+        let mut accepted = Vec::new();
+        let rec = self
+            .save_cluster(name, |rec| {
+                // `accept` refuses before it changes anything.
+                accepted = label_trust::accept(rec, keys)
+                    .map_err(|e| CommandError::Precondition(e.to_string()))?;
+                Ok(())
+            })
             .await?;
-        self.trigger(Trigger::Cluster(rec.name.clone()));
-        Ok(rec)
+        tracing::info!(cluster = %name, keys = ?accepted, "reported labels accepted");
+        Ok((rec, accepted))
     }
 
-    /// Applies `edit` to the cluster's record in memory, whole or not at all, and returns
-    /// the new record for the caller to persist. Call it under the order lock.
-    fn edit_cluster(
+    /// Edits a cluster record (`edit_cluster`), waits until it is durable and reconciles
+    /// that cluster.
+    async fn save_cluster(
         &self,
         name: &ClusterName,
         edit: impl FnOnce(&mut ClusterRecord) -> Result<(), CommandError>,
     ) -> Result<ClusterRecord, CommandError> {
+        let (rec, durable) = self.edit_cluster(name, edit)?;
+        durable.await?;
+        self.trigger(Trigger::Cluster(name.clone()));
+        Ok(rec)
+    }
+
+    /// Applies `edit` to the cluster's record in memory, whole or not at all, and queues
+    /// the new record to the store while still holding the record's map entry: a Hello,
+    /// a renewal and a command may edit one cluster at once, and the store must receive
+    /// its snapshots in the order memory took them. Returns the new record and the
+    /// write's durability, to await once the entry is let go.
+    pub(crate) fn edit_cluster(
+        &self,
+        name: &ClusterName,
+        edit: impl FnOnce(&mut ClusterRecord) -> Result<(), CommandError>,
+    ) -> Result<(ClusterRecord, Durable), CommandError> {
         let mut rec = self
             .clusters
             .get_mut(name)
@@ -240,7 +312,10 @@ impl Fleet {
         let mut next = rec.clone();
         edit(&mut next)?;
         *rec = next;
-        Ok(rec.clone())
+        let durable =
+            self.store
+                .queue_commit(vec![Op::put_json(Table::Clusters, name.as_str(), &*rec)]);
+        Ok((rec.clone(), Box::pin(durable)))
     }
 
     /// Kubernetes mode's `Cluster` object: its labels replace the hub labels, and the
@@ -256,28 +331,27 @@ impl Fleet {
             labels::validate_key(k).map_err(invalid)?;
         }
         let _order = self.order.lock().await;
-        let rec = self.edit_cluster(name, |next| {
+        self.save_cluster(name, |next| {
             next.hub_labels = hub_labels.clone();
             // `accept` with no keys means every pending one: not what an empty list says.
             if !accept.is_empty() {
                 label_trust::accept(next, accept).map_err(invalid)?;
             }
             Ok(())
-        })?;
-        self.save_cluster(rec).await
+        })
+        .await
     }
 
     /// Refuses every certificate of the cluster from now on and ends its stream.
     pub async fn revoke_cluster(&self, name: &ClusterName) -> Result<ClusterRecord, CommandError> {
         let _order = self.order.lock().await;
-        let rec = self.edit_cluster(name, |rec| {
+        let (rec, durable) = self.edit_cluster(name, |rec| {
             rec.revoked = true;
             Ok(())
         })?;
+        // At once, not after the write: memory already refuses its reconnects.
         self.disconnect(name, &format!("cluster {name} has been revoked"));
-        self.store
-            .commit(vec![Op::put_json(Table::Clusters, name.as_str(), &rec)])
-            .await?;
+        durable.await?;
         tracing::warn!(cluster = %name, "cluster revoked");
         Ok(rec)
     }
@@ -309,11 +383,7 @@ impl Fleet {
                 spec.name
             )));
         }
-        for (k, v) in &spec.labels {
-            labels::validate_key(k)
-                .and_then(|_| labels::validate_value(v))
-                .map_err(invalid)?;
-        }
+        validate_labels(&spec.labels)?;
         let _order = self.order.lock().await;
         self.store
             .commit(vec![Op::put_json(Table::Groups, spec.name.clone(), &spec)])
