@@ -25,6 +25,7 @@ mod layout;
 mod metrics;
 mod pki;
 mod reconcile;
+pub mod record_id;
 pub mod records;
 mod renewals;
 mod rollout;
