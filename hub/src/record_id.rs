@@ -7,7 +7,9 @@
 //! starting at the newest stamp in the snapshot the writer was restored from. So two
 //! replicas never write the same key (same nanosecond *and* same 64-bit random id), one
 //! replica's records keep their order even if its clock steps back, and a range read
-//! returns records in wall-clock order (to within the replicas' clock skew).
+//! returns records in wall-clock order (to within the replicas' clock skew). A writer
+//! also `observe`s the ids other replicas made (`ha::mirror`), so its next record sorts
+//! after every one it has seen.
 //!
 //! Why not a counter allocated with `Store::compare_and_swap`: that is one etcd round
 //! trip per record before it can be queued, and every replica's history and audit
@@ -100,6 +102,15 @@ impl Stamper {
         Stamper {
             writer: rand::random(),
             last,
+        }
+    }
+
+    /// Notes an id another writer made, so this writer's next one sorts after it (a
+    /// record taken from another replica stays before the ones made here next, even if
+    /// that replica's clock is ahead).
+    pub fn observe(&mut self, id: RecordId) {
+        if let RecordId::Stamped { nanos, .. } = id {
+            self.last = self.last.max(nanos);
         }
     }
 

@@ -191,6 +191,29 @@ impl Audit {
         inner.records.push((id, rec));
     }
 
+    /// Takes a record another replica stored (`value`) or pruned (`None`) into memory,
+    /// without a store write (`ha::mirror`); records never change, so a known one stays.
+    pub fn take(&self, key: &str, value: Option<AuditRecord>) {
+        let Some(id) = RecordId::parse(key) else {
+            return;
+        };
+        let mut inner = self.lock();
+        inner.stamper.observe(id);
+        let at = inner.records.binary_search_by_key(&id, |(i, _)| *i);
+        match (at, value) {
+            (Err(at), Some(r)) => inner.records.insert(at, (id, r)),
+            (Ok(at), None) => {
+                inner.records.remove(at);
+            }
+            _ => {}
+        }
+    }
+
+    /// The store keys of every record in memory (for `ha::mirror`'s reload).
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().records.iter().map(|(id, _)| id.key()).collect()
+    }
+
     /// A webhook delivery on the HTTP listener and what it triggered.
     pub fn webhook(&self, provider: &str, status: u16, response: &str) {
         let ok = (200..300).contains(&status);

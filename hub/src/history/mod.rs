@@ -126,6 +126,20 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// Takes what `other`, another copy of this deployment, knows and this one does not:
+    /// the first applied time, and the latest Ready and failure.
+    pub fn merge(&mut self, other: &Deployment) {
+        self.applied_at = match (self.applied_at, other.applied_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.ready_at = self.ready_at.max(other.ready_at);
+        if other.failed_at > self.failed_at {
+            self.failed_at = other.failed_at;
+            self.failure = other.failure.clone();
+        }
+    }
+
     /// Failed, and not Ready since.
     pub fn failed(&self) -> bool {
         self.failed_at
@@ -426,6 +440,73 @@ impl History {
         pairs
             .iter()
             .flat_map(|p| prune_pair(&mut inner, p, self.retention, now))
+            .collect()
+    }
+
+    /// Takes an entry another replica stored (`value`) or deleted (`None`) into memory,
+    /// without a store write (`ha::mirror`). Entries are never regressed by a late echo:
+    /// a deployment's times only move forward (`Deployment::merge`), and a state change
+    /// never changes once made.
+    pub fn take(&self, key: &str, value: Option<Entry>) {
+        let Some((c, b, id)) = parse_key(key) else {
+            return;
+        };
+        let Ok(cluster) = ClusterName::new(c) else {
+            return;
+        };
+        let pair: Pair = (cluster, Arc::from(b));
+        let mut inner = self.lock();
+        inner.stamper.observe(id);
+        let Some(entry) = value else {
+            let Some(entries) = inner.pairs.get_mut(&pair) else {
+                return;
+            };
+            let Some(at) = entries.iter().position(|(i, _)| *i == id) else {
+                return;
+            };
+            let gone = entries.remove(at);
+            if entries.is_empty() {
+                inner.pairs.remove(&pair);
+            }
+            if let Some((_, Entry::Deployment(d))) = gone
+                && let Some(set) = inner.by_commit.get_mut(&d.commit)
+            {
+                set.remove(&(pair, id));
+                if set.is_empty() {
+                    inner.by_commit.remove(&d.commit);
+                }
+            }
+            return;
+        };
+        if let Entry::Deployment(d) = &entry
+            && !d.commit.is_empty()
+        {
+            inner
+                .by_commit
+                .entry(d.commit.clone())
+                .or_default()
+                .insert((pair.clone(), id));
+        }
+        let entries = inner.pairs.entry(pair).or_default();
+        match entries.binary_search_by_key(&id, |(i, _)| *i) {
+            Ok(at) => {
+                if let (Entry::Deployment(mine), Entry::Deployment(theirs)) =
+                    (&mut entries[at].1, &entry)
+                {
+                    mine.merge(theirs);
+                }
+            }
+            Err(at) => entries.insert(at, (id, entry)),
+        }
+    }
+
+    /// The store keys of every entry in memory (for `ha::mirror`'s reload).
+    pub fn keys(&self) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .pairs
+            .iter()
+            .flat_map(|((c, b), es)| es.iter().map(|(id, _)| entry_key(c.as_str(), b, *id)))
             .collect()
     }
 
