@@ -114,7 +114,7 @@ impl Stamper {
         }
     }
 
-    pub fn next(&mut self) -> RecordId {
+    pub fn stamp(&mut self) -> RecordId {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
@@ -137,9 +137,9 @@ mod tests {
         let ids = [
             RecordId::Legacy(0x10),
             RecordId::Legacy(0x9),
-            a.next(),
-            b.next(),
-            a.next(),
+            a.stamp(),
+            b.stamp(),
+            a.stamp(),
         ];
         let mut by_key: Vec<String> = ids.iter().map(|id| id.key()).collect();
         by_key.sort();
@@ -172,8 +172,8 @@ mod tests {
             writer: 1,
         };
         let mut s = Stamper::after(&[ahead, RecordId::Legacy(3)]);
-        let first = s.next();
-        let second = s.next();
+        let first = s.stamp();
+        let second = s.stamp();
         assert!(ahead < first && first < second, "{first:?} {second:?}");
     }
 }

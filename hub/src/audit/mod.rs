@@ -178,7 +178,7 @@ impl Audit {
     /// Appends a record; `seq` and `time` are set here.
     pub fn record(&self, mut rec: AuditRecord) {
         let mut inner = self.lock();
-        let id = inner.stamper.next();
+        let id = inner.stamper.stamp();
         rec.seq = id.seq();
         // The time is the stamp's, so time order and key order agree across replicas.
         rec.time = id.unix().unwrap_or_else(crate::records::now_unix);
@@ -253,7 +253,7 @@ impl Audit {
             // Records from `before_seq` on are kept: the first kept, or this job's own.
             let first_kept = match inner.records.first() {
                 Some((id, _)) => id.seq(),
-                None => inner.stamper.next().seq(),
+                None => inner.stamper.stamp().seq(),
             };
             (dropped, first_kept)
         };

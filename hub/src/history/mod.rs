@@ -320,7 +320,7 @@ impl History {
     /// Adds a deployment entry (the body of `deployed`, with the commit and time given).
     pub fn record_deployment(&self, cluster: &ClusterName, bundle: &Arc<str>, d: Deployment) {
         let mut inner = self.lock();
-        let seq = inner.stamper.next();
+        let seq = inner.stamper.stamp();
         let pair: Pair = (cluster.clone(), bundle.clone());
         let mut ops = vec![Op::put_json(
             Table::History,
@@ -399,7 +399,7 @@ impl History {
                 && p.state != State::WaitApplied
         });
         if let (Some(p), false) = (moved, first_outcome) {
-            let seq = inner.stamper.next();
+            let seq = inner.stamper.stamp();
             let change = Entry::StateChange(StateChange {
                 at,
                 deployment_id: new.deployment_id.clone(),

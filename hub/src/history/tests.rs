@@ -42,7 +42,7 @@ fn open(dir: &std::path::Path, retention: Retention, now: i64) -> (Store, Histor
 #[test]
 fn keys_sort_by_pair_then_by_id_and_parse_back() {
     let mut stamps = crate::record_id::Stamper::after(&[]);
-    let (first, second) = (stamps.next(), stamps.next());
+    let (first, second) = (stamps.stamp(), stamps.stamp());
     let mut keys = vec![
         entry_key("b", "app", first),
         entry_key("a", "web", second),
