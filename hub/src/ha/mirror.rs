@@ -399,6 +399,7 @@ async fn apply(fleet: &Arc<Fleet>, replica: &Replica, change: Change) {
             Some(v) => {
                 if let Some(entry) = decode::<crate::history::Entry>(table, &key, &v) {
                     fleet.history.take(&key, Some(entry));
+                    catch_up_history(fleet, &key);
                 }
             }
             None => fleet.history.take(&key, None),
@@ -411,6 +412,29 @@ async fn apply(fleet: &Arc<Fleet>, replica: &Replica, change: Change) {
             }
             None => fleet.audit.take(&key, None),
         },
+    }
+}
+
+/// A spoke of this replica may have reported on a deployment before the entry the
+/// leader made for it arrived here (tables are watched apart): its report is applied to
+/// the entry now. Only where its session is, so one replica writes it; a report already
+/// on the entry changes nothing (`History::status` is idempotent for the same report).
+fn catch_up_history(fleet: &Arc<Fleet>, key: &str) {
+    let Some((c, bundle, _)) = crate::history::parse_key(key) else {
+        return;
+    };
+    let Ok(cluster) = ClusterName::new(c) else {
+        return;
+    };
+    if !fleet.sessions.contains_key(&cluster) {
+        return;
+    }
+    let reported = fleet
+        .status
+        .get(&(cluster.clone(), bundle.to_string()))
+        .map(|s| s.clone());
+    if let Some(st) = reported {
+        fleet.history.status(&cluster, bundle, None, &st);
     }
 }
 
@@ -626,7 +650,8 @@ mod tests {
             change(Table::History, &key, json(&assigned)),
         )
         .await;
-        // This replica's spoke reports on it: the entry it took is the one updated.
+        // This replica's spoke reports on it (here after the entry came; the entry
+        // arriving after the report: `a_report_that_came_before_its_entry_is_applied_when_the_entry_comes`).
         let ready = StatusRecord {
             deployment_id: "d-1".into(),
             state: flotilla_model::State::Ready,
@@ -687,5 +712,65 @@ mod tests {
         assert_eq!(who, ["admin/b", "admin/a"]);
         apply(&fleet, &replica, change(Table::Audit, &audit_key, None)).await;
         assert_eq!(fleet.audit.since(0, 0).len(), 1, "the leader pruned it");
+    }
+    #[tokio::test]
+    async fn a_report_that_came_before_its_entry_is_applied_when_the_entry_comes() {
+        use crate::history::{Deployment, Entry, Filter, entry_key};
+        use crate::record_id::RecordId;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fleet, _triggers) = Fleet::for_tests(dir.path());
+        fleet.leadership.follow(None);
+        let replica = Replica::new("127.0.0.1:1".into(), Duration::from_secs(10));
+        let c1 = ClusterName::new("c1").expect("name");
+        fleet.sessions.insert(
+            c1.clone(),
+            SessionHandle {
+                id: 1,
+                notify: Arc::default(),
+                close: Arc::default(),
+                close_reason: Arc::default(),
+            },
+        );
+        // The spoke served here reported Ready before the leader's entry reached us.
+        fleet.record_status(
+            &c1,
+            "web",
+            StatusRecord {
+                deployment_id: "d-1".into(),
+                state: flotilla_model::State::Ready,
+                message: String::new(),
+                resources: Vec::new(),
+                updated_at: 110,
+            },
+        );
+        let id = RecordId::Stamped {
+            nanos: 1,
+            writer: 7,
+        };
+        let assigned = Entry::Deployment(Deployment {
+            deployment_id: "d-1".into(),
+            commit: "abc1234".into(),
+            source: "examples".into(),
+            assigned_at: 100,
+            applied_at: None,
+            ready_at: None,
+            failed_at: None,
+            failure: String::new(),
+        });
+        let change = Change {
+            revision: 9,
+            table: Table::History,
+            key: entry_key("c1", "web", id),
+            value: Some(serde_json::to_vec(&assigned).expect("json")),
+        };
+        apply(&fleet, &replica, change).await;
+        let rows = fleet.history.query(&Filter::default());
+        let [row] = rows.as_slice() else {
+            panic!("one entry, got {rows:?}")
+        };
+        let Entry::Deployment(d) = &row.entry else {
+            panic!("a deployment")
+        };
+        assert_eq!(d.ready_at, Some(110));
     }
 }
