@@ -734,10 +734,15 @@ async fn serve(args: RunArgs) -> Result<()> {
     // that its supervisor restarts it from the store.
     let stop = CancellationToken::new();
     let mut tasks: JoinSet<()> = JoinSet::new();
-    tasks.spawn(crate::history::run_sweeper(fleet.history.clone()));
+    // Leader-only: they prune records every replica shares.
+    tasks.spawn(crate::history::run_sweeper(
+        fleet.history.clone(),
+        fleet.leadership.clone(),
+    ));
     tasks.spawn(crate::audit::run_retention(
         fleet.audit.clone(),
         args.audit.retention(),
+        fleet.leadership.clone(),
     ));
     tasks.spawn(sources::run_reconciler(fleet.clone(), reconcile_rx));
     tasks.spawn(server::watch_heartbeats(
@@ -802,8 +807,13 @@ async fn serve(args: RunArgs) -> Result<()> {
             namespace: namespace.clone(),
         };
         let sink = Arc::new(crate::kube_mode::hub_sink::HubSink::new(fleet.clone()));
+        let leadership = fleet.leadership.clone();
         tasks.spawn(async move {
-            if let Err(e) = crate::kube_mode::run(config, sink).await {
+            // Only the leader applies the objects and writes their status and the
+            // BundleStatus views: replicas would otherwise all patch the same objects.
+            // The others take the configuration from the store like any other change.
+            let run = || crate::kube_mode::run(config.clone(), sink.clone());
+            if let Err(e) = crate::ha::each_term(&leadership, run).await {
                 // Without its configuration the hub is of no use: the panic stops it
                 // (see `watch_tasks`) so that its supervisor restarts it.
                 panic!("kubernetes mode stopped: {e}");

@@ -29,6 +29,7 @@ mod metrics;
 mod pki;
 mod queries;
 mod reconcile;
+pub mod record_id;
 pub mod records;
 mod renewals;
 mod rollout;

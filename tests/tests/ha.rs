@@ -73,6 +73,41 @@ fn wait_content(spokes: &[Spoke], value: &str) {
     }
 }
 
+/// Ok when `hub`'s history has a Ready deployment of each of `BUNDLES` on 3 clusters,
+/// and its audit trail the source, the token and 3 registrations.
+fn fleet_records(hub: &Hub) -> Result<(), String> {
+    let history = hub.json(&["history"]);
+    let mut ready: Vec<(String, String)> = history
+        .as_array()
+        .ok_or("history is not an array")?
+        .iter()
+        .filter(|r| r["kind"] == "Deployment" && !r["ready"].as_str().unwrap_or("").is_empty())
+        .map(|r| (r["cluster"].to_string(), r["bundle"].to_string()))
+        .collect();
+    ready.sort();
+    ready.dedup();
+    let audit = hub.json(&["audit"]);
+    let methods: Vec<&str> = audit
+        .as_array()
+        .ok_or("audit is not an array")?
+        .iter()
+        .filter(|r| r["result"] == "Ok")
+        .filter_map(|r| r["method"].as_str())
+        .collect();
+    let count = |m: &str| methods.iter().filter(|x| **x == m).count();
+    let got = (
+        ready.len(),
+        count("Admin/AddSource"),
+        count("Admin/CreateToken"),
+        count("Registration/Register"),
+    );
+    (got == (3 * BUNDLES.len(), 1, 1, 3))
+        .then_some(())
+        .ok_or(format!(
+            "(ready pairs, sources, tokens, registrations) = {got:?}"
+        ))
+}
+
 #[test]
 fn killing_the_leader_during_a_fan_out_and_then_a_replica_with_spokes_loses_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -98,6 +133,15 @@ fn killing_the_leader_during_a_fan_out_and_then_a_replica_with_spokes_loses_noth
         for s in &spokes {
             hub.wait_ready_bundles(&s.name, &BUNDLES);
         }
+    }
+    // Every replica answers for the fleet's history and audit trail, whichever replica
+    // recorded them: each pair's deployment Ready (reported to the replica serving its
+    // spoke, onto the entry the leader made), and the follower's admin calls and each
+    // replica's registrations, none overwritten by another replica's.
+    for hub in &hubs {
+        wait_until(&format!("history and audit on {}", hub.addr), || {
+            fleet_records(hub)
+        });
     }
 
     // A commit, and the leader killed (-9) as it fans it out.

@@ -13,6 +13,12 @@
 //! `--audit-max-records`), which drops the oldest records first and records that it did.
 //! A record is queued to the store and to the file sink before the call's response
 //! leaves the hub; the file sink is never pruned.
+//!
+//! Store keys are `crate::record_id::RecordId`s (Unix nanoseconds, then this writer's
+//! random id), so hub replicas sharing an etcd store never overwrite each other's
+//! records and a range read is in time order; keys of the single-hub format (a 16-hex
+//! counter) still read, and sort first. With replicas, each records the calls it
+//! served, and [`run_retention`] runs on the leader only.
 
 mod fields;
 pub mod layer;
@@ -27,6 +33,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ha::Leadership;
+use crate::record_id::{RecordId, Stamper};
 use crate::store::{Op, Snapshot, Store, StoreError, Table};
 
 /// `flotilla-hub run` flags for the audit trail.
@@ -84,7 +92,9 @@ impl Default for Retention {
 /// One audited action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
-    /// Order of recording; the store key (`record_key`).
+    /// Order of recording: Unix nanoseconds, strictly increasing per replica (the
+    /// counter of the single-hub format for older records). The store key adds the
+    /// writer's id (`crate::record_id`).
     pub seq: u64,
     /// Unix seconds.
     pub time: i64,
@@ -112,11 +122,6 @@ impl AuditRecord {
     }
 }
 
-/// The store key: the sequence number in fixed-width hex, so keys sort in order.
-pub fn record_key(seq: u64) -> String {
-    format!("{seq:016x}")
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error(transparent)]
@@ -126,9 +131,9 @@ pub enum AuditError {
 }
 
 struct Inner {
-    next_seq: u64,
-    /// Every record, oldest first, for `Admin.Audit`.
-    records: Vec<AuditRecord>,
+    stamper: Stamper,
+    /// Every record, oldest first, with its id, for `Admin.Audit`.
+    records: Vec<(RecordId, AuditRecord)>,
 }
 
 /// The hub's audit trail. Written by `record` only.
@@ -145,16 +150,22 @@ impl Audit {
         sink: Option<&Path>,
         snapshot: &Snapshot,
     ) -> Result<Audit, AuditError> {
-        let records: Vec<AuditRecord> = snapshot
-            .records::<AuditRecord>(Table::Audit)?
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
-        let next_seq = records.last().map_or(0, |r| r.seq + 1);
+        let mut records = Vec::new();
+        for (key, r) in snapshot.records::<AuditRecord>(Table::Audit)? {
+            match RecordId::parse(&key) {
+                Some(id) => records.push((id, r)),
+                // Not ours to delete: the trail is append-only.
+                None => tracing::warn!(%key, "skipping an audit record with an unreadable key"),
+            }
+        }
+        // Keys come sorted from the store; sorting again costs little and keeps
+        // `since` right whatever the backend's order (a record's time is its id's).
+        records.sort_by_key(|(id, _)| *id);
+        let stamper = Stamper::after(records.iter().map(|(id, _)| id));
         Ok(Audit {
             store,
             sink: sink.map(sink::FileSink::open).transpose()?,
-            inner: Mutex::new(Inner { next_seq, records }),
+            inner: Mutex::new(Inner { stamper, records }),
         })
     }
 
@@ -167,16 +178,40 @@ impl Audit {
     /// Appends a record; `seq` and `time` are set here.
     pub fn record(&self, mut rec: AuditRecord) {
         let mut inner = self.lock();
-        rec.seq = inner.next_seq;
-        inner.next_seq += 1;
-        rec.time = crate::records::now_unix();
+        let id = inner.stamper.stamp();
+        rec.seq = id.seq();
+        // The time is the stamp's, so time order and key order agree across replicas.
+        rec.time = id.unix().unwrap_or_else(crate::records::now_unix);
         self.store
-            .submit(vec![Op::put_json(Table::Audit, record_key(rec.seq), &rec)]);
+            .submit(vec![Op::put_json(Table::Audit, id.key(), &rec)]);
         if let Some(sink) = &self.sink {
             sink.append(&rec);
         }
         tracing::info!(who = %rec.who, method = %rec.method, result = %rec.result, "audit");
-        inner.records.push(rec);
+        inner.records.push((id, rec));
+    }
+
+    /// Takes a record another replica stored (`value`) or pruned (`None`) into memory,
+    /// without a store write (`ha::mirror`); records never change, so a known one stays.
+    pub fn take(&self, key: &str, value: Option<AuditRecord>) {
+        let Some(id) = RecordId::parse(key) else {
+            return;
+        };
+        let mut inner = self.lock();
+        inner.stamper.observe(id);
+        let at = inner.records.binary_search_by_key(&id, |(i, _)| *i);
+        match (at, value) {
+            (Err(at), Some(r)) => inner.records.insert(at, (id, r)),
+            (Ok(at), None) => {
+                inner.records.remove(at);
+            }
+            _ => {}
+        }
+    }
+
+    /// The store keys of every record in memory (for `ha::mirror`'s reload).
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().records.iter().map(|(id, _)| id.key()).collect()
     }
 
     /// A webhook delivery on the HTTP listener and what it triggered.
@@ -203,7 +238,7 @@ impl Audit {
             now.saturating_sub(i64::try_from(retention.max_age.as_secs()).unwrap_or(i64::MAX));
         let (dropped, first_kept) = {
             let mut inner = self.lock();
-            let by_age = inner.records.partition_point(|r| r.time < cutoff);
+            let by_age = inner.records.partition_point(|(_, r)| r.time < cutoff);
             let keep = retention.max_records.max(2) - 1;
             let by_count = inner.records.len().saturating_sub(keep);
             let n = by_age.max(by_count);
@@ -213,9 +248,13 @@ impl Audit {
             let dropped: Vec<Op> = inner
                 .records
                 .drain(..n)
-                .map(|r| Op::delete(Table::Audit, record_key(r.seq)))
+                .map(|(id, _)| Op::delete(Table::Audit, id.key()))
                 .collect();
-            let first_kept = inner.records.first().map_or(inner.next_seq, |r| r.seq);
+            // Records from `before_seq` on are kept: the first kept, or this job's own.
+            let first_kept = match inner.records.first() {
+                Some((id, _)) => id.seq(),
+                None => inner.stamper.stamp().seq(),
+            };
             (dropped, first_kept)
         };
         let n = dropped.len();
@@ -249,25 +288,25 @@ impl Audit {
     /// newest when `limit` > 0.
     pub fn since(&self, since: i64, limit: usize) -> Vec<AuditRecord> {
         let inner = self.lock();
-        let start = inner.records.partition_point(|r| r.time < since);
+        let start = inner.records.partition_point(|(_, r)| r.time < since);
         let mut out = &inner.records[start..];
         if limit > 0 && out.len() > limit {
             out = &out[out.len() - limit..];
         }
-        out.to_vec()
+        out.iter().map(|(_, r)| r.clone()).collect()
     }
 }
 
-/// Prunes the trail at start and then every hour (`Audit::prune`).
-pub async fn run_retention(audit: Arc<Audit>, retention: Retention) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tick.tick().await;
+/// Prunes the trail when this replica starts leading (at start, on redb) and then
+/// every hour (`Audit::prune`); replicas that follow leave the shared trail alone.
+pub async fn run_retention(audit: Arc<Audit>, retention: Retention, leadership: Leadership) {
+    crate::ha::while_leading(&leadership, Duration::from_secs(3600), || {
         let pruned = audit.prune(retention, crate::records::now_unix());
         if pruned > 0 {
             tracing::info!(pruned, "audit records past retention dropped");
         }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -306,18 +345,12 @@ mod tests {
         };
         let audit = Audit::restore(store, Some(&log), &snap).expect("restore");
         audit.record(rec("admin/c"));
-        let who: Vec<(u64, String)> = audit
-            .since(0, 0)
-            .into_iter()
-            .map(|r| (r.seq, r.who))
-            .collect();
-        assert_eq!(
-            who,
-            vec![
-                (0, "admin/a".into()),
-                (1, "admin/b".into()),
-                (2, "admin/c".into())
-            ]
+        let all = audit.since(0, 0);
+        let who: Vec<&str> = all.iter().map(|r| r.who.as_str()).collect();
+        assert_eq!(who, ["admin/a", "admin/b", "admin/c"]);
+        assert!(
+            all.windows(2).all(|w| w[0].seq < w[1].seq),
+            "seq keeps increasing across the reopen"
         );
         assert_eq!(audit.since(0, 1).len(), 1);
         drop(audit);
@@ -350,6 +383,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn two_replicas_recording_into_one_store_lose_nothing_and_read_back_in_time_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.redb");
+        const EACH: usize = 200;
+        {
+            let (store, snap) = Store::open(&path).expect("open");
+            let writers: Vec<_> = ["a", "b"]
+                .into_iter()
+                .map(|replica| {
+                    let audit = Audit::restore(store.clone(), None, &snap).expect("restore");
+                    std::thread::spawn(move || {
+                        for i in 0..EACH {
+                            audit.record(rec(&format!("admin/{replica}-{i}")));
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().expect("a writer finishes");
+            }
+            store.commit(Vec::new()).await.expect("durable");
+        }
+        let (store, snap) = reopen(&path);
+        let all = Audit::restore(store, None, &snap)
+            .expect("restore")
+            .since(0, 0);
+        assert_eq!(all.len(), 2 * EACH, "no record overwrote another");
+        for replica in ["a", "b"] {
+            let mine: Vec<&str> = all
+                .iter()
+                .map(|r| r.who.as_str())
+                .filter(|w| w.starts_with(&format!("admin/{replica}-")))
+                .collect();
+            let want: Vec<String> = (0..EACH).map(|i| format!("admin/{replica}-{i}")).collect();
+            assert_eq!(
+                mine, want,
+                "each replica's records in the order it made them"
+            );
+        }
+        assert!(
+            all.windows(2)
+                .all(|w| (w[0].time, w[0].seq) <= (w[1].time, w[1].seq)),
+            "the trail reads back in time order"
+        );
+    }
+
+    #[tokio::test]
     async fn retention_drops_the_oldest_records_by_age_and_count_and_records_that_it_did() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.redb");
@@ -364,7 +444,7 @@ mod tests {
                         time: now - 400 * day + seq as i64,
                         ..rec("admin/old")
                     };
-                    Op::put_json(Table::Audit, record_key(seq), &r)
+                    Op::put_json(Table::Audit, RecordId::Legacy(seq).key(), &r)
                 })
                 .collect();
             store.commit(old).await.expect("durable");
@@ -385,14 +465,15 @@ mod tests {
             who(&audit),
             ["admin/new-1", "admin/new-2", "admin/new-3", RETENTION_WHO]
         );
-        let note = audit.since(0, 0).pop().expect("the retention's record");
+        let mut kept = audit.since(0, 0);
+        let note = kept.pop().expect("the retention's record");
         assert_eq!(
             (
                 note.method.as_str(),
                 note.fields["pruned"].as_str(),
-                note.fields["before_seq"].as_str()
+                note.fields["before_seq"].clone()
             ),
-            ("Hub/PruneAudit", "3", "3")
+            ("Hub/PruneAudit", "3", kept[0].seq.to_string())
         );
         let cutoff = crate::records::rfc3339(now - 365 * day);
         assert_eq!(

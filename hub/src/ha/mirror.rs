@@ -19,8 +19,11 @@
 //!   and dependsOn on the leader see reports that reached other replicas.
 //! - presence: which clusters are connected to another replica (`Fleet::elsewhere`).
 //!
-//! Not mirrored: history and the audit trail (each replica records what it saw and
-//! did), and source credential files (they live in each replica's data dir).
+//! - history and audit records: taken into memory (`History::take`, `Audit::take`), so
+//!   every replica answers for the whole fleet; their keys are unique per replica
+//!   (`crate::record_id`).
+//!
+//! Not mirrored: source credential files (they live in each replica's data dir).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -40,7 +43,7 @@ use crate::targeting::GroupSpec;
 
 /// The tables a replica follows, with the key prefix watched in each. Join tokens are
 /// not among them: they live only in the store, and every check reads them there.
-const FOLLOWED: [(Table, &str); 9] = [
+const FOLLOWED: [(Table, &str); 11] = [
     (Table::Clusters, ""),
     (Table::Sources, ""),
     (Table::Groups, ""),
@@ -50,6 +53,8 @@ const FOLLOWED: [(Table, &str); 9] = [
     (Table::Content, ""),
     (Table::Desired, ""),
     (Table::Ha, PRESENCE_PREFIX),
+    (Table::History, ""),
+    (Table::Audit, ""),
 ];
 
 /// Follows every table from revision `from` until the hub stops.
@@ -172,7 +177,9 @@ fn keys_in_memory(fleet: &Arc<Fleet>, replica: &Replica, table: Table) -> Vec<St
                     .collect::<Vec<_>>()
             })
             .collect(),
-        Table::Tokens | Table::History | Table::Audit => Vec::new(),
+        Table::Tokens => Vec::new(),
+        Table::History => fleet.history.keys(),
+        Table::Audit => fleet.audit.keys(),
     }
 }
 
@@ -361,7 +368,47 @@ async fn apply(fleet: &Arc<Fleet>, replica: &Replica, change: Change) {
                 }
             }
         }
-        Table::Tokens | Table::History | Table::Audit => {}
+        Table::Tokens => {}
+        // Every replica's records, so any replica answers `history` and `audit` for the
+        // fleet, a follower finds the deployment the leader recorded when its spoke
+        // reports on it, and the leader's retention jobs see everything.
+        Table::History => match value {
+            Some(v) => {
+                if let Some(entry) = decode::<crate::history::Entry>(table, &key, &v) {
+                    fleet.history.take(&key, Some(entry));
+                    catch_up_history(fleet, &key);
+                }
+            }
+            None => fleet.history.take(&key, None),
+        },
+        Table::Audit => match value {
+            Some(v) => {
+                if let Some(rec) = decode::<crate::audit::AuditRecord>(table, &key, &v) {
+                    fleet.audit.take(&key, Some(rec));
+                }
+            }
+            None => fleet.audit.take(&key, None),
+        },
+    }
+}
+
+/// A spoke of this replica may have reported on a deployment before the entry the
+/// leader made for it arrived here (tables are watched apart): its report is applied to
+/// the entry now. Only where its session is, so one replica writes it; a report already
+/// on the entry changes nothing (`History::status` is idempotent for the same report).
+fn catch_up_history(fleet: &Arc<Fleet>, key: &str) {
+    let Some((c, bundle, _)) = crate::history::parse_key(key) else {
+        return;
+    };
+    let Ok(cluster) = ClusterName::new(c) else {
+        return;
+    };
+    if !fleet.sessions.contains_key(&cluster) {
+        return;
+    }
+    let reported = fleet.status.get(&cluster, bundle);
+    if let Some(st) = reported {
+        fleet.history.status(&cluster, bundle, None, &st);
     }
 }
 
@@ -538,5 +585,166 @@ mod tests {
         apply(&fleet, &replica, change(theirs, None)).await;
         assert!(!fleet.is_connected(&c1));
         assert!(fleet.elsewhere.is_empty());
+    }
+    #[tokio::test]
+    async fn history_and_audit_records_of_other_replicas_are_taken_and_never_regressed() {
+        use crate::history::{Deployment, Entry, Filter, entry_key};
+        use crate::record_id::RecordId;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fleet, _triggers) = Fleet::for_tests(dir.path());
+        fleet.leadership.follow(None);
+        let replica = Replica::new("127.0.0.1:1".into(), Duration::from_secs(10));
+        let c1 = ClusterName::new("c1").expect("name");
+        let change = |table: Table, key: &str, value: Option<Vec<u8>>| Change {
+            revision: 9,
+            table,
+            key: key.into(),
+            value,
+        };
+        // The leader recorded a deployment (its clock well ahead of this replica's).
+        let ahead = RecordId::Stamped {
+            nanos: u64::MAX / 2,
+            writer: 7,
+        };
+        let key = entry_key("c1", "web", ahead);
+        let assigned = Entry::Deployment(Deployment {
+            deployment_id: "d-1".into(),
+            commit: "abc1234".into(),
+            source: "examples".into(),
+            assigned_at: 100,
+            applied_at: None,
+            ready_at: None,
+            failed_at: None,
+            failure: String::new(),
+        });
+        let json = |e: &Entry| Some(serde_json::to_vec(e).expect("json"));
+        apply(
+            &fleet,
+            &replica,
+            change(Table::History, &key, json(&assigned)),
+        )
+        .await;
+        // This replica's spoke reports on it (here after the entry came; the entry
+        // arriving after the report: `a_report_that_came_before_its_entry_is_applied_when_the_entry_comes`).
+        let ready = StatusRecord {
+            deployment_id: "d-1".into(),
+            state: flotilla_model::State::Ready,
+            message: String::new(),
+            resources: Vec::new(),
+            updated_at: 110,
+        };
+        fleet.history.status(&c1, "web", None, &ready);
+        // A late echo of the first version changes nothing.
+        apply(
+            &fleet,
+            &replica,
+            change(Table::History, &key, json(&assigned)),
+        )
+        .await;
+        let rows = fleet.history.query(&Filter::default());
+        let [row] = rows.as_slice() else {
+            panic!("one entry, got {rows:?}")
+        };
+        let Entry::Deployment(d) = &row.entry else {
+            panic!("a deployment")
+        };
+        assert_eq!((d.applied_at, d.ready_at), (Some(110), Some(110)));
+        assert_eq!(
+            fleet.history.where_running("abc1234").map(|(_, r)| r.len()),
+            Some(1)
+        );
+        // The leader's sweeper dropped it.
+        apply(&fleet, &replica, change(Table::History, &key, None)).await;
+        assert!(fleet.history.is_empty());
+
+        // Audit: another replica's record is taken, and this replica's next one sorts
+        // after it even though that replica's clock is ahead.
+        let theirs = crate::audit::AuditRecord {
+            seq: ahead.seq(),
+            time: ahead.unix().expect("stamped"),
+            who: "admin/b".into(),
+            method: "Admin/AddGroup".into(),
+            fields: Default::default(),
+            peer: String::new(),
+            result: "Ok".into(),
+            message: String::new(),
+        };
+        let audit_key = ahead.key();
+        let value = Some(serde_json::to_vec(&theirs).expect("json"));
+        apply(
+            &fleet,
+            &replica,
+            change(Table::Audit, &audit_key, value.clone()),
+        )
+        .await;
+        apply(&fleet, &replica, change(Table::Audit, &audit_key, value)).await;
+        fleet.audit.record(crate::audit::AuditRecord {
+            who: "admin/a".into(),
+            ..theirs.clone()
+        });
+        let who: Vec<String> = fleet.audit.since(0, 0).into_iter().map(|r| r.who).collect();
+        assert_eq!(who, ["admin/b", "admin/a"]);
+        apply(&fleet, &replica, change(Table::Audit, &audit_key, None)).await;
+        assert_eq!(fleet.audit.since(0, 0).len(), 1, "the leader pruned it");
+    }
+    #[tokio::test]
+    async fn a_report_that_came_before_its_entry_is_applied_when_the_entry_comes() {
+        use crate::history::{Deployment, Entry, Filter, entry_key};
+        use crate::record_id::RecordId;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fleet, _triggers) = Fleet::for_tests(dir.path());
+        fleet.leadership.follow(None);
+        let replica = Replica::new("127.0.0.1:1".into(), Duration::from_secs(10));
+        let c1 = ClusterName::new("c1").expect("name");
+        fleet.sessions.insert(
+            c1.clone(),
+            SessionHandle {
+                id: 1,
+                notify: Arc::default(),
+                close: Arc::default(),
+                close_reason: Arc::default(),
+            },
+        );
+        // The spoke served here reported Ready before the leader's entry reached us.
+        fleet.record_status(
+            &c1,
+            "web",
+            StatusRecord {
+                deployment_id: "d-1".into(),
+                state: flotilla_model::State::Ready,
+                message: String::new(),
+                resources: Vec::new(),
+                updated_at: 110,
+            },
+        );
+        let id = RecordId::Stamped {
+            nanos: 1,
+            writer: 7,
+        };
+        let assigned = Entry::Deployment(Deployment {
+            deployment_id: "d-1".into(),
+            commit: "abc1234".into(),
+            source: "examples".into(),
+            assigned_at: 100,
+            applied_at: None,
+            ready_at: None,
+            failed_at: None,
+            failure: String::new(),
+        });
+        let change = Change {
+            revision: 9,
+            table: Table::History,
+            key: entry_key("c1", "web", id),
+            value: Some(serde_json::to_vec(&assigned).expect("json")),
+        };
+        apply(&fleet, &replica, change).await;
+        let rows = fleet.history.query(&Filter::default());
+        let [row] = rows.as_slice() else {
+            panic!("one entry, got {rows:?}")
+        };
+        let Entry::Deployment(d) = &row.entry else {
+            panic!("a deployment")
+        };
+        assert_eq!(d.ready_at, Some(110));
     }
 }

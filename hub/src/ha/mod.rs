@@ -106,9 +106,111 @@ impl Leadership {
     }
 }
 
+/// Runs `work()` for each term this replica leads, dropping it (and so stopping it)
+/// when the term ends. Returns what `work` returns if it ends by itself. On redb the hub
+/// always leads, so this is `work().await`.
+pub async fn each_term<F: Future>(
+    leadership: &Leadership,
+    mut work: impl FnMut() -> F,
+) -> F::Output {
+    loop {
+        let term = leadership.leading().await;
+        tokio::select! {
+            biased;
+            () = term.cancelled() => {}
+            out = work() => return out,
+        }
+    }
+}
+
+/// Runs `job` when a term starts and then every `period` while it lasts. For the
+/// periodic jobs that prune records every replica shares (history sweeper, audit
+/// retention).
+pub async fn while_leading(leadership: &Leadership, period: std::time::Duration, job: impl Fn()) {
+    let job = &job;
+    each_term(leadership, || async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            job();
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn periodic_leader_work_runs_when_a_term_starts_and_not_while_following() {
+        let l = Leadership::always();
+        l.follow(None);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let job = tokio::spawn({
+            let l = l.clone();
+            async move {
+                while_leading(&l, std::time::Duration::from_secs(3600), || {
+                    let _ = tx.send(());
+                })
+                .await;
+            }
+        });
+        // The job's task runs up to its wait for a term.
+        tokio::task::yield_now().await;
+        assert!(rx.try_recv().is_err(), "a follower does not run it");
+        l.lead();
+        rx.recv().await.expect("runs when the term starts");
+        l.follow(None);
+        tokio::task::yield_now().await;
+        assert!(rx.try_recv().is_err(), "nothing more while following");
+        // An hour has not passed: a run now can only come from the new term's start.
+        l.lead();
+        rx.recv().await.expect("runs again in the next term");
+        job.abort();
+    }
+
+    /// Sends on drop: the work of a term was stopped.
+    struct Stopped(tokio::sync::mpsc::UnboundedSender<&'static str>);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let _ = self.0.send("stopped");
+        }
+    }
+
+    #[tokio::test]
+    async fn each_term_starts_the_work_with_the_term_and_drops_it_when_the_term_ends() {
+        let l = Leadership::always();
+        l.follow(None);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn({
+            let l = l.clone();
+            async move {
+                each_term(&l, || {
+                    let tx = tx.clone();
+                    async move {
+                        let _guard = Stopped(tx.clone());
+                        let _ = tx.send("started");
+                        std::future::pending::<()>().await;
+                    }
+                })
+                .await;
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(rx.try_recv().is_err(), "nothing runs while following");
+        l.lead();
+        assert_eq!(rx.recv().await, Some("started"));
+        l.follow(None);
+        assert_eq!(rx.recv().await, Some("stopped"), "the term's end stops it");
+        l.lead();
+        assert_eq!(
+            rx.recv().await,
+            Some("started"),
+            "the next term starts it again"
+        );
+        task.abort();
+    }
 
     #[tokio::test]
     async fn losing_the_lead_cancels_the_term_and_leader_only_work_waits_for_the_next() {

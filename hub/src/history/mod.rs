@@ -10,10 +10,17 @@
 //! updated or dropped here is queued to the store in the same call. History never
 //! changes what is deployed: it only watches.
 //!
-//! Store keys are `CLUSTER/BUNDLE/SEQ` (`entry_key`), SEQ a hub-wide counter in 16 hex
-//! digits, so one pair's entries are one contiguous, time-ordered key range. The
-//! per-commit view is an index in memory (`Inner::by_commit`) rebuilt from the
-//! snapshot at start rather than a second copy of every entry on disk.
+//! Store keys are `CLUSTER/BUNDLE/ID` (`entry_key`), ID a `crate::record_id::RecordId`:
+//! Unix nanoseconds then this writer's random id, so one pair's entries are one
+//! contiguous, time-ordered key range and replicas sharing an etcd store never overwrite
+//! each other's entries (the module doc of `record_id` says why a stamp rather than a
+//! counter allocated in the store). Keys of the single-hub format (`…/SEQ`, 16 hex
+//! digits) still read, and sort first. The per-commit view is an index in memory
+//! (`Inner::by_commit`) rebuilt from the snapshot at start rather than a second copy of
+//! every entry on disk.
+//!
+//! With replicas, the sweeper runs on the leader only (`run_sweeper` waits on
+//! `Leadership::leading`); each replica still prunes a pair by count when it writes to it.
 
 mod query;
 
@@ -28,7 +35,9 @@ use flotilla_model::{ClusterName, State};
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::SourceState;
+use crate::ha::Leadership;
 use crate::reconcile::Assignment;
+use crate::record_id::{RecordId, Stamper};
 use crate::records::StatusRecord;
 use crate::store::{Op, Snapshot, Store, StoreError, Table};
 
@@ -117,6 +126,20 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// Takes what `other`, another copy of this deployment, knows and this one does not:
+    /// the first applied time, and the latest Ready and failure.
+    pub fn merge(&mut self, other: &Deployment) {
+        self.applied_at = match (self.applied_at, other.applied_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.ready_at = self.ready_at.max(other.ready_at);
+        if other.failed_at > self.failed_at {
+            self.failed_at = other.failed_at;
+            self.failure = other.failure.clone();
+        }
+    }
+
     /// Failed, and not Ready since.
     pub fn failed(&self) -> bool {
         self.failed_at
@@ -146,10 +169,10 @@ impl Entry {
     }
 }
 
-/// The store key of one entry: the pair's range, then a sequence number in fixed-width
-/// hex so keys sort in the order entries were made.
-pub fn entry_key(cluster: &str, bundle: &str, seq: u64) -> String {
-    format!("{cluster}/{bundle}/{seq:016x}")
+/// The store key of one entry: the pair's range, then the entry's id, so keys sort in
+/// the order entries were made.
+pub fn entry_key(cluster: &str, bundle: &str, id: RecordId) -> String {
+    format!("{cluster}/{bundle}/{}", id.key())
 }
 
 /// The first key of a pair's range (every entry key of the pair starts with it).
@@ -157,27 +180,23 @@ pub fn pair_prefix(cluster: &str, bundle: &str) -> String {
     format!("{cluster}/{bundle}/")
 }
 
-/// Splits an entry key into (cluster, bundle, seq). Cluster names are DNS labels (no
-/// `/`) and the sequence number is the last part, so a `/` in a bundle name is harmless.
-pub fn parse_key(key: &str) -> Option<(&str, &str, u64)> {
+/// Splits an entry key into (cluster, bundle, id). Cluster names are DNS labels (no
+/// `/`) and the id is the last part, so a `/` in a bundle name is harmless.
+pub fn parse_key(key: &str) -> Option<(&str, &str, RecordId)> {
     let (cluster, rest) = key.split_once('/')?;
-    let (bundle, seq) = rest.rsplit_once('/')?;
-    if seq.len() != 16 {
-        return None;
-    }
-    Some((cluster, bundle, u64::from_str_radix(seq, 16).ok()?))
+    let (bundle, id) = rest.rsplit_once('/')?;
+    Some((cluster, bundle, RecordId::parse(id)?))
 }
 
 type Pair = (ClusterName, Arc<str>);
 
-#[derive(Default)]
 struct Inner {
-    next_seq: u64,
-    /// Each pair's entries, oldest first, with their sequence numbers. A BTreeMap so a
-    /// cluster's pairs are one range.
-    pairs: BTreeMap<Pair, VecDeque<(u64, Entry)>>,
+    stamper: Stamper,
+    /// Each pair's entries, oldest first, with their ids. A BTreeMap so a cluster's
+    /// pairs are one range.
+    pairs: BTreeMap<Pair, VecDeque<(RecordId, Entry)>>,
     /// Commit → the deployments made at it.
-    by_commit: BTreeMap<String, BTreeSet<(Pair, u64)>>,
+    by_commit: BTreeMap<String, BTreeSet<(Pair, RecordId)>>,
 }
 
 /// The deployment history of the fleet. Written by `deployed` and `status` only.
@@ -196,7 +215,8 @@ impl History {
         snapshot: &Snapshot,
         now: i64,
     ) -> Result<History, StoreError> {
-        let mut inner = Inner::default();
+        let mut pairs: BTreeMap<Pair, VecDeque<(RecordId, Entry)>> = BTreeMap::new();
+        let mut by_commit: BTreeMap<String, BTreeSet<(Pair, RecordId)>> = BTreeMap::new();
         let mut ignored = Vec::new();
         for (key, entry) in snapshot.records::<Entry>(Table::History)? {
             let Some((c, b, seq)) = parse_key(&key) else {
@@ -207,20 +227,23 @@ impl History {
                 ignored.push(key);
                 continue;
             };
-            inner.next_seq = inner.next_seq.max(seq + 1);
             let pair: Pair = (cluster, Arc::from(b));
             if let Entry::Deployment(d) = &entry
                 && !d.commit.is_empty()
             {
-                inner
-                    .by_commit
+                by_commit
                     .entry(d.commit.clone())
                     .or_default()
                     .insert((pair.clone(), seq));
             }
             // Keys come sorted from the store, so each pair's entries are in order.
-            inner.pairs.entry(pair).or_default().push_back((seq, entry));
+            pairs.entry(pair).or_default().push_back((seq, entry));
         }
+        let inner = Inner {
+            stamper: Stamper::after(pairs.values().flatten().map(|(id, _)| id)),
+            pairs,
+            by_commit,
+        };
         let history = History {
             store,
             retention,
@@ -297,8 +320,7 @@ impl History {
     /// Adds a deployment entry (the body of `deployed`, with the commit and time given).
     pub fn record_deployment(&self, cluster: &ClusterName, bundle: &Arc<str>, d: Deployment) {
         let mut inner = self.lock();
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
+        let seq = inner.stamper.stamp();
         let pair: Pair = (cluster.clone(), bundle.clone());
         let mut ops = vec![Op::put_json(
             Table::History,
@@ -377,8 +399,7 @@ impl History {
                 && p.state != State::WaitApplied
         });
         if let (Some(p), false) = (moved, first_outcome) {
-            let seq = inner.next_seq;
-            inner.next_seq += 1;
+            let seq = inner.stamper.stamp();
             let change = Entry::StateChange(StateChange {
                 at,
                 deployment_id: new.deployment_id.clone(),
@@ -422,6 +443,73 @@ impl History {
             .collect()
     }
 
+    /// Takes an entry another replica stored (`value`) or deleted (`None`) into memory,
+    /// without a store write (`ha::mirror`). Entries are never regressed by a late echo:
+    /// a deployment's times only move forward (`Deployment::merge`), and a state change
+    /// never changes once made.
+    pub fn take(&self, key: &str, value: Option<Entry>) {
+        let Some((c, b, id)) = parse_key(key) else {
+            return;
+        };
+        let Ok(cluster) = ClusterName::new(c) else {
+            return;
+        };
+        let pair: Pair = (cluster, Arc::from(b));
+        let mut inner = self.lock();
+        inner.stamper.observe(id);
+        let Some(entry) = value else {
+            let Some(entries) = inner.pairs.get_mut(&pair) else {
+                return;
+            };
+            let Some(at) = entries.iter().position(|(i, _)| *i == id) else {
+                return;
+            };
+            let gone = entries.remove(at);
+            if entries.is_empty() {
+                inner.pairs.remove(&pair);
+            }
+            if let Some((_, Entry::Deployment(d))) = gone
+                && let Some(set) = inner.by_commit.get_mut(&d.commit)
+            {
+                set.remove(&(pair, id));
+                if set.is_empty() {
+                    inner.by_commit.remove(&d.commit);
+                }
+            }
+            return;
+        };
+        if let Entry::Deployment(d) = &entry
+            && !d.commit.is_empty()
+        {
+            inner
+                .by_commit
+                .entry(d.commit.clone())
+                .or_default()
+                .insert((pair.clone(), id));
+        }
+        let entries = inner.pairs.entry(pair).or_default();
+        match entries.binary_search_by_key(&id, |(i, _)| *i) {
+            Ok(at) => {
+                if let (Entry::Deployment(mine), Entry::Deployment(theirs)) =
+                    (&mut entries[at].1, &entry)
+                {
+                    mine.merge(theirs);
+                }
+            }
+            Err(at) => entries.insert(at, (id, entry)),
+        }
+    }
+
+    /// The store keys of every entry in memory (for `ha::mirror`'s reload).
+    pub fn keys(&self) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .pairs
+            .iter()
+            .flat_map(|((c, b), es)| es.iter().map(|(id, _)| entry_key(c.as_str(), b, *id)))
+            .collect()
+    }
+
     /// How many entries are kept (all pairs).
     pub fn len(&self) -> usize {
         self.lock().pairs.values().map(VecDeque::len).sum()
@@ -432,16 +520,16 @@ impl History {
     }
 }
 
-/// Sweeps the history once an hour for entries past `max_age`.
-pub async fn run_sweeper(history: Arc<History>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tick.tick().await;
+/// Sweeps the history once an hour for entries past `max_age`, while this replica
+/// leads (always, on redb): replicas sharing a store would otherwise all sweep it.
+pub async fn run_sweeper(history: Arc<History>, leadership: Leadership) {
+    crate::ha::while_leading(&leadership, Duration::from_secs(3600), || {
         let dropped = history.sweep(crate::records::now_unix());
         if dropped > 0 {
             tracing::info!(dropped, "history entries past retention dropped");
         }
-    }
+    })
+    .await
 }
 
 /// The entries of `pair` that `retention` drops, removed from memory, as store deletes.

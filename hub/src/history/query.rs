@@ -7,9 +7,10 @@ use std::ops::Bound;
 use flotilla_model::ClusterName;
 
 use super::{Deployment, Entry, History, Inner, Pair};
+use crate::record_id::RecordId;
 
-/// One pair's entries with their sequence numbers, oldest first.
-type PairEntries = std::collections::VecDeque<(u64, Entry)>;
+/// One pair's entries with their ids, oldest first.
+type PairEntries = std::collections::VecDeque<(RecordId, Entry)>;
 
 /// Which entries `History::query` returns; unset fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -108,7 +109,7 @@ impl History {
         let inner = self.lock();
         let bundle_ok = |b: &str| filter.bundle.as_deref().is_none_or(|w| w == b);
         let since_ok = |e: &Entry| filter.since.is_none_or(|s| e.at() >= s);
-        let mut rows: Vec<(u64, Row)> = Vec::new();
+        let mut rows: Vec<(RecordId, Row)> = Vec::new();
         if let Some(wanted) = &filter.commit {
             for commit in inner.commits_named(wanted) {
                 for (pair, seq) in inner.by_commit.get(&commit).into_iter().flatten() {

@@ -40,30 +40,113 @@ fn open(dir: &std::path::Path, retention: Retention, now: i64) -> (Store, Histor
 }
 
 #[test]
-fn keys_sort_by_pair_then_by_sequence_and_parse_back() {
+fn keys_sort_by_pair_then_by_id_and_parse_back() {
+    let mut stamps = crate::record_id::Stamper::after(&[]);
+    let (first, second) = (stamps.stamp(), stamps.stamp());
     let mut keys = vec![
-        entry_key("b", "app", 2),
-        entry_key("a", "web", 0x10),
-        entry_key("a", "web", 0x9),
-        entry_key("a", "app", 7),
+        entry_key("b", "app", first),
+        entry_key("a", "web", second),
+        entry_key("a", "web", first),
+        entry_key("a", "web", RecordId::Legacy(0x10)),
+        entry_key("a", "app", RecordId::Legacy(7)),
     ];
     keys.sort();
     assert_eq!(
         keys,
         vec![
-            "a/app/0000000000000007",
-            "a/web/0000000000000009",
-            "a/web/0000000000000010",
-            "b/app/0000000000000002",
-        ]
+            "a/app/0000000000000007".to_string(),
+            "a/web/0000000000000010".to_string(),
+            entry_key("a", "web", first),
+            entry_key("a", "web", second),
+            entry_key("b", "app", first),
+        ],
+        "a pair's range, old-format keys first, then by time"
     );
     for k in &keys {
         let (c, b, _) = parse_key(k).expect("parses");
         assert!(k.starts_with(&pair_prefix(c, b)), "{k}");
     }
-    assert_eq!(parse_key("a/x/y/0000000000000003"), Some(("a", "x/y", 3)));
+    assert_eq!(
+        parse_key("a/x/y/0000000000000003"),
+        Some(("a", "x/y", RecordId::Legacy(3)))
+    );
+    assert_eq!(
+        parse_key(&entry_key("a", "x/y", second)),
+        Some(("a", "x/y", second))
+    );
     assert_eq!(parse_key("a/web/12"), None);
     assert_eq!(parse_key("nonsense"), None);
+}
+
+#[tokio::test]
+async fn two_replicas_recording_into_one_store_lose_nothing_and_read_back_in_time_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let web: Arc<str> = Arc::from("web");
+    let roomy = Retention {
+        max_age: DEFAULT_MAX_AGE,
+        max_per_pair: 1000,
+    };
+    const EACH: usize = 200;
+    {
+        // A single-hub entry from before replicas, under the old key format.
+        let (store, _) = open(dir.path(), roomy, 0);
+        store
+            .commit(vec![Op::put_json(
+                Table::History,
+                "a/web/0000000000000005",
+                &Entry::Deployment(deployment("old", "c", 0)),
+            )])
+            .await
+            .expect("commit");
+    }
+    {
+        let (store, snap) = loop {
+            match Store::open(&dir.path().join("state.redb")) {
+                Ok(r) => break r,
+                Err(_) => std::thread::yield_now(),
+            }
+        };
+        let writers: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|replica| {
+                let h = History::restore(store.clone(), roomy, &snap, 0).expect("restores");
+                let web = web.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        // One (cluster, bundle) pair, the same time: only the keys order them.
+                        h.record_deployment(
+                            &cluster("a"),
+                            &web,
+                            deployment(&format!("{replica}-{i}"), "c", 1),
+                        );
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("a writer finishes");
+        }
+        store.commit(Vec::new()).await.expect("commit");
+    }
+    let (_store, h) = open(dir.path(), roomy, 0);
+    let ids: Vec<String> = h
+        .query(&Filter::default())
+        .into_iter()
+        .map(|r| match r.entry {
+            Entry::Deployment(d) => d.deployment_id,
+            Entry::StateChange(_) => panic!("only deployments were recorded"),
+        })
+        .collect();
+    assert_eq!(ids.len(), 2 * EACH + 1, "no entry overwrote another");
+    assert_eq!(ids[0], "old", "the old-format entry reads, first");
+    for replica in ["a", "b"] {
+        let mine: Vec<&String> = ids
+            .iter()
+            .filter(|d| d.starts_with(&format!("{replica}-")))
+            .collect();
+        let want: Vec<String> = (0..EACH).map(|i| format!("{replica}-{i}")).collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>(), "in the order made");
+    }
 }
 
 #[test]

@@ -93,8 +93,10 @@ pub struct Failed {
     source: Box<finalizer::Error<ReconcileError>>,
 }
 
-/// Runs every controller until the process stops. Returns only when the client cannot
-/// be built.
+/// Runs every controller until the process stops, or until the future is dropped: with
+/// replicas, `cli` runs it only while this replica leads (`ha::each_term`), so one
+/// replica applies the objects and writes their status. Returns only when the client
+/// cannot be built.
 pub async fn run<S: ConfigSink>(config: KubeModeConfig, sink: Arc<S>) -> Result<(), KubeModeError> {
     let client = client(&config).await?;
     let owners = Arc::new(Owners::default());
