@@ -106,9 +106,42 @@ pub(crate) fn finish_in_order(objects: Vec<Object>) -> Diags<Rendered> {
 }
 
 fn finish_with(objects: Vec<Object>, sort: bool) -> Diags<Rendered> {
+    check(&objects)?;
+    let mut kept = objects;
+    if sort {
+        kept.sort_by_cached_key(|o| (kind_rank(o.kind()), id_of(o)));
+    }
+    let mut manifest = String::new();
+    let mut out = Vec::with_capacity(kept.len());
+    for o in kept {
+        manifest.push_str("---\n");
+        crate::yaml::write_yaml(&mut manifest, &o.value);
+        let api_version = o.api_version().to_string();
+        let kind = o.kind().to_string();
+        let namespace = o.namespace().map(str::to_string);
+        let name = o.name().to_string();
+        out.push(RenderedObject {
+            source: o.file,
+            api_version,
+            kind,
+            namespace,
+            name,
+            value: o.value,
+        });
+    }
+    let digest = ContentDigest::of(manifest.as_bytes());
+    Ok(Rendered {
+        objects: out,
+        manifest,
+        digest,
+    })
+}
+
+/// Every object a mapping with an identity, no identity twice. Identities are borrowed
+/// from the objects (no copies: this runs on every object of every render).
+fn check(objects: &[Object]) -> Diags<()> {
     let mut errors = Vec::new();
-    let mut seen: BTreeMap<ObjectId, (String, u32)> = BTreeMap::new();
-    let mut kept = Vec::new();
+    let mut seen: BTreeMap<(&str, &str, &str, &str), (&str, u32)> = BTreeMap::new();
     for o in objects {
         if !o.value.is_object() {
             errors.push(o.diag("a resource must be a YAML mapping"));
@@ -127,7 +160,12 @@ fn finish_with(objects: Vec<Object>, sort: bool) -> Diags<Rendered> {
             errors.push(o.diag(format!("resource has no {}", missing.join(", "))));
             continue;
         }
-        let id = id_of(&o);
+        let id = (
+            o.api_version(),
+            o.kind(),
+            o.namespace().unwrap_or(""),
+            o.name(),
+        );
         if let Some((file, line)) = seen.get(&id) {
             let place = if id.2.is_empty() {
                 String::new()
@@ -140,35 +178,13 @@ fn finish_with(objects: Vec<Object>, sort: bool) -> Diags<Rendered> {
             )));
             continue;
         }
-        seen.insert(id, (o.file.clone(), o.line));
-        kept.push(o);
+        seen.insert(id, (&o.file, o.line));
     }
-    if !errors.is_empty() {
-        return Err(errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
     }
-    if sort {
-        kept.sort_by_key(|o| (kind_rank(o.kind()), id_of(o)));
-    }
-    let mut manifest = String::new();
-    let mut out = Vec::with_capacity(kept.len());
-    for o in kept {
-        manifest.push_str("---\n");
-        manifest.push_str(&crate::yaml::to_yaml(&o.value));
-        out.push(RenderedObject {
-            source: o.file.clone(),
-            api_version: o.api_version().to_string(),
-            kind: o.kind().to_string(),
-            namespace: o.namespace().map(str::to_string),
-            name: o.name().to_string(),
-            value: o.value,
-        });
-    }
-    let digest = ContentDigest::of(manifest.as_bytes());
-    Ok(Rendered {
-        objects: out,
-        manifest,
-        digest,
-    })
 }
 
 /// JSON with object keys sorted at every level and no insignificant whitespace.
@@ -181,14 +197,14 @@ pub(crate) fn canonical_json(value: &Value) -> String {
 fn write_canonical(out: &mut String, value: &Value) {
     match value {
         Value::Object(m) => {
-            let mut entries: Vec<_> = m.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
+            // Already in key order: see `yaml::tests::map_iterates_in_key_order`.
             out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
+            for (i, (k, v)) in m.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
+                // (Serialising a `&str` cannot fail.)
+                out.push_str(&serde_json::to_string(k).unwrap_or_default());
                 out.push(':');
                 write_canonical(out, v);
             }
@@ -204,7 +220,7 @@ fn write_canonical(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => crate::yaml::push_display(out, scalar),
     }
 }
 

@@ -3,7 +3,7 @@
 //! emitter with sorted keys and conservative quoting, so the same value always gives the
 //! same bytes whatever serde_json's map order or the YAML library's version.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::diagnostic::Diagnostic;
 
@@ -135,18 +135,26 @@ fn clean_message(raw: &str) -> String {
     msg
 }
 
-/// Writes a value as a YAML document body (no `---`), keys sorted.
+/// Writes a value as a YAML document body (no `---`), keys sorted (the tests' form of
+/// [`write_yaml`]).
+#[cfg(test)]
 pub(crate) fn to_yaml(value: &Value) -> String {
     let mut out = String::new();
+    write_yaml(&mut out, value);
+    out
+}
+
+/// Writes a value as a YAML document body (no `---`), keys sorted, appending to `out`: the
+/// manifest writer puts every document in one buffer.
+pub(crate) fn write_yaml(out: &mut String, value: &Value) {
     match value {
-        Value::Object(m) if !m.is_empty() => write_map(&mut out, value, 0),
-        Value::Array(a) if !a.is_empty() => write_seq(&mut out, value, 0),
+        Value::Object(m) if !m.is_empty() => write_map(out, m, 0),
+        Value::Array(a) if !a.is_empty() => write_seq(out, a, 0),
         scalar => {
-            write_scalar(&mut out, scalar, 0);
+            write_scalar(out, scalar, 0);
             out.push('\n');
         }
     }
-    out
 }
 
 fn indent(out: &mut String, n: usize) {
@@ -155,25 +163,10 @@ fn indent(out: &mut String, n: usize) {
     }
 }
 
-fn sorted_entries(value: &Value) -> Vec<(&String, &Value)> {
-    let mut entries: Vec<_> = value
-        .as_object()
-        .map(|m| m.iter().collect())
-        .unwrap_or_default();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    entries
-}
-
-fn is_block(value: &Value) -> bool {
-    match value {
-        Value::Object(m) => !m.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        _ => false,
-    }
-}
-
-fn write_map(out: &mut String, value: &Value, level: usize) {
-    for (k, v) in sorted_entries(value) {
+fn write_map(out: &mut String, map: &Map<String, Value>, level: usize) {
+    // serde_json's map is a BTreeMap (the workspace does not enable `preserve_order`;
+    // `map_iterates_in_key_order` pins that), so its order is already the sorted one.
+    for (k, v) in map {
         indent(out, level);
         write_string(out, k, level, true);
         out.push(':');
@@ -185,11 +178,11 @@ fn write_value_after_key(out: &mut String, v: &Value, level: usize) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             out.push('\n');
-            write_map(out, v, level + 2);
+            write_map(out, m, level + 2);
         }
         Value::Array(a) if !a.is_empty() => {
             out.push('\n');
-            write_seq(out, v, level);
+            write_seq(out, a, level);
         }
         scalar => {
             out.push(' ');
@@ -199,18 +192,15 @@ fn write_value_after_key(out: &mut String, v: &Value, level: usize) {
     }
 }
 
-fn write_seq(out: &mut String, value: &Value, level: usize) {
-    let Some(items) = value.as_array() else {
-        return;
-    };
+fn write_seq(out: &mut String, items: &[Value], level: usize) {
     for item in items {
         indent(out, level);
         out.push_str("- ");
         match item {
-            Value::Object(_) if is_block(item) => {
+            Value::Object(m) if !m.is_empty() => {
                 // First entry on the dash line, the rest aligned under it.
                 let mut first = true;
-                for (k, v) in sorted_entries(item) {
+                for (k, v) in m {
                     if !first {
                         indent(out, level + 2);
                     }
@@ -220,9 +210,9 @@ fn write_seq(out: &mut String, value: &Value, level: usize) {
                     write_value_after_key(out, v, level + 2);
                 }
             }
-            Value::Array(_) if is_block(item) => {
+            Value::Array(a) if !a.is_empty() => {
                 out.push('\n');
-                write_seq(out, item, level + 2);
+                write_seq(out, a, level + 2);
             }
             scalar => {
                 write_scalar(out, scalar, level + 2);
@@ -236,7 +226,7 @@ fn write_scalar(out: &mut String, v: &Value, level: usize) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Number(n) => push_display(out, n),
         Value::String(s) => write_string(out, s, level, false),
         Value::Object(_) => out.push_str("{}"),
         Value::Array(_) => out.push_str("[]"),
@@ -266,8 +256,16 @@ fn write_string(out: &mut String, s: &str, level: usize, is_key: bool) {
         }
     } else {
         // A JSON string is a valid YAML double-quoted scalar.
-        out.push_str(&Value::String(s.to_string()).to_string());
+        // (Serialising a `&str` cannot fail.)
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
     }
+}
+
+/// Appends `v`'s `Display` form without a temporary `String`.
+pub(crate) fn push_display(out: &mut String, v: &impl std::fmt::Display) {
+    use std::fmt::Write;
+    // Writing to a `String` cannot fail.
+    let _ = write!(out, "{v}");
 }
 
 /// A multi-line string that a `|` block reproduces exactly.
@@ -309,6 +307,18 @@ fn is_plain_safe(s: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn map_iterates_in_key_order() {
+        // The emitters write maps in iteration order and rely on it being sorted: this
+        // fails if a dependency ever turns on serde_json's `preserve_order`.
+        let v = json!({"b": 1, "a": 2, "B": 3, "aa": 4, "\u{e9}": 5});
+        let keys: Vec<&str> = v
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(keys, vec!["B", "a", "aa", "b", "\u{e9}"]);
+    }
 
     #[test]
     fn documents_carry_their_start_lines() {
