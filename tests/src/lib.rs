@@ -279,6 +279,17 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// The hub's CA as the roots a TLS client of the hub trusts.
+    pub fn ca_roots(&self) -> rustls::RootCertStore {
+        use rustls_pki_types::pem::PemObject;
+        let ca = flotilla_identity::files::read_public(&self.dir.join("ca.pem")).expect("hub CA");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            roots.add(c.expect("CA pem")).expect("CA root");
+        }
+        roots
+    }
+
     pub fn start(base: &Path) -> Hub {
         Self::start_with(base, &[])
     }

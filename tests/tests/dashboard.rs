@@ -166,12 +166,7 @@ fn read_until(stream: &mut TcpStream, needle: &str) -> String {
 /// `client` when given.
 fn get_tls(hub: &Hub, addr: &str, client: Option<&Credentials>, method: &str) -> HttpAnswer {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca = files::read_public(&hub.dir.join("ca.pem")).expect("hub CA");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(c.expect("CA pem")).expect("CA root");
-    }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder().with_root_certificates(hub.ca_roots());
     let mut config = match client {
         None => builder.with_no_client_auth(),
         Some(creds) => {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flotilla_e2e::{GitServer, Hub, Spoke, example_repo, free_port, wait_until};
-use flotilla_identity::{ClientConfig, files};
+use flotilla_identity::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -25,12 +25,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A TLS client that trusts the hub's CA, speaks h2, and presents `client` if given.
 fn tls(hub: &Hub, client: Option<&ClientConfig>) -> tokio_rustls::TlsConnector {
-    let ca = files::read_public(&hub.dir.join("ca.pem")).expect("hub CA");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(c.expect("CA pem")).expect("CA root");
-    }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder().with_root_certificates(hub.ca_roots());
     let mut config = match client {
         None => builder.with_no_client_auth(),
         Some(conf) => {

@@ -356,14 +356,9 @@ fn key_files_readable_by_others_are_refused_at_start() {
 fn the_hub_refuses_tls_below_1_3() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let hub = Hub::start(tmp.path());
-    let ca = files::read_public(&hub.dir.join("ca.pem")).expect("ca");
     let rt = runtime();
     let result = rt.block_on(async {
-        use rustls_pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
-            roots.add(c.expect("pem")).expect("root");
-        }
+        let roots = hub.ca_roots();
         static TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
         static TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
         let connect = |versions: &'static [&'static rustls::SupportedProtocolVersion]| {

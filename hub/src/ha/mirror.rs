@@ -499,6 +499,26 @@ mod tests {
         )])
     }
 
+    /// A hub that follows another replica, over a fresh store of its own.
+    struct Follower {
+        fleet: Arc<Fleet>,
+        replica: Replica,
+        _dir: tempfile::TempDir,
+        _triggers: tokio::sync::mpsc::UnboundedReceiver<crate::fleet::Trigger>,
+    }
+
+    fn follower() -> Follower {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fleet, triggers) = Fleet::for_tests(dir.path());
+        fleet.leadership.follow(None);
+        Follower {
+            fleet,
+            replica: Replica::new("127.0.0.1:1".into(), Duration::from_secs(10)),
+            _dir: dir,
+            _triggers: triggers,
+        }
+    }
+
     fn desired_change(cluster: &str, a: &Assignments) -> Change {
         Change {
             revision: 7,
@@ -510,10 +530,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_follower_takes_published_assignments_with_their_content_and_wakes_the_session() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (fleet, _triggers) = Fleet::for_tests(dir.path());
-        fleet.leadership.follow(None);
-        let replica = Replica::new("127.0.0.1:1".into(), Duration::from_secs(10));
+        let Follower { fleet, replica, .. } = &follower();
         let c1 = ClusterName::new("c1").expect("name");
         let notify = Arc::new(Notify::new());
         fleet.sessions.insert(
@@ -539,7 +556,7 @@ mod tests {
             .expect("content stored");
 
         let published = assignments(&digest, "d-0123456789abcdef0123");
-        apply(&fleet, &replica, desired_change("c1", &published)).await;
+        apply(fleet, replica, desired_change("c1", &published)).await;
         assert_eq!(*fleet.assignments_of(&c1), published);
         assert_eq!(
             fleet.contents.get(&digest).map(|c| c.to_vec()),
@@ -553,7 +570,7 @@ mod tests {
         // The leader wrote its assignments itself: an echo changes nothing.
         fleet.leadership.lead();
         let other = assignments(&digest, "d-ffffffffffffffffffff");
-        apply(&fleet, &replica, desired_change("c1", &other)).await;
+        apply(fleet, replica, desired_change("c1", &other)).await;
         assert_eq!(*fleet.assignments_of(&c1), published);
     }
 
@@ -590,10 +607,7 @@ mod tests {
     async fn history_and_audit_records_of_other_replicas_are_taken_and_never_regressed() {
         use crate::history::{Deployment, Entry, Filter, entry_key};
         use crate::record_id::RecordId;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (fleet, _triggers) = Fleet::for_tests(dir.path());
-        fleet.leadership.follow(None);
-        let replica = Replica::new("127.0.0.1:1".into(), Duration::from_secs(10));
+        let Follower { fleet, replica, .. } = &follower();
         let c1 = ClusterName::new("c1").expect("name");
         let change = |table: Table, key: &str, value: Option<Vec<u8>>| Change {
             revision: 9,
@@ -619,8 +633,8 @@ mod tests {
         });
         let json = |e: &Entry| Some(serde_json::to_vec(e).expect("json"));
         apply(
-            &fleet,
-            &replica,
+            fleet,
+            replica,
             change(Table::History, &key, json(&assigned)),
         )
         .await;
@@ -636,8 +650,8 @@ mod tests {
         fleet.history.status(&c1, "web", None, &ready);
         // A late echo of the first version changes nothing.
         apply(
-            &fleet,
-            &replica,
+            fleet,
+            replica,
             change(Table::History, &key, json(&assigned)),
         )
         .await;
@@ -654,7 +668,7 @@ mod tests {
             Some(1)
         );
         // The leader's sweeper dropped it.
-        apply(&fleet, &replica, change(Table::History, &key, None)).await;
+        apply(fleet, replica, change(Table::History, &key, None)).await;
         assert!(fleet.history.is_empty());
 
         // Audit: another replica's record is taken, and this replica's next one sorts
@@ -672,29 +686,26 @@ mod tests {
         let audit_key = ahead.key();
         let value = Some(serde_json::to_vec(&theirs).expect("json"));
         apply(
-            &fleet,
-            &replica,
+            fleet,
+            replica,
             change(Table::Audit, &audit_key, value.clone()),
         )
         .await;
-        apply(&fleet, &replica, change(Table::Audit, &audit_key, value)).await;
+        apply(fleet, replica, change(Table::Audit, &audit_key, value)).await;
         fleet.audit.record(crate::audit::AuditRecord {
             who: "admin/a".into(),
             ..theirs.clone()
         });
         let who: Vec<String> = fleet.audit.since(0, 0).into_iter().map(|r| r.who).collect();
         assert_eq!(who, ["admin/b", "admin/a"]);
-        apply(&fleet, &replica, change(Table::Audit, &audit_key, None)).await;
+        apply(fleet, replica, change(Table::Audit, &audit_key, None)).await;
         assert_eq!(fleet.audit.since(0, 0).len(), 1, "the leader pruned it");
     }
     #[tokio::test]
     async fn a_report_that_came_before_its_entry_is_applied_when_the_entry_comes() {
         use crate::history::{Deployment, Entry, Filter, entry_key};
         use crate::record_id::RecordId;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (fleet, _triggers) = Fleet::for_tests(dir.path());
-        fleet.leadership.follow(None);
-        let replica = Replica::new("127.0.0.1:1".into(), Duration::from_secs(10));
+        let Follower { fleet, replica, .. } = &follower();
         let c1 = ClusterName::new("c1").expect("name");
         fleet.sessions.insert(
             c1.clone(),
@@ -737,7 +748,7 @@ mod tests {
             key: entry_key("c1", "web", id),
             value: Some(serde_json::to_vec(&assigned).expect("json")),
         };
-        apply(&fleet, &replica, change).await;
+        apply(fleet, replica, change).await;
         let rows = fleet.history.query(&Filter::default());
         let [row] = rows.as_slice() else {
             panic!("one entry, got {rows:?}")
