@@ -519,6 +519,20 @@ mod tests {
         }
     }
 
+    /// The leader's history entry for deployment `d-1`, assigned and nothing more yet.
+    fn assigned_d1() -> crate::history::Entry {
+        crate::history::Entry::Deployment(crate::history::Deployment {
+            deployment_id: "d-1".into(),
+            commit: "abc1234".into(),
+            source: "examples".into(),
+            assigned_at: 100,
+            applied_at: None,
+            ready_at: None,
+            failed_at: None,
+            failure: String::new(),
+        })
+    }
+
     fn desired_change(cluster: &str, a: &Assignments) -> Change {
         Change {
             revision: 7,
@@ -605,7 +619,7 @@ mod tests {
     }
     #[tokio::test]
     async fn history_and_audit_records_of_other_replicas_are_taken_and_never_regressed() {
-        use crate::history::{Deployment, Entry, Filter, entry_key};
+        use crate::history::{Entry, Filter, entry_key};
         use crate::record_id::RecordId;
         let Follower { fleet, replica, .. } = &follower();
         let c1 = ClusterName::new("c1").expect("name");
@@ -621,16 +635,7 @@ mod tests {
             writer: 7,
         };
         let key = entry_key("c1", "web", ahead);
-        let assigned = Entry::Deployment(Deployment {
-            deployment_id: "d-1".into(),
-            commit: "abc1234".into(),
-            source: "examples".into(),
-            assigned_at: 100,
-            applied_at: None,
-            ready_at: None,
-            failed_at: None,
-            failure: String::new(),
-        });
+        let assigned = assigned_d1();
         let json = |e: &Entry| Some(serde_json::to_vec(e).expect("json"));
         apply(
             fleet,
@@ -703,7 +708,7 @@ mod tests {
     }
     #[tokio::test]
     async fn a_report_that_came_before_its_entry_is_applied_when_the_entry_comes() {
-        use crate::history::{Deployment, Entry, Filter, entry_key};
+        use crate::history::{Entry, Filter, entry_key};
         use crate::record_id::RecordId;
         let Follower { fleet, replica, .. } = &follower();
         let c1 = ClusterName::new("c1").expect("name");
@@ -732,16 +737,7 @@ mod tests {
             nanos: 1,
             writer: 7,
         };
-        let assigned = Entry::Deployment(Deployment {
-            deployment_id: "d-1".into(),
-            commit: "abc1234".into(),
-            source: "examples".into(),
-            assigned_at: 100,
-            applied_at: None,
-            ready_at: None,
-            failed_at: None,
-            failure: String::new(),
-        });
+        let assigned = assigned_d1();
         let change = Change {
             revision: 9,
             table: Table::History,
