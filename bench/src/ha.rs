@@ -83,6 +83,16 @@ impl EtcdCounters {
     }
 }
 
+/// One fan-out on the replicas.
+#[derive(Debug, Clone)]
+pub struct HaFanout {
+    pub fan: FanoutResult,
+    pub writes: EtcdCounters,
+    /// Median Ready of the followers' spokes less that of the leader's own spokes, ms
+    /// (what watching etcd adds on a follower).
+    pub follower_lag_ms: f64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct FailoverResult {
     /// Spokes that were connected to the killed leader.
@@ -107,7 +117,7 @@ pub struct HaResult {
     /// etcd's counters over an idle window of `idle` (heartbeats, lease renewals).
     pub idle: EtcdCounters,
     pub idle_window: Duration,
-    pub fanouts: Vec<(FanoutResult, EtcdCounters)>,
+    pub fanouts: Vec<HaFanout>,
     pub failover: FailoverResult,
     pub failed_spokes: usize,
     pub errors: u64,
@@ -449,7 +459,12 @@ async fn ha_phases(cfg: &HaConfig, work: &Path) -> Result<HaResult> {
                 writes.put_bytes
             ),
         );
-        fanouts.push((fan, writes));
+        let follower_lag_ms = follower_lag_ms(&live, &target, leader, r);
+        fanouts.push(HaFanout {
+            fan,
+            writes,
+            follower_lag_ms,
+        });
     }
 
     // Failover: kill -9 the leader, change the bundle at once.
@@ -545,6 +560,30 @@ async fn ha_phases(cfg: &HaConfig, work: &Path) -> Result<HaResult> {
     Ok(result)
 }
 
+/// Median Ready time of `bundle` on the spokes that started on a follower, less the
+/// median on those that started on the leader, in ms (0 when a group is empty).
+fn follower_lag_ms(
+    live: &[(usize, Arc<SpokeStats>)],
+    bundle: &str,
+    leader: usize,
+    replicas: usize,
+) -> f64 {
+    let median = |on_leader: bool| {
+        let mut t: Vec<Instant> = live
+            .iter()
+            .filter(|(i, _)| (i % replicas == leader) == on_leader)
+            .filter_map(|(_, s)| s.ready_of(bundle).map(|(_, t)| t))
+            .collect();
+        t.sort();
+        t.get(t.len() / 2).copied()
+    };
+    match (median(true), median(false)) {
+        (Some(l), Some(f)) if f >= l => f.duration_since(l).as_secs_f64() * 1000.0,
+        (Some(l), Some(f)) => -(l.duration_since(f).as_secs_f64() * 1000.0),
+        _ => 0.0,
+    }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
@@ -607,19 +646,30 @@ pub fn report(cfg: &HaConfig, machine: &Machine, r: &HaResult) -> String {
     );
     let _ = writeln!(
         o,
-        "| hub | commit→publish | publish→Ready p50 | p99 | max | commit→Ready max | spokes |"
+        "| hub | commit→publish | publish→Ready p50 | p99 | max | commit→Ready max | followers' spokes later by (median) | spokes |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+    let replicas = format!("{} replicas, etcd", cfg.replicas);
     let rows = r
         .fanouts
         .iter()
-        .map(|(fan, _)| ("3 replicas, etcd", fan))
-        .chain(r.redb.iter().map(|fan| ("1 hub, redb", fan)));
-    for (what, fan) in rows {
+        .map(|h| {
+            (
+                replicas.as_str(),
+                &h.fan,
+                format!("{:.0} ms", h.follower_lag_ms),
+            )
+        })
+        .chain(
+            r.redb
+                .iter()
+                .map(|fan| ("1 hub, redb", fan, "-".to_string())),
+        );
+    for (what, fan, lag) in rows {
         let [p, p50, p99, max] = from_publish(fan);
         let _ = writeln!(
             o,
-            "| {what} | {p} | {p50} | {p99} | {max} | {} | {} |",
+            "| {what} | {p} | {p50} | {p99} | {max} | {} | {lag} | {} |",
             ms(fan.max),
             fan.spokes
         );
@@ -633,7 +683,7 @@ pub fn report(cfg: &HaConfig, machine: &Machine, r: &HaResult) -> String {
         "| fan-out | puts | deletes | txns | value bytes put | bytes hubs→etcd | raft bytes between members | db size change |"
     );
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
-    for (i, (_, w)) in r.fanouts.iter().enumerate() {
+    for (i, w) in r.fanouts.iter().map(|h| &h.writes).enumerate() {
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:+.0} |",
