@@ -526,7 +526,7 @@ async fn ha_phases(cfg: &HaConfig, work: &Path) -> Result<HaResult> {
     )
     .await?;
     let ready_after = |ks: &mut dyn Iterator<Item = usize>| {
-        ks.filter_map(|k| is_new(k))
+        ks.filter_map(&is_new)
             .max()
             .map_or(Duration::ZERO, |t| t.saturating_duration_since(kill_at))
     };
