@@ -189,18 +189,18 @@ impl Drop for Profile {
     }
 }
 
-fn log(cfg: &FleetConfig, msg: impl AsRef<str>) {
+pub(crate) fn log(cfg: &FleetConfig, msg: impl AsRef<str>) {
     if cfg.verbose {
         eprintln!("[flotilla-bench] {}", msg.as_ref());
     }
 }
 
-fn bundle_name(i: usize) -> String {
+pub(crate) fn bundle_name(i: usize) -> String {
     format!("{SOURCE}-{}", bundle_folder(i))
 }
 
 /// Waits (bounded by `timeout`) for `done` to report true, polling every `every`.
-async fn wait_for(
+pub(crate) async fn wait_for(
     what: &str,
     timeout: Duration,
     every: Duration,
@@ -276,59 +276,16 @@ async fn drive(cfg: &FleetConfig, hub: &HubProcess, work: &std::path::Path) -> R
     // Phase 1: registration and connect.
     let hub_rss_before = machine::rss_bytes(pid).unwrap_or(0);
     let cpu0 = machine::cpu_seconds(pid).unwrap_or(0.0);
-    let gate = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let profile = Profile::start(cfg, pid, "register");
     let start = Instant::now();
-    for (i, st) in stats.iter().enumerate() {
-        let (settings, st, gate, stop) =
-            (settings.clone(), st.clone(), gate.clone(), stop_rx.clone());
-        let dial = Dial {
-            hub: hub_addr,
-            source: (cfg.source_ips > 0).then(|| {
-                let k = u8::try_from(i % usize::from(cfg.source_ips)).unwrap_or(0);
-                std::net::IpAddr::from([127, 0, 0, 1 + k])
-            }),
-        };
-        tokio::spawn(async move {
-            let name = format!("spoke-{i:05}");
-            let Ok(permit) = gate.acquire_owned().await else {
-                return;
-            };
-            let mut creds = None;
-            for attempt in 0..3u64 {
-                match sim::enroll(&settings, &name, &dial).await {
-                    Ok(c) => {
-                        creds = Some(c);
-                        break;
-                    }
-                    Err(e) => {
-                        if let Ok(mut l) = st.last_error.lock() {
-                            *l = Some(format!("enroll: {e:#}"));
-                        }
-                        st.errors.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
-                    }
-                }
-            }
-            let Some(creds) = creds else {
-                let _ = st.failed.set("enrollment failed 3 times".into());
-                return;
-            };
-            // Hold the gate until the first connect, so the concurrency bounds handshakes.
-            let s2 = st.clone();
-            let released = tokio::spawn(async move {
-                for _ in 0..6000 {
-                    if s2.first_connected.get().is_some() || s2.failed.get().is_some() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                drop(permit);
-            });
-            sim::run(settings, name, dial, creds, st, stop).await;
-            released.abort();
-        });
-    }
+    spawn_spokes(cfg.concurrency, &settings, &stats, &stop_rx, |i| Dial {
+        hub: hub_addr,
+        others: Vec::new(),
+        source: (cfg.source_ips > 0).then(|| {
+            let k = u8::try_from(i % usize::from(cfg.source_ips)).unwrap_or(0);
+            std::net::IpAddr::from([127, 0, 0, 1 + k])
+        }),
+    });
     let n_failed =
         |stats: &[Arc<SpokeStats>]| stats.iter().filter(|s| s.failed.get().is_some()).count();
     wait_for(
@@ -487,11 +444,68 @@ async fn drive(cfg: &FleetConfig, hub: &HubProcess, work: &std::path::Path) -> R
     Ok(result)
 }
 
-fn sum(stats: &[Arc<SpokeStats>], f: impl Fn(&SpokeStats) -> u64) -> u64 {
+/// Spawns one simulated spoke per entry of `stats` (spoke `i` named `spoke-NNNNN`,
+/// dialling `dial(i)`): each enrolls (three tries) and then runs until `stop`; at most
+/// `concurrency` enrollments and first connects are in flight at once.
+pub(crate) fn spawn_spokes(
+    concurrency: usize,
+    settings: &Arc<SimSettings>,
+    stats: &[Arc<SpokeStats>],
+    stop_rx: &watch::Receiver<bool>,
+    dial: impl Fn(usize) -> Dial,
+) {
+    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    for (i, st) in stats.iter().enumerate() {
+        let (settings, st, gate, stop) =
+            (settings.clone(), st.clone(), gate.clone(), stop_rx.clone());
+        let dial = dial(i);
+        tokio::spawn(async move {
+            let name = format!("spoke-{i:05}");
+            let Ok(permit) = gate.acquire_owned().await else {
+                return;
+            };
+            let mut creds = None;
+            for attempt in 0..3u64 {
+                match sim::enroll(&settings, &name, &dial).await {
+                    Ok(c) => {
+                        creds = Some(c);
+                        break;
+                    }
+                    Err(e) => {
+                        if let Ok(mut l) = st.last_error.lock() {
+                            *l = Some(format!("enroll: {e:#}"));
+                        }
+                        st.errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(500 * (attempt + 1))).await;
+                    }
+                }
+            }
+            let Some(creds) = creds else {
+                let _ = st.failed.set("enrollment failed 3 times".into());
+                return;
+            };
+            // Hold the gate until the first connect, so the concurrency bounds handshakes.
+            let s2 = st.clone();
+            let released = tokio::spawn(async move {
+                for _ in 0..6000 {
+                    if s2.first_connected.get().is_some() || s2.failed.get().is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                drop(permit);
+            });
+            sim::run(settings, name, dial, creds, st, stop).await;
+            released.abort();
+        });
+    }
+}
+
+pub(crate) fn sum(stats: &[Arc<SpokeStats>], f: impl Fn(&SpokeStats) -> u64) -> u64 {
     stats.iter().map(|s| f(s)).sum()
 }
 
-async fn fanout(
+pub(crate) async fn fanout(
     cfg: &FleetConfig,
     hub: &HubProcess,
     repo: &FleetRepo,
@@ -599,7 +613,11 @@ fn rendered_len(repo: &FleetRepo, spokes: usize) -> u64 {
     size as u64 * spokes as u64
 }
 
-async fn wait_hub_connected(hub: &HubProcess, expected: usize, timeout: Duration) -> Result<usize> {
+pub(crate) async fn wait_hub_connected(
+    hub: &HubProcess,
+    expected: usize,
+    timeout: Duration,
+) -> Result<usize> {
     let start = Instant::now();
     loop {
         let clusters = hub.clusters().await?;
@@ -616,7 +634,7 @@ async fn wait_hub_connected(hub: &HubProcess, expected: usize, timeout: Duration
 
 /// Polls the hub until each of `bundles` bundles is Ready on `spokes` clusters; the hub
 /// counts a row Ready only when the reported deployment is the one it wants. Returns when.
-async fn wait_hub_ready(
+pub(crate) async fn wait_hub_ready(
     hub: &HubProcess,
     bundles: usize,
     spokes: usize,

@@ -1,5 +1,6 @@
 //! A real `flotilla-hub` process for a benchmark run: `init` in a fresh data dir, `run`
-//! on a free loopback port, and an Admin client built from the `admin.conf` it wrote.
+//! on a free loopback port, and an Admin client built from the `admin.conf` it wrote;
+//! or several replicas sharing an etcd store (`start_replicas`).
 //! The process is killed when the handle drops.
 
 use std::path::{Path, PathBuf};
@@ -13,14 +14,17 @@ use flotilla_proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
 
 /// Log filter the hub runs with: quiet, except the line that says a revision was
-/// published (the fan-out scenario reads its timestamp).
-pub const HUB_LOG_FILTER: &str = "warn,flotilla_hub::sources=info";
+/// published (the fan-out scenario reads its timestamp) and the leader election's
+/// lines (the HA scenario's failover times).
+pub const HUB_LOG_FILTER: &str = "warn,flotilla_hub::sources=info,flotilla_hub::ha=info";
 
 pub struct HubProcess {
     child: Child,
     pub dir: PathBuf,
     pub addr: String,
     pub log: PathBuf,
+    /// Arguments `run` gets besides the data dir, address and logging (e.g. `--store`).
+    extra: Vec<String>,
     admin: AdminClient<Channel>,
 }
 
@@ -51,6 +55,60 @@ pub fn find_bin(bin_dir: Option<&Path>, name: &str) -> Result<PathBuf> {
         })
 }
 
+/// `flotilla-hub init` of `dir`, advertising `advertise`, with `extra` arguments.
+fn init(hub_bin: &Path, dir: &Path, advertise: &str, extra: &[&str]) -> Result<()> {
+    let out = Command::new(hub_bin)
+        .args(["init", "--data-dir"])
+        .arg(dir)
+        .args(["--advertise", advertise])
+        .args(extra)
+        .output()
+        .context("running flotilla-hub init")?;
+    if !out.status.success() {
+        bail!(
+            "flotilla-hub init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Spawns `flotilla-hub run` with JSON logs at [`HUB_LOG_FILTER`] into `log`.
+fn spawn_run(
+    hub_bin: &Path,
+    dir: &Path,
+    addr: &str,
+    extra: &[String],
+    log: std::io::Result<std::fs::File>,
+) -> Result<Child> {
+    Command::new(hub_bin)
+        .args(["run", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", addr, "--log-format", "json"])
+        .args(["--log-level", HUB_LOG_FILTER])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log.context("hub log file")?)
+        .spawn()
+        .context("starting flotilla-hub run")
+}
+
+/// Copies a hub data dir (a flat tree of small files) from `from` to `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -63,29 +121,23 @@ impl HubProcess {
         let hub_bin = find_bin(bin_dir, "flotilla-hub")?;
         let dir = work.join("hub");
         let addr = format!("127.0.0.1:{}", free_port()?);
-        let out = Command::new(&hub_bin)
-            .args(["init", "--data-dir"])
-            .arg(&dir)
-            .args(["--advertise", &addr])
-            .output()
-            .context("running flotilla-hub init")?;
-        if !out.status.success() {
-            bail!(
-                "flotilla-hub init: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let log = work.join("hub.log");
-        let child = Command::new(&hub_bin)
-            .args(["run", "--data-dir"])
-            .arg(&dir)
-            .args(["--listen", &addr, "--log-format", "json"])
-            .args(["--log-level", HUB_LOG_FILTER])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).context("hub log file")?)
-            .spawn()
-            .context("starting flotilla-hub run")?;
-        let config = ClientConfig::load(&dir.join("admin.conf"))?;
+        init(&hub_bin, &dir, &addr, &[])?;
+        HubProcess::run(&hub_bin, dir, addr, work.join("hub.log"), Vec::new()).await
+    }
+
+    /// Starts `flotilla-hub run` on an initialised `dir`, listening on `addr`, with
+    /// `extra` arguments; its Admin client talks to `addr` only (not to every address
+    /// `admin.conf` lists), and it returns once that answers.
+    async fn run(
+        hub_bin: &Path,
+        dir: PathBuf,
+        addr: String,
+        log: PathBuf,
+        extra: Vec<String>,
+    ) -> Result<HubProcess> {
+        let child = spawn_run(hub_bin, &dir, &addr, &extra, std::fs::File::create(&log))?;
+        let mut config = ClientConfig::load(&dir.join("admin.conf"))?;
+        config.server = addr.clone();
         let creds = config.credentials()?;
         let started = Instant::now();
         let admin = loop {
@@ -98,7 +150,7 @@ impl HubProcess {
             match attempt.await {
                 Ok(c) => break c,
                 Err(e) if started.elapsed() > Duration::from_secs(60) => {
-                    return Err(e.context("the hub did not answer within 60 s"));
+                    return Err(e.context(format!("the hub at {addr} did not answer within 60 s")));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -108,8 +160,39 @@ impl HubProcess {
             dir,
             addr,
             log,
+            extra,
             admin,
         })
+    }
+
+    /// Starts `replicas` hub replicas sharing the store `store` (`etcd://...`): `init`
+    /// once with every replica's address, the data dir copied to each replica (they
+    /// share its PKI, as docs/operations.md says), then `run` on each with `extra`.
+    pub async fn start_replicas(
+        bin_dir: Option<&Path>,
+        work: &Path,
+        store: &str,
+        replicas: usize,
+        extra: &[String],
+    ) -> Result<Vec<HubProcess>> {
+        let hub_bin = find_bin(bin_dir, "flotilla-hub")?;
+        let addrs = (0..replicas)
+            .map(|_| Ok(format!("127.0.0.1:{}", free_port()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let first = work.join("hub-0");
+        init(&hub_bin, &first, &addrs.join(","), &["--store", store])?;
+        let mut extra = extra.to_vec();
+        extra.extend(["--store".to_string(), store.to_string()]);
+        let mut out = Vec::new();
+        for (i, addr) in addrs.into_iter().enumerate() {
+            let dir = work.join(format!("hub-{i}"));
+            if i > 0 {
+                copy_dir(&first, &dir)?;
+            }
+            let log = work.join(format!("hub-{i}.log"));
+            out.push(HubProcess::run(&hub_bin, dir, addr, log, extra.clone()).await?);
+        }
+        Ok(out)
     }
 
     pub fn pid(&self) -> u32 {
@@ -126,21 +209,16 @@ impl HubProcess {
     pub async fn restart(&mut self, bin_dir: Option<&Path>) -> Result<()> {
         self.kill();
         let hub_bin = find_bin(bin_dir, "flotilla-hub")?;
-        self.child = Command::new(&hub_bin)
-            .args(["run", "--data-dir"])
-            .arg(&self.dir)
-            .args(["--listen", &self.addr, "--log-format", "json"])
-            .args(["--log-level", HUB_LOG_FILTER])
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&self.log)
-                    .context("hub log file")?,
-            )
-            .spawn()
-            .context("restarting flotilla-hub")?;
-        let config = ClientConfig::load(&self.dir.join("admin.conf"))?;
+        self.child = spawn_run(
+            &hub_bin,
+            &self.dir,
+            &self.addr,
+            &self.extra,
+            std::fs::OpenOptions::new().append(true).open(&self.log),
+        )
+        .context("restarting flotilla-hub")?;
+        let mut config = ClientConfig::load(&self.dir.join("admin.conf"))?;
+        config.server = self.addr.clone();
         let creds = config.credentials()?;
         let started = Instant::now();
         loop {
@@ -219,13 +297,28 @@ impl HubProcess {
 
     /// When the hub logged "published revision" for `commit`, if it has.
     pub fn published_at(&self, commit: &str) -> Option<SystemTime> {
+        self.logged_at(|fields| {
+            fields.get("message").and_then(|m| m.as_str()) == Some("published revision")
+                && fields.get("commit").and_then(|c| c.as_str()) == Some(commit)
+        })
+    }
+
+    /// When the hub last logged a line whose message starts with `prefix`, if it has.
+    pub fn message_at(&self, prefix: &str) -> Option<SystemTime> {
+        self.logged_at(|fields| {
+            fields
+                .get("message")
+                .and_then(|m| m.as_str())
+                .is_some_and(|m| m.starts_with(prefix))
+        })
+    }
+
+    /// The timestamp of the last JSON log line whose `fields` match.
+    fn logged_at(&self, matches: impl Fn(&serde_json::Value) -> bool) -> Option<SystemTime> {
         let text = std::fs::read_to_string(&self.log).ok()?;
         text.lines().rev().find_map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            let fields = v.get("fields")?;
-            if fields.get("message")?.as_str()? != "published revision"
-                || fields.get("commit")?.as_str()? != commit
-            {
+            if !matches(v.get("fields")?) {
                 return None;
             }
             parse_rfc3339(v.get("timestamp")?.as_str()?)

@@ -4,6 +4,9 @@
 //! loopback and prints comparable tables:
 //! - `fleet` (module `fleet`): N simulated spokes (`sim`) against one hub: registration,
 //!   idle memory per spoke, B bundles from empty, single-bundle fan-outs and their bytes.
+//! - `ha` (module `ha`): a 3-member etcd, hub replicas sharing it and N simulated spokes
+//!   spread over them: fan-out latency and etcd writes per commit, leader failover, and
+//!   the same fan-outs on a single redb hub.
 //! - `spoke-rss` (module `spoke_rss`): a real spoke's memory, idle and loaded.
 //! - `spoke-idle` (module `spoke_idle`): the Kubernetes API requests of a real spoke
 //!   holding many bundles while idle, counted by kube-apiserver itself.
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fleet;
+pub mod ha;
 pub mod hub;
 pub mod kube_apply;
 pub mod machine;

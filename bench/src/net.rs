@@ -62,8 +62,26 @@ impl AsyncWrite for CountingStream {
 #[derive(Clone, Debug)]
 pub struct Dial {
     pub hub: SocketAddr,
+    /// Further hub replicas: after a failed or ended session the simulated spoke moves
+    /// to the next address in turn (`hub`, then these), as a real spoke moves on when
+    /// its address stops answering.
+    pub others: Vec<SocketAddr>,
     /// Source address to bind, e.g. 127.0.0.7; `None` lets the kernel choose.
     pub source: Option<IpAddr>,
+}
+
+impl Dial {
+    /// The same dial, starting at the address after the current one.
+    pub fn rotated(&self) -> Dial {
+        let mut all = Vec::with_capacity(self.others.len() + 1);
+        all.extend(self.others.iter().copied());
+        all.push(self.hub);
+        Dial {
+            hub: all[0],
+            others: all[1..].to_vec(),
+            source: self.source,
+        }
+    }
 }
 
 /// Opens a new TLS connection to the hub as `creds` (mTLS when it holds a client

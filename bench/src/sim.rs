@@ -95,9 +95,10 @@ impl SpokeStats {
     }
 }
 
-/// Enrolls as `name`: pins the CA, makes a key and CSR, registers. Returns credentials.
+/// Enrolls as `name` at `dial.hub` (one of the join string's addresses): pins the CA,
+/// makes a key and CSR, registers. Returns credentials.
 pub async fn enroll(settings: &SimSettings, name: &str, dial: &Dial) -> Result<Credentials> {
-    let ca_der = pin::fetch_pinned_ca(&settings.join.hub, &settings.join.ca_sha256)
+    let ca_der = pin::fetch_pinned_ca(&dial.hub.to_string(), &settings.join.ca_sha256)
         .await
         .context("pinning the hub CA")?;
     let ca_pem = flotilla_identity::der_to_pem(&ca_der);
@@ -137,11 +138,12 @@ struct Held {
     ready: BTreeMap<String, bool>,
 }
 
-/// Runs one simulated spoke until `stop` turns true; reconnects like the real spoke.
+/// Runs one simulated spoke until `stop` turns true; reconnects like the real spoke,
+/// to the next of the dial's addresses.
 pub async fn run(
     settings: Arc<SimSettings>,
     name: String,
-    dial: Dial,
+    mut dial: Dial,
     creds: Credentials,
     stats: Arc<SpokeStats>,
     mut stop: watch::Receiver<bool>,
@@ -158,6 +160,7 @@ pub async fn run(
         if let Err(e) = result {
             stats.error(&e);
         }
+        dial = dial.rotated();
         if started.elapsed() > Duration::from_secs(30) {
             attempts = 0;
         }

@@ -84,6 +84,7 @@ pub async fn run(cfg: &SoakConfig) -> Result<SoakResult> {
     });
     let dial = Dial {
         hub: hub.addr.parse().context("hub address")?,
+        others: Vec::new(),
         source: None,
     };
     let mut sims = Vec::with_capacity(cfg.spokes);

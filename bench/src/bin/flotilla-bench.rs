@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use flotilla_bench::fleet::{self, FleetConfig};
 use flotilla_bench::machine::Machine;
-use flotilla_bench::{kube_apply, repo_bench, report, restart, soak, spoke_idle, spoke_rss};
+use flotilla_bench::{ha, kube_apply, repo_bench, report, restart, soak, spoke_idle, spoke_rss};
 use flotilla_model::duration::parse_duration;
 
 #[derive(Debug, Parser)]
@@ -29,6 +29,9 @@ enum Cmd {
     Register(FleetArgs),
     /// One bundle, then single-bundle commits: fan-out latency and bytes.
     Fanout(FleetArgs),
+    /// Hub replicas on a 3-member etcd: fan-out latency and etcd writes per commit,
+    /// leader failover (kill -9), then the same fan-outs on one redb hub.
+    Ha(HaArgs),
     /// A real flotilla-spoke's RSS, idle and after B bundles to a directory target.
     SpokeRss(SpokeRssArgs),
     /// A real flotilla-spoke's Kubernetes API requests while idle with B bundles of N
@@ -73,6 +76,23 @@ struct SoakArgs {
     max_growth: f64,
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct HaArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// The replicas' `--leader-lease` (failover waits for it to expire).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_lease: Duration,
+    /// The etcd binary (default: ~/.cache/flotilla-tools/bin/etcd).
+    #[arg(long)]
+    etcd: Option<PathBuf>,
+    /// Skip the single redb hub comparison.
+    #[arg(long)]
+    no_redb: bool,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +257,26 @@ fn main() -> Result<()> {
             Cmd::Fleet(a) => print_fleet(&machine, fleet_config(a, 50)).await,
             Cmd::Register(a) => print_fleet(&machine, fleet_config(a, 0)).await,
             Cmd::Fanout(a) => print_fleet(&machine, fleet_config(a, 1)).await,
+            Cmd::Ha(a) if a.fleet.spokes == 0 || a.replicas < 2 => {
+                bail!("--spokes must be at least 1 and --replicas at least 2")
+            }
+            Cmd::Ha(a) => {
+                let fleet = FleetConfig {
+                    bundles: 1,
+                    runs: 1,
+                    ..fleet_config(a.fleet, 1)
+                };
+                let cfg = ha::HaConfig {
+                    fleet,
+                    replicas: a.replicas,
+                    leader_lease: a.leader_lease,
+                    etcd: a.etcd,
+                    redb: !a.no_redb,
+                };
+                let result = ha::run(&cfg).await?;
+                println!("{}", ha::report(&cfg, &machine, &result));
+                Ok(())
+            }
             Cmd::Soak(a) => {
                 let cfg = soak::SoakConfig {
                     spokes: a.spokes,
