@@ -35,6 +35,19 @@ fn fixture_values(name: &str) -> PathBuf {
         .join(format!("fixtures/install_charts/{short}-values.yaml"))
 }
 
+/// The value sets each chart is checked with: its defaults, its non-default set, and for
+/// the hub, replicas on etcd with the PKI from a Secret.
+fn value_sets(name: &str) -> Vec<Option<PathBuf>> {
+    let mut sets = vec![None, Some(fixture_values(name))];
+    if name == "flotilla-hub" {
+        sets.push(Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/install_charts/hub-replicas-values.yaml"),
+        ));
+    }
+    sets
+}
+
 /// A suffix of this process and moment, so that runs sharing a cluster never share a name.
 fn unique() -> String {
     let nanos = std::time::SystemTime::now()
@@ -150,16 +163,15 @@ fn flotilla_render(name: &str, namespace: &str, values: Option<&Path>) -> Vec<Va
 fn both_charts_pass_helm_lint_with_their_defaults_and_a_non_default_set_also_strict() {
     let Some(helm) = charts::helm() else { return };
     for name in CHARTS {
-        let values = fixture_values(name);
         for strict in [false, true] {
-            for with_values in [false, true] {
+            for values in value_sets(name) {
                 let mut cmd = Command::new(&helm);
                 cmd.arg("lint").arg(chart(name));
                 if strict {
                     cmd.arg("--strict");
                 }
-                if with_values {
-                    cmd.arg("-f").arg(&values);
+                if let Some(values) = &values {
+                    cmd.arg("-f").arg(values);
                 }
                 let out = ok(&mut cmd, None);
                 assert!(out.contains("0 chart(s) failed"), "{out}");
@@ -185,8 +197,8 @@ fn helm_and_flotillas_renderer_give_the_same_objects_for_both_charts() {
     let Some(helm) = charts::helm() else { return };
     let namespace = "flotilla-system";
     for name in CHARTS {
-        let values = fixture_values(name);
-        for with_values in [None, Some(values.as_path())] {
+        for values in value_sets(name) {
+            let with_values = values.as_deref();
             let given: Vec<&Path> = with_values.into_iter().collect();
             let theirs = canonical(yaml_objects(&helm_template(
                 &helm,
@@ -215,6 +227,79 @@ fn helm_and_flotillas_renderer_give_the_same_objects_for_both_charts() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn hub_replicas_without_etcd_or_a_shared_pki_fail_to_render_in_helm_and_flotilla() {
+    let Some(helm) = charts::helm() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cases = [
+        (
+            "replicas: 3\n",
+            "/store/etcd/endpoints",
+            "replicas: 3 needs store.etcd.endpoints",
+        ),
+        (
+            "replicas: 2\nstore:\n  etcd:\n    endpoints: [etcd:2379]\n",
+            "/pki/existingSecret",
+            "replicas: 2 needs pki.existingSecret",
+        ),
+    ];
+    for (i, (values, schema_says, template_says)) in cases.into_iter().enumerate() {
+        let file = tmp.path().join(format!("values-{i}.yaml"));
+        std::fs::write(&file, values).expect("write values");
+        // The schema refuses it first, in both renderers.
+        let (success, out, err) = run(
+            Command::new(&helm)
+                .args(["template", "rel"])
+                .arg(chart("flotilla-hub"))
+                .arg("-f")
+                .arg(&file),
+            None,
+        );
+        assert!(
+            !success && err.contains(schema_says),
+            "helm, {values}: {out}{err}"
+        );
+        let bundle = tmp.path().join(format!("bundle-{i}"));
+        flotilla_e2e::copy_dir(&chart("flotilla-hub"), &bundle.join("chart"));
+        std::fs::copy(&file, bundle.join("values.yaml")).expect("copy values");
+        write_file(
+            &bundle,
+            "fleet.yaml",
+            "defaultNamespace: ns\nhelm:\n  chart: chart\n  releaseName: rel\n  valuesFiles: [values.yaml]\n",
+        );
+        let (success, out, err) = run(
+            Command::new(bin("flotilla")).arg("render").arg(&bundle),
+            None,
+        );
+        assert!(
+            !success && err.contains(schema_says),
+            "flotilla render, {values}: {out}{err}"
+        );
+        // The template refuses it too, where the schema is skipped.
+        let (success, out, err) = run(
+            Command::new(&helm)
+                .args(["template", "rel", "--skip-schema-validation"])
+                .arg(chart("flotilla-hub"))
+                .arg("-f")
+                .arg(&file),
+            None,
+        );
+        assert!(
+            !success && err.contains(template_says),
+            "helm without the schema, {values}: {out}{err}"
+        );
+        std::fs::remove_file(bundle.join("chart/values.schema.json")).expect("rm schema");
+        let (success, out, err) = run(
+            Command::new(bin("flotilla")).arg("render").arg(&bundle),
+            None,
+        );
+        assert!(
+            !success && err.contains(template_says),
+            "flotilla render without the schema, {values}: {out}{err}"
+        );
     }
 }
 
@@ -260,8 +345,8 @@ fn the_api_server_accepts_both_charts_in_a_server_side_dry_run() {
         );
     }
     for name in CHARTS {
-        let values = fixture_values(name);
-        for with_values in [None, Some(values.as_path())] {
+        for values in value_sets(name) {
+            let with_values = values.as_deref();
             let given: Vec<&Path> = with_values.into_iter().collect();
             let rendered = helm_template(&helm, name, &namespace, &given, &[]);
             let out = ok(
