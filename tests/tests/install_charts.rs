@@ -3,7 +3,10 @@
 //! template` and flotilla's own renderer (`flotilla render`) give the same objects for the
 //! default values and for a non-default set (`tests/fixtures/install_charts/`); a real
 //! kube-apiserver accepts every object in a server-side dry run; the hub chart's init and
-//! run commands start the real hub, twice on one volume; and a real spoke runs with the
+//! run commands start the real hub, twice on one volume; with replicas on etcd, the
+//! init container's script copies one PKI into each pod's volume and two hubs run from
+//! the chart's arguments on one etcd (the schema and the template refuse replicas
+//! without etcd or a shared PKI, in both renderers); and a real spoke runs with the
 //! spoke chart's command line, ServiceAccount, ClusterRoles and Roles, applies a bundle and
 //! is refused a kind outside them.
 //!
@@ -40,12 +43,14 @@ fn fixture_values(name: &str) -> PathBuf {
 fn value_sets(name: &str) -> Vec<Option<PathBuf>> {
     let mut sets = vec![None, Some(fixture_values(name))];
     if name == "flotilla-hub" {
-        sets.push(Some(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fixtures/install_charts/hub-replicas-values.yaml"),
-        ));
+        sets.push(Some(replicas_values()));
     }
     sets
+}
+
+/// The hub's values for three replicas on etcd with the PKI from a Secret.
+fn replicas_values() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/install_charts/hub-replicas-values.yaml")
 }
 
 /// A suffix of this process and moment, so that runs sharing a cluster never share a name.
@@ -730,4 +735,130 @@ fn base64_decode(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .expect("a Secret's data is base64")
+}
+
+#[test]
+fn the_hub_charts_replicas_copy_one_pki_from_the_secret_and_serve_on_etcd_each_on_its_pod_ip() {
+    let Some(helm) = charts::helm() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(etcd) = flotilla_e2e::etcd::EtcdServer::start(&tmp.path().join("etcd")) else {
+        return;
+    };
+    // Two "pods" on two loopback addresses, one port, as pods have one port each.
+    let grpc = flotilla_e2e::free_port();
+    let pods = ["127.0.0.1", "127.0.0.2"];
+    // The PKI, made once as docs/operations.md says; its folder stands for the Secret.
+    let secret = tmp.path().join("secret");
+    let advertise = pods.map(|ip| format!("{ip}:{grpc}")).join(",");
+    ok(
+        Command::new(bin("flotilla-hub"))
+            .arg("init")
+            .arg("--data-dir")
+            .arg(&secret)
+            .args(["--advertise", &advertise])
+            .arg(format!("--store=etcd://{}", etcd.endpoint)),
+        None,
+    );
+    let rendered = yaml_objects(&helm_template(
+        &helm,
+        "flotilla-hub",
+        "flotilla-system",
+        &[&replicas_values()],
+        &[
+            format!("store.etcd.endpoints={{{}}}", etcd.endpoint),
+            format!("grpc.port={grpc}"),
+            "http.enabled=false".to_string(),
+            "leaderLease=3s".to_string(),
+        ],
+    ));
+    let copy = container_args(&rendered, "StatefulSet", "initContainers", "pki");
+    let run_args = container_args(&rendered, "StatefulSet", "containers", "hub");
+    assert!(
+        run_args.contains(&format!("--listen=$(POD_IP):{grpc}")),
+        "{run_args:?}"
+    );
+    let mut hubs = Vec::new();
+    for (i, ip) in pods.into_iter().enumerate() {
+        let volume = tmp.path().join(format!("volume-{i}"));
+        let mounts = [
+            ("/var/lib/flotilla", volume.as_path()),
+            ("/etc/flotilla/pki", secret.as_path()),
+        ];
+        // The init container's script, twice: a restart copies over the first copy.
+        for _ in 0..2 {
+            ok(
+                Command::new("sh").arg("-c").args(relocate(&copy, &mounts)),
+                None,
+            );
+        }
+        let data = volume.join("hub");
+        for name in [
+            "ca.pem",
+            "ca-key.pem",
+            "hub-key.pem",
+            "admin-key.pem",
+            "hub.conf",
+        ] {
+            let copied = std::fs::read(data.join(name)).expect("copied");
+            assert_eq!(
+                copied,
+                std::fs::read(secret.join(name)).expect("secret"),
+                "{name}"
+            );
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(data.join(name))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: owner-only");
+        }
+        let args: Vec<String> = relocate(&run_args, &mounts)
+            .into_iter()
+            .map(|a| a.replace("$(POD_IP)", ip))
+            .collect();
+        hubs.push(Proc::spawn(
+            Command::new(bin("flotilla-hub")).args(&args),
+            tmp.path().join(format!("hub-{i}.log")),
+        ));
+        // This pod alone, through its own copy of admin.conf.
+        let conf = std::fs::read_to_string(data.join("admin.conf")).expect("admin.conf");
+        let only = data.join("only.conf");
+        std::fs::write(
+            &only,
+            conf.lines()
+                .map(|l| {
+                    if l.starts_with("server:") {
+                        format!("server: {ip}:{grpc}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+        .expect("write conf");
+        wait_until(&format!("the replica on {ip} to answer"), || {
+            let out = flotilla_e2e::cli_as(&only, &["clusters"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        });
+    }
+    // One leader among them, named by its pod address.
+    wait_until("one replica elected", || {
+        let elected = hubs
+            .iter()
+            .filter(|h| h.log_text().contains("elected leader"))
+            .count();
+        if elected == 1 {
+            Ok(())
+        } else {
+            Err(format!("{elected} elected"))
+        }
+    });
+    for mut hub in hubs {
+        assert!(hub.terminate(), "the replica stops on SIGTERM");
+    }
 }
