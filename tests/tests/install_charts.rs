@@ -3,7 +3,10 @@
 //! template` and flotilla's own renderer (`flotilla render`) give the same objects for the
 //! default values and for a non-default set (`tests/fixtures/install_charts/`); a real
 //! kube-apiserver accepts every object in a server-side dry run; the hub chart's init and
-//! run commands start the real hub, twice on one volume; and a real spoke runs with the
+//! run commands start the real hub, twice on one volume; with replicas on etcd, the
+//! init container's script copies one PKI into each pod's volume and two hubs run from
+//! the chart's arguments on one etcd (the schema and the template refuse replicas
+//! without etcd or a shared PKI, in both renderers); and a real spoke runs with the
 //! spoke chart's command line, ServiceAccount, ClusterRoles and Roles, applies a bundle and
 //! is refused a kind outside them.
 //!
@@ -33,6 +36,21 @@ fn fixture_values(name: &str) -> PathBuf {
     let short = name.trim_start_matches("flotilla-");
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(format!("fixtures/install_charts/{short}-values.yaml"))
+}
+
+/// The value sets each chart is checked with: its defaults, its non-default set, and for
+/// the hub, replicas on etcd with the PKI from a Secret.
+fn value_sets(name: &str) -> Vec<Option<PathBuf>> {
+    let mut sets = vec![None, Some(fixture_values(name))];
+    if name == "flotilla-hub" {
+        sets.push(Some(replicas_values()));
+    }
+    sets
+}
+
+/// The hub's values for three replicas on etcd with the PKI from a Secret.
+fn replicas_values() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/install_charts/hub-replicas-values.yaml")
 }
 
 /// A suffix of this process and moment, so that runs sharing a cluster never share a name.
@@ -150,16 +168,15 @@ fn flotilla_render(name: &str, namespace: &str, values: Option<&Path>) -> Vec<Va
 fn both_charts_pass_helm_lint_with_their_defaults_and_a_non_default_set_also_strict() {
     let Some(helm) = charts::helm() else { return };
     for name in CHARTS {
-        let values = fixture_values(name);
         for strict in [false, true] {
-            for with_values in [false, true] {
+            for values in value_sets(name) {
                 let mut cmd = Command::new(&helm);
                 cmd.arg("lint").arg(chart(name));
                 if strict {
                     cmd.arg("--strict");
                 }
-                if with_values {
-                    cmd.arg("-f").arg(&values);
+                if let Some(values) = &values {
+                    cmd.arg("-f").arg(values);
                 }
                 let out = ok(&mut cmd, None);
                 assert!(out.contains("0 chart(s) failed"), "{out}");
@@ -185,8 +202,8 @@ fn helm_and_flotillas_renderer_give_the_same_objects_for_both_charts() {
     let Some(helm) = charts::helm() else { return };
     let namespace = "flotilla-system";
     for name in CHARTS {
-        let values = fixture_values(name);
-        for with_values in [None, Some(values.as_path())] {
+        for values in value_sets(name) {
+            let with_values = values.as_deref();
             let given: Vec<&Path> = with_values.into_iter().collect();
             let theirs = canonical(yaml_objects(&helm_template(
                 &helm,
@@ -215,6 +232,79 @@ fn helm_and_flotillas_renderer_give_the_same_objects_for_both_charts() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn hub_replicas_without_etcd_or_a_shared_pki_fail_to_render_in_helm_and_flotilla() {
+    let Some(helm) = charts::helm() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cases = [
+        (
+            "replicas: 3\n",
+            "/store/etcd/endpoints",
+            "replicas: 3 needs store.etcd.endpoints",
+        ),
+        (
+            "replicas: 2\nstore:\n  etcd:\n    endpoints: [etcd:2379]\n",
+            "/pki/existingSecret",
+            "replicas: 2 needs pki.existingSecret",
+        ),
+    ];
+    for (i, (values, schema_says, template_says)) in cases.into_iter().enumerate() {
+        let file = tmp.path().join(format!("values-{i}.yaml"));
+        std::fs::write(&file, values).expect("write values");
+        // The schema refuses it first, in both renderers.
+        let (success, out, err) = run(
+            Command::new(&helm)
+                .args(["template", "rel"])
+                .arg(chart("flotilla-hub"))
+                .arg("-f")
+                .arg(&file),
+            None,
+        );
+        assert!(
+            !success && err.contains(schema_says),
+            "helm, {values}: {out}{err}"
+        );
+        let bundle = tmp.path().join(format!("bundle-{i}"));
+        flotilla_e2e::copy_dir(&chart("flotilla-hub"), &bundle.join("chart"));
+        std::fs::copy(&file, bundle.join("values.yaml")).expect("copy values");
+        write_file(
+            &bundle,
+            "fleet.yaml",
+            "defaultNamespace: ns\nhelm:\n  chart: chart\n  releaseName: rel\n  valuesFiles: [values.yaml]\n",
+        );
+        let (success, out, err) = run(
+            Command::new(bin("flotilla")).arg("render").arg(&bundle),
+            None,
+        );
+        assert!(
+            !success && err.contains(schema_says),
+            "flotilla render, {values}: {out}{err}"
+        );
+        // The template refuses it too, where the schema is skipped.
+        let (success, out, err) = run(
+            Command::new(&helm)
+                .args(["template", "rel", "--skip-schema-validation"])
+                .arg(chart("flotilla-hub"))
+                .arg("-f")
+                .arg(&file),
+            None,
+        );
+        assert!(
+            !success && err.contains(template_says),
+            "helm without the schema, {values}: {out}{err}"
+        );
+        std::fs::remove_file(bundle.join("chart/values.schema.json")).expect("rm schema");
+        let (success, out, err) = run(
+            Command::new(bin("flotilla")).arg("render").arg(&bundle),
+            None,
+        );
+        assert!(
+            !success && err.contains(template_says),
+            "flotilla render without the schema, {values}: {out}{err}"
+        );
     }
 }
 
@@ -260,8 +350,8 @@ fn the_api_server_accepts_both_charts_in_a_server_side_dry_run() {
         );
     }
     for name in CHARTS {
-        let values = fixture_values(name);
-        for with_values in [None, Some(values.as_path())] {
+        for values in value_sets(name) {
+            let with_values = values.as_deref();
             let given: Vec<&Path> = with_values.into_iter().collect();
             let rendered = helm_template(&helm, name, &namespace, &given, &[]);
             let out = ok(
@@ -645,4 +735,130 @@ fn base64_decode(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .expect("a Secret's data is base64")
+}
+
+#[test]
+fn the_hub_charts_replicas_copy_one_pki_from_the_secret_and_serve_on_etcd_each_on_its_pod_ip() {
+    let Some(helm) = charts::helm() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(etcd) = flotilla_e2e::etcd::EtcdServer::start(&tmp.path().join("etcd")) else {
+        return;
+    };
+    // Two "pods" on two loopback addresses, one port, as pods have one port each.
+    let grpc = flotilla_e2e::free_port();
+    let pods = ["127.0.0.1", "127.0.0.2"];
+    // The PKI, made once as docs/operations.md says; its folder stands for the Secret.
+    let secret = tmp.path().join("secret");
+    let advertise = pods.map(|ip| format!("{ip}:{grpc}")).join(",");
+    ok(
+        Command::new(bin("flotilla-hub"))
+            .arg("init")
+            .arg("--data-dir")
+            .arg(&secret)
+            .args(["--advertise", &advertise])
+            .arg(format!("--store=etcd://{}", etcd.endpoint)),
+        None,
+    );
+    let rendered = yaml_objects(&helm_template(
+        &helm,
+        "flotilla-hub",
+        "flotilla-system",
+        &[&replicas_values()],
+        &[
+            format!("store.etcd.endpoints={{{}}}", etcd.endpoint),
+            format!("grpc.port={grpc}"),
+            "http.enabled=false".to_string(),
+            "leaderLease=3s".to_string(),
+        ],
+    ));
+    let copy = container_args(&rendered, "StatefulSet", "initContainers", "pki");
+    let run_args = container_args(&rendered, "StatefulSet", "containers", "hub");
+    assert!(
+        run_args.contains(&format!("--listen=$(POD_IP):{grpc}")),
+        "{run_args:?}"
+    );
+    let mut hubs = Vec::new();
+    for (i, ip) in pods.into_iter().enumerate() {
+        let volume = tmp.path().join(format!("volume-{i}"));
+        let mounts = [
+            ("/var/lib/flotilla", volume.as_path()),
+            ("/etc/flotilla/pki", secret.as_path()),
+        ];
+        // The init container's script, twice: a restart copies over the first copy.
+        for _ in 0..2 {
+            ok(
+                Command::new("sh").arg("-c").args(relocate(&copy, &mounts)),
+                None,
+            );
+        }
+        let data = volume.join("hub");
+        for name in [
+            "ca.pem",
+            "ca-key.pem",
+            "hub-key.pem",
+            "admin-key.pem",
+            "hub.conf",
+        ] {
+            let copied = std::fs::read(data.join(name)).expect("copied");
+            assert_eq!(
+                copied,
+                std::fs::read(secret.join(name)).expect("secret"),
+                "{name}"
+            );
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(data.join(name))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: owner-only");
+        }
+        let args: Vec<String> = relocate(&run_args, &mounts)
+            .into_iter()
+            .map(|a| a.replace("$(POD_IP)", ip))
+            .collect();
+        hubs.push(Proc::spawn(
+            Command::new(bin("flotilla-hub")).args(&args),
+            tmp.path().join(format!("hub-{i}.log")),
+        ));
+        // This pod alone, through its own copy of admin.conf.
+        let conf = std::fs::read_to_string(data.join("admin.conf")).expect("admin.conf");
+        let only = data.join("only.conf");
+        std::fs::write(
+            &only,
+            conf.lines()
+                .map(|l| {
+                    if l.starts_with("server:") {
+                        format!("server: {ip}:{grpc}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+        .expect("write conf");
+        wait_until(&format!("the replica on {ip} to answer"), || {
+            let out = flotilla_e2e::cli_as(&only, &["clusters"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        });
+    }
+    // One leader among them, named by its pod address.
+    wait_until("one replica elected", || {
+        let elected = hubs
+            .iter()
+            .filter(|h| h.log_text().contains("elected leader"))
+            .count();
+        if elected == 1 {
+            Ok(())
+        } else {
+            Err(format!("{elected} elected"))
+        }
+    });
+    for mut hub in hubs {
+        assert!(hub.terminate(), "the replica stops on SIGTERM");
+    }
 }

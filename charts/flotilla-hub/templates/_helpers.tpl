@@ -56,3 +56,24 @@ fsGroupChangePolicy OnRootMismatch never walks the keys.
 {{- define "flotilla-hub.configNamespace" -}}
 {{- .Values.kubernetesMode.namespace | default .Release.Namespace -}}
 {{- end -}}
+
+{{/* `--store=...` for init and run: etcd's endpoints, or nothing (redb in the data dir). */}}
+{{- define "flotilla-hub.storeArg" -}}
+{{- with .Values.store.etcd.endpoints }}--store=etcd://{{ join "," . }}{{ end }}
+{{- end -}}
+
+{{/*
+Replicas need the store and the CA to be shared: one process per redb store, and one CA
+that every spoke trusts. values.schema.json refuses the same; this also holds where the
+schema is skipped.
+*/}}
+{{- define "flotilla-hub.checkReplicas" -}}
+{{- if gt (int .Values.replicas) 1 }}
+{{- if not .Values.store.etcd.endpoints }}
+{{- fail (printf "replicas: %d needs store.etcd.endpoints: the embedded redb store admits one process (docs/operations.md, High availability)" (int .Values.replicas)) }}
+{{- end }}
+{{- if not .Values.pki.existingSecret }}
+{{- fail (printf "replicas: %d needs pki.existingSecret: without it each pod's init container makes its own CA (docs/operations.md, High availability)" (int .Values.replicas)) }}
+{{- end }}
+{{- end }}
+{{- end -}}
