@@ -278,6 +278,22 @@ pub struct Hub {
     run_args: Vec<String>,
 }
 
+/// `flotilla-hub init --data-dir DIR --advertise ADVERTISE EXTRA…`, which must succeed.
+fn hub_init(dir: &Path, advertise: &str, extra: &[&str]) {
+    let out = Command::new(bin("flotilla-hub"))
+        .args(["init", "--data-dir"])
+        .arg(dir)
+        .args(["--advertise", advertise])
+        .args(extra)
+        .output()
+        .expect("run flotilla-hub init");
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Hub {
     /// The hub's CA as the roots a TLS client of the hub trusts.
     pub fn ca_roots(&self) -> rustls::RootCertStore {
@@ -322,18 +338,7 @@ impl Hub {
     ) -> Hub {
         let dir = base.join("hub");
         let addr = format!("127.0.0.1:{}", free_port());
-        let out = Command::new(bin("flotilla-hub"))
-            .args(["init", "--data-dir"])
-            .arg(&dir)
-            .args(["--advertise", &advertise(&addr)])
-            .args(init_args)
-            .output()
-            .expect("run flotilla-hub init");
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        hub_init(&dir, &advertise(&addr), init_args);
         let hub = Hub {
             proc: Self::spawn(&dir, &addr, base, run_args),
             config: dir.join("admin.conf"),
@@ -355,17 +360,7 @@ impl Hub {
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
         let first = base.join("replica-0");
-        let out = Command::new(bin("flotilla-hub"))
-            .args(["init", "--data-dir"])
-            .arg(&first)
-            .args(["--advertise", &addrs.join(","), "--store", store])
-            .output()
-            .expect("run flotilla-hub init");
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        hub_init(&first, &addrs.join(","), &["--store", store]);
         let mut args = vec!["--store".to_string(), store.to_string()];
         args.extend(run_args.iter().map(ToString::to_string));
         let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
