@@ -80,9 +80,9 @@ pub enum Table {
     /// Bundles of removed sources whose objects spokes must leave in place when they
     /// forget them (`source remove --keep-resources`).
     KeptBundles,
-    /// Deployment history (`history`): `CLUSTER/BUNDLE/SEQ` → `history::Entry`.
+    /// Deployment history (`history`): `CLUSTER/BUNDLE/ID` (a `record_id::RecordId`) → `history::Entry`.
     History,
-    /// The audit trail (`audit`), append-only: `TIME-SEQ` → `audit::AuditRecord`.
+    /// The audit trail (`audit`), append-only: `RecordId` (Unix nanoseconds, writer id) → `audit::AuditRecord`.
     Audit,
     /// How hub replicas on etcd coordinate (`crate::ha`): `leader` (the elected replica)
     /// and `presence/<cluster>/<replica>` (which replica serves a spoke), each bound to
