@@ -48,6 +48,9 @@ pub struct FleetConfig {
     /// Source poll interval, seconds (the fan-out trigger).
     pub interval_secs: u64,
     pub heartbeat: Duration,
+    /// A simulated apply slower than this reports WaitApplied first (zero: always, two
+    /// reports per Assign, as spokes before issue 18 did).
+    pub wait_report_after: Duration,
     /// Spread connections over 127.0.0.1 .. 127.0.0.K (0: let the kernel choose).
     pub source_ips: u8,
     /// Write bundles into per-spoke directories instead of a no-op apply.
@@ -77,6 +80,7 @@ impl FleetConfig {
             concurrency: 256,
             interval_secs: 1,
             heartbeat: Duration::from_secs(10),
+            wait_report_after: crate::sim::WAIT_REPORT_AFTER,
             source_ips: 0,
             write_dir: false,
             bin_dir: None,
@@ -268,6 +272,7 @@ async fn drive(cfg: &FleetConfig, hub: &HubProcess, work: &std::path::Path) -> R
         join,
         labels: [("bench".to_string(), "true".to_string())].into(),
         heartbeat: cfg.heartbeat,
+        wait_report_after: cfg.wait_report_after,
         write_dir: cfg.write_dir.then(|| work.join("targets")),
     });
     let (stop_tx, stop_rx) = watch::channel(false);

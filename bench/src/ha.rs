@@ -356,6 +356,7 @@ async fn ha_phases(cfg: &HaConfig, work: &Path) -> Result<HaResult> {
         join,
         labels: [("bench".to_string(), "true".to_string())].into(),
         heartbeat: f.heartbeat,
+        wait_report_after: f.wait_report_after,
         write_dir: None,
     });
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,7 +1,8 @@
 //! A simulated spoke: enrolls like `flotilla-spoke` (pins the hub CA from the join
 //! string, generates its own key and CSR, registers with the token), then holds its own
-//! mTLS connection and Sync stream, answers every Assign with Status WaitApplied then
-//! Ready after a no-op apply (or a write into a directory), and sends a Heartbeat every
+//! mTLS connection and Sync stream, answers every Assign with Status Ready after a
+//! no-op apply (or a write into a directory; WaitApplied first only when that takes longer
+//! than `wait_report_after`, as in the real spoke), and sends a Heartbeat every
 //! interval. It keeps only digests, never bundle content, so ten thousand fit in memory.
 //!
 //! **Invariant:** nothing that arrives from the network can make it panic; a bad
@@ -28,6 +29,9 @@ use crate::net::{self, Dial};
 
 /// Largest Assign accepted, as in the real spoke.
 const MAX_INBOUND_MESSAGE: usize = 20 * 1024 * 1024;
+/// An apply slower than this reports WaitApplied first: the real spoke's default
+/// (`Agent::wait_report_after`).
+pub const WAIT_REPORT_AFTER: Duration = Duration::from_secs(1);
 /// Reconnect attempts before a simulated spoke gives up (it counts as failed).
 const MAX_RECONNECTS: u32 = 50;
 
@@ -37,6 +41,9 @@ pub struct SimSettings {
     pub join: JoinString,
     pub labels: BTreeMap<String, String>,
     pub heartbeat: Duration,
+    /// An apply slower than this reports WaitApplied before its outcome; zero reports it
+    /// before every apply.
+    pub wait_report_after: Duration,
     /// Write each bundle to `DIR/<spoke>/<bundle>.yaml` instead of a no-op apply.
     pub write_dir: Option<PathBuf>,
 }
@@ -284,8 +291,19 @@ async fn handle(
             stats
                 .assign_content_bytes
                 .fetch_add(a.content.len() as u64, Ordering::Relaxed);
-            send_status(tx, stats, &a.bundle, &a.deployment_id, "WaitApplied", "").await?;
-            let outcome = apply(settings, name, held, &a).await;
+            // As the real spoke: WaitApplied only for an apply slower than its window.
+            let outcome = {
+                let applying = apply(settings, name, held, &a);
+                tokio::pin!(applying);
+                tokio::select! {
+                    biased;
+                    _ = tokio::time::sleep(settings.wait_report_after) => {
+                        send_status(tx, stats, &a.bundle, &a.deployment_id, "WaitApplied", "").await?;
+                        applying.await
+                    }
+                    done = &mut applying => done,
+                }
+            };
             let ready = match &outcome {
                 Ok(()) => {
                     send_status(tx, stats, &a.bundle, &a.deployment_id, "Ready", "").await?;

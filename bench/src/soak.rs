@@ -80,6 +80,7 @@ pub async fn run(cfg: &SoakConfig) -> Result<SoakResult> {
         join,
         labels: [("bench".to_string(), "true".to_string())].into(),
         heartbeat: Duration::from_secs(10),
+        wait_report_after: sim::WAIT_REPORT_AFTER,
         write_dir: None,
     });
     let dial = Dial {

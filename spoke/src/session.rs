@@ -80,6 +80,11 @@ const MAX_INBOUND_MESSAGE: usize = 20 * 1024 * 1024;
 const RETRY_BASE: Duration = Duration::from_secs(1);
 /// ...and the delay doubles up to this.
 const RETRY_MAX: Duration = Duration::from_secs(300);
+/// How long an apply may take before the hub hears WaitApplied for it
+/// (`Agent::wait_report_after`). The hub shows a deployment it assigned as WaitApplied
+/// until the spoke reports on it anyway, so the early report only tells it that the
+/// Assign arrived.
+const WAIT_REPORT_AFTER: Duration = Duration::from_secs(1);
 
 pub struct Agent {
     pub cluster: String,
@@ -90,6 +95,10 @@ pub struct Agent {
     pub target: Box<dyn Applier>,
     pub heartbeat: Duration,
     pub enforce_every: Duration,
+    /// An apply that takes longer than this is reported WaitApplied first; a quicker
+    /// one only with its outcome, so a fan-out costs the hub one report per spoke, not
+    /// two (issue 18). Zero reports WaitApplied before every apply.
+    pub wait_report_after: Duration,
     cache: Mutex<BTreeMap<String, CachedAssignment>>,
     /// The outbound half of the current stream, if connected. The certificate task
     /// watches it to send renewals on the stream that is open.
@@ -148,6 +157,7 @@ impl Agent {
             target,
             heartbeat: Duration::from_secs(10),
             enforce_every: Duration::from_secs(5),
+            wait_report_after: WAIT_REPORT_AFTER,
             cache: Mutex::new(cache),
             outbound: watch::Sender::new(None),
             apply_lock: tokio::sync::Mutex::new(()),
@@ -317,7 +327,6 @@ impl Agent {
             message: String::new(),
             resources: Vec::new(),
         };
-        self.report(&entry);
         self.state.save_content(&digest, &content)?;
         let desired = entry.desired(content);
         Ok((entry, desired))
@@ -328,7 +337,19 @@ impl Agent {
         (mut entry, desired): (CachedAssignment, Desired),
     ) -> Result<()> {
         let started = Instant::now();
-        let applied = self.target.apply(&desired).await;
+        // `entry` is WaitApplied here. Only a slow apply reports that step; the outcome
+        // (Ready, NotReady or ErrApplied) is reported at once whenever it comes.
+        let apply = self.target.apply(&desired);
+        tokio::pin!(apply);
+        // The timer goes first, so a zero window reports before any apply.
+        let applied = tokio::select! {
+            biased;
+            _ = tokio::time::sleep(self.wait_report_after) => {
+                self.report(&entry);
+                apply.await
+            }
+            done = &mut apply => done,
+        };
         self.metrics
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -929,18 +950,28 @@ mod tests {
         dir: &std::path::Path,
         hubs: &[&str],
     ) -> (Arc<Agent>, std::path::PathBuf) {
+        spoke_reporting_waits_after(hub, dir, hubs, WAIT_REPORT_AFTER)
+    }
+
+    /// A spoke whose applies report WaitApplied once they take `wait_report_after`.
+    fn spoke_reporting_waits_after(
+        hub: &FakeHub,
+        dir: &std::path::Path,
+        hubs: &[&str],
+        wait_report_after: Duration,
+    ) -> (Arc<Agent>, std::path::PathBuf) {
         let state = hub.enrolled_state(&dir.join("state"), CLUSTER, hubs);
         let out = dir.join("out");
-        let agent = Arc::new(
-            Agent::new(
-                CLUSTER.into(),
-                hubs.iter().map(ToString::to_string).collect(),
-                Labels::default(),
-                state.clone(),
-                Box::new(DirApplier::new(&out).expect("the out dir")),
-            )
-            .expect("an agent"),
-        );
+        let mut agent = Agent::new(
+            CLUSTER.into(),
+            hubs.iter().map(ToString::to_string).collect(),
+            Labels::default(),
+            state.clone(),
+            Box::new(DirApplier::new(&out).expect("the out dir")),
+        )
+        .expect("an agent");
+        agent.wait_report_after = wait_report_after;
+        let agent = Arc::new(agent);
         let certs = Certificates::start(state, CLUSTER.into(), agent.subscribe_outbound())
             .expect("the certificate task");
         tokio::spawn(run_forever(agent.clone(), certs, OnRefusal::Exit));
@@ -972,22 +1003,11 @@ mod tests {
 
     /// The first Status for `a`'s deployment in `state`, and the stream it came on.
     async fn status(hub: &FakeHub, a: &Assign, state: State) -> (usize, StatusMsg) {
-        status_since(hub, a, state, 1).await
-    }
-
-    /// The same, on stream `first` or a later one.
-    async fn status_since(
-        hub: &FakeHub,
-        a: &Assign,
-        state: State,
-        first: usize,
-    ) -> (usize, StatusMsg) {
         let what = format!("{state} for {} {}", a.bundle, a.deployment_id);
         hub.wait_for(&what, |seen| {
             seen.iter().find_map(|s: &Seen| match &s.msg {
                 spoke_msg::Msg::Status(st)
-                    if s.stream >= first
-                        && st.bundle == a.bundle
+                    if st.bundle == a.bundle
                         && st.deployment_id == a.deployment_id
                         && st.state == state.to_string() =>
                 {
@@ -1022,11 +1042,65 @@ mod tests {
 
         let web = assign_of("web", b"kind: ConfigMap\nmetadata: {name: web}\n");
         assert!(hub.send(hub_msg::Msg::Assign(web.clone())).await);
-        status(&hub, &web, State::WaitApplied).await;
         let (stream, _) = status(&hub, &web, State::Ready).await;
         assert_eq!(stream, 1);
         let written = std::fs::read_to_string(out.join("web.yaml")).expect("web.yaml");
         assert!(written.ends_with("metadata: {name: web}\n"), "{written}");
+    }
+
+    /// The states reported for `a`'s deployment so far, in order.
+    async fn reported_states(hub: &FakeHub, a: &Assign) -> Vec<String> {
+        hub.wait_for("the reports so far", |seen| {
+            Some(
+                seen.iter()
+                    .filter_map(|s| match &s.msg {
+                        spoke_msg::Msg::Status(st)
+                            if st.bundle == a.bundle && st.deployment_id == a.deployment_id =>
+                        {
+                            Some(st.state.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+            )
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_apply_quicker_than_the_window_is_reported_once_with_its_outcome() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = FakeHub::start().await;
+        // A window no apply reaches: WaitApplied is never due.
+        let (_agent, _out) =
+            spoke_reporting_waits_after(&hub, dir.path(), &[&hub.addr], Duration::from_secs(3600));
+        hello(&hub, 1).await;
+        let web = assign_of("web", b"kind: ConfigMap\nmetadata: {name: web}\n");
+        assert!(hub.send(hub_msg::Msg::Assign(web.clone())).await);
+        status(&hub, &web, State::Ready).await;
+        assert_eq!(reported_states(&hub, &web).await, ["Ready"]);
+
+        // A failure is not held back by the window either.
+        let bad = Assign {
+            content_digest: ContentDigest::of(b"other").to_string(),
+            ..assign_of("bad", b"kind: ConfigMap\nmetadata: {name: bad}\n")
+        };
+        assert!(hub.send(hub_msg::Msg::Assign(bad.clone())).await);
+        status(&hub, &bad, State::ErrApplied).await;
+        assert_eq!(reported_states(&hub, &bad).await, ["ErrApplied"]);
+    }
+
+    #[tokio::test]
+    async fn with_a_zero_window_waitapplied_comes_before_the_outcome() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hub = FakeHub::start().await;
+        let (_agent, _out) =
+            spoke_reporting_waits_after(&hub, dir.path(), &[&hub.addr], Duration::ZERO);
+        hello(&hub, 1).await;
+        let web = assign_of("web", b"kind: ConfigMap\nmetadata: {name: web}\n");
+        assert!(hub.send(hub_msg::Msg::Assign(web.clone())).await);
+        status(&hub, &web, State::Ready).await;
+        assert_eq!(reported_states(&hub, &web).await, ["WaitApplied", "Ready"]);
     }
 
     #[tokio::test]
@@ -1129,11 +1203,21 @@ mod tests {
         assert_eq!(third.applied.len(), 1, "still enforcing web");
 
         assert!(hub.send(hub_msg::Msg::Assign(web.clone())).await);
-        // (Its Ready from the cache came at the stream's start; WaitApplied comes only
-        // from this Assign.)
-        let (stream, _) = status_since(&hub, &web, State::WaitApplied, 3).await;
-        assert_eq!(stream, 3);
         eventually("the content cached again", || content.exists()).await;
+        // Its Ready from the cache came at the stream's start; this Assign's Ready
+        // follows on the same stream.
+        hub.wait_for("a second Ready on stream 3", |seen| {
+            let ready = seen
+                .iter()
+                .filter(|s| {
+                    s.stream == 3
+                        && matches!(&s.msg, spoke_msg::Msg::Status(st)
+                            if st.bundle == web.bundle && st.state == "Ready")
+                })
+                .count();
+            (ready >= 2).then_some(())
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -142,6 +142,10 @@ struct FleetArgs {
     interval: Duration,
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     heartbeat: Duration,
+    /// A simulated apply slower than this reports WaitApplied before its outcome, as the
+    /// real spoke; 0s reports it before every apply (two reports per Assign).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    wait_report_after: Duration,
     /// Spread connections over source addresses 127.0.0.1..=127.0.0.K (0: kernel's choice).
     #[arg(long, default_value_t = 0)]
     source_ips: u8,
@@ -231,6 +235,7 @@ fn fleet_config(a: FleetArgs, default_bundles: usize) -> FleetConfig {
         concurrency: a.concurrency,
         interval_secs: a.interval.as_secs().max(1),
         heartbeat: a.heartbeat,
+        wait_report_after: a.wait_report_after,
         source_ips: a.source_ips,
         write_dir: a.write_dir,
         bin_dir: a.bin_dir,

@@ -149,6 +149,18 @@ impl SyncHandler for SpokeService {
     }
 }
 
+/// `t` cut to its first 4,096 characters; a string that short already (every report of
+/// a healthy spoke) is kept as it came, without a copy.
+fn clip(t: String) -> String {
+    const MAX_CHARS: usize = 4096;
+    // Bytes bound characters, so a string of at most MAX_CHARS bytes needs no count.
+    if t.len() <= MAX_CHARS {
+        t
+    } else {
+        t.chars().take(MAX_CHARS).collect()
+    }
+}
+
 fn check_claimed_name(cluster: &ClusterName, claimed: &str) -> Result<(), Status> {
     if claimed.is_empty() || claimed == cluster.as_str() {
         Ok(())
@@ -222,8 +234,38 @@ impl Session {
         let mut alive = self.push_diff().await;
         while alive {
             let renew_in = self.renew_due.map(crate::renewals::Renewals::until);
+            // Biased, in this order: a close wins; then the assignments go out before
+            // the spoke's reports are handled, so during a fan-out the sends do not
+            // queue behind status handling (and no random branch order is drawn per
+            // message).
             tokio::select! {
-                _ = tokio::time::sleep(renew_in.unwrap_or_default()), if renew_in.is_some() => {
+                biased;
+                _ = self.close.notified() => {
+                    let reason = self
+                        .close_reason
+                        .lock()
+                        .ok()
+                        .and_then(|r| r.clone())
+                        .unwrap_or_else(|| "replaced by a newer stream".into());
+                    tracing::info!(cluster = %self.cluster, session = self.id, %reason, "closing spoke stream");
+                    let _ = self
+                        .tx
+                        .send(Err(Box::new(Status::permission_denied(reason))))
+                        .await;
+                    alive = false;
+                }
+                _ = self.notify.notified() => {
+                    self.refresh_renewal();
+                    alive = self.push_diff().await;
+                }
+                // An async block, so a session with no renewal due reads no clock and
+                // builds no timer per message.
+                _ = async {
+                    match renew_in {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     alive = self.ask_to_renew().await;
                 }
                 msg = inbound.next() => {
@@ -245,24 +287,6 @@ impl Session {
                         }
                         None => false,
                     };
-                }
-                _ = self.notify.notified() => {
-                    self.refresh_renewal();
-                    alive = self.push_diff().await;
-                }
-                _ = self.close.notified() => {
-                    let reason = self
-                        .close_reason
-                        .lock()
-                        .ok()
-                        .and_then(|r| r.clone())
-                        .unwrap_or_else(|| "replaced by a newer stream".into());
-                    tracing::info!(cluster = %self.cluster, session = self.id, %reason, "closing spoke stream");
-                    let _ = self
-                        .tx
-                        .send(Err(Box::new(Status::permission_denied(reason))))
-                        .await;
-                    alive = false;
                 }
                 _ = self.tx.closed() => alive = false,
             }
@@ -351,7 +375,6 @@ impl Session {
         {
             return Ok(());
         }
-        let clip = |t: &str| t.chars().take(4096).collect::<String>();
         let resources = s
             .resources
             .iter()
@@ -360,19 +383,19 @@ impl Session {
                 let r = ResourceStatus::try_from(r)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 Ok(ResourceStatus {
-                    api_version: clip(&r.api_version),
-                    kind: clip(&r.kind),
-                    namespace: clip(&r.namespace),
-                    name: clip(&r.name),
+                    api_version: clip(r.api_version),
+                    kind: clip(r.kind),
+                    namespace: clip(r.namespace),
+                    name: clip(r.name),
                     state: r.state,
-                    message: clip(&r.message),
+                    message: clip(r.message),
                 })
             })
             .collect::<Result<_, Status>>()?;
         let record = StatusRecord {
-            deployment_id: clip(&s.deployment_id),
+            deployment_id: clip(s.deployment_id),
             state,
-            message: clip(&s.message),
+            message: clip(s.message),
             resources,
             updated_at: now_unix(),
         };
@@ -616,6 +639,17 @@ mod tests {
                 "a chunk is a slice of the stored content, not a copy"
             );
         }
+    }
+
+    #[test]
+    fn clip_keeps_short_strings_and_cuts_long_ones_at_a_character_boundary() {
+        assert_eq!(clip("Ready".into()), "Ready");
+        let exact = "é".repeat(2048);
+        assert_eq!(clip(exact.clone()), exact, "4,096 bytes are kept whole");
+        let long = "é".repeat(5000);
+        let cut = clip(long);
+        assert_eq!(cut.chars().count(), 4096);
+        assert!(cut.chars().all(|c| c == 'é'));
     }
 
     #[test]
