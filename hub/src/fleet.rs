@@ -121,6 +121,10 @@ impl std::fmt::Display for EventKind {
     }
 }
 
+/// How old (seconds) the stored `last_seen` of a connected cluster may get before
+/// `Fleet::flush_last_seen` writes it again.
+pub const LAST_SEEN_PERSIST_AFTER: i64 = 300;
+
 /// Something a watcher may want to redraw for.
 #[derive(Debug, Clone)]
 pub struct FleetEvent {
@@ -230,6 +234,8 @@ pub struct Fleet {
     pub kube_namespace: std::sync::OnceLock<String>,
     /// Clusters heard from since `flush_last_seen` last persisted their `last_seen`.
     last_seen_dirty: Mutex<std::collections::HashSet<ClusterName>>,
+    /// The `last_seen` each cluster's record had when this hub last wrote or read it.
+    last_seen_stored: DashMap<ClusterName, i64>,
     /// Counts status changes, so a batch can tell one landed while it ran (its plans
     /// may not have seen it).
     status_changes: AtomicU64,
@@ -320,6 +326,7 @@ impl Fleet {
             rolling: DashSet::new(),
             status_changes: AtomicU64::new(0),
             last_seen_dirty: Mutex::default(),
+            last_seen_stored: DashMap::new(),
             order: tokio::sync::Mutex::new(()),
             kube_namespace: std::sync::OnceLock::new(),
             assigned_at: DashMap::new(),
@@ -331,6 +338,7 @@ impl Fleet {
             elsewhere: DashMap::new(),
         };
         for (_, c) in snapshot.records::<ClusterRecord>(Table::Clusters)? {
+            fleet.last_seen_stored.insert(c.name.clone(), c.last_seen);
             fleet.clusters.insert(c.name.clone(), c);
         }
         for (bundle, _) in snapshot.records::<serde_json::Value>(Table::Rollouts)? {
@@ -566,20 +574,38 @@ impl Fleet {
         }
     }
 
-    /// Persists the `last_seen` of every cluster heard from since the last call, in one
-    /// store write.
-    pub fn flush_last_seen(&self) {
+    /// Persists the `last_seen` of clusters heard from since the last call, coarsely: a
+    /// cluster connected here only once its stored `last_seen` is
+    /// [`LAST_SEEN_PERSIST_AFTER`] old, one that disconnected at once. While a spoke is
+    /// connected its hub knows it is alive (and `flotilla clusters` says so from memory
+    /// and, on the other replicas, from its presence: `Fleet::cluster_overview`), so an
+    /// idle fleet costs the store one write per spoke every few minutes, not one per
+    /// heartbeat (issue 20: 10,000 puts per 10 s on etcd at 10,000 spokes).
+    /// `all` (a hub stopping) writes every one heard from.
+    pub fn flush_last_seen(&self, all: bool) {
         let dirty = match self.last_seen_dirty.lock() {
             Ok(mut d) => std::mem::take(&mut *d),
             Err(_) => return,
         };
+        let mut later = Vec::new();
         for c in dirty {
             // Queued while the record is held, so a deletion's write comes after this
             // one and a deleted cluster is never written back.
-            if let Some(rec) = self.clusters.get(&c) {
-                self.store
-                    .submit(vec![Op::put_json(Table::Clusters, c.as_str(), &*rec)]);
+            let Some(rec) = self.clusters.get(&c) else {
+                continue;
+            };
+            let stored = self.last_seen_stored.get(&c).map_or(i64::MIN, |s| *s);
+            let connected = self.sessions.contains_key(&c);
+            if !all && connected && rec.last_seen.saturating_sub(stored) < LAST_SEEN_PERSIST_AFTER {
+                later.push(c);
+                continue;
             }
+            self.store
+                .submit(vec![Op::put_json(Table::Clusters, c.as_str(), &*rec)]);
+            self.last_seen_stored.insert(c.clone(), rec.last_seen);
+        }
+        if let Ok(mut d) = self.last_seen_dirty.lock() {
+            d.extend(later);
         }
     }
 

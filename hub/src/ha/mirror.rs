@@ -10,7 +10,7 @@
 //!   first if its own watch has not brought it yet (tables are watched apart).
 //! - content: added (waking this replica's sessions, in case one lacked it); removed
 //!   only on followers (the leader's GC removed it).
-//! - clusters: replaced; the leader reconciles a cluster whose record changed beyond
+//! - clusters: replaced (keeping the later `last_seen`); the leader reconciles a cluster whose record changed beyond
 //!   `last_seen`; a revoked or deleted cluster's stream here is closed.
 //! - sources, groups, paused rollouts: replaced, and the leader reconciles every cluster.
 //!   A new or edited source gets a poller here too, which polls only while this replica
@@ -268,8 +268,14 @@ async fn apply(fleet: &Arc<Fleet>, replica: &Replica, change: Change) {
                 return;
             };
             match value.and_then(|v| decode::<ClusterRecord>(table, &key, &v)) {
-                Some(record) => {
+                Some(mut record) => {
                     let old = fleet.clusters.get(&name).map(|c| c.clone());
+                    // `last_seen` is stored coarsely (`Fleet::flush_last_seen`): the
+                    // fresher one in memory (a spoke connected here) is kept, so a record
+                    // another replica wrote does not make that spoke look silent.
+                    if let Some(o) = &old {
+                        record.last_seen = record.last_seen.max(o.last_seen);
+                    }
                     let moved = old
                         .as_ref()
                         .is_none_or(|o| targeting_view(o) != targeting_view(&record));
