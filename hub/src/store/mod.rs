@@ -881,6 +881,95 @@ mod tests {
         );
     }
 
+    fn batch(ops: Vec<Op>) -> Batch {
+        Batch { ops, done: None }
+    }
+
+    /// The keys of each group `next_group` takes from `queues`, until none is left or
+    /// one is blocked.
+    fn groups(
+        queues: &mut Queues,
+        limits: Limits,
+        fenced: bool,
+        busy: &HashSet<(Table, String)>,
+    ) -> Vec<Vec<String>> {
+        std::iter::from_fn(|| next_group(queues, limits, fenced, busy))
+            .map(|g| {
+                g.batches
+                    .iter()
+                    .flat_map(|b| &b.ops)
+                    .map(|op| format!("{}/{}", op.table().name(), op.key()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn publishing_batches_go_first_and_alone_under_a_fence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = RedbBackend::open(&dir.path().join("s.redb")).expect("redb");
+        let limits = Limits {
+            max_ops: 2,
+            max_bytes: usize::MAX,
+            in_flight: 1,
+        };
+        let fill = |q: &mut Queues| {
+            q.push(&backend, batch(vec![Op::put_json(Table::Status, "a/x", &1)]));
+            q.push(&backend, batch(vec![Op::put_json(Table::Desired, "a", &1)]));
+            q.push(&backend, batch(vec![Op::put_json(Table::Status, "b/x", &1)]));
+            q.push(&backend, batch(vec![Op::put_json(Table::Desired, "b", &1)]));
+            q.push(&backend, batch(vec![Op::put_json(Table::Desired, "c", &1)]));
+        };
+        let none = HashSet::new();
+        let mut q = Queues::default();
+        fill(&mut q);
+        assert_eq!(
+            groups(&mut q, limits, true, &none),
+            vec![
+                vec!["desired/a", "desired/b"],
+                vec!["desired/c"],
+                vec!["status/a/x", "status/b/x"],
+            ],
+            "under a fence: assignments first, never in a group with statuses"
+        );
+        let mut q = Queues::default();
+        fill(&mut q);
+        assert_eq!(
+            groups(&mut q, limits, false, &none),
+            vec![
+                vec!["desired/a", "desired/b"],
+                vec!["desired/c", "status/a/x"],
+                vec!["status/b/x"],
+            ],
+            "without a fence the rest fills a group up"
+        );
+    }
+
+    #[test]
+    fn a_batch_over_a_key_in_flight_waits_and_so_does_what_follows_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = RedbBackend::open(&dir.path().join("s.redb")).expect("redb");
+        let limits = Limits {
+            max_ops: 100,
+            max_bytes: usize::MAX,
+            in_flight: 4,
+        };
+        let mut q = Queues::default();
+        q.push(&backend, batch(vec![Op::put_json(Table::Status, "a/x", &1)]));
+        q.push(&backend, batch(vec![Op::put_json(Table::Status, "b/x", &1)]));
+        q.push(&backend, batch(vec![Op::put_json(Table::Status, "c/x", &1)]));
+        let busy: HashSet<(Table, String)> = [(Table::Status, "b/x".to_string())].into();
+        assert_eq!(
+            groups(&mut q, limits, true, &busy),
+            vec![vec!["status/a/x"]],
+            "b/x is being written: it and c/x after it wait for the next round"
+        );
+        assert_eq!(
+            groups(&mut q, limits, true, &HashSet::new()),
+            vec![vec!["status/b/x", "status/c/x"]]
+        );
+    }
+
     #[test]
     fn store_urls_parse_and_bad_ones_say_what_is_expected() {
         assert_eq!("redb".parse::<StoreUrl>(), Ok(StoreUrl::Redb));
