@@ -1079,6 +1079,71 @@ mod tests {
         }
     }
 
+    /// The `last_seen` of `c`'s record in the store, once every write queued before
+    /// this call has landed.
+    async fn stored_last_seen(fleet: &Fleet, c: &ClusterName) -> i64 {
+        fleet.store.commit(Vec::new()).await.expect("store");
+        let range = fleet
+            .store
+            .range(Table::Clusters, c.as_str())
+            .await
+            .expect("range");
+        let [entry] = range.entries.as_slice() else {
+            panic!("one record of {c}, got {:?}", range.entries);
+        };
+        serde_json::from_slice::<ClusterRecord>(&entry.value)
+            .expect("a cluster record")
+            .last_seen
+    }
+
+    #[tokio::test]
+    async fn last_seen_is_stored_once_it_moved_by_minutes_or_the_spoke_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fleet, _triggers) = Fleet::for_tests(dir.path());
+        let then = crate::records::now_unix() - 10;
+        let [here, gone] = ["here", "gone"].map(|n| ClusterName::new(n).expect("name"));
+        for c in [&here, &gone] {
+            let rec = ClusterRecord::new(c.clone(), then);
+            fleet
+                .store
+                .commit(vec![Op::put_json(Table::Clusters, c.as_str(), &rec)])
+                .await
+                .expect("stored");
+            fleet.last_seen_stored.insert(c.clone(), then);
+            fleet.clusters.insert(c.clone(), rec);
+        }
+        fleet.sessions.insert(
+            here.clone(),
+            SessionHandle {
+                id: 1,
+                notify: Arc::default(),
+                close: Arc::default(),
+                close_reason: Arc::default(),
+            },
+        );
+
+        fleet.seen(&here);
+        fleet.seen(&gone);
+        fleet.flush_last_seen(false);
+        let now = fleet.clusters.get(&here).expect("here").last_seen;
+        assert_eq!(
+            stored_last_seen(&fleet, &here).await,
+            then,
+            "a heartbeat of a connected spoke is not worth a write"
+        );
+        assert!(
+            stored_last_seen(&fleet, &gone).await >= now,
+            "a spoke no longer connected here is stored as last heard"
+        );
+
+        // Minutes later the connected one is written, without another heartbeat.
+        fleet
+            .last_seen_stored
+            .insert(here.clone(), now - LAST_SEEN_PERSIST_AFTER);
+        fleet.flush_last_seen(false);
+        assert_eq!(stored_last_seen(&fleet, &here).await, now);
+    }
+
     #[test]
     fn a_status_of_a_bundle_rolling_out_triggers_a_reconcile_until_a_batch_finds_it_done() {
         let dir = tempfile::tempdir().expect("tempdir");

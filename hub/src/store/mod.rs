@@ -914,9 +914,15 @@ mod tests {
             in_flight: 1,
         };
         let fill = |q: &mut Queues| {
-            q.push(&backend, batch(vec![Op::put_json(Table::Status, "a/x", &1)]));
+            q.push(
+                &backend,
+                batch(vec![Op::put_json(Table::Status, "a/x", &1)]),
+            );
             q.push(&backend, batch(vec![Op::put_json(Table::Desired, "a", &1)]));
-            q.push(&backend, batch(vec![Op::put_json(Table::Status, "b/x", &1)]));
+            q.push(
+                &backend,
+                batch(vec![Op::put_json(Table::Status, "b/x", &1)]),
+            );
             q.push(&backend, batch(vec![Op::put_json(Table::Desired, "b", &1)]));
             q.push(&backend, batch(vec![Op::put_json(Table::Desired, "c", &1)]));
         };
@@ -955,9 +961,18 @@ mod tests {
             in_flight: 4,
         };
         let mut q = Queues::default();
-        q.push(&backend, batch(vec![Op::put_json(Table::Status, "a/x", &1)]));
-        q.push(&backend, batch(vec![Op::put_json(Table::Status, "b/x", &1)]));
-        q.push(&backend, batch(vec![Op::put_json(Table::Status, "c/x", &1)]));
+        q.push(
+            &backend,
+            batch(vec![Op::put_json(Table::Status, "a/x", &1)]),
+        );
+        q.push(
+            &backend,
+            batch(vec![Op::put_json(Table::Status, "b/x", &1)]),
+        );
+        q.push(
+            &backend,
+            batch(vec![Op::put_json(Table::Status, "c/x", &1)]),
+        );
         let busy: HashSet<(Table, String)> = [(Table::Status, "b/x".to_string())].into();
         assert_eq!(
             groups(&mut q, limits, true, &busy),
