@@ -704,6 +704,36 @@ impl Queues {
     }
 }
 
+/// What the transactions formed so far in a round write, which a later one of the same
+/// round must not: they land in any order.
+#[derive(Default)]
+struct InFlight {
+    keys: HashSet<(Table, String)>,
+    /// Some content is written: an assignment waits for it, so no replica (nor this one,
+    /// restarted) ever reads an assignment whose content was never stored.
+    content: bool,
+}
+
+impl InFlight {
+    fn add(&mut self, group: &Group) {
+        for op in group.batches.iter().flat_map(|b| &b.ops) {
+            self.content |= op.table() == Table::Content;
+            self.keys.insert((op.table(), op.key().to_string()));
+        }
+    }
+
+    /// Whether `ops` must wait for the transactions in flight: they write one of their
+    /// keys (each key's writes land in the order queued), or they publish assignments
+    /// while content is being written (render writes content before the assignments
+    /// that name it).
+    fn blocks(&self, ops: &[Op]) -> bool {
+        ops.iter().any(|op| {
+            (self.content && op.table() == Table::Desired)
+                || self.keys.contains(&(op.table(), op.key().to_string()))
+        })
+    }
+}
+
 /// One transaction's worth of batches.
 struct Group {
     batches: Vec<Batch>,
@@ -715,14 +745,8 @@ struct Group {
 /// one, so every caller's batch stays atomic. Under a fence a group is all publishing
 /// batches or none, so a fenced transaction never takes a spoke's status down with it;
 /// without one (redb, a single hub) the rest fills the group up, one transaction for
-/// everything queued. A batch that writes a key in `busy` (written by a transaction
-/// still in flight) ends the group, so each key's writes land in the order queued.
-fn next_group(
-    queues: &mut Queues,
-    limits: Limits,
-    fenced: bool,
-    busy: &HashSet<(Table, String)>,
-) -> Option<Group> {
+/// everything queued. A batch that [`InFlight::blocks`] ends the group.
+fn next_group(queues: &mut Queues, limits: Limits, fenced: bool, busy: &InFlight) -> Option<Group> {
     let mut group = Group {
         batches: Vec::new(),
         publishes: !queues.publishing.is_empty(),
@@ -742,11 +766,7 @@ fn next_group(
                 && (used.ops + cost.ops > limits.max_ops
                     || used.bytes + cost.bytes > limits.max_bytes
                     || group.batches.len() >= GROUP_COMMIT_MAX);
-            let blocked = b
-                .ops
-                .iter()
-                .any(|op| busy.contains(&(op.table(), op.key().to_string())));
-            if full || blocked {
+            if full || busy.blocks(&b.ops) {
                 return (!group.batches.is_empty()).then_some(group);
             }
             used.ops += cost.ops;
@@ -817,20 +837,14 @@ fn writer_loop(
             queues.push(backend, b);
         }
         let fence_now = read_fence(fence);
-        let mut busy = HashSet::new();
+        let mut busy = InFlight::default();
         let mut groups = Vec::new();
         while groups.len() < limits.in_flight.max(1) {
             let Some(group) = next_group(&mut queues, limits, fence_now.is_some(), &busy) else {
                 break;
             };
             if limits.in_flight > 1 {
-                busy.extend(
-                    group
-                        .batches
-                        .iter()
-                        .flat_map(|b| &b.ops)
-                        .map(|op| (op.table(), op.key().to_string())),
-                );
+                busy.add(&group);
             }
             groups.push(group);
         }
@@ -891,7 +905,7 @@ mod tests {
         queues: &mut Queues,
         limits: Limits,
         fenced: bool,
-        busy: &HashSet<(Table, String)>,
+        busy: &InFlight,
     ) -> Vec<Vec<String>> {
         std::iter::from_fn(|| next_group(queues, limits, fenced, busy))
             .map(|g| {
@@ -926,7 +940,7 @@ mod tests {
             q.push(&backend, batch(vec![Op::put_json(Table::Desired, "b", &1)]));
             q.push(&backend, batch(vec![Op::put_json(Table::Desired, "c", &1)]));
         };
-        let none = HashSet::new();
+        let none = InFlight::default();
         let mut q = Queues::default();
         fill(&mut q);
         assert_eq!(
@@ -973,15 +987,27 @@ mod tests {
             &backend,
             batch(vec![Op::put_json(Table::Status, "c/x", &1)]),
         );
-        let busy: HashSet<(Table, String)> = [(Table::Status, "b/x".to_string())].into();
+        let busy = InFlight {
+            keys: [(Table::Status, "b/x".to_string())].into(),
+            content: false,
+        };
         assert_eq!(
             groups(&mut q, limits, true, &busy),
             vec![vec!["status/a/x"]],
             "b/x is being written: it and c/x after it wait for the next round"
         );
         assert_eq!(
-            groups(&mut q, limits, true, &HashSet::new()),
+            groups(&mut q, limits, true, &InFlight::default()),
             vec![vec!["status/b/x", "status/c/x"]]
+        );
+        q.push(&backend, batch(vec![Op::put_json(Table::Desired, "a", &1)]));
+        let content = InFlight {
+            content: true,
+            ..InFlight::default()
+        };
+        assert!(
+            groups(&mut q, limits, true, &content).is_empty(),
+            "an assignment waits for the content being written"
         );
     }
 
