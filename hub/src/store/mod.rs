@@ -6,9 +6,10 @@
 //! group-commits whatever is queued, so many status updates cost one fsync (or one etcd
 //! round trip), and async tasks never block on disk. Writes that publish (assignments,
 //! content) go first; on etcd a few transactions over disjoint keys are in flight at
-//! once; each key's writes land in the order they were queued. Within a group commit only the last
-//! write to a (table, key) is applied (docs/benchmarks.md, finding F3). Callers that must
-//! not answer before data is durable (a registration, a token use) await [`Store::commit`].
+//! once; each key's writes land in the order they were queued. Within a group commit
+//! only the last write to a (table, key) is applied (docs/benchmarks.md, finding F3).
+//! Callers that must not answer before data is durable (a registration, a token use)
+//! await [`Store::commit`].
 //!
 //! What a backend must offer (checked once for all of them by `contract`):
 //! - a batch of [`Op`]s is one transaction: all of it or none, durable once it returns;
