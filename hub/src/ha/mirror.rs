@@ -10,8 +10,9 @@
 //!   first if its own watch has not brought it yet (tables are watched apart).
 //! - content: added (waking this replica's sessions, in case one lacked it); removed
 //!   only on followers (the leader's GC removed it).
-//! - clusters: replaced (keeping the later `last_seen`); the leader reconciles a cluster whose record changed beyond
-//!   `last_seen`; a revoked or deleted cluster's stream here is closed.
+//! - clusters: replaced (keeping the later `last_seen`); the leader reconciles a cluster
+//!   whose record changed beyond `last_seen`; a revoked or deleted cluster's stream here
+//!   is closed.
 //! - sources, groups, paused rollouts: replaced, and the leader reconciles every cluster.
 //!   A new or edited source gets a poller here too, which polls only while this replica
 //!   leads.
