@@ -550,6 +550,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cluster_record_from_another_replica_keeps_the_later_last_seen_here() {
+        let Follower { fleet, replica, .. } = &follower();
+        let c1 = ClusterName::new("c1").expect("name");
+        let now = crate::records::now_unix();
+        fleet
+            .clusters
+            .insert(c1.clone(), ClusterRecord::new(c1.clone(), now));
+        // Another replica relabelled it; the last_seen it wrote is minutes old (stored
+        // coarsely), while this replica heard the spoke just now.
+        let mut theirs = ClusterRecord::new(c1.clone(), now - 600);
+        theirs.hub_labels.insert("tier".into(), "gold".into());
+        let change = Change {
+            revision: 9,
+            table: Table::Clusters,
+            key: "c1".into(),
+            value: Some(serde_json::to_vec(&theirs).expect("json")),
+        };
+        apply(fleet, replica, change).await;
+        let ours = fleet.clusters.get(&c1).expect("c1").clone();
+        assert_eq!(ours.hub_labels, theirs.hub_labels, "their edit is taken");
+        assert_eq!(ours.last_seen, now, "the spoke does not look silent here");
+    }
+
+    #[tokio::test]
     async fn a_follower_takes_published_assignments_with_their_content_and_wakes_the_session() {
         let Follower { fleet, replica, .. } = &follower();
         let c1 = ClusterName::new("c1").expect("name");
