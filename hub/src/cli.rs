@@ -681,7 +681,8 @@ pub(crate) fn read_advertise(dir: &DataDir) -> Result<String> {
         .with_context(|| format!("{} has no advertise line", dir.hub_conf().display()))
 }
 
-/// How often the clusters' `last_seen` is written to the store.
+/// How often the clusters' `last_seen` is checked for a store write (`Fleet::flush_last_seen`
+/// writes it only when it moved by minutes, or the spoke left).
 const LAST_SEEN_FLUSH: Duration = Duration::from_secs(15);
 
 async fn serve(args: RunArgs) -> Result<()> {
@@ -755,7 +756,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         let mut tick = tokio::time::interval(LAST_SEEN_FLUSH);
         loop {
             tick.tick().await;
-            f.flush_last_seen();
+            f.flush_last_seen(false);
         }
     });
     if let Some(listen) = args.http_listen {
@@ -896,7 +897,7 @@ async fn serve(args: RunArgs) -> Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(3), election).await;
     }
     tasks.abort_all();
-    fleet.flush_last_seen();
+    fleet.flush_last_seen(true);
     served?;
     if let Some(what) = panicked {
         bail!("a hub task panicked ({what}); stopping so that the hub restarts from its store");

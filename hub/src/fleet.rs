@@ -121,6 +121,10 @@ impl std::fmt::Display for EventKind {
     }
 }
 
+/// How old (seconds) the stored `last_seen` of a connected cluster may get before
+/// `Fleet::flush_last_seen` writes it again.
+pub const LAST_SEEN_PERSIST_AFTER: i64 = 300;
+
 /// Something a watcher may want to redraw for.
 #[derive(Debug, Clone)]
 pub struct FleetEvent {
@@ -230,6 +234,8 @@ pub struct Fleet {
     pub kube_namespace: std::sync::OnceLock<String>,
     /// Clusters heard from since `flush_last_seen` last persisted their `last_seen`.
     last_seen_dirty: Mutex<std::collections::HashSet<ClusterName>>,
+    /// The `last_seen` each cluster's record had when this hub last wrote or read it.
+    last_seen_stored: DashMap<ClusterName, i64>,
     /// Counts status changes, so a batch can tell one landed while it ran (its plans
     /// may not have seen it).
     status_changes: AtomicU64,
@@ -320,6 +326,7 @@ impl Fleet {
             rolling: DashSet::new(),
             status_changes: AtomicU64::new(0),
             last_seen_dirty: Mutex::default(),
+            last_seen_stored: DashMap::new(),
             order: tokio::sync::Mutex::new(()),
             kube_namespace: std::sync::OnceLock::new(),
             assigned_at: DashMap::new(),
@@ -331,6 +338,7 @@ impl Fleet {
             elsewhere: DashMap::new(),
         };
         for (_, c) in snapshot.records::<ClusterRecord>(Table::Clusters)? {
+            fleet.last_seen_stored.insert(c.name.clone(), c.last_seen);
             fleet.clusters.insert(c.name.clone(), c);
         }
         for (bundle, _) in snapshot.records::<serde_json::Value>(Table::Rollouts)? {
@@ -566,20 +574,38 @@ impl Fleet {
         }
     }
 
-    /// Persists the `last_seen` of every cluster heard from since the last call, in one
-    /// store write.
-    pub fn flush_last_seen(&self) {
+    /// Persists the `last_seen` of clusters heard from since the last call, coarsely: a
+    /// cluster connected here only once its stored `last_seen` is
+    /// [`LAST_SEEN_PERSIST_AFTER`] old, one that disconnected at once. While a spoke is
+    /// connected its hub knows it is alive (and `flotilla clusters` says so from memory
+    /// and, on the other replicas, from its presence: `Fleet::cluster_overview`), so an
+    /// idle fleet costs the store one write per spoke every few minutes, not one per
+    /// heartbeat (issue 20: 10,000 puts per 10 s on etcd at 10,000 spokes).
+    /// `all` (a hub stopping) writes every one heard from.
+    pub fn flush_last_seen(&self, all: bool) {
         let dirty = match self.last_seen_dirty.lock() {
             Ok(mut d) => std::mem::take(&mut *d),
             Err(_) => return,
         };
+        let mut later = Vec::new();
         for c in dirty {
             // Queued while the record is held, so a deletion's write comes after this
             // one and a deleted cluster is never written back.
-            if let Some(rec) = self.clusters.get(&c) {
-                self.store
-                    .submit(vec![Op::put_json(Table::Clusters, c.as_str(), &*rec)]);
+            let Some(rec) = self.clusters.get(&c) else {
+                continue;
+            };
+            let stored = self.last_seen_stored.get(&c).map_or(i64::MIN, |s| *s);
+            let connected = self.sessions.contains_key(&c);
+            if !all && connected && rec.last_seen.saturating_sub(stored) < LAST_SEEN_PERSIST_AFTER {
+                later.push(c);
+                continue;
             }
+            self.store
+                .submit(vec![Op::put_json(Table::Clusters, c.as_str(), &*rec)]);
+            self.last_seen_stored.insert(c.clone(), rec.last_seen);
+        }
+        if let Ok(mut d) = self.last_seen_dirty.lock() {
+            d.extend(later);
         }
     }
 
@@ -1051,6 +1077,71 @@ mod tests {
             resources: Vec::new(),
             updated_at: 0,
         }
+    }
+
+    /// The `last_seen` of `c`'s record in the store, once every write queued before
+    /// this call has landed.
+    async fn stored_last_seen(fleet: &Fleet, c: &ClusterName) -> i64 {
+        fleet.store.commit(Vec::new()).await.expect("store");
+        let range = fleet
+            .store
+            .range(Table::Clusters, c.as_str())
+            .await
+            .expect("range");
+        let [entry] = range.entries.as_slice() else {
+            panic!("one record of {c}, got {:?}", range.entries);
+        };
+        serde_json::from_slice::<ClusterRecord>(&entry.value)
+            .expect("a cluster record")
+            .last_seen
+    }
+
+    #[tokio::test]
+    async fn last_seen_is_stored_once_it_moved_by_minutes_or_the_spoke_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fleet, _triggers) = Fleet::for_tests(dir.path());
+        let then = crate::records::now_unix() - 10;
+        let [here, gone] = ["here", "gone"].map(|n| ClusterName::new(n).expect("name"));
+        for c in [&here, &gone] {
+            let rec = ClusterRecord::new(c.clone(), then);
+            fleet
+                .store
+                .commit(vec![Op::put_json(Table::Clusters, c.as_str(), &rec)])
+                .await
+                .expect("stored");
+            fleet.last_seen_stored.insert(c.clone(), then);
+            fleet.clusters.insert(c.clone(), rec);
+        }
+        fleet.sessions.insert(
+            here.clone(),
+            SessionHandle {
+                id: 1,
+                notify: Arc::default(),
+                close: Arc::default(),
+                close_reason: Arc::default(),
+            },
+        );
+
+        fleet.seen(&here);
+        fleet.seen(&gone);
+        fleet.flush_last_seen(false);
+        let now = fleet.clusters.get(&here).expect("here").last_seen;
+        assert_eq!(
+            stored_last_seen(&fleet, &here).await,
+            then,
+            "a heartbeat of a connected spoke is not worth a write"
+        );
+        assert!(
+            stored_last_seen(&fleet, &gone).await >= now,
+            "a spoke no longer connected here is stored as last heard"
+        );
+
+        // Minutes later the connected one is written, without another heartbeat.
+        fleet
+            .last_seen_stored
+            .insert(here.clone(), now - LAST_SEEN_PERSIST_AFTER);
+        fleet.flush_last_seen(false);
+        assert_eq!(stored_last_seen(&fleet, &here).await, now);
     }
 
     #[test]

@@ -63,8 +63,14 @@ impl Fleet {
     }
 
     pub fn cluster_overview(&self, name: &ClusterName) -> Option<ClusterOverview> {
-        let record = self.clusters.get(name)?.clone();
+        let mut record = self.clusters.get(name)?.clone();
         let connected = self.is_connected(name);
+        // A spoke connected to another replica (HA) is heard from there; its stored
+        // `last_seen` is minutes coarse (`Fleet::flush_last_seen`), but its presence
+        // says that replica heard it within its heartbeat window.
+        if connected && !self.sessions.contains_key(name) {
+            record.last_seen = record.last_seen.max(crate::records::now_unix());
+        }
         let summary = self.cluster_summary(name);
         let state = if connected {
             summary.worst().unwrap_or(State::Ready)

@@ -10,8 +10,9 @@
 //!   first if its own watch has not brought it yet (tables are watched apart).
 //! - content: added (waking this replica's sessions, in case one lacked it); removed
 //!   only on followers (the leader's GC removed it).
-//! - clusters: replaced; the leader reconciles a cluster whose record changed beyond
-//!   `last_seen`; a revoked or deleted cluster's stream here is closed.
+//! - clusters: replaced (keeping the later `last_seen`); the leader reconciles a cluster
+//!   whose record changed beyond `last_seen`; a revoked or deleted cluster's stream here
+//!   is closed.
 //! - sources, groups, paused rollouts: replaced, and the leader reconciles every cluster.
 //!   A new or edited source gets a poller here too, which polls only while this replica
 //!   leads.
@@ -268,8 +269,14 @@ async fn apply(fleet: &Arc<Fleet>, replica: &Replica, change: Change) {
                 return;
             };
             match value.and_then(|v| decode::<ClusterRecord>(table, &key, &v)) {
-                Some(record) => {
+                Some(mut record) => {
                     let old = fleet.clusters.get(&name).map(|c| c.clone());
+                    // `last_seen` is stored coarsely (`Fleet::flush_last_seen`): the
+                    // fresher one in memory (a spoke connected here) is kept, so a record
+                    // another replica wrote does not make that spoke look silent.
+                    if let Some(o) = &old {
+                        record.last_seen = record.last_seen.max(o.last_seen);
+                    }
                     let moved = old
                         .as_ref()
                         .is_none_or(|o| targeting_view(o) != targeting_view(&record));
@@ -540,6 +547,30 @@ mod tests {
             key: cluster.into(),
             value: Some(serde_json::to_vec(a).expect("json")),
         }
+    }
+
+    #[tokio::test]
+    async fn a_cluster_record_from_another_replica_keeps_the_later_last_seen_here() {
+        let Follower { fleet, replica, .. } = &follower();
+        let c1 = ClusterName::new("c1").expect("name");
+        let now = crate::records::now_unix();
+        fleet
+            .clusters
+            .insert(c1.clone(), ClusterRecord::new(c1.clone(), now));
+        // Another replica relabelled it; the last_seen it wrote is minutes old (stored
+        // coarsely), while this replica heard the spoke just now.
+        let mut theirs = ClusterRecord::new(c1.clone(), now - 600);
+        theirs.hub_labels.insert("tier".into(), "gold".into());
+        let change = Change {
+            revision: 9,
+            table: Table::Clusters,
+            key: "c1".into(),
+            value: Some(serde_json::to_vec(&theirs).expect("json")),
+        };
+        apply(fleet, replica, change).await;
+        let ours = fleet.clusters.get(&c1).expect("c1").clone();
+        assert_eq!(ours.hub_labels, theirs.hub_labels, "their edit is taken");
+        assert_eq!(ours.last_seen, now, "the spoke does not look silent here");
     }
 
     #[tokio::test]

@@ -61,6 +61,10 @@ use super::{
 pub const MAX_TXN_OPS: usize = 128;
 /// etcd's default `--max-request-bytes` (1.5 MiB), less room for the request's framing.
 pub const MAX_TXN_BYTES: usize = 1_572_864 - 16 * 1024;
+/// Transactions the store's writer keeps in flight at once (over disjoint keys): enough
+/// for raft to fold several into one round of appends, few enough that a member under
+/// load is not flooded.
+pub const TXNS_IN_FLIGHT: usize = 4;
 /// Content is written in chunks of this size, one request each.
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// Framing per operation counted against [`MAX_TXN_BYTES`].
@@ -826,6 +830,7 @@ impl Backend for EtcdBackend {
         Limits {
             max_ops: MAX_TXN_OPS,
             max_bytes: MAX_TXN_BYTES,
+            in_flight: TXNS_IN_FLIGHT,
         }
     }
 

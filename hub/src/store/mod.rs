@@ -4,9 +4,12 @@
 //! **Architecture Invariant:** the store is the source of truth after a restart; memory
 //! (`fleet::Fleet`) is a cache of it. Every plain write goes through one writer thread that
 //! group-commits whatever is queued, so many status updates cost one fsync (or one etcd
-//! round trip), and async tasks never block on disk. Within a group commit only the last
-//! write to a (table, key) is applied (docs/benchmarks.md, finding F3). Callers that must
-//! not answer before data is durable (a registration, a token use) await [`Store::commit`].
+//! round trip), and async tasks never block on disk. Writes that publish (assignments,
+//! content) go first; on etcd a few transactions over disjoint keys are in flight at
+//! once; each key's writes land in the order they were queued. Within a group commit
+//! only the last write to a (table, key) is applied (docs/benchmarks.md, finding F3).
+//! Callers that must not answer before data is durable (a registration, a token use)
+//! await [`Store::commit`].
 //!
 //! What a backend must offer (checked once for all of them by `contract`):
 //! - a batch of [`Op`]s is one transaction: all of it or none, durable once it returns;
@@ -41,7 +44,7 @@ pub use self::etcd::{EtcdBackend, EtcdConfig};
 #[cfg(test)]
 mod contract;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -336,6 +339,8 @@ pub struct Limits {
     pub max_ops: usize,
     /// Bytes per transaction request (etcd: `--max-request-bytes`, 1.5 MiB by default).
     pub max_bytes: usize,
+    /// Transactions the writer keeps in flight at once (over disjoint keys).
+    pub in_flight: usize,
 }
 
 /// What one [`Op`] costs in a transaction of a backend.
@@ -552,10 +557,12 @@ impl Store {
         self.queue_commit(ops).await
     }
 
-    /// Queues `ops` now, behind every write queued before this call, and returns a
-    /// future that resolves once they are durable. A caller that holds a lock on the
-    /// record it writes calls this under the lock and awaits after letting go, so the
-    /// store receives that record's snapshots in the order memory took them.
+    /// Queues `ops` now and returns a future that resolves once they are durable. Each
+    /// key's writes land in the order they were queued (publishing batches may pass
+    /// others, and transactions over other keys may land in between: `writer_loop`). A
+    /// caller that holds a lock on the record it writes calls this under the lock and
+    /// awaits after letting go, so the store receives that record's snapshots in the
+    /// order memory took them.
     pub fn queue_commit(
         &self,
         ops: Vec<Op>,
@@ -656,6 +663,162 @@ fn read_fence(fence: &Fence) -> Option<Cond> {
     }
 }
 
+/// Queued batches, in two queues: publishing ones (assignments, content) are committed
+/// before the rest, so a follower replica, which serves a changed assignment only once
+/// it has read it from the store, does not wait behind the statuses that the leader's
+/// own spokes report during the same fan-out (issue 20). Order within each queue is
+/// kept. No key is in both queues: a batch that publishes writes only
+/// [`Table::Desired`] and [`Table::Content`] (`fleet.rs`), and a key belongs to one
+/// table, so letting one queue pass the other changes no key's order of writes.
+#[derive(Default)]
+struct Queues {
+    publishing: VecDeque<(Batch, Cost)>,
+    others: VecDeque<(Batch, Cost)>,
+}
+
+impl Queues {
+    fn is_empty(&self) -> bool {
+        self.publishing.is_empty() && self.others.is_empty()
+    }
+
+    /// Queues `b`, or answers it at once when its backend could never commit it.
+    fn push(&mut self, backend: &dyn Backend, b: Batch) {
+        if let Err(e) = check_batch(backend, &b.ops) {
+            tracing::error!(error = %e, "state store refused a batch");
+            if let Some(done) = b.done {
+                let _ = done.send(Err(Arc::new(e)));
+            }
+            return;
+        }
+        let cost = b.ops.iter().fold(Cost::default(), |acc, op| {
+            let c = backend.cost(op);
+            Cost {
+                ops: acc.ops + c.ops,
+                bytes: acc.bytes + c.bytes,
+            }
+        });
+        if publishes(&b.ops) {
+            self.publishing.push_back((b, cost));
+        } else {
+            self.others.push_back((b, cost));
+        }
+    }
+}
+
+/// What the transactions formed so far in a round write, which a later one of the same
+/// round must not: they land in any order.
+#[derive(Default)]
+struct InFlight {
+    keys: HashSet<(Table, String)>,
+    /// Some content is written: an assignment waits for it, so no replica (nor this one,
+    /// restarted) ever reads an assignment whose content was never stored.
+    content: bool,
+}
+
+impl InFlight {
+    fn add(&mut self, group: &Group) {
+        for op in group.batches.iter().flat_map(|b| &b.ops) {
+            self.content |= op.table() == Table::Content;
+            self.keys.insert((op.table(), op.key().to_string()));
+        }
+    }
+
+    /// Whether `ops` must wait for the transactions in flight: they write one of their
+    /// keys (each key's writes land in the order queued), or they publish assignments
+    /// while content is being written (render writes content before the assignments
+    /// that name it).
+    fn blocks(&self, ops: &[Op]) -> bool {
+        ops.iter().any(|op| {
+            (self.content && op.table() == Table::Desired)
+                || self.keys.contains(&(op.table(), op.key().to_string()))
+        })
+    }
+}
+
+/// One transaction's worth of batches.
+struct Group {
+    batches: Vec<Batch>,
+    publishes: bool,
+}
+
+/// Takes the next group off `queues`: publishing batches first. Whole batches only: a
+/// group that would go over the backend's limits is cut between batches, never inside
+/// one, so every caller's batch stays atomic. Under a fence a group is all publishing
+/// batches or none, so a fenced transaction never takes a spoke's status down with it;
+/// without one (redb, a single hub) the rest fills the group up, one transaction for
+/// everything queued. A batch that [`InFlight::blocks`] ends the group.
+fn next_group(queues: &mut Queues, limits: Limits, fenced: bool, busy: &InFlight) -> Option<Group> {
+    let mut group = Group {
+        batches: Vec::new(),
+        publishes: !queues.publishing.is_empty(),
+    };
+    let mut used = Cost::default();
+    for publishing in [true, false] {
+        if fenced && publishing != group.publishes {
+            continue;
+        }
+        let queue = if publishing {
+            &mut queues.publishing
+        } else {
+            &mut queues.others
+        };
+        while let Some((b, cost)) = queue.front() {
+            let full = !group.batches.is_empty()
+                && (used.ops + cost.ops > limits.max_ops
+                    || used.bytes + cost.bytes > limits.max_bytes
+                    || group.batches.len() >= GROUP_COMMIT_MAX);
+            if full || busy.blocks(&b.ops) {
+                return (!group.batches.is_empty()).then_some(group);
+            }
+            used.ops += cost.ops;
+            used.bytes += cost.bytes;
+            if let Some((b, _)) = queue.pop_front() {
+                group.batches.push(b);
+            }
+        }
+    }
+    (!group.batches.is_empty()).then_some(group)
+}
+
+/// Commits one group as one transaction (under `fence` when it publishes) and answers
+/// every batch in it.
+async fn commit_group(backend: &dyn Backend, mut group: Group, fence: Option<Cond>) {
+    let ops = coalesce(
+        group
+            .batches
+            .iter_mut()
+            .flat_map(|b| b.ops.drain(..))
+            .collect(),
+    );
+    let result = match fence.filter(|_| group.publishes) {
+        None => backend.write(ops).await,
+        Some(cond) => {
+            let at = match cond.expect {
+                Expect::Revision(r) => r,
+                Expect::Absent => 0,
+            };
+            match backend.compare_and_write(vec![cond], ops).await {
+                Ok(CasOutcome::Applied(r)) => Ok(r),
+                Ok(CasOutcome::Refused { .. }) => Err(StoreError::Fenced(at)),
+                Err(e) => Err(e),
+            }
+        }
+    }
+    .map_err(Arc::new);
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "state store commit failed");
+    }
+    for b in group.batches {
+        if let Some(done) = b.done {
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+/// Takes whatever is queued, forms up to [`Limits::in_flight`] transactions whose key
+/// sets do not overlap (publishing ones first), commits them concurrently, and starts
+/// over. etcd's raft folds concurrent proposals into one round of appends and fsyncs, so
+/// a fan-out's thousands of writes cost a few rounds instead of hundreds in a row.
 fn writer_loop(
     backend: &dyn Backend,
     runtime: Option<tokio::runtime::Handle>,
@@ -663,88 +826,38 @@ fn writer_loop(
     fence: &Fence,
 ) {
     let limits = backend.limits();
-    let mut next: Option<Batch> = None;
+    let mut queues = Queues::default();
     loop {
-        let first = match next.take() {
-            Some(b) => b,
-            None => match rx.recv() {
-                Ok(b) => b,
+        if queues.is_empty() {
+            match rx.recv() {
+                Ok(b) => queues.push(backend, b),
                 Err(_) => return,
-            },
-        };
-        // Whole batches only: a group that would go over the backend's limits is cut
-        // between batches, never inside one, so every caller's batch stays atomic.
-        // Under a fence, a group is all publishing batches or none, so a fenced
-        // transaction never takes a spoke's status down with it.
+            }
+        }
+        while let Ok(b) = rx.try_recv() {
+            queues.push(backend, b);
+        }
         let fence_now = read_fence(fence);
-        let mut group = Vec::new();
-        let mut group_publishes = None;
-        let mut used = Cost::default();
-        let mut candidate = Some(first);
-        while let Some(b) = candidate.take() {
-            if let Err(e) = check_batch(backend, &b.ops) {
-                tracing::error!(error = %e, "state store refused a batch");
-                if let Some(done) = b.done {
-                    let _ = done.send(Err(Arc::new(e)));
-                }
-            } else {
-                let cost = b.ops.iter().fold(Cost::default(), |acc, op| {
-                    let c = backend.cost(op);
-                    Cost {
-                        ops: acc.ops + c.ops,
-                        bytes: acc.bytes + c.bytes,
-                    }
-                });
-                let p = publishes(&b.ops);
-                if !group.is_empty()
-                    && (used.ops + cost.ops > limits.max_ops
-                        || used.bytes + cost.bytes > limits.max_bytes
-                        || (fence_now.is_some() && group_publishes != Some(p)))
-                {
-                    next = Some(b);
-                    break;
-                }
-                group_publishes = Some(p);
-                used.ops += cost.ops;
-                used.bytes += cost.bytes;
-                group.push(b);
-            }
-            if group.len() >= GROUP_COMMIT_MAX {
+        let mut busy = InFlight::default();
+        let mut groups = Vec::new();
+        while groups.len() < limits.in_flight.max(1) {
+            let Some(group) = next_group(&mut queues, limits, fence_now.is_some(), &busy) else {
                 break;
+            };
+            if limits.in_flight > 1 {
+                busy.add(&group);
             }
-            candidate = rx.try_recv().ok();
+            groups.push(group);
         }
-        if group.is_empty() {
-            continue;
-        }
-        let ops = coalesce(group.iter_mut().flat_map(|b| b.ops.drain(..)).collect());
-        let fenced = fence_now.filter(|_| group_publishes == Some(true));
-        let fut: BoxFuture<'_, Result<Revision, StoreError>> = match fenced {
-            None => backend.write(ops),
-            Some(cond) => Box::pin(async move {
-                let at = match cond.expect {
-                    Expect::Revision(r) => r,
-                    Expect::Absent => 0,
-                };
-                match backend.compare_and_write(vec![cond], ops).await? {
-                    CasOutcome::Applied(r) => Ok(r),
-                    CasOutcome::Refused { .. } => Err(StoreError::Fenced(at)),
-                }
-            }),
+        let all = futures::future::join_all(
+            groups
+                .into_iter()
+                .map(|g| commit_group(backend, g, fence_now.clone())),
+        );
+        match &runtime {
+            Some(handle) => handle.block_on(all),
+            None => futures::executor::block_on(all),
         };
-        let result = match &runtime {
-            Some(handle) => handle.block_on(fut),
-            None => futures::executor::block_on(fut),
-        }
-        .map_err(Arc::new);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "state store commit failed");
-        }
-        for b in group {
-            if let Some(done) = b.done {
-                let _ = done.send(result.clone());
-            }
-        }
     }
 }
 
@@ -780,6 +893,122 @@ mod tests {
                 Op::delete(Table::Status, "a"),
                 Op::put_json(Table::Status, "b", &2),
             ]
+        );
+    }
+
+    fn batch(ops: Vec<Op>) -> Batch {
+        Batch { ops, done: None }
+    }
+
+    /// The keys of each group `next_group` takes from `queues`, until none is left or
+    /// one is blocked.
+    fn groups(
+        queues: &mut Queues,
+        limits: Limits,
+        fenced: bool,
+        busy: &InFlight,
+    ) -> Vec<Vec<String>> {
+        std::iter::from_fn(|| next_group(queues, limits, fenced, busy))
+            .map(|g| {
+                g.batches
+                    .iter()
+                    .flat_map(|b| &b.ops)
+                    .map(|op| format!("{}/{}", op.table().name(), op.key()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn publishing_batches_go_first_and_alone_under_a_fence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = RedbBackend::open(&dir.path().join("s.redb")).expect("redb");
+        let limits = Limits {
+            max_ops: 2,
+            max_bytes: usize::MAX,
+            in_flight: 1,
+        };
+        let fill = |q: &mut Queues| {
+            q.push(
+                &backend,
+                batch(vec![Op::put_json(Table::Status, "a/x", &1)]),
+            );
+            q.push(&backend, batch(vec![Op::put_json(Table::Desired, "a", &1)]));
+            q.push(
+                &backend,
+                batch(vec![Op::put_json(Table::Status, "b/x", &1)]),
+            );
+            q.push(&backend, batch(vec![Op::put_json(Table::Desired, "b", &1)]));
+            q.push(&backend, batch(vec![Op::put_json(Table::Desired, "c", &1)]));
+        };
+        let none = InFlight::default();
+        let mut q = Queues::default();
+        fill(&mut q);
+        assert_eq!(
+            groups(&mut q, limits, true, &none),
+            vec![
+                vec!["desired/a", "desired/b"],
+                vec!["desired/c"],
+                vec!["status/a/x", "status/b/x"],
+            ],
+            "under a fence: assignments first, never in a group with statuses"
+        );
+        let mut q = Queues::default();
+        fill(&mut q);
+        assert_eq!(
+            groups(&mut q, limits, false, &none),
+            vec![
+                vec!["desired/a", "desired/b"],
+                vec!["desired/c", "status/a/x"],
+                vec!["status/b/x"],
+            ],
+            "without a fence the rest fills a group up"
+        );
+    }
+
+    #[test]
+    fn a_batch_over_a_key_in_flight_waits_and_so_does_what_follows_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = RedbBackend::open(&dir.path().join("s.redb")).expect("redb");
+        let limits = Limits {
+            max_ops: 100,
+            max_bytes: usize::MAX,
+            in_flight: 4,
+        };
+        let mut q = Queues::default();
+        q.push(
+            &backend,
+            batch(vec![Op::put_json(Table::Status, "a/x", &1)]),
+        );
+        q.push(
+            &backend,
+            batch(vec![Op::put_json(Table::Status, "b/x", &1)]),
+        );
+        q.push(
+            &backend,
+            batch(vec![Op::put_json(Table::Status, "c/x", &1)]),
+        );
+        let busy = InFlight {
+            keys: [(Table::Status, "b/x".to_string())].into(),
+            content: false,
+        };
+        assert_eq!(
+            groups(&mut q, limits, true, &busy),
+            vec![vec!["status/a/x"]],
+            "b/x is being written: it and c/x after it wait for the next round"
+        );
+        assert_eq!(
+            groups(&mut q, limits, true, &InFlight::default()),
+            vec![vec!["status/b/x", "status/c/x"]]
+        );
+        q.push(&backend, batch(vec![Op::put_json(Table::Desired, "a", &1)]));
+        let content = InFlight {
+            content: true,
+            ..InFlight::default()
+        };
+        assert!(
+            groups(&mut q, limits, true, &content).is_empty(),
+            "an assignment waits for the content being written"
         );
     }
 

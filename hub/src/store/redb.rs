@@ -370,6 +370,8 @@ impl Backend for RedbBackend {
         Limits {
             max_ops: usize::MAX,
             max_bytes: usize::MAX,
+            // One file, one writer: a second transaction would only wait for the first.
+            in_flight: 1,
         }
     }
 
