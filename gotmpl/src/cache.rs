@@ -58,16 +58,16 @@ impl ParseCache {
         let key = digest(options, text);
         // A poisoned lock only means another thread panicked while holding it; the cache
         // then stays out of the way rather than trusting half-updated entries.
-        if let Ok(entries) = self.inner.lock() {
-            if let Some(t) = entries.trees.get(&key) {
-                return Ok(t.clone());
-            }
+        if let Ok(entries) = self.inner.lock()
+            && let Some(t) = entries.trees.get(&key)
+        {
+            return Ok(t.clone());
         }
         let trees = Arc::new(parse_trees(options, text)?);
-        if text.len() <= self.max_bytes {
-            if let Ok(mut entries) = self.inner.lock() {
-                entries.insert(key, trees.clone(), text.len(), self.max_bytes);
-            }
+        if text.len() <= self.max_bytes
+            && let Ok(mut entries) = self.inner.lock()
+        {
+            entries.insert(key, trees.clone(), text.len(), self.max_bytes);
         }
         Ok(trees)
     }
@@ -130,11 +130,23 @@ mod tests {
         Options::default()
     }
 
+    fn parse(cache: &ParseCache, options: &Options, text: &str) -> Arc<Trees> {
+        cache
+            .get_or_parse(options, text)
+            .unwrap_or_else(|e| panic!("{text}: {}", e.message))
+    }
+
+    /// (entries, bytes of text) the cache holds.
+    fn held(cache: &ParseCache) -> (usize, usize) {
+        let entries = cache.inner.lock().unwrap_or_else(|p| p.into_inner());
+        (entries.trees.len(), entries.bytes)
+    }
+
     #[test]
     fn same_text_and_options_share_one_parse() {
         let cache = ParseCache::new(1 << 20);
-        let a = cache.get_or_parse(&opts(), "{{ .x }}").unwrap();
-        let b = cache.get_or_parse(&opts(), "{{ .x }}").unwrap();
+        let a = parse(&cache, &opts(), "{{ .x }}");
+        let b = parse(&cache, &opts(), "{{ .x }}");
         assert!(Arc::ptr_eq(&a, &b));
     }
 
@@ -142,10 +154,10 @@ mod tests {
     fn options_that_shape_the_parse_are_part_of_the_key() {
         let cache = ParseCache::new(1 << 20);
         let text = "${ .x } {{ .y }}";
-        let braces = cache.get_or_parse(&opts(), text).unwrap();
+        let braces = parse(&cache, &opts(), text);
         let mut dollar = opts();
         dollar.delimiters = ("${".to_string(), "}".to_string());
-        let other = cache.get_or_parse(&dollar, text).unwrap();
+        let other = parse(&cache, &dollar, text);
         assert!(!Arc::ptr_eq(&braces, &other));
         let mut shallow = opts();
         shallow.max_depth = 1;
@@ -157,13 +169,11 @@ mod tests {
     fn errors_are_not_remembered_and_the_size_is_bounded() {
         let cache = ParseCache::new(16);
         assert!(cache.get_or_parse(&opts(), "{{ end }}").is_err());
-        assert!(cache.inner.lock().unwrap().trees.is_empty());
-        let first = cache.get_or_parse(&opts(), "{{ .aaaaaa }}").unwrap();
-        cache.get_or_parse(&opts(), "{{ .bbbbbb }}").unwrap();
-        let entries = cache.inner.lock().unwrap();
-        assert_eq!((entries.trees.len(), entries.bytes), (1, 13));
-        drop(entries);
-        let again = cache.get_or_parse(&opts(), "{{ .aaaaaa }}").unwrap();
+        assert_eq!(held(&cache), (0, 0));
+        let first = parse(&cache, &opts(), "{{ .aaaaaa }}");
+        parse(&cache, &opts(), "{{ .bbbbbb }}");
+        assert_eq!(held(&cache), (1, 13));
+        let again = parse(&cache, &opts(), "{{ .aaaaaa }}");
         assert!(
             !Arc::ptr_eq(&first, &again),
             "the oldest entry was forgotten"
