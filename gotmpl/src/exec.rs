@@ -864,10 +864,14 @@ impl<'a> State<'a> {
     fn tpl(&self, argv: Vec<Value>) -> Result<Value, CallError> {
         let depth = self.nested_depth()?;
         let text = argv[0].as_str().unwrap_or_default();
-        let parsed =
-            crate::parse_templates(self.options(), "gotpl", "gotpl", text).map_err(|e| {
-                CallError::Wrapped(format!("cannot parse template {text:?}"), Box::new(e))
-            })?;
+        let parsed = crate::parse_templates(
+            self.options(),
+            self.scope.set.cache.as_deref(),
+            "gotpl",
+            "gotpl",
+            text,
+        )
+        .map_err(|e| CallError::Wrapped(format!("cannot parse template {text:?}"), Box::new(e)))?;
         let mut overlay = self.scope.overlay.as_deref().cloned().unwrap_or_default();
         for (name, t) in parsed {
             // The text itself always becomes `gotpl`; its defines follow Go's rule that an

@@ -11,6 +11,7 @@
 //! `helm template` does.
 #![forbid(unsafe_code)]
 
+mod cache;
 mod exec;
 mod funcs;
 mod gofmt;
@@ -25,6 +26,7 @@ mod yaml_fast;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use cache::ParseCache;
 pub use helm::{ApiVersions, Files, GoStruct, KubeVersion};
 pub use value::{Map, Object, Value};
 pub use yaml::{manifest_to_json, yaml_to_json};
@@ -141,34 +143,36 @@ impl Error {
 
 /// Parses one text into its templates: `name` for the body, then its `define`s and
 /// `block`s (Go's rule that an empty body does not replace an existing one is the caller's).
+/// With a `cache`, a text parsed before under the same options is not parsed again.
 pub(crate) fn parse_templates(
     options: &Options,
+    cache: Option<&ParseCache>,
     name: &str,
     parse_name: &str,
     text: &str,
 ) -> Result<Vec<(String, Arc<parse::Template>)>, Error> {
-    let delims = (options.delimiters.0.as_str(), options.delimiters.1.as_str());
-    let parsed = parse::parse(text, delims, &funcs::exists, options.max_depth).map_err(|e| {
-        Error::Parse {
-            name: parse_name.to_string(),
-            line: e.line,
-            message: e.message,
-        }
+    let trees = match cache {
+        Some(cache) => cache.get_or_parse(options, text),
+        None => cache::parse_trees(options, text).map(Arc::new),
+    }
+    .map_err(|e| Error::Parse {
+        name: parse_name.to_string(),
+        line: e.line,
+        message: e.message,
     })?;
-    let source: Arc<str> = Arc::from(text);
-    let make = |tname: &str, list: parse::List| {
+    let make = |tname: &str, list: &Arc<parse::List>| {
         (
             tname.to_string(),
             Arc::new(parse::Template {
                 name: tname.to_string(),
                 parse_name: parse_name.to_string(),
-                source: source.clone(),
-                root: Arc::new(list),
+                source: trees.source.clone(),
+                root: list.clone(),
             }),
         )
     };
-    let mut out = vec![make(name, parsed.root)];
-    out.extend(parsed.defines.into_iter().map(|(d, l)| make(&d, l)));
+    let mut out = vec![make(name, &trees.root)];
+    out.extend(trees.defines.iter().map(|(d, l)| make(d, l)));
     Ok(out)
 }
 
@@ -178,6 +182,8 @@ pub(crate) fn parse_templates(
 pub struct TemplateSet {
     options: Arc<Options>,
     templates: HashMap<String, Arc<parse::Template>>,
+    /// Where parses are remembered across sets (and `tpl` calls), if anywhere.
+    cache: Option<Arc<ParseCache>>,
 }
 
 impl TemplateSet {
@@ -185,6 +191,16 @@ impl TemplateSet {
         TemplateSet {
             options: Arc::new(options),
             templates: HashMap::new(),
+            cache: None,
+        }
+    }
+
+    /// A set whose parses (and its `tpl` calls') go through `cache`: a text already parsed
+    /// under the same options, by this set or another, is not lexed and parsed again.
+    pub fn with_cache(options: Options, cache: Arc<ParseCache>) -> TemplateSet {
+        TemplateSet {
+            cache: Some(cache),
+            ..TemplateSet::new(options)
         }
     }
 
@@ -200,7 +216,9 @@ impl TemplateSet {
 
     /// Parses `text` as template `name`, reporting locations as `parse_name`.
     fn parse_as(&mut self, name: &str, parse_name: &str, text: &str) -> Result<(), Error> {
-        for (tname, t) in parse_templates(&self.options, name, parse_name, text)? {
+        for (tname, t) in
+            parse_templates(&self.options, self.cache.as_deref(), name, parse_name, text)?
+        {
             if parse::is_empty_tree(&t.root) && self.templates.contains_key(&tname) {
                 continue;
             }

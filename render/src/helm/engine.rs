@@ -6,8 +6,9 @@
 //! templating and semver ranges (`kubeVersion`, dependency versions) on the same engine.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 
-use flotilla_gotmpl::{self as gotmpl, MissingKey, Options, TemplateSet, Value as V};
+use flotilla_gotmpl::{self as gotmpl, MissingKey, Options, ParseCache, TemplateSet, Value as V};
 use serde_json::Value;
 
 use super::chart::Chart;
@@ -125,12 +126,21 @@ fn templates(chart: &Chart) -> Vec<Tpl<'_>> {
     tpls
 }
 
+/// Parses shared by every chart this process loads: the hub loads a bundle again for each
+/// new revision (and each replica loads it), mostly with the same template texts. Bounded
+/// by the template text it holds; the parsed trees are a few times that.
+static PARSE_CACHE: LazyLock<Arc<ParseCache>> =
+    LazyLock::new(|| Arc::new(ParseCache::new(PARSE_CACHE_BYTES)));
+
+/// Template text whose parses [`PARSE_CACHE`] keeps.
+const PARSE_CACHE_BYTES: usize = 16 << 20;
+
 fn parse_all<'a>(
     chart: &'a Chart,
     limits: &Limits,
 ) -> Result<(TemplateSet, Vec<Tpl<'a>>), Diagnostic> {
     let tpls = templates(chart);
-    let mut set = TemplateSet::new(options(limits));
+    let mut set = TemplateSet::with_cache(options(limits), PARSE_CACHE.clone());
     for t in &tpls {
         set.parse(&t.name, t.text)
             .map_err(|e| diagnostic(&t.chart.origin, &e, &tpls))?;
