@@ -170,6 +170,30 @@ fn history_answers_where_a_commit_runs_across_a_failure_a_restart_and_retention(
         clusters.contains(&"p1"),
         "p1 keeps A, its only deployment: {at_a}"
     );
+
+    // A fleet-wide answer comes in pages: `--limit` cuts it, stderr says how to go on,
+    // and the pages add up to the whole, once each.
+    let whole = hub.json(&["history"]);
+    let mut paged: Vec<Value> = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut args = vec!["history", "--limit", "2", "-o", "json"];
+        if let Some(t) = &token {
+            args.extend(["--continue", t.as_str()]);
+        }
+        let out = hub.cli(&args);
+        assert!(out.status.success(), "{out:?}");
+        let page: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert!(rows(&page).len() <= 2, "{page}");
+        paged.extend(rows(&page).iter().cloned());
+        let err = String::from_utf8_lossy(&out.stderr);
+        match err.split("--continue ").nth(1) {
+            Some(rest) => token = Some(rest.trim_end().trim_end_matches(')').to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(&paged, rows(&whole), "pages of two add up to the whole");
+    assert!(rows(&whole).len() > 2, "the paging was exercised: {whole}");
 }
 
 /// The Admin and Registration methods that only read. Every other method of the two
