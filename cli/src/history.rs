@@ -28,8 +28,9 @@ pub struct HistoryArgs {
     /// tells where it runs now.
     #[arg(long)]
     pub commit: Option<String>,
-    /// At most this many entries in one answer (the hub's default: 500). Entries come
-    /// by cluster, bundle, then time; a cut answer says how to go on.
+    /// At most this many entries in one answer (the hub's default: 500); a cut answer
+    /// says how to go on. Each answer is the next run by cluster and bundle, sorted by
+    /// time.
     #[arg(long)]
     pub limit: Option<u32>,
     /// Go on after a cut answer: the token it printed.

@@ -41,7 +41,9 @@ pub async fn history(
         limit: r.limit as usize,
         after: (!r.continue_token.is_empty()).then_some(r.continue_token),
     };
-    let page = fleet.history.query(&filter).await?;
+    let mut page = fleet.history.query(&filter).await?;
+    // The page is a run of keys (by cluster, bundle, time); people read it by time.
+    page.rows.sort_by_key(|r| r.entry.at());
     let entries = page
         .rows
         .into_iter()
