@@ -4,20 +4,22 @@
 //! It owns `Table::History` and nothing else. Two calls feed it, one line each, from the
 //! places where the fleet's state changes: `History::deployed` where an assignment changes
 //! (`Fleet::reconcile_cluster`) and `History::reported` where a spoke's status is recorded
-//! (`Fleet::record_status`). Queries (`query`, `where_running`) read memory only.
+//! (`Fleet::record_status`). Queries (`query`, `where_running`) read the store.
 //!
-//! **Architecture Invariant:** memory mirrors `Table::History`; every entry added,
-//! updated or dropped here is queued to the store in the same call. History never
-//! changes what is deployed: it only watches.
+//! **Architecture Invariant:** the store is the history. Memory keeps one `Head` per
+//! pair (its current deployment, its id and an entry count), never the entries, so it
+//! does not grow with the history's length; every entry added, updated or dropped is
+//! queued to the store in the same call. History never changes what is deployed: it
+//! only watches.
 //!
 //! Store keys are `CLUSTER/BUNDLE/ID` (`entry_key`), ID a `crate::record_id::RecordId`:
 //! Unix nanoseconds then this writer's random id, so one pair's entries are one
 //! contiguous, time-ordered key range and replicas sharing an etcd store never overwrite
 //! each other's entries (the module doc of `record_id` says why a stamp rather than a
 //! counter allocated in the store). Keys of the single-hub format (`…/SEQ`, 16 hex
-//! digits) still read, and sort first. The per-commit view is an index in memory
-//! (`Inner::by_commit`) rebuilt from the snapshot at start rather than a second copy of
-//! every entry on disk.
+//! digits) still read, and sort first. The per-commit view is an index in the same
+//! table (`index_key`: `#commit/COMMIT/CLUSTER/BUNDLE/ID`, written with the deployment
+//! and deleted with it); a store from before it gets it at start.
 //!
 //! With replicas, the sweeper runs on the leader only (`run_sweeper` waits on
 //! `Leadership::leading`); each replica still prunes a pair by count when it writes to it.
