@@ -186,14 +186,12 @@ fn bundles_table(bundles: &[pb::Bundle]) -> String {
     out
 }
 
-/// Where a cluster's effective label comes from; the first that has the key wins.
+/// Where a cluster's effective label comes from, as the page words it.
 fn label_origin(c: &pb::Cluster, key: &str) -> &'static str {
-    if c.hub_labels.contains_key(key) {
-        "hub"
-    } else if c.token_labels.contains_key(key) {
-        "join token"
-    } else {
-        "spoke (accepted)"
+    match flotilla_proto::convert::LabelOrigin::of(c, key) {
+        flotilla_proto::convert::LabelOrigin::Hub => "hub",
+        flotilla_proto::convert::LabelOrigin::Token => "join token",
+        flotilla_proto::convert::LabelOrigin::Spoke => "spoke (accepted)",
     }
 }
 
