@@ -171,12 +171,14 @@ impl History {
                 .collect(),
             (None, None) => {
                 let inner = self.lock();
-                let mut cs: Vec<String> =
-                    inner.heads.keys().map(|(c, _)| format!("{c}/")).collect();
-                cs.dedup();
-                cs
+                inner.heads.keys().map(|(c, _)| format!("{c}/")).collect()
             }
         };
+        // In the store's (byte) order, which is not the order of (cluster, bundle) pairs:
+        // `a-b/` sorts before `a/`. The continue token is a key, so the walk must be too.
+        let mut prefixes = prefixes;
+        prefixes.sort();
+        prefixes.dedup();
         for prefix in prefixes {
             // A range wholly before the token is skipped without reading it.
             if let Some(a) = &filter.after

@@ -417,7 +417,8 @@ async fn history_survives_a_reopen_and_a_lowered_limit_applies_at_start() {
 async fn a_fleet_wide_query_comes_in_pages_that_continue_where_the_last_one_stopped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_store, h) = open(dir.path(), Retention::default(), 0);
-    for c in ["a", "b", "c"] {
+    // `a-b/` sorts before `a/` as keys, after it as cluster names: pages follow the keys.
+    for c in ["a", "a-b", "b"] {
         for b in ["api", "web"] {
             for i in 0..3 {
                 h.record_deployment(
@@ -433,8 +434,8 @@ async fn a_fleet_wide_query_comes_in_pages_that_continue_where_the_last_one_stop
     assert_eq!(all.len(), 18);
     assert_eq!(
         all[..4],
-        ["a-api-0", "a-api-1", "a-api-2", "a-web-0"],
-        "key order"
+        ["a-b-api-0", "a-b-api-1", "a-b-api-2", "a-b-web-0"],
+        "key order: `a-b/` before `a/`"
     );
     for filter in [
         Filter::default(),
