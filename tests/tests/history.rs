@@ -155,7 +155,8 @@ fn history_answers_where_a_commit_runs_across_a_failure_a_restart_and_retention(
             .iter()
             .map(|r| r["commit"].as_str().unwrap_or_default().to_string())
             .collect();
-        (commits.last() == Some(&commit_c))
+        // The pair is pruned just after C's entry lands: wait for both.
+        (commits.last() == Some(&commit_c) && commits.len() <= 2)
             .then_some(commits.clone())
             .ok_or(v.to_string())
     });
