@@ -997,7 +997,18 @@ async fn get<T: crate::output::Row>(
 
 pub async fn dispatch(client: Client, cmd: AdminCommand, out: Printer) -> Result<()> {
     match cmd {
-        AdminCommand::History(a) => out.list(&client.history(&a).await?),
+        AdminCommand::History(a) => {
+            let (entries, next) = client.history(&a).await?;
+            out.list(&entries)?;
+            if let Some(token) = next {
+                // On stderr, so `-o json` stays one document.
+                eprintln!(
+                    "(cut at {} entries; the rest: flotilla history ... --continue {token})",
+                    entries.len()
+                );
+            }
+            Ok(())
+        }
         AdminCommand::Where { commit } => crate::history::where_cmd(client, commit, out).await,
         AdminCommand::Audit(a) => out.list(&client.audit(&a).await?),
         AdminCommand::Clusters { name } => {

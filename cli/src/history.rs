@@ -28,9 +28,14 @@ pub struct HistoryArgs {
     /// tells where it runs now.
     #[arg(long)]
     pub commit: Option<String>,
-    /// At most this many entries, the newest.
+    /// At most this many entries in one answer (the hub's default: 500); a cut answer
+    /// says how to go on. Each answer is the next run by cluster and bundle, sorted by
+    /// time.
     #[arg(long)]
     pub limit: Option<u32>,
+    /// Go on after a cut answer: the token it printed.
+    #[arg(long = "continue", value_name = "TOKEN")]
+    pub continue_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -240,20 +245,23 @@ impl Row for AuditView {
 }
 
 impl Client {
-    pub async fn history(&self, a: &HistoryArgs) -> Result<Vec<HistoryView>> {
+    /// The entries `a` asks for, and the continue token when the hub cut the answer.
+    pub async fn history(&self, a: &HistoryArgs) -> Result<(Vec<HistoryView>, Option<String>)> {
         let req = pb::HistoryRequest {
             cluster: a.cluster.clone().unwrap_or_default(),
             bundle: a.bundle.clone().unwrap_or_default(),
             since_seconds: a.since.map_or(0, |d| d.as_secs().max(1)),
             commit: a.commit.clone().unwrap_or_default(),
             limit: a.limit.unwrap_or(0),
+            continue_token: a.continue_token.clone().unwrap_or_default(),
         };
         let r = self
             .call("reading the history", |mut c| async move {
                 c.history(req).await
             })
             .await?;
-        Ok(r.entries.into_iter().map(Into::into).collect())
+        let next = (!r.next.is_empty()).then_some(r.next);
+        Ok((r.entries.into_iter().map(Into::into).collect(), next))
     }
 
     pub async fn where_running(&self, commit: String) -> Result<(String, Vec<WhereView>)> {

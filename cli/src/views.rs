@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use flotilla_proto::convert::LabelOrigin;
 use flotilla_proto::v1 as pb;
 use serde::Serialize;
 
@@ -30,36 +31,18 @@ pub struct ClusterView {
     pub token_labels: BTreeMap<String, String>,
     pub hub_labels: BTreeMap<String, String>,
     /// Where each effective label comes from: `hub`, `token` or `spoke` (accepted).
-    pub label_origins: BTreeMap<String, LabelOrigin>,
+    pub label_origins: BTreeMap<String, &'static str>,
     /// Keys removed on the hub (`cluster label NAME KEY-`), whatever set them.
     pub removed_labels: Vec<String>,
     /// The Kubernetes version the spoke reported; empty for a directory target.
     pub kube_version: String,
 }
 
-/// Which of a cluster's label sources an effective label comes from; the first that
-/// has the key wins, in this order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LabelOrigin {
-    Hub,
-    Token,
-    Spoke,
-}
-
-fn label_origins(c: &pb::Cluster) -> BTreeMap<String, LabelOrigin> {
+/// Each effective label's origin by name (`flotilla_proto::convert::LabelOrigin`).
+fn label_origins(c: &pb::Cluster) -> BTreeMap<String, &'static str> {
     c.labels
         .keys()
-        .map(|k| {
-            let origin = if c.hub_labels.contains_key(k) {
-                LabelOrigin::Hub
-            } else if c.token_labels.contains_key(k) {
-                LabelOrigin::Token
-            } else {
-                LabelOrigin::Spoke
-            };
-            (k.clone(), origin)
-        })
+        .map(|k| (k.clone(), LabelOrigin::of(c, k).name()))
         .collect()
 }
 

@@ -161,6 +161,39 @@ impl TryFrom<&v1::ResourceStatus> for ResourceStatus {
     }
 }
 
+/// Which of a cluster's label sources an effective label comes from: the first of hub,
+/// join token, spoke (accepted) that has the key wins, as the hub merges them. The one
+/// statement of the rule for every reader of a `v1::Cluster` (the CLI's views, the
+/// dashboard's cluster page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelOrigin {
+    Hub,
+    Token,
+    Spoke,
+}
+
+impl LabelOrigin {
+    /// Where `c`'s label `key` comes from.
+    pub fn of(c: &v1::Cluster, key: &str) -> LabelOrigin {
+        if c.hub_labels.contains_key(key) {
+            LabelOrigin::Hub
+        } else if c.token_labels.contains_key(key) {
+            LabelOrigin::Token
+        } else {
+            LabelOrigin::Spoke
+        }
+    }
+
+    /// Its name in JSON and YAML output: `hub`, `token` or `spoke`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LabelOrigin::Hub => "hub",
+            LabelOrigin::Token => "token",
+            LabelOrigin::Spoke => "spoke",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +270,30 @@ mod tests {
         };
         let err = ResourceStatus::try_from(&bad).expect_err("refused");
         assert!(err.to_string().contains("Deployment frontend"), "{err}");
+    }
+
+    #[test]
+    fn a_label_comes_from_the_hub_then_the_join_token_then_the_spoke() {
+        let labels = |kv: &[&str]| {
+            kv.iter()
+                .map(|k| (k.to_string(), "v".to_string()))
+                .collect()
+        };
+        let c = v1::Cluster {
+            labels: labels(&["env", "team", "zone"]),
+            hub_labels: labels(&["env"]),
+            token_labels: labels(&["env", "team"]),
+            ..Default::default()
+        };
+        let origins: Vec<LabelOrigin> = ["env", "team", "zone"]
+            .iter()
+            .map(|k| LabelOrigin::of(&c, k))
+            .collect();
+        assert_eq!(
+            origins,
+            [LabelOrigin::Hub, LabelOrigin::Token, LabelOrigin::Spoke],
+            "the hub wins over the token, the token over the spoke"
+        );
+        assert_eq!(LabelOrigin::Token.name(), "token");
     }
 }

@@ -155,7 +155,8 @@ fn history_answers_where_a_commit_runs_across_a_failure_a_restart_and_retention(
             .iter()
             .map(|r| r["commit"].as_str().unwrap_or_default().to_string())
             .collect();
-        (commits.last() == Some(&commit_c))
+        // The pair is pruned just after C's entry lands: wait for both.
+        (commits.last() == Some(&commit_c) && commits.len() <= 2)
             .then_some(commits.clone())
             .ok_or(v.to_string())
     });
@@ -170,6 +171,37 @@ fn history_answers_where_a_commit_runs_across_a_failure_a_restart_and_retention(
         clusters.contains(&"p1"),
         "p1 keeps A, its only deployment: {at_a}"
     );
+
+    // A fleet-wide answer comes in pages: `--limit` cuts it, stderr says how to go on,
+    // and the pages add up to the whole, once each.
+    let whole = hub.json(&["history"]);
+    let mut paged: Vec<Value> = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut args = vec!["history", "--limit", "2", "-o", "json"];
+        if let Some(t) = &token {
+            args.extend(["--continue", t.as_str()]);
+        }
+        let out = hub.cli(&args);
+        assert!(out.status.success(), "{out:?}");
+        let page: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert!(rows(&page).len() <= 2, "{page}");
+        paged.extend(rows(&page).iter().cloned());
+        let err = String::from_utf8_lossy(&out.stderr);
+        match err.split("--continue ").nth(1) {
+            Some(rest) => token = Some(rest.trim_end().trim_end_matches(')').to_string()),
+            None => break,
+        }
+    }
+    let key = |r: &Value| r.to_string();
+    let mut whole_rows = rows(&whole).clone();
+    whole_rows.sort_by_key(key);
+    paged.sort_by_key(key);
+    assert_eq!(
+        paged, whole_rows,
+        "pages of two add up to the whole, once each"
+    );
+    assert!(rows(&whole).len() > 2, "the paging was exercised: {whole}");
 }
 
 /// The Admin and Registration methods that only read. Every other method of the two

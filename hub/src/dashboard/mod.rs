@@ -207,8 +207,11 @@ where
     let access = Arc::new(access);
     let svc = flotilla_telemetry::hyper::service::service_fn(
         move |req: Request<flotilla_telemetry::hyper::body::Incoming>| {
-            let response = respond(&fleet, &access, req.method(), req.uri().path());
-            async move { Ok::<_, Infallible>(response) }
+            let (fleet, access) = (fleet.clone(), access.clone());
+            async move {
+                let response = respond(&fleet, &access, req.method(), req.uri().path()).await;
+                Ok::<_, Infallible>(response)
+            }
         },
     );
     let _ = flotilla_telemetry::hyper::server::conn::http1::Builder::new()
@@ -252,7 +255,12 @@ fn error_page(status: StatusCode, message: &str) -> Response<Body> {
     answer(status, HTML, full(page.finish()))
 }
 
-fn respond(fleet: &Arc<Fleet>, access: &Access, method: &Method, path: &str) -> Response<Body> {
+async fn respond(
+    fleet: &Arc<Fleet>,
+    access: &Access,
+    method: &Method,
+    path: &str,
+) -> Response<Body> {
     if let Access::Refused(status, why) = access {
         return answer(*status, TEXT, full(format!("{why}\n")));
     }
@@ -276,14 +284,14 @@ fn respond(fleet: &Arc<Fleet>, access: &Access, method: &Method, path: &str) -> 
         [""] => answer(StatusCode::OK, HTML, full(pages::overview(&admin))),
         ["clusters", name] => match html::unseg(name) {
             Some(name) => page(
-                pages::cluster(&admin, &fleet.history, &name),
+                pages::cluster(&admin, &fleet.history, &name).await,
                 &format!("cluster {name:?}"),
             ),
             None => error_page(StatusCode::NOT_FOUND, "malformed cluster name"),
         },
         ["bundles", name] => match html::unseg(name) {
             Some(name) => page(
-                pages::bundle(&admin, &fleet.history, &name),
+                pages::bundle(&admin, &fleet.history, &name).await,
                 &format!("bundle {name:?}"),
             ),
             None => error_page(StatusCode::NOT_FOUND, "malformed bundle name"),

@@ -186,20 +186,18 @@ fn bundles_table(bundles: &[pb::Bundle]) -> String {
     out
 }
 
-/// Where a cluster's effective label comes from; the first that has the key wins.
+/// Where a cluster's effective label comes from, as the page words it.
 fn label_origin(c: &pb::Cluster, key: &str) -> &'static str {
-    if c.hub_labels.contains_key(key) {
-        "hub"
-    } else if c.token_labels.contains_key(key) {
-        "join token"
-    } else {
-        "spoke (accepted)"
+    match flotilla_proto::convert::LabelOrigin::of(c, key) {
+        flotilla_proto::convert::LabelOrigin::Hub => "hub",
+        flotilla_proto::convert::LabelOrigin::Token => "join token",
+        flotilla_proto::convert::LabelOrigin::Spoke => "spoke (accepted)",
     }
 }
 
 /// `/clusters/NAME`: the cluster, its labels with their origins, its bundles and its
 /// history. `None` when there is no such cluster.
-pub fn cluster(
+pub async fn cluster(
     admin: &AdminService,
     history: &crate::history::History,
     name: &str,
@@ -274,15 +272,17 @@ pub fn cluster(
     page.raw(status_table(&rows, Column::Bundle));
 
     page.h2("History");
-    page.raw(history_table(
-        history,
-        Filter {
-            cluster: Some(cluster_name),
-            limit: HISTORY_ROWS,
-            ..Default::default()
-        },
-        Column::Bundle,
-    ));
+    page.raw(
+        history_table(
+            history,
+            Filter {
+                cluster: Some(cluster_name),
+                ..Default::default()
+            },
+            Column::Bundle,
+        )
+        .await,
+    );
     Some(page.finish())
 }
 
@@ -343,12 +343,30 @@ fn status_table(rows: &[pb::StatusRow], lead: Column) -> String {
     out
 }
 
-fn history_table(history: &crate::history::History, filter: Filter, lead: Column) -> String {
-    let mut rows = history.query(&filter);
-    rows.reverse();
+/// The newest `HISTORY_ROWS` entries of the first `MAX_LIMIT` the filter reads (all of
+/// a cluster's, at the default retention), newest first.
+async fn history_table(history: &crate::history::History, filter: Filter, lead: Column) -> String {
+    let page = match history
+        .query(&Filter {
+            limit: crate::history::MAX_LIMIT,
+            ..filter
+        })
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return format!(
+                "<p class=\"error\">Reading the history: {}</p>\n",
+                esc(&e.to_string())
+            );
+        }
+    };
+    let mut rows = page.rows;
     if rows.is_empty() {
         return "<p class=\"muted\">Nothing in the history yet.</p>\n".to_string();
     }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.entry.at()));
+    rows.truncate(HISTORY_ROWS);
     let head = match lead {
         Column::Cluster => "cluster",
         Column::Bundle => "bundle",
@@ -410,7 +428,7 @@ fn history_table(history: &crate::history::History, filter: Filter, lead: Column
 /// `/bundles/NAME`: the bundle, its targets, its rollout and the chart of its progress
 /// at the current commit, its state on each cluster with the resources that are not
 /// Ready, its warnings and its history. `None` when there is no such bundle.
-pub fn bundle(
+pub async fn bundle(
     admin: &AdminService,
     history: &crate::history::History,
     name: &str,
@@ -475,29 +493,21 @@ pub fn bundle(
     if let Ok(r) = admin.rollout_view(name) {
         page.raw(rollout_table(&r));
     }
-    // The commit the bundle was last deployed at (a broken newer commit deploys nothing).
-    let rows = history.query(&Filter {
-        bundle: Some(b.name.clone()),
-        ..Default::default()
-    });
-    let latest = rows.iter().rev().find_map(|row| match &row.entry {
-        Entry::Deployment(d) => Some(d.commit.clone()),
-        Entry::StateChange(_) => None,
-    });
+    // The commit the bundle was last deployed at (a broken newer commit deploys nothing),
+    // and each cluster's deployment at it: the clusters' current deployments, in memory.
+    let current = history.current(&b.name);
+    let latest = current
+        .iter()
+        .max_by_key(|(_, d)| d.assigned_at)
+        .map(|(_, d)| d.commit.clone());
     page.h2("Progress of the last deployed commit");
     if let Some(c) = &latest {
         page.raw(format_args!("<p>commit {}</p>\n", commit(c)));
     }
-    let deployments: Vec<crate::history::Deployment> = rows
+    let deployments: Vec<crate::history::Deployment> = current
         .into_iter()
-        .filter_map(|row| match row.entry {
-            Entry::Deployment(d) if Some(&d.commit) == latest.as_ref() => Some((row.cluster, d)),
-            _ => None,
-        })
-        // Oldest first: a cluster redeployed at the same commit counts once, as its
-        // latest deployment.
-        .collect::<BTreeMap<_, _>>()
-        .into_values()
+        .filter(|(_, d)| Some(&d.commit) == latest.as_ref())
+        .map(|(_, d)| d)
         .collect();
     page.raw(chart::svg(&chart::progress(&deployments), now_unix()));
 
@@ -512,14 +522,16 @@ pub fn bundle(
     page.raw(status_table(&rows, Column::Cluster));
 
     page.h2("History");
-    page.raw(history_table(
-        history,
-        Filter {
-            bundle: Some(b.name.clone()),
-            limit: HISTORY_ROWS,
-            ..Default::default()
-        },
-        Column::Cluster,
-    ));
+    page.raw(
+        history_table(
+            history,
+            Filter {
+                bundle: Some(b.name.clone()),
+                ..Default::default()
+            },
+            Column::Cluster,
+        )
+        .await,
+    );
     Some(page.finish())
 }

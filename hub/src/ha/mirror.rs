@@ -120,6 +120,11 @@ pub async fn reload(
     } else {
         ""
     };
+    if table == Table::History {
+        // Not read whole: memory keeps each pair's current deployment only.
+        let clusters: Vec<ClusterName> = fleet.clusters.iter().map(|c| c.key().clone()).collect();
+        return fleet.history.reload(&clusters).await;
+    }
     let range = fleet.store.range(table, prefix).await?;
     let stored: HashSet<String> = range.entries.iter().map(|e| e.key.clone()).collect();
     let gone: Vec<String> = keys_in_memory(fleet, replica, table)
@@ -179,7 +184,8 @@ fn keys_in_memory(fleet: &Arc<Fleet>, replica: &Replica, table: Table) -> Vec<St
             })
             .collect(),
         Table::Tokens => Vec::new(),
-        Table::History => fleet.history.keys(),
+        // `reload` does not go through here for History.
+        Table::History => Vec::new(),
         Table::Audit => fleet.audit.keys(),
     }
 }
@@ -526,6 +532,42 @@ mod tests {
         }
     }
 
+    /// What the leader writes when it records `entry` at `key`: the entry and its index.
+    async fn leader_wrote(
+        fleet: &Arc<Fleet>,
+        key: &str,
+        id: crate::record_id::RecordId,
+        entry: &crate::history::Entry,
+    ) {
+        let crate::history::Entry::Deployment(d) = entry else {
+            panic!("a deployment")
+        };
+        let index = crate::history::index_key(&d.commit, "c1", "web", id).expect("indexed");
+        fleet
+            .store
+            .commit(vec![
+                crate::store::Op::put_json(Table::History, key, entry),
+                crate::store::Op::put_json(
+                    Table::History,
+                    index,
+                    &crate::history::Indexed { at: d.assigned_at },
+                ),
+            ])
+            .await
+            .expect("commit");
+    }
+
+    /// The whole history, once this replica's queued writes are in the store.
+    async fn read_history(fleet: &Arc<Fleet>) -> Vec<crate::history::Row> {
+        fleet.store.commit(Vec::new()).await.expect("flush");
+        fleet
+            .history
+            .query(&crate::history::Filter::default())
+            .await
+            .expect("query")
+            .rows
+    }
+
     /// The leader's history entry for deployment `d-1`, assigned and nothing more yet.
     fn assigned_d1() -> crate::history::Entry {
         crate::history::Entry::Deployment(crate::history::Deployment {
@@ -650,7 +692,7 @@ mod tests {
     }
     #[tokio::test]
     async fn history_and_audit_records_of_other_replicas_are_taken_and_never_regressed() {
-        use crate::history::{Entry, Filter, entry_key};
+        use crate::history::{Entry, entry_key};
         use crate::record_id::RecordId;
         let Follower { fleet, replica, .. } = &follower();
         let c1 = ClusterName::new("c1").expect("name");
@@ -668,6 +710,7 @@ mod tests {
         let key = entry_key("c1", "web", ahead);
         let assigned = assigned_d1();
         let json = |e: &Entry| Some(serde_json::to_vec(e).expect("json"));
+        leader_wrote(fleet, &key, ahead, &assigned).await;
         apply(
             fleet,
             replica,
@@ -691,7 +734,7 @@ mod tests {
             change(Table::History, &key, json(&assigned)),
         )
         .await;
-        let rows = fleet.history.query(&Filter::default());
+        let rows = read_history(fleet).await;
         let [row] = rows.as_slice() else {
             panic!("one entry, got {rows:?}")
         };
@@ -700,10 +743,15 @@ mod tests {
         };
         assert_eq!((d.applied_at, d.ready_at), (Some(110), Some(110)));
         assert_eq!(
-            fleet.history.where_running("abc1234").map(|(_, r)| r.len()),
+            fleet
+                .history
+                .where_running("abc1234")
+                .await
+                .expect("where")
+                .map(|(_, r)| r.len()),
             Some(1)
         );
-        // The leader's sweeper dropped it.
+        // The pair's history was removed.
         apply(fleet, replica, change(Table::History, &key, None)).await;
         assert!(fleet.history.is_empty());
 
@@ -739,7 +787,7 @@ mod tests {
     }
     #[tokio::test]
     async fn a_report_that_came_before_its_entry_is_applied_when_the_entry_comes() {
-        use crate::history::{Entry, Filter, entry_key};
+        use crate::history::{Entry, entry_key};
         use crate::record_id::RecordId;
         let Follower { fleet, replica, .. } = &follower();
         let c1 = ClusterName::new("c1").expect("name");
@@ -769,6 +817,7 @@ mod tests {
             writer: 7,
         };
         let assigned = assigned_d1();
+        leader_wrote(fleet, &entry_key("c1", "web", id), id, &assigned).await;
         let change = Change {
             revision: 9,
             table: Table::History,
@@ -776,7 +825,7 @@ mod tests {
             value: Some(serde_json::to_vec(&assigned).expect("json")),
         };
         apply(fleet, replica, change).await;
-        let rows = fleet.history.query(&Filter::default());
+        let rows = read_history(fleet).await;
         let [row] = rows.as_slice() else {
             panic!("one entry, got {rows:?}")
         };

@@ -4,29 +4,31 @@
 //! It owns `Table::History` and nothing else. Two calls feed it, one line each, from the
 //! places where the fleet's state changes: `History::deployed` where an assignment changes
 //! (`Fleet::reconcile_cluster`) and `History::reported` where a spoke's status is recorded
-//! (`Fleet::record_status`). Queries (`query`, `where_running`) read memory only.
+//! (`Fleet::record_status`). Queries (`query`, `where_running`) read the store.
 //!
-//! **Architecture Invariant:** memory mirrors `Table::History`; every entry added,
-//! updated or dropped here is queued to the store in the same call. History never
-//! changes what is deployed: it only watches.
+//! **Architecture Invariant:** the store is the history. Memory keeps one `Head` per
+//! pair (its current deployment, its id and an entry count), never the entries, so it
+//! does not grow with the history's length; every entry added, updated or dropped is
+//! queued to the store in the same call. History never changes what is deployed: it
+//! only watches.
 //!
 //! Store keys are `CLUSTER/BUNDLE/ID` (`entry_key`), ID a `crate::record_id::RecordId`:
 //! Unix nanoseconds then this writer's random id, so one pair's entries are one
 //! contiguous, time-ordered key range and replicas sharing an etcd store never overwrite
 //! each other's entries (the module doc of `record_id` says why a stamp rather than a
 //! counter allocated in the store). Keys of the single-hub format (`…/SEQ`, 16 hex
-//! digits) still read, and sort first. The per-commit view is an index in memory
-//! (`Inner::by_commit`) rebuilt from the snapshot at start rather than a second copy of
-//! every entry on disk.
+//! digits) still read, and sort first. The per-commit view is an index in the same
+//! table (`index_key`: `#commit/COMMIT/CLUSTER/BUNDLE/ID`, written with the deployment
+//! and deleted with it); a store from before it gets it at start.
 //!
 //! With replicas, the sweeper runs on the leader only (`run_sweeper` waits on
 //! `Leadership::leading`); each replica still prunes a pair by count when it writes to it.
 
 mod query;
 
-pub use query::{Filter, Row, WhereRow, WhereVerdict};
+pub use query::{DEFAULT_LIMIT, Filter, MAX_LIMIT, Page, Row, SCAN_BUDGET, WhereRow, WhereVerdict};
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -39,7 +41,7 @@ use crate::ha::Leadership;
 use crate::reconcile::Assignment;
 use crate::record_id::{RecordId, Stamper};
 use crate::records::StatusRecord;
-use crate::store::{Op, Snapshot, Store, StoreError, Table};
+use crate::store::{Op, Revision, Snapshot, Store, StoreError, Table};
 
 /// How long and how much history is kept (`flotilla-hub run --history-max-age`,
 /// `--history-max-per-bundle`).
@@ -190,77 +192,122 @@ pub fn parse_key(key: &str) -> Option<(&str, &str, RecordId)> {
 
 type Pair = (ClusterName, Arc<str>);
 
+/// The first key of the commit index (`index_key`). `#` is not a cluster name's
+/// character, so index keys never fall in a cluster's or a pair's range.
+pub const INDEX_PREFIX: &str = "#commit/";
+
+/// The commit index's key for the deployment `id` of a pair: `#commit/COMMIT/CLUSTER/
+/// BUNDLE/ID`, so a commit (or a prefix of one) is one key range. `None` for a commit
+/// that cannot be a key part (empty, or with a `/`): such a deployment is not indexed.
+pub fn index_key(commit: &str, cluster: &str, bundle: &str, id: RecordId) -> Option<String> {
+    (!commit.is_empty() && !commit.contains('/'))
+        .then(|| format!("{INDEX_PREFIX}{commit}/{}", entry_key(cluster, bundle, id)))
+}
+
+/// Splits an index key into (commit, cluster, bundle, id).
+pub fn parse_index_key(key: &str) -> Option<(&str, &str, &str, RecordId)> {
+    let (commit, entry) = key.strip_prefix(INDEX_PREFIX)?.split_once('/')?;
+    let (c, b, id) = parse_key(entry)?;
+    Some((commit, c, b, id))
+}
+
+/// The value of an index key: when the deployment was assigned, so "where is X
+/// running" finds when the commit was first deployed without reading the entries.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Indexed {
+    pub at: i64,
+}
+
+/// What memory keeps of a pair: its current deployment and how many entries it has.
+#[derive(Debug, Clone)]
+struct Head {
+    id: RecordId,
+    deployment: Deployment,
+    /// Entries of the pair in the store, as far as this replica knows: when it passes
+    /// the retention's count, the pair is pruned (`prune_in_store`).
+    count: usize,
+}
+
 struct Inner {
     stamper: Stamper,
-    /// Each pair's entries, oldest first, with their ids. A BTreeMap so a cluster's
-    /// pairs are one range.
-    pairs: BTreeMap<Pair, VecDeque<(RecordId, Entry)>>,
-    /// Commit → the deployments made at it.
-    by_commit: BTreeMap<String, BTreeSet<(Pair, RecordId)>>,
+    /// Each pair's current deployment. A BTreeMap so a cluster's pairs are one range.
+    heads: BTreeMap<Pair, Head>,
 }
 
 /// The deployment history of the fleet. Written by `deployed` and `status` only.
+///
+/// Memory holds one `Head` per pair, whatever the history's length; the entries are in
+/// the store only and queries read them there (`query`).
 pub struct History {
     store: Store,
     retention: Retention,
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
+/// One pair's entries with their ids, oldest first, as read from the store.
+type PairEntries = Vec<(RecordId, Entry)>;
+
 impl History {
-    /// Reads `Table::History` from the snapshot and drops what the retention no longer
-    /// keeps (a lowered limit takes effect at start).
+    /// Takes each pair's current deployment from `Table::History` in the snapshot,
+    /// keeping no entry in memory, and queues what the store needs: the deletes of what
+    /// the retention no longer keeps (a lowered limit takes effect at start) and the
+    /// commit index of deployments written before there was one.
     pub fn restore(
         store: Store,
         retention: Retention,
         snapshot: &Snapshot,
         now: i64,
     ) -> Result<History, StoreError> {
-        let mut pairs: BTreeMap<Pair, VecDeque<(RecordId, Entry)>> = BTreeMap::new();
-        let mut by_commit: BTreeMap<String, BTreeSet<(Pair, RecordId)>> = BTreeMap::new();
-        let mut ignored = Vec::new();
-        for (key, entry) in snapshot.records::<Entry>(Table::History)? {
-            let Some((c, b, seq)) = parse_key(&key) else {
-                ignored.push(key);
+        let mut ops = Vec::new();
+        let mut indexed = std::collections::HashSet::new();
+        let mut heads = BTreeMap::new();
+        let mut newest = None::<RecordId>;
+        // Keys come sorted from the store: the index first (`#`), then each pair's
+        // entries together, so one pair at a time is in memory here.
+        let mut current: Option<(Pair, PairEntries)> = None;
+        for (key, value) in snapshot.raw(Table::History) {
+            if let Some((_, c, b, id)) = parse_index_key(key) {
+                indexed.insert(entry_key(c, b, id));
                 continue;
-            };
-            let Ok(cluster) = ClusterName::new(c) else {
-                ignored.push(key);
-                continue;
-            };
-            let pair: Pair = (cluster, Arc::from(b));
-            if let Entry::Deployment(d) = &entry
-                && !d.commit.is_empty()
-            {
-                by_commit
-                    .entry(d.commit.clone())
-                    .or_default()
-                    .insert((pair.clone(), seq));
             }
-            // Keys come sorted from the store, so each pair's entries are in order.
-            pairs.entry(pair).or_default().push_back((seq, entry));
+            let parsed = parse_key(key).and_then(|(c, b, id)| {
+                Some(((ClusterName::new(c).ok()?, Arc::<str>::from(b)), id))
+            });
+            let Some((pair, id)) = parsed else {
+                tracing::warn!(%key, "dropping a history record with an unreadable key");
+                ops.push(Op::delete(Table::History, key));
+                continue;
+            };
+            let entry: Entry = serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+                table: Table::History,
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
+            newest = newest.max(Some(id));
+            match &mut current {
+                Some((p, entries)) if *p == pair => entries.push((id, entry)),
+                _ => {
+                    if let Some((p, entries)) = current.replace((pair, vec![(id, entry)])) {
+                        finish_pair(p, entries, (retention, now), &indexed, &mut heads, &mut ops);
+                    }
+                }
+            }
+        }
+        if let Some((p, entries)) = current.take() {
+            finish_pair(p, entries, (retention, now), &indexed, &mut heads, &mut ops);
         }
         let inner = Inner {
-            stamper: Stamper::after(pairs.values().flatten().map(|(id, _)| id)),
-            pairs,
-            by_commit,
+            stamper: Stamper::after(newest.as_ref()),
+            heads,
         };
-        let history = History {
+        if !ops.is_empty() {
+            store.submit(ops);
+        }
+        Ok(History {
             store,
             retention,
-            inner: Mutex::new(inner),
-        };
-        let mut ops: Vec<Op> = ignored
-            .into_iter()
-            .map(|k| {
-                tracing::warn!(key = %k, "dropping a history record with an unreadable key");
-                Op::delete(Table::History, k)
-            })
-            .collect();
-        ops.extend(history.sweep_ops(now));
-        if !ops.is_empty() {
-            history.store.submit(ops);
-        }
-        Ok(history)
+            inner: Arc::new(Mutex::new(inner)),
+        })
     }
 
     pub fn retention(&self) -> Retention {
@@ -268,10 +315,7 @@ impl History {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves plain data behind; keep serving it.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     /// `cluster` was assigned `a`'s deployment of `bundle` (its commit read from the
@@ -317,35 +361,66 @@ impl History {
         self.status(cluster, bundle, prev.as_ref(), new);
     }
 
-    /// Adds a deployment entry (the body of `deployed`, with the commit and time given).
+    /// Adds a deployment entry (the body of `deployed`, with the commit and time given):
+    /// the entry and its commit index key, in one batch.
     pub fn record_deployment(&self, cluster: &ClusterName, bundle: &Arc<str>, d: Deployment) {
         let mut inner = self.lock();
-        let seq = inner.stamper.stamp();
+        let id = inner.stamper.stamp();
         let pair: Pair = (cluster.clone(), bundle.clone());
         let mut ops = vec![Op::put_json(
             Table::History,
-            entry_key(cluster.as_str(), bundle, seq),
+            entry_key(cluster.as_str(), bundle, id),
             &Entry::Deployment(d.clone()),
         )];
-        if !d.commit.is_empty() {
-            inner
-                .by_commit
-                .entry(d.commit.clone())
-                .or_default()
-                .insert((pair.clone(), seq));
-        }
+        ops.extend(
+            index_key(&d.commit, cluster.as_str(), bundle, id)
+                .map(|k| Op::put_json(Table::History, k, &Indexed { at: d.assigned_at })),
+        );
+        let count = inner.heads.get(&pair).map_or(0, |h| h.count) + 1;
         let now = d.assigned_at;
-        inner
-            .pairs
-            .entry(pair.clone())
-            .or_default()
-            .push_back((seq, Entry::Deployment(d)));
-        ops.extend(prune_pair(&mut inner, &pair, self.retention, now));
+        inner.heads.insert(
+            pair.clone(),
+            Head {
+                id,
+                deployment: d,
+                count,
+            },
+        );
         drop(inner);
-        self.store.submit(ops);
+        self.write(pair, count, now, ops);
+    }
+
+    /// Queues `ops` for `pair`, and prunes the pair once they are written if it now has
+    /// more entries than the retention keeps (ages measured at `now`, the time of the
+    /// entry written).
+    fn write(&self, pair: Pair, count: usize, now: i64, ops: Vec<Op>) {
+        if count <= self.retention.max_per_pair.max(1) {
+            self.store.submit(ops);
+            return;
+        }
+        let written = self.store.queue_commit(ops);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime (a blocking caller): the sweeper prunes the pair.
+            return;
+        };
+        let (store, retention) = (self.store.clone(), self.retention);
+        let inner = self.inner.clone();
+        runtime.spawn(async move {
+            if let Err(e) = written.await {
+                tracing::warn!(error = %e, "writing a history entry");
+                return;
+            }
+            match prune_in_store(&store, retention, &pair, now).await {
+                Ok(kept) => set_count(&inner, &pair, kept),
+                Err(e) => tracing::warn!(error = %e, cluster = %pair.0, bundle = %pair.1, "pruning a history pair"),
+            }
+        });
     }
 
     /// A status `new` is about to replace `prev` for the pair (the body of `reported`).
+    /// Costs the store nothing when no time of the deployment moved and its state did
+    /// not change; otherwise one put (the deployment's entry, or a state change), two
+    /// when a failed deployment turns Ready again.
     pub fn status(
         &self,
         cluster: &ClusterName,
@@ -356,15 +431,14 @@ impl History {
         let at = new.updated_at;
         let mut inner = self.lock();
         let pair: Pair = (cluster.clone(), Arc::from(bundle));
-        let Some(entries) = inner.pairs.get_mut(&pair) else {
+        let Some(head) = inner.heads.get_mut(&pair) else {
             return;
         };
-        let Some((seq, Entry::Deployment(d))) = entries.iter_mut().rev().find(
-            |(_, e)| matches!(e, Entry::Deployment(d) if d.deployment_id == new.deployment_id),
-        ) else {
+        if head.deployment.deployment_id != new.deployment_id {
             return;
-        };
-        let seq = *seq;
+        }
+        let id = head.id;
+        let d = &mut head.deployment;
         let first_outcome = d.applied_at.is_none();
         let mut changed = false;
         if new.state != State::WaitApplied && d.applied_at.is_none() {
@@ -387,7 +461,7 @@ impl History {
         if changed {
             ops.push(Op::put_json(
                 Table::History,
-                entry_key(cluster.as_str(), bundle, seq),
+                entry_key(cluster.as_str(), bundle, id),
                 &Entry::Deployment(d.clone()),
             ));
         }
@@ -399,7 +473,7 @@ impl History {
                 && p.state != State::WaitApplied
         });
         if let (Some(p), false) = (moved, first_outcome) {
-            let seq = inner.stamper.stamp();
+            head.count += 1;
             let change = Entry::StateChange(StateChange {
                 at,
                 deployment_id: new.deployment_id.clone(),
@@ -407,46 +481,62 @@ impl History {
                 to: new.state,
                 message: change_message(new),
             });
+            let id = inner.stamper.stamp();
             ops.push(Op::put_json(
                 Table::History,
-                entry_key(cluster.as_str(), bundle, seq),
+                entry_key(cluster.as_str(), bundle, id),
                 &change,
             ));
-            if let Some(entries) = inner.pairs.get_mut(&pair) {
-                entries.push_back((seq, change));
-            }
-            ops.extend(prune_pair(&mut inner, &pair, self.retention, at));
         }
+        let count = inner.heads.get(&pair).map_or(0, |h| h.count);
         drop(inner);
         if !ops.is_empty() {
-            self.store.submit(ops);
+            self.write(pair, count, at, ops);
         }
     }
 
-    /// Drops every entry the retention no longer keeps; run at start and periodically
-    /// (`run_sweeper`), since a pair that stops changing is never pruned on write.
-    pub fn sweep(&self, now: i64) -> usize {
-        let ops = self.sweep_ops(now);
-        let n = ops.len();
-        if n > 0 {
-            self.store.submit(ops);
+    /// Drops every entry the retention no longer keeps, reading the store one cluster
+    /// at a time; run periodically (`run_sweeper`), since a pair that stops changing is
+    /// never pruned on write. Returns how many entries were dropped.
+    pub async fn sweep(&self, now: i64) -> Result<usize, StoreError> {
+        // What this replica queued before is in the store before the sweep reads it.
+        self.store.commit(Vec::new()).await?;
+        let clusters: Vec<ClusterName> = {
+            let inner = self.lock();
+            let mut cs: Vec<ClusterName> = inner.heads.keys().map(|(c, _)| c.clone()).collect();
+            cs.dedup();
+            cs
+        };
+        let mut dropped = 0;
+        for cluster in clusters {
+            let range = self
+                .store
+                .range(Table::History, &format!("{cluster}/"))
+                .await?;
+            let mut ops = Vec::new();
+            for (pair, entries) in group_pairs(&range.entries) {
+                let drops = pruned(&entries, self.retention, now);
+                dropped += drops.len();
+                for &i in &drops {
+                    ops.extend(delete_ops(&pair, entries[i].0, &entries[i].1));
+                }
+                self.set_count(&pair, entries.len() - drops.len());
+            }
+            if !ops.is_empty() {
+                self.store.commit(ops).await?;
+            }
         }
-        n
+        Ok(dropped)
     }
 
-    fn sweep_ops(&self, now: i64) -> Vec<Op> {
-        let mut inner = self.lock();
-        let pairs: Vec<Pair> = inner.pairs.keys().cloned().collect();
-        pairs
-            .iter()
-            .flat_map(|p| prune_pair(&mut inner, p, self.retention, now))
-            .collect()
+    fn set_count(&self, pair: &Pair, count: usize) {
+        set_count(&self.inner, pair, count);
     }
 
-    /// Takes an entry another replica stored (`value`) or deleted (`None`) into memory,
-    /// without a store write (`ha::mirror`). Entries are never regressed by a late echo:
-    /// a deployment's times only move forward (`Deployment::merge`), and a state change
-    /// never changes once made.
+    /// Takes an entry another replica stored (`value`) or deleted (`None`), without a
+    /// store write (`ha::mirror`): only what moves a pair's current deployment (a newer
+    /// deployment, or news of the current one) changes memory. A deployment's times
+    /// only move forward (`Deployment::merge`), so a late echo never regresses it.
     pub fn take(&self, key: &str, value: Option<Entry>) {
         let Some((c, b, id)) = parse_key(key) else {
             return;
@@ -457,66 +547,167 @@ impl History {
         let pair: Pair = (cluster, Arc::from(b));
         let mut inner = self.lock();
         inner.stamper.observe(id);
-        let Some(entry) = value else {
-            let Some(entries) = inner.pairs.get_mut(&pair) else {
-                return;
-            };
-            let Some(at) = entries.iter().position(|(i, _)| *i == id) else {
-                return;
-            };
-            let gone = entries.remove(at);
-            if entries.is_empty() {
-                inner.pairs.remove(&pair);
-            }
-            if let Some((_, Entry::Deployment(d))) = gone
-                && let Some(set) = inner.by_commit.get_mut(&d.commit)
-            {
-                set.remove(&(pair, id));
-                if set.is_empty() {
-                    inner.by_commit.remove(&d.commit);
+        match value {
+            None => match inner.heads.get_mut(&pair) {
+                // The current deployment itself is gone (only a removal of the pair's
+                // history does that): nothing is known to run there.
+                Some(h) if h.id == id => {
+                    inner.heads.remove(&pair);
+                }
+                Some(h) => h.count = h.count.saturating_sub(1),
+                None => {}
+            },
+            Some(Entry::Deployment(d)) => match inner.heads.get_mut(&pair) {
+                Some(h) if h.id == id => h.deployment.merge(&d),
+                Some(h) if h.id > id => {}
+                Some(h) => {
+                    h.id = id;
+                    h.deployment = d;
+                    h.count += 1;
+                }
+                None => {
+                    inner.heads.insert(
+                        pair,
+                        Head {
+                            id,
+                            deployment: d,
+                            count: 1,
+                        },
+                    );
+                }
+            },
+            Some(Entry::StateChange(_)) => {
+                if let Some(h) = inner.heads.get_mut(&pair) {
+                    h.count += 1;
                 }
             }
-            return;
-        };
-        if let Entry::Deployment(d) = &entry
-            && !d.commit.is_empty()
-        {
-            inner
-                .by_commit
-                .entry(d.commit.clone())
-                .or_default()
-                .insert((pair.clone(), id));
-        }
-        let entries = inner.pairs.entry(pair).or_default();
-        match entries.binary_search_by_key(&id, |(i, _)| *i) {
-            Ok(at) => {
-                if let (Entry::Deployment(mine), Entry::Deployment(theirs)) =
-                    (&mut entries[at].1, &entry)
-                {
-                    mine.merge(theirs);
-                }
-            }
-            Err(at) => entries.insert(at, (id, entry)),
         }
     }
 
-    /// The store keys of every entry in memory (for `ha::mirror`'s reload).
-    pub fn keys(&self) -> Vec<String> {
-        let inner = self.lock();
-        inner
-            .pairs
-            .iter()
-            .flat_map(|((c, b), es)| es.iter().map(|(id, _)| entry_key(c.as_str(), b, *id)))
-            .collect()
+    /// Makes memory match the store for `clusters`, reading one cluster's range at a
+    /// time (`ha::mirror`'s reload after its watch fell behind); returns the revision to
+    /// watch from (the first read's, so nothing after it is missed).
+    pub async fn reload(&self, clusters: &[ClusterName]) -> Result<Revision, StoreError> {
+        let mut from = None;
+        for cluster in clusters {
+            let range = self
+                .store
+                .range(Table::History, &format!("{cluster}/"))
+                .await?;
+            from = from.or(Some(range.revision));
+            let mut inner = self.lock();
+            for (pair, entries) in group_pairs(&range.entries) {
+                for (id, _) in &entries {
+                    inner.stamper.observe(*id);
+                }
+                let count = entries.len();
+                let Some((id, Entry::Deployment(d))) = entries
+                    .into_iter()
+                    .rfind(|(_, e)| matches!(e, Entry::Deployment(_)))
+                else {
+                    continue;
+                };
+                match inner.heads.get_mut(&pair) {
+                    Some(h) if h.id == id => {
+                        h.deployment.merge(&d);
+                        h.count = count;
+                    }
+                    Some(h) if h.id > id => h.count = count,
+                    _ => {
+                        inner.heads.insert(
+                            pair,
+                            Head {
+                                id,
+                                deployment: d,
+                                count,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        match from {
+            Some(r) => Ok(r),
+            // No cluster: any read gives the store's revision.
+            None => Ok(self
+                .store
+                .range(Table::History, INDEX_PREFIX)
+                .await?
+                .revision),
+        }
     }
 
-    /// How many entries are kept (all pairs).
-    pub fn len(&self) -> usize {
-        self.lock().pairs.values().map(VecDeque::len).sum()
+    /// How many pairs have a deployment in the history.
+    pub fn pairs(&self) -> usize {
+        self.lock().heads.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.pairs() == 0
+    }
+
+    /// Each cluster's current deployment of `bundle` (memory only).
+    pub fn current(&self, bundle: &str) -> Vec<(ClusterName, Deployment)> {
+        self.lock()
+            .heads
+            .iter()
+            .filter(|((_, b), _)| &**b == bundle)
+            .map(|((c, _), h)| (c.clone(), h.deployment.clone()))
+            .collect()
+    }
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while holding the lock leaves plain data behind; keep serving it.
+    inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn set_count(inner: &Mutex<Inner>, pair: &Pair, count: usize) {
+    if let Some(h) = lock(inner).heads.get_mut(pair) {
+        h.count = count;
+    }
+}
+
+/// At start: prunes one pair's entries (oldest first), takes its current deployment
+/// into `heads` and indexes its deployments that `indexed` (entry keys) lacks.
+fn finish_pair(
+    pair: Pair,
+    entries: PairEntries,
+    (retention, now): (Retention, i64),
+    indexed: &std::collections::HashSet<String>,
+    heads: &mut BTreeMap<Pair, Head>,
+    ops: &mut Vec<Op>,
+) {
+    let drops = pruned(&entries, retention, now);
+    for &i in &drops {
+        ops.extend(delete_ops(&pair, entries[i].0, &entries[i].1));
+    }
+    let count = entries.len() - drops.len();
+    for (i, (id, e)) in entries.into_iter().enumerate() {
+        let Entry::Deployment(d) = e else { continue };
+        if drops.contains(&i) {
+            continue;
+        }
+        let key = entry_key(pair.0.as_str(), &pair.1, id);
+        if let Some(ik) = index_key(&d.commit, pair.0.as_str(), &pair.1, id)
+            && !indexed.contains(&key)
+        {
+            ops.push(Op::put_json(
+                Table::History,
+                ik,
+                &Indexed { at: d.assigned_at },
+            ));
+        }
+        heads.insert(
+            pair.clone(),
+            Head {
+                id,
+                deployment: d,
+                count,
+            },
+        );
     }
 }
 
@@ -524,54 +715,110 @@ impl History {
 /// leads (always, on redb): replicas sharing a store would otherwise all sweep it.
 pub async fn run_sweeper(history: Arc<History>, leadership: Leadership) {
     crate::ha::while_leading(&leadership, Duration::from_secs(3600), || {
-        let dropped = history.sweep(crate::records::now_unix());
-        if dropped > 0 {
-            tracing::info!(dropped, "history entries past retention dropped");
-        }
+        let history = history.clone();
+        tokio::spawn(async move {
+            match history.sweep(crate::records::now_unix()).await {
+                Ok(0) => {}
+                Ok(dropped) => tracing::info!(dropped, "history entries past retention dropped"),
+                Err(e) => tracing::warn!(error = %e, "sweeping the history"),
+            }
+        });
     })
     .await
 }
 
-/// The entries of `pair` that `retention` drops, removed from memory, as store deletes.
-/// The pair's newest deployment always stays: it says what the pair runs.
-fn prune_pair(inner: &mut Inner, pair: &Pair, retention: Retention, now: i64) -> Vec<Op> {
-    let Some(entries) = inner.pairs.get_mut(pair) else {
-        return Vec::new();
-    };
+/// Reads one pair's entries and deletes what `retention` drops; returns how many are
+/// kept.
+async fn prune_in_store(
+    store: &Store,
+    retention: Retention,
+    pair: &Pair,
+    now: i64,
+) -> Result<usize, StoreError> {
+    let range = store
+        .range(Table::History, &pair_prefix(pair.0.as_str(), &pair.1))
+        .await?;
+    let mut kept = 0;
+    for (p, entries) in group_pairs(&range.entries) {
+        if p != *pair {
+            // A bundle whose name extends this one's with a `/`: not this pair.
+            continue;
+        }
+        let drops = pruned(&entries, retention, now);
+        let ops: Vec<Op> = drops
+            .iter()
+            .flat_map(|&i| delete_ops(pair, entries[i].0, &entries[i].1))
+            .collect();
+        kept = entries.len() - drops.len();
+        if !ops.is_empty() {
+            store.commit(ops).await?;
+        }
+    }
+    Ok(kept)
+}
+
+/// The entries of a range (of one cluster or one pair), decoded and grouped by pair,
+/// oldest first. Keys that do not parse and values that do not decode are skipped with
+/// a warning (the start drops them).
+fn group_pairs(entries: &[crate::store::Entry]) -> Vec<(Pair, PairEntries)> {
+    let mut out: Vec<(Pair, PairEntries)> = Vec::new();
+    for e in entries {
+        let Some((pair, id, entry)) = decode_entry(&e.key, &e.value) else {
+            continue;
+        };
+        match out.last_mut() {
+            Some((p, es)) if *p == pair => es.push((id, entry)),
+            _ => out.push((pair, vec![(id, entry)])),
+        }
+    }
+    out
+}
+
+/// One stored entry, or `None` (with a warning) when its key or value is not one.
+fn decode_entry(key: &str, value: &[u8]) -> Option<(Pair, RecordId, Entry)> {
+    let (c, b, id) = parse_key(key)?;
+    let cluster = ClusterName::new(c).ok()?;
+    match serde_json::from_slice::<Entry>(value) {
+        Ok(entry) => Some(((cluster, Arc::from(b)), id, entry)),
+        Err(e) => {
+            tracing::warn!(%key, error = %e, "a history entry does not decode; skipped");
+            None
+        }
+    }
+}
+
+/// Which of a pair's entries (oldest first) `retention` drops: the oldest over the
+/// count, and those past the age. The newest deployment always stays: it says what the
+/// pair runs.
+fn pruned(entries: &[(RecordId, Entry)], retention: Retention, now: i64) -> Vec<usize> {
     let newest_deployment = entries
         .iter()
-        .rev()
-        .find(|(_, e)| matches!(e, Entry::Deployment(_)))
-        .map(|(s, _)| *s);
+        .rposition(|(_, e)| matches!(e, Entry::Deployment(_)));
     let oldest_kept =
         now.saturating_sub(i64::try_from(retention.max_age.as_secs()).unwrap_or(i64::MAX));
     let mut over = entries.len().saturating_sub(retention.max_per_pair.max(1));
-    let mut dropped = Vec::new();
-    entries.retain(|(seq, e)| {
-        let drop = Some(*seq) != newest_deployment && (over > 0 || e.at() < oldest_kept);
-        if drop {
+    let mut drops = Vec::new();
+    for (i, (_, e)) in entries.iter().enumerate() {
+        if Some(i) != newest_deployment && (over > 0 || e.at() < oldest_kept) {
             over = over.saturating_sub(1);
-            dropped.push((*seq, e.clone()));
+            drops.push(i);
         }
-        !drop
-    });
-    if entries.is_empty() {
-        inner.pairs.remove(pair);
     }
-    dropped
-        .into_iter()
-        .map(|(seq, e)| {
-            if let Entry::Deployment(d) = &e
-                && let Some(set) = inner.by_commit.get_mut(&d.commit)
-            {
-                set.remove(&(pair.clone(), seq));
-                if set.is_empty() {
-                    inner.by_commit.remove(&d.commit);
-                }
-            }
-            Op::delete(Table::History, entry_key(pair.0.as_str(), &pair.1, seq))
-        })
-        .collect()
+    drops
+}
+
+/// The store deletes of one entry: the entry and, for a deployment, its index key.
+fn delete_ops(pair: &Pair, id: RecordId, e: &Entry) -> Vec<Op> {
+    let mut ops = vec![Op::delete(
+        Table::History,
+        entry_key(pair.0.as_str(), &pair.1, id),
+    )];
+    if let Entry::Deployment(d) = e
+        && let Some(k) = index_key(&d.commit, pair.0.as_str(), &pair.1, id)
+    {
+        ops.push(Op::delete(Table::History, k));
+    }
+    ops
 }
 
 /// The spoke's message and its non-ready resources' messages, cut to size.

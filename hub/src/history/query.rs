@@ -1,16 +1,29 @@
 //! Reads of the history: entries by cluster, bundle, age and commit, and "where is
-//! commit X running" (`History::where_running`). Memory only; no store access.
+//! commit X running" (`History::where_running`). Entries are read from the store, one
+//! key range at a time (a pair, a cluster, a commit's index keys), and an answer is
+//! bounded: at most `Filter::limit` rows and `SCAN_BUDGET` entries read, with a
+//! continue token when it was cut. Memory gives only each pair's current deployment.
 
+use std::collections::BTreeSet;
 use std::fmt;
-use std::ops::Bound;
+use std::sync::Arc;
 
 use flotilla_model::ClusterName;
 
-use super::{Deployment, Entry, History, Inner, Pair};
+use super::{
+    Deployment, Entry, History, INDEX_PREFIX, Indexed, Pair, decode_entry, entry_key, pair_prefix,
+    parse_index_key,
+};
 use crate::record_id::RecordId;
+use crate::store::{StoreError, Table};
 
-/// One pair's entries with their ids, oldest first.
-type PairEntries = std::collections::VecDeque<(RecordId, Entry)>;
+/// Rows in an answer when the request names no limit (as `kubectl get --chunk-size`).
+pub const DEFAULT_LIMIT: usize = 500;
+/// The most rows an answer has, whatever the request asks.
+pub const MAX_LIMIT: usize = 5000;
+/// The most entries one answer reads from the store: a `--since` that matches little
+/// of a large fleet is cut here rather than reading the whole history in one request.
+pub const SCAN_BUDGET: usize = 100_000;
 
 /// Which entries `History::query` returns; unset fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -21,8 +34,19 @@ pub struct Filter {
     pub since: Option<i64>,
     /// Only deployments made at this commit (a prefix of at least 7 characters matches).
     pub commit: Option<String>,
-    /// At most this many rows, the newest; 0 for all.
+    /// At most this many rows (0: `DEFAULT_LIMIT`; at most `MAX_LIMIT`).
     pub limit: usize,
+    /// Only entries after this key: the `next` of the previous answer.
+    pub after: Option<String>,
+}
+
+/// One answer: rows in store key order (by cluster, bundle, then time; by commit first
+/// for a commit query), and where to continue when it was cut.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub rows: Vec<Row>,
+    /// Set when there may be more: pass it as `Filter::after` for the rest.
+    pub next: Option<String>,
 }
 
 /// One entry with the pair it belongs to.
@@ -76,111 +100,206 @@ fn commit_matches(full: &str, wanted: &str) -> bool {
     wanted.len() >= MIN_COMMIT_PREFIX.min(full.len()) && full.starts_with(wanted)
 }
 
-impl Inner {
-    /// The commits (full ids) that `wanted` names.
-    fn commits_named(&self, wanted: &str) -> Vec<String> {
-        self.by_commit
-            .range::<str, _>((Bound::Included(wanted), Bound::Unbounded))
-            .take_while(|(c, _)| c.starts_with(wanted))
-            .filter(|(c, _)| commit_matches(c, wanted))
-            .map(|(c, _)| c.clone())
-            .collect()
+/// Builds a page: takes rows until the limit or the scan budget, and says where to go on.
+struct Pager<'a> {
+    filter: &'a Filter,
+    limit: usize,
+    scanned: usize,
+    page: Page,
+}
+
+impl Pager<'_> {
+    /// Whether the page is full (then `page.next` is set).
+    fn full(&self) -> bool {
+        self.page.next.is_some()
     }
 
-    /// The pairs in scope of `cluster`: one range of the ordered map.
-    fn pairs_of<'a>(
-        &'a self,
-        cluster: Option<&'a ClusterName>,
-    ) -> Box<dyn Iterator<Item = (&'a Pair, &'a PairEntries)> + 'a> {
-        match cluster {
-            Some(c) => Box::new(
-                self.pairs
-                    .range((c.clone(), std::sync::Arc::<str>::from(""))..)
-                    .take_while(move |((pc, _), _)| pc == c),
-            ),
-            None => Box::new(self.pairs.iter()),
+    /// Whether `key` comes after the continue token.
+    fn after_token(&self, key: &str) -> bool {
+        self.filter.after.as_deref().is_none_or(|a| key > a)
+    }
+
+    /// Offers the entry stored at `key`; returns false once the page is full.
+    fn offer(&mut self, key: &str, pair: &Pair, entry: Entry) -> bool {
+        if self.full() {
+            return false;
         }
+        self.scanned += 1;
+        let wanted = self.filter.since.is_none_or(|s| entry.at() >= s)
+            && self.filter.bundle.as_deref().is_none_or(|b| b == &*pair.1)
+            && self.filter.cluster.as_ref().is_none_or(|c| c == &pair.0);
+        if wanted {
+            self.page.rows.push(row(pair, entry));
+        }
+        if self.page.rows.len() >= self.limit || self.scanned >= SCAN_BUDGET {
+            self.page.next = Some(key.to_string());
+            return false;
+        }
+        true
     }
 }
 
 impl History {
-    /// Entries matching `filter`, oldest first.
-    pub fn query(&self, filter: &Filter) -> Vec<Row> {
-        let inner = self.lock();
-        let bundle_ok = |b: &str| filter.bundle.as_deref().is_none_or(|w| w == b);
-        let since_ok = |e: &Entry| filter.since.is_none_or(|s| e.at() >= s);
-        let mut rows: Vec<(RecordId, Row)> = Vec::new();
+    /// Entries matching `filter`, read from the store: at most `limit` of them, after
+    /// `filter.after`, in key order.
+    pub async fn query(&self, filter: &Filter) -> Result<Page, StoreError> {
+        let limit = match filter.limit {
+            0 => DEFAULT_LIMIT,
+            n => n.min(MAX_LIMIT),
+        };
+        let mut pager = Pager {
+            filter,
+            limit,
+            scanned: 0,
+            page: Page::default(),
+        };
         if let Some(wanted) = &filter.commit {
-            for commit in inner.commits_named(wanted) {
-                for (pair, seq) in inner.by_commit.get(&commit).into_iter().flatten() {
-                    if filter.cluster.as_ref().is_some_and(|c| c != &pair.0) || !bundle_ok(&pair.1)
-                    {
-                        continue;
-                    }
-                    let found = inner
-                        .pairs
-                        .get(pair)
-                        .and_then(|es| es.iter().find(|(s, _)| s == seq));
-                    if let Some((seq, e)) = found
-                        && since_ok(e)
-                    {
-                        rows.push((*seq, row(pair, e)));
-                    }
-                }
+            self.query_commit(wanted, &mut pager).await?;
+            return Ok(pager.page);
+        }
+        // The key ranges to read, in key order: one pair, one cluster, each pair of a
+        // bundle, or each cluster.
+        let prefixes: Vec<String> = match (&filter.cluster, &filter.bundle) {
+            (Some(c), Some(b)) => vec![pair_prefix(c.as_str(), b)],
+            (Some(c), None) => vec![format!("{c}/")],
+            (None, Some(b)) => self
+                .lock()
+                .heads
+                .keys()
+                .filter(|(_, pb)| **pb == **b)
+                .map(|(c, pb)| pair_prefix(c.as_str(), pb))
+                .collect(),
+            (None, None) => {
+                let inner = self.lock();
+                inner.heads.keys().map(|(c, _)| format!("{c}/")).collect()
             }
-        } else {
-            for (pair, entries) in inner.pairs_of(filter.cluster.as_ref()) {
-                if !bundle_ok(&pair.1) {
+        };
+        // In the store's (byte) order, which is not the order of (cluster, bundle) pairs:
+        // `a-b/` sorts before `a/`. The continue token is a key, so the walk must be too.
+        let mut prefixes = prefixes;
+        prefixes.sort();
+        prefixes.dedup();
+        for prefix in prefixes {
+            // A range wholly before the token is skipped without reading it.
+            if let Some(a) = &filter.after
+                && a.as_str() >= prefix.as_str()
+                && !a.starts_with(prefix.as_str())
+            {
+                continue;
+            }
+            let range = self.store.range(Table::History, &prefix).await?;
+            for e in &range.entries {
+                if !pager.after_token(&e.key) {
                     continue;
                 }
-                rows.extend(
-                    entries
-                        .iter()
-                        .filter(|(_, e)| since_ok(e))
-                        .map(|(seq, e)| (*seq, row(pair, e))),
-                );
+                let Some((pair, _, entry)) = decode_entry(&e.key, &e.value) else {
+                    continue;
+                };
+                if !pager.offer(&e.key, &pair, entry) {
+                    return Ok(pager.page);
+                }
             }
         }
-        rows.sort_by_key(|(seq, r)| (r.entry.at(), *seq));
-        if filter.limit > 0 && rows.len() > filter.limit {
-            rows.drain(..rows.len() - filter.limit);
+        Ok(pager.page)
+    }
+
+    /// The deployments at the commits `wanted` names, through the index.
+    async fn query_commit(&self, wanted: &str, pager: &mut Pager<'_>) -> Result<(), StoreError> {
+        let index = self
+            .store
+            .range(Table::History, &format!("{INDEX_PREFIX}{wanted}"))
+            .await?;
+        for e in &index.entries {
+            let Some((commit, c, b, id)) = parse_index_key(&e.key) else {
+                continue;
+            };
+            if !commit_matches(commit, wanted) || !pager.after_token(&e.key) {
+                continue;
+            }
+            let Ok(cluster) = ClusterName::new(c) else {
+                continue;
+            };
+            let pair: Pair = (cluster, Arc::from(b));
+            if pager.filter.cluster.as_ref().is_some_and(|c| c != &pair.0)
+                || pager.filter.bundle.as_deref().is_some_and(|w| w != b)
+            {
+                continue;
+            }
+            let Some(entry) = self.entry(&pair, id).await? else {
+                continue;
+            };
+            if !pager.offer(&e.key, &pair, entry) {
+                return Ok(());
+            }
         }
-        rows.into_iter().map(|(_, r)| r).collect()
+        Ok(())
+    }
+
+    /// One entry: the current deployment from memory, any other from the store.
+    async fn entry(&self, pair: &Pair, id: RecordId) -> Result<Option<Entry>, StoreError> {
+        if let Some(h) = self.lock().heads.get(pair)
+            && h.id == id
+        {
+            return Ok(Some(Entry::Deployment(h.deployment.clone())));
+        }
+        let key = entry_key(pair.0.as_str(), &pair.1, id);
+        let range = self.store.range(Table::History, &key).await?;
+        Ok(range
+            .entries
+            .iter()
+            .find(|e| e.key == key)
+            .and_then(|e| decode_entry(&e.key, &e.value))
+            .map(|(_, _, entry)| entry))
     }
 
     /// Where `commit` runs: for every pair of a bundle that the commit changed (one that
     /// got a deployment at it somewhere), whether the pair runs it, failed it, is still
     /// on an older deployment, or has moved past it. `None` when no deployment was made
     /// at a commit of that name (or the prefix names several). Returns the full commit id.
-    pub fn where_running(&self, commit: &str) -> Option<(String, Vec<WhereRow>)> {
-        let inner = self.lock();
-        let commits = inner.commits_named(commit);
-        let [commit] = commits.as_slice() else {
-            return None;
-        };
-        let at_commit = inner.by_commit.get(commit)?;
-        let bundles: std::collections::BTreeSet<&str> =
-            at_commit.iter().map(|((_, b), _)| &**b).collect();
-        let first_seen = at_commit
+    ///
+    /// Reads the commit's index keys from the store; the pairs' current deployments are
+    /// in memory.
+    pub async fn where_running(
+        &self,
+        commit: &str,
+    ) -> Result<Option<(String, Vec<WhereRow>)>, StoreError> {
+        let index = self
+            .store
+            .range(Table::History, &format!("{INDEX_PREFIX}{commit}"))
+            .await?;
+        let mut commits = BTreeSet::new();
+        let mut at_commit: BTreeSet<(&str, &str)> = BTreeSet::new();
+        let mut first_seen = i64::MAX;
+        let parsed: Vec<_> = index
+            .entries
             .iter()
-            .filter_map(|(pair, seq)| {
-                inner
-                    .pairs
-                    .get(pair)?
-                    .iter()
-                    .find(|(s, _)| s == seq)
-                    .map(|(_, e)| e.at())
+            .filter_map(|e| {
+                let (full, c, b, _) = parse_index_key(&e.key)?;
+                commit_matches(full, commit).then_some((full, c, b, &e.value))
             })
-            .min()?;
+            .collect();
+        for (full, ..) in &parsed {
+            commits.insert(*full);
+        }
+        let [full] = commits.into_iter().collect::<Vec<_>>()[..] else {
+            return Ok(None);
+        };
+        for (_, c, b, value) in &parsed {
+            at_commit.insert((c, b));
+            if let Ok(i) = serde_json::from_slice::<Indexed>(value) {
+                first_seen = first_seen.min(i.at);
+            }
+        }
+        let bundles: BTreeSet<&str> = at_commit.iter().map(|(_, b)| *b).collect();
+        let inner = self.lock();
         let mut rows = Vec::new();
-        for (pair, entries) in inner.pairs.iter().filter(|(p, _)| bundles.contains(&*p.1)) {
-            let Some(current) = entries.iter().rev().find_map(|(_, e)| match e {
-                Entry::Deployment(d) => Some(d),
-                Entry::StateChange(_) => None,
-            }) else {
-                continue;
-            };
-            let verdict = if &current.commit == commit {
+        for ((cluster, bundle), head) in inner
+            .heads
+            .iter()
+            .filter(|((_, b), _)| bundles.contains(&**b))
+        {
+            let current = &head.deployment;
+            let verdict = if current.commit == full {
                 if current.failed() {
                     WhereVerdict::Failed
                 } else if current.ready_at.is_some() {
@@ -188,26 +307,28 @@ impl History {
                 } else {
                     WhereVerdict::Pending
                 }
-            } else if at_commit.iter().any(|(p, _)| p == pair) || current.assigned_at > first_seen {
+            } else if at_commit.contains(&(cluster.as_str(), &**bundle))
+                || current.assigned_at > first_seen
+            {
                 WhereVerdict::Newer
             } else {
                 WhereVerdict::Older
             };
             rows.push(WhereRow {
-                cluster: pair.0.clone(),
-                bundle: pair.1.to_string(),
+                cluster: cluster.clone(),
+                bundle: bundle.to_string(),
                 verdict,
                 current: current.clone(),
             });
         }
-        Some((commit.clone(), rows))
+        Ok(Some((full.to_string(), rows)))
     }
 }
 
-fn row(pair: &Pair, e: &Entry) -> Row {
+fn row(pair: &Pair, entry: Entry) -> Row {
     Row {
         cluster: pair.0.clone(),
         bundle: pair.1.to_string(),
-        entry: e.clone(),
+        entry,
     }
 }

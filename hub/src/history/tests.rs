@@ -39,6 +39,34 @@ fn open(dir: &std::path::Path, retention: Retention, now: i64) -> (Store, Histor
     (store, h)
 }
 
+/// Every entry matching `filter`, once the writes queued so far are in the store.
+async fn rows(h: &History, filter: Filter) -> Vec<Row> {
+    h.store.commit(Vec::new()).await.expect("flush");
+    let page = h
+        .query(&Filter {
+            limit: MAX_LIMIT,
+            ..filter
+        })
+        .await
+        .expect("query");
+    assert_eq!(page.next, None, "the test reads everything in one page");
+    page.rows
+}
+
+async fn where_running(h: &History, commit: &str) -> Option<(String, Vec<WhereRow>)> {
+    h.store.commit(Vec::new()).await.expect("flush");
+    h.where_running(commit).await.expect("where")
+}
+
+fn deployment_ids(rows: Vec<Row>) -> Vec<String> {
+    rows.into_iter()
+        .filter_map(|r| match r.entry {
+            Entry::Deployment(d) => Some(d.deployment_id),
+            Entry::StateChange(_) => None,
+        })
+        .collect()
+}
+
 #[test]
 fn keys_sort_by_pair_then_by_id_and_parse_back() {
     let mut stamps = crate::record_id::Stamper::after(&[]);
@@ -129,14 +157,7 @@ async fn two_replicas_recording_into_one_store_lose_nothing_and_read_back_in_tim
         store.commit(Vec::new()).await.expect("commit");
     }
     let (_store, h) = open(dir.path(), roomy, 0);
-    let ids: Vec<String> = h
-        .query(&Filter::default())
-        .into_iter()
-        .map(|r| match r.entry {
-            Entry::Deployment(d) => d.deployment_id,
-            Entry::StateChange(_) => panic!("only deployments were recorded"),
-        })
-        .collect();
+    let ids = deployment_ids(rows(&h, Filter::default()).await);
     assert_eq!(ids.len(), 2 * EACH + 1, "no entry overwrote another");
     assert_eq!(ids[0], "old", "the old-format entry reads, first");
     for replica in ["a", "b"] {
@@ -149,8 +170,8 @@ async fn two_replicas_recording_into_one_store_lose_nothing_and_read_back_in_tim
     }
 }
 
-#[test]
-fn retention_by_count_drops_the_oldest_of_the_pair_only() {
+#[tokio::test]
+async fn retention_by_count_drops_the_oldest_of_the_pair_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keep = Retention {
         max_age: DEFAULT_MAX_AGE,
@@ -166,23 +187,42 @@ fn retention_by_count_drops_the_oldest_of_the_pair_only() {
         );
     }
     h.record_deployment(&cluster("b"), &web, deployment("d-b", "c1", 100));
-    let ids: Vec<String> = h
-        .query(&Filter {
-            cluster: Some(cluster("a")),
-            ..Filter::default()
-        })
-        .into_iter()
-        .map(|r| match r.entry {
-            Entry::Deployment(d) => d.deployment_id,
-            Entry::StateChange(_) => panic!("only deployments were recorded"),
-        })
-        .collect();
-    assert_eq!(ids, vec!["d-2", "d-3", "d-4"]);
-    assert_eq!(h.len(), 4, "cluster b keeps its one entry");
+    // The pair is pruned after its write lands, by a task: wait for it.
+    let of_a = Filter {
+        cluster: Some(cluster("a")),
+        ..Filter::default()
+    };
+    loop {
+        if rows(&h, of_a.clone()).await.len() <= 3 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        deployment_ids(rows(&h, of_a).await),
+        vec!["d-2", "d-3", "d-4"]
+    );
+    assert_eq!(
+        rows(&h, Filter::default()).await.len(),
+        4,
+        "cluster b keeps its one entry"
+    );
+    assert!(
+        where_running(&h, "c1").await.is_some(),
+        "the index of what was dropped went with it, the rest stays"
+    );
+    let indexed = h
+        .store
+        .range(Table::History, INDEX_PREFIX)
+        .await
+        .expect("range")
+        .entries
+        .len();
+    assert_eq!(indexed, 4, "one index key per deployment kept");
 }
 
-#[test]
-fn retention_by_age_keeps_the_newest_deployment_whatever_its_age() {
+#[tokio::test]
+async fn retention_by_age_keeps_the_newest_deployment_whatever_its_age() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keep = Retention {
         max_age: Duration::from_secs(100),
@@ -195,12 +235,12 @@ fn retention_by_age_keeps_the_newest_deployment_whatever_its_age() {
     h.record_deployment(&cluster("a"), &web, deployment("d-3", "c3", 30));
     h.record_deployment(&cluster("b"), &web, deployment("d-1", "c1", 10));
     assert_eq!(
-        h.sweep(125),
+        h.sweep(125).await.expect("sweep"),
         2,
         "d-1 and d-2 of a; b's only deployment stays"
     );
-    let left: Vec<(String, String)> = h
-        .query(&Filter::default())
+    let left: Vec<(String, String)> = rows(&h, Filter::default())
+        .await
         .into_iter()
         .map(|r| {
             let Entry::Deployment(d) = r.entry else {
@@ -212,16 +252,20 @@ fn retention_by_age_keeps_the_newest_deployment_whatever_its_age() {
     assert_eq!(
         left,
         vec![
-            ("b".to_string(), "d-1".to_string()),
-            ("a".to_string(), "d-3".to_string())
-        ]
+            ("a".to_string(), "d-3".to_string()),
+            ("b".to_string(), "d-1".to_string())
+        ],
+        "in key order: by cluster"
     );
-    assert!(h.where_running("c1").is_some(), "b still runs c1");
-    assert!(h.where_running("c2").is_none(), "c2 is gone with its entry");
+    assert!(where_running(&h, "c1").await.is_some(), "b still runs c1");
+    assert!(
+        where_running(&h, "c2").await.is_none(),
+        "c2 is gone with its entry"
+    );
 }
 
-#[test]
-fn a_deployment_records_applied_ready_and_failed_and_drift_is_a_state_change() {
+#[tokio::test]
+async fn a_deployment_records_applied_ready_and_failed_and_drift_is_a_state_change() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_store, h) = open(dir.path(), Retention::default(), 0);
     let web: Arc<str> = Arc::from("web");
@@ -235,7 +279,7 @@ fn a_deployment_records_applied_ready_and_failed_and_drift_is_a_state_change() {
     h.status(&a, "web", Some(&ready), &modified);
     let again = status("d-1", State::Ready, "", 21);
     h.status(&a, "web", Some(&modified), &again);
-    let rows = h.query(&Filter::default());
+    let rows = rows(&h, Filter::default()).await;
     assert_eq!(rows.len(), 3, "{rows:?}");
     let Entry::Deployment(d) = &rows[0].entry else {
         panic!("first is the deployment")
@@ -263,18 +307,18 @@ fn a_deployment_records_applied_ready_and_failed_and_drift_is_a_state_change() {
         Some(&again),
         &status("d-2", State::ErrApplied, "bad apply", 31),
     );
-    let (_, verdicts) = h.where_running("c2").expect("c2 was deployed");
+    let (_, verdicts) = where_running(&h, "c2").await.expect("c2 was deployed");
     assert_eq!(verdicts.len(), 1);
     assert_eq!(verdicts[0].verdict, WhereVerdict::Failed);
     assert_eq!(verdicts[0].current.failure, "bad apply");
     assert_eq!(
-        h.where_running("c1").expect("c1 was deployed").1[0].verdict,
+        where_running(&h, "c1").await.expect("c1 was deployed").1[0].verdict,
         WhereVerdict::Newer
     );
 }
 
-#[test]
-fn where_tells_running_pending_and_older_apart() {
+#[tokio::test]
+async fn where_tells_running_pending_and_older_apart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_store, h) = open(dir.path(), Retention::default(), 0);
     let web: Arc<str> = Arc::from("web");
@@ -297,8 +341,9 @@ fn where_tells_running_pending_and_older_apart() {
         &status("d-b", State::Ready, "", 21),
     );
     h.record_deployment(&cluster("y"), &web, deployment("d-b", &commit_b, 20));
-    let by_cluster = |commit: &str| -> Vec<(String, WhereVerdict)> {
-        h.where_running(commit)
+    let by_cluster = async |commit: &str| -> Vec<(String, WhereVerdict)> {
+        where_running(&h, commit)
+            .await
             .expect("deployed")
             .1
             .into_iter()
@@ -306,7 +351,7 @@ fn where_tells_running_pending_and_older_apart() {
             .collect()
     };
     assert_eq!(
-        by_cluster(&commit_b[..7]),
+        by_cluster(&commit_b[..7]).await,
         vec![
             ("x".into(), WhereVerdict::Running),
             ("y".into(), WhereVerdict::Pending),
@@ -314,7 +359,7 @@ fn where_tells_running_pending_and_older_apart() {
         ]
     );
     assert_eq!(
-        by_cluster(&commit_a),
+        by_cluster(&commit_a).await,
         vec![
             ("x".into(), WhereVerdict::Newer),
             ("y".into(), WhereVerdict::Newer),
@@ -322,13 +367,17 @@ fn where_tells_running_pending_and_older_apart() {
         ]
     );
     assert!(
-        h.where_running("bbb").is_none(),
+        where_running(&h, "bbb").await.is_none(),
         "a prefix under 7 characters names nothing"
     );
-    let at_b = h.query(&Filter {
-        commit: Some(commit_b.clone()),
-        ..Filter::default()
-    });
+    let at_b = rows(
+        &h,
+        Filter {
+            commit: Some(commit_b.clone()),
+            ..Filter::default()
+        },
+    )
+    .await;
     assert_eq!(at_b.len(), 2);
 }
 
@@ -349,18 +398,11 @@ async fn history_survives_a_reopen_and_a_lowered_limit_applies_at_start() {
         max_per_pair: 2,
     };
     let (store, h) = open(dir.path(), two, 10);
-    assert_eq!(h.len(), 2);
+    assert_eq!(rows(&h, Filter::default()).await.len(), 2);
     store.commit(Vec::new()).await.expect("commit");
     drop((store, h));
     let (_store, h) = open(dir.path(), Retention::default(), 10);
-    let ids: Vec<String> = h
-        .query(&Filter::default())
-        .into_iter()
-        .filter_map(|r| match r.entry {
-            Entry::Deployment(d) => Some(d.deployment_id),
-            Entry::StateChange(_) => None,
-        })
-        .collect();
+    let ids = deployment_ids(rows(&h, Filter::default()).await);
     assert_eq!(
         ids,
         vec!["d-2", "d-3"],
@@ -368,5 +410,153 @@ async fn history_survives_a_reopen_and_a_lowered_limit_applies_at_start() {
     );
     // New entries continue the sequence instead of overwriting old keys.
     h.record_deployment(&cluster("a"), &web, deployment("d-4", "c", 11));
-    assert_eq!(h.len(), 3);
+    assert_eq!(rows(&h, Filter::default()).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_fleet_wide_query_comes_in_pages_that_continue_where_the_last_one_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, h) = open(dir.path(), Retention::default(), 0);
+    // `a-b/` sorts before `a/` as keys, after it as cluster names: pages follow the keys.
+    for c in ["a", "a-b", "b"] {
+        for b in ["api", "web"] {
+            for i in 0..3 {
+                h.record_deployment(
+                    &cluster(c),
+                    &Arc::from(b),
+                    deployment(&format!("{c}-{b}-{i}"), &format!("commit{i}x"), i),
+                );
+            }
+        }
+    }
+    h.store.commit(Vec::new()).await.expect("flush");
+    let all = deployment_ids(rows(&h, Filter::default()).await);
+    assert_eq!(all.len(), 18);
+    assert_eq!(
+        all[..4],
+        ["a-b-api-0", "a-b-api-1", "a-b-api-2", "a-b-web-0"],
+        "key order: `a-b/` before `a/`"
+    );
+    for filter in [
+        Filter::default(),
+        Filter {
+            bundle: Some("web".into()),
+            ..Filter::default()
+        },
+        Filter {
+            commit: Some("commit1x".into()),
+            ..Filter::default()
+        },
+    ] {
+        let mut paged = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let page = h
+                .query(&Filter {
+                    limit: 4,
+                    after: after.clone(),
+                    ..filter.clone()
+                })
+                .await
+                .expect("query");
+            pages += 1;
+            assert!(page.rows.len() <= 4);
+            paged.extend(deployment_ids(page.rows));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let whole = deployment_ids(rows(&h, filter.clone()).await);
+        assert_eq!(
+            paged, whole,
+            "pages of {filter:?} add up to the whole, once each"
+        );
+        assert!(
+            pages >= whole.len().div_ceil(4),
+            "{filter:?}: cut at the limit"
+        );
+    }
+    let unlimited = h.query(&Filter::default()).await.expect("query");
+    assert_eq!(
+        (unlimited.rows.len(), unlimited.next),
+        (18, None),
+        "under the default limit, one page"
+    );
+}
+
+#[tokio::test]
+async fn memory_keeps_one_head_per_pair_and_old_stores_get_their_commit_index_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        // A store written before the index: entries only, one in the old key format.
+        let (store, _) = open(dir.path(), Retention::default(), 0);
+        let mut ops = vec![Op::put_json(
+            Table::History,
+            "a/web/0000000000000005",
+            &Entry::Deployment(deployment("old", "feedface0", 1)),
+        )];
+        let mut stamps = crate::record_id::Stamper::after(&[]);
+        for i in 0..20 {
+            ops.push(Op::put_json(
+                Table::History,
+                entry_key("b", "web", stamps.stamp()),
+                &Entry::Deployment(deployment(&format!("d-{i}"), &format!("c{i:06}"), 10 + i)),
+            ));
+        }
+        store.commit(ops).await.expect("commit");
+    }
+    let (_store, h) = open(dir.path(), Retention::default(), 100);
+    assert_eq!(h.pairs(), 2, "one head per pair, not one per entry");
+    let (commit, rows) = where_running(&h, "feedface")
+        .await
+        .expect("indexed at start");
+    assert_eq!(commit, "feedface0");
+    let verdicts: Vec<(&str, WhereVerdict)> = rows
+        .iter()
+        .map(|r| (r.cluster.as_str(), r.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [("a", WhereVerdict::Pending), ("b", WhereVerdict::Newer)],
+        "b's deployments all came after feedface0"
+    );
+    let (_, rows) = where_running(&h, "c000003")
+        .await
+        .expect("indexed at start");
+    let verdicts: Vec<(&str, WhereVerdict, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.cluster.as_str(),
+                r.verdict,
+                r.current.deployment_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("a", WhereVerdict::Older, "old"),
+            ("b", WhereVerdict::Newer, "d-19")
+        ]
+    );
+    let at = rows_at(&h, "c000003").await;
+    assert_eq!(
+        deployment_ids(at),
+        ["d-3"],
+        "the commit query reads the entry from the store"
+    );
+}
+
+async fn rows_at(h: &History, commit: &str) -> Vec<Row> {
+    rows(
+        h,
+        Filter {
+            commit: Some(commit.into()),
+            ..Filter::default()
+        },
+    )
+    .await
 }

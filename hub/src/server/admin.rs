@@ -780,14 +780,14 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryResponse>, Status> {
-        super::history::history(&self.fleet, request)
+        super::history::history(&self.fleet, request).await
     }
 
     async fn r#where(
         &self,
         request: Request<pb::WhereRequest>,
     ) -> Result<Response<pb::WhereResponse>, Status> {
-        super::history::where_running(&self.fleet, request)
+        super::history::where_running(&self.fleet, request).await
     }
 
     async fn audit(

@@ -23,7 +23,7 @@ fn opt_time(t: Option<i64>) -> String {
     t.map(rfc3339).unwrap_or_default()
 }
 
-pub fn history(
+pub async fn history(
     fleet: &Arc<Fleet>,
     request: Request<pb::HistoryRequest>,
 ) -> Result<Response<pb::HistoryResponse>, Status> {
@@ -39,10 +39,13 @@ pub fn history(
         since: since(r.since_seconds),
         commit: (!r.commit.is_empty()).then_some(r.commit),
         limit: r.limit as usize,
+        after: (!r.continue_token.is_empty()).then_some(r.continue_token),
     };
-    let entries = fleet
-        .history
-        .query(&filter)
+    let mut page = fleet.history.query(&filter).await?;
+    // The page is a run of keys (by cluster, bundle, time); people read it by time.
+    page.rows.sort_by_key(|r| r.entry.at());
+    let entries = page
+        .rows
         .into_iter()
         .map(|row| {
             let mut e = pb::HistoryEntry {
@@ -73,16 +76,19 @@ pub fn history(
             e
         })
         .collect();
-    Ok(Response::new(pb::HistoryResponse { entries }))
+    Ok(Response::new(pb::HistoryResponse {
+        entries,
+        next: page.next.unwrap_or_default(),
+    }))
 }
 
-pub fn where_running(
+pub async fn where_running(
     fleet: &Arc<Fleet>,
     request: Request<pb::WhereRequest>,
 ) -> Result<Response<pb::WhereResponse>, Status> {
     peer::require_operator(&request, Role::Viewer)?;
     let wanted = request.into_inner().commit;
-    let (commit, rows) = fleet.history.where_running(&wanted).ok_or_else(|| {
+    let (commit, rows) = fleet.history.where_running(&wanted).await?.ok_or_else(|| {
         Status::not_found(format!(
             "no deployment in the history was made at commit {wanted:?} (give 7 or more characters of one commit; the history keeps what --history-max-age and --history-max-per-bundle allow)"
         ))
