@@ -158,7 +158,9 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // flotilla patch: grown by the Huffman decoder when a string needs it,
+            // instead of 4 KiB up front per connection.
+            buffer: BytesMut::new(),
         }
     }
 
