@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::{Audit, AuditRecord, fields};
 
@@ -155,20 +154,13 @@ where
 /// The identity in the caller's verified client certificate (if it sent one) and its
 /// address.
 fn caller(ext: &http::Extensions) -> (Option<String>, String) {
-    let Some(info) = ext.get::<TlsConnectInfo<TcpConnectInfo>>() else {
+    let Some(info) = ext.get::<crate::server::PeerInfo>() else {
         return (None, String::new());
     };
-    let peer = info
-        .get_ref()
-        .remote_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let who = info.peer_certs().and_then(|certs| {
-        let leaf = certs.first()?;
-        Some(match flotilla_identity::Identity::from_cert_der(leaf) {
-            Ok(id) => id.to_string(),
-            Err(e) => format!("unidentified ({e})"),
-        })
+    let peer = info.remote_addr.map(|a| a.to_string()).unwrap_or_default();
+    let who = info.leaf.as_ref().map(|leaf| match &leaf.identity {
+        Ok(id) => id.to_string(),
+        Err(e) => format!("unidentified ({e})"),
     });
     (who, peer)
 }

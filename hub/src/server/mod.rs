@@ -21,7 +21,7 @@ mod wire;
 
 pub(crate) use admin::AdminService;
 pub(crate) use peer::require_operator_der;
-pub use tls::server_config;
+pub use tls::{PeerInfo, server_config};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -230,8 +230,11 @@ impl Session {
     async fn run(mut self, mut inbound: Streaming<SpokeMsg>) {
         crate::renewals::on_connect(&self.fleet, &self.cluster);
         self.refresh_renewal();
+        // The work between two waits (a diff, a message, a renewal) runs in boxed
+        // futures: inline, their states would make every idle session's future as
+        // large as the largest of them (issue 18, memory per idle spoke).
         // Send whatever differs right away; later changes arrive through `notify`.
-        let mut alive = self.push_diff().await;
+        let mut alive = Box::pin(self.push_diff()).await;
         while alive {
             let renew_in = self.renew_due.map(crate::renewals::Renewals::until);
             // Biased, in this order: a close wins; then the assignments go out before
@@ -256,7 +259,7 @@ impl Session {
                 }
                 _ = self.notify.notified() => {
                     self.refresh_renewal();
-                    alive = self.push_diff().await;
+                    alive = Box::pin(self.push_diff()).await;
                 }
                 // An async block, so a session with no renewal due reads no clock and
                 // builds no timer per message.
@@ -266,11 +269,11 @@ impl Session {
                         None => std::future::pending().await,
                     }
                 } => {
-                    alive = self.ask_to_renew().await;
+                    alive = Box::pin(self.ask_to_renew()).await;
                 }
                 msg = inbound.next() => {
                     alive = match msg {
-                        Some(Ok(m)) => match self.handle(m).await {
+                        Some(Ok(m)) => match Box::pin(self.handle(m)).await {
                             Ok(()) => true,
                             Err(status) => {
                                 tracing::warn!(cluster = %self.cluster, error = %status.message(), "closing spoke stream");

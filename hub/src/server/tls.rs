@@ -91,15 +91,53 @@ pub fn server_config(
     Ok(config)
 }
 
-/// One gRPC connection: the TLS stream under its budget and deadlines.
-pub struct GrpcConn(Guarded<TlsStream<TcpStream>>);
+/// One gRPC connection: the TLS stream under its budget and deadlines, and who is
+/// calling (read once, from the verified certificate, at the handshake).
+pub struct GrpcConn {
+    stream: Guarded<TlsStream<TcpStream>>,
+    peer: PeerInfo,
+}
+
+/// What every request on a connection knows about its caller (a request extension):
+/// the address, and the identity and serial of the verified leaf certificate. Kept
+/// instead of tonic's `TlsConnectInfo`, which copies the whole certificate chain per
+/// connection (memory per idle spoke, issue 18).
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote_addr: Option<SocketAddr>,
+    /// `None` without a client certificate.
+    pub leaf: Option<Arc<PeerLeaf>>,
+}
+
+/// The verified leaf certificate, parsed; an error says why it names nobody.
+#[derive(Debug)]
+pub struct PeerLeaf {
+    pub identity: Result<flotilla_identity::Identity, String>,
+    pub serial_hex: Result<String, String>,
+}
+
+impl PeerInfo {
+    fn of(stream: &TlsStream<TcpStream>) -> PeerInfo {
+        let (tcp, tls) = stream.get_ref();
+        let leaf = tls.peer_certificates().and_then(|c| c.first()).map(|der| {
+            Arc::new(PeerLeaf {
+                identity: flotilla_identity::Identity::from_cert_der(der)
+                    .map_err(|e| e.to_string()),
+                serial_hex: flotilla_identity::Identity::serial_hex(der).map_err(|e| e.to_string()),
+            })
+        });
+        PeerInfo {
+            remote_addr: tcp.peer_addr().ok(),
+            leaf,
+        }
+    }
+}
 
 impl Connected for GrpcConn {
-    type ConnectInfo = <TlsStream<TcpStream> as Connected>::ConnectInfo;
+    type ConnectInfo = PeerInfo;
 
-    fn connect_info(&self) -> Self::ConnectInfo {
-        // The peer's verified certificates come from here (`Request::peer_certs`).
-        self.0.get_ref().connect_info()
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
     }
 }
 
@@ -109,21 +147,21 @@ impl AsyncRead for GrpcConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for GrpcConn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, b)
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, b)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -131,11 +169,11 @@ impl AsyncWrite for GrpcConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.stream.is_write_vectored()
     }
 }
 
@@ -238,6 +276,7 @@ pub async fn incoming(
                     .1
                     .peer_certificates()
                     .is_some_and(|c| !c.is_empty());
+                let peer_info = PeerInfo::of(&stream);
                 let conn = if has_cert {
                     // Verified by rustls against the trusted CAs: leave the pool.
                     drop((admitted, pending));
@@ -261,7 +300,12 @@ pub async fn incoming(
                         .holding(pending)
                 };
                 let conn = conn.first_bytes(H2_PREFACE_LEN, limits.preface_timeout);
-                let _ = tx.send(Ok(GrpcConn(conn))).await;
+                let _ = tx
+                    .send(Ok(GrpcConn {
+                        stream: conn,
+                        peer: peer_info,
+                    }))
+                    .await;
             });
         }
     });

@@ -60,7 +60,7 @@ pub type Queued = Result<Outbound, Box<Status>>;
 /// way, allocated when a stream opens; spoke messages are small (Status, Heartbeat) and
 /// an encoded Assign is copied in whole, so the buffers grow only while a large message
 /// passes. This is per idle spoke memory (`docs/benchmarks.md`, issue 18).
-const SYNC_CODEC_BUFFER: usize = 1024;
+const SYNC_CODEC_BUFFER: usize = 256;
 
 /// tonic's prost codec, with small initial buffers (`SYNC_CODEC_BUFFER`).
 #[derive(Debug, Clone, Copy, Default)]
