@@ -386,6 +386,8 @@ async fn apply(fleet: &Arc<Fleet>, replica: &Replica, change: Change) {
         // fleet, a follower finds the deployment the leader recorded when its spoke
         // reports on it, and the leader's retention jobs see everything.
         Table::History => match value {
+            // Head records and the commit index: the entries they follow come too.
+            _ if key.starts_with('#') => {}
             Some(v) => {
                 if let Some(entry) = decode::<crate::history::Entry>(table, &key, &v) {
                     fleet.history.take(&key, Some(entry));

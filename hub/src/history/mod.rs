@@ -19,7 +19,10 @@
 //! counter allocated in the store). Keys of the single-hub format (`…/SEQ`, 16 hex
 //! digits) still read, and sort first. The per-commit view is an index in the same
 //! table (`index_key`: `#commit/COMMIT/CLUSTER/BUNDLE/ID`, written with the deployment
-//! and deleted with it); a store from before it gets it at start.
+//! and deleted with it); a store from before it gets it at start. Each pair's head is
+//! also stored (`head_key`: `#head/CLUSTER/BUNDLE`, rewritten in every batch written for
+//! the pair), and the start snapshot holds only those (`HEADS_PREFIX`), so a start reads
+//! O(pairs) records, not the entries.
 //!
 //! With replicas, the sweeper runs on the leader only (`run_sweeper` waits on
 //! `Leadership::leading`); each replica still prunes a pair by count when it writes to it.
@@ -211,6 +214,64 @@ pub fn parse_index_key(key: &str) -> Option<(&str, &str, &str, RecordId)> {
     Some((commit, c, b, id))
 }
 
+/// The first key of the head records (`head_key`): what a start snapshot reads of
+/// `Table::History` (with `HEADS_MARKER`, which also starts with it), so the start costs
+/// O(pairs), not O(entries).
+pub const HEADS_PREFIX: &str = "#head";
+
+/// Present once every pair with entries has a head record: written by the first start
+/// that made them (`History::restore`), or by the first start of an empty history.
+/// Without it the start snapshot holds the whole table, once.
+pub const HEADS_MARKER: &str = "#heads";
+
+/// The head record's key of a pair: `#head/CLUSTER/BUNDLE`.
+pub fn head_key(cluster: &str, bundle: &str) -> String {
+    format!("{HEADS_PREFIX}/{cluster}/{bundle}")
+}
+
+/// What the store keeps of a pair's head (`head_key`), rewritten in the batch of every
+/// entry written for the pair: its current deployment, its id, the pair's entry count
+/// (an upper bound: prunes do not rewrite it, the next write's prune corrects it) and
+/// the newest id written for it (so a restarted writer stamps after it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredHead {
+    id: String,
+    newest: String,
+    count: usize,
+    deployment: Deployment,
+}
+
+/// The put of a pair's head record.
+fn head_op(pair: &Pair, head: &Head, newest: RecordId) -> Op {
+    Op::put_json(
+        Table::History,
+        head_key(pair.0.as_str(), &pair.1),
+        &StoredHead {
+            id: head.id.key(),
+            newest: newest.key(),
+            count: head.count,
+            deployment: head.deployment.clone(),
+        },
+    )
+}
+
+/// A head record from the start snapshot: (pair, head, newest id), or `None` when its
+/// key or value is not one.
+fn decode_head(key: &str, value: &[u8]) -> Option<(Pair, Head, RecordId)> {
+    let rest = key.strip_prefix(HEADS_PREFIX)?.strip_prefix('/')?;
+    let (c, b) = rest.split_once('/')?;
+    let cluster = ClusterName::new(c).ok()?;
+    let stored: StoredHead = serde_json::from_slice(value).ok()?;
+    let id = RecordId::parse(&stored.id)?;
+    let newest = RecordId::parse(&stored.newest).unwrap_or(id);
+    let head = Head {
+        id,
+        deployment: stored.deployment,
+        count: stored.count,
+    };
+    Some(((cluster, Arc::from(b)), head, newest))
+}
+
 /// The value of an index key: when the deployment was assigned, so "where is X
 /// running" finds when the commit was first deployed without reading the entries.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -248,16 +309,25 @@ pub struct History {
 type PairEntries = Vec<(RecordId, Entry)>;
 
 impl History {
-    /// Takes each pair's current deployment from `Table::History` in the snapshot,
-    /// keeping no entry in memory, and queues what the store needs: the deletes of what
-    /// the retention no longer keeps (a lowered limit takes effect at start) and the
-    /// commit index of deployments written before there was one.
+    /// Takes each pair's current deployment from its head record in the snapshot (the
+    /// snapshot holds only those once `HEADS_MARKER` is stored: O(pairs), no entry read;
+    /// a lowered limit takes effect at the sweeper's first run, at the start of a term).
+    /// A store without head records has the whole table in the snapshot, once: its
+    /// entries are walked one pair at a time and the start queues what the store needs:
+    /// the deletes of what the retention no longer keeps, the commit index of deployments
+    /// written before there was one, the head records and the marker.
     pub fn restore(
         store: Store,
         retention: Retention,
         snapshot: &Snapshot,
         now: i64,
     ) -> Result<History, StoreError> {
+        let migrated = snapshot
+            .raw(Table::History)
+            .any(|(key, _)| key == HEADS_MARKER);
+        if migrated {
+            return Ok(Self::from_heads(store, retention, snapshot));
+        }
         let mut ops = Vec::new();
         let mut indexed = std::collections::HashSet::new();
         let mut heads = BTreeMap::new();
@@ -266,6 +336,9 @@ impl History {
         // entries together, so one pair at a time is in memory here.
         let mut current: Option<(Pair, PairEntries)> = None;
         for (key, value) in snapshot.raw(Table::History) {
+            if key.starts_with(HEADS_PREFIX) {
+                continue;
+            }
             if let Some((_, c, b, id)) = parse_index_key(key) {
                 indexed.insert(entry_key(c, b, id));
                 continue;
@@ -296,6 +369,10 @@ impl History {
         if let Some((p, entries)) = current.take() {
             finish_pair(p, entries, (retention, now), &indexed, &mut heads, &mut ops);
         }
+        // This store's first start with head records: write them, then the marker, so
+        // the next start reads only them.
+        ops.extend(heads.iter().map(|(pair, h)| head_op(pair, h, h.id)));
+        ops.push(Op::put_json(Table::History, HEADS_MARKER, &true));
         let inner = Inner {
             stamper: Stamper::after(newest.as_ref()),
             heads,
@@ -308,6 +385,31 @@ impl History {
             retention,
             inner: Arc::new(Mutex::new(inner)),
         })
+    }
+
+    /// The start of a store with head records: one per pair, no entry read.
+    fn from_heads(store: Store, retention: Retention, snapshot: &Snapshot) -> History {
+        let mut heads = BTreeMap::new();
+        let mut newest = None::<RecordId>;
+        for (key, value) in snapshot.raw(Table::History) {
+            if key == HEADS_MARKER || !key.starts_with(HEADS_PREFIX) {
+                continue;
+            }
+            let Some((pair, head, last)) = decode_head(key, value) else {
+                tracing::warn!(%key, "a history head record does not decode; skipped");
+                continue;
+            };
+            newest = newest.max(Some(last)).max(Some(head.id));
+            heads.insert(pair, head);
+        }
+        History {
+            store,
+            retention,
+            inner: Arc::new(Mutex::new(Inner {
+                stamper: Stamper::after(newest.as_ref()),
+                heads,
+            })),
+        }
     }
 
     pub fn retention(&self) -> Retention {
@@ -378,14 +480,13 @@ impl History {
         );
         let count = inner.heads.get(&pair).map_or(0, |h| h.count) + 1;
         let now = d.assigned_at;
-        inner.heads.insert(
-            pair.clone(),
-            Head {
-                id,
-                deployment: d,
-                count,
-            },
-        );
+        let head = Head {
+            id,
+            deployment: d,
+            count,
+        };
+        ops.push(head_op(&pair, &head, id));
+        inner.heads.insert(pair.clone(), head);
         drop(inner);
         self.write(pair, count, now, ops);
     }
@@ -458,6 +559,7 @@ impl History {
             _ => {}
         }
         let mut ops = Vec::new();
+        let mut newest = id;
         if changed {
             ops.push(Op::put_json(
                 Table::History,
@@ -482,6 +584,7 @@ impl History {
                 message: change_message(new),
             });
             let id = inner.stamper.stamp();
+            newest = id;
             ops.push(Op::put_json(
                 Table::History,
                 entry_key(cluster.as_str(), bundle, id),
@@ -489,6 +592,9 @@ impl History {
             ));
         }
         let count = inner.heads.get(&pair).map_or(0, |h| h.count);
+        if let (false, Some(h)) = (ops.is_empty(), inner.heads.get(&pair)) {
+            ops.push(head_op(&pair, h, newest));
+        }
         drop(inner);
         if !ops.is_empty() {
             self.write(pair, count, at, ops);

@@ -27,14 +27,18 @@ fn status(id: &str, state: State, message: &str, at: i64) -> StatusRecord {
     }
 }
 
-fn open(dir: &std::path::Path, retention: Retention, now: i64) -> (Store, History) {
+fn open_store(dir: &std::path::Path) -> (Store, Snapshot) {
     // The writer thread of a previous handle may still hold the file for a moment.
-    let (store, snap) = loop {
+    loop {
         match Store::open(&dir.join("state.redb")) {
             Ok(r) => break r,
             Err(_) => std::thread::yield_now(),
         }
-    };
+    }
+}
+
+fn open(dir: &std::path::Path, retention: Retention, now: i64) -> (Store, History) {
+    let (store, snap) = open_store(dir);
     let h = History::restore(store.clone(), retention, &snap, now).expect("history restores");
     (store, h)
 }
@@ -382,7 +386,7 @@ async fn where_tells_running_pending_and_older_apart() {
 }
 
 #[tokio::test]
-async fn history_survives_a_reopen_and_a_lowered_limit_applies_at_start() {
+async fn history_survives_a_reopen_and_a_lowered_limit_applies_at_the_first_sweep() {
     let dir = tempfile::tempdir().expect("tempdir");
     let web: Arc<str> = Arc::from("web");
     {
@@ -398,16 +402,14 @@ async fn history_survives_a_reopen_and_a_lowered_limit_applies_at_start() {
         max_per_pair: 2,
     };
     let (store, h) = open(dir.path(), two, 10);
+    // The start reads head records only; the sweeper, run when a term starts, prunes.
+    assert_eq!(h.sweep(10).await.expect("sweep"), 2);
     assert_eq!(rows(&h, Filter::default()).await.len(), 2);
     store.commit(Vec::new()).await.expect("commit");
     drop((store, h));
     let (_store, h) = open(dir.path(), Retention::default(), 10);
     let ids = deployment_ids(rows(&h, Filter::default()).await);
-    assert_eq!(
-        ids,
-        vec!["d-2", "d-3"],
-        "the prune at start reached the store"
-    );
+    assert_eq!(ids, vec!["d-2", "d-3"], "the sweep reached the store");
     // New entries continue the sequence instead of overwriting old keys.
     h.record_deployment(&cluster("a"), &web, deployment("d-4", "c", 11));
     assert_eq!(rows(&h, Filter::default()).await.len(), 3);
@@ -490,13 +492,17 @@ async fn a_fleet_wide_query_comes_in_pages_that_continue_where_the_last_one_stop
 async fn memory_keeps_one_head_per_pair_and_old_stores_get_their_commit_index_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        // A store written before the index: entries only, one in the old key format.
+        // A store written before the index and head records: entries only, one in the
+        // old key format.
         let (store, _) = open(dir.path(), Retention::default(), 0);
-        let mut ops = vec![Op::put_json(
-            Table::History,
-            "a/web/0000000000000005",
-            &Entry::Deployment(deployment("old", "feedface0", 1)),
-        )];
+        let mut ops = vec![
+            Op::delete(Table::History, HEADS_MARKER),
+            Op::put_json(
+                Table::History,
+                "a/web/0000000000000005",
+                &Entry::Deployment(deployment("old", "feedface0", 1)),
+            ),
+        ];
         let mut stamps = crate::record_id::Stamper::after(&[]);
         for i in 0..20 {
             ops.push(Op::put_json(
@@ -559,4 +565,48 @@ async fn rows_at(h: &History, commit: &str) -> Vec<Row> {
         },
     )
     .await
+}
+
+#[tokio::test]
+async fn a_restart_reads_one_head_record_per_pair_not_the_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let web: Arc<str> = Arc::from("web");
+    {
+        let (store, h) = open(dir.path(), Retention::default(), 0);
+        for i in 0..5 {
+            h.record_deployment(&cluster("a"), &web, deployment(&format!("d-{i}"), "c", i));
+            h.status(
+                &cluster("a"),
+                &web,
+                None,
+                &status(&format!("d-{i}"), State::Ready, "", i),
+            );
+        }
+        h.record_deployment(&cluster("b"), &web, deployment("e-0", "c", 9));
+        store.commit(Vec::new()).await.expect("commit");
+    }
+    let (store, snap) = open_store(dir.path());
+    let keys: Vec<&str> = snap.raw(Table::History).map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [&head_key("a", "web"), &head_key("b", "web"), HEADS_MARKER],
+        "the snapshot holds the head records, not the entries"
+    );
+    let h = History::restore(store.clone(), Retention::default(), &snap, 10).expect("restores");
+    let current = h.current("web");
+    let ids: Vec<(&str, &str, Option<i64>)> = current
+        .iter()
+        .map(|(c, d)| (c.as_str(), d.deployment_id.as_str(), d.ready_at))
+        .collect();
+    assert_eq!(ids, [("a", "d-4", Some(4)), ("b", "e-0", None)]);
+    // A later write stamps after every entry already stored.
+    h.record_deployment(&cluster("a"), &web, deployment("d-5", "c", 11));
+    let ids = deployment_ids(rows(&h, Filter::default()).await);
+    assert_eq!(
+        ids.iter()
+            .filter(|i| i.starts_with("d-"))
+            .last()
+            .map(String::as_str),
+        Some("d-5")
+    );
 }

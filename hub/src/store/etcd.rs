@@ -35,6 +35,7 @@
 //! must answer every read it was asked, or the read fails naming the key. Nothing here
 //! panics on what etcd sends.
 
+use crate::history::{HEADS_MARKER, HEADS_PREFIX};
 use std::future::Future;
 use std::time::Duration;
 
@@ -900,7 +901,15 @@ impl Backend for EtcdBackend {
             let mut at = 0;
             let mut rows = Vec::new();
             for t in Table::ALL {
-                let (r, entries) = self.range_at(t, "", at).await?;
+                // The history's entries stay in etcd: its head records are what a start
+                // needs, once they exist (`crate::history::HEADS_MARKER`).
+                let prefix = match t {
+                    Table::History if !self.range_at(t, HEADS_MARKER, at).await?.1.is_empty() => {
+                        HEADS_PREFIX
+                    }
+                    _ => "",
+                };
+                let (r, entries) = self.range_at(t, prefix, at).await?;
                 at = r;
                 rows.extend(entries.into_iter().map(|e| (t, e.key, e.value)));
             }

@@ -17,6 +17,7 @@
 //! blocking: called from async code it runs on the blocking pool; the group-commit writer
 //! calls [`Backend::write`] on its own thread.
 
+use crate::history::{HEADS_MARKER, HEADS_PREFIX};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -184,8 +185,19 @@ impl Inner {
         };
         for t in Table::ALL {
             let table = read.open_table(def(t)).map_err(db_err)?;
-            for row in table.iter().map_err(db_err)? {
+            // The history's entries stay on disk: its head records are what a start
+            // needs, once they exist (`crate::history::HEADS_MARKER`).
+            let prefix = match t {
+                Table::History if table.get(HEADS_MARKER).map_err(db_err)?.is_some() => {
+                    HEADS_PREFIX
+                }
+                _ => "",
+            };
+            for row in table.range::<&str>(prefix..).map_err(db_err)? {
                 let (k, v) = row.map_err(db_err)?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
                 snapshot
                     .rows
                     .push((t, k.value().to_string(), v.value().to_vec()));
