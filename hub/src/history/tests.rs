@@ -604,8 +604,7 @@ async fn a_restart_reads_one_head_record_per_pair_not_the_entries() {
     let ids = deployment_ids(rows(&h, Filter::default()).await);
     assert_eq!(
         ids.iter()
-            .filter(|i| i.starts_with("d-"))
-            .last()
+            .rfind(|i| i.starts_with("d-"))
             .map(String::as_str),
         Some("d-5")
     );
