@@ -144,7 +144,7 @@ impl SyncHandler for SpokeService {
             .emit_cluster(EventKind::ClusterConnected, &cluster, "");
         tokio::spawn(session.run(inbound));
         Ok(Response::new(Box::pin(
-            ReceiverStream::new(rx).map(|q: Queued| q.map_err(|s| *s)),
+            ReceiverStream::new(rx).map(|q: Queued| *q),
         )))
     }
 }
@@ -253,7 +253,7 @@ impl Session {
                     tracing::info!(cluster = %self.cluster, session = self.id, %reason, "closing spoke stream");
                     let _ = self
                         .tx
-                        .send(Err(Box::new(Status::permission_denied(reason))))
+                        .send(Box::new(Err(Status::permission_denied(reason))))
                         .await;
                     alive = false;
                 }
@@ -277,7 +277,7 @@ impl Session {
                             Ok(()) => true,
                             Err(status) => {
                                 tracing::warn!(cluster = %self.cluster, error = %status.message(), "closing spoke stream");
-                                let _ = self.tx.send(Err(Box::new(status))).await;
+                                let _ = self.tx.send(Box::new(Err(status))).await;
                                 false
                             }
                         },
@@ -285,7 +285,7 @@ impl Session {
                             // e.g. an oversized or undecodable message: tell this spoke why
                             // and end only its stream.
                             tracing::info!(cluster = %self.cluster, error = %e.message(), "spoke stream error");
-                            let _ = self.tx.send(Err(Box::new(e))).await;
+                            let _ = self.tx.send(Box::new(Err(e))).await;
                             false
                         }
                         None => false,
@@ -337,7 +337,7 @@ impl Session {
         let msg = HubMsg {
             msg: Some(hub_msg::Msg::RenewNow(RenewNow {})),
         };
-        self.tx.send(Ok(Outbound::msg(msg))).await.is_ok()
+        self.tx.send(Box::new(Ok(Outbound::msg(msg)))).await.is_ok()
     }
 
     /// Issues a fresh certificate for a new key, on the open stream. The new serial is
@@ -355,7 +355,7 @@ impl Session {
             })),
         };
         self.tx
-            .send(Ok(Outbound::msg(msg)))
+            .send(Box::new(Ok(Outbound::msg(msg))))
             .await
             .map_err(|_| Status::cancelled("spoke went away"))
     }
@@ -516,7 +516,7 @@ impl Session {
             .collect();
         self.digests.retain(|d| referenced.contains(d));
         for msg in out {
-            if self.tx.send(Ok(msg)).await.is_err() {
+            if self.tx.send(Box::new(Ok(msg))).await.is_err() {
                 return false;
             }
         }
