@@ -49,7 +49,10 @@ fn rendering(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 let bundle = flotilla_render::load_bundle_dir(&dir, "web", &limits).ok()?;
-                bundle.render(black_box(&info)).ok().map(|r| r.digest)
+                bundle
+                    .render(black_box(&info))
+                    .ok()
+                    .map(|r| r.digest.clone())
             })
         },
     );

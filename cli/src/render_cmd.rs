@@ -123,7 +123,7 @@ pub fn run(args: &RenderArgs, out: Printer) -> Result<()> {
 
 /// Prints the renders in the chosen format; YAML names each bundle when there are several.
 fn print_rendered(
-    rendered: &[(String, render::Rendered)],
+    rendered: &[(String, std::sync::Arc<render::Rendered>)],
     several: bool,
     out: Printer,
 ) -> Result<()> {

@@ -299,7 +299,7 @@ impl<'a> State<'a> {
                 let l = l.clone();
                 Box::new((0..l.len()).map(move |i| (Value::Int(i as i64), l[i].clone())))
             }
-            Value::Map(m) => Box::new(m.snapshot().into_iter().map(|(k, v)| (Value::String(k), v))),
+            Value::Map(m) => Box::new(m.snapshot().into_iter().map(|(k, v)| (Value::string(k), v))),
             Value::Int(n) => {
                 if b.pipe.decl.len() > 1 {
                     return Err(self.err_at_last(
@@ -855,7 +855,7 @@ impl<'a> State<'a> {
         let depth = self.nested_depth()?;
         let name = argv[0].as_str().unwrap_or_default().to_string();
         execute_with(&self.scope, self.budget, depth, &name, &argv[1])
-            .map(Value::String)
+            .map(Value::string)
             .map_err(CallError::Inner)
     }
 
@@ -892,7 +892,7 @@ impl<'a> State<'a> {
                 Box::new(e),
             )
         })?;
-        Ok(Value::String(out.replace("<no value>", "")))
+        Ok(Value::string(out.replace("<no value>", "")))
     }
 }
 
@@ -964,7 +964,7 @@ fn arg_mentions(a: &Arg, field: &str) -> bool {
             fields.iter().any(|i| i == field) || arg_mentions(node, field)
         }
         Arg::Ident { name, .. } => name == "tpl",
-        Arg::Str { value, .. } => value == field,
+        Arg::Str { value, .. } => &**value == field,
         Arg::Pipe(p) => pipe_mentions(p, field),
         _ => false,
     }

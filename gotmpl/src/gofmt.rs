@@ -391,7 +391,7 @@ fn format_verb(arg: &Value, verb: char, spec: Spec, walk: &Walk, depth: usize) -
                 .map(|(k, v)| {
                     format!(
                         "{}:{}",
-                        format_verb(&Value::String(k.clone()), verb, spec, walk, depth + 1),
+                        format_verb(&Value::string(k.clone()), verb, spec, walk, depth + 1),
                         format_verb(v, verb, spec, walk, depth + 1)
                     )
                 })

@@ -49,7 +49,7 @@ impl Files {
             .map(|(k, v)| {
                 (
                     k.rsplit('/').next().unwrap_or(k).to_string(),
-                    Value::String(encode(v)),
+                    Value::string(encode(v)),
                 )
             })
             .collect();
@@ -101,10 +101,10 @@ impl Object for Files {
                 Files::new(picked).into_value()
             }),
             "AsConfig" => no_args(name, args).map(|_| {
-                Value::String(self.as_map_yaml(|b| String::from_utf8_lossy(b).into_owned()))
+                Value::string(self.as_map_yaml(|b| String::from_utf8_lossy(b).into_owned()))
             }),
             "AsSecrets" => no_args(name, args).map(|_| {
-                Value::String(
+                Value::string(
                     self.as_map_yaml(|b| base64::engine::general_purpose::STANDARD.encode(b)),
                 )
             }),
@@ -156,7 +156,7 @@ impl Object for Files {
                 .map(|(k, v)| {
                     (
                         k.clone(),
-                        Value::String(base64::engine::general_purpose::STANDARD.encode(v)),
+                        Value::string(base64::engine::general_purpose::STANDARD.encode(v)),
                     )
                 })
                 .collect(),
@@ -383,7 +383,7 @@ impl Object for ApiVersions {
     }
 
     fn to_data(&self) -> Value {
-        Value::list(self.0.iter().map(Value::string).collect())
+        Value::list(self.0.iter().map(|s| Value::string(s.as_str())).collect())
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

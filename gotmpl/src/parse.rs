@@ -85,7 +85,8 @@ pub(crate) enum Arg {
     Str {
         pos: usize,
         quoted: String,
-        value: String,
+        /// Shared with every `Value` the literal evaluates to.
+        value: std::sync::Arc<str>,
     },
     Pipe(Box<Pipe>),
 }
@@ -763,7 +764,7 @@ impl<'a> Parser<'a> {
             Tok::Str(quoted, value) => Arg::Str {
                 pos,
                 quoted: quoted.to_string(),
-                value,
+                value: value.into(),
             },
             _ => {
                 self.backup();

@@ -25,7 +25,7 @@ pub enum Value {
     Int(i64),
     /// Go's `float64` (every number read from values YAML or JSON).
     Float(f64),
-    String(String),
+    String(Arc<str>),
     List(Arc<Vec<Value>>),
     Map(Map),
     /// A Go value with methods or struct fields (`.Files`, `.Capabilities.APIVersions`, ...).
@@ -61,14 +61,14 @@ pub trait Object: fmt::Debug + Send + Sync {
     }
     /// The value as plain data, for `toYaml`/`toJson`/`deepCopy`.
     fn to_data(&self) -> Value {
-        Value::String(self.display())
+        Value::string(self.display())
     }
     /// Lets typed helpers (dates) find their own objects again.
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
 impl Value {
-    pub fn string(s: impl Into<String>) -> Value {
+    pub fn string(s: impl Into<Arc<str>>) -> Value {
         Value::String(s.into())
     }
 
@@ -91,7 +91,7 @@ impl Value {
             serde_json::Value::Null => Value::Nil,
             serde_json::Value::Bool(b) => Value::Bool(*b),
             serde_json::Value::Number(n) => Value::Float(n.as_f64().unwrap_or(0.0)),
-            serde_json::Value::String(s) => Value::String(s.clone()),
+            serde_json::Value::String(s) => Value::string(s.clone()),
             serde_json::Value::Array(a) => Value::list(a.iter().map(Value::from_json).collect()),
             serde_json::Value::Object(m) => Value::map(
                 m.iter()
@@ -134,7 +134,7 @@ impl Value {
                         .unwrap_or(serde_json::Value::Null)
                 }
             }
-            Value::String(s) => serde_json::Value::String(s.clone()),
+            Value::String(s) => serde_json::Value::String(s.to_string()),
             Value::List(l) => {
                 serde_json::Value::Array(l.iter().map(|v| v.to_json_at(walk, depth + 1)).collect())
             }
@@ -384,13 +384,13 @@ impl Map {
 
 impl From<&str> for Value {
     fn from(s: &str) -> Value {
-        Value::String(s.to_string())
+        Value::string(s.to_string())
     }
 }
 
 impl From<String> for Value {
     fn from(s: String) -> Value {
-        Value::String(s)
+        Value::string(s)
     }
 }
 

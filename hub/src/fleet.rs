@@ -1040,7 +1040,7 @@ impl Renders for Fleet {
                 let options_key = key.clone();
                 let digest = rendered.digest.clone();
                 self.contents.entry(digest.clone()).or_insert_with(|| {
-                    let bytes = Bytes::from(rendered.manifest.into_bytes());
+                    let bytes = Bytes::from(rendered.manifest.clone().into_bytes());
                     self.store.submit(vec![Op::Put {
                         table: Table::Content,
                         key: digest.to_string(),

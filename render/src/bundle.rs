@@ -44,7 +44,7 @@ pub struct Bundle {
     /// Cluster values the bundle's YAML uses (empty unless it opted in).
     value_keys: BTreeSet<ValueKey>,
     /// Renders made at load, by variant, when they cannot depend on the cluster.
-    cache: BTreeMap<Option<usize>, Rendered>,
+    cache: BTreeMap<Option<usize>, Arc<Rendered>>,
     /// Helm bundles: the charts and each variant's Helm settings.
     helm: Option<Arc<HelmBundle>>,
 }
@@ -156,9 +156,11 @@ impl Bundle {
     }
 
     /// The objects a cluster receives. A `DoNotDeploy` cluster gets an empty render.
-    pub fn render(&self, cluster: &ClusterInfo) -> Result<Rendered, Vec<Diagnostic>> {
+    /// Shared: a render that does not depend on the cluster is the one cached at load, and
+    /// every cluster gets that same `Arc` rather than a copy of its objects and manifest.
+    pub fn render(&self, cluster: &ClusterInfo) -> Result<Arc<Rendered>, Vec<Diagnostic>> {
         let variant = match self.select(cluster) {
-            Selection::DoNotDeploy => return output::finish(Vec::new()),
+            Selection::DoNotDeploy => return output::finish(Vec::new()).map(Arc::new),
             Selection::Deploy(key) => key.variant.map(|(i, _)| i),
         };
         let cluster_free = self.helm.as_ref().is_none_or(|h| {
@@ -170,7 +172,9 @@ impl Bundle {
         }
         if let Some(h) = &self.helm {
             let budget = Budget::new(&self.limits);
-            return self.render_helm(h, variant, Some(cluster), &budget);
+            return self
+                .render_helm(h, variant, Some(cluster), &budget)
+                .map(Arc::new);
         }
         let values = self
             .spec
@@ -178,6 +182,7 @@ impl Bundle {
             .then(|| values::resolve(&self.value_keys, cluster));
         let budget = Budget::new(&self.limits);
         self.render_variant(&self.snapshot, variant, values.as_ref(), &budget)
+            .map(Arc::new)
     }
 
     fn variant_spec(&self, variant: Option<usize>) -> VariantSpec<'_> {
@@ -242,7 +247,7 @@ impl Bundle {
             match next.render_helm(&helm, *v, None, &budget) {
                 Ok(r) => {
                     if !helm.is_templated(*v) {
-                        next.cache.insert(*v, r);
+                        next.cache.insert(*v, Arc::new(r));
                     }
                 }
                 Err(_) if helm.reads_capabilities(*v) || helm.is_templated(*v) => {}
@@ -538,7 +543,7 @@ pub(crate) fn load(
         budget.next_render();
         match bundle.render_variant(&fs, v, None, &budget) {
             Ok(r) => {
-                cache.insert(v, r);
+                cache.insert(v, Arc::new(r));
             }
             Err(e) => {
                 for d in e {
@@ -599,7 +604,7 @@ fn load_helm<B: Backend>(
         budget.next_render();
         match bundle.render_helm(&helm, *v, None, &budget) {
             Ok(r) => {
-                bundle.cache.insert(*v, r);
+                bundle.cache.insert(*v, Arc::new(r));
             }
             // A chart that reads the cluster's capabilities may fail on helm template's
             // defaults (an old Kubernetes version) and render on real clusters: its errors

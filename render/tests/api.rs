@@ -159,6 +159,7 @@ fn namespace_labels_land_on_the_target_namespace_which_removal_keeps_unless_dele
             .render(&cluster(name, &[]))
             .expect("renders")
             .manifest
+            .clone()
     };
     assert_eq!(
         manifest("dev"),
@@ -214,14 +215,19 @@ fn create_namespace_adds_the_target_namespace_that_removal_keeps_and_a_target_ca
     let dev = bundle
         .render(&cluster("dev", &[]))
         .expect("renders")
-        .manifest;
+        .manifest
+        .clone();
     assert_eq!(
         dev,
         "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  annotations:\n    \
          helm.sh/resource-policy: keep\n  name: web\n\
          ---\napiVersion: v1\ndata:\n  a: \"1\"\nkind: ConfigMap\nmetadata:\n  name: app\n  namespace: web\n"
     );
-    let prod = bundle.render(&cluster("p", &[])).expect("renders").manifest;
+    let prod = bundle
+        .render(&cluster("p", &[]))
+        .expect("renders")
+        .manifest
+        .clone();
     assert!(!prod.contains("kind: Namespace"), "{prod}");
     assert!(bundle.warnings().is_empty(), "{:?}", bundle.warnings());
 

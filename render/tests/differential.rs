@@ -55,7 +55,7 @@ fn ours(repo: &Path) -> Vec<String> {
     let rendered = bundle
         .render(&ClusterInfo::default())
         .unwrap_or_else(|e| panic!("{}: {e:?}", repo.display()));
-    canonical_set(rendered.objects.into_iter().map(|o| o.value))
+    canonical_set(rendered.objects.iter().map(|o| o.value.clone()))
 }
 
 fn theirs(kustomize: &Path, repo: &Path) -> Vec<String> {

@@ -132,7 +132,7 @@ fn ours(case: &Case, bundle_dir: &Path) -> Result<Vec<String>, String> {
     };
     let rendered = bundle.render(&info).map_err(|e| format!("{e:?}"))?;
     Ok(canonical(
-        rendered.objects.into_iter().map(|o| o.value),
+        rendered.objects.iter().map(|o| o.value.clone()),
         case.namespace,
     ))
 }

@@ -71,7 +71,7 @@ pub(super) fn register(r: &mut Registry) {
 
 fn sized(c: &Ctx<'_>, s: String) -> FnResult {
     c.alloc(s.len())?;
-    Ok(Value::String(s))
+    Ok(Value::string(s))
 }
 
 fn len(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {
@@ -234,7 +234,7 @@ fn cmp(a: &[Value], want: fn(Ordering) -> bool) -> FnResult {
 /// The escapers take one string as is, anything else through `fmt.Sprint`.
 fn escaper_arg(a: &[Value]) -> String {
     if let [Value::String(s)] = a {
-        return s.clone();
+        return s.to_string();
     }
     sprint(a)
 }

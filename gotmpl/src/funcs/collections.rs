@@ -54,7 +54,7 @@ pub(super) fn register(r: &mut Registry) {
     r.add("keys", &[], Some(Map), |_, a| {
         let mut out = Vec::new();
         for d in &a {
-            out.extend(map_of(d).read().keys().map(|k| Value::String(k.clone())));
+            out.extend(map_of(d).read().keys().map(|k| Value::string(k.clone())));
         }
         Ok(Value::list(out))
     });
@@ -162,7 +162,7 @@ pub(super) fn register(r: &mut Registry) {
     r.add("join", &[Str, Any], None, |c, a| {
         let s = to_strings(&a[1]).join(str_arg(&a[0]));
         c.alloc(s.len())?;
-        Ok(Value::String(s))
+        Ok(Value::string(s))
     });
     r.add("until", &[Int], None, |c, a| {
         let n = int_arg(&a[0]);
@@ -531,5 +531,5 @@ fn seq(c: &Ctx<'_>, a: Vec<Value>) -> FnResult {
         return Ok(Value::string(""));
     };
     let parts: Vec<String> = l.iter().map(|v| v.to_string()).collect();
-    Ok(Value::String(parts.join(" ")))
+    Ok(Value::string(parts.join(" ")))
 }

@@ -77,7 +77,7 @@ fn msg(m: String) -> CallError {
 
 fn generate(alg: &'static rcgen::SignatureAlgorithm) -> FnResult {
     let key = KeyPair::generate_for(alg).map_err(|e| msg(e.to_string()))?;
-    Ok(Value::String(key.serialize_pem()))
+    Ok(Value::string(key.serialize_pem()))
 }
 
 /// Sprig's `certificate`: `.Cert` and `.Key` as PEM.

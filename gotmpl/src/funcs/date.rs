@@ -45,7 +45,7 @@ pub(super) fn register(r: &mut Registry) {
     r.add("ago", &[Any], None, |c, a| {
         let t = any_time(c, &a[0]);
         let d = now(c) - t;
-        Ok(Value::String(format_duration(round_seconds(d))))
+        Ok(Value::string(format_duration(round_seconds(d))))
     });
     r.add("duration", &[Any], None, |_, a| {
         let n = match &a[0] {
@@ -53,7 +53,7 @@ pub(super) fn register(r: &mut Registry) {
             Value::Int(i) => *i,
             _ => 0,
         };
-        Ok(Value::String(format_duration(Duration::seconds(n))))
+        Ok(Value::string(format_duration(Duration::seconds(n))))
     });
     r.add("durationRound", &[Any], None, |c, a| {
         let d = match &a[0] {
@@ -84,7 +84,7 @@ pub(super) fn register(r: &mut Registry) {
         } else {
             "0s".to_string()
         };
-        Ok(Value::String(s))
+        Ok(Value::string(s))
     });
     r.add("toDate", &[Str, Str], None, |_, a| {
         Ok(time_value(
@@ -103,7 +103,7 @@ pub(super) fn register(r: &mut Registry) {
             })
     });
     r.add("unixEpoch", &[Any], None, |_, a| {
-        Ok(Value::String(time_arg(&a[0])?.unix_timestamp().to_string()))
+        Ok(Value::string(time_arg(&a[0])?.unix_timestamp().to_string()))
     });
 }
 
@@ -134,7 +134,7 @@ impl Object for Time {
                         args.len()
                     )));
                 };
-                return Some(Ok(Value::String(format_layout(t, layout))));
+                return Some(Ok(Value::string(format_layout(t, layout))));
             }
             _ => return None,
         };
@@ -146,7 +146,7 @@ impl Object for Time {
     }
 
     fn to_data(&self) -> Value {
-        Value::String(format_layout(self.0, "2006-01-02T15:04:05.999999999Z07:00"))
+        Value::string(format_layout(self.0, "2006-01-02T15:04:05.999999999Z07:00"))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -195,7 +195,7 @@ fn fmt(c: &Ctx<'_>, layout: &str, v: &Value) -> FnResult {
     let t = any_time(c, v).to_offset(UtcOffset::UTC);
     let s = format_layout(t, layout);
     c.alloc(s.len())?;
-    Ok(Value::String(s))
+    Ok(Value::string(s))
 }
 
 fn must_modify(_: &Ctx<'_>, a: Vec<Value>) -> FnResult {

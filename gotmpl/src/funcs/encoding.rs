@@ -24,7 +24,7 @@ pub(super) fn register(r: &mut Registry) {
         Ok(
             match base64::engine::general_purpose::STANDARD.decode(str_arg(&a[0])) {
                 Ok(b) => go_string(b),
-                Err(e) => Value::String(go_b64_error(str_arg(&a[0]), &e)),
+                Err(e) => Value::string(go_b64_error(str_arg(&a[0]), &e)),
             },
         )
     });
@@ -36,19 +36,19 @@ pub(super) fn register(r: &mut Registry) {
             match data_encoding::BASE32.decode(str_arg(&a[0]).as_bytes()) {
                 Ok(b) => go_string(b),
                 Err(e) => {
-                    Value::String(format!("illegal base32 data at input byte {}", e.position))
+                    Value::string(format!("illegal base32 data at input byte {}", e.position))
                 }
             },
         )
     });
     r.add("sha1sum", &[Bytes], None, |_, a| {
-        Ok(Value::String(hex(&sha1::Sha1::digest(bytes_of(&a[0])))))
+        Ok(Value::string(hex(&sha1::Sha1::digest(bytes_of(&a[0])))))
     });
     r.add("sha256sum", &[Bytes], None, |_, a| {
-        Ok(Value::String(hex(&sha2::Sha256::digest(bytes_of(&a[0])))))
+        Ok(Value::string(hex(&sha2::Sha256::digest(bytes_of(&a[0])))))
     });
     r.add("sha512sum", &[Bytes], None, |_, a| {
-        Ok(Value::String(hex(&sha2::Sha512::digest(bytes_of(&a[0])))))
+        Ok(Value::string(hex(&sha2::Sha512::digest(bytes_of(&a[0])))))
     });
     r.add("adler32sum", &[Bytes], None, |_, a| {
         let (mut s1, mut s2) = (1u32, 0u32);
@@ -56,7 +56,7 @@ pub(super) fn register(r: &mut Registry) {
             s1 = (s1 + u32::from(b)) % 65521;
             s2 = (s2 + s1) % 65521;
         }
-        Ok(Value::String(((s2 << 16) | s1).to_string()))
+        Ok(Value::string(((s2 << 16) | s1).to_string()))
     });
 
     r.add("toJson", &[Any], None, |c, a| {
@@ -96,11 +96,11 @@ pub(super) fn register(r: &mut Registry) {
             match serde_json::from_str::<serde_json::Value>(str_arg(&a[0])) {
                 Ok(v @ serde_json::Value::Array(_)) => Value::from_json(&v),
                 Ok(serde_json::Value::Null) => Value::list(Vec::new()),
-                Ok(other) => Value::list(vec![Value::String(format!(
+                Ok(other) => Value::list(vec![Value::string(format!(
                     "json: cannot unmarshal {} into Go value of type []interface {{}}",
                     json_kind(&other)
                 ))]),
-                Err(e) => Value::list(vec![Value::String(e.to_string())]),
+                Err(e) => Value::list(vec![Value::string(e.to_string())]),
             },
         )
     });
@@ -136,11 +136,11 @@ pub(super) fn register(r: &mut Registry) {
         Ok(match parse_yaml(str_arg(&a[0])) {
             Ok(v @ serde_json::Value::Array(_)) => Value::from_json(&v),
             Ok(serde_json::Value::Null) => Value::list(Vec::new()),
-            Ok(other) => Value::list(vec![Value::String(format!(
+            Ok(other) => Value::list(vec![Value::string(format!(
                 "error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go value of type []interface {{}}",
                 json_kind(&other)
             ))]),
-            Err(e) => Value::list(vec![Value::String(format!("error converting YAML to JSON: {e}"))]),
+            Err(e) => Value::list(vec![Value::string(format!("error converting YAML to JSON: {e}"))]),
         })
     });
     r.add("toToml", &[Any], None, |c, a| {
@@ -167,7 +167,7 @@ pub(super) fn register(r: &mut Registry) {
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
         let h = hex(&b);
-        Ok(Value::String(format!(
+        Ok(Value::string(format!(
             "{}-{}-{}-{}-{}",
             &h[..8],
             &h[8..12],
@@ -180,7 +180,7 @@ pub(super) fn register(r: &mut Registry) {
         let n = super::int_arg(&a[0]).max(0) as usize;
         c.alloc(n.saturating_mul(2))?;
         let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
-        Ok(Value::String(
+        Ok(Value::string(
             base64::engine::general_purpose::STANDARD.encode(bytes),
         ))
     });
@@ -207,28 +207,28 @@ pub(super) fn register(r: &mut Registry) {
     });
 
     r.add("base", &[Str], None, |_, a| {
-        Ok(Value::String(path_base(str_arg(&a[0]))))
+        Ok(Value::string(path_base(str_arg(&a[0]))))
     });
     r.add("osBase", &[Str], None, |_, a| {
-        Ok(Value::String(path_base(str_arg(&a[0]))))
+        Ok(Value::string(path_base(str_arg(&a[0]))))
     });
     r.add("dir", &[Str], None, |_, a| {
-        Ok(Value::String(path_dir(str_arg(&a[0]))))
+        Ok(Value::string(path_dir(str_arg(&a[0]))))
     });
     r.add("osDir", &[Str], None, |_, a| {
-        Ok(Value::String(path_dir(str_arg(&a[0]))))
+        Ok(Value::string(path_dir(str_arg(&a[0]))))
     });
     r.add("clean", &[Str], None, |_, a| {
-        Ok(Value::String(path_clean(str_arg(&a[0]))))
+        Ok(Value::string(path_clean(str_arg(&a[0]))))
     });
     r.add("osClean", &[Str], None, |_, a| {
-        Ok(Value::String(path_clean(str_arg(&a[0]))))
+        Ok(Value::string(path_clean(str_arg(&a[0]))))
     });
     r.add("ext", &[Str], None, |_, a| {
-        Ok(Value::String(path_ext(str_arg(&a[0]))))
+        Ok(Value::string(path_ext(str_arg(&a[0]))))
     });
     r.add("osExt", &[Str], None, |_, a| {
-        Ok(Value::String(path_ext(str_arg(&a[0]))))
+        Ok(Value::string(path_ext(str_arg(&a[0]))))
     });
     r.add("isAbs", &[Str], None, |_, a| {
         Ok(Value::Bool(str_arg(&a[0]).starts_with('/')))
@@ -244,13 +244,13 @@ pub(super) fn register(r: &mut Registry) {
 
 fn sized(c: &Ctx<'_>, s: String) -> FnResult {
     c.alloc(s.len())?;
-    Ok(Value::String(s))
+    Ok(Value::string(s))
 }
 
 /// Go's `string(bytes)`: a binary result stays bytes (see [`BinaryString`]).
 pub(super) fn go_string(b: Vec<u8>) -> Value {
     match String::from_utf8(b) {
-        Ok(s) => Value::String(s),
+        Ok(s) => Value::string(s),
         Err(e) => Value::object(BinaryString(e.into_bytes())),
     }
 }
@@ -275,7 +275,7 @@ pub(super) fn go_b64_error(input: &str, e: &base64::DecodeError) -> String {
 
 fn error_map(message: String) -> Value {
     let mut m = std::collections::BTreeMap::new();
-    m.insert("Error".to_string(), Value::String(message));
+    m.insert("Error".to_string(), Value::string(message));
     Value::map(m)
 }
 

@@ -176,7 +176,7 @@ pub(crate) fn to_int64(v: &Value) -> i64 {
             // cast trims a zero decimal part ("3.00" is 3) before parsing.
             let t = match s.split_once('.') {
                 Some((int, frac)) if frac.chars().all(|c| c == '0') => int,
-                _ => s.as_str(),
+                _ => &**s,
             };
             parse_go_int(t).unwrap_or(0)
         }

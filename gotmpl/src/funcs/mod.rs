@@ -56,7 +56,7 @@ pub(crate) fn convert(v: Value, ty: Ty) -> Result<Value, String> {
         // A binary Go string: functions over bytes keep it, others see its text.
         return Ok(match ty {
             Ty::Bytes | Ty::Any => v,
-            _ => Value::String(o.display()),
+            _ => Value::string(o.display()),
         });
     }
     let ok = match (&v, ty) {
@@ -230,7 +230,7 @@ pub(crate) fn exists(name: &str) -> bool {
 /// Go's `%v` of one value, as Sprig's `strval`/`toString` produce it.
 pub(crate) fn strval(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => s.to_string(),
         other => other.to_string(),
     }
 }

@@ -18,11 +18,11 @@ use crate::helm::bytes_of;
 pub(super) fn register(r: &mut Registry) {
     use Ty::*;
     r.add("bcrypt", &[Bytes], None, |_, a| {
-        Ok(Value::String(bcrypt(bytes_of(&a[0]))))
+        Ok(Value::string(bcrypt(bytes_of(&a[0]))))
     });
     r.add("htpasswd", &[Str, Bytes], None, |_, a| {
         let user = str_arg(&a[0]);
-        Ok(Value::String(if user.contains(':') {
+        Ok(Value::string(if user.contains(':') {
             format!("invalid username: {user}")
         } else {
             format!("{user}:{}", bcrypt(bytes_of(&a[1])))
@@ -139,7 +139,7 @@ fn derive_password(
         ))
     })?;
     let Some(templates) = password_templates(kind) else {
-        return Ok(Value::String(format!(
+        return Ok(Value::string(format!(
             "cannot find password template {kind}"
         )));
     };
@@ -153,7 +153,7 @@ fn derive_password(
         .map_err(|e| CallError::Msg(format!("failed to derive password: {e}")))?;
     let mut key = [0u8; 64];
     if let Err(e) = scrypt::scrypt(password.as_bytes(), &salt, &params, &mut key) {
-        return Ok(Value::String(format!("failed to derive password: {e}")));
+        return Ok(Value::string(format!("failed to derive password: {e}")));
     }
     let mut input = MASTER_PASSWORD_SEED.to_vec();
     input.extend_from_slice(&len32(site));
@@ -172,7 +172,7 @@ fn derive_password(
             char::from(chars[usize::from(seed[i + 1]) % chars.len()])
         })
         .collect();
-    Ok(Value::String(out))
+    Ok(Value::string(out))
 }
 
 const AES_BLOCK: usize = 16;
@@ -207,7 +207,7 @@ fn encrypt_aes(c: &Ctx<'_>, password: &str, plaintext: &[u8]) -> FnResult {
         prev.copy_from_slice(&b);
         out.extend_from_slice(&b);
     }
-    Ok(Value::String(
+    Ok(Value::string(
         base64::engine::general_purpose::STANDARD.encode(out),
     ))
 }

@@ -269,12 +269,12 @@ pub(super) fn register(r: &mut Registry) {
 }
 
 fn s(v: impl Into<String>) -> FnResult {
-    Ok(Value::String(v.into()))
+    Ok(Value::string(v.into()))
 }
 
 fn sized(c: &Ctx<'_>, v: String) -> FnResult {
     c.alloc(v.len())?;
-    Ok(Value::String(v))
+    Ok(Value::string(v))
 }
 
 fn is_space(c: char) -> bool {
@@ -411,13 +411,13 @@ fn parts_map(parts: Vec<String>) -> Value {
         parts
             .into_iter()
             .enumerate()
-            .map(|(i, p)| (format!("_{i}"), Value::String(p)))
+            .map(|(i, p)| (format!("_{i}"), Value::string(p)))
             .collect(),
     )
 }
 
 pub(crate) fn str_list(parts: Vec<String>) -> Value {
-    Value::list(parts.into_iter().map(Value::String).collect())
+    Value::list(parts.into_iter().map(Value::string).collect())
 }
 
 fn regex(c: &Ctx<'_>, pattern: &Value) -> Result<regex::Regex, CallError> {

@@ -36,7 +36,7 @@ pub(super) fn register(r: &mut Registry) {
         let get = |key: &str| -> Result<String, CallError> {
             match d.get(key) {
                 None => Ok(String::new()),
-                Some(Value::String(s)) => Ok(s.clone()),
+                Some(Value::String(s)) => Ok(s.to_string()),
                 Some(other) => Err(CallError::Msg(format!(
                     "unable to parse {key} key, must be of type string, but {} found",
                     other.kind_name()
@@ -58,7 +58,7 @@ pub(super) fn register(r: &mut Registry) {
                 .map_err(|e| CallError::Msg(format!("unable to parse userinfo in dict: {e}")))?;
             u.user = temp.user;
         }
-        Ok(Value::String(u.to_string()))
+        Ok(Value::string(u.to_string()))
     });
 }
 

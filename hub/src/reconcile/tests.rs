@@ -23,7 +23,7 @@ impl Renders for RenderEveryTime {
     ) -> RenderResult {
         bundle
             .render(cluster)
-            .map(|r| Arc::new(desired_for(bundle, &key, r.digest)))
+            .map(|r| Arc::new(desired_for(bundle, &key, r.digest.clone())))
             .map_err(|d| {
                 d.iter()
                     .map(ToString::to_string)
