@@ -567,7 +567,14 @@ impl Fleet {
     /// heartbeat costs no store write of its own.
     pub fn seen(&self, c: &ClusterName) {
         if let Some(mut rec) = self.clusters.get_mut(c) {
-            rec.last_seen = crate::records::now_unix();
+            let now = crate::records::now_unix();
+            // Every report and heartbeat lands here; within the same second nothing new
+            // is to be persisted, so the shared dirty set's lock is taken once a second
+            // per cluster at most, not once per message.
+            if rec.last_seen == now {
+                return;
+            }
+            rec.last_seen = now;
             if let Ok(mut dirty) = self.last_seen_dirty.lock() {
                 dirty.insert(c.clone());
             }
