@@ -894,7 +894,14 @@ fn resolves_to_str(s: &str) -> bool {
         "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf",
         "-.Inf", "-.INF",
     ];
-    if SPECIAL.contains(&s) {
+    // Every special word is at most 5 bytes and starts with one of these: most strings
+    // (keys, names) are ruled out without comparing them to the 39 words.
+    if s.len() <= 5
+        && s.bytes()
+            .next()
+            .is_none_or(|b| b"yYnNtTfFoO~.+-".contains(&b))
+        && SPECIAL.contains(&s)
+    {
         return false;
     }
     let Some(first) = s.chars().next() else {

@@ -5,6 +5,10 @@
 
 use flotilla_render::{ClusterInfo, Limits, load_bundle_dir};
 
+/// The hub's allocator (`hub/src/main.rs`), so this profile is the hub's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(dir) = args.next() else {
