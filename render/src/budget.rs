@@ -173,8 +173,30 @@ impl Budget {
     }
 }
 
-/// The size of `v` as compact JSON, counted without building the string.
+/// The size of `v` as compact JSON (`serde_json::to_string`), counted without encoding
+/// it: every rendered object is counted, and walking the value is a few times cheaper
+/// than serialising it into a counting sink.
 pub(crate) fn json_size(v: &Value) -> u64 {
+    match v {
+        Value::Null => 4,
+        Value::Bool(b) => 4 + u64::from(!*b),
+        Value::Number(n) => number_size(n),
+        Value::String(s) => string_size(s),
+        Value::Array(items) => {
+            2 + items.iter().map(json_size).sum::<u64>() + items.len().saturating_sub(1) as u64
+        }
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| string_size(k) + 1 + json_size(v))
+                .sum::<u64>()
+                + map.len().saturating_sub(1) as u64
+        }
+    }
+}
+
+/// A number as serde_json writes it (itoa, or ryu for floats).
+fn number_size(n: &serde_json::Number) -> u64 {
     struct Count(u64);
     impl io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -186,9 +208,23 @@ pub(crate) fn json_size(v: &Value) -> u64 {
         }
     }
     let mut c = Count(0);
-    // Writing a `Value` to a sink that never fails cannot fail.
-    let _ = serde_json::to_writer(&mut c, v);
+    // Writing a number to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut c, n);
     c.0
+}
+
+/// A string with its quotes and escapes, as serde_json writes it: `"` and `\` and the
+/// short escapes take two bytes, other control characters six (`\u00XX`), the rest as is.
+fn string_size(s: &str) -> u64 {
+    let extra: u64 = s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x0c | b'\n' | b'\r' | b'\t' => 1,
+            0..=0x1f => 5,
+            _ => 0,
+        })
+        .sum();
+    2 + s.len() as u64 + extra
 }
 
 #[cfg(test)]
@@ -249,10 +285,43 @@ mod tests {
 
     #[test]
     fn json_size_is_the_compact_encoding_length() {
-        let v = json!({"k": [1, "two", null]});
+        let v = json!({
+            "k": [1, "two", null, true, false, -3.5, 1e300, 18446744073709551615u64],
+            "esc\"\\": "tab\t nl\n cr\r bell\u{7} del\u{7f} é 😀",
+            "": {}, "e": [], "n": [[], {"a": {}}]
+        });
         assert_eq!(
             json_size(&v),
             serde_json::to_string(&v).expect("encodes").len() as u64
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn json_size_matches_serde_json_for_any_value(v in any_json()) {
+            proptest::prop_assert_eq!(
+                json_size(&v),
+                serde_json::to_string(&v).expect("encodes").len() as u64
+            );
+        }
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::btree_map(any::<String>(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 }
