@@ -1,9 +1,9 @@
 //! Benchmark: flotilla's native Helm rendering against `helm template` on the same charts.
 //!
 //! For each chart it times `load_bundle_dir` + `render` (what the hub does for a Helm
-//! bundle, in process: load, dependencies, values, templates, ordering) and `helm template`
-//! (a child process, as Fleet-style tools run it, or as users do), takes the median of N
-//! runs each, and prints a Markdown table with the ratio and the total. Charts: the
+//! bundle, in process, with the hub's allocator: load, dependencies, values, templates,
+//! ordering) and `helm template` (a child process, as Fleet-style tools run it, or as
+//! users do), takes the median of N runs each, and prints a Markdown table with the ratio and the total. Charts: the
 //! differential corpus (`tests/fixtures/helm/`), the example chart, and a generated chart
 //! with many templates and a subchart.
 //!
@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 
 use flotilla_bench::render_timing::time_render;
 use flotilla_bench::stats::median;
+
+/// The hub's allocator (`hub/src/main.rs`): the hub is what renders Helm bundles, so its
+/// rendering is timed with the allocator it runs on.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Times `helm template`; also returns how many documents it printed.
 fn theirs(helm: &Path, dir: &Path, runs: usize) -> Result<(Duration, usize), String> {
