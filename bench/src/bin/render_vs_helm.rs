@@ -3,9 +3,9 @@
 //! For each chart it times `load_bundle_dir` + `render` (what the hub does for a Helm
 //! bundle, in process, with the hub's allocator: load, dependencies, values, templates,
 //! ordering) and `helm template` (a child process, as Fleet-style tools run it, or as
-//! users do), takes the median of N runs each, and prints a Markdown table with the ratio and the total. Charts: the
-//! differential corpus (`tests/fixtures/helm/`), the example chart, and a generated chart
-//! with many templates and a subchart.
+//! users do), takes the median of N runs each, and prints a Markdown table with the ratio
+//! and the total. Charts: the differential corpus (`tests/fixtures/helm/`), the example
+//! chart, and a generated chart with many templates and a subchart.
 //!
 //! Run: `cargo run --release -p flotilla-bench --bin render_vs_helm [-- RUNS]` with `HELM`
 //! naming the helm binary (default: `~/.cache/flotilla-tools/bin/helm`, else `helm`).
