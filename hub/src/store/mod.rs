@@ -37,6 +37,7 @@
 //! per-transaction limits ([`Limits`]: etcd's 128 operations and 1.5 MiB per request), and
 //! a batch over them is refused whole, never split.
 
+mod priority;
 mod redb;
 pub use self::redb::RedbBackend;
 mod etcd;
@@ -525,7 +526,10 @@ impl Store {
         let writer_fence = fence.clone();
         thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&*writer, runtime, rx, &writer_fence))
+            .spawn(move || {
+                priority::lower_this_thread();
+                writer_loop(&*writer, runtime, rx, &writer_fence)
+            })
             .map_err(db_err)?;
         Ok(Store { tx, backend, fence })
     }
