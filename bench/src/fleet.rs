@@ -535,23 +535,25 @@ pub(crate) async fn fanout(
     let profile = Profile::start(cfg, pid, &format!("fanout-{generation}"));
     let cpu0 = machine::cpu_seconds(pid).unwrap_or(0.0);
     let commit = repo.change_bundle(0, generation)?;
-    let is_new = |i: usize, s: &SpokeStats| match s.ready_of(bundle) {
-        Some((d, t)) if Some(&d) != before[i].as_ref() => Some(t),
-        _ => None,
-    };
+    let is_new = |i: usize, s: &SpokeStats| s.ready_on_new(bundle, before[i].as_deref());
+    // Each spoke records its own Ready time, so how often this loop looks changes no
+    // figure. It looks rarely, and only at the spokes not yet done: a look at 10,000
+    // spokes' maps costs milliseconds of cache misses, and looking every 5 ms took a
+    // sixth of a core from the hub and the simulated spokes it measures.
+    let mut pending: Vec<usize> = (0..live.len()).collect();
     wait_for(
         "every spoke to report the changed bundle Ready",
         cfg.phase_timeout,
-        Duration::from_millis(5),
+        Duration::from_millis(100),
         || {
-            let done = live
-                .iter()
-                .enumerate()
-                .filter(|(i, s)| is_new(*i, s).is_some())
-                .count();
+            pending.retain(|&i| is_new(i, &live[i]).is_none());
             (
-                done == live.len(),
-                format!("{done}/{} spokes Ready on the new deployment", live.len()),
+                pending.is_empty(),
+                format!(
+                    "{}/{} spokes Ready on the new deployment",
+                    live.len() - pending.len(),
+                    live.len()
+                ),
             )
         },
     )

@@ -495,10 +495,7 @@ async fn ha_phases(cfg: &HaConfig, work: &Path) -> Result<HaResult> {
             commit.id
         ),
     );
-    let is_new = |k: usize| match live_stats[k].ready_of(&target) {
-        Some((d, t)) if Some(&d) != before[k].as_ref() => Some(t),
-        _ => None,
-    };
+    let is_new = |k: usize| live_stats[k].ready_on_new(&target, before[k].as_deref());
     let mut victims_connected = None;
     wait_for(
         "every spoke Ready on the commit made at the kill",

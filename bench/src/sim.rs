@@ -92,6 +92,16 @@ impl SpokeStats {
         Some((seen.deployment_id.clone(), seen.ready?))
     }
 
+    /// When `bundle` became Ready on a deployment other than `before`, if it has:
+    /// what a fan-out waits for, read without copying the deployment id.
+    pub fn ready_on_new(&self, bundle: &str, before: Option<&str>) -> Option<Instant> {
+        let b = self.bundles.lock().ok()?;
+        let seen = b.get(bundle)?;
+        (Some(seen.deployment_id.as_str()) != before)
+            .then_some(seen.ready)
+            .flatten()
+    }
+
     /// How many bundles are Ready, and the last Ready time among them.
     pub fn ready_count(&self) -> (usize, Option<Instant>) {
         let Ok(b) = self.bundles.lock() else {

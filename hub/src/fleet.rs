@@ -740,9 +740,11 @@ impl Fleet {
                     );
                 }
             }
+            let new = Arc::new(new);
+            let (key, record) = (name.to_string(), new.clone());
             self.store
-                .submit(vec![Op::put_json(Table::Desired, name.as_str(), &new)]);
-            self.assignments.insert(name.clone(), Arc::new(new));
+                .submit_with(move || vec![Op::put_json(Table::Desired, key, &*record)]);
+            self.assignments.insert(name.clone(), new);
             if let Some(s) = self.sessions.get(name) {
                 s.notify.notify_one();
             }
@@ -852,11 +854,10 @@ impl Fleet {
     /// Records a status reported by a cluster's own session.
     pub fn record_status(&self, cluster: &ClusterName, bundle: &str, st: StatusRecord) {
         self.history.reported(cluster, bundle, &self.status, &st);
-        self.store.submit(vec![Op::put_json(
-            Table::Status,
-            status_key(cluster, bundle),
-            &st,
-        )]);
+        // Encoded on the writer's thread: the copy is cheaper than the JSON.
+        let (key, record) = (status_key(cluster, bundle), st.clone());
+        self.store
+            .submit_with(move || vec![Op::put_json(Table::Status, key, &record)]);
         if st.state == State::Ready {
             let key = (cluster.clone(), bundle.to_string());
             if let Some((_, (id, since))) = self

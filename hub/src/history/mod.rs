@@ -243,16 +243,38 @@ struct StoredHead {
 
 /// The put of a pair's head record.
 fn head_op(pair: &Pair, head: &Head, newest: RecordId) -> Op {
-    Op::put_json(
-        Table::History,
+    head_put(pair, head, newest).op()
+}
+
+fn head_put(pair: &Pair, head: &Head, newest: RecordId) -> Put {
+    Put::Head(
         head_key(pair.0.as_str(), &pair.1),
-        &StoredHead {
+        StoredHead {
             id: head.id.key(),
             newest: newest.key(),
             count: head.count,
             deployment: head.deployment.clone(),
         },
     )
+}
+
+/// A put of one history record, kept as the record until the store's writer encodes it
+/// (`Store::submit_with`): a status report or an assignment does not encode JSON on
+/// the session or reconcile thread, nor under the history's lock.
+enum Put {
+    Entry(String, Entry),
+    Index(String, Indexed),
+    Head(String, StoredHead),
+}
+
+impl Put {
+    fn op(self) -> Op {
+        match self {
+            Put::Entry(key, entry) => Op::put_json(Table::History, key, &entry),
+            Put::Index(key, indexed) => Op::put_json(Table::History, key, &indexed),
+            Put::Head(key, head) => Op::put_json(Table::History, key, &head),
+        }
+    }
 }
 
 /// A head record from the start snapshot: (pair, head, newest id), or `None` when its
@@ -469,14 +491,13 @@ impl History {
         let mut inner = self.lock();
         let id = inner.stamper.stamp();
         let pair: Pair = (cluster.clone(), bundle.clone());
-        let mut ops = vec![Op::put_json(
-            Table::History,
+        let mut ops = vec![Put::Entry(
             entry_key(cluster.as_str(), bundle, id),
-            &Entry::Deployment(d.clone()),
+            Entry::Deployment(d.clone()),
         )];
         ops.extend(
             index_key(&d.commit, cluster.as_str(), bundle, id)
-                .map(|k| Op::put_json(Table::History, k, &Indexed { at: d.assigned_at })),
+                .map(|k| Put::Index(k, Indexed { at: d.assigned_at })),
         );
         let count = inner.heads.get(&pair).map_or(0, |h| h.count) + 1;
         let now = d.assigned_at;
@@ -485,7 +506,7 @@ impl History {
             deployment: d,
             count,
         };
-        ops.push(head_op(&pair, &head, id));
+        ops.push(head_put(&pair, &head, id));
         inner.heads.insert(pair.clone(), head);
         drop(inner);
         self.write(pair, count, now, ops);
@@ -494,12 +515,13 @@ impl History {
     /// Queues `ops` for `pair`, and prunes the pair once they are written if it now has
     /// more entries than the retention keeps (ages measured at `now`, the time of the
     /// entry written).
-    fn write(&self, pair: Pair, count: usize, now: i64, ops: Vec<Op>) {
+    fn write(&self, pair: Pair, count: usize, now: i64, puts: Vec<Put>) {
+        let ops = move || puts.into_iter().map(Put::op).collect();
         if count <= self.retention.max_per_pair.max(1) {
-            self.store.submit(ops);
+            self.store.submit_with(ops);
             return;
         }
-        let written = self.store.queue_commit(ops);
+        let written = self.store.queue_commit(ops());
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No runtime (a blocking caller): the sweeper prunes the pair.
             return;
@@ -561,10 +583,9 @@ impl History {
         let mut ops = Vec::new();
         let mut newest = id;
         if changed {
-            ops.push(Op::put_json(
-                Table::History,
+            ops.push(Put::Entry(
                 entry_key(cluster.as_str(), bundle, id),
-                &Entry::Deployment(d.clone()),
+                Entry::Deployment(d.clone()),
             ));
         }
         // The first outcome of a deployment is on the deployment itself; later moves of
@@ -585,15 +606,11 @@ impl History {
             });
             let id = inner.stamper.stamp();
             newest = id;
-            ops.push(Op::put_json(
-                Table::History,
-                entry_key(cluster.as_str(), bundle, id),
-                &change,
-            ));
+            ops.push(Put::Entry(entry_key(cluster.as_str(), bundle, id), change));
         }
         let count = inner.heads.get(&pair).map_or(0, |h| h.count);
         if let (false, Some(h)) = (ops.is_empty(), inner.heads.get(&pair)) {
-            ops.push(head_op(&pair, h, newest));
+            ops.push(head_put(&pair, h, newest));
         }
         drop(inner);
         if !ops.is_empty() {

@@ -37,6 +37,7 @@
 //! per-transaction limits ([`Limits`]: etcd's 128 operations and 1.5 MiB per request), and
 //! a batch over them is refused whole, never split.
 
+mod priority;
 mod redb;
 pub use self::redb::RedbBackend;
 mod etcd;
@@ -384,8 +385,13 @@ pub trait Backend: Send + Sync + 'static {
 
 struct Batch {
     ops: Vec<Op>,
+    /// Builds the ops on the writer's thread ([`Store::submit_with`]); `ops` is empty then.
+    build: Option<BuildOps>,
     done: Option<oneshot::Sender<Result<Revision, Arc<StoreError>>>>,
 }
+
+/// Encodes a batch's records on the writer's thread.
+type BuildOps = Box<dyn FnOnce() -> Vec<Op> + Send>;
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
@@ -525,7 +531,10 @@ impl Store {
         let writer_fence = fence.clone();
         thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&*writer, runtime, rx, &writer_fence))
+            .spawn(move || {
+                priority::lower_this_thread();
+                writer_loop(&*writer, runtime, rx, &writer_fence)
+            })
             .map_err(db_err)?;
         Ok(Store { tx, backend, fence })
     }
@@ -542,7 +551,28 @@ impl Store {
 
     /// Queues writes; they are committed with the next group commit.
     pub fn submit(&self, ops: Vec<Op>) {
-        if self.tx.send(Batch { ops, done: None }).is_err() {
+        self.send_unwaited(Batch {
+            ops,
+            build: None,
+            done: None,
+        });
+    }
+
+    /// Like [`Store::submit`], with the ops built (their records encoded) on the writer's
+    /// thread when it takes the batch: the caller hands over owned records, and the JSON
+    /// encoding leaves the session or reconcile thread that produced them for the writer,
+    /// which runs at a lower CPU priority (`priority`). The batch keeps its place in the
+    /// queue, so each key's writes still land in the order they were submitted.
+    pub fn submit_with(&self, build: impl FnOnce() -> Vec<Op> + Send + 'static) {
+        self.send_unwaited(Batch {
+            ops: Vec::new(),
+            build: Some(Box::new(build)),
+            done: None,
+        });
+    }
+
+    fn send_unwaited(&self, batch: Batch) {
+        if self.tx.send(batch).is_err() {
             tracing::error!("state store writer has stopped; a write was lost");
         }
     }
@@ -570,6 +600,7 @@ impl Store {
         let (done, wait) = oneshot::channel();
         let sent = self.tx.send(Batch {
             ops,
+            build: None,
             done: Some(done),
         });
         async move {
@@ -682,7 +713,10 @@ impl Queues {
     }
 
     /// Queues `b`, or answers it at once when its backend could never commit it.
-    fn push(&mut self, backend: &dyn Backend, b: Batch) {
+    fn push(&mut self, backend: &dyn Backend, mut b: Batch) {
+        if let Some(build) = b.build.take() {
+            b.ops = build();
+        }
         if let Err(e) = check_batch(backend, &b.ops) {
             tracing::error!(error = %e, "state store refused a batch");
             if let Some(done) = b.done {
@@ -897,7 +931,11 @@ mod tests {
     }
 
     fn batch(ops: Vec<Op>) -> Batch {
-        Batch { ops, done: None }
+        Batch {
+            ops,
+            build: None,
+            done: None,
+        }
     }
 
     /// The keys of each group `next_group` takes from `queues`, until none is left or
@@ -1027,5 +1065,43 @@ mod tests {
         let err = "postgres://x".parse::<StoreUrl>().expect_err("refused");
         assert!(err.contains("etcd://"), "{err}");
         assert!("etcd://".parse::<StoreUrl>().is_err());
+    }
+
+    #[tokio::test]
+    async fn batches_built_on_the_writer_keep_their_place_in_the_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = Store::open(&dir.path().join("s.redb")).expect("open");
+        let (thread_tx, thread_rx) = std::sync::mpsc::channel();
+        store.submit(vec![Op::put_json(Table::Status, "a/x", &1)]);
+        store.submit_with(move || {
+            let _ = thread_tx.send(std::thread::current().name().map(str::to_string));
+            vec![
+                Op::put_json(Table::Status, "a/x", &2),
+                Op::put_json(Table::Status, "b/x", &2),
+            ]
+        });
+        store.submit(vec![Op::put_json(Table::Status, "b/x", &3)]);
+        store.commit(Vec::new()).await.expect("commit");
+        let stored: Vec<(String, Vec<u8>)> = store
+            .range(Table::Status, "")
+            .await
+            .expect("range")
+            .entries
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect();
+        assert_eq!(
+            stored,
+            vec![
+                ("a/x".to_string(), b"2".to_vec()),
+                ("b/x".to_string(), b"3".to_vec())
+            ],
+            "each key's writes land in the order they were submitted"
+        );
+        assert_eq!(
+            thread_rx.recv().expect("built"),
+            Some("store-writer".to_string()),
+            "the ops are built on the writer's thread"
+        );
     }
 }
