@@ -11,6 +11,13 @@ use flotilla_bench::machine::Machine;
 use flotilla_bench::{ha, kube_apply, repo_bench, report, restart, soak, spoke_idle, spoke_rss};
 use flotilla_model::duration::parse_duration;
 
+/// jemalloc, as the hub: this one process holds thousands of simulated spokes on every
+/// core, and glibc malloc's arena locks and free-chunk merging were a sixth of its CPU
+/// in a fan-out (`docs/benchmarks.md`), time taken from the hub it measures. One real
+/// spoke per process has no such contention.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "flotilla-bench",
