@@ -481,8 +481,14 @@ impl History {
         statuses: &crate::statuses::Statuses,
         new: &StatusRecord,
     ) {
-        let prev = statuses.get(cluster, bundle);
-        self.status(cluster, bundle, prev.as_ref(), new);
+        // Only the previous state matters, and only when it was about the same
+        // deployment: read in place, without copying the report out.
+        let prior = statuses
+            .with(cluster, bundle, |p| {
+                (p.deployment_id == new.deployment_id).then_some(p.state)
+            })
+            .flatten();
+        self.status_after(cluster, bundle, prior, new);
     }
 
     /// Adds a deployment entry (the body of `deployed`, with the commit and time given):
@@ -551,6 +557,21 @@ impl History {
         prev: Option<&StatusRecord>,
         new: &StatusRecord,
     ) {
+        let prior = prev
+            .filter(|p| p.deployment_id == new.deployment_id)
+            .map(|p| p.state);
+        self.status_after(cluster, bundle, prior, new);
+    }
+
+    /// [`History::status`], given only the previous report's state when it was about
+    /// the same deployment as `new`.
+    fn status_after(
+        &self,
+        cluster: &ClusterName,
+        bundle: &str,
+        prior: Option<State>,
+        new: &StatusRecord,
+    ) {
         let at = new.updated_at;
         let mut inner = self.lock();
         let pair: Pair = (cluster.clone(), Arc::from(bundle));
@@ -590,17 +611,13 @@ impl History {
         }
         // The first outcome of a deployment is on the deployment itself; later moves of
         // the same deployment are state changes.
-        let moved = prev.filter(|p| {
-            p.deployment_id == new.deployment_id
-                && p.state != new.state
-                && p.state != State::WaitApplied
-        });
-        if let (Some(p), false) = (moved, first_outcome) {
+        let moved = prior.filter(|p| *p != new.state && *p != State::WaitApplied);
+        if let (Some(from), false) = (moved, first_outcome) {
             head.count += 1;
             let change = Entry::StateChange(StateChange {
                 at,
                 deployment_id: new.deployment_id.clone(),
-                from: p.state,
+                from,
                 to: new.state,
                 message: change_message(new),
             });
