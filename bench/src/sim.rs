@@ -301,17 +301,23 @@ async fn handle(
             stats
                 .assign_content_bytes
                 .fetch_add(a.content.len() as u64, Ordering::Relaxed);
-            // As the real spoke: WaitApplied only for an apply slower than its window.
+            // As the real spoke: WaitApplied only for an apply slower than its window,
+            // and before every apply for a zero window.
             let outcome = {
                 let applying = apply(settings, name, held, &a);
                 tokio::pin!(applying);
-                tokio::select! {
-                    biased;
-                    _ = tokio::time::sleep(settings.wait_report_after) => {
-                        send_status(tx, stats, &a.bundle, &a.deployment_id, "WaitApplied", "").await?;
-                        applying.await
+                if settings.wait_report_after.is_zero() {
+                    send_status(tx, stats, &a.bundle, &a.deployment_id, "WaitApplied", "").await?;
+                    applying.await
+                } else {
+                    tokio::select! {
+                        biased;
+                        _ = tokio::time::sleep(settings.wait_report_after) => {
+                            send_status(tx, stats, &a.bundle, &a.deployment_id, "WaitApplied", "").await?;
+                            applying.await
+                        }
+                        done = &mut applying => done,
                     }
-                    done = &mut applying => done,
                 }
             };
             let ready = match &outcome {

@@ -341,14 +341,20 @@ impl Agent {
         // (Ready, NotReady or ErrApplied) is reported at once whenever it comes.
         let apply = self.target.apply(&desired);
         tokio::pin!(apply);
-        // The timer goes first, so a zero window reports before any apply.
-        let applied = tokio::select! {
-            biased;
-            _ = tokio::time::sleep(self.wait_report_after) => {
-                self.report(&entry);
-                apply.await
+        // A zero window reports before any apply without a timer: a zero sleep is due
+        // only at the timer's next tick, which an instant apply would beat.
+        let applied = if self.wait_report_after.is_zero() {
+            self.report(&entry);
+            apply.await
+        } else {
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep(self.wait_report_after) => {
+                    self.report(&entry);
+                    apply.await
+                }
+                done = &mut apply => done,
             }
-            done = &mut apply => done,
         };
         self.metrics
             .apply_seconds
