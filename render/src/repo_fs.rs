@@ -273,7 +273,7 @@ impl DiskFs {
         if rel.is_empty() {
             return Ok(Resolved {
                 path: root.clone(),
-                regular_file_len: None,
+                meta: None,
             });
         }
         if let Some(hit) = self.cached(rel) {
@@ -290,7 +290,7 @@ impl DiskFs {
         let fast = match candidate {
             Some(c) => match c.symlink_metadata() {
                 Ok(m) if !m.file_type().is_symlink() => Some(Resolved {
-                    regular_file_len: Some(m.is_file().then_some(m.len())),
+                    meta: Some(m),
                     path: c,
                 }),
                 Ok(_) => None,
@@ -313,7 +313,7 @@ impl DiskFs {
                 }
                 Resolved {
                     path: canonical,
-                    regular_file_len: None,
+                    meta: None,
                 }
             }
         };
@@ -328,12 +328,22 @@ impl DiskFs {
     }
 }
 
-/// A resolved path, with what its `lstat` said when that was not a symlink (then it is
-/// what `stat` would say, and the size check needs no second call).
+/// A resolved path, with what its `lstat` said when that was not a symlink: then it is
+/// what `stat` would say, so the size check and `kind` need no second call.
 #[derive(Debug, Clone)]
 struct Resolved {
     path: PathBuf,
-    regular_file_len: Option<Option<u64>>,
+    meta: Option<std::fs::Metadata>,
+}
+
+impl Resolved {
+    /// The path's metadata, following a symlink (from the `lstat` when there was none).
+    fn metadata(&self) -> std::io::Result<std::fs::Metadata> {
+        match &self.meta {
+            Some(m) => Ok(m.clone()),
+            None => std::fs::metadata(&self.path),
+        }
+    }
 }
 
 /// The message for a path that leaves the repo through a symlink.
@@ -350,16 +360,14 @@ fn io_reason(e: &std::io::Error) -> String {
 
 impl Backend for DiskFs {
     fn file_size(&self, rel: &str) -> Result<u64, Diagnostic> {
-        let resolved = self.lookup(rel)?;
-        let len = match resolved.regular_file_len {
-            Some(len) => len,
-            None => {
-                let meta = std::fs::metadata(&resolved.path)
-                    .map_err(|e| Diagnostic::new(rel, format!("cannot read: {}", io_reason(&e))))?;
-                meta.is_file().then_some(meta.len())
-            }
-        };
-        len.ok_or_else(|| Diagnostic::new(rel, "is not a regular file"))
+        let meta = self
+            .lookup(rel)?
+            .metadata()
+            .map_err(|e| Diagnostic::new(rel, format!("cannot read: {}", io_reason(&e))))?;
+        if !meta.is_file() {
+            return Err(Diagnostic::new(rel, "is not a regular file"));
+        }
+        Ok(meta.len())
     }
 
     fn read_bytes(&self, rel: &str, max: u64) -> Result<Vec<u8>, Diagnostic> {
@@ -415,8 +423,8 @@ impl Backend for DiskFs {
     }
 
     fn kind(&self, rel: &str) -> Kind {
-        match self.resolve(rel) {
-            Ok(p) => match std::fs::metadata(p) {
+        match self.lookup(rel) {
+            Ok(r) => match r.metadata() {
                 Ok(m) if m.is_dir() => Kind::Dir,
                 Ok(_) => Kind::File,
                 Err(_) => Kind::Missing,
@@ -456,6 +464,37 @@ mod tests {
             let err = fs.read("link.yaml").expect_err("refused");
             assert!(err.message.contains("escapes the repo"), "{err}");
         }
+    }
+
+    /// A path resolves from its parent's cached resolution: a file under a symlinked
+    /// folder is checked against where that folder really is, inside or out.
+    #[cfg(unix)]
+    #[test]
+    fn a_file_under_a_symlinked_folder_is_read_only_when_the_folder_is_inside() {
+        let outside = tempfile::tempdir().expect("tmp");
+        std::fs::write(outside.path().join("secret.yaml"), "a: 1\n").expect("write");
+        let repo = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(repo.path().join("real")).expect("mkdir");
+        std::fs::write(repo.path().join("real/ok.yaml"), "b: 2\n").expect("write");
+        std::os::unix::fs::symlink(outside.path(), repo.path().join("out")).expect("symlink");
+        std::os::unix::fs::symlink(repo.path().join("real"), repo.path().join("in"))
+            .expect("symlink");
+        let fs = Recorder::new(DiskFs::new(repo.path()), &Limits::default());
+        let err = fs.read("out/secret.yaml").expect_err("refused");
+        assert!(err.message.contains("escapes the repo"), "{err}");
+        assert_eq!(err.file, "out/secret.yaml", "the error names the file read");
+        assert_eq!(&*fs.read("in/ok.yaml").expect("inside"), "b: 2\n");
+        assert_eq!(&*fs.read("real/ok.yaml").expect("plain"), "b: 2\n");
+        assert_eq!(
+            fs.kind("out/secret.yaml"),
+            Kind::File,
+            "reading it gives the error"
+        );
+        assert_eq!(fs.kind("real"), Kind::Dir);
+        let err = fs.read("real/missing.yaml").expect_err("missing");
+        assert!(err.message.contains("no such file"), "{err}");
+        let err = fs.read("real").expect_err("a folder");
+        assert!(err.message.contains("not a regular file"), "{err}");
     }
 
     #[test]

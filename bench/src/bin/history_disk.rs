@@ -180,15 +180,16 @@ async fn main() -> Result<()> {
                             },
                         );
                         let ready = status(&id, State::Ready, "", t + 30);
-                        history.status(&cluster, bundle, prev.as_ref(), &ready);
+                        // A new deployment: the previous report is about another one.
+                        history.status(&cluster, bundle, None, &ready);
                         prev = Some(ready);
                         entries += 1;
                     } else if let Some(p) = prev.clone() {
                         let id = p.deployment_id.clone();
                         let modified = status(&id, State::Modified, diff, t);
-                        history.status(&cluster, bundle, Some(&p), &modified);
+                        history.status(&cluster, bundle, Some(p.state), &modified);
                         let fixed = status(&id, State::Ready, "", t + 60);
-                        history.status(&cluster, bundle, Some(&modified), &fixed);
+                        history.status(&cluster, bundle, Some(modified.state), &fixed);
                         prev = Some(fixed);
                         entries += 2;
                     }

@@ -488,7 +488,7 @@ impl History {
                 (p.deployment_id == new.deployment_id).then_some(p.state)
             })
             .flatten();
-        self.status_after(cluster, bundle, prior, new);
+        self.status(cluster, bundle, prior, new);
     }
 
     /// Adds a deployment entry (the body of `deployed`, with the commit and time given):
@@ -546,26 +546,12 @@ impl History {
         });
     }
 
-    /// A status `new` is about to replace `prev` for the pair (the body of `reported`).
+    /// A status `new` is about to replace the pair's previous report, whose state was
+    /// `prior` when it was about the same deployment as `new` (the body of `reported`).
     /// Costs the store nothing when no time of the deployment moved and its state did
     /// not change; otherwise one put (the deployment's entry, or a state change), two
     /// when a failed deployment turns Ready again.
     pub fn status(
-        &self,
-        cluster: &ClusterName,
-        bundle: &str,
-        prev: Option<&StatusRecord>,
-        new: &StatusRecord,
-    ) {
-        let prior = prev
-            .filter(|p| p.deployment_id == new.deployment_id)
-            .map(|p| p.state);
-        self.status_after(cluster, bundle, prior, new);
-    }
-
-    /// [`History::status`], given only the previous report's state when it was about
-    /// the same deployment as `new`.
-    fn status_after(
         &self,
         cluster: &ClusterName,
         bundle: &str,

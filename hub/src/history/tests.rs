@@ -278,11 +278,11 @@ async fn a_deployment_records_applied_ready_and_failed_and_drift_is_a_state_chan
     let wait = status("d-1", State::WaitApplied, "", 11);
     h.status(&a, "web", None, &wait);
     let ready = status("d-1", State::Ready, "", 12);
-    h.status(&a, "web", Some(&wait), &ready);
+    h.status(&a, "web", Some(wait.state), &ready);
     let modified = status("d-1", State::Modified, "data.x: want 1, have 2", 20);
-    h.status(&a, "web", Some(&ready), &modified);
+    h.status(&a, "web", Some(ready.state), &modified);
     let again = status("d-1", State::Ready, "", 21);
-    h.status(&a, "web", Some(&modified), &again);
+    h.status(&a, "web", Some(modified.state), &again);
     let rows = rows(&h, Filter::default()).await;
     assert_eq!(rows.len(), 3, "{rows:?}");
     let Entry::Deployment(d) = &rows[0].entry else {
@@ -308,7 +308,8 @@ async fn a_deployment_records_applied_ready_and_failed_and_drift_is_a_state_chan
     h.status(
         &a,
         "web",
-        Some(&again),
+        // The previous report (`again`) was about d-1: no prior state for d-2.
+        None,
         &status("d-2", State::ErrApplied, "bad apply", 31),
     );
     let (_, verdicts) = where_running(&h, "c2").await.expect("c2 was deployed");

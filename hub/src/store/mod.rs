@@ -938,6 +938,23 @@ mod tests {
         }
     }
 
+    /// A redb backend in a temporary folder (kept alive by the first value); `Queues`
+    /// only asks it for costs.
+    fn scratch_backend() -> (tempfile::TempDir, RedbBackend) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = RedbBackend::open(&dir.path().join("s.redb")).expect("redb");
+        (dir, backend)
+    }
+
+    /// Limits of `max_ops` per transaction and `in_flight` transactions, bytes unbounded.
+    fn op_limits(max_ops: usize, in_flight: usize) -> Limits {
+        Limits {
+            max_ops,
+            max_bytes: usize::MAX,
+            in_flight,
+        }
+    }
+
     /// The keys of each group `next_group` takes from `queues`, until none is left or
     /// one is blocked.
     fn groups(
@@ -959,13 +976,8 @@ mod tests {
 
     #[test]
     fn publishing_batches_go_first_and_alone_under_a_fence() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let backend = RedbBackend::open(&dir.path().join("s.redb")).expect("redb");
-        let limits = Limits {
-            max_ops: 2,
-            max_bytes: usize::MAX,
-            in_flight: 1,
-        };
+        let (_dir, backend) = scratch_backend();
+        let limits = op_limits(2, 1);
         let fill = |q: &mut Queues| {
             q.push(
                 &backend,
@@ -1006,13 +1018,8 @@ mod tests {
 
     #[test]
     fn a_batch_over_a_key_in_flight_waits_and_so_does_what_follows_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let backend = RedbBackend::open(&dir.path().join("s.redb")).expect("redb");
-        let limits = Limits {
-            max_ops: 100,
-            max_bytes: usize::MAX,
-            in_flight: 4,
-        };
+        let (_dir, backend) = scratch_backend();
+        let limits = op_limits(100, 4);
         let mut q = Queues::default();
         q.push(
             &backend,
