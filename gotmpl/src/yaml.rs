@@ -885,15 +885,16 @@ fn analyze(s: &str) -> Analysis {
     a
 }
 
+/// The plain words go-yaml v2 reads as a bool, null, NaN or infinity, not a string.
+const SPECIAL: [&str; 39] = [
+    "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "n", "N", "no", "No",
+    "NO", "false", "False", "FALSE", "off", "Off", "OFF", "", "~", "null", "Null", "NULL", ".nan",
+    ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF",
+];
+
 /// go-yaml v2's `resolve("", s)` says the plain scalar `s` reads back as a string. (Its
 /// table also has `<<`, but `<` is not a resolvable first character, so `<<` stays a string.)
 fn resolves_to_str(s: &str) -> bool {
-    const SPECIAL: [&str; 39] = [
-        "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "n", "N", "no",
-        "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", "", "~", "null", "Null",
-        "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf",
-        "-.Inf", "-.INF",
-    ];
     // Every special word is at most 5 bytes and starts with one of these: most strings
     // (keys, names) are ruled out without comparing them to the 39 words.
     if s.len() <= 5
@@ -1151,6 +1152,16 @@ pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_special_word_passes_the_quick_guard_and_stays_special() {
+        for w in SPECIAL {
+            assert!(!resolves_to_str(w), "{w:?} must not read as a string");
+        }
+        for w in ["name", "yesno", "Nope", "trueish", "offset", "-", "."] {
+            assert!(resolves_to_str(w), "{w:?} is a plain string");
+        }
+    }
 
     #[test]
     fn manifests_read_as_kubernetes_reads_them_and_strictly() {
