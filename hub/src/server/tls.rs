@@ -311,3 +311,80 @@ pub async fn incoming(
     });
     Ok(rx)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The patched rustls (`vendor/rustls`) releases a connection's record buffer when a
+    /// read finds nothing; a record that arrives in pieces, with reads finding nothing
+    /// between them, must survive that, and a released buffer must come back for the
+    /// next record. A 7-byte pipe splits every record (handshake and data, both ways)
+    /// into pieces with a pending read after each.
+    #[tokio::test]
+    async fn records_that_arrive_a_few_bytes_at_a_time_are_joined_across_idle_reads() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rcgen::generate_simple_self_signed(vec!["hub.test".to_string()])
+            .expect("self-signed certificate");
+        let cert = key.cert.der().clone();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der())),
+            )
+            .expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).expect("trust the certificate");
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let (client_io, server_io) = tokio::io::duplex(7);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let name = ServerName::try_from("hub.test").expect("name");
+        let message: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+
+        let echo = tokio::spawn(async move {
+            let mut tls = acceptor.accept(server_io).await.expect("handshake, server");
+            for _ in 0..2 {
+                let mut got = vec![0u8; 40_000];
+                tls.read_exact(&mut got).await.expect("read the message");
+                tls.write_all(&got).await.expect("echo it");
+                tls.flush().await.expect("flush");
+            }
+        });
+        let tls = connector
+            .connect(name, client_io)
+            .await
+            .expect("handshake, client");
+        // Reading while writing: the pipe holds 7 bytes, so each side must drain the
+        // other (the server also sends its session tickets).
+        let (mut rd, mut wr) = tokio::io::split(tls);
+        let sent = message.clone();
+        let writer = tokio::spawn(async move {
+            // Twice: the second message comes after the connection went idle.
+            for _ in 0..2 {
+                wr.write_all(&sent).await.expect("send");
+                wr.flush().await.expect("flush");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            wr
+        });
+        for _ in 0..2 {
+            let mut back = vec![0u8; message.len()];
+            rd.read_exact(&mut back).await.expect("read the echo");
+            assert_eq!(back, message);
+        }
+        let _wr = writer.await.expect("the client writer ends");
+        echo.await.expect("the server side ends");
+    }
+}

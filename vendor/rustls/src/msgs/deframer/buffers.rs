@@ -205,7 +205,18 @@ impl DeframerVecBuffer {
         // we get a message with a length field out of range here,
         // we do a zero length read.  That looks like an EOF to
         // the next layer up, which is fine.
-        let new_bytes = rd.read(&mut self.buf[self.used..])?;
+        // flotilla patch: a read that finds nothing (`WouldBlock`) with no partial
+        // message buffered releases the buffer; `prepare_read` allocates it again for
+        // the next read. An idle connection then holds no read buffer (4 KiB each).
+        let new_bytes = match rd.read(&mut self.buf[self.used..]) {
+            Ok(n) => n,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock && self.used == 0 {
+                    self.buf = Vec::new();
+                }
+                return Err(e);
+            }
+        };
         self.used += new_bytes;
         Ok(new_bytes)
     }
