@@ -295,13 +295,9 @@ impl EtcdBackend {
                 }
             }
         }
-        // The status is a source, which a CLI does not print: its message goes in here.
+        // The error's text ends with the last member's answer.
         Err(etcd_err(
-            format!(
-                "{}: no etcd member could serve it (last: {})",
-                context(),
-                last.message()
-            ),
+            format!("{}: no etcd member could serve it", context()),
             last,
         ))
     }
@@ -966,6 +962,36 @@ mod tests {
         assert_eq!(
             (deleted.key.as_str(), deleted.value, deleted.revision),
             ("g", None, 7)
+        );
+    }
+
+    /// What the CLI prints is the error's text: etcd's reason must be in it, whether no
+    /// member could be reached or the one reached refused.
+    #[tokio::test]
+    async fn an_etcd_failure_names_the_operation_and_etcds_reason() {
+        // Nothing listens on ports 9 and 1: each dial is refused at once.
+        let config = EtcdConfig::parse("127.0.0.1:9,127.0.0.1:1").expect("parses");
+        let backend = EtcdBackend::connect(config).await.expect("a lazy channel");
+        let err = backend
+            .txn(Vec::new(), Vec::new())
+            .await
+            .expect_err("no member to commit on");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "state store (etcd) committing a transaction: no etcd member could serve it: "
+            ),
+            "{text}"
+        );
+        assert!(text.contains("tcp connect error"), "{text}");
+
+        let refused = etcd_err(
+            "committing a transaction",
+            Status::internal("etcdserver: request timed out"),
+        );
+        assert_eq!(
+            refused.to_string(),
+            "state store (etcd) committing a transaction: etcdserver: request timed out"
         );
     }
 

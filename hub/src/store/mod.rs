@@ -141,7 +141,9 @@ impl Table {
 pub enum StoreError {
     #[error("state store {0}")]
     Db(String),
-    #[error("state store (etcd) {context}")]
+    /// etcd's own words are in the message: a caller of the hub's API (the CLI) sees
+    /// this error's text, not its source.
+    #[error("state store (etcd) {context}: {}", source.message())]
     Etcd {
         context: String,
         #[source]
