@@ -347,13 +347,15 @@ impl Agent {
             self.report(&entry);
             apply.await
         } else {
+            // The apply first: one already done when polled needs no timer, and an
+            // outcome that comes with the window's end is reported without WaitApplied.
             tokio::select! {
                 biased;
+                done = &mut apply => done,
                 _ = tokio::time::sleep(self.wait_report_after) => {
                     self.report(&entry);
                     apply.await
                 }
-                done = &mut apply => done,
             }
         };
         self.metrics

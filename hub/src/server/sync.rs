@@ -1,4 +1,7 @@
-//! `Spoke.Sync`: one task per connected spoke.
+//! `Spoke.Sync`: one session per connected spoke, run as the stream the hub answers
+//! with: HTTP/2 polls it for the next message to send, and each poll waits for a close,
+//! a change of the cluster's assignments, a renewal or the spoke's next message. No
+//! task or channel of its own stands between the session and its stream.
 //!
 //! The session is level-triggered: it remembers what it has told the spoke (`sent`) and,
 //! whenever its cluster's assignments change, sends only the difference. On (re)connect
@@ -17,7 +20,7 @@
 //! certificate. A message that names another cluster, or reports on a bundle not
 //! assigned to this one, closes the stream.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -27,9 +30,8 @@ use flotilla_proto::v1::{
     Assign, BundleOptions, Certificate, ContentChunk, HubMsg, RenewNow, SpokeMsg, Unassign,
     hub_msg, spoke_msg,
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::commands::HelloReport;
@@ -46,9 +48,6 @@ const _: () = assert!(
     CONTENT_CHUNK_BYTES + 64 * 1024 < super::MAX_OUTBOUND_MESSAGE
         && MAX_INLINE_CONTENT_BYTES + 64 * 1024 < super::MAX_OUTBOUND_MESSAGE
 );
-
-/// Outbound messages buffered per spoke before the session waits: explicit backpressure.
-const OUTBOUND_BUFFER: usize = 16;
 
 pub struct SpokeService {
     fleet: Arc<Fleet>,
@@ -97,7 +96,6 @@ impl SyncHandler for SpokeService {
             },
         )?;
 
-        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let notify = Arc::new(Notify::new());
         let close = Arc::new(Notify::new());
         let close_reason = Arc::new(std::sync::Mutex::new(None));
@@ -119,12 +117,14 @@ impl SyncHandler for SpokeService {
             .iter()
             .filter_map(|d| ContentDigest::parse(d))
             .collect();
-        let session = Session {
+        let mut session = Session {
             fleet: self.fleet.clone(),
             wire_cache: self.wire_cache.clone(),
             cluster: cluster.clone(),
             id,
-            tx,
+            inbound,
+            out: VecDeque::new(),
+            ended: false,
             notify,
             close,
             close_reason,
@@ -142,10 +142,17 @@ impl SyncHandler for SpokeService {
         tracing::info!(cluster = %cluster, session = id, applied = hello.applied.len(), "spoke connected");
         self.fleet
             .emit_cluster(EventKind::ClusterConnected, &cluster, "");
-        tokio::spawn(session.run(inbound));
-        Ok(Response::new(Box::pin(
-            ReceiverStream::new(rx).map(|q: Queued| *q),
-        )))
+        crate::renewals::on_connect(&self.fleet, &cluster);
+        session.refresh_renewal();
+        // Whatever differs goes out first; later changes arrive through `notify`.
+        session.push_diff();
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            session,
+            |mut s| async move {
+                let next = s.next_out().await?;
+                Some((next, s))
+            },
+        ))))
     }
 }
 
@@ -204,7 +211,13 @@ struct Session {
     wire_cache: Arc<WireCache>,
     cluster: ClusterName,
     id: u64,
-    tx: mpsc::Sender<Queued>,
+    /// The spoke's messages.
+    inbound: Streaming<SpokeMsg>,
+    /// Messages to send, in order; HTTP/2 takes them one per poll of the stream. Boxed,
+    /// so the queue an idle session keeps is a few pointers.
+    out: VecDeque<Queued>,
+    /// Set once the stream is to end (after what `out` still holds).
+    ended: bool,
     notify: Arc<Notify>,
     close: Arc<Notify>,
     close_reason: Arc<std::sync::Mutex<Option<String>>>,
@@ -227,86 +240,77 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self, mut inbound: Streaming<SpokeMsg>) {
-        crate::renewals::on_connect(&self.fleet, &self.cluster);
-        self.refresh_renewal();
-        // The work between two waits (a diff, a message, a renewal) runs in boxed
-        // futures: inline, their states would make every idle session's future as
-        // large as the largest of them (issue 18, memory per idle spoke).
-        // Send whatever differs right away; later changes arrive through `notify`.
-        let mut alive = Box::pin(self.push_diff()).await;
-        while alive {
-            let renew_in = self.renew_due.map(crate::renewals::Renewals::until);
-            // Biased, in this order: a close wins; then the assignments go out before
-            // the spoke's reports are handled, so during a fan-out the sends do not
-            // queue behind status handling (and no random branch order is drawn per
-            // message).
-            tokio::select! {
-                biased;
-                _ = self.close.notified() => {
-                    let reason = self
-                        .close_reason
-                        .lock()
-                        .ok()
-                        .and_then(|r| r.clone())
-                        .unwrap_or_else(|| "replaced by a newer stream".into());
-                    tracing::info!(cluster = %self.cluster, session = self.id, %reason, "closing spoke stream");
-                    let _ = self
-                        .tx
-                        .send(Box::new(Err(Status::permission_denied(reason))))
-                        .await;
-                    alive = false;
-                }
-                _ = self.notify.notified() => {
-                    self.refresh_renewal();
-                    alive = Box::pin(self.push_diff()).await;
-                }
-                // An async block, so a session with no renewal due reads no clock and
-                // builds no timer per message.
-                _ = async {
-                    match renew_in {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    alive = Box::pin(self.ask_to_renew()).await;
-                }
-                msg = inbound.next() => {
-                    alive = match msg {
-                        Some(Ok(m)) => match Box::pin(self.handle(m)).await {
-                            Ok(()) => true,
-                            Err(status) => {
-                                tracing::warn!(cluster = %self.cluster, error = %status.message(), "closing spoke stream");
-                                let _ = self.tx.send(Box::new(Err(status))).await;
-                                false
-                            }
-                        },
-                        Some(Err(e)) => {
-                            // e.g. an oversized or undecodable message: tell this spoke why
-                            // and end only its stream.
-                            tracing::info!(cluster = %self.cluster, error = %e.message(), "spoke stream error");
-                            let _ = self.tx.send(Box::new(Err(e))).await;
-                            false
-                        }
-                        None => false,
-                    };
-                }
-                _ = self.tx.closed() => alive = false,
+    /// The next message to send to the spoke, or `None` once the stream ends.
+    async fn next_out(&mut self) -> Option<Result<Outbound, Status>> {
+        loop {
+            if let Some(q) = self.out.pop_front() {
+                return Some(*q);
             }
+            if self.ended {
+                return None;
+            }
+            self.step().await;
         }
-        let ours = self
-            .fleet
-            .sessions
-            .remove_if(&self.cluster, |_, s| s.id == self.id)
-            .is_some();
-        if ours {
-            // A newer stream of this cluster schedules its own renewal.
-            self.fleet.renewals.clear(&self.cluster);
+    }
+
+    /// Waits for one thing to happen and handles it, queueing what it sends.
+    async fn step(&mut self) {
+        let renew_in = self.renew_due.map(crate::renewals::Renewals::until);
+        // Biased, in this order: a close wins; then the assignments go out before the
+        // spoke's reports are handled, so during a fan-out the sends do not queue behind
+        // status handling (and no random branch order is drawn per message).
+        tokio::select! {
+            biased;
+            _ = self.close.notified() => {
+                let reason = self
+                    .close_reason
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.clone())
+                    .unwrap_or_else(|| "replaced by a newer stream".into());
+                tracing::info!(cluster = %self.cluster, session = self.id, %reason, "closing spoke stream");
+                self.end(Status::permission_denied(reason));
+            }
+            _ = self.notify.notified() => {
+                self.refresh_renewal();
+                self.push_diff();
+            }
+            // An async block, so a session with no renewal due reads no clock and builds
+            // no timer per message.
+            _ = async {
+                match renew_in {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            } => self.ask_to_renew(),
+            msg = self.inbound.next() => match msg {
+                // Boxed: inline, a renewal's state would make every idle session's
+                // future as large as it (issue 18, memory per idle spoke).
+                Some(Ok(m)) => {
+                    if let Err(status) = Box::pin(self.handle(m)).await {
+                        tracing::warn!(cluster = %self.cluster, error = %status.message(), "closing spoke stream");
+                        self.end(status);
+                    }
+                }
+                Some(Err(e)) => {
+                    // e.g. an oversized or undecodable message: tell this spoke why and
+                    // end only its stream.
+                    tracing::info!(cluster = %self.cluster, error = %e.message(), "spoke stream error");
+                    self.end(e);
+                }
+                None => self.ended = true,
+            },
         }
-        self.fleet.seen(&self.cluster);
-        tracing::info!(cluster = %self.cluster, session = self.id, "spoke disconnected");
-        self.fleet
-            .emit_cluster(EventKind::ClusterDisconnected, &self.cluster, "");
+    }
+
+    fn send(&mut self, msg: Outbound) {
+        self.out.push_back(Box::new(Ok(msg)));
+    }
+
+    /// Ends the stream with `status`, after what is already queued.
+    fn end(&mut self, status: Status) {
+        self.out.push_back(Box::new(Err(status)));
+        self.ended = true;
     }
 
     async fn handle(&mut self, msg: SpokeMsg) -> Result<(), Status> {
@@ -331,13 +335,12 @@ impl Session {
     }
 
     /// Sends `RenewNow`; the spoke answers with a `Renew` on this stream.
-    async fn ask_to_renew(&mut self) -> bool {
+    fn ask_to_renew(&mut self) {
         self.renew_asked = self.renew_due.take();
         tracing::info!(cluster = %self.cluster, "asking the spoke to renew its certificate now");
-        let msg = HubMsg {
+        self.send(Outbound::msg(HubMsg {
             msg: Some(hub_msg::Msg::RenewNow(RenewNow {})),
-        };
-        self.tx.send(Box::new(Ok(Outbound::msg(msg)))).await.is_ok()
+        }));
     }
 
     /// Issues a fresh certificate for a new key, on the open stream. The new serial is
@@ -354,10 +357,8 @@ impl Session {
                 ca_bundle_pem: self.fleet.trust_pem(),
             })),
         };
-        self.tx
-            .send(Box::new(Ok(Outbound::msg(msg))))
-            .await
-            .map_err(|_| Status::cancelled("spoke went away"))
+        self.send(Outbound::msg(msg));
+        Ok(())
     }
 
     fn on_status(&mut self, s: flotilla_proto::v1::Status) -> Result<(), Status> {
@@ -441,11 +442,9 @@ impl Session {
         );
     }
 
-    /// Sends Assign/Unassign for everything that differs from what the spoke runs.
-    /// Returns false once the spoke is gone.
-    async fn push_diff(&mut self) -> bool {
+    /// Queues Assign/Unassign for everything that differs from what the spoke runs.
+    fn push_diff(&mut self) {
         let desired = self.fleet.assignments_of(&self.cluster);
-        let mut out = Vec::new();
         for (bundle, a) in desired.iter() {
             let Some(d) = &a.desired else { continue };
             if self
@@ -461,19 +460,25 @@ impl Session {
             } else {
                 Some(0)
             };
-            let messages = match content_len {
+            let sent_len = match content_len {
                 Some(len) if len as u64 > self.max_content_bytes => {
                     self.refuse_too_large(bundle, &d.deployment_id, len);
                     continue;
                 }
                 Some(len) if len > MAX_INLINE_CONTENT_BYTES => {
-                    chunked_assign(&self.fleet, bundle, d).map(|m| (m, len))
+                    chunked_assign(&self.fleet, bundle, d).map(|messages| {
+                        messages.into_iter().for_each(|m| self.send(m));
+                        len
+                    })
                 }
                 Some(_) => encoded_assign(&self.fleet, &self.wire_cache, bundle, d, with_content)
-                    .map(|e| (vec![Outbound::Encoded(e.bytes)], e.content_len)),
+                    .map(|e| {
+                        self.send(Outbound::Encoded(e.bytes));
+                        e.content_len
+                    }),
                 None => None,
             };
-            let Some((messages, content_len)) = messages else {
+            let Some(content_len) = sent_len else {
                 tracing::error!(cluster = %self.cluster, bundle = &**bundle, digest = %d.digest, "content missing from the hub's store");
                 continue;
             };
@@ -491,7 +496,6 @@ impl Session {
                     digest: Some(d.digest.clone()),
                 },
             );
-            out.extend(messages);
         }
         let gone: Vec<Arc<str>> = self
             .sent
@@ -502,9 +506,10 @@ impl Session {
         for bundle in gone {
             self.sent.remove(&bundle);
             self.too_large.remove(&bundle);
-            out.push(Outbound::msg(HubMsg {
+            let keep_resources = self.fleet.kept_bundles.contains_key(&*bundle);
+            self.send(Outbound::msg(HubMsg {
                 msg: Some(hub_msg::Msg::Unassign(Unassign {
-                    keep_resources: self.fleet.kept_bundles.contains_key(&*bundle),
+                    keep_resources,
                     bundle: bundle.to_string(),
                 })),
             }));
@@ -515,12 +520,26 @@ impl Session {
             .filter_map(|s| s.digest.as_ref())
             .collect();
         self.digests.retain(|d| referenced.contains(d));
-        for msg in out {
-            if self.tx.send(Box::new(Ok(msg))).await.is_err() {
-                return false;
-            }
+    }
+}
+
+/// The stream ended, or the spoke went away (HTTP/2 drops the stream): the session is
+/// over.
+impl Drop for Session {
+    fn drop(&mut self) {
+        let ours = self
+            .fleet
+            .sessions
+            .remove_if(&self.cluster, |_, s| s.id == self.id)
+            .is_some();
+        if ours {
+            // A newer stream of this cluster schedules its own renewal.
+            self.fleet.renewals.clear(&self.cluster);
         }
-        true
+        self.fleet.seen(&self.cluster);
+        tracing::info!(cluster = %self.cluster, session = self.id, "spoke disconnected");
+        self.fleet
+            .emit_cluster(EventKind::ClusterDisconnected, &self.cluster, "");
     }
 }
 
