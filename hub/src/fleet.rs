@@ -877,13 +877,19 @@ impl Fleet {
     /// in progress, a bundle held by dependsOn. `record_status` for this hub's own
     /// sessions; `ha::mirror` for a report another replica stored.
     pub(crate) fn note_status(&self, cluster: &ClusterName, bundle: &str, st: StatusRecord) {
-        let (state, message) = (st.state, st.message.clone());
+        // The event is built only for someone watching (a `Watch`, the dashboard, a
+        // replica's presence): during a fan-out every report changes a state.
+        let watched = self.events.receiver_count() > 0;
+        let (state, message) = (st.state, watched.then(|| st.message.clone()));
         let assigned = self.assignments_of(cluster);
         let changed = self
             .status
             .insert(cluster, bundle, st, &assigned)
             .is_none_or(|prev| prev.state != state || !prev.same_deployment);
-        if changed {
+        if !changed {
+            return;
+        }
+        if let Some(message) = message {
             let _ = self.events.send(FleetEvent {
                 cluster: cluster.to_string(),
                 bundle: bundle.to_string(),
@@ -891,19 +897,14 @@ impl Fleet {
                 message,
                 ..FleetEvent::new(EventKind::StatusChanged)
             });
-            self.status_changes.fetch_add(1, Ordering::AcqRel);
         }
+        self.status_changes.fetch_add(1, Ordering::AcqRel);
         // A rollout in progress may advance when a cluster's state changes.
-        if changed && self.rolling.contains(bundle) {
+        if self.rolling.contains(bundle) {
             self.trigger(Trigger::All);
         }
         // A bundle held by dependsOn may now go ahead.
-        if changed
-            && self
-                .assignments_of(cluster)
-                .values()
-                .any(|a| a.waiting.is_some())
-        {
+        if assigned.values().any(|a| a.waiting.is_some()) {
             self.trigger(Trigger::Cluster(cluster.clone()));
         }
     }
@@ -1169,5 +1170,40 @@ mod tests {
         fleet.reconcile(None);
         fleet.record_status(&canary, "web", ready("d-3"));
         assert!(triggers.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_status_change_is_an_event_for_whoever_watches_and_counted_either_way() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fleet, _triggers) = Fleet::for_tests(dir.path());
+        let c = ClusterName::new("c1").expect("name");
+        let counted = || fleet.status_changes.load(Ordering::Acquire);
+
+        // Nobody watches: no event is built, but the change still counts.
+        let before = counted();
+        fleet.record_status(&c, "web", ready("d-1"));
+        assert_eq!(counted(), before + 1);
+
+        let mut watch = fleet.events.subscribe();
+        let mut failed = ready("d-1");
+        failed.state = State::ErrApplied;
+        failed.message = "boom".into();
+        fleet.record_status(&c, "web", failed);
+        assert_eq!(counted(), before + 2);
+        let e = watch.try_recv().expect("a watcher sees the change");
+        assert!(matches!(e.kind, EventKind::StatusChanged));
+        assert_eq!((e.cluster.as_str(), e.bundle.as_str()), ("c1", "web"));
+        assert_eq!(
+            (e.state.as_str(), e.message.as_str()),
+            ("ErrApplied", "boom")
+        );
+
+        // The same state again is no change: no event, no count.
+        let mut again = ready("d-1");
+        again.state = State::ErrApplied;
+        again.message = "boom".into();
+        fleet.record_status(&c, "web", again);
+        assert!(watch.try_recv().is_err());
+        assert_eq!(counted(), before + 2);
     }
 }

@@ -242,38 +242,82 @@ struct StoredHead {
 }
 
 /// The put of a pair's head record.
-fn head_op(pair: &Pair, head: &Head, newest: RecordId) -> Op {
-    head_put(pair, head, newest).op()
+fn stored_head_op(
+    pair: &Pair,
+    id: RecordId,
+    newest: RecordId,
+    count: usize,
+    deployment: Deployment,
+) -> Op {
+    let head = StoredHead {
+        id: id.key(),
+        newest: newest.key(),
+        count,
+        deployment,
+    };
+    Op::put_json(Table::History, head_key(pair.0.as_str(), &pair.1), &head)
 }
 
-fn head_put(pair: &Pair, head: &Head, newest: RecordId) -> Put {
-    Put::Head(
-        head_key(pair.0.as_str(), &pair.1),
-        StoredHead {
-            id: head.id.key(),
-            newest: newest.key(),
-            count: head.count,
-            deployment: head.deployment.clone(),
-        },
-    )
+fn head_put(head: &Head, newest: RecordId) -> Put {
+    Put::Head {
+        id: head.id,
+        newest,
+        count: head.count,
+        deployment: head.deployment.clone(),
+    }
 }
 
-/// A put of one history record, kept as the record until the store's writer encodes it
-/// (`Store::submit_with`): a status report or an assignment does not encode JSON on
-/// the session or reconcile thread, nor under the history's lock.
+/// A put of one record of a pair's history, kept as the record until the store's writer
+/// builds its key and encodes it (`Store::submit_with`): a status report or an
+/// assignment formats no key and encodes no JSON on the session or reconcile thread,
+/// nor under the history's lock.
 enum Put {
-    Entry(String, Entry),
-    Index(String, Indexed),
-    Head(String, StoredHead),
+    /// Entry `id` of the pair.
+    Entry(RecordId, Entry),
+    /// A new deployment's entry `id`, and its commit's index key (`index_key`).
+    Indexed(RecordId, Deployment),
+    /// The pair's head record (`StoredHead`).
+    Head {
+        id: RecordId,
+        newest: RecordId,
+        count: usize,
+        deployment: Deployment,
+    },
 }
 
 impl Put {
-    fn op(self) -> Op {
+    /// Appends the store's ops for this put of `pair`'s history to `ops`.
+    fn ops(self, pair: &Pair, ops: &mut Vec<Op>) {
+        let (cluster, bundle) = (pair.0.as_str(), &*pair.1);
         match self {
-            Put::Entry(key, entry) => Op::put_json(Table::History, key, &entry),
-            Put::Index(key, indexed) => Op::put_json(Table::History, key, &indexed),
-            Put::Head(key, head) => Op::put_json(Table::History, key, &head),
+            Put::Entry(id, entry) => ops.push(Op::put_json(
+                Table::History,
+                entry_key(cluster, bundle, id),
+                &entry,
+            )),
+            Put::Indexed(id, d) => {
+                let index = index_key(&d.commit, cluster, bundle, id);
+                let at = Indexed { at: d.assigned_at };
+                let key = entry_key(cluster, bundle, id);
+                ops.push(Op::put_json(Table::History, key, &Entry::Deployment(d)));
+                ops.extend(index.map(|k| Op::put_json(Table::History, k, &at)));
+            }
+            Put::Head {
+                id,
+                newest,
+                count,
+                deployment,
+            } => ops.push(stored_head_op(pair, id, newest, count, deployment)),
         }
+    }
+
+    /// The store's ops for `puts` of `pair`'s history, in order.
+    fn all_ops(pair: &Pair, puts: Vec<Put>) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(puts.len() + 1);
+        for p in puts {
+            p.ops(pair, &mut ops);
+        }
+        ops
     }
 }
 
@@ -393,7 +437,11 @@ impl History {
         }
         // This store's first start with head records: write them, then the marker, so
         // the next start reads only them.
-        ops.extend(heads.iter().map(|(pair, h)| head_op(pair, h, h.id)));
+        ops.extend(
+            heads
+                .iter()
+                .map(|(pair, h)| stored_head_op(pair, h.id, h.id, h.count, h.deployment.clone())),
+        );
         ops.push(Op::put_json(Table::History, HEADS_MARKER, &true));
         let inner = Inner {
             stamper: Stamper::after(newest.as_ref()),
@@ -497,14 +545,7 @@ impl History {
         let mut inner = self.lock();
         let id = inner.stamper.stamp();
         let pair: Pair = (cluster.clone(), bundle.clone());
-        let mut ops = vec![Put::Entry(
-            entry_key(cluster.as_str(), bundle, id),
-            Entry::Deployment(d.clone()),
-        )];
-        ops.extend(
-            index_key(&d.commit, cluster.as_str(), bundle, id)
-                .map(|k| Put::Index(k, Indexed { at: d.assigned_at })),
-        );
+        let mut ops = vec![Put::Indexed(id, d.clone())];
         let count = inner.heads.get(&pair).map_or(0, |h| h.count) + 1;
         let now = d.assigned_at;
         let head = Head {
@@ -512,7 +553,7 @@ impl History {
             deployment: d,
             count,
         };
-        ops.push(head_put(&pair, &head, id));
+        ops.push(head_put(&head, id));
         inner.heads.insert(pair.clone(), head);
         drop(inner);
         self.write(pair, count, now, ops);
@@ -522,12 +563,11 @@ impl History {
     /// more entries than the retention keeps (ages measured at `now`, the time of the
     /// entry written).
     fn write(&self, pair: Pair, count: usize, now: i64, puts: Vec<Put>) {
-        let ops = move || puts.into_iter().map(Put::op).collect();
         if count <= self.retention.max_per_pair.max(1) {
-            self.store.submit_with(ops);
+            self.store.submit_with(move || Put::all_ops(&pair, puts));
             return;
         }
-        let written = self.store.queue_commit(ops());
+        let written = self.store.queue_commit(Put::all_ops(&pair, puts));
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No runtime (a blocking caller): the sweeper prunes the pair.
             return;
@@ -590,10 +630,7 @@ impl History {
         let mut ops = Vec::new();
         let mut newest = id;
         if changed {
-            ops.push(Put::Entry(
-                entry_key(cluster.as_str(), bundle, id),
-                Entry::Deployment(d.clone()),
-            ));
+            ops.push(Put::Entry(id, Entry::Deployment(d.clone())));
         }
         // The first outcome of a deployment is on the deployment itself; later moves of
         // the same deployment are state changes.
@@ -609,11 +646,11 @@ impl History {
             });
             let id = inner.stamper.stamp();
             newest = id;
-            ops.push(Put::Entry(entry_key(cluster.as_str(), bundle, id), change));
+            ops.push(Put::Entry(id, change));
         }
         let count = inner.heads.get(&pair).map_or(0, |h| h.count);
         if let (false, Some(h)) = (ops.is_empty(), inner.heads.get(&pair)) {
-            ops.push(head_put(&pair, h, newest));
+            ops.push(head_put(h, newest));
         }
         drop(inner);
         if !ops.is_empty() {
