@@ -15,7 +15,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -274,6 +274,7 @@ async fn drive(cfg: &FleetConfig, hub: &HubProcess, work: &std::path::Path) -> R
         heartbeat: cfg.heartbeat,
         wait_report_after: cfg.wait_report_after,
         write_dir: cfg.write_dir.then(|| work.join("targets")),
+        ready_reports: AtomicU64::new(0),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats: Vec<Arc<SpokeStats>> = (0..n).map(|_| Arc::new(SpokeStats::default())).collect();
@@ -419,7 +420,7 @@ async fn drive(cfg: &FleetConfig, hub: &HubProcess, work: &std::path::Path) -> R
         // Phase 3: single-bundle commits.
         let target = bundle_name(0);
         for f in 0..cfg.fanouts {
-            let fan = fanout(cfg, hub, &repo, &live, &target, f as u64 + 1).await?;
+            let fan = fanout(cfg, hub, &repo, &live, &settings, &target, f as u64 + 1).await?;
             log(
                 cfg,
                 format!(
@@ -515,6 +516,7 @@ pub(crate) async fn fanout(
     hub: &HubProcess,
     repo: &FleetRepo,
     live: &[Arc<SpokeStats>],
+    sim: &SimSettings,
     bundle: &str,
     generation: u64,
 ) -> Result<FanoutResult> {
@@ -534,18 +536,34 @@ pub(crate) async fn fanout(
     tokio::time::sleep(phase).await;
     let profile = Profile::start(cfg, pid, &format!("fanout-{generation}"));
     let cpu0 = machine::cpu_seconds(pid).unwrap_or(0.0);
+    let readies0 = sim.ready_reports.load(Ordering::Relaxed);
     let commit = repo.change_bundle(0, generation)?;
     let is_new = |i: usize, s: &SpokeStats| s.ready_on_new(bundle, before[i].as_deref());
     // Each spoke records its own Ready time, so how often this loop looks changes no
     // figure. It looks rarely, and only at the spokes not yet done: a look at 10,000
     // spokes' maps costs milliseconds of cache misses, and looking every 5 ms took a
-    // sixth of a core from the hub and the simulated spokes it measures.
+    // sixth of a core from the hub and the simulated spokes it measures. Until the
+    // spokes together have queued as many Ready reports as spokes are pending, none of
+    // them is looked at (a look then is the usual one: a spoke counts once it is Ready on
+    // the new deployment).
     let mut pending: Vec<usize> = (0..live.len()).collect();
+    let mut looked_at = 0u64;
     wait_for(
         "every spoke to report the changed bundle Ready",
         cfg.phase_timeout,
         Duration::from_millis(100),
         || {
+            let readies = sim.ready_reports.load(Ordering::Relaxed) - readies0;
+            if readies - looked_at < pending.len() as u64 {
+                return (
+                    false,
+                    format!(
+                        "{readies} Ready reports since the commit, {} spokes pending",
+                        pending.len()
+                    ),
+                );
+            }
+            looked_at = readies;
             pending.retain(|&i| is_new(i, &live[i]).is_none());
             (
                 pending.is_empty(),

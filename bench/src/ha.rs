@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -358,6 +358,7 @@ async fn ha_phases(cfg: &HaConfig, work: &Path) -> Result<HaResult> {
         heartbeat: f.heartbeat,
         wait_report_after: f.wait_report_after,
         write_dir: None,
+        ready_reports: AtomicU64::new(0),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats: Vec<Arc<SpokeStats>> = (0..n).map(|_| Arc::new(SpokeStats::default())).collect();
@@ -444,7 +445,16 @@ async fn ha_phases(cfg: &HaConfig, work: &Path) -> Result<HaResult> {
     let mut fanouts = Vec::new();
     for g in 0..f.fanouts {
         let c0 = etcd.counters().await?;
-        let fan = fanout(f, lead, &repo, &live_stats, &target, g as u64 + 1).await?;
+        let fan = fanout(
+            f,
+            lead,
+            &repo,
+            &live_stats,
+            &settings,
+            &target,
+            g as u64 + 1,
+        )
+        .await?;
         let writes = etcd.counters().await?.since(&c0);
         log(
             f,

@@ -46,6 +46,9 @@ pub struct SimSettings {
     pub wait_report_after: Duration,
     /// Write each bundle to `DIR/<spoke>/<bundle>.yaml` instead of a no-op apply.
     pub write_dir: Option<PathBuf>,
+    /// Ready reports queued by all the simulated spokes together. A fan-out looks at the
+    /// spokes one by one only once this says enough of them can be done.
+    pub ready_reports: AtomicU64,
 }
 
 /// What one bundle looks like on one simulated spoke.
@@ -310,13 +313,15 @@ async fn handle(
                     send_status(tx, stats, &a.bundle, &a.deployment_id, "WaitApplied", "").await?;
                     applying.await
                 } else {
+                    // The apply first: one that finishes at its first poll (the no-op
+                    // apply always does) never registers the window's timer.
                     tokio::select! {
                         biased;
+                        done = &mut applying => done,
                         _ = tokio::time::sleep(settings.wait_report_after) => {
                             send_status(tx, stats, &a.bundle, &a.deployment_id, "WaitApplied", "").await?;
                             applying.await
                         }
-                        done = &mut applying => done,
                     }
                 }
             };
@@ -340,6 +345,7 @@ async fn handle(
                     content_digest: a.content_digest.clone(),
                 },
             );
+            let counts = ready.is_some();
             if let Ok(mut b) = stats.bundles.lock() {
                 b.insert(
                     a.bundle,
@@ -349,6 +355,11 @@ async fn handle(
                         ready,
                     },
                 );
+            }
+            // Counted once the Ready is in `bundles`, where a fan-out that reads the
+            // count next looks for it.
+            if counts {
+                settings.ready_reports.fetch_add(1, Ordering::Relaxed);
             }
         }
         Some(hub_msg::Msg::Unassign(u)) => {
@@ -387,7 +398,7 @@ async fn apply(
         if !held.digests.contains(&a.content_digest) {
             bail!("hub assumed we hold {}, but we do not", a.content_digest);
         }
-    } else if ContentDigest::of(&a.content).to_string() != a.content_digest {
+    } else if ContentDigest::of(&a.content).as_str() != a.content_digest {
         bail!("content of bundle {} does not match its digest", a.bundle);
     } else {
         held.digests.insert(a.content_digest.clone());

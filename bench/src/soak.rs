@@ -4,6 +4,7 @@
 //! throughout, should stay flat after warm-up.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -82,6 +83,7 @@ pub async fn run(cfg: &SoakConfig) -> Result<SoakResult> {
         heartbeat: Duration::from_secs(10),
         wait_report_after: sim::WAIT_REPORT_AFTER,
         write_dir: None,
+        ready_reports: AtomicU64::new(0),
     });
     let dial = Dial {
         hub: hub.addr.parse().context("hub address")?,
