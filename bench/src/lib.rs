@@ -39,3 +39,4 @@ pub mod soak;
 pub mod spoke_idle;
 pub mod spoke_rss;
 pub mod stats;
+pub mod sync_call;

@@ -16,8 +16,12 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use flotilla_identity::{Credentials, HUB_SERVER_NAME};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// A TCP stream that adds every byte it reads to a shared counter.
@@ -47,6 +51,19 @@ impl AsyncWrite for CountingStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    // Forwarded, so a write of several TLS records is one syscall, as on a bare socket.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -84,8 +101,23 @@ impl Dial {
     }
 }
 
-/// Opens a new TLS connection to the hub as `creds` (mTLS when it holds a client
-/// certificate), counting received bytes into `received`.
+/// A TCP connection to the dial's hub, from its source address, counting what it reads.
+async fn tcp(dial: &Dial, received: Arc<AtomicU64>) -> io::Result<CountingStream> {
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = dial.source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(dial.hub).await?;
+    stream.set_nodelay(true)?;
+    Ok(CountingStream {
+        inner: stream,
+        read: received,
+    })
+}
+
+/// Opens a new tonic channel to the hub as `creds` (mTLS when it holds a client
+/// certificate), counting received bytes into `received`. For the unary calls
+/// (registration); the Sync stream goes over [`connect`].
 pub async fn channel(
     dial: &Dial,
     creds: &Credentials,
@@ -97,21 +129,11 @@ pub async fn channel(
     if let (Some(cert), Some(key)) = (&creds.cert_pem, &creds.key_pem) {
         tls = tls.identity(Identity::from_pem(cert, key));
     }
-    let (hub, source) = (dial.hub, dial.source);
+    let hub = dial.hub;
+    let dial = dial.clone();
     let connector = tower::service_fn(move |_uri| {
-        let received = received.clone();
-        async move {
-            let socket = TcpSocket::new_v4()?;
-            if let Some(ip) = source {
-                socket.bind(SocketAddr::new(ip, 0))?;
-            }
-            let stream = socket.connect(hub).await?;
-            stream.set_nodelay(true)?;
-            Ok::<_, io::Error>(TokioIo::new(CountingStream {
-                inner: stream,
-                read: received,
-            }))
-        }
+        let (dial, received) = (dial.clone(), received.clone());
+        async move { tcp(&dial, received).await.map(TokioIo::new) }
     });
     Endpoint::from_shared(format!("https://{hub}"))
         .context("hub address")?
@@ -124,4 +146,45 @@ pub async fn channel(
         .await
         .map_err(|e| anyhow::anyhow!(flotilla_identity::channel::error_chain(&e)))
         .with_context(|| format!("connecting to {hub}"))
+}
+
+/// Opens a new mTLS connection to the hub as `creds` (which must hold a client
+/// certificate), offering HTTP/2 as tonic does, counting received bytes into `received`.
+pub async fn connect(
+    dial: &Dial,
+    creds: &Credentials,
+    received: Arc<AtomicU64>,
+) -> Result<TlsStream<CountingStream>> {
+    let (Some(cert_pem), Some(key_pem)) = (&creds.cert_pem, &creds.key_pem) else {
+        anyhow::bail!("no client certificate to present");
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(creds.ca_pem.as_bytes()) {
+        roots.add(ca.context("hub CA")?).context("hub CA")?;
+    }
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("client certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("client key")?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .context("TLS config")?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .context("TLS config")?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name = ServerName::try_from(HUB_SERVER_NAME).context("hub server name")?;
+    let connecting = async {
+        let tcp = tcp(dial, received).await?;
+        TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+    };
+    tokio::time::timeout(Duration::from_secs(20), connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("connecting to {}", dial.hub))
 }

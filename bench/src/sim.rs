@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -19,13 +20,14 @@ use flotilla_identity::{Credentials, JoinString, csr, pin};
 use flotilla_model::ContentDigest;
 use flotilla_proto::v1::{
     Applied, Hello, HubMsg, RegisterRequest, SpokeMsg, Status as StatusMsg, hub_msg,
-    registration_client::RegistrationClient, spoke_client::SpokeClient, spoke_msg,
+    registration_client::RegistrationClient, spoke_msg,
 };
 use prost::Message;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
 
 use crate::net::{self, Dial};
+use crate::sync_call::SyncCall;
 
 /// Largest Assign accepted, as in the real spoke.
 const MAX_INBOUND_MESSAGE: usize = 20 * 1024 * 1024;
@@ -207,27 +209,18 @@ async fn session(
     stats: &SpokeStats,
     held: &mut Held,
 ) -> Result<()> {
-    let channel = net::channel(dial, creds, stats.received_bytes.clone()).await?;
-    let mut client = SpokeClient::new(channel).max_decoding_message_size(MAX_INBOUND_MESSAGE);
-    let (tx, rx) = mpsc::channel::<SpokeMsg>(256);
-    let hello = Hello {
-        agent_version: concat!("flotilla-bench/", env!("CARGO_PKG_VERSION")).into(),
-        labels: settings.labels.clone(),
-        applied: held.applied.values().cloned().collect(),
-        digests: held.digests.iter().cloned().collect(),
-        cluster_name: name.to_string(),
-        capabilities: None,
+    let tls = net::connect(dial, creds, stats.received_bytes.clone()).await?;
+    let hello = SpokeMsg {
+        msg: Some(spoke_msg::Msg::Hello(Hello {
+            agent_version: concat!("flotilla-bench/", env!("CARGO_PKG_VERSION")).into(),
+            labels: settings.labels.clone(),
+            applied: held.applied.values().cloned().collect(),
+            digests: held.digests.iter().cloned().collect(),
+            cluster_name: name.to_string(),
+            capabilities: None,
+        })),
     };
-    tx.send(SpokeMsg {
-        msg: Some(spoke_msg::Msg::Hello(hello)),
-    })
-    .await
-    .map_err(|_| anyhow!("queueing Hello"))?;
-    let mut inbound = client
-        .sync(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| anyhow!("hub refused the stream: {}", s.message()))?
-        .into_inner();
+    let mut call = SyncCall::open(tls, dial.hub, &hello, MAX_INBOUND_MESSAGE).await?;
     stats.connected.store(true, Ordering::Relaxed);
     stats.connects.fetch_add(1, Ordering::Relaxed);
     let _ = stats.first_connected.set(Instant::now());
@@ -235,41 +228,39 @@ async fn session(
     for (bundle, a) in &held.applied {
         let ok = held.ready.get(bundle).copied().unwrap_or(false);
         send_status(
-            &tx,
+            &mut call,
             stats,
             bundle,
             &a.deployment_id,
             if ok { "Ready" } else { "ErrApplied" },
             "",
-        )
-        .await?;
+        )?;
     }
     let mut heartbeat = tokio::time::interval(settings.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            msg = inbound.message() => {
-                let msg = msg.map_err(|s| anyhow!("stream: {}", s.message()))?;
-                let Some(msg) = msg else { return Ok(()) };
-                handle(settings, name, stats, held, &tx, msg).await?;
-            }
+        let msg = tokio::select! {
+            msg = call.next() => msg?,
             _ = heartbeat.tick() => {
-                // A full buffer means the hub is not reading; the real spoke drops it too.
-                let _ = tx.try_send(SpokeMsg { msg: Some(spoke_msg::Msg::Heartbeat(Default::default())) });
+                call.send(&SpokeMsg { msg: Some(spoke_msg::Msg::Heartbeat(Default::default())) })?;
+                continue;
             }
-        }
+        };
+        let Some(msg) = msg else { return Ok(()) };
+        handle(settings, name, stats, held, &mut call, msg).await?;
     }
 }
 
-async fn send_status(
-    tx: &mpsc::Sender<SpokeMsg>,
+/// Queues a status report; it goes out the next time the call is waited on.
+fn send_status(
+    call: &mut SyncCall<impl AsyncRead + AsyncWrite + Unpin>,
     stats: &SpokeStats,
     bundle: &str,
     deployment_id: &str,
     state: &str,
     message: &str,
 ) -> Result<()> {
-    tx.send(SpokeMsg {
+    call.send(&SpokeMsg {
         msg: Some(spoke_msg::Msg::Status(StatusMsg {
             bundle: bundle.to_string(),
             deployment_id: deployment_id.to_string(),
@@ -278,9 +269,7 @@ async fn send_status(
             resources: Vec::new(),
             cluster_name: String::new(),
         })),
-    })
-    .await
-    .map_err(|_| anyhow!("the stream closed while sending a status"))?;
+    })?;
     stats.statuses_sent.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
@@ -290,7 +279,7 @@ async fn handle(
     name: &str,
     stats: &SpokeStats,
     held: &mut Held,
-    tx: &mpsc::Sender<SpokeMsg>,
+    call: &mut SyncCall<impl AsyncRead + AsyncWrite + Unpin>,
     msg: HubMsg,
 ) -> Result<()> {
     let encoded = msg.encoded_len() as u64;
@@ -305,34 +294,40 @@ async fn handle(
                 .assign_content_bytes
                 .fetch_add(a.content.len() as u64, Ordering::Relaxed);
             // As the real spoke: WaitApplied only for an apply slower than its window,
-            // and before every apply for a zero window.
+            // and before every apply for a zero window. The apply is polled first, so
+            // one that finishes at once (the no-op apply always does) registers no timer.
             let outcome = {
-                let applying = apply(settings, name, held, &a);
-                tokio::pin!(applying);
+                let mut applying = pin!(apply(settings, name, held, &a));
                 if settings.wait_report_after.is_zero() {
-                    send_status(tx, stats, &a.bundle, &a.deployment_id, "WaitApplied", "").await?;
-                    applying.await
+                    send_status(call, stats, &a.bundle, &a.deployment_id, "WaitApplied", "")?;
+                    call.drive(applying).await?
                 } else {
-                    // The apply first: one that finishes at its first poll (the no-op
-                    // apply always does) never registers the window's timer.
-                    tokio::select! {
-                        biased;
-                        done = &mut applying => done,
-                        _ = tokio::time::sleep(settings.wait_report_after) => {
-                            send_status(tx, stats, &a.bundle, &a.deployment_id, "WaitApplied", "").await?;
-                            applying.await
+                    let window =
+                        tokio::time::timeout(settings.wait_report_after, applying.as_mut());
+                    match call.drive(window).await? {
+                        Ok(done) => done,
+                        Err(_) => {
+                            send_status(
+                                call,
+                                stats,
+                                &a.bundle,
+                                &a.deployment_id,
+                                "WaitApplied",
+                                "",
+                            )?;
+                            call.drive(applying).await?
                         }
                     }
                 }
             };
             let ready = match &outcome {
                 Ok(()) => {
-                    send_status(tx, stats, &a.bundle, &a.deployment_id, "Ready", "").await?;
+                    send_status(call, stats, &a.bundle, &a.deployment_id, "Ready", "")?;
                     Some(Instant::now())
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");
-                    send_status(tx, stats, &a.bundle, &a.deployment_id, "ErrApplied", &msg).await?;
+                    send_status(call, stats, &a.bundle, &a.deployment_id, "ErrApplied", &msg)?;
                     None
                 }
             };

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_e2e::{
     GitServer, HttpAnswer, Hub, Spoke, TIMEOUT, bin, configmap, example_repo, free_port, http_over,
+    wait_until,
 };
 use flotilla_identity::{ClientConfig, Credentials, files};
 use rustls_pki_types::pem::PemObject;
@@ -70,7 +71,16 @@ fn the_dashboard_shows_the_fleet_a_cluster_and_a_bundle_with_what_git_wrote_esca
         );
     }
 
-    let cluster = get(&dash, "GET", "/clusters/dev");
+    // The history is read from the store, which its writer fills a moment after the
+    // reports that the status table shows from memory.
+    let cluster = wait_until("the cluster page to show its history", || {
+        let page = get(&dash, "GET", "/clusters/dev");
+        if page.body.contains("id=\"history\"") {
+            Ok(page)
+        } else {
+            Err(format!("{page:?}"))
+        }
+    });
     assert_eq!(cluster.status, 200, "{cluster:?}");
     assert!(
         cluster
@@ -79,7 +89,6 @@ fn the_dashboard_shows_the_fleet_a_cluster_and_a_bundle_with_what_git_wrote_esca
         "{}",
         cluster.body
     );
-    assert!(cluster.body.contains("id=\"history\""), "{}", cluster.body);
 
     let bundle = get(&dash, "GET", "/bundles/examples-tricky");
     assert_eq!(bundle.status, 200, "{bundle:?}");
