@@ -168,8 +168,10 @@ struct FleetArgs {
     /// Longest any phase may take.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     phase_timeout: Duration,
-    /// Pause with all spokes idle before reading the hub's RSS.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    /// Pause with all spokes idle before reading the hub's RSS. At least jemalloc's
+    /// 10 s dirty-page decay: read sooner, the RSS still counts pages the hub has
+    /// already freed (docs/benchmarks.md, memory per idle spoke).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
     idle_settle: Duration,
     /// Record a `perf` profile of the hub per phase into DIR/<phase>.data.
     #[arg(long, value_name = "DIR")]
