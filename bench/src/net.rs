@@ -188,3 +188,28 @@ pub async fn connect(
         .and_then(|r| r.map_err(anyhow::Error::from))
         .with_context(|| format!("connecting to {}", dial.hub))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Sync stream is mutual TLS only: without a certificate it is refused here,
+    /// before anything is dialled (nothing listens on port 9).
+    #[tokio::test]
+    async fn a_sync_connection_without_a_client_certificate_is_refused_before_dialling() {
+        let dial = Dial {
+            hub: "127.0.0.1:9".parse().expect("address"),
+            others: Vec::new(),
+            source: None,
+        };
+        let anonymous = Credentials {
+            ca_pem: String::new(),
+            cert_pem: None,
+            key_pem: None,
+        };
+        let Err(err) = connect(&dial, &anonymous, Arc::new(AtomicU64::new(0))).await else {
+            panic!("connected without a certificate");
+        };
+        assert_eq!(err.to_string(), "no client certificate to present");
+    }
+}

@@ -245,45 +245,17 @@ fn frame(msg: &SpokeMsg) -> Result<Bytes> {
     Ok(buf.freeze())
 }
 
-/// An error for a `grpc-status` other than OK, with the hub's `grpc-message`.
+/// An error for a `grpc-status` other than OK, with the hub's `grpc-message` (tonic
+/// reads both, percent-decoding the message).
 fn check_grpc_status(headers: &HeaderMap) -> Result<()> {
-    let Some(code) = headers.get("grpc-status") else {
-        return Ok(());
-    };
-    if code.as_bytes() == b"0" {
-        return Ok(());
+    match tonic::Status::from_header_map(headers) {
+        Some(s) if s.code() != tonic::Code::Ok => bail!(
+            "hub refused the stream: {} (gRPC status {})",
+            s.message(),
+            s.code() as i32
+        ),
+        _ => Ok(()),
     }
-    let message = headers
-        .get("grpc-message")
-        .map(|m| percent_decoded(m.as_bytes()))
-        .unwrap_or_default();
-    bail!(
-        "hub refused the stream: {message} (gRPC status {})",
-        String::from_utf8_lossy(code.as_bytes())
-    )
-}
-
-/// gRPC percent-encodes `grpc-message`; undone well enough to read.
-fn percent_decoded(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let hex = raw
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (raw[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -328,6 +300,18 @@ mod tests {
             assert_eq!(got, vec![a.clone(), b.clone()], "chunks of {chunk} bytes");
             assert!(!d.holds_part());
         }
+    }
+
+    #[test]
+    fn a_message_cut_short_is_held_not_decoded() {
+        let bytes = framed(&assign("a"));
+        let mut d = Deframer::new(1 << 20);
+        d.push(&bytes[..bytes.len() - 1]);
+        assert!(d.next().expect("no error yet").is_none());
+        assert!(
+            d.holds_part(),
+            "a stream that ends here ends inside a message"
+        );
     }
 
     #[test]

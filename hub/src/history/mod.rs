@@ -241,30 +241,15 @@ struct StoredHead {
     deployment: Deployment,
 }
 
-/// The put of a pair's head record.
-fn stored_head_op(
-    pair: &Pair,
-    id: RecordId,
-    newest: RecordId,
-    count: usize,
-    deployment: Deployment,
-) -> Op {
-    let head = StoredHead {
-        id: id.key(),
+/// The put of a pair's head record: `head`, whose newest entry is `newest`.
+fn head_op(pair: &Pair, head: Head, newest: RecordId) -> Op {
+    let stored = StoredHead {
+        id: head.id.key(),
         newest: newest.key(),
-        count,
-        deployment,
-    };
-    Op::put_json(Table::History, head_key(pair.0.as_str(), &pair.1), &head)
-}
-
-fn head_put(head: &Head, newest: RecordId) -> Put {
-    Put::Head {
-        id: head.id,
-        newest,
         count: head.count,
-        deployment: head.deployment.clone(),
-    }
+        deployment: head.deployment,
+    };
+    Op::put_json(Table::History, head_key(pair.0.as_str(), &pair.1), &stored)
 }
 
 /// A put of one record of a pair's history, kept as the record until the store's writer
@@ -276,13 +261,8 @@ enum Put {
     Entry(RecordId, Entry),
     /// A new deployment's entry `id`, and its commit's index key (`index_key`).
     Indexed(RecordId, Deployment),
-    /// The pair's head record (`StoredHead`).
-    Head {
-        id: RecordId,
-        newest: RecordId,
-        count: usize,
-        deployment: Deployment,
-    },
+    /// The pair's head record (`StoredHead`), whose newest entry is `newest`.
+    Head { head: Head, newest: RecordId },
 }
 
 impl Put {
@@ -302,12 +282,7 @@ impl Put {
                 ops.push(Op::put_json(Table::History, key, &Entry::Deployment(d)));
                 ops.extend(index.map(|k| Op::put_json(Table::History, k, &at)));
             }
-            Put::Head {
-                id,
-                newest,
-                count,
-                deployment,
-            } => ops.push(stored_head_op(pair, id, newest, count, deployment)),
+            Put::Head { head, newest } => ops.push(head_op(pair, head, newest)),
         }
     }
 
@@ -437,11 +412,7 @@ impl History {
         }
         // This store's first start with head records: write them, then the marker, so
         // the next start reads only them.
-        ops.extend(
-            heads
-                .iter()
-                .map(|(pair, h)| stored_head_op(pair, h.id, h.id, h.count, h.deployment.clone())),
-        );
+        ops.extend(heads.iter().map(|(pair, h)| head_op(pair, h.clone(), h.id)));
         ops.push(Op::put_json(Table::History, HEADS_MARKER, &true));
         let inner = Inner {
             stamper: Stamper::after(newest.as_ref()),
@@ -553,7 +524,10 @@ impl History {
             deployment: d,
             count,
         };
-        ops.push(head_put(&head, id));
+        ops.push(Put::Head {
+            head: head.clone(),
+            newest: id,
+        });
         inner.heads.insert(pair.clone(), head);
         drop(inner);
         self.write(pair, count, now, ops);
@@ -650,7 +624,10 @@ impl History {
         }
         let count = inner.heads.get(&pair).map_or(0, |h| h.count);
         if let (false, Some(h)) = (ops.is_empty(), inner.heads.get(&pair)) {
-            ops.push(head_put(h, newest));
+            ops.push(Put::Head {
+                head: h.clone(),
+                newest,
+            });
         }
         drop(inner);
         if !ops.is_empty() {
